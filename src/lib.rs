@@ -1,0 +1,13 @@
+//! apimon: keeps an API-monitoring platform on OpenStack exactly as a git
+//! repository says it should be.
+//!
+//! The pipeline is `model` (load + validate) → `render` (templates) →
+//! providers' `observe` → `plan` (pure diff, ordered) → apply. See
+//! `docs/architecture.md`.
+
+pub mod cli;
+pub mod engine;
+pub mod model;
+pub mod plan;
+pub mod providers;
+pub mod render;

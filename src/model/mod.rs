@@ -1,0 +1,309 @@
+//! The desired state: what the repository says the platform should be.
+//!
+//! Two stages, as in ripgrep's `LowArgs → HiArgs`: [`raw`] mirrors the
+//! YAML, [`validate`] checks every rule and cross-reference and yields a
+//! [`DesiredState`]. Both are pure: no network, no credentials.
+
+pub mod error;
+pub mod load;
+pub mod raw;
+pub mod secret;
+pub mod source_map;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::{Diagnostic, Diagnostics, LoadError, Location};
+pub use raw::{Direction, DriftMode, MaybeSecret, Placement, Privilege, Protocol, Role};
+pub use secret::{Secrets, Sensitive};
+
+/// Reads, parses and validates the repository at `repo`.
+///
+/// # Errors
+/// Every problem found, each with file, line, column and key path.
+pub fn load_repository(repo: &Path) -> Result<DesiredState, LoadError> {
+    let raw = load::load(repo)?;
+    validate::validate(raw).map_err(LoadError::Invalid)
+}
+
+/// A validated repository.
+#[derive(Debug, Clone)]
+pub struct DesiredState {
+    /// Project name (`apimon.yaml` `project`).
+    pub project: String,
+    /// Environments by name.
+    pub environments: BTreeMap<String, Environment>,
+    /// Scenarios by name.
+    pub scenarios: BTreeMap<String, Scenario>,
+    /// Files under `scenarios/` subdirectories (playbooks), by relative path.
+    pub scenario_files: BTreeMap<String, Vec<u8>>,
+    /// Dashboards by uid.
+    pub dashboards: BTreeMap<String, Dashboard>,
+    /// Template overrides by template name.
+    pub templates: BTreeMap<String, TemplateOverride>,
+    /// Every `{secret: NAME}` and where it is written.
+    pub secret_uses: Vec<SecretUse>,
+}
+
+/// Where a secret is referenced.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SecretUse {
+    /// Secret name.
+    pub name: String,
+    /// The reference.
+    pub location: Location,
+    /// Key path.
+    pub path: String,
+}
+
+impl DesiredState {
+    /// Checks that every referenced secret resolves.
+    ///
+    /// # Errors
+    /// One diagnostic per missing secret, at the place that references it.
+    pub fn check_secrets(&self, secrets: &Secrets) -> Result<(), Diagnostics> {
+        let missing: Vec<Diagnostic> = self
+            .secret_uses
+            .iter()
+            .filter(|use_| secrets.value(&use_.name).is_none())
+            .map(|use_| {
+                Diagnostic::new(
+                    use_.location.clone(),
+                    use_.path.clone(),
+                    format!(
+                        "secret `{}` is not set; expected it in the secrets file or in ${}",
+                        use_.name,
+                        secret::env_var_name(&use_.name)
+                    ),
+                )
+            })
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(Diagnostics::normalized(missing))
+        }
+    }
+
+    /// The environments selected by `--env`, or all.
+    ///
+    /// # Errors
+    /// The name is not an environment; the message lists the known ones.
+    pub fn select(&self, only: Option<&str>) -> Result<Vec<&Environment>, String> {
+        match only {
+            None => Ok(self.environments.values().collect()),
+            Some(name) => self.environments.get(name).map(|env| vec![env]).ok_or_else(|| {
+                let known: Vec<&str> = self.environments.keys().map(String::as_str).collect();
+                format!("unknown environment `{name}`; expected one of: {}", known.join(", "))
+            }),
+        }
+    }
+}
+
+/// The effective policy of an environment (defaults applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Policy {
+    /// A plan deleting more than this many resources is refused.
+    pub max_deletes: u32,
+    /// Whether owned resources absent from the repository are deleted.
+    pub prune: bool,
+    /// What the daemon does about drift.
+    pub drift: DriftMode,
+}
+
+/// Default for `max_deletes`: small, so an emptied file cannot wipe an environment.
+pub const DEFAULT_MAX_DELETES: u32 = 5;
+
+/// One validated environment.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    /// Name, e.g. `outside`.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Outside or inside the monitored cloud.
+    pub placement: Placement,
+    /// clouds.yaml entry apimon manages the VMs with.
+    pub cloud: String,
+    /// Clouds the scenarios monitor.
+    pub monitored_clouds: BTreeMap<String, raw::MonitoredCloud>,
+    /// InfluxDB admin endpoint.
+    pub influxdb_endpoint: raw::InfluxdbEndpoint,
+    /// Grafana endpoint.
+    pub grafana_endpoint: Option<raw::GrafanaEndpoint>,
+    /// SSH access through the bastion.
+    pub ssh: Option<raw::SshAccess>,
+    /// Effective policy.
+    pub policy: Policy,
+    /// VMs.
+    pub hosts: Vec<raw::Host>,
+    /// Keypairs.
+    pub keypairs: Vec<raw::Keypair>,
+    /// Security groups with checked rules.
+    pub security_groups: Vec<SecurityGroup>,
+    /// Networks (including external ones, which are only referenced).
+    pub networks: Vec<raw::Network>,
+    /// InfluxDB databases and users.
+    pub influxdb: raw::InfluxdbFile,
+    /// Grafana folders and datasources (defaults applied).
+    pub grafana: Grafana,
+    /// Scenarios the executor of this environment runs.
+    pub schedule: Vec<ScheduledScenario>,
+}
+
+impl Environment {
+    /// The first host with `role`.
+    pub fn host_with_role(&self, role: Role) -> Option<&raw::Host> {
+        self.hosts.iter().find(|host| host.role == role)
+    }
+}
+
+/// A security group whose rules were checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityGroup {
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Rules in repository order.
+    pub rules: Vec<Rule>,
+}
+
+/// A checked security group rule.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Rule {
+    /// Direction.
+    pub direction: Direction,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Port range; `None` for all ports.
+    pub ports: Option<(u16, u16)>,
+    /// Remote CIDR, or group name, or anywhere.
+    pub remote: Remote,
+}
+
+/// The other end of a rule.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Remote {
+    /// Any address.
+    Any,
+    /// A CIDR.
+    Cidr(String),
+    /// Members of a security group of the same environment.
+    Group(String),
+}
+
+/// Grafana objects of one environment, with defaults applied.
+#[derive(Debug, Clone, Default)]
+pub struct Grafana {
+    /// Folders.
+    pub folders: Vec<raw::Folder>,
+    /// Datasources.
+    pub datasources: Vec<Datasource>,
+}
+
+/// A checked datasource.
+#[derive(Debug, Clone)]
+pub struct Datasource {
+    /// Name.
+    pub name: String,
+    /// uid.
+    pub uid: String,
+    /// Environment whose InfluxDB it reads.
+    pub environment: String,
+    /// InfluxDB URL of that environment.
+    pub url: String,
+    /// Database.
+    pub database: String,
+    /// Read-only user.
+    pub user: String,
+    /// That user's password (a secret name).
+    pub password_secret: String,
+    /// Grafana's default datasource.
+    pub default: bool,
+}
+
+/// A scenario in an environment's schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledScenario {
+    /// Scenario name.
+    pub scenario: String,
+    /// Cron expression, normalised to 6 fields (seconds first).
+    pub cron: String,
+}
+
+/// A validated scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Name (file stem).
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Kill the run after this long.
+    pub timeout: Duration,
+    /// How it runs.
+    pub runner: Runner,
+}
+
+/// Default scenario timeout.
+pub const DEFAULT_SCENARIO_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How a scenario runs.
+#[derive(Debug, Clone)]
+pub enum Runner {
+    /// `ansible-playbook`.
+    Ansible {
+        /// Playbook path relative to `scenarios/`.
+        playbook: String,
+        /// Monitored cloud (OS_CLOUD).
+        cloud: Option<String>,
+        /// `-e` variables.
+        extra_vars: BTreeMap<String, String>,
+    },
+    /// Built-in HTTP probe.
+    Http {
+        /// URL.
+        url: String,
+        /// Method.
+        method: String,
+        /// Expected status.
+        expect_status: u16,
+    },
+}
+
+impl Runner {
+    /// `ansible` or `http`: the `runner` tag of result points.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Ansible { .. } => "ansible",
+            Self::Http { .. } => "http",
+        }
+    }
+}
+
+/// A dashboard.
+#[derive(Debug, Clone)]
+pub struct Dashboard {
+    /// uid.
+    pub uid: String,
+    /// Title.
+    pub title: String,
+    /// Folder uid.
+    pub folder: String,
+    /// Source file.
+    pub file: PathBuf,
+    /// The JSON model as written.
+    pub model: serde_json::Value,
+}
+
+/// A template from the repository that replaces a built-in one.
+#[derive(Debug, Clone)]
+pub struct TemplateOverride {
+    /// Source file, for error messages.
+    pub file: PathBuf,
+    /// Template text.
+    pub text: String,
+}

@@ -1,0 +1,222 @@
+//! Secrets: `{secret: NAME}` in the repository, resolved only on the
+//! machine that applies, and never printed.
+//!
+//! [`Sensitive`] wraps every resolved value. Its `Debug`, `Display` and
+//! `Serialize` all print `(sensitive)`, so a secret cannot leak through a
+//! log line, a plan (human or JSON) or an error by accident; code that
+//! really needs the value calls [`Sensitive::expose`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Serialize, Serializer};
+
+/// What every secret prints as.
+pub const REDACTED: &str = "(sensitive)";
+
+/// A value that must never be shown.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Sensitive<T>(T);
+
+impl<T> Sensitive<T> {
+    /// Wraps a secret value.
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+
+    /// The value itself: only for the code that sends it where it belongs.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Sensitive<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl<T> fmt::Display for Sensitive<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl<T> Serialize for Sensitive<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(REDACTED)
+    }
+}
+
+/// Loading the secrets file failed. No variant ever carries a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The file cannot be read.
+    #[error("cannot read secrets file {path}")]
+    Read {
+        /// The secrets file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Group or others may read the file.
+    #[error(
+        "secrets file {path} has mode {mode:04o}; it must be 0600 or stricter (run: chmod 600 {path})"
+    )]
+    TooOpen {
+        /// The secrets file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file is not a YAML mapping of names to strings. The parser's own
+    /// message is dropped because it may quote the value.
+    #[error("{path}:{line}:{column}: expected a mapping of secret names to string values")]
+    Syntax {
+        /// The secrets file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+    },
+}
+
+/// Where secret values come from: a file, then the environment.
+#[derive(Debug, Clone, Default)]
+pub struct SecretStore {
+    from_file: BTreeMap<String, Sensitive<String>>,
+    from_env: BTreeMap<String, Sensitive<String>>,
+}
+
+/// The environment variable that may hold secret `name`.
+pub fn env_var_name(name: &str) -> String {
+    format!("APIMON_SECRET_{}", name.to_ascii_uppercase())
+}
+
+impl SecretStore {
+    /// Reads the secrets file (if any) and takes `APIMON_SECRET_*` from `env`.
+    ///
+    /// # Errors
+    /// The file is unreadable, readable by group or others, or not a
+    /// mapping of names to strings.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SecretError> {
+        let from_file = match file {
+            Some(path) => Self::read_file(path)?,
+            None => BTreeMap::new(),
+        };
+        let from_env = env
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let name = key.strip_prefix("APIMON_SECRET_")?.to_ascii_lowercase();
+                Some((name, Sensitive::new(value)))
+            })
+            .collect();
+        Ok(Self { from_file, from_env })
+    }
+
+    fn read_file(path: &Path) -> Result<BTreeMap<String, Sensitive<String>>, SecretError> {
+        let read_error = |source| SecretError::Read { path: path.to_owned(), source };
+        let metadata = std::fs::metadata(path).map_err(read_error)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = metadata.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                return Err(SecretError::TooOpen { path: path.to_owned(), mode });
+            }
+        }
+        let text = std::fs::read_to_string(path).map_err(read_error)?;
+        if text.trim().is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let values: BTreeMap<String, String> = yaml_serde::from_str(&text).map_err(|error| {
+            let (line, column) = error.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+            SecretError::Syntax { path: path.to_owned(), line, column }
+        })?;
+        Ok(values.into_iter().map(|(k, v)| (k, Sensitive::new(v))).collect())
+    }
+
+    /// The value of secret `name`: the file wins over the environment.
+    pub fn get(&self, name: &str) -> Option<&Sensitive<String>> {
+        self.from_file.get(name).or_else(|| self.from_env.get(name))
+    }
+}
+
+/// How secrets are filled in while rendering and planning.
+#[derive(Debug, Clone)]
+pub enum Secrets {
+    /// Every secret renders as `(sensitive)`: for `plan --offline`,
+    /// `render` and `validate`, which must work without credentials.
+    Redacted,
+    /// Real values, for planning against and applying to live systems.
+    Resolved(SecretStore),
+}
+
+impl Secrets {
+    /// The value to use for secret `name`, or `None` when it is missing.
+    pub fn value(&self, name: &str) -> Option<Sensitive<String>> {
+        match self {
+            Self::Redacted => Some(Sensitive::new(REDACTED.to_owned())),
+            Self::Resolved(store) => store.get(name).cloned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_secrets(text: &str, mode: u32) -> (tempfile::TempDir, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("secrets.yaml");
+        std::fs::write(&path, text).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        (dir, path)
+    }
+
+    #[test]
+    fn sensitive_never_prints_or_serializes_its_value() {
+        let secret = Sensitive::new("hunter2".to_owned());
+        assert_eq!(format!("{secret}"), REDACTED);
+        assert_eq!(format!("{secret:?}"), REDACTED);
+        assert_eq!(serde_json::to_string(&secret).expect("json"), "\"(sensitive)\"");
+        assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn secrets_file_readable_by_others_is_rejected() {
+        let (_dir, path) = write_secrets("a: b\n", 0o644);
+        let error = SecretStore::load(Some(&path), []).expect_err("too open");
+        assert!(error.to_string().contains("mode 0644"), "{error}");
+        assert!(error.to_string().contains("0600 or stricter"), "{error}");
+    }
+
+    #[test]
+    fn secrets_file_syntax_error_names_the_place_but_not_the_value() {
+        let (_dir, path) = write_secrets("good: x\nbad: [hunter2\n", 0o600);
+        let error = SecretStore::load(Some(&path), []).expect_err("bad yaml").to_string();
+        assert!(error.contains("secrets.yaml:"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn file_values_win_over_environment_values() {
+        let (_dir, path) = write_secrets("db_password: from-file\n", 0o600);
+        let env = [
+            ("APIMON_SECRET_DB_PASSWORD".to_owned(), "from-env".to_owned()),
+            ("APIMON_SECRET_TOKEN".to_owned(), "tok".to_owned()),
+            ("PATH".to_owned(), "/bin".to_owned()),
+        ];
+        let store = SecretStore::load(Some(&path), env).expect("load");
+        assert_eq!(store.get("db_password").map(|s| s.expose().as_str()), Some("from-file"));
+        assert_eq!(store.get("token").map(|s| s.expose().as_str()), Some("tok"));
+        assert!(store.get("path").is_none());
+    }
+}

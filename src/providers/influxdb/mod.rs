@@ -1,0 +1,245 @@
+//! InfluxDB 1.x: databases, retention policies, users and grants.
+//!
+//! The pure part: what the repository asks for and how it compares with
+//! what exists. Passwords cannot be read back from InfluxDB, so observe
+//! reports a user's password as matching or not (by trying to log in) and
+//! the comparison only says "password changed".
+
+use serde::Serialize;
+
+use crate::model::validate::influx_duration_ns;
+use crate::model::{Environment, MaybeSecret, Privilege, Role, Secrets, Sensitive};
+use crate::plan::{Comparison, DesiredItem, DesiredSet, ProviderKind, ResourceId, Spec};
+
+use super::openstack;
+
+/// One InfluxDB object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum InfluxdbSpec {
+    /// `CREATE DATABASE`.
+    Database,
+    /// `CREATE RETENTION POLICY`.
+    RetentionPolicy {
+        /// Database.
+        database: String,
+        /// Policy name.
+        name: String,
+        /// Duration in nanoseconds; 0 is infinite (InfluxDB's own convention).
+        duration_ns: u64,
+        /// Shard group duration in nanoseconds; `None` lets InfluxDB choose.
+        shard_duration_ns: Option<u64>,
+        /// Replication factor.
+        replication: u32,
+        /// Default policy of the database.
+        default: bool,
+    },
+    /// `CREATE USER`.
+    User {
+        /// Cluster administrator.
+        admin: bool,
+        /// Desired password; observed specs carry the desired one when it
+        /// still logs in and an empty one when it does not.
+        password: Sensitive<String>,
+    },
+    /// `GRANT`.
+    Grant {
+        /// User.
+        user: String,
+        /// Database.
+        database: String,
+        /// Privilege.
+        privilege: Privilege,
+    },
+}
+
+impl Spec for InfluxdbSpec {
+    fn compare(&self, observed: &Self) -> Comparison {
+        use InfluxdbSpec as S;
+        match (self, observed) {
+            (
+                S::RetentionPolicy { duration_ns, shard_duration_ns, replication, default, .. },
+                S::RetentionPolicy {
+                    duration_ns: have_duration,
+                    shard_duration_ns: have_shard,
+                    replication: have_replication,
+                    default: have_default,
+                    ..
+                },
+            ) => {
+                let mut reasons = Vec::new();
+                if duration_ns != have_duration {
+                    reasons.push(format!(
+                        "duration {} → {}",
+                        format_ns(*have_duration),
+                        format_ns(*duration_ns)
+                    ));
+                }
+                if shard_duration_ns.is_some() && shard_duration_ns != have_shard {
+                    reasons.push("shard duration changed".to_owned());
+                }
+                if replication != have_replication {
+                    reasons.push(format!("replication {have_replication} → {replication}"));
+                }
+                if default != have_default {
+                    reasons.push(
+                        if *default { "becomes default" } else { "no longer default" }.to_owned(),
+                    );
+                }
+                if reasons.is_empty() {
+                    Comparison::Same
+                } else {
+                    Comparison::Update(reasons)
+                }
+            }
+            (
+                S::User { admin, password },
+                S::User { admin: have_admin, password: have_password },
+            ) => {
+                let mut reasons = Vec::new();
+                if admin != have_admin {
+                    reasons.push(if *admin { "grant admin" } else { "revoke admin" }.to_owned());
+                }
+                if password != have_password {
+                    reasons.push("password changed".to_owned());
+                }
+                if reasons.is_empty() {
+                    Comparison::Same
+                } else {
+                    Comparison::Update(reasons)
+                }
+            }
+            (S::Grant { privilege, .. }, S::Grant { privilege: have, .. }) if privilege != have => {
+                Comparison::Update(vec![
+                    format!("privilege {have:?} → {privilege:?}").to_uppercase()
+                ])
+            }
+            (want, have) if want == have => Comparison::Same,
+            (S::Database, S::Database) | (S::Grant { .. }, S::Grant { .. }) => Comparison::Same,
+            _ => Comparison::Replace("resource kind changed".to_owned()),
+        }
+    }
+}
+
+/// Nanoseconds as a short duration for plan output.
+fn format_ns(ns: u64) -> String {
+    const HOUR: u64 = 3_600_000_000_000;
+    match ns {
+        0 => "INF".to_owned(),
+        n if n % (24 * HOUR) == 0 => format!("{}d", n / (24 * HOUR)),
+        n if n % HOUR == 0 => format!("{}h", n / HOUR),
+        n => format!("{}s", n / 1_000_000_000),
+    }
+}
+
+fn id(env: &str, kind: &str, name: impl Into<String>) -> ResourceId {
+    ResourceId::new(env, ProviderKind::Influxdb, kind, name)
+}
+
+/// Id of a user, which Grafana datasources depend on.
+pub fn user_id(env: &str, user: &str) -> ResourceId {
+    id(env, "user", user)
+}
+
+/// What the environment asks of its InfluxDB. Every object depends on the
+/// InfluxDB server, so a new environment gets its VM first.
+pub fn desired(env: &Environment, secrets: &Secrets) -> DesiredSet<InfluxdbSpec> {
+    let name = env.name.as_str();
+    let server: Vec<ResourceId> = env
+        .host_with_role(Role::Influxdb)
+        .map(|h| openstack::server_id(name, &h.name))
+        .into_iter()
+        .collect();
+    let mut set = DesiredSet::new();
+    for database in &env.influxdb.databases {
+        let database_id = id(name, "database", &database.name);
+        set.insert(
+            database_id.clone(),
+            DesiredItem { spec: InfluxdbSpec::Database, depends_on: server.clone() },
+        );
+        for rp in &database.retention_policies {
+            let spec = InfluxdbSpec::RetentionPolicy {
+                database: database.name.clone(),
+                name: rp.name.clone(),
+                duration_ns: influx_duration_ns(&rp.duration).unwrap_or(0),
+                shard_duration_ns: rp.shard_duration.as_deref().and_then(influx_duration_ns),
+                replication: rp.replication,
+                default: rp.default,
+            };
+            set.insert(
+                id(name, "retention_policy", format!("{}.{}", database.name, rp.name)),
+                DesiredItem { spec, depends_on: vec![database_id.clone()] },
+            );
+        }
+    }
+    for user in &env.influxdb.users {
+        let password = match &user.password {
+            MaybeSecret::Secret(secret) => secrets.value(secret).unwrap_or_default(),
+            MaybeSecret::Plain(text) => Sensitive::new(text.clone()),
+        };
+        let user_id = user_id(name, &user.name);
+        set.insert(
+            user_id.clone(),
+            DesiredItem {
+                spec: InfluxdbSpec::User { admin: user.admin, password },
+                depends_on: server.clone(),
+            },
+        );
+        for grant in &user.grants {
+            let spec = InfluxdbSpec::Grant {
+                user: user.name.clone(),
+                database: grant.database.clone(),
+                privilege: grant.privilege,
+            };
+            let depends_on = vec![user_id.clone(), id(name, "database", &grant.database)];
+            set.insert(
+                id(name, "grant", format!("{}@{}", user.name, grant.database)),
+                DesiredItem { spec, depends_on },
+            );
+        }
+    }
+    set
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_password_is_an_in_place_update_that_shows_no_value() {
+        let want = InfluxdbSpec::User { admin: false, password: Sensitive::new("new".into()) };
+        let have = InfluxdbSpec::User { admin: false, password: Sensitive::new(String::new()) };
+        assert_eq!(want.compare(&have), Comparison::Update(vec!["password changed".into()]));
+    }
+
+    #[test]
+    fn retention_policy_changes_are_in_place() {
+        let rp = |days: u64, default| InfluxdbSpec::RetentionPolicy {
+            database: "d".into(),
+            name: "r".into(),
+            duration_ns: days * 86_400_000_000_000,
+            shard_duration_ns: None,
+            replication: 1,
+            default,
+        };
+        assert_eq!(rp(28, true).compare(&rp(28, true)), Comparison::Same);
+        assert_eq!(
+            rp(28, true).compare(&rp(7, true)),
+            Comparison::Update(vec!["duration 7d → 28d".into()])
+        );
+        assert_eq!(
+            rp(7, false).compare(&rp(7, true)),
+            Comparison::Update(vec!["no longer default".into()])
+        );
+    }
+
+    #[test]
+    fn a_changed_privilege_is_an_update() {
+        let grant =
+            |privilege| InfluxdbSpec::Grant { user: "u".into(), database: "d".into(), privilege };
+        assert_eq!(
+            grant(Privilege::Read).compare(&grant(Privilege::All)),
+            Comparison::Update(vec!["PRIVILEGE ALL → READ".into()])
+        );
+    }
+}

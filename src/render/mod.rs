@@ -1,0 +1,552 @@
+//! Rendering: the desired state → the files each host needs.
+//!
+//! Handlebars in strict mode: a missing variable is an error naming the
+//! template, its line and column and the variable, never an empty string.
+//! Built-in templates ship in `templates/`; a repository's `templates/`
+//! replaces one by file name. Output is in memory; nothing is written here.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use handlebars::Handlebars;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::model::{
+    raw, DesiredState, Diagnostic, Diagnostics, Environment, Location, MaybeSecret, Role, Runner,
+    Secrets, Sensitive, TemplateOverride,
+};
+
+/// The built-in templates: name and source.
+pub const BUILT_IN: [(&str, &str); 7] = [
+    ("cloud-init.yaml.hbs", include_str!("../../templates/cloud-init.yaml.hbs")),
+    ("telegraf.conf.hbs", include_str!("../../templates/telegraf.conf.hbs")),
+    ("clouds.yaml.hbs", include_str!("../../templates/clouds.yaml.hbs")),
+    ("executor.yaml.hbs", include_str!("../../templates/executor.yaml.hbs")),
+    ("apimon-executor.service.hbs", include_str!("../../templates/apimon-executor.service.hbs")),
+    ("telegraf.service.hbs", include_str!("../../templates/telegraf.service.hbs")),
+    ("influxdb.conf.hbs", include_str!("../../templates/influxdb.conf.hbs")),
+];
+
+/// Rendering failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A template failed while rendering (strict mode: missing variable).
+    #[error("{origin}: template {template} for host {host}: {message}")]
+    Template {
+        /// Template name.
+        template: String,
+        /// Where the failing expression is.
+        origin: Location,
+        /// Host being rendered.
+        host: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A secret the templates need is not set.
+    #[error("{}", .0)]
+    Secrets(Diagnostics),
+}
+
+/// The compiled template set.
+pub struct Templates {
+    registry: Handlebars<'static>,
+    /// Where each template came from, for error locations.
+    origins: BTreeMap<String, PathBuf>,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates").field("origins", &self.origins).finish_non_exhaustive()
+    }
+}
+
+fn built_in_origin(name: &str) -> PathBuf {
+    PathBuf::from(format!("(built-in) templates/{name}"))
+}
+
+impl Templates {
+    /// Compiles the built-in templates with the repository's overrides.
+    ///
+    /// # Errors
+    /// An override with an unknown name, or a syntax error (file, line,
+    /// column).
+    pub fn new(overrides: &BTreeMap<String, TemplateOverride>) -> Result<Self, Diagnostics> {
+        let mut registry = Handlebars::new();
+        registry.set_strict_mode(true);
+        // Output is YAML/TOML/INI, not HTML: escaping is the template's job
+        // (via the `json` helper), never the engine's.
+        registry.register_escape_fn(handlebars::no_escape);
+        registry.register_helper("json", Box::new(json_helper));
+        let mut problems = Vec::new();
+        let mut origins = BTreeMap::new();
+        for (name, override_) in overrides {
+            if !BUILT_IN.iter().any(|(known, _)| known == name) {
+                let known: Vec<&str> = BUILT_IN.iter().map(|(n, _)| *n).collect();
+                problems.push(Diagnostic::new(
+                    Location::file(&override_.file),
+                    "",
+                    format!("unknown template name; expected one of: {}", known.join(", ")),
+                ));
+            }
+        }
+        for (name, built_in) in BUILT_IN {
+            let (origin, text) = match overrides.get(name) {
+                Some(o) => (o.file.clone(), o.text.as_str()),
+                None => (built_in_origin(name), built_in),
+            };
+            if let Err(error) = registry.register_template_string(name, text) {
+                let (line, column) = error.pos().unwrap_or((1, 1));
+                problems.push(Diagnostic::new(
+                    Location::at(&origin, line, column),
+                    "",
+                    format!("template syntax error: {}", error.reason()),
+                ));
+            }
+            origins.insert(name.to_owned(), origin);
+        }
+        if problems.is_empty() {
+            Ok(Self { registry, origins })
+        } else {
+            Err(Diagnostics::normalized(problems))
+        }
+    }
+
+    /// Renders template `name` for `host`.
+    ///
+    /// # Errors
+    /// [`RenderError::Template`] naming template, position and variable.
+    pub fn render(&self, name: &str, host: &str, context: &Value) -> Result<String, RenderError> {
+        self.registry.render(name, context).map_err(|error| {
+            let origin = self.origins.get(name).cloned().unwrap_or_else(|| built_in_origin(name));
+            let location = match (error.line_no, error.column_no) {
+                (Some(line), Some(column)) => Location::at(origin, line, column),
+                _ => Location::file(origin),
+            };
+            let message = match error.reason() {
+                handlebars::RenderErrorReason::MissingVariable(Some(variable)) => {
+                    format!("variable `{variable}` is not defined")
+                }
+                other => other.to_string(),
+            };
+            RenderError::Template {
+                template: name.to_owned(),
+                origin: location,
+                host: host.to_owned(),
+                message,
+            }
+        })
+    }
+}
+
+/// `{{json value}}`: the value as JSON, which is also a valid YAML and TOML
+/// scalar, so strings are always quoted and escaped correctly.
+fn json_helper(
+    helper: &handlebars::Helper<'_>,
+    _: &Handlebars<'_>,
+    _: &handlebars::Context,
+    _: &mut handlebars::RenderContext<'_, '_>,
+    out: &mut dyn handlebars::Output,
+) -> handlebars::HelperResult {
+    let param = helper
+        .param(0)
+        .ok_or_else(|| handlebars::RenderErrorReason::ParamNotFoundForIndex("json", 0))?;
+    if param.is_value_missing() {
+        let path = param.relative_path().cloned();
+        return Err(handlebars::RenderErrorReason::MissingVariable(path).into());
+    }
+    let text = serde_json::to_string(param.value())
+        .map_err(|e| handlebars::RenderErrorReason::Other(e.to_string()))?;
+    out.write(&text)?;
+    Ok(())
+}
+
+/// One file for a host.
+#[derive(Debug, Clone)]
+pub struct RenderedFile {
+    /// Absolute path on the host.
+    pub path: String,
+    /// Content; may contain secrets, so it never prints.
+    pub content: Sensitive<Vec<u8>>,
+    /// Hex sha256 of the content.
+    pub sha256: String,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner user.
+    pub owner: String,
+    /// Owner group.
+    pub group: String,
+    /// Units restarted when this file changes.
+    pub restarts: Vec<String>,
+    /// Template it came from (`None` for copied files).
+    pub template: Option<String>,
+}
+
+/// What one host gets.
+#[derive(Debug, Clone)]
+pub struct RenderedHost {
+    /// Environment.
+    pub env: String,
+    /// Host name.
+    pub host: String,
+    /// Role.
+    pub role: Role,
+    /// cloud-init user data.
+    pub user_data: String,
+    /// Hex sha256 of the user data, kept in server metadata.
+    pub user_data_sha256: String,
+    /// Files the host provider converges.
+    pub files: Vec<RenderedFile>,
+    /// systemd units that must be enabled and running.
+    pub units: Vec<String>,
+}
+
+/// Everything rendered, by host name.
+#[derive(Debug, Clone, Default)]
+pub struct Rendered {
+    /// By host name.
+    pub hosts: BTreeMap<String, RenderedHost>,
+}
+
+/// Hex sha256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn secret_value(secrets: &Secrets, value: &MaybeSecret, missing: &mut Vec<String>) -> String {
+    match value {
+        MaybeSecret::Plain(text) => text.clone(),
+        MaybeSecret::Secret(name) => match secrets.value(name) {
+            Some(value) => value.expose().clone(),
+            None => {
+                missing.push(name.clone());
+                String::new()
+            }
+        },
+    }
+}
+
+/// Renders every host of the selected environments.
+///
+/// # Errors
+/// A template failed, or a secret it needs is missing (when resolving).
+pub fn render_all(
+    state: &DesiredState,
+    environments: &[&Environment],
+    templates: &Templates,
+    secrets: &Secrets,
+) -> Result<Rendered, RenderError> {
+    if let Secrets::Resolved(_) = secrets {
+        state.check_secrets(secrets).map_err(RenderError::Secrets)?;
+    }
+    let mut rendered = Rendered::default();
+    for environment in environments {
+        for host in &environment.hosts {
+            let output = render_host(state, environment, host, templates, secrets)?;
+            rendered.hosts.insert(host.name.clone(), output);
+        }
+    }
+    Ok(rendered)
+}
+
+/// The template context shared by every template of one host.
+fn context(
+    state: &DesiredState,
+    environment: &Environment,
+    host: &raw::Host,
+    secrets: &Secrets,
+) -> Value {
+    let mut missing = Vec::new();
+    let results_user = environment
+        .influxdb
+        .users
+        .iter()
+        .find(|u| u.name == environment.influxdb_endpoint.results_user);
+    let results_password =
+        results_user.map(|u| secret_value(secrets, &u.password, &mut missing)).unwrap_or_default();
+    let monitored_clouds: serde_json::Map<String, Value> = environment
+        .monitored_clouds
+        .iter()
+        .map(|(name, cloud)| {
+            let value = json!({
+                "auth_url": cloud.auth_url,
+                "region": cloud.region,
+                "project_name": cloud.project_name,
+                "domain_name": cloud.domain_name,
+                "username": secret_value(secrets, &cloud.username, &mut missing),
+                "password": secret_value(secrets, &cloud.password, &mut missing),
+            });
+            (name.clone(), value)
+        })
+        .collect();
+    let scenarios: Vec<Value> = environment
+        .schedule
+        .iter()
+        .filter_map(|entry| {
+            let scenario = state.scenarios.get(&entry.scenario)?;
+            let mut value = json!({
+                "name": scenario.name,
+                "cron": entry.cron,
+                "timeout_seconds": scenario.timeout.as_secs(),
+                "runner": scenario.runner.kind(),
+            });
+            let extra = match &scenario.runner {
+                Runner::Ansible { playbook, cloud, extra_vars } => {
+                    json!({ "playbook": playbook, "cloud": cloud, "extra_vars": extra_vars })
+                }
+                Runner::Http { url, method, expect_status } => {
+                    json!({ "url": url, "method": method, "expect_status": expect_status })
+                }
+            };
+            if let (Some(target), Value::Object(extra)) = (value.as_object_mut(), extra) {
+                target.extend(extra);
+            }
+            Some(value)
+        })
+        .collect();
+    let volumes: Vec<Value> = host
+        .volumes
+        .iter()
+        .enumerate()
+        .map(|(i, volume)| {
+            let device = volume.device.clone().unwrap_or_else(|| format!("/dev/vd{}", (b'b' + i as u8) as char));
+            let mount_point = if host.role == Role::Influxdb && i == 0 {
+                "/var/lib/influxdb".to_owned()
+            } else {
+                format!("/mnt/{}", volume.name)
+            };
+            json!({ "name": volume.name, "size_gb": volume.size_gb, "device": device, "mount_point": mount_point })
+        })
+        .collect();
+    let influx_port = environment
+        .influxdb_endpoint
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok())
+        .unwrap_or(8086);
+    let bind_address = format!("{}:{influx_port}", host.address.as_deref().unwrap_or("0.0.0.0"));
+    json!({
+        "project": state.project,
+        "environment": {
+            "name": environment.name,
+            "description": environment.description,
+            "placement": environment.placement,
+            "cloud": environment.cloud,
+        },
+        "host": {
+            "name": host.name,
+            "role": host.role,
+            "address": host.address,
+            "flavor": host.flavor,
+            "image": host.image,
+            "metadata": host.metadata,
+            "volumes": volumes,
+        },
+        "hosts": environment.hosts.iter().map(|h| json!({"name": h.name, "role": h.role, "address": h.address})).collect::<Vec<_>>(),
+        "ssh_user": environment.ssh.as_ref().map_or("ubuntu", |s| s.user.as_str()),
+        "influxdb": {
+            "url": environment.influxdb_endpoint.url,
+            "bind_address": bind_address,
+            "admin_user": environment.influxdb_endpoint.admin_user,
+            "results_database": environment.influxdb_endpoint.results_database,
+            "results_user": environment.influxdb_endpoint.results_user,
+            "results_password": results_password,
+        },
+        "monitored_clouds": monitored_clouds,
+        "scenarios": scenarios,
+    })
+}
+
+struct FileSpec {
+    template: &'static str,
+    path: &'static str,
+    mode: u32,
+    owner: &'static str,
+    group: &'static str,
+    restarts: &'static [&'static str],
+}
+
+/// Which rendered files each role gets, and what a change to each restarts.
+fn files_for(role: Role) -> &'static [FileSpec] {
+    const EXECUTOR: &[FileSpec] = &[
+        FileSpec {
+            template: "executor.yaml.hbs",
+            path: "/etc/apimon/executor.yaml",
+            mode: 0o640,
+            owner: "root",
+            group: "apimon",
+            restarts: &[],
+        },
+        FileSpec {
+            template: "clouds.yaml.hbs",
+            path: "/etc/apimon/clouds.yaml",
+            mode: 0o640,
+            owner: "root",
+            group: "apimon",
+            restarts: &[],
+        },
+        FileSpec {
+            template: "telegraf.conf.hbs",
+            path: "/etc/telegraf/telegraf.conf",
+            mode: 0o640,
+            owner: "root",
+            group: "telegraf",
+            restarts: &["telegraf"],
+        },
+        FileSpec {
+            template: "apimon-executor.service.hbs",
+            path: "/etc/systemd/system/apimon-executor.service",
+            mode: 0o644,
+            owner: "root",
+            group: "root",
+            restarts: &["apimon-executor"],
+        },
+        FileSpec {
+            template: "telegraf.service.hbs",
+            path: "/etc/systemd/system/telegraf.service",
+            mode: 0o644,
+            owner: "root",
+            group: "root",
+            restarts: &["telegraf"],
+        },
+    ];
+    const INFLUXDB: &[FileSpec] = &[FileSpec {
+        template: "influxdb.conf.hbs",
+        path: "/etc/influxdb/influxdb.conf",
+        mode: 0o644,
+        owner: "root",
+        group: "root",
+        restarts: &["influxdb"],
+    }];
+    match role {
+        Role::Executor => EXECUTOR,
+        Role::Influxdb => INFLUXDB,
+        Role::Bastion | Role::Grafana => &[],
+    }
+}
+
+fn units_for(role: Role) -> &'static [&'static str] {
+    match role {
+        Role::Executor => &["apimon-executor", "telegraf"],
+        Role::Influxdb => &["influxdb"],
+        Role::Grafana => &["grafana-server"],
+        Role::Bastion => &[],
+    }
+}
+
+fn render_host(
+    state: &DesiredState,
+    environment: &Environment,
+    host: &raw::Host,
+    templates: &Templates,
+    secrets: &Secrets,
+) -> Result<RenderedHost, RenderError> {
+    let context = context(state, environment, host, secrets);
+    let user_data = templates.render("cloud-init.yaml.hbs", &host.name, &context)?;
+    let mut files = Vec::new();
+    for spec in files_for(host.role) {
+        let text = templates.render(spec.template, &host.name, &context)?;
+        files.push(RenderedFile {
+            path: spec.path.to_owned(),
+            sha256: sha256_hex(text.as_bytes()),
+            content: Sensitive::new(text.into_bytes()),
+            mode: spec.mode,
+            owner: spec.owner.to_owned(),
+            group: spec.group.to_owned(),
+            restarts: spec.restarts.iter().map(|s| (*s).to_owned()).collect(),
+            template: Some(spec.template.to_owned()),
+        });
+    }
+    if host.role == Role::Executor {
+        // Playbooks and their data go to the executor verbatim.
+        for (path, bytes) in &state.scenario_files {
+            files.push(RenderedFile {
+                path: format!("/etc/apimon/scenarios/{path}"),
+                sha256: sha256_hex(bytes),
+                content: Sensitive::new(bytes.clone()),
+                mode: 0o644,
+                owner: "root".to_owned(),
+                group: "apimon".to_owned(),
+                restarts: Vec::new(),
+                template: None,
+            });
+        }
+    }
+    Ok(RenderedHost {
+        env: environment.name.clone(),
+        host: host.name.clone(),
+        role: host.role,
+        user_data_sha256: sha256_hex(user_data.as_bytes()),
+        user_data,
+        files,
+        units: units_for(host.role).iter().map(|s| (*s).to_owned()).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn templates_with(name: &str, text: &str) -> Result<Templates, Diagnostics> {
+        let overrides = BTreeMap::from([(
+            name.to_owned(),
+            TemplateOverride {
+                file: PathBuf::from(format!("templates/{name}")),
+                text: text.to_owned(),
+            },
+        )]);
+        Templates::new(&overrides)
+    }
+
+    #[test]
+    fn built_in_templates_compile() {
+        assert!(Templates::new(&BTreeMap::new()).is_ok());
+    }
+
+    #[test]
+    fn missing_variable_names_template_position_and_variable() {
+        let templates =
+            templates_with("telegraf.conf.hbs", "a\nurl = {{influxdb.nope}}\n").expect("compiles");
+        let error = templates
+            .render("telegraf.conf.hbs", "h1", &json!({"influxdb": {}}))
+            .expect_err("strict");
+        let text = error.to_string();
+        assert!(text.starts_with("templates/telegraf.conf.hbs:2:7:"), "{text}");
+        assert!(text.contains("influxdb.nope"), "{text}");
+        assert!(text.contains("host h1"), "{text}");
+    }
+
+    #[test]
+    fn missing_variable_inside_json_helper_is_an_error_too() {
+        let templates =
+            templates_with("telegraf.conf.hbs", "x = {{json influxdb.nope}}\n").expect("compiles");
+        let error = templates
+            .render("telegraf.conf.hbs", "h1", &json!({"influxdb": {}}))
+            .expect_err("strict");
+        assert!(error.to_string().contains("influxdb.nope"), "{error}");
+    }
+
+    #[test]
+    fn json_helper_quotes_and_escapes() {
+        let templates = templates_with("telegraf.conf.hbs", "x = {{json v}}").expect("compiles");
+        let out =
+            templates.render("telegraf.conf.hbs", "h", &json!({"v": "a\"b<c>"})).expect("renders");
+        assert_eq!(out, r#"x = "a\"b<c>""#);
+    }
+
+    #[test]
+    fn syntax_error_names_file_line_and_column() {
+        let problems = templates_with("influxdb.conf.hbs", "ok\n{{#if x}}\nnever closed\n")
+            .expect_err("syntax");
+        let text = problems.to_string();
+        assert!(text.starts_with("templates/influxdb.conf.hbs:"), "{text}");
+        assert!(text.contains("template syntax error"), "{text}");
+    }
+
+    #[test]
+    fn unknown_override_name_is_rejected() {
+        let problems = templates_with("cloud-init.yml.hbs", "x").expect_err("unknown");
+        assert!(problems.to_string().contains("unknown template name"), "{problems}");
+    }
+}
