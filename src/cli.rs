@@ -230,7 +230,8 @@ fn plan_offline(
 fn print_plan(out: &mut impl Write, plan: &Plan, context: &str) -> std::io::Result<()> {
     writeln!(out, "apimon plan ({context})")?;
     writeln!(out)?;
-    let width = plan.actions().map(|c| c.id.to_string().len()).max().unwrap_or(0);
+    // Align reasons, but do not let one very long id push every reason off screen.
+    let width = plan.actions().map(|c| c.id.to_string().len()).max().unwrap_or(0).min(64);
     for change in plan.actions() {
         writeln!(
             out,

@@ -12,11 +12,21 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     match cli::run(cli) {
         Ok(outcome) => outcome.into(),
+        // `apimon plan | head` closes the pipe early: not an error.
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(1)
         }
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Logs go to stderr so that `plan --json` output stays machine-readable.

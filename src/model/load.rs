@@ -265,16 +265,25 @@ pub fn parse_yaml<T: DeserializeOwned>(text: &str) -> Result<T, ParseProblem> {
     })
 }
 
-/// yaml_serde's messages end with " at line L column C" and may start
-/// with the path; both are printed separately, so strip them.
+/// yaml_serde's messages contain " at line L column C" and may start with
+/// the path; both are printed separately, so strip them.
 fn bare_message(message: &str) -> String {
-    let message = match message.rfind(" at line ") {
-        Some(cut) => &message[..cut],
-        None => message,
-    };
+    let mut message = message.to_owned();
+    if let Some(start) = message.find(" at line ") {
+        let rest = &message[start + " at line ".len()..];
+        let line_digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let after_line = &rest[line_digits..];
+        if line_digits > 0 {
+            if let Some(column) = after_line.strip_prefix(" column ") {
+                let column_digits = column.bytes().take_while(u8::is_ascii_digit).count();
+                let end = message.len() - column.len() + column_digits;
+                message.replace_range(start..end, "");
+            }
+        }
+    }
     match message.split_once(": ") {
         Some((head, rest)) if !head.contains(' ') && !head.contains('`') => rest.to_owned(),
-        _ => message.to_owned(),
+        _ => message,
     }
 }
 
@@ -485,6 +494,15 @@ mod tests {
         assert_eq!(problem.path, "items[0].size");
         assert_eq!(problem.line, 3);
         assert!(problem.message.contains("expected u32"), "{}", problem.message);
+    }
+
+    #[test]
+    fn position_is_removed_from_parser_messages() {
+        assert_eq!(
+            bare_message("found unexpected end of stream at line 4 column 1, while scanning"),
+            "found unexpected end of stream, while scanning"
+        );
+        assert_eq!(bare_message("a.b: bad value at line 2 column 3"), "bad value");
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub enum RenderError {
         /// Template name.
         template: String,
         /// Where the failing expression is.
-        origin: Location,
+        origin: Box<Location>,
         /// Host being rendered.
         host: String,
         /// What went wrong.
@@ -131,7 +131,7 @@ impl Templates {
             };
             RenderError::Template {
                 template: name.to_owned(),
-                origin: location,
+                origin: Box::new(location),
                 host: host.to_owned(),
                 message,
             }

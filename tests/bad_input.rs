@@ -1,0 +1,249 @@
+//! Bad input: one test per rule, each asserting that the error names the
+//! file, line and column, and that nothing was written.
+
+use crate::support::{apimon, text, TestRepo};
+
+/// Runs `apimon validate` and returns stderr, asserting exit code 1.
+fn invalid(repo: &TestRepo) -> String {
+    let output = apimon(&["validate", "--repo", &repo.path().to_string_lossy()]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stderr.contains("nothing was changed"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn the_fixture_is_valid() {
+    let repo = TestRepo::fixture();
+    let output = apimon(&["validate", "--repo", &repo.path().to_string_lossy()]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains("valid (2 environment(s), 6 host(s), 2 scenario(s), 1 dashboard(s))"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn invalid_yaml_is_reported_at_its_line_and_column() {
+    let repo = TestRepo::fixture();
+    repo.write(
+        "inventory/outside/keypairs.yaml",
+        "keypairs:\n  - name: a\n    public_key: \"unterminated\n",
+    );
+    let stderr = invalid(&repo);
+    assert!(
+        stderr.contains("inventory/outside/keypairs.yaml:4:1: keypairs[0].public_key: found unexpected end of stream, while scanning a quoted scalar"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_key_is_reported_with_path_and_expected_keys() {
+    let repo = TestRepo::fixture();
+    repo.edit("inventory/inside/hosts.yaml", "    flavor: s3.large.2", "    flavour: s3.large.2");
+    let stderr = invalid(&repo);
+    assert!(
+        stderr.contains("inventory/inside/hosts.yaml:13:5: hosts[1].flavour: unknown field `flavour`, expected one of"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn wrong_type_is_reported_with_what_was_expected() {
+    let repo = TestRepo::fixture();
+    repo.edit("inventory/outside/hosts.yaml", "size_gb: 50", "size_gb: fifty");
+    let stderr = invalid(&repo);
+    assert!(stderr.contains("inventory/outside/hosts.yaml:19:"), "{stderr}");
+    assert!(
+        stderr
+            .contains("hosts[1].volumes[0].size_gb: invalid type: string \"fifty\", expected u32"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn dangling_reference_names_the_reference_and_the_known_names() {
+    let repo = TestRepo::fixture();
+    repo.edit(
+        "inventory/outside/hosts.yaml",
+        "security_groups: [outside-ssh]",
+        "security_groups: [outside-web]",
+    );
+    let stderr = invalid(&repo);
+    assert!(
+        stderr.contains("inventory/outside/hosts.yaml:9:23: hosts[0].security_groups[0]: unknown security group `outside-web` (inventory/outside/security_groups.yaml); expected one of: outside-ssh"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn duplicate_name_points_at_both_declarations() {
+    let repo = TestRepo::fixture();
+    repo.edit("inventory/outside/hosts.yaml", "name: outside-influxdb", "name: inside-influxdb");
+    let stderr = invalid(&repo);
+    assert!(
+        stderr.contains("inventory/outside/hosts.yaml:11:11: hosts[1].name: duplicate host `inside-influxdb`; first declared at inventory/inside/hosts.yaml:11:11"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_cron_is_reported_at_the_expression() {
+    let repo = TestRepo::fixture();
+    repo.edit("scenarios/schedule.yaml", "\"* * * * *\"", "\"61 * * * *\"");
+    let stderr = invalid(&repo);
+    assert!(
+        stderr.contains(
+            "scenarios/schedule.yaml:7:11: schedule[1].cron: invalid cron expression `61 * * * *`"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn missing_secret_is_reported_where_it_is_referenced() {
+    let repo = TestRepo::fixture();
+    let secrets = crate::support::fixture_secrets()
+        .replace("inside_influxdb_grafana_password: inside-grafana-pw\n", "");
+    let file = repo.secrets_file(&secrets, 0o600);
+    let output = apimon(&[
+        "validate",
+        "--repo",
+        &repo.path().to_string_lossy(),
+        "--secrets",
+        &file.to_string_lossy(),
+    ]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("inventory/inside/influxdb.yaml:14:15: users[2].password: secret `inside_influxdb_grafana_password` is not set; expected it in the secrets file or in $APIMON_SECRET_INSIDE_INFLUXDB_GRAFANA_PASSWORD"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn all_secrets_set_validates_and_values_never_print() {
+    let repo = TestRepo::fixture();
+    let file = repo.secrets_file(&crate::support::fixture_secrets(), 0o600);
+    let output = apimon(&[
+        "validate",
+        "--repo",
+        &repo.path().to_string_lossy(),
+        "--secrets",
+        &file.to_string_lossy(),
+    ]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stdout.contains("-pw") && !stderr.contains("-pw"));
+}
+
+#[test]
+fn secrets_file_readable_by_others_is_refused() {
+    let repo = TestRepo::fixture();
+    let file = repo.secrets_file(&crate::support::fixture_secrets(), 0o644);
+    let output = apimon(&[
+        "validate",
+        "--repo",
+        &repo.path().to_string_lossy(),
+        "--secrets",
+        &file.to_string_lossy(),
+    ]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("has mode 0644; it must be 0600 or stricter"), "{stderr}");
+    assert!(!stderr.contains("-pw"), "{stderr}");
+}
+
+#[test]
+fn template_syntax_error_names_the_override_file_line_and_column() {
+    let repo = TestRepo::fixture();
+    repo.write("templates/telegraf.conf.hbs", "[agent]\n{{#if host.name}}\nunclosed\n");
+    let stderr = invalid(&repo);
+    assert!(stderr.contains("templates/telegraf.conf.hbs:"), "{stderr}");
+    assert!(stderr.contains("template syntax error"), "{stderr}");
+    let location = stderr.split("templates/telegraf.conf.hbs:").nth(1).unwrap_or_default();
+    let mut parts = location.split(':');
+    assert!(parts.next().is_some_and(|l| l.parse::<usize>().is_ok()), "line in {stderr}");
+    assert!(parts.next().is_some_and(|c| c.parse::<usize>().is_ok()), "column in {stderr}");
+}
+
+#[test]
+fn missing_template_variable_names_template_variable_and_host() {
+    let repo = TestRepo::fixture();
+    repo.write(
+        "templates/influxdb.conf.hbs",
+        "[http]\n  bind-address = {{json influxdb.bind_adress}}\n",
+    );
+    let stderr = invalid(&repo);
+    assert!(
+        stderr.contains("templates/influxdb.conf.hbs:2:18: template influxdb.conf.hbs for host"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("influxdb.bind_adress"), "{stderr}");
+}
+
+#[test]
+fn nothing_is_written_when_validation_fails() {
+    let repo = TestRepo::fixture();
+    repo.edit("scenarios/schedule.yaml", "\"* * * * *\"", "\"not cron\"");
+    let out = tempfile::tempdir().expect("temp dir");
+    let target = out.path().join("rendered");
+    let output = apimon(&[
+        "render",
+        "--repo",
+        &repo.path().to_string_lossy(),
+        "--out",
+        &target.to_string_lossy(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(!target.exists(), "render wrote output for an invalid repository");
+}
+
+#[test]
+fn every_problem_is_reported_in_one_run() {
+    let repo = TestRepo::fixture();
+    repo.edit("inventory/outside/hosts.yaml", "keypair: outside-key", "keypair: nope");
+    repo.edit(
+        "inventory/inside/influxdb.yaml",
+        "database: apimon, privilege: READ",
+        "database: nodb, privilege: READ",
+    );
+    let stderr = invalid(&repo);
+    assert!(stderr.contains("unknown keypair `nope`"), "{stderr}");
+    assert!(stderr.contains("unknown database `nodb`"), "{stderr}");
+    // The broken grant also leaves the outside datasource without read access.
+    assert!(
+        stderr.contains(
+            "user `grafana` has no READ grant on `apimon` (inventory/inside/influxdb.yaml)"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("(3 problem(s))"), "{stderr}");
+}
+
+#[test]
+fn a_datasource_with_a_writing_user_is_rejected() {
+    let repo = TestRepo::fixture();
+    repo.edit(
+        "inventory/outside/grafana.yaml",
+        "database: apimon, user: grafana, default: true",
+        "database: apimon, user: telegraf, default: true",
+    );
+    let stderr = invalid(&repo);
+    assert!(stderr.contains("inventory/outside/grafana.yaml:4:"), "{stderr}");
+    assert!(stderr.contains("a datasource must log in with a read-only user"), "{stderr}");
+}
+
+#[test]
+fn a_plain_password_is_rejected() {
+    let repo = TestRepo::fixture();
+    repo.edit(
+        "inventory/outside/influxdb.yaml",
+        "password: {secret: outside_influxdb_admin_password}",
+        "password: hunter2",
+    );
+    let stderr = invalid(&repo);
+    assert!(stderr.contains("inventory/outside/influxdb.yaml:8:15: users[0].password: a credential must not be written in the repository"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}

@@ -1,0 +1,126 @@
+//! `apimon plan --offline`: output format, ordering, exit codes, JSON.
+
+use crate::support::{apimon, text, TestRepo};
+
+fn plan(repo: &TestRepo, extra: &[&str]) -> (Option<i32>, String, String) {
+    let repo_path = repo.path().to_string_lossy().into_owned();
+    let mut args = vec!["plan", "--offline", "--repo", repo_path.as_str()];
+    args.extend_from_slice(extra);
+    let output = apimon(&args);
+    let (stdout, stderr) = text(&output);
+    (output.status.code(), stdout, stderr)
+}
+
+fn position(haystack: &str, needle: &str) -> usize {
+    haystack.find(needle).unwrap_or_else(|| panic!("{needle:?} not in\n{haystack}"))
+}
+
+#[test]
+fn offline_plan_exits_2_and_orders_dependencies_first() {
+    let repo = TestRepo::fixture();
+    let (code, stdout, stderr) = plan(&repo, &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    let keypair = position(&stdout, "outside/openstack.keypair/outside-key");
+    let group = position(&stdout, "outside/openstack.security_group/outside-ssh");
+    let server = position(&stdout, "outside/openstack.server/outside-executor");
+    let file = position(&stdout, "outside/host.file/outside-executor:/etc/apimon/executor.yaml");
+    let unit = position(&stdout, "outside/host.unit/outside-executor:telegraf");
+    let user = position(&stdout, "inside/influxdb.user/grafana");
+    let datasource = position(&stdout, "outside/grafana.datasource/apimon-inside");
+    assert!(keypair < server && group < server, "{stdout}");
+    assert!(server < file && file < unit, "{stdout}");
+    assert!(user < datasource, "{stdout}");
+    assert!(stdout.trim_end().ends_with("to delete, 0 unchanged."), "{stdout}");
+}
+
+#[test]
+fn offline_plan_is_stable() {
+    let repo = TestRepo::fixture();
+    let first = plan(&repo, &[]).1;
+    let second = plan(&repo, &[]).1;
+    assert_eq!(first, second);
+}
+
+#[test]
+fn env_selects_one_environment() {
+    let repo = TestRepo::fixture();
+    let (code, stdout, _) = plan(&repo, &["--env", "inside"]);
+    assert_eq!(code, Some(2));
+    assert!(stdout.contains("inside/openstack.server/inside-bastion"), "{stdout}");
+    assert!(!stdout.contains("outside/"), "{stdout}");
+}
+
+#[test]
+fn unknown_env_is_an_error_listing_the_known_ones() {
+    let repo = TestRepo::fixture();
+    let (code, _, stderr) = plan(&repo, &["--env", "staging"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("unknown environment `staging`; expected one of: inside, outside"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn json_plan_lists_changes_and_never_secrets() {
+    let repo = TestRepo::fixture();
+    let (code, stdout, stderr) = plan(&repo, &["--json"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    let value: serde_json::Value = serde_json::from_str(&stdout).expect("plan --json is JSON");
+    let changes = value["changes"].as_array().expect("changes array");
+    let user = changes
+        .iter()
+        .find(|c| {
+            c["id"]["kind"] == "user"
+                && c["id"]["name"] == "telegraf"
+                && c["id"]["env"] == "outside"
+        })
+        .expect("telegraf user in plan");
+    assert_eq!(user["op"], "create");
+    assert_eq!(value["summary"]["create"].as_u64(), Some(changes.len() as u64));
+    assert!(!stdout.contains("-pw"), "{stdout}");
+}
+
+#[test]
+fn live_plan_is_refused_with_a_clear_message_until_providers_observe() {
+    let repo = TestRepo::fixture();
+    let output = apimon(&["plan", "--repo", &repo.path().to_string_lossy()]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr.contains("apimon plan --offline"), "{stderr}");
+}
+
+#[test]
+fn render_writes_every_host_file_with_secrets_redacted() {
+    let repo = TestRepo::fixture();
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = apimon(&[
+        "render",
+        "--repo",
+        &repo.path().to_string_lossy(),
+        "--out",
+        &out.path().to_string_lossy(),
+    ]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let telegraf = std::fs::read_to_string(
+        out.path().join("outside/outside-executor/etc/telegraf/telegraf.conf"),
+    )
+    .expect("telegraf.conf");
+    assert!(telegraf.contains("username = \"telegraf\""), "{telegraf}");
+    assert!(telegraf.contains("password = \"(sensitive)\""), "{telegraf}");
+    let executor = std::fs::read_to_string(
+        out.path().join("outside/outside-executor/etc/apimon/executor.yaml"),
+    )
+    .expect("executor.yaml");
+    assert!(executor.contains("\"cron\":\"0 */5 * * * *\""), "{executor}");
+    let user_data =
+        std::fs::read_to_string(out.path().join("inside/inside-influxdb/user-data.yaml"))
+            .expect("user data");
+    assert!(user_data.starts_with("#cloud-config"), "{user_data}");
+    assert!(user_data.contains("/var/lib/influxdb"), "{user_data}");
+    assert!(out
+        .path()
+        .join("outside/outside-executor/etc/apimon/scenarios/playbooks/list_servers.yaml")
+        .is_file());
+}

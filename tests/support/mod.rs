@@ -1,0 +1,187 @@
+//! Shared harness for the integration tests: builds desired-state
+//! repositories in temporary directories and runs the `apimon` binary.
+//!
+//! Services (InfluxDB, sshd, git, OpenStack) are started from here too as
+//! the providers that need them arrive; each on a free loopback port in a
+//! temporary directory, stopped when its guard drops.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A small but complete repository with two environments.
+pub const APIMON_YAML: &str = r#"project: apimon
+defaults:
+  max_deletes: 5
+environments:
+  outside:
+    location: outside
+    cloud: apimon-outside
+    monitored_clouds:
+      production:
+        auth_url: https://iam.example.test/v3
+        project_name: monitoring
+        username: apimon-probe
+        password: {secret: outside_probe_password}
+    influxdb:
+      url: http://192.168.10.30:8086
+      admin_user: admin
+      results_database: apimon
+      results_user: telegraf
+    grafana:
+      url: http://192.168.10.40:3000
+      token: {secret: outside_grafana_token}
+  inside:
+    location: inside
+    cloud: apimon-inside
+    influxdb:
+      url: http://192.168.20.30:8086
+      admin_user: admin
+      results_database: apimon
+      results_user: telegraf
+"#;
+
+/// hosts.yaml for environment `env` with third octet `net`.
+pub fn hosts_yaml(env: &str, net: u8) -> String {
+    let executor = if env == "outside" {
+        format!(
+            "  - name: {env}-executor\n    role: executor\n    flavor: s3.medium.2\n    image: Ubuntu 24.04\n    keypair: {env}-key\n    networks: [{env}-net]\n    address: 192.168.{net}.20\n    security_groups: [{env}-ssh]\n  - name: {env}-grafana\n    role: grafana\n    flavor: s3.medium.2\n    image: Ubuntu 24.04\n    keypair: {env}-key\n    networks: [{env}-net]\n    address: 192.168.{net}.40\n"
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "hosts:\n  - name: {env}-bastion\n    role: bastion\n    flavor: s3.small.1\n    image: Ubuntu 24.04\n    keypair: {env}-key\n    networks: [{env}-net]\n    address: 192.168.{net}.10\n    security_groups: [{env}-ssh]\n    floating_ip: {{network: ext}}\n  - name: {env}-influxdb\n    role: influxdb\n    flavor: s3.large.2\n    image: Ubuntu 24.04\n    keypair: {env}-key\n    networks: [{env}-net]\n    address: 192.168.{net}.30\n    volumes:\n      - {{name: data, size_gb: 50}}\n{executor}"
+    )
+}
+
+/// The files of the fixture repository: (relative path, content).
+pub fn fixture_files() -> Vec<(String, String)> {
+    let mut files = vec![("apimon.yaml".to_owned(), APIMON_YAML.to_owned())];
+    for (env, net) in [("outside", 10u8), ("inside", 20u8)] {
+        let dir = format!("inventory/{env}");
+        files.push((format!("{dir}/hosts.yaml"), hosts_yaml(env, net)));
+        files.push((
+            format!("{dir}/keypairs.yaml"),
+            format!("keypairs:\n  - name: {env}-key\n    public_key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG7mB9bJ5cXf0cS2qkJ3pQy8nT4uV1wX2yZ3aB4cD5eF apimon@{env}\n"),
+        ));
+        files.push((
+            format!("{dir}/security_groups.yaml"),
+            format!("security_groups:\n  - name: {env}-ssh\n    description: SSH\n    rules:\n      - {{protocol: tcp, ports: 22, remote_ip_prefix: 0.0.0.0/0}}\n"),
+        ));
+        files.push((
+            format!("{dir}/networks.yaml"),
+            format!("networks:\n  - name: {env}-net\n    subnets:\n      - {{name: {env}-subnet, cidr: 192.168.{net}.0/24}}\n  - name: ext\n    external: true\n"),
+        ));
+        files.push((
+            format!("{dir}/influxdb.yaml"),
+            format!("databases:\n  - name: apimon\n    retention_policies:\n      - {{name: four_weeks, duration: 4w, default: true}}\nusers:\n  - name: admin\n    admin: true\n    password: {{secret: {env}_influxdb_admin_password}}\n  - name: telegraf\n    password: {{secret: {env}_influxdb_telegraf_password}}\n    grants:\n      - {{database: apimon, privilege: WRITE}}\n  - name: grafana\n    password: {{secret: {env}_influxdb_grafana_password}}\n    grants:\n      - {{database: apimon, privilege: READ}}\n"),
+        ));
+    }
+    files.push((
+        "inventory/outside/grafana.yaml".to_owned(),
+        "folders:\n  - {uid: apimon, title: API Monitoring}\ndatasources:\n  - {name: apimon-outside, database: apimon, user: grafana, default: true}\n  - {name: apimon-inside, environment: inside, database: apimon, user: grafana}\n".to_owned(),
+    ));
+    files.push((
+        "scenarios/list_servers.yaml".to_owned(),
+        "description: list servers\ntimeout: 2m\nansible:\n  playbook: playbooks/list_servers.yaml\n  cloud: production\n".to_owned(),
+    ));
+    files.push((
+        "scenarios/playbooks/list_servers.yaml".to_owned(),
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - name: list servers\n      openstack.cloud.server_info:\n      register: servers\n".to_owned(),
+    ));
+    files.push((
+        "scenarios/iam_probe.yaml".to_owned(),
+        "http:\n  url: https://iam.example.test/v3\n  expect_status: 200\n".to_owned(),
+    ));
+    files.push((
+        "scenarios/schedule.yaml".to_owned(),
+        "schedule:\n  - scenario: list_servers\n    environments: [outside]\n    cron: \"*/5 * * * *\"\n  - scenario: iam_probe\n    environments: [outside]\n    cron: \"* * * * *\"\n".to_owned(),
+    ));
+    files.push((
+        "dashboards/apimon/scenarios.json".to_owned(),
+        "{\n  \"uid\": \"apimon-scenarios\",\n  \"title\": \"Scenarios\",\n  \"tags\": [\"apimon\"],\n  \"panels\": []\n}\n".to_owned(),
+    ));
+    files
+}
+
+/// Every secret the fixture references, with a value.
+pub fn fixture_secrets() -> String {
+    let mut text =
+        String::from("outside_probe_password: probe-pw\noutside_grafana_token: glsa_token\n");
+    for env in ["outside", "inside"] {
+        for user in ["admin", "telegraf", "grafana"] {
+            text.push_str(&format!("{env}_influxdb_{user}_password: {env}-{user}-pw\n"));
+        }
+    }
+    text
+}
+
+/// A repository in a temporary directory.
+pub struct TestRepo {
+    dir: tempfile::TempDir,
+}
+
+impl TestRepo {
+    /// The fixture repository.
+    pub fn fixture() -> Self {
+        let repo = Self { dir: tempfile::tempdir().expect("create temp dir") };
+        for (path, content) in fixture_files() {
+            repo.write(&path, &content);
+        }
+        repo
+    }
+
+    /// Root directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes (or replaces) a file.
+    pub fn write(&self, rel: &str, content: &str) {
+        let path = self.dir.path().join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create dir");
+        }
+        std::fs::write(path, content).expect("write file");
+    }
+
+    /// Replaces `from` with `to` in a file; panics if `from` is absent, so
+    /// a test cannot silently edit nothing.
+    pub fn edit(&self, rel: &str, from: &str, to: &str) {
+        let path = self.dir.path().join(rel);
+        let text = std::fs::read_to_string(&path).expect("read file");
+        assert!(text.contains(from), "{rel} does not contain {from:?}");
+        std::fs::write(path, text.replacen(from, to, 1)).expect("write file");
+    }
+
+    /// Writes a secrets file with `mode` and returns its path.
+    pub fn secrets_file(&self, text: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.path().join("secrets.yaml");
+        std::fs::write(&path, text).expect("write secrets");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        path
+    }
+}
+
+/// Runs the apimon binary with `args`, without inheriting APIMON_* variables.
+pub fn apimon(args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_apimon"));
+    command.args(args);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("APIMON_") {
+            command.env_remove(key);
+        }
+    }
+    command.output().expect("run apimon")
+}
+
+/// stdout and stderr as text.
+pub fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

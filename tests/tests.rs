@@ -1,0 +1,8 @@
+//! Integration tests: one binary (ripgrep's layout), modules per area,
+//! one shared harness in `support/`.
+
+mod support;
+
+mod bad_input;
+mod examples;
+mod plan;
