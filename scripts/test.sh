@@ -34,4 +34,4 @@ cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 log "cargo test"
-cargo test --all-targets
+cargo test

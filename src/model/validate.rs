@@ -173,18 +173,67 @@ pub(crate) fn parse_timeout(text: &str) -> Option<Duration> {
     (seconds > 0).then(|| Duration::from_secs(seconds))
 }
 
-/// A standard 5-field cron (minute first) gets a seconds field; 6 and 7
-/// fields (seconds first, optional year) pass as they are.
+/// A standard 5-field cron (minute first) gets a seconds field and its
+/// day-of-week translated from crontab's numbering (0 or 7 = Sunday) to the
+/// `cron` crate's (1 = Sunday); 6 and 7 fields (seconds first, optional
+/// year) are the `cron` crate's own syntax and pass as they are.
 pub fn normalize_cron(expression: &str) -> Result<String, String> {
-    let fields = expression.split_whitespace().count();
-    let normalized = match fields {
-        5 => format!("0 {}", expression.trim()),
-        6 | 7 => expression.split_whitespace().collect::<Vec<_>>().join(" "),
+    let fields: Vec<&str> = expression.split_whitespace().collect();
+    let normalized = match fields.len() {
+        5 => {
+            let weekday = crontab_weekdays(fields[4])
+                .map_err(|why| format!("invalid cron expression `{expression}`: {why}"))?;
+            format!("0 {} {} {} {} {weekday}", fields[0], fields[1], fields[2], fields[3])
+        }
+        6 | 7 => fields.join(" "),
         n => return Err(format!("invalid cron expression `{expression}`: it has {n} fields; expected 5 (minute hour day month weekday) or 6 (with seconds first)")),
     };
     cron::Schedule::from_str(&normalized)
         .map(|_| normalized)
         .map_err(|error| format!("invalid cron expression `{expression}`: {error}"))
+}
+
+/// Translates a crontab day-of-week field (0-7, 0 and 7 = Sunday) to the
+/// `cron` crate's numbering (1-7, 1 = Sunday). Names pass unchanged.
+fn crontab_weekdays(field: &str) -> Result<String, String> {
+    let day = |text: &str| -> Result<Option<u8>, String> {
+        if text.bytes().all(|b| b.is_ascii_digit()) && !text.is_empty() {
+            match text.parse::<u8>() {
+                Ok(n) if n <= 7 => Ok(Some(n % 7 + 1)),
+                _ => Err(format!("day of week {text} is out of range; expected 0-7 (0 and 7 = Sunday) or a name like Mon")),
+            }
+        } else {
+            Ok(None)
+        }
+    };
+    let mut items = Vec::new();
+    for item in field.split(',') {
+        let (base, step) = match item.split_once('/') {
+            Some((base, step)) => (base, Some(step)),
+            None => (item, None),
+        };
+        let suffix = step.map(|s| format!("/{s}")).unwrap_or_default();
+        let translated = match base.split_once('-') {
+            Some((low, high)) => match (day(low)?, day(high)?, high) {
+                // `5-7` (Friday to Sunday) wraps in the target numbering.
+                (Some(low), Some(1), "7") if low > 1 && step.is_none() => format!("{low}-7,1"),
+                (Some(_), Some(1), "7") => {
+                    return Err(
+                        "a day-of-week range ending in 7 cannot take a step; use 0 for Sunday"
+                            .to_owned(),
+                    )
+                }
+                (Some(low), Some(high), _) => format!("{low}-{high}{suffix}"),
+                _ => item.to_owned(),
+            },
+            None => match day(base)? {
+                Some(n) => format!("{n}{suffix}"),
+                None => item.to_owned(),
+            },
+        };
+        items.push(translated);
+    }
+    Ok(items.join(","))
 }
 
 fn is_public_key(line: &str) -> bool {
@@ -1328,6 +1377,24 @@ mod tests {
         assert_eq!(normalize_cron("*/5 * * * *").as_deref(), Ok("0 */5 * * * *"));
         assert!(normalize_cron("61 * * * *").is_err());
         assert!(normalize_cron("* * *").expect_err("3 fields").contains("3 fields"));
+    }
+
+    #[test]
+    fn crontab_weekdays_keep_their_meaning() {
+        use chrono::{Datelike, Weekday};
+        let first_day = |expression: &str| {
+            let normalized = normalize_cron(expression).expect("valid");
+            let schedule = cron::Schedule::from_str(&normalized).expect("parses");
+            schedule.upcoming(chrono::Utc).next().expect("upcoming").weekday()
+        };
+        assert_eq!(first_day("0 9 * * 1"), Weekday::Mon);
+        assert_eq!(first_day("0 9 * * 0"), Weekday::Sun);
+        assert_eq!(first_day("0 9 * * 7"), Weekday::Sun);
+        assert_eq!(first_day("0 9 * * 6"), Weekday::Sat);
+        assert_eq!(first_day("0 9 * * Wed"), Weekday::Wed);
+        assert_eq!(normalize_cron("0 9 * * 1-5").as_deref(), Ok("0 0 9 * * 2-6"));
+        assert_eq!(normalize_cron("0 9 * * 5-7").as_deref(), Ok("0 0 9 * * 6-7,1"));
+        assert!(normalize_cron("0 9 * * 8").expect_err("out of range").contains("0-7"));
     }
 
     #[test]
