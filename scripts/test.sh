@@ -11,9 +11,8 @@ cd "$(dirname "$0")/.."
 
 log() { printf '==> %s\n' "$*" >&2; }
 
-# Debian packages the suite needs (none yet beyond the Rust toolchain; the
-# InfluxDB, sshd and git services join this list with their providers).
-DEB_PACKAGES=()
+# Debian packages the suite needs: the real services the tests start.
+DEB_PACKAGES=(influxdb)
 
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
@@ -24,7 +23,18 @@ if ((${#missing[@]})); then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
+  # The tests start their own servers on free ports: keep the packages'
+  # init scripts from starting system-wide ones.
+  policy=/usr/sbin/policy-rc.d
+  created_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod +x "$policy"
+    created_policy=yes
+    trap '$SUDO rm -f "$policy"' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  [ -z "$created_policy" ] || { $SUDO rm -f "$policy"; trap - EXIT; }
 fi
 
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }

@@ -11,9 +11,14 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
+use std::time::Duration;
+
+use crate::apply::{ApplyOptions, Event};
 use crate::engine::{self, Observed, Plan};
 use crate::model::{self, secret::SecretStore, DesiredState, Environment, LoadError, Secrets};
+use crate::reconcile::{self, Prepared};
 use crate::render::{self, Rendered, Templates};
+use crate::state::{self, LockedStore};
 
 /// apimon: GitOps for an API-monitoring platform on OpenStack.
 #[derive(Debug, Parser)]
@@ -65,7 +70,45 @@ pub enum Command {
         /// Allow more deletions than an environment's max_deletes.
         #[arg(long)]
         allow_deletes: bool,
+        #[command(flatten)]
+        live: LiveArgs,
     },
+    /// Plan against the live systems, confirm, apply. Exit 0: all applied, 1: not.
+    Apply {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Only this environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// Apply without asking for confirmation.
+        #[arg(long)]
+        auto_approve: bool,
+        /// Allow more deletions than an environment's max_deletes.
+        #[arg(long)]
+        allow_deletes: bool,
+        /// Changes applied at once.
+        #[arg(long, default_value_t = 4)]
+        parallelism: usize,
+        /// Tries per change on transient errors (unreachable, 5xx, timeout).
+        #[arg(long, default_value_t = 4)]
+        attempts: u32,
+        /// First retry delay in milliseconds; doubles per try, up to 10 s.
+        #[arg(long, default_value_t = 500)]
+        backoff_ms: u64,
+        #[command(flatten)]
+        live: LiveArgs,
+    },
+}
+
+/// Where secrets and state live on the applying machine.
+#[derive(Debug, Args)]
+pub struct LiveArgs {
+    /// Secrets file (mode 0600 or stricter); APIMON_SECRET_<NAME> also works.
+    #[arg(long, env = "APIMON_SECRETS_FILE")]
+    pub secrets: Option<PathBuf>,
+    /// State store directory: what apimon owns, last applied commit, history.
+    #[arg(long, env = "APIMON_STATE_DIR", default_value = "/var/lib/apimon")]
+    pub state_dir: PathBuf,
 }
 
 /// `--repo`.
@@ -81,7 +124,7 @@ pub struct RepoArgs {
 pub enum Outcome {
     /// Success; for `plan`, nothing to change.
     Ok,
-    /// Validation found problems (already printed).
+    /// Validation found problems, or an apply did not complete (already printed).
     Invalid,
     /// `plan` found changes.
     Changes,
@@ -105,13 +148,129 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Validate { repo, secrets } => validate(&repo.repo, secrets.as_deref()),
         Command::Render { repo, env, out } => render_to(&repo.repo, env.as_deref(), &out),
-        Command::Plan { repo, env, offline, json, allow_deletes } => {
-            if !offline {
-                bail!("live observation of OpenStack, InfluxDB, Grafana and hosts is not available yet; run `apimon plan --offline` to plan against nothing");
-            }
+        Command::Plan { repo, env, offline: true, json, allow_deletes, .. } => {
             plan_offline(&repo.repo, env.as_deref(), json, allow_deletes)
         }
+        Command::Plan { repo, env, offline: false, json, allow_deletes, live } => {
+            runtime()?.block_on(plan_live(&repo.repo, env.as_deref(), json, allow_deletes, &live))
+        }
+        Command::Apply {
+            repo,
+            env,
+            auto_approve,
+            allow_deletes,
+            parallelism,
+            attempts,
+            backoff_ms,
+            live,
+        } => {
+            let options = ApplyOptions {
+                parallelism,
+                max_attempts: attempts.max(1),
+                initial_backoff: Duration::from_millis(backoff_ms),
+                ..ApplyOptions::default()
+            };
+            runtime()?.block_on(apply(
+                &repo.repo,
+                env.as_deref(),
+                auto_approve,
+                allow_deletes,
+                &options,
+                &live,
+            ))
+        }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn resolved_secrets(live: &LiveArgs) -> anyhow::Result<Secrets> {
+    Ok(Secrets::Resolved(SecretStore::load(live.secrets.as_deref(), std::env::vars())?))
+}
+
+fn note_not_observed(prepared: &Prepared) {
+    if !prepared.not_observed.is_empty() {
+        let names: Vec<&str> = prepared.not_observed.iter().map(|p| p.as_str()).collect();
+        eprintln!(
+            "note: {} are not part of live plans yet (their providers cannot observe live systems); `apimon plan --offline` shows them",
+            names.join(", ")
+        );
+    }
+}
+
+async fn plan_live(
+    repo: &Path,
+    env: Option<&str>,
+    json: bool,
+    allow_deletes: bool,
+    live: &LiveArgs,
+) -> anyhow::Result<Outcome> {
+    let secrets = resolved_secrets(live)?;
+    let prepared = reconcile::prepare(repo, env, &secrets)?;
+    note_not_observed(&prepared);
+    let state = state::read(&live.state_dir)?;
+    let plan = reconcile::plan(&prepared, &state, allow_deletes).await?;
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut stdout, &plan)?;
+        writeln!(stdout)?;
+    } else {
+        print_plan(&mut stdout, &plan, "live")?;
+    }
+    Ok(if plan.summary.has_changes() { Outcome::Changes } else { Outcome::Ok })
+}
+
+async fn apply(
+    repo: &Path,
+    env: Option<&str>,
+    auto_approve: bool,
+    allow_deletes: bool,
+    options: &ApplyOptions,
+    live: &LiveArgs,
+) -> anyhow::Result<Outcome> {
+    let secrets = resolved_secrets(live)?;
+    let prepared = reconcile::prepare(repo, env, &secrets)?;
+    note_not_observed(&prepared);
+    // Lock before observing: the plan must not go stale under another apply.
+    let store = LockedStore::open(&live.state_dir)?;
+    let state = store.load()?;
+    let plan = reconcile::plan(&prepared, &state, allow_deletes).await?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        print_plan(&mut stdout, &plan, "live")?;
+    }
+    if plan.summary.has_changes() && !auto_approve && !confirmed()? {
+        eprintln!("Apply cancelled; nothing was changed.");
+        return Ok(Outcome::Invalid);
+    }
+    let outcome = reconcile::apply(&store, &prepared, &plan, options, |event| match event {
+        Event::Applied(id, op) => println!("{:>3} {id}: done", op.symbol()),
+        Event::Failed(id, message) => println!("  ! {id}: failed: {message}"),
+        Event::Skipped(id, because) => println!("  . {id}: skipped, depends on {because}"),
+    })
+    .await?;
+    println!();
+    println!("{outcome}");
+    tracing::info!(influxdb_requests = prepared.live.influxdb_requests(), "Apply finished.");
+    Ok(if outcome.is_success() { Outcome::Ok } else { Outcome::Invalid })
+}
+
+/// Asks on the terminal; refuses when there is none.
+fn confirmed() -> anyhow::Result<bool> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        bail!("refusing to apply without confirmation: standard input is not a terminal; review the plan and pass --auto-approve");
+    }
+    print!("\nApply these changes? Only 'yes' is accepted: ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
 }
 
 /// A repository loaded, validated and rendered with redacted secrets.

@@ -197,6 +197,10 @@ mod tests {
                 .collect())
         }
 
+        fn is_transient(_: &FakeError) -> bool {
+            false
+        }
+
         async fn apply(&self, change: &Planned<ItemChange<Value>>) -> Result<(), FakeError> {
             let mut store = self.store.lock().map_err(|_| FakeError(change.id.clone()))?;
             match (&change.op, &change.change.desired) {

@@ -5,9 +5,14 @@
 //! providers' `observe` → `plan` (pure diff, ordered) → apply. See
 //! `docs/architecture.md`.
 
+pub mod apply;
 pub mod cli;
 pub mod engine;
+pub mod live;
 pub mod model;
 pub mod plan;
 pub mod providers;
+pub mod reconcile;
 pub mod render;
+pub mod source;
+pub mod state;

@@ -82,12 +82,20 @@ fn json_plan_lists_changes_and_never_secrets() {
 }
 
 #[test]
-fn live_plan_is_refused_with_a_clear_message_until_providers_observe() {
+fn live_plan_without_secrets_names_each_missing_secret() {
     let repo = TestRepo::fixture();
-    let output = apimon(&["plan", "--repo", &repo.path().to_string_lossy()]);
+    let state = tempfile::tempdir().expect("temp dir");
+    let output = apimon(&[
+        "plan",
+        "--repo",
+        &repo.path().to_string_lossy(),
+        "--state-dir",
+        &state.path().to_string_lossy(),
+    ]);
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr.contains("apimon plan --offline"), "{stderr}");
+    assert!(stderr.contains("inventory/outside/influxdb.yaml:8:15: users[0].password: secret `outside_influxdb_admin_password` is not set"), "{stderr}");
+    assert!(stderr.contains("nothing was changed"), "{stderr}");
 }
 
 #[test]

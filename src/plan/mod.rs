@@ -10,16 +10,16 @@ pub mod order;
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use diff::{
     diff, Comparison, DesiredItem, DesiredSet, ItemChange, ObservedItem, ObservedSet, Spec,
 };
 pub use guard::{check_guards, GuardError};
-pub use order::{order, OrderError};
+pub use order::{dependency_graph, order, OrderError};
 
 /// The system a resource lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     /// OpenStack (Nova, Neutron, Cinder).
@@ -56,7 +56,7 @@ impl fmt::Display for ProviderKind {
 /// Names one resource: environment, provider, kind and name.
 ///
 /// Ordering is by environment, provider, kind, name: plans print stably.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ResourceId {
     /// Environment.
     pub env: String,
@@ -163,7 +163,7 @@ impl<C> Planned<C> {
 }
 
 /// Counts by operation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// Creations.
     pub create: usize,

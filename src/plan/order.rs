@@ -34,12 +34,10 @@ fn edge(dependent: &Op, dependency: &Op) -> Edge {
     }
 }
 
-/// Orders `changes`; [`Op::NoOp`] entries keep their place by id.
-///
-/// # Errors
-/// [`OrderError::Cycle`] naming the resources on a cycle.
-pub fn order<C>(mut changes: Vec<Planned<C>>) -> Result<Vec<Planned<C>>, OrderError> {
-    changes.sort_by(|a, b| a.id.cmp(&b.id));
+/// The dependency graph of `changes`: for each change, the indexes that
+/// must wait for it, and how many changes each one waits for.
+/// Dependencies on resources outside `changes` are ignored.
+pub fn dependency_graph<C>(changes: &[Planned<C>]) -> (Vec<Vec<usize>>, Vec<usize>) {
     let index: BTreeMap<&ResourceId, usize> =
         changes.iter().enumerate().map(|(i, c)| (&c.id, i)).collect();
     let mut successors: Vec<Vec<usize>> = vec![Vec::new(); changes.len()];
@@ -56,6 +54,16 @@ pub fn order<C>(mut changes: Vec<Planned<C>>) -> Result<Vec<Planned<C>>, OrderEr
             waiting_on[after] += 1;
         }
     }
+    (successors, waiting_on)
+}
+
+/// Orders `changes`; [`Op::NoOp`] entries keep their place by id.
+///
+/// # Errors
+/// [`OrderError::Cycle`] naming the resources on a cycle.
+pub fn order<C>(mut changes: Vec<Planned<C>>) -> Result<Vec<Planned<C>>, OrderError> {
+    changes.sort_by(|a, b| a.id.cmp(&b.id));
+    let (successors, mut waiting_on) = dependency_graph(&changes);
     let mut ready: BTreeSet<usize> = (0..changes.len()).filter(|i| waiting_on[*i] == 0).collect();
     let mut sequence = Vec::with_capacity(changes.len());
     while let Some(next) = ready.pop_first() {

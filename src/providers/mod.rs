@@ -66,6 +66,9 @@ pub trait Provider {
         &self,
         change: &Planned<ItemChange<Self::Spec>>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Whether `error` is worth retrying (unreachable, 5xx, timeout).
+    fn is_transient(error: &Self::Error) -> bool;
 }
 
 /// `a → b` for a change reason.

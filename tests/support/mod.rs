@@ -7,8 +7,40 @@
 
 #![allow(dead_code)]
 
+pub mod influxdb;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests
+/// that start a server right away).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Whether missing services must fail the run rather than skip it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The path of `binary` on PATH (or /usr/sbin, /usr/bin). In CI a missing
+/// binary panics; elsewhere the test is skipped with a loud message.
+pub fn require_binary(binary: &str, debian_package: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(binary))
+        .find(|candidate| candidate.is_file());
+    if found.is_none() {
+        let message = format!("{binary} is not installed (Debian package {debian_package}; scripts/test.sh installs it)");
+        assert!(!in_ci(), "{message}: in CI a missing service is a failure");
+        eprintln!("SKIPPED: {message}");
+    }
+    found
+}
 
 /// A small but complete repository with two environments.
 pub const APIMON_YAML: &str = r#"project: apimon

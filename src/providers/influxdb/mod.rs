@@ -5,13 +5,26 @@
 //! reports a user's password as matching or not (by trying to log in) and
 //! the comparison only says "password changed".
 
+mod apply;
+pub mod client;
+mod observe;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
 use serde::Serialize;
 
 use crate::model::validate::influx_duration_ns;
 use crate::model::{Environment, MaybeSecret, Privilege, Role, Secrets, Sensitive};
-use crate::plan::{Comparison, DesiredItem, DesiredSet, ProviderKind, ResourceId, Spec};
+use crate::plan::{
+    Comparison, DesiredItem, DesiredSet, ItemChange, ObservedSet, Planned, ProviderKind,
+    ResourceId, Spec,
+};
 
-use super::openstack;
+use super::{openstack, Provider, Scope};
+pub use client::InfluxdbError;
+use client::{Client, Credentials};
 
 /// One InfluxDB object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -141,8 +154,92 @@ pub fn user_id(env: &str, user: &str) -> ResourceId {
     id(env, "user", user)
 }
 
+fn database_id(env: &str, database: &str) -> ResourceId {
+    id(env, "database", database)
+}
+
+fn retention_policy_id(env: &str, database: &str, policy: &str) -> ResourceId {
+    id(env, "retention_policy", format!("{database}.{policy}"))
+}
+
+fn grant_id(env: &str, user: &str, database: &str) -> ResourceId {
+    id(env, "grant", format!("{user}@{database}"))
+}
+
+/// The password `user` should have, resolved.
+fn password_of(user: &crate::model::raw::InfluxUser, secrets: &Secrets) -> Sensitive<String> {
+    match &user.password {
+        MaybeSecret::Secret(secret) => secrets.value(secret).unwrap_or_default(),
+        MaybeSecret::Plain(text) => Sensitive::new(text.clone()),
+    }
+}
+
+/// One environment's InfluxDB, reached as its administrator.
+#[derive(Debug, Clone)]
+pub struct InfluxdbProvider {
+    env: String,
+    client: Client,
+    admin: Credentials,
+    /// Declared passwords by user, to detect drift by logging in.
+    passwords: BTreeMap<String, Sensitive<String>>,
+}
+
+/// How long one HTTP request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl InfluxdbProvider {
+    /// The provider for `env`, logging in as its `admin_user`.
+    ///
+    /// # Errors
+    /// The CA file cannot be used.
+    pub fn for_environment(env: &Environment, secrets: &Secrets) -> Result<Self, InfluxdbError> {
+        let endpoint = &env.influxdb_endpoint;
+        let client = Client::new(
+            &endpoint.url,
+            endpoint.ca_file.as_deref().map(Path::new),
+            REQUEST_TIMEOUT,
+        )?;
+        let passwords: BTreeMap<String, Sensitive<String>> =
+            env.influxdb.users.iter().map(|u| (u.name.clone(), password_of(u, secrets))).collect();
+        let admin = Credentials {
+            user: endpoint.admin_user.clone(),
+            password: passwords.get(&endpoint.admin_user).cloned().unwrap_or_default(),
+        };
+        Ok(Self { env: env.name.clone(), client, admin, passwords })
+    }
+
+    /// HTTP requests sent so far.
+    pub fn requests(&self) -> usize {
+        self.client.requests()
+    }
+
+    /// The InfluxDB URL.
+    pub fn url(&self) -> &str {
+        self.client.url()
+    }
+}
+
+impl Provider for InfluxdbProvider {
+    const KIND: ProviderKind = ProviderKind::Influxdb;
+    type Spec = InfluxdbSpec;
+    type Error = InfluxdbError;
+
+    async fn observe(&self, _scope: &Scope) -> Result<ObservedSet<InfluxdbSpec>, InfluxdbError> {
+        observe::observe(self).await
+    }
+
+    async fn apply(&self, change: &Planned<ItemChange<InfluxdbSpec>>) -> Result<(), InfluxdbError> {
+        apply::apply(self, change).await
+    }
+
+    fn is_transient(error: &InfluxdbError) -> bool {
+        error.is_transient()
+    }
+}
+
 /// What the environment asks of its InfluxDB. Every object depends on the
-/// InfluxDB server, so a new environment gets its VM first.
+/// InfluxDB server, so a new environment gets its VM first, and everything
+/// but the administrator on the administrator, who creates it.
 pub fn desired(env: &Environment, secrets: &Secrets) -> DesiredSet<InfluxdbSpec> {
     let name = env.name.as_str();
     let server: Vec<ResourceId> = env
@@ -150,12 +247,14 @@ pub fn desired(env: &Environment, secrets: &Secrets) -> DesiredSet<InfluxdbSpec>
         .map(|h| openstack::server_id(name, &h.name))
         .into_iter()
         .collect();
+    let mut after_admin = server.clone();
+    after_admin.push(user_id(name, &env.influxdb_endpoint.admin_user));
     let mut set = DesiredSet::new();
     for database in &env.influxdb.databases {
-        let database_id = id(name, "database", &database.name);
+        let db_id = database_id(name, &database.name);
         set.insert(
-            database_id.clone(),
-            DesiredItem { spec: InfluxdbSpec::Database, depends_on: server.clone() },
+            db_id.clone(),
+            DesiredItem { spec: InfluxdbSpec::Database, depends_on: after_admin.clone() },
         );
         for rp in &database.retention_policies {
             let spec = InfluxdbSpec::RetentionPolicy {
@@ -167,33 +266,29 @@ pub fn desired(env: &Environment, secrets: &Secrets) -> DesiredSet<InfluxdbSpec>
                 default: rp.default,
             };
             set.insert(
-                id(name, "retention_policy", format!("{}.{}", database.name, rp.name)),
-                DesiredItem { spec, depends_on: vec![database_id.clone()] },
+                retention_policy_id(name, &database.name, &rp.name),
+                DesiredItem { spec, depends_on: vec![db_id.clone()] },
             );
         }
     }
     for user in &env.influxdb.users {
-        let password = match &user.password {
-            MaybeSecret::Secret(secret) => secrets.value(secret).unwrap_or_default(),
-            MaybeSecret::Plain(text) => Sensitive::new(text.clone()),
+        let u_id = user_id(name, &user.name);
+        let depends_on = if user.name == env.influxdb_endpoint.admin_user {
+            server.clone()
+        } else {
+            after_admin.clone()
         };
-        let user_id = user_id(name, &user.name);
-        set.insert(
-            user_id.clone(),
-            DesiredItem {
-                spec: InfluxdbSpec::User { admin: user.admin, password },
-                depends_on: server.clone(),
-            },
-        );
+        let spec = InfluxdbSpec::User { admin: user.admin, password: password_of(user, secrets) };
+        set.insert(u_id.clone(), DesiredItem { spec, depends_on });
         for grant in &user.grants {
             let spec = InfluxdbSpec::Grant {
                 user: user.name.clone(),
                 database: grant.database.clone(),
                 privilege: grant.privilege,
             };
-            let depends_on = vec![user_id.clone(), id(name, "database", &grant.database)];
+            let depends_on = vec![u_id.clone(), database_id(name, &grant.database)];
             set.insert(
-                id(name, "grant", format!("{}@{}", user.name, grant.database)),
+                grant_id(name, &user.name, &grant.database),
                 DesiredItem { spec, depends_on },
             );
         }

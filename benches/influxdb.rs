@@ -1,0 +1,79 @@
+//! No-op plan against a REAL InfluxDB: 100 users and 20 databases,
+//! converged first, then planned again and again. Prints wall time and
+//! HTTP requests per plan; asserts nothing about speed.
+//!
+//! Run: `cargo bench --bench influxdb` (needs `influxd`, Debian package influxdb).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use apimon::apply::ApplyOptions;
+use apimon::model::secret::SecretStore;
+use apimon::model::Secrets;
+use apimon::reconcile;
+use apimon::state::{self, LockedStore};
+
+#[tokio::main]
+async fn main() {
+    let Some(server) = support::influxdb::InfluxServer::start().await else {
+        eprintln!("influxd is not installed; nothing measured");
+        return;
+    };
+    let repo = support::TestRepo::fixture();
+    repo.edit("apimon.yaml", "http://192.168.10.30:8086", &server.url());
+    let mut influx = String::from("databases:\n");
+    for d in 0..20 {
+        let _ = writeln!(
+            influx,
+            "  - name: db{d}\n    retention_policies: [{{name: rp, duration: 4w, default: true}}]"
+        );
+    }
+    influx.push_str("  - name: apimon\nusers:\n  - {name: admin, admin: true, password: {secret: outside_influxdb_admin_password}}\n  - name: telegraf\n    password: {secret: outside_influxdb_telegraf_password}\n    grants: [{database: apimon, privilege: WRITE}]\n  - name: grafana\n    password: {secret: outside_influxdb_grafana_password}\n    grants: [{database: apimon, privilege: READ}]\n");
+    for u in 0..97 {
+        let _ = writeln!(influx, "  - name: user{u}\n    password: {{secret: outside_influxdb_telegraf_password}}\n    grants: [{{database: db{}, privilege: READ}}]", u % 20);
+    }
+    repo.write("inventory/outside/influxdb.yaml", &influx);
+    let secrets_file = repo.secrets_file(&support::fixture_secrets(), 0o600);
+    let secrets = Secrets::Resolved(
+        SecretStore::load(Some(&secrets_file), std::iter::empty()).expect("secrets"),
+    );
+    let state_dir = tempfile::tempdir().expect("temp dir");
+
+    let prepared = reconcile::prepare(repo.path(), Some("outside"), &secrets).expect("prepare");
+    let store = LockedStore::open(state_dir.path()).expect("lock");
+    let plan =
+        reconcile::plan(&prepared, &store.load().expect("state"), false).await.expect("plan");
+    let options = ApplyOptions { parallelism: 8, ..ApplyOptions::default() };
+    let started = Instant::now();
+    let outcome =
+        reconcile::apply(&store, &prepared, &plan, &options, |_| {}).await.expect("apply");
+    assert!(outcome.is_success(), "{outcome:?}");
+    let converge = started.elapsed();
+    drop(store);
+
+    let state = state::read(state_dir.path()).expect("state");
+    let mut samples: Vec<(Duration, usize)> = Vec::new();
+    for _ in 0..10 {
+        let prepared = reconcile::prepare(repo.path(), Some("outside"), &secrets).expect("prepare");
+        let started = Instant::now();
+        let plan = reconcile::plan(&prepared, &state, false).await.expect("plan");
+        samples.push((started.elapsed(), prepared.live.influxdb_requests()));
+        assert!(!plan.summary.has_changes(), "{:?}", plan.summary);
+    }
+    samples.sort();
+    let (median, requests) = samples[samples.len() / 2];
+    println!(
+        "objects: {} (100 users, 21 databases, retention policies, grants)",
+        plan.summary.create
+    );
+    println!("converge from nothing (parallelism 8): {:>8.1} ms", converge.as_secs_f64() * 1e3);
+    println!("no-op plan, median of 10:              {:>8.1} ms", median.as_secs_f64() * 1e3);
+    println!(
+        "no-op plan, slowest:                   {:>8.1} ms",
+        samples[samples.len() - 1].0.as_secs_f64() * 1e3
+    );
+    println!("HTTP requests per no-op plan:          {requests:>8}");
+}

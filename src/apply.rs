@@ -1,0 +1,345 @@
+//! Carrying out a plan: dependency order, bounded parallelism, retries.
+//!
+//! Independent changes run side by side (up to `parallelism`); a change
+//! starts once everything it depends on succeeded. A transient failure
+//! (unreachable, 5xx, timeout) is retried with exponential backoff and
+//! jitter; a change that still fails skips its dependents, transitively,
+//! while unrelated changes carry on. Partial failure is a value
+//! ([`Outcome`]), never a panic or an early exit.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::Duration;
+
+use rand::Rng;
+use serde::Serialize;
+
+use crate::plan::{dependency_graph, Op, Planned, ResourceId};
+
+/// How to apply.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyOptions {
+    /// Changes running at once.
+    pub parallelism: usize,
+    /// Tries per change, the first included.
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubles each time.
+    pub initial_backoff: Duration,
+    /// Longest wait between tries.
+    pub max_backoff: Duration,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        Self {
+            parallelism: 4,
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ApplyOptions {
+    /// Delay before try number `attempt + 1` (`attempt` ≥ 1): exponential,
+    /// capped, with up to 25 % jitter so retries of many changes spread out.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        let base = self.initial_backoff.saturating_mul(factor).min(self.max_backoff);
+        let jitter = base.mul_f64(rand::rng().random_range(0.0..0.25));
+        base + jitter
+    }
+}
+
+/// One change failed.
+#[derive(Debug, Clone)]
+pub struct ChangeError {
+    /// What went wrong, naming the system; never holds a secret.
+    pub message: String,
+    /// Worth retrying.
+    pub transient: bool,
+}
+
+/// Progress, reported as it happens.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    /// The change succeeded.
+    Applied(&'a ResourceId, &'a Op),
+    /// The change failed for good.
+    Failed(&'a ResourceId, &'a str),
+    /// The change was not tried because a dependency failed.
+    Skipped(&'a ResourceId, &'a ResourceId),
+}
+
+/// What happened.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Outcome {
+    /// Changes carried out, in completion order.
+    pub applied: Vec<ResourceId>,
+    /// Changes that failed, with the error.
+    pub failed: BTreeMap<ResourceId, String>,
+    /// Changes not tried, with the failed change they depend on.
+    pub skipped: BTreeMap<ResourceId, ResourceId>,
+}
+
+impl Outcome {
+    /// Nothing failed or was skipped.
+    pub fn is_success(&self) -> bool {
+        self.failed.is_empty() && self.skipped.is_empty()
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Apply: {} applied, {} failed, {} skipped.",
+            self.applied.len(),
+            self.failed.len(),
+            self.skipped.len()
+        )
+    }
+}
+
+/// Applies the actions of `changes` (no-ops are skipped silently) with
+/// `apply_one`, calling `on_event` as each one ends.
+pub async fn execute<C, F, Fut>(
+    changes: &[Planned<C>],
+    options: &ApplyOptions,
+    apply_one: F,
+    mut on_event: impl FnMut(Event<'_>),
+) -> Outcome
+where
+    C: Clone + Send + Sync + 'static,
+    F: Fn(Planned<C>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), ChangeError>> + Send + 'static,
+{
+    let actions: Vec<Planned<C>> = changes.iter().filter(|c| c.op != Op::NoOp).cloned().collect();
+    let (successors, mut waiting_on) = dependency_graph(&actions);
+    let mut ready: BTreeSet<usize> = (0..actions.len()).filter(|i| waiting_on[*i] == 0).collect();
+    let mut skipped = vec![false; actions.len()];
+    let mut outcome = Outcome::default();
+    let mut running = tokio::task::JoinSet::new();
+    let parallelism = options.parallelism.max(1);
+    loop {
+        while running.len() < parallelism {
+            let Some(next) = ready.pop_first() else { break };
+            let change = actions[next].clone();
+            let apply_one = apply_one.clone();
+            let options = *options;
+            running.spawn(async move { (next, with_retries(change, &options, apply_one).await) });
+        }
+        let Some(joined) = running.join_next().await else { break };
+        let (index, result) = match joined {
+            Ok(done) => done,
+            // A panicking change cannot be attributed; abort the rest safely.
+            Err(error) => {
+                tracing::error!(%error, "A change panicked; stopping the apply.");
+                break;
+            }
+        };
+        let id = &actions[index].id;
+        match result {
+            Ok(()) => {
+                on_event(Event::Applied(id, &actions[index].op));
+                outcome.applied.push(id.clone());
+                for &after in &successors[index] {
+                    waiting_on[after] -= 1;
+                    if waiting_on[after] == 0 && !skipped[after] {
+                        ready.insert(after);
+                    }
+                }
+            }
+            Err(error) => {
+                on_event(Event::Failed(id, &error.message));
+                outcome.failed.insert(id.clone(), error.message);
+                let mut stack = successors[index].clone();
+                while let Some(dependent) = stack.pop() {
+                    if !skipped[dependent] {
+                        skipped[dependent] = true;
+                        ready.remove(&dependent);
+                        on_event(Event::Skipped(&actions[dependent].id, id));
+                        outcome.skipped.insert(actions[dependent].id.clone(), id.clone());
+                        stack.extend(successors[dependent].iter().copied());
+                    }
+                }
+            }
+        }
+    }
+    outcome
+}
+
+async fn with_retries<C, F, Fut>(
+    change: Planned<C>,
+    options: &ApplyOptions,
+    apply_one: F,
+) -> Result<(), ChangeError>
+where
+    F: Fn(Planned<C>) -> Fut,
+    C: Clone,
+    Fut: Future<Output = Result<(), ChangeError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match apply_one(change.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(error) if error.transient && attempt < options.max_attempts => {
+                let delay = options.backoff(attempt);
+                tracing::warn!(resource = %change.id, attempt, delay_ms = delay.as_millis() as u64, error = %error.message, "Change failed; retrying.");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            Err(error) => {
+                let message = if attempt > 1 {
+                    format!("{} (after {attempt} attempts)", error.message)
+                } else {
+                    error.message
+                };
+                return Err(ChangeError { message, transient: error.transient });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::plan::ProviderKind;
+
+    fn id(name: &str) -> ResourceId {
+        ResourceId::new("e", ProviderKind::Fake, "x", name)
+    }
+
+    fn change(name: &str, deps: &[&str]) -> Planned<()> {
+        Planned {
+            id: id(name),
+            op: Op::Create,
+            depends_on: deps.iter().map(|d| id(d)).collect(),
+            owned: false,
+            change: (),
+        }
+    }
+
+    fn fast() -> ApplyOptions {
+        ApplyOptions {
+            parallelism: 2,
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(40),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_skips_dependents_but_not_unrelated_changes() {
+        let plan =
+            vec![change("a", &[]), change("b", &["a"]), change("c", &["b"]), change("d", &[])];
+        let outcome = execute(
+            &plan,
+            &fast(),
+            |c: Planned<()>| async move {
+                if c.id.name == "a" {
+                    Err(ChangeError { message: "boom".into(), transient: false })
+                } else {
+                    Ok(())
+                }
+            },
+            |_| {},
+        )
+        .await;
+        assert_eq!(outcome.applied, vec![id("d")]);
+        assert_eq!(outcome.failed.keys().collect::<Vec<_>>(), vec![&id("a")]);
+        assert_eq!(outcome.skipped, BTreeMap::from([(id("b"), id("a")), (id("c"), id("a"))]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_with_backoff() {
+        let tries = Arc::new(AtomicU32::new(0));
+        let counter = Arc::clone(&tries);
+        let outcome = execute(
+            &[change("a", &[])],
+            &fast(),
+            move |_| {
+                let counter = Arc::clone(&counter);
+                async move {
+                    if counter.fetch_add(1, Ordering::SeqCst) < 2 {
+                        Err(ChangeError { message: "refused".into(), transient: true })
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+            |_| {},
+        )
+        .await;
+        assert!(outcome.is_success());
+        assert_eq!(tries.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_stop_at_max_attempts_and_say_so() {
+        let outcome = execute(
+            &[change("a", &[])],
+            &fast(),
+            |_| async { Err(ChangeError { message: "refused".into(), transient: true }) },
+            |_| {},
+        )
+        .await;
+        assert_eq!(
+            outcome.failed.get(&id("a")).map(String::as_str),
+            Some("refused (after 3 attempts)")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dependencies_complete_before_dependents_start() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&log);
+        let plan = vec![
+            change("db", &[]),
+            change("rp", &["db"]),
+            change("user", &[]),
+            change("grant", &["user", "db"]),
+        ];
+        execute(
+            &plan,
+            &fast(),
+            move |c: Planned<()>| {
+                let record = Arc::clone(&record);
+                async move {
+                    record
+                        .lock()
+                        .map_err(|_| ChangeError { message: "lock".into(), transient: false })?
+                        .push(c.id.name.clone());
+                    Ok(())
+                }
+            },
+            |_| {},
+        )
+        .await;
+        let order = log.lock().expect("lock").clone();
+        let at = |n: &str| order.iter().position(|x| x == n).expect("ran");
+        assert!(
+            at("db") < at("rp") && at("db") < at("grant") && at("user") < at("grant"),
+            "{order:?}"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let options = ApplyOptions {
+            parallelism: 1,
+            max_attempts: 9,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(350),
+        };
+        let first = options.backoff(1);
+        assert!(first >= Duration::from_millis(100) && first < Duration::from_millis(125));
+        let second = options.backoff(2);
+        assert!(second >= Duration::from_millis(200) && second < Duration::from_millis(250));
+        let capped = options.backoff(8);
+        assert!(capped >= Duration::from_millis(350) && capped < Duration::from_millis(438));
+    }
+}

@@ -1,0 +1,152 @@
+//! Connects the engine to the live providers: builds one provider per
+//! environment and system, observes them (in parallel), marks what the
+//! state store says apimon owns, and dispatches each change to its
+//! provider. The CLI's `plan`/`apply` and the daemon share this.
+//!
+//! Providers that cannot observe live systems yet are left out of live
+//! plans and named in [`Live::not_observed`], so a live plan never shows
+//! them as "create" by mistake.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::apply::ChangeError;
+use crate::engine::{AnyChange, Desired, Observed};
+use crate::model::{Environment, Secrets};
+use crate::plan::{ItemChange, ObservedSet, Planned, ProviderKind};
+use crate::providers::influxdb::{InfluxdbError, InfluxdbProvider, InfluxdbSpec};
+use crate::providers::{Provider, Scope};
+use crate::state::State;
+
+/// Observing failed; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    /// A provider could not read its system.
+    #[error("environment {env}: {provider}: cannot observe")]
+    Provider {
+        /// Environment.
+        env: String,
+        /// Provider.
+        provider: ProviderKind,
+        /// Cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// The live providers of the selected environments.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    influxdb: BTreeMap<String, Arc<InfluxdbProvider>>,
+}
+
+/// Providers whose live observation is not implemented yet.
+pub const NOT_OBSERVED: [ProviderKind; 3] =
+    [ProviderKind::Openstack, ProviderKind::Grafana, ProviderKind::Host];
+
+impl Live {
+    /// Sets up the providers (no network traffic yet).
+    ///
+    /// # Errors
+    /// A provider's client cannot be built (e.g. an unreadable CA file).
+    pub fn connect(environments: &[&Environment], secrets: &Secrets) -> Result<Self, ObserveError> {
+        let mut influxdb = BTreeMap::new();
+        for env in environments {
+            let provider = InfluxdbProvider::for_environment(env, secrets)
+                .map_err(|e| provider_error(&env.name, ProviderKind::Influxdb, e))?;
+            influxdb.insert(env.name.clone(), Arc::new(provider));
+        }
+        Ok(Self { influxdb })
+    }
+
+    /// Drops from `desired` what live plans cannot cover yet.
+    pub fn restrict(desired: &mut Desired) {
+        desired.openstack.clear();
+        desired.grafana.clear();
+        desired.host.clear();
+    }
+
+    /// Reads every environment's systems at once, marking owned resources.
+    ///
+    /// # Errors
+    /// The first provider that failed, naming environment and provider.
+    pub async fn observe(&self, state: &State) -> Result<Observed, ObserveError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (env, provider) in &self.influxdb {
+            let provider = Arc::clone(provider);
+            let scope = Scope { env: env.clone() };
+            tasks.spawn(async move { (scope.env.clone(), provider.observe(&scope).await) });
+        }
+        let mut observed = Observed::default();
+        while let Some(joined) = tasks.join_next().await {
+            let (env, result) =
+                joined.map_err(|e| provider_error("(all)", ProviderKind::Influxdb, e))?;
+            let mut set: ObservedSet<InfluxdbSpec> =
+                result.map_err(|e| provider_error(&env, ProviderKind::Influxdb, e))?;
+            for (id, item) in &mut set {
+                item.owned = item.owned || state.owns(id);
+            }
+            observed.influxdb.extend(set);
+        }
+        Ok(observed)
+    }
+
+    /// HTTP requests sent to InfluxDB so far, over all environments.
+    pub fn influxdb_requests(&self) -> usize {
+        self.influxdb.values().map(|p| p.requests()).sum()
+    }
+
+    /// Applies one change with its provider.
+    ///
+    /// # Errors
+    /// The provider failed; the message names the system, never a secret.
+    pub async fn apply(&self, change: Planned<AnyChange>) -> Result<(), ChangeError> {
+        let Planned { id, op, depends_on, owned, change } = change;
+        match change {
+            AnyChange::Influxdb(item) => {
+                let provider = self
+                    .influxdb
+                    .get(&id.env)
+                    .ok_or_else(|| missing(&id.env, ProviderKind::Influxdb))?;
+                let planned: Planned<ItemChange<InfluxdbSpec>> =
+                    Planned { id, op, depends_on, owned, change: item };
+                provider
+                    .apply(&planned)
+                    .await
+                    .map_err(|e| change_error(&e, InfluxdbProvider::is_transient(&e)))
+            }
+            AnyChange::Openstack(_) | AnyChange::Grafana(_) | AnyChange::Host(_) => {
+                Err(ChangeError {
+                    message: format!("the {} provider cannot apply changes yet", id.provider),
+                    transient: false,
+                })
+            }
+        }
+    }
+}
+
+fn provider_error(
+    env: &str,
+    provider: ProviderKind,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> ObserveError {
+    ObserveError::Provider { env: env.to_owned(), provider, source: Box::new(source) }
+}
+
+fn missing(env: &str, provider: ProviderKind) -> ChangeError {
+    ChangeError {
+        message: format!("no {provider} provider for environment {env}"),
+        transient: false,
+    }
+}
+
+/// The error with its causes, on one line.
+fn change_error(error: &InfluxdbError, transient: bool) -> ChangeError {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    ChangeError { message, transient }
+}

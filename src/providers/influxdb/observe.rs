@@ -1,0 +1,172 @@
+//! Reading an InfluxDB: two queries for everything, plus one login per
+//! declared user to detect password drift (InfluxDB cannot return them).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::model::{Privilege, Sensitive};
+use crate::plan::{ObservedItem, ObservedSet};
+
+use super::client::{identifier, parse_go_duration, Credentials, InfluxdbError};
+use super::{database_id, grant_id, retention_policy_id, user_id, InfluxdbProvider, InfluxdbSpec};
+
+/// Password logins running at once.
+const LOGIN_CONCURRENCY: usize = 16;
+
+/// The database InfluxDB keeps for itself.
+const INTERNAL_DATABASE: &str = "_internal";
+
+pub(super) async fn observe(
+    provider: &InfluxdbProvider,
+) -> Result<ObservedSet<InfluxdbSpec>, InfluxdbError> {
+    let env = provider.env.as_str();
+    let client = &provider.client;
+    let admin = &provider.admin;
+    let secrets = [admin.password.expose().as_str()];
+    let overview = match client
+        .query(&["SHOW DATABASES".to_owned(), "SHOW USERS".to_owned()], Some(admin), &secrets)
+        .await
+    {
+        Ok(results) => results,
+        // Authentication is on and no user exists yet: nothing to observe,
+        // and the plan creates the first administrator.
+        Err(error) if error.needs_first_admin() => return Ok(ObservedSet::new()),
+        Err(error) => return Err(error),
+    };
+    let databases: Vec<String> = overview
+        .first()
+        .into_iter()
+        .flat_map(|r| &r.series)
+        .flat_map(|s| s.column("name"))
+        .filter_map(|v| v.as_str())
+        .filter(|name| *name != INTERNAL_DATABASE)
+        .map(str::to_owned)
+        .collect();
+    let users: Vec<(String, bool)> = overview
+        .get(1)
+        .into_iter()
+        .flat_map(|r| &r.series)
+        .flat_map(|s| s.rows())
+        .map(|row| {
+            (
+                row.str("user").to_owned(),
+                row.get("admin").and_then(|v| v.as_bool()).unwrap_or(false),
+            )
+        })
+        .collect();
+
+    let mut statements: Vec<String> = databases
+        .iter()
+        .map(|db| format!("SHOW RETENTION POLICIES ON {}", identifier(db)))
+        .collect();
+    statements
+        .extend(users.iter().map(|(user, _)| format!("SHOW GRANTS FOR {}", identifier(user))));
+    let details = if statements.is_empty() {
+        Vec::new()
+    } else {
+        client.query(&statements, Some(admin), &secrets).await?
+    };
+
+    let logins = check_passwords(provider, &users).await?;
+
+    let mut observed = ObservedSet::new();
+    for (i, database) in databases.iter().enumerate() {
+        let db_id = database_id(env, database);
+        observed.insert(
+            db_id.clone(),
+            ObservedItem { spec: InfluxdbSpec::Database, owned: false, depends_on: vec![] },
+        );
+        for row in details.get(i).into_iter().flat_map(|r| &r.series).flat_map(|s| s.rows()) {
+            let name = row.str("name").to_owned();
+            let spec = InfluxdbSpec::RetentionPolicy {
+                database: database.clone(),
+                name: name.clone(),
+                duration_ns: parse_go_duration(row.str("duration")).unwrap_or(0),
+                shard_duration_ns: parse_go_duration(row.str("shardGroupDuration")),
+                replication: row
+                    .get("replicaN")
+                    .and_then(serde_json::Value::as_u64)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or(1),
+                default: row.get("default").and_then(serde_json::Value::as_bool).unwrap_or(false),
+            };
+            observed.insert(
+                retention_policy_id(env, database, &name),
+                ObservedItem { spec, owned: false, depends_on: vec![db_id.clone()] },
+            );
+        }
+    }
+    for (j, (user, admin_flag)) in users.iter().enumerate() {
+        let password = match logins.get(user) {
+            Some(true) => provider.passwords.get(user).cloned().unwrap_or_default(),
+            _ => Sensitive::default(),
+        };
+        let u_id = user_id(env, user);
+        observed.insert(
+            u_id.clone(),
+            ObservedItem {
+                spec: InfluxdbSpec::User { admin: *admin_flag, password },
+                owned: false,
+                depends_on: vec![],
+            },
+        );
+        for row in details
+            .get(databases.len() + j)
+            .into_iter()
+            .flat_map(|r| &r.series)
+            .flat_map(|s| s.rows())
+        {
+            let privilege = match row.str("privilege") {
+                "READ" => Privilege::Read,
+                "WRITE" => Privilege::Write,
+                "ALL PRIVILEGES" | "ALL" => Privilege::All,
+                _ => continue,
+            };
+            let database = row.str("database").to_owned();
+            let spec =
+                InfluxdbSpec::Grant { user: user.clone(), database: database.clone(), privilege };
+            observed.insert(
+                grant_id(env, user, &database),
+                ObservedItem {
+                    spec,
+                    owned: false,
+                    depends_on: vec![u_id.clone(), database_id(env, &database)],
+                },
+            );
+        }
+    }
+    Ok(observed)
+}
+
+/// For each existing user with a declared password: does it still log in?
+async fn check_passwords(
+    provider: &InfluxdbProvider,
+    users: &[(String, bool)],
+) -> Result<BTreeMap<String, bool>, InfluxdbError> {
+    let mut results = BTreeMap::new();
+    let limit = Arc::new(Semaphore::new(LOGIN_CONCURRENCY));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (user, _) in users {
+        let Some(password) = provider.passwords.get(user) else { continue };
+        if *user == provider.admin.user {
+            // The overview query already logged in as this user.
+            results.insert(user.clone(), password == &provider.admin.password);
+            continue;
+        }
+        let client = provider.client.clone();
+        let credentials = Credentials { user: user.clone(), password: password.clone() };
+        let limit = Arc::clone(&limit);
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let ok = client.can_login(&credentials).await;
+            (credentials.user, ok)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((user, ok)) = joined else { continue };
+        results.insert(user, ok?);
+    }
+    Ok(results)
+}

@@ -1,0 +1,321 @@
+//! The state store on the applying machine: what apimon created (so it
+//! prunes only what it owns), the last applied commit per environment, and
+//! a bounded history of runs. A lock file keeps two applies apart.
+//!
+//! # Design Note
+//! One JSON file, replaced atomically (write a temporary file in the same
+//! directory, fsync, rename, fsync the directory), rather than an embedded
+//! database: the data is small (one id per owned resource), written once
+//! per apply by a single writer that holds the lock, read whole every
+//! time, and an operator can inspect it with `jq`. A crash leaves either
+//! the old or the new file, never a mix. A file that does not parse is
+//! reported and left untouched, never silently replaced.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{ResourceId, Summary};
+
+/// Runs kept in the history.
+pub const HISTORY_LIMIT: usize = 500;
+
+const STATE_FILE: &str = "state.json";
+const LOCK_FILE: &str = "apply.lock";
+const FORMAT_VERSION: u32 = 1;
+
+/// The state store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A file operation failed.
+    #[error("state store {path}: cannot {action}")]
+    Io {
+        /// File or directory.
+        path: PathBuf,
+        /// What was attempted.
+        action: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another apply holds the lock.
+    #[error("another apimon apply is running (it holds {path}); wait for it to finish")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The state file is not valid; it is left as it is.
+    #[error("state file {path}:{line}:{column} is not valid apimon state ({message}); it was not changed: fix or move it away")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Per-environment state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentState {
+    /// Commit of the last apply that completed without failure.
+    pub last_applied_commit: Option<String>,
+    /// When that was.
+    pub last_applied_at: Option<DateTime<Utc>>,
+    /// Resources apimon created and may therefore delete.
+    pub owned: BTreeSet<ResourceId>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunResult {
+    /// Nothing to do.
+    NoChanges,
+    /// Every change applied.
+    Success,
+    /// Some changes failed or were skipped.
+    Partial,
+}
+
+/// One apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Run {
+    /// Start.
+    pub started_at: DateTime<Utc>,
+    /// End.
+    pub finished_at: DateTime<Utc>,
+    /// Repository commit, if the repository is a git checkout.
+    pub commit: Option<String>,
+    /// Environments applied.
+    pub environments: Vec<String>,
+    /// Planned changes.
+    pub planned: Summary,
+    /// Changes applied.
+    pub applied: usize,
+    /// Failed changes with their errors.
+    pub failed: Vec<FailedChange>,
+    /// Changes skipped because a dependency failed.
+    pub skipped: usize,
+    /// Result.
+    pub result: RunResult,
+}
+
+/// A change that failed in a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailedChange {
+    /// The resource.
+    pub id: ResourceId,
+    /// The error.
+    pub error: String,
+}
+
+/// Everything the store holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// File format version.
+    pub version: u32,
+    /// By environment name.
+    pub environments: BTreeMap<String, EnvironmentState>,
+    /// Most recent last, at most [`HISTORY_LIMIT`].
+    pub history: Vec<Run>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self { version: FORMAT_VERSION, environments: BTreeMap::new(), history: Vec::new() }
+    }
+}
+
+impl State {
+    /// Whether apimon created `id`.
+    pub fn owns(&self, id: &ResourceId) -> bool {
+        self.environments.get(&id.env).is_some_and(|env| env.owned.contains(id))
+    }
+
+    /// Appends a run, dropping the oldest beyond the limit.
+    pub fn record(&mut self, run: Run) {
+        self.history.push(run);
+        let excess = self.history.len().saturating_sub(HISTORY_LIMIT);
+        self.history.drain(..excess);
+    }
+}
+
+/// Reads the state file at `dir`, without locking (for read-only plans).
+///
+/// # Errors
+/// The file exists but cannot be read or parsed.
+pub fn read(dir: &Path) -> Result<State, StateError> {
+    let path = dir.join(STATE_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(source) => return Err(StateError::Io { path, action: "read", source }),
+    };
+    let state: State = serde_json::from_str(&text).map_err(|error| StateError::Corrupt {
+        path: path.clone(),
+        line: error.line(),
+        column: error.column(),
+        message: error.to_string().split(" at line ").next().unwrap_or_default().to_owned(),
+    })?;
+    if state.version != FORMAT_VERSION {
+        return Err(StateError::Corrupt {
+            path,
+            line: 1,
+            column: 1,
+            message: format!("format version {} is not {FORMAT_VERSION}", state.version),
+        });
+    }
+    Ok(state)
+}
+
+/// The store, locked for one apply; the lock is released on drop.
+#[derive(Debug)]
+pub struct LockedStore {
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl LockedStore {
+    /// Creates `dir` (mode 0700) if needed and takes the apply lock.
+    ///
+    /// # Errors
+    /// [`StateError::Locked`] if another apply holds it.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        let io = |action, source| StateError::Io { path: dir.to_owned(), action, source };
+        std::fs::create_dir_all(dir).map_err(|e| io("create the directory", e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| io("set permissions", e))?;
+        }
+        let lock_path = dir.join(LOCK_FILE);
+        let lock =
+            OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(
+                |source| StateError::Io {
+                    path: lock_path.clone(),
+                    action: "open the lock file",
+                    source,
+                },
+            )?;
+        match lock.try_lock() {
+            Ok(()) => Ok(Self { dir: dir.to_owned(), _lock: lock }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Locked { path: lock_path }),
+            Err(std::fs::TryLockError::Error(source)) => {
+                Err(StateError::Io { path: lock_path, action: "lock", source })
+            }
+        }
+    }
+
+    /// The current state.
+    ///
+    /// # Errors
+    /// As [`read`].
+    pub fn load(&self) -> Result<State, StateError> {
+        read(&self.dir)
+    }
+
+    /// Replaces the state file atomically.
+    ///
+    /// # Errors
+    /// Writing, syncing or renaming failed; the old file is then intact.
+    pub fn save(&self, state: &State) -> Result<(), StateError> {
+        let path = self.dir.join(STATE_FILE);
+        let temporary = self.dir.join(format!(".{STATE_FILE}.tmp"));
+        let io = |action, source| StateError::Io { path: temporary.clone(), action, source };
+        let mut bytes = serde_json::to_vec_pretty(state)
+            .map_err(|e| io("serialize", std::io::Error::other(e)))?;
+        bytes.push(b'\n');
+        let mut file = File::create(&temporary).map_err(|e| io("create", e))?;
+        file.write_all(&bytes).map_err(|e| io("write", e))?;
+        file.sync_all().map_err(|e| io("sync", e))?;
+        drop(file);
+        std::fs::rename(&temporary, &path).map_err(|source| StateError::Io {
+            path: path.clone(),
+            action: "replace",
+            source,
+        })?;
+        if let Ok(dir) = File::open(&self.dir) {
+            // Makes the rename itself durable; best effort on filesystems that refuse.
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::ProviderKind;
+
+    fn id(name: &str) -> ResourceId {
+        ResourceId::new("outside", ProviderKind::Influxdb, "user", name)
+    }
+
+    #[test]
+    fn state_round_trips_and_missing_file_is_empty() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = LockedStore::open(dir.path()).expect("open");
+        assert_eq!(store.load().expect("load"), State::default());
+        let mut state = State::default();
+        state.environments.entry("outside".into()).or_default().owned.insert(id("grafana"));
+        store.save(&state).expect("save");
+        let again = store.load().expect("load");
+        assert!(again.owns(&id("grafana")));
+        assert!(!again.owns(&id("admin")));
+    }
+
+    #[test]
+    fn a_second_apply_cannot_take_the_lock() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let _first = LockedStore::open(dir.path()).expect("first");
+        let error = LockedStore::open(dir.path()).expect_err("second");
+        assert!(matches!(error, StateError::Locked { .. }), "{error}");
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_reported_with_its_position_and_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join(STATE_FILE), "{\n  \"version\": 1,\n  oops\n}")
+            .expect("write");
+        let error = read(dir.path()).expect_err("corrupt");
+        let text = error.to_string();
+        assert!(text.contains("state.json:3:3"), "{text}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(STATE_FILE)).expect("read"),
+            "{\n  \"version\": 1,\n  oops\n}"
+        );
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut state = State::default();
+        let run = Run {
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            commit: None,
+            environments: vec![],
+            planned: Summary::default(),
+            applied: 0,
+            failed: vec![],
+            skipped: 0,
+            result: RunResult::NoChanges,
+        };
+        for _ in 0..HISTORY_LIMIT + 3 {
+            state.record(run.clone());
+        }
+        assert_eq!(state.history.len(), HISTORY_LIMIT);
+    }
+}

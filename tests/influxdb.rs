@@ -1,0 +1,313 @@
+//! The InfluxDB provider, apply and the state store against a REAL
+//! InfluxDB 1.x started by the harness (see `support/influxdb.rs`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use apimon::apply::{ApplyOptions, Event, Outcome};
+use apimon::engine::Plan;
+use apimon::model::secret::SecretStore;
+use apimon::model::Secrets;
+use apimon::plan::Op;
+use apimon::reconcile;
+use apimon::state::{self, LockedStore};
+
+use crate::support::influxdb::InfluxServer;
+use crate::support::{apimon, fixture_secrets, text, TestRepo};
+
+const ADMIN: (&str, &str) = ("admin", "outside-admin-pw");
+
+/// A fixture repository whose `outside` InfluxDB is the test server.
+struct Setup {
+    server: InfluxServer,
+    repo: TestRepo,
+    secrets_file: PathBuf,
+    state_dir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new() -> Option<Self> {
+        let server = InfluxServer::start().await?;
+        let repo = TestRepo::fixture();
+        repo.edit("apimon.yaml", "http://192.168.10.30:8086", &server.url());
+        let secrets_file = repo.secrets_file(&fixture_secrets(), 0o600);
+        Some(Self { server, repo, secrets_file, state_dir: tempfile::tempdir().expect("temp dir") })
+    }
+
+    fn secrets(&self) -> Secrets {
+        Secrets::Resolved(
+            SecretStore::load(Some(&self.secrets_file), std::iter::empty()).expect("secrets"),
+        )
+    }
+
+    fn set_secret(&self, name: &str, value: &str) {
+        let text = std::fs::read_to_string(&self.secrets_file).expect("read secrets");
+        let replaced: String = text
+            .lines()
+            .map(|line| {
+                if line.starts_with(&format!("{name}:")) {
+                    format!("{name}: {value}\n")
+                } else {
+                    format!("{line}\n")
+                }
+            })
+            .collect();
+        assert_ne!(text, replaced, "secret {name} not in the file");
+        std::fs::write(&self.secrets_file, replaced).expect("write secrets");
+    }
+
+    /// Plans `outside` against the server: (plan, HTTP requests it took).
+    async fn plan(&self) -> (Plan, usize) {
+        let prepared = reconcile::prepare(self.repo.path(), Some("outside"), &self.secrets())
+            .expect("prepare");
+        let state = state::read(self.state_dir.path()).expect("state");
+        let plan = reconcile::plan(&prepared, &state, false).await.expect("plan");
+        (plan, prepared.live.influxdb_requests())
+    }
+
+    /// Applies `outside`, calling `on_event` per change.
+    async fn apply_with(
+        &self,
+        options: &ApplyOptions,
+        on_event: impl FnMut(Event<'_>),
+    ) -> (Plan, Outcome) {
+        let prepared = reconcile::prepare(self.repo.path(), Some("outside"), &self.secrets())
+            .expect("prepare");
+        let store = LockedStore::open(self.state_dir.path()).expect("lock");
+        let state = store.load().expect("state");
+        let plan = reconcile::plan(&prepared, &state, false).await.expect("plan");
+        let outcome =
+            reconcile::apply(&store, &prepared, &plan, options, on_event).await.expect("apply");
+        (plan, outcome)
+    }
+
+    async fn apply(&self) -> (Plan, Outcome) {
+        self.apply_with(&fast(), |_| {}).await
+    }
+
+    /// `apimon apply` through the binary.
+    fn cli_apply(&self) -> (Option<i32>, String, String) {
+        let output = apimon(&[
+            "apply",
+            "--repo",
+            &self.repo.path().to_string_lossy(),
+            "--env",
+            "outside",
+            "--auto-approve",
+            "--secrets",
+            &self.secrets_file.to_string_lossy(),
+            "--state-dir",
+            &self.state_dir.path().to_string_lossy(),
+            "--backoff-ms",
+            "20",
+        ]);
+        let (stdout, stderr) = text(&output);
+        (output.status.code(), stdout, stderr)
+    }
+
+    async fn users(&self) -> Vec<String> {
+        let (_, body) = self.server.query(Some(ADMIN), "SHOW USERS").await;
+        body["results"][0]["series"][0]["values"]
+            .as_array()
+            .map(|rows| rows.iter().filter_map(|r| r[0].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+
+    async fn grants(&self, user: &str) -> serde_json::Value {
+        let (_, body) =
+            self.server.query(Some(ADMIN), &format!("SHOW GRANTS FOR \"{user}\"")).await;
+        body["results"][0]["series"][0]["values"].clone()
+    }
+}
+
+fn fast() -> ApplyOptions {
+    ApplyOptions {
+        parallelism: 4,
+        max_attempts: 2,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+    }
+}
+
+fn find<'a>(plan: &'a Plan, kind: &str, name: &str) -> &'a Op {
+    &plan
+        .changes
+        .iter()
+        .find(|c| c.id.kind == kind && c.id.name == name)
+        .unwrap_or_else(|| panic!("{kind}/{name} not in plan"))
+        .op
+}
+
+#[tokio::test]
+async fn apply_creates_everything_from_nothing_and_the_second_run_changes_nothing() {
+    let Some(setup) = Setup::new().await else { return };
+    let (code, stdout, stderr) = setup.cli_apply();
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("Apply: 7 applied, 0 failed, 0 skipped."), "{stdout}");
+    assert!(
+        !stdout.contains("-pw") && !stderr.contains("-pw"),
+        "a secret was printed:\n{stdout}\n{stderr}"
+    );
+
+    let mut users = setup.users().await;
+    users.sort();
+    assert_eq!(users, ["admin", "grafana", "telegraf"]);
+    assert_eq!(setup.grants("grafana").await, serde_json::json!([["apimon", "READ"]]));
+    let (_, policies) = setup.server.query(Some(ADMIN), "SHOW RETENTION POLICIES ON apimon").await;
+    let rows =
+        policies["results"][0]["series"][0]["values"].as_array().cloned().unwrap_or_default();
+    assert!(
+        rows.iter().any(|r| r[0] == "four_weeks" && r[1] == "672h0m0s" && r[4] == true),
+        "{rows:?}"
+    );
+
+    let (plan, requests) = setup.plan().await;
+    assert!(!plan.summary.has_changes(), "second plan: {:?}", plan.summary);
+    assert_eq!(plan.summary.unchanged, 7);
+    // SHOW DATABASES+USERS, one batch of RPs+grants, one login per non-admin user.
+    assert_eq!(requests, 2 + 2, "observation must not grow with one request per object");
+
+    let (code, stdout, _) = setup.cli_apply();
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("Apply: 0 applied, 0 failed, 0 skipped."), "{stdout}");
+    let history = state::read(setup.state_dir.path()).expect("state").history;
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[1].result, state::RunResult::NoChanges);
+}
+
+#[tokio::test]
+async fn a_changed_grant_is_updated_in_place() {
+    let Some(setup) = Setup::new().await else { return };
+    assert!(setup.apply().await.1.is_success());
+    setup.repo.edit(
+        "inventory/outside/influxdb.yaml",
+        "{database: apimon, privilege: WRITE}",
+        "{database: apimon, privilege: ALL}",
+    );
+    let (plan, outcome) = setup.apply().await;
+    assert_eq!(
+        find(&plan, "grant", "telegraf@apimon"),
+        &Op::Update { reason: "PRIVILEGE WRITE → ALL".into() }
+    );
+    assert_eq!(plan.summary.update, 1);
+    assert!(outcome.is_success(), "{outcome:?}");
+    assert_eq!(setup.grants("telegraf").await, serde_json::json!([["apimon", "ALL PRIVILEGES"]]));
+    assert!(!setup.plan().await.0.summary.has_changes());
+}
+
+#[tokio::test]
+async fn a_rotated_password_is_set_and_the_old_one_stops_working() {
+    let Some(setup) = Setup::new().await else { return };
+    assert!(setup.apply().await.1.is_success());
+    setup.set_secret("outside_influxdb_telegraf_password", "rotated-pw");
+    let (plan, outcome) = setup.apply().await;
+    assert_eq!(find(&plan, "user", "telegraf"), &Op::Update { reason: "password changed".into() });
+    assert!(outcome.is_success(), "{outcome:?}");
+    let (old, _) =
+        setup.server.query(Some(("telegraf", "outside-telegraf-pw")), "SHOW DATABASES").await;
+    let (new, _) = setup.server.query(Some(("telegraf", "rotated-pw")), "SHOW DATABASES").await;
+    assert_eq!((old, new), (401, 200));
+    assert!(!setup.plan().await.0.summary.has_changes());
+}
+
+#[tokio::test]
+async fn pruning_deletes_owned_users_but_never_ones_made_by_hand() {
+    let Some(setup) = Setup::new().await else { return };
+    setup.repo.edit("inventory/outside/influxdb.yaml", "users:\n", "users:\n  - name: extra\n    password: {secret: outside_influxdb_telegraf_password}\n    grants:\n      - {database: apimon, privilege: READ}\n");
+    assert!(setup.apply().await.1.is_success());
+    let (status, _) = setup
+        .server
+        .query(
+            Some(ADMIN),
+            "CREATE USER handmade WITH PASSWORD 'x'; GRANT READ ON apimon TO handmade",
+        )
+        .await;
+    assert_eq!(status, 200);
+    setup.repo.edit("inventory/outside/influxdb.yaml", "  - name: extra\n    password: {secret: outside_influxdb_telegraf_password}\n    grants:\n      - {database: apimon, privilege: READ}\n", "");
+
+    let (plan, outcome) = setup.apply().await;
+    assert_eq!(find(&plan, "user", "extra"), &Op::Delete);
+    assert_eq!(find(&plan, "grant", "extra@apimon"), &Op::Delete);
+    assert!(
+        plan.changes.iter().all(|c| !c.id.name.contains("handmade")),
+        "an unowned user was planned"
+    );
+    assert!(outcome.is_success(), "{outcome:?}");
+    let users = setup.users().await;
+    assert!(
+        !users.contains(&"extra".to_owned()) && users.contains(&"handmade".to_owned()),
+        "{users:?}"
+    );
+    let owned = &state::read(setup.state_dir.path()).expect("state").environments["outside"].owned;
+    assert!(owned.iter().all(|id| id.name != "extra"), "deleted user still owned");
+}
+
+#[tokio::test]
+async fn a_wrong_admin_password_is_a_clear_error_and_changes_nothing() {
+    let Some(setup) = Setup::new().await else { return };
+    assert!(setup.apply().await.1.is_success());
+    setup.repo.edit(
+        "inventory/outside/influxdb.yaml",
+        "databases:\n",
+        "databases:\n  - name: newdb\n",
+    );
+    setup.set_secret("outside_influxdb_admin_password", "wrong-admin-pw");
+    let (code, stdout, stderr) = setup.cli_apply();
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("environment outside: influxdb: cannot observe"), "{stderr}");
+    assert!(stderr.contains("rejected the credentials of user `admin` (HTTP 401)"), "{stderr}");
+    assert!(!stderr.contains("wrong-admin-pw"), "{stderr}");
+    let (_, databases) = setup.server.query(Some(ADMIN), "SHOW DATABASES").await;
+    assert!(!databases.to_string().contains("newdb"), "something was changed: {databases}");
+}
+
+#[tokio::test]
+async fn influxdb_stopped_mid_apply_gives_a_partial_outcome_and_the_next_apply_converges() {
+    let Some(mut setup) = Setup::new().await else { return };
+    let options = ApplyOptions { parallelism: 1, ..fast() };
+    let server = &mut setup.server;
+    let mut stopped = false;
+    let (plan, outcome) = {
+        let stop = |event: Event<'_>| {
+            if matches!(event, Event::Applied(..)) && !stopped {
+                server.stop();
+                stopped = true;
+            }
+        };
+        // Re-borrow the rest of `setup` immutably while `server` is lent out.
+        let prepared = reconcile::prepare(
+            setup.repo.path(),
+            Some("outside"),
+            &Secrets::Resolved(
+                SecretStore::load(Some(&setup.secrets_file), std::iter::empty()).expect("secrets"),
+            ),
+        )
+        .expect("prepare");
+        let store = LockedStore::open(setup.state_dir.path()).expect("lock");
+        let state = store.load().expect("state");
+        let plan = reconcile::plan(&prepared, &state, false).await.expect("plan");
+        let outcome =
+            reconcile::apply(&store, &prepared, &plan, &options, stop).await.expect("apply");
+        (plan, outcome)
+    };
+    assert_eq!(plan.summary.create, 7);
+    assert_eq!(outcome.applied.len(), 1, "{outcome:?}");
+    assert!(!outcome.failed.is_empty() && !outcome.skipped.is_empty(), "{outcome:?}");
+    assert!(
+        outcome
+            .failed
+            .values()
+            .all(|m| m.contains("cannot reach InfluxDB at") && m.contains("(after 2 attempts)")),
+        "{outcome:?}"
+    );
+    let recorded = state::read(setup.state_dir.path()).expect("state");
+    assert_eq!(recorded.history.last().map(|r| r.result), Some(state::RunResult::Partial));
+    assert_eq!(recorded.environments["outside"].owned.len(), 1);
+    assert_eq!(recorded.environments["outside"].last_applied_at, None);
+
+    setup.server.restart().await;
+    let (plan, outcome) = setup.apply().await;
+    assert_eq!(plan.summary.create, 6, "{:?}", plan.summary);
+    assert!(outcome.is_success(), "{outcome:?}");
+    assert!(!setup.plan().await.0.summary.has_changes());
+}

@@ -1,0 +1,106 @@
+//! A real InfluxDB 1.x (Debian package `influxdb`) for tests: started on a
+//! free loopback port with authentication on, in a temporary directory,
+//! stopped on drop. Without `influxd` the test skips loudly, except in CI
+//! (`CI=true`), where that is a failure.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{free_port, require_binary};
+
+/// A running influxd.
+pub struct InfluxServer {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl InfluxServer {
+    /// Starts a fresh server with no users, or `None` (skip) outside CI
+    /// when influxd is not installed.
+    pub async fn start() -> Option<Self> {
+        let binary = require_binary("influxd", "influxdb")?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let rpc_port = free_port();
+        let root = dir.path().display().to_string();
+        let config = format!(
+            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc_port}\"\n[meta]\n  dir = \"{root}/meta\"\n[data]\n  dir = \"{root}/data\"\n  wal-dir = \"{root}/wal\"\n  query-log-enabled = false\n[http]\n  bind-address = \"127.0.0.1:{port}\"\n  auth-enabled = true\n  log-enabled = false\n[monitor]\n  store-enabled = false\n"
+        );
+        std::fs::write(dir.path().join("influxdb.conf"), config).expect("write config");
+        let mut server = Self { dir, port, child: None };
+        server.spawn(&binary).await;
+        Some(server)
+    }
+
+    async fn spawn(&mut self, binary: &PathBuf) {
+        let log = std::fs::File::create(self.dir.path().join("influxd.log")).expect("log file");
+        let child = Command::new(binary)
+            .arg("-config")
+            .arg(self.dir.path().join("influxdb.conf"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start influxd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(response) = client.get(format!("{}/ping", self.url())).send().await {
+                if response.status().as_u16() == 204 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "influxd did not answer /ping within 30 s; see {}",
+                self.dir.path().join("influxd.log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server, keeping its data.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same data.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let binary = require_binary("influxd", "influxdb").expect("influxd was there a moment ago");
+        self.spawn(&binary).await;
+    }
+
+    /// Runs `q` as `user`/`password` (or unauthenticated); returns the
+    /// HTTP status and the JSON body.
+    pub async fn query(
+        &self,
+        credentials: Option<(&str, &str)>,
+        q: &str,
+    ) -> (u16, serde_json::Value) {
+        let mut request =
+            reqwest::Client::new().post(format!("{}/query", self.url())).form(&[("q", q)]);
+        if let Some((user, password)) = credentials {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request.send().await.expect("influxd reachable");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("json answer"))
+    }
+}
+
+impl Drop for InfluxServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
