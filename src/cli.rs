@@ -316,7 +316,7 @@ fn validate(repo: &Path, secrets_file: Option<&Path>) -> anyhow::Result<Outcome>
     let Some(loaded) = load(repo, None, &Secrets::Redacted)? else { return Ok(Outcome::Invalid) };
     if let Some(file) = secrets_file {
         let store = SecretStore::load(Some(file), std::env::vars())?;
-        if let Err(diagnostics) = loaded.state.check_secrets(&Secrets::Resolved(store)) {
+        if let Err(diagnostics) = loaded.state.check_secrets(&Secrets::Resolved(store), None) {
             report_invalid(&diagnostics.to_string(), diagnostics.0.len());
             return Ok(Outcome::Invalid);
         }

@@ -30,7 +30,17 @@ impl Setup {
         let server = InfluxServer::start().await?;
         let repo = TestRepo::fixture();
         repo.edit("apimon.yaml", "http://192.168.10.30:8086", &server.url());
-        let secrets_file = repo.secrets_file(&fixture_secrets(), 0o600);
+        // Only what `outside` needs: its own secrets and the password of the
+        // inside InfluxDB user its Grafana datasource logs in with.
+        let secrets: String = fixture_secrets()
+            .lines()
+            .filter(|line| {
+                !line.starts_with("inside_")
+                    || line.starts_with("inside_influxdb_grafana_password:")
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let secrets_file = repo.secrets_file(&secrets, 0o600);
         Some(Self { server, repo, secrets_file, state_dir: tempfile::tempdir().expect("temp dir") })
     }
 

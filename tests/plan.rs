@@ -99,6 +99,42 @@ fn live_plan_without_secrets_names_each_missing_secret() {
 }
 
 #[test]
+fn an_environment_needs_the_secrets_of_datasources_it_reads_from_other_environments() {
+    let repo = TestRepo::fixture();
+    let state = tempfile::tempdir().expect("temp dir");
+    let secrets: String = crate::support::fixture_secrets()
+        .lines()
+        .filter(|l| !l.starts_with("inside_"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let file = repo.secrets_file(&secrets, 0o600);
+    let output = apimon(&[
+        "plan",
+        "--env",
+        "outside",
+        "--repo",
+        &repo.path().to_string_lossy(),
+        "--secrets",
+        &file.to_string_lossy(),
+        "--state-dir",
+        &state.path().to_string_lossy(),
+    ]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr.contains("inventory/outside/grafana.yaml:5:"), "{stderr}");
+    assert!(
+        stderr
+            .contains("datasources[1].user: secret `inside_influxdb_grafana_password` is not set"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("is not set").count(),
+        1,
+        "only the secret outside needs is reported: {stderr}"
+    );
+}
+
+#[test]
 fn render_writes_every_host_file_with_secrets_redacted() {
     let repo = TestRepo::fixture();
     let out = tempfile::tempdir().expect("temp dir");

@@ -52,6 +52,8 @@ pub struct DesiredState {
 pub struct SecretUse {
     /// Secret name.
     pub name: String,
+    /// The environment that needs it; `None` for project-wide settings.
+    pub env: Option<String>,
     /// The reference.
     pub location: Location,
     /// Key path.
@@ -59,14 +61,24 @@ pub struct SecretUse {
 }
 
 impl DesiredState {
-    /// Checks that every referenced secret resolves.
+    /// Checks that every secret the `environments` need resolves (all
+    /// environments when `None`).
     ///
     /// # Errors
     /// One diagnostic per missing secret, at the place that references it.
-    pub fn check_secrets(&self, secrets: &Secrets) -> Result<(), Diagnostics> {
+    pub fn check_secrets(
+        &self,
+        secrets: &Secrets,
+        environments: Option<&[&Environment]>,
+    ) -> Result<(), Diagnostics> {
+        let needed = |use_: &&SecretUse| match (environments, &use_.env) {
+            (None, _) | (_, None) => true,
+            (Some(selected), Some(env)) => selected.iter().any(|e| &e.name == env),
+        };
         let missing: Vec<Diagnostic> = self
             .secret_uses
             .iter()
+            .filter(needed)
             .filter(|use_| secrets.value(&use_.name).is_none())
             .map(|use_| {
                 Diagnostic::new(

@@ -22,6 +22,8 @@ use super::{
 struct Check {
     problems: Vec<Diagnostic>,
     secret_uses: Vec<SecretUse>,
+    /// The environment being checked, recorded with each secret use.
+    current_env: Option<String>,
 }
 
 impl Check {
@@ -44,6 +46,7 @@ impl Check {
                 }
                 self.secret_uses.push(SecretUse {
                     name: name.clone(),
+                    env: self.current_env.clone(),
                     location: doc.at(path),
                     path: path.to_owned(),
                 });
@@ -329,6 +332,7 @@ pub fn validate(repo: RawRepository) -> Result<DesiredState, Diagnostics> {
             check.error(root, &env_path, format!("environment `{env_name}` has no inventory; expected a directory inventory/{env_name}/"));
             continue;
         };
+        check.current_env = Some(env_name.clone());
         let environment = check_environment(
             &mut check,
             &repo,
@@ -339,6 +343,7 @@ pub fn validate(repo: RawRepository) -> Result<DesiredState, Diagnostics> {
             &mut all_hosts,
         );
         environments.insert(env_name.clone(), environment);
+        check.current_env = None;
     }
 
     // Datasources may read another environment's InfluxDB: checked once all are known.
@@ -1077,6 +1082,14 @@ fn check_datasources(
             );
         }
         let raw::MaybeSecret::Secret(password_secret) = &user.password else { continue };
+        // The datasource needs that password where its Grafana is applied,
+        // which may be another environment than the user's.
+        check.secret_uses.push(SecretUse {
+            name: password_secret.clone(),
+            env: Some(environment.name.clone()),
+            location: doc.at(&format!("{path}.user")),
+            path: format!("{path}.user"),
+        });
         datasources.push(Datasource {
             name: raw_ds.name.clone(),
             uid,

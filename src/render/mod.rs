@@ -237,7 +237,7 @@ pub fn render_all(
     secrets: &Secrets,
 ) -> Result<Rendered, RenderError> {
     if let Secrets::Resolved(_) = secrets {
-        state.check_secrets(secrets).map_err(RenderError::Secrets)?;
+        state.check_secrets(secrets, Some(environments)).map_err(RenderError::Secrets)?;
     }
     let mut rendered = Rendered::default();
     for environment in environments {
