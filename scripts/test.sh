@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*" >&2; }
 
 # Debian packages the suite needs: the real services the tests start.
-DEB_PACKAGES=(influxdb)
+DEB_PACKAGES=(influxdb openssl)
 
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do

@@ -321,3 +321,28 @@ async fn influxdb_stopped_mid_apply_gives_a_partial_outcome_and_the_next_apply_c
     assert!(outcome.is_success(), "{outcome:?}");
     assert!(!setup.plan().await.0.summary.has_changes());
 }
+
+#[tokio::test]
+async fn tls_is_verified_and_a_ca_file_makes_a_private_ca_trusted() {
+    let Some(server) = InfluxServer::start_tls().await else { return };
+    let ca = server.ca_file().expect("TLS server has a CA").to_string_lossy().into_owned();
+    let repo = TestRepo::fixture();
+    repo.edit("apimon.yaml", "http://192.168.10.30:8086", &server.url());
+    let secrets = Secrets::Resolved(
+        SecretStore::load(Some(&repo.secrets_file(&fixture_secrets(), 0o600)), std::iter::empty())
+            .expect("secrets"),
+    );
+    let state = apimon::state::State::default();
+
+    let untrusted = reconcile::prepare(repo.path(), Some("outside"), &secrets).expect("prepare");
+    let error =
+        reconcile::plan(&untrusted, &state, false).await.expect_err("unknown CA must be refused");
+    let chain = format!("{:#}", anyhow::Error::from(error));
+    assert!(chain.contains("cannot reach InfluxDB at https://127.0.0.1"), "{chain}");
+    assert!(chain.to_lowercase().contains("certificate"), "{chain}");
+
+    repo.edit("apimon.yaml", "      admin_user: admin\n      results_database: apimon\n      results_user: telegraf\n    grafana:", &format!("      admin_user: admin\n      results_database: apimon\n      results_user: telegraf\n      ca_file: {ca}\n    grafana:"));
+    let trusted = reconcile::prepare(repo.path(), Some("outside"), &secrets).expect("prepare");
+    let plan = reconcile::plan(&trusted, &state, false).await.expect("trusted CA");
+    assert_eq!(plan.summary.create, 7);
+}

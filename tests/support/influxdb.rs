@@ -14,24 +14,48 @@ pub struct InfluxServer {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    /// PEM of the CA that signed the server certificate, when serving TLS.
+    ca_file: Option<PathBuf>,
 }
 
 impl InfluxServer {
     /// Starts a fresh server with no users, or `None` (skip) outside CI
     /// when influxd is not installed.
     pub async fn start() -> Option<Self> {
+        Self::start_with(false).await
+    }
+
+    /// Like [`start`](Self::start), serving HTTPS with a certificate for
+    /// 127.0.0.1 signed by a throw-away CA (made with the openssl CLI).
+    pub async fn start_tls() -> Option<Self> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> Option<Self> {
         let binary = require_binary("influxd", "influxdb")?;
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let rpc_port = free_port();
         let root = dir.path().display().to_string();
+        let mut https = String::new();
+        let mut ca_file = None;
+        if tls {
+            let openssl = require_binary("openssl", "openssl")?;
+            ca_file = Some(make_certificates(&openssl, dir.path()));
+            https = format!("  https-enabled = true\n  https-certificate = \"{root}/server.pem\"\n  https-private-key = \"{root}/server.key\"\n");
+        }
         let config = format!(
-            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc_port}\"\n[meta]\n  dir = \"{root}/meta\"\n[data]\n  dir = \"{root}/data\"\n  wal-dir = \"{root}/wal\"\n  query-log-enabled = false\n[http]\n  bind-address = \"127.0.0.1:{port}\"\n  auth-enabled = true\n  log-enabled = false\n[monitor]\n  store-enabled = false\n"
+            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc_port}\"\n[meta]\n  dir = \"{root}/meta\"\n[data]\n  dir = \"{root}/data\"\n  wal-dir = \"{root}/wal\"\n  query-log-enabled = false\n[http]\n  bind-address = \"127.0.0.1:{port}\"\n  auth-enabled = true\n  log-enabled = false\n{https}[monitor]\n  store-enabled = false\n"
         );
         std::fs::write(dir.path().join("influxdb.conf"), config).expect("write config");
-        let mut server = Self { dir, port, child: None };
+        let mut server = Self { dir, port, child: None, ca_file };
         server.spawn(&binary).await;
         Some(server)
+    }
+
+    /// The CA to trust for a TLS server.
+    pub fn ca_file(&self) -> Option<&PathBuf> {
+        self.ca_file.as_ref()
     }
 
     async fn spawn(&mut self, binary: &PathBuf) {
@@ -45,7 +69,7 @@ impl InfluxServer {
             .expect("start influxd");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        let client = reqwest::Client::new();
+        let client = self.http_client();
         loop {
             if let Ok(response) = client.get(format!("{}/ping", self.url())).send().await {
                 if response.status().as_u16() == 204 {
@@ -63,7 +87,19 @@ impl InfluxServer {
 
     /// Base URL.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.ca_file.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// A client that trusts this server.
+    fn http_client(&self) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder();
+        if let Some(ca) = &self.ca_file {
+            let pem = std::fs::read(ca).expect("read CA");
+            builder =
+                builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA PEM"));
+        }
+        builder.build().expect("client")
     }
 
     /// Stops the server, keeping its data.
@@ -97,6 +133,69 @@ impl InfluxServer {
         let status = response.status().as_u16();
         (status, response.json().await.expect("json answer"))
     }
+}
+
+/// Writes ca.pem, server.pem and server.key (for IP 127.0.0.1) into `dir`.
+fn make_certificates(openssl: &PathBuf, dir: &std::path::Path) -> PathBuf {
+    let run = |args: &[&str]| {
+        let output =
+            Command::new(openssl).args(args).current_dir(dir).output().expect("run openssl");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=apimon test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n").expect("write ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    dir.join("ca.pem")
 }
 
 impl Drop for InfluxServer {
