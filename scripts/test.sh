@@ -39,6 +39,16 @@ fi
 
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 
+# ansible-core from PyPI, in a virtualenv under target/ (ignored by git),
+# for the executor's tests that run real playbooks.
+ANSIBLE_VENV="$PWD/target/ansible-venv"
+if [ ! -x "$ANSIBLE_VENV/bin/ansible-playbook" ]; then
+  log "installing ansible-core into $ANSIBLE_VENV"
+  python3 -m venv "$ANSIBLE_VENV"
+  "$ANSIBLE_VENV/bin/pip" install -q 'ansible-core>=2.17,<2.20'
+fi
+export PATH="$ANSIBLE_VENV/bin:$PATH"
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings"

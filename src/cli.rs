@@ -98,6 +98,12 @@ pub enum Command {
         #[command(flatten)]
         live: LiveArgs,
     },
+    /// Run the scenarios of this host's environment on their schedules (on the executor host).
+    Executor {
+        /// The executor configuration, rendered by apimon.
+        #[arg(long, default_value = "/etc/apimon/executor.yaml")]
+        config: PathBuf,
+    },
 }
 
 /// Where secrets and state live on the applying machine.
@@ -179,7 +185,33 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 &live,
             ))
         }
+        Command::Executor { config } => runtime()?.block_on(executor(config)),
     }
+}
+
+/// Runs the executor; SIGHUP reloads, SIGTERM/SIGINT stop (twice: at once).
+async fn executor(config: PathBuf) -> anyhow::Result<Outcome> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (controls, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let mut hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    tokio::spawn(async move {
+        loop {
+            let control = tokio::select! {
+                _ = hangup.recv() => crate::executor::Control::Reload,
+                _ = terminate.recv() => crate::executor::Control::Shutdown,
+                _ = interrupt.recv() => crate::executor::Control::Shutdown,
+            };
+            if controls.send(control).is_err() {
+                return;
+            }
+        }
+    });
+    crate::executor::run(config, crate::executor::Options::default(), receiver).await?;
+    Ok(Outcome::Ok)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

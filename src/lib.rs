@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod cli;
 pub mod engine;
+pub mod executor;
 pub mod live;
 pub mod model;
 pub mod plan;

@@ -5,5 +5,6 @@ mod support;
 
 mod bad_input;
 mod examples;
+mod executor;
 mod influxdb;
 mod plan;

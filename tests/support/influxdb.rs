@@ -124,8 +124,18 @@ impl InfluxServer {
         credentials: Option<(&str, &str)>,
         q: &str,
     ) -> (u16, serde_json::Value) {
+        self.query_in(credentials, "", q).await
+    }
+
+    /// Like [`query`](Self::query), with `db` as the default database.
+    pub async fn query_in(
+        &self,
+        credentials: Option<(&str, &str)>,
+        db: &str,
+        q: &str,
+    ) -> (u16, serde_json::Value) {
         let mut request =
-            reqwest::Client::new().post(format!("{}/query", self.url())).form(&[("q", q)]);
+            self.http_client().post(format!("{}/query", self.url())).form(&[("q", q), ("db", db)]);
         if let Some((user, password)) = credentials {
             request = request.basic_auth(user, Some(password));
         }

@@ -1,0 +1,365 @@
+//! The executor's configuration, `/etc/apimon/executor.yaml`, rendered by
+//! the daemon from `templates/executor.yaml.hbs`. Unknown keys are errors,
+//! and every error names the file, line and column.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::model::load::parse_yaml;
+use crate::model::validate::normalize_cron;
+use crate::model::Sensitive;
+
+/// The executor's configuration, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Environment tag of every point.
+    pub environment: String,
+    /// Where results go.
+    pub results: RawResults,
+    /// Base directory of playbooks.
+    pub scenarios_dir: PathBuf,
+    /// clouds.yaml for the playbooks (OS_CLIENT_CONFIG_FILE).
+    pub clouds_file: PathBuf,
+    /// The `ansible-playbook` binary; default from PATH.
+    #[serde(default = "default_ansible")]
+    pub ansible_playbook: PathBuf,
+    /// Runs at once, over all scenarios.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// How long running scenarios may finish after SIGTERM.
+    #[serde(default = "default_grace")]
+    pub grace_period_seconds: u64,
+    /// Scheduled scenarios.
+    #[serde(default)]
+    pub scenarios: Vec<RawScenario>,
+}
+
+fn default_ansible() -> PathBuf {
+    PathBuf::from("ansible-playbook")
+}
+
+fn default_concurrency() -> usize {
+    4
+}
+
+fn default_grace() -> u64 {
+    60
+}
+
+/// `results:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResults {
+    /// `/write` URL of telegraf's influxdb_listener or of InfluxDB.
+    pub url: String,
+    /// Database (`db` parameter).
+    pub database: String,
+    /// Basic-auth user when writing to InfluxDB directly.
+    pub username: Option<String>,
+    /// Its password.
+    pub password: Option<String>,
+    /// Where points wait while the target is down.
+    #[serde(default = "default_buffer_dir")]
+    pub buffer_dir: PathBuf,
+    /// Most points kept while the target is down; the oldest go first.
+    #[serde(default = "default_buffer_max")]
+    pub buffer_max_points: usize,
+}
+
+fn default_buffer_dir() -> PathBuf {
+    PathBuf::from("/var/lib/apimon/results")
+}
+
+fn default_buffer_max() -> usize {
+    100_000
+}
+
+/// One scenario, as rendered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScenario {
+    /// Name.
+    pub name: String,
+    /// Cron expression (5 or 6 fields).
+    pub cron: String,
+    /// Timeout in seconds.
+    pub timeout_seconds: u64,
+    /// `ansible` or `http`.
+    pub runner: String,
+    /// Playbook path relative to `scenarios_dir` (ansible).
+    pub playbook: Option<String>,
+    /// OS_CLOUD (ansible).
+    pub cloud: Option<String>,
+    /// `-e` variables (ansible).
+    #[serde(default)]
+    pub extra_vars: BTreeMap<String, String>,
+    /// URL (http).
+    pub url: Option<String>,
+    /// Method (http).
+    pub method: Option<String>,
+    /// Expected status (http).
+    pub expect_status: Option<u16>,
+}
+
+/// Checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Environment.
+    pub environment: String,
+    /// Results target.
+    pub results: ResultsTarget,
+    /// Settings of the runners.
+    pub runners: RunnerSettings,
+    /// Runs at once.
+    pub concurrency: usize,
+    /// Grace period on shutdown.
+    pub grace_period: Duration,
+    /// Scenarios by name.
+    pub scenarios: BTreeMap<String, ScenarioConfig>,
+}
+
+/// Where points go.
+#[derive(Debug, Clone)]
+pub struct ResultsTarget {
+    /// `/write` URL.
+    pub url: String,
+    /// Database.
+    pub database: String,
+    /// Basic auth.
+    pub credentials: Option<(String, Sensitive<String>)>,
+    /// Disk buffer.
+    pub buffer_dir: PathBuf,
+    /// Buffer bound.
+    pub buffer_max_points: usize,
+}
+
+/// What the runners need besides the scenario.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerSettings {
+    /// Playbook base directory.
+    pub scenarios_dir: PathBuf,
+    /// clouds.yaml.
+    pub clouds_file: PathBuf,
+    /// ansible-playbook binary.
+    pub ansible_playbook: PathBuf,
+}
+
+/// One scenario, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioConfig {
+    /// Name.
+    pub name: String,
+    /// Cron expression, 6 fields.
+    pub cron: String,
+    /// Parsed schedule.
+    pub schedule: cron::Schedule,
+    /// Timeout.
+    pub timeout: Duration,
+    /// How it runs.
+    pub runner: RunnerConfig,
+}
+
+/// How a scenario runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunnerConfig {
+    /// `ansible-playbook`.
+    Ansible {
+        /// Playbook relative to `scenarios_dir`.
+        playbook: String,
+        /// OS_CLOUD.
+        cloud: Option<String>,
+        /// `-e` variables.
+        extra_vars: BTreeMap<String, String>,
+    },
+    /// Built-in HTTP probe.
+    Http {
+        /// URL.
+        url: String,
+        /// Method.
+        method: String,
+        /// Expected status.
+        expect_status: u16,
+    },
+}
+
+impl RunnerConfig {
+    /// The `runner` tag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Ansible { .. } => "ansible",
+            Self::Http { .. } => "http",
+        }
+    }
+}
+
+/// The configuration file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Cannot be read.
+    #[error("cannot read executor config {path}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Invalid; every problem listed.
+    #[error("invalid executor config:\n{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+/// Reads and checks the configuration file.
+///
+/// # Errors
+/// Unreadable, unparsable, or inconsistent (each problem with its place).
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    parse(path, &text)
+}
+
+/// Parses and checks `text`, naming `path` in errors.
+///
+/// # Errors
+/// As [`load`].
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let raw: RawConfig = parse_yaml(text).map_err(|p| {
+        let at = if p.path.is_empty() { String::new() } else { format!("{}: ", p.path) };
+        ConfigError::Invalid(vec![format!(
+            "{}:{}:{}: {at}{}",
+            path.display(),
+            p.line,
+            p.column,
+            p.message
+        )])
+    })?;
+    let map = crate::model::source_map::SourceMap::build(text);
+    let mut problems = Vec::new();
+    let mut problem = |key: &str, message: String| {
+        let (line, column) = map.position(key);
+        problems.push(format!("{}:{line}:{column}: {key}: {message}", path.display()));
+    };
+    if raw.concurrency == 0 {
+        problem("concurrency", "0; expected at least 1".to_owned());
+    }
+    let mut scenarios = BTreeMap::new();
+    for (i, s) in raw.scenarios.iter().enumerate() {
+        let key = format!("scenarios[{i}]");
+        let schedule = match normalize_cron(&s.cron)
+            .and_then(|c| cron::Schedule::from_str(&c).map(|s| (c, s)).map_err(|e| e.to_string()))
+        {
+            Ok(parsed) => Some(parsed),
+            Err(message) => {
+                problem(&format!("{key}.cron"), message);
+                None
+            }
+        };
+        if s.timeout_seconds == 0 {
+            problem(&format!("{key}.timeout_seconds"), "0; expected at least 1".to_owned());
+        }
+        let runner = match (s.runner.as_str(), &s.playbook, &s.url) {
+            ("ansible", Some(playbook), _) => Some(RunnerConfig::Ansible {
+                playbook: playbook.clone(),
+                cloud: s.cloud.clone(),
+                extra_vars: s.extra_vars.clone(),
+            }),
+            ("http", _, Some(url)) => Some(RunnerConfig::Http {
+                url: url.clone(),
+                method: s.method.clone().unwrap_or_else(|| "GET".to_owned()),
+                expect_status: s.expect_status.unwrap_or(200),
+            }),
+            ("ansible", None, _) => {
+                problem(&key, "runner ansible needs `playbook`".to_owned());
+                None
+            }
+            ("http", _, None) => {
+                problem(&key, "runner http needs `url`".to_owned());
+                None
+            }
+            (other, ..) => {
+                problem(
+                    &format!("{key}.runner"),
+                    format!("unknown runner `{other}`; expected ansible or http"),
+                );
+                None
+            }
+        };
+        if scenarios.contains_key(&s.name) {
+            problem(&format!("{key}.name"), format!("duplicate scenario `{}`", s.name));
+        }
+        if let (Some((cron, schedule)), Some(runner)) = (schedule, runner) {
+            scenarios.insert(
+                s.name.clone(),
+                ScenarioConfig {
+                    name: s.name.clone(),
+                    cron,
+                    schedule,
+                    timeout: Duration::from_secs(s.timeout_seconds),
+                    runner,
+                },
+            );
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
+    Ok(Config {
+        environment: raw.environment,
+        results: ResultsTarget {
+            url: raw.results.url,
+            database: raw.results.database,
+            credentials: raw
+                .results
+                .username
+                .map(|user| (user, Sensitive::new(raw.results.password.unwrap_or_default()))),
+            buffer_dir: raw.results.buffer_dir,
+            buffer_max_points: raw.results.buffer_max_points.max(1),
+        },
+        runners: RunnerSettings {
+            scenarios_dir: raw.scenarios_dir,
+            clouds_file: raw.clouds_file,
+            ansible_playbook: raw.ansible_playbook,
+        },
+        concurrency: raw.concurrency,
+        grace_period: Duration::from_secs(raw.grace_period_seconds),
+        scenarios,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "environment: outside\nresults: {url: 'http://127.0.0.1:8186/write', database: apimon}\nscenarios_dir: /etc/apimon/scenarios\nclouds_file: /etc/apimon/clouds.yaml\nscenarios: [{\"name\":\"probe\",\"cron\":\"0 */5 * * * *\",\"timeout_seconds\":30,\"runner\":\"http\",\"url\":\"https://example.test\",\"method\":\"GET\",\"expect_status\":200}]\n";
+
+    #[test]
+    fn the_rendered_shape_parses() {
+        let config = parse(Path::new("executor.yaml"), GOOD).expect("valid");
+        assert_eq!(config.scenarios["probe"].runner.kind(), "http");
+        assert_eq!(config.concurrency, 4);
+    }
+
+    #[test]
+    fn a_bad_cron_names_file_line_and_key() {
+        let text = GOOD.replace("0 */5 * * * *", "99 * * * * *");
+        let error = parse(Path::new("executor.yaml"), &text).expect_err("bad cron").to_string();
+        assert!(
+            error.contains("executor.yaml:5:") && error.contains("scenarios[0].cron"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let error = parse(Path::new("executor.yaml"), &format!("{GOOD}surprise: 1\n"))
+            .expect_err("unknown")
+            .to_string();
+        assert!(error.contains("executor.yaml:6:1: surprise: unknown field `surprise`"), "{error}");
+    }
+}

@@ -1,0 +1,470 @@
+//! `apimon executor`: runs the scenarios of one environment on their cron
+//! schedules and writes one InfluxDB point per run.
+//!
+//! One scheduler task per scenario sleeps until its next cron instant and
+//! sends a *fire* to the main loop, which starts the run unless the
+//! previous run of that scenario is still going (then the fire is counted,
+//! logged and written as `skipped`). A semaphore bounds runs over all
+//! scenarios. The configuration is reloaded on SIGHUP and when the file
+//! changes: new scenarios start, removed ones stop, running ones finish.
+//! On SIGTERM the schedulers stop and running scenarios get a grace period;
+//! a second SIGTERM (or the end of the grace period) kills them.
+
+pub mod config;
+pub mod results;
+pub mod runner;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+
+use config::{Config, ConfigError, ScenarioConfig};
+use results::{Point, RunResult, Writer};
+
+/// Wall-clock time for the schedulers.
+#[derive(Debug, Clone, Copy)]
+pub enum Clock {
+    /// The system clock.
+    System,
+    /// `wall` at tokio instant `at`, advancing with tokio time: lets tests
+    /// run schedules under tokio's paused clock.
+    Anchored {
+        /// Wall time at `at`.
+        wall: DateTime<Utc>,
+        /// The tokio instant of `wall`.
+        at: tokio::time::Instant,
+    },
+}
+
+impl Clock {
+    /// Now.
+    pub fn now(&self) -> DateTime<Utc> {
+        match self {
+            Self::System => Utc::now(),
+            Self::Anchored { wall, at } => {
+                let elapsed = tokio::time::Instant::now().saturating_duration_since(*at);
+                *wall + chrono::Duration::from_std(elapsed).unwrap_or_default()
+            }
+        }
+    }
+}
+
+/// A run (or a skipped fire), reported to observers.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    /// Scenario.
+    pub scenario: String,
+    /// The cron instant.
+    pub scheduled_at: DateTime<Utc>,
+    /// When the process started (or the request was sent); the cron
+    /// instant for skipped fires.
+    pub started_at: DateTime<Utc>,
+    /// Result.
+    pub result: RunResult,
+    /// Exit code or HTTP status.
+    pub return_code: i64,
+    /// Duration.
+    pub duration: Duration,
+}
+
+/// Controls a running executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Re-read the configuration (SIGHUP).
+    Reload,
+    /// Stop scheduling, let running scenarios finish within the grace period (SIGTERM).
+    Shutdown,
+}
+
+/// Knobs that are not part of the configuration file.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How often the configuration file is checked for changes.
+    pub reload_poll: Duration,
+    /// How often buffered results are retried while the target is down.
+    pub flush_retry: Duration,
+    /// Clock for the schedulers.
+    pub clock: Clock,
+    /// Receives every run and skipped fire.
+    pub events: Option<mpsc::UnboundedSender<RunRecord>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            reload_poll: Duration::from_secs(2),
+            flush_retry: Duration::from_secs(5),
+            clock: Clock::System,
+            events: None,
+        }
+    }
+}
+
+/// Counts for the final log line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Runs finished.
+    pub runs: u64,
+    /// Fires skipped because the previous run was still going.
+    pub skipped: u64,
+    /// Runs killed at shutdown.
+    pub killed: u64,
+}
+
+/// The executor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+struct Fire {
+    scenario: String,
+    scheduled_at: DateTime<Utc>,
+}
+
+struct Finished {
+    scenario: ScenarioConfig,
+    scheduled_at: DateTime<Utc>,
+    report: runner::Report,
+}
+
+/// Sleeps until each cron instant of `scenario` and reports it.
+fn spawn_scheduler(
+    scenario: &ScenarioConfig,
+    clock: Clock,
+    fires: mpsc::UnboundedSender<Fire>,
+) -> JoinHandle<()> {
+    let name = scenario.name.clone();
+    let schedule = scenario.schedule.clone();
+    tokio::spawn(async move {
+        let mut after = clock.now();
+        while let Some(next) = schedule.after(&after).next() {
+            let delay = (next - clock.now()).to_std().unwrap_or_default();
+            tokio::time::sleep(delay).await;
+            if fires.send(Fire { scenario: name.clone(), scheduled_at: next }).is_err() {
+                return;
+            }
+            // From the instant itself, so an oversleep never skips or repeats one.
+            after = next;
+        }
+    })
+}
+
+fn file_digest(path: &std::path::Path) -> Option<Vec<u8>> {
+    std::fs::read(path).ok().map(|bytes| Sha256::digest(bytes).to_vec())
+}
+
+/// The executor's state between events.
+struct Executor {
+    path: PathBuf,
+    options: Options,
+    config: Config,
+    digest: Option<Vec<u8>>,
+    schedulers: BTreeMap<String, (ScenarioConfig, JoinHandle<()>)>,
+    fires: mpsc::UnboundedSender<Fire>,
+    writer: Writer,
+    slots: Arc<Semaphore>,
+    busy: BTreeSet<String>,
+    runs: JoinSet<Finished>,
+    abort: watch::Sender<bool>,
+    http: reqwest::Client,
+    totals: Totals,
+}
+
+impl Executor {
+    fn reschedule(&mut self) {
+        let wanted = &self.config.scenarios;
+        self.schedulers.retain(|name, (old, handle)| {
+            let keep = wanted.get(name).is_some_and(|new| new.cron == old.cron);
+            if !keep {
+                handle.abort();
+                tracing::info!(scenario = %name, "Scenario unscheduled.");
+            }
+            keep
+        });
+        for (name, scenario) in wanted {
+            if !self.schedulers.contains_key(name) {
+                let handle = spawn_scheduler(scenario, self.options.clock, self.fires.clone());
+                tracing::info!(scenario = %name, cron = %scenario.cron, runner = scenario.runner.kind(), "Scenario scheduled.");
+                self.schedulers.insert(name.clone(), (scenario.clone(), handle));
+            }
+        }
+    }
+
+    async fn reload(&mut self) {
+        self.digest = file_digest(&self.path);
+        match config::load(&self.path) {
+            Ok(config) => {
+                if config.results.url != self.config.results.url
+                    || config.results.database != self.config.results.database
+                    || config.results.buffer_dir != self.config.results.buffer_dir
+                    || config.results.credentials.as_ref().map(|c| (&c.0, c.1.expose()))
+                        != self.config.results.credentials.as_ref().map(|c| (&c.0, c.1.expose()))
+                {
+                    self.writer.stop().await;
+                    self.writer = results::spawn(config.results.clone(), self.options.flush_retry);
+                }
+                if config.concurrency != self.config.concurrency {
+                    self.slots = Arc::new(Semaphore::new(config.concurrency));
+                }
+                self.config = config;
+                self.reschedule();
+                tracing::info!(path = %self.path.display(), scenarios = self.config.scenarios.len(), "Configuration reloaded.");
+            }
+            Err(error) => {
+                tracing::error!(path = %self.path.display(), error = %error, "New configuration is invalid; keeping the previous one.");
+            }
+        }
+    }
+
+    fn fire(&mut self, fire: Fire) {
+        let Some(scenario) = self.config.scenarios.get(&fire.scenario).cloned() else { return };
+        if self.busy.contains(&scenario.name) {
+            self.totals.skipped += 1;
+            tracing::warn!(scenario = %scenario.name, scheduled_at = %fire.scheduled_at, "Previous run still going; this run is skipped.");
+            let record = RunRecord {
+                scenario: scenario.name.clone(),
+                scheduled_at: fire.scheduled_at,
+                started_at: fire.scheduled_at,
+                result: RunResult::Skipped,
+                return_code: 0,
+                duration: Duration::ZERO,
+            };
+            self.record(&scenario, &record);
+            return;
+        }
+        self.busy.insert(scenario.name.clone());
+        let slots = Arc::clone(&self.slots);
+        let settings = self.config.runners.clone();
+        let http = self.http.clone();
+        let abort = self.abort.subscribe();
+        self.runs.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            let report = runner::run(&scenario, &settings, &http, abort).await;
+            Finished { scenario, scheduled_at: fire.scheduled_at, report }
+        });
+    }
+
+    fn finished(&mut self, finished: Finished) {
+        let Finished { scenario, scheduled_at, report } = finished;
+        self.busy.remove(&scenario.name);
+        self.totals.runs += 1;
+        let duration_ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
+        let span = tracing::info_span!("run", scenario = %scenario.name, environment = %self.config.environment);
+        let _entered = span.enter();
+        match report.result {
+            RunResult::Passed => tracing::info!(
+                result = report.result.as_str(),
+                duration_ms,
+                return_code = report.return_code,
+                "Scenario finished."
+            ),
+            _ => {
+                tracing::warn!(result = report.result.as_str(), duration_ms, return_code = report.return_code, output = %report.output, "Scenario did not pass.")
+            }
+        }
+        drop(_entered);
+        let record = RunRecord {
+            scenario: scenario.name.clone(),
+            scheduled_at,
+            started_at: report.started_at,
+            result: report.result,
+            return_code: report.return_code,
+            duration: report.duration,
+        };
+        self.record(&scenario, &record);
+    }
+
+    fn record(&self, scenario: &ScenarioConfig, record: &RunRecord) {
+        self.writer.write(&Point {
+            scenario: scenario.name.clone(),
+            environment: self.config.environment.clone(),
+            runner: scenario.runner.kind(),
+            result: record.result,
+            duration_ms: u64::try_from(record.duration.as_millis()).unwrap_or(u64::MAX),
+            return_code: record.return_code,
+            time: record.scheduled_at,
+        });
+        if let Some(events) = &self.options.events {
+            let _ = events.send(record.clone());
+        }
+    }
+
+    /// Lets running scenarios finish within the grace period, then kills them.
+    async fn drain(&mut self, controls: &mut mpsc::UnboundedReceiver<Control>) {
+        for (_, (_, handle)) in std::mem::take(&mut self.schedulers) {
+            handle.abort();
+        }
+        if !self.runs.is_empty() {
+            tracing::info!(
+                running = self.runs.len(),
+                grace_s = self.config.grace_period.as_secs(),
+                "Waiting for running scenarios."
+            );
+        }
+        let deadline = tokio::time::sleep(self.config.grace_period);
+        tokio::pin!(deadline);
+        let mut killing = false;
+        while !self.runs.is_empty() {
+            tokio::select! {
+                Some(joined) = self.runs.join_next() => {
+                    if let Ok(finished) = joined {
+                        if killing {
+                            self.totals.killed += 1;
+                        }
+                        self.finished(finished);
+                    }
+                }
+                () = &mut deadline, if !killing => {
+                    tracing::warn!(running = self.runs.len(), "Grace period over; killing running scenarios.");
+                    killing = true;
+                    let _ = self.abort.send(true);
+                }
+                Some(Control::Shutdown) = controls.recv(), if !killing => {
+                    tracing::warn!(running = self.runs.len(), "Second shutdown request; killing running scenarios.");
+                    killing = true;
+                    let _ = self.abort.send(true);
+                }
+            }
+        }
+        self.writer.stop().await;
+    }
+}
+
+/// Runs the executor until [`Control::Shutdown`] (or the sender is dropped).
+///
+/// # Errors
+/// The configuration cannot be used at start. Later invalid
+/// configurations are logged and ignored.
+pub async fn run(
+    path: PathBuf,
+    options: Options,
+    mut controls: mpsc::UnboundedReceiver<Control>,
+) -> Result<Totals, ExecutorError> {
+    let config = config::load(&path)?;
+    let (fires, mut fire_rx) = mpsc::unbounded_channel();
+    let writer = results::spawn(config.results.clone(), options.flush_retry);
+    let mut executor = Executor {
+        digest: file_digest(&path),
+        path,
+        slots: Arc::new(Semaphore::new(config.concurrency)),
+        config,
+        schedulers: BTreeMap::new(),
+        fires,
+        writer,
+        busy: BTreeSet::new(),
+        runs: JoinSet::new(),
+        abort: watch::channel(false).0,
+        http: reqwest::Client::builder().build().unwrap_or_default(),
+        totals: Totals::default(),
+        options,
+    };
+    tracing::info!(environment = %executor.config.environment, scenarios = executor.config.scenarios.len(), "Executor started.");
+    executor.reschedule();
+    let mut poll = tokio::time::interval(executor.options.reload_poll);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            Some(fire) = fire_rx.recv() => executor.fire(fire),
+            Some(joined) = executor.runs.join_next(), if !executor.runs.is_empty() => {
+                if let Ok(finished) = joined {
+                    executor.finished(finished);
+                }
+            }
+            control = controls.recv() => match control {
+                Some(Control::Reload) => executor.reload().await,
+                Some(Control::Shutdown) | None => break,
+            },
+            _ = poll.tick() => {
+                if file_digest(&executor.path) != executor.digest {
+                    executor.reload().await;
+                }
+            }
+        }
+    }
+    tracing::info!("Shutting down.");
+    executor.drain(&mut controls).await;
+    tracing::info!(
+        runs = executor.totals.runs,
+        skipped = executor.totals.skipped,
+        killed = executor.totals.killed,
+        "Executor stopped."
+    );
+    Ok(executor.totals)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    fn anchored() -> Clock {
+        Clock::Anchored {
+            wall: DateTime::from_timestamp(1_800_000_000, 0).expect("time"),
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    fn scenario(name: &str, cron: &str) -> ScenarioConfig {
+        ScenarioConfig {
+            name: name.to_owned(),
+            cron: cron.to_owned(),
+            schedule: cron::Schedule::from_str(cron).expect("cron"),
+            timeout: Duration::from_secs(5),
+            runner: config::RunnerConfig::Http {
+                url: "http://127.0.0.1:9/".into(),
+                method: "GET".into(),
+                expect_status: 200,
+            },
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scheduler_fires_exactly_at_each_cron_instant() {
+        let clock = anchored();
+        let (fires, mut receiver) = mpsc::unbounded_channel();
+        let handle = spawn_scheduler(&scenario("s", "*/10 * * * * *"), clock, fires);
+        let mut instants = Vec::new();
+        for _ in 0..6 {
+            let fire = receiver.recv().await.expect("fire");
+            assert_eq!(fire.scheduled_at, clock.now(), "fired late or early");
+            instants.push(fire.scheduled_at.timestamp());
+        }
+        handle.abort();
+        let start = 1_800_000_000;
+        assert_eq!(instants, (1..=6).map(|i| start + 10 * i).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn five_field_cron_fires_once_a_minute_at_second_zero() {
+        let clock = anchored();
+        let (fires, mut receiver) = mpsc::unbounded_channel();
+        let normalized = crate::model::validate::normalize_cron("* * * * *").expect("cron");
+        let handle = spawn_scheduler(&scenario("s", &normalized), clock, fires);
+        let first = receiver.recv().await.expect("fire").scheduled_at;
+        let second = receiver.recv().await.expect("fire").scheduled_at;
+        handle.abort();
+        assert_eq!(first.timestamp() % 60, 0);
+        assert_eq!((second - first).num_seconds(), 60);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_aborted_scheduler_fires_no_more() {
+        let clock = anchored();
+        let (fires, mut receiver) = mpsc::unbounded_channel();
+        let handle = spawn_scheduler(&scenario("s", "* * * * * *"), clock, fires);
+        receiver.recv().await.expect("first fire");
+        handle.abort();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(receiver.try_recv().is_err());
+    }
+}

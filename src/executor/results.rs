@@ -1,0 +1,318 @@
+//! Results: one InfluxDB line-protocol point per run, written through a
+//! bounded buffer on disk so that no point is lost while telegraf or
+//! InfluxDB is down. Every point is appended to the buffer file first and
+//! removed only after the target accepted it; a restart of the executor
+//! resumes from the file.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+
+use super::config::ResultsTarget;
+
+/// Measurement name (see docs/metrics.md).
+pub const MEASUREMENT: &str = "apimon_scenario";
+
+/// Lines sent in one request at most.
+const BATCH: usize = 5_000;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunResult {
+    /// Exit code 0 / expected status.
+    Passed,
+    /// Anything else.
+    Failed,
+    /// Killed at its timeout.
+    Timeout,
+    /// Not started: the previous run of the scenario was still going.
+    Skipped,
+}
+
+impl RunResult {
+    /// Tag value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Passed => "passed",
+            Self::Failed => "failed",
+            Self::Timeout => "timeout",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// One point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Point {
+    /// Scenario.
+    pub scenario: String,
+    /// Environment.
+    pub environment: String,
+    /// `ansible` or `http`.
+    pub runner: &'static str,
+    /// Result.
+    pub result: RunResult,
+    /// Duration in ms.
+    pub duration_ms: u64,
+    /// Exit code, HTTP status, or -1 when killed.
+    pub return_code: i64,
+    /// When the run was scheduled (the point's timestamp).
+    pub time: DateTime<Utc>,
+}
+
+/// Escapes a tag value (commas, spaces, equals signs, backslashes).
+fn tag(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if matches!(c, ',' | ' ' | '=' | '\\') {
+            out.push('\\');
+        }
+        if c == '\n' {
+            out.push(' ');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Point {
+    /// InfluxDB line protocol, tags sorted by key, nanosecond timestamp.
+    pub fn line(&self) -> String {
+        format!(
+            "{MEASUREMENT},environment={},result={},runner={},scenario={} duration_ms={}i,return_code={}i {}",
+            tag(&self.environment),
+            self.result.as_str(),
+            self.runner,
+            tag(&self.scenario),
+            self.duration_ms,
+            self.return_code,
+            self.time.timestamp_nanos_opt().unwrap_or_default()
+        )
+    }
+}
+
+/// Counters, shared with whoever wants to watch.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Points the target accepted.
+    pub written: AtomicU64,
+    /// Points dropped because the buffer was full or the target rejected them.
+    pub dropped: AtomicU64,
+}
+
+enum Command {
+    Point(String),
+    Stop(oneshot::Sender<()>),
+}
+
+/// Sends points to the writer task.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    commands: mpsc::UnboundedSender<Command>,
+    /// Counters.
+    pub counters: Arc<Counters>,
+}
+
+impl Writer {
+    /// Queues a point; never blocks.
+    pub fn write(&self, point: &Point) {
+        let _ = self.commands.send(Command::Point(point.line()));
+    }
+
+    /// Tries one last flush, then stops the task.
+    pub async fn stop(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.commands.send(Command::Stop(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+/// Starts the writer task for `target`; `retry_every` is how often a
+/// non-empty buffer is retried.
+pub fn spawn(target: ResultsTarget, retry_every: Duration) -> Writer {
+    let (commands, mut receiver) = mpsc::unbounded_channel();
+    let counters = Arc::new(Counters::default());
+    let mut buffer = Buffer::open(&target);
+    let task_counters = Arc::clone(&counters);
+    tokio::spawn(async move {
+        let http =
+            reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
+        let mut down = false;
+        loop {
+            let command = if buffer.lines.is_empty() {
+                receiver.recv().await
+            } else {
+                match tokio::time::timeout(retry_every, receiver.recv()).await {
+                    Ok(command) => command,
+                    Err(_) => {
+                        buffer.flush(&http, &target, &task_counters, &mut down).await;
+                        continue;
+                    }
+                }
+            };
+            match command {
+                Some(Command::Point(line)) => {
+                    buffer.push(line, &task_counters);
+                    buffer.flush(&http, &target, &task_counters, &mut down).await;
+                }
+                Some(Command::Stop(done)) => {
+                    buffer.flush(&http, &target, &task_counters, &mut down).await;
+                    let _ = done.send(());
+                    return;
+                }
+                None => return,
+            }
+        }
+    });
+    Writer { commands, counters }
+}
+
+/// The on-disk buffer and its in-memory mirror.
+struct Buffer {
+    path: PathBuf,
+    lines: VecDeque<String>,
+    max: usize,
+}
+
+impl Buffer {
+    fn open(target: &ResultsTarget) -> Self {
+        let path = target.buffer_dir.join("pending.lp");
+        if let Err(error) = std::fs::create_dir_all(&target.buffer_dir) {
+            tracing::error!(dir = %target.buffer_dir.display(), %error, "Cannot create the results buffer directory; points are kept in memory only.");
+        }
+        let lines = std::fs::read_to_string(&path)
+            .map(|text| text.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default();
+        let buffer = Self { path, lines, max: target.buffer_max_points };
+        if !buffer.lines.is_empty() {
+            tracing::info!(
+                points = buffer.lines.len(),
+                "Resuming results buffered before a restart."
+            );
+        }
+        buffer
+    }
+
+    fn push(&mut self, line: String, counters: &Counters) {
+        self.lines.push_back(line.clone());
+        if self.lines.len() > self.max {
+            let excess = self.lines.len() - self.max;
+            self.lines.drain(..excess);
+            counters.dropped.fetch_add(excess as u64, Ordering::Relaxed);
+            tracing::warn!(
+                dropped = excess,
+                max = self.max,
+                "Results buffer full; dropped the oldest points."
+            );
+            self.rewrite();
+            return;
+        }
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .and_then(|mut file| writeln!(file, "{line}"));
+        if let Err(error) = appended {
+            tracing::warn!(file = %self.path.display(), %error, "Cannot append to the results buffer; the point is kept in memory.");
+        }
+    }
+
+    /// Replaces the file with the in-memory lines, atomically.
+    fn rewrite(&self) {
+        let temporary = self.path.with_extension("lp.tmp");
+        let mut text = String::new();
+        for line in &self.lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        let result =
+            std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, &self.path));
+        if let Err(error) = result {
+            tracing::warn!(file = %self.path.display(), %error, "Cannot rewrite the results buffer.");
+        }
+    }
+
+    async fn flush(
+        &mut self,
+        http: &reqwest::Client,
+        target: &ResultsTarget,
+        counters: &Counters,
+        down: &mut bool,
+    ) {
+        while !self.lines.is_empty() {
+            let count = self.lines.len().min(BATCH);
+            let body: String = self.lines.iter().take(count).map(|l| format!("{l}\n")).collect();
+            let mut request = http
+                .post(&target.url)
+                .query(&[("db", target.database.as_str()), ("precision", "ns")])
+                .body(body);
+            if let Some((user, password)) = &target.credentials {
+                request = request.basic_auth(user, Some(password.expose()));
+            }
+            match request.send().await {
+                Ok(response) if response.status().is_success() => {
+                    self.lines.drain(..count);
+                    counters.written.fetch_add(count as u64, Ordering::Relaxed);
+                    if *down {
+                        tracing::info!(url = %target.url, "Results target is back; buffered points sent.");
+                        *down = false;
+                    }
+                    self.rewrite();
+                }
+                Ok(response) if response.status().as_u16() == 400 => {
+                    // A malformed batch would block every later point forever.
+                    let text = response.text().await.unwrap_or_default();
+                    tracing::error!(url = %target.url, points = count, error = %text, "Results target rejected points as malformed; dropped them.");
+                    self.lines.drain(..count);
+                    counters.dropped.fetch_add(count as u64, Ordering::Relaxed);
+                    self.rewrite();
+                }
+                Ok(response) => {
+                    if !*down {
+                        tracing::warn!(url = %target.url, status = response.status().as_u16(), buffered = self.lines.len(), "Results target refused points; keeping them and retrying.");
+                        *down = true;
+                    }
+                    return;
+                }
+                Err(error) => {
+                    if !*down {
+                        tracing::warn!(url = %target.url, %error, buffered = self.lines.len(), "Results target unreachable; keeping points on disk and retrying.");
+                        *down = true;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_protocol_escapes_tags_and_types_fields() {
+        let point = Point {
+            scenario: "list servers,eu".into(),
+            environment: "outside".into(),
+            runner: "ansible",
+            result: RunResult::Failed,
+            duration_ms: 1234,
+            return_code: 2,
+            time: DateTime::from_timestamp(1_700_000_000, 5).expect("time"),
+        };
+        assert_eq!(
+            point.line(),
+            "apimon_scenario,environment=outside,result=failed,runner=ansible,scenario=list\\ servers\\,eu duration_ms=1234i,return_code=2i 1700000000000000005"
+        );
+    }
+}

@@ -1,0 +1,423 @@
+//! `apimon executor` with real parts: ansible-playbook (PyPI ansible-core)
+//! running local playbooks, a local HTTP server for the probe, and a REAL
+//! InfluxDB that the points are read back from.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use apimon::executor::results::RunResult;
+use apimon::executor::{self, Control, Options, RunRecord};
+use tokio::sync::mpsc;
+
+use crate::support::influxdb::InfluxServer;
+use crate::support::{free_port, require_binary};
+
+const ADMIN: (&str, &str) = ("admin", "admin-pw");
+
+/// An InfluxDB with an admin and the `apimon` database.
+async fn influx() -> Option<InfluxServer> {
+    let server = InfluxServer::start().await?;
+    let (status, _) =
+        server.query(None, "CREATE USER admin WITH PASSWORD 'admin-pw' WITH ALL PRIVILEGES").await;
+    assert_eq!(status, 200);
+    let (status, _) = server.query(Some(ADMIN), "CREATE DATABASE apimon").await;
+    assert_eq!(status, 200);
+    Some(server)
+}
+
+/// A tiny HTTP server: `/ok` answers 200, anything else 503.
+async fn http_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut request = vec![0u8; 2048];
+                let n = stream.read(&mut request).await.unwrap_or(0);
+                let ok = String::from_utf8_lossy(&request[..n]).starts_with("GET /ok ");
+                let status = if ok { "200 OK" } else { "503 Service Unavailable" };
+                let _ = stream
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+struct Config {
+    dir: tempfile::TempDir,
+}
+
+impl Config {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("scenarios")).expect("mkdir");
+        Self { dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("executor.yaml")
+    }
+
+    fn playbook(&self, name: &str, tasks: &str) {
+        let text = format!(
+            "- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n{tasks}"
+        );
+        std::fs::write(self.dir.path().join("scenarios").join(name), text).expect("write playbook");
+    }
+
+    /// Writes executor.yaml with `scenarios` (JSON objects), results to `influx_url`.
+    fn write(&self, influx_url: &str, ansible: &Path, scenarios: &[serde_json::Value]) {
+        let root = self.dir.path().display();
+        let text = format!(
+            "environment: test\nresults:\n  url: {influx_url}/write\n  database: apimon\n  username: admin\n  password: admin-pw\n  buffer_dir: {root}/buffer\nscenarios_dir: {root}/scenarios\nclouds_file: {root}/clouds.yaml\nansible_playbook: {}\nconcurrency: 4\ngrace_period_seconds: 20\nscenarios: {}\n",
+            ansible.display(),
+            serde_json::Value::Array(scenarios.to_vec())
+        );
+        let temporary = self.dir.path().join("executor.yaml.tmp");
+        std::fs::write(&temporary, text).expect("write config");
+        std::fs::rename(temporary, self.path()).expect("replace config");
+    }
+}
+
+fn http_scenario(name: &str, cron: &str, url: &str) -> serde_json::Value {
+    serde_json::json!({"name": name, "cron": cron, "timeout_seconds": 5, "runner": "http", "url": url, "method": "GET", "expect_status": 200})
+}
+
+fn ansible_scenario(name: &str, cron: &str, playbook: &str, timeout: u64) -> serde_json::Value {
+    serde_json::json!({"name": name, "cron": cron, "timeout_seconds": timeout, "runner": "ansible", "playbook": playbook, "cloud": null, "extra_vars": {"marker": name}})
+}
+
+/// A running executor with its event stream.
+struct Running {
+    controls: mpsc::UnboundedSender<Control>,
+    events: mpsc::UnboundedReceiver<RunRecord>,
+    task: tokio::task::JoinHandle<Result<executor::Totals, executor::ExecutorError>>,
+}
+
+fn start(config: &Config) -> Running {
+    let (controls, receiver) = mpsc::unbounded_channel();
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let options = Options {
+        reload_poll: Duration::from_millis(200),
+        flush_retry: Duration::from_millis(300),
+        events: Some(events_tx),
+        ..Options::default()
+    };
+    let task = tokio::spawn(executor::run(config.path(), options, receiver));
+    Running { controls, events, task }
+}
+
+impl Running {
+    async fn stop(mut self) -> (executor::Totals, Vec<RunRecord>) {
+        self.controls.send(Control::Shutdown).expect("executor running");
+        let totals = self.task.await.expect("join").expect("executor");
+        let mut records = Vec::new();
+        while let Ok(record) = self.events.try_recv() {
+            records.push(record);
+        }
+        (totals, records)
+    }
+}
+
+/// Points in InfluxDB per (scenario, result).
+async fn points(server: &InfluxServer) -> BTreeMap<(String, String), u64> {
+    let (_, body) = server.query(Some(ADMIN), "SELECT count(duration_ms) FROM apimon.autogen.apimon_scenario GROUP BY scenario, result").await;
+    let mut counts = BTreeMap::new();
+    for series in body["results"][0]["series"].as_array().cloned().unwrap_or_default() {
+        let scenario = series["tags"]["scenario"].as_str().unwrap_or_default().to_owned();
+        let result = series["tags"]["result"].as_str().unwrap_or_default().to_owned();
+        counts.insert((scenario, result), series["values"][0][1].as_u64().unwrap_or_default());
+    }
+    counts
+}
+
+fn tally(records: &[RunRecord]) -> BTreeMap<(String, String), u64> {
+    let mut counts = BTreeMap::new();
+    for record in records {
+        *counts.entry((record.scenario.clone(), record.result.as_str().to_owned())).or_default() +=
+            1;
+    }
+    counts
+}
+
+fn processes_with(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+                .filter(|cmdline| {
+                    String::from_utf8_lossy(cmdline).replace('\0', " ").contains(marker)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playbooks_pass_fail_and_time_out_and_every_run_is_a_point_in_influxdb() {
+    let Some(ansible) =
+        require_binary("ansible-playbook", "ansible-core (PyPI; scripts/test.sh installs it)")
+    else {
+        return;
+    };
+    let Some(server) = influx().await else { return };
+    let config = Config::new();
+    config.playbook("pass.yaml", "    - ansible.builtin.debug: {msg: \"all good {{ marker }}\"}\n");
+    config.playbook("fail.yaml", "    - ansible.builtin.fail: {msg: broken}\n");
+    config.playbook("hang.yaml", "    - ansible.builtin.command: sleep 3001\n");
+    config.write(
+        &server.url(),
+        &ansible,
+        &[
+            ansible_scenario("passing", "*/4 * * * * *", "pass.yaml", 60),
+            ansible_scenario("failing", "*/4 * * * * *", "fail.yaml", 60),
+            ansible_scenario("hanging", "*/10 * * * * *", "hang.yaml", 3),
+        ],
+    );
+    let running = start(&config);
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let (totals, records) = running.stop().await;
+
+    let runs = |scenario: &str, result: RunResult| {
+        records.iter().filter(|r| r.scenario == scenario && r.result == result).collect::<Vec<_>>()
+    };
+    assert!(!runs("passing", RunResult::Passed).is_empty(), "{records:?}");
+    assert!(runs("passing", RunResult::Passed).iter().all(|r| r.return_code == 0));
+    assert!(!runs("failing", RunResult::Failed).is_empty(), "{records:?}");
+    assert!(runs("failing", RunResult::Failed).iter().all(|r| r.return_code == 2), "{records:?}");
+    let timeouts = runs("hanging", RunResult::Timeout);
+    assert!(!timeouts.is_empty(), "{records:?}");
+    assert!(
+        timeouts
+            .iter()
+            .all(|r| r.duration >= Duration::from_secs(3) && r.duration < Duration::from_secs(10)),
+        "{timeouts:?}"
+    );
+    assert_eq!(
+        processes_with("sleep 3001"),
+        0,
+        "a timed-out playbook left its process group behind"
+    );
+    assert_eq!(totals.runs + totals.skipped, records.len() as u64);
+
+    assert_eq!(points(&server).await, tally(&records), "every run and skip is exactly one point");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_probe_passes_on_the_expected_status_and_fails_otherwise() {
+    let Some(server) = influx().await else { return };
+    let base = http_server().await;
+    let config = Config::new();
+    config.write(
+        &server.url(),
+        Path::new("ansible-playbook"),
+        &[
+            http_scenario("up", "* * * * * *", &format!("{base}/ok")),
+            http_scenario("down", "* * * * * *", &format!("{base}/broken")),
+        ],
+    );
+    let running = start(&config);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let (_, records) = running.stop().await;
+    let up: Vec<_> = records.iter().filter(|r| r.scenario == "up").collect();
+    let down: Vec<_> = records.iter().filter(|r| r.scenario == "down").collect();
+    assert!(
+        up.len() >= 2 && up.iter().all(|r| r.result == RunResult::Passed && r.return_code == 200),
+        "{records:?}"
+    );
+    assert!(
+        down.len() >= 2
+            && down.iter().all(|r| r.result == RunResult::Failed && r.return_code == 503),
+        "{records:?}"
+    );
+    assert_eq!(points(&server).await, tally(&records));
+    dashboard_queries_read_the_points(&server).await;
+}
+
+/// Every InfluxQL query of the example dashboards runs on real points, and
+/// the ones on `apimon_scenario` find data.
+async fn dashboard_queries_read_the_points(server: &InfluxServer) {
+    fn queries(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, child) in map {
+                    match (key.as_str(), child) {
+                        ("query", serde_json::Value::String(q)) if q.contains(' ') => {
+                            out.push(q.clone())
+                        }
+                        _ => queries(child, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|item| queries(item, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    for file in [
+        "examples-repo/dashboards/apimon/scenarios.json",
+        "examples-repo/dashboards/platform/executor.json",
+    ] {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+            .expect("dashboard");
+        queries(&serde_json::from_str(&text).expect("dashboard JSON"), &mut all);
+    }
+    assert!(all.len() >= 10, "{all:?}");
+    for query in all {
+        let q = query
+            .replace("$timeFilter", "time > now() - 1h")
+            .replace("$__interval", "10s")
+            .replace("$environment", "test")
+            .replace("$scenario", "(up|down)");
+        let (status, body) = server.query_in(Some(ADMIN), "apimon", &q).await;
+        let result = &body["results"][0];
+        assert_eq!(status, 200, "{q}: {body}");
+        assert!(result.get("error").is_none(), "{q}: {body}");
+        let expects_data =
+            q.contains("apimon_scenario") && !q.contains("skipped") && !q.contains("SHOW TAG");
+        if expects_data {
+            assert!(result.get("series").is_some(), "no data for a dashboard query: {q}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_config_starts_new_scenarios_and_stops_removed_ones() {
+    let Some(server) = influx().await else { return };
+    let base = http_server().await;
+    let config = Config::new();
+    config.write(
+        &server.url(),
+        Path::new("ansible-playbook"),
+        &[http_scenario("old", "* * * * * *", &format!("{base}/ok"))],
+    );
+    let running = start(&config);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    config.write(
+        &server.url(),
+        Path::new("ansible-playbook"),
+        &[http_scenario("new", "* * * * * *", &format!("{base}/ok"))],
+    );
+    let changed_at = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // SIGHUP's path: an explicit reload takes effect at once.
+    config.write(
+        &server.url(),
+        Path::new("ansible-playbook"),
+        &[http_scenario("newest", "* * * * * *", &format!("{base}/ok"))],
+    );
+    running.controls.send(Control::Reload).expect("running");
+    let reloaded_at = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, records) = running.stop().await;
+
+    let scheduled = |name: &str| {
+        records.iter().filter(|r| r.scenario == name).map(|r| r.scheduled_at).collect::<Vec<_>>()
+    };
+    let slack = chrono::Duration::milliseconds(1000);
+    assert!(!scheduled("old").is_empty());
+    assert!(
+        scheduled("old").iter().all(|t| *t <= changed_at + slack),
+        "old kept running: {records:?}"
+    );
+    assert!(!scheduled("new").is_empty(), "new never ran: {records:?}");
+    assert!(
+        scheduled("new")
+            .iter()
+            .all(|t| *t >= changed_at - slack
+                && *t <= reloaded_at + chrono::Duration::milliseconds(100)),
+        "{records:?}"
+    );
+    assert!(!scheduled("newest").is_empty(), "reload did not start it: {records:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn influxdb_down_then_up_loses_no_point() {
+    let Some(mut server) = influx().await else { return };
+    let base = http_server().await;
+    let config = Config::new();
+    config.write(
+        &server.url(),
+        Path::new("ansible-playbook"),
+        &[http_scenario("probe", "* * * * * *", &format!("{base}/ok"))],
+    );
+    let running = start(&config);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.stop();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        config.dir.path().join("buffer/pending.lp").exists(),
+        "points are buffered on disk while InfluxDB is down"
+    );
+    server.restart().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, records) = running.stop().await;
+    assert!(records.len() >= 6, "{records:?}");
+    assert_eq!(points(&server).await, tally(&records), "a point was lost while InfluxDB was down");
+}
+
+#[test]
+fn the_binary_reloads_on_sighup_and_stops_cleanly_on_sigterm() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let config = Config::new();
+    let port = free_port();
+    // Results go nowhere reachable: they are buffered, which must not block shutdown.
+    config.write(
+        &format!("http://127.0.0.1:{port}"),
+        Path::new("ansible-playbook"),
+        &[http_scenario("probe", "* * * * * *", &format!("http://127.0.0.1:{port}/ok"))],
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_apimon"))
+        .args(["executor", "--config", &config.path().to_string_lossy()])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start executor");
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    kill(pid, Signal::SIGHUP).expect("SIGHUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().expect("wait").is_none(), "SIGHUP must not stop the executor");
+    kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    let output = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("Configuration reloaded."), "SIGHUP did not reload: {stderr}");
+    assert!(stderr.contains("Executor stopped."), "{stderr}");
+    assert!(
+        config.dir.path().join("buffer/pending.lp").exists(),
+        "undelivered points stay on disk"
+    );
+}
+
+#[test]
+fn the_rendered_executor_config_is_what_the_executor_reads() {
+    let repo = crate::support::TestRepo::fixture();
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = crate::support::apimon(&[
+        "render",
+        "--repo",
+        &repo.path().to_string_lossy(),
+        "--out",
+        &out.path().to_string_lossy(),
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    let path = out.path().join("outside/outside-executor/etc/apimon/executor.yaml");
+    let config = executor::config::load(&path).expect("rendered config parses");
+    assert_eq!(config.environment, "outside");
+    assert_eq!(config.scenarios.len(), 2);
+    assert_eq!(config.scenarios["list_servers"].runner.kind(), "ansible");
+    assert_eq!(config.scenarios["iam_probe"].cron, "0 * * * * *");
+}
