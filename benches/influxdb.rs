@@ -8,6 +8,7 @@
 mod support;
 
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use apimon::apply::ApplyOptions;
@@ -49,7 +50,9 @@ async fn main() {
     let options = ApplyOptions { parallelism: 8, ..ApplyOptions::default() };
     let started = Instant::now();
     let outcome =
-        reconcile::apply(&store, &prepared, &plan, &options, |_| {}).await.expect("apply");
+        reconcile::apply(&store, &prepared, &plan, &options, |_| {}, &AtomicBool::new(false))
+            .await
+            .expect("apply");
     assert!(outcome.is_success(), "{outcome:?}");
     let converge = started.elapsed();
     drop(store);

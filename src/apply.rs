@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
@@ -80,12 +81,14 @@ pub struct Outcome {
     pub failed: BTreeMap<ResourceId, String>,
     /// Changes not tried, with the failed change they depend on.
     pub skipped: BTreeMap<ResourceId, ResourceId>,
+    /// Changes not started because a stop was requested (shutdown).
+    pub not_started: Vec<ResourceId>,
 }
 
 impl Outcome {
     /// Nothing failed or was skipped.
     pub fn is_success(&self) -> bool {
-        self.failed.is_empty() && self.skipped.is_empty()
+        self.failed.is_empty() && self.skipped.is_empty() && self.not_started.is_empty()
     }
 }
 
@@ -102,12 +105,14 @@ impl std::fmt::Display for Outcome {
 }
 
 /// Applies the actions of `changes` (no-ops are skipped silently) with
-/// `apply_one`, calling `on_event` as each one ends.
+/// `apply_one`, calling `on_event` as each one ends. Once `stop` is set, no
+/// further change starts; running ones finish, the rest are `not_started`.
 pub async fn execute<C, F, Fut>(
     changes: &[Planned<C>],
     options: &ApplyOptions,
     apply_one: F,
     mut on_event: impl FnMut(Event<'_>),
+    stop: &AtomicBool,
 ) -> Outcome
 where
     C: Clone + Send + Sync + 'static,
@@ -122,14 +127,30 @@ where
     let mut running = tokio::task::JoinSet::new();
     let parallelism = options.parallelism.max(1);
     loop {
-        while running.len() < parallelism {
+        while running.len() < parallelism && !stop.load(Ordering::SeqCst) {
             let Some(next) = ready.pop_first() else { break };
             let change = actions[next].clone();
             let apply_one = apply_one.clone();
             let options = *options;
             running.spawn(async move { (next, with_retries(change, &options, apply_one).await) });
         }
-        let Some(joined) = running.join_next().await else { break };
+        let Some(joined) = running.join_next().await else {
+            if stop.load(Ordering::SeqCst) {
+                let done: BTreeSet<&ResourceId> = outcome
+                    .applied
+                    .iter()
+                    .chain(outcome.failed.keys())
+                    .chain(outcome.skipped.keys())
+                    .collect();
+                outcome.not_started = actions
+                    .iter()
+                    .map(|c| &c.id)
+                    .filter(|id| !done.contains(id))
+                    .cloned()
+                    .collect();
+            }
+            break;
+        };
         let (index, result) = match joined {
             Ok(done) => done,
             // A panicking change cannot be attributed; abort the rest safely.
@@ -203,7 +224,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::AtomicU32;
     use std::sync::{Arc, Mutex};
 
     use super::*;
@@ -247,6 +268,7 @@ mod tests {
                 }
             },
             |_| {},
+            &AtomicBool::new(false),
         )
         .await;
         assert_eq!(outcome.applied, vec![id("d")]);
@@ -272,6 +294,7 @@ mod tests {
                 }
             },
             |_| {},
+            &AtomicBool::new(false),
         )
         .await;
         assert!(outcome.is_success());
@@ -285,6 +308,7 @@ mod tests {
             &fast(),
             |_| async { Err(ChangeError { message: "refused".into(), transient: true }) },
             |_| {},
+            &AtomicBool::new(false),
         )
         .await;
         assert_eq!(
@@ -317,6 +341,7 @@ mod tests {
                 }
             },
             |_| {},
+            &AtomicBool::new(false),
         )
         .await;
         let order = log.lock().expect("lock").clone();
@@ -325,6 +350,32 @@ mod tests {
             at("db") < at("rp") && at("db") < at("grant") && at("user") < at("grant"),
             "{order:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_lets_running_changes_finish_and_starts_no_more() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let plan = vec![change("a", &[]), change("b", &["a"]), change("c", &["b"])];
+        let outcome = execute(
+            &plan,
+            &ApplyOptions { parallelism: 1, ..fast() },
+            move |_c: Planned<()>| {
+                let flag = Arc::clone(&flag);
+                async move {
+                    // The stop arrives while the first change runs.
+                    flag.store(true, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    Ok(())
+                }
+            },
+            |_| {},
+            &stop,
+        )
+        .await;
+        assert_eq!(outcome.applied, vec![id("a")]);
+        assert_eq!(outcome.not_started, vec![id("b"), id("c")]);
+        assert!(!outcome.is_success());
     }
 
     #[test]

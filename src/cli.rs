@@ -98,6 +98,12 @@ pub enum Command {
         #[command(flatten)]
         live: LiveArgs,
     },
+    /// Follow the repository and keep the platform converged (on the bastion).
+    Daemon {
+        /// The daemon configuration.
+        #[arg(long, default_value = "/etc/apimon/daemon.yaml")]
+        config: PathBuf,
+    },
     /// Run the scenarios of this host's environment on their schedules (on the executor host).
     Executor {
         /// The executor configuration, rendered by apimon.
@@ -186,6 +192,45 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             ))
         }
         Command::Executor { config } => runtime()?.block_on(executor(config)),
+        Command::Daemon { config } => {
+            let config = crate::daemon::config::Config::load(&config)?;
+            let runtime = runtime()?;
+            let outcome = runtime.block_on(daemon(config));
+            // A forced stop must not wait for a git fetch in a blocking thread.
+            runtime.shutdown_timeout(Duration::from_secs(2));
+            outcome
+        }
+    }
+}
+
+/// Runs the daemon; the first SIGTERM/SIGINT finishes the change in
+/// progress and stops, a second one stops at once.
+async fn daemon(config: crate::daemon::config::Config) -> anyhow::Result<Outcome> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate =
+        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let shutdown = crate::daemon::Shutdown::default();
+    let daemon = crate::daemon::run(config, shutdown.clone());
+    tokio::pin!(daemon);
+    let mut requests = 0;
+    loop {
+        tokio::select! {
+            result = &mut daemon => {
+                result?;
+                return Ok(Outcome::Ok);
+            }
+            _ = terminate.recv() => requests += 1,
+            _ = interrupt.recv() => requests += 1,
+        }
+        if requests == 1 {
+            tracing::warn!("Shutdown requested: finishing the change in progress (send again to stop at once).");
+            shutdown.request();
+        } else {
+            tracing::error!("Second shutdown request: stopping at once.");
+            bail!("stopped at once by a second signal; the next start converges");
+        }
     }
 }
 
@@ -280,12 +325,13 @@ async fn apply(
         eprintln!("Apply cancelled; nothing was changed.");
         return Ok(Outcome::Invalid);
     }
-    let outcome = reconcile::apply(&store, &prepared, &plan, options, |event| match event {
+    let report = |event: Event<'_>| match event {
         Event::Applied(id, op) => println!("{:>3} {id}: done", op.symbol()),
         Event::Failed(id, message) => println!("  ! {id}: failed: {message}"),
         Event::Skipped(id, because) => println!("  . {id}: skipped, depends on {because}"),
-    })
-    .await?;
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let outcome = reconcile::apply(&store, &prepared, &plan, options, report, &stop).await?;
     println!();
     println!("{outcome}");
     tracing::info!(influxdb_requests = prepared.live.influxdb_requests(), "Apply finished.");

@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod daemon;
 pub mod engine;
 pub mod executor;
 pub mod live;

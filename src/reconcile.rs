@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use chrono::Utc;
 
@@ -69,12 +70,25 @@ pub fn prepare(
     only: Option<&str>,
     secrets: &Secrets,
 ) -> Result<Prepared, ReconcileError> {
+    let names: Vec<String> = only.map(str::to_owned).into_iter().collect();
+    prepare_environments(repo, &names, secrets)
+}
+
+/// Like [`prepare`] for the environments in `names` (all when empty).
+///
+/// # Errors
+/// As [`prepare`].
+pub fn prepare_environments(
+    repo: &Path,
+    names: &[String],
+    secrets: &Secrets,
+) -> Result<Prepared, ReconcileError> {
     let state = model::load_repository(repo).map_err(|error| match error {
         LoadError::Invalid(diagnostics) => ReconcileError::Invalid(diagnostics),
         other => ReconcileError::Load(other),
     })?;
     let templates = Templates::new(&state.templates).map_err(ReconcileError::Invalid)?;
-    let environments = state.select(only).map_err(ReconcileError::UnknownEnvironment)?;
+    let environments = state.select_many(names).map_err(ReconcileError::UnknownEnvironment)?;
     let rendered = render::render_all(&state, &environments, &templates, secrets).map_err(
         |error| match error {
             RenderError::Secrets(diagnostics) => ReconcileError::Invalid(diagnostics),
@@ -117,6 +131,7 @@ pub async fn apply(
     plan: &Plan,
     options: &ApplyOptions,
     on_event: impl FnMut(Event<'_>),
+    stop: &AtomicBool,
 ) -> Result<Outcome, ReconcileError> {
     let started_at = Utc::now();
     let live = prepared.live.clone();
@@ -128,6 +143,7 @@ pub async fn apply(
             async move { live.apply(change).await }
         },
         on_event,
+        stop,
     )
     .await;
 
@@ -146,8 +162,13 @@ pub async fn apply(
             _ => {}
         }
     }
-    let troubled: BTreeSet<&str> =
-        outcome.failed.keys().chain(outcome.skipped.keys()).map(|id| id.env.as_str()).collect();
+    let troubled: BTreeSet<&str> = outcome
+        .failed
+        .keys()
+        .chain(outcome.skipped.keys())
+        .chain(&outcome.not_started)
+        .map(|id| id.env.as_str())
+        .collect();
     let finished_at = Utc::now();
     for env in &prepared.environments {
         if !troubled.contains(env.as_str()) {

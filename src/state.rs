@@ -72,6 +72,11 @@ pub struct EnvironmentState {
     pub last_applied_at: Option<DateTime<Utc>>,
     /// Resources apimon created and may therefore delete.
     pub owned: BTreeSet<ResourceId>,
+    /// Fingerprints of write-only secrets (e.g. a Grafana datasource
+    /// password) by resource id, as last applied: such a secret cannot be
+    /// read back, so a changed fingerprint is how a change is detected.
+    #[serde(default)]
+    pub fingerprints: BTreeMap<String, String>,
 }
 
 /// How a run ended.
@@ -142,6 +147,14 @@ impl State {
     /// Whether apimon created `id`.
     pub fn owns(&self, id: &ResourceId) -> bool {
         self.environments.get(&id.env).is_some_and(|env| env.owned.contains(id))
+    }
+
+    /// The fingerprint of `id`'s write-only secret as last applied.
+    pub fn fingerprint(&self, id: &ResourceId) -> Option<&str> {
+        self.environments
+            .get(&id.env)
+            .and_then(|env| env.fingerprints.get(&id.to_string()))
+            .map(String::as_str)
     }
 
     /// Appends a run, dropping the oldest beyond the limit.

@@ -2,6 +2,7 @@
 //! InfluxDB 1.x started by the harness (see `support/influxdb.rs`).
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use apimon::apply::{ApplyOptions, Event, Outcome};
@@ -87,7 +88,9 @@ impl Setup {
         let state = store.load().expect("state");
         let plan = reconcile::plan(&prepared, &state, false).await.expect("plan");
         let outcome =
-            reconcile::apply(&store, &prepared, &plan, options, on_event).await.expect("apply");
+            reconcile::apply(&store, &prepared, &plan, options, on_event, &AtomicBool::new(false))
+                .await
+                .expect("apply");
         (plan, outcome)
     }
 
@@ -297,7 +300,9 @@ async fn influxdb_stopped_mid_apply_gives_a_partial_outcome_and_the_next_apply_c
         let state = store.load().expect("state");
         let plan = reconcile::plan(&prepared, &state, false).await.expect("plan");
         let outcome =
-            reconcile::apply(&store, &prepared, &plan, &options, stop).await.expect("apply");
+            reconcile::apply(&store, &prepared, &plan, &options, stop, &AtomicBool::new(false))
+                .await
+                .expect("apply");
         (plan, outcome)
     };
     assert_eq!(plan.summary.create, 7);

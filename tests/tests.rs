@@ -4,6 +4,7 @@
 mod support;
 
 mod bad_input;
+mod daemon;
 mod examples;
 mod executor;
 mod influxdb;

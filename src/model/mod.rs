@@ -99,6 +99,21 @@ impl DesiredState {
         }
     }
 
+    /// The environments named in `names`, or all when it is empty.
+    ///
+    /// # Errors
+    /// A name is not an environment; the message lists the known ones.
+    pub fn select_many(&self, names: &[String]) -> Result<Vec<&Environment>, String> {
+        if names.is_empty() {
+            return self.select(None);
+        }
+        let mut selected = Vec::new();
+        for name in names {
+            selected.extend(self.select(Some(name))?);
+        }
+        Ok(selected)
+    }
+
     /// The environments selected by `--env`, or all.
     ///
     /// # Errors

@@ -1,6 +1,9 @@
-//! Where the desired state comes from. For now: which commit a checkout is
+//! Where the desired state comes from: the daemon's git source ([`git`]),
+//! and for the CLI, which commit a checkout is
 //! at, read from `.git` directly so `apply` can record it without a git
-//! library. The daemon's polling git source joins this module.
+//! library.
+
+pub mod git;
 
 use std::path::{Path, PathBuf};
 

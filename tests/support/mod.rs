@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod git;
 pub mod influxdb;
 
 use std::path::{Path, PathBuf};

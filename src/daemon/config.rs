@@ -1,0 +1,278 @@
+//! `/etc/apimon/daemon.yaml`: where the repository is, where secrets and
+//! state live, how often to poll, when to repair drift, and when
+//! destructive changes may run. Unknown keys are errors with file, line
+//! and column.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::apply::ApplyOptions;
+use crate::model::load::parse_yaml;
+use crate::model::validate::normalize_cron;
+
+/// The daemon configuration file, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// The desired-state repository.
+    pub repository: RawRepository,
+    /// State directory (owned resources, history, lock, commit exports).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Secrets file (mode 0600 or stricter).
+    pub secrets_file: Option<PathBuf>,
+    /// Environments this daemon manages; all when absent.
+    #[serde(default)]
+    pub environments: Vec<String>,
+    /// Address of the HTTP endpoint (/healthz, /metrics, /status, /hooks/git).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// File holding the webhook secret (HMAC key; also the bearer token of POST /trigger).
+    pub webhook_secret_file: Option<PathBuf>,
+    /// When to re-observe and repair (or report) drift; 5 or 6 cron fields.
+    pub drift_cron: Option<String>,
+    /// When destructive changes (delete, replace) may run; always when absent.
+    #[serde(default)]
+    pub maintenance_windows: Vec<RawWindow>,
+    /// Changes applied at once.
+    #[serde(default = "default_parallelism")]
+    pub parallelism: usize,
+    /// Tries per change on transient errors.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// Allow plans that delete more than an environment's max_deletes.
+    #[serde(default)]
+    pub allow_deletes: bool,
+}
+
+/// `repository:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRepository {
+    /// Remote URL: https://, ssh://, git:// or file://.
+    pub url: String,
+    /// Branch.
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    /// How often the remote branch is checked.
+    #[serde(default = "default_poll")]
+    pub poll_interval_seconds: u64,
+    /// SSH private key (ssh:// remotes).
+    pub ssh_key: Option<PathBuf>,
+    /// File holding an access token (https:// remotes).
+    pub token_file: Option<PathBuf>,
+    /// OpenSSH allowed-signers file: commits must be signed by one of them.
+    pub ssh_allowed_signers: Option<PathBuf>,
+    /// GnuPG home with the accepted keys: commits must be signed by one of them.
+    pub gnupg_home: Option<PathBuf>,
+}
+
+/// A maintenance window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindow {
+    /// When it opens (cron, 5 or 6 fields).
+    pub cron: String,
+    /// How long it stays open.
+    pub duration_minutes: u64,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/apimon")
+}
+fn default_listen() -> String {
+    "127.0.0.1:9110".to_owned()
+}
+fn default_parallelism() -> usize {
+    4
+}
+fn default_attempts() -> u32 {
+    4
+}
+fn default_branch() -> String {
+    "main".to_owned()
+}
+fn default_poll() -> u64 {
+    60
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// As written.
+    pub raw: RawConfig,
+    /// Poll interval.
+    pub poll_interval: Duration,
+    /// Parsed drift schedule.
+    pub drift: Option<cron::Schedule>,
+    /// Parsed maintenance windows.
+    pub windows: Vec<(cron::Schedule, Duration)>,
+    /// Apply options.
+    pub apply: ApplyOptions,
+}
+
+/// The configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable.
+    #[error("cannot read daemon config {path}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Invalid: every problem with its place.
+    #[error("invalid daemon config:\n{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Reads and checks `path`.
+    ///
+    /// # Errors
+    /// Unreadable, or invalid (file:line:column for each problem).
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(path, &text)
+    }
+
+    /// Checks `text`, naming `path` in errors.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = parse_yaml(text).map_err(|p| {
+            let at = if p.path.is_empty() { String::new() } else { format!("{}: ", p.path) };
+            ConfigError::Invalid(vec![format!(
+                "{}:{}:{}: {at}{}",
+                path.display(),
+                p.line,
+                p.column,
+                p.message
+            )])
+        })?;
+        let map = crate::model::source_map::SourceMap::build(text);
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, message: String| {
+            let (line, column) = map.position(key);
+            problems.push(format!("{}:{line}:{column}: {key}: {message}", path.display()));
+        };
+        let parse_cron = |expression: &str| {
+            normalize_cron(expression)
+                .and_then(|c| cron::Schedule::from_str(&c).map_err(|e| e.to_string()))
+        };
+        let drift = match &raw.drift_cron {
+            None => None,
+            Some(expression) => match parse_cron(expression) {
+                Ok(schedule) => Some(schedule),
+                Err(message) => {
+                    problem("drift_cron", message);
+                    None
+                }
+            },
+        };
+        let mut windows = Vec::new();
+        for (i, window) in raw.maintenance_windows.iter().enumerate() {
+            match parse_cron(&window.cron) {
+                Ok(schedule) => {
+                    windows.push((schedule, Duration::from_secs(window.duration_minutes * 60)))
+                }
+                Err(message) => problem(&format!("maintenance_windows[{i}].cron"), message),
+            }
+            if window.duration_minutes == 0 {
+                problem(
+                    &format!("maintenance_windows[{i}].duration_minutes"),
+                    "0; expected at least 1".to_owned(),
+                );
+            }
+        }
+        if raw.repository.poll_interval_seconds == 0 {
+            problem("repository.poll_interval_seconds", "0; expected at least 1".to_owned());
+        }
+        if raw.listen.parse::<std::net::SocketAddr>().is_err() {
+            problem(
+                "listen",
+                format!("invalid address `{}`; expected host:port like 127.0.0.1:9110", raw.listen),
+            );
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        Ok(Self {
+            poll_interval: Duration::from_secs(raw.repository.poll_interval_seconds),
+            apply: ApplyOptions {
+                parallelism: raw.parallelism.max(1),
+                max_attempts: raw.attempts.max(1),
+                ..ApplyOptions::default()
+            },
+            drift,
+            windows,
+            raw,
+        })
+    }
+
+    /// Whether `now` is inside a maintenance window (always, when none is configured).
+    pub fn in_maintenance_window(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        if self.windows.is_empty() {
+            return true;
+        }
+        self.windows.iter().any(|(schedule, length)| {
+            let length = chrono::Duration::from_std(*length).unwrap_or_default();
+            // The latest opening at or before now: the first one after (now - length).
+            schedule.after(&(now - length)).next().is_some_and(|opened| opened <= now)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimal_config_gets_defaults() {
+        let config = Config::parse(
+            Path::new("daemon.yaml"),
+            "repository: {url: 'file:///srv/desired.git'}\n",
+        )
+        .expect("valid");
+        assert_eq!(config.raw.repository.branch, "main");
+        assert_eq!(config.poll_interval, Duration::from_secs(60));
+        assert!(config.in_maintenance_window(chrono::Utc::now()));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_cron_name_their_place() {
+        let error = Config::parse(Path::new("daemon.yaml"), "repository: {url: x}\npoll: 3\n")
+            .expect_err("unknown")
+            .to_string();
+        assert!(error.contains("daemon.yaml:2:1: poll: unknown field `poll`"), "{error}");
+        let error = Config::parse(
+            Path::new("daemon.yaml"),
+            "repository: {url: x}\ndrift_cron: '99 * * * *'\n",
+        )
+        .expect_err("cron")
+        .to_string();
+        assert!(error.contains("daemon.yaml:2:13: drift_cron: invalid cron expression"), "{error}");
+    }
+
+    #[test]
+    fn maintenance_windows_open_for_their_duration() {
+        let config = Config::parse(Path::new("d.yaml"), "repository: {url: x}\nmaintenance_windows: [{cron: '0 22 * * *', duration_minutes: 120}]\n").expect("valid");
+        let at = |h: u32, m: u32| {
+            chrono::NaiveDate::from_ymd_opt(2026, 11, 24)
+                .and_then(|d| d.and_hms_opt(h, m, 0))
+                .map(|t| t.and_utc())
+                .expect("time")
+        };
+        assert!(!config.in_maintenance_window(at(21, 59)));
+        assert!(config.in_maintenance_window(at(22, 0)));
+        assert!(config.in_maintenance_window(at(23, 59)));
+        assert!(!config.in_maintenance_window(at(12, 0)));
+    }
+}

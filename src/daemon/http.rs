@@ -1,0 +1,163 @@
+//! The daemon's HTTP endpoint: `/healthz`, `/metrics` (Prometheus text),
+//! `/status` (JSON), `POST /hooks/git` (push webhooks from GitHub, Gitea
+//! or GitLab, signature verified) and `POST /trigger` (bearer token).
+
+use std::sync::{Arc, RwLock};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::sync::mpsc;
+
+use super::metrics::Metrics;
+use super::{Status, Trigger};
+use crate::model::Sensitive;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Current status.
+    pub status: Arc<RwLock<Status>>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Wakes the reconcile loop.
+    pub triggers: mpsc::Sender<Trigger>,
+    /// Webhook secret; the webhook and /trigger are disabled without one.
+    pub secret: Option<Sensitive<Vec<u8>>>,
+    /// The branch the daemon follows (other pushes are ignored).
+    pub branch: String,
+}
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route("/hooks/git", post(webhook))
+        .route("/trigger", post(trigger))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    ([("content-type", "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}
+
+async fn status(State(state): State<AppState>) -> Response {
+    match state.status.read() {
+        Ok(status) => Json(status.clone()).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+fn reply(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "message": message }))).into_response()
+}
+
+async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(secret) = &state.secret else {
+        return reply(StatusCode::NOT_FOUND, "webhook not configured (webhook_secret_file)");
+    };
+    if !signature_valid(&headers, &body, secret.expose()) {
+        tracing::warn!("Webhook with a missing or bad signature rejected.");
+        return reply(StatusCode::UNAUTHORIZED, "missing or bad signature");
+    }
+    // A push to another branch changes nothing this daemon follows.
+    let pushed = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("ref").and_then(|r| r.as_str()).map(str::to_owned));
+    if let Some(reference) = pushed {
+        if reference != format!("refs/heads/{}", state.branch) {
+            return reply(StatusCode::ACCEPTED, "ignored: not the followed branch");
+        }
+    }
+    let _ = state.triggers.try_send(Trigger::Webhook);
+    reply(StatusCode::ACCEPTED, "reconcile triggered")
+}
+
+async fn trigger(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(secret) = &state.secret else {
+        return reply(StatusCode::NOT_FOUND, "trigger not configured (webhook_secret_file)");
+    };
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !token.is_some_and(|t| constant_time_eq(t.as_bytes(), secret.expose())) {
+        return reply(StatusCode::UNAUTHORIZED, "missing or bad bearer token");
+    }
+    let _ = state.triggers.try_send(Trigger::Manual);
+    reply(StatusCode::ACCEPTED, "reconcile triggered")
+}
+
+/// GitHub (`X-Hub-Signature-256: sha256=<hex>`), Gitea (`X-Gitea-Signature:
+/// <hex>`), both HMAC-SHA256 of the body; GitLab (`X-Gitlab-Token: <secret>`).
+pub fn signature_valid(headers: &HeaderMap, body: &[u8], secret: &[u8]) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let hmac_matches = |hex_signature: &str| {
+        let Ok(expected) = hex::decode(hex_signature.trim()) else { return false };
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else { return false };
+        mac.update(body);
+        mac.verify_slice(&expected).is_ok()
+    };
+    if let Some(signature) = header("x-hub-signature-256") {
+        return signature.strip_prefix("sha256=").is_some_and(hmac_matches);
+    }
+    if let Some(signature) = header("x-gitea-signature") {
+        return hmac_matches(signature);
+    }
+    if let Some(token) = header("x-gitlab-token") {
+        return constant_time_eq(token.as_bytes(), secret);
+    }
+    false
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sign(secret: &[u8], body: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("key");
+        mac.update(body);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    fn headers(name: &'static str, value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, value.parse().expect("header"));
+        headers
+    }
+
+    #[test]
+    fn github_gitea_and_gitlab_signatures_are_checked() {
+        let body = br#"{"ref":"refs/heads/main"}"#;
+        let good = sign(b"s3cret", body);
+        assert!(signature_valid(
+            &headers("x-hub-signature-256", &format!("sha256={good}")),
+            body,
+            b"s3cret"
+        ));
+        assert!(signature_valid(&headers("x-gitea-signature", &good), body, b"s3cret"));
+        assert!(signature_valid(&headers("x-gitlab-token", "s3cret"), body, b"s3cret"));
+        assert!(!signature_valid(
+            &headers("x-hub-signature-256", &format!("sha256={good}")),
+            b"tampered",
+            b"s3cret"
+        ));
+        assert!(
+            !signature_valid(&headers("x-hub-signature-256", &good), body, b"s3cret"),
+            "missing sha256= prefix"
+        );
+        assert!(!signature_valid(&headers("x-gitlab-token", "guess"), body, b"s3cret"));
+        assert!(!signature_valid(&HeaderMap::new(), body, b"s3cret"));
+    }
+}

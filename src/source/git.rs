@@ -1,0 +1,295 @@
+//! The daemon's git source: a bare cache of the remote repository, asked
+//! each poll whether the branch moved (a cheap `ls-remote`), fetched only
+//! when it did (force-pushes included), and commits exported to their own
+//! directories so a rejected commit never replaces the last good one.
+//!
+//! Blocking (libgit2): the daemon calls it from `spawn_blocking`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use git2::{Direction, FetchOptions, Oid, RemoteCallbacks, Repository};
+
+use crate::model::Sensitive;
+
+/// A commit id (hex).
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct CommitId(pub String);
+
+impl std::fmt::Display for CommitId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How to authenticate to the remote.
+#[derive(Debug, Clone, Default)]
+pub enum GitAuth {
+    /// file://, git://, public https.
+    #[default]
+    None,
+    /// ssh:// with a private key file.
+    SshKey {
+        /// User (usually `git`).
+        user: String,
+        /// Private key file.
+        key: PathBuf,
+    },
+    /// https:// with a token as the password.
+    Token {
+        /// User name sent with the token.
+        user: String,
+        /// The token.
+        token: Sensitive<String>,
+    },
+}
+
+/// Which commit signatures are accepted.
+#[derive(Debug, Clone, Default)]
+pub struct SignaturePolicy {
+    /// OpenSSH allowed-signers file (`gpg.ssh.allowedSignersFile`).
+    pub ssh_allowed_signers: Option<PathBuf>,
+    /// GnuPG home holding the accepted public keys.
+    pub gnupg_home: Option<PathBuf>,
+}
+
+impl SignaturePolicy {
+    /// Whether commits must be signed.
+    pub fn required(&self) -> bool {
+        self.ssh_allowed_signers.is_some() || self.gnupg_home.is_some()
+    }
+}
+
+/// The git source failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// libgit2 failed.
+    #[error("git {action} {url}")]
+    Git {
+        /// What was attempted.
+        action: &'static str,
+        /// Remote URL (no credentials in it).
+        url: String,
+        /// Cause.
+        #[source]
+        source: git2::Error,
+    },
+    /// The branch does not exist on the remote.
+    #[error("branch {branch} not found on {url}")]
+    NoBranch {
+        /// Branch.
+        branch: String,
+        /// Remote URL.
+        url: String,
+    },
+    /// Writing the exported tree failed.
+    #[error("cannot export commit {commit} to {path}")]
+    Export {
+        /// Commit.
+        commit: CommitId,
+        /// Target.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The commit is unsigned or signed by a key that is not allowed.
+    #[error("commit {commit} is not signed by an allowed key: {detail}")]
+    Unsigned {
+        /// Commit.
+        commit: CommitId,
+        /// What `git verify-commit` said.
+        detail: String,
+    },
+}
+
+/// A remote repository and its local bare cache.
+pub struct GitSource {
+    url: String,
+    branch: String,
+    auth: GitAuth,
+    repo: Repository,
+}
+
+impl std::fmt::Debug for GitSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitSource")
+            .field("url", &self.url)
+            .field("branch", &self.branch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GitSource {
+    /// Opens (or creates) the bare cache at `cache` for `url`.
+    ///
+    /// # Errors
+    /// The cache cannot be created or opened.
+    pub fn open(url: &str, branch: &str, auth: GitAuth, cache: &Path) -> Result<Self, GitError> {
+        let error = |action, source| GitError::Git { action, url: url.to_owned(), source };
+        let repo = match Repository::open_bare(cache) {
+            Ok(repo) => repo,
+            Err(_) => {
+                std::fs::create_dir_all(cache).map_err(|e| {
+                    error("create cache for", git2::Error::from_str(&e.to_string()))
+                })?;
+                Repository::init_bare(cache).map_err(|e| error("init cache for", e))?
+            }
+        };
+        match repo.find_remote("origin") {
+            Ok(remote) if remote.url().ok() == Some(url) => {}
+            Ok(_) => repo.remote_set_url("origin", url).map_err(|e| error("set remote", e))?,
+            Err(_) => {
+                repo.remote("origin", url).map_err(|e| error("add remote", e))?;
+            }
+        }
+        Ok(Self { url: url.to_owned(), branch: branch.to_owned(), auth, repo })
+    }
+
+    fn callbacks(&self) -> RemoteCallbacks<'_> {
+        let mut callbacks = RemoteCallbacks::new();
+        let auth = self.auth.clone();
+        callbacks.credentials(move |_url, username, _allowed| match &auth {
+            GitAuth::None => git2::Cred::default(),
+            GitAuth::SshKey { user, key } => {
+                git2::Cred::ssh_key(username.unwrap_or(user), None, key, None)
+            }
+            GitAuth::Token { user, token } => git2::Cred::userpass_plaintext(user, token.expose()),
+        });
+        callbacks
+    }
+
+    fn git_error(&self, action: &'static str, source: git2::Error) -> GitError {
+        GitError::Git { action, url: self.url.clone(), source }
+    }
+
+    /// The branch's commit on the remote, without fetching (`ls-remote`).
+    ///
+    /// # Errors
+    /// The remote cannot be reached or has no such branch.
+    pub fn remote_head(&self) -> Result<CommitId, GitError> {
+        let mut remote =
+            self.repo.find_remote("origin").map_err(|e| self.git_error("open remote", e))?;
+        let connection = remote
+            .connect_auth(Direction::Fetch, Some(self.callbacks()), None)
+            .map_err(|e| self.git_error("connect to", e))?;
+        let wanted = format!("refs/heads/{}", self.branch);
+        let heads = connection.list().map_err(|e| self.git_error("list refs of", e))?;
+        heads
+            .iter()
+            .find(|head| head.name() == wanted)
+            .map(|head| CommitId(head.oid().to_string()))
+            .ok_or_else(|| GitError::NoBranch {
+                branch: self.branch.clone(),
+                url: self.url.clone(),
+            })
+    }
+
+    /// The commit the cache last fetched, if any.
+    pub fn cached_head(&self) -> Option<CommitId> {
+        let reference =
+            self.repo.find_reference(&format!("refs/remotes/origin/{}", self.branch)).ok()?;
+        reference.target().map(|oid| CommitId(oid.to_string()))
+    }
+
+    /// Fetches the branch (force: a rewritten history is followed).
+    ///
+    /// # Errors
+    /// The fetch failed.
+    pub fn fetch(&self) -> Result<CommitId, GitError> {
+        let mut remote =
+            self.repo.find_remote("origin").map_err(|e| self.git_error("open remote", e))?;
+        let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", self.branch);
+        let mut options = FetchOptions::new();
+        options.remote_callbacks(self.callbacks());
+        remote
+            .fetch(&[refspec.as_str()], Some(&mut options), None)
+            .map_err(|e| self.git_error("fetch from", e))?;
+        self.cached_head().ok_or_else(|| GitError::NoBranch {
+            branch: self.branch.clone(),
+            url: self.url.clone(),
+        })
+    }
+
+    /// Writes the tree of `commit` into `dir` (replaced if it exists).
+    ///
+    /// # Errors
+    /// Unknown commit, or the files cannot be written.
+    pub fn export(&self, commit: &CommitId, dir: &Path) -> Result<(), GitError> {
+        let oid = Oid::from_str(&commit.0).map_err(|e| self.git_error("parse commit of", e))?;
+        let tree = self
+            .repo
+            .find_commit(oid)
+            .and_then(|c| c.tree())
+            .map_err(|e| self.git_error("read commit of", e))?;
+        let export_error =
+            |source| GitError::Export { commit: commit.clone(), path: dir.to_owned(), source };
+        let staging = dir.with_extension("partial");
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(export_error)?;
+        }
+        std::fs::create_dir_all(&staging).map_err(export_error)?;
+        let mut failure = None;
+        tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+            let path = staging.join(parent).join(entry.name().unwrap_or_default());
+            let written = match entry.kind() {
+                Some(git2::ObjectType::Tree) => std::fs::create_dir_all(&path),
+                Some(git2::ObjectType::Blob) => match self.repo.find_blob(entry.id()) {
+                    Ok(blob) => std::fs::write(&path, blob.content()),
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                },
+                // Submodules and other kinds are not part of a desired state.
+                _ => Ok(()),
+            };
+            match written {
+                Ok(()) => git2::TreeWalkResult::Ok,
+                Err(error) => {
+                    failure = Some(error);
+                    git2::TreeWalkResult::Abort
+                }
+            }
+        })
+        .map_err(|e| self.git_error("walk tree of", e))?;
+        if let Some(error) = failure {
+            return Err(export_error(error));
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(export_error)?;
+        }
+        std::fs::rename(&staging, dir).map_err(export_error)
+    }
+
+    /// Checks `commit`'s signature with `git verify-commit`.
+    ///
+    /// # Errors
+    /// [`GitError::Unsigned`] when unsigned or signed by another key.
+    pub fn verify(&self, commit: &CommitId, policy: &SignaturePolicy) -> Result<(), GitError> {
+        let mut command = Command::new("git");
+        command.arg("--git-dir").arg(self.repo.path());
+        if let Some(signers) = &policy.ssh_allowed_signers {
+            command.arg("-c").arg(format!("gpg.ssh.allowedSignersFile={}", signers.display()));
+        }
+        if let Some(home) = &policy.gnupg_home {
+            command.env("GNUPGHOME", home);
+        }
+        command.args(["verify-commit", &commit.0]);
+        let output = command.output().map_err(|e| GitError::Unsigned {
+            commit: commit.clone(),
+            detail: format!("cannot run git verify-commit: {e}"),
+        })?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            let detail = String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or("no signature")
+                .trim()
+                .to_owned();
+            let detail = if detail.is_empty() { "no signature".to_owned() } else { detail };
+            Err(GitError::Unsigned { commit: commit.clone(), detail })
+        }
+    }
+}

@@ -1,0 +1,618 @@
+//! `apimon daemon` end to end: real git repositories (file:// and
+//! `git daemon`), a REAL InfluxDB as the target, the binary itself with
+//! its HTTP endpoint, and real signals.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::support::git::GitRemote;
+use crate::support::influxdb::InfluxServer;
+use crate::support::{fixture_files, fixture_secrets, free_port};
+
+const ADMIN: (&str, &str) = ("admin", "outside-admin-pw");
+const WEBHOOK_SECRET: &str = "hook-s3cret";
+
+/// Everything a daemon test needs.
+struct World {
+    influx: InfluxServer,
+    git: GitRemote,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn new() -> Option<Self> {
+        let influx = InfluxServer::start().await?;
+        let git = GitRemote::new()?;
+        let files: Vec<(String, String)> = fixture_files()
+            .into_iter()
+            .map(|(path, text)| {
+                let text = if path == "apimon.yaml" {
+                    text.replace("http://192.168.10.30:8086", &influx.url())
+                } else {
+                    text
+                };
+                (path, text)
+            })
+            .collect();
+        git.write(&files);
+        git.commit("initial desired state");
+        git.push(false);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let secrets: String = fixture_secrets()
+            .lines()
+            .filter(|line| {
+                !line.starts_with("inside_")
+                    || line.starts_with("inside_influxdb_grafana_password:")
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let secrets_path = dir.path().join("secrets.yaml");
+        std::fs::write(&secrets_path, secrets).expect("secrets");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secrets_path, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        std::fs::write(dir.path().join("webhook_secret"), WEBHOOK_SECRET).expect("webhook secret");
+        Some(Self { influx, git, dir })
+    }
+
+    /// daemon.yaml for `url`, plus `extra` lines.
+    fn config(&self, url: &str, port: u16, poll_seconds: u64, extra: &str) -> PathBuf {
+        let root = self.dir.path().display();
+        let text = format!(
+            "repository:\n  url: {url}\n  branch: main\n  poll_interval_seconds: {poll_seconds}\nstate_dir: {root}/state\nsecrets_file: {root}/secrets.yaml\nenvironments: [outside]\nlisten: 127.0.0.1:{port}\nwebhook_secret_file: {root}/webhook_secret\nparallelism: 2\n{extra}",
+        );
+        let path = self.dir.path().join("daemon.yaml");
+        std::fs::write(&path, text).expect("daemon.yaml");
+        path
+    }
+
+    async fn users(&self) -> Vec<String> {
+        let (_, body) = self.influx.query(Some(ADMIN), "SHOW USERS").await;
+        body["results"][0]["series"][0]["values"]
+            .as_array()
+            .map(|rows| rows.iter().filter_map(|r| r[0].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+
+    async fn wait_for_user(&self, user: &str, present: bool, timeout: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            if self.users().await.iter().any(|u| u == user) == present {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "user {user} present={present} not reached within {timeout:?}; users: {:?}",
+                self.users().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn add_user(&self, name: &str) {
+        self.git.edit("inventory/outside/influxdb.yaml", "users:\n", &format!("users:\n  - name: {name}\n    password: {{secret: outside_influxdb_telegraf_password}}\n"));
+    }
+}
+
+/// A running daemon binary.
+struct Daemon {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Daemon {
+    async fn start(config: &std::path::Path, port: u16, log: PathBuf) -> Self {
+        Self::start_with(config, port, log, &[]).await
+    }
+
+    async fn start_with(
+        config: &std::path::Path,
+        port: u16,
+        log: PathBuf,
+        envs: &[(&str, &std::path::Path)],
+    ) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_apimon"))
+            .args(["daemon", "--config", &config.to_string_lossy()])
+            .env("RUST_LOG", "info")
+            .envs(envs.iter().map(|(k, v)| (*k, *v)))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start daemon");
+        let daemon = Self { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reqwest::get(format!("{}/healthz", daemon.url())).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not serve /healthz: {}",
+                daemon.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        daemon
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn status(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/status", self.url()))
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("status JSON")
+    }
+
+    async fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let status = self.status().await;
+            if ok(&status) {
+                return status;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting for {what}; status: {status:#}\nlog:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_converged(&self, commit: &str) -> serde_json::Value {
+        self.wait_status(&format!("outside converged to {commit}"), Duration::from_secs(60), |s| {
+            s["environments"]["outside"]["commit"] == commit
+                && matches!(
+                    s["environments"]["outside"]["outcome"].as_str(),
+                    Some("success" | "no_changes")
+                )
+        })
+        .await
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, signal).expect("signal");
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(start.elapsed() < timeout, "daemon did not exit: {}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn head(world: &World) -> String {
+    let output = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(world.git.work())
+        .output()
+        .expect("git");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn github_signature(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).expect("key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_commit_converges_over_git_daemon_and_the_time_is_printed() {
+    let Some(mut world) = World::new().await else { return };
+    let url = world.git.serve();
+    let port = free_port();
+    let config = world.config(&url, port, 1, "");
+    let daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
+    daemon.wait_converged(&head(&world)).await;
+
+    world.add_user("pushed");
+    let commit = world.git.commit("add user pushed");
+    world.git.push(false);
+    let took = world.wait_for_user("pushed", true, Duration::from_secs(60)).await;
+    println!("push to converged: {} ms (poll interval 1 s)", took.as_millis());
+    let status = daemon.wait_converged(&commit).await;
+    assert_eq!(status["last_good_commit"], commit.as_str());
+
+    let metrics = reqwest::get(format!("{}/metrics", daemon.url()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(
+            "apimon_changes_applied_total{provider=\"influxdb\",kind=\"user\",op=\"create\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("apimon_last_applied_commit_timestamp_seconds{environment=\"outside\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("apimon_reconcile_duration_seconds_count"), "{metrics}");
+    assert!(!daemon.log_text().contains("-pw"), "a secret reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_with_a_bad_signature_are_refused_and_good_ones_trigger() {
+    let Some(world) = World::new().await else { return };
+    let port = free_port();
+    // A long poll interval: only webhooks can bring the next commit in.
+    let config = world.config(&world.git.file_url(), port, 3600, "");
+    let notify_path = world.dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
+    let daemon = Daemon::start_with(
+        &config,
+        port,
+        world.dir.path().join("daemon.log"),
+        &[("NOTIFY_SOCKET", &notify_path)],
+    )
+    .await;
+    notify.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut datagram = [0u8; 64];
+    let n = notify.recv(&mut datagram).expect("sd_notify datagram");
+    assert_eq!(&datagram[..n], b"READY=1", "Type=notify needs READY=1");
+    daemon.wait_converged(&head(&world)).await;
+
+    world.add_user("hooked");
+    world.git.commit("add user hooked");
+    world.git.push(false);
+    let body = br#"{"ref":"refs/heads/main"}"#.to_vec();
+    let client = reqwest::Client::new();
+    let hook = format!("{}/hooks/git", daemon.url());
+    let bad = client
+        .post(&hook)
+        .header("X-Hub-Signature-256", "sha256=00")
+        .body(body.clone())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(bad.status().as_u16(), 401);
+    let unsigned = client.post(&hook).body(body.clone()).send().await.expect("post");
+    assert_eq!(unsigned.status().as_u16(), 401);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !world.users().await.contains(&"hooked".to_owned()),
+        "a refused webhook triggered a reconcile"
+    );
+
+    let other_branch = br#"{"ref":"refs/heads/feature"}"#.to_vec();
+    let ignored = client
+        .post(&hook)
+        .header("X-Hub-Signature-256", github_signature(&other_branch))
+        .body(other_branch)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(ignored.status().as_u16(), 202);
+    let good = client
+        .post(&hook)
+        .header("X-Hub-Signature-256", github_signature(&body))
+        .body(body.clone())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(good.status().as_u16(), 202);
+    world.wait_for_user("hooked", true, Duration::from_secs(30)).await;
+
+    let trigger = client
+        .post(format!("{}/trigger", daemon.url()))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(trigger.status().as_u16(), 401);
+    let trigger = client
+        .post(format!("{}/trigger", daemon.url()))
+        .bearer_auth(WEBHOOK_SECRET)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(trigger.status().as_u16(), 202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_commit_is_reported_and_the_last_good_one_stays_in_force() {
+    let Some(world) = World::new().await else { return };
+    let port = free_port();
+    let config = world.config(&world.git.file_url(), port, 1, "");
+    let daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
+    let good = head(&world);
+    daemon.wait_converged(&good).await;
+
+    world.add_user("never");
+    world.git.edit(
+        "inventory/outside/hosts.yaml",
+        "    flavor: s3.large.2",
+        "    flavour: s3.large.2",
+    );
+    let bad = world.git.commit("typo");
+    world.git.push(false);
+    let status = daemon
+        .wait_status("the bad commit rejected", Duration::from_secs(30), |s| {
+            s["rejected"]["commit"] == bad.as_str()
+        })
+        .await;
+    assert_eq!(status["last_good_commit"], good.as_str());
+    let errors = status["rejected"]["errors"].to_string();
+    assert!(
+        errors.contains(
+            "inventory/outside/hosts.yaml:13:5: hosts[1].flavour: unknown field `flavour`"
+        ),
+        "{errors}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!world.users().await.contains(&"never".to_owned()), "the bad commit was applied");
+
+    world.git.edit(
+        "inventory/outside/hosts.yaml",
+        "    flavour: s3.large.2",
+        "    flavor: s3.large.2",
+    );
+    let fixed = world.git.commit("fix typo");
+    world.git.push(false);
+    daemon.wait_converged(&fixed).await;
+    assert!(world.users().await.contains(&"never".to_owned()));
+    assert!(daemon.status().await["rejected"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_force_push_is_followed_and_what_it_removed_is_pruned() {
+    let Some(world) = World::new().await else { return };
+    let port = free_port();
+    let config = world.config(&world.git.file_url(), port, 1, "");
+    let daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
+    let base = head(&world);
+    daemon.wait_converged(&base).await;
+
+    world.add_user("rewritten");
+    let doomed = world.git.commit("add user rewritten");
+    world.git.push(false);
+    daemon.wait_converged(&doomed).await;
+    assert!(world.users().await.contains(&"rewritten".to_owned()));
+
+    world.git.reset_hard(&base);
+    world.add_user("replacement");
+    let rewritten = world.git.commit("add user replacement instead");
+    world.git.push(true);
+    daemon.wait_converged(&rewritten).await;
+    let users = world.users().await;
+    assert!(
+        users.contains(&"replacement".to_owned()) && !users.contains(&"rewritten".to_owned()),
+        "{users:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_repaired_on_the_drift_schedule() {
+    let Some(world) = World::new().await else { return };
+    let port = free_port();
+    let config = world.config(&world.git.file_url(), port, 3600, "drift_cron: '*/2 * * * * *'\n");
+    let daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
+    daemon.wait_converged(&head(&world)).await;
+
+    let (status, _) = world.influx.query(Some(ADMIN), "DROP USER telegraf").await;
+    assert_eq!(status, 200);
+    let took = world.wait_for_user("telegraf", true, Duration::from_secs(30)).await;
+    println!("drift repaired after {} ms", took.as_millis());
+    let metrics = reqwest::get(format!("{}/metrics", daemon.url()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("apimon_drift_found_total{environment=\"outside\"}"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_signed_by_an_allowed_key_applies_and_an_unsigned_one_is_refused() {
+    let Some(world) = World::new().await else { return };
+    let Some(keygen) = crate::support::require_binary("ssh-keygen", "openssh-client") else {
+        return;
+    };
+    let key = world.dir.path().join("signing_key");
+    let made = Command::new(keygen)
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "ops@example.test", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(made.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
+    let signers = world.dir.path().join("allowed_signers");
+    std::fs::write(&signers, format!("ops@example.test {public}")).expect("allowed signers");
+    // The initial commit is unsigned: add a signed one on top before starting.
+    world.add_user("signed");
+    let signed = world.git.commit_signed("signed change", &key);
+    world.git.push(false);
+    let port = free_port();
+    let config = world.config(&world.git.file_url(), port, 1, "");
+    let text = std::fs::read_to_string(&config).expect("config").replace(
+        "  branch: main\n",
+        &format!("  branch: main\n  ssh_allowed_signers: {}\n", signers.display()),
+    );
+    std::fs::write(&config, text).expect("config");
+    let daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
+    daemon.wait_converged(&signed).await;
+    assert!(world.users().await.contains(&"signed".to_owned()));
+
+    world.add_user("unsigned");
+    let unsigned = world.git.commit("unsigned change");
+    world.git.push(false);
+    let status = daemon
+        .wait_status("the unsigned commit refused", Duration::from_secs(30), |s| {
+            s["rejected"]["commit"] == unsigned.as_str()
+        })
+        .await;
+    assert!(
+        status["rejected"]["errors"].to_string().contains("not signed by an allowed key"),
+        "{status:#}"
+    );
+    assert_eq!(status["last_good_commit"], signed.as_str());
+    assert!(!world.users().await.contains(&"unsigned".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_an_apply_leaves_a_consistent_state_and_the_next_start_converges() {
+    let Some(world) = World::new().await else { return };
+    let mut users = String::new();
+    for i in 0..60 {
+        users.push_str(&format!(
+            "  - name: bulk{i}\n    password: {{secret: outside_influxdb_telegraf_password}}\n"
+        ));
+    }
+    world.git.edit("inventory/outside/influxdb.yaml", "users:\n", &format!("users:\n{users}"));
+    let commit = world.git.commit("sixty users");
+    world.git.push(false);
+    let port = free_port();
+    let config = world.config(&world.git.file_url(), port, 1, "");
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("parallelism: 2", "parallelism: 1");
+    std::fs::write(&config, text).expect("config");
+    let mut daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
+    let start = Instant::now();
+    while world.users().await.iter().filter(|u| u.starts_with("bulk")).count() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "apply did not start: {}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let exit = daemon.wait_exit(Duration::from_secs(30));
+    assert!(exit.success(), "{exit:?}\n{}", daemon.log_text());
+
+    let state_dir = world.dir.path().join("state");
+    let state = apimon::state::read(&state_dir).expect("state file is consistent JSON");
+    let run = state.history.last().expect("the interrupted run is recorded");
+    assert_eq!(run.result, apimon::state::RunResult::Partial);
+    let existing = world.users().await;
+    let owned_users: Vec<String> = state.environments["outside"]
+        .owned
+        .iter()
+        .filter(|id| id.kind == "user")
+        .map(|id| id.name.clone())
+        .collect();
+    assert!(
+        owned_users.iter().all(|u| existing.contains(u)),
+        "state claims users that do not exist: {owned_users:?} vs {existing:?}"
+    );
+    let bulk_created = existing.iter().filter(|u| u.starts_with("bulk")).count();
+    assert!(bulk_created < 60, "the apply was not interrupted");
+    assert_eq!(
+        owned_users.iter().filter(|u| u.starts_with("bulk")).count(),
+        bulk_created,
+        "every user created is recorded as owned"
+    );
+
+    let log = world.dir.path().join("daemon2.log");
+    let daemon = Daemon::start(&config, port, log).await;
+    daemon.wait_converged(&commit).await;
+    assert_eq!(world.users().await.iter().filter(|u| u.starts_with("bulk")).count(), 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_only_drift_is_reported_as_pending_and_left_alone() {
+    let Some(world) = World::new().await else { return };
+    world.git.edit(
+        "apimon.yaml",
+        "  outside:\n    location: outside\n",
+        "  outside:\n    location: outside\n    policy: {drift: report}\n",
+    );
+    let commit = world.git.commit("report drift only");
+    world.git.push(false);
+    let port = free_port();
+    let config = world.config(&world.git.file_url(), port, 3600, "drift_cron: '*/2 * * * * *'\n");
+    let daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
+    daemon.wait_converged(&commit).await;
+
+    let (status, _) = world.influx.query(Some(ADMIN), "DROP USER telegraf").await;
+    assert_eq!(status, 200);
+    let status = daemon
+        .wait_status("drift reported as pending", Duration::from_secs(30), |s| {
+            s["environments"]["outside"]["pending"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|c| c["id"] == "outside/influxdb.user/telegraf"))
+        })
+        .await;
+    assert_eq!(status["environments"]["outside"]["outcome"], "pending");
+    assert!(
+        status["environments"]["outside"]["drift_found"].as_u64().unwrap_or(0) >= 1,
+        "{status:#}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !world.users().await.contains(&"telegraf".to_owned()),
+        "report-only drift was repaired"
+    );
+}
+
+#[test]
+fn the_systemd_units_verify() {
+    let Some(analyze) = crate::support::require_binary("systemd-analyze", "systemd") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    for unit in ["apimon.service", "apimon-executor.service"] {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd").join(unit),
+        )
+        .expect("unit");
+        assert!(
+            text.contains("NoNewPrivileges=yes")
+                && text.contains("ProtectSystem=strict")
+                && text.contains("ProtectHome=yes")
+                && text.contains("PrivateTmp=yes"),
+            "{unit} lacks hardening"
+        );
+        assert!(
+            text.contains("ReadWritePaths=/var/lib/apimon") && text.contains("User=apimon"),
+            "{unit}"
+        );
+        let path = dir.path().join(unit);
+        std::fs::write(&path, text.replace("/usr/local/bin/apimon", env!("CARGO_BIN_EXE_apimon")))
+            .expect("write unit");
+        let output = Command::new(&analyze)
+            .args(["verify", "--man=no"])
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze");
+        assert!(
+            output.status.success() && output.stderr.is_empty(),
+            "{unit}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let daemon_unit = std::fs::read_to_string(dir.path().join("apimon.service")).expect("unit");
+    assert!(daemon_unit.contains("Type=notify") && daemon_unit.contains("WatchdogSec="));
+}
