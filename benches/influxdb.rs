@@ -23,7 +23,7 @@ async fn main() {
         eprintln!("influxd is not installed; nothing measured");
         return;
     };
-    let repo = support::TestRepo::fixture();
+    let repo = support::TestRepo::with_files(support::fixture_files_without_grafana());
     repo.edit("apimon.yaml", "http://192.168.10.30:8086", &server.url());
     let mut influx = String::from("databases:\n");
     for d in 0..20 {

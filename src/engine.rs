@@ -104,6 +104,20 @@ impl Plan {
     }
 }
 
+impl AnyChange {
+    /// The fingerprint of a write-only secret the change sets, to be kept
+    /// in the state store (a Grafana datasource password).
+    pub fn secret_fingerprint(&self) -> Option<&str> {
+        match self {
+            Self::Grafana(ItemChange {
+                desired: Some(GrafanaSpec::Datasource { password_hash, .. }),
+                ..
+            }) => Some(password_hash),
+            _ => None,
+        }
+    }
+}
+
 impl Serialize for AnyChange {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // Plans never carry provider payloads into JSON: they may hold secrets.
@@ -228,7 +242,7 @@ mod tests {
     }
 
     async fn converge(provider: &FakeProvider, want: &DesiredSet<Value>) -> usize {
-        let scope = Scope { env: "e".into() };
+        let scope = Scope { env: "e".into(), fingerprints: BTreeMap::new() };
         let observed = provider.observe(&scope).await.expect("observe");
         let changes = FakeProvider::plan(want, &observed, true);
         let mut applied = 0;

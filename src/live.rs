@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use crate::apply::ChangeError;
 use crate::engine::{AnyChange, Desired, Observed};
-use crate::model::{Environment, Secrets};
+use crate::model::{DesiredState, Environment, Secrets};
 use crate::plan::{ItemChange, ObservedSet, Planned, ProviderKind};
-use crate::providers::influxdb::{InfluxdbError, InfluxdbProvider, InfluxdbSpec};
+use crate::providers::grafana::{GrafanaProvider, GrafanaSpec};
+use crate::providers::influxdb::{InfluxdbProvider, InfluxdbSpec};
 use crate::providers::{Provider, Scope};
 use crate::state::State;
 
@@ -38,31 +39,39 @@ pub enum ObserveError {
 #[derive(Debug, Clone, Default)]
 pub struct Live {
     influxdb: BTreeMap<String, Arc<InfluxdbProvider>>,
+    grafana: BTreeMap<String, Arc<GrafanaProvider>>,
 }
 
 /// Providers whose live observation is not implemented yet.
-pub const NOT_OBSERVED: [ProviderKind; 3] =
-    [ProviderKind::Openstack, ProviderKind::Grafana, ProviderKind::Host];
+pub const NOT_OBSERVED: [ProviderKind; 2] = [ProviderKind::Openstack, ProviderKind::Host];
 
 impl Live {
     /// Sets up the providers (no network traffic yet).
     ///
     /// # Errors
     /// A provider's client cannot be built (e.g. an unreadable CA file).
-    pub fn connect(environments: &[&Environment], secrets: &Secrets) -> Result<Self, ObserveError> {
-        let mut influxdb = BTreeMap::new();
+    pub fn connect(
+        state: &DesiredState,
+        environments: &[&Environment],
+        secrets: &Secrets,
+    ) -> Result<Self, ObserveError> {
+        let mut live = Self::default();
         for env in environments {
-            let provider = InfluxdbProvider::for_environment(env, secrets)
+            let influxdb = InfluxdbProvider::for_environment(env, secrets)
                 .map_err(|e| provider_error(&env.name, ProviderKind::Influxdb, e))?;
-            influxdb.insert(env.name.clone(), Arc::new(provider));
+            live.influxdb.insert(env.name.clone(), Arc::new(influxdb));
+            let grafana = GrafanaProvider::for_environment(state, env, secrets)
+                .map_err(|e| provider_error(&env.name, ProviderKind::Grafana, e))?;
+            if let Some(grafana) = grafana {
+                live.grafana.insert(env.name.clone(), Arc::new(grafana));
+            }
         }
-        Ok(Self { influxdb })
+        Ok(live)
     }
 
     /// Drops from `desired` what live plans cannot cover yet.
     pub fn restrict(desired: &mut Desired) {
         desired.openstack.clear();
-        desired.grafana.clear();
         desired.host.clear();
     }
 
@@ -71,24 +80,53 @@ impl Live {
     /// # Errors
     /// The first provider that failed, naming environment and provider.
     pub async fn observe(&self, state: &State) -> Result<Observed, ObserveError> {
+        enum Observation {
+            Influxdb(Result<ObservedSet<InfluxdbSpec>, crate::providers::influxdb::InfluxdbError>),
+            Grafana(Result<ObservedSet<GrafanaSpec>, crate::providers::grafana::GrafanaError>),
+        }
+        let scope = |env: &String| Scope {
+            env: env.clone(),
+            fingerprints: state
+                .environments
+                .get(env)
+                .map(|e| e.fingerprints.clone())
+                .unwrap_or_default(),
+        };
         let mut tasks = tokio::task::JoinSet::new();
         for (env, provider) in &self.influxdb {
-            let provider = Arc::clone(provider);
-            let scope = Scope { env: env.clone() };
-            tasks.spawn(async move { (scope.env.clone(), provider.observe(&scope).await) });
+            let (provider, scope) = (Arc::clone(provider), scope(env));
+            tasks.spawn(async move {
+                (scope.env.clone(), Observation::Influxdb(provider.observe(&scope).await))
+            });
+        }
+        for (env, provider) in &self.grafana {
+            let (provider, scope) = (Arc::clone(provider), scope(env));
+            tasks.spawn(async move {
+                (scope.env.clone(), Observation::Grafana(provider.observe(&scope).await))
+            });
         }
         let mut observed = Observed::default();
         while let Some(joined) = tasks.join_next().await {
-            let (env, result) =
+            let (env, observation) =
                 joined.map_err(|e| provider_error("(all)", ProviderKind::Influxdb, e))?;
-            let mut set: ObservedSet<InfluxdbSpec> =
-                result.map_err(|e| provider_error(&env, ProviderKind::Influxdb, e))?;
-            for (id, item) in &mut set {
-                item.owned = item.owned || state.owns(id);
+            match observation {
+                Observation::Influxdb(result) => {
+                    let set =
+                        result.map_err(|e| provider_error(&env, ProviderKind::Influxdb, e))?;
+                    observed.influxdb.extend(mark_owned(set, state));
+                }
+                Observation::Grafana(result) => {
+                    let set = result.map_err(|e| provider_error(&env, ProviderKind::Grafana, e))?;
+                    observed.grafana.extend(mark_owned(set, state));
+                }
             }
-            observed.influxdb.extend(set);
         }
         Ok(observed)
+    }
+
+    /// HTTP requests sent to Grafana so far, over all environments.
+    pub fn grafana_requests(&self) -> usize {
+        self.grafana.values().map(|p| p.requests()).sum()
     }
 
     /// HTTP requests sent to InfluxDB so far, over all environments.
@@ -115,12 +153,22 @@ impl Live {
                     .await
                     .map_err(|e| change_error(&e, InfluxdbProvider::is_transient(&e)))
             }
-            AnyChange::Openstack(_) | AnyChange::Grafana(_) | AnyChange::Host(_) => {
-                Err(ChangeError {
-                    message: format!("the {} provider cannot apply changes yet", id.provider),
-                    transient: false,
-                })
+            AnyChange::Grafana(item) => {
+                let provider = self
+                    .grafana
+                    .get(&id.env)
+                    .ok_or_else(|| missing(&id.env, ProviderKind::Grafana))?;
+                let planned: Planned<ItemChange<GrafanaSpec>> =
+                    Planned { id, op, depends_on, owned, change: item };
+                provider
+                    .apply(&planned)
+                    .await
+                    .map_err(|e| change_error(&e, GrafanaProvider::is_transient(&e)))
             }
+            AnyChange::Openstack(_) | AnyChange::Host(_) => Err(ChangeError {
+                message: format!("the {} provider cannot apply changes yet", id.provider),
+                transient: false,
+            }),
         }
     }
 }
@@ -140,8 +188,16 @@ fn missing(env: &str, provider: ProviderKind) -> ChangeError {
     }
 }
 
+/// Marks what the state store says apimon created.
+fn mark_owned<S>(mut set: ObservedSet<S>, state: &State) -> ObservedSet<S> {
+    for (id, item) in &mut set {
+        item.owned = item.owned || state.owns(id);
+    }
+    set
+}
+
 /// The error with its causes, on one line.
-fn change_error(error: &InfluxdbError, transient: bool) -> ChangeError {
+fn change_error(error: &dyn std::error::Error, transient: bool) -> ChangeError {
     let mut message = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {

@@ -97,7 +97,7 @@ pub fn prepare_environments(
     )?;
     let mut desired = engine::desired(&state, &environments, &rendered, secrets);
     Live::restrict(&mut desired);
-    let live = Live::connect(&environments, secrets)?;
+    let live = Live::connect(&state, &environments, secrets)?;
     Ok(Prepared {
         environments: environments.iter().map(|e| e.name.clone()).collect(),
         policies: environments.iter().map(|e| (e.name.clone(), e.policy)).collect(),
@@ -150,16 +150,21 @@ pub async fn apply(
     // Re-read under the lock: the store is the truth, not what plan saw.
     let mut state = store.load()?;
     let ops: BTreeMap<_, _> = plan.changes.iter().map(|c| (&c.id, &c.op)).collect();
+    let changes: BTreeMap<_, _> = plan.changes.iter().map(|c| (&c.id, &c.change)).collect();
     for id in &outcome.applied {
-        let owned = &mut state.environments.entry(id.env.clone()).or_default().owned;
+        let env_state = state.environments.entry(id.env.clone()).or_default();
         match ops.get(id) {
             Some(Op::Create) => {
-                owned.insert(id.clone());
+                env_state.owned.insert(id.clone());
             }
             Some(Op::Delete) => {
-                owned.remove(id);
+                env_state.owned.remove(id);
+                env_state.fingerprints.remove(&id.to_string());
             }
             _ => {}
+        }
+        if let Some(fingerprint) = changes.get(id).and_then(|c| c.secret_fingerprint()) {
+            env_state.fingerprints.insert(id.to_string(), fingerprint.to_owned());
         }
     }
     let troubled: BTreeSet<&str> = outcome

@@ -11,7 +11,7 @@ use sha2::Sha256;
 
 use crate::support::git::GitRemote;
 use crate::support::influxdb::InfluxServer;
-use crate::support::{fixture_files, fixture_secrets, free_port};
+use crate::support::{fixture_files_without_grafana, fixture_secrets, free_port};
 
 const ADMIN: (&str, &str) = ("admin", "outside-admin-pw");
 const WEBHOOK_SECRET: &str = "hook-s3cret";
@@ -27,7 +27,7 @@ impl World {
     async fn new() -> Option<Self> {
         let influx = InfluxServer::start().await?;
         let git = GitRemote::new()?;
-        let files: Vec<(String, String)> = fixture_files()
+        let files: Vec<(String, String)> = fixture_files_without_grafana()
             .into_iter()
             .map(|(path, text)| {
                 let text = if path == "apimon.yaml" {

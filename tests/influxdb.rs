@@ -14,7 +14,7 @@ use apimon::reconcile;
 use apimon::state::{self, LockedStore};
 
 use crate::support::influxdb::InfluxServer;
-use crate::support::{apimon, fixture_secrets, text, TestRepo};
+use crate::support::{apimon, fixture_files_without_grafana, fixture_secrets, text, TestRepo};
 
 const ADMIN: (&str, &str) = ("admin", "outside-admin-pw");
 
@@ -29,7 +29,7 @@ struct Setup {
 impl Setup {
     async fn new() -> Option<Self> {
         let server = InfluxServer::start().await?;
-        let repo = TestRepo::fixture();
+        let repo = TestRepo::with_files(fixture_files_without_grafana());
         repo.edit("apimon.yaml", "http://192.168.10.30:8086", &server.url());
         // Only what `outside` needs: its own secrets and the password of the
         // inside InfluxDB user its Grafana datasource logs in with.
@@ -331,7 +331,7 @@ async fn influxdb_stopped_mid_apply_gives_a_partial_outcome_and_the_next_apply_c
 async fn tls_is_verified_and_a_ca_file_makes_a_private_ca_trusted() {
     let Some(server) = InfluxServer::start_tls().await else { return };
     let ca = server.ca_file().expect("TLS server has a CA").to_string_lossy().into_owned();
-    let repo = TestRepo::fixture();
+    let repo = TestRepo::with_files(fixture_files_without_grafana());
     repo.edit("apimon.yaml", "http://192.168.10.30:8086", &server.url());
     let secrets = Secrets::Resolved(
         SecretStore::load(Some(&repo.secrets_file(&fixture_secrets(), 0o600)), std::iter::empty())
@@ -346,7 +346,12 @@ async fn tls_is_verified_and_a_ca_file_makes_a_private_ca_trusted() {
     assert!(chain.contains("cannot reach InfluxDB at https://127.0.0.1"), "{chain}");
     assert!(chain.to_lowercase().contains("certificate"), "{chain}");
 
-    repo.edit("apimon.yaml", "      admin_user: admin\n      results_database: apimon\n      results_user: telegraf\n    grafana:", &format!("      admin_user: admin\n      results_database: apimon\n      results_user: telegraf\n      ca_file: {ca}\n    grafana:"));
+    let url = server.url();
+    repo.edit(
+        "apimon.yaml",
+        &format!("      url: {url}\n"),
+        &format!("      url: {url}\n      ca_file: {ca}\n"),
+    );
     let trusted = reconcile::prepare(repo.path(), Some("outside"), &secrets).expect("prepare");
     let plan = reconcile::plan(&trusted, &state, false).await.expect("trusted CA");
     assert_eq!(plan.summary.create, 7);

@@ -7,5 +7,6 @@ mod bad_input;
 mod daemon;
 mod examples;
 mod executor;
+mod grafana;
 mod influxdb;
 mod plan;

@@ -25,6 +25,10 @@ use crate::plan::{diff, DesiredSet, ItemChange, ObservedSet, Planned, ProviderKi
 pub struct Scope {
     /// Environment name.
     pub env: String,
+    /// Fingerprints of write-only secrets as last applied, by resource id
+    /// (from the state store): how a provider tells whether a secret it
+    /// cannot read back is still the declared one.
+    pub fingerprints: std::collections::BTreeMap<String, String>,
 }
 
 /// A target system.

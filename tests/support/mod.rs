@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod git;
+pub mod grafana;
 pub mod influxdb;
 
 use std::path::{Path, PathBuf};
@@ -139,6 +140,26 @@ pub fn fixture_files() -> Vec<(String, String)> {
     files
 }
 
+/// The fixture without Grafana in `outside` (no grafana host, endpoint or
+/// objects): for tests about other providers, so that no Grafana is needed.
+pub fn fixture_files_without_grafana() -> Vec<(String, String)> {
+    fixture_files()
+        .into_iter()
+        .filter(|(path, _)| path != "inventory/outside/grafana.yaml")
+        .map(|(path, text)| {
+            let text = match path.as_str() {
+                "apimon.yaml" => text.replace("    grafana:\n      url: http://192.168.10.40:3000\n      token: {secret: outside_grafana_token}\n", ""),
+                "inventory/outside/hosts.yaml" => match text.find("  - name: outside-grafana\n") {
+                    Some(start) => text[..start].to_owned(),
+                    None => text,
+                },
+                _ => text,
+            };
+            (path, text)
+        })
+        .collect()
+}
+
 /// Every secret the fixture references, with a value.
 pub fn fixture_secrets() -> String {
     let mut text =
@@ -159,8 +180,13 @@ pub struct TestRepo {
 impl TestRepo {
     /// The fixture repository.
     pub fn fixture() -> Self {
+        Self::with_files(fixture_files())
+    }
+
+    /// A repository of `files`.
+    pub fn with_files(files: Vec<(String, String)>) -> Self {
         let repo = Self { dir: tempfile::tempdir().expect("create temp dir") };
-        for (path, content) in fixture_files() {
+        for (path, content) in files {
             repo.write(&path, &content);
         }
         repo

@@ -5,14 +5,26 @@
 //! datasource passwords cannot be read back, so they compare by a hash
 //! that the state store keeps.
 
+mod apply;
+pub mod client;
+mod observe;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::model::{DesiredState, Environment, Role, Secrets};
-use crate::plan::{Comparison, DesiredItem, DesiredSet, ProviderKind, ResourceId, Spec};
+use crate::model::{DesiredState, Environment, MaybeSecret, Role, Secrets, Sensitive};
+use crate::plan::{
+    Comparison, DesiredItem, DesiredSet, ItemChange, ObservedSet, Planned, ProviderKind,
+    ResourceId, Spec,
+};
 use crate::render::sha256_hex;
 
-use super::{influxdb, openstack};
+use super::{influxdb, openstack, Provider, Scope};
+use client::Client;
+pub use client::GrafanaError;
 
 /// Tag every dashboard apimon manages carries.
 pub const DASHBOARD_TAG: &str = "apimon";
@@ -143,6 +155,92 @@ fn id(env: &str, kind: &str, name: impl Into<String>) -> ResourceId {
     ResourceId::new(env, ProviderKind::Grafana, kind, name)
 }
 
+fn folder_id(env: &str, uid: &str) -> ResourceId {
+    id(env, "folder", uid)
+}
+
+fn datasource_id(env: &str, uid: &str) -> ResourceId {
+    id(env, "datasource", uid)
+}
+
+fn dashboard_id(env: &str, uid: &str) -> ResourceId {
+    id(env, "dashboard", uid)
+}
+
+/// How long one HTTP request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One environment's Grafana.
+#[derive(Debug, Clone)]
+pub struct GrafanaProvider {
+    env: String,
+    client: Client,
+    /// Declared datasource uids.
+    declared: Vec<String>,
+    /// Declared dashboard uids.
+    dashboards: Vec<String>,
+    /// Datasource passwords by uid.
+    passwords: BTreeMap<String, Sensitive<String>>,
+}
+
+impl GrafanaProvider {
+    /// The provider for `env`, or `None` when it has no Grafana.
+    ///
+    /// # Errors
+    /// The HTTP client cannot be built.
+    pub fn for_environment(
+        state: &DesiredState,
+        env: &Environment,
+        secrets: &Secrets,
+    ) -> Result<Option<Self>, GrafanaError> {
+        let Some(endpoint) = &env.grafana_endpoint else { return Ok(None) };
+        if env.host_with_role(Role::Grafana).is_none() {
+            return Ok(None);
+        }
+        let token = match &endpoint.token {
+            MaybeSecret::Secret(name) => secrets.value(name).unwrap_or_default(),
+            MaybeSecret::Plain(text) => Sensitive::new(text.clone()),
+        };
+        let client = Client::new(&endpoint.url, token, REQUEST_TIMEOUT)?;
+        let passwords = env
+            .grafana
+            .datasources
+            .iter()
+            .map(|ds| (ds.uid.clone(), secrets.value(&ds.password_secret).unwrap_or_default()))
+            .collect();
+        Ok(Some(Self {
+            env: env.name.clone(),
+            client,
+            declared: env.grafana.datasources.iter().map(|ds| ds.uid.clone()).collect(),
+            dashboards: state.dashboards.keys().cloned().collect(),
+            passwords,
+        }))
+    }
+
+    /// HTTP requests sent so far.
+    pub fn requests(&self) -> usize {
+        self.client.requests()
+    }
+}
+
+impl Provider for GrafanaProvider {
+    const KIND: ProviderKind = ProviderKind::Grafana;
+    type Spec = GrafanaSpec;
+    type Error = GrafanaError;
+
+    async fn observe(&self, scope: &Scope) -> Result<ObservedSet<GrafanaSpec>, GrafanaError> {
+        observe::observe(self, scope).await
+    }
+
+    async fn apply(&self, change: &Planned<ItemChange<GrafanaSpec>>) -> Result<(), GrafanaError> {
+        apply::apply(self, change).await
+    }
+
+    fn is_transient(error: &GrafanaError) -> bool {
+        error.is_transient()
+    }
+}
+
 /// What the environment asks of its Grafana: its folders and datasources,
 /// and every dashboard of the repository.
 pub fn desired(
@@ -175,15 +273,15 @@ pub fn desired(
         };
         let mut depends_on = server.clone();
         depends_on.push(influxdb::user_id(&ds.environment, &ds.user));
-        set.insert(id(name, "datasource", &ds.uid), DesiredItem { spec, depends_on });
+        set.insert(datasource_id(name, &ds.uid), DesiredItem { spec, depends_on });
     }
     for dashboard in state.dashboards.values() {
         let spec = GrafanaSpec::Dashboard {
             folder: dashboard.folder.clone(),
             model: normalize_dashboard(&dashboard.model),
         };
-        let depends_on = vec![id(name, "folder", &dashboard.folder)];
-        set.insert(id(name, "dashboard", &dashboard.uid), DesiredItem { spec, depends_on });
+        let depends_on = vec![folder_id(name, &dashboard.folder)];
+        set.insert(dashboard_id(name, &dashboard.uid), DesiredItem { spec, depends_on });
     }
     set
 }

@@ -1,0 +1,138 @@
+//! Changing a Grafana: one change is one request (two for a folder that
+//! must be checked before deletion). Every request is safe to repeat.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::plan::{ItemChange, Op, Planned};
+
+use super::client::{segment, GrafanaError};
+use super::{GrafanaProvider, GrafanaSpec};
+
+pub(super) async fn apply(
+    provider: &GrafanaProvider,
+    change: &Planned<ItemChange<GrafanaSpec>>,
+) -> Result<(), GrafanaError> {
+    let uid = change.id.name.as_str();
+    let client = &provider.client;
+    match (&change.op, &change.change.desired, &change.change.observed) {
+        (Op::NoOp, ..) => Ok(()),
+        (Op::Delete, _, Some(GrafanaSpec::Folder { .. })) => {
+            // Grafana deletes a folder's dashboards with it. apimon's own ones
+            // in it were deleted before (they depend on the folder), so any
+            // dashboard still there is someone else's: never take it along.
+            let path = format!("/api/search?folderUIDs={}&type=dash-db&limit=5000", segment(uid));
+            let inside: Vec<Value> =
+                client.call(Method::GET, &path, None).await?.unwrap_or_default();
+            let foreign: Vec<String> = inside
+                .iter()
+                .filter_map(|d| d.get("uid").and_then(Value::as_str))
+                .map(str::to_owned)
+                .collect();
+            if !foreign.is_empty() {
+                return Err(GrafanaError::Http {
+                    url: String::new(),
+                    method: "DELETE".into(),
+                    path: format!("/api/folders/{uid}"),
+                    status: 409,
+                    message: format!("refusing to delete folder {uid}: it holds dashboards apimon does not manage ({}); move or delete them by hand", foreign.join(", ")),
+                });
+            }
+            delete(provider, &format!("/api/folders/{}", segment(uid))).await
+        }
+        (Op::Delete, _, Some(GrafanaSpec::Datasource { .. })) => {
+            delete(provider, &format!("/api/datasources/uid/{}", segment(uid))).await
+        }
+        (Op::Delete, _, Some(GrafanaSpec::Dashboard { .. })) => {
+            delete(provider, &format!("/api/dashboards/uid/{}", segment(uid))).await
+        }
+        (_, Some(GrafanaSpec::Folder { title }), observed) => {
+            if observed.is_some() {
+                let body = json!({ "title": title, "overwrite": true });
+                client
+                    .call::<Value>(
+                        Method::PUT,
+                        &format!("/api/folders/{}", segment(uid)),
+                        Some(&body),
+                    )
+                    .await
+                    .map(drop)
+            } else {
+                let body = json!({ "uid": uid, "title": title });
+                match client.call::<Value>(Method::POST, "/api/folders", Some(&body)).await {
+                    // Created by a lost earlier try: make sure the title is right.
+                    Err(error) if matches!(error.status(), Some(409 | 412)) => {
+                        let body = json!({ "title": title, "overwrite": true });
+                        client
+                            .call::<Value>(
+                                Method::PUT,
+                                &format!("/api/folders/{}", segment(uid)),
+                                Some(&body),
+                            )
+                            .await
+                            .map(drop)
+                    }
+                    other => other.map(drop),
+                }
+            }
+        }
+        (_, Some(GrafanaSpec::Datasource { name, url, database, user, default, .. }), observed) => {
+            let password =
+                provider.passwords.get(uid).map(|p| p.expose().clone()).unwrap_or_default();
+            let body = json!({
+                "uid": uid,
+                "name": name,
+                "type": "influxdb",
+                "access": "proxy",
+                "url": url,
+                "user": user,
+                "database": database,
+                "isDefault": default,
+                "basicAuth": false,
+                "jsonData": { "dbName": database, "httpMode": "GET" },
+                "secureJsonData": { "password": password },
+            });
+            if observed.is_some() {
+                client
+                    .call::<Value>(
+                        Method::PUT,
+                        &format!("/api/datasources/uid/{}", segment(uid)),
+                        Some(&body),
+                    )
+                    .await
+                    .map(drop)
+            } else {
+                match client.call::<Value>(Method::POST, "/api/datasources", Some(&body)).await {
+                    Err(error) if error.status() == Some(409) => {
+                        // Either a lost earlier try (same uid: update it) or a
+                        // datasource made by hand with this name (report it).
+                        let path = format!("/api/datasources/uid/{}", segment(uid));
+                        match client.call::<Value>(Method::GET, &path, None).await? {
+                            Some(_) => client
+                                .call::<Value>(Method::PUT, &path, Some(&body))
+                                .await
+                                .map(drop),
+                            None => Err(error),
+                        }
+                    }
+                    other => other.map(drop),
+                }
+            }
+        }
+        (_, Some(GrafanaSpec::Dashboard { folder, model }), _) => {
+            let mut model = model.clone();
+            if let Some(object) = model.as_object_mut() {
+                object.insert("id".into(), Value::Null);
+                object.insert("uid".into(), Value::String(uid.to_owned()));
+            }
+            let body = json!({ "dashboard": model, "folderUid": folder, "overwrite": true, "message": "apimon: converged to the repository" });
+            client.call::<Value>(Method::POST, "/api/dashboards/db", Some(&body)).await.map(drop)
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn delete(provider: &GrafanaProvider, path: &str) -> Result<(), GrafanaError> {
+    // 404 is `Ok(None)`: already gone is done.
+    provider.client.call::<Value>(Method::DELETE, path, None).await.map(drop)
+}

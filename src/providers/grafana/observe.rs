@@ -1,0 +1,170 @@
+//! Reading a Grafana: folders, datasources and search in one request each;
+//! then one GET per datasource and dashboard that apimon declares or owns
+//! (the password flag and the dashboard model are only there).
+
+use std::collections::BTreeSet;
+
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::plan::{ObservedItem, ObservedSet};
+use crate::providers::Scope;
+
+use super::client::{segment, GrafanaError};
+use super::{dashboard_id, datasource_id, folder_id, GrafanaProvider, GrafanaSpec};
+
+#[derive(Deserialize)]
+struct FolderItem {
+    uid: String,
+    title: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct DatasourceItem {
+    pub uid: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub database: String,
+    #[serde(default, rename = "isDefault")]
+    pub is_default: bool,
+    #[serde(default, rename = "jsonData")]
+    pub json_data: Value,
+    #[serde(default, rename = "secureJsonFields")]
+    pub secure_json_fields: Value,
+}
+
+impl DatasourceItem {
+    /// InfluxQL database: `jsonData.dbName` in current Grafana, `database` before.
+    fn database(&self) -> String {
+        self.json_data
+            .get("dbName")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map_or_else(|| self.database.clone(), str::to_owned)
+    }
+}
+
+#[derive(Deserialize)]
+struct SearchHit {
+    uid: String,
+    #[serde(default, rename = "folderUid")]
+    folder_uid: String,
+}
+
+#[derive(Deserialize)]
+struct DashboardFull {
+    dashboard: Value,
+    #[serde(default)]
+    meta: Value,
+}
+
+pub(super) async fn observe(
+    provider: &GrafanaProvider,
+    scope: &Scope,
+) -> Result<ObservedSet<GrafanaSpec>, GrafanaError> {
+    let env = provider.env.as_str();
+    let client = &provider.client;
+    let mut observed = ObservedSet::new();
+
+    let folders: Vec<FolderItem> =
+        client.call(Method::GET, "/api/folders?limit=1000", None).await?.unwrap_or_default();
+    for folder in folders {
+        observed.insert(
+            folder_id(env, &folder.uid),
+            ObservedItem {
+                spec: GrafanaSpec::Folder { title: folder.title },
+                owned: false,
+                depends_on: vec![],
+            },
+        );
+    }
+
+    let datasources: Vec<DatasourceItem> =
+        client.call(Method::GET, "/api/datasources", None).await?.unwrap_or_default();
+    for listed in datasources.into_iter().filter(|d| d.kind == "influxdb") {
+        let id = datasource_id(env, &listed.uid);
+        // The list leaves out which secure fields are set.
+        let item = if provider.declared.contains(&id.name)
+            || scope.fingerprints.contains_key(&id.to_string())
+        {
+            client
+                .call::<DatasourceItem>(
+                    Method::GET,
+                    &format!("/api/datasources/uid/{}", segment(&listed.uid)),
+                    None,
+                )
+                .await?
+                .unwrap_or(listed)
+        } else {
+            listed
+        };
+        let password_set =
+            item.secure_json_fields.get("password").and_then(Value::as_bool).unwrap_or(false);
+        let password_hash = if password_set {
+            scope.fingerprints.get(&id.to_string()).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let spec = GrafanaSpec::Datasource {
+            name: item.name.clone(),
+            url: item.url.clone(),
+            database: item.database(),
+            user: item.user.clone(),
+            default: item.is_default,
+            password_hash,
+        };
+        observed.insert(id, ObservedItem { spec, owned: false, depends_on: vec![] });
+    }
+
+    let hits: Vec<SearchHit> = client
+        .call(Method::GET, "/api/search?type=dash-db&limit=5000", None)
+        .await?
+        .unwrap_or_default();
+    let wanted: BTreeSet<&String> = provider.dashboards.iter().collect();
+    for hit in hits {
+        let id = dashboard_id(env, &hit.uid);
+        if !wanted.contains(&hit.uid) {
+            // Not declared: only its existence matters (pruned if owned).
+            let spec =
+                GrafanaSpec::Dashboard { folder: hit.folder_uid.clone(), model: Value::Null };
+            observed.insert(
+                id,
+                ObservedItem {
+                    spec,
+                    owned: false,
+                    depends_on: vec![folder_id(env, &hit.folder_uid)],
+                },
+            );
+            continue;
+        }
+        let Some(full) = client
+            .call::<DashboardFull>(
+                Method::GET,
+                &format!("/api/dashboards/uid/{}", segment(&hit.uid)),
+                None,
+            )
+            .await?
+        else {
+            continue;
+        };
+        let folder =
+            full.meta.get("folderUid").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let depends_on = vec![folder_id(env, &folder)];
+        observed.insert(
+            id,
+            ObservedItem {
+                spec: GrafanaSpec::Dashboard { folder, model: full.dashboard },
+                owned: false,
+                depends_on,
+            },
+        );
+    }
+    Ok(observed)
+}
