@@ -1,8 +1,8 @@
 //! The Grafana provider: folders, datasources and dashboards, against the
 //! Grafana API double in `support/grafana.rs` (no Grafana server can be
 //! installed here), with a REAL InfluxDB for the rest of the environment.
-//! `real_grafana_when_configured` runs against a real Grafana when
-//! GRAFANA_URL and GRAFANA_TOKEN are set.
+//! `real_grafana_when_configured` runs the same provider against a real
+//! Grafana (`GRAFANA_URL`, `GRAFANA_TOKEN`, `cargo test -- --ignored real_grafana`).
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
