@@ -121,6 +121,22 @@ pub struct LiveArgs {
     /// State store directory: what apimon owns, last applied commit, history.
     #[arg(long, env = "APIMON_STATE_DIR", default_value = "/var/lib/apimon")]
     pub state_dir: PathBuf,
+    /// SSH private key for the bastion and the hosts [default: ~/.ssh/id_ed25519].
+    #[arg(long, env = "APIMON_SSH_KEY")]
+    pub ssh_key: Option<PathBuf>,
+    /// known_hosts with the bastion's and the hosts' keys [default: ~/.ssh/known_hosts].
+    #[arg(long, env = "APIMON_SSH_KNOWN_HOSTS")]
+    pub known_hosts: Option<PathBuf>,
+}
+
+impl LiveArgs {
+    fn machine(&self) -> reconcile::Machine {
+        let defaults = reconcile::Machine::from_env();
+        reconcile::Machine {
+            ssh_key: self.ssh_key.clone().unwrap_or(defaults.ssh_key),
+            known_hosts: self.known_hosts.clone().unwrap_or(defaults.known_hosts),
+        }
+    }
 }
 
 /// `--repo`.
@@ -272,10 +288,9 @@ fn resolved_secrets(live: &LiveArgs) -> anyhow::Result<Secrets> {
 
 fn note_not_observed(prepared: &Prepared) {
     if !prepared.not_observed.is_empty() {
-        let names: Vec<&str> = prepared.not_observed.iter().map(|p| p.as_str()).collect();
         eprintln!(
-            "note: {} are not part of live plans yet (their providers cannot observe live systems); `apimon plan --offline` shows them",
-            names.join(", ")
+            "note: not part of this live plan: {}; `apimon plan --offline` shows everything",
+            prepared.not_observed.join("; ")
         );
     }
 }
@@ -288,7 +303,8 @@ async fn plan_live(
     live: &LiveArgs,
 ) -> anyhow::Result<Outcome> {
     let secrets = resolved_secrets(live)?;
-    let prepared = reconcile::prepare(repo, env, &secrets)?;
+    let names: Vec<String> = env.map(str::to_owned).into_iter().collect();
+    let prepared = reconcile::prepare_with(repo, &names, &secrets, &live.machine())?;
     note_not_observed(&prepared);
     let state = state::read(&live.state_dir)?;
     let plan = reconcile::plan(&prepared, &state, allow_deletes).await?;
@@ -311,7 +327,8 @@ async fn apply(
     live: &LiveArgs,
 ) -> anyhow::Result<Outcome> {
     let secrets = resolved_secrets(live)?;
-    let prepared = reconcile::prepare(repo, env, &secrets)?;
+    let names: Vec<String> = env.map(str::to_owned).into_iter().collect();
+    let prepared = reconcile::prepare_with(repo, &names, &secrets, &live.machine())?;
     note_not_observed(&prepared);
     // Lock before observing: the plan must not go stale under another apply.
     let store = LockedStore::open(&live.state_dir)?;

@@ -105,14 +105,19 @@ impl Plan {
 }
 
 impl AnyChange {
-    /// The fingerprint of a write-only secret the change sets, to be kept
-    /// in the state store (a Grafana datasource password).
-    pub fn secret_fingerprint(&self) -> Option<&str> {
+    /// The fingerprint to keep in the state store once the change applied:
+    /// of a write-only secret (a Grafana datasource password), or of the
+    /// files a unit was restarted for.
+    pub fn fingerprint(&self) -> Option<&str> {
         match self {
             Self::Grafana(ItemChange {
                 desired: Some(GrafanaSpec::Datasource { password_hash, .. }),
                 ..
             }) => Some(password_hash),
+            Self::Host(ItemChange {
+                desired: Some(HostSpec::Unit { restart_token, .. }),
+                ..
+            }) => Some(restart_token),
             _ => None,
         }
     }

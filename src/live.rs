@@ -15,7 +15,9 @@ use crate::engine::{AnyChange, Desired, Observed};
 use crate::model::{DesiredState, Environment, Secrets};
 use crate::plan::{ItemChange, ObservedSet, Planned, ProviderKind};
 use crate::providers::grafana::{GrafanaProvider, GrafanaSpec};
+use crate::providers::host::{HostProvider, HostSpec};
 use crate::providers::influxdb::{InfluxdbProvider, InfluxdbSpec};
+use crate::reconcile::Machine;
 use crate::providers::{Provider, Scope};
 use crate::state::State;
 
@@ -40,10 +42,8 @@ pub enum ObserveError {
 pub struct Live {
     influxdb: BTreeMap<String, Arc<InfluxdbProvider>>,
     grafana: BTreeMap<String, Arc<GrafanaProvider>>,
+    host: BTreeMap<String, Arc<HostProvider>>,
 }
-
-/// Providers whose live observation is not implemented yet.
-pub const NOT_OBSERVED: [ProviderKind; 2] = [ProviderKind::Openstack, ProviderKind::Host];
 
 impl Live {
     /// Sets up the providers (no network traffic yet).
@@ -54,6 +54,8 @@ impl Live {
         state: &DesiredState,
         environments: &[&Environment],
         secrets: &Secrets,
+        desired: &Desired,
+        machine: &Machine,
     ) -> Result<Self, ObserveError> {
         let mut live = Self::default();
         for env in environments {
@@ -65,14 +67,27 @@ impl Live {
             if let Some(grafana) = grafana {
                 live.grafana.insert(env.name.clone(), Arc::new(grafana));
             }
+            let host = HostProvider::for_environment(env, &desired.host, &machine.ssh_key, &machine.known_hosts);
+            if let Some(host) = host {
+                live.host.insert(env.name.clone(), Arc::new(host));
+            }
         }
         Ok(live)
     }
 
-    /// Drops from `desired` what live plans cannot cover yet.
-    pub fn restrict(desired: &mut Desired) {
+    /// Drops from `desired` what live plans cannot cover, and says what.
+    pub fn restrict(&self, desired: &mut Desired) -> Vec<String> {
+        let mut left_out = Vec::new();
+        if !desired.openstack.is_empty() {
+            left_out.push("openstack (its provider cannot observe live systems yet)".to_owned());
+        }
         desired.openstack.clear();
-        desired.host.clear();
+        let unmanaged: Vec<String> = desired.host.keys().map(|id| id.env.clone()).filter(|env| !self.host.contains_key(env)).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        if !unmanaged.is_empty() {
+            left_out.push(format!("hosts of {} (no `ssh:` section in apimon.yaml)", unmanaged.join(", ")));
+        }
+        desired.host.retain(|id, _| self.host.contains_key(&id.env));
+        left_out
     }
 
     /// Reads every environment's systems at once, marking owned resources.
@@ -83,6 +98,7 @@ impl Live {
         enum Observation {
             Influxdb(Result<ObservedSet<InfluxdbSpec>, crate::providers::influxdb::InfluxdbError>),
             Grafana(Result<ObservedSet<GrafanaSpec>, crate::providers::grafana::GrafanaError>),
+            Host(Result<ObservedSet<HostSpec>, crate::providers::host::HostError>),
         }
         let scope = |env: &String| Scope {
             env: env.clone(),
@@ -105,6 +121,10 @@ impl Live {
                 (scope.env.clone(), Observation::Grafana(provider.observe(&scope).await))
             });
         }
+        for (env, provider) in &self.host {
+            let (provider, scope) = (Arc::clone(provider), scope(env));
+            tasks.spawn(async move { (scope.env.clone(), Observation::Host(provider.observe(&scope).await)) });
+        }
         let mut observed = Observed::default();
         while let Some(joined) = tasks.join_next().await {
             let (env, observation) =
@@ -118,6 +138,10 @@ impl Live {
                 Observation::Grafana(result) => {
                     let set = result.map_err(|e| provider_error(&env, ProviderKind::Grafana, e))?;
                     observed.grafana.extend(mark_owned(set, state));
+                }
+                Observation::Host(result) => {
+                    let set = result.map_err(|e| provider_error(&env, ProviderKind::Host, e))?;
+                    observed.host.extend(mark_owned(set, state));
                 }
             }
         }

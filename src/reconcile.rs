@@ -4,7 +4,7 @@
 //! (carry out, then record ownership and history in the state store).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use chrono::Utc;
@@ -13,7 +13,7 @@ use crate::apply::{execute, ApplyOptions, Event, Outcome};
 use crate::engine::{self, Desired, Plan, PlanError};
 use crate::live::{Live, ObserveError};
 use crate::model::{self, Diagnostics, LoadError, Policy, Secrets};
-use crate::plan::{Op, ProviderKind};
+use crate::plan::Op;
 use crate::render::{self, RenderError, Templates};
 use crate::state::{FailedChange, LockedStore, Run, RunResult, State, StateError};
 
@@ -54,8 +54,8 @@ pub struct Prepared {
     pub desired: Desired,
     /// Providers.
     pub live: Live,
-    /// Providers left out of live plans.
-    pub not_observed: Vec<ProviderKind>,
+    /// What live plans leave out, and why.
+    pub not_observed: Vec<String>,
     /// The repository's commit, if it is a checkout.
     pub commit: Option<String>,
 }
@@ -83,6 +83,38 @@ pub fn prepare_environments(
     names: &[String],
     secrets: &Secrets,
 ) -> Result<Prepared, ReconcileError> {
+    prepare_with(repo, names, secrets, &Machine::from_env())
+}
+
+/// Where the applying machine keeps what is not in the repository.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    /// SSH private key for the bastion and the hosts.
+    pub ssh_key: PathBuf,
+    /// known_hosts with the bastion's and the hosts' keys.
+    pub known_hosts: PathBuf,
+}
+
+impl Machine {
+    /// `$APIMON_SSH_KEY` and `$APIMON_SSH_KNOWN_HOSTS`, else `~/.ssh/id_ed25519`
+    /// and `~/.ssh/known_hosts`.
+    pub fn from_env() -> Self {
+        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/var/lib/apimon"), PathBuf::from);
+        let var = |name: &str, default: PathBuf| std::env::var_os(name).map_or(default, PathBuf::from);
+        Self { ssh_key: var("APIMON_SSH_KEY", home.join(".ssh/id_ed25519")), known_hosts: var("APIMON_SSH_KNOWN_HOSTS", home.join(".ssh/known_hosts")) }
+    }
+}
+
+/// Like [`prepare_environments`] with explicit machine settings.
+///
+/// # Errors
+/// As [`prepare`].
+pub fn prepare_with(
+    repo: &Path,
+    names: &[String],
+    secrets: &Secrets,
+    machine: &Machine,
+) -> Result<Prepared, ReconcileError> {
     let state = model::load_repository(repo).map_err(|error| match error {
         LoadError::Invalid(diagnostics) => ReconcileError::Invalid(diagnostics),
         other => ReconcileError::Load(other),
@@ -96,14 +128,14 @@ pub fn prepare_environments(
         },
     )?;
     let mut desired = engine::desired(&state, &environments, &rendered, secrets);
-    Live::restrict(&mut desired);
-    let live = Live::connect(&state, &environments, secrets)?;
+    let live = Live::connect(&state, &environments, secrets, &desired, machine)?;
+    let not_observed = live.restrict(&mut desired);
     Ok(Prepared {
         environments: environments.iter().map(|e| e.name.clone()).collect(),
         policies: environments.iter().map(|e| (e.name.clone(), e.policy)).collect(),
         desired,
         live,
-        not_observed: crate::live::NOT_OBSERVED.to_vec(),
+        not_observed,
         commit: crate::source::head_commit(repo),
     })
 }
@@ -163,7 +195,7 @@ pub async fn apply(
             }
             _ => {}
         }
-        if let Some(fingerprint) = changes.get(id).and_then(|c| c.secret_fingerprint()) {
+        if let Some(fingerprint) = changes.get(id).and_then(|c| c.fingerprint()) {
             env_state.fingerprints.insert(id.to_string(), fingerprint.to_owned());
         }
     }

@@ -24,6 +24,10 @@ pub struct RawConfig {
     pub state_dir: PathBuf,
     /// Secrets file (mode 0600 or stricter).
     pub secrets_file: Option<PathBuf>,
+    /// SSH private key for the bastion and the hosts.
+    pub ssh_key: Option<PathBuf>,
+    /// known_hosts with the bastion's and the hosts' keys.
+    pub ssh_known_hosts: Option<PathBuf>,
     /// Environments this daemon manages; all when absent.
     #[serde(default)]
     pub environments: Vec<String>,

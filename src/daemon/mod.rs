@@ -270,6 +270,14 @@ impl Daemon {
         )?))
     }
 
+    fn machine(&self) -> reconcile::Machine {
+        let defaults = reconcile::Machine::from_env();
+        reconcile::Machine {
+            ssh_key: self.config.raw.ssh_key.clone().unwrap_or(defaults.ssh_key),
+            known_hosts: self.config.raw.ssh_known_hosts.clone().unwrap_or(defaults.known_hosts),
+        }
+    }
+
     fn reject(&mut self, commit: &CommitId, errors: Vec<String>, stage: &str) {
         tracing::error!(%commit, errors = %errors.join("; "), "Commit refused; the last good commit stays in force.");
         self.metrics.failure(stage);
@@ -300,10 +308,11 @@ impl Daemon {
             } else {
                 // Validate and render before anything else: a bad commit never applies.
                 let secrets = self.secrets()?;
-                match reconcile::prepare_environments(
+                match reconcile::prepare_with(
                     &self.commit_dir(&commit),
                     &self.config.raw.environments,
                     &secrets,
+                    &self.machine(),
                 ) {
                     Ok(_) => {
                         if let Some(previous) = self.last_good.replace(commit.clone()) {
@@ -349,10 +358,11 @@ impl Daemon {
     /// Plans `commit` against the live systems and applies what may run now.
     async fn converge(&mut self, commit: &CommitId, trigger: Trigger) -> Result<(), DaemonError> {
         let secrets = self.secrets()?;
-        let prepared = reconcile::prepare_environments(
+        let prepared = reconcile::prepare_with(
             &self.commit_dir(commit),
             &self.config.raw.environments,
             &secrets,
+            &self.machine(),
         )?;
         let store = LockedStore::open(&self.config.raw.state_dir).map_err(ReconcileError::from)?;
         let state = store.load().map_err(ReconcileError::from)?;

@@ -184,6 +184,37 @@ pub struct SshAccess {
     /// Port of the bastion's sshd.
     #[serde(default = "default_ssh_port")]
     pub bastion_port: u16,
+    /// Port of the hosts' sshd (reached from the bastion).
+    #[serde(default = "default_ssh_port")]
+    pub host_port: u16,
+    /// Service manager command (`systemctl`, or a stand-in where there is no systemd).
+    #[serde(default = "default_service_manager")]
+    pub service_manager: String,
+    /// Prefix of every managed path on the hosts; `/` for real hosts.
+    #[serde(default = "default_root")]
+    pub root: String,
+    /// Shell command that succeeds when `{package}` is installed.
+    #[serde(default = "default_package_check")]
+    pub package_check: String,
+    /// Shell command that installs `{package}`.
+    #[serde(default = "default_package_install")]
+    pub package_install: String,
+}
+
+fn default_service_manager() -> String {
+    "systemctl".to_owned()
+}
+
+fn default_root() -> String {
+    "/".to_owned()
+}
+
+fn default_package_check() -> String {
+    "dpkg-query -W -f='${Status}' {package} 2>/dev/null | grep -q 'install ok installed'".to_owned()
+}
+
+fn default_package_install() -> String {
+    "DEBIAN_FRONTEND=noninteractive apt-get install -y -q {package}".to_owned()
 }
 
 fn default_ssh_port() -> u16 {

@@ -441,6 +441,18 @@ fn check_environment(
         check.secret(root, &format!("{env_path}.grafana.token"), &grafana.token, true);
     }
 
+    if let Some(ssh) = &env.ssh {
+        let ssh_path = format!("{env_path}.ssh");
+        for (key, command) in [("package_check", &ssh.package_check), ("package_install", &ssh.package_install)] {
+            if !command.contains("{package}") {
+                check.error(root, &format!("{ssh_path}.{key}"), "the command must contain `{package}`, replaced by the package name");
+            }
+        }
+        if !ssh.root.starts_with('/') {
+            check.error(root, &format!("{ssh_path}.root"), format!("`{}` is not an absolute path", ssh.root));
+        }
+    }
+
     // Keypairs.
     let keypairs_doc = &inventory.keypairs;
     let keypairs = &keypairs_doc.value.keypairs;
@@ -601,6 +613,16 @@ fn check_environment(
                 Some(n) if n.external => check.error(hosts_doc, &format!("{path}.networks[{j}]"), format!("network `{network}` is external; a host's networks must be managed ones, external networks serve floating IPs")),
                 Some(_) => {}
             }
+        }
+        if host.address.is_none()
+            && env.ssh.is_some()
+            && matches!(host.role, Role::Executor | Role::Influxdb)
+        {
+            check.error(
+                hosts_doc,
+                &path,
+                format!("host `{}` needs `address`: apimon reaches it over SSH through the bastion", host.name),
+            );
         }
         if let Some(address) = &host.address {
             match Ipv4Addr::from_str(address) {

@@ -1,16 +1,46 @@
-//! Hosts over SSH: the files each role needs and the systemd units that
-//! must run, with the restarts a file change triggers.
+//! Hosts over SSH: the files each role needs (rendered configuration,
+//! playbooks, and on the executor the apimon binary itself), the packages
+//! that must be installed, and the systemd units that must be enabled and
+//! running — restarted when a file they depend on changed.
 //!
-//! The pure part. File content never appears in a plan (it may hold
-//! secrets): files compare by sha256, mode and owner.
+//! File content never appears in a plan (it may hold secrets): files
+//! compare by sha256, mode and owner. A unit's restart is driven by a
+//! *restart token*, the hash of the files that restart it; the token last
+//! applied lives in the state store, so a changed file restarts exactly the
+//! units that declared it, once.
+
+mod apply;
+mod observe;
+pub mod ssh;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
-use crate::model::{Environment, Sensitive};
-use crate::plan::{Comparison, DesiredItem, DesiredSet, ProviderKind, ResourceId, Spec};
+use crate::model::{Environment, Role, Sensitive};
+use crate::plan::{
+    Comparison, DesiredItem, DesiredSet, ItemChange, ObservedSet, Planned, ProviderKind,
+    ResourceId, Spec,
+};
 use crate::render::Rendered;
 
-use super::openstack;
+use super::{openstack, Provider, Scope};
+use ssh::{Connection, Endpoint, SshError, SshSettings};
+
+/// Where the executor's binary is installed.
+pub const BINARY_PATH: &str = "/usr/local/bin/apimon";
+
+/// What a file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// Rendered or copied bytes; may hold secrets.
+    Bytes(Sensitive<Vec<u8>>),
+    /// A file on the applying machine, read at upload (the apimon binary).
+    Local(PathBuf),
+}
 
 /// One thing on a host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -35,7 +65,8 @@ pub enum HostSpec {
         /// Template it is rendered from, for plan reasons.
         template: Option<String>,
         /// Content, uploaded on apply; never printed.
-        content: Sensitive<Vec<u8>>,
+        #[serde(skip)]
+        content: Content,
     },
     /// A systemd unit, enabled and running.
     Unit {
@@ -43,16 +74,26 @@ pub enum HostSpec {
         host: String,
         /// Unit name without `.service`.
         unit: String,
+        /// Enabled at boot.
+        enabled: bool,
+        /// Active.
+        running: bool,
+        /// Hash of the files that restart it, as last applied.
+        restart_token: String,
+    },
+    /// An installed package.
+    Package {
+        /// Host name.
+        host: String,
+        /// Package name.
+        package: String,
     },
 }
 
 impl Spec for HostSpec {
     fn compare(&self, observed: &Self) -> Comparison {
         match (self, observed) {
-            (
-                HostSpec::File { sha256, mode, owner, group, template, .. },
-                HostSpec::File { sha256: s, mode: m, owner: o, group: g, .. },
-            ) => {
+            (HostSpec::File { sha256, mode, owner, group, template, .. }, HostSpec::File { sha256: s, mode: m, owner: o, group: g, .. }) => {
                 let mut reasons = Vec::new();
                 if sha256 != s {
                     reasons.push(match template {
@@ -66,13 +107,22 @@ impl Spec for HostSpec {
                 if owner != o || group != g {
                     reasons.push(format!("owner {o}:{g} → {owner}:{group}"));
                 }
-                if reasons.is_empty() {
-                    Comparison::Same
-                } else {
-                    Comparison::Update(reasons)
-                }
+                if reasons.is_empty() { Comparison::Same } else { Comparison::Update(reasons) }
             }
-            (HostSpec::Unit { .. }, HostSpec::Unit { .. }) => Comparison::Same,
+            (HostSpec::Unit { restart_token, .. }, HostSpec::Unit { enabled, running, restart_token: have, .. }) => {
+                let mut reasons = Vec::new();
+                if !enabled {
+                    reasons.push("not enabled".to_owned());
+                }
+                if !running {
+                    reasons.push("not running".to_owned());
+                }
+                if restart_token != have && *enabled && *running {
+                    reasons.push("restart: a file it depends on changed".to_owned());
+                }
+                if reasons.is_empty() { Comparison::Same } else { Comparison::Update(reasons) }
+            }
+            (HostSpec::Package { .. }, HostSpec::Package { .. }) => Comparison::Same,
             _ => Comparison::Replace("resource kind changed".to_owned()),
         }
     }
@@ -82,46 +132,281 @@ fn id(env: &str, kind: &str, name: impl Into<String>) -> ResourceId {
     ResourceId::new(env, ProviderKind::Host, kind, name)
 }
 
-/// What the environment's hosts need: rendered files and running units.
+fn file_id(env: &str, host: &str, path: &str) -> ResourceId {
+    id(env, "file", format!("{host}:{path}"))
+}
+
+fn unit_id(env: &str, host: &str, unit: &str) -> ResourceId {
+    id(env, "unit", format!("{host}:{unit}"))
+}
+
+fn package_id(env: &str, host: &str, package: &str) -> ResourceId {
+    id(env, "package", format!("{host}:{package}"))
+}
+
+/// Packages each role needs on its host.
+pub fn packages_for(role: Role) -> &'static [&'static str] {
+    match role {
+        Role::Executor => &["ansible-core", "telegraf"],
+        Role::Influxdb => &["influxdb"],
+        Role::Bastion | Role::Grafana => &[],
+    }
+}
+
+/// The running apimon binary and its sha256, computed once.
+fn own_binary() -> Option<&'static (PathBuf, String)> {
+    static BINARY: OnceLock<Option<(PathBuf, String)>> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let path = std::env::current_exe().ok()?;
+            let bytes = std::fs::read(&path).ok()?;
+            Some((path, hex::encode(Sha256::digest(bytes))))
+        })
+        .as_ref()
+}
+
+/// What the environment's hosts need: files, packages, running units.
+/// The executor also gets the apimon binary that is applying, so it runs
+/// the same version.
 pub fn desired(env: &Environment, rendered: &Rendered) -> DesiredSet<HostSpec> {
     let mut set = DesiredSet::new();
     for host in rendered.hosts.values().filter(|h| h.env == env.name) {
         let server = openstack::server_id(&env.name, &host.host);
-        let mut file_ids = Vec::new();
-        for file in &host.files {
-            let file_id = id(&env.name, "file", format!("{}:{}", host.host, file.path));
-            let spec = HostSpec::File {
-                host: host.host.clone(),
-                path: file.path.clone(),
-                sha256: file.sha256.clone(),
-                mode: file.mode,
-                owner: file.owner.clone(),
-                group: file.group.clone(),
-                restarts: file.restarts.clone(),
-                template: file.template.clone(),
-                content: file.content.clone(),
-            };
-            file_ids.push((file_id.clone(), file.restarts.clone()));
-            set.insert(file_id, DesiredItem { spec, depends_on: vec![server.clone()] });
+        let mut files: Vec<(ResourceId, HostSpec)> = host
+            .files
+            .iter()
+            .map(|file| {
+                let spec = HostSpec::File {
+                    host: host.host.clone(),
+                    path: file.path.clone(),
+                    sha256: file.sha256.clone(),
+                    mode: file.mode,
+                    owner: file.owner.clone(),
+                    group: file.group.clone(),
+                    restarts: file.restarts.clone(),
+                    template: file.template.clone(),
+                    content: Content::Bytes(file.content.clone()),
+                };
+                (file_id(&env.name, &host.host, &file.path), spec)
+            })
+            .collect();
+        if host.role == Role::Executor {
+            if let Some((path, sha256)) = own_binary() {
+                let spec = HostSpec::File {
+                    host: host.host.clone(),
+                    path: BINARY_PATH.to_owned(),
+                    sha256: sha256.clone(),
+                    mode: 0o755,
+                    owner: "root".to_owned(),
+                    group: "root".to_owned(),
+                    restarts: vec!["apimon-executor".to_owned()],
+                    template: None,
+                    content: Content::Local(path.clone()),
+                };
+                files.push((file_id(&env.name, &host.host, BINARY_PATH), spec));
+            }
+        }
+        let mut package_ids = Vec::new();
+        for package in packages_for(host.role) {
+            let package_id = package_id(&env.name, &host.host, package);
+            package_ids.push(package_id.clone());
+            let spec = HostSpec::Package { host: host.host.clone(), package: (*package).to_owned() };
+            set.insert(package_id, DesiredItem { spec, depends_on: vec![server.clone()] });
         }
         for unit in &host.units {
+            let triggers: Vec<&(ResourceId, HostSpec)> = files.iter().filter(|(_, spec)| matches!(spec, HostSpec::File { restarts, .. } if restarts.contains(unit))).collect();
+            let mut token = Sha256::new();
+            for (_, spec) in &triggers {
+                if let HostSpec::File { path, sha256, .. } = spec {
+                    token.update(format!("{path}\0{sha256}\n"));
+                }
+            }
             let mut depends_on = vec![server.clone()];
-            depends_on.extend(
-                file_ids
-                    .iter()
-                    .filter(|(_, restarts)| restarts.contains(unit))
-                    .map(|(id, _)| id.clone()),
-            );
-            set.insert(
-                id(&env.name, "unit", format!("{}:{unit}", host.host)),
-                DesiredItem {
-                    spec: HostSpec::Unit { host: host.host.clone(), unit: unit.clone() },
-                    depends_on,
-                },
-            );
+            depends_on.extend(triggers.iter().map(|(id, _)| id.clone()));
+            depends_on.extend(package_ids.iter().cloned());
+            let spec = HostSpec::Unit { host: host.host.clone(), unit: unit.clone(), enabled: true, running: true, restart_token: hex::encode(token.finalize()) };
+            set.insert(unit_id(&env.name, &host.host, unit), DesiredItem { spec, depends_on });
+        }
+        for (file_id, spec) in files {
+            set.insert(file_id, DesiredItem { spec, depends_on: vec![server.clone()] });
         }
     }
     set
+}
+
+/// How the hosts are reached and managed.
+#[derive(Debug, Clone)]
+pub struct HostSettings {
+    /// SSH user, key and known_hosts.
+    pub ssh: SshSettings,
+    /// Prefix of every managed path.
+    pub root: PathBuf,
+    /// `systemctl` or a stand-in.
+    pub service_manager: String,
+    /// Succeeds when `{package}` is installed.
+    pub package_check: String,
+    /// Installs `{package}`.
+    pub package_install: String,
+}
+
+/// What to manage on one host.
+#[derive(Debug, Clone, Default)]
+struct Managed {
+    paths: Vec<String>,
+    units: Vec<String>,
+    packages: Vec<String>,
+}
+
+/// Host management failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// SSH failed.
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    /// A command failed on the host.
+    #[error("on {host}: {what} failed (exit {status}): {stderr}")]
+    Command {
+        /// Host.
+        host: String,
+        /// What was being done.
+        what: String,
+        /// Exit status.
+        status: u32,
+        /// The end of its stderr.
+        stderr: String,
+    },
+    /// A local file could not be read (the binary to install).
+    #[error("cannot read {path} to upload it")]
+    Local {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The resource names a host the environment does not have.
+    #[error("unknown host {0}")]
+    UnknownHost(String),
+}
+
+/// One environment's hosts.
+pub struct HostProvider {
+    env: String,
+    settings: HostSettings,
+    bastion: Endpoint,
+    hosts: BTreeMap<String, Endpoint>,
+    managed: BTreeMap<String, Managed>,
+    connections: tokio::sync::Mutex<BTreeMap<String, Arc<Connection>>>,
+}
+
+impl std::fmt::Debug for HostProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostProvider").field("env", &self.env).field("bastion", &self.bastion).finish_non_exhaustive()
+    }
+}
+
+impl HostProvider {
+    /// The provider for `env`'s hosts in `desired`, or `None` when the
+    /// environment has no `ssh:` section (its hosts are then not managed).
+    pub fn for_environment(env: &Environment, desired: &DesiredSet<HostSpec>, key: &Path, known_hosts: &Path) -> Option<Self> {
+        let access = env.ssh.as_ref()?;
+        let bastion_name = env.host_with_role(Role::Bastion).map_or_else(|| "bastion".to_owned(), |h| h.name.clone());
+        let bastion = Endpoint { name: bastion_name, address: access.bastion_address.clone(), port: access.bastion_port };
+        let hosts = env
+            .hosts
+            .iter()
+            .map(|h| {
+                let endpoint = if h.role == Role::Bastion {
+                    bastion.clone()
+                } else {
+                    Endpoint { name: h.name.clone(), address: h.address.clone().unwrap_or_else(|| h.name.clone()), port: access.host_port }
+                };
+                (h.name.clone(), endpoint)
+            })
+            .collect();
+        let mut managed: BTreeMap<String, Managed> = BTreeMap::new();
+        for (id, item) in desired.iter().filter(|(id, _)| id.env == env.name) {
+            let _ = id;
+            match &item.spec {
+                HostSpec::File { host, path, .. } => managed.entry(host.clone()).or_default().paths.push(path.clone()),
+                HostSpec::Unit { host, unit, .. } => managed.entry(host.clone()).or_default().units.push(unit.clone()),
+                HostSpec::Package { host, package } => managed.entry(host.clone()).or_default().packages.push(package.clone()),
+            }
+        }
+        let settings = HostSettings {
+            ssh: SshSettings { user: access.user.clone(), key: key.to_owned(), known_hosts: known_hosts.to_owned(), timeout: std::time::Duration::from_secs(15) },
+            root: PathBuf::from(&access.root),
+            service_manager: access.service_manager.clone(),
+            package_check: access.package_check.clone(),
+            package_install: access.package_install.clone(),
+        };
+        Some(Self { env: env.name.clone(), settings, bastion, hosts, managed, connections: tokio::sync::Mutex::new(BTreeMap::new()) })
+    }
+
+    /// A connection to `host`, opened once and reused across changes.
+    async fn connection(&self, host: &str) -> Result<Arc<Connection>, HostError> {
+        let mut connections = self.connections.lock().await;
+        if let Some(connection) = connections.get(host) {
+            return Ok(Arc::clone(connection));
+        }
+        let target = self.hosts.get(host).ok_or_else(|| HostError::UnknownHost(host.to_owned()))?;
+        let connection = Arc::new(Connection::open(&self.settings.ssh, &self.bastion, target).await?);
+        connections.insert(host.to_owned(), Arc::clone(&connection));
+        Ok(connection)
+    }
+
+    /// Forgets a connection that failed, so a retry opens a new one.
+    async fn forget(&self, host: &str) {
+        self.connections.lock().await.remove(host);
+    }
+
+    /// Runs `command` on `host`; a non-zero exit is an error about `what`.
+    async fn run(&self, host: &str, what: &str, command: &str, stdin: Option<&[u8]>) -> Result<Vec<u8>, HostError> {
+        let connection = self.connection(host).await?;
+        let output = match connection.exec(command, stdin).await {
+            Ok(output) => output,
+            Err(error) => {
+                self.forget(host).await;
+                return Err(error.into());
+            }
+        };
+        match output.status {
+            Some(0) => Ok(output.stdout),
+            status => {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                let tail: String = stderr.chars().rev().take(400).collect::<Vec<_>>().into_iter().rev().collect();
+                Err(HostError::Command { host: host.to_owned(), what: what.to_owned(), status: status.unwrap_or(255), stderr: tail.trim().to_owned() })
+            }
+        }
+    }
+}
+
+impl HostError {
+    /// Worth retrying: the connection, not the host's answer.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Ssh(error) => error.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+impl Provider for HostProvider {
+    const KIND: ProviderKind = ProviderKind::Host;
+    type Spec = HostSpec;
+    type Error = HostError;
+
+    async fn observe(&self, scope: &Scope) -> Result<ObservedSet<HostSpec>, HostError> {
+        observe::observe(self, scope).await
+    }
+
+    async fn apply(&self, change: &Planned<ItemChange<HostSpec>>) -> Result<(), HostError> {
+        apply::apply(self, change).await
+    }
+
+    fn is_transient(error: &HostError) -> bool {
+        error.is_transient()
+    }
 }
 
 #[cfg(test)]
@@ -138,20 +423,25 @@ mod tests {
             group: "root".into(),
             restarts: vec![],
             template: Some("telegraf.conf.hbs".into()),
-            content: Sensitive::new(vec![]),
+            content: Content::Bytes(Sensitive::new(vec![])),
         }
+    }
+
+    fn unit(enabled: bool, running: bool, token: &str) -> HostSpec {
+        HostSpec::Unit { host: "h".into(), unit: "telegraf".into(), enabled, running, restart_token: token.into() }
     }
 
     #[test]
     fn files_compare_by_hash_mode_and_owner_and_name_their_template() {
         assert_eq!(file("a", 0o644).compare(&file("a", 0o644)), Comparison::Same);
-        assert_eq!(
-            file("b", 0o644).compare(&file("a", 0o644)),
-            Comparison::Update(vec!["content changed (template telegraf.conf.hbs)".into()])
-        );
-        assert_eq!(
-            file("a", 0o600).compare(&file("a", 0o644)),
-            Comparison::Update(vec!["mode 0644 → 0600".into()])
-        );
+        assert_eq!(file("b", 0o644).compare(&file("a", 0o644)), Comparison::Update(vec!["content changed (template telegraf.conf.hbs)".into()]));
+        assert_eq!(file("a", 0o600).compare(&file("a", 0o644)), Comparison::Update(vec!["mode 0644 → 0600".into()]));
+    }
+
+    #[test]
+    fn units_restart_only_when_their_files_changed() {
+        assert_eq!(unit(true, true, "t1").compare(&unit(true, true, "t1")), Comparison::Same);
+        assert_eq!(unit(true, true, "t2").compare(&unit(true, true, "t1")), Comparison::Update(vec!["restart: a file it depends on changed".into()]));
+        assert_eq!(unit(true, true, "t1").compare(&unit(false, false, "")), Comparison::Update(vec!["not enabled".into(), "not running".into()]));
     }
 }

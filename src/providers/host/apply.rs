@@ -1,0 +1,53 @@
+//! Changing a host. Uploads are atomic: the content goes to a temporary
+//! file in the target's directory, its sha256 is checked, and only then is
+//! it renamed over the target — a dropped connection leaves the old file
+//! as it was (and a stray temporary file, removed by the next upload).
+
+use crate::plan::{ItemChange, Op, Planned};
+
+use super::ssh::{quote, rooted};
+use super::{Content, HostError, HostProvider, HostSpec};
+
+pub(super) async fn apply(provider: &HostProvider, change: &Planned<ItemChange<HostSpec>>) -> Result<(), HostError> {
+    let manager = &provider.settings.service_manager;
+    match (&change.op, &change.change.desired, &change.change.observed) {
+        (Op::NoOp, ..) => Ok(()),
+        (Op::Delete, _, Some(HostSpec::File { host, path, .. })) => {
+            let target = quote(&rooted(&provider.settings.root, path));
+            provider.run(host, &format!("removing {path}"), &format!("rm -f {target}"), None).await.map(drop)
+        }
+        (_, Some(HostSpec::File { host, path, sha256, mode, owner, group, content, .. }), _) => {
+            let bytes = match content {
+                Content::Bytes(bytes) => bytes.expose().clone(),
+                Content::Local(local) => tokio::fs::read(local).await.map_err(|source| HostError::Local { path: local.clone(), source })?,
+            };
+            let target = quote(&rooted(&provider.settings.root, path));
+            let script = format!(
+                "set -e\n\
+                 t={target}; d=$(dirname \"$t\"); b=$(basename \"$t\")\n\
+                 mkdir -p \"$d\"\n\
+                 rm -f \"$d/.$b.apimon-tmp.\"*\n\
+                 tmp=\"$d/.$b.apimon-tmp.$$\"\n\
+                 cat > \"$tmp\"\n\
+                 if [ \"$(sha256sum < \"$tmp\" | cut -d' ' -f1)\" != {sha} ]; then rm -f \"$tmp\"; echo 'upload incomplete: checksum mismatch; the old file is unchanged' >&2; exit 3; fi\n\
+                 chmod {mode:o} \"$tmp\"\n\
+                 chown {owner}:{group} \"$tmp\"\n\
+                 mv -f \"$tmp\" \"$t\"\n",
+                sha = quote(sha256),
+                owner = quote(owner),
+                group = quote(group),
+            );
+            provider.run(host, &format!("uploading {path}"), &script, Some(&bytes)).await.map(drop)
+        }
+        (_, Some(HostSpec::Unit { host, unit, .. }), _) => {
+            let unit = quote(unit);
+            let command = format!("{manager} daemon-reload && {manager} enable {unit} && {manager} restart {unit}");
+            provider.run(host, &format!("enabling and restarting {unit}"), &command, None).await.map(drop)
+        }
+        (_, Some(HostSpec::Package { host, package }), _) => {
+            let command = provider.settings.package_install.replace("{package}", &quote(package));
+            provider.run(host, &format!("installing package {package}"), &command, None).await.map(drop)
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,81 @@
+//! Reading a host: one command per host reports, for every managed file,
+//! its sha256, mode and owner; for every unit whether it is enabled and
+//! active; for every package whether it is installed.
+
+use std::fmt::Write as _;
+
+use crate::model::Sensitive;
+use crate::plan::{ObservedItem, ObservedSet};
+use crate::providers::Scope;
+
+use super::ssh::quote;
+use super::{file_id, package_id, unit_id, Content, HostError, HostProvider, HostSpec, Managed};
+
+/// The shell script that reports on `managed`, one tab-separated line per item.
+fn script(provider: &HostProvider, managed: &Managed) -> String {
+    let root = provider.settings.root.to_string_lossy();
+    let root = if root == "/" { String::new() } else { root.trim_end_matches('/').to_owned() };
+    let check = provider.settings.package_check.replace("{package}", "\"$1\"");
+    let manager = &provider.settings.service_manager;
+    let mut script = format!(
+        "R={}\n\
+         f() {{ p=\"$R$1\"; if [ -f \"$p\" ]; then printf 'F\\t%s\\t%s\\t%s\\n' \"$1\" \"$(sha256sum < \"$p\" | cut -d' ' -f1)\" \"$(stat -c '%a %U %G' \"$p\")\"; else printf 'M\\t%s\\n' \"$1\"; fi; }}\n\
+         u() {{ e=$({manager} is-enabled \"$1\" 2>/dev/null); a=$({manager} is-active \"$1\" 2>/dev/null); printf 'U\\t%s\\t%s\\t%s\\n' \"$1\" \"$e\" \"$a\"; }}\n\
+         p() {{ if {check}; then printf 'P\\t%s\\tyes\\n' \"$1\"; else printf 'P\\t%s\\tno\\n' \"$1\"; fi; }}\n",
+        quote(&root)
+    );
+    for path in &managed.paths {
+        let _ = writeln!(script, "f {}", quote(path));
+    }
+    for unit in &managed.units {
+        let _ = writeln!(script, "u {}", quote(unit));
+    }
+    for package in &managed.packages {
+        let _ = writeln!(script, "p {}", quote(package));
+    }
+    script
+}
+
+pub(super) async fn observe(provider: &HostProvider, scope: &Scope) -> Result<ObservedSet<HostSpec>, HostError> {
+    let env = provider.env.as_str();
+    let mut observed = ObservedSet::new();
+    for (host, managed) in &provider.managed {
+        let output = provider.run(host, "reading files, units and packages", &script(provider, managed), None).await?;
+        let text = String::from_utf8_lossy(&output);
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split('\t').collect();
+            match fields.as_slice() {
+                ["F", path, sha256, stat] => {
+                    let mut parts = stat.split(' ');
+                    let mode = parts.next().and_then(|m| u32::from_str_radix(m, 8).ok()).unwrap_or(0);
+                    let owner = parts.next().unwrap_or_default().to_owned();
+                    let group = parts.next().unwrap_or_default().to_owned();
+                    let spec = HostSpec::File {
+                        host: host.clone(),
+                        path: (*path).to_owned(),
+                        sha256: (*sha256).to_owned(),
+                        mode,
+                        owner,
+                        group,
+                        restarts: Vec::new(),
+                        template: None,
+                        content: Content::Bytes(Sensitive::default()),
+                    };
+                    observed.insert(file_id(env, host, path), ObservedItem { spec, owned: false, depends_on: vec![] });
+                }
+                ["U", unit, enabled, active] => {
+                    let id = unit_id(env, host, unit);
+                    let restart_token = scope.fingerprints.get(&id.to_string()).cloned().unwrap_or_default();
+                    let spec = HostSpec::Unit { host: host.clone(), unit: (*unit).to_owned(), enabled: *enabled == "enabled", running: *active == "active", restart_token };
+                    observed.insert(id, ObservedItem { spec, owned: false, depends_on: vec![] });
+                }
+                ["P", package, "yes"] => {
+                    let spec = HostSpec::Package { host: host.clone(), package: (*package).to_owned() };
+                    observed.insert(package_id(env, host, package), ObservedItem { spec, owned: false, depends_on: vec![] });
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(observed)
+}

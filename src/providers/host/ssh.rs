@@ -1,0 +1,291 @@
+//! SSH to a host through the bastion: a russh session to the bastion, a
+//! `direct-tcpip` channel from it to the host, and a second session over
+//! that channel. Both host keys are checked against a known_hosts file; an
+//! unknown or changed key is refused, never learned.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{self, Handle};
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg};
+use russh::ChannelMsg;
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub struct SshSettings {
+    /// Remote user on the bastion and the hosts.
+    pub user: String,
+    /// Private key file.
+    pub key: PathBuf,
+    /// known_hosts file with the bastion's and every host's key.
+    pub known_hosts: PathBuf,
+    /// Connect and authentication timeout.
+    pub timeout: Duration,
+}
+
+/// An SSH endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Host name (for messages and known_hosts).
+    pub name: String,
+    /// Address to connect to.
+    pub address: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}:{})", self.name, self.address, self.port)
+    }
+}
+
+/// SSH failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    /// The private key cannot be used.
+    #[error("cannot load SSH private key {path}: {message}")]
+    Key {
+        /// Key file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// TCP or SSH to an endpoint failed.
+    #[error("cannot connect to {endpoint}{via}: {message}")]
+    Connect {
+        /// Where.
+        endpoint: String,
+        /// " through the bastion …" or "".
+        via: String,
+        /// Why.
+        message: String,
+    },
+    /// The host key is not in known_hosts, or differs from it.
+    #[error("host key of {endpoint} refused: {message}")]
+    HostKey {
+        /// Where.
+        endpoint: String,
+        /// Unknown or changed, and where to fix it.
+        message: String,
+    },
+    /// Public-key authentication failed.
+    #[error("{endpoint} refused public-key authentication as {user}")]
+    Auth {
+        /// Where.
+        endpoint: String,
+        /// User.
+        user: String,
+    },
+    /// A command could not run or the channel broke.
+    #[error("on {host}: {message}")]
+    Channel {
+        /// Host.
+        host: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+impl SshError {
+    /// Worth retrying: the network, not a refusal.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Connect { .. } | Self::Channel { .. })
+    }
+}
+
+/// Checks server keys against known_hosts and remembers why it refused.
+struct Verifier {
+    endpoint: Endpoint,
+    known_hosts: PathBuf,
+    refusal: Arc<Mutex<Option<String>>>,
+}
+
+impl client::Handler for Verifier {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, server_key: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = server_key else {
+            if let Ok(mut refusal) = self.refusal.lock() {
+                *refusal = Some("it presented a certificate; apimon checks plain host keys against known_hosts".to_owned());
+            }
+            return Ok(false);
+        };
+        let mut verdict = Err(format!("no entry for {} or {} in {}; add its key (ssh-keyscan) after checking it out of band", self.endpoint.name, self.endpoint.address, self.known_hosts.display()));
+        for host in [&self.endpoint.address, &self.endpoint.name] {
+            match russh::keys::check_known_hosts_path(host, self.endpoint.port, key, &self.known_hosts) {
+                Ok(true) => {
+                    verdict = Ok(());
+                    break;
+                }
+                Ok(false) => {}
+                Err(russh::keys::Error::KeyChanged { line }) => {
+                    verdict = Err(format!("it does not match the key recorded at {}:{line} (possible man-in-the-middle, or the host was rebuilt)", self.known_hosts.display()));
+                    break;
+                }
+                Err(error) => {
+                    verdict = Err(format!("cannot read {}: {error}", self.known_hosts.display()));
+                    break;
+                }
+            }
+        }
+        match verdict {
+            Ok(()) => Ok(true),
+            Err(message) => {
+                if let Ok(mut refusal) = self.refusal.lock() {
+                    *refusal = Some(message);
+                }
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// An authenticated session to one host.
+pub struct Connection {
+    host: String,
+    session: Handle<Verifier>,
+    // Keeps the bastion session (and so the tunnel) alive.
+    _bastion: Option<Handle<Verifier>>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("host", &self.host).finish_non_exhaustive()
+    }
+}
+
+/// What a command did.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Exit status (`None` if the channel closed without one).
+    pub status: Option<u32>,
+    /// Standard output.
+    pub stdout: Vec<u8>,
+    /// Standard error.
+    pub stderr: Vec<u8>,
+}
+
+fn load_key(settings: &SshSettings) -> Result<Arc<russh::keys::PrivateKey>, SshError> {
+    russh::keys::load_secret_key(&settings.key, None)
+        .map(Arc::new)
+        .map_err(|e| SshError::Key { path: settings.key.clone(), message: e.to_string() })
+}
+
+async fn handshake<S>(stream: S, endpoint: &Endpoint, via: &str, settings: &SshSettings, key: &Arc<russh::keys::PrivateKey>) -> Result<Handle<Verifier>, SshError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let refusal = Arc::new(Mutex::new(None));
+    let verifier = Verifier { endpoint: endpoint.clone(), known_hosts: settings.known_hosts.clone(), refusal: Arc::clone(&refusal) };
+    let config = Arc::new(client::Config { inactivity_timeout: Some(Duration::from_secs(300)), keepalive_interval: Some(Duration::from_secs(30)), ..client::Config::default() });
+    let connected = tokio::time::timeout(settings.timeout, client::connect_stream(config, stream, verifier)).await;
+    let mut session = match connected {
+        Ok(Ok(session)) => session,
+        Ok(Err(error)) => {
+            if let Some(message) = refusal.lock().ok().and_then(|mut r| r.take()) {
+                return Err(SshError::HostKey { endpoint: endpoint.to_string(), message });
+            }
+            return Err(SshError::Connect { endpoint: endpoint.to_string(), via: via.to_owned(), message: error.to_string() });
+        }
+        Err(_) => return Err(SshError::Connect { endpoint: endpoint.to_string(), via: via.to_owned(), message: format!("no SSH handshake within {:?}", settings.timeout) }),
+    };
+    let hash = session.best_supported_rsa_hash().await.ok().flatten().flatten().or(Some(HashAlg::Sha256));
+    let auth = session
+        .authenticate_publickey(&settings.user, PrivateKeyWithHashAlg::new(Arc::clone(key), hash))
+        .await
+        .map_err(|e| SshError::Connect { endpoint: endpoint.to_string(), via: via.to_owned(), message: e.to_string() })?;
+    if !auth.success() {
+        return Err(SshError::Auth { endpoint: endpoint.to_string(), user: settings.user.clone() });
+    }
+    Ok(session)
+}
+
+impl Connection {
+    /// Connects to `target` through `bastion` (or directly when they are the same host).
+    ///
+    /// # Errors
+    /// The bastion or the host is unreachable, a host key is unknown or
+    /// changed, or authentication fails; each names the endpoint.
+    pub async fn open(settings: &SshSettings, bastion: &Endpoint, target: &Endpoint) -> Result<Self, SshError> {
+        let key = load_key(settings)?;
+        let tcp = tokio::time::timeout(settings.timeout, tokio::net::TcpStream::connect((bastion.address.as_str(), bastion.port)))
+            .await
+            .map_err(|_| SshError::Connect { endpoint: format!("bastion {bastion}"), via: String::new(), message: format!("no TCP connection within {:?}", settings.timeout) })?
+            .map_err(|e| SshError::Connect { endpoint: format!("bastion {bastion}"), via: String::new(), message: e.to_string() })?;
+        let bastion_session = handshake(tcp, bastion, "", settings, &key).await.map_err(|e| match e {
+            SshError::Connect { endpoint, via, message } if !endpoint.starts_with("bastion") => SshError::Connect { endpoint: format!("bastion {endpoint}"), via, message },
+            other => other,
+        })?;
+        if target == bastion {
+            return Ok(Self { host: target.name.clone(), session: bastion_session, _bastion: None });
+        }
+        let via = format!(" through the bastion {bastion}");
+        let channel = bastion_session
+            .channel_open_direct_tcpip(target.address.clone(), u32::from(target.port), "127.0.0.1", 0)
+            .await
+            .map_err(|e| SshError::Connect { endpoint: target.to_string(), via: via.clone(), message: e.to_string() })?;
+        let session = handshake(channel.into_stream(), target, &via, settings, &key).await?;
+        Ok(Self { host: target.name.clone(), session, _bastion: Some(bastion_session) })
+    }
+
+    /// Runs `command` with `stdin`, collecting its output.
+    ///
+    /// # Errors
+    /// The channel could not be opened or broke before an exit status.
+    pub async fn exec(&self, command: &str, stdin: Option<&[u8]>) -> Result<Output, SshError> {
+        let broken = |message: String| SshError::Channel { host: self.host.clone(), message };
+        let mut channel = self.session.channel_open_session().await.map_err(|e| broken(format!("cannot open a channel: {e}")))?;
+        channel.exec(true, command.as_bytes()).await.map_err(|e| broken(format!("cannot start a command: {e}")))?;
+        if let Some(bytes) = stdin {
+            channel.data(bytes).await.map_err(|e| broken(format!("connection lost while sending data: {e}")))?;
+        }
+        channel.eof().await.map_err(|e| broken(format!("connection lost: {e}")))?;
+        let mut output = Output { status: None, stdout: Vec::new(), stderr: Vec::new() };
+        while let Some(message) = channel.wait().await {
+            match message {
+                ChannelMsg::Data { data } => output.stdout.extend_from_slice(&data),
+                ChannelMsg::ExtendedData { data, .. } => output.stderr.extend_from_slice(&data),
+                ChannelMsg::ExitStatus { exit_status } => output.status = Some(exit_status),
+                _ => {}
+            }
+        }
+        if output.status.is_none() {
+            return Err(broken("the connection closed before the command finished".to_owned()));
+        }
+        Ok(output)
+    }
+}
+
+/// `'text'` for a POSIX shell.
+pub fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// The path of `path` under `root` (`/` leaves it as it is).
+pub fn rooted(root: &Path, path: &str) -> String {
+    let root = root.to_string_lossy();
+    if root == "/" || root.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{}/{}", root.trim_end_matches('/'), path.trim_start_matches('/'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quoting_survives_single_quotes() {
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(quote("/etc/a b"), "'/etc/a b'");
+    }
+
+    #[test]
+    fn paths_are_placed_under_the_root() {
+        assert_eq!(rooted(Path::new("/"), "/etc/x"), "/etc/x");
+        assert_eq!(rooted(Path::new("/tmp/t/"), "/etc/x"), "/tmp/t/etc/x");
+    }
+}
