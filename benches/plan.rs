@@ -117,7 +117,7 @@ fn main() {
         render::render_all(&state, &selected, &templates, &Secrets::Redacted).expect("render")
     });
     let (build, desired) =
-        time(5, || engine::desired(&state, &selected, &rendered, &Secrets::Redacted));
+        time(5, || engine::desired(&state, &selected, &rendered, &Secrets::Redacted, None));
     let policies: BTreeMap<String, model::Policy> =
         selected.iter().map(|e| (e.name.clone(), e.policy)).collect();
     let resources = desired.openstack.len()

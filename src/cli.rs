@@ -127,6 +127,9 @@ pub struct LiveArgs {
     /// known_hosts with the bastion's and the hosts' keys [default: ~/.ssh/known_hosts].
     #[arg(long, env = "APIMON_SSH_KNOWN_HOSTS")]
     pub known_hosts: Option<PathBuf>,
+    /// The apimon binary installed on executors [default: this one].
+    #[arg(long, env = "APIMON_EXECUTOR_BINARY")]
+    pub executor_binary: Option<PathBuf>,
 }
 
 impl LiveArgs {
@@ -135,6 +138,7 @@ impl LiveArgs {
         reconcile::Machine {
             ssh_key: self.ssh_key.clone().unwrap_or(defaults.ssh_key),
             known_hosts: self.known_hosts.clone().unwrap_or(defaults.known_hosts),
+            executor_binary: self.executor_binary.clone(),
         }
     }
 }
@@ -466,7 +470,7 @@ fn plan_offline(
     let secrets = Secrets::Redacted;
     let Some(loaded) = load(repo, env, &secrets)? else { return Ok(Outcome::Invalid) };
     let environments = loaded.state.select(env).map_err(anyhow::Error::msg)?;
-    let desired = engine::desired(&loaded.state, &environments, &loaded.rendered, &secrets);
+    let desired = engine::desired(&loaded.state, &environments, &loaded.rendered, &secrets, None);
     let policies: BTreeMap<String, model::Policy> =
         environments.iter().map(|e| (e.name.clone(), e.policy)).collect();
     let plan = engine::plan(&desired, &Observed::default(), &policies, allow_deletes)?;

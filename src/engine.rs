@@ -61,18 +61,22 @@ pub type Observed = Sets<
 >;
 
 /// Builds every provider's desired set for `environments`.
+///
+/// `executor_binary` is the apimon binary executors get: this one when `None`.
 pub fn desired(
     state: &DesiredState,
     environments: &[&Environment],
     rendered: &Rendered,
     secrets: &Secrets,
+    executor_binary: Option<&std::path::Path>,
 ) -> Desired {
+    let binary = host::binary(executor_binary);
     let mut sets = Desired::default();
     for env in environments {
         sets.openstack.extend(openstack::desired(env, rendered));
         sets.influxdb.extend(influxdb::desired(env, secrets));
         sets.grafana.extend(grafana::desired(state, env, secrets));
-        sets.host.extend(host::desired(env, rendered));
+        sets.host.extend(host::desired(env, rendered, binary.as_ref()));
     }
     sets
 }
@@ -115,8 +119,7 @@ impl AnyChange {
                 ..
             }) => Some(password_hash),
             Self::Host(ItemChange {
-                desired: Some(HostSpec::Unit { restart_token, .. }),
-                ..
+                desired: Some(HostSpec::Unit { restart_token, .. }), ..
             }) => Some(restart_token),
             _ => None,
         }

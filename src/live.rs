@@ -17,8 +17,8 @@ use crate::plan::{ItemChange, ObservedSet, Planned, ProviderKind};
 use crate::providers::grafana::{GrafanaProvider, GrafanaSpec};
 use crate::providers::host::{HostProvider, HostSpec};
 use crate::providers::influxdb::{InfluxdbProvider, InfluxdbSpec};
-use crate::reconcile::Machine;
 use crate::providers::{Provider, Scope};
+use crate::reconcile::Machine;
 use crate::state::State;
 
 /// Observing failed; nothing was changed.
@@ -67,7 +67,12 @@ impl Live {
             if let Some(grafana) = grafana {
                 live.grafana.insert(env.name.clone(), Arc::new(grafana));
             }
-            let host = HostProvider::for_environment(env, &desired.host, &machine.ssh_key, &machine.known_hosts);
+            let host = HostProvider::for_environment(
+                env,
+                &desired.host,
+                &machine.ssh_key,
+                &machine.known_hosts,
+            );
             if let Some(host) = host {
                 live.host.insert(env.name.clone(), Arc::new(host));
             }
@@ -82,9 +87,19 @@ impl Live {
             left_out.push("openstack (its provider cannot observe live systems yet)".to_owned());
         }
         desired.openstack.clear();
-        let unmanaged: Vec<String> = desired.host.keys().map(|id| id.env.clone()).filter(|env| !self.host.contains_key(env)).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let unmanaged: Vec<String> = desired
+            .host
+            .keys()
+            .map(|id| id.env.clone())
+            .filter(|env| !self.host.contains_key(env))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         if !unmanaged.is_empty() {
-            left_out.push(format!("hosts of {} (no `ssh:` section in apimon.yaml)", unmanaged.join(", ")));
+            left_out.push(format!(
+                "hosts of {} (no `ssh:` section in apimon.yaml)",
+                unmanaged.join(", ")
+            ));
         }
         desired.host.retain(|id, _| self.host.contains_key(&id.env));
         left_out
@@ -123,7 +138,9 @@ impl Live {
         }
         for (env, provider) in &self.host {
             let (provider, scope) = (Arc::clone(provider), scope(env));
-            tasks.spawn(async move { (scope.env.clone(), Observation::Host(provider.observe(&scope).await)) });
+            tasks.spawn(async move {
+                (scope.env.clone(), Observation::Host(provider.observe(&scope).await))
+            });
         }
         let mut observed = Observed::default();
         while let Some(joined) = tasks.join_next().await {
@@ -189,7 +206,17 @@ impl Live {
                     .await
                     .map_err(|e| change_error(&e, GrafanaProvider::is_transient(&e)))
             }
-            AnyChange::Openstack(_) | AnyChange::Host(_) => Err(ChangeError {
+            AnyChange::Host(item) => {
+                let provider =
+                    self.host.get(&id.env).ok_or_else(|| missing(&id.env, ProviderKind::Host))?;
+                let planned: Planned<ItemChange<HostSpec>> =
+                    Planned { id, op, depends_on, owned, change: item };
+                provider
+                    .apply(&planned)
+                    .await
+                    .map_err(|e| change_error(&e, HostProvider::is_transient(&e)))
+            }
+            AnyChange::Openstack(_) => Err(ChangeError {
                 message: format!("the {} provider cannot apply changes yet", id.provider),
                 transient: false,
             }),

@@ -93,15 +93,23 @@ pub struct Machine {
     pub ssh_key: PathBuf,
     /// known_hosts with the bastion's and the hosts' keys.
     pub known_hosts: PathBuf,
+    /// The apimon binary executors get; this one when `None`.
+    pub executor_binary: Option<PathBuf>,
 }
 
 impl Machine {
     /// `$APIMON_SSH_KEY` and `$APIMON_SSH_KNOWN_HOSTS`, else `~/.ssh/id_ed25519`
     /// and `~/.ssh/known_hosts`.
     pub fn from_env() -> Self {
-        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/var/lib/apimon"), PathBuf::from);
-        let var = |name: &str, default: PathBuf| std::env::var_os(name).map_or(default, PathBuf::from);
-        Self { ssh_key: var("APIMON_SSH_KEY", home.join(".ssh/id_ed25519")), known_hosts: var("APIMON_SSH_KNOWN_HOSTS", home.join(".ssh/known_hosts")) }
+        let home = std::env::var_os("HOME")
+            .map_or_else(|| PathBuf::from("/var/lib/apimon"), PathBuf::from);
+        let var =
+            |name: &str, default: PathBuf| std::env::var_os(name).map_or(default, PathBuf::from);
+        Self {
+            ssh_key: var("APIMON_SSH_KEY", home.join(".ssh/id_ed25519")),
+            known_hosts: var("APIMON_SSH_KNOWN_HOSTS", home.join(".ssh/known_hosts")),
+            executor_binary: std::env::var_os("APIMON_EXECUTOR_BINARY").map(PathBuf::from),
+        }
     }
 }
 
@@ -127,7 +135,13 @@ pub fn prepare_with(
             other => ReconcileError::Render(other),
         },
     )?;
-    let mut desired = engine::desired(&state, &environments, &rendered, secrets);
+    let mut desired = engine::desired(
+        &state,
+        &environments,
+        &rendered,
+        secrets,
+        machine.executor_binary.as_deref(),
+    );
     let live = Live::connect(&state, &environments, secrets, &desired, machine)?;
     let not_observed = live.restrict(&mut desired);
     Ok(Prepared {

@@ -8,5 +8,6 @@ mod daemon;
 mod examples;
 mod executor;
 mod grafana;
+mod host;
 mod influxdb;
 mod plan;

@@ -275,6 +275,7 @@ impl Daemon {
         reconcile::Machine {
             ssh_key: self.config.raw.ssh_key.clone().unwrap_or(defaults.ssh_key),
             known_hosts: self.config.raw.ssh_known_hosts.clone().unwrap_or(defaults.known_hosts),
+            executor_binary: defaults.executor_binary,
         }
     }
 

@@ -443,13 +443,23 @@ fn check_environment(
 
     if let Some(ssh) = &env.ssh {
         let ssh_path = format!("{env_path}.ssh");
-        for (key, command) in [("package_check", &ssh.package_check), ("package_install", &ssh.package_install)] {
+        for (key, command) in
+            [("package_check", &ssh.package_check), ("package_install", &ssh.package_install)]
+        {
             if !command.contains("{package}") {
-                check.error(root, &format!("{ssh_path}.{key}"), "the command must contain `{package}`, replaced by the package name");
+                check.error(
+                    root,
+                    &format!("{ssh_path}.{key}"),
+                    "the command must contain `{package}`, replaced by the package name",
+                );
             }
         }
         if !ssh.root.starts_with('/') {
-            check.error(root, &format!("{ssh_path}.root"), format!("`{}` is not an absolute path", ssh.root));
+            check.error(
+                root,
+                &format!("{ssh_path}.root"),
+                format!("`{}` is not an absolute path", ssh.root),
+            );
         }
     }
 
@@ -621,7 +631,10 @@ fn check_environment(
             check.error(
                 hosts_doc,
                 &path,
-                format!("host `{}` needs `address`: apimon reaches it over SSH through the bastion", host.name),
+                format!(
+                    "host `{}` needs `address`: apimon reaches it over SSH through the bastion",
+                    host.name
+                ),
             );
         }
         if let Some(address) = &host.address {

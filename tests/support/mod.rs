@@ -10,6 +10,7 @@
 pub mod git;
 pub mod grafana;
 pub mod influxdb;
+pub mod sshd;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -8,18 +8,26 @@ use crate::plan::{ItemChange, Op, Planned};
 use super::ssh::{quote, rooted};
 use super::{Content, HostError, HostProvider, HostSpec};
 
-pub(super) async fn apply(provider: &HostProvider, change: &Planned<ItemChange<HostSpec>>) -> Result<(), HostError> {
+pub(super) async fn apply(
+    provider: &HostProvider,
+    change: &Planned<ItemChange<HostSpec>>,
+) -> Result<(), HostError> {
     let manager = &provider.settings.service_manager;
     match (&change.op, &change.change.desired, &change.change.observed) {
         (Op::NoOp, ..) => Ok(()),
         (Op::Delete, _, Some(HostSpec::File { host, path, .. })) => {
             let target = quote(&rooted(&provider.settings.root, path));
-            provider.run(host, &format!("removing {path}"), &format!("rm -f {target}"), None).await.map(drop)
+            provider
+                .run(host, &format!("removing {path}"), &format!("rm -f {target}"), None)
+                .await
+                .map(drop)
         }
         (_, Some(HostSpec::File { host, path, sha256, mode, owner, group, content, .. }), _) => {
             let bytes = match content {
                 Content::Bytes(bytes) => bytes.expose().clone(),
-                Content::Local(local) => tokio::fs::read(local).await.map_err(|source| HostError::Local { path: local.clone(), source })?,
+                Content::Local(local) => tokio::fs::read(local)
+                    .await
+                    .map_err(|source| HostError::Local { path: local.clone(), source })?,
             };
             let target = quote(&rooted(&provider.settings.root, path));
             let script = format!(
@@ -41,12 +49,20 @@ pub(super) async fn apply(provider: &HostProvider, change: &Planned<ItemChange<H
         }
         (_, Some(HostSpec::Unit { host, unit, .. }), _) => {
             let unit = quote(unit);
-            let command = format!("{manager} daemon-reload && {manager} enable {unit} && {manager} restart {unit}");
-            provider.run(host, &format!("enabling and restarting {unit}"), &command, None).await.map(drop)
+            let command = format!(
+                "{manager} daemon-reload && {manager} enable {unit} && {manager} restart {unit}"
+            );
+            provider
+                .run(host, &format!("enabling and restarting {unit}"), &command, None)
+                .await
+                .map(drop)
         }
         (_, Some(HostSpec::Package { host, package }), _) => {
             let command = provider.settings.package_install.replace("{package}", &quote(package));
-            provider.run(host, &format!("installing package {package}"), &command, None).await.map(drop)
+            provider
+                .run(host, &format!("installing package {package}"), &command, None)
+                .await
+                .map(drop)
         }
         _ => Ok(()),
     }

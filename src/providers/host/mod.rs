@@ -93,7 +93,10 @@ pub enum HostSpec {
 impl Spec for HostSpec {
     fn compare(&self, observed: &Self) -> Comparison {
         match (self, observed) {
-            (HostSpec::File { sha256, mode, owner, group, template, .. }, HostSpec::File { sha256: s, mode: m, owner: o, group: g, .. }) => {
+            (
+                HostSpec::File { sha256, mode, owner, group, template, .. },
+                HostSpec::File { sha256: s, mode: m, owner: o, group: g, .. },
+            ) => {
                 let mut reasons = Vec::new();
                 if sha256 != s {
                     reasons.push(match template {
@@ -107,9 +110,16 @@ impl Spec for HostSpec {
                 if owner != o || group != g {
                     reasons.push(format!("owner {o}:{g} → {owner}:{group}"));
                 }
-                if reasons.is_empty() { Comparison::Same } else { Comparison::Update(reasons) }
+                if reasons.is_empty() {
+                    Comparison::Same
+                } else {
+                    Comparison::Update(reasons)
+                }
             }
-            (HostSpec::Unit { restart_token, .. }, HostSpec::Unit { enabled, running, restart_token: have, .. }) => {
+            (
+                HostSpec::Unit { restart_token, .. },
+                HostSpec::Unit { enabled, running, restart_token: have, .. },
+            ) => {
                 let mut reasons = Vec::new();
                 if !enabled {
                     reasons.push("not enabled".to_owned());
@@ -120,7 +130,11 @@ impl Spec for HostSpec {
                 if restart_token != have && *enabled && *running {
                     reasons.push("restart: a file it depends on changed".to_owned());
                 }
-                if reasons.is_empty() { Comparison::Same } else { Comparison::Update(reasons) }
+                if reasons.is_empty() {
+                    Comparison::Same
+                } else {
+                    Comparison::Update(reasons)
+                }
             }
             (HostSpec::Package { .. }, HostSpec::Package { .. }) => Comparison::Same,
             _ => Comparison::Replace("resource kind changed".to_owned()),
@@ -153,22 +167,29 @@ pub fn packages_for(role: Role) -> &'static [&'static str] {
     }
 }
 
-/// The running apimon binary and its sha256, computed once.
-fn own_binary() -> Option<&'static (PathBuf, String)> {
-    static BINARY: OnceLock<Option<(PathBuf, String)>> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            let path = std::env::current_exe().ok()?;
-            let bytes = std::fs::read(&path).ok()?;
-            Some((path, hex::encode(Sha256::digest(bytes))))
-        })
-        .as_ref()
+fn digest(path: &Path) -> Option<(PathBuf, String)> {
+    let bytes = std::fs::read(path).ok()?;
+    Some((path.to_owned(), hex::encode(Sha256::digest(bytes))))
+}
+
+/// The binary executors get and its sha256: `path`, or the running apimon
+/// (hashed once per process).
+pub fn binary(path: Option<&Path>) -> Option<(PathBuf, String)> {
+    static OWN: OnceLock<Option<(PathBuf, String)>> = OnceLock::new();
+    match path {
+        Some(path) => digest(path),
+        None => OWN.get_or_init(|| std::env::current_exe().ok().and_then(|p| digest(&p))).clone(),
+    }
 }
 
 /// What the environment's hosts need: files, packages, running units.
 /// The executor also gets the apimon binary that is applying, so it runs
 /// the same version.
-pub fn desired(env: &Environment, rendered: &Rendered) -> DesiredSet<HostSpec> {
+pub fn desired(
+    env: &Environment,
+    rendered: &Rendered,
+    binary: Option<&(PathBuf, String)>,
+) -> DesiredSet<HostSpec> {
     let mut set = DesiredSet::new();
     for host in rendered.hosts.values().filter(|h| h.env == env.name) {
         let server = openstack::server_id(&env.name, &host.host);
@@ -191,7 +212,7 @@ pub fn desired(env: &Environment, rendered: &Rendered) -> DesiredSet<HostSpec> {
             })
             .collect();
         if host.role == Role::Executor {
-            if let Some((path, sha256)) = own_binary() {
+            if let Some((path, sha256)) = binary {
                 let spec = HostSpec::File {
                     host: host.host.clone(),
                     path: BINARY_PATH.to_owned(),
@@ -210,7 +231,8 @@ pub fn desired(env: &Environment, rendered: &Rendered) -> DesiredSet<HostSpec> {
         for package in packages_for(host.role) {
             let package_id = package_id(&env.name, &host.host, package);
             package_ids.push(package_id.clone());
-            let spec = HostSpec::Package { host: host.host.clone(), package: (*package).to_owned() };
+            let spec =
+                HostSpec::Package { host: host.host.clone(), package: (*package).to_owned() };
             set.insert(package_id, DesiredItem { spec, depends_on: vec![server.clone()] });
         }
         for unit in &host.units {
@@ -224,7 +246,13 @@ pub fn desired(env: &Environment, rendered: &Rendered) -> DesiredSet<HostSpec> {
             let mut depends_on = vec![server.clone()];
             depends_on.extend(triggers.iter().map(|(id, _)| id.clone()));
             depends_on.extend(package_ids.iter().cloned());
-            let spec = HostSpec::Unit { host: host.host.clone(), unit: unit.clone(), enabled: true, running: true, restart_token: hex::encode(token.finalize()) };
+            let spec = HostSpec::Unit {
+                host: host.host.clone(),
+                unit: unit.clone(),
+                enabled: true,
+                running: true,
+                restart_token: hex::encode(token.finalize()),
+            };
             set.insert(unit_id(&env.name, &host.host, unit), DesiredItem { spec, depends_on });
         }
         for (file_id, spec) in files {
@@ -301,17 +329,31 @@ pub struct HostProvider {
 
 impl std::fmt::Debug for HostProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostProvider").field("env", &self.env).field("bastion", &self.bastion).finish_non_exhaustive()
+        f.debug_struct("HostProvider")
+            .field("env", &self.env)
+            .field("bastion", &self.bastion)
+            .finish_non_exhaustive()
     }
 }
 
 impl HostProvider {
     /// The provider for `env`'s hosts in `desired`, or `None` when the
     /// environment has no `ssh:` section (its hosts are then not managed).
-    pub fn for_environment(env: &Environment, desired: &DesiredSet<HostSpec>, key: &Path, known_hosts: &Path) -> Option<Self> {
+    pub fn for_environment(
+        env: &Environment,
+        desired: &DesiredSet<HostSpec>,
+        key: &Path,
+        known_hosts: &Path,
+    ) -> Option<Self> {
         let access = env.ssh.as_ref()?;
-        let bastion_name = env.host_with_role(Role::Bastion).map_or_else(|| "bastion".to_owned(), |h| h.name.clone());
-        let bastion = Endpoint { name: bastion_name, address: access.bastion_address.clone(), port: access.bastion_port };
+        let bastion_name = env
+            .host_with_role(Role::Bastion)
+            .map_or_else(|| "bastion".to_owned(), |h| h.name.clone());
+        let bastion = Endpoint {
+            name: bastion_name,
+            address: access.bastion_address.clone(),
+            port: access.bastion_port,
+        };
         let hosts = env
             .hosts
             .iter()
@@ -319,7 +361,11 @@ impl HostProvider {
                 let endpoint = if h.role == Role::Bastion {
                     bastion.clone()
                 } else {
-                    Endpoint { name: h.name.clone(), address: h.address.clone().unwrap_or_else(|| h.name.clone()), port: access.host_port }
+                    Endpoint {
+                        name: h.name.clone(),
+                        address: h.address.clone().unwrap_or_else(|| h.name.clone()),
+                        port: access.host_port,
+                    }
                 };
                 (h.name.clone(), endpoint)
             })
@@ -328,19 +374,37 @@ impl HostProvider {
         for (id, item) in desired.iter().filter(|(id, _)| id.env == env.name) {
             let _ = id;
             match &item.spec {
-                HostSpec::File { host, path, .. } => managed.entry(host.clone()).or_default().paths.push(path.clone()),
-                HostSpec::Unit { host, unit, .. } => managed.entry(host.clone()).or_default().units.push(unit.clone()),
-                HostSpec::Package { host, package } => managed.entry(host.clone()).or_default().packages.push(package.clone()),
+                HostSpec::File { host, path, .. } => {
+                    managed.entry(host.clone()).or_default().paths.push(path.clone())
+                }
+                HostSpec::Unit { host, unit, .. } => {
+                    managed.entry(host.clone()).or_default().units.push(unit.clone())
+                }
+                HostSpec::Package { host, package } => {
+                    managed.entry(host.clone()).or_default().packages.push(package.clone())
+                }
             }
         }
         let settings = HostSettings {
-            ssh: SshSettings { user: access.user.clone(), key: key.to_owned(), known_hosts: known_hosts.to_owned(), timeout: std::time::Duration::from_secs(15) },
+            ssh: SshSettings {
+                user: access.user.clone(),
+                key: key.to_owned(),
+                known_hosts: known_hosts.to_owned(),
+                timeout: std::time::Duration::from_secs(15),
+            },
             root: PathBuf::from(&access.root),
             service_manager: access.service_manager.clone(),
             package_check: access.package_check.clone(),
             package_install: access.package_install.clone(),
         };
-        Some(Self { env: env.name.clone(), settings, bastion, hosts, managed, connections: tokio::sync::Mutex::new(BTreeMap::new()) })
+        Some(Self {
+            env: env.name.clone(),
+            settings,
+            bastion,
+            hosts,
+            managed,
+            connections: tokio::sync::Mutex::new(BTreeMap::new()),
+        })
     }
 
     /// A connection to `host`, opened once and reused across changes.
@@ -350,7 +414,8 @@ impl HostProvider {
             return Ok(Arc::clone(connection));
         }
         let target = self.hosts.get(host).ok_or_else(|| HostError::UnknownHost(host.to_owned()))?;
-        let connection = Arc::new(Connection::open(&self.settings.ssh, &self.bastion, target).await?);
+        let connection =
+            Arc::new(Connection::open(&self.settings.ssh, &self.bastion, target).await?);
         connections.insert(host.to_owned(), Arc::clone(&connection));
         Ok(connection)
     }
@@ -361,7 +426,13 @@ impl HostProvider {
     }
 
     /// Runs `command` on `host`; a non-zero exit is an error about `what`.
-    async fn run(&self, host: &str, what: &str, command: &str, stdin: Option<&[u8]>) -> Result<Vec<u8>, HostError> {
+    async fn run(
+        &self,
+        host: &str,
+        what: &str,
+        command: &str,
+        stdin: Option<&[u8]>,
+    ) -> Result<Vec<u8>, HostError> {
         let connection = self.connection(host).await?;
         let output = match connection.exec(command, stdin).await {
             Ok(output) => output,
@@ -374,8 +445,14 @@ impl HostProvider {
             Some(0) => Ok(output.stdout),
             status => {
                 let stderr = String::from_utf8_lossy(&output.stderr);
-                let tail: String = stderr.chars().rev().take(400).collect::<Vec<_>>().into_iter().rev().collect();
-                Err(HostError::Command { host: host.to_owned(), what: what.to_owned(), status: status.unwrap_or(255), stderr: tail.trim().to_owned() })
+                let tail: String =
+                    stderr.chars().rev().take(400).collect::<Vec<_>>().into_iter().rev().collect();
+                Err(HostError::Command {
+                    host: host.to_owned(),
+                    what: what.to_owned(),
+                    status: status.unwrap_or(255),
+                    stderr: tail.trim().to_owned(),
+                })
             }
         }
     }
@@ -428,20 +505,38 @@ mod tests {
     }
 
     fn unit(enabled: bool, running: bool, token: &str) -> HostSpec {
-        HostSpec::Unit { host: "h".into(), unit: "telegraf".into(), enabled, running, restart_token: token.into() }
+        HostSpec::Unit {
+            host: "h".into(),
+            unit: "telegraf".into(),
+            enabled,
+            running,
+            restart_token: token.into(),
+        }
     }
 
     #[test]
     fn files_compare_by_hash_mode_and_owner_and_name_their_template() {
         assert_eq!(file("a", 0o644).compare(&file("a", 0o644)), Comparison::Same);
-        assert_eq!(file("b", 0o644).compare(&file("a", 0o644)), Comparison::Update(vec!["content changed (template telegraf.conf.hbs)".into()]));
-        assert_eq!(file("a", 0o600).compare(&file("a", 0o644)), Comparison::Update(vec!["mode 0644 → 0600".into()]));
+        assert_eq!(
+            file("b", 0o644).compare(&file("a", 0o644)),
+            Comparison::Update(vec!["content changed (template telegraf.conf.hbs)".into()])
+        );
+        assert_eq!(
+            file("a", 0o600).compare(&file("a", 0o644)),
+            Comparison::Update(vec!["mode 0644 → 0600".into()])
+        );
     }
 
     #[test]
     fn units_restart_only_when_their_files_changed() {
         assert_eq!(unit(true, true, "t1").compare(&unit(true, true, "t1")), Comparison::Same);
-        assert_eq!(unit(true, true, "t2").compare(&unit(true, true, "t1")), Comparison::Update(vec!["restart: a file it depends on changed".into()]));
-        assert_eq!(unit(true, true, "t1").compare(&unit(false, false, "")), Comparison::Update(vec!["not enabled".into(), "not running".into()]));
+        assert_eq!(
+            unit(true, true, "t2").compare(&unit(true, true, "t1")),
+            Comparison::Update(vec!["restart: a file it depends on changed".into()])
+        );
+        assert_eq!(
+            unit(true, true, "t1").compare(&unit(false, false, "")),
+            Comparison::Update(vec!["not enabled".into(), "not running".into()])
+        );
     }
 }

@@ -36,18 +36,24 @@ fn script(provider: &HostProvider, managed: &Managed) -> String {
     script
 }
 
-pub(super) async fn observe(provider: &HostProvider, scope: &Scope) -> Result<ObservedSet<HostSpec>, HostError> {
+pub(super) async fn observe(
+    provider: &HostProvider,
+    scope: &Scope,
+) -> Result<ObservedSet<HostSpec>, HostError> {
     let env = provider.env.as_str();
     let mut observed = ObservedSet::new();
     for (host, managed) in &provider.managed {
-        let output = provider.run(host, "reading files, units and packages", &script(provider, managed), None).await?;
+        let output = provider
+            .run(host, "reading files, units and packages", &script(provider, managed), None)
+            .await?;
         let text = String::from_utf8_lossy(&output);
         for line in text.lines() {
             let fields: Vec<&str> = line.split('\t').collect();
             match fields.as_slice() {
                 ["F", path, sha256, stat] => {
                     let mut parts = stat.split(' ');
-                    let mode = parts.next().and_then(|m| u32::from_str_radix(m, 8).ok()).unwrap_or(0);
+                    let mode =
+                        parts.next().and_then(|m| u32::from_str_radix(m, 8).ok()).unwrap_or(0);
                     let owner = parts.next().unwrap_or_default().to_owned();
                     let group = parts.next().unwrap_or_default().to_owned();
                     let spec = HostSpec::File {
@@ -61,17 +67,31 @@ pub(super) async fn observe(provider: &HostProvider, scope: &Scope) -> Result<Ob
                         template: None,
                         content: Content::Bytes(Sensitive::default()),
                     };
-                    observed.insert(file_id(env, host, path), ObservedItem { spec, owned: false, depends_on: vec![] });
+                    observed.insert(
+                        file_id(env, host, path),
+                        ObservedItem { spec, owned: false, depends_on: vec![] },
+                    );
                 }
                 ["U", unit, enabled, active] => {
                     let id = unit_id(env, host, unit);
-                    let restart_token = scope.fingerprints.get(&id.to_string()).cloned().unwrap_or_default();
-                    let spec = HostSpec::Unit { host: host.clone(), unit: (*unit).to_owned(), enabled: *enabled == "enabled", running: *active == "active", restart_token };
+                    let restart_token =
+                        scope.fingerprints.get(&id.to_string()).cloned().unwrap_or_default();
+                    let spec = HostSpec::Unit {
+                        host: host.clone(),
+                        unit: (*unit).to_owned(),
+                        enabled: *enabled == "enabled",
+                        running: *active == "active",
+                        restart_token,
+                    };
                     observed.insert(id, ObservedItem { spec, owned: false, depends_on: vec![] });
                 }
                 ["P", package, "yes"] => {
-                    let spec = HostSpec::Package { host: host.clone(), package: (*package).to_owned() };
-                    observed.insert(package_id(env, host, package), ObservedItem { spec, owned: false, depends_on: vec![] });
+                    let spec =
+                        HostSpec::Package { host: host.clone(), package: (*package).to_owned() };
+                    observed.insert(
+                        package_id(env, host, package),
+                        ObservedItem { spec, owned: false, depends_on: vec![] },
+                    );
                 }
                 _ => {}
             }

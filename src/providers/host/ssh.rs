@@ -105,16 +105,32 @@ struct Verifier {
 impl client::Handler for Verifier {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, server_key: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        server_key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = server_key else {
             if let Ok(mut refusal) = self.refusal.lock() {
-                *refusal = Some("it presented a certificate; apimon checks plain host keys against known_hosts".to_owned());
+                *refusal = Some(
+                    "it presented a certificate; apimon checks plain host keys against known_hosts"
+                        .to_owned(),
+                );
             }
             return Ok(false);
         };
-        let mut verdict = Err(format!("no entry for {} or {} in {}; add its key (ssh-keyscan) after checking it out of band", self.endpoint.name, self.endpoint.address, self.known_hosts.display()));
+        let mut verdict = Err(format!(
+            "no entry for {} or {} in {}; add its key (ssh-keyscan) after checking it out of band",
+            self.endpoint.name,
+            self.endpoint.address,
+            self.known_hosts.display()
+        ));
         for host in [&self.endpoint.address, &self.endpoint.name] {
-            match russh::keys::check_known_hosts_path(host, self.endpoint.port, key, &self.known_hosts) {
+            match russh::keys::check_known_hosts_path(
+                host,
+                self.endpoint.port,
+                key,
+                &self.known_hosts,
+            ) {
                 Ok(true) => {
                     verdict = Ok(());
                     break;
@@ -173,29 +189,60 @@ fn load_key(settings: &SshSettings) -> Result<Arc<russh::keys::PrivateKey>, SshE
         .map_err(|e| SshError::Key { path: settings.key.clone(), message: e.to_string() })
 }
 
-async fn handshake<S>(stream: S, endpoint: &Endpoint, via: &str, settings: &SshSettings, key: &Arc<russh::keys::PrivateKey>) -> Result<Handle<Verifier>, SshError>
+async fn handshake<S>(
+    stream: S,
+    endpoint: &Endpoint,
+    via: &str,
+    settings: &SshSettings,
+    key: &Arc<russh::keys::PrivateKey>,
+) -> Result<Handle<Verifier>, SshError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let refusal = Arc::new(Mutex::new(None));
-    let verifier = Verifier { endpoint: endpoint.clone(), known_hosts: settings.known_hosts.clone(), refusal: Arc::clone(&refusal) };
-    let config = Arc::new(client::Config { inactivity_timeout: Some(Duration::from_secs(300)), keepalive_interval: Some(Duration::from_secs(30)), ..client::Config::default() });
-    let connected = tokio::time::timeout(settings.timeout, client::connect_stream(config, stream, verifier)).await;
+    let verifier = Verifier {
+        endpoint: endpoint.clone(),
+        known_hosts: settings.known_hosts.clone(),
+        refusal: Arc::clone(&refusal),
+    };
+    let config = Arc::new(client::Config {
+        inactivity_timeout: Some(Duration::from_secs(300)),
+        keepalive_interval: Some(Duration::from_secs(30)),
+        ..client::Config::default()
+    });
+    let connected =
+        tokio::time::timeout(settings.timeout, client::connect_stream(config, stream, verifier))
+            .await;
     let mut session = match connected {
         Ok(Ok(session)) => session,
         Ok(Err(error)) => {
             if let Some(message) = refusal.lock().ok().and_then(|mut r| r.take()) {
                 return Err(SshError::HostKey { endpoint: endpoint.to_string(), message });
             }
-            return Err(SshError::Connect { endpoint: endpoint.to_string(), via: via.to_owned(), message: error.to_string() });
+            return Err(SshError::Connect {
+                endpoint: endpoint.to_string(),
+                via: via.to_owned(),
+                message: error.to_string(),
+            });
         }
-        Err(_) => return Err(SshError::Connect { endpoint: endpoint.to_string(), via: via.to_owned(), message: format!("no SSH handshake within {:?}", settings.timeout) }),
+        Err(_) => {
+            return Err(SshError::Connect {
+                endpoint: endpoint.to_string(),
+                via: via.to_owned(),
+                message: format!("no SSH handshake within {:?}", settings.timeout),
+            })
+        }
     };
-    let hash = session.best_supported_rsa_hash().await.ok().flatten().flatten().or(Some(HashAlg::Sha256));
+    let hash =
+        session.best_supported_rsa_hash().await.ok().flatten().flatten().or(Some(HashAlg::Sha256));
     let auth = session
         .authenticate_publickey(&settings.user, PrivateKeyWithHashAlg::new(Arc::clone(key), hash))
         .await
-        .map_err(|e| SshError::Connect { endpoint: endpoint.to_string(), via: via.to_owned(), message: e.to_string() })?;
+        .map_err(|e| SshError::Connect {
+            endpoint: endpoint.to_string(),
+            via: via.to_owned(),
+            message: e.to_string(),
+        })?;
     if !auth.success() {
         return Err(SshError::Auth { endpoint: endpoint.to_string(), user: settings.user.clone() });
     }
@@ -208,24 +255,57 @@ impl Connection {
     /// # Errors
     /// The bastion or the host is unreachable, a host key is unknown or
     /// changed, or authentication fails; each names the endpoint.
-    pub async fn open(settings: &SshSettings, bastion: &Endpoint, target: &Endpoint) -> Result<Self, SshError> {
+    pub async fn open(
+        settings: &SshSettings,
+        bastion: &Endpoint,
+        target: &Endpoint,
+    ) -> Result<Self, SshError> {
         let key = load_key(settings)?;
-        let tcp = tokio::time::timeout(settings.timeout, tokio::net::TcpStream::connect((bastion.address.as_str(), bastion.port)))
-            .await
-            .map_err(|_| SshError::Connect { endpoint: format!("bastion {bastion}"), via: String::new(), message: format!("no TCP connection within {:?}", settings.timeout) })?
-            .map_err(|e| SshError::Connect { endpoint: format!("bastion {bastion}"), via: String::new(), message: e.to_string() })?;
-        let bastion_session = handshake(tcp, bastion, "", settings, &key).await.map_err(|e| match e {
-            SshError::Connect { endpoint, via, message } if !endpoint.starts_with("bastion") => SshError::Connect { endpoint: format!("bastion {endpoint}"), via, message },
-            other => other,
+        let tcp = tokio::time::timeout(
+            settings.timeout,
+            tokio::net::TcpStream::connect((bastion.address.as_str(), bastion.port)),
+        )
+        .await
+        .map_err(|_| SshError::Connect {
+            endpoint: format!("bastion {bastion}"),
+            via: String::new(),
+            message: format!("no TCP connection within {:?}", settings.timeout),
+        })?
+        .map_err(|e| SshError::Connect {
+            endpoint: format!("bastion {bastion}"),
+            via: String::new(),
+            message: e.to_string(),
         })?;
+        let bastion_session =
+            handshake(tcp, bastion, "", settings, &key).await.map_err(|e| match e {
+                SshError::Connect { endpoint, via, message }
+                    if !endpoint.starts_with("bastion") =>
+                {
+                    SshError::Connect { endpoint: format!("bastion {endpoint}"), via, message }
+                }
+                other => other,
+            })?;
         if target == bastion {
-            return Ok(Self { host: target.name.clone(), session: bastion_session, _bastion: None });
+            return Ok(Self {
+                host: target.name.clone(),
+                session: bastion_session,
+                _bastion: None,
+            });
         }
         let via = format!(" through the bastion {bastion}");
         let channel = bastion_session
-            .channel_open_direct_tcpip(target.address.clone(), u32::from(target.port), "127.0.0.1", 0)
+            .channel_open_direct_tcpip(
+                target.address.clone(),
+                u32::from(target.port),
+                "127.0.0.1",
+                0,
+            )
             .await
-            .map_err(|e| SshError::Connect { endpoint: target.to_string(), via: via.clone(), message: e.to_string() })?;
+            .map_err(|e| SshError::Connect {
+                endpoint: target.to_string(),
+                via: via.clone(),
+                message: e.to_string(),
+            })?;
         let session = handshake(channel.into_stream(), target, &via, settings, &key).await?;
         Ok(Self { host: target.name.clone(), session, _bastion: Some(bastion_session) })
     }
@@ -236,10 +316,20 @@ impl Connection {
     /// The channel could not be opened or broke before an exit status.
     pub async fn exec(&self, command: &str, stdin: Option<&[u8]>) -> Result<Output, SshError> {
         let broken = |message: String| SshError::Channel { host: self.host.clone(), message };
-        let mut channel = self.session.channel_open_session().await.map_err(|e| broken(format!("cannot open a channel: {e}")))?;
-        channel.exec(true, command.as_bytes()).await.map_err(|e| broken(format!("cannot start a command: {e}")))?;
+        let mut channel = self
+            .session
+            .channel_open_session()
+            .await
+            .map_err(|e| broken(format!("cannot open a channel: {e}")))?;
+        channel
+            .exec(true, command.as_bytes())
+            .await
+            .map_err(|e| broken(format!("cannot start a command: {e}")))?;
         if let Some(bytes) = stdin {
-            channel.data(bytes).await.map_err(|e| broken(format!("connection lost while sending data: {e}")))?;
+            channel
+                .data(bytes)
+                .await
+                .map_err(|e| broken(format!("connection lost while sending data: {e}")))?;
         }
         channel.eof().await.map_err(|e| broken(format!("connection lost: {e}")))?;
         let mut output = Output { status: None, stdout: Vec::new(), stderr: Vec::new() };
