@@ -6,7 +6,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{free_port, require_binary};
@@ -124,12 +125,15 @@ impl Drop for SshServer {
 }
 
 /// Relays TCP from `addresses`:port to 127.0.0.1:`target`, counting
-/// connections and able to cut all of them.
+/// connections, and cutting every connection through it once an armed
+/// number of bytes has gone towards the target (a network failure in the
+/// middle of an upload, at a place the test chooses).
 pub struct Relay {
     /// The port it listens on (same on every address).
     pub port: u16,
-    connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
+    budget: Arc<AtomicU64>,
+    cut: Arc<tokio::sync::Notify>,
     listeners: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -137,48 +141,94 @@ impl Relay {
     /// Listens on each of `addresses` (loopback ones) at one free port.
     pub async fn start(addresses: &[&str], target: u16) -> Self {
         let port = free_port();
-        let connections = Arc::new(Mutex::new(Vec::new()));
-        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let budget = Arc::new(AtomicU64::new(u64::MAX));
+        let cut = Arc::new(tokio::sync::Notify::new());
         let mut listeners = Vec::new();
         for address in addresses {
             let listener =
                 tokio::net::TcpListener::bind((*address, port)).await.expect("bind relay");
-            let connections = Arc::clone(&connections);
-            let accepted = Arc::clone(&accepted);
+            let (accepted, budget, cut) =
+                (Arc::clone(&accepted), Arc::clone(&budget), Arc::clone(&cut));
             listeners.push(tokio::spawn(async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) =
+                while let Ok((inbound, _)) = listener.accept().await {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    let (budget, cut) = (Arc::clone(&budget), Arc::clone(&cut));
+                    tokio::spawn(async move {
+                        let Ok(outbound) =
                             tokio::net::TcpStream::connect(("127.0.0.1", target)).await
-                        {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
+                        else {
+                            return;
+                        };
+                        relay(inbound, outbound, budget, cut).await;
                     });
-                    connections.lock().expect("relay").push(task);
                 }
             }));
         }
-        Self { port, connections, accepted, listeners }
+        Self { port, accepted, budget, cut, listeners }
     }
 
     /// Connections accepted so far.
     pub fn accepted(&self) -> usize {
-        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+        self.accepted.load(Ordering::SeqCst)
     }
 
-    /// Drops every open connection, as a network failure would.
-    pub fn cut(&self) {
-        for task in self.connections.lock().expect("relay").drain(..) {
-            task.abort();
+    /// Cuts every connection once `bytes` more have gone towards the target.
+    pub fn cut_after(&self, bytes: u64) {
+        self.budget.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Stops cutting.
+    pub fn disarm(&self) {
+        self.budget.store(u64::MAX, Ordering::SeqCst);
+    }
+}
+
+async fn relay(
+    inbound: tokio::net::TcpStream,
+    outbound: tokio::net::TcpStream,
+    budget: Arc<AtomicU64>,
+    cut: Arc<tokio::sync::Notify>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut in_read, mut in_write) = inbound.into_split();
+    let (mut out_read, mut out_write) = outbound.into_split();
+    let upstream = async {
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            let n = match in_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let spent = n as u64;
+            let left = budget
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                    (b != u64::MAX).then(|| b.saturating_sub(spent))
+                })
+                .unwrap_or(u64::MAX);
+            if left != u64::MAX && left <= spent {
+                cut.notify_waiters();
+                return;
+            }
+            if out_write.write_all(&buffer[..n]).await.is_err() {
+                return;
+            }
         }
+    };
+    let downstream = async {
+        let _ = tokio::io::copy(&mut out_read, &mut in_write).await;
+    };
+    // A cut ends both directions of every connection at once.
+    tokio::select! {
+        () = upstream => {}
+        () = downstream => {}
+        () = cut.notified() => {}
     }
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        self.cut();
+        self.cut.notify_waiters();
         for listener in &self.listeners {
             listener.abort();
         }
