@@ -312,14 +312,7 @@ async fn plan_live(
     note_not_observed(&prepared);
     let state = state::read(&live.state_dir)?;
     let plan = reconcile::plan(&prepared, &state, allow_deletes).await?;
-    let mut stdout = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer_pretty(&mut stdout, &plan)?;
-        writeln!(stdout)?;
-    } else {
-        print_plan(&mut stdout, &plan, "live")?;
-    }
-    Ok(if plan.summary.has_changes() { Outcome::Changes } else { Outcome::Ok })
+    output_plan(&plan, json, "live")
 }
 
 async fn apply(
@@ -474,12 +467,17 @@ fn plan_offline(
     let policies: BTreeMap<String, model::Policy> =
         environments.iter().map(|e| (e.name.clone(), e.policy)).collect();
     let plan = engine::plan(&desired, &Observed::default(), &policies, allow_deletes)?;
+    output_plan(&plan, json, "offline: compared with an empty cloud")
+}
+
+/// Prints `plan` as JSON or for humans; exit 2 when it changes something.
+fn output_plan(plan: &Plan, json: bool, context: &str) -> anyhow::Result<Outcome> {
     let mut stdout = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut stdout, &plan)?;
+        serde_json::to_writer_pretty(&mut stdout, plan)?;
         writeln!(stdout)?;
     } else {
-        print_plan(&mut stdout, &plan, "offline: compared with an empty cloud")?;
+        print_plan(&mut stdout, plan, context)?;
     }
     Ok(if plan.summary.has_changes() { Outcome::Changes } else { Outcome::Ok })
 }

@@ -180,44 +180,15 @@ impl Live {
     /// # Errors
     /// The provider failed; the message names the system, never a secret.
     pub async fn apply(&self, change: Planned<AnyChange>) -> Result<(), ChangeError> {
+        // Split the payload off, so it moves into the provider's own type uncloned.
         let Planned { id, op, depends_on, owned, change } = change;
+        let shell = Planned { id, op, depends_on, owned, change: () };
         match change {
-            AnyChange::Influxdb(item) => {
-                let provider = self
-                    .influxdb
-                    .get(&id.env)
-                    .ok_or_else(|| missing(&id.env, ProviderKind::Influxdb))?;
-                let planned: Planned<ItemChange<InfluxdbSpec>> =
-                    Planned { id, op, depends_on, owned, change: item };
-                provider
-                    .apply(&planned)
-                    .await
-                    .map_err(|e| change_error(&e, InfluxdbProvider::is_transient(&e)))
-            }
-            AnyChange::Grafana(item) => {
-                let provider = self
-                    .grafana
-                    .get(&id.env)
-                    .ok_or_else(|| missing(&id.env, ProviderKind::Grafana))?;
-                let planned: Planned<ItemChange<GrafanaSpec>> =
-                    Planned { id, op, depends_on, owned, change: item };
-                provider
-                    .apply(&planned)
-                    .await
-                    .map_err(|e| change_error(&e, GrafanaProvider::is_transient(&e)))
-            }
-            AnyChange::Host(item) => {
-                let provider =
-                    self.host.get(&id.env).ok_or_else(|| missing(&id.env, ProviderKind::Host))?;
-                let planned: Planned<ItemChange<HostSpec>> =
-                    Planned { id, op, depends_on, owned, change: item };
-                provider
-                    .apply(&planned)
-                    .await
-                    .map_err(|e| change_error(&e, HostProvider::is_transient(&e)))
-            }
+            AnyChange::Influxdb(item) => apply_with(&self.influxdb, shell.map(|()| item)).await,
+            AnyChange::Grafana(item) => apply_with(&self.grafana, shell.map(|()| item)).await,
+            AnyChange::Host(item) => apply_with(&self.host, shell.map(|()| item)).await,
             AnyChange::Openstack(_) => Err(ChangeError {
-                message: format!("the {} provider cannot apply changes yet", id.provider),
+                message: format!("the {} provider cannot apply changes yet", shell.id.provider),
                 transient: false,
             }),
         }
@@ -237,6 +208,15 @@ fn missing(env: &str, provider: ProviderKind) -> ChangeError {
         message: format!("no {provider} provider for environment {env}"),
         transient: false,
     }
+}
+
+/// Applies one change with the provider of its environment.
+async fn apply_with<P: Provider>(
+    providers: &BTreeMap<String, Arc<P>>,
+    change: Planned<ItemChange<P::Spec>>,
+) -> Result<(), ChangeError> {
+    let provider = providers.get(&change.id.env).ok_or_else(|| missing(&change.id.env, P::KIND))?;
+    provider.apply(&change).await.map_err(|e| change_error(&e, P::is_transient(&e)))
 }
 
 /// Marks what the state store says apimon created.

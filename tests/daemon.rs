@@ -11,7 +11,7 @@ use sha2::Sha256;
 
 use crate::support::git::GitRemote;
 use crate::support::influxdb::InfluxServer;
-use crate::support::{fixture_files_without_grafana, fixture_secrets, free_port};
+use crate::support::{fixture_files_without_grafana, free_port};
 
 const ADMIN: (&str, &str) = ("admin", "outside-admin-pw");
 const WEBHOOK_SECRET: &str = "hook-s3cret";
@@ -42,14 +42,7 @@ impl World {
         git.commit("initial desired state");
         git.push(false);
         let dir = tempfile::tempdir().expect("temp dir");
-        let secrets: String = fixture_secrets()
-            .lines()
-            .filter(|line| {
-                !line.starts_with("inside_")
-                    || line.starts_with("inside_influxdb_grafana_password:")
-            })
-            .map(|line| format!("{line}\n"))
-            .collect();
+        let secrets = crate::support::outside_secrets();
         let secrets_path = dir.path().join("secrets.yaml");
         std::fs::write(&secrets_path, secrets).expect("secrets");
         use std::os::unix::fs::PermissionsExt;

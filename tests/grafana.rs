@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::support::grafana::GrafanaDouble;
 use crate::support::influxdb::InfluxServer;
-use crate::support::{fixture_secrets, TestRepo};
+use crate::support::TestRepo;
 
 const TOKEN: &str = "glsa_token";
 
@@ -47,13 +47,7 @@ impl Setup {
         let repo = TestRepo::fixture();
         repo.edit("apimon.yaml", "http://192.168.10.30:8086", &influx.url());
         repo.edit("apimon.yaml", "http://192.168.10.40:3000", grafana_url);
-        let secrets: String = fixture_secrets()
-            .lines()
-            .filter(|l| {
-                !l.starts_with("inside_") || l.starts_with("inside_influxdb_grafana_password:")
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let secrets = crate::support::outside_secrets();
         let secrets_file = repo.secrets_file(&secrets, 0o600);
         Self {
             _influx: influx,

@@ -25,7 +25,7 @@ use apimon::state::{self, LockedStore};
 
 use crate::support::influxdb::InfluxServer;
 use crate::support::sshd::{current_user, Relay, SshServer, SshWorld};
-use crate::support::{fixture_files_without_grafana, fixture_secrets, TestRepo};
+use crate::support::{fixture_files_without_grafana, TestRepo};
 
 const FAKE_SYSTEMCTL: &str = r#"#!/bin/sh
 # Stand-in for systemctl on a test host without systemd: unit state in files.
@@ -124,13 +124,7 @@ impl Setup {
             (format!("[127.0.0.20]:{}", relay.port), &target),
             (format!("[127.0.0.30]:{}", relay.port), &target),
         ]);
-        let secrets: String = fixture_secrets()
-            .lines()
-            .filter(|l| {
-                !l.starts_with("inside_") || l.starts_with("inside_influxdb_grafana_password:")
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let secrets = crate::support::outside_secrets();
         let secrets_file = repo.secrets_file(&secrets, 0o600);
         // A small stand-in for the apimon binary keeps uploads quick.
         let binary = world.dir.path().join("apimon-binary");

@@ -33,14 +33,7 @@ impl Setup {
         repo.edit("apimon.yaml", "http://192.168.10.30:8086", &server.url());
         // Only what `outside` needs: its own secrets and the password of the
         // inside InfluxDB user its Grafana datasource logs in with.
-        let secrets: String = fixture_secrets()
-            .lines()
-            .filter(|line| {
-                !line.starts_with("inside_")
-                    || line.starts_with("inside_influxdb_grafana_password:")
-            })
-            .map(|line| format!("{line}\n"))
-            .collect();
+        let secrets = crate::support::outside_secrets();
         let secrets_file = repo.secrets_file(&secrets, 0o600);
         Some(Self { server, repo, secrets_file, state_dir: tempfile::tempdir().expect("temp dir") })
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::apply::ApplyOptions;
-use crate::model::load::parse_yaml;
+use crate::model::load::ConfigFile;
 use crate::model::validate::normalize_cron;
 
 /// The daemon configuration file, as written.
@@ -151,63 +151,47 @@ impl Config {
     /// # Errors
     /// As [`Config::load`].
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = parse_yaml(text).map_err(|p| {
-            let at = if p.path.is_empty() { String::new() } else { format!("{}: ", p.path) };
-            ConfigError::Invalid(vec![format!(
-                "{}:{}:{}: {at}{}",
-                path.display(),
-                p.line,
-                p.column,
-                p.message
-            )])
-        })?;
-        let map = crate::model::source_map::SourceMap::build(text);
-        let mut problems = Vec::new();
-        let mut problem = |key: &str, message: String| {
-            let (line, column) = map.position(key);
-            problems.push(format!("{}:{line}:{column}: {key}: {message}", path.display()));
-        };
+        let mut file = ConfigFile::<RawConfig>::parse(path, text).map_err(ConfigError::Invalid)?;
         let parse_cron = |expression: &str| {
             normalize_cron(expression)
                 .and_then(|c| cron::Schedule::from_str(&c).map_err(|e| e.to_string()))
         };
-        let drift = match &raw.drift_cron {
+        let drift = match file.value.drift_cron.clone() {
             None => None,
-            Some(expression) => match parse_cron(expression) {
+            Some(expression) => match parse_cron(&expression) {
                 Ok(schedule) => Some(schedule),
                 Err(message) => {
-                    problem("drift_cron", message);
+                    file.problem("drift_cron", message);
                     None
                 }
             },
         };
         let mut windows = Vec::new();
-        for (i, window) in raw.maintenance_windows.iter().enumerate() {
+        for (i, window) in file.value.maintenance_windows.clone().iter().enumerate() {
             match parse_cron(&window.cron) {
                 Ok(schedule) => {
                     windows.push((schedule, Duration::from_secs(window.duration_minutes * 60)))
                 }
-                Err(message) => problem(&format!("maintenance_windows[{i}].cron"), message),
+                Err(message) => file.problem(&format!("maintenance_windows[{i}].cron"), message),
             }
             if window.duration_minutes == 0 {
-                problem(
+                file.problem(
                     &format!("maintenance_windows[{i}].duration_minutes"),
-                    "0; expected at least 1".to_owned(),
+                    "0; expected at least 1",
                 );
             }
         }
-        if raw.repository.poll_interval_seconds == 0 {
-            problem("repository.poll_interval_seconds", "0; expected at least 1".to_owned());
+        if file.value.repository.poll_interval_seconds == 0 {
+            file.problem("repository.poll_interval_seconds", "0; expected at least 1");
         }
-        if raw.listen.parse::<std::net::SocketAddr>().is_err() {
-            problem(
-                "listen",
-                format!("invalid address `{}`; expected host:port like 127.0.0.1:9110", raw.listen),
+        if file.value.listen.parse::<std::net::SocketAddr>().is_err() {
+            let message = format!(
+                "invalid address `{}`; expected host:port like 127.0.0.1:9110",
+                file.value.listen
             );
+            file.problem("listen", message);
         }
-        if !problems.is_empty() {
-            return Err(ConfigError::Invalid(problems));
-        }
+        let raw = file.finish().map_err(ConfigError::Invalid)?;
         Ok(Self {
             poll_interval: Duration::from_secs(raw.repository.poll_interval_seconds),
             apply: ApplyOptions {

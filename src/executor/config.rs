@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::model::load::parse_yaml;
+use crate::model::load::ConfigFile;
 use crate::model::validate::normalize_cron;
 use crate::model::Sensitive;
 
@@ -164,38 +164,8 @@ pub struct ScenarioConfig {
     pub runner: RunnerConfig,
 }
 
-/// How a scenario runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RunnerConfig {
-    /// `ansible-playbook`.
-    Ansible {
-        /// Playbook relative to `scenarios_dir`.
-        playbook: String,
-        /// OS_CLOUD.
-        cloud: Option<String>,
-        /// `-e` variables.
-        extra_vars: BTreeMap<String, String>,
-    },
-    /// Built-in HTTP probe.
-    Http {
-        /// URL.
-        url: String,
-        /// Method.
-        method: String,
-        /// Expected status.
-        expect_status: u16,
-    },
-}
-
-impl RunnerConfig {
-    /// The `runner` tag.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Ansible { .. } => "ansible",
-            Self::Http { .. } => "http",
-        }
-    }
-}
+/// How a scenario runs: the same runners the repository declares.
+pub use crate::model::Runner as RunnerConfig;
 
 /// The configuration file is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -229,22 +199,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// # Errors
 /// As [`load`].
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let raw: RawConfig = parse_yaml(text).map_err(|p| {
-        let at = if p.path.is_empty() { String::new() } else { format!("{}: ", p.path) };
-        ConfigError::Invalid(vec![format!(
-            "{}:{}:{}: {at}{}",
-            path.display(),
-            p.line,
-            p.column,
-            p.message
-        )])
-    })?;
-    let map = crate::model::source_map::SourceMap::build(text);
-    let mut problems = Vec::new();
-    let mut problem = |key: &str, message: String| {
-        let (line, column) = map.position(key);
-        problems.push(format!("{}:{line}:{column}: {key}: {message}", path.display()));
-    };
+    let mut file = ConfigFile::<RawConfig>::parse(path, text).map_err(ConfigError::Invalid)?;
+    let raw = file.value.clone();
+    let mut problem = |key: &str, message: String| file.problem(key, message);
     if raw.concurrency == 0 {
         problem("concurrency", "0; expected at least 1".to_owned());
     }
@@ -306,9 +263,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             );
         }
     }
-    if !problems.is_empty() {
-        return Err(ConfigError::Invalid(problems));
-    }
+    file.finish().map_err(ConfigError::Invalid)?;
     Ok(Config {
         environment: raw.environment,
         results: ResultsTarget {

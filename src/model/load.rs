@@ -287,6 +287,50 @@ fn bare_message(message: &str) -> String {
     }
 }
 
+/// A configuration file (daemon.yaml, executor.yaml) parsed with the
+/// positions of its keys, collecting problems as `file:line:column: key: message`.
+pub struct ConfigFile<'a, T> {
+    /// The typed content.
+    pub value: T,
+    path: &'a Path,
+    map: SourceMap,
+    problems: Vec<String>,
+}
+
+impl<'a, T: DeserializeOwned> ConfigFile<'a, T> {
+    /// Parses `text` (from `path`).
+    ///
+    /// # Errors
+    /// The parse error, located.
+    pub fn parse(path: &'a Path, text: &str) -> Result<Self, Vec<String>> {
+        let value = parse_yaml(text).map_err(|p| {
+            let at = if p.path.is_empty() { String::new() } else { format!("{}: ", p.path) };
+            vec![format!("{}:{}:{}: {at}{}", path.display(), p.line, p.column, p.message)]
+        })?;
+        Ok(Self { value, path, map: SourceMap::build(text), problems: Vec::new() })
+    }
+}
+
+impl<T> ConfigFile<'_, T> {
+    /// Records a problem with the value at `key`.
+    pub fn problem(&mut self, key: &str, message: impl std::fmt::Display) {
+        let (line, column) = self.map.position(key);
+        self.problems.push(format!("{}:{line}:{column}: {key}: {message}", self.path.display()));
+    }
+
+    /// The value, or every problem recorded.
+    ///
+    /// # Errors
+    /// The problems, when there are any.
+    pub fn finish(self) -> Result<T, Vec<String>> {
+        if self.problems.is_empty() {
+            Ok(self.value)
+        } else {
+            Err(self.problems)
+        }
+    }
+}
+
 /// Reads and parses every file of the repository at `repo`.
 ///
 /// # Errors

@@ -279,7 +279,7 @@ pub struct Scenario {
 pub const DEFAULT_SCENARIO_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How a scenario runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Runner {
     /// `ansible-playbook`.
     Ansible {

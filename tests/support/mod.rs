@@ -173,6 +173,16 @@ pub fn fixture_secrets() -> String {
     text
 }
 
+/// The secrets `outside` needs when planned alone: its own, and the
+/// password of the inside InfluxDB user its Grafana datasource logs in with.
+pub fn outside_secrets() -> String {
+    fixture_secrets()
+        .lines()
+        .filter(|l| !l.starts_with("inside_") || l.starts_with("inside_influxdb_grafana_password:"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 /// A repository in a temporary directory.
 pub struct TestRepo {
     dir: tempfile::TempDir,

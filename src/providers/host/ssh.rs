@@ -163,7 +163,7 @@ pub struct Connection {
     host: String,
     session: Handle<Verifier>,
     // Keeps the bastion session (and so the tunnel) alive.
-    _bastion: Option<Handle<Verifier>>,
+    bastion: Option<Handle<Verifier>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -249,6 +249,49 @@ where
     Ok(session)
 }
 
+/// Bridges a `direct-tcpip` channel to an in-memory stream for the inner
+/// SSH session. When the bastion closes the channel (the host's side of the
+/// tunnel broke), both ends of the stream are dropped at once, so the inner
+/// session fails fast instead of waiting for window space that will never
+/// come.
+fn tunnel(channel: russh::Channel<client::Msg>) -> tokio::io::DuplexStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (ours, theirs) = tokio::io::duplex(256 * 1024);
+    let (mut from_inner, mut to_inner) = tokio::io::split(ours);
+    let (mut read_half, write_half) = channel.split();
+    let writer = tokio::spawn(async move {
+        let mut buffer = vec![0u8; 32 * 1024];
+        loop {
+            match from_inner.read(&mut buffer).await {
+                Ok(0) | Err(_) => {
+                    let _ = write_half.eof().await;
+                    return;
+                }
+                Ok(n) => {
+                    if write_half.data(&buffer[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(message) = read_half.wait().await {
+            let delivered = match message {
+                ChannelMsg::Data { data } => to_inner.write_all(&data).await.is_ok(),
+                ChannelMsg::Eof | ChannelMsg::Close => false,
+                _ => true,
+            };
+            if !delivered {
+                break;
+            }
+        }
+        // Dropping both halves ends the inner session's stream.
+        writer.abort();
+    });
+    theirs
+}
+
 impl Connection {
     /// Connects to `target` through `bastion` (or directly when they are the same host).
     ///
@@ -286,11 +329,7 @@ impl Connection {
                 other => other,
             })?;
         if target == bastion {
-            return Ok(Self {
-                host: target.name.clone(),
-                session: bastion_session,
-                _bastion: None,
-            });
+            return Ok(Self { host: target.name.clone(), session: bastion_session, bastion: None });
         }
         let via = format!(" through the bastion {bastion}");
         let channel = bastion_session
@@ -306,8 +345,8 @@ impl Connection {
                 via: via.clone(),
                 message: e.to_string(),
             })?;
-        let session = handshake(channel.into_stream(), target, &via, settings, &key).await?;
-        Ok(Self { host: target.name.clone(), session, _bastion: Some(bastion_session) })
+        let session = handshake(tunnel(channel), target, &via, settings, &key).await?;
+        Ok(Self { host: target.name.clone(), session, bastion: Some(bastion_session) })
     }
 
     /// Runs `command` with `stdin`, collecting its output.
@@ -326,10 +365,23 @@ impl Connection {
             .await
             .map_err(|e| broken(format!("cannot start a command: {e}")))?;
         if let Some(bytes) = stdin {
-            channel
-                .data(bytes)
-                .await
-                .map_err(|e| broken(format!("connection lost while sending data: {e}")))?;
+            // Sending waits for window space; if the connection dies meanwhile
+            // that wait may never end, so watch the session while sending.
+            let send = channel.data(bytes);
+            tokio::pin!(send);
+            loop {
+                tokio::select! {
+                    sent = &mut send => {
+                        sent.map_err(|e| broken(format!("connection lost while sending data: {e}")))?;
+                        break;
+                    }
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {
+                        if self.session.is_closed() || self.bastion.as_ref().is_some_and(Handle::is_closed) {
+                            return Err(broken("connection lost while sending data".to_owned()));
+                        }
+                    }
+                }
+            }
         }
         channel.eof().await.map_err(|e| broken(format!("connection lost: {e}")))?;
         let mut output = Output { status: None, stdout: Vec::new(), stderr: Vec::new() };
