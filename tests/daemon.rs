@@ -609,3 +609,48 @@ fn the_systemd_units_verify() {
     let daemon_unit = std::fs::read_to_string(dir.path().join("apimon.service")).expect("unit");
     assert!(daemon_unit.contains("Type=notify") && daemon_unit.contains("WatchdogSec="));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ssh_remote_is_followed_and_an_unknown_host_key_is_refused() {
+    use crate::support::sshd::{current_user, SshWorld};
+    let Some(world) = World::new().await else { return };
+    let Some(ssh) = SshWorld::new() else { return };
+    let server = ssh.server("git");
+    let url = format!(
+        "ssh://{}@127.0.0.1:{}{}",
+        current_user(),
+        server.port,
+        world.git.origin_path().display()
+    );
+    let known_hosts = ssh.known_hosts(&[]);
+    let extra = format!(
+        "ssh_key: {}\nssh_known_hosts: {}\n",
+        ssh.client_key().display(),
+        known_hosts.display()
+    );
+    let port = free_port();
+    let config = world.config(&url, port, 1, &extra);
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replace(
+        "  branch: main\n",
+        &format!("  branch: main\n  ssh_key: {}\n", ssh.client_key().display()),
+    );
+    std::fs::write(&config, text).expect("config");
+    {
+        let daemon = Daemon::start(&config, port, world.dir.path().join("refused.log")).await;
+        let status = daemon
+            .wait_status("the unknown host key refused", Duration::from_secs(30), |s| {
+                s["last_error"].as_str().is_some_and(|e| e.contains("refusing SSH host key"))
+            })
+            .await;
+        assert!(status["last_good_commit"].is_null(), "{status:#}");
+    }
+    ssh.known_hosts(&[(format!("[127.0.0.1]:{}", server.port), &server)]);
+    let daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
+    daemon.wait_converged(&head(&world)).await;
+    world.add_user("over_ssh");
+    let commit = world.git.commit("add user over_ssh");
+    world.git.push(false);
+    daemon.wait_converged(&commit).await;
+    assert!(world.users().await.contains(&"over_ssh".to_owned()));
+}

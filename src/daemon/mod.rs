@@ -543,7 +543,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), DaemonError> 
         None => None,
     };
     let cache = raw.state_dir.join("repository.git");
-    let source = GitSource::open(&raw.repository.url, &raw.repository.branch, auth, &cache)?;
+    let known_hosts =
+        raw.ssh_known_hosts.clone().unwrap_or_else(|| reconcile::Machine::from_env().known_hosts);
+    let source = GitSource::open(&raw.repository.url, &raw.repository.branch, auth, &cache)?
+        .with_known_hosts(known_hosts);
     let status =
         Arc::new(RwLock::new(Status { started_at: Some(Utc::now()), ..Status::default() }));
     let metrics = Arc::new(Metrics::default());

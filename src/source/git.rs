@@ -111,6 +111,9 @@ pub struct GitSource {
     branch: String,
     auth: GitAuth,
     repo: Repository,
+    known_hosts: Option<PathBuf>,
+    /// Why the last host key was refused (libgit2 reports its own words).
+    refusal: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for GitSource {
@@ -145,11 +148,52 @@ impl GitSource {
                 repo.remote("origin", url).map_err(|e| error("add remote", e))?;
             }
         }
-        Ok(Self { url: url.to_owned(), branch: branch.to_owned(), auth, repo })
+        Ok(Self {
+            url: url.to_owned(),
+            branch: branch.to_owned(),
+            auth,
+            repo,
+            known_hosts: None,
+            refusal: Default::default(),
+        })
+    }
+
+    /// Verifies ssh:// host keys against `known_hosts` (unknown or changed: refused).
+    pub fn with_known_hosts(mut self, known_hosts: PathBuf) -> Self {
+        self.known_hosts = Some(known_hosts);
+        self
     }
 
     fn callbacks(&self) -> RemoteCallbacks<'_> {
         let mut callbacks = RemoteCallbacks::new();
+        let url = self.url.clone();
+        let known_hosts = self.known_hosts.clone();
+        let refusal = std::sync::Arc::clone(&self.refusal);
+        callbacks.certificate_check(move |cert, _host| {
+            let refuse = |message: String| {
+                if let Ok(mut slot) = refusal.lock() {
+                    *slot = Some(message.clone());
+                }
+                Err(git2::Error::from_str(&message))
+            };
+            let Some(hostkey) = cert.as_hostkey().and_then(|h| h.hostkey()) else {
+                // TLS: libgit2 has verified the certificate chain already.
+                return Ok(git2::CertificateCheckStatus::CertificatePassthrough);
+            };
+            let (host, port) = ssh_host_port(&url);
+            let Some(known_hosts) = &known_hosts else {
+                return refuse(format!("refusing SSH host key of {host}:{port}: no known_hosts file configured (ssh_known_hosts)"));
+            };
+            let recorded = russh::keys::known_hosts::known_host_keys_path(&host, port, known_hosts)
+                .map_err(|e| git2::Error::from_str(&format!("cannot read {}: {e}", known_hosts.display())))?;
+            if recorded.iter().any(|(_, key)| key.to_bytes().is_ok_and(|bytes| bytes == hostkey)) {
+                Ok(git2::CertificateCheckStatus::CertificateOk)
+            } else if recorded.is_empty() {
+                refuse(format!("refusing SSH host key of {host}:{port}: no entry in {}", known_hosts.display()))
+            } else {
+                refuse(format!("refusing SSH host key of {host}:{port}: it does not match {}", known_hosts.display()))
+            }
+        });
         let auth = self.auth.clone();
         callbacks.credentials(move |_url, username, _allowed| match &auth {
             GitAuth::None => git2::Cred::default(),
@@ -162,6 +206,11 @@ impl GitSource {
     }
 
     fn git_error(&self, action: &'static str, source: git2::Error) -> GitError {
+        let refused = self.refusal.lock().ok().and_then(|mut slot| slot.take());
+        let source = match refused {
+            Some(reason) => git2::Error::from_str(&reason),
+            None => source,
+        };
         GitError::Git { action, url: self.url.clone(), source }
     }
 
@@ -291,5 +340,46 @@ impl GitSource {
             let detail = if detail.is_empty() { "no signature".to_owned() } else { detail };
             Err(GitError::Unsigned { commit: commit.clone(), detail })
         }
+    }
+}
+
+/// Host and port of an ssh:// or scp-like (`user@host:path`) URL.
+fn ssh_host_port(url: &str) -> (String, u16) {
+    let rest = url.strip_prefix("ssh://").or_else(|| url.strip_prefix("git+ssh://"));
+    let authority = match rest {
+        Some(rest) => rest.split('/').next().unwrap_or_default(),
+        None => url.split(':').next().unwrap_or_default(),
+    };
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    match host_port.rsplit_once(':') {
+        Some((host, port)) if rest.is_some() => {
+            (host.trim_matches(['[', ']']).to_owned(), port.parse().unwrap_or(22))
+        }
+        _ => (host_port.trim_matches(['[', ']']).to_owned(), 22),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_urls_give_host_and_port() {
+        assert_eq!(
+            ssh_host_port("ssh://git@git.example.net:2222/ops/desired.git"),
+            ("git.example.net".to_owned(), 2222)
+        );
+        assert_eq!(
+            ssh_host_port("ssh://git@git.example.net/ops/desired.git"),
+            ("git.example.net".to_owned(), 22)
+        );
+        assert_eq!(
+            ssh_host_port("git@git.example.net:ops/desired.git"),
+            ("git.example.net".to_owned(), 22)
+        );
+        assert_eq!(
+            ssh_host_port("ssh://root@127.0.0.1:4022/tmp/origin.git"),
+            ("127.0.0.1".to_owned(), 4022)
+        );
     }
 }

@@ -49,6 +49,11 @@ impl GitRemote {
         self.dir.path().join("work")
     }
 
+    /// The bare origin's path.
+    pub fn origin_path(&self) -> PathBuf {
+        self.dir.path().join("origin.git")
+    }
+
     /// file:// URL of origin.
     pub fn file_url(&self) -> String {
         format!("file://{}", self.dir.path().join("origin.git").display())
