@@ -654,3 +654,43 @@ async fn an_ssh_remote_is_followed_and_an_unknown_host_key_is_refused() {
     daemon.wait_converged(&commit).await;
     assert!(world.users().await.contains(&"over_ssh".to_owned()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_stops_at_once() {
+    let Some(world) = World::new().await else { return };
+    let mut users = String::new();
+    for i in 0..200 {
+        users.push_str(&format!(
+            "  - name: many{i}\n    password: {{secret: outside_influxdb_telegraf_password}}\n"
+        ));
+    }
+    world.git.edit("inventory/outside/influxdb.yaml", "users:\n", &format!("users:\n{users}"));
+    world.git.commit("two hundred users");
+    world.git.push(false);
+    let port = free_port();
+    let config = world.config(&world.git.file_url(), port, 1, "");
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("parallelism: 2", "parallelism: 1");
+    std::fs::write(&config, text).expect("config");
+    let mut daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
+    let start = Instant::now();
+    while world.users().await.iter().filter(|u| u.starts_with("many")).count() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "apply did not start: {}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let exit = daemon.wait_exit(Duration::from_secs(10));
+    assert!(!exit.success(), "a forced stop exits non-zero: {exit:?}");
+    assert!(daemon.log_text().contains("Second shutdown request"), "{}", daemon.log_text());
+    assert!(
+        world.users().await.iter().filter(|u| u.starts_with("many")).count() < 200,
+        "it did not stop at once"
+    );
+}
