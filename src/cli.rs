@@ -299,6 +299,16 @@ fn note_not_observed(prepared: &Prepared) {
     }
 }
 
+/// Loads and renders with real secrets, sets up the live providers, and
+/// says on stderr what the live plan leaves out.
+fn prepare_live(repo: &Path, env: Option<&str>, live: &LiveArgs) -> anyhow::Result<Prepared> {
+    let secrets = resolved_secrets(live)?;
+    let names: Vec<String> = env.map(str::to_owned).into_iter().collect();
+    let prepared = reconcile::prepare_with(repo, &names, &secrets, &live.machine())?;
+    note_not_observed(&prepared);
+    Ok(prepared)
+}
+
 async fn plan_live(
     repo: &Path,
     env: Option<&str>,
@@ -306,10 +316,7 @@ async fn plan_live(
     allow_deletes: bool,
     live: &LiveArgs,
 ) -> anyhow::Result<Outcome> {
-    let secrets = resolved_secrets(live)?;
-    let names: Vec<String> = env.map(str::to_owned).into_iter().collect();
-    let prepared = reconcile::prepare_with(repo, &names, &secrets, &live.machine())?;
-    note_not_observed(&prepared);
+    let prepared = prepare_live(repo, env, live)?;
     let state = state::read(&live.state_dir)?;
     let plan = reconcile::plan(&prepared, &state, allow_deletes).await?;
     output_plan(&plan, json, "live")
@@ -323,10 +330,7 @@ async fn apply(
     options: &ApplyOptions,
     live: &LiveArgs,
 ) -> anyhow::Result<Outcome> {
-    let secrets = resolved_secrets(live)?;
-    let names: Vec<String> = env.map(str::to_owned).into_iter().collect();
-    let prepared = reconcile::prepare_with(repo, &names, &secrets, &live.machine())?;
-    note_not_observed(&prepared);
+    let prepared = prepare_live(repo, env, live)?;
     // Lock before observing: the plan must not go stale under another apply.
     let store = LockedStore::open(&live.state_dir)?;
     let state = store.load()?;

@@ -86,6 +86,40 @@ impl World {
         }
     }
 
+    /// Commits `count` users named `<prefix><i>`, starts a daemon applying
+    /// one change at a time, and returns once the first `started` exist.
+    async fn start_bulk(
+        &self,
+        prefix: &str,
+        count: usize,
+        started: usize,
+    ) -> (Daemon, PathBuf, String) {
+        let mut users = String::new();
+        for i in 0..count {
+            users.push_str(&format!("  - name: {prefix}{i}\n    password: {{secret: outside_influxdb_telegraf_password}}\n"));
+        }
+        self.git.edit("inventory/outside/influxdb.yaml", "users:\n", &format!("users:\n{users}"));
+        let commit = self.git.commit(&format!("{count} users"));
+        self.git.push(false);
+        let port = free_port();
+        let config = self.config(&self.git.file_url(), port, 1, "");
+        let text = std::fs::read_to_string(&config)
+            .expect("config")
+            .replace("parallelism: 2", "parallelism: 1");
+        std::fs::write(&config, text).expect("config");
+        let daemon = Daemon::start(&config, port, self.dir.path().join("daemon.log")).await;
+        let start = Instant::now();
+        while self.users().await.iter().filter(|u| u.starts_with(prefix)).count() < started {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "apply did not start: {}",
+                daemon.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (daemon, config, commit)
+    }
+
     fn add_user(&self, name: &str) {
         self.git.edit("inventory/outside/influxdb.yaml", "users:\n", &format!("users:\n  - name: {name}\n    password: {{secret: outside_influxdb_telegraf_password}}\n"));
     }
@@ -476,31 +510,8 @@ async fn a_commit_signed_by_an_allowed_key_applies_and_an_unsigned_one_is_refuse
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_an_apply_leaves_a_consistent_state_and_the_next_start_converges() {
     let Some(world) = World::new().await else { return };
-    let mut users = String::new();
-    for i in 0..60 {
-        users.push_str(&format!(
-            "  - name: bulk{i}\n    password: {{secret: outside_influxdb_telegraf_password}}\n"
-        ));
-    }
-    world.git.edit("inventory/outside/influxdb.yaml", "users:\n", &format!("users:\n{users}"));
-    let commit = world.git.commit("sixty users");
-    world.git.push(false);
-    let port = free_port();
-    let config = world.config(&world.git.file_url(), port, 1, "");
-    let text = std::fs::read_to_string(&config)
-        .expect("config")
-        .replace("parallelism: 2", "parallelism: 1");
-    std::fs::write(&config, text).expect("config");
-    let mut daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
-    let start = Instant::now();
-    while world.users().await.iter().filter(|u| u.starts_with("bulk")).count() < 3 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "apply did not start: {}",
-            daemon.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (mut daemon, config, commit) = world.start_bulk("bulk", 60, 3).await;
+    let port = daemon.port;
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     let exit = daemon.wait_exit(Duration::from_secs(30));
     assert!(exit.success(), "{exit:?}\n{}", daemon.log_text());
@@ -658,31 +669,7 @@ async fn an_ssh_remote_is_followed_and_an_unknown_host_key_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sigterm_stops_at_once() {
     let Some(world) = World::new().await else { return };
-    let mut users = String::new();
-    for i in 0..200 {
-        users.push_str(&format!(
-            "  - name: many{i}\n    password: {{secret: outside_influxdb_telegraf_password}}\n"
-        ));
-    }
-    world.git.edit("inventory/outside/influxdb.yaml", "users:\n", &format!("users:\n{users}"));
-    world.git.commit("two hundred users");
-    world.git.push(false);
-    let port = free_port();
-    let config = world.config(&world.git.file_url(), port, 1, "");
-    let text = std::fs::read_to_string(&config)
-        .expect("config")
-        .replace("parallelism: 2", "parallelism: 1");
-    std::fs::write(&config, text).expect("config");
-    let mut daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
-    let start = Instant::now();
-    while world.users().await.iter().filter(|u| u.starts_with("many")).count() < 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "apply did not start: {}",
-            daemon.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (mut daemon, _, _) = world.start_bulk("many", 200, 2).await;
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     tokio::time::sleep(Duration::from_millis(50)).await;
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
