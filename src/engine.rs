@@ -250,7 +250,7 @@ mod tests {
     }
 
     async fn converge(provider: &FakeProvider, want: &DesiredSet<Value>) -> usize {
-        let scope = Scope { env: "e".into(), fingerprints: BTreeMap::new() };
+        let scope = Scope { env: "e".into(), fingerprints: BTreeMap::new(), owned: Vec::new() };
         let observed = provider.observe(&scope).await.expect("observe");
         let changes = FakeProvider::plan(want, &observed, true);
         let mut applied = 0;

@@ -122,6 +122,11 @@ impl Live {
                 .get(env)
                 .map(|e| e.fingerprints.clone())
                 .unwrap_or_default(),
+            owned: state
+                .environments
+                .get(env)
+                .map(|e| e.owned.iter().cloned().collect())
+                .unwrap_or_default(),
         };
         let mut tasks = tokio::task::JoinSet::new();
         for (env, provider) in &self.influxdb {

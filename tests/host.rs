@@ -392,3 +392,30 @@ async fn an_unreachable_bastion_is_a_clear_error_naming_it() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_removed_from_the_repository_is_deleted_from_the_host() {
+    let Some(setup) = Setup::new().await else { return };
+    setup.repo.write("scenarios/playbooks/notes.txt", "kept while declared\n");
+    assert!(setup.apply().await.1.is_success());
+    let on_host = setup.file("/etc/apimon/scenarios/playbooks/notes.txt");
+    assert!(on_host.is_file());
+    // A file on the host that apimon never created stays, declared or not.
+    let foreign = setup.file("/etc/apimon/scenarios/playbooks/made-by-hand.txt");
+    std::fs::write(&foreign, "mine").expect("write");
+
+    std::fs::remove_file(setup.repo.path().join("scenarios/playbooks/notes.txt")).expect("remove");
+    let (plan, outcome) = setup.apply().await;
+    assert_eq!(
+        host_changes(&plan),
+        vec![(
+            "file".to_owned(),
+            "outside-executor:/etc/apimon/scenarios/playbooks/notes.txt".to_owned(),
+            Op::Delete
+        )]
+    );
+    assert!(outcome.is_success(), "{outcome:#?}");
+    assert!(!on_host.exists(), "the file is still on the host");
+    assert!(foreign.is_file(), "a file apimon did not create was removed");
+    assert!(host_changes(&setup.plan().await.expect("plan")).is_empty());
+}

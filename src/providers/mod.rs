@@ -29,6 +29,10 @@ pub struct Scope {
     /// (from the state store): how a provider tells whether a secret it
     /// cannot read back is still the declared one.
     pub fingerprints: std::collections::BTreeMap<String, String>,
+    /// Resources the state store says apimon created in this environment:
+    /// a provider that only reads what is declared must also read these,
+    /// or it could never prune them.
+    pub owned: Vec<crate::plan::ResourceId>,
 }
 
 /// A target system.

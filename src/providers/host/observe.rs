@@ -42,7 +42,24 @@ pub(super) async fn observe(
 ) -> Result<ObservedSet<HostSpec>, HostError> {
     let env = provider.env.as_str();
     let mut observed = ObservedSet::new();
-    for (host, managed) in &provider.managed {
+    // Files apimon created that are no longer declared are read too, so
+    // that they can be pruned.
+    let mut managed_now = provider.managed.clone();
+    let owned_files = scope
+        .owned
+        .iter()
+        .filter(|id| id.provider == crate::plan::ProviderKind::Host && id.kind == "file");
+    for id in owned_files {
+        let Some((host, path)) = id.name.split_once(':') else { continue };
+        if !provider.hosts.contains_key(host) {
+            continue;
+        }
+        let entry = managed_now.entry(host.to_owned()).or_default();
+        if !entry.paths.iter().any(|p| p == path) {
+            entry.paths.push(path.to_owned());
+        }
+    }
+    for (host, managed) in &managed_now {
         let output = provider
             .run(host, "reading files, units and packages", &script(provider, managed), None)
             .await?;
