@@ -681,3 +681,33 @@ async fn a_second_sigterm_stops_at_once() {
         "it did not stop at once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smart_http_remote_with_a_token_is_followed() {
+    use crate::support::git_http::GitHttp;
+    let Some(world) = World::new().await else { return };
+    let root = world.git.origin_path().parent().expect("parent").to_owned();
+    let server = GitHttp::start(root, Some("s3cret-token")).await;
+    let url = format!("{}/origin.git", server.url);
+    let token_file = world.dir.path().join("git_token");
+    std::fs::write(&token_file, "s3cret-token\n").expect("token");
+    let port = free_port();
+    let config = world.config(&url, port, 1, "");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace(
+            "  branch: main\n",
+            &format!("  branch: main\n  token_file: {}\n", token_file.display()),
+        ),
+    )
+    .expect("config");
+    let daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
+    daemon.wait_converged(&head(&world)).await;
+    world.add_user("over_http");
+    let commit = world.git.commit("add user over_http");
+    world.git.push(false);
+    daemon.wait_converged(&commit).await;
+    assert!(world.users().await.contains(&"over_http".to_owned()));
+    assert!(!daemon.log_text().contains("s3cret-token"), "the token reached the log");
+}

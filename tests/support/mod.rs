@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod git;
+pub mod git_http;
 pub mod grafana;
 pub mod influxdb;
 pub mod sshd;
