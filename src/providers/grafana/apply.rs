@@ -48,32 +48,15 @@ pub(super) async fn apply(
         }
         (_, Some(GrafanaSpec::Folder { title }), observed) => {
             if observed.is_some() {
-                let body = json!({ "title": title, "overwrite": true });
-                client
-                    .call::<Value>(
-                        Method::PUT,
-                        &format!("/api/folders/{}", segment(uid)),
-                        Some(&body),
-                    )
-                    .await
-                    .map(drop)
-            } else {
-                let body = json!({ "uid": uid, "title": title });
-                match client.call::<Value>(Method::POST, "/api/folders", Some(&body)).await {
-                    // Created by a lost earlier try: make sure the title is right.
-                    Err(error) if matches!(error.status(), Some(409 | 412)) => {
-                        let body = json!({ "title": title, "overwrite": true });
-                        client
-                            .call::<Value>(
-                                Method::PUT,
-                                &format!("/api/folders/{}", segment(uid)),
-                                Some(&body),
-                            )
-                            .await
-                            .map(drop)
-                    }
-                    other => other.map(drop),
+                return retitle_folder(provider, uid, title).await;
+            }
+            let body = json!({ "uid": uid, "title": title });
+            match client.call::<Value>(Method::POST, "/api/folders", Some(&body)).await {
+                // Created by a lost earlier try: make sure the title is right.
+                Err(error) if matches!(error.status(), Some(409 | 412)) => {
+                    retitle_folder(provider, uid, title).await
                 }
+                other => other.map(drop),
             }
         }
         (_, Some(GrafanaSpec::Datasource { name, url, database, user, default, .. }), observed) => {
@@ -130,6 +113,20 @@ pub(super) async fn apply(
         }
         _ => Ok(()),
     }
+}
+
+/// Sets a folder's title, whatever its version (apimon's title wins).
+async fn retitle_folder(
+    provider: &GrafanaProvider,
+    uid: &str,
+    title: &str,
+) -> Result<(), GrafanaError> {
+    let body = json!({ "title": title, "overwrite": true });
+    provider
+        .client
+        .call::<Value>(Method::PUT, &format!("/api/folders/{}", segment(uid)), Some(&body))
+        .await
+        .map(drop)
 }
 
 async fn delete(provider: &GrafanaProvider, path: &str) -> Result<(), GrafanaError> {
