@@ -36,7 +36,7 @@ servers = list(conn.compute.servers(details=True))
 print("servers listed", len(servers))
 # cleanup
 conn.network.delete_ip(fip)
-conn.compute.delete_volume_attachment(srv, vol.id)
+conn.compute.delete(f"/servers/{srv.id}/os-volume_attachments/{vol.id}")  # the SDK helper's argument order changed between releases
 conn.block_storage.wait_for_status(vol, status="available", wait=60)
 conn.block_storage.delete_volume(vol)
 conn.compute.delete_server(srv); conn.compute.wait_for_delete(srv, wait=60)
