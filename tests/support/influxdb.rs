@@ -110,6 +110,23 @@ impl InfluxServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): requests hang, as on an overloaded host.
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// Thaws it (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(child) = &self.child {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+            nix::sys::signal::kill(pid, signal).expect("signal influxd");
+        }
+    }
+
     /// Starts it again on the same port with the same data.
     pub async fn restart(&mut self) {
         self.stop();
