@@ -130,6 +130,10 @@ pub struct LiveArgs {
     /// The apimon binary installed on executors [default: this one].
     #[arg(long, env = "APIMON_EXECUTOR_BINARY")]
     pub executor_binary: Option<PathBuf>,
+    /// clouds.yaml with each environment's `cloud` [default: ./clouds.yaml,
+    /// ~/.config/openstack/clouds.yaml, /etc/openstack/clouds.yaml].
+    #[arg(long, env = "OS_CLIENT_CONFIG_FILE")]
+    pub clouds_file: Option<PathBuf>,
 }
 
 impl LiveArgs {
@@ -139,6 +143,7 @@ impl LiveArgs {
             ssh_key: self.ssh_key.clone().unwrap_or(defaults.ssh_key),
             known_hosts: self.known_hosts.clone().unwrap_or(defaults.known_hosts),
             executor_binary: self.executor_binary.clone(),
+            clouds_file: self.clouds_file.clone(),
         }
     }
 }

@@ -3,9 +3,10 @@
 //! state store says apimon owns, and dispatches each change to its
 //! provider. The CLI's `plan`/`apply` and the daemon share this.
 //!
-//! Providers that cannot observe live systems yet are left out of live
-//! plans and named in [`Live::not_observed`], so a live plan never shows
-//! them as "create" by mistake.
+//! Providers that cannot reach their system (an environment whose cloud
+//! is in no clouds.yaml, hosts without an `ssh:` section) are left out of
+//! live plans and named by [`Live::restrict`], so a live plan never shows
+//! their resources as "create" by mistake.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use crate::plan::{ItemChange, ObservedSet, Planned, ProviderKind};
 use crate::providers::grafana::{GrafanaProvider, GrafanaSpec};
 use crate::providers::host::{HostProvider, HostSpec};
 use crate::providers::influxdb::{InfluxdbProvider, InfluxdbSpec};
+use crate::providers::openstack::client::OpenstackError;
+use crate::providers::openstack::{OpenstackProvider, OpenstackSpec};
 use crate::providers::{Provider, Scope};
 use crate::reconcile::Machine;
 use crate::state::State;
@@ -40,6 +43,9 @@ pub enum ObserveError {
 /// The live providers of the selected environments.
 #[derive(Debug, Clone, Default)]
 pub struct Live {
+    openstack: BTreeMap<String, Arc<OpenstackProvider>>,
+    /// Environments whose cloud is in no clouds.yaml: (environment, cloud).
+    clouds_missing: Vec<(String, String)>,
     influxdb: BTreeMap<String, Arc<InfluxdbProvider>>,
     grafana: BTreeMap<String, Arc<GrafanaProvider>>,
     host: BTreeMap<String, Arc<HostProvider>>,
@@ -59,6 +65,18 @@ impl Live {
     ) -> Result<Self, ObserveError> {
         let mut live = Self::default();
         for env in environments {
+            let openstack = OpenstackProvider::for_environment(
+                env,
+                &desired.openstack,
+                machine.clouds_file.as_deref(),
+            )
+            .map_err(|e| provider_error(&env.name, ProviderKind::Openstack, e))?;
+            match openstack {
+                Some(provider) => {
+                    live.openstack.insert(env.name.clone(), Arc::new(provider));
+                }
+                None => live.clouds_missing.push((env.name.clone(), env.cloud.clone())),
+            }
             let influxdb = InfluxdbProvider::for_environment(env, secrets)
                 .map_err(|e| provider_error(&env.name, ProviderKind::Influxdb, e))?;
             live.influxdb.insert(env.name.clone(), Arc::new(influxdb));
@@ -83,10 +101,14 @@ impl Live {
     /// Drops from `desired` what live plans cannot cover, and says what.
     pub fn restrict(&self, desired: &mut Desired) -> Vec<String> {
         let mut left_out = Vec::new();
-        if !desired.openstack.is_empty() {
-            left_out.push("openstack (its provider cannot observe live systems yet)".to_owned());
+        for (env, cloud) in &self.clouds_missing {
+            if desired.openstack.keys().any(|id| &id.env == env) {
+                left_out.push(format!(
+                    "openstack of {env} (cloud `{cloud}` is in no clouds.yaml: pass --clouds-file or set OS_CLIENT_CONFIG_FILE)"
+                ));
+            }
         }
-        desired.openstack.clear();
+        desired.openstack.retain(|id, _| self.openstack.contains_key(&id.env));
         let unmanaged: Vec<String> = desired
             .host
             .keys()
@@ -111,6 +133,7 @@ impl Live {
     /// The first provider that failed, naming environment and provider.
     pub async fn observe(&self, state: &State) -> Result<Observed, ObserveError> {
         enum Observation {
+            Openstack(Result<ObservedSet<OpenstackSpec>, OpenstackError>),
             Influxdb(Result<ObservedSet<InfluxdbSpec>, crate::providers::influxdb::InfluxdbError>),
             Grafana(Result<ObservedSet<GrafanaSpec>, crate::providers::grafana::GrafanaError>),
             Host(Result<ObservedSet<HostSpec>, crate::providers::host::HostError>),
@@ -129,6 +152,12 @@ impl Live {
                 .unwrap_or_default(),
         };
         let mut tasks = tokio::task::JoinSet::new();
+        for (env, provider) in &self.openstack {
+            let (provider, scope) = (Arc::clone(provider), scope(env));
+            tasks.spawn(async move {
+                (scope.env.clone(), Observation::Openstack(provider.observe(&scope).await))
+            });
+        }
         for (env, provider) in &self.influxdb {
             let (provider, scope) = (Arc::clone(provider), scope(env));
             tasks.spawn(async move {
@@ -152,6 +181,11 @@ impl Live {
             let (env, observation) =
                 joined.map_err(|e| provider_error("(all)", ProviderKind::Influxdb, e))?;
             match observation {
+                Observation::Openstack(result) => {
+                    let set =
+                        result.map_err(|e| provider_error(&env, ProviderKind::Openstack, e))?;
+                    observed.openstack.extend(mark_owned(set, state));
+                }
                 Observation::Influxdb(result) => {
                     let set =
                         result.map_err(|e| provider_error(&env, ProviderKind::Influxdb, e))?;
@@ -168,6 +202,11 @@ impl Live {
             }
         }
         Ok(observed)
+    }
+
+    /// API requests sent to OpenStack so far (after authentication), over all environments.
+    pub fn openstack_requests(&self) -> usize {
+        self.openstack.values().map(|p| p.requests()).sum()
     }
 
     /// HTTP requests sent to Grafana so far, over all environments.
@@ -192,10 +231,7 @@ impl Live {
             AnyChange::Influxdb(item) => apply_with(&self.influxdb, shell.map(|()| item)).await,
             AnyChange::Grafana(item) => apply_with(&self.grafana, shell.map(|()| item)).await,
             AnyChange::Host(item) => apply_with(&self.host, shell.map(|()| item)).await,
-            AnyChange::Openstack(_) => Err(ChangeError {
-                message: format!("the {} provider cannot apply changes yet", shell.id.provider),
-                transient: false,
-            }),
+            AnyChange::Openstack(item) => apply_with(&self.openstack, shell.map(|()| item)).await,
         }
     }
 }

@@ -95,11 +95,13 @@ pub struct Machine {
     pub known_hosts: PathBuf,
     /// The apimon binary executors get; this one when `None`.
     pub executor_binary: Option<PathBuf>,
+    /// clouds.yaml with the environments' clouds; `None`: the standard places.
+    pub clouds_file: Option<PathBuf>,
 }
 
 impl Machine {
     /// `$APIMON_SSH_KEY` and `$APIMON_SSH_KNOWN_HOSTS`, else `~/.ssh/id_ed25519`
-    /// and `~/.ssh/known_hosts`.
+    /// and `~/.ssh/known_hosts`; `$OS_CLIENT_CONFIG_FILE` for clouds.yaml.
     pub fn from_env() -> Self {
         let home = std::env::var_os("HOME")
             .map_or_else(|| PathBuf::from("/var/lib/apimon"), PathBuf::from);
@@ -109,6 +111,7 @@ impl Machine {
             ssh_key: var("APIMON_SSH_KEY", home.join(".ssh/id_ed25519")),
             known_hosts: var("APIMON_SSH_KNOWN_HOSTS", home.join(".ssh/known_hosts")),
             executor_binary: std::env::var_os("APIMON_EXECUTOR_BINARY").map(PathBuf::from),
+            clouds_file: std::env::var_os("OS_CLIENT_CONFIG_FILE").map(PathBuf::from),
         }
     }
 }

@@ -149,6 +149,7 @@ impl Setup {
             ssh_key: self.world.client_key(),
             known_hosts: self.known_hosts.clone(),
             executor_binary: Some(self.binary.clone()),
+            clouds_file: None,
         }
     }
 

@@ -10,4 +10,5 @@ mod executor;
 mod grafana;
 mod host;
 mod influxdb;
+mod openstack;
 mod plan;

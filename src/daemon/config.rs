@@ -28,6 +28,8 @@ pub struct RawConfig {
     pub ssh_key: Option<PathBuf>,
     /// known_hosts with the bastion's and the hosts' keys.
     pub ssh_known_hosts: Option<PathBuf>,
+    /// clouds.yaml with each environment's `cloud`; the standard places when absent.
+    pub clouds_file: Option<PathBuf>,
     /// Environments this daemon manages; all when absent.
     #[serde(default)]
     pub environments: Vec<String>,

@@ -276,6 +276,7 @@ impl Daemon {
             ssh_key: self.config.raw.ssh_key.clone().unwrap_or(defaults.ssh_key),
             known_hosts: self.config.raw.ssh_known_hosts.clone().unwrap_or(defaults.known_hosts),
             executor_binary: defaults.executor_binary,
+            clouds_file: self.config.raw.clouds_file.clone().or(defaults.clouds_file),
         }
     }
 

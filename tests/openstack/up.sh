@@ -345,7 +345,8 @@ done
 [ -n "$mapped" ] || die "the compute host was never mapped to a cell"
 
 log "flavors, image, external network"
-for f in "m1.small 1 512 1" "s3.medium.2 1 2048 10" "s3.small.1 1 1024 10" "s3.large.2 2 4096 10"; do
+# x9.impossible fits no host: Nova schedules it to ERROR ("No valid host").
+for f in "m1.small 1 512 1" "s3.medium.2 1 2048 10" "s3.small.1 1 1024 10" "s3.large.2 2 4096 10" "x9.impossible 64 8388608 10"; do
   set -- $f
   api POST http://127.0.0.1:8774/v2.1/flavors "{\"flavor\":{\"name\":\"$1\",\"vcpus\":$2,\"ram\":$3,\"disk\":$4}}" >/dev/null
 done
@@ -354,6 +355,12 @@ head -c 1048576 /dev/zero >"$S/image.raw"
 curl -s -X PUT -H "X-Auth-Token: $TOKEN" -H 'Content-Type: application/octet-stream' --data-binary @"$S/image.raw" "http://127.0.0.1:9292/v2/images/$IMAGE/file" >/dev/null
 NET=$(api POST http://127.0.0.1:9696/v2.0/networks '{"network":{"name":"admin_external_net","router:external":true,"shared":true,"provider:network_type":"flat","provider:physical_network":"public"}}' | field "['network']['id']")
 api POST http://127.0.0.1:9696/v2.0/subnets "{\"subnet\":{\"network_id\":\"$NET\",\"ip_version\":4,\"cidr\":\"198.51.100.0/24\",\"enable_dhcp\":false}}" >/dev/null
+
+log "quotas: none for project apimon (the benchmark boots 50 servers)"
+ADMIN_PROJECT=$(id_of projects admin)
+api PUT "http://127.0.0.1:8774/v2.1/os-quota-sets/$APIMON_PROJECT" '{"quota_set":{"instances":-1,"cores":-1,"ram":-1,"key_pairs":-1,"metadata_items":-1}}' >/dev/null
+api PUT "http://127.0.0.1:9696/v2.0/quotas/$APIMON_PROJECT" '{"quota":{"network":-1,"subnet":-1,"port":-1,"security_group":-1,"security_group_rule":-1,"floatingip":-1,"router":-1}}' >/dev/null
+api PUT "http://127.0.0.1:8776/v3/$ADMIN_PROJECT/os-quota-sets/$APIMON_PROJECT" '{"quota_set":{"volumes":-1,"gigabytes":-1,"snapshots":-1,"per_volume_gigabytes":-1}}' >/dev/null
 
 cat >"$S/clouds.yaml" <<EOF
 clouds:

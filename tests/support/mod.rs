@@ -11,6 +11,7 @@ pub mod git;
 pub mod git_http;
 pub mod grafana;
 pub mod influxdb;
+pub mod openstack;
 pub mod sshd;
 
 use std::path::{Path, PathBuf};

@@ -3,17 +3,35 @@
 //!
 //! This module owns the pure part: what the repository asks for, and how a
 //! declared resource compares with an existing one (what changes in place,
-//! what forces a replacement and why). Observation and apply talk to the
-//! cloud through `openstack_sdk` and are added beside it.
+//! what forces a replacement and why). [`client`] holds the session (through
+//! `openstack_sdk`), [`observe`](observe::observe) the batched reads and
+//! [`apply`](apply::apply) one change at a time.
+//!
+//! Ownership: servers and volumes carry metadata, Neutron resources tags,
+//! `apimon:managed=true` and `apimon:env=<env>`; keypairs can carry neither,
+//! so the state store records the ones apimon created. Only owned resources
+//! are ever deleted or replaced.
+
+pub mod apply;
+pub mod client;
+pub mod observe;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::model::{Environment, Remote, Rule};
-use crate::plan::{Comparison, DesiredItem, DesiredSet, ProviderKind, ResourceId, Spec};
+use crate::plan::{
+    Comparison, DesiredItem, DesiredSet, ItemChange, ObservedSet, Planned, ProviderKind,
+    ResourceId, Spec,
+};
+use crate::providers::{Provider, Scope};
 use crate::render::Rendered;
 
+use self::client::{Cloud, OpenstackError};
 use super::changed;
 
 /// Server metadata key marking resources apimon owns.
@@ -48,6 +66,8 @@ pub struct ServerSpec {
     /// The user data itself; only sent on create.
     #[serde(skip)]
     pub user_data: String,
+    /// Observed only: the server is in ERROR, with Nova's fault message.
+    pub error: Option<String>,
 }
 
 /// One OpenStack resource.
@@ -101,6 +121,15 @@ pub enum OpenstackSpec {
         volume: String,
         /// Device hint.
         device: Option<String>,
+    },
+    /// The router that connects the environment's subnets to the external
+    /// network its floating IPs come from (Neutron needs one, or it refuses
+    /// to associate a floating IP).
+    Router {
+        /// External network of the gateway.
+        external_network: String,
+        /// Subnets with an interface on it.
+        subnets: BTreeSet<String>,
     },
     /// A floating IP associated with a server.
     FloatingIp {
@@ -176,10 +205,38 @@ impl Spec for OpenstackSpec {
                     Comparison::Same
                 }
             }
+            (
+                S::VolumeAttachment { server: want_server, volume: want_volume, .. },
+                S::VolumeAttachment { server: have_server, volume: have_volume, .. },
+            ) => {
+                // The device is a hint hypervisors may ignore: never a reason to re-attach.
+                if want_server == have_server && want_volume == have_volume {
+                    Comparison::Same
+                } else {
+                    Comparison::Replace(format!(
+                        "attached to {have_server}, wanted on {want_server}"
+                    ))
+                }
+            }
+            (
+                S::Router { external_network: want_net, subnets: want_subnets },
+                S::Router { external_network: have_net, subnets: have_subnets },
+            ) => {
+                if want_net != have_net {
+                    Comparison::Replace(format!("external network {have_net} → {want_net}"))
+                } else if want_subnets != have_subnets {
+                    Comparison::Update(vec!["subnet interfaces changed".to_owned()])
+                } else {
+                    Comparison::Same
+                }
+            }
             (want, have) if want == have => Comparison::Same,
-            (S::FloatingIp { .. }, S::FloatingIp { .. })
-            | (S::VolumeAttachment { .. }, S::VolumeAttachment { .. }) => {
-                Comparison::Replace("association changed".to_owned())
+            (S::FloatingIp { network: want_net, .. }, S::FloatingIp { network: have_net, .. }) => {
+                if want_net == have_net {
+                    Comparison::Replace("associated with another server".to_owned())
+                } else {
+                    Comparison::Replace(format!("network {have_net} → {want_net}"))
+                }
             }
             (S::Network, S::Network)
             | (S::SecurityGroupRule { .. }, S::SecurityGroupRule { .. }) => Comparison::Same,
@@ -189,6 +246,9 @@ impl Spec for OpenstackSpec {
 }
 
 fn compare_servers(want: &ServerSpec, have: &ServerSpec) -> Comparison {
+    if let Some(fault) = &have.error {
+        return Comparison::Replace(format!("server is in ERROR ({fault})"));
+    }
     if want.user_data_sha256 != have.user_data_sha256 {
         return Comparison::Replace("user data changed (template cloud-init.yaml.hbs)".to_owned());
     }
@@ -231,7 +291,7 @@ fn compare_servers(want: &ServerSpec, have: &ServerSpec) -> Comparison {
     }
 }
 
-fn id(env: &str, kind: &str, name: impl Into<String>) -> ResourceId {
+pub(crate) fn id(env: &str, kind: &str, name: impl Into<String>) -> ResourceId {
     ResourceId::new(env, ProviderKind::Openstack, kind, name)
 }
 
@@ -241,7 +301,7 @@ pub fn server_id(env: &str, host: &str) -> ResourceId {
 }
 
 /// A readable, unique name for a rule: its content.
-fn rule_name(group: &str, rule: &Rule) -> String {
+pub(crate) fn rule_name(group: &str, rule: &Rule) -> String {
     let direction = match rule.direction {
         crate::model::Direction::Ingress => "in",
         crate::model::Direction::Egress => "out",
@@ -261,6 +321,147 @@ fn rule_name(group: &str, rule: &Rule) -> String {
         Remote::Group(group) => format!("group:{group}"),
     };
     format!("{group}:{direction}:{protocol}:{ports}:{remote}")
+}
+
+/// Whether Neutron tags mark a resource as apimon's in `env`.
+pub(crate) fn is_owned_tags(tags: &[String], env: &str) -> bool {
+    let env_tag = format!("{ENV_KEY}={env}");
+    tags.iter().any(|t| t == &format!("{MANAGED_KEY}=true")) && tags.iter().any(|t| *t == env_tag)
+}
+
+/// The Neutron tags apimon puts on what it creates in `env`.
+pub(crate) fn ownership_tags(env: &str) -> Vec<String> {
+    vec![format!("{MANAGED_KEY}=true"), format!("{ENV_KEY}={env}")]
+}
+
+/// Whether Nova or Cinder metadata marks a resource as apimon's in `env`.
+pub(crate) fn is_owned_metadata(metadata: &BTreeMap<String, String>, env: &str) -> bool {
+    metadata.get(MANAGED_KEY).is_some_and(|v| v == "true")
+        && metadata.get(ENV_KEY).is_some_and(|v| v == env)
+}
+
+/// Names → ids learned while observing and applying, so apply needs no
+/// lookups for what observe already saw.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    pub security_groups: BTreeMap<String, String>,
+    /// Rule name (see [`rule_name`]) → rule id.
+    pub rules: BTreeMap<String, String>,
+    pub networks: BTreeMap<String, String>,
+    pub external_networks: BTreeMap<String, String>,
+    pub subnets: BTreeMap<String, String>,
+    pub servers: BTreeMap<String, String>,
+    pub volumes: BTreeMap<String, String>,
+    pub routers: BTreeMap<String, String>,
+    /// Host name → floating IP id.
+    pub floating_ips: BTreeMap<String, String>,
+    /// Server name → names of the volumes attached to it.
+    pub attached: BTreeMap<String, Vec<String>>,
+    pub flavors: BTreeMap<String, String>,
+    pub images: BTreeMap<String, String>,
+}
+
+/// How long apply waits for servers and volumes to settle.
+#[derive(Debug, Clone, Copy)]
+pub struct WaitOptions {
+    /// A server reaching ACTIVE (or being gone after a delete).
+    pub server_timeout: Duration,
+    /// A volume reaching `available` or `in-use`.
+    pub volume_timeout: Duration,
+    /// Between two looks.
+    pub poll_interval: Duration,
+}
+
+impl Default for WaitOptions {
+    fn default() -> Self {
+        Self {
+            server_timeout: Duration::from_secs(600),
+            volume_timeout: Duration::from_secs(300),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The OpenStack provider of one environment.
+#[derive(Debug)]
+pub struct OpenstackProvider {
+    env: String,
+    cloud: Cloud,
+    /// Ids of the resources the repository declares in this environment:
+    /// existing resources of these names are observed even when not owned.
+    wanted: BTreeSet<ResourceId>,
+    index: Mutex<Index>,
+    wait: WaitOptions,
+}
+
+impl OpenstackProvider {
+    /// The provider for `env`, if its `cloud` is in clouds.yaml (`clouds_file`,
+    /// else the standard places); `Ok(None)` when it is not.
+    ///
+    /// # Errors
+    /// clouds.yaml exists but cannot be read.
+    pub fn for_environment(
+        env: &Environment,
+        desired: &DesiredSet<OpenstackSpec>,
+        clouds_file: Option<&Path>,
+    ) -> Result<Option<Self>, OpenstackError> {
+        let Some(config) = client::cloud_config(&env.cloud, clouds_file)? else {
+            return Ok(None);
+        };
+        let wanted = desired.keys().filter(|id| id.env == env.name).cloned().collect();
+        Ok(Some(Self {
+            env: env.name.clone(),
+            cloud: Cloud::new(&env.cloud, config),
+            wanted,
+            index: Mutex::new(Index::default()),
+            wait: WaitOptions::default(),
+        }))
+    }
+
+    /// Overrides how long apply waits.
+    #[must_use]
+    pub fn with_wait(mut self, wait: WaitOptions) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// API requests sent so far (after authentication).
+    pub fn requests(&self) -> usize {
+        self.cloud.requests()
+    }
+
+    fn replace_index(&self, index: Index) {
+        if let Ok(mut current) = self.index.lock() {
+            *current = index;
+        }
+    }
+
+    /// Runs `f` on the index (a poisoned lock is recovered: the index is a cache).
+    fn with_index<T>(&self, f: impl FnOnce(&mut Index) -> T) -> T {
+        let mut guard = self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut guard)
+    }
+}
+
+impl Provider for OpenstackProvider {
+    const KIND: ProviderKind = ProviderKind::Openstack;
+    type Spec = OpenstackSpec;
+    type Error = OpenstackError;
+
+    async fn observe(&self, scope: &Scope) -> Result<ObservedSet<OpenstackSpec>, OpenstackError> {
+        observe::observe(self, scope).await
+    }
+
+    async fn apply(
+        &self,
+        change: &Planned<ItemChange<OpenstackSpec>>,
+    ) -> Result<(), OpenstackError> {
+        apply::apply(self, change).await
+    }
+
+    fn is_transient(error: &OpenstackError) -> bool {
+        error.is_transient()
+    }
 }
 
 /// What the environment asks of OpenStack.
@@ -336,6 +537,7 @@ pub fn desired(env: &Environment, rendered: &Rendered) -> DesiredSet<OpenstackSp
             metadata: host.metadata.clone(),
             user_data_sha256,
             user_data,
+            error: None,
         };
         let server = server_id(name, &host.name);
         set.insert(server.clone(), item(OpenstackSpec::Server(spec), depends_on));
@@ -367,10 +569,28 @@ pub fn desired(env: &Environment, rendered: &Rendered) -> DesiredSet<OpenstackSp
                 network: fip.network.clone(),
                 server: host.name.clone(),
             };
-            set.insert(id(name, "floating_ip", &host.name), item(spec, vec![server.clone()]));
+            let depends_on = vec![server.clone(), id(name, "router", router_name(name))];
+            set.insert(id(name, "floating_ip", &host.name), item(spec, depends_on));
         }
     }
+    // One router to the external network the floating IPs come from.
+    if let Some(external) = env.hosts.iter().find_map(|h| h.floating_ip.as_ref()) {
+        let subnets: BTreeSet<String> = env
+            .networks
+            .iter()
+            .filter(|n| !n.external)
+            .flat_map(|n| n.subnets.iter().map(|s| s.name.clone()))
+            .collect();
+        let depends_on = subnets.iter().map(|s| id(name, "subnet", s)).collect();
+        let spec = OpenstackSpec::Router { external_network: external.network.clone(), subnets };
+        set.insert(id(name, "router", router_name(name)), item(spec, depends_on));
+    }
     set
+}
+
+/// The environment's router: `<env>-router`.
+pub fn router_name(env: &str) -> String {
+    format!("{env}-router")
 }
 
 #[cfg(test)]
@@ -389,6 +609,7 @@ mod tests {
             metadata: BTreeMap::from([("team".to_owned(), "apimon".to_owned())]),
             user_data_sha256: "aaa".into(),
             user_data: String::new(),
+            error: None,
         }
     }
 

@@ -1,0 +1,340 @@
+//! The session with one cloud, through `openstack_sdk`.
+//!
+//! Authentication comes from `clouds.yaml` (the ecosystem convention: the
+//! file named by `--clouds-file`/`OS_CLIENT_CONFIG_FILE`, else
+//! `./clouds.yaml`, `~/.config/openstack/clouds.yaml`,
+//! `/etc/openstack/clouds.yaml`); Keystone v3 password and application
+//! credentials both work, as the SDK supports them. Tokens are never cached
+//! on disk. Every request after authentication goes through
+//! [`CountingClient`], so plans can report how many calls they took.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::request::Builder as RequestBuilder;
+use http::{HeaderMap, Response};
+use openstack_sdk::api::{
+    ignore, paged, ApiError, AsyncClient, Pageable, Pagination, QueryAsync, RestClient,
+    RestEndpoint,
+};
+use openstack_sdk::config::{CloudConfig, ConfigFile};
+use openstack_sdk::types::{ApiVersion, BoxedAsyncRead, ServiceType};
+use openstack_sdk::{AsyncOpenStack, MicroVersionStrategy, RestError};
+use openstack_sdk_core::catalog::ServiceEndpoint;
+use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
+
+/// Talking to OpenStack failed. Every variant names the cloud or the resource.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenstackError {
+    /// `clouds.yaml` could not be read.
+    #[error("cannot read clouds.yaml{}: {message}", .file.as_ref().map(|f| format!(" ({})", f.display())).unwrap_or_default())]
+    Config {
+        /// The file given explicitly, if any.
+        file: Option<PathBuf>,
+        /// What is wrong.
+        message: String,
+    },
+    /// Authentication failed or Keystone was unreachable.
+    #[error("cannot authenticate to cloud `{cloud}`: {message}")]
+    Connect {
+        /// The clouds.yaml entry.
+        cloud: String,
+        /// The SDK's reason (never a credential).
+        message: String,
+        /// Keystone was unreachable or failed on its side.
+        transient: bool,
+    },
+    /// An API call failed.
+    #[error("{resource}: {action} failed: {message}")]
+    Api {
+        /// The resource, e.g. `server outside-bastion`.
+        resource: String,
+        /// What apimon tried, e.g. `create`.
+        action: String,
+        /// HTTP status, when the cloud answered.
+        status: Option<u16>,
+        /// The cloud's message.
+        message: String,
+        /// Unreachable, or a 5xx.
+        transient: bool,
+    },
+    /// The resource reached a state apimon cannot continue from.
+    #[error("{resource}: {message}")]
+    Failed {
+        /// The resource.
+        resource: String,
+        /// What happened (Nova's fault message for a server in ERROR).
+        message: String,
+    },
+    /// A name the repository uses does not exist in the cloud.
+    #[error("{resource}: {what} `{name}` does not exist in the cloud")]
+    Missing {
+        /// The resource that needs it.
+        resource: String,
+        /// `flavor`, `image`, `network`, ...
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// Waiting for a state took too long.
+    #[error("{resource}: still not {state} after {seconds} s")]
+    Timeout {
+        /// The resource.
+        resource: String,
+        /// The state waited for.
+        state: String,
+        /// How long apimon waited.
+        seconds: u64,
+    },
+}
+
+impl OpenstackError {
+    /// Worth retrying: unreachable, a 5xx, or a timeout.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect { transient, .. } | Self::Api { transient, .. } => *transient,
+            Self::Timeout { .. } => true,
+            Self::Config { .. } | Self::Failed { .. } | Self::Missing { .. } => false,
+        }
+    }
+
+    /// The cloud answered 404.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Api { status: Some(404), .. })
+    }
+
+    /// The cloud answered 409 (conflict: exists already, or busy).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Api { status: Some(409), .. })
+    }
+}
+
+/// Finds `cloud` in clouds.yaml: `file` if given, else the standard places.
+///
+/// # Errors
+/// A file that exists but cannot be parsed, or an explicit file that is missing.
+pub fn cloud_config(
+    cloud: &str,
+    file: Option<&Path>,
+) -> Result<Option<CloudConfig>, OpenstackError> {
+    let config_error =
+        |message: String| OpenstackError::Config { file: file.map(Path::to_path_buf), message };
+    if let Some(file) = file {
+        if !file.is_file() {
+            return Err(config_error("no such file".to_owned()));
+        }
+    }
+    let config = ConfigFile::new_with_user_specified_configs(file, None::<&Path>)
+        .map_err(|e| config_error(e.to_string()))?;
+    config.get_cloud_config(cloud).map_err(|e| config_error(e.to_string()))
+}
+
+/// An [`AsyncOpenStack`] session that counts the requests sent through it.
+pub struct CountingClient {
+    inner: AsyncOpenStack,
+    requests: AtomicUsize,
+}
+
+impl RestClient for CountingClient {
+    type Error = RestError;
+
+    fn get_current_project(&self) -> Option<openstack_sdk_auth_core::types::Project> {
+        self.inner.get_current_project()
+    }
+
+    fn microversion_strategy(&self) -> MicroVersionStrategy {
+        self.inner.microversion_strategy()
+    }
+}
+
+#[async_trait]
+impl AsyncClient for CountingClient {
+    async fn rest_async(
+        &self,
+        request: RequestBuilder,
+        body: Vec<u8>,
+    ) -> Result<Response<Bytes>, ApiError<Self::Error>> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.rest_async(request, body).await
+    }
+
+    async fn rest_read_body_async(
+        &self,
+        request: RequestBuilder,
+        body: BoxedAsyncRead,
+    ) -> Result<Response<Bytes>, ApiError<Self::Error>> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.rest_read_body_async(request, body).await
+    }
+
+    async fn download_async(
+        &self,
+        request: RequestBuilder,
+        body: Vec<u8>,
+    ) -> Result<(HeaderMap, BoxedAsyncRead), ApiError<Self::Error>> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.download_async(request, body).await
+    }
+
+    async fn get_service_endpoint(
+        &self,
+        service_type: &ServiceType,
+        version: Option<&ApiVersion>,
+    ) -> Result<ServiceEndpoint, ApiError<Self::Error>> {
+        AsyncClient::get_service_endpoint(&self.inner, service_type, version).await
+    }
+}
+
+/// One cloud, connected on first use.
+pub struct Cloud {
+    name: String,
+    config: CloudConfig,
+    session: OnceCell<CountingClient>,
+}
+
+impl std::fmt::Debug for Cloud {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The config holds credentials: never print it.
+        f.debug_struct("Cloud").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// The services apimon uses; their versions are discovered once per session.
+const SERVICES: [ServiceType; 4] =
+    [ServiceType::Compute, ServiceType::Network, ServiceType::BlockStorage, ServiceType::Image];
+
+impl Cloud {
+    /// A cloud from its clouds.yaml entry (no network traffic yet).
+    pub fn new(name: &str, config: CloudConfig) -> Self {
+        Self { name: name.to_owned(), config, session: OnceCell::new() }
+    }
+
+    /// The clouds.yaml entry.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Requests sent after authentication so far.
+    pub fn requests(&self) -> usize {
+        self.session.get().map_or(0, |s| s.requests.load(Ordering::Relaxed))
+    }
+
+    /// The authenticated session.
+    ///
+    /// # Errors
+    /// Keystone refused or could not be reached.
+    pub async fn session(&self) -> Result<&CountingClient, OpenstackError> {
+        self.session
+            .get_or_try_init(|| async {
+                let connect_error = |error: openstack_sdk::OpenStackError| {
+                    let message = error.to_string();
+                    let transient = match &error {
+                        openstack_sdk::OpenStackError::Communication { .. } => true,
+                        openstack_sdk::OpenStackError::Http { status } => status.is_server_error(),
+                        _ => false,
+                    };
+                    OpenstackError::Connect { cloud: self.name.clone(), message, transient }
+                };
+                let session = AsyncOpenStack::builder(&self.config)
+                    .disable_auth_cache(true)
+                    .connect()
+                    .await
+                    .map_err(connect_error)?;
+                for service in &SERVICES {
+                    session.discover_service_endpoint(service).await.map_err(connect_error)?;
+                }
+                Ok(CountingClient { inner: session, requests: AtomicUsize::new(0) })
+            })
+            .await
+    }
+
+    /// The project the session is scoped to.
+    ///
+    /// # Errors
+    /// Not connected, or the token has no project scope.
+    pub async fn project_id(&self) -> Result<String, OpenstackError> {
+        let session = self.session().await?;
+        session.get_current_project().and_then(|p| p.id).ok_or_else(|| OpenstackError::Connect {
+            cloud: self.name.clone(),
+            message: "the token is not scoped to a project (set project_name or project_id in clouds.yaml)"
+                .to_owned(),
+            transient: false,
+        })
+    }
+
+    /// Sends `endpoint` and decodes the answer.
+    ///
+    /// # Errors
+    /// The call failed; the error names `resource` and `action`.
+    pub async fn query<T, E>(
+        &self,
+        resource: &str,
+        action: &str,
+        endpoint: E,
+    ) -> Result<T, OpenstackError>
+    where
+        T: DeserializeOwned + Send + 'static,
+        E: RestEndpoint + Sync + Send,
+    {
+        let session = self.session().await?;
+        endpoint.query_async(session).await.map_err(|e| api_error(resource, action, e))
+    }
+
+    /// Sends `endpoint`, ignoring the answer's body.
+    ///
+    /// # Errors
+    /// The call failed; the error names `resource` and `action`.
+    pub async fn execute<E>(
+        &self,
+        resource: &str,
+        action: &str,
+        endpoint: E,
+    ) -> Result<(), OpenstackError>
+    where
+        E: RestEndpoint + Sync + Send,
+    {
+        let session = self.session().await?;
+        ignore(endpoint).query_async(session).await.map_err(|e| api_error(resource, action, e))
+    }
+
+    /// Every item of a list endpoint, following pagination.
+    ///
+    /// # Errors
+    /// A page could not be read.
+    pub async fn list<T, E>(&self, what: &str, endpoint: E) -> Result<Vec<T>, OpenstackError>
+    where
+        T: DeserializeOwned + Send + 'static,
+        E: RestEndpoint + Pageable + Sync + Send,
+    {
+        let session = self.session().await?;
+        paged(endpoint, Pagination::All)
+            .query_async(session)
+            .await
+            .map_err(|e| api_error(what, "list", e))
+    }
+}
+
+/// An SDK error as ours: the status and the cloud's own message.
+fn api_error(resource: &str, action: &str, error: ApiError<RestError>) -> OpenstackError {
+    let (status, message) = match &error {
+        ApiError::OpenStack { status, msg, .. } => (Some(status.as_u16()), msg.clone()),
+        ApiError::OpenStackService { status, data, .. } => {
+            (Some(status.as_u16()), data.chars().take(300).collect())
+        }
+        ApiError::OpenStackUnrecognized { status, obj, .. } => {
+            (Some(status.as_u16()), obj.to_string().chars().take(300).collect())
+        }
+        other => (None, other.to_string()),
+    };
+    let transient = error.is_transient() || matches!(error, ApiError::Client { .. });
+    OpenstackError::Api {
+        resource: resource.to_owned(),
+        action: action.to_owned(),
+        status,
+        message: message.trim().to_owned(),
+        transient,
+    }
+}

@@ -1,0 +1,680 @@
+//! Reading what exists: one list call per kind (keypairs, servers, images of
+//! those servers, security groups with their rules, networks, subnets,
+//! floating IPs, volumes with their attachments), never a GET per resource.
+//!
+//! What is observed: everything tagged (Neutron) or labelled in metadata
+//! (Nova, Cinder) `apimon:managed=true` + `apimon:env=<env>` — owned — and
+//! anything else whose name the repository declares — not owned, so it is
+//! compared but never deleted. Keypairs carry neither, so the state store
+//! says which ones apimon created.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use http::{HeaderName, HeaderValue};
+use indexmap::IndexMap;
+use openstack_sdk::api::block_storage::v3::volume::list_detailed as volume_list;
+use openstack_sdk::api::compute::v2::keypair::list_20 as keypair_list;
+use openstack_sdk::api::compute::v2::server::list_detailed_21 as server_list;
+use openstack_sdk::api::image::v2::image::list as image_list;
+use openstack_sdk::api::network::v2::floatingip::list as floating_ip_list;
+use openstack_sdk::api::network::v2::network::list as network_list;
+use openstack_sdk::api::network::v2::port::list as port_list;
+use openstack_sdk::api::network::v2::router::list as router_list;
+use openstack_sdk::api::network::v2::security_group::list as security_group_list;
+use openstack_sdk::api::network::v2::subnet::list as subnet_list;
+use serde::Deserialize;
+
+use super::client::OpenstackError;
+use super::{
+    id, is_owned_metadata, is_owned_tags, rule_name, Index, OpenstackProvider, OpenstackSpec,
+    ServerSpec, ENV_KEY, MANAGED_KEY, USER_DATA_KEY,
+};
+use crate::model::{Direction, Protocol, Remote, Rule};
+use crate::plan::{ObservedItem, ObservedSet, ResourceId};
+use crate::providers::Scope;
+
+/// Microversion for server lists: 2.47 embeds the flavor's name.
+pub(super) const COMPUTE_VERSION: &str = "compute 2.47";
+
+pub(super) fn version_header() -> (HeaderName, HeaderValue) {
+    (HeaderName::from_static("openstack-api-version"), HeaderValue::from_static(COMPUTE_VERSION))
+}
+
+#[derive(Debug, Deserialize)]
+struct KeypairJson {
+    name: String,
+    #[serde(default)]
+    public_key: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ServerJson {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    key_name: Option<String>,
+    #[serde(default)]
+    flavor: FlavorJson,
+    /// `{"id": ...}`, or `""` for servers booted from a volume.
+    #[serde(default)]
+    image: serde_json::Value,
+    /// Network name → addresses, in the order of the server's interfaces.
+    #[serde(default)]
+    addresses: IndexMap<String, Vec<AddressJson>>,
+    #[serde(default)]
+    security_groups: Vec<NamedJson>,
+    #[serde(rename = "OS-EXT-AZ:availability_zone", default)]
+    availability_zone: Option<String>,
+    #[serde(default)]
+    pub fault: Option<FaultJson>,
+}
+
+impl ServerJson {
+    /// Network names in the order of the server's interfaces.
+    pub fn addresses_order(&self) -> Vec<String> {
+        self.addresses.keys().cloned().collect()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct FlavorJson {
+    #[serde(default)]
+    original_name: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AddressJson {
+    addr: String,
+    #[serde(rename = "OS-EXT-IPS:type", default)]
+    kind: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NamedJson {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct FaultJson {
+    #[serde(default)]
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ImageJson {
+    id: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SecurityGroupJson {
+    id: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    security_group_rules: Vec<RuleJson>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RuleJson {
+    id: String,
+    direction: String,
+    #[serde(default)]
+    ethertype: Option<String>,
+    #[serde(default)]
+    protocol: Option<String>,
+    #[serde(default)]
+    port_range_min: Option<u16>,
+    #[serde(default)]
+    port_range_max: Option<u16>,
+    #[serde(default)]
+    remote_ip_prefix: Option<String>,
+    #[serde(default)]
+    remote_group_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NetworkJson {
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    project_id: Option<String>,
+    #[serde(rename = "router:external", default)]
+    external: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct SubnetJson {
+    id: String,
+    #[serde(default)]
+    name: String,
+    network_id: String,
+    cidr: String,
+    #[serde(default)]
+    gateway_ip: Option<String>,
+    #[serde(default)]
+    dns_nameservers: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FloatingIpJson {
+    id: String,
+    floating_network_id: String,
+    #[serde(default)]
+    floating_ip_address: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    port_details: Option<PortDetailsJson>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PortDetailsJson {
+    #[serde(default)]
+    device_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RouterJson {
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    external_gateway_info: Option<GatewayJson>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GatewayJson {
+    #[serde(default)]
+    network_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InterfacePortJson {
+    #[serde(default)]
+    device_id: String,
+    #[serde(default)]
+    fixed_ips: Vec<FixedIpJson>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FixedIpJson {
+    subnet_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct VolumeJson {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    size: u32,
+    #[serde(default)]
+    volume_type: Option<String>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub attachments: Vec<AttachmentJson>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct AttachmentJson {
+    pub server_id: String,
+    #[serde(default)]
+    device: Option<String>,
+}
+
+/// Built output of one observation.
+struct Observation<'a> {
+    env: &'a str,
+    wanted: &'a BTreeSet<ResourceId>,
+    set: ObservedSet<OpenstackSpec>,
+}
+
+impl Observation<'_> {
+    fn wants(&self, kind: &str, name: &str) -> bool {
+        self.wanted.contains(&id(self.env, kind, name))
+    }
+
+    fn insert(
+        &mut self,
+        id: ResourceId,
+        spec: OpenstackSpec,
+        owned: bool,
+        depends_on: Vec<ResourceId>,
+    ) {
+        // Two resources of one name (Neutron and Nova allow it): the owned one counts.
+        if self.set.get(&id).is_some_and(|existing| existing.owned || !owned) {
+            return;
+        }
+        self.set.insert(id, ObservedItem { spec, owned, depends_on });
+    }
+}
+
+/// Reads the environment's resources, refreshing the provider's name → id index.
+pub(super) async fn observe(
+    provider: &OpenstackProvider,
+    scope: &Scope,
+) -> Result<ObservedSet<OpenstackSpec>, OpenstackError> {
+    let cloud = &provider.cloud;
+    let env = provider.env.as_str();
+    let project = cloud.project_id().await?;
+    let built = |what: &str, e: &dyn std::fmt::Display| OpenstackError::Failed {
+        resource: what.to_owned(),
+        message: format!("cannot build the list request: {e}"),
+    };
+
+    // Independent list calls, all at once.
+    let keypairs = async {
+        let request =
+            keypair_list::Request::builder().build().map_err(|e| built("keypairs", &e))?;
+        cloud.query::<Vec<KeypairJson>, _>("keypairs", "list", request).await
+    };
+    let servers = async {
+        let (name, value) = version_header();
+        let request = server_list::Request::builder()
+            .header(name, value)
+            .build()
+            .map_err(|e| built("servers", &e))?;
+        cloud.list::<ServerJson, _>("servers", request).await
+    };
+    let groups = async {
+        let request = security_group_list::Request::builder()
+            .tenant_id(project.as_str())
+            .build()
+            .map_err(|e| built("security groups", &e))?;
+        cloud.list::<SecurityGroupJson, _>("security groups", request).await
+    };
+    let networks = async {
+        let request =
+            network_list::Request::builder().build().map_err(|e| built("networks", &e))?;
+        cloud.list::<NetworkJson, _>("networks", request).await
+    };
+    let subnets = async {
+        let request = subnet_list::Request::builder()
+            .tenant_id(project.as_str())
+            .build()
+            .map_err(|e| built("subnets", &e))?;
+        cloud.list::<SubnetJson, _>("subnets", request).await
+    };
+    let floating_ips = async {
+        let request = floating_ip_list::Request::builder()
+            .tenant_id(project.as_str())
+            .build()
+            .map_err(|e| built("floating IPs", &e))?;
+        cloud.list::<FloatingIpJson, _>("floating IPs", request).await
+    };
+    let volumes = async {
+        let request = volume_list::Request::builder().build().map_err(|e| built("volumes", &e))?;
+        cloud.list::<VolumeJson, _>("volumes", request).await
+    };
+    let routers = async {
+        let request = router_list::Request::builder()
+            .tenant_id(project.as_str())
+            .build()
+            .map_err(|e| built("routers", &e))?;
+        cloud.list::<RouterJson, _>("routers", request).await
+    };
+    let interfaces = async {
+        let request = port_list::Request::builder()
+            .tenant_id(project.as_str())
+            .device_owner("network:router_interface")
+            .build()
+            .map_err(|e| built("router interfaces", &e))?;
+        cloud.list::<InterfacePortJson, _>("router interfaces", request).await
+    };
+    let (keypairs, servers, groups, networks, subnets, floating_ips, volumes, routers, interfaces) =
+        tokio::try_join!(
+            keypairs,
+            servers,
+            groups,
+            networks,
+            subnets,
+            floating_ips,
+            volumes,
+            routers,
+            interfaces
+        )?;
+
+    // Image names of the servers in question, in one call.
+    let relevant_servers: Vec<&ServerJson> = servers
+        .iter()
+        .filter(|s| s.status != "DELETED" && s.status != "SOFT_DELETED")
+        .filter(|s| {
+            is_owned_metadata(&s.metadata, env)
+                || provider.wanted.contains(&id(env, "server", &s.name))
+        })
+        .collect();
+    let image_ids: BTreeSet<&str> = relevant_servers
+        .iter()
+        .filter_map(|s| s.image.get("id").and_then(|v| v.as_str()))
+        .collect();
+    let images: BTreeMap<String, String> = if image_ids.is_empty() {
+        BTreeMap::new()
+    } else {
+        let filter = format!("in:{}", image_ids.into_iter().collect::<Vec<_>>().join(","));
+        let request =
+            image_list::Request::builder().id(filter).build().map_err(|e| built("images", &e))?;
+        cloud
+            .list::<ImageJson, _>("images", request)
+            .await?
+            .into_iter()
+            .map(|i| (i.id.clone(), i.name.unwrap_or(i.id)))
+            .collect()
+    };
+
+    let mut index = Index::default();
+    let mut seen = Observation { env, wanted: &provider.wanted, set: ObservedSet::new() };
+
+    for keypair in keypairs {
+        let keypair_id = id(env, "keypair", &keypair.name);
+        if seen.wants("keypair", &keypair.name) || scope.owned.contains(&keypair_id) {
+            let spec = OpenstackSpec::Keypair { public_key: keypair.public_key.trim().to_owned() };
+            seen.insert(keypair_id, spec, false, vec![]);
+        }
+    }
+
+    // Networks: the project's own, and external/shared ones by name (for floating IPs).
+    let mut network_names: BTreeMap<String, String> = BTreeMap::new();
+    for network in &networks {
+        let mine = network.project_id.as_deref() == Some(project.as_str());
+        if !mine && !network.external {
+            continue;
+        }
+        network_names.insert(network.id.clone(), network.name.clone());
+        let owned = mine && is_owned_tags(&network.tags, env);
+        if mine && (owned || seen.wants("network", &network.name)) {
+            if owned || !index.networks.contains_key(&network.name) {
+                index.networks.insert(network.name.clone(), network.id.clone());
+            }
+            seen.insert(id(env, "network", &network.name), OpenstackSpec::Network, owned, vec![]);
+        } else if network.external {
+            index.external_networks.entry(network.name.clone()).or_insert(network.id.clone());
+        }
+    }
+    let mut subnets_of: BTreeMap<String, Vec<ResourceId>> = BTreeMap::new();
+    let mut subnet_names: BTreeMap<String, String> = BTreeMap::new();
+    for subnet in subnets {
+        subnet_names.insert(subnet.id.clone(), subnet.name.clone());
+        let owned = is_owned_tags(&subnet.tags, env);
+        if !owned && !seen.wants("subnet", &subnet.name) {
+            continue;
+        }
+        let Some(network) = network_names.get(&subnet.network_id) else { continue };
+        let network_id = id(env, "network", network);
+        if owned || !index.subnets.contains_key(&subnet.name) {
+            index.subnets.insert(subnet.name.clone(), subnet.id.clone());
+        }
+        subnets_of.entry(network.clone()).or_default().push(id(env, "subnet", &subnet.name));
+        let spec = OpenstackSpec::Subnet {
+            network: network.clone(),
+            cidr: subnet.cidr,
+            gateway_ip: subnet.gateway_ip,
+            dns_nameservers: subnet.dns_nameservers,
+        };
+        seen.insert(id(env, "subnet", &subnet.name), spec, owned, vec![network_id]);
+    }
+
+    // Routers, with the subnets they have interfaces on.
+    for router in routers {
+        let owned = is_owned_tags(&router.tags, env);
+        if !owned && !seen.wants("router", &router.name) {
+            continue;
+        }
+        index.routers.insert(router.name.clone(), router.id.clone());
+        let external_network = router
+            .external_gateway_info
+            .and_then(|g| g.network_id)
+            .map(|id| network_names.get(&id).cloned().unwrap_or(id))
+            .unwrap_or_default();
+        let subnets: BTreeSet<String> = interfaces
+            .iter()
+            .filter(|port| port.device_id == router.id)
+            .flat_map(|port| port.fixed_ips.iter())
+            .map(|ip| {
+                subnet_names.get(&ip.subnet_id).cloned().unwrap_or_else(|| ip.subnet_id.clone())
+            })
+            .collect();
+        let depends_on = subnets.iter().map(|s| id(env, "subnet", s)).collect();
+        let spec = OpenstackSpec::Router { external_network, subnets };
+        seen.insert(id(env, "router", &router.name), spec, owned, depends_on);
+    }
+
+    // Security groups, then their rules (a rule may name another group).
+    let group_names: BTreeMap<&str, &str> =
+        groups.iter().map(|g| (g.id.as_str(), g.name.as_str())).collect();
+    for group in &groups {
+        let owned = is_owned_tags(&group.tags, env);
+        if !owned && !seen.wants("security_group", &group.name) {
+            continue;
+        }
+        if owned || !index.security_groups.contains_key(&group.name) {
+            index.security_groups.insert(group.name.clone(), group.id.clone());
+        }
+        let group_id = id(env, "security_group", &group.name);
+        let spec = OpenstackSpec::SecurityGroup { description: group.description.clone() };
+        seen.insert(group_id.clone(), spec, owned, vec![]);
+        for raw in &group.security_group_rules {
+            let Some(rule) = rule_of(raw, &group_names) else { continue };
+            let name = rule_name(&group.name, &rule);
+            let declared = seen.wants("security_group_rule", &name);
+            // Neutron gives every new group "egress to anywhere" rules (IPv4
+            // and IPv6); they are not apimon's unless the repository declares one.
+            if !declared && is_default_egress(&rule) {
+                continue;
+            }
+            let rule_id = id(env, "security_group_rule", &name);
+            if seen.set.contains_key(&rule_id) {
+                continue;
+            }
+            index.rules.insert(name, raw.id.clone());
+            let mut depends_on = vec![group_id.clone()];
+            if let Remote::Group(remote) = &rule.remote {
+                depends_on.push(id(env, "security_group", remote));
+            }
+            let spec = OpenstackSpec::SecurityGroupRule { group: group.name.clone(), rule };
+            seen.insert(rule_id, spec, owned, depends_on);
+        }
+    }
+
+    // Servers.
+    let mut server_names: BTreeMap<String, String> = BTreeMap::new();
+    for server in relevant_servers {
+        let owned = is_owned_metadata(&server.metadata, env);
+        if !owned && index.servers.contains_key(&server.name) {
+            continue;
+        }
+        server_names.insert(server.id.clone(), server.name.clone());
+        index.servers.insert(server.name.clone(), server.id.clone());
+        let spec = server_spec(server, &images);
+        let mut depends_on = Vec::new();
+        if !spec.keypair.is_empty() {
+            depends_on.push(id(env, "keypair", &spec.keypair));
+        }
+        depends_on.extend(spec.security_groups.iter().map(|g| id(env, "security_group", g)));
+        for network in &spec.networks {
+            depends_on.push(id(env, "network", network));
+            depends_on.extend(subnets_of.get(network).into_iter().flatten().cloned());
+        }
+        seen.insert(
+            id(env, "server", &server.name),
+            OpenstackSpec::Server(spec),
+            owned,
+            depends_on,
+        );
+    }
+
+    // Volumes and their attachments.
+    for volume in volumes {
+        let Some(name) = volume.name.clone() else { continue };
+        let owned = is_owned_metadata(&volume.metadata, env);
+        if !owned && !seen.wants("volume", &name) {
+            continue;
+        }
+        index.volumes.insert(name.clone(), volume.id.clone());
+        let volume_id = id(env, "volume", &name);
+        let spec = OpenstackSpec::Volume { size_gb: volume.size, volume_type: volume.volume_type };
+        seen.insert(volume_id.clone(), spec, owned, vec![]);
+        for attachment in &volume.attachments {
+            let Some(server) = server_names.get(&attachment.server_id) else { continue };
+            index.attached.entry(server.clone()).or_default().push(name.clone());
+            let spec = OpenstackSpec::VolumeAttachment {
+                server: server.clone(),
+                volume: name.clone(),
+                device: attachment.device.clone(),
+            };
+            let depends_on = vec![id(env, "server", server), volume_id.clone()];
+            seen.insert(id(env, "volume_attachment", &name), spec, owned, depends_on);
+        }
+    }
+
+    // Floating IPs, by the server their port belongs to.
+    for fip in floating_ips {
+        let owned = is_owned_tags(&fip.tags, env);
+        let server = fip
+            .port_details
+            .as_ref()
+            .and_then(|p| p.device_id.as_ref())
+            .and_then(|device| server_names.get(device));
+        let (name, depends_on) = match server {
+            Some(server) => (
+                server.clone(),
+                vec![id(env, "server", server), id(env, "router", super::router_name(env))],
+            ),
+            // An owned address no server uses any more: pruned like any leftover.
+            None if owned => (format!("unassociated-{}", fip.floating_ip_address), vec![]),
+            None => continue,
+        };
+        if !owned && !seen.wants("floating_ip", &name) {
+            continue;
+        }
+        let network =
+            network_names.get(&fip.floating_network_id).cloned().unwrap_or(fip.floating_network_id);
+        index.floating_ips.insert(name.clone(), fip.id.clone());
+        let spec =
+            OpenstackSpec::FloatingIp { network, server: server.cloned().unwrap_or_default() };
+        seen.insert(id(env, "floating_ip", &name), spec, owned, depends_on);
+    }
+
+    provider.replace_index(index);
+    Ok(seen.set)
+}
+
+/// A server as apimon describes it.
+fn server_spec(server: &ServerJson, images: &BTreeMap<String, String>) -> ServerSpec {
+    let image = match server.image.get("id").and_then(|v| v.as_str()) {
+        Some(image_id) => images
+            .get(image_id)
+            .cloned()
+            .unwrap_or_else(|| format!("(image {image_id}, no longer listed)")),
+        None => "(booted from volume)".to_owned(),
+    };
+    let flavor = server
+        .flavor
+        .original_name
+        .clone()
+        .or_else(|| server.flavor.id.clone())
+        .unwrap_or_default();
+    let networks: Vec<String> = server.addresses.keys().cloned().collect();
+    let address = server.addresses.values().next().and_then(|addresses| {
+        addresses.iter().find(|a| a.kind.as_deref() != Some("floating")).map(|a| a.addr.clone())
+    });
+    let metadata = server
+        .metadata
+        .iter()
+        .filter(|(key, _)| !key.starts_with("apimon:"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let error = (server.status == "ERROR").then(|| {
+        server
+            .fault
+            .as_ref()
+            .map(|f| f.message.clone())
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "no fault message".to_owned())
+    });
+    ServerSpec {
+        flavor,
+        image,
+        keypair: server.key_name.clone().unwrap_or_default(),
+        availability_zone: server.availability_zone.clone().filter(|z| !z.is_empty()),
+        networks,
+        address,
+        security_groups: server.security_groups.iter().map(|g| g.name.clone()).collect(),
+        metadata,
+        user_data_sha256: server.metadata.get(USER_DATA_KEY).cloned().unwrap_or_default(),
+        user_data: String::new(),
+        error,
+    }
+}
+
+/// A Neutron rule in the repository's terms; `None` for what the repository
+/// cannot express (other protocols, address groups), which apimon leaves alone.
+fn rule_of(raw: &RuleJson, group_names: &BTreeMap<&str, &str>) -> Option<Rule> {
+    let direction = match raw.direction.as_str() {
+        "ingress" => Direction::Ingress,
+        "egress" => Direction::Egress,
+        _ => return None,
+    };
+    let protocol = match raw.protocol.as_deref() {
+        None | Some("any") => Protocol::Any,
+        Some("tcp" | "6") => Protocol::Tcp,
+        Some("udp" | "17") => Protocol::Udp,
+        Some("icmp" | "1") => Protocol::Icmp,
+        Some(_) => return None,
+    };
+    let ports = match (raw.port_range_min, raw.port_range_max) {
+        (Some(low), Some(high)) if protocol != Protocol::Icmp => Some((low, high)),
+        (Some(low), None) if protocol != Protocol::Icmp => Some((low, low)),
+        (None, _) => None,
+        _ => return None,
+    };
+    let remote = match (&raw.remote_group_id, &raw.remote_ip_prefix) {
+        (Some(group), _) => Remote::Group(
+            group_names
+                .get(group.as_str())
+                .map_or_else(|| format!("id:{group}"), |n| (*n).to_owned()),
+        ),
+        (None, Some(cidr)) => Remote::Cidr(cidr.clone()),
+        (None, None) => Remote::Any,
+    };
+    // IPv6 twins of "anywhere" rules come from Neutron's defaults.
+    if raw.ethertype.as_deref() == Some("IPv6")
+        && remote == Remote::Any
+        && direction == Direction::Egress
+    {
+        return None;
+    }
+    Some(Rule { direction, protocol, ports, remote })
+}
+
+fn is_default_egress(rule: &Rule) -> bool {
+    rule.direction == Direction::Egress
+        && rule.protocol == Protocol::Any
+        && rule.ports.is_none()
+        && rule.remote == Remote::Any
+}
+
+/// Keys apimon sets on what it creates (servers, volumes), besides the user data hash.
+pub(super) fn ownership(env: &str) -> [(String, String); 2] {
+    [(MANAGED_KEY.to_owned(), "true".to_owned()), (ENV_KEY.to_owned(), env.to_owned())]
+}

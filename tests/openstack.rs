@@ -1,0 +1,420 @@
+//! The OpenStack provider against a REAL control plane (Keystone, Nova with
+//! the fake driver, Neutron, Glance, Cinder; see `support/openstack.rs`),
+//! through the `apimon` binary: create from nothing, no-op second run,
+//! in-place metadata, user data replacing a server (its volume and floating
+//! IP follow), pruning only what apimon owns, Nova's errors naming the host,
+//! application credentials. Each test has an environment of its own, whose
+//! InfluxDB is a real influxd (live plans read every provider).
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use apimon::model::secret::SecretStore;
+use apimon::model::Secrets;
+use apimon::reconcile::{self, Machine};
+use apimon::state;
+use serde_json::Value;
+
+use crate::support::influxdb::InfluxServer;
+use crate::support::openstack::{Api, TestCloud};
+use crate::support::{apimon, text, TestRepo};
+
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG7mB9bJ5cXf0cS2qkJ3pQy8nT4uV1wX2yZ3aB4cD5eF apimon@test";
+
+/// One environment `name` of the test cloud, in a repository of its own.
+struct Setup {
+    name: String,
+    cloud: TestCloud,
+    api: Api,
+    _influx: InfluxServer,
+    repo: TestRepo,
+    secrets_file: PathBuf,
+    state_dir: tempfile::TempDir,
+}
+
+fn hosts_yaml(env: &str, net: u8, extra: &str) -> String {
+    format!(
+        "hosts:
+  - name: {env}-bastion
+    role: bastion
+    flavor: s3.small.1
+    image: Ubuntu 24.04
+    keypair: {env}-key
+    networks: [{env}-net]
+    address: 192.168.{net}.10
+    security_groups: [{env}-ssh]
+    metadata: {{owner: monitoring-team}}
+    floating_ip: {{network: admin_external_net}}
+  - name: {env}-influxdb
+    role: influxdb
+    flavor: s3.medium.2
+    image: Ubuntu 24.04
+    keypair: {env}-key
+    networks: [{env}-net]
+    address: 192.168.{net}.30
+    security_groups: [{env}-ssh, {env}-influxdb]
+    volumes:
+      - {{name: data, size_gb: 1}}
+{extra}"
+    )
+}
+
+/// The inventory files of environment `env`.
+fn inventory(name: &str, net: u8) -> Vec<(String, String)> {
+    let dir = format!("inventory/{name}");
+    vec![
+        (format!("{dir}/hosts.yaml"), hosts_yaml(name, net, "")),
+        (format!("{dir}/keypairs.yaml"), format!("keypairs:\n  - name: {name}-key\n    public_key: {KEY}\n")),
+        (
+            format!("{dir}/networks.yaml"),
+            format!("networks:\n  - name: {name}-net\n    subnets:\n      - {{name: {name}-subnet, cidr: 192.168.{net}.0/24, gateway_ip: 192.168.{net}.1, dns_nameservers: [9.9.9.9]}}\n  - name: admin_external_net\n    external: true\n"),
+        ),
+        (
+            format!("{dir}/security_groups.yaml"),
+            format!("security_groups:\n  - name: {name}-ssh\n    description: SSH\n    rules:\n      - {{protocol: tcp, ports: 22, remote_ip_prefix: 0.0.0.0/0}}\n      - {{protocol: icmp}}\n  - name: {name}-influxdb\n    description: InfluxDB from the bastion\n    rules:\n      - {{protocol: tcp, ports: 8086, remote_group: {name}-ssh}}\n"),
+        ),
+        (
+            format!("{dir}/influxdb.yaml"),
+            format!("databases:\n  - name: apimon\nusers:\n  - name: admin\n    admin: true\n    password: {{secret: {name}_admin}}\n  - name: telegraf\n    password: {{secret: {name}_telegraf}}\n    grants:\n      - {{database: apimon, privilege: WRITE}}\n"),
+        ),
+    ]
+}
+
+/// Letters unique to this test run: the cloud outlives a run when started by hand.
+fn run_suffix() -> String {
+    let mut n = std::process::id();
+    let mut suffix = String::new();
+    while n > 0 {
+        suffix.push(char::from(b'a' + (n % 26) as u8));
+        n /= 26;
+    }
+    suffix
+}
+
+impl Setup {
+    async fn new(base: &str, net: u8) -> Option<Self> {
+        let name = &format!("{base}{}", run_suffix());
+        let cloud = TestCloud::get()?;
+        let influx = InfluxServer::start().await?;
+        let api = cloud.api().await;
+        // A second, `inside` environment only to make the repository valid: never selected.
+        let twin = format!("{name}twin");
+        let apimon_yaml = format!(
+            "project: apimon\ndefaults:\n  max_deletes: 20\nenvironments:\n  {name}:\n    location: outside\n    cloud: apimon-test\n    influxdb:\n      url: {url}\n      admin_user: admin\n      results_database: apimon\n      results_user: telegraf\n  {twin}:\n    location: inside\n    cloud: apimon-twin\n    influxdb:\n      url: {url}\n      admin_user: admin\n      results_database: apimon\n      results_user: telegraf\n",
+            url = influx.url()
+        );
+        let mut files = vec![("apimon.yaml".to_owned(), apimon_yaml)];
+        for (env, net) in [(name.as_str(), net), (twin.as_str(), net + 100)] {
+            files.extend(inventory(env, net));
+        }
+        let repo = TestRepo::with_files(files);
+        let secrets_file = repo.secrets_file(
+            &format!("{name}_admin: admin-pw\n{name}_telegraf: telegraf-pw\n"),
+            0o600,
+        );
+        Some(Self {
+            name: name.to_owned(),
+            cloud,
+            api,
+            _influx: influx,
+            repo,
+            secrets_file,
+            state_dir: tempfile::tempdir().expect("temp dir"),
+        })
+    }
+
+    /// `apimon <command> --env <name>` with this setup's files.
+    fn run(&self, command: &str, extra: &[&str]) -> Output {
+        self.run_with_clouds(command, &self.cloud.clouds_file.display().to_string(), extra)
+    }
+
+    /// Like [`run`](Self::run) with another clouds.yaml.
+    fn run_with_clouds(&self, command: &str, clouds: &str, extra: &[&str]) -> Output {
+        let repo = self.repo.path().display().to_string();
+        let secrets = self.secrets_file.display().to_string();
+        let state = self.state_dir.path().display().to_string();
+        let mut args = vec![
+            command,
+            "--repo",
+            &repo,
+            "--env",
+            &self.name,
+            "--secrets",
+            &secrets,
+            "--state-dir",
+            &state,
+            "--clouds-file",
+            clouds,
+        ];
+        args.extend_from_slice(extra);
+        apimon(&args)
+    }
+
+    fn apply(&self) -> (String, String, Option<i32>) {
+        let output = self.run("apply", &["--auto-approve"]);
+        let (stdout, stderr) = text(&output);
+        (stdout, stderr, output.status.code())
+    }
+
+    fn apply_ok(&self) -> String {
+        let (stdout, stderr, code) = self.apply();
+        assert_eq!(code, Some(0), "apply failed:\n{stdout}\n{stderr}");
+        assert!(stdout.contains("0 failed, 0 skipped"), "{stdout}");
+        stdout
+    }
+
+    /// A plan through the library: (plan text lines that change something, API requests).
+    async fn plan(&self) -> (apimon::engine::Plan, usize) {
+        let secrets = Secrets::Resolved(
+            SecretStore::load(Some(&self.secrets_file), std::iter::empty()).expect("secrets"),
+        );
+        let machine = Machine {
+            ssh_key: PathBuf::from("/nonexistent"),
+            known_hosts: PathBuf::from("/nonexistent"),
+            executor_binary: None,
+            clouds_file: Some(self.cloud.clouds_file.clone()),
+        };
+        let prepared =
+            reconcile::prepare_with(self.repo.path(), &[self.name.clone()], &secrets, &machine)
+                .expect("prepare");
+        assert!(
+            !prepared.not_observed.iter().any(|n| n.starts_with("openstack")),
+            "OpenStack left out: {:?}",
+            prepared.not_observed
+        );
+        let state = state::read(self.state_dir.path()).expect("state");
+        let plan = reconcile::plan(&prepared, &state, false).await.expect("plan");
+        (plan, prepared.live.openstack_requests())
+    }
+
+    fn edit(&self, file: &str, from: &str, to: &str) {
+        self.repo.edit(&format!("inventory/{}/{file}", self.name), from, to);
+    }
+}
+
+fn metadata(server: &Value, key: &str) -> Option<String> {
+    server["metadata"][key].as_str().map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_is_created_from_nothing_and_the_second_run_changes_nothing() {
+    let Some(setup) = Setup::new("osnew", 41).await else { return };
+    let env = setup.name.as_str();
+
+    let plan = setup.run("plan", &[]);
+    let (stdout, stderr) = text(&plan);
+    assert_eq!(plan.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("+ {env}/openstack.server/{env}-bastion")), "{stdout}");
+
+    let stdout = setup.apply_ok();
+    assert!(stdout.contains("Apply:"), "{stdout}");
+
+    // What the cloud now holds.
+    let api = &setup.api;
+    let bastion = api.server(&format!("{env}-bastion")).await;
+    let influxdb = api.server(&format!("{env}-influxdb")).await;
+    for server in [&bastion, &influxdb] {
+        assert_eq!(server["status"], "ACTIVE");
+        assert_eq!(metadata(server, "apimon:managed").as_deref(), Some("true"));
+        assert_eq!(metadata(server, "apimon:env").as_deref(), Some(env));
+        assert_eq!(metadata(server, "apimon:user_data_sha256").map(|h| h.len()), Some(64));
+        assert_eq!(server["key_name"], format!("{env}-key"));
+    }
+    assert_eq!(metadata(&bastion, "owner").as_deref(), Some("monitoring-team"));
+    assert_eq!(bastion["flavor"]["original_name"], "s3.small.1");
+    let fixed = bastion["addresses"][format!("{env}-net")][0]["addr"].clone();
+    assert_eq!(fixed, "192.168.41.10");
+    let volume = api.volume(&format!("{env}-influxdb-data")).await;
+    assert_eq!(volume["status"], "in-use");
+    assert_eq!(volume["attachments"][0]["server_id"], influxdb["id"]);
+    assert_eq!(volume["metadata"]["apimon:env"], env);
+    let bastion_id = bastion["id"].as_str().expect("id");
+    assert_eq!(api.floating_ips_of(bastion_id).await.len(), 1, "one floating IP on the bastion");
+    let group = api.security_group(&format!("{env}-influxdb")).await;
+    let tags: Vec<&str> =
+        group["tags"].as_array().expect("tags").iter().filter_map(Value::as_str).collect();
+    assert!(
+        tags.contains(&"apimon:managed=true")
+            && tags.contains(&format!("apimon:env={env}").as_str()),
+        "{tags:?}"
+    );
+    let ssh = api.security_group(&format!("{env}-ssh")).await;
+    let remote_group_rule = group["security_group_rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .any(|r| r["remote_group_id"] == ssh["id"] && r["port_range_min"] == 8086);
+    assert!(remote_group_rule, "{group}");
+
+    // Nothing left to do, and observing took a handful of list calls.
+    let again = setup.run("plan", &[]);
+    let (stdout, stderr) = text(&again);
+    assert_eq!(again.status.code(), Some(0), "second plan is not a no-op:\n{stdout}\n{stderr}");
+    let (plan, requests) = setup.plan().await;
+    assert!(!plan.summary.has_changes(), "{:?}", plan.summary);
+    assert!(plan.summary.unchanged > 10, "{:?}", plan.summary);
+    assert!(
+        requests <= 10,
+        "a no-op plan took {requests} OpenStack requests; observation must batch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_changes_in_place_and_new_user_data_replaces_the_server_keeping_its_volume_and_address(
+) {
+    let Some(setup) = Setup::new("osrep", 42).await else { return };
+    let env = setup.name.as_str();
+    setup.apply_ok();
+    let api = &setup.api;
+    let before = api.server(&format!("{env}-influxdb")).await;
+    let bastion_before = api.server(&format!("{env}-bastion")).await;
+
+    // Metadata: in place, same server.
+    setup.edit(
+        "hosts.yaml",
+        "metadata: {owner: monitoring-team}",
+        "metadata: {owner: platform-team}",
+    );
+    let plan = setup.run("plan", &[]);
+    let (stdout, _) = text(&plan);
+    assert_eq!(plan.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains(&format!("~ {env}/openstack.server/{env}-bastion")), "{stdout}");
+    assert!(stdout.contains("metadata changed (owner)"), "{stdout}");
+    setup.apply_ok();
+    let bastion = api.server(&format!("{env}-bastion")).await;
+    assert_eq!(bastion["id"], bastion_before["id"], "metadata must not replace the server");
+    assert_eq!(metadata(&bastion, "owner").as_deref(), Some("platform-team"));
+    assert_eq!(metadata(&bastion, "apimon:managed").as_deref(), Some("true"));
+
+    // User data: a changed cloud-init template replaces every server.
+    let template = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/templates/cloud-init.yaml.hbs"
+    ))
+    .expect("built-in template");
+    setup.repo.write("templates/cloud-init.yaml.hbs", &format!("{template}# revision 2\n"));
+    let plan = setup.run("plan", &[]);
+    let (stdout, _) = text(&plan);
+    assert!(stdout.contains(&format!("-/+ {env}/openstack.server/{env}-influxdb")), "{stdout}");
+    assert!(stdout.contains("user data changed (template cloud-init.yaml.hbs)"), "{stdout}");
+    setup.apply_ok();
+    let after = api.server(&format!("{env}-influxdb")).await;
+    assert_ne!(after["id"], before["id"], "the server was not replaced");
+    assert_ne!(
+        metadata(&after, "apimon:user_data_sha256"),
+        metadata(&before, "apimon:user_data_sha256")
+    );
+    let volume = api.volume(&format!("{env}-influxdb-data")).await;
+    assert_eq!(
+        volume["attachments"][0]["server_id"], after["id"],
+        "the data volume follows the new server"
+    );
+    let bastion = api.server(&format!("{env}-bastion")).await;
+    let bastion_id = bastion["id"].as_str().expect("id");
+    assert_eq!(
+        api.floating_ips_of(bastion_id).await.len(),
+        1,
+        "the floating IP follows the new bastion"
+    );
+
+    let again = setup.run("plan", &[]);
+    let (stdout, _) = text(&again);
+    assert_eq!(again.status.code(), Some(0), "not converged after the replace:\n{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_host_is_deleted_but_an_unmanaged_server_with_its_name_prefix_survives() {
+    let Some(setup) = Setup::new("osdel", 43).await else { return };
+    let env = setup.name.as_str();
+    let executor = format!(
+        "  - name: {env}-executor\n    role: executor\n    flavor: m1.small\n    image: Ubuntu 24.04\n    keypair: {env}-key\n    networks: [{env}-net]\n    security_groups: [{env}-ssh]\n"
+    );
+    setup.edit(
+        "hosts.yaml",
+        "      - {name: data, size_gb: 1}\n",
+        &format!("      - {{name: data, size_gb: 1}}\n{executor}"),
+    );
+    setup.apply_ok();
+    let api = &setup.api;
+    let manual =
+        api.create_unmanaged_server(&format!("{env}-executor-manual"), &format!("{env}-net")).await;
+
+    setup.edit("hosts.yaml", &executor, "");
+    let plan = setup.run("plan", &[]);
+    let (stdout, _) = text(&plan);
+    assert!(stdout.contains(&format!("- {env}/openstack.server/{env}-executor ")), "{stdout}");
+    assert!(
+        !stdout.contains("executor-manual"),
+        "an unmanaged server must not even be planned:\n{stdout}"
+    );
+    setup.apply_ok();
+
+    let left: Vec<String> = api
+        .servers(&format!("{env}-executor"))
+        .await
+        .iter()
+        .filter_map(|s| s["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(left, vec![format!("{env}-executor-manual")]);
+    let again = setup.run("plan", &[]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again).0);
+    api.delete_server(&manual).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nova_refusing_a_flavor_is_an_error_naming_the_host_and_unrelated_changes_apply() {
+    let Some(setup) = Setup::new("osbad", 44).await else { return };
+    let env = setup.name.as_str();
+    setup.edit("hosts.yaml", "flavor: s3.medium.2", "flavor: x9.impossible");
+    let (stdout, stderr, code) = setup.apply();
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    let all = format!("{stdout}\n{stderr}");
+    assert!(all.contains(&format!("host {env}-influxdb")), "{all}");
+    assert!(
+        all.contains("ERROR") && all.contains("No valid host"),
+        "Nova's fault must be shown:\n{all}"
+    );
+    // The bastion does not depend on the failed server.
+    assert_eq!(setup.api.server(&format!("{env}-bastion")).await["status"], "ACTIVE");
+
+    // A flavor the cloud does not know is named as such.
+    setup.edit("hosts.yaml", "flavor: x9.impossible", "flavor: no.such.flavor");
+    let (stdout, stderr, code) = setup.apply();
+    let all = format!("{stdout}\n{stderr}");
+    assert_eq!(code, Some(1), "{all}");
+    assert!(
+        all.contains(&format!("host {env}-influxdb: flavor `no.such.flavor` does not exist")),
+        "{all}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_credentials_authenticate_and_bad_ones_are_reported() {
+    let Some(setup) = Setup::new("osapp", 45).await else { return };
+    let (id, secret) =
+        setup.api.application_credential(&format!("apimon-test-{}", setup.name)).await;
+    let clouds = |secret: &str| {
+        format!(
+            "clouds:\n  apimon-test:\n    auth_type: v3applicationcredential\n    auth:\n      auth_url: http://127.0.0.1:5000/v3\n      application_credential_id: {id}\n      application_credential_secret: {secret}\n    region_name: RegionOne\n"
+        )
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("clouds.yaml");
+    let clouds_arg = file.display().to_string();
+    std::fs::write(&file, clouds(&secret)).expect("write clouds.yaml");
+    let plan = setup.run_with_clouds("plan", &clouds_arg, &[]);
+    let (stdout, stderr) = text(&plan);
+    assert_eq!(plan.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("+ {0}/openstack.server/{0}-bastion", setup.name)),
+        "{stdout}"
+    );
+
+    std::fs::write(&file, clouds("wrong-secret")).expect("write clouds.yaml");
+    let plan = setup.run_with_clouds("plan", &clouds_arg, &[]);
+    let (stdout, stderr) = text(&plan);
+    assert_eq!(plan.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("cannot authenticate to cloud `apimon-test`"), "{stderr}");
+    assert!(!stderr.contains("wrong-secret"), "the secret leaked: {stderr}");
+}

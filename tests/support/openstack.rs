@@ -1,0 +1,226 @@
+//! A REAL OpenStack control plane (Keystone, Nova with the fake driver,
+//! Neutron, Glance, Cinder from Debian packages) for tests.
+//!
+//! Booting it takes about half a minute, so it is started once per suite
+//! run by `scripts/test.sh` (`tests/openstack/up.sh`, stopped by
+//! `down.sh`), which exports `APIMON_TEST_OPENSTACK` = its state directory.
+//! Without it the tests skip loudly, except in CI (`CI=true`), where that is
+//! a failure. Tests share the cloud, so each works in an environment of its
+//! own, named after the test.
+//!
+//! [`Api`] is the test's own view of the cloud, with plain REST calls (not
+//! apimon's client), to check what apimon did and to make resources behind
+//! its back.
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use super::in_ci;
+
+const KEYSTONE: &str = "http://127.0.0.1:5000/v3";
+const NOVA: &str = "http://127.0.0.1:8774/v2.1";
+const NEUTRON: &str = "http://127.0.0.1:9696/v2.0";
+
+/// The cloud `tests/openstack/up.sh` started.
+pub struct TestCloud {
+    /// Its clouds.yaml (cloud `apimon-test`, project and user `apimon`).
+    pub clouds_file: PathBuf,
+}
+
+impl TestCloud {
+    /// The running cloud, or `None` (skip) outside CI when none was started.
+    pub fn get() -> Option<Self> {
+        let Some(dir) = std::env::var_os("APIMON_TEST_OPENSTACK") else {
+            let message = "no OpenStack control plane: run the suite with scripts/test.sh, or start tests/openstack/up.sh DIR and set APIMON_TEST_OPENSTACK=DIR";
+            assert!(!in_ci(), "{message}: in CI a missing service is a failure");
+            eprintln!("SKIPPED: {message}");
+            return None;
+        };
+        let clouds_file = PathBuf::from(dir).join("clouds.yaml");
+        assert!(clouds_file.is_file(), "{} is missing: did up.sh finish?", clouds_file.display());
+        Some(Self { clouds_file })
+    }
+
+    /// A session as user `apimon` in project `apimon`.
+    pub async fn api(&self) -> Api {
+        Api::login("apimon", "apimon", "apimon").await
+    }
+}
+
+/// Plain REST calls with one token.
+pub struct Api {
+    http: reqwest::Client,
+    token: String,
+    /// The user's id.
+    pub user_id: String,
+    /// The project's id.
+    pub project_id: String,
+}
+
+impl Api {
+    async fn login(user: &str, password: &str, project: &str) -> Self {
+        let http = reqwest::Client::new();
+        let body = json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {"name": user, "domain": {"id": "default"}, "password": password}}},
+            "scope": {"project": {"name": project, "domain": {"id": "default"}}}
+        }});
+        let response = http
+            .post(format!("{KEYSTONE}/auth/tokens"))
+            .json(&body)
+            .send()
+            .await
+            .expect("keystone");
+        assert!(response.status().is_success(), "login failed: {}", response.status());
+        let token = response
+            .headers()
+            .get("x-subject-token")
+            .and_then(|v| v.to_str().ok())
+            .expect("token header")
+            .to_owned();
+        let body: Value = response.json().await.expect("token body");
+        let user_id = body["token"]["user"]["id"].as_str().expect("user id").to_owned();
+        let project_id = body["token"]["project"]["id"].as_str().expect("project id").to_owned();
+        Self { http, token, user_id, project_id }
+    }
+
+    async fn call(&self, method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, url).header("X-Auth-Token", &self.token);
+        if url.starts_with(NOVA) {
+            // 2.47: the flavor's name in server details.
+            request = request.header("OpenStack-API-Version", "compute 2.47");
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("openstack request");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// GET, expecting success.
+    pub async fn get(&self, url: &str) -> Value {
+        let (status, body) = self.call(reqwest::Method::GET, url, None).await;
+        assert!((200..300).contains(&status), "GET {url}: HTTP {status}: {body}");
+        body
+    }
+
+    /// POST, expecting success.
+    pub async fn post(&self, url: &str, body: Value) -> Value {
+        let (status, answer) = self.call(reqwest::Method::POST, url, Some(body)).await;
+        assert!((200..300).contains(&status), "POST {url}: HTTP {status}: {answer}");
+        answer
+    }
+
+    /// DELETE; the status.
+    pub async fn delete(&self, url: &str) -> u16 {
+        self.call(reqwest::Method::DELETE, url, None).await.0
+    }
+
+    /// The project's servers whose name starts with `prefix`, with details.
+    pub async fn servers(&self, prefix: &str) -> Vec<Value> {
+        let body = self.get(&format!("{NOVA}/servers/detail")).await;
+        body["servers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| s["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+            .collect()
+    }
+
+    /// The server called `name`; panics unless exactly one exists.
+    pub async fn server(&self, name: &str) -> Value {
+        let matching: Vec<Value> =
+            self.servers(name).await.into_iter().filter(|s| s["name"] == name).collect();
+        assert_eq!(matching.len(), 1, "servers named {name}: {matching:?}");
+        matching.into_iter().next().expect("one server")
+    }
+
+    /// The volume called `name`.
+    pub async fn volume(&self, name: &str) -> Value {
+        let body =
+            self.get(&format!("http://127.0.0.1:8776/v3/{}/volumes/detail", self.project_id)).await;
+        body["volumes"]
+            .as_array()
+            .and_then(|v| v.iter().find(|v| v["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("no volume {name}"))
+    }
+
+    /// The floating IPs whose port belongs to server `server_id`.
+    pub async fn floating_ips_of(&self, server_id: &str) -> Vec<Value> {
+        let body = self.get(&format!("{NEUTRON}/floatingips?tenant_id={}", self.project_id)).await;
+        body["floatingips"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f["port_details"]["device_id"] == server_id)
+            .collect()
+    }
+
+    /// The security group called `name` in the project.
+    pub async fn security_group(&self, name: &str) -> Value {
+        let body = self
+            .get(&format!("{NEUTRON}/security-groups?name={name}&tenant_id={}", self.project_id))
+            .await;
+        body["security_groups"][0].clone()
+    }
+
+    /// The network called `name`'s id.
+    pub async fn network_id(&self, name: &str) -> String {
+        let body = self.get(&format!("{NEUTRON}/networks?name={name}")).await;
+        body["networks"][0]["id"].as_str().expect("network").to_owned()
+    }
+
+    /// Boots a server apimon did not create (no apimon metadata), ACTIVE.
+    pub async fn create_unmanaged_server(&self, name: &str, network: &str) -> String {
+        let flavors = self.get(&format!("{NOVA}/flavors?minRam=0")).await;
+        let flavor = flavors["flavors"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["name"] == "m1.small"))
+            .and_then(|f| f["id"].as_str())
+            .expect("flavor m1.small")
+            .to_owned();
+        let images = self.get("http://127.0.0.1:9292/v2/images?name=Ubuntu%2024.04").await;
+        let image = images["images"][0]["id"].as_str().expect("image").to_owned();
+        let network = self.network_id(network).await;
+        let created = self
+            .post(
+                &format!("{NOVA}/servers"),
+                json!({"server": {"name": name, "flavorRef": flavor, "imageRef": image, "networks": [{"uuid": network}], "metadata": {"owner": "someone else"}}}),
+            )
+            .await;
+        let id = created["server"]["id"].as_str().expect("server id").to_owned();
+        for _ in 0..120 {
+            let server = self.get(&format!("{NOVA}/servers/{id}")).await;
+            match server["server"]["status"].as_str() {
+                Some("ACTIVE") => return id,
+                Some("ERROR") => panic!("unmanaged server went to ERROR: {server}"),
+                _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+            }
+        }
+        panic!("unmanaged server {name} never became ACTIVE");
+    }
+
+    /// Deletes a server (best effort).
+    pub async fn delete_server(&self, id: &str) {
+        self.delete(&format!("{NOVA}/servers/{id}")).await;
+    }
+
+    /// An application credential of the user: (id, secret).
+    pub async fn application_credential(&self, name: &str) -> (String, String) {
+        let body = self
+            .post(
+                &format!("{KEYSTONE}/users/{}/application_credentials", self.user_id),
+                json!({"application_credential": {"name": name}}),
+            )
+            .await;
+        let credential = &body["application_credential"];
+        (
+            credential["id"].as_str().expect("id").to_owned(),
+            credential["secret"].as_str().expect("secret").to_owned(),
+        )
+    }
+}
