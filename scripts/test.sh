@@ -49,6 +49,15 @@ if [ ! -x "$ANSIBLE_VENV/bin/ansible-playbook" ]; then
 fi
 export PATH="$ANSIBLE_VENV/bin:$PATH"
 
+# A real OpenStack control plane on 127.0.0.1 for the OpenStack provider's
+# tests (installs its Debian packages on first use; about 30 s to start).
+OPENSTACK_DIR="${TMPDIR:-/tmp}/apimon-test-openstack-$$"
+log "starting OpenStack (tests/openstack/up.sh $OPENSTACK_DIR)"
+cleanup_openstack() { tests/openstack/down.sh "$OPENSTACK_DIR" >/dev/null 2>&1 || true; }
+trap cleanup_openstack EXIT
+tests/openstack/up.sh "$OPENSTACK_DIR"
+export APIMON_TEST_OPENSTACK="$OPENSTACK_DIR"
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings"
@@ -56,7 +65,7 @@ cargo clippy --all-targets --quiet -- -D warnings
 log "cargo test"
 # No doc tests exist; leaving them out keeps the last result line a real one.
 log_file="$(mktemp)"
-trap 'rm -f "$log_file"' EXIT
+trap 'rm -f "$log_file"; cleanup_openstack' EXIT
 set +e
 cargo test --lib --bins --tests 2>&1 | tee "$log_file"
 status=${PIPESTATUS[0]}

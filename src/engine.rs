@@ -302,7 +302,12 @@ mod tests {
         let policy = |prune| {
             BTreeMap::from([(
                 "outside".to_owned(),
-                Policy { max_deletes: 5, prune, drift: crate::model::DriftMode::Repair },
+                Policy {
+                    max_deletes: 5,
+                    prune,
+                    drift: crate::model::DriftMode::Repair,
+                    resize_servers: false,
+                },
             )])
         };
         let planned = plan(&want, &observed, &policy(true), false).expect("plan");

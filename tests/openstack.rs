@@ -418,3 +418,34 @@ async fn application_credentials_authenticate_and_bad_ones_are_reported() {
     assert!(stderr.contains("cannot authenticate to cloud `apimon-test`"), "{stderr}");
     assert!(!stderr.contains("wrong-secret"), "the secret leaked: {stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_flavor_replaces_the_server_unless_resize_is_enabled_then_it_resizes_in_place() {
+    let Some(setup) = Setup::new("osrsz", 46).await else { return };
+    let env = setup.name.as_str();
+    setup.apply_ok();
+    let before = setup.api.server(&format!("{env}-influxdb")).await;
+
+    setup.edit("hosts.yaml", "flavor: s3.medium.2", "flavor: s3.large.2");
+    let plan = setup.run("plan", &[]);
+    let (stdout, _) = text(&plan);
+    assert!(stdout.contains(&format!("-/+ {env}/openstack.server/{env}-influxdb")), "{stdout}");
+    assert!(stdout.contains("flavor s3.medium.2 → s3.large.2"), "{stdout}");
+
+    setup.repo.edit(
+        "apimon.yaml",
+        &format!("  {env}:\n    location: outside\n"),
+        &format!("  {env}:\n    location: outside\n    policy: {{resize_servers: true}}\n"),
+    );
+    let plan = setup.run("plan", &[]);
+    let (stdout, _) = text(&plan);
+    assert!(stdout.contains(&format!("~ {env}/openstack.server/{env}-influxdb")), "{stdout}");
+    assert!(stdout.contains("resize s3.medium.2 → s3.large.2"), "{stdout}");
+    setup.apply_ok();
+    let after = setup.api.server(&format!("{env}-influxdb")).await;
+    assert_eq!(after["id"], before["id"], "a resize keeps the server");
+    assert_eq!(after["flavor"]["original_name"], "s3.large.2");
+    assert_eq!(after["status"], "ACTIVE");
+    let again = setup.run("plan", &[]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again).0);
+}

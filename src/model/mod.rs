@@ -138,6 +138,8 @@ pub struct Policy {
     pub prune: bool,
     /// What the daemon does about drift.
     pub drift: DriftMode,
+    /// A new flavor resizes the server (Nova resize + confirm) instead of replacing it.
+    pub resize_servers: bool,
 }
 
 /// Default for `max_deletes`: small, so an emptied file cannot wipe an environment.

@@ -76,6 +76,8 @@ pub struct Policy {
     pub prune: Option<bool>,
     /// What the daemon does about drift: `repair` or `report`.
     pub drift: Option<DriftMode>,
+    /// Whether a new flavor resizes a server in place instead of replacing it.
+    pub resize_servers: Option<bool>,
 }
 
 /// What the daemon does when it finds drift.

@@ -395,6 +395,7 @@ fn effective_policy(defaults: &raw::Policy, own: &raw::Policy) -> Policy {
         max_deletes: own.max_deletes.or(defaults.max_deletes).unwrap_or(DEFAULT_MAX_DELETES),
         prune: own.prune.or(defaults.prune).unwrap_or(true),
         drift: own.drift.or(defaults.drift).unwrap_or(raw::DriftMode::Repair),
+        resize_servers: own.resize_servers.or(defaults.resize_servers).unwrap_or(false),
     }
 }
 

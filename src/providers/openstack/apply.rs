@@ -25,8 +25,9 @@ use openstack_sdk::api::compute::v2::server::volume_attachment::{
     create_20 as attach, delete as detach,
 };
 use openstack_sdk::api::compute::v2::server::{
-    add_security_group, create_21 as server_create, delete as server_delete, get_20 as server_get,
-    list_detailed_21 as server_list, remove_security_group,
+    add_security_group, confirm_resize, create_21 as server_create, delete as server_delete,
+    get_20 as server_get, list_detailed_21 as server_list, remove_security_group,
+    resize as server_resize,
 };
 use openstack_sdk::api::image::v2::image::list as image_list;
 use openstack_sdk::api::network::v2::floatingip::{
@@ -315,6 +316,9 @@ async fn update(
         }
         (OpenstackSpec::Server(want), OpenstackSpec::Server(have)) => {
             let id = server_id(p, r, name).await?;
+            if want.resize && want.flavor != have.flavor {
+                resize_server(p, r, &id, &want.flavor).await?;
+            }
             if want.metadata != have.metadata {
                 let metadata = server_metadata(&p.env, want);
                 let request = metadata_replace::Request::builder()
@@ -700,6 +704,31 @@ async fn create_server(
     Ok(created.id)
 }
 
+/// Resizes to `flavor`, confirms, and waits for ACTIVE.
+async fn resize_server(
+    p: &OpenstackProvider,
+    r: &str,
+    id: &str,
+    flavor: &str,
+) -> Result<(), OpenstackError> {
+    let flavor_id = flavor_id(p, r, flavor).await?;
+    let body = server_resize::ResizeBuilder::default()
+        .flavor_ref(flavor_id.as_str())
+        .build()
+        .map_err(|e| built(r, e))?;
+    let request =
+        server_resize::Request::builder().id(id).resize(body).build().map_err(|e| built(r, e))?;
+    p.cloud.execute(r, &format!("resize to {flavor}"), request).await?;
+    wait_server_status(p, r, id, "VERIFY_RESIZE").await?;
+    let request = confirm_resize::Request::builder()
+        .id(id)
+        .confirm_resize(serde_json::Value::Null)
+        .build()
+        .map_err(|e| built(r, e))?;
+    p.cloud.execute(r, "confirm the resize", request).await?;
+    wait_server_active(p, r, id).await
+}
+
 async fn get_server(
     p: &OpenstackProvider,
     r: &str,
@@ -719,11 +748,21 @@ async fn wait_server_active(
     r: &str,
     id: &str,
 ) -> Result<(), OpenstackError> {
+    wait_server_status(p, r, id, "ACTIVE").await
+}
+
+/// Waits for `status`; ERROR ends the wait with Nova's fault message.
+async fn wait_server_status(
+    p: &OpenstackProvider,
+    r: &str,
+    id: &str,
+    status: &str,
+) -> Result<(), OpenstackError> {
     let started = Instant::now();
     loop {
         let server = get_server(p, r, id).await?;
         match server.status.as_str() {
-            "ACTIVE" => return Ok(()),
+            current if current == status => return Ok(()),
             "ERROR" => {
                 let fault = server.fault.map(|f| f.message).filter(|m| !m.is_empty());
                 return Err(OpenstackError::Failed {
@@ -739,7 +778,7 @@ async fn wait_server_active(
         if started.elapsed() > p.wait.server_timeout {
             return Err(OpenstackError::Timeout {
                 resource: r.to_owned(),
-                state: format!("ACTIVE (status {})", server.status),
+                state: format!("{status} (status {})", server.status),
                 seconds: p.wait.server_timeout.as_secs(),
             });
         }

@@ -227,6 +227,10 @@ impl Cloud {
     /// # Errors
     /// Keystone refused or could not be reached.
     pub async fn session(&self) -> Result<&CountingClient, OpenstackError> {
+        // Auth plugins register themselves at link time; the SDK's own anchor
+        // for application credentials is missing from its published build, so
+        // without this reference the linker drops the plugin.
+        std::hint::black_box(&openstack_sdk_auth_applicationcredential::ANCHOR);
         self.session
             .get_or_try_init(|| async {
                 let connect_error = |error: openstack_sdk::OpenStackError| {

@@ -68,6 +68,9 @@ pub struct ServerSpec {
     pub user_data: String,
     /// Observed only: the server is in ERROR, with Nova's fault message.
     pub error: Option<String>,
+    /// Desired only: a new flavor resizes in place (policy `resize_servers`).
+    #[serde(skip)]
+    pub resize: bool,
 }
 
 /// One OpenStack resource.
@@ -254,7 +257,9 @@ fn compare_servers(want: &ServerSpec, have: &ServerSpec) -> Comparison {
     }
     let mut replace = Vec::new();
     changed("image", &have.image, &want.image, &mut replace);
-    changed("flavor", &have.flavor, &want.flavor, &mut replace);
+    if !want.resize {
+        changed("flavor", &have.flavor, &want.flavor, &mut replace);
+    }
     changed("keypair", &have.keypair, &want.keypair, &mut replace);
     if want.availability_zone.is_some() && want.availability_zone != have.availability_zone {
         replace.push("availability zone changed".to_owned());
@@ -269,6 +274,9 @@ fn compare_servers(want: &ServerSpec, have: &ServerSpec) -> Comparison {
         return Comparison::Replace(replace.join("; "));
     }
     let mut update = Vec::new();
+    if want.resize && want.flavor != have.flavor {
+        update.push(format!("resize {} → {}", have.flavor, want.flavor));
+    }
     if want.metadata != have.metadata {
         let keys: BTreeSet<&String> = want
             .metadata
@@ -538,6 +546,7 @@ pub fn desired(env: &Environment, rendered: &Rendered) -> DesiredSet<OpenstackSp
             user_data_sha256,
             user_data,
             error: None,
+            resize: env.policy.resize_servers,
         };
         let server = server_id(name, &host.name);
         set.insert(server.clone(), item(OpenstackSpec::Server(spec), depends_on));
@@ -610,6 +619,7 @@ mod tests {
             user_data_sha256: "aaa".into(),
             user_data: String::new(),
             error: None,
+            resize: false,
         }
     }
 
@@ -646,6 +656,11 @@ mod tests {
                 ServerSpec { flavor: "s3.large.2".into(), ..base.clone() },
                 Comparison::Replace("flavor s3.medium.2 → s3.large.2".into()),
             ),
+            (
+                "flavor resizes when allowed",
+                ServerSpec { flavor: "s3.large.2".into(), resize: true, ..base.clone() },
+                Comparison::Update(vec!["resize s3.medium.2 → s3.large.2".into()]),
+            ),
         ];
         for (name, want, expected) in cases {
             assert_eq!(
@@ -654,6 +669,15 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn a_server_in_error_is_replaced_whatever_else_matches() {
+        let broken = ServerSpec { error: Some("No valid host was found.".into()), ..server() };
+        assert_eq!(
+            OpenstackSpec::Server(server()).compare(&OpenstackSpec::Server(broken)),
+            Comparison::Replace("server is in ERROR (No valid host was found.)".into())
+        );
     }
 
     #[test]

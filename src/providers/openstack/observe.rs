@@ -624,6 +624,7 @@ fn server_spec(server: &ServerJson, images: &BTreeMap<String, String>) -> Server
         user_data_sha256: server.metadata.get(USER_DATA_KEY).cloned().unwrap_or_default(),
         user_data: String::new(),
         error,
+        resize: false,
     }
 }
 
