@@ -175,9 +175,13 @@ impl Setup {
             executor_binary: None,
             clouds_file: Some(self.cloud.clouds_file.clone()),
         };
-        let prepared =
-            reconcile::prepare_with(self.repo.path(), &[self.name.clone()], &secrets, &machine)
-                .expect("prepare");
+        let prepared = reconcile::prepare_with(
+            self.repo.path(),
+            std::slice::from_ref(&self.name),
+            &secrets,
+            &machine,
+        )
+        .expect("prepare");
         assert!(
             !prepared.not_observed.iter().any(|n| n.starts_with("openstack")),
             "OpenStack left out: {:?}",

@@ -664,6 +664,13 @@ async fn create_server(
     name: &str,
     spec: &ServerSpec,
 ) -> Result<String, OpenstackError> {
+    // A retry after a lost answer must not boot a second server: one that
+    // apimon already created under this name is waited for instead.
+    if let Some(existing) = find_owned_server(p, r, name).await? {
+        p.with_index(|i| i.servers.insert(name.to_owned(), existing.clone()));
+        wait_server_active(p, r, &existing).await?;
+        return Ok(existing);
+    }
     let flavor = flavor_id(p, r, &spec.flavor).await?;
     let image = image_id(p, r, &spec.image).await?;
     let mut networks = Vec::new();
@@ -1012,22 +1019,32 @@ async fn server_id(p: &OpenstackProvider, r: &str, name: &str) -> Result<String,
     if let Some(id) = p.with_index(|i| i.servers.get(name).cloned()) {
         return Ok(id);
     }
+    let id = find_owned_server(p, r, name).await?.ok_or_else(|| OpenstackError::Missing {
+        resource: r.to_owned(),
+        what: "server",
+        name: name.to_owned(),
+    })?;
+    p.with_index(|i| i.servers.insert(name.to_owned(), id.clone()));
+    Ok(id)
+}
+
+/// The id of the server apimon created as `name` in this environment, asking Nova.
+async fn find_owned_server(
+    p: &OpenstackProvider,
+    r: &str,
+    name: &str,
+) -> Result<Option<String>, OpenstackError> {
     let request = server_list::Request::builder()
         .name(format!("^{}$", regex_escape(name)))
         .build()
         .map_err(|e| built(r, e))?;
     let found: Vec<ServerJson> = p.cloud.list(r, request).await?;
-    let id = found
+    Ok(found
         .into_iter()
-        .find(|s| s.name == name && super::is_owned_metadata(&s.metadata, &p.env))
-        .map(|s| s.id)
-        .ok_or_else(|| OpenstackError::Missing {
-            resource: r.to_owned(),
-            what: "server",
-            name: name.to_owned(),
-        })?;
-    p.with_index(|i| i.servers.insert(name.to_owned(), id.clone()));
-    Ok(id)
+        .find(|s| {
+            s.name == name && s.status != "DELETED" && super::is_owned_metadata(&s.metadata, &p.env)
+        })
+        .map(|s| s.id))
 }
 
 async fn volume_id(p: &OpenstackProvider, r: &str, name: &str) -> Result<String, OpenstackError> {
@@ -1087,4 +1104,15 @@ fn regex_escape(name: &str) -> String {
             special.then_some('\\').into_iter().chain(std::iter::once(c))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_are_matched_literally_by_novas_regex_filter() {
+        assert_eq!(regex_escape("outside-bastion"), "outside-bastion");
+        assert_eq!(regex_escape("a.b(1)"), "a\\.b\\(1\\)");
+    }
 }

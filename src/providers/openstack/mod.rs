@@ -309,7 +309,7 @@ pub fn server_id(env: &str, host: &str) -> ResourceId {
 }
 
 /// A readable, unique name for a rule: its content.
-pub(crate) fn rule_name(group: &str, rule: &Rule) -> String {
+pub fn rule_name(group: &str, rule: &Rule) -> String {
     let direction = match rule.direction {
         crate::model::Direction::Ingress => "in",
         crate::model::Direction::Egress => "out",
@@ -334,7 +334,7 @@ pub(crate) fn rule_name(group: &str, rule: &Rule) -> String {
 /// Whether Neutron tags mark a resource as apimon's in `env`.
 pub(crate) fn is_owned_tags(tags: &[String], env: &str) -> bool {
     let env_tag = format!("{ENV_KEY}={env}");
-    tags.iter().any(|t| t == &format!("{MANAGED_KEY}=true")) && tags.iter().any(|t| *t == env_tag)
+    tags.contains(&format!("{MANAGED_KEY}=true")) && tags.contains(&env_tag)
 }
 
 /// The Neutron tags apimon puts on what it creates in `env`.
@@ -413,13 +413,27 @@ impl OpenstackProvider {
         desired: &DesiredSet<OpenstackSpec>,
         clouds_file: Option<&Path>,
     ) -> Result<Option<Self>, OpenstackError> {
-        let Some(config) = client::cloud_config(&env.cloud, clouds_file)? else {
+        Self::connect(&env.name, &env.cloud, desired, clouds_file)
+    }
+
+    /// The provider for environment `env` managed with clouds.yaml entry
+    /// `cloud`; `Ok(None)` when no clouds.yaml has it.
+    ///
+    /// # Errors
+    /// clouds.yaml exists but cannot be read.
+    pub fn connect(
+        env: &str,
+        cloud: &str,
+        desired: &DesiredSet<OpenstackSpec>,
+        clouds_file: Option<&Path>,
+    ) -> Result<Option<Self>, OpenstackError> {
+        let Some(config) = client::cloud_config(cloud, clouds_file)? else {
             return Ok(None);
         };
-        let wanted = desired.keys().filter(|id| id.env == env.name).cloned().collect();
+        let wanted = desired.keys().filter(|id| id.env == env).cloned().collect();
         Ok(Some(Self {
-            env: env.name.clone(),
-            cloud: Cloud::new(&env.cloud, config),
+            env: env.to_owned(),
+            cloud: Cloud::new(cloud, config),
             wanted,
             index: Mutex::new(Index::default()),
             wait: WaitOptions::default(),
@@ -687,5 +701,54 @@ mod tests {
         let shrink = OpenstackSpec::Volume { size_gb: 20, volume_type: None };
         assert!(matches!(grow.compare(&have), Comparison::Update(_)));
         assert!(matches!(shrink.compare(&have), Comparison::Replace(_)));
+    }
+}
+
+#[cfg(test)]
+mod ownership_tests {
+    use super::*;
+
+    #[test]
+    fn ownership_needs_both_marks_and_the_right_environment() {
+        let tags = ownership_tags("outside");
+        assert!(is_owned_tags(&tags, "outside"));
+        assert!(!is_owned_tags(&tags, "inside"));
+        assert!(!is_owned_tags(&tags[..1], "outside"));
+        let metadata: BTreeMap<String, String> =
+            observe::ownership("outside").into_iter().collect();
+        assert!(is_owned_metadata(&metadata, "outside"));
+        assert!(!is_owned_metadata(&metadata, "inside"));
+        assert!(!is_owned_metadata(&BTreeMap::new(), "outside"));
+    }
+
+    #[test]
+    fn routers_and_attachments_compare_on_what_matters() {
+        let router = |net: &str, subnets: &[&str]| OpenstackSpec::Router {
+            external_network: net.into(),
+            subnets: subnets.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        assert_eq!(router("ext", &["a"]).compare(&router("ext", &["a"])), Comparison::Same);
+        assert!(matches!(
+            router("ext", &["a", "b"]).compare(&router("ext", &["a"])),
+            Comparison::Update(_)
+        ));
+        assert!(matches!(
+            router("ext2", &["a"]).compare(&router("ext", &["a"])),
+            Comparison::Replace(_)
+        ));
+        let attachment = |server: &str, device: Option<&str>| OpenstackSpec::VolumeAttachment {
+            server: server.into(),
+            volume: "v".into(),
+            device: device.map(Into::into),
+        };
+        assert_eq!(
+            attachment("s", Some("/dev/vdb")).compare(&attachment("s", Some("/dev/vdc"))),
+            Comparison::Same,
+            "the device is only a hint"
+        );
+        assert!(matches!(
+            attachment("t", None).compare(&attachment("s", None)),
+            Comparison::Replace(_)
+        ));
     }
 }

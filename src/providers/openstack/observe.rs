@@ -679,3 +679,62 @@ fn is_default_egress(rule: &Rule) -> bool {
 pub(super) fn ownership(env: &str) -> [(String, String); 2] {
     [(MANAGED_KEY.to_owned(), "true".to_owned()), (ENV_KEY.to_owned(), env.to_owned())]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(direction: &str, ethertype: &str, protocol: Option<&str>) -> RuleJson {
+        RuleJson {
+            id: "r".into(),
+            direction: direction.into(),
+            ethertype: Some(ethertype.into()),
+            protocol: protocol.map(Into::into),
+            port_range_min: None,
+            port_range_max: None,
+            remote_ip_prefix: None,
+            remote_group_id: None,
+        }
+    }
+
+    #[test]
+    fn neutron_rules_read_back_as_the_repository_writes_them() {
+        let groups = BTreeMap::from([("g1", "outside-ssh")]);
+        let mut ssh = raw("ingress", "IPv4", Some("tcp"));
+        ssh.port_range_min = Some(22);
+        ssh.port_range_max = Some(22);
+        ssh.remote_ip_prefix = Some("0.0.0.0/0".into());
+        assert_eq!(
+            rule_of(&ssh, &groups),
+            Some(Rule {
+                direction: Direction::Ingress,
+                protocol: Protocol::Tcp,
+                ports: Some((22, 22)),
+                remote: Remote::Cidr("0.0.0.0/0".into()),
+            })
+        );
+        let mut from_group = raw("ingress", "IPv4", Some("icmp"));
+        from_group.remote_group_id = Some("g1".into());
+        assert_eq!(
+            rule_of(&from_group, &groups).map(|r| r.remote),
+            Some(Remote::Group("outside-ssh".into()))
+        );
+        // Numeric protocols are the same protocols.
+        assert_eq!(
+            rule_of(&raw("egress", "IPv4", Some("17")), &groups).map(|r| r.protocol),
+            Some(Protocol::Udp)
+        );
+        // What the repository cannot express is left alone.
+        assert_eq!(rule_of(&raw("ingress", "IPv4", Some("gre")), &groups), None);
+    }
+
+    #[test]
+    fn default_egress_rules_are_recognised_in_both_address_families() {
+        let groups = BTreeMap::new();
+        let v4 = rule_of(&raw("egress", "IPv4", None), &groups).expect("IPv4 rule");
+        assert!(is_default_egress(&v4));
+        assert_eq!(rule_of(&raw("egress", "IPv6", None), &groups), None);
+        let ingress = rule_of(&raw("ingress", "IPv4", None), &groups).expect("rule");
+        assert!(!is_default_egress(&ingress));
+    }
+}
