@@ -81,6 +81,18 @@ struct PortJson {
     network_id: String,
 }
 
+/// Tags a new Neutron resource as apimon's (Neutron takes tags only after creation).
+macro_rules! tag {
+    ($p:expr, $r:expr, $module:ident, $id_setter:ident, $id:expr) => {{
+        let request = $module::Request::builder()
+            .$id_setter($id)
+            .tags(ownership_tags(&$p.env).into_iter().map(Into::into).collect::<Vec<_>>())
+            .build()
+            .map_err(|e| built($r, e))?;
+        $p.cloud.execute($r, "tag", request).await
+    }};
+}
+
 /// A request builder failed (a bug, or a value the SDK rejects).
 fn built(resource: &str, error: impl std::fmt::Display) -> OpenstackError {
     OpenstackError::Failed {
@@ -153,12 +165,7 @@ async fn create(
                 .build()
                 .map_err(|e| built(r, e))?;
             let created: Created = p.cloud.query(r, "create", request).await?;
-            let request = group_tags::Request::builder()
-                .security_group_id(created.id.as_str())
-                .tags(ownership_tags(&p.env).into_iter().map(Into::into).collect::<Vec<_>>())
-                .build()
-                .map_err(|e| built(r, e))?;
-            p.cloud.execute(r, "tag", request).await?;
+            tag!(p, r, group_tags, security_group_id, created.id.as_str())?;
             p.with_index(|i| i.security_groups.insert(name.to_owned(), created.id));
             Ok(())
         }
@@ -173,12 +180,7 @@ async fn create(
                 .build()
                 .map_err(|e| built(r, e))?;
             let created: Created = p.cloud.query(r, "create", request).await?;
-            let request = network_tags::Request::builder()
-                .network_id(created.id.as_str())
-                .tags(ownership_tags(&p.env).into_iter().map(Into::into).collect::<Vec<_>>())
-                .build()
-                .map_err(|e| built(r, e))?;
-            p.cloud.execute(r, "tag", request).await?;
+            tag!(p, r, network_tags, network_id, created.id.as_str())?;
             p.with_index(|i| i.networks.insert(name.to_owned(), created.id));
             Ok(())
         }
@@ -199,12 +201,7 @@ async fn create(
             let request =
                 subnet_create::Request::builder().subnet(body).build().map_err(|e| built(r, e))?;
             let created: Created = p.cloud.query(r, "create", request).await?;
-            let request = subnet_tags::Request::builder()
-                .subnet_id(created.id.as_str())
-                .tags(ownership_tags(&p.env).into_iter().map(Into::into).collect::<Vec<_>>())
-                .build()
-                .map_err(|e| built(r, e))?;
-            p.cloud.execute(r, "tag", request).await?;
+            tag!(p, r, subnet_tags, subnet_id, created.id.as_str())?;
             p.with_index(|i| i.subnets.insert(name.to_owned(), created.id));
             Ok(())
         }
@@ -229,12 +226,7 @@ async fn create(
             let request =
                 router_create::Request::builder().router(body).build().map_err(|e| built(r, e))?;
             let created: Created = p.cloud.query(r, "create", request).await?;
-            let request = router_tags::Request::builder()
-                .router_id(created.id.as_str())
-                .tags(ownership_tags(&p.env).into_iter().map(Into::into).collect::<Vec<_>>())
-                .build()
-                .map_err(|e| built(r, e))?;
-            p.cloud.execute(r, "tag", request).await?;
+            tag!(p, r, router_tags, router_id, created.id.as_str())?;
             p.with_index(|i| i.routers.insert(name.to_owned(), created.id.clone()));
             for subnet in subnets {
                 router_interface(p, r, &created.id, subnet, true).await?;
@@ -758,6 +750,44 @@ async fn wait_server_active(
     wait_server_status(p, r, id, "ACTIVE").await
 }
 
+/// What one look at a resource found.
+enum Look {
+    /// The wait is over.
+    Done,
+    /// Not yet: the current status.
+    Waiting(String),
+}
+
+/// Looks with `look` every poll interval until it is done, fails, or
+/// `timeout` passes (a transient error: the change is retried).
+async fn poll<F, Fut>(
+    p: &OpenstackProvider,
+    r: &str,
+    wanted: &str,
+    timeout: std::time::Duration,
+    mut look: F,
+) -> Result<(), OpenstackError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Look, OpenstackError>>,
+{
+    let started = Instant::now();
+    loop {
+        let status = match look().await? {
+            Look::Done => return Ok(()),
+            Look::Waiting(status) => status,
+        };
+        if started.elapsed() > timeout {
+            return Err(OpenstackError::Timeout {
+                resource: r.to_owned(),
+                state: format!("{wanted} (status {status})"),
+                seconds: timeout.as_secs(),
+            });
+        }
+        tokio::time::sleep(p.wait.poll_interval).await;
+    }
+}
+
 /// Waits for `status`; ERROR ends the wait with Nova's fault message.
 async fn wait_server_status(
     p: &OpenstackProvider,
@@ -765,53 +795,36 @@ async fn wait_server_status(
     id: &str,
     status: &str,
 ) -> Result<(), OpenstackError> {
-    let started = Instant::now();
-    loop {
+    poll(p, r, status, p.wait.server_timeout, || async {
         let server = get_server(p, r, id).await?;
         match server.status.as_str() {
-            current if current == status => return Ok(()),
+            current if current == status => Ok(Look::Done),
             "ERROR" => {
                 let fault = server.fault.map(|f| f.message).filter(|m| !m.is_empty());
-                return Err(OpenstackError::Failed {
+                Err(OpenstackError::Failed {
                     resource: r.to_owned(),
                     message: format!(
                         "Nova put the server in ERROR: {}",
                         fault.as_deref().unwrap_or("no fault message")
                     ),
-                });
+                })
             }
-            _ => {}
+            _ => Ok(Look::Waiting(server.status)),
         }
-        if started.elapsed() > p.wait.server_timeout {
-            return Err(OpenstackError::Timeout {
-                resource: r.to_owned(),
-                state: format!("{status} (status {})", server.status),
-                seconds: p.wait.server_timeout.as_secs(),
-            });
-        }
-        tokio::time::sleep(p.wait.poll_interval).await;
-    }
+    })
+    .await
 }
 
 async fn wait_server_gone(p: &OpenstackProvider, r: &str, id: &str) -> Result<(), OpenstackError> {
-    let started = Instant::now();
-    loop {
+    poll(p, r, "deleted", p.wait.server_timeout, || async {
         match get_server(p, r, id).await {
-            Err(error) if error.is_not_found() => return Ok(()),
-            Err(error) => return Err(error),
-            Ok(server) if server.status == "DELETED" => return Ok(()),
-            Ok(server) => {
-                if started.elapsed() > p.wait.server_timeout {
-                    return Err(OpenstackError::Timeout {
-                        resource: r.to_owned(),
-                        state: format!("deleted (status {})", server.status),
-                        seconds: p.wait.server_timeout.as_secs(),
-                    });
-                }
-            }
+            Err(error) if error.is_not_found() => Ok(Look::Done),
+            Err(error) => Err(error),
+            Ok(server) if server.status == "DELETED" => Ok(Look::Done),
+            Ok(server) => Ok(Look::Waiting(server.status)),
         }
-        tokio::time::sleep(p.wait.poll_interval).await;
-    }
+    })
+    .await
 }
 
 async fn create_volume(
@@ -843,28 +856,21 @@ async fn wait_volume(
     id: &str,
     status: &str,
 ) -> Result<(), OpenstackError> {
-    let started = Instant::now();
-    loop {
+    poll(p, r, status, p.wait.volume_timeout, || async {
         let request = volume_get::Request::builder().id(id).build().map_err(|e| built(r, e))?;
         let volume: VolumeJson = p.cloud.query(r, "read", request).await?;
         if volume.status == status {
-            return Ok(());
-        }
-        if volume.status.starts_with("error") {
-            return Err(OpenstackError::Failed {
+            Ok(Look::Done)
+        } else if volume.status.starts_with("error") {
+            Err(OpenstackError::Failed {
                 resource: r.to_owned(),
                 message: format!("Cinder reports status {}", volume.status),
-            });
+            })
+        } else {
+            Ok(Look::Waiting(volume.status))
         }
-        if started.elapsed() > p.wait.volume_timeout {
-            return Err(OpenstackError::Timeout {
-                resource: r.to_owned(),
-                state: format!("{status} (status {})", volume.status),
-                seconds: p.wait.volume_timeout.as_secs(),
-            });
-        }
-        tokio::time::sleep(p.wait.poll_interval).await;
-    }
+    })
+    .await
 }
 
 async fn attach_volume(
@@ -934,12 +940,7 @@ async fn create_floating_ip(
     let request =
         fip_create::Request::builder().floatingip(body).build().map_err(|e| built(r, e))?;
     let created: Created = p.cloud.query(r, "create", request).await?;
-    let request = fip_tags::Request::builder()
-        .floatingip_id(created.id.as_str())
-        .tags(ownership_tags(&p.env).into_iter().map(Into::into).collect::<Vec<_>>())
-        .build()
-        .map_err(|e| built(r, e))?;
-    p.cloud.execute(r, "tag", request).await?;
+    tag!(p, r, fip_tags, floatingip_id, created.id.as_str())?;
     p.with_index(|i| i.floating_ips.insert(name.to_owned(), created.id));
     Ok(())
 }

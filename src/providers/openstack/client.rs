@@ -242,8 +242,11 @@ impl Cloud {
                     };
                     OpenstackError::Connect { cloud: self.name.clone(), message, transient }
                 };
+                // A hung API must fail the call (and be retried), not stall the apply.
                 let session = AsyncOpenStack::builder(&self.config)
                     .disable_auth_cache(true)
+                    .http_connect_timeout(std::time::Duration::from_secs(10))
+                    .http_timeout(std::time::Duration::from_secs(120))
                     .connect()
                     .await
                     .map_err(connect_error)?;
