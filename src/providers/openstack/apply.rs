@@ -93,6 +93,14 @@ macro_rules! tag {
     }};
 }
 
+/// Deletes by id; what is gone already counts as deleted (retries are safe).
+macro_rules! delete_by_id {
+    ($p:expr, $r:expr, $module:ident, $id:expr) => {{
+        let request = $module::Request::builder().id($id).build().map_err(|e| built($r, e))?;
+        gone_is_fine($p.cloud.execute($r, "delete", request).await)
+    }};
+}
+
 /// A request builder failed (a bug, or a value the SDK rejects).
 fn built(resource: &str, error: impl std::fmt::Display) -> OpenstackError {
     OpenstackError::Failed {
@@ -458,53 +466,33 @@ async fn delete(
     let r = resource.as_str();
     match have {
         OpenstackSpec::Keypair { .. } => {
-            let request =
-                keypair_delete::Request::builder().id(name).build().map_err(|e| built(r, e))?;
-            gone_is_fine(p.cloud.execute(r, "delete", request).await)
+            delete_by_id!(p, r, keypair_delete, name)
         }
         OpenstackSpec::SecurityGroup { .. } => {
             let id = group_id(p, r, name).await?;
-            let request = group_delete::Request::builder()
-                .id(id.as_str())
-                .build()
-                .map_err(|e| built(r, e))?;
-            gone_is_fine(p.cloud.execute(r, "delete", request).await)?;
+            delete_by_id!(p, r, group_delete, id.as_str())?;
             p.with_index(|i| i.security_groups.remove(name));
             Ok(())
         }
         OpenstackSpec::SecurityGroupRule { .. } => {
             let id = known(p, r, |i| i.rules.get(name).cloned())?;
-            let request =
-                rule_delete::Request::builder().id(id.as_str()).build().map_err(|e| built(r, e))?;
-            gone_is_fine(p.cloud.execute(r, "delete", request).await)
+            delete_by_id!(p, r, rule_delete, id.as_str())
         }
         OpenstackSpec::Network => {
             let id = network_id(p, r, name).await?;
-            let request = network_delete::Request::builder()
-                .id(id.as_str())
-                .build()
-                .map_err(|e| built(r, e))?;
-            gone_is_fine(p.cloud.execute(r, "delete", request).await)?;
+            delete_by_id!(p, r, network_delete, id.as_str())?;
             p.with_index(|i| i.networks.remove(name));
             Ok(())
         }
         OpenstackSpec::Subnet { .. } => {
             let id = known(p, r, |i| i.subnets.get(name).cloned())?;
-            let request = subnet_delete::Request::builder()
-                .id(id.as_str())
-                .build()
-                .map_err(|e| built(r, e))?;
-            gone_is_fine(p.cloud.execute(r, "delete", request).await)?;
+            delete_by_id!(p, r, subnet_delete, id.as_str())?;
             p.with_index(|i| i.subnets.remove(name));
             Ok(())
         }
         OpenstackSpec::Server(_) => {
             let Some(id) = p.with_index(|i| i.servers.get(name).cloned()) else { return Ok(()) };
-            let request = server_delete::Request::builder()
-                .id(id.as_str())
-                .build()
-                .map_err(|e| built(r, e))?;
-            gone_is_fine(p.cloud.execute(r, "delete", request).await)?;
+            delete_by_id!(p, r, server_delete, id.as_str())?;
             wait_server_gone(p, r, &id).await?;
             p.with_index(|i| i.servers.remove(name));
             Ok(())
@@ -516,11 +504,7 @@ async fn delete(
                 Err(error) if error.is_not_found() => return Ok(()),
                 other => other?,
             }
-            let request = volume_delete::Request::builder()
-                .id(id.as_str())
-                .build()
-                .map_err(|e| built(r, e))?;
-            gone_is_fine(p.cloud.execute(r, "delete", request).await)?;
+            delete_by_id!(p, r, volume_delete, id.as_str())?;
             p.with_index(|i| i.volumes.remove(name));
             Ok(())
         }
@@ -532,19 +516,13 @@ async fn delete(
             for subnet in subnets {
                 router_interface(p, r, &id, subnet, false).await?;
             }
-            let request = router_delete::Request::builder()
-                .id(id.as_str())
-                .build()
-                .map_err(|e| built(r, e))?;
-            gone_is_fine(p.cloud.execute(r, "delete", request).await)?;
+            delete_by_id!(p, r, router_delete, id.as_str())?;
             p.with_index(|i| i.routers.remove(name));
             Ok(())
         }
         OpenstackSpec::FloatingIp { .. } => {
             let id = known(p, r, |i| i.floating_ips.get(name).cloned())?;
-            let request =
-                fip_delete::Request::builder().id(id.as_str()).build().map_err(|e| built(r, e))?;
-            gone_is_fine(p.cloud.execute(r, "delete", request).await)?;
+            delete_by_id!(p, r, fip_delete, id.as_str())?;
             p.with_index(|i| i.floating_ips.remove(name));
             Ok(())
         }
