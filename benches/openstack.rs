@@ -126,6 +126,7 @@ fn desired(env: &str, servers: usize) -> DesiredSet<OpenstackSpec> {
             user_data: user_data.clone(),
             error: None,
             resize: false,
+            resize_pending: false,
         };
         put(
             id(env, "server", &format!("{env}-server-{n:02}")),

@@ -382,14 +382,37 @@ async fn nova_refusing_a_flavor_is_an_error_naming_the_host_and_unrelated_change
     // The bastion does not depend on the failed server.
     assert_eq!(setup.api.server(&format!("{env}-bastion")).await["status"], "ACTIVE");
 
-    // A flavor the cloud does not know is named as such.
+    // A flavor or image the cloud does not know fails the plan itself:
+    // nothing is changed, not even what does not depend on it.
     setup.edit("hosts.yaml", "flavor: x9.impossible", "flavor: no.such.flavor");
-    let (stdout, stderr, code) = setup.apply();
-    let all = format!("{stdout}\n{stderr}");
-    assert_eq!(code, Some(1), "{all}");
+    setup.edit("hosts.yaml", "metadata: {owner: monitoring-team}", "metadata: {owner: someone}");
+    for command in ["plan", "apply"] {
+        let output = setup.run(command, &["--auto-approve"][..usize::from(command == "apply")]);
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{command}: {stdout}\n{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "host {env}-influxdb: flavor `no.such.flavor` does not exist in the cloud"
+            )),
+            "{command}: {stderr}"
+        );
+    }
+    let bastion = setup.api.server(&format!("{env}-bastion")).await;
+    assert_eq!(
+        metadata(&bastion, "owner").as_deref(),
+        Some("monitoring-team"),
+        "the refused plan changed the bastion"
+    );
+    setup.edit("hosts.yaml", "flavor: no.such.flavor", "flavor: s3.medium.2");
+    setup.edit("hosts.yaml", "image: Ubuntu 24.04\n    keypair: {env}-key\n    networks: [{env}-net]\n    address: 192.168.44.30".replace("{env}", env).as_str(), "image: No Such Image\n    keypair: {env}-key\n    networks: [{env}-net]\n    address: 192.168.44.30".replace("{env}", env).as_str());
+    let output = setup.run("plan", &[]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
-        all.contains(&format!("host {env}-influxdb: flavor `no.such.flavor` does not exist")),
-        "{all}"
+        stderr.contains(&format!(
+            "host {env}-influxdb: image `No Such Image` does not exist in the cloud"
+        )),
+        "{stderr}"
     );
 }
 

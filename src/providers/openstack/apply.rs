@@ -316,7 +316,9 @@ async fn update(
         }
         (OpenstackSpec::Server(want), OpenstackSpec::Server(have)) => {
             let id = server_id(p, r, name).await?;
-            if want.resize && want.flavor != have.flavor {
+            if have.resize_pending {
+                confirm_server_resize(p, r, &id).await?;
+            } else if want.resize && want.flavor != have.flavor {
                 resize_server(p, r, &id, &want.flavor).await?;
             }
             if want.metadata != have.metadata {
@@ -697,6 +699,15 @@ async fn resize_server(
         server_resize::Request::builder().id(id).resize(body).build().map_err(|e| built(r, e))?;
     p.cloud.execute(r, &format!("resize to {flavor}"), request).await?;
     wait_server_status(p, r, id, "VERIFY_RESIZE").await?;
+    confirm_server_resize(p, r, id).await
+}
+
+/// Confirms a resize (the server is in VERIFY_RESIZE) and waits for ACTIVE.
+async fn confirm_server_resize(
+    p: &OpenstackProvider,
+    r: &str,
+    id: &str,
+) -> Result<(), OpenstackError> {
     let request = confirm_resize::Request::builder()
         .id(id)
         .confirm_resize(serde_json::Value::Null)

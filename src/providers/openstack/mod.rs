@@ -71,6 +71,9 @@ pub struct ServerSpec {
     /// Desired only: a new flavor resizes in place (policy `resize_servers`).
     #[serde(skip)]
     pub resize: bool,
+    /// Observed only: a resize waits for its confirmation (VERIFY_RESIZE).
+    #[serde(skip)]
+    pub resize_pending: bool,
 }
 
 /// One OpenStack resource.
@@ -248,9 +251,12 @@ impl Spec for OpenstackSpec {
     }
 }
 
-fn compare_servers(want: &ServerSpec, have: &ServerSpec) -> Comparison {
+pub(super) fn compare_servers(want: &ServerSpec, have: &ServerSpec) -> Comparison {
     if let Some(fault) = &have.error {
         return Comparison::Replace(format!("server is in ERROR ({fault})"));
+    }
+    if have.resize_pending {
+        return Comparison::Update(vec!["confirm the pending resize".to_owned()]);
     }
     if want.user_data_sha256 != have.user_data_sha256 {
         return Comparison::Replace("user data changed (template cloud-init.yaml.hbs)".to_owned());
@@ -398,6 +404,9 @@ pub struct OpenstackProvider {
     /// Ids of the resources the repository declares in this environment:
     /// existing resources of these names are observed even when not owned.
     wanted: BTreeSet<ResourceId>,
+    /// The declared servers by name: the flavor and image of those a plan
+    /// would create, replace or resize are checked against the cloud.
+    servers: BTreeMap<String, ServerSpec>,
     index: Mutex<Index>,
     wait: WaitOptions,
 }
@@ -431,10 +440,19 @@ impl OpenstackProvider {
             return Ok(None);
         };
         let wanted = desired.keys().filter(|id| id.env == env).cloned().collect();
+        let servers = desired
+            .iter()
+            .filter(|(id, _)| id.env == env)
+            .filter_map(|(id, item)| match &item.spec {
+                OpenstackSpec::Server(spec) => Some((id.name.clone(), spec.clone())),
+                _ => None,
+            })
+            .collect();
         Ok(Some(Self {
             env: env.to_owned(),
             cloud: Cloud::new(cloud, config),
             wanted,
+            servers,
             index: Mutex::new(Index::default()),
             wait: WaitOptions::default(),
         }))
@@ -561,6 +579,7 @@ pub fn desired(env: &Environment, rendered: &Rendered) -> DesiredSet<OpenstackSp
             user_data,
             error: None,
             resize: env.policy.resize_servers,
+            resize_pending: false,
         };
         let server = server_id(name, &host.name);
         set.insert(server.clone(), item(OpenstackSpec::Server(spec), depends_on));
@@ -634,6 +653,7 @@ mod tests {
             user_data: String::new(),
             error: None,
             resize: false,
+            resize_pending: false,
         }
     }
 
@@ -691,6 +711,15 @@ mod tests {
         assert_eq!(
             OpenstackSpec::Server(server()).compare(&OpenstackSpec::Server(broken)),
             Comparison::Replace("server is in ERROR (No valid host was found.)".into())
+        );
+    }
+
+    #[test]
+    fn a_pending_resize_is_confirmed_in_place() {
+        let pending = ServerSpec { resize_pending: true, ..server() };
+        assert_eq!(
+            OpenstackSpec::Server(server()).compare(&OpenstackSpec::Server(pending)),
+            Comparison::Update(vec!["confirm the pending resize".into()])
         );
     }
 

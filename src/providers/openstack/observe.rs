@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use http::{HeaderName, HeaderValue};
 use indexmap::IndexMap;
 use openstack_sdk::api::block_storage::v3::volume::list_detailed as volume_list;
+use openstack_sdk::api::compute::v2::flavor::list_detailed_20 as flavor_list;
 use openstack_sdk::api::compute::v2::keypair::list_20 as keypair_list;
 use openstack_sdk::api::compute::v2::server::list_detailed_21 as server_list;
 use openstack_sdk::api::image::v2::image::list as image_list;
@@ -575,8 +576,85 @@ pub(super) async fn observe(
         seen.insert(id(env, "floating_ip", &name), spec, owned, depends_on);
     }
 
+    check_flavors_and_images(provider, &seen.set, &mut index).await?;
     provider.replace_index(index);
     Ok(seen.set)
+}
+
+/// Fails the plan, before anything changes, when a server it would create,
+/// replace or resize names a flavor or image the cloud does not have. Only
+/// then does it cost requests (two): a no-op plan never looks.
+async fn check_flavors_and_images(
+    provider: &OpenstackProvider,
+    observed: &ObservedSet<OpenstackSpec>,
+    index: &mut Index,
+) -> Result<(), OpenstackError> {
+    let env = provider.env.as_str();
+    let changing: Vec<(&String, &ServerSpec)> = provider
+        .servers
+        .iter()
+        .filter(|(name, want)| match observed.get(&id(env, "server", name.as_str())) {
+            Some(ObservedItem { spec: OpenstackSpec::Server(have), .. }) => {
+                super::compare_servers(want, have) != crate::plan::Comparison::Same
+            }
+            _ => true,
+        })
+        .collect();
+    if changing.is_empty() {
+        return Ok(());
+    }
+    let built = |e: &dyn std::fmt::Display| OpenstackError::Failed {
+        resource: "flavors and images".to_owned(),
+        message: format!("cannot build the list request: {e}"),
+    };
+    let request = flavor_list::Request::builder().build().map_err(|e| built(&e))?;
+    let flavors: Vec<NamedIdJson> = provider.cloud.list("flavors", request).await?;
+    index.flavors.extend(flavors.into_iter().map(|f| (f.name, f.id)));
+    let names: BTreeSet<&str> = changing.iter().map(|(_, s)| s.image.as_str()).collect();
+    let filter = format!(
+        "in:{}",
+        names
+            .iter()
+            .map(|n| format!("\"{}\"", n.replace('"', "\\\"")))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let request = image_list::Request::builder().name(filter).build().map_err(|e| built(&e))?;
+    let mut images: Vec<(String, String)> = provider
+        .cloud
+        .list::<ImageJson, _>("images", request)
+        .await?
+        .into_iter()
+        .filter_map(|i| i.name.map(|name| (name, i.id)))
+        .collect();
+    // Several images of one name: apply boots the newest, which Glance lists first.
+    images.reverse();
+    index.images.extend(images);
+    for (name, spec) in changing {
+        let resource = format!("host {name}");
+        if !index.flavors.contains_key(&spec.flavor) {
+            return Err(OpenstackError::Missing {
+                resource,
+                what: "flavor",
+                name: spec.flavor.clone(),
+            });
+        }
+        if !index.images.contains_key(&spec.image) {
+            return Err(OpenstackError::Missing {
+                resource,
+                what: "image",
+                name: spec.image.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+struct NamedIdJson {
+    id: String,
+    #[serde(default)]
+    name: String,
 }
 
 /// A server as apimon describes it.
@@ -625,6 +703,7 @@ fn server_spec(server: &ServerJson, images: &BTreeMap<String, String>) -> Server
         user_data: String::new(),
         error,
         resize: false,
+        resize_pending: server.status == "VERIFY_RESIZE",
     }
 }
 
