@@ -364,6 +364,23 @@ async fn a_removed_host_is_deleted_but_an_unmanaged_server_with_its_name_prefix_
     let again = setup.run("plan", &[]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again).0);
     api.delete_server(&manual).await;
+
+    // An owned twin of a group (a create retried after its answer was lost
+    // leaves one) is pruned; the group in use stays.
+    let group = format!("{env}-ssh");
+    let original = api.security_group(&group).await["id"].as_str().expect("id").to_owned();
+    let tags = ["apimon:managed=true".to_owned(), format!("apimon:env={env}")];
+    let twin = api.create_tagged_security_group(&group, &tags).await;
+    let plan = setup.run("plan", &[]);
+    let (stdout, _) = text(&plan);
+    assert!(
+        stdout.contains(&format!("- {env}/openstack.security_group/{group}~{}", &twin[..8])),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 to delete"), "only the twin goes:\n{stdout}");
+    setup.apply_ok();
+    assert!(!api.security_group_exists(&twin).await, "the twin survived");
+    assert!(api.security_group_exists(&original).await, "the group in use was deleted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

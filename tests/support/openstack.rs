@@ -204,6 +204,29 @@ impl Api {
         panic!("unmanaged server {name} never became ACTIVE");
     }
 
+    /// Makes a security group with `tags` behind apimon's back; its id.
+    pub async fn create_tagged_security_group(&self, name: &str, tags: &[String]) -> String {
+        let created = self
+            .post(&format!("{NEUTRON}/security-groups"), json!({"security_group": {"name": name}}))
+            .await;
+        let id = created["security_group"]["id"].as_str().expect("group id").to_owned();
+        let (status, body) = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("{NEUTRON}/security-groups/{id}/tags"),
+                Some(json!({"tags": tags})),
+            )
+            .await;
+        assert!((200..300).contains(&status), "tagging: HTTP {status}: {body}");
+        id
+    }
+
+    /// Whether the security group `id` exists.
+    pub async fn security_group_exists(&self, id: &str) -> bool {
+        self.call(reqwest::Method::GET, &format!("{NEUTRON}/security-groups/{id}"), None).await.0
+            == 200
+    }
+
     /// Deletes a server (best effort).
     pub async fn delete_server(&self, id: &str) {
         self.delete(&format!("{NOVA}/servers/{id}")).await;

@@ -51,6 +51,8 @@ struct KeypairJson {
 #[derive(Debug, Deserialize)]
 pub(super) struct ServerJson {
     pub id: String,
+    #[serde(default)]
+    created: String,
     pub name: String,
     #[serde(default)]
     pub status: String,
@@ -117,6 +119,8 @@ struct ImageJson {
 #[derive(Debug, Deserialize)]
 struct SecurityGroupJson {
     id: String,
+    #[serde(default)]
+    created_at: String,
     name: String,
     #[serde(default)]
     description: String,
@@ -148,6 +152,8 @@ struct RuleJson {
 struct NetworkJson {
     id: String,
     #[serde(default)]
+    created_at: String,
+    #[serde(default)]
     name: String,
     #[serde(default)]
     tags: Vec<String>,
@@ -160,6 +166,8 @@ struct NetworkJson {
 #[derive(Debug, Deserialize)]
 struct SubnetJson {
     id: String,
+    #[serde(default)]
+    created_at: String,
     #[serde(default)]
     name: String,
     network_id: String,
@@ -194,6 +202,8 @@ struct PortDetailsJson {
 struct RouterJson {
     id: String,
     #[serde(default)]
+    created_at: String,
+    #[serde(default)]
     name: String,
     #[serde(default)]
     tags: Vec<String>,
@@ -224,6 +234,8 @@ struct FixedIpJson {
 pub(super) struct VolumeJson {
     pub id: String,
     #[serde(default)]
+    created_at: String,
+    #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
     pub status: String,
@@ -242,6 +254,28 @@ pub(super) struct AttachmentJson {
     pub server_id: String,
     #[serde(default)]
     device: Option<String>,
+}
+
+/// The name a resource is observed under. The oldest owned resource of a
+/// name keeps it; a younger owned twin (left by a create that was retried
+/// after its answer was lost, say) is observed as `<name>~<id>`, and so
+/// pruned like any leftover instead of haunting the index.
+#[derive(Default)]
+struct Claims(BTreeSet<String>);
+
+impl Claims {
+    fn name(&mut self, name: &str, id: &str, owned: bool) -> String {
+        if owned && !self.0.insert(name.to_owned()) {
+            format!("{name}~{}", id.get(..8).unwrap_or(id))
+        } else {
+            name.to_owned()
+        }
+    }
+}
+
+/// Oldest first, so the same resource keeps a name from one plan to the next.
+fn oldest_first<T>(items: &mut [T], key: impl Fn(&T) -> (&str, &str)) {
+    items.sort_by(|a, b| key(a).cmp(&key(b)));
 }
 
 /// Built output of one observation.
@@ -343,21 +377,36 @@ pub(super) async fn observe(
             .map_err(|e| built("router interfaces", &e))?;
         cloud.list::<InterfacePortJson, _>("router interfaces", request).await
     };
-    let (keypairs, servers, groups, networks, subnets, floating_ips, volumes, routers, interfaces) =
-        tokio::try_join!(
-            keypairs,
-            servers,
-            groups,
-            networks,
-            subnets,
-            floating_ips,
-            volumes,
-            routers,
-            interfaces
-        )?;
+    let (
+        keypairs,
+        servers,
+        mut groups,
+        mut networks,
+        mut subnets,
+        floating_ips,
+        mut volumes,
+        mut routers,
+        interfaces,
+    ) = tokio::try_join!(
+        keypairs,
+        servers,
+        groups,
+        networks,
+        subnets,
+        floating_ips,
+        volumes,
+        routers,
+        interfaces
+    )?;
+
+    oldest_first(&mut groups, |g| (&g.created_at, &g.id));
+    oldest_first(&mut networks, |n| (&n.created_at, &n.id));
+    oldest_first(&mut subnets, |n| (&n.created_at, &n.id));
+    oldest_first(&mut routers, |r| (&r.created_at, &r.id));
+    oldest_first(&mut volumes, |v| (&v.created_at, &v.id));
 
     // Image names of the servers in question, in one call.
-    let relevant_servers: Vec<&ServerJson> = servers
+    let mut relevant_servers: Vec<&ServerJson> = servers
         .iter()
         .filter(|s| s.status != "DELETED" && s.status != "SOFT_DELETED")
         .filter(|s| {
@@ -365,6 +414,7 @@ pub(super) async fn observe(
                 || provider.wanted.contains(&id(env, "server", &s.name))
         })
         .collect();
+    oldest_first(&mut relevant_servers, |s| (&s.created, &s.id));
     let image_ids: BTreeSet<&str> = relevant_servers
         .iter()
         .filter_map(|s| s.image.get("id").and_then(|v| v.as_str()))
@@ -396,52 +446,60 @@ pub(super) async fn observe(
 
     // Networks: the project's own, and external/shared ones by name (for floating IPs).
     let mut network_names: BTreeMap<String, String> = BTreeMap::new();
+    let mut claims = Claims::default();
     for network in &networks {
         let mine = network.project_id.as_deref() == Some(project.as_str());
         if !mine && !network.external {
             continue;
         }
-        network_names.insert(network.id.clone(), network.name.clone());
         let owned = mine && is_owned_tags(&network.tags, env);
-        if mine && (owned || seen.wants("network", &network.name)) {
-            if owned || !index.networks.contains_key(&network.name) {
-                index.networks.insert(network.name.clone(), network.id.clone());
+        let name = claims.name(&network.name, &network.id, owned);
+        network_names.insert(network.id.clone(), name.clone());
+        if mine && (owned || seen.wants("network", &name)) {
+            if owned || !index.networks.contains_key(&name) {
+                index.networks.insert(name.clone(), network.id.clone());
             }
-            seen.insert(id(env, "network", &network.name), OpenstackSpec::Network, owned, vec![]);
+            seen.insert(id(env, "network", &name), OpenstackSpec::Network, owned, vec![]);
         } else if network.external {
             index.external_networks.entry(network.name.clone()).or_insert(network.id.clone());
         }
     }
     let mut subnets_of: BTreeMap<String, Vec<ResourceId>> = BTreeMap::new();
     let mut subnet_names: BTreeMap<String, String> = BTreeMap::new();
+    let mut claims = Claims::default();
     for subnet in subnets {
-        subnet_names.insert(subnet.id.clone(), subnet.name.clone());
         let owned = is_owned_tags(&subnet.tags, env);
-        if !owned && !seen.wants("subnet", &subnet.name) {
+        let name = claims.name(&subnet.name, &subnet.id, owned);
+        subnet_names.insert(subnet.id.clone(), name.clone());
+        if !owned && !seen.wants("subnet", &name) {
             continue;
         }
         let Some(network) = network_names.get(&subnet.network_id) else { continue };
         let network_id = id(env, "network", network);
-        if owned || !index.subnets.contains_key(&subnet.name) {
-            index.subnets.insert(subnet.name.clone(), subnet.id.clone());
+        if owned || !index.subnets.contains_key(&name) {
+            index.subnets.insert(name.clone(), subnet.id.clone());
         }
-        subnets_of.entry(network.clone()).or_default().push(id(env, "subnet", &subnet.name));
+        subnets_of.entry(network.clone()).or_default().push(id(env, "subnet", &name));
         let spec = OpenstackSpec::Subnet {
             network: network.clone(),
             cidr: subnet.cidr,
             gateway_ip: subnet.gateway_ip,
             dns_nameservers: subnet.dns_nameservers,
         };
-        seen.insert(id(env, "subnet", &subnet.name), spec, owned, vec![network_id]);
+        seen.insert(id(env, "subnet", &name), spec, owned, vec![network_id]);
     }
 
     // Routers, with the subnets they have interfaces on.
+    let mut claims = Claims::default();
     for router in routers {
         let owned = is_owned_tags(&router.tags, env);
-        if !owned && !seen.wants("router", &router.name) {
+        let name = claims.name(&router.name, &router.id, owned);
+        if !owned && !seen.wants("router", &name) {
             continue;
         }
-        index.routers.insert(router.name.clone(), router.id.clone());
+        if owned || !index.routers.contains_key(&name) {
+            index.routers.insert(name.clone(), router.id.clone());
+        }
         let external_network = router
             .external_gateway_info
             .and_then(|g| g.network_id)
@@ -457,23 +515,29 @@ pub(super) async fn observe(
             .collect();
         let depends_on = subnets.iter().map(|s| id(env, "subnet", s)).collect();
         let spec = OpenstackSpec::Router { external_network, subnets };
-        seen.insert(id(env, "router", &router.name), spec, owned, depends_on);
+        seen.insert(id(env, "router", &name), spec, owned, depends_on);
     }
 
     // Security groups, then their rules (a rule may name another group).
     let group_names: BTreeMap<&str, &str> =
         groups.iter().map(|g| (g.id.as_str(), g.name.as_str())).collect();
+    let mut claims = Claims::default();
     for group in &groups {
         let owned = is_owned_tags(&group.tags, env);
-        if !owned && !seen.wants("security_group", &group.name) {
+        let name = claims.name(&group.name, &group.id, owned);
+        if !owned && !seen.wants("security_group", &name) {
             continue;
         }
-        if owned || !index.security_groups.contains_key(&group.name) {
-            index.security_groups.insert(group.name.clone(), group.id.clone());
+        if owned || !index.security_groups.contains_key(&name) {
+            index.security_groups.insert(name.clone(), group.id.clone());
         }
-        let group_id = id(env, "security_group", &group.name);
+        let group_id = id(env, "security_group", &name);
         let spec = OpenstackSpec::SecurityGroup { description: group.description.clone() };
         seen.insert(group_id.clone(), spec, owned, vec![]);
+        if name != group.name {
+            // A twin about to be pruned: its rules go with it.
+            continue;
+        }
         for raw in &group.security_group_rules {
             let Some(rule) = rule_of(raw, &group_names) else { continue };
             let name = rule_name(&group.name, &rule);
@@ -499,13 +563,15 @@ pub(super) async fn observe(
 
     // Servers.
     let mut server_names: BTreeMap<String, String> = BTreeMap::new();
+    let mut claims = Claims::default();
     for server in relevant_servers {
         let owned = is_owned_metadata(&server.metadata, env);
-        if !owned && index.servers.contains_key(&server.name) {
+        let name = claims.name(&server.name, &server.id, owned);
+        if !owned && index.servers.contains_key(&name) {
             continue;
         }
-        server_names.insert(server.id.clone(), server.name.clone());
-        index.servers.insert(server.name.clone(), server.id.clone());
+        server_names.insert(server.id.clone(), name.clone());
+        index.servers.insert(name.clone(), server.id.clone());
         let spec = server_spec(server, &images);
         let mut depends_on = Vec::new();
         if !spec.keypair.is_empty() {
@@ -516,22 +582,21 @@ pub(super) async fn observe(
             depends_on.push(id(env, "network", network));
             depends_on.extend(subnets_of.get(network).into_iter().flatten().cloned());
         }
-        seen.insert(
-            id(env, "server", &server.name),
-            OpenstackSpec::Server(spec),
-            owned,
-            depends_on,
-        );
+        seen.insert(id(env, "server", &name), OpenstackSpec::Server(spec), owned, depends_on);
     }
 
     // Volumes and their attachments.
+    let mut claims = Claims::default();
     for volume in volumes {
-        let Some(name) = volume.name.clone() else { continue };
+        let Some(name) = volume.name.as_deref() else { continue };
         let owned = is_owned_metadata(&volume.metadata, env);
+        let name = claims.name(name, &volume.id, owned);
         if !owned && !seen.wants("volume", &name) {
             continue;
         }
-        index.volumes.insert(name.clone(), volume.id.clone());
+        if owned || !index.volumes.contains_key(&name) {
+            index.volumes.insert(name.clone(), volume.id.clone());
+        }
         let volume_id = id(env, "volume", &name);
         let spec = OpenstackSpec::Volume { size_gb: volume.size, volume_type: volume.volume_type };
         seen.insert(volume_id.clone(), spec, owned, vec![]);
