@@ -44,6 +44,7 @@ fn hosts_yaml(env: &str, net: u8, extra: &str) -> String {
     networks: [{env}-net]
     address: 192.168.{net}.10
     security_groups: [{env}-ssh]
+    availability_zone: nova
     metadata: {{owner: monitoring-team}}
     floating_ip: {{network: admin_external_net}}
   - name: {env}-influxdb
@@ -227,6 +228,7 @@ async fn an_environment_is_created_from_nothing_and_the_second_run_changes_nothi
     }
     assert_eq!(metadata(&bastion, "owner").as_deref(), Some("monitoring-team"));
     assert_eq!(bastion["flavor"]["original_name"], "s3.small.1");
+    assert_eq!(bastion["OS-EXT-AZ:availability_zone"], "nova");
     let fixed = bastion["addresses"][format!("{env}-net")][0]["addr"].clone();
     assert_eq!(fixed, "192.168.41.10");
     let volume = api.volume(&format!("{env}-influxdb-data")).await;
@@ -290,6 +292,27 @@ async fn metadata_changes_in_place_and_new_user_data_replaces_the_server_keeping
     assert_eq!(bastion["id"], bastion_before["id"], "metadata must not replace the server");
     assert_eq!(metadata(&bastion, "owner").as_deref(), Some("platform-team"));
     assert_eq!(metadata(&bastion, "apimon:managed").as_deref(), Some("true"));
+
+    // A changed rule is a new rule; the old one goes.
+    setup.edit(
+        "security_groups.yaml",
+        "{protocol: tcp, ports: 22,",
+        "{protocol: tcp, ports: 2222,",
+    );
+    let plan = setup.run("plan", &[]);
+    let (stdout, _) = text(&plan);
+    let rule = format!("{env}/openstack.security_group_rule/{env}-ssh:in:tcp");
+    assert!(stdout.contains(&format!("+ {rule}:2222:0.0.0.0/0")), "{stdout}");
+    assert!(stdout.contains(&format!("- {rule}:22:0.0.0.0/0")), "{stdout}");
+    setup.apply_ok();
+    let ports: Vec<Value> = api.security_group(&format!("{env}-ssh")).await["security_group_rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| r["port_range_min"].clone())
+        .filter(|p| !p.is_null())
+        .collect();
+    assert_eq!(ports, vec![Value::from(2222)]);
 
     // User data: a changed cloud-init template replaces every server.
     let template = std::fs::read_to_string(concat!(

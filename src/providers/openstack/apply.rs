@@ -809,7 +809,8 @@ async fn wait_server_gone(p: &OpenstackProvider, r: &str, id: &str) -> Result<()
         match get_server(p, r, id).await {
             Err(error) if error.is_not_found() => Ok(Look::Done),
             Err(error) => Err(error),
-            Ok(server) if server.status == "DELETED" => Ok(Look::Done),
+            // Status DELETED comes a moment before the record is gone: wait
+            // for the 404, so a replacement never meets its predecessor.
             Ok(server) => Ok(Look::Waiting(server.status)),
         }
     })
