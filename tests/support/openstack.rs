@@ -193,12 +193,12 @@ impl Api {
             )
             .await;
         let id = created["server"]["id"].as_str().expect("server id").to_owned();
-        for _ in 0..120 {
+        for _ in 0..600 {
             let server = self.get(&format!("{NOVA}/servers/{id}")).await;
             match server["server"]["status"].as_str() {
                 Some("ACTIVE") => return id,
                 Some("ERROR") => panic!("unmanaged server went to ERROR: {server}"),
-                _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+                _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
             }
         }
         panic!("unmanaged server {name} never became ACTIVE");
