@@ -130,8 +130,8 @@ pub struct LiveArgs {
     /// The apimon binary installed on executors [default: this one].
     #[arg(long, env = "APIMON_EXECUTOR_BINARY")]
     pub executor_binary: Option<PathBuf>,
-    /// clouds.yaml with each environment's `cloud` [default: ./clouds.yaml,
-    /// ~/.config/openstack/clouds.yaml, /etc/openstack/clouds.yaml].
+    /// clouds.yaml with each environment's `cloud` [default:
+    /// ~/.config/openstack/clouds.yaml, /etc/openstack/clouds.yaml; never ./].
     #[arg(long, env = "OS_CLIENT_CONFIG_FILE")]
     pub clouds_file: Option<PathBuf>,
 }

@@ -182,9 +182,15 @@ impl Live {
                 joined.map_err(|e| provider_error("(all)", ProviderKind::Influxdb, e))?;
             match observation {
                 Observation::Openstack(result) => {
-                    let set =
+                    let mut set =
                         result.map_err(|e| provider_error(&env, ProviderKind::Openstack, e))?;
-                    observed.openstack.extend(mark_owned(set, state));
+                    // Servers, volumes and Neutron resources carry their own
+                    // ownership marks, which a hand-made look-alike lacks; the
+                    // state store speaks only for keypairs, which carry none.
+                    for (id, item) in &mut set {
+                        item.owned = item.owned || (id.kind == "keypair" && state.owns(id));
+                    }
+                    observed.openstack.extend(set);
                 }
                 Observation::Influxdb(result) => {
                     let set =

@@ -276,6 +276,12 @@ async fn metadata_changes_in_place_and_new_user_data_replaces_the_server_keeping
     let before = api.server(&format!("{env}-influxdb")).await;
     let bastion_before = api.server(&format!("{env}-bastion")).await;
 
+    // Keys the platform puts on a server are not apimon's business.
+    let bastion_id = bastion_before["id"].as_str().expect("id");
+    api.set_server_metadata_item(bastion_id, "charging_mode", "0").await;
+    let plan = setup.run("plan", &[]);
+    assert_eq!(plan.status.code(), Some(0), "a platform key made a diff:\n{}", text(&plan).0);
+
     // Metadata: in place, same server.
     setup.edit(
         "hosts.yaml",
@@ -292,6 +298,18 @@ async fn metadata_changes_in_place_and_new_user_data_replaces_the_server_keeping
     assert_eq!(bastion["id"], bastion_before["id"], "metadata must not replace the server");
     assert_eq!(metadata(&bastion, "owner").as_deref(), Some("platform-team"));
     assert_eq!(metadata(&bastion, "apimon:managed").as_deref(), Some("true"));
+    assert_eq!(
+        metadata(&bastion, "charging_mode").as_deref(),
+        Some("0"),
+        "the platform's key was removed"
+    );
+
+    // A key removed from the repository is removed from the server.
+    setup.edit("hosts.yaml", "metadata: {owner: platform-team}", "metadata: {}");
+    setup.apply_ok();
+    let bastion = api.server(&format!("{env}-bastion")).await;
+    assert_eq!(metadata(&bastion, "owner"), None);
+    assert_eq!(metadata(&bastion, "charging_mode").as_deref(), Some("0"));
 
     // A changed rule is a new rule; the old one goes.
     setup.edit(

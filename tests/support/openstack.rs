@@ -227,6 +227,18 @@ impl Api {
             == 200
     }
 
+    /// Sets one metadata item on a server, as a cloud platform might.
+    pub async fn set_server_metadata_item(&self, id: &str, key: &str, value: &str) {
+        let (status, body) = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("{NOVA}/servers/{id}/metadata/{key}"),
+                Some(json!({"meta": {key: value}})),
+            )
+            .await;
+        assert!((200..300).contains(&status), "metadata: HTTP {status}: {body}");
+    }
+
     /// Deletes a server (best effort).
     pub async fn delete_server(&self, id: &str) {
         self.delete(&format!("{NOVA}/servers/{id}")).await;

@@ -20,7 +20,9 @@ use openstack_sdk::api::compute::v2::flavor::list_detailed_20 as flavor_list;
 use openstack_sdk::api::compute::v2::keypair::{
     create_21 as keypair_create, delete_20 as keypair_delete, get_20 as keypair_get,
 };
-use openstack_sdk::api::compute::v2::server::metadata::replace as metadata_replace;
+use openstack_sdk::api::compute::v2::server::metadata::{
+    create as metadata_merge, delete as metadata_delete,
+};
 use openstack_sdk::api::compute::v2::server::volume_attachment::{
     create_20 as attach, delete as detach,
 };
@@ -93,6 +95,21 @@ macro_rules! tag {
     }};
 }
 
+/// Tags a new Neutron resource as apimon's; if that fails, deletes it again,
+/// since an untagged resource would never be pruned.
+macro_rules! tag_or_undo {
+    ($p:expr, $r:expr, $tags:ident, $id_setter:ident, $delete:ident, $id:expr) => {{
+        match tag!($p, $r, $tags, $id_setter, $id) {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                let _undone: Result<(), OpenstackError> =
+                    async { delete_by_id!($p, $r, $delete, $id) }.await;
+                Err(error)
+            }
+        }
+    }};
+}
+
 /// Deletes by id; what is gone already counts as deleted (retries are safe).
 macro_rules! delete_by_id {
     ($p:expr, $r:expr, $module:ident, $id:expr) => {{
@@ -160,6 +177,19 @@ async fn create(
 ) -> Result<(), OpenstackError> {
     let resource = label(want, name);
     let r = resource.as_str();
+    // Observation found none of this name, so an id the index knows comes
+    // from an earlier attempt of this change whose answer was lost after the
+    // resource was made and tagged: it exists, done.
+    let made_already = p.with_index(|i| match want {
+        OpenstackSpec::SecurityGroup { .. } => i.security_groups.contains_key(name),
+        OpenstackSpec::Network => i.networks.contains_key(name),
+        OpenstackSpec::Subnet { .. } => i.subnets.contains_key(name),
+        OpenstackSpec::FloatingIp { .. } => i.floating_ips.contains_key(name),
+        _ => false,
+    });
+    if made_already {
+        return Ok(());
+    }
     match want {
         OpenstackSpec::Keypair { public_key } => create_keypair(p, r, name, public_key).await,
         OpenstackSpec::SecurityGroup { description } => {
@@ -173,7 +203,7 @@ async fn create(
                 .build()
                 .map_err(|e| built(r, e))?;
             let created: Created = p.cloud.query(r, "create", request).await?;
-            tag!(p, r, group_tags, security_group_id, created.id.as_str())?;
+            tag_or_undo!(p, r, group_tags, security_group_id, group_delete, created.id.as_str())?;
             p.with_index(|i| i.security_groups.insert(name.to_owned(), created.id));
             Ok(())
         }
@@ -188,7 +218,7 @@ async fn create(
                 .build()
                 .map_err(|e| built(r, e))?;
             let created: Created = p.cloud.query(r, "create", request).await?;
-            tag!(p, r, network_tags, network_id, created.id.as_str())?;
+            tag_or_undo!(p, r, network_tags, network_id, network_delete, created.id.as_str())?;
             p.with_index(|i| i.networks.insert(name.to_owned(), created.id));
             Ok(())
         }
@@ -209,18 +239,26 @@ async fn create(
             let request =
                 subnet_create::Request::builder().subnet(body).build().map_err(|e| built(r, e))?;
             let created: Created = p.cloud.query(r, "create", request).await?;
-            tag!(p, r, subnet_tags, subnet_id, created.id.as_str())?;
+            tag_or_undo!(p, r, subnet_tags, subnet_id, subnet_delete, created.id.as_str())?;
             p.with_index(|i| i.subnets.insert(name.to_owned(), created.id));
             Ok(())
         }
         OpenstackSpec::Server(spec) => create_server(p, r, name, spec).await.map(|_| ()),
-        OpenstackSpec::Volume { size_gb, volume_type } => {
+        OpenstackSpec::Volume { size_gb, volume_type, .. } => {
             create_volume(p, r, name, *size_gb, volume_type.as_deref()).await.map(|_| ())
         }
         OpenstackSpec::VolumeAttachment { server, volume, device } => {
             attach_volume(p, r, server, volume, device.as_deref()).await
         }
         OpenstackSpec::Router { external_network, subnets } => {
+            // An earlier attempt of this change may have made the router and
+            // some interfaces already: finish its work instead of repeating it.
+            if let Some(id) = p.with_index(|i| i.routers.get(name).cloned()) {
+                for subnet in subnets {
+                    router_interface(p, r, &id, subnet, true).await?;
+                }
+                return Ok(());
+            }
             let network_id = network_id(p, r, external_network).await?;
             let gateway = router_create::ExternalGatewayInfoBuilder::default()
                 .network_id(network_id.as_str())
@@ -234,7 +272,7 @@ async fn create(
             let request =
                 router_create::Request::builder().router(body).build().map_err(|e| built(r, e))?;
             let created: Created = p.cloud.query(r, "create", request).await?;
-            tag!(p, r, router_tags, router_id, created.id.as_str())?;
+            tag_or_undo!(p, r, router_tags, router_id, router_delete, created.id.as_str())?;
             p.with_index(|i| i.routers.insert(name.to_owned(), created.id.clone()));
             for subnet in subnets {
                 router_interface(p, r, &created.id, subnet, true).await?;
@@ -256,14 +294,21 @@ async fn router_interface(
     add: bool,
 ) -> Result<(), OpenstackError> {
     let subnet_id = known(p, r, |i| i.subnets.get(subnet).cloned())?;
+    let key = (router_id.to_owned(), subnet.to_owned());
     if add {
+        if p.with_index(|i| i.router_interfaces.contains(&key)) {
+            return Ok(());
+        }
         let request = add_router_interface::Request::builder()
             .id(router_id)
             .subnet_id(subnet_id.as_str())
             .build()
             .map_err(|e| built(r, e))?;
-        p.cloud.execute(r, &format!("add interface on subnet {subnet}"), request).await
+        p.cloud.execute(r, &format!("add interface on subnet {subnet}"), request).await?;
+        p.with_index(|i| i.router_interfaces.insert(key));
+        Ok(())
     } else {
+        p.with_index(|i| i.router_interfaces.remove(&key));
         let request = remove_router_interface::Request::builder()
             .id(router_id)
             .subnet_id(subnet_id.as_str())
@@ -322,15 +367,29 @@ async fn update(
                 resize_server(p, r, &id, &want.flavor).await?;
             }
             if want.metadata != have.metadata {
+                // Merge, then remove only keys apimon set before: keys the
+                // platform or someone else put on the server stay.
                 let metadata = server_metadata(&p.env, want);
-                let request = metadata_replace::Request::builder()
+                let request = metadata_merge::Request::builder()
                     .server_id(id.as_str())
                     .metadata(metadata.into_iter())
                     .build()
                     .map_err(|e| built(r, e))?;
                 p.cloud.execute(r, "update metadata", request).await?;
+                for key in have.metadata.keys().filter(|k| !want.metadata.contains_key(*k)) {
+                    let request = metadata_delete::Request::builder()
+                        .server_id(id.as_str())
+                        .id(key.as_str())
+                        .build()
+                        .map_err(|e| built(r, e))?;
+                    gone_is_fine(
+                        p.cloud.execute(r, &format!("remove metadata {key}"), request).await,
+                    )?;
+                }
             }
-            for group in want.security_groups.difference(&have.security_groups) {
+            let (want_groups, have_groups) =
+                (super::effective_groups(want), super::effective_groups(have));
+            for group in want_groups.difference(&have_groups) {
                 let body = add_security_group::AddSecurityGroupBuilder::default()
                     .name(group.as_str())
                     .build()
@@ -342,7 +401,7 @@ async fn update(
                     .map_err(|e| built(r, e))?;
                 p.cloud.execute(r, &format!("add security group {group}"), request).await?;
             }
-            for group in have.security_groups.difference(&want.security_groups) {
+            for group in have_groups.difference(&want_groups) {
                 let body = remove_security_group::RemoveSecurityGroupBuilder::default()
                     .name(group.as_str())
                     .build()
@@ -435,7 +494,7 @@ async fn replace(
             }
             Ok(())
         }
-        OpenstackSpec::Volume { size_gb, volume_type } => {
+        OpenstackSpec::Volume { size_gb, volume_type, .. } => {
             let attached_to = p.with_index(|i| {
                 i.attached
                     .iter()
@@ -499,12 +558,15 @@ async fn delete(
             p.with_index(|i| i.servers.remove(name));
             Ok(())
         }
-        OpenstackSpec::Volume { .. } => {
+        OpenstackSpec::Volume { error, .. } => {
             let Some(id) = p.with_index(|i| i.volumes.get(name).cloned()) else { return Ok(()) };
-            // A detach planned before this one may still be finishing.
-            match wait_volume(p, r, &id, "available").await {
-                Err(error) if error.is_not_found() => return Ok(()),
-                other => other?,
+            // A detach planned before this one may still be finishing; a
+            // volume in error will never be available, and can go as it is.
+            if error.is_none() {
+                match wait_volume(p, r, &id, "available").await {
+                    Err(error) if error.is_not_found() => return Ok(()),
+                    other => other?,
+                }
             }
             delete_by_id!(p, r, volume_delete, id.as_str())?;
             p.with_index(|i| i.volumes.remove(name));
@@ -626,6 +688,9 @@ fn server_metadata(env: &str, spec: &ServerSpec) -> BTreeMap<String, String> {
     let mut metadata = spec.metadata.clone();
     metadata.extend(ownership(env));
     metadata.insert(USER_DATA_KEY.to_owned(), spec.user_data_sha256.clone());
+    metadata.insert(super::IMAGE_KEY.to_owned(), spec.image.clone());
+    let keys: Vec<&str> = spec.metadata.keys().map(String::as_str).collect();
+    metadata.insert(super::METADATA_KEYS_KEY.to_owned(), keys.join(","));
     metadata
 }
 
@@ -824,6 +889,12 @@ async fn create_volume(
     size_gb: u32,
     volume_type: Option<&str>,
 ) -> Result<String, OpenstackError> {
+    // An earlier attempt of this change made it (and timed out waiting):
+    // wait for that one rather than make a second.
+    if let Some(id) = p.with_index(|i| i.volumes.get(name).cloned()) {
+        wait_volume(p, r, &id, "available").await?;
+        return Ok(id);
+    }
     let mut body = volume_create::VolumeBuilder::default();
     body.name(Some(name.into()))
         .size(i32::try_from(size_gb).unwrap_or(i32::MAX))
@@ -930,7 +1001,7 @@ async fn create_floating_ip(
     let request =
         fip_create::Request::builder().floatingip(body).build().map_err(|e| built(r, e))?;
     let created: Created = p.cloud.query(r, "create", request).await?;
-    tag!(p, r, fip_tags, floatingip_id, created.id.as_str())?;
+    tag_or_undo!(p, r, fip_tags, floatingip_id, fip_delete, created.id.as_str())?;
     p.with_index(|i| i.floating_ips.insert(name.to_owned(), created.id));
     Ok(())
 }

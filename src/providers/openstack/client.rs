@@ -2,8 +2,8 @@
 //!
 //! Authentication comes from `clouds.yaml` (the ecosystem convention: the
 //! file named by `--clouds-file`/`OS_CLIENT_CONFIG_FILE`, else
-//! `./clouds.yaml`, `~/.config/openstack/clouds.yaml`,
-//! `/etc/openstack/clouds.yaml`); Keystone v3 password and application
+//! `~/.config/openstack/clouds.yaml` or `/etc/openstack/clouds.yaml`, never
+//! the current directory); Keystone v3 password and application
 //! credentials both work, as the SDK supports them. Tokens are never cached
 //! on disk. Every request after authentication goes through
 //! [`CountingClient`], so plans can report how many calls they took.
@@ -112,24 +112,64 @@ impl OpenstackError {
     }
 }
 
-/// Finds `cloud` in clouds.yaml: `file` if given, else the standard places.
+/// The clouds.yaml files apimon reads: `file` alone when given, else the
+/// first `clouds.yaml` (with the `secure.yaml` beside it) in
+/// `$XDG_CONFIG_HOME/openstack`, `~/.config/openstack`, `/etc/openstack`.
+/// Never the current directory, unlike other OpenStack clients: it is often
+/// a repository checkout, and a clouds.yaml or secure.yaml merged from a
+/// pull request could send the credentials elsewhere.
+fn clouds_files(file: Option<&Path>) -> Vec<PathBuf> {
+    if let Some(file) = file {
+        return vec![file.to_path_buf()];
+    }
+    let mut dirs = Vec::new();
+    if let Some(config_home) = std::env::var_os("XDG_CONFIG_HOME") {
+        dirs.push(PathBuf::from(config_home).join("openstack"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".config/openstack"));
+    }
+    dirs.push(PathBuf::from("/etc/openstack"));
+    dirs.into_iter()
+        .find(|dir| dir.join("clouds.yaml").is_file())
+        .map(|dir| {
+            let secure = dir.join("secure.yaml");
+            let mut files = vec![dir.join("clouds.yaml")];
+            if secure.is_file() {
+                files.push(secure);
+            }
+            files
+        })
+        .unwrap_or_default()
+}
+
+/// Finds `cloud` in clouds.yaml (see [`clouds_files`]); `Ok(None)` when no
+/// file has it.
 ///
 /// # Errors
-/// A file that exists but cannot be parsed, or an explicit file that is missing.
+/// A file that cannot be read or parsed (never skipped: a broken file must
+/// not make apimon fall back to another cloud), or a missing explicit file.
 pub fn cloud_config(
     cloud: &str,
     file: Option<&Path>,
 ) -> Result<Option<CloudConfig>, OpenstackError> {
-    let config_error =
-        |message: String| OpenstackError::Config { file: file.map(Path::to_path_buf), message };
-    if let Some(file) = file {
-        if !file.is_file() {
+    let mut builder = ConfigFile::builder();
+    for path in clouds_files(file) {
+        let config_error =
+            |message: String| OpenstackError::Config { file: Some(path.clone()), message };
+        if !path.is_file() {
             return Err(config_error("no such file".to_owned()));
         }
+        builder = builder.add_source(&path).map_err(|e| config_error(e.to_string()))?;
     }
-    let config = ConfigFile::new_with_user_specified_configs(file, None::<&Path>)
-        .map_err(|e| config_error(e.to_string()))?;
-    config.get_cloud_config(cloud).map_err(|e| config_error(e.to_string()))
+    let config = builder.build().map_err(|e| OpenstackError::Config {
+        file: file.map(Path::to_path_buf),
+        message: e.to_string(),
+    })?;
+    config.get_cloud_config(cloud).map_err(|e| OpenstackError::Config {
+        file: file.map(Path::to_path_buf),
+        message: e.to_string(),
+    })
 }
 
 /// An [`AsyncOpenStack`] session that counts the requests sent through it.

@@ -38,6 +38,14 @@ use super::changed;
 pub const MANAGED_KEY: &str = "apimon:managed";
 /// Server metadata key naming the environment.
 pub const ENV_KEY: &str = "apimon:env";
+/// Server metadata key holding the image name the server was booted with:
+/// what a plan compares, so a cloud that renames or retires an image (image
+/// rotation) does not make every server look replaced.
+pub const IMAGE_KEY: &str = "apimon:image";
+/// Server metadata key listing the operator's keys apimon set (comma
+/// separated): only those are compared and removed, so keys the platform
+/// adds to servers never show up as a diff.
+pub const METADATA_KEYS_KEY: &str = "apimon:metadata_keys";
 /// Server metadata key holding the sha256 of the user data (Nova cannot
 /// return user data, so a change is detected through this hash).
 pub const USER_DATA_KEY: &str = "apimon:user_data_sha256";
@@ -118,6 +126,8 @@ pub enum OpenstackSpec {
         size_gb: u32,
         /// Volume type.
         volume_type: Option<String>,
+        /// Observed only: Cinder's error status (creating or extending failed).
+        error: Option<String>,
     },
     /// A volume attached to a server.
     VolumeAttachment {
@@ -168,12 +178,21 @@ impl Spec for OpenstackSpec {
             }
             (
                 S::Subnet {
-                    cidr: want_cidr, gateway_ip: want_gw, dns_nameservers: want_dns, ..
+                    network: want_net,
+                    cidr: want_cidr,
+                    gateway_ip: want_gw,
+                    dns_nameservers: want_dns,
                 },
                 S::Subnet {
-                    cidr: have_cidr, gateway_ip: have_gw, dns_nameservers: have_dns, ..
+                    network: have_net,
+                    cidr: have_cidr,
+                    gateway_ip: have_gw,
+                    dns_nameservers: have_dns,
                 },
             ) => {
+                if want_net != have_net {
+                    return Comparison::Replace(format!("network {have_net} → {want_net}"));
+                }
                 if want_cidr != have_cidr {
                     return Comparison::Replace(format!("cidr {have_cidr} → {want_cidr}"));
                 }
@@ -192,10 +211,12 @@ impl Spec for OpenstackSpec {
             }
             (S::Server(want), S::Server(have)) => compare_servers(want, have),
             (
-                S::Volume { size_gb: want_size, volume_type: want_type },
-                S::Volume { size_gb: have_size, volume_type: have_type },
+                S::Volume { size_gb: want_size, volume_type: want_type, .. },
+                S::Volume { size_gb: have_size, volume_type: have_type, error },
             ) => {
-                if want_type.is_some() && want_type != have_type {
+                if let Some(status) = error {
+                    Comparison::Replace(format!("volume is in {status}"))
+                } else if want_type.is_some() && want_type != have_type {
                     Comparison::Replace(format!(
                         "volume type {} → {}",
                         have_type.as_deref().unwrap_or("default"),
@@ -251,6 +272,15 @@ impl Spec for OpenstackSpec {
     }
 }
 
+/// The groups a server is in: Nova puts a server declared with none in `default`.
+pub(super) fn effective_groups(spec: &ServerSpec) -> BTreeSet<String> {
+    if spec.security_groups.is_empty() {
+        BTreeSet::from(["default".to_owned()])
+    } else {
+        spec.security_groups.clone()
+    }
+}
+
 pub(super) fn compare_servers(want: &ServerSpec, have: &ServerSpec) -> Comparison {
     if let Some(fault) = &have.error {
         return Comparison::Replace(format!("server is in ERROR ({fault})"));
@@ -295,7 +325,7 @@ pub(super) fn compare_servers(want: &ServerSpec, have: &ServerSpec) -> Compariso
             keys.into_iter().cloned().collect::<Vec<_>>().join(", ")
         ));
     }
-    if want.security_groups != have.security_groups {
+    if effective_groups(want) != effective_groups(have) {
         update.push("security groups changed".to_owned());
     }
     if update.is_empty() {
@@ -367,6 +397,8 @@ pub(crate) struct Index {
     pub servers: BTreeMap<String, String>,
     pub volumes: BTreeMap<String, String>,
     pub routers: BTreeMap<String, String>,
+    /// (router id, subnet name) of each router interface.
+    pub router_interfaces: BTreeSet<(String, String)>,
     /// Host name → floating IP id.
     pub floating_ips: BTreeMap<String, String>,
     /// Server name → names of the volumes attached to it.
@@ -592,6 +624,7 @@ pub fn desired(env: &Environment, rendered: &Rendered) -> DesiredSet<OpenstackSp
                     OpenstackSpec::Volume {
                         size_gb: volume.size_gb,
                         volume_type: volume.volume_type.clone(),
+                        error: None,
                     },
                     vec![],
                 ),
@@ -676,6 +709,11 @@ mod tests {
                 Comparison::Update(vec!["security groups changed".into()]),
             ),
             (
+                "no groups means Nova's default",
+                ServerSpec { security_groups: BTreeSet::from(["default".into()]), ..base.clone() },
+                Comparison::Update(vec!["security groups changed".into()]),
+            ),
+            (
                 "user data replaces",
                 ServerSpec { user_data_sha256: "bbb".into(), ..base.clone() },
                 Comparison::Replace("user data changed (template cloud-init.yaml.hbs)".into()),
@@ -725,11 +763,17 @@ mod tests {
 
     #[test]
     fn volumes_grow_in_place_but_never_shrink_in_place() {
-        let have = OpenstackSpec::Volume { size_gb: 50, volume_type: None };
-        let grow = OpenstackSpec::Volume { size_gb: 80, volume_type: None };
-        let shrink = OpenstackSpec::Volume { size_gb: 20, volume_type: None };
+        let have = OpenstackSpec::Volume { size_gb: 50, volume_type: None, error: None };
+        let grow = OpenstackSpec::Volume { size_gb: 80, volume_type: None, error: None };
+        let shrink = OpenstackSpec::Volume { size_gb: 20, volume_type: None, error: None };
         assert!(matches!(grow.compare(&have), Comparison::Update(_)));
         assert!(matches!(shrink.compare(&have), Comparison::Replace(_)));
+        let failed =
+            OpenstackSpec::Volume { size_gb: 50, volume_type: None, error: Some("error".into()) };
+        assert_eq!(
+            OpenstackSpec::Volume { size_gb: 50, volume_type: None, error: None }.compare(&failed),
+            Comparison::Replace("volume is in error".into())
+        );
     }
 }
 

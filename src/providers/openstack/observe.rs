@@ -28,11 +28,18 @@ use serde::Deserialize;
 use super::client::OpenstackError;
 use super::{
     id, is_owned_metadata, is_owned_tags, rule_name, Index, OpenstackProvider, OpenstackSpec,
-    ServerSpec, ENV_KEY, MANAGED_KEY, USER_DATA_KEY,
+    ServerSpec, ENV_KEY, IMAGE_KEY, MANAGED_KEY, METADATA_KEYS_KEY, USER_DATA_KEY,
 };
 use crate::model::{Direction, Protocol, Remote, Rule};
 use crate::plan::{ObservedItem, ObservedSet, ResourceId};
 use crate::providers::Scope;
+
+/// `device_owner` of a router's interface ports: plain, distributed (DVR), HA.
+const ROUTER_INTERFACE_OWNERS: [&str; 3] = [
+    "network:router_interface",
+    "network:router_interface_distributed",
+    "network:ha_router_replicated_interface",
+];
 
 /// Microversion for server lists: 2.47 embeds the flavor's name.
 pub(super) const COMPUTE_VERSION: &str = "compute 2.47";
@@ -94,6 +101,8 @@ struct FlavorJson {
 #[derive(Debug, Deserialize)]
 struct AddressJson {
     addr: String,
+    #[serde(default)]
+    version: Option<u8>,
     #[serde(rename = "OS-EXT-IPS:type", default)]
     kind: Option<String>,
 }
@@ -222,6 +231,8 @@ struct InterfacePortJson {
     #[serde(default)]
     device_id: String,
     #[serde(default)]
+    device_owner: String,
+    #[serde(default)]
     fixed_ips: Vec<FixedIpJson>,
 }
 
@@ -270,6 +281,45 @@ impl Claims {
         } else {
             name.to_owned()
         }
+    }
+}
+
+/// The other environment whose apimon marks a resource carries, if any.
+fn marked_for_other(managed: Option<&str>, marked_env: Option<&str>, env: &str) -> Option<String> {
+    (managed == Some("true"))
+        .then_some(marked_env)
+        .flatten()
+        .filter(|e| *e != env)
+        .map(str::to_owned)
+}
+
+fn tag_value<'a>(tags: &'a [String], key: &str) -> Option<&'a str> {
+    tags.iter().find_map(|t| t.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+}
+
+fn other_env_of_tags(tags: &[String], env: &str) -> Option<String> {
+    marked_for_other(tag_value(tags, MANAGED_KEY), tag_value(tags, ENV_KEY), env)
+}
+
+fn other_env_of_metadata(metadata: &BTreeMap<String, String>, env: &str) -> Option<String> {
+    marked_for_other(
+        metadata.get(MANAGED_KEY).map(String::as_str),
+        metadata.get(ENV_KEY).map(String::as_str),
+        env,
+    )
+}
+
+/// A declared name taken by another environment's resource (environments
+/// sharing a project): taking it over would make the two fight forever.
+fn refuse_foreign(what: &str, name: &str, other: Option<String>) -> Result<(), OpenstackError> {
+    match other {
+        None => Ok(()),
+        Some(other) => Err(OpenstackError::Failed {
+            resource: format!("{what} {name}"),
+            message: format!(
+                "the name is taken by environment `{other}` (marked apimon:env={other}) in the same project; give it another name in one of the two environments"
+            ),
+        }),
     }
 }
 
@@ -370,9 +420,10 @@ pub(super) async fn observe(
         cloud.list::<RouterJson, _>("routers", request).await
     };
     let interfaces = async {
+        // Every port of the project: HA and distributed routers label their
+        // interfaces differently, and Neutron's filter takes one value.
         let request = port_list::Request::builder()
             .tenant_id(project.as_str())
-            .device_owner("network:router_interface")
             .build()
             .map_err(|e| built("router interfaces", &e))?;
         cloud.list::<InterfacePortJson, _>("router interfaces", request).await
@@ -417,6 +468,7 @@ pub(super) async fn observe(
     oldest_first(&mut relevant_servers, |s| (&s.created, &s.id));
     let image_ids: BTreeSet<&str> = relevant_servers
         .iter()
+        .filter(|s| !s.metadata.contains_key(IMAGE_KEY))
         .filter_map(|s| s.image.get("id").and_then(|v| v.as_str()))
         .collect();
     let images: BTreeMap<String, String> = if image_ids.is_empty() {
@@ -455,6 +507,9 @@ pub(super) async fn observe(
         let owned = mine && is_owned_tags(&network.tags, env);
         let name = claims.name(&network.name, &network.id, owned);
         network_names.insert(network.id.clone(), name.clone());
+        if mine && !owned && seen.wants("network", &name) {
+            refuse_foreign("network", &name, other_env_of_tags(&network.tags, env))?;
+        }
         if mine && (owned || seen.wants("network", &name)) {
             if owned || !index.networks.contains_key(&name) {
                 index.networks.insert(name.clone(), network.id.clone());
@@ -473,6 +528,9 @@ pub(super) async fn observe(
         subnet_names.insert(subnet.id.clone(), name.clone());
         if !owned && !seen.wants("subnet", &name) {
             continue;
+        }
+        if !owned {
+            refuse_foreign("subnet", &name, other_env_of_tags(&subnet.tags, env))?;
         }
         let Some(network) = network_names.get(&subnet.network_id) else { continue };
         let network_id = id(env, "network", network);
@@ -497,6 +555,9 @@ pub(super) async fn observe(
         if !owned && !seen.wants("router", &name) {
             continue;
         }
+        if !owned {
+            refuse_foreign("router", &name, other_env_of_tags(&router.tags, env))?;
+        }
         if owned || !index.routers.contains_key(&name) {
             index.routers.insert(name.clone(), router.id.clone());
         }
@@ -507,12 +568,16 @@ pub(super) async fn observe(
             .unwrap_or_default();
         let subnets: BTreeSet<String> = interfaces
             .iter()
-            .filter(|port| port.device_id == router.id)
+            .filter(|port| {
+                port.device_id == router.id
+                    && ROUTER_INTERFACE_OWNERS.contains(&port.device_owner.as_str())
+            })
             .flat_map(|port| port.fixed_ips.iter())
             .map(|ip| {
                 subnet_names.get(&ip.subnet_id).cloned().unwrap_or_else(|| ip.subnet_id.clone())
             })
             .collect();
+        index.router_interfaces.extend(subnets.iter().map(|s| (router.id.clone(), s.clone())));
         let depends_on = subnets.iter().map(|s| id(env, "subnet", s)).collect();
         let spec = OpenstackSpec::Router { external_network, subnets };
         seen.insert(id(env, "router", &name), spec, owned, depends_on);
@@ -527,6 +592,9 @@ pub(super) async fn observe(
         let name = claims.name(&group.name, &group.id, owned);
         if !owned && !seen.wants("security_group", &name) {
             continue;
+        }
+        if !owned {
+            refuse_foreign("security group", &name, other_env_of_tags(&group.tags, env))?;
         }
         if owned || !index.security_groups.contains_key(&name) {
             index.security_groups.insert(name.clone(), group.id.clone());
@@ -570,6 +638,9 @@ pub(super) async fn observe(
         if !owned && index.servers.contains_key(&name) {
             continue;
         }
+        if !owned {
+            refuse_foreign("host", &name, other_env_of_metadata(&server.metadata, env))?;
+        }
         server_names.insert(server.id.clone(), name.clone());
         index.servers.insert(name.clone(), server.id.clone());
         let spec = server_spec(server, &images);
@@ -594,11 +665,16 @@ pub(super) async fn observe(
         if !owned && !seen.wants("volume", &name) {
             continue;
         }
+        if !owned {
+            refuse_foreign("volume", &name, other_env_of_metadata(&volume.metadata, env))?;
+        }
         if owned || !index.volumes.contains_key(&name) {
             index.volumes.insert(name.clone(), volume.id.clone());
         }
         let volume_id = id(env, "volume", &name);
-        let spec = OpenstackSpec::Volume { size_gb: volume.size, volume_type: volume.volume_type };
+        let error = volume.status.starts_with("error").then(|| volume.status.clone());
+        let spec =
+            OpenstackSpec::Volume { size_gb: volume.size, volume_type: volume.volume_type, error };
         seen.insert(volume_id.clone(), spec, owned, vec![]);
         for attachment in &volume.attachments {
             let Some(server) = server_names.get(&attachment.server_id) else { continue };
@@ -635,7 +711,9 @@ pub(super) async fn observe(
         }
         let network =
             network_names.get(&fip.floating_network_id).cloned().unwrap_or(fip.floating_network_id);
-        index.floating_ips.insert(name.clone(), fip.id.clone());
+        if owned || !index.floating_ips.contains_key(&name) {
+            index.floating_ips.insert(name.clone(), fip.id.clone());
+        }
         let spec =
             OpenstackSpec::FloatingIp { network, server: server.cloned().unwrap_or_default() };
         seen.insert(id(env, "floating_ip", &name), spec, owned, depends_on);
@@ -724,13 +802,15 @@ struct NamedIdJson {
 
 /// A server as apimon describes it.
 fn server_spec(server: &ServerJson, images: &BTreeMap<String, String>) -> ServerSpec {
-    let image = match server.image.get("id").and_then(|v| v.as_str()) {
-        Some(image_id) => images
-            .get(image_id)
-            .cloned()
-            .unwrap_or_else(|| format!("(image {image_id}, no longer listed)")),
-        None => "(booted from volume)".to_owned(),
-    };
+    let booted_from = server.metadata.get(IMAGE_KEY).cloned();
+    let image =
+        booted_from.unwrap_or_else(|| match server.image.get("id").and_then(|v| v.as_str()) {
+            Some(image_id) => images
+                .get(image_id)
+                .cloned()
+                .unwrap_or_else(|| format!("(image {image_id}, no longer listed)")),
+            None => "(booted from volume)".to_owned(),
+        });
     let flavor = server
         .flavor
         .original_name
@@ -739,12 +819,21 @@ fn server_spec(server: &ServerJson, images: &BTreeMap<String, String>) -> Server
         .unwrap_or_default();
     let networks: Vec<String> = server.addresses.keys().cloned().collect();
     let address = server.addresses.values().next().and_then(|addresses| {
-        addresses.iter().find(|a| a.kind.as_deref() != Some("floating")).map(|a| a.addr.clone())
+        // The repository's `address` is IPv4; on a dual-stack network the
+        // IPv6 address may come first.
+        let fixed = || addresses.iter().filter(|a| a.kind.as_deref() != Some("floating"));
+        fixed().find(|a| a.version == Some(4)).or_else(|| fixed().next()).map(|a| a.addr.clone())
     });
+    // The keys apimon set, when it says which; else every key but its own.
+    let managed_keys: Option<BTreeSet<&str>> = server
+        .metadata
+        .get(METADATA_KEYS_KEY)
+        .map(|keys| keys.split(',').filter(|k| !k.is_empty()).collect());
     let metadata = server
         .metadata
         .iter()
         .filter(|(key, _)| !key.starts_with("apimon:"))
+        .filter(|(key, _)| managed_keys.as_ref().is_none_or(|keys| keys.contains(key.as_str())))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let error = (server.status == "ERROR").then(|| {
@@ -870,6 +959,21 @@ mod tests {
         );
         // What the repository cannot express is left alone.
         assert_eq!(rule_of(&raw("ingress", "IPv4", Some("gre")), &groups), None);
+    }
+
+    #[test]
+    fn another_environments_marks_are_recognised() {
+        let tags = |env: &str| vec!["apimon:managed=true".to_owned(), format!("apimon:env={env}")];
+        assert_eq!(other_env_of_tags(&tags("inside"), "outside").as_deref(), Some("inside"));
+        assert_eq!(other_env_of_tags(&tags("outside"), "outside"), None);
+        assert_eq!(other_env_of_tags(&["apimon:env=inside".to_owned()], "outside"), None);
+        assert_eq!(other_env_of_tags(&[], "outside"), None);
+        let metadata: BTreeMap<String, String> = ownership("inside").into_iter().collect();
+        assert_eq!(other_env_of_metadata(&metadata, "outside").as_deref(), Some("inside"));
+        let refused = refuse_foreign("network", "net", Some("inside".into())).expect_err("refused");
+        assert!(refused
+            .to_string()
+            .starts_with("network net: the name is taken by environment `inside`"));
     }
 
     #[test]
