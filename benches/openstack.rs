@@ -162,11 +162,8 @@ async fn converge(
             .expect("clouds.yaml")
             .expect("cloud apimon-test"),
     );
+    // The scope's owned list speaks for the keypair; the rest carry marks.
     let observed = provider.observe(&scope(env, owned)).await.expect("observe");
-    let mut observed = observed;
-    for (id, item) in &mut observed {
-        item.owned = item.owned || owned.contains_key(id);
-    }
     let changes = diff(want, &observed, true);
     let options = ApplyOptions { parallelism: 10, ..ApplyOptions::default() };
     let outcome = execute(

@@ -182,14 +182,10 @@ impl Live {
                 joined.map_err(|e| provider_error("(all)", ProviderKind::Influxdb, e))?;
             match observation {
                 Observation::Openstack(result) => {
-                    let mut set =
+                    // The provider judges ownership itself: by marks, and by
+                    // the scope's state-store list only for keypairs.
+                    let set =
                         result.map_err(|e| provider_error(&env, ProviderKind::Openstack, e))?;
-                    // Servers, volumes and Neutron resources carry their own
-                    // ownership marks, which a hand-made look-alike lacks; the
-                    // state store speaks only for keypairs, which carry none.
-                    for (id, item) in &mut set {
-                        item.owned = item.owned || (id.kind == "keypair" && state.owns(id));
-                    }
                     observed.openstack.extend(set);
                 }
                 Observation::Influxdb(result) => {

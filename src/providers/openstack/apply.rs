@@ -57,10 +57,11 @@ use openstack_sdk::api::network::v2::subnet::{
 };
 use serde::Deserialize;
 
-use super::client::OpenstackError;
-use super::observe::{ownership, version_header, ServerJson, VolumeJson};
+use super::client::{built, OpenstackError};
+use super::observe::{version_header, ServerJson, VolumeJson};
 use super::{
-    ownership_tags, rule_name, OpenstackProvider, OpenstackSpec, ServerSpec, USER_DATA_KEY,
+    ownership_metadata, ownership_tags, rule_name, OpenstackProvider, OpenstackSpec, ServerSpec,
+    USER_DATA_KEY,
 };
 use crate::model::{Direction, Protocol, Remote, Rule};
 use crate::plan::{ItemChange, Op, Planned};
@@ -116,14 +117,6 @@ macro_rules! delete_by_id {
         let request = $module::Request::builder().id($id).build().map_err(|e| built($r, e))?;
         gone_is_fine($p.cloud.execute($r, "delete", request).await)
     }};
-}
-
-/// A request builder failed (a bug, or a value the SDK rejects).
-fn built(resource: &str, error: impl std::fmt::Display) -> OpenstackError {
-    OpenstackError::Failed {
-        resource: resource.to_owned(),
-        message: format!("cannot build the request: {error}"),
-    }
 }
 
 /// The name errors use for a resource.
@@ -686,7 +679,7 @@ async fn create_rule(
 /// Server metadata as apimon writes it: the operator's, plus ownership and the user data hash.
 fn server_metadata(env: &str, spec: &ServerSpec) -> BTreeMap<String, String> {
     let mut metadata = spec.metadata.clone();
-    metadata.extend(ownership(env));
+    metadata.extend(ownership_metadata(env));
     metadata.insert(USER_DATA_KEY.to_owned(), spec.user_data_sha256.clone());
     metadata.insert(super::IMAGE_KEY.to_owned(), spec.image.clone());
     let keys: Vec<&str> = spec.metadata.keys().map(String::as_str).collect();
@@ -898,7 +891,7 @@ async fn create_volume(
     let mut body = volume_create::VolumeBuilder::default();
     body.name(Some(name.into()))
         .size(i32::try_from(size_gb).unwrap_or(i32::MAX))
-        .metadata(ownership(&p.env).into_iter());
+        .metadata(ownership_metadata(&p.env).into_iter());
     if let Some(kind) = volume_type {
         body.volume_type(Some(kind.into()));
     }

@@ -143,6 +143,14 @@ fn clouds_files(file: Option<&Path>) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// A request builder failed (a bug, or a value the SDK rejects).
+pub(super) fn built(resource: &str, error: impl std::fmt::Display) -> OpenstackError {
+    OpenstackError::Failed {
+        resource: resource.to_owned(),
+        message: format!("cannot build the request: {error}"),
+    }
+}
+
 /// Finds `cloud` in clouds.yaml (see [`clouds_files`]); `Ok(None)` when no
 /// file has it.
 ///
@@ -250,11 +258,6 @@ impl Cloud {
     /// A cloud from its clouds.yaml entry (no network traffic yet).
     pub fn new(name: &str, config: CloudConfig) -> Self {
         Self { name: name.to_owned(), config, session: OnceCell::new() }
-    }
-
-    /// The clouds.yaml entry.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// Requests sent after authentication so far.

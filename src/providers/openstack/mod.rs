@@ -367,10 +367,36 @@ pub fn rule_name(group: &str, rule: &Rule) -> String {
     format!("{group}:{direction}:{protocol}:{ports}:{remote}")
 }
 
+/// The environment apimon's marks name, when they say apimon manages it.
+fn marked_env<'a>(managed: Option<&str>, env: Option<&'a str>) -> Option<&'a str> {
+    (managed == Some("true")).then_some(env).flatten()
+}
+
+fn tag_value<'a>(tags: &'a [String], key: &str) -> Option<&'a str> {
+    tags.iter().find_map(|t| t.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+}
+
+/// The environment whose apimon Neutron tags `tags` carries, if any.
+pub(crate) fn tags_env(tags: &[String]) -> Option<&str> {
+    marked_env(tag_value(tags, MANAGED_KEY), tag_value(tags, ENV_KEY))
+}
+
+/// The environment whose apimon marks Nova or Cinder `metadata` carries, if any.
+pub(crate) fn metadata_env(metadata: &BTreeMap<String, String>) -> Option<&str> {
+    marked_env(
+        metadata.get(MANAGED_KEY).map(String::as_str),
+        metadata.get(ENV_KEY).map(String::as_str),
+    )
+}
+
 /// Whether Neutron tags mark a resource as apimon's in `env`.
 pub(crate) fn is_owned_tags(tags: &[String], env: &str) -> bool {
-    let env_tag = format!("{ENV_KEY}={env}");
-    tags.contains(&format!("{MANAGED_KEY}=true")) && tags.contains(&env_tag)
+    tags_env(tags) == Some(env)
+}
+
+/// Whether Nova or Cinder metadata marks a resource as apimon's in `env`.
+pub(crate) fn is_owned_metadata(metadata: &BTreeMap<String, String>, env: &str) -> bool {
+    metadata_env(metadata) == Some(env)
 }
 
 /// The Neutron tags apimon puts on what it creates in `env`.
@@ -378,10 +404,9 @@ pub(crate) fn ownership_tags(env: &str) -> Vec<String> {
     vec![format!("{MANAGED_KEY}=true"), format!("{ENV_KEY}={env}")]
 }
 
-/// Whether Nova or Cinder metadata marks a resource as apimon's in `env`.
-pub(crate) fn is_owned_metadata(metadata: &BTreeMap<String, String>, env: &str) -> bool {
-    metadata.get(MANAGED_KEY).is_some_and(|v| v == "true")
-        && metadata.get(ENV_KEY).is_some_and(|v| v == env)
+/// The metadata apimon puts on the servers and volumes it creates in `env`.
+pub(crate) fn ownership_metadata(env: &str) -> [(String, String); 2] {
+    [(MANAGED_KEY.to_owned(), "true".to_owned()), (ENV_KEY.to_owned(), env.to_owned())]
 }
 
 /// Names → ids learned while observing and applying, so apply needs no
@@ -490,22 +515,9 @@ impl OpenstackProvider {
         }))
     }
 
-    /// Overrides how long apply waits.
-    #[must_use]
-    pub fn with_wait(mut self, wait: WaitOptions) -> Self {
-        self.wait = wait;
-        self
-    }
-
     /// API requests sent so far (after authentication).
     pub fn requests(&self) -> usize {
         self.cloud.requests()
-    }
-
-    fn replace_index(&self, index: Index) {
-        if let Ok(mut current) = self.index.lock() {
-            *current = index;
-        }
     }
 
     /// Runs `f` on the index (a poisoned lock is recovered: the index is a cache).
@@ -788,7 +800,7 @@ mod ownership_tests {
         assert!(!is_owned_tags(&tags, "inside"));
         assert!(!is_owned_tags(&tags[..1], "outside"));
         let metadata: BTreeMap<String, String> =
-            observe::ownership("outside").into_iter().collect();
+            ownership_metadata("outside").into_iter().collect();
         assert!(is_owned_metadata(&metadata, "outside"));
         assert!(!is_owned_metadata(&metadata, "inside"));
         assert!(!is_owned_metadata(&BTreeMap::new(), "outside"));

@@ -25,10 +25,10 @@ use openstack_sdk::api::network::v2::security_group::list as security_group_list
 use openstack_sdk::api::network::v2::subnet::list as subnet_list;
 use serde::Deserialize;
 
-use super::client::OpenstackError;
+use super::client::{built, OpenstackError};
 use super::{
-    id, is_owned_metadata, is_owned_tags, rule_name, Index, OpenstackProvider, OpenstackSpec,
-    ServerSpec, ENV_KEY, IMAGE_KEY, MANAGED_KEY, METADATA_KEYS_KEY, USER_DATA_KEY,
+    id, is_owned_metadata, is_owned_tags, metadata_env, rule_name, tags_env, Index,
+    OpenstackProvider, OpenstackSpec, ServerSpec, IMAGE_KEY, METADATA_KEYS_KEY, USER_DATA_KEY,
 };
 use crate::model::{Direction, Protocol, Remote, Rule};
 use crate::plan::{ObservedItem, ObservedSet, ResourceId};
@@ -284,35 +284,16 @@ impl Claims {
     }
 }
 
-/// The other environment whose apimon marks a resource carries, if any.
-fn marked_for_other(managed: Option<&str>, marked_env: Option<&str>, env: &str) -> Option<String> {
-    (managed == Some("true"))
-        .then_some(marked_env)
-        .flatten()
-        .filter(|e| *e != env)
-        .map(str::to_owned)
-}
-
-fn tag_value<'a>(tags: &'a [String], key: &str) -> Option<&'a str> {
-    tags.iter().find_map(|t| t.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
-}
-
-fn other_env_of_tags(tags: &[String], env: &str) -> Option<String> {
-    marked_for_other(tag_value(tags, MANAGED_KEY), tag_value(tags, ENV_KEY), env)
-}
-
-fn other_env_of_metadata(metadata: &BTreeMap<String, String>, env: &str) -> Option<String> {
-    marked_for_other(
-        metadata.get(MANAGED_KEY).map(String::as_str),
-        metadata.get(ENV_KEY).map(String::as_str),
-        env,
-    )
-}
-
-/// A declared name taken by another environment's resource (environments
+/// A declared name taken by a resource apimon marked for another
+/// environment (`marked`: the environment its marks name; environments
 /// sharing a project): taking it over would make the two fight forever.
-fn refuse_foreign(what: &str, name: &str, other: Option<String>) -> Result<(), OpenstackError> {
-    match other {
+fn refuse_foreign(
+    what: &str,
+    name: &str,
+    env: &str,
+    marked: Option<&str>,
+) -> Result<(), OpenstackError> {
+    match marked.filter(|other| *other != env) {
         None => Ok(()),
         Some(other) => Err(OpenstackError::Failed {
             resource: format!("{what} {name}"),
@@ -340,18 +321,21 @@ impl Observation<'_> {
         self.wanted.contains(&id(self.env, kind, name))
     }
 
+    /// Records a resource; whether it was kept. Two resources of one name
+    /// (Neutron and Nova allow it): the owned one counts, else the first.
+    /// The index follows what is kept, so apply acts on what was planned.
     fn insert(
         &mut self,
         id: ResourceId,
         spec: OpenstackSpec,
         owned: bool,
         depends_on: Vec<ResourceId>,
-    ) {
-        // Two resources of one name (Neutron and Nova allow it): the owned one counts.
+    ) -> bool {
         if self.set.get(&id).is_some_and(|existing| existing.owned || !owned) {
-            return;
+            return false;
         }
         self.set.insert(id, ObservedItem { spec, owned, depends_on });
+        true
     }
 }
 
@@ -363,15 +347,10 @@ pub(super) async fn observe(
     let cloud = &provider.cloud;
     let env = provider.env.as_str();
     let project = cloud.project_id().await?;
-    let built = |what: &str, e: &dyn std::fmt::Display| OpenstackError::Failed {
-        resource: what.to_owned(),
-        message: format!("cannot build the list request: {e}"),
-    };
 
     // Independent list calls, all at once.
     let keypairs = async {
-        let request =
-            keypair_list::Request::builder().build().map_err(|e| built("keypairs", &e))?;
+        let request = keypair_list::Request::builder().build().map_err(|e| built("keypairs", e))?;
         cloud.query::<Vec<KeypairJson>, _>("keypairs", "list", request).await
     };
     let servers = async {
@@ -379,44 +358,43 @@ pub(super) async fn observe(
         let request = server_list::Request::builder()
             .header(name, value)
             .build()
-            .map_err(|e| built("servers", &e))?;
+            .map_err(|e| built("servers", e))?;
         cloud.list::<ServerJson, _>("servers", request).await
     };
     let groups = async {
         let request = security_group_list::Request::builder()
             .tenant_id(project.as_str())
             .build()
-            .map_err(|e| built("security groups", &e))?;
+            .map_err(|e| built("security groups", e))?;
         cloud.list::<SecurityGroupJson, _>("security groups", request).await
     };
     let networks = async {
-        let request =
-            network_list::Request::builder().build().map_err(|e| built("networks", &e))?;
+        let request = network_list::Request::builder().build().map_err(|e| built("networks", e))?;
         cloud.list::<NetworkJson, _>("networks", request).await
     };
     let subnets = async {
         let request = subnet_list::Request::builder()
             .tenant_id(project.as_str())
             .build()
-            .map_err(|e| built("subnets", &e))?;
+            .map_err(|e| built("subnets", e))?;
         cloud.list::<SubnetJson, _>("subnets", request).await
     };
     let floating_ips = async {
         let request = floating_ip_list::Request::builder()
             .tenant_id(project.as_str())
             .build()
-            .map_err(|e| built("floating IPs", &e))?;
+            .map_err(|e| built("floating IPs", e))?;
         cloud.list::<FloatingIpJson, _>("floating IPs", request).await
     };
     let volumes = async {
-        let request = volume_list::Request::builder().build().map_err(|e| built("volumes", &e))?;
+        let request = volume_list::Request::builder().build().map_err(|e| built("volumes", e))?;
         cloud.list::<VolumeJson, _>("volumes", request).await
     };
     let routers = async {
         let request = router_list::Request::builder()
             .tenant_id(project.as_str())
             .build()
-            .map_err(|e| built("routers", &e))?;
+            .map_err(|e| built("routers", e))?;
         cloud.list::<RouterJson, _>("routers", request).await
     };
     let interfaces = async {
@@ -425,7 +403,7 @@ pub(super) async fn observe(
         let request = port_list::Request::builder()
             .tenant_id(project.as_str())
             .build()
-            .map_err(|e| built("router interfaces", &e))?;
+            .map_err(|e| built("router interfaces", e))?;
         cloud.list::<InterfacePortJson, _>("router interfaces", request).await
     };
     let (
@@ -476,7 +454,7 @@ pub(super) async fn observe(
     } else {
         let filter = format!("in:{}", image_ids.into_iter().collect::<Vec<_>>().join(","));
         let request =
-            image_list::Request::builder().id(filter).build().map_err(|e| built("images", &e))?;
+            image_list::Request::builder().id(filter).build().map_err(|e| built("images", e))?;
         cloud
             .list::<ImageJson, _>("images", request)
             .await?
@@ -488,11 +466,15 @@ pub(super) async fn observe(
     let mut index = Index::default();
     let mut seen = Observation { env, wanted: &provider.wanted, set: ObservedSet::new() };
 
+    // Servers, volumes and Neutron resources carry their own ownership
+    // marks, which a hand-made look-alike lacks; the state store speaks only
+    // for keypairs, which can carry none.
     for keypair in keypairs {
         let keypair_id = id(env, "keypair", &keypair.name);
-        if seen.wants("keypair", &keypair.name) || scope.owned.contains(&keypair_id) {
+        let owned = scope.owned.contains(&keypair_id);
+        if owned || seen.wants("keypair", &keypair.name) {
             let spec = OpenstackSpec::Keypair { public_key: keypair.public_key.trim().to_owned() };
-            seen.insert(keypair_id, spec, false, vec![]);
+            seen.insert(keypair_id, spec, owned, vec![]);
         }
     }
 
@@ -508,13 +490,12 @@ pub(super) async fn observe(
         let name = claims.name(&network.name, &network.id, owned);
         network_names.insert(network.id.clone(), name.clone());
         if mine && !owned && seen.wants("network", &name) {
-            refuse_foreign("network", &name, other_env_of_tags(&network.tags, env))?;
+            refuse_foreign("network", &name, env, tags_env(&network.tags))?;
         }
         if mine && (owned || seen.wants("network", &name)) {
-            if owned || !index.networks.contains_key(&name) {
-                index.networks.insert(name.clone(), network.id.clone());
+            if seen.insert(id(env, "network", &name), OpenstackSpec::Network, owned, vec![]) {
+                index.networks.insert(name, network.id.clone());
             }
-            seen.insert(id(env, "network", &name), OpenstackSpec::Network, owned, vec![]);
         } else if network.external {
             index.external_networks.entry(network.name.clone()).or_insert(network.id.clone());
         }
@@ -530,13 +511,10 @@ pub(super) async fn observe(
             continue;
         }
         if !owned {
-            refuse_foreign("subnet", &name, other_env_of_tags(&subnet.tags, env))?;
+            refuse_foreign("subnet", &name, env, tags_env(&subnet.tags))?;
         }
         let Some(network) = network_names.get(&subnet.network_id) else { continue };
         let network_id = id(env, "network", network);
-        if owned || !index.subnets.contains_key(&name) {
-            index.subnets.insert(name.clone(), subnet.id.clone());
-        }
         subnets_of.entry(network.clone()).or_default().push(id(env, "subnet", &name));
         let spec = OpenstackSpec::Subnet {
             network: network.clone(),
@@ -544,7 +522,9 @@ pub(super) async fn observe(
             gateway_ip: subnet.gateway_ip,
             dns_nameservers: subnet.dns_nameservers,
         };
-        seen.insert(id(env, "subnet", &name), spec, owned, vec![network_id]);
+        if seen.insert(id(env, "subnet", &name), spec, owned, vec![network_id]) {
+            index.subnets.insert(name, subnet.id);
+        }
     }
 
     // Routers, with the subnets they have interfaces on.
@@ -556,10 +536,7 @@ pub(super) async fn observe(
             continue;
         }
         if !owned {
-            refuse_foreign("router", &name, other_env_of_tags(&router.tags, env))?;
-        }
-        if owned || !index.routers.contains_key(&name) {
-            index.routers.insert(name.clone(), router.id.clone());
+            refuse_foreign("router", &name, env, tags_env(&router.tags))?;
         }
         let external_network = router
             .external_gateway_info
@@ -580,7 +557,9 @@ pub(super) async fn observe(
         index.router_interfaces.extend(subnets.iter().map(|s| (router.id.clone(), s.clone())));
         let depends_on = subnets.iter().map(|s| id(env, "subnet", s)).collect();
         let spec = OpenstackSpec::Router { external_network, subnets };
-        seen.insert(id(env, "router", &name), spec, owned, depends_on);
+        if seen.insert(id(env, "router", &name), spec, owned, depends_on) {
+            index.routers.insert(name, router.id);
+        }
     }
 
     // Security groups, then their rules (a rule may name another group).
@@ -594,14 +573,13 @@ pub(super) async fn observe(
             continue;
         }
         if !owned {
-            refuse_foreign("security group", &name, other_env_of_tags(&group.tags, env))?;
-        }
-        if owned || !index.security_groups.contains_key(&name) {
-            index.security_groups.insert(name.clone(), group.id.clone());
+            refuse_foreign("security group", &name, env, tags_env(&group.tags))?;
         }
         let group_id = id(env, "security_group", &name);
         let spec = OpenstackSpec::SecurityGroup { description: group.description.clone() };
-        seen.insert(group_id.clone(), spec, owned, vec![]);
+        if seen.insert(group_id.clone(), spec, owned, vec![]) {
+            index.security_groups.insert(name.clone(), group.id.clone());
+        }
         if name != group.name {
             // A twin about to be pruned: its rules go with it.
             continue;
@@ -635,14 +613,9 @@ pub(super) async fn observe(
     for server in relevant_servers {
         let owned = is_owned_metadata(&server.metadata, env);
         let name = claims.name(&server.name, &server.id, owned);
-        if !owned && index.servers.contains_key(&name) {
-            continue;
-        }
         if !owned {
-            refuse_foreign("host", &name, other_env_of_metadata(&server.metadata, env))?;
+            refuse_foreign("host", &name, env, metadata_env(&server.metadata))?;
         }
-        server_names.insert(server.id.clone(), name.clone());
-        index.servers.insert(name.clone(), server.id.clone());
         let spec = server_spec(server, &images);
         let mut depends_on = Vec::new();
         if !spec.keypair.is_empty() {
@@ -653,7 +626,10 @@ pub(super) async fn observe(
             depends_on.push(id(env, "network", network));
             depends_on.extend(subnets_of.get(network).into_iter().flatten().cloned());
         }
-        seen.insert(id(env, "server", &name), OpenstackSpec::Server(spec), owned, depends_on);
+        if seen.insert(id(env, "server", &name), OpenstackSpec::Server(spec), owned, depends_on) {
+            server_names.insert(server.id.clone(), name.clone());
+            index.servers.insert(name, server.id.clone());
+        }
     }
 
     // Volumes and their attachments.
@@ -666,16 +642,15 @@ pub(super) async fn observe(
             continue;
         }
         if !owned {
-            refuse_foreign("volume", &name, other_env_of_metadata(&volume.metadata, env))?;
-        }
-        if owned || !index.volumes.contains_key(&name) {
-            index.volumes.insert(name.clone(), volume.id.clone());
+            refuse_foreign("volume", &name, env, metadata_env(&volume.metadata))?;
         }
         let volume_id = id(env, "volume", &name);
         let error = volume.status.starts_with("error").then(|| volume.status.clone());
         let spec =
             OpenstackSpec::Volume { size_gb: volume.size, volume_type: volume.volume_type, error };
-        seen.insert(volume_id.clone(), spec, owned, vec![]);
+        if seen.insert(volume_id.clone(), spec, owned, vec![]) {
+            index.volumes.insert(name.clone(), volume.id.clone());
+        }
         for attachment in &volume.attachments {
             let Some(server) = server_names.get(&attachment.server_id) else { continue };
             index.attached.entry(server.clone()).or_default().push(name.clone());
@@ -711,16 +686,15 @@ pub(super) async fn observe(
         }
         let network =
             network_names.get(&fip.floating_network_id).cloned().unwrap_or(fip.floating_network_id);
-        if owned || !index.floating_ips.contains_key(&name) {
-            index.floating_ips.insert(name.clone(), fip.id.clone());
-        }
         let spec =
             OpenstackSpec::FloatingIp { network, server: server.cloned().unwrap_or_default() };
-        seen.insert(id(env, "floating_ip", &name), spec, owned, depends_on);
+        if seen.insert(id(env, "floating_ip", &name), spec, owned, depends_on) {
+            index.floating_ips.insert(name, fip.id);
+        }
     }
 
     check_flavors_and_images(provider, &seen.set, &mut index).await?;
-    provider.replace_index(index);
+    provider.with_index(|current| *current = index);
     Ok(seen.set)
 }
 
@@ -746,11 +720,8 @@ async fn check_flavors_and_images(
     if changing.is_empty() {
         return Ok(());
     }
-    let built = |e: &dyn std::fmt::Display| OpenstackError::Failed {
-        resource: "flavors and images".to_owned(),
-        message: format!("cannot build the list request: {e}"),
-    };
-    let request = flavor_list::Request::builder().build().map_err(|e| built(&e))?;
+    let request =
+        flavor_list::Request::builder().build().map_err(|e| built("flavors and images", e))?;
     let flavors: Vec<NamedIdJson> = provider.cloud.list("flavors", request).await?;
     index.flavors.extend(flavors.into_iter().map(|f| (f.name, f.id)));
     let names: BTreeSet<&str> = changing.iter().map(|(_, s)| s.image.as_str()).collect();
@@ -762,7 +733,12 @@ async fn check_flavors_and_images(
             .collect::<Vec<_>>()
             .join(",")
     );
-    let request = image_list::Request::builder().name(filter).build().map_err(|e| built(&e))?;
+    // Newest first, as apply's own lookup asks: clouds re-upload images under one name.
+    let request = image_list::Request::builder()
+        .name(filter)
+        .sort("created_at:desc")
+        .build()
+        .map_err(|e| built("flavors and images", e))?;
     let mut images: Vec<(String, String)> = provider
         .cloud
         .list::<ImageJson, _>("images", request)
@@ -770,7 +746,7 @@ async fn check_flavors_and_images(
         .into_iter()
         .filter_map(|i| i.name.map(|name| (name, i.id)))
         .collect();
-    // Several images of one name: apply boots the newest, which Glance lists first.
+    // Several images of one name: the newest (listed first) must win the index.
     images.reverse();
     index.images.extend(images);
     for (name, spec) in changing {
@@ -908,11 +884,6 @@ fn is_default_egress(rule: &Rule) -> bool {
         && rule.remote == Remote::Any
 }
 
-/// Keys apimon sets on what it creates (servers, volumes), besides the user data hash.
-pub(super) fn ownership(env: &str) -> [(String, String); 2] {
-    [(MANAGED_KEY.to_owned(), "true".to_owned()), (ENV_KEY.to_owned(), env.to_owned())]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -964,13 +935,16 @@ mod tests {
     #[test]
     fn another_environments_marks_are_recognised() {
         let tags = |env: &str| vec!["apimon:managed=true".to_owned(), format!("apimon:env={env}")];
-        assert_eq!(other_env_of_tags(&tags("inside"), "outside").as_deref(), Some("inside"));
-        assert_eq!(other_env_of_tags(&tags("outside"), "outside"), None);
-        assert_eq!(other_env_of_tags(&["apimon:env=inside".to_owned()], "outside"), None);
-        assert_eq!(other_env_of_tags(&[], "outside"), None);
-        let metadata: BTreeMap<String, String> = ownership("inside").into_iter().collect();
-        assert_eq!(other_env_of_metadata(&metadata, "outside").as_deref(), Some("inside"));
-        let refused = refuse_foreign("network", "net", Some("inside".into())).expect_err("refused");
+        assert_eq!(tags_env(&tags("inside")), Some("inside"));
+        assert!(refuse_foreign("network", "net", "outside", tags_env(&tags("inside"))).is_err());
+        assert!(refuse_foreign("network", "net", "outside", tags_env(&tags("outside"))).is_ok());
+        assert_eq!(tags_env(&["apimon:env=inside".to_owned()]), None);
+        assert_eq!(tags_env(&[]), None);
+        let metadata: BTreeMap<String, String> =
+            super::super::ownership_metadata("inside").into_iter().collect();
+        assert_eq!(metadata_env(&metadata), Some("inside"));
+        let refused =
+            refuse_foreign("network", "net", "outside", Some("inside")).expect_err("refused");
         assert!(refused
             .to_string()
             .starts_with("network net: the name is taken by environment `inside`"));
