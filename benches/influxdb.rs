@@ -8,13 +8,14 @@
 mod support;
 
 use std::fmt::Write as _;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use apimon::apply::ApplyOptions;
+use apimon::machine::Machine;
 use apimon::model::secret::SecretStore;
 use apimon::model::Secrets;
-use apimon::reconcile;
+use apimon::reconcile::{self, Target};
 use apimon::state::{self, LockedStore};
 
 #[tokio::main]
@@ -43,14 +44,20 @@ async fn main() {
     );
     let state_dir = tempfile::tempdir().expect("temp dir");
 
-    let prepared = reconcile::prepare(repo.path(), Some("outside"), &secrets).expect("prepare");
+    let prepared = reconcile::prepare(
+        repo.path(),
+        &["outside".to_owned()],
+        &secrets,
+        Target::Live(&Machine::from_env()),
+    )
+    .expect("prepare");
     let store = LockedStore::open(state_dir.path()).expect("lock");
     let plan =
         reconcile::plan(&prepared, &store.load().expect("state"), false).await.expect("plan");
     let options = ApplyOptions { parallelism: 8, ..ApplyOptions::default() };
     let started = Instant::now();
     let outcome =
-        reconcile::apply(&store, &prepared, &plan, &options, |_| {}, &AtomicBool::new(false))
+        reconcile::apply(&store, &prepared, &plan, &options, |_| {}, &CancellationToken::new())
             .await
             .expect("apply");
     assert!(outcome.is_success(), "{outcome:?}");
@@ -60,10 +67,19 @@ async fn main() {
     let state = state::read(state_dir.path()).expect("state");
     let mut samples: Vec<(Duration, usize)> = Vec::new();
     for _ in 0..10 {
-        let prepared = reconcile::prepare(repo.path(), Some("outside"), &secrets).expect("prepare");
+        let prepared = reconcile::prepare(
+            repo.path(),
+            &["outside".to_owned()],
+            &secrets,
+            Target::Live(&Machine::from_env()),
+        )
+        .expect("prepare");
         let started = Instant::now();
         let plan = reconcile::plan(&prepared, &state, false).await.expect("plan");
-        samples.push((started.elapsed(), prepared.live.influxdb_requests()));
+        samples.push((
+            started.elapsed(),
+            prepared.live.as_ref().map_or(0, |l| l.requests_of("influxdb")),
+        ));
         assert!(!plan.summary.has_changes(), "{:?}", plan.summary);
     }
     samples.sort();

@@ -14,9 +14,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use apimon::apply::{execute, ApplyOptions, ChangeError};
 use apimon::model::{Direction, Protocol, Remote, Rule};
@@ -59,7 +59,7 @@ impl Drop for Cloud {
 }
 
 fn id(env: &str, kind: &str, name: &str) -> ResourceId {
-    ResourceId::new(env, ProviderKind::Openstack, kind, name)
+    ResourceId::new(env, ProviderKind::named("openstack"), kind, name)
 }
 
 /// A keypair, a security group with two rules, a network with a subnet, and the servers.
@@ -84,7 +84,7 @@ fn desired(env: &str, servers: usize) -> DesiredSet<OpenstackSpec> {
             direction: Direction::Ingress,
             protocol: Protocol::Tcp,
             ports: Some((22, 22)),
-            remote: Remote::Cidr("0.0.0.0/0".to_owned()),
+            remote: Remote::Cidr("0.0.0.0/0".parse().expect("cidr")),
         },
         Rule {
             direction: Direction::Ingress,
@@ -158,7 +158,7 @@ async fn converge(
     owned: &DesiredSet<OpenstackSpec>,
 ) -> usize {
     let provider = Arc::new(
-        OpenstackProvider::connect(env, "apimon-test", want, Some(clouds))
+        OpenstackProvider::open(env, "apimon-test", want, Some(clouds))
             .expect("clouds.yaml")
             .expect("cloud apimon-test"),
     );
@@ -172,14 +172,14 @@ async fn converge(
         move |change| {
             let provider = Arc::clone(&provider);
             async move {
-                provider.apply(&change).await.map_err(|e| ChangeError {
-                    transient: OpenstackProvider::is_transient(&e),
-                    message: e.to_string(),
-                })
+                provider
+                    .apply(&change)
+                    .await
+                    .map_err(|e| ChangeError::from_error(OpenstackProvider::classify(&e), e))
             }
         },
         |_| {},
-        &AtomicBool::new(false),
+        &CancellationToken::new(),
     )
     .await;
     assert!(outcome.is_success(), "converging failed: {:?}", outcome.failed);
@@ -207,7 +207,7 @@ async fn main() {
     let mut warm = Vec::new();
     let mut requests = Vec::new();
     for _ in 0..PLANS {
-        let provider = OpenstackProvider::connect(&env, "apimon-test", &want, Some(&clouds))
+        let provider = OpenstackProvider::open(&env, "apimon-test", &want, Some(&clouds))
             .expect("clouds.yaml")
             .expect("cloud");
         // Cold: authentication and version discovery, then the plan.

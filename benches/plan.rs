@@ -9,9 +9,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use apimon::engine::{self, Observed};
 use apimon::model::{self, Secrets};
-use apimon::plan::{DesiredSet, ObservedItem, ObservedSet, Spec};
+use apimon::providers::registry::{Desired, Observed};
+use apimon::providers::Model;
 use apimon::render::{self, Templates};
 
 const KEY: &str =
@@ -75,22 +75,6 @@ fn generate(root: &Path, environments: usize) {
 }
 
 /// The converged view: everything exists exactly as declared and is owned.
-fn converged<S: Spec>(desired: &DesiredSet<S>) -> ObservedSet<S> {
-    desired
-        .iter()
-        .map(|(id, item)| {
-            (
-                id.clone(),
-                ObservedItem {
-                    spec: item.spec.clone(),
-                    owned: true,
-                    depends_on: item.depends_on.clone(),
-                },
-            )
-        })
-        .collect()
-}
-
 fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
     let mut samples = Vec::with_capacity(runs);
     let mut last = None;
@@ -116,26 +100,24 @@ fn main() {
     let (render, rendered) = time(5, || {
         render::render_all(&state, &selected, &templates, &Secrets::Redacted).expect("render")
     });
-    let (build, desired) =
-        time(5, || engine::desired(&state, &selected, &rendered, &Secrets::Redacted, None));
+    let model = Model {
+        state: &state,
+        rendered: &rendered,
+        secrets: &Secrets::Redacted,
+        executor_binary: None,
+    };
+    let (build, desired) = time(5, || Desired::build(&model, &selected));
     let policies: BTreeMap<String, model::Policy> =
         selected.iter().map(|e| (e.name.clone(), e.policy)).collect();
-    let resources = desired.openstack.len()
-        + desired.influxdb.len()
-        + desired.grafana.len()
-        + desired.host.len();
+    let resources = desired.len();
 
-    let (offline, plan) =
-        time(11, || engine::plan(&desired, &Observed::default(), &policies, false).expect("plan"));
-    assert_eq!(plan.summary.create, resources);
-    let observed: Observed = engine::Sets {
-        openstack: converged(&desired.openstack),
-        influxdb: converged(&desired.influxdb),
-        grafana: converged(&desired.grafana),
-        host: converged(&desired.host),
+    let plan_against = |observed: &Observed| {
+        apimon::plan::assemble(desired.diff(observed), &policies, false).expect("plan")
     };
-    let (noop, plan) =
-        time(11, || engine::plan(&desired, &observed, &policies, false).expect("plan"));
+    let (offline, plan) = time(11, || plan_against(&Observed::default()));
+    assert_eq!(plan.summary.create, resources);
+    let observed = Observed::as_applied(&desired);
+    let (noop, plan) = time(11, || plan_against(&observed));
     assert_eq!(plan.summary.unchanged, resources);
 
     println!("resources: {resources} in {environments} environments");

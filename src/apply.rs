@@ -9,13 +9,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
+use backon::Retryable;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
-use crate::plan::{dependency_graph, Op, Planned, ResourceId};
+use crate::plan::{dependency_graph, dependents, Op, Planned, ResourceId};
+use crate::providers::FailureKind;
+use crate::retry::Delays;
 
 /// How to apply.
 #[derive(Debug, Clone, Copy)]
@@ -42,32 +45,85 @@ impl Default for ApplyOptions {
 }
 
 impl ApplyOptions {
-    /// Delay before try number `attempt + 1` (`attempt` ≥ 1): exponential,
-    /// capped, with up to 25 % jitter so retries of many changes spread out.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-        let base = self.initial_backoff.saturating_mul(factor).min(self.max_backoff);
-        let jitter = base.mul_f64(rand::rng().random_range(0.0..0.25));
-        base + jitter
+    /// Delays between the tries of one change: exponential, capped, with
+    /// up to 25 % jitter so retries of many changes spread out.
+    pub fn delays(&self) -> Delays {
+        Delays::new(self.initial_backoff, self.max_backoff, 0.25)
+            .times(self.max_attempts.saturating_sub(1) as usize)
     }
 }
 
-/// One change failed.
+/// One change failed. It keeps the provider's typed error, and how it is
+/// to be handled.
 #[derive(Debug, Clone)]
 pub struct ChangeError {
-    /// What went wrong, naming the system; never holds a secret.
-    pub message: String,
+    /// Whether retrying may help.
+    pub kind: FailureKind,
+    /// The error with its causes, on one line; never holds a secret.
+    message: String,
+    /// The provider's error.
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl ChangeError {
+    /// A failure described by `message` alone.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into(), source: None }
+    }
+
+    /// A failure caused by `error`.
+    pub fn from_error(
+        kind: FailureKind,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self { kind, message: chain(&error), source: Some(Arc::new(error)) }
+    }
+
     /// Worth retrying.
-    pub transient: bool,
+    pub fn is_transient(&self) -> bool {
+        self.kind == FailureKind::Transient
+    }
+
+    /// The provider's error, for code that decides by its type.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
+}
+
+impl std::fmt::Display for ChangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ChangeError {}
+
+impl Serialize for ChangeError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.message)
+    }
+}
+
+/// `error` and its causes, on one line.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    message
 }
 
 /// Progress, reported as it happens.
 #[derive(Debug, Clone)]
 pub enum Event<'a> {
+    /// The change is about to start (its first try).
+    Started(&'a ResourceId, &'a Op),
     /// The change succeeded.
     Applied(&'a ResourceId, &'a Op),
     /// The change failed for good.
-    Failed(&'a ResourceId, &'a str),
+    Failed(&'a ResourceId, &'a ChangeError),
     /// The change was not tried because a dependency failed.
     Skipped(&'a ResourceId, &'a ResourceId),
 }
@@ -78,7 +134,7 @@ pub struct Outcome {
     /// Changes carried out, in completion order.
     pub applied: Vec<ResourceId>,
     /// Changes that failed, with the error.
-    pub failed: BTreeMap<ResourceId, String>,
+    pub failed: BTreeMap<ResourceId, ChangeError>,
     /// Changes not tried, with the failed change they depend on.
     pub skipped: BTreeMap<ResourceId, ResourceId>,
     /// Changes not started because a stop was requested (shutdown).
@@ -89,6 +145,12 @@ impl Outcome {
     /// Nothing failed or was skipped.
     pub fn is_success(&self) -> bool {
         self.failed.is_empty() && self.skipped.is_empty() && self.not_started.is_empty()
+    }
+
+    /// Whether every failure is permanent (retrying the same plan cannot
+    /// help): true when nothing failed.
+    pub fn only_permanent_failures(&self) -> bool {
+        self.failed.values().all(|e| e.kind == FailureKind::Permanent)
     }
 }
 
@@ -105,14 +167,15 @@ impl std::fmt::Display for Outcome {
 }
 
 /// Applies the actions of `changes` (no-ops are skipped silently) with
-/// `apply_one`, calling `on_event` as each one ends. Once `stop` is set, no
-/// further change starts; running ones finish, the rest are `not_started`.
+/// `apply_one`, calling `on_event` as each one starts and ends. Once `stop`
+/// is cancelled, no further change starts; running ones finish, the rest
+/// are `not_started`.
 pub async fn execute<C, F, Fut>(
     changes: &[Planned<C>],
     options: &ApplyOptions,
     apply_one: F,
     mut on_event: impl FnMut(Event<'_>),
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> Outcome
 where
     C: Clone + Send + Sync + 'static,
@@ -127,15 +190,16 @@ where
     let mut running = tokio::task::JoinSet::new();
     let parallelism = options.parallelism.max(1);
     loop {
-        while running.len() < parallelism && !stop.load(Ordering::SeqCst) {
+        while running.len() < parallelism && !stop.is_cancelled() {
             let Some(next) = ready.pop_first() else { break };
+            on_event(Event::Started(&actions[next].id, &actions[next].op));
             let change = actions[next].clone();
             let apply_one = apply_one.clone();
             let options = *options;
             running.spawn(async move { (next, with_retries(change, &options, apply_one).await) });
         }
         let Some(joined) = running.join_next().await else {
-            if stop.load(Ordering::SeqCst) {
+            if stop.is_cancelled() {
                 let done: BTreeSet<&ResourceId> = outcome
                     .applied
                     .iter()
@@ -172,16 +236,14 @@ where
                 }
             }
             Err(error) => {
-                on_event(Event::Failed(id, &error.message));
-                outcome.failed.insert(id.clone(), error.message);
-                let mut stack = successors[index].clone();
-                while let Some(dependent) = stack.pop() {
+                on_event(Event::Failed(id, &error));
+                outcome.failed.insert(id.clone(), error);
+                for dependent in dependents(&successors, index) {
                     if !skipped[dependent] {
                         skipped[dependent] = true;
                         ready.remove(&dependent);
                         on_event(Event::Skipped(&actions[dependent].id, id));
                         outcome.skipped.insert(actions[dependent].id.clone(), id.clone());
-                        stack.extend(successors[dependent].iter().copied());
                     }
                 }
             }
@@ -200,38 +262,38 @@ where
     C: Clone,
     Fut: Future<Output = Result<(), ChangeError>>,
 {
-    let mut attempt = 1;
-    loop {
-        match apply_one(change.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(error) if error.transient && attempt < options.max_attempts => {
-                let delay = options.backoff(attempt);
-                tracing::warn!(resource = %change.id, attempt, delay_ms = delay.as_millis() as u64, error = %error.message, "Change failed; retrying.");
-                tokio::time::sleep(delay).await;
-                attempt += 1;
-            }
-            Err(error) => {
-                let message = if attempt > 1 {
-                    format!("{} (after {attempt} attempts)", error.message)
-                } else {
-                    error.message
-                };
-                return Err(ChangeError { message, transient: error.transient });
-            }
+    let mut attempts = 0u32;
+    let result = (|| {
+        attempts += 1;
+        apply_one(change.clone())
+    })
+    .retry(options.delays())
+    .sleep(tokio::time::sleep)
+    .when(ChangeError::is_transient)
+    .notify(|error: &ChangeError, delay: Duration| {
+        tracing::warn!(resource = %change.id, delay_ms = delay.as_millis() as u64, error = %error, "Change failed; retrying.");
+    })
+    .await;
+    result.map_err(|mut error| {
+        if attempts > 1 {
+            error.message = format!("{} (after {attempts} attempts)", error.message);
         }
-    }
+        error
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU32;
-    use std::sync::{Arc, Mutex};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
+
+    use backon::BackoffBuilder;
 
     use super::*;
     use crate::plan::ProviderKind;
 
     fn id(name: &str) -> ResourceId {
-        ResourceId::new("e", ProviderKind::Fake, "x", name)
+        ResourceId::new("e", ProviderKind::named("fake"), "x", name)
     }
 
     fn change(name: &str, deps: &[&str]) -> Planned<()> {
@@ -262,13 +324,13 @@ mod tests {
             &fast(),
             |c: Planned<()>| async move {
                 if c.id.name == "a" {
-                    Err(ChangeError { message: "boom".into(), transient: false })
+                    Err(ChangeError::new(FailureKind::Permanent, "boom"))
                 } else {
                     Ok(())
                 }
             },
             |_| {},
-            &AtomicBool::new(false),
+            &CancellationToken::new(),
         )
         .await;
         assert_eq!(outcome.applied, vec![id("d")]);
@@ -287,14 +349,14 @@ mod tests {
                 let counter = Arc::clone(&counter);
                 async move {
                     if counter.fetch_add(1, Ordering::SeqCst) < 2 {
-                        Err(ChangeError { message: "refused".into(), transient: true })
+                        Err(ChangeError::new(FailureKind::Transient, "refused"))
                     } else {
                         Ok(())
                     }
                 }
             },
             |_| {},
-            &AtomicBool::new(false),
+            &CancellationToken::new(),
         )
         .await;
         assert!(outcome.is_success());
@@ -306,13 +368,13 @@ mod tests {
         let outcome = execute(
             &[change("a", &[])],
             &fast(),
-            |_| async { Err(ChangeError { message: "refused".into(), transient: true }) },
+            |_| async { Err(ChangeError::new(FailureKind::Transient, "refused")) },
             |_| {},
-            &AtomicBool::new(false),
+            &CancellationToken::new(),
         )
         .await;
         assert_eq!(
-            outcome.failed.get(&id("a")).map(String::as_str),
+            outcome.failed.get(&id("a")).map(ToString::to_string).as_deref(),
             Some("refused (after 3 attempts)")
         );
     }
@@ -335,13 +397,13 @@ mod tests {
                 async move {
                     record
                         .lock()
-                        .map_err(|_| ChangeError { message: "lock".into(), transient: false })?
+                        .map_err(|_| ChangeError::new(FailureKind::Permanent, "lock"))?
                         .push(c.id.name.clone());
                     Ok(())
                 }
             },
             |_| {},
-            &AtomicBool::new(false),
+            &CancellationToken::new(),
         )
         .await;
         let order = log.lock().expect("lock").clone();
@@ -354,17 +416,17 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stop_lets_running_changes_finish_and_starts_no_more() {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
+        let stop = CancellationToken::new();
+        let flag = stop.clone();
         let plan = vec![change("a", &[]), change("b", &["a"]), change("c", &["b"])];
         let outcome = execute(
             &plan,
             &ApplyOptions { parallelism: 1, ..fast() },
             move |_c: Planned<()>| {
-                let flag = Arc::clone(&flag);
+                let flag = flag.clone();
                 async move {
                     // The stop arrives while the first change runs.
-                    flag.store(true, Ordering::SeqCst);
+                    flag.cancel();
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     Ok(())
                 }
@@ -386,11 +448,13 @@ mod tests {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(350),
         };
-        let first = options.backoff(1);
+        let delays: Vec<Duration> = options.delays().build().collect();
+        assert_eq!(delays.len(), 8, "one delay between each of 9 tries");
+        let first = delays[0];
         assert!(first >= Duration::from_millis(100) && first < Duration::from_millis(125));
-        let second = options.backoff(2);
+        let second = delays[1];
         assert!(second >= Duration::from_millis(200) && second < Duration::from_millis(250));
-        let capped = options.backoff(8);
+        let capped = delays[7];
         assert!(capped >= Duration::from_millis(350) && capped < Duration::from_millis(438));
     }
 }

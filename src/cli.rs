@@ -3,7 +3,6 @@
 //! Each command returns an [`Outcome`] that `main` turns into an exit code;
 //! errors are reported with their whole cause chain.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,11 +13,10 @@ use clap::{Args, Parser, Subcommand};
 use std::time::Duration;
 
 use crate::apply::{ApplyOptions, Event};
-use crate::engine::{self, Observed, Plan};
-use crate::model::{self, secret::SecretStore, DesiredState, Environment, LoadError, Secrets};
-use crate::reconcile::{self, Prepared};
-use crate::render::{self, Rendered, Templates};
-use crate::state::{self, LockedStore};
+use crate::machine::Machine;
+use crate::model::{secret::SecretStore, Secrets};
+use crate::reconcile::{self, Plan, Prepared, ReconcileError, Target};
+use crate::state::{self, LockedStore, State};
 
 /// apimon: GitOps for an API-monitoring platform on OpenStack.
 #[derive(Debug, Parser)]
@@ -137,9 +135,9 @@ pub struct LiveArgs {
 }
 
 impl LiveArgs {
-    fn machine(&self) -> reconcile::Machine {
-        let defaults = reconcile::Machine::from_env();
-        reconcile::Machine {
+    fn machine(&self) -> Machine {
+        let defaults = Machine::from_env();
+        Machine {
             ssh_key: self.ssh_key.clone().unwrap_or(defaults.ssh_key),
             known_hosts: self.known_hosts.clone().unwrap_or(defaults.known_hosts),
             executor_binary: self.executor_binary.clone(),
@@ -236,26 +234,26 @@ async fn daemon(config: crate::daemon::config::Config) -> anyhow::Result<Outcome
         signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut interrupt =
         signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
-    let shutdown = crate::daemon::Shutdown::default();
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let daemon = crate::daemon::run(config, shutdown.clone());
     tokio::pin!(daemon);
-    let mut requests = 0;
     loop {
         tokio::select! {
             result = &mut daemon => {
                 result?;
                 return Ok(Outcome::Ok);
             }
-            _ = terminate.recv() => requests += 1,
-            _ = interrupt.recv() => requests += 1,
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-        if requests == 1 {
-            tracing::warn!("Shutdown requested: finishing the change in progress (send again to stop at once).");
-            shutdown.request();
-        } else {
+        if shutdown.is_cancelled() {
             tracing::error!("Second shutdown request: stopping at once.");
             bail!("stopped at once by a second signal; the next start converges");
         }
+        tracing::warn!(
+            "Shutdown requested: finishing the change in progress (send again to stop at once)."
+        );
+        shutdown.cancel();
     }
 }
 
@@ -309,7 +307,7 @@ fn note_not_observed(prepared: &Prepared) {
 fn prepare_live(repo: &Path, env: Option<&str>, live: &LiveArgs) -> anyhow::Result<Prepared> {
     let secrets = resolved_secrets(live)?;
     let names: Vec<String> = env.map(str::to_owned).into_iter().collect();
-    let prepared = reconcile::prepare_with(repo, &names, &secrets, &live.machine())?;
+    let prepared = reconcile::prepare(repo, &names, &secrets, Target::Live(&live.machine()))?;
     note_not_observed(&prepared);
     Ok(prepared)
 }
@@ -349,15 +347,20 @@ async fn apply(
         return Ok(Outcome::Invalid);
     }
     let report = |event: Event<'_>| match event {
+        Event::Started(..) => {}
         Event::Applied(id, op) => println!("{:>3} {id}: done", op.symbol()),
-        Event::Failed(id, message) => println!("  ! {id}: failed: {message}"),
+        Event::Failed(id, error) => println!("  ! {id}: failed: {error}"),
         Event::Skipped(id, because) => println!("  . {id}: skipped, depends on {because}"),
     };
-    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = tokio_util::sync::CancellationToken::new();
     let outcome = reconcile::apply(&store, &prepared, &plan, options, report, &stop).await?;
     println!();
     println!("{outcome}");
-    tracing::info!(influxdb_requests = prepared.live.influxdb_requests(), "Apply finished.");
+    if let Some(live) = &prepared.live {
+        for (provider, requests) in live.requests() {
+            tracing::info!(%provider, requests, "Apply finished.");
+        }
+    }
     Ok(if outcome.is_success() { Outcome::Ok } else { Outcome::Invalid })
 }
 
@@ -374,38 +377,23 @@ fn confirmed() -> anyhow::Result<bool> {
     Ok(answer.trim() == "yes")
 }
 
-/// A repository loaded, validated and rendered with redacted secrets.
-struct Loaded {
-    state: DesiredState,
-    rendered: Rendered,
-}
-
-/// Loads and renders; `Ok(None)` when the repository is invalid (printed).
-fn load(repo: &Path, env: Option<&str>, secrets: &Secrets) -> anyhow::Result<Option<Loaded>> {
-    let state = match model::load_repository(repo) {
-        Ok(state) => state,
-        Err(LoadError::Invalid(diagnostics)) => {
+/// Loads and renders with redacted secrets; `Ok(None)` when the
+/// repository is invalid (printed).
+fn load(repo: &Path, env: Option<&str>) -> anyhow::Result<Option<Prepared>> {
+    let names: Vec<String> = env.map(str::to_owned).into_iter().collect();
+    match reconcile::prepare(repo, &names, &Secrets::Redacted, Target::Offline) {
+        Ok(prepared) => Ok(Some(prepared)),
+        Err(ReconcileError::Invalid(diagnostics)) => {
             report_invalid(&diagnostics.to_string(), diagnostics.0.len());
-            return Ok(None);
+            Ok(None)
         }
-        Err(error) => return Err(error.into()),
-    };
-    let templates = match Templates::new(&state.templates) {
-        Ok(templates) => templates,
-        Err(diagnostics) => {
-            report_invalid(&diagnostics.to_string(), diagnostics.0.len());
-            return Ok(None);
-        }
-    };
-    let environments: Vec<&Environment> = state.select(env).map_err(anyhow::Error::msg)?;
-    let rendered = match render::render_all(&state, &environments, &templates, secrets) {
-        Ok(rendered) => rendered,
-        Err(error) => {
+        Err(error @ ReconcileError::Render(_)) => {
             report_invalid(&error.to_string(), 1);
-            return Ok(None);
+            Ok(None)
         }
-    };
-    Ok(Some(Loaded { state, rendered }))
+        Err(ReconcileError::UnknownEnvironment(message)) => Err(anyhow::Error::msg(message)),
+        Err(error) => Err(error.into()),
+    }
 }
 
 fn report_invalid(text: &str, count: usize) {
@@ -414,7 +402,7 @@ fn report_invalid(text: &str, count: usize) {
 }
 
 fn validate(repo: &Path, secrets_file: Option<&Path>) -> anyhow::Result<Outcome> {
-    let Some(loaded) = load(repo, None, &Secrets::Redacted)? else { return Ok(Outcome::Invalid) };
+    let Some(loaded) = load(repo, None)? else { return Ok(Outcome::Invalid) };
     if let Some(file) = secrets_file {
         let store = SecretStore::load(Some(file), std::env::vars())?;
         if let Err(diagnostics) = loaded.state.check_secrets(&Secrets::Resolved(store), None) {
@@ -436,7 +424,7 @@ fn validate(repo: &Path, secrets_file: Option<&Path>) -> anyhow::Result<Outcome>
 fn render_to(repo: &Path, env: Option<&str>, out: &Path) -> anyhow::Result<Outcome> {
     // Secrets stay redacted: a rendered copy on a developer's disk must
     // never hold credentials.
-    let Some(loaded) = load(repo, env, &Secrets::Redacted)? else { return Ok(Outcome::Invalid) };
+    let Some(loaded) = load(repo, env)? else { return Ok(Outcome::Invalid) };
     let mut written = 0;
     for host in loaded.rendered.hosts.values() {
         let base = out.join(&host.env).join(&host.host);
@@ -469,13 +457,8 @@ fn plan_offline(
     json: bool,
     allow_deletes: bool,
 ) -> anyhow::Result<Outcome> {
-    let secrets = Secrets::Redacted;
-    let Some(loaded) = load(repo, env, &secrets)? else { return Ok(Outcome::Invalid) };
-    let environments = loaded.state.select(env).map_err(anyhow::Error::msg)?;
-    let desired = engine::desired(&loaded.state, &environments, &loaded.rendered, &secrets, None);
-    let policies: BTreeMap<String, model::Policy> =
-        environments.iter().map(|e| (e.name.clone(), e.policy)).collect();
-    let plan = engine::plan(&desired, &Observed::default(), &policies, allow_deletes)?;
+    let Some(prepared) = load(repo, env)? else { return Ok(Outcome::Invalid) };
+    let plan = runtime()?.block_on(reconcile::plan(&prepared, &State::default(), allow_deletes))?;
     output_plan(&plan, json, "offline: compared with an empty cloud")
 }
 

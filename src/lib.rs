@@ -7,14 +7,16 @@
 
 pub mod apply;
 pub mod cli;
+pub mod cron;
 pub mod daemon;
-pub mod engine;
 pub mod executor;
-pub mod live;
+pub mod machine;
 pub mod model;
 pub mod plan;
+pub mod progress;
 pub mod providers;
 pub mod reconcile;
 pub mod render;
+pub mod retry;
 pub mod source;
 pub mod state;

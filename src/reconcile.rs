@@ -1,21 +1,26 @@
 //! One reconcile run, in steps the CLI and the daemon share:
-//! [`prepare`] (load, validate, render with real secrets, desired sets),
-//! [`plan`] (observe live systems, diff, guard, order) and [`apply`]
-//! (carry out, then record ownership and history in the state store).
+//! [`prepare`] (load, validate, render, desired sets, and for live runs the
+//! providers), [`plan`] (observe the live systems or nothing, diff, guard,
+//! order) and [`apply`] (carry out, then record ownership and history in
+//! the state store).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::path::Path;
 
 use chrono::Utc;
+use tokio_util::sync::CancellationToken;
 
 use crate::apply::{execute, ApplyOptions, Event, Outcome};
-use crate::engine::{self, Desired, Plan, PlanError};
-use crate::live::{Live, ObserveError};
-use crate::model::{self, Diagnostics, LoadError, Policy, Secrets};
-use crate::plan::Op;
-use crate::render::{self, RenderError, Templates};
+use crate::machine::Machine;
+use crate::model::{self, DesiredState, Diagnostics, LoadError, Policy, Secrets};
+use crate::plan::{self as core, PlanError};
+use crate::providers::registry::{AnyChange, Desired, Live, ObserveError, Observed};
+use crate::providers::{host, Context, Model};
+use crate::render::{self, RenderError, Rendered, Templates};
 use crate::state::{FailedChange, LockedStore, Run, RunResult, State, StateError};
+
+/// An ordered, guarded plan over every provider.
+pub type Plan = core::Plan<AnyChange>;
 
 /// A run failed before changing anything, or could not record its result.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +31,7 @@ pub enum ReconcileError {
     /// The repository cannot be read.
     #[error("cannot load the repository")]
     Load(#[source] LoadError),
-    /// A template or secret failed.
+    /// A template failed.
     #[error("rendering failed; nothing was changed: {0}")]
     Render(#[source] RenderError),
     /// `--env` names no environment.
@@ -43,88 +48,49 @@ pub enum ReconcileError {
     State(#[from] StateError),
 }
 
+/// What a prepared run is compared with.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// Nothing: every declared resource is to be created. Needs no
+    /// credentials.
+    Offline,
+    /// The live systems, reached with this machine's keys and clouds.yaml.
+    Live(&'a Machine),
+}
+
 /// A repository ready to plan.
 #[derive(Debug)]
 pub struct Prepared {
+    /// The validated repository.
+    pub state: DesiredState,
+    /// Every selected host's rendered files.
+    pub rendered: Rendered,
     /// Selected environment names.
     pub environments: Vec<String>,
     /// Their policies.
     pub policies: BTreeMap<String, Policy>,
-    /// Desired sets, restricted to what live providers cover.
+    /// Desired sets (live: restricted to what live providers cover).
     pub desired: Desired,
-    /// Providers.
-    pub live: Live,
-    /// What live plans leave out, and why.
+    /// Providers; `None` offline.
+    pub live: Option<Live>,
+    /// What a live plan leaves out, and why.
     pub not_observed: Vec<String>,
     /// The repository's commit, if it is a checkout.
     pub commit: Option<String>,
 }
 
-/// Loads, validates and renders the repository with real secrets.
+/// Loads, validates and renders the repository for the environments in
+/// `names` (all when empty), builds the desired sets and, for a live
+/// target, the providers.
 ///
 /// # Errors
-/// Invalid repository, missing secret, template failure, unknown `--env`,
-/// or a provider that cannot be set up.
+/// Invalid repository, missing secret, template failure, unknown
+/// environment, or a provider that cannot be set up.
 pub fn prepare(
     repo: &Path,
-    only: Option<&str>,
-    secrets: &Secrets,
-) -> Result<Prepared, ReconcileError> {
-    let names: Vec<String> = only.map(str::to_owned).into_iter().collect();
-    prepare_environments(repo, &names, secrets)
-}
-
-/// Like [`prepare`] for the environments in `names` (all when empty).
-///
-/// # Errors
-/// As [`prepare`].
-pub fn prepare_environments(
-    repo: &Path,
     names: &[String],
     secrets: &Secrets,
-) -> Result<Prepared, ReconcileError> {
-    prepare_with(repo, names, secrets, &Machine::from_env())
-}
-
-/// Where the applying machine keeps what is not in the repository.
-#[derive(Debug, Clone)]
-pub struct Machine {
-    /// SSH private key for the bastion and the hosts.
-    pub ssh_key: PathBuf,
-    /// known_hosts with the bastion's and the hosts' keys.
-    pub known_hosts: PathBuf,
-    /// The apimon binary executors get; this one when `None`.
-    pub executor_binary: Option<PathBuf>,
-    /// clouds.yaml with the environments' clouds; `None`: the standard places.
-    pub clouds_file: Option<PathBuf>,
-}
-
-impl Machine {
-    /// `$APIMON_SSH_KEY` and `$APIMON_SSH_KNOWN_HOSTS`, else `~/.ssh/id_ed25519`
-    /// and `~/.ssh/known_hosts`; `$OS_CLIENT_CONFIG_FILE` for clouds.yaml.
-    pub fn from_env() -> Self {
-        let home = std::env::var_os("HOME")
-            .map_or_else(|| PathBuf::from("/var/lib/apimon"), PathBuf::from);
-        let var =
-            |name: &str, default: PathBuf| std::env::var_os(name).map_or(default, PathBuf::from);
-        Self {
-            ssh_key: var("APIMON_SSH_KEY", home.join(".ssh/id_ed25519")),
-            known_hosts: var("APIMON_SSH_KNOWN_HOSTS", home.join(".ssh/known_hosts")),
-            executor_binary: std::env::var_os("APIMON_EXECUTOR_BINARY").map(PathBuf::from),
-            clouds_file: std::env::var_os("OS_CLIENT_CONFIG_FILE").map(PathBuf::from),
-        }
-    }
-}
-
-/// Like [`prepare_environments`] with explicit machine settings.
-///
-/// # Errors
-/// As [`prepare`].
-pub fn prepare_with(
-    repo: &Path,
-    names: &[String],
-    secrets: &Secrets,
-    machine: &Machine,
+    target: Target<'_>,
 ) -> Result<Prepared, ReconcileError> {
     let state = model::load_repository(repo).map_err(|error| match error {
         LoadError::Invalid(diagnostics) => ReconcileError::Invalid(diagnostics),
@@ -138,26 +104,42 @@ pub fn prepare_with(
             other => ReconcileError::Render(other),
         },
     )?;
-    let mut desired = engine::desired(
-        &state,
-        &environments,
-        &rendered,
+    let executor_binary = match target {
+        Target::Live(machine) => host::binary(machine.executor_binary.as_deref()),
+        Target::Offline => host::binary(None),
+    };
+    let model = Model {
+        state: &state,
+        rendered: &rendered,
         secrets,
-        machine.executor_binary.as_deref(),
-    );
-    let live = Live::connect(&state, &environments, secrets, &desired, machine)?;
-    let not_observed = live.restrict(&mut desired);
+        executor_binary: executor_binary.as_ref(),
+    };
+    let mut desired = Desired::build(&model, &environments);
+    let (live, not_observed) = match target {
+        Target::Offline => (None, Vec::new()),
+        Target::Live(machine) => {
+            let context = Context { state: &state, secrets, machine };
+            let live = Live::connect(&context, &environments, &desired)?;
+            let not_observed = live.restrict(&mut desired);
+            (Some(live), not_observed)
+        }
+    };
+    let names = environments.iter().map(|e| e.name.clone()).collect();
+    let policies = environments.iter().map(|e| (e.name.clone(), e.policy)).collect();
     Ok(Prepared {
-        environments: environments.iter().map(|e| e.name.clone()).collect(),
-        policies: environments.iter().map(|e| (e.name.clone(), e.policy)).collect(),
+        environments: names,
+        policies,
         desired,
         live,
         not_observed,
         commit: crate::source::head_commit(repo),
+        state,
+        rendered,
     })
 }
 
-/// Observes the live systems and plans against them. Read-only.
+/// Observes the live systems (offline: nothing) and plans against them.
+/// Read-only.
 ///
 /// # Errors
 /// A system could not be read, or the plan was refused.
@@ -166,8 +148,11 @@ pub async fn plan(
     state: &State,
     allow_deletes: bool,
 ) -> Result<Plan, ReconcileError> {
-    let observed = prepared.live.observe(state).await?;
-    Ok(engine::plan(&prepared.desired, &observed, &prepared.policies, allow_deletes)?)
+    let observed = match &prepared.live {
+        Some(live) => live.observe(state).await?,
+        None => Observed::default(),
+    };
+    Ok(core::assemble(prepared.desired.diff(&observed), &prepared.policies, allow_deletes)?)
 }
 
 /// Applies `plan` and records the run in the store.
@@ -180,10 +165,10 @@ pub async fn apply(
     plan: &Plan,
     options: &ApplyOptions,
     on_event: impl FnMut(Event<'_>),
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> Result<Outcome, ReconcileError> {
     let started_at = Utc::now();
-    let live = prepared.live.clone();
+    let live = prepared.live.clone().unwrap_or_default();
     let outcome = execute(
         &plan.changes,
         options,
@@ -198,23 +183,9 @@ pub async fn apply(
 
     // Re-read under the lock: the store is the truth, not what plan saw.
     let mut state = store.load()?;
-    let ops: BTreeMap<_, _> = plan.changes.iter().map(|c| (&c.id, &c.op)).collect();
-    let changes: BTreeMap<_, _> = plan.changes.iter().map(|c| (&c.id, &c.change)).collect();
-    for id in &outcome.applied {
-        let env_state = state.environments.entry(id.env.clone()).or_default();
-        match ops.get(id) {
-            Some(Op::Create) => {
-                env_state.owned.insert(id.clone());
-            }
-            Some(Op::Delete) => {
-                env_state.owned.remove(id);
-                env_state.fingerprints.remove(&id.to_string());
-            }
-            _ => {}
-        }
-        if let Some(fingerprint) = changes.get(id).and_then(|c| c.fingerprint()) {
-            env_state.fingerprints.insert(id.to_string(), fingerprint.to_owned());
-        }
+    let applied: BTreeSet<_> = outcome.applied.iter().collect();
+    for change in plan.changes.iter().filter(|c| applied.contains(&c.id)) {
+        state.record_applied(&change.id, &change.op, change.change.fingerprint());
     }
     let troubled: BTreeSet<&str> = outcome
         .failed
@@ -224,12 +195,8 @@ pub async fn apply(
         .map(|id| id.env.as_str())
         .collect();
     let finished_at = Utc::now();
-    for env in &prepared.environments {
-        if !troubled.contains(env.as_str()) {
-            let env_state = state.environments.entry(env.clone()).or_default();
-            env_state.last_applied_commit.clone_from(&prepared.commit);
-            env_state.last_applied_at = Some(finished_at);
-        }
+    for env in prepared.environments.iter().filter(|env| !troubled.contains(env.as_str())) {
+        state.record_converged(env, prepared.commit.as_deref(), finished_at);
     }
     let result = if !plan.summary.has_changes() {
         RunResult::NoChanges
@@ -248,7 +215,7 @@ pub async fn apply(
         failed: outcome
             .failed
             .iter()
-            .map(|(id, error)| FailedChange { id: id.clone(), error: error.clone() })
+            .map(|(id, error)| FailedChange { id: id.clone(), error: error.to_string() })
             .collect(),
         skipped: outcome.skipped.len(),
         result,

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{ResourceId, Summary};
+use crate::plan::{Op, ResourceId, Summary};
 
 /// Runs kept in the history.
 pub const HISTORY_LIMIT: usize = 500;
@@ -157,6 +157,33 @@ impl State {
             .map(String::as_str)
     }
 
+    /// Records that the change `op` to `id` applied: a creation makes it
+    /// apimon's, a deletion forgets it, and `fingerprint` (of a write-only
+    /// value, or of what a restart depends on) is kept for the next plan.
+    pub fn record_applied(&mut self, id: &ResourceId, op: &Op, fingerprint: Option<&str>) {
+        let env = self.environments.entry(id.env.clone()).or_default();
+        match op {
+            Op::Create => {
+                env.owned.insert(id.clone());
+            }
+            Op::Delete => {
+                env.owned.remove(id);
+                env.fingerprints.remove(&id.to_string());
+            }
+            _ => {}
+        }
+        if let Some(fingerprint) = fingerprint {
+            env.fingerprints.insert(id.to_string(), fingerprint.to_owned());
+        }
+    }
+
+    /// Records that `env` reached `commit` at `at` (an apply without failure).
+    pub fn record_converged(&mut self, env: &str, commit: Option<&str>, at: DateTime<Utc>) {
+        let env = self.environments.entry(env.to_owned()).or_default();
+        env.last_applied_commit = commit.map(str::to_owned);
+        env.last_applied_at = Some(at);
+    }
+
     /// Appends a run, dropping the oldest beyond the limit.
     pub fn record(&mut self, run: Run) {
         self.history.push(run);
@@ -274,7 +301,7 @@ mod tests {
     use crate::plan::ProviderKind;
 
     fn id(name: &str) -> ResourceId {
-        ResourceId::new("outside", ProviderKind::Influxdb, "user", name)
+        ResourceId::new("outside", ProviderKind::named("influxdb"), "user", name)
     }
 
     #[test]
@@ -310,6 +337,19 @@ mod tests {
             std::fs::read_to_string(dir.path().join(STATE_FILE)).expect("read"),
             "{\n  \"version\": 1,\n  oops\n}"
         );
+    }
+
+    #[test]
+    fn applied_changes_are_recorded_by_op() {
+        let mut state = State::default();
+        state.record_applied(&id("a"), &Op::Create, Some("f1"));
+        assert!(state.owns(&id("a")));
+        assert_eq!(state.fingerprint(&id("a")), Some("f1"));
+        state.record_applied(&id("a"), &Op::Update { reason: "x".into() }, Some("f2"));
+        assert_eq!(state.fingerprint(&id("a")), Some("f2"));
+        state.record_applied(&id("a"), &Op::Delete, None);
+        assert!(!state.owns(&id("a")));
+        assert_eq!(state.fingerprint(&id("a")), None);
     }
 
     #[test]

@@ -5,15 +5,16 @@
 //! Grafana (`GRAFANA_URL`, `GRAFANA_TOKEN`, `cargo test -- --ignored real_grafana`).
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use apimon::apply::{ApplyOptions, Outcome};
-use apimon::engine::Plan;
+use apimon::machine::Machine;
 use apimon::model::secret::SecretStore;
 use apimon::model::Secrets;
 use apimon::plan::{Op, ProviderKind};
-use apimon::reconcile;
+use apimon::reconcile::Plan;
+use apimon::reconcile::{self, Target};
 use apimon::state::{self, LockedStore};
 use serde_json::json;
 
@@ -81,16 +82,26 @@ impl Setup {
     }
 
     async fn plan(&self) -> Plan {
-        let prepared = reconcile::prepare(self.repo.path(), Some("outside"), &self.secrets())
-            .expect("prepare");
+        let prepared = reconcile::prepare(
+            self.repo.path(),
+            &["outside".to_owned()],
+            &self.secrets(),
+            Target::Live(&Machine::from_env()),
+        )
+        .expect("prepare");
         let state = state::read(self.state_dir.path()).expect("state");
         reconcile::plan(&prepared, &state, false).await.expect("plan")
     }
 
     /// Plans, runs `between`, then applies that plan.
     async fn apply_after(&self, between: impl FnOnce()) -> (Plan, Outcome) {
-        let prepared = reconcile::prepare(self.repo.path(), Some("outside"), &self.secrets())
-            .expect("prepare");
+        let prepared = reconcile::prepare(
+            self.repo.path(),
+            &["outside".to_owned()],
+            &self.secrets(),
+            Target::Live(&Machine::from_env()),
+        )
+        .expect("prepare");
         let store = LockedStore::open(self.state_dir.path()).expect("lock");
         let plan =
             reconcile::plan(&prepared, &store.load().expect("state"), false).await.expect("plan");
@@ -102,7 +113,7 @@ impl Setup {
             max_backoff: Duration::from_millis(40),
         };
         let outcome =
-            reconcile::apply(&store, &prepared, &plan, &options, |_| {}, &AtomicBool::new(false))
+            reconcile::apply(&store, &prepared, &plan, &options, |_| {}, &CancellationToken::new())
                 .await
                 .expect("apply");
         (plan, outcome)
@@ -116,7 +127,7 @@ impl Setup {
 fn grafana_changes(plan: &Plan) -> Vec<(String, String, Op)> {
     plan.changes
         .iter()
-        .filter(|c| c.id.provider == ProviderKind::Grafana && c.op != Op::NoOp)
+        .filter(|c| c.id.provider == ProviderKind::named("grafana") && c.op != Op::NoOp)
         .map(|c| (c.id.kind.clone(), c.id.name.clone(), c.op.clone()))
         .collect()
 }
@@ -281,7 +292,7 @@ async fn a_5xx_is_retried_and_a_persistent_one_is_reported() {
         .failed
         .iter()
         .find(|(id, _)| id.name == "apimon")
-        .map(|(_, m)| m.clone())
+        .map(|(_, m)| m.to_string())
         .expect("folder change failed");
     assert!(failure.contains("HTTP 500") && failure.contains("(after 3 attempts)"), "{failure}");
     setup.grafana().fail_next(0);

@@ -12,15 +12,16 @@
 //! are created on this machine if missing, as their packages would.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use apimon::apply::{ApplyOptions, Outcome};
-use apimon::engine::Plan;
+use apimon::machine::Machine;
 use apimon::model::secret::SecretStore;
 use apimon::model::Secrets;
 use apimon::plan::{Op, ProviderKind};
-use apimon::reconcile::{self, Machine, ReconcileError};
+use apimon::reconcile::Plan;
+use apimon::reconcile::{self, ReconcileError, Target};
 use apimon::state::{self, LockedStore};
 
 use crate::support::influxdb::InfluxServer;
@@ -160,11 +161,11 @@ impl Setup {
     }
 
     fn prepare(&self) -> Result<reconcile::Prepared, ReconcileError> {
-        reconcile::prepare_with(
+        reconcile::prepare(
             self.repo.path(),
             &["outside".to_owned()],
             &self.secrets(),
-            &self.machine(),
+            Target::Live(&self.machine()),
         )
     }
 
@@ -179,7 +180,7 @@ impl Setup {
         let plan =
             reconcile::plan(&prepared, &store.load().expect("state"), false).await.expect("plan");
         let outcome =
-            reconcile::apply(&store, &prepared, &plan, options, |_| {}, &AtomicBool::new(false))
+            reconcile::apply(&store, &prepared, &plan, options, |_| {}, &CancellationToken::new())
                 .await
                 .expect("apply");
         (plan, outcome)
@@ -210,7 +211,7 @@ impl Setup {
 fn host_changes(plan: &Plan) -> Vec<(String, String, Op)> {
     plan.changes
         .iter()
-        .filter(|c| c.id.provider == ProviderKind::Host && c.op != Op::NoOp)
+        .filter(|c| c.id.provider == ProviderKind::named("host") && c.op != Op::NoOp)
         .map(|c| (c.id.kind.clone(), c.id.name.clone(), c.op.clone()))
         .collect()
 }
@@ -331,7 +332,7 @@ async fn a_connection_killed_mid_upload_leaves_the_old_file_and_the_next_apply_c
         .failed
         .iter()
         .find(|(id, _)| id.name.ends_with("data.txt"))
-        .map(|(_, m)| m.clone())
+        .map(|(_, m)| m.to_string())
         .expect("the upload failed");
     assert!(failure.contains("outside-executor"), "{failure}");
     assert_eq!(std::fs::read(&target).expect("still there"), old, "the old file must be intact");

@@ -2,15 +2,16 @@
 //! InfluxDB 1.x started by the harness (see `support/influxdb.rs`).
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use apimon::apply::{ApplyOptions, Event, Outcome};
-use apimon::engine::Plan;
+use apimon::machine::Machine;
 use apimon::model::secret::SecretStore;
 use apimon::model::Secrets;
 use apimon::plan::Op;
-use apimon::reconcile;
+use apimon::reconcile::Plan;
+use apimon::reconcile::{self, Target};
 use apimon::state::{self, LockedStore};
 
 use crate::support::influxdb::InfluxServer;
@@ -62,11 +63,16 @@ impl Setup {
 
     /// Plans `outside` against the server: (plan, HTTP requests it took).
     async fn plan(&self) -> (Plan, usize) {
-        let prepared = reconcile::prepare(self.repo.path(), Some("outside"), &self.secrets())
-            .expect("prepare");
+        let prepared = reconcile::prepare(
+            self.repo.path(),
+            &["outside".to_owned()],
+            &self.secrets(),
+            Target::Live(&Machine::from_env()),
+        )
+        .expect("prepare");
         let state = state::read(self.state_dir.path()).expect("state");
         let plan = reconcile::plan(&prepared, &state, false).await.expect("plan");
-        (plan, prepared.live.influxdb_requests())
+        (plan, prepared.live.as_ref().map_or(0, |l| l.requests_of("influxdb")))
     }
 
     /// Applies `outside`, calling `on_event` per change.
@@ -75,15 +81,26 @@ impl Setup {
         options: &ApplyOptions,
         on_event: impl FnMut(Event<'_>),
     ) -> (Plan, Outcome) {
-        let prepared = reconcile::prepare(self.repo.path(), Some("outside"), &self.secrets())
-            .expect("prepare");
+        let prepared = reconcile::prepare(
+            self.repo.path(),
+            &["outside".to_owned()],
+            &self.secrets(),
+            Target::Live(&Machine::from_env()),
+        )
+        .expect("prepare");
         let store = LockedStore::open(self.state_dir.path()).expect("lock");
         let state = store.load().expect("state");
         let plan = reconcile::plan(&prepared, &state, false).await.expect("plan");
-        let outcome =
-            reconcile::apply(&store, &prepared, &plan, options, on_event, &AtomicBool::new(false))
-                .await
-                .expect("apply");
+        let outcome = reconcile::apply(
+            &store,
+            &prepared,
+            &plan,
+            options,
+            on_event,
+            &CancellationToken::new(),
+        )
+        .await
+        .expect("apply");
         (plan, outcome)
     }
 
@@ -283,17 +300,18 @@ async fn influxdb_stopped_mid_apply_gives_a_partial_outcome_and_the_next_apply_c
         // Re-borrow the rest of `setup` immutably while `server` is lent out.
         let prepared = reconcile::prepare(
             setup.repo.path(),
-            Some("outside"),
+            &["outside".to_owned()],
             &Secrets::Resolved(
                 SecretStore::load(Some(&setup.secrets_file), std::iter::empty()).expect("secrets"),
             ),
+            Target::Live(&Machine::from_env()),
         )
         .expect("prepare");
         let store = LockedStore::open(setup.state_dir.path()).expect("lock");
         let state = store.load().expect("state");
         let plan = reconcile::plan(&prepared, &state, false).await.expect("plan");
         let outcome =
-            reconcile::apply(&store, &prepared, &plan, &options, stop, &AtomicBool::new(false))
+            reconcile::apply(&store, &prepared, &plan, &options, stop, &CancellationToken::new())
                 .await
                 .expect("apply");
         (plan, outcome)
@@ -305,6 +323,7 @@ async fn influxdb_stopped_mid_apply_gives_a_partial_outcome_and_the_next_apply_c
         outcome
             .failed
             .values()
+            .map(ToString::to_string)
             .all(|m| m.contains("cannot reach InfluxDB at") && m.contains("(after 2 attempts)")),
         "{outcome:?}"
     );
@@ -332,7 +351,13 @@ async fn tls_is_verified_and_a_ca_file_makes_a_private_ca_trusted() {
     );
     let state = apimon::state::State::default();
 
-    let untrusted = reconcile::prepare(repo.path(), Some("outside"), &secrets).expect("prepare");
+    let untrusted = reconcile::prepare(
+        repo.path(),
+        &["outside".to_owned()],
+        &secrets,
+        Target::Live(&Machine::from_env()),
+    )
+    .expect("prepare");
     let error =
         reconcile::plan(&untrusted, &state, false).await.expect_err("unknown CA must be refused");
     let chain = format!("{:#}", anyhow::Error::from(error));
@@ -345,7 +370,13 @@ async fn tls_is_verified_and_a_ca_file_makes_a_private_ca_trusted() {
         &format!("      url: {url}\n"),
         &format!("      url: {url}\n      ca_file: {ca}\n"),
     );
-    let trusted = reconcile::prepare(repo.path(), Some("outside"), &secrets).expect("prepare");
+    let trusted = reconcile::prepare(
+        repo.path(),
+        &["outside".to_owned()],
+        &secrets,
+        Target::Live(&Machine::from_env()),
+    )
+    .expect("prepare");
     let plan = reconcile::plan(&trusted, &state, false).await.expect("trusted CA");
     assert_eq!(plan.summary.create, 7);
 }

@@ -9,9 +9,10 @@
 use std::path::PathBuf;
 use std::process::Output;
 
+use apimon::machine::Machine;
 use apimon::model::secret::SecretStore;
 use apimon::model::Secrets;
-use apimon::reconcile::{self, Machine};
+use apimon::reconcile::{self, Target};
 use apimon::state;
 use serde_json::Value;
 
@@ -166,7 +167,7 @@ impl Setup {
     }
 
     /// A plan through the library: (plan text lines that change something, API requests).
-    async fn plan(&self) -> (apimon::engine::Plan, usize) {
+    async fn plan(&self) -> (apimon::reconcile::Plan, usize) {
         let secrets = Secrets::Resolved(
             SecretStore::load(Some(&self.secrets_file), std::iter::empty()).expect("secrets"),
         );
@@ -176,11 +177,11 @@ impl Setup {
             executor_binary: None,
             clouds_file: Some(self.cloud.clouds_file.clone()),
         };
-        let prepared = reconcile::prepare_with(
+        let prepared = reconcile::prepare(
             self.repo.path(),
             std::slice::from_ref(&self.name),
             &secrets,
-            &machine,
+            Target::Live(&machine),
         )
         .expect("prepare");
         assert!(
@@ -190,7 +191,7 @@ impl Setup {
         );
         let state = state::read(self.state_dir.path()).expect("state");
         let plan = reconcile::plan(&prepared, &state, false).await.expect("plan");
-        (plan, prepared.live.openstack_requests())
+        (plan, prepared.live.as_ref().map_or(0, |l| l.requests_of("openstack")))
     }
 
     fn edit(&self, file: &str, from: &str, to: &str) {

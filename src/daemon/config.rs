@@ -4,14 +4,13 @@
 //! and column.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::apply::ApplyOptions;
+use crate::cron::Schedule;
 use crate::model::load::ConfigFile;
-use crate::model::validate::normalize_cron;
 
 /// The daemon configuration file, as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -113,9 +112,9 @@ pub struct Config {
     /// Poll interval.
     pub poll_interval: Duration,
     /// Parsed drift schedule.
-    pub drift: Option<cron::Schedule>,
+    pub drift: Option<Schedule>,
     /// Parsed maintenance windows.
-    pub windows: Vec<(cron::Schedule, Duration)>,
+    pub windows: Vec<(Schedule, Duration)>,
     /// Apply options.
     pub apply: ApplyOptions,
 }
@@ -154,10 +153,7 @@ impl Config {
     /// As [`Config::load`].
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let mut file = ConfigFile::<RawConfig>::parse(path, text).map_err(ConfigError::Invalid)?;
-        let parse_cron = |expression: &str| {
-            normalize_cron(expression)
-                .and_then(|c| cron::Schedule::from_str(&c).map_err(|e| e.to_string()))
-        };
+        let parse_cron = Schedule::parse;
         let drift = match file.value.drift_cron.clone() {
             None => None,
             Some(expression) => match parse_cron(&expression) {
@@ -215,7 +211,7 @@ impl Config {
         self.windows.iter().any(|(schedule, length)| {
             let length = chrono::Duration::from_std(*length).unwrap_or_default();
             // The latest opening at or before now: the first one after (now - length).
-            schedule.after(&(now - length)).next().is_some_and(|opened| opened <= now)
+            schedule.next_after(&(now - length)).is_some_and(|opened| opened <= now)
         })
     }
 }

@@ -1,5 +1,5 @@
 //! systemd's notification protocol (`sd_notify`): `READY=1` once serving,
-//! `WATCHDOG=1` at half the watchdog interval, `STOPPING=1` on shutdown.
+//! `WATCHDOG=1` while the loop makes progress (see `watchdog`), `STOPPING=1` on shutdown.
 //! A datagram to `$NOTIFY_SOCKET`; nothing at all when it is unset.
 
 use std::os::unix::net::UnixDatagram;
@@ -28,10 +28,11 @@ pub fn notify_to(path: &std::ffi::OsStr, state: &str) {
     }
 }
 
-/// Half of `$WATCHDOG_USEC`, if the service has a watchdog.
-pub fn watchdog_interval() -> Option<Duration> {
+/// `$WATCHDOG_USEC`, if the service has a watchdog: the longest the
+/// daemon may go without a ping.
+pub fn watchdog_limit() -> Option<Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    (usec > 0).then(|| Duration::from_micros(usec / 2))
+    (usec > 0).then(|| Duration::from_micros(usec))
 }
 
 #[cfg(test)]

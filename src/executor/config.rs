@@ -4,13 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::model::load::ConfigFile;
-use crate::model::validate::normalize_cron;
 use crate::model::Sensitive;
 
 /// The executor's configuration, as written.
@@ -157,7 +155,7 @@ pub struct ScenarioConfig {
     /// Cron expression, 6 fields.
     pub cron: String,
     /// Parsed schedule.
-    pub schedule: cron::Schedule,
+    pub schedule: crate::cron::Schedule,
     /// Timeout.
     pub timeout: Duration,
     /// How it runs.
@@ -208,9 +206,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let mut scenarios = BTreeMap::new();
     for (i, s) in raw.scenarios.iter().enumerate() {
         let key = format!("scenarios[{i}]");
-        let schedule = match normalize_cron(&s.cron)
-            .and_then(|c| cron::Schedule::from_str(&c).map(|s| (c, s)).map_err(|e| e.to_string()))
-        {
+        let schedule = match crate::cron::Schedule::parse(&s.cron) {
             Ok(parsed) => Some(parsed),
             Err(message) => {
                 problem(&format!("{key}.cron"), message);
@@ -250,7 +246,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         if scenarios.contains_key(&s.name) {
             problem(&format!("{key}.name"), format!("duplicate scenario `{}`", s.name));
         }
-        if let (Some((cron, schedule)), Some(runner)) = (schedule, runner) {
+        if let (Some(schedule), Some(runner)) = (schedule, runner) {
+            let cron = schedule.normalized().to_owned();
             scenarios.insert(
                 s.name.clone(),
                 ScenarioConfig {

@@ -146,7 +146,7 @@ fn spawn_scheduler(
     let schedule = scenario.schedule.clone();
     tokio::spawn(async move {
         let mut after = clock.now();
-        while let Some(next) = schedule.after(&after).next() {
+        while let Some(next) = schedule.next_after(&after) {
             let delay = (next - clock.now()).to_std().unwrap_or_default();
             tokio::time::sleep(delay).await;
             if fires.send(Fire { scenario: name.clone(), scheduled_at: next }).is_err() {
@@ -403,8 +403,6 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use std::str::FromStr;
-
     use super::*;
 
     fn anchored() -> Clock {
@@ -418,7 +416,7 @@ mod tests {
         ScenarioConfig {
             name: name.to_owned(),
             cron: cron.to_owned(),
-            schedule: cron::Schedule::from_str(cron).expect("cron"),
+            schedule: crate::cron::Schedule::parse(cron).expect("cron"),
             timeout: Duration::from_secs(5),
             runner: config::RunnerConfig::Http {
                 url: "http://127.0.0.1:9/".into(),
@@ -448,7 +446,7 @@ mod tests {
     async fn five_field_cron_fires_once_a_minute_at_second_zero() {
         let clock = anchored();
         let (fires, mut receiver) = mpsc::unbounded_channel();
-        let normalized = crate::model::validate::normalize_cron("* * * * *").expect("cron");
+        let normalized = crate::cron::normalize_cron("* * * * *").expect("cron");
         let handle = spawn_scheduler(&scenario("s", &normalized), clock, fires);
         let first = receiver.recv().await.expect("fire").scheduled_at;
         let second = receiver.recv().await.expect("fire").scheduled_at;

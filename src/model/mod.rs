@@ -5,6 +5,8 @@
 //! [`DesiredState`]. Both are pure: no network, no credentials.
 
 pub mod error;
+pub mod influx;
+pub mod inventory;
 pub mod load;
 pub mod raw;
 pub mod secret;
@@ -16,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{Diagnostic, Diagnostics, LoadError, Location};
+pub use influx::{Database, InfluxDuration, Influxdb, RetentionPolicy};
+pub use inventory::{Host, Keypair, Network, PublicKey, Remote, Rule, SecurityGroup, Subnet};
 pub use raw::{Direction, DriftMode, MaybeSecret, Placement, Privilege, Protocol, Role};
 pub use secret::{Secrets, Sensitive};
 
@@ -159,23 +163,23 @@ pub struct Environment {
     /// Clouds the scenarios monitor.
     pub monitored_clouds: BTreeMap<String, raw::MonitoredCloud>,
     /// InfluxDB admin endpoint.
-    pub influxdb_endpoint: raw::InfluxdbEndpoint,
+    pub influxdb_endpoint: InfluxdbEndpoint,
     /// Grafana endpoint.
-    pub grafana_endpoint: Option<raw::GrafanaEndpoint>,
+    pub grafana_endpoint: Option<GrafanaEndpoint>,
     /// SSH access through the bastion.
     pub ssh: Option<raw::SshAccess>,
     /// Effective policy.
     pub policy: Policy,
     /// VMs.
-    pub hosts: Vec<raw::Host>,
+    pub hosts: Vec<Host>,
     /// Keypairs.
-    pub keypairs: Vec<raw::Keypair>,
+    pub keypairs: Vec<Keypair>,
     /// Security groups with checked rules.
     pub security_groups: Vec<SecurityGroup>,
     /// Networks (including external ones, which are only referenced).
-    pub networks: Vec<raw::Network>,
+    pub networks: Vec<Network>,
     /// InfluxDB databases and users.
-    pub influxdb: raw::InfluxdbFile,
+    pub influxdb: Influxdb,
     /// Grafana folders and datasources (defaults applied).
     pub grafana: Grafana,
     /// Scenarios the executor of this environment runs.
@@ -184,45 +188,35 @@ pub struct Environment {
 
 impl Environment {
     /// The first host with `role`.
-    pub fn host_with_role(&self, role: Role) -> Option<&raw::Host> {
+    pub fn host_with_role(&self, role: Role) -> Option<&Host> {
         self.hosts.iter().find(|host| host.role == role)
     }
 }
 
-/// A security group whose rules were checked.
+/// How apimon reaches an environment's InfluxDB as administrator.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecurityGroup {
-    /// Name.
-    pub name: String,
-    /// Description.
-    pub description: String,
-    /// Rules in repository order.
-    pub rules: Vec<Rule>,
+pub struct InfluxdbEndpoint {
+    /// Base URL as written (`http://192.168.10.30:8086`).
+    pub url: String,
+    /// Its port (explicit, or the scheme's).
+    pub port: u16,
+    /// Administrator apimon logs in as.
+    pub admin_user: String,
+    /// Database the executor's results are written to.
+    pub results_database: String,
+    /// User the results are written as.
+    pub results_user: String,
+    /// PEM file with a CA to trust in addition to the system roots.
+    pub ca_file: Option<PathBuf>,
 }
 
-/// A checked security group rule.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct Rule {
-    /// Direction.
-    pub direction: Direction,
-    /// Protocol.
-    pub protocol: Protocol,
-    /// Port range; `None` for all ports.
-    pub ports: Option<(u16, u16)>,
-    /// Remote CIDR, or group name, or anywhere.
-    pub remote: Remote,
-}
-
-/// The other end of a rule.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Remote {
-    /// Any address.
-    Any,
-    /// A CIDR.
-    Cidr(String),
-    /// Members of a security group of the same environment.
-    Group(String),
+/// How apimon reaches an environment's Grafana.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrafanaEndpoint {
+    /// Base URL as written.
+    pub url: String,
+    /// Service-account token (a secret).
+    pub token: MaybeSecret,
 }
 
 /// Grafana objects of one environment, with defaults applied.
@@ -260,8 +254,8 @@ pub struct Datasource {
 pub struct ScheduledScenario {
     /// Scenario name.
     pub scenario: String,
-    /// Cron expression, normalised to 6 fields (seconds first).
-    pub cron: String,
+    /// When it runs.
+    pub cron: crate::cron::Schedule,
 }
 
 /// A validated scenario.

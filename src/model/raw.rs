@@ -281,7 +281,7 @@ pub struct Host {
 }
 
 /// A data volume attached to a host.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Volume {
     /// Name, unique per host; the OpenStack name is `<host>-<name>`.

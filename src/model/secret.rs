@@ -142,6 +142,21 @@ impl SecretStore {
         Ok(values.into_iter().map(|(k, v)| (k, Sensitive::new(v))).collect())
     }
 
+    /// A digest of every value: tells whether the secrets changed without
+    /// keeping them.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut digest = Sha256::new();
+        for (source, values) in [("file", &self.from_file), ("env", &self.from_env)] {
+            for (name, value) in values {
+                digest.update(format!("{source}\0{name}\0").as_bytes());
+                digest.update(value.expose().as_bytes());
+                digest.update(b"\n");
+            }
+        }
+        hex::encode(digest.finalize())
+    }
+
     /// The value of secret `name`: the file wins over the environment.
     pub fn get(&self, name: &str) -> Option<&Sensitive<String>> {
         self.from_file.get(name).or_else(|| self.from_env.get(name))

@@ -135,7 +135,7 @@ mod tests {
     }
 
     fn id(name: &str) -> ResourceId {
-        ResourceId::new("test", ProviderKind::Fake, "thing", name)
+        ResourceId::new("test", ProviderKind::named("fake"), "thing", name)
     }
 
     fn want(items: &[(&str, u32, &'static str)]) -> DesiredSet<Thing> {

@@ -77,7 +77,7 @@ mod tests {
 
     fn planned(env: &str, name: &str, op: Op, owned: bool) -> Planned<()> {
         Planned {
-            id: ResourceId::new(env, ProviderKind::Fake, "thing", name),
+            id: ResourceId::new(env, ProviderKind::named("fake"), "thing", name),
             op,
             depends_on: vec![],
             owned,

@@ -6,8 +6,10 @@
 
 pub mod diff;
 pub mod guard;
+pub mod hold;
 pub mod order;
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -16,34 +18,25 @@ pub use diff::{
     diff, Comparison, DesiredItem, DesiredSet, ItemChange, ObservedItem, ObservedSet, Spec,
 };
 pub use guard::{check_guards, GuardError};
-pub use order::{dependency_graph, order, OrderError};
+pub use hold::{hold_back, Held};
+pub use order::{dependency_graph, dependents, order, Node, OrderError};
 
-/// The system a resource lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    /// OpenStack (Nova, Neutron, Cinder).
-    Openstack,
-    /// InfluxDB 1.x.
-    Influxdb,
-    /// Grafana.
-    Grafana,
-    /// Files and units on a host over SSH.
-    Host,
-    /// In-memory provider for engine tests.
-    Fake,
-}
+/// The system a resource lives in: a provider's name (`openstack`, `host`,
+/// ...). The planning core treats it as an opaque name; each provider
+/// declares its own (`Provider::KIND`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProviderKind(Cow<'static, str>);
 
 impl ProviderKind {
+    /// The kind called `name`.
+    pub const fn named(name: &'static str) -> Self {
+        Self(Cow::Borrowed(name))
+    }
+
     /// Lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Openstack => "openstack",
-            Self::Influxdb => "influxdb",
-            Self::Grafana => "grafana",
-            Self::Host => "host",
-            Self::Fake => "fake",
-        }
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -122,6 +115,17 @@ impl Op {
             Self::Replace { .. } => "-/+",
             Self::Delete => "-",
             Self::NoOp => " ",
+        }
+    }
+
+    /// Lowercase name, as in plan JSON and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Update { .. } => "update",
+            Self::Replace { .. } => "replace",
+            Self::Delete => "delete",
+            Self::NoOp => "noop",
         }
     }
 
@@ -207,4 +211,50 @@ impl fmt::Display for Summary {
             self.create, self.update, self.replace, self.delete, self.unchanged
         )
     }
+}
+
+/// An ordered, guarded plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan<C> {
+    /// Changes in the order they apply, no-ops included.
+    pub changes: Vec<Planned<C>>,
+    /// Counts.
+    pub summary: Summary,
+}
+
+impl<C> Plan<C> {
+    /// The changes that do something.
+    pub fn actions(&self) -> impl Iterator<Item = &Planned<C>> {
+        self.changes.iter().filter(|c| c.op != Op::NoOp)
+    }
+}
+
+/// Planning failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The dependencies form a cycle.
+    #[error("cannot order the plan")]
+    Order(#[from] OrderError),
+    /// A safety guard refused the plan.
+    #[error("the plan was refused:\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Refused(Vec<GuardError>),
+}
+
+/// Turns the diffed changes of every provider into a plan: drops deletions
+/// where the environment's policy says not to prune, checks the guards and
+/// orders the rest. Pure: the same input gives the same plan.
+///
+/// # Errors
+/// A dependency cycle, or a guard (max deletes, unowned replace) refused it.
+pub fn assemble<C>(
+    mut changes: Vec<Planned<C>>,
+    policies: &std::collections::BTreeMap<String, crate::model::Policy>,
+    allow_deletes: bool,
+) -> Result<Plan<C>, PlanError> {
+    changes.retain(|c| c.op != Op::Delete || policies.get(&c.id.env).is_none_or(|p| p.prune));
+    let max_deletes = policies.iter().map(|(env, p)| (env.clone(), p.max_deletes)).collect();
+    check_guards(&changes, &max_deletes, allow_deletes).map_err(PlanError::Refused)?;
+    let changes = order(changes)?;
+    let summary = Summary::of(&changes);
+    Ok(Plan { changes, summary })
 }

@@ -34,18 +34,53 @@ fn edge(dependent: &Op, dependency: &Op) -> Edge {
     }
 }
 
+/// What the dependency graph needs of a change: a planned change, or a
+/// reference to one.
+pub trait Node {
+    /// The resource.
+    fn id(&self) -> &ResourceId;
+    /// What happens to it.
+    fn op(&self) -> &Op;
+    /// What it needs.
+    fn depends_on(&self) -> &[ResourceId];
+}
+
+impl<C> Node for Planned<C> {
+    fn id(&self) -> &ResourceId {
+        &self.id
+    }
+    fn op(&self) -> &Op {
+        &self.op
+    }
+    fn depends_on(&self) -> &[ResourceId] {
+        &self.depends_on
+    }
+}
+
+impl<N: Node> Node for &N {
+    fn id(&self) -> &ResourceId {
+        (*self).id()
+    }
+    fn op(&self) -> &Op {
+        (*self).op()
+    }
+    fn depends_on(&self) -> &[ResourceId] {
+        (*self).depends_on()
+    }
+}
+
 /// The dependency graph of `changes`: for each change, the indexes that
 /// must wait for it, and how many changes each one waits for.
 /// Dependencies on resources outside `changes` are ignored.
-pub fn dependency_graph<C>(changes: &[Planned<C>]) -> (Vec<Vec<usize>>, Vec<usize>) {
+pub fn dependency_graph<N: Node>(changes: &[N]) -> (Vec<Vec<usize>>, Vec<usize>) {
     let index: BTreeMap<&ResourceId, usize> =
-        changes.iter().enumerate().map(|(i, c)| (&c.id, i)).collect();
+        changes.iter().enumerate().map(|(i, c)| (c.id(), i)).collect();
     let mut successors: Vec<Vec<usize>> = vec![Vec::new(); changes.len()];
     let mut waiting_on = vec![0usize; changes.len()];
     for (i, change) in changes.iter().enumerate() {
-        for dependency in &change.depends_on {
+        for dependency in change.depends_on() {
             let Some(&j) = index.get(dependency) else { continue };
-            let (before, after) = match edge(&change.op, &changes[j].op) {
+            let (before, after) = match edge(change.op(), changes[j].op()) {
                 Edge::DependencyFirst => (j, i),
                 Edge::DependentFirst => (i, j),
                 Edge::None => continue,
@@ -55,6 +90,23 @@ pub fn dependency_graph<C>(changes: &[Planned<C>]) -> (Vec<Vec<usize>>, Vec<usiz
         }
     }
     (successors, waiting_on)
+}
+
+/// Every change that waits, directly or through others, for change
+/// `start` in the graph `successors` (from [`dependency_graph`]), each once,
+/// in the order they are reached; `start` itself is not included.
+pub fn dependents(successors: &[Vec<usize>], start: usize) -> Vec<usize> {
+    let mut seen = vec![false; successors.len()];
+    let mut found = Vec::new();
+    let mut stack: Vec<usize> = successors[start].iter().rev().copied().collect();
+    while let Some(next) = stack.pop() {
+        if next != start && !seen[next] {
+            seen[next] = true;
+            found.push(next);
+            stack.extend(successors[next].iter().rev().copied());
+        }
+    }
+    found
 }
 
 /// Orders `changes`; [`Op::NoOp`] entries keep their place by id.
@@ -92,7 +144,7 @@ mod tests {
     use crate::plan::ProviderKind;
 
     fn id(kind: &str, name: &str) -> ResourceId {
-        ResourceId::new("e", ProviderKind::Fake, kind, name)
+        ResourceId::new("e", ProviderKind::named("fake"), kind, name)
     }
 
     fn change(kind: &str, name: &str, op: Op, deps: &[ResourceId]) -> Planned<()> {
@@ -150,6 +202,15 @@ mod tests {
     fn dependencies_outside_the_plan_are_ignored() {
         let plan = vec![change("server", "vm", Op::Create, &[id("network", "external")])];
         assert_eq!(names(&order(plan).expect("order")), ["server/vm"]);
+    }
+
+    #[test]
+    fn dependents_are_found_transitively_once() {
+        // a ← b ← c, a ← c, d alone
+        let successors = vec![vec![1, 2], vec![2], vec![], vec![]];
+        assert_eq!(dependents(&successors, 0), vec![1, 2]);
+        assert_eq!(dependents(&successors, 1), vec![2]);
+        assert!(dependents(&successors, 3).is_empty());
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! Providers: one module per target system, each with the same verbs.
+//! Providers: one module per target system, each implementing one
+//! contract ([`Provider`]), listed once in [`registry`].
 //!
-//! A provider turns its slice of the desired state into a
-//! [`DesiredSet`](crate::plan::DesiredSet) of its own [`Spec`] type (pure),
-//! reads what exists (`observe`, batched, read-only) and carries out one
-//! change at a time (`apply`). The diff between the two is the planning
-//! core's generic [`diff`](crate::plan::diff), driven by each spec's
-//! `compare`. Providers know nothing of git, the daemon or each other.
+//! A provider builds its desired set from the validated model (pure),
+//! connects from a [`Context`] (available, or unavailable with a reason),
+//! reads what exists (`observe`, batched, read-only), plans (the planning
+//! core's generic [`diff`](crate::plan::diff) unless it needs more) and
+//! carries out one change at a time (`apply`). It says how it knows what
+//! apimon owns, which values are write-only fingerprints, and which of its
+//! errors are worth retrying. Providers know nothing of git, the daemon or
+//! each other.
 
 #![deny(missing_docs)]
 
@@ -13,14 +16,19 @@ pub mod grafana;
 pub mod host;
 pub mod influxdb;
 pub mod openstack;
+pub mod registry;
 
 use std::future::Future;
+use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::machine::Machine;
+use crate::model::{DesiredState, Environment, Secrets};
 use crate::plan::{diff, DesiredSet, ItemChange, ObservedSet, Planned, ProviderKind, Spec};
+use crate::render::Rendered;
 
-/// What one observe or apply call is about.
+/// What one observe call is about.
 #[derive(Debug, Clone)]
 pub struct Scope {
     /// Environment name.
@@ -35,18 +43,92 @@ pub struct Scope {
     pub owned: Vec<crate::plan::ResourceId>,
 }
 
+/// What desired sets are built from: the validated repository, rendered.
+#[derive(Debug, Clone, Copy)]
+pub struct Model<'a> {
+    /// The validated repository.
+    pub state: &'a DesiredState,
+    /// Every host's rendered files.
+    pub rendered: &'a Rendered,
+    /// Secret values (redacted when planning offline).
+    pub secrets: &'a Secrets,
+    /// The apimon binary executors get, and its sha256.
+    pub executor_binary: Option<&'a (PathBuf, String)>,
+}
+
+/// What live providers are built from.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The validated repository.
+    pub state: &'a DesiredState,
+    /// Resolved secrets.
+    pub secrets: &'a Secrets,
+    /// The applying machine's own files (keys, clouds.yaml).
+    pub machine: &'a Machine,
+}
+
+/// Whether a provider can reach its system for an environment.
+#[derive(Debug)]
+pub enum Availability<P> {
+    /// Ready to observe and apply.
+    Available(P),
+    /// Cannot be reached from here; the reason says why and what to do.
+    /// A live plan leaves this provider's resources of the environment out
+    /// and says so.
+    Unavailable(String),
+}
+
+/// How a provider knows which resources apimon created (and may delete).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// Marks on the resources themselves (tags, metadata): `observe`
+    /// decides.
+    Marks,
+    /// The state store's record of what apimon created.
+    StateStore,
+}
+
+/// How a failure is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Unreachable, timed out, or failed on the system's side (5xx):
+    /// retrying may help.
+    Transient,
+    /// Refused for a reason retrying cannot change (bad credentials, a
+    /// conflict, a limit): wait for a new commit or an operator.
+    Permanent,
+}
+
 /// A target system.
 ///
 /// # Guarantees
-/// `observe` never changes anything. `apply` carries out exactly one
-/// change and is idempotent, so a retry after a lost reply is safe.
-pub trait Provider {
-    /// Which provider this is.
+/// `desired` and `plan` are pure. `observe` never changes anything.
+/// `apply` carries out exactly one change and is idempotent, so a retry
+/// after a lost reply is safe.
+pub trait Provider: Sized + Send + Sync + 'static {
+    /// Which provider this is: the `provider` part of its resource ids.
     const KIND: ProviderKind;
+    /// How it knows what apimon created.
+    const OWNERSHIP: Ownership;
     /// The provider's resource description.
-    type Spec: Spec + Serialize;
+    type Spec: Spec + Serialize + Send + Sync + 'static;
     /// The provider's error type; each error names its resource.
     type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Pure: what `env` asks of this system.
+    fn desired(model: &Model<'_>, env: &Environment) -> DesiredSet<Self::Spec>;
+
+    /// Sets up the provider for `env` (no network traffic yet).
+    ///
+    /// # Errors
+    /// The configuration cannot be used (an unreadable CA file, a broken
+    /// clouds.yaml): the live plan fails, naming the provider.
+    fn connect(
+        context: &Context<'_>,
+        env: &Environment,
+        desired: &DesiredSet<Self::Spec>,
+    ) -> Result<Availability<Self>, Self::Error>;
 
     /// Reads what exists, in as few calls as possible.
     ///
@@ -61,9 +143,8 @@ pub trait Provider {
     fn plan(
         desired: &DesiredSet<Self::Spec>,
         observed: &ObservedSet<Self::Spec>,
-        prune: bool,
     ) -> Vec<Planned<ItemChange<Self::Spec>>> {
-        diff(desired, observed, prune)
+        diff(desired, observed, true)
     }
 
     /// Applies one change.
@@ -75,8 +156,20 @@ pub trait Provider {
         change: &Planned<ItemChange<Self::Spec>>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    /// Whether `error` is worth retrying (unreachable, 5xx, timeout).
-    fn is_transient(error: &Self::Error) -> bool;
+    /// The fingerprint to keep in the state store once `spec` is applied:
+    /// of a write-only value the system cannot return (a password), or of
+    /// what a restart depends on. Observe gets it back in [`Scope`].
+    fn fingerprint(_spec: &Self::Spec) -> Option<&str> {
+        None
+    }
+
+    /// Whether `error` is worth retrying.
+    fn classify(error: &Self::Error) -> FailureKind;
+
+    /// Requests sent to the system so far (for benchmarks and logs).
+    fn requests(&self) -> usize {
+        0
+    }
 }
 
 /// `a → b` for a change reason.
@@ -88,5 +181,136 @@ pub(crate) fn changed<T: std::fmt::Display + PartialEq>(
 ) {
     if from != to {
         out.push(format!("{what} {from} → {to}"));
+    }
+}
+
+/// `Transient` when `transient`, else `Permanent`.
+pub(crate) fn failure_kind(transient: bool) -> FailureKind {
+    if transient {
+        FailureKind::Transient
+    } else {
+        FailureKind::Permanent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The contract against an in-memory provider (peace's `VecCopyItem`).
+
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::plan::{Comparison, DesiredItem, ObservedItem, Op, ResourceId};
+
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    struct Value(u32);
+
+    impl Spec for Value {
+        fn compare(&self, observed: &Self) -> Comparison {
+            if self == observed {
+                Comparison::Same
+            } else {
+                Comparison::Update(vec![format!("{} → {}", observed.0, self.0)])
+            }
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("fake failure on {0}")]
+    struct FakeError(ResourceId);
+
+    /// Holds resources in memory; everything it holds counts as owned.
+    #[derive(Default)]
+    struct FakeProvider {
+        store: Mutex<BTreeMap<ResourceId, Value>>,
+    }
+
+    impl Provider for FakeProvider {
+        const KIND: ProviderKind = ProviderKind::named("fake");
+        const OWNERSHIP: Ownership = Ownership::Marks;
+        type Spec = Value;
+        type Error = FakeError;
+
+        fn desired(_: &Model<'_>, _: &Environment) -> DesiredSet<Value> {
+            DesiredSet::new()
+        }
+
+        fn connect(
+            _: &Context<'_>,
+            _: &Environment,
+            _: &DesiredSet<Value>,
+        ) -> Result<Availability<Self>, FakeError> {
+            Ok(Availability::Available(Self::default()))
+        }
+
+        async fn observe(&self, _scope: &Scope) -> Result<ObservedSet<Value>, FakeError> {
+            let store = self.store.lock().map_err(|_| FakeError(id("lock")))?;
+            Ok(store
+                .iter()
+                .map(|(id, v)| {
+                    (id.clone(), ObservedItem { spec: v.clone(), owned: true, depends_on: vec![] })
+                })
+                .collect())
+        }
+
+        fn classify(_: &FakeError) -> FailureKind {
+            FailureKind::Permanent
+        }
+
+        async fn apply(&self, change: &Planned<ItemChange<Value>>) -> Result<(), FakeError> {
+            let mut store = self.store.lock().map_err(|_| FakeError(change.id.clone()))?;
+            match (&change.op, &change.change.desired) {
+                (Op::Delete, _) => {
+                    store.remove(&change.id);
+                }
+                (_, Some(value)) => {
+                    store.insert(change.id.clone(), value.clone());
+                }
+                (_, None) => return Err(FakeError(change.id.clone())),
+            }
+            Ok(())
+        }
+    }
+
+    fn id(name: &str) -> ResourceId {
+        ResourceId::new("e", FakeProvider::KIND, "value", name)
+    }
+
+    fn desired(values: &[(&str, u32)]) -> DesiredSet<Value> {
+        values
+            .iter()
+            .map(|(n, v)| (id(n), DesiredItem { spec: Value(*v), depends_on: vec![] }))
+            .collect()
+    }
+
+    async fn converge(provider: &FakeProvider, want: &DesiredSet<Value>) -> usize {
+        let scope = Scope { env: "e".into(), fingerprints: BTreeMap::new(), owned: Vec::new() };
+        let observed = provider.observe(&scope).await.expect("observe");
+        let changes = FakeProvider::plan(want, &observed);
+        let mut applied = 0;
+        for change in changes.iter().filter(|c| c.op != Op::NoOp) {
+            provider.apply(change).await.expect("apply");
+            applied += 1;
+        }
+        applied
+    }
+
+    #[tokio::test]
+    async fn applying_a_plan_converges_and_the_next_plan_is_empty() {
+        let provider = FakeProvider::default();
+        let want = desired(&[("a", 1), ("b", 2)]);
+        assert_eq!(converge(&provider, &want).await, 2);
+        assert_eq!(converge(&provider, &want).await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_changed_value_is_updated_and_a_removed_one_deleted() {
+        let provider = FakeProvider::default();
+        converge(&provider, &desired(&[("a", 1), ("b", 2)])).await;
+        let next = desired(&[("a", 5)]);
+        assert_eq!(converge(&provider, &next).await, 2);
+        let store = provider.store.lock().expect("lock").clone();
+        assert_eq!(store, BTreeMap::from([(id("a"), Value(5))]));
     }
 }

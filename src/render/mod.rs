@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::model::{
-    raw, DesiredState, Diagnostic, Diagnostics, Environment, Location, MaybeSecret, Role, Runner,
+    DesiredState, Diagnostic, Diagnostics, Environment, Host, Location, MaybeSecret, Role, Runner,
     Secrets, Sensitive, TemplateOverride,
 };
 
@@ -253,7 +253,7 @@ pub fn render_all(
 fn context(
     state: &DesiredState,
     environment: &Environment,
-    host: &raw::Host,
+    host: &Host,
     secrets: &Secrets,
 ) -> Value {
     let mut missing = Vec::new();
@@ -286,7 +286,7 @@ fn context(
             let scenario = state.scenarios.get(&entry.scenario)?;
             let mut value = json!({
                 "name": scenario.name,
-                "cron": entry.cron,
+                "cron": entry.cron.normalized(),
                 "timeout_seconds": scenario.timeout.as_secs(),
                 "runner": scenario.runner.kind(),
             });
@@ -318,14 +318,8 @@ fn context(
             json!({ "name": volume.name, "size_gb": volume.size_gb, "device": device, "mount_point": mount_point })
         })
         .collect();
-    let influx_port = environment
-        .influxdb_endpoint
-        .url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok())
-        .unwrap_or(8086);
-    let bind_address = format!("{}:{influx_port}", host.address.as_deref().unwrap_or("0.0.0.0"));
+    let address = host.address.map_or_else(|| "0.0.0.0".to_owned(), |a| a.to_string());
+    let bind_address = format!("{address}:{}", environment.influxdb_endpoint.port);
     json!({
         "project": state.project,
         "environment": {
@@ -438,7 +432,7 @@ fn units_for(role: Role) -> &'static [&'static str] {
 fn render_host(
     state: &DesiredState,
     environment: &Environment,
-    host: &raw::Host,
+    host: &Host,
     templates: &Templates,
     secrets: &Secrets,
 ) -> Result<RenderedHost, RenderError> {

@@ -22,7 +22,10 @@ use crate::plan::{
 };
 use crate::render::sha256_hex;
 
-use super::{influxdb, openstack, Provider, Scope};
+use super::{
+    failure_kind, influxdb, openstack, Availability, Context, FailureKind, Model, Ownership,
+    Provider, Scope,
+};
 use client::Client;
 pub use client::GrafanaError;
 
@@ -151,8 +154,11 @@ pub fn password_hash(uid: &str, password: &str) -> String {
     sha256_hex(format!("apimon-datasource:{uid}:{password}").as_bytes())
 }
 
+/// The provider's name in resource ids.
+pub const KIND: ProviderKind = ProviderKind::named("grafana");
+
 fn id(env: &str, kind: &str, name: impl Into<String>) -> ResourceId {
-    ResourceId::new(env, ProviderKind::Grafana, kind, name)
+    ResourceId::new(env, KIND, kind, name)
 }
 
 fn folder_id(env: &str, uid: &str) -> ResourceId {
@@ -184,7 +190,7 @@ pub struct GrafanaProvider {
 }
 
 impl GrafanaProvider {
-    /// The provider for `env`, or `None` when it has no Grafana.
+    /// The provider for `env`; unavailable when it has no Grafana endpoint.
     ///
     /// # Errors
     /// The HTTP client cannot be built.
@@ -192,10 +198,14 @@ impl GrafanaProvider {
         state: &DesiredState,
         env: &Environment,
         secrets: &Secrets,
-    ) -> Result<Option<Self>, GrafanaError> {
-        let Some(endpoint) = &env.grafana_endpoint else { return Ok(None) };
+    ) -> Result<Availability<Self>, GrafanaError> {
+        let Some(endpoint) = &env.grafana_endpoint else {
+            return Ok(Availability::Unavailable(
+                "no `grafana:` endpoint in apimon.yaml".to_owned(),
+            ));
+        };
         if env.host_with_role(Role::Grafana).is_none() {
-            return Ok(None);
+            return Ok(Availability::Unavailable("no host with `role: grafana`".to_owned()));
         }
         let token = match &endpoint.token {
             MaybeSecret::Secret(name) => secrets.value(name).unwrap_or_default(),
@@ -208,7 +218,7 @@ impl GrafanaProvider {
             .iter()
             .map(|ds| (ds.uid.clone(), secrets.value(&ds.password_secret).unwrap_or_default()))
             .collect();
-        Ok(Some(Self {
+        Ok(Availability::Available(Self {
             env: env.name.clone(),
             client,
             declared: env.grafana.datasources.iter().map(|ds| ds.uid.clone()).collect(),
@@ -216,17 +226,32 @@ impl GrafanaProvider {
             passwords,
         }))
     }
-
-    /// HTTP requests sent so far.
-    pub fn requests(&self) -> usize {
-        self.client.requests()
-    }
 }
 
 impl Provider for GrafanaProvider {
-    const KIND: ProviderKind = ProviderKind::Grafana;
+    const KIND: ProviderKind = KIND;
+    const OWNERSHIP: Ownership = Ownership::StateStore;
     type Spec = GrafanaSpec;
     type Error = GrafanaError;
+
+    fn desired(model: &Model<'_>, env: &Environment) -> DesiredSet<GrafanaSpec> {
+        desired(model.state, env, model.secrets)
+    }
+
+    fn connect(
+        context: &Context<'_>,
+        env: &Environment,
+        _desired: &DesiredSet<GrafanaSpec>,
+    ) -> Result<Availability<Self>, GrafanaError> {
+        Self::for_environment(context.state, env, context.secrets)
+    }
+
+    fn fingerprint(spec: &GrafanaSpec) -> Option<&str> {
+        match spec {
+            GrafanaSpec::Datasource { password_hash, .. } => Some(password_hash),
+            _ => None,
+        }
+    }
 
     async fn observe(&self, scope: &Scope) -> Result<ObservedSet<GrafanaSpec>, GrafanaError> {
         observe::observe(self, scope).await
@@ -236,8 +261,12 @@ impl Provider for GrafanaProvider {
         apply::apply(self, change).await
     }
 
-    fn is_transient(error: &GrafanaError) -> bool {
-        error.is_transient()
+    fn classify(error: &GrafanaError) -> FailureKind {
+        failure_kind(error.is_transient())
+    }
+
+    fn requests(&self) -> usize {
+        self.client.requests()
     }
 }
 

@@ -27,7 +27,9 @@ use crate::plan::{
 };
 use crate::render::Rendered;
 
-use super::{openstack, Provider, Scope};
+use super::{
+    failure_kind, openstack, Availability, Context, FailureKind, Model, Ownership, Provider, Scope,
+};
 use ssh::{Connection, Endpoint, SshError, SshSettings};
 
 /// Where the executor's binary is installed.
@@ -142,8 +144,11 @@ impl Spec for HostSpec {
     }
 }
 
+/// The provider's name in resource ids.
+pub const KIND: ProviderKind = ProviderKind::named("host");
+
 fn id(env: &str, kind: &str, name: impl Into<String>) -> ResourceId {
-    ResourceId::new(env, ProviderKind::Host, kind, name)
+    ResourceId::new(env, KIND, kind, name)
 }
 
 fn file_id(env: &str, host: &str, path: &str) -> ResourceId {
@@ -337,15 +342,17 @@ impl std::fmt::Debug for HostProvider {
 }
 
 impl HostProvider {
-    /// The provider for `env`'s hosts in `desired`, or `None` when the
+    /// The provider for `env`'s hosts in `desired`; unavailable when the
     /// environment has no `ssh:` section (its hosts are then not managed).
     pub fn for_environment(
         env: &Environment,
         desired: &DesiredSet<HostSpec>,
         key: &Path,
         known_hosts: &Path,
-    ) -> Option<Self> {
-        let access = env.ssh.as_ref()?;
+    ) -> Availability<Self> {
+        let Some(access) = env.ssh.as_ref() else {
+            return Availability::Unavailable("no `ssh:` section in apimon.yaml".to_owned());
+        };
         let bastion_name = env
             .host_with_role(Role::Bastion)
             .map_or_else(|| "bastion".to_owned(), |h| h.name.clone());
@@ -363,7 +370,7 @@ impl HostProvider {
                 } else {
                     Endpoint {
                         name: h.name.clone(),
-                        address: h.address.clone().unwrap_or_else(|| h.name.clone()),
+                        address: h.address.map_or_else(|| h.name.clone(), |a| a.to_string()),
                         port: access.host_port,
                     }
                 };
@@ -371,8 +378,7 @@ impl HostProvider {
             })
             .collect();
         let mut managed: BTreeMap<String, Managed> = BTreeMap::new();
-        for (id, item) in desired.iter().filter(|(id, _)| id.env == env.name) {
-            let _ = id;
+        for item in desired.values() {
             match &item.spec {
                 HostSpec::File { host, path, .. } => {
                     managed.entry(host.clone()).or_default().paths.push(path.clone())
@@ -397,7 +403,7 @@ impl HostProvider {
             package_check: access.package_check.clone(),
             package_install: access.package_install.clone(),
         };
-        Some(Self {
+        Availability::Available(Self {
             env: env.name.clone(),
             settings,
             bastion,
@@ -469,9 +475,30 @@ impl HostError {
 }
 
 impl Provider for HostProvider {
-    const KIND: ProviderKind = ProviderKind::Host;
+    const KIND: ProviderKind = KIND;
+    const OWNERSHIP: Ownership = Ownership::StateStore;
     type Spec = HostSpec;
     type Error = HostError;
+
+    fn desired(model: &Model<'_>, env: &Environment) -> DesiredSet<HostSpec> {
+        desired(env, model.rendered, model.executor_binary)
+    }
+
+    fn connect(
+        context: &Context<'_>,
+        env: &Environment,
+        desired: &DesiredSet<HostSpec>,
+    ) -> Result<Availability<Self>, HostError> {
+        let machine = context.machine;
+        Ok(Self::for_environment(env, desired, &machine.ssh_key, &machine.known_hosts))
+    }
+
+    fn fingerprint(spec: &HostSpec) -> Option<&str> {
+        match spec {
+            HostSpec::Unit { restart_token, .. } => Some(restart_token),
+            _ => None,
+        }
+    }
 
     async fn observe(&self, scope: &Scope) -> Result<ObservedSet<HostSpec>, HostError> {
         observe::observe(self, scope).await
@@ -481,8 +508,8 @@ impl Provider for HostProvider {
         apply::apply(self, change).await
     }
 
-    fn is_transient(error: &HostError) -> bool {
-        error.is_transient()
+    fn classify(error: &HostError) -> FailureKind {
+        failure_kind(error.is_transient())
     }
 }
 

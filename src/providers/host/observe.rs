@@ -45,10 +45,8 @@ pub(super) async fn observe(
     // Files apimon created that are no longer declared are read too, so
     // that they can be pruned.
     let mut managed_now = provider.managed.clone();
-    let owned_files = scope
-        .owned
-        .iter()
-        .filter(|id| id.provider == crate::plan::ProviderKind::Host && id.kind == "file");
+    let owned_files =
+        scope.owned.iter().filter(|id| id.provider == super::KIND && id.kind == "file");
     for id in owned_files {
         let Some((host, path)) = id.name.split_once(':') else { continue };
         if !provider.hosts.contains_key(host) {

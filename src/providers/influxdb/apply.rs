@@ -30,8 +30,8 @@ pub(super) async fn apply(
         InfluxdbSpec::RetentionPolicy {
             database,
             name,
-            duration_ns,
-            shard_duration_ns,
+            duration,
+            shard_duration,
             replication,
             default,
         } => {
@@ -40,10 +40,11 @@ pub(super) async fn apply(
                 "{verb} RETENTION POLICY {} ON {} DURATION {} REPLICATION {replication}",
                 identifier(name),
                 identifier(database),
-                duration_literal(*duration_ns)
+                duration_literal(duration.as_nanos())
             );
-            if let Some(shard) = shard_duration_ns {
-                statement.push_str(&format!(" SHARD DURATION {}", duration_literal(*shard)));
+            if let Some(shard) = shard_duration {
+                statement
+                    .push_str(&format!(" SHARD DURATION {}", duration_literal(shard.as_nanos())));
             }
             if *default {
                 statement.push_str(" DEFAULT");

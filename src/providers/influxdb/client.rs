@@ -63,6 +63,14 @@ pub enum InfluxdbError {
         #[source]
         source: reqwest::Error,
     },
+    /// The answer is not what InfluxDB 1.x sends.
+    #[error("InfluxDB at {url} answered something apimon cannot read: {message}")]
+    Answer {
+        /// Base URL.
+        url: String,
+        /// What was wrong.
+        message: String,
+    },
     /// The client could not be set up (CA file).
     #[error("cannot set up the InfluxDB client for {url}: {message}")]
     Setup {

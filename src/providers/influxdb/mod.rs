@@ -15,14 +15,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::model::validate::influx_duration_ns;
-use crate::model::{Environment, MaybeSecret, Privilege, Role, Secrets, Sensitive};
+use crate::model::{Environment, InfluxDuration, MaybeSecret, Privilege, Role, Secrets, Sensitive};
 use crate::plan::{
     Comparison, DesiredItem, DesiredSet, ItemChange, ObservedSet, Planned, ProviderKind,
     ResourceId, Spec,
 };
 
-use super::{openstack, Provider, Scope};
+use super::{
+    failure_kind, openstack, Availability, Context, FailureKind, Model, Ownership, Provider, Scope,
+};
 pub use client::InfluxdbError;
 use client::{Client, Credentials};
 
@@ -38,10 +39,10 @@ pub enum InfluxdbSpec {
         database: String,
         /// Policy name.
         name: String,
-        /// Duration in nanoseconds; 0 is infinite (InfluxDB's own convention).
-        duration_ns: u64,
-        /// Shard group duration in nanoseconds; `None` lets InfluxDB choose.
-        shard_duration_ns: Option<u64>,
+        /// How long data is kept.
+        duration: InfluxDuration,
+        /// Shard group duration; `None` lets InfluxDB choose.
+        shard_duration: Option<InfluxDuration>,
         /// Replication factor.
         replication: u32,
         /// Default policy of the database.
@@ -71,24 +72,20 @@ impl Spec for InfluxdbSpec {
         use InfluxdbSpec as S;
         match (self, observed) {
             (
-                S::RetentionPolicy { duration_ns, shard_duration_ns, replication, default, .. },
+                S::RetentionPolicy { duration, shard_duration, replication, default, .. },
                 S::RetentionPolicy {
-                    duration_ns: have_duration,
-                    shard_duration_ns: have_shard,
+                    duration: have_duration,
+                    shard_duration: have_shard,
                     replication: have_replication,
                     default: have_default,
                     ..
                 },
             ) => {
                 let mut reasons = Vec::new();
-                if duration_ns != have_duration {
-                    reasons.push(format!(
-                        "duration {} → {}",
-                        format_ns(*have_duration),
-                        format_ns(*duration_ns)
-                    ));
+                if duration != have_duration {
+                    reasons.push(format!("duration {have_duration} → {duration}"));
                 }
-                if shard_duration_ns.is_some() && shard_duration_ns != have_shard {
+                if shard_duration.is_some() && shard_duration != have_shard {
                     reasons.push("shard duration changed".to_owned());
                 }
                 if replication != have_replication {
@@ -134,19 +131,11 @@ impl Spec for InfluxdbSpec {
     }
 }
 
-/// Nanoseconds as a short duration for plan output.
-fn format_ns(ns: u64) -> String {
-    const HOUR: u64 = 3_600_000_000_000;
-    match ns {
-        0 => "INF".to_owned(),
-        n if n % (24 * HOUR) == 0 => format!("{}d", n / (24 * HOUR)),
-        n if n % HOUR == 0 => format!("{}h", n / HOUR),
-        n => format!("{}s", n / 1_000_000_000),
-    }
-}
+/// The provider's name in resource ids.
+pub const KIND: ProviderKind = ProviderKind::named("influxdb");
 
 fn id(env: &str, kind: &str, name: impl Into<String>) -> ResourceId {
-    ResourceId::new(env, ProviderKind::Influxdb, kind, name)
+    ResourceId::new(env, KIND, kind, name)
 }
 
 /// Id of a user, which Grafana datasources depend on.
@@ -208,11 +197,6 @@ impl InfluxdbProvider {
         Ok(Self { env: env.name.clone(), client, admin, passwords })
     }
 
-    /// HTTP requests sent so far.
-    pub fn requests(&self) -> usize {
-        self.client.requests()
-    }
-
     /// The InfluxDB URL.
     pub fn url(&self) -> &str {
         self.client.url()
@@ -220,9 +204,22 @@ impl InfluxdbProvider {
 }
 
 impl Provider for InfluxdbProvider {
-    const KIND: ProviderKind = ProviderKind::Influxdb;
+    const KIND: ProviderKind = KIND;
+    const OWNERSHIP: Ownership = Ownership::StateStore;
     type Spec = InfluxdbSpec;
     type Error = InfluxdbError;
+
+    fn desired(model: &Model<'_>, env: &Environment) -> DesiredSet<InfluxdbSpec> {
+        desired(env, model.secrets)
+    }
+
+    fn connect(
+        context: &Context<'_>,
+        env: &Environment,
+        _desired: &DesiredSet<InfluxdbSpec>,
+    ) -> Result<Availability<Self>, InfluxdbError> {
+        Self::for_environment(env, context.secrets).map(Availability::Available)
+    }
 
     async fn observe(&self, _scope: &Scope) -> Result<ObservedSet<InfluxdbSpec>, InfluxdbError> {
         observe::observe(self).await
@@ -232,8 +229,12 @@ impl Provider for InfluxdbProvider {
         apply::apply(self, change).await
     }
 
-    fn is_transient(error: &InfluxdbError) -> bool {
-        error.is_transient()
+    fn classify(error: &InfluxdbError) -> FailureKind {
+        failure_kind(error.is_transient())
+    }
+
+    fn requests(&self) -> usize {
+        self.client.requests()
     }
 }
 
@@ -260,8 +261,8 @@ pub fn desired(env: &Environment, secrets: &Secrets) -> DesiredSet<InfluxdbSpec>
             let spec = InfluxdbSpec::RetentionPolicy {
                 database: database.name.clone(),
                 name: rp.name.clone(),
-                duration_ns: influx_duration_ns(&rp.duration).unwrap_or(0),
-                shard_duration_ns: rp.shard_duration.as_deref().and_then(influx_duration_ns),
+                duration: rp.duration,
+                shard_duration: rp.shard_duration,
                 replication: rp.replication,
                 default: rp.default,
             };
@@ -312,8 +313,8 @@ mod tests {
         let rp = |days: u64, default| InfluxdbSpec::RetentionPolicy {
             database: "d".into(),
             name: "r".into(),
-            duration_ns: days * 86_400_000_000_000,
-            shard_duration_ns: None,
+            duration: InfluxDuration::from_nanos(days * 86_400_000_000_000),
+            shard_duration: None,
             replication: 1,
             default,
         };

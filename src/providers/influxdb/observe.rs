@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use crate::model::{Privilege, Sensitive};
+use crate::model::{InfluxDuration, Privilege, Sensitive};
 use crate::plan::{ObservedItem, ObservedSet};
 
 use super::client::{identifier, parse_go_duration, Credentials, InfluxdbError};
@@ -80,11 +80,22 @@ pub(super) async fn observe(
         );
         for row in details.get(i).into_iter().flat_map(|r| &r.series).flat_map(|s| s.rows()) {
             let name = row.str("name").to_owned();
+            let duration = |column: &str| {
+                parse_go_duration(row.str(column)).map(InfluxDuration::from_nanos).ok_or_else(
+                    || InfluxdbError::Answer {
+                        url: client.url().to_owned(),
+                        message: format!(
+                            "retention policy {database}.{name}: {column} `{}` is not a duration",
+                            row.str(column)
+                        ),
+                    },
+                )
+            };
             let spec = InfluxdbSpec::RetentionPolicy {
                 database: database.clone(),
                 name: name.clone(),
-                duration_ns: parse_go_duration(row.str("duration")).unwrap_or(0),
-                shard_duration_ns: parse_go_duration(row.str("shardGroupDuration")),
+                duration: duration("duration")?,
+                shard_duration: Some(duration("shardGroupDuration")?),
                 replication: row
                     .get("replicaN")
                     .and_then(serde_json::Value::as_u64)

@@ -648,11 +648,13 @@ async fn create_rule(
     }
     let mut ipv6 = false;
     let remote_group;
+    let prefix;
     match &rule.remote {
         Remote::Any => {}
         Remote::Cidr(cidr) => {
-            ipv6 = cidr.contains(':');
-            body.remote_ip_prefix(cidr.as_str());
+            ipv6 = matches!(cidr, ipnet::IpNet::V6(_));
+            prefix = cidr.to_string();
+            body.remote_ip_prefix(prefix.as_str());
         }
         Remote::Group(name) => {
             remote_group = self::group_id(p, r, name).await?;
@@ -820,6 +822,7 @@ where
 {
     let started = Instant::now();
     loop {
+        crate::progress::tick();
         let status = match look().await? {
             Look::Done => return Ok(()),
             Look::Waiting(status) => status,

@@ -28,7 +28,9 @@ use crate::plan::{
     Comparison, DesiredItem, DesiredSet, ItemChange, ObservedSet, Planned, ProviderKind,
     ResourceId, Spec,
 };
-use crate::providers::{Provider, Scope};
+use crate::providers::{
+    failure_kind, Availability, Context, FailureKind, Model, Ownership, Provider, Scope,
+};
 use crate::render::Rendered;
 
 use self::client::{Cloud, OpenstackError};
@@ -335,8 +337,11 @@ pub(super) fn compare_servers(want: &ServerSpec, have: &ServerSpec) -> Compariso
     }
 }
 
+/// The provider's name in resource ids.
+pub const KIND: ProviderKind = ProviderKind::named("openstack");
+
 pub(crate) fn id(env: &str, kind: &str, name: impl Into<String>) -> ResourceId {
-    ResourceId::new(env, ProviderKind::Openstack, kind, name)
+    ResourceId::new(env, KIND, kind, name)
 }
 
 /// Id of the server for `host`, which other providers depend on.
@@ -361,7 +366,7 @@ pub fn rule_name(group: &str, rule: &Rule) -> String {
     };
     let remote = match &rule.remote {
         Remote::Any => "any".to_owned(),
-        Remote::Cidr(cidr) => cidr.clone(),
+        Remote::Cidr(cidr) => cidr.to_string(),
         Remote::Group(group) => format!("group:{group}"),
     };
     format!("{group}:{direction}:{protocol}:{ports}:{remote}")
@@ -469,25 +474,13 @@ pub struct OpenstackProvider {
 }
 
 impl OpenstackProvider {
-    /// The provider for `env`, if its `cloud` is in clouds.yaml (`clouds_file`,
-    /// else the standard places); `Ok(None)` when it is not.
-    ///
-    /// # Errors
-    /// clouds.yaml exists but cannot be read.
-    pub fn for_environment(
-        env: &Environment,
-        desired: &DesiredSet<OpenstackSpec>,
-        clouds_file: Option<&Path>,
-    ) -> Result<Option<Self>, OpenstackError> {
-        Self::connect(&env.name, &env.cloud, desired, clouds_file)
-    }
-
     /// The provider for environment `env` managed with clouds.yaml entry
-    /// `cloud`; `Ok(None)` when no clouds.yaml has it.
+    /// `cloud` (in `clouds_file`, else the standard places); `Ok(None)`
+    /// when no clouds.yaml has it.
     ///
     /// # Errors
     /// clouds.yaml exists but cannot be read.
-    pub fn connect(
+    pub fn open(
         env: &str,
         cloud: &str,
         desired: &DesiredSet<OpenstackSpec>,
@@ -515,11 +508,6 @@ impl OpenstackProvider {
         }))
     }
 
-    /// API requests sent so far (after authentication).
-    pub fn requests(&self) -> usize {
-        self.cloud.requests()
-    }
-
     /// Runs `f` on the index (a poisoned lock is recovered: the index is a cache).
     fn with_index<T>(&self, f: impl FnOnce(&mut Index) -> T) -> T {
         let mut guard = self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -528,9 +516,34 @@ impl OpenstackProvider {
 }
 
 impl Provider for OpenstackProvider {
-    const KIND: ProviderKind = ProviderKind::Openstack;
+    const KIND: ProviderKind = KIND;
+    const OWNERSHIP: Ownership = Ownership::Marks;
     type Spec = OpenstackSpec;
     type Error = OpenstackError;
+
+    fn desired(model: &Model<'_>, env: &Environment) -> DesiredSet<OpenstackSpec> {
+        desired(env, model.rendered)
+    }
+
+    fn connect(
+        context: &Context<'_>,
+        env: &Environment,
+        desired: &DesiredSet<OpenstackSpec>,
+    ) -> Result<Availability<Self>, OpenstackError> {
+        let clouds_file = context.machine.clouds_file.as_deref();
+        Ok(match Self::open(&env.name, &env.cloud, desired, clouds_file)? {
+            Some(provider) => Availability::Available(provider),
+            None => Availability::Unavailable(format!(
+                "cloud `{}` is in no clouds.yaml: pass --clouds-file or set OS_CLIENT_CONFIG_FILE",
+                env.cloud
+            )),
+        })
+    }
+
+    /// API requests sent so far (after authentication).
+    fn requests(&self) -> usize {
+        self.cloud.requests()
+    }
 
     async fn observe(&self, scope: &Scope) -> Result<ObservedSet<OpenstackSpec>, OpenstackError> {
         observe::observe(self, scope).await
@@ -543,8 +556,8 @@ impl Provider for OpenstackProvider {
         apply::apply(self, change).await
     }
 
-    fn is_transient(error: &OpenstackError) -> bool {
-        error.is_transient()
+    fn classify(error: &OpenstackError) -> FailureKind {
+        failure_kind(error.is_transient())
     }
 }
 
@@ -557,7 +570,7 @@ pub fn desired(env: &Environment, rendered: &Rendered) -> DesiredSet<OpenstackSp
         set.insert(
             id(name, "keypair", &keypair.name),
             item(
-                OpenstackSpec::Keypair { public_key: keypair.public_key.trim().to_owned() },
+                OpenstackSpec::Keypair { public_key: keypair.public_key.line().to_owned() },
                 vec![],
             ),
         );
@@ -591,9 +604,9 @@ pub fn desired(env: &Environment, rendered: &Rendered) -> DesiredSet<OpenstackSp
         for subnet in &network.subnets {
             let spec = OpenstackSpec::Subnet {
                 network: network.name.clone(),
-                cidr: subnet.cidr.clone(),
-                gateway_ip: subnet.gateway_ip.clone(),
-                dns_nameservers: subnet.dns_nameservers.clone(),
+                cidr: subnet.cidr.to_string(),
+                gateway_ip: subnet.gateway_ip.map(|ip| ip.to_string()),
+                dns_nameservers: subnet.dns_nameservers.iter().map(ToString::to_string).collect(),
             };
             set.insert(id(name, "subnet", &subnet.name), item(spec, vec![network_id.clone()]));
         }
@@ -616,7 +629,7 @@ pub fn desired(env: &Environment, rendered: &Rendered) -> DesiredSet<OpenstackSp
             keypair: host.keypair.clone(),
             availability_zone: host.availability_zone.clone(),
             networks: host.networks.clone(),
-            address: host.address.clone(),
+            address: host.address.map(|a| a.to_string()),
             security_groups: host.security_groups.iter().cloned().collect(),
             metadata: host.metadata.clone(),
             user_data_sha256,
@@ -651,11 +664,9 @@ pub fn desired(env: &Environment, rendered: &Rendered) -> DesiredSet<OpenstackSp
                 item(attachment, vec![server.clone(), volume_id]),
             );
         }
-        if let Some(fip) = &host.floating_ip {
-            let spec = OpenstackSpec::FloatingIp {
-                network: fip.network.clone(),
-                server: host.name.clone(),
-            };
+        if let Some(network) = &host.floating_ip {
+            let spec =
+                OpenstackSpec::FloatingIp { network: network.clone(), server: host.name.clone() };
             let depends_on = vec![server.clone(), id(name, "router", router_name(name))];
             set.insert(id(name, "floating_ip", &host.name), item(spec, depends_on));
         }
@@ -669,7 +680,7 @@ pub fn desired(env: &Environment, rendered: &Rendered) -> DesiredSet<OpenstackSp
             .flat_map(|n| n.subnets.iter().map(|s| s.name.clone()))
             .collect();
         let depends_on = subnets.iter().map(|s| id(name, "subnet", s)).collect();
-        let spec = OpenstackSpec::Router { external_network: external.network.clone(), subnets };
+        let spec = OpenstackSpec::Router { external_network: external.clone(), subnets };
         set.insert(id(name, "router", router_name(name)), item(spec, depends_on));
     }
     set

@@ -864,7 +864,8 @@ fn rule_of(raw: &RuleJson, group_names: &BTreeMap<&str, &str>) -> Option<Rule> {
                 .get(group.as_str())
                 .map_or_else(|| format!("id:{group}"), |n| (*n).to_owned()),
         ),
-        (None, Some(cidr)) => Remote::Cidr(cidr.clone()),
+        // A prefix that does not parse is not one the repository can declare.
+        (None, Some(cidr)) => Remote::Cidr(cidr.parse::<ipnet::IpNet>().ok()?.trunc()),
         (None, None) => Remote::Any,
     };
     // IPv6 twins of "anywhere" rules come from Neutron's defaults.
@@ -914,7 +915,7 @@ mod tests {
                 direction: Direction::Ingress,
                 protocol: Protocol::Tcp,
                 ports: Some((22, 22)),
-                remote: Remote::Cidr("0.0.0.0/0".into()),
+                remote: Remote::Cidr("0.0.0.0/0".parse().expect("cidr")),
             })
         );
         let mut from_group = raw("ingress", "IPv4", Some("icmp"));

@@ -1,0 +1,107 @@
+//! What `/status` shows: the commit in force, the last rejection, and per
+//! environment the outcome of the last run with its failed and pending
+//! changes.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::plan::{Held, Summary};
+use crate::source::git::CommitId;
+
+/// Why the loop woke up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// The first run after start.
+    Start,
+    /// The poll interval passed.
+    Poll,
+    /// A push webhook arrived.
+    Webhook,
+    /// The drift schedule fired.
+    Drift,
+    /// POST /trigger.
+    Manual,
+    /// Retrying after a failure.
+    Retry,
+}
+
+/// A change held back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pending {
+    /// Resource.
+    pub id: String,
+    /// Operation symbol and reason.
+    pub change: String,
+    /// Why it waits.
+    pub waiting_for: String,
+}
+
+impl From<&Held> for Pending {
+    fn from(held: &Held) -> Self {
+        Self {
+            id: held.id.to_string(),
+            change: held.change.clone(),
+            waiting_for: held.waiting_for.clone(),
+        }
+    }
+}
+
+/// One environment's status.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EnvironmentStatus {
+    /// Commit last applied there.
+    pub commit: Option<CommitId>,
+    /// End of the last run that touched it.
+    pub last_run: Option<DateTime<Utc>>,
+    /// `no_changes`, `success`, `partial`, `failed`, `pending`.
+    pub outcome: Option<String>,
+    /// Planned changes in the last run.
+    pub planned: Summary,
+    /// Failed changes with their errors.
+    pub failed: BTreeMap<String, String>,
+    /// Changes held back.
+    pub pending: Vec<Pending>,
+    /// Resources the last drift check found changed.
+    pub drift_found: usize,
+}
+
+/// A commit that was not applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rejection {
+    /// The commit.
+    pub commit: CommitId,
+    /// When it was seen.
+    pub at: DateTime<Utc>,
+    /// Why: signature, or each validation error (file:line:column).
+    pub errors: Vec<String>,
+}
+
+/// What `/status` shows.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    /// Daemon start.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Reconcile runs finished since the start: tests and operators can
+    /// wait for the next one instead of guessing how long it takes.
+    pub reconciles: u64,
+    /// Latest commit seen on the remote branch.
+    pub last_seen_commit: Option<CommitId>,
+    /// The commit in force.
+    pub last_good_commit: Option<CommitId>,
+    /// The latest commit that was refused, if it is still the newest.
+    pub rejected: Option<Rejection>,
+    /// The last error that stopped a reconcile.
+    pub last_error: Option<String>,
+    /// Whether the daemon waits for a new commit, a drift pass or an
+    /// operator before trying again (the last failure was permanent).
+    pub waiting_for_change: bool,
+    /// Last reconcile: trigger and end.
+    pub last_trigger: Option<Trigger>,
+    /// End of the last reconcile.
+    pub last_reconcile_at: Option<DateTime<Utc>>,
+    /// By environment.
+    pub environments: BTreeMap<String, EnvironmentStatus>,
+}

@@ -1,0 +1,403 @@
+//! One reconcile of the daemon: ask the remote, take a new commit in (it
+//! must verify, validate and render, or it is rejected and the last good
+//! commit stays in force), plan the commit in force against the live
+//! systems, hold back what may not run now, apply the rest, and report.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::config::Config;
+use super::metrics::Metrics;
+use super::status::{EnvironmentStatus, Pending, Rejection, Status, Trigger};
+use super::DaemonError;
+use crate::apply::{Event, Outcome};
+use crate::machine::Machine;
+use crate::model::secret::SecretStore;
+use crate::model::{DriftMode, Secrets};
+use crate::plan::{hold_back, Held, Summary};
+use crate::reconcile::{self, Plan, Prepared, ReconcileError, Target};
+use crate::source::git::{CommitId, GitSource, SignaturePolicy};
+use crate::state::LockedStore;
+
+/// The commit in force, prepared once (and again only when the secrets
+/// change).
+struct InForce {
+    commit: CommitId,
+    secrets: String,
+    prepared: Arc<Prepared>,
+}
+
+pub(super) struct Worker {
+    pub(super) config: Config,
+    pub(super) source: Arc<Mutex<GitSource>>,
+    pub(super) signatures: SignaturePolicy,
+    pub(super) status: Arc<RwLock<Status>>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) stop: CancellationToken,
+    in_force: Option<InForce>,
+    rejected: Option<CommitId>,
+    /// Whether the last full reconcile of the commit in force succeeded.
+    converged: bool,
+}
+
+impl Worker {
+    pub(super) fn new(
+        config: Config,
+        source: GitSource,
+        signatures: SignaturePolicy,
+        status: Arc<RwLock<Status>>,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            config,
+            source: Arc::new(Mutex::new(source)),
+            signatures,
+            status,
+            metrics,
+            stop,
+            in_force: None,
+            rejected: None,
+            converged: false,
+        }
+    }
+
+    pub(super) fn update_status(&self, f: impl FnOnce(&mut Status)) {
+        if let Ok(mut status) = self.status.write() {
+            f(&mut status);
+        }
+    }
+
+    fn commit_dir(&self, commit: &CommitId) -> PathBuf {
+        self.config.raw.state_dir.join("commits").join(&commit.0)
+    }
+
+    fn last_good(&self) -> Option<&CommitId> {
+        self.in_force.as_ref().map(|f| &f.commit)
+    }
+
+    /// Asks the remote, fetches if it moved, exports a new commit.
+    async fn sync(&self) -> Result<CommitId, DaemonError> {
+        let source = Arc::clone(&self.source);
+        let known: Vec<CommitId> =
+            self.last_good().iter().copied().chain(&self.rejected).cloned().collect();
+        let base = self.config.raw.state_dir.join("commits");
+        blocking(move || {
+            let source =
+                source.lock().map_err(|_| DaemonError::Task("git source lock poisoned".into()))?;
+            let remote = source.remote_head()?;
+            let commit = if source.cached_head().as_ref() == Some(&remote) {
+                remote
+            } else {
+                source.fetch()?
+            };
+            let dir = base.join(&commit.0);
+            if !known.contains(&commit) && !dir.exists() {
+                source.export(&commit, &dir)?;
+            }
+            Ok(commit)
+        })
+        .await
+    }
+
+    async fn verify(&self, commit: &CommitId) -> Result<(), DaemonError> {
+        if !self.signatures.required() {
+            return Ok(());
+        }
+        let source = Arc::clone(&self.source);
+        let policy = self.signatures.clone();
+        let commit = commit.clone();
+        blocking(move || {
+            let source =
+                source.lock().map_err(|_| DaemonError::Task("git source lock poisoned".into()))?;
+            source.verify(&commit, &policy).map_err(DaemonError::from)
+        })
+        .await
+    }
+
+    /// The secrets, read again every run: a rotated secret takes effect
+    /// without a restart.
+    fn secrets(&self) -> Result<SecretStore, DaemonError> {
+        Ok(SecretStore::load(self.config.raw.secrets_file.as_deref(), std::env::vars())?)
+    }
+
+    fn machine(&self) -> Machine {
+        let defaults = Machine::from_env();
+        Machine {
+            ssh_key: self.config.raw.ssh_key.clone().unwrap_or(defaults.ssh_key),
+            known_hosts: self.config.raw.ssh_known_hosts.clone().unwrap_or(defaults.known_hosts),
+            executor_binary: defaults.executor_binary,
+            clouds_file: self.config.raw.clouds_file.clone().or(defaults.clouds_file),
+        }
+    }
+
+    /// Prepares `commit` away from the async threads (a large repository
+    /// takes a while to validate); a shutdown does not wait for it.
+    async fn prepare(
+        &self,
+        commit: &CommitId,
+        secrets: SecretStore,
+    ) -> Result<Prepared, DaemonError> {
+        let dir = self.commit_dir(commit);
+        let names = self.config.raw.environments.clone();
+        let machine = self.machine();
+        let work = blocking(move || {
+            let secrets = Secrets::Resolved(secrets);
+            reconcile::prepare(&dir, &names, &secrets, Target::Live(&machine))
+                .map_err(DaemonError::from)
+        });
+        tokio::select! {
+            result = work => result,
+            () = self.stop.cancelled() => Err(DaemonError::Stopped),
+        }
+    }
+
+    fn reject(&mut self, commit: &CommitId, errors: Vec<String>, stage: &str) {
+        tracing::error!(%commit, errors = %errors.join("; "), "Commit refused; the last good commit stays in force.");
+        self.metrics.failure(stage);
+        self.rejected = Some(commit.clone());
+        let _ = std::fs::remove_dir_all(self.commit_dir(commit));
+        self.update_status(|s| {
+            s.rejected = Some(Rejection { commit: commit.clone(), at: Utc::now(), errors })
+        });
+    }
+
+    /// Takes a new commit in, or rejects it.
+    async fn take_in(&mut self, commit: &CommitId) -> Result<(), DaemonError> {
+        tracing::info!(%commit, "New commit.");
+        if let Err(error) = self.verify(commit).await {
+            self.reject(commit, vec![error.to_string()], "signature");
+            return Ok(());
+        }
+        // Validate and render before anything else: a bad commit never applies.
+        let secrets = self.secrets()?;
+        let fingerprint = secrets.fingerprint();
+        match self.prepare(commit, secrets).await {
+            Ok(prepared) => {
+                let previous = self.in_force.replace(InForce {
+                    commit: commit.clone(),
+                    secrets: fingerprint,
+                    prepared: Arc::new(prepared),
+                });
+                if let Some(previous) = previous {
+                    let _ = std::fs::remove_dir_all(self.commit_dir(&previous.commit));
+                }
+                self.rejected = None;
+                self.converged = false;
+                self.update_status(|s| {
+                    s.last_good_commit = Some(commit.clone());
+                    s.rejected = None;
+                });
+                Ok(())
+            }
+            Err(DaemonError::Reconcile(ReconcileError::Invalid(diagnostics))) => {
+                self.reject(
+                    commit,
+                    diagnostics.0.iter().map(ToString::to_string).collect(),
+                    "validate",
+                );
+                Ok(())
+            }
+            Err(DaemonError::Reconcile(error @ ReconcileError::Render(_))) => {
+                self.reject(commit, vec![error.to_string()], "validate");
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// One loop run, unless the last failure was permanent and nothing
+    /// changed since (same commit, same secrets) and the trigger is only a
+    /// poll or a webhook: then `Ok(true)`, still waiting.
+    pub(super) async fn reconcile_unless_parked(
+        &mut self,
+        trigger: Trigger,
+        parked: bool,
+    ) -> Result<bool, DaemonError> {
+        if parked && matches!(trigger, Trigger::Poll | Trigger::Webhook) {
+            let commit = self.sync().await?;
+            let known =
+                Some(&commit) == self.last_good() || Some(&commit) == self.rejected.as_ref();
+            let secrets = self.secrets()?.fingerprint();
+            if known && self.in_force.as_ref().is_some_and(|f| f.secrets == secrets) {
+                return Ok(true);
+            }
+        }
+        self.reconcile(trigger).await.map(|()| false)
+    }
+
+    /// One loop run.
+    pub(super) async fn reconcile(&mut self, trigger: Trigger) -> Result<(), DaemonError> {
+        let started = Instant::now();
+        let commit = match self.sync().await {
+            Ok(commit) => commit,
+            Err(error) => {
+                self.metrics.failure("source");
+                return Err(error);
+            }
+        };
+        crate::progress::tick();
+        self.update_status(|s| s.last_seen_commit = Some(commit.clone()));
+        if Some(&commit) != self.last_good() && Some(&commit) != self.rejected.as_ref() {
+            self.take_in(&commit).await?;
+            crate::progress::tick();
+        }
+        if self.in_force.is_none() {
+            return Ok(()); // Nothing valid yet: wait for a better commit.
+        }
+        let needed = !self.converged
+            || matches!(
+                trigger,
+                Trigger::Drift | Trigger::Manual | Trigger::Retry | Trigger::Start
+            );
+        if !needed {
+            return Ok(());
+        }
+        let result = self.converge(trigger).await;
+        self.metrics.reconcile_duration(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// The commit in force, prepared again if the secrets changed.
+    async fn prepared(&mut self) -> Result<Arc<Prepared>, DaemonError> {
+        let secrets = self.secrets()?;
+        let fingerprint = secrets.fingerprint();
+        let Some(in_force) = &self.in_force else {
+            return Err(DaemonError::Task("no commit in force".into()));
+        };
+        if in_force.secrets == fingerprint {
+            return Ok(Arc::clone(&in_force.prepared));
+        }
+        let commit = in_force.commit.clone();
+        let prepared = Arc::new(self.prepare(&commit, secrets).await?);
+        self.in_force =
+            Some(InForce { commit, secrets: fingerprint, prepared: Arc::clone(&prepared) });
+        Ok(prepared)
+    }
+
+    /// Plans the commit in force against the live systems and applies what may run now.
+    async fn converge(&mut self, trigger: Trigger) -> Result<(), DaemonError> {
+        let prepared = self.prepared().await?;
+        let store = LockedStore::open(&self.config.raw.state_dir).map_err(ReconcileError::from)?;
+        let state = store.load().map_err(ReconcileError::from)?;
+        let plan = match reconcile::plan(&prepared, &state, self.config.raw.allow_deletes).await {
+            Ok(plan) => plan,
+            Err(error) => {
+                self.metrics.failure("observe");
+                return Err(error.into());
+            }
+        };
+        crate::progress::tick();
+        let is_drift_check = trigger == Trigger::Drift && self.converged;
+        let (plan, pending) = self.hold(&prepared, plan, is_drift_check);
+        if is_drift_check {
+            self.report_drift(&prepared, &plan, &pending);
+        }
+        let metrics = Arc::clone(&self.metrics);
+        let report = |event: Event<'_>| {
+            crate::progress::tick();
+            if let Event::Applied(id, op) = event {
+                metrics.change_applied(id.provider.as_str(), &id.kind, op.name());
+                tracing::info!(resource = %id, op = op.name(), "Applied change.");
+            }
+        };
+        let outcome =
+            reconcile::apply(&store, &prepared, &plan, &self.config.apply, report, &self.stop)
+                .await?;
+        drop(store);
+        self.report(&prepared, &plan, &pending, &outcome);
+        if outcome.is_success() {
+            self.converged = true;
+            Ok(())
+        } else {
+            self.metrics.failure("apply");
+            Err(DaemonError::Incomplete(outcome))
+        }
+    }
+
+    /// Holds back destructive changes outside a maintenance window, and
+    /// report-only drift.
+    fn hold(&self, prepared: &Prepared, plan: Plan, is_drift_check: bool) -> (Plan, Vec<Held>) {
+        let drift_modes: BTreeMap<&str, DriftMode> =
+            prepared.policies.iter().map(|(env, p)| (env.as_str(), p.drift)).collect();
+        let in_window = self.config.in_maintenance_window(Utc::now());
+        hold_back(plan, |change| {
+            if is_drift_check && drift_modes.get(change.id.env.as_str()) == Some(&DriftMode::Report)
+            {
+                Some("report-only drift: an operator decides".to_owned())
+            } else if change.op.is_destructive() && !in_window {
+                Some("maintenance window".to_owned())
+            } else {
+                None
+            }
+        })
+    }
+
+    fn report_drift(&self, prepared: &Prepared, plan: &Plan, pending: &[Held]) {
+        for env in &prepared.environments {
+            let count = plan.actions().filter(|c| &c.id.env == env).count()
+                + pending.iter().filter(|p| p.id.env == *env).count();
+            if count > 0 {
+                tracing::warn!(environment = %env, resources = count, "Drift found.");
+                self.metrics.drift_found(env, count as u64);
+            }
+            self.update_status(|s| {
+                s.environments.entry(env.clone()).or_default().drift_found = count
+            });
+        }
+    }
+
+    /// Per environment: outcome, failures, pending changes, metrics.
+    fn report(&self, prepared: &Prepared, plan: &Plan, pending: &[Held], outcome: &Outcome) {
+        let now = Utc::now();
+        let commit = self.last_good().cloned();
+        for env in &prepared.environments {
+            let failed: BTreeMap<String, String> = outcome
+                .failed
+                .iter()
+                .filter(|(id, _)| &id.env == env)
+                .map(|(id, e)| (id.to_string(), e.to_string()))
+                .collect();
+            let troubled = !failed.is_empty()
+                || outcome.skipped.keys().chain(&outcome.not_started).any(|id| &id.env == env);
+            let env_pending: Vec<Pending> =
+                pending.iter().filter(|p| p.id.env == *env).map(Pending::from).collect();
+            let mine: Vec<_> = plan.changes.iter().filter(|c| &c.id.env == env).cloned().collect();
+            let planned = Summary::of(&mine);
+            let outcome_name = match (troubled, failed.is_empty()) {
+                (true, true) => "partial",
+                (true, false) => "failed",
+                _ if !env_pending.is_empty() => "pending",
+                _ if planned.has_changes() => "success",
+                _ => "no_changes",
+            };
+            if !troubled {
+                self.metrics.applied(env, now.timestamp() as f64);
+            }
+            self.metrics.pending(env, env_pending.len() as u64);
+            self.update_status(|s| {
+                let status: &mut EnvironmentStatus = s.environments.entry(env.clone()).or_default();
+                if !troubled {
+                    status.commit.clone_from(&commit);
+                }
+                status.last_run = Some(now);
+                status.outcome = Some(outcome_name.to_owned());
+                status.planned = planned;
+                status.failed = failed;
+                status.pending = env_pending;
+            });
+        }
+    }
+}
+
+/// Runs blocking work (libgit2, validation) on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, DaemonError> + Send + 'static,
+) -> Result<T, DaemonError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| DaemonError::Task(e.to_string()))?
+}

@@ -1,0 +1,278 @@
+//! `inventory/<env>/hosts.yaml`: every host's references (keypair,
+//! networks, security groups, floating IP network), its address, volumes
+//! and metadata, and how many hosts of each role there are.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::checks::{is_dns_label, names_list};
+use super::Check;
+use crate::model::load::Document;
+use crate::model::{raw, Host, Location, Network, Role};
+
+/// What the other inventory files declare, for reference checks.
+pub(super) struct Declared<'a> {
+    pub keypairs: BTreeSet<&'a str>,
+    pub networks: &'a [Network],
+    pub groups: BTreeSet<&'a str>,
+}
+
+/// Checks every host of `env_name`; `all_hosts` holds the names seen in
+/// earlier environments (server names share one cloud project).
+pub(super) fn check(
+    check: &mut Check,
+    doc: &Document<raw::HostsFile>,
+    env_name: &str,
+    env: &raw::Environment,
+    declared: &Declared<'_>,
+    all_hosts: &mut BTreeMap<String, Location>,
+) -> Vec<Host> {
+    let hosts: Vec<Host> = doc
+        .value
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let path = format!("hosts[{i}]");
+            let here = doc.at(&format!("{path}.name"));
+            match all_hosts.get(&host.name) {
+                Some(first) => check.error(
+                    doc,
+                    &format!("{path}.name"),
+                    format!("duplicate host `{}`; first declared at {first}", host.name),
+                ),
+                None => {
+                    all_hosts.insert(host.name.clone(), here);
+                }
+            }
+            check_host(check, doc, &path, host, env_name, env, declared)
+        })
+        .collect();
+    check_roles(check, doc, env_name, &doc.value.hosts);
+    hosts
+}
+
+fn check_host(
+    check: &mut Check,
+    doc: &Document<raw::HostsFile>,
+    path: &str,
+    host: &raw::Host,
+    env_name: &str,
+    env: &raw::Environment,
+    declared: &Declared<'_>,
+) -> Host {
+    if !is_dns_label(&host.name) {
+        check.error(
+            doc,
+            &format!("{path}.name"),
+            format!(
+                "invalid host name `{}`; expected lowercase letters, digits and `-` (at most 63)",
+                host.name
+            ),
+        );
+    }
+    for (field, value) in [("flavor", &host.flavor), ("image", &host.image)] {
+        if value.trim().is_empty() {
+            check.error(
+                doc,
+                &format!("{path}.{field}"),
+                format!("empty {field}; expected a {field} name"),
+            );
+        }
+    }
+    if !declared.keypairs.contains(host.keypair.as_str()) {
+        check.error(
+            doc,
+            &format!("{path}.keypair"),
+            format!(
+                "unknown keypair `{}` (inventory/{env_name}/keypairs.yaml); {}",
+                host.keypair,
+                names_list(declared.keypairs.iter().copied())
+            ),
+        );
+    }
+    check_networks(check, doc, path, host, env_name, declared.networks);
+    let address = check_address(check, doc, path, host, env, declared.networks);
+    for (j, group) in host.security_groups.iter().enumerate() {
+        if !declared.groups.contains(group.as_str()) {
+            check.error(doc, &format!("{path}.security_groups[{j}]"), format!("unknown security group `{group}` (inventory/{env_name}/security_groups.yaml); {}", names_list(declared.groups.iter().copied())));
+        }
+    }
+    for key in host.metadata.keys().filter(|key| key.starts_with("apimon:")) {
+        check.error(
+            doc,
+            &format!("{path}.metadata.{key}"),
+            "metadata keys starting with `apimon:` are reserved for apimon's ownership marks",
+        );
+    }
+    check_volumes(check, doc, path, host);
+    check_floating_ip(check, doc, path, host, declared.networks);
+    Host {
+        name: host.name.clone(),
+        role: host.role,
+        flavor: host.flavor.clone(),
+        image: host.image.clone(),
+        keypair: host.keypair.clone(),
+        availability_zone: host.availability_zone.clone(),
+        networks: host.networks.clone(),
+        address,
+        security_groups: host.security_groups.clone(),
+        metadata: host.metadata.clone(),
+        volumes: host.volumes.clone(),
+        floating_ip: host.floating_ip.as_ref().map(|f| f.network.clone()),
+    }
+}
+
+fn check_networks(
+    check: &mut Check,
+    doc: &Document<raw::HostsFile>,
+    path: &str,
+    host: &raw::Host,
+    env_name: &str,
+    networks: &[Network],
+) {
+    if host.networks.is_empty() {
+        check.error(
+            doc,
+            &format!("{path}.networks"),
+            "no networks; expected at least one network name",
+        );
+    }
+    let managed = networks.iter().filter(|n| !n.external).map(|n| n.name.as_str());
+    for (j, name) in host.networks.iter().enumerate() {
+        match networks.iter().find(|n| &n.name == name) {
+            None => check.error(doc, &format!("{path}.networks[{j}]"), format!("unknown network `{name}` (inventory/{env_name}/networks.yaml); {}", names_list(managed.clone()))),
+            Some(n) if n.external => check.error(doc, &format!("{path}.networks[{j}]"), format!("network `{name}` is external; a host's networks must be managed ones, external networks serve floating IPs")),
+            Some(_) => {}
+        }
+    }
+}
+
+/// The host's address, which must lie in a subnet of its first network.
+fn check_address(
+    check: &mut Check,
+    doc: &Document<raw::HostsFile>,
+    path: &str,
+    host: &raw::Host,
+    env: &raw::Environment,
+    networks: &[Network],
+) -> Option<Ipv4Addr> {
+    if host.address.is_none()
+        && env.ssh.is_some()
+        && matches!(host.role, Role::Executor | Role::Influxdb)
+    {
+        check.error(
+            doc,
+            path,
+            format!(
+                "host `{}` needs `address`: apimon reaches it over SSH through the bastion",
+                host.name
+            ),
+        );
+    }
+    let text = host.address.as_ref()?;
+    let Ok(address) = text.parse::<Ipv4Addr>() else {
+        check.error(
+            doc,
+            &format!("{path}.address"),
+            format!("invalid address `{text}`; expected an IPv4 address"),
+        );
+        return None;
+    };
+    let first = host.networks.first().and_then(|name| networks.iter().find(|n| &n.name == name));
+    if let Some(network) = first.filter(|n| !n.external) {
+        if !network.subnets.iter().any(|s| s.cidr.contains(&IpAddr::V4(address))) {
+            let cidrs: Vec<String> = network.subnets.iter().map(|s| s.cidr.to_string()).collect();
+            check.error(
+                doc,
+                &format!("{path}.address"),
+                format!(
+                    "address {text} is in no subnet of network `{}`; expected an address in {}",
+                    network.name,
+                    cidrs.join(", ")
+                ),
+            );
+        }
+    }
+    Some(address)
+}
+
+fn check_volumes(check: &mut Check, doc: &Document<raw::HostsFile>, path: &str, host: &raw::Host) {
+    check.unique(
+        doc,
+        "volume",
+        host.volumes
+            .iter()
+            .enumerate()
+            .map(|(j, v)| (v.name.as_str(), format!("{path}.volumes[{j}].name"))),
+    );
+    for (j, volume) in host.volumes.iter().enumerate() {
+        if volume.size_gb == 0 {
+            check.error(
+                doc,
+                &format!("{path}.volumes[{j}].size_gb"),
+                "size 0; expected at least 1 (GiB)",
+            );
+        }
+        if !is_dns_label(&volume.name) {
+            check.error(
+                doc,
+                &format!("{path}.volumes[{j}].name"),
+                format!(
+                    "invalid volume name `{}`; expected lowercase letters, digits and `-`",
+                    volume.name
+                ),
+            );
+        }
+    }
+}
+
+fn check_floating_ip(
+    check: &mut Check,
+    doc: &Document<raw::HostsFile>,
+    path: &str,
+    host: &raw::Host,
+    networks: &[Network],
+) {
+    let externals = || networks.iter().filter(|n| n.external).map(|n| n.name.as_str());
+    match &host.floating_ip {
+        Some(fip) => match networks.iter().find(|n| n.name == fip.network) {
+            Some(n) if n.external => {}
+            Some(_) => check.error(doc, &format!("{path}.floating_ip.network"), format!("network `{}` is not external; floating IPs come from an `external: true` network", fip.network)),
+            None => check.error(doc, &format!("{path}.floating_ip.network"), format!("unknown network `{}`; {}", fip.network, names_list(externals()))),
+        },
+        None if host.role == Role::Bastion => check.error(doc, path, "the bastion needs `floating_ip` so the daemon and operators can reach the environment"),
+        None => {}
+    }
+}
+
+/// Exactly one bastion and one InfluxDB, at most one executor and one Grafana.
+fn check_roles(
+    check: &mut Check,
+    doc: &Document<raw::HostsFile>,
+    env_name: &str,
+    hosts: &[raw::Host],
+) {
+    for (role, name, exactly_one) in [
+        (Role::Bastion, "bastion", true),
+        (Role::Influxdb, "influxdb", true),
+        (Role::Executor, "executor", false),
+        (Role::Grafana, "grafana", false),
+    ] {
+        let count = hosts.iter().filter(|h| h.role == role).count();
+        if count > 1 || (exactly_one && count == 0) {
+            let want = if exactly_one { "exactly one" } else { "at most one" };
+            let path = hosts
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| h.role == role)
+                .nth(1)
+                .map_or_else(|| "hosts".to_owned(), |(i, _)| format!("hosts[{i}].role"));
+            check.error(
+                doc,
+                &path,
+                format!("environment `{env_name}` has {count} {name} host(s); expected {want}"),
+            );
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Validation: raw documents → [`DesiredState`], collecting every problem.
+//!
+//! Each rule adds a [`Diagnostic`] at the offending value and carries on,
+//! so one run reports everything (vector's `compile()`). Values are parsed
+//! here, once, into the model's typed values. Pure: no I/O. One file per
+//! repository file it checks (vector's `config/validation.rs`).
+
+mod checks;
+mod dashboards;
+mod environment;
+mod grafana;
+mod hosts;
+mod influxdb;
+mod networks;
+mod scenarios;
+mod schedule;
+
+use std::collections::BTreeMap;
+
+use super::error::{Diagnostic, Diagnostics, Location};
+use super::load::{Document, RawRepository};
+use super::{raw, DesiredState, SecretUse, TemplateOverride};
+use checks::{is_dns_label, is_secret_name, names_list};
+
+/// Collects diagnostics.
+#[derive(Default)]
+struct Check {
+    problems: Vec<Diagnostic>,
+    secret_uses: Vec<SecretUse>,
+    /// The environment being checked, recorded with each secret use.
+    current_env: Option<String>,
+}
+
+impl Check {
+    fn error<T>(&mut self, doc: &Document<T>, path: &str, message: impl Into<String>) {
+        self.problems.push(Diagnostic::new(doc.at(path), path, message));
+    }
+
+    /// Records a secret use; `must_be_secret` rejects an inline value.
+    fn secret<T>(
+        &mut self,
+        doc: &Document<T>,
+        path: &str,
+        value: &raw::MaybeSecret,
+        must_be_secret: bool,
+    ) {
+        match value {
+            raw::MaybeSecret::Secret(name) => {
+                if !is_secret_name(name) {
+                    self.error(doc, path, format!("invalid secret name `{name}`; expected lowercase letters, digits and `_`"));
+                }
+                self.secret_uses.push(SecretUse {
+                    name: name.clone(),
+                    env: self.current_env.clone(),
+                    location: doc.at(path),
+                    path: path.to_owned(),
+                });
+            }
+            raw::MaybeSecret::Plain(_) if must_be_secret => self.error(
+                doc,
+                path,
+                "a credential must not be written in the repository; expected `{secret: NAME}`",
+            ),
+            raw::MaybeSecret::Plain(_) => {}
+        }
+    }
+
+    /// Reports names seen twice in `items` (name, key path).
+    fn unique<'a, T>(
+        &mut self,
+        doc: &Document<T>,
+        what: &str,
+        items: impl IntoIterator<Item = (&'a str, String)>,
+    ) {
+        let mut seen: BTreeMap<&str, String> = BTreeMap::new();
+        for (name, path) in items {
+            if let Some(first) = seen.get(name) {
+                let first = doc.at(first);
+                self.error(
+                    doc,
+                    &path,
+                    format!("duplicate {what} `{name}`; first declared at {first}"),
+                );
+            } else {
+                seen.insert(name, path);
+            }
+        }
+    }
+}
+
+/// Turns a parsed repository into a [`DesiredState`], or every problem in it.
+///
+/// # Errors
+/// All diagnostics found, sorted by file and position.
+pub fn validate(repo: RawRepository) -> Result<DesiredState, Diagnostics> {
+    let mut check = Check::default();
+    check_project(&mut check, &repo);
+    // Host names are unique across environments: they are server names in one cloud project.
+    let mut all_hosts: BTreeMap<String, Location> = BTreeMap::new();
+    let mut environments = BTreeMap::new();
+    for (env_name, env) in &repo.root.value.environments {
+        let env_path = format!("environments.{env_name}");
+        if !is_dns_label(env_name) {
+            check.error(&repo.root, &env_path, format!("invalid environment name `{env_name}`; expected lowercase letters, digits and `-`"));
+        }
+        let Some(inventory) = repo.inventories.get(env_name) else {
+            check.error(&repo.root, &env_path, format!("environment `{env_name}` has no inventory; expected a directory inventory/{env_name}/"));
+            continue;
+        };
+        check.current_env = Some(env_name.clone());
+        let environment =
+            environment::check(&mut check, &repo.root, env_name, env, inventory, &mut all_hosts);
+        environments.insert(env_name.clone(), environment);
+        check.current_env = None;
+    }
+    // Datasources may read another environment's InfluxDB: checked once all are known.
+    let datasources: Vec<_> = repo
+        .inventories
+        .iter()
+        .filter(|(name, _)| environments.contains_key(*name))
+        .map(|(name, inventory)| {
+            let list = grafana::check_datasources(
+                &mut check,
+                inventory,
+                name,
+                &environments,
+                &repo.root.value.environments,
+            );
+            (name.clone(), list)
+        })
+        .collect();
+    for (name, list) in datasources {
+        if let Some(environment) = environments.get_mut(&name) {
+            environment.grafana.datasources = list;
+        }
+    }
+    let scenarios = scenarios::check(&mut check, &repo);
+    schedule::check(&mut check, &repo, &scenarios, &mut environments);
+    let dashboards = dashboards::check(&mut check, &repo, &environments);
+    let templates = repo
+        .templates
+        .iter()
+        .map(|(name, t)| {
+            (name.clone(), TemplateOverride { file: t.file.clone(), text: t.text.clone() })
+        })
+        .collect();
+    if !check.problems.is_empty() {
+        return Err(Diagnostics::normalized(check.problems));
+    }
+    check.secret_uses.sort();
+    Ok(DesiredState {
+        project: repo.root.value.project.clone(),
+        environments,
+        scenarios,
+        scenario_files: repo.scenario_files,
+        dashboards,
+        templates,
+        secret_uses: check.secret_uses,
+    })
+}
+
+/// apimon.yaml's project-wide rules: the project name, at least one
+/// environment outside and one inside, no inventory without an environment.
+fn check_project(check: &mut Check, repo: &RawRepository) {
+    let root = &repo.root;
+    if !is_dns_label(&root.value.project) {
+        check.error(
+            root,
+            "project",
+            format!(
+                "invalid project name `{}`; expected lowercase letters, digits and `-`",
+                root.value.project
+            ),
+        );
+    }
+    if root.value.environments.is_empty() {
+        check.error(
+            root,
+            "environments",
+            "no environments; expected at least one `outside` and one `inside` the monitored cloud",
+        );
+    }
+    for placement in [raw::Placement::Outside, raw::Placement::Inside] {
+        let count = root.value.environments.values().filter(|e| e.location == placement).count();
+        if count == 0 && !root.value.environments.is_empty() {
+            let name = if placement == raw::Placement::Outside { "outside" } else { "inside" };
+            check.error(root, "environments", format!("no environment with `location: {name}`; the platform needs at least one outside and one inside the monitored cloud, so that an outage never takes the monitoring down with it"));
+        }
+    }
+    for name in repo.inventories.keys() {
+        if !root.value.environments.contains_key(name) {
+            check.problems.push(Diagnostic::new(
+                Location::file(format!("inventory/{name}")),
+                "",
+                format!(
+                    "directory for unknown environment `{name}`; {}",
+                    names_list(root.value.environments.keys().map(String::as_str))
+                ),
+            ));
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! The one list of providers. Adding a provider adds one line to
+//! [`registry!`]'s invocation at the bottom; everything that spans
+//! providers — the change enum, the per-provider sets, connecting,
+//! observing in parallel, dispatching a change — is generated from it, so
+//! no provider name appears anywhere else outside the provider's folder.
+//!
+//! What is the same for every provider lives in the generic [`Connected`];
+//! the macro only fans out over the list (vector's `components` registry,
+//! with a closed enum instead of `typetag`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::apply::ChangeError;
+use crate::model::Environment;
+use crate::plan::{DesiredSet, ItemChange, ObservedSet, Planned, ProviderKind};
+use crate::state::State;
+
+use super::{Availability, Context, FailureKind, Model, Ownership, Provider, Scope};
+
+/// Observing failed; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+#[error("environment {env}: {provider}: cannot observe")]
+pub struct ObserveError {
+    /// Environment.
+    pub env: String,
+    /// Provider.
+    pub provider: ProviderKind,
+    /// Whether retrying may help.
+    pub kind: FailureKind,
+    /// Cause.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl ObserveError {
+    fn new<P: Provider>(env: &str, error: P::Error) -> Self {
+        Self {
+            env: env.to_owned(),
+            provider: P::KIND,
+            kind: P::classify(&error),
+            source: Box::new(error),
+        }
+    }
+}
+
+/// One provider's live instances, by environment.
+#[derive(Debug)]
+pub struct Connected<P> {
+    available: BTreeMap<String, Arc<P>>,
+    /// Environments it cannot reach, with the reason.
+    unavailable: BTreeMap<String, String>,
+}
+
+impl<P> Default for Connected<P> {
+    fn default() -> Self {
+        Self { available: BTreeMap::new(), unavailable: BTreeMap::new() }
+    }
+}
+
+impl<P> Clone for Connected<P> {
+    fn clone(&self) -> Self {
+        Self { available: self.available.clone(), unavailable: self.unavailable.clone() }
+    }
+}
+
+impl<P: Provider> Connected<P> {
+    /// Builds the desired set of every environment.
+    fn desired(model: &Model<'_>, environments: &[&Environment]) -> DesiredSet<P::Spec> {
+        let mut set = DesiredSet::new();
+        for env in environments {
+            set.extend(P::desired(model, env));
+        }
+        set
+    }
+
+    /// Sets up `P` for every environment.
+    fn connect(
+        context: &Context<'_>,
+        environments: &[&Environment],
+        desired: &DesiredSet<P::Spec>,
+    ) -> Result<Self, ObserveError> {
+        let mut connected = Self::default();
+        for env in environments {
+            let mine: DesiredSet<P::Spec> = desired
+                .iter()
+                .filter(|(id, _)| id.env == env.name)
+                .map(|(id, item)| (id.clone(), item.clone()))
+                .collect();
+            match P::connect(context, env, &mine)
+                .map_err(|e| ObserveError::new::<P>(&env.name, e))?
+            {
+                Availability::Available(provider) => {
+                    connected.available.insert(env.name.clone(), Arc::new(provider));
+                }
+                Availability::Unavailable(reason) => {
+                    connected.unavailable.insert(env.name.clone(), reason);
+                }
+            }
+        }
+        Ok(connected)
+    }
+
+    /// Drops from `desired` what no live instance covers, noting why.
+    fn restrict(&self, desired: &mut DesiredSet<P::Spec>, notes: &mut Vec<String>) {
+        for (env, reason) in &self.unavailable {
+            if desired.keys().any(|id| &id.env == env) {
+                notes.push(format!("{} of {env} ({reason})", P::KIND));
+            }
+        }
+        desired.retain(|id, _| self.available.contains_key(&id.env));
+    }
+
+    /// Observes every environment at once.
+    async fn observe(&self, state: &State) -> Result<ObservedSet<P::Spec>, ObserveError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut envs = BTreeMap::new();
+        for (env, provider) in &self.available {
+            let provider = Arc::clone(provider);
+            let scope = scope(env, state);
+            let handle = tasks.spawn(async move { provider.observe(&scope).await });
+            envs.insert(handle.id(), env.clone());
+        }
+        let mut observed = ObservedSet::new();
+        while let Some(joined) = tasks.join_next_with_id().await {
+            let (task, result) = match joined {
+                Ok((task, result)) => (task, result),
+                Err(error) => {
+                    let env = envs.get(&error.id()).cloned().unwrap_or_default();
+                    return Err(ObserveError {
+                        env,
+                        provider: P::KIND,
+                        kind: FailureKind::Permanent,
+                        source: Box::new(error),
+                    });
+                }
+            };
+            let env = envs.get(&task).cloned().unwrap_or_default();
+            let set = result.map_err(|e| ObserveError::new::<P>(&env, e))?;
+            match P::OWNERSHIP {
+                Ownership::Marks => observed.extend(set),
+                Ownership::StateStore => {
+                    observed.extend(set.into_iter().map(|(id, mut item)| {
+                        item.owned = item.owned || state.owns(&id);
+                        (id, item)
+                    }));
+                }
+            }
+        }
+        Ok(observed)
+    }
+
+    /// Applies one change with the instance of its environment.
+    async fn apply(&self, change: Planned<ItemChange<P::Spec>>) -> Result<(), ChangeError> {
+        let Some(provider) = self.available.get(&change.id.env) else {
+            return Err(ChangeError::new(
+                FailureKind::Permanent,
+                format!("no {} provider for environment {}", P::KIND, change.id.env),
+            ));
+        };
+        provider
+            .apply(&change)
+            .await
+            .map_err(|error| ChangeError::from_error(P::classify(&error), error))
+    }
+
+    /// Requests sent so far, over all environments.
+    fn requests(&self) -> usize {
+        self.available.values().map(|p| p.requests()).sum()
+    }
+}
+
+/// `desired` as if applied: the same specs, owned.
+fn as_applied<S: Clone>(desired: &DesiredSet<S>) -> ObservedSet<S> {
+    desired
+        .iter()
+        .map(|(id, item)| {
+            let observed = crate::plan::ObservedItem {
+                spec: item.spec.clone(),
+                owned: true,
+                depends_on: item.depends_on.clone(),
+            };
+            (id.clone(), observed)
+        })
+        .collect()
+}
+
+/// What observe gets from the state store for `env`.
+fn scope(env: &str, state: &State) -> Scope {
+    let env_state = state.environments.get(env);
+    Scope {
+        env: env.to_owned(),
+        fingerprints: env_state.map(|e| e.fingerprints.clone()).unwrap_or_default(),
+        owned: env_state.map(|e| e.owned.iter().cloned().collect()).unwrap_or_default(),
+    }
+}
+
+/// Generates the cross-provider types from the list of providers.
+macro_rules! registry {
+    ($($variant:ident $field:ident: $provider:ty),+ $(,)?) => {
+        /// A change of any provider (a closed enum: dispatch is a `match`).
+        #[derive(Debug, Clone)]
+        pub enum AnyChange {
+            $(
+                #[doc = concat!("A change of `", stringify!($field), "`.")]
+                $variant(ItemChange<<$provider as Provider>::Spec>),
+            )+
+        }
+
+        impl AnyChange {
+            /// The fingerprint to keep in the state store once the change
+            /// applied (see [`Provider::fingerprint`]).
+            pub fn fingerprint(&self) -> Option<&str> {
+                match self {
+                    $(Self::$variant(item) => {
+                        item.desired.as_ref().and_then(<$provider as Provider>::fingerprint)
+                    })+
+                }
+            }
+        }
+
+        impl serde::Serialize for AnyChange {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                // Plans never carry provider payloads into JSON: they may hold secrets.
+                serializer.serialize_unit()
+            }
+        }
+
+        /// What the repository asks for, per provider.
+        #[derive(Debug, Clone, Default)]
+        pub struct Desired {
+            $(
+                #[doc = concat!("`", stringify!($field), "`.")]
+                pub $field: DesiredSet<<$provider as Provider>::Spec>,
+            )+
+        }
+
+        /// What exists, per provider. The default (nothing) is the offline view.
+        #[derive(Debug, Clone, Default)]
+        pub struct Observed {
+            $(
+                #[doc = concat!("`", stringify!($field), "`.")]
+                pub $field: ObservedSet<<$provider as Provider>::Spec>,
+            )+
+        }
+
+        impl Observed {
+            /// What would exist once `desired` is applied: every resource as
+            /// declared and owned (a converged platform, for benchmarks).
+            pub fn as_applied(desired: &Desired) -> Self {
+                Self { $($field: as_applied(&desired.$field),)+ }
+            }
+        }
+
+        impl Desired {
+            /// Every provider's desired set for `environments`.
+            pub fn build(model: &Model<'_>, environments: &[&Environment]) -> Self {
+                Self { $($field: Connected::<$provider>::desired(model, environments),)+ }
+            }
+
+            /// Each provider's changes from `observed` to `self`, unordered.
+            pub fn diff(&self, observed: &Observed) -> Vec<Planned<AnyChange>> {
+                let mut changes = Vec::new();
+                $(
+                    changes.extend(
+                        <$provider as Provider>::plan(&self.$field, &observed.$field)
+                            .into_iter()
+                            .map(|c| c.map(AnyChange::$variant)),
+                    );
+                )+
+                changes
+            }
+
+            /// Resources declared, over all providers.
+            pub fn len(&self) -> usize {
+                0 $(+ self.$field.len())+
+            }
+
+            /// Whether nothing is declared.
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+        }
+
+        /// The live providers of the selected environments.
+        #[derive(Debug, Clone, Default)]
+        pub struct Live {
+            $($field: Connected<$provider>,)+
+        }
+
+        impl Live {
+            /// Sets up every provider of every environment (no network traffic yet).
+            ///
+            /// # Errors
+            /// A provider's configuration cannot be used.
+            pub fn connect(
+                context: &Context<'_>,
+                environments: &[&Environment],
+                desired: &Desired,
+            ) -> Result<Self, ObserveError> {
+                Ok(Self {
+                    $($field: Connected::connect(context, environments, &desired.$field)?,)+
+                })
+            }
+
+            /// Drops from `desired` what no live provider covers; says what, and why.
+            pub fn restrict(&self, desired: &mut Desired) -> Vec<String> {
+                let mut notes = Vec::new();
+                $(self.$field.restrict(&mut desired.$field, &mut notes);)+
+                notes
+            }
+
+            /// Reads every provider of every environment at once, marking
+            /// what the state store says apimon owns where it speaks.
+            ///
+            /// # Errors
+            /// The first provider that failed, naming environment and provider.
+            pub async fn observe(&self, state: &State) -> Result<Observed, ObserveError> {
+                let ($($field,)+) = tokio::join!($(self.$field.observe(state),)+);
+                Ok(Observed { $($field: $field?,)+ })
+            }
+
+            /// Applies one change with its provider.
+            ///
+            /// # Errors
+            /// The provider failed; the message names the system, never a secret.
+            pub async fn apply(&self, change: Planned<AnyChange>) -> Result<(), ChangeError> {
+                // Split the payload off, so it moves into the provider's own type uncloned.
+                let Planned { id, op, depends_on, owned, change } = change;
+                let shell = Planned { id, op, depends_on, owned, change: () };
+                match change {
+                    $(AnyChange::$variant(item) => self.$field.apply(shell.map(|()| item)).await,)+
+                }
+            }
+
+            /// Requests sent so far, by provider.
+            pub fn requests(&self) -> Vec<(ProviderKind, usize)> {
+                vec![$((<$provider as Provider>::KIND, self.$field.requests()),)+]
+            }
+
+            /// Requests sent so far to `provider` (by name).
+            pub fn requests_of(&self, provider: &str) -> usize {
+                self.requests().iter().filter(|(kind, _)| kind.as_str() == provider).map(|(_, n)| n).sum()
+            }
+        }
+    };
+}
+
+registry! {
+    Openstack openstack: super::openstack::OpenstackProvider,
+    Influxdb influxdb: super::influxdb::InfluxdbProvider,
+    Grafana grafana: super::grafana::GrafanaProvider,
+    Host host: super::host::HostProvider,
+}
