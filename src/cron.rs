@@ -3,33 +3,41 @@
 //! meaning (day of week 0-7, 0 and 7 = Sunday); six fields start with
 //! seconds.
 
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
+use croner::parser::{CronParser, Seconds};
 
 /// A parsed cron expression.
 #[derive(Clone)]
 pub struct Schedule {
     expression: String,
     normalized: String,
-    schedule: cron::Schedule,
+    cron: croner::Cron,
 }
 
 impl Schedule {
-    /// Parses `expression`.
+    /// Parses `expression`; it must fire at least once in the coming years.
     ///
     /// # Errors
     /// What is wrong with it, quoting it.
     pub fn parse(expression: &str) -> Result<Self, String> {
         let normalized = normalize_cron(expression)?;
-        let schedule = cron::Schedule::from_str(&normalized)
+        let cron = CronParser::builder()
+            .seconds(Seconds::Optional)
+            .build()
+            .parse(&normalized)
             .map_err(|error| format!("invalid cron expression `{expression}`: {error}"))?;
-        Ok(Self { expression: expression.to_owned(), normalized, schedule })
+        let schedule = Self { expression: expression.to_owned(), normalized, cron };
+        if schedule.next_after(&Utc::now()).is_none() {
+            return Err(format!(
+                "cron expression `{expression}` never fires (no such date); expected a schedule that runs"
+            ));
+        }
+        Ok(schedule)
     }
 
     /// The first instant strictly after `after`, if there is one.
     pub fn next_after(&self, after: &DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.schedule.after(after).next()
+        self.cron.find_next_occurrence(after, false).ok()
     }
 
     /// The expression as written.
@@ -63,67 +71,16 @@ impl PartialEq for Schedule {
 
 impl Eq for Schedule {}
 
-/// A standard 5-field cron (minute first) gets a seconds field and its
-/// day-of-week translated from crontab's numbering (0 or 7 = Sunday) to the
-/// `cron` crate's (1 = Sunday); 6 and 7 fields (seconds first, optional
-/// year) are the `cron` crate's own syntax and pass as they are.
+/// A 5-field crontab expression (minute first) gets a seconds field; 6
+/// fields (seconds first) and 7 (with a year last) pass as they are.
+/// Day of week keeps crontab's meaning in every form (0 and 7 = Sunday).
 pub fn normalize_cron(expression: &str) -> Result<String, String> {
     let fields: Vec<&str> = expression.split_whitespace().collect();
-    let normalized = match fields.len() {
-        5 => {
-            let weekday = crontab_weekdays(fields[4])
-                .map_err(|why| format!("invalid cron expression `{expression}`: {why}"))?;
-            format!("0 {} {} {} {} {weekday}", fields[0], fields[1], fields[2], fields[3])
-        }
-        6 | 7 => fields.join(" "),
-        n => return Err(format!("invalid cron expression `{expression}`: it has {n} fields; expected 5 (minute hour day month weekday) or 6 (with seconds first)")),
-    };
-    cron::Schedule::from_str(&normalized)
-        .map(|_| normalized)
-        .map_err(|error| format!("invalid cron expression `{expression}`: {error}"))
-}
-
-/// Translates a crontab day-of-week field (0-7, 0 and 7 = Sunday) to the
-/// `cron` crate's numbering (1-7, 1 = Sunday). Names pass unchanged.
-fn crontab_weekdays(field: &str) -> Result<String, String> {
-    let day = |text: &str| -> Result<Option<u8>, String> {
-        if text.bytes().all(|b| b.is_ascii_digit()) && !text.is_empty() {
-            match text.parse::<u8>() {
-                Ok(n) if n <= 7 => Ok(Some(n % 7 + 1)),
-                _ => Err(format!("day of week {text} is out of range; expected 0-7 (0 and 7 = Sunday) or a name like Mon")),
-            }
-        } else {
-            Ok(None)
-        }
-    };
-    let mut items = Vec::new();
-    for item in field.split(',') {
-        let (base, step) = match item.split_once('/') {
-            Some((base, step)) => (base, Some(step)),
-            None => (item, None),
-        };
-        let suffix = step.map(|s| format!("/{s}")).unwrap_or_default();
-        let translated = match base.split_once('-') {
-            Some((low, high)) => match (day(low)?, day(high)?, high) {
-                // `5-7` (Friday to Sunday) wraps in the target numbering.
-                (Some(low), Some(1), "7") if low > 1 && step.is_none() => format!("{low}-7,1"),
-                (Some(_), Some(1), "7") => {
-                    return Err(
-                        "a day-of-week range ending in 7 cannot take a step; use 0 for Sunday"
-                            .to_owned(),
-                    )
-                }
-                (Some(low), Some(high), _) => format!("{low}-{high}{suffix}"),
-                _ => item.to_owned(),
-            },
-            None => match day(base)? {
-                Some(n) => format!("{n}{suffix}"),
-                None => item.to_owned(),
-            },
-        };
-        items.push(translated);
+    match fields.len() {
+        5 => Ok(format!("0 {}", fields.join(" "))),
+        6 | 7 => Ok(fields.join(" ")),
+        n => Err(format!("invalid cron expression `{expression}`: it has {n} fields; expected 5 (minute hour day month weekday) or 6 (with seconds first)")),
     }
-    Ok(items.join(","))
 }
 
 #[cfg(test)]
@@ -133,25 +90,41 @@ mod tests {
     #[test]
     fn five_field_cron_gets_a_seconds_field() {
         assert_eq!(normalize_cron("*/5 * * * *").as_deref(), Ok("0 */5 * * * *"));
-        assert!(normalize_cron("61 * * * *").is_err());
+        assert!(Schedule::parse("61 * * * *").is_err());
         assert!(normalize_cron("* * *").expect_err("3 fields").contains("3 fields"));
+    }
+
+    #[test]
+    fn a_schedule_that_never_fires_is_refused() {
+        let error = Schedule::parse("0 0 30 2 *").expect_err("30 February");
+        assert!(error.contains("never fires"), "{error}");
+        assert!(Schedule::parse("0 0 29 2 *").is_ok(), "29 February comes in leap years");
     }
 
     #[test]
     fn crontab_weekdays_keep_their_meaning() {
         use chrono::{Datelike, Weekday};
         let first_day = |expression: &str| {
-            let normalized = normalize_cron(expression).expect("valid");
-            let schedule = cron::Schedule::from_str(&normalized).expect("parses");
-            schedule.upcoming(chrono::Utc).next().expect("upcoming").weekday()
+            let schedule = Schedule::parse(expression).expect("valid");
+            schedule.next_after(&Utc::now()).expect("upcoming").weekday()
         };
         assert_eq!(first_day("0 9 * * 1"), Weekday::Mon);
         assert_eq!(first_day("0 9 * * 0"), Weekday::Sun);
         assert_eq!(first_day("0 9 * * 7"), Weekday::Sun);
         assert_eq!(first_day("0 9 * * 6"), Weekday::Sat);
         assert_eq!(first_day("0 9 * * Wed"), Weekday::Wed);
-        assert_eq!(normalize_cron("0 9 * * 1-5").as_deref(), Ok("0 0 9 * * 2-6"));
-        assert_eq!(normalize_cron("0 9 * * 5-7").as_deref(), Ok("0 0 9 * * 6-7,1"));
-        assert!(normalize_cron("0 9 * * 8").expect_err("out of range").contains("0-7"));
+        let days = |expression: &str| {
+            let schedule = Schedule::parse(expression).expect("valid");
+            let mut at = Utc::now();
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..14 {
+                at = schedule.next_after(&at).expect("upcoming");
+                seen.insert(at.weekday().num_days_from_monday());
+            }
+            seen.into_iter().collect::<Vec<_>>()
+        };
+        assert_eq!(days("0 9 * * 1-5"), [0, 1, 2, 3, 4], "Monday to Friday");
+        assert_eq!(days("0 9 * * 5-7"), [4, 5, 6], "Friday to Sunday");
+        assert!(Schedule::parse("0 9 * * 8").is_err());
     }
 }

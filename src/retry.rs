@@ -24,6 +24,11 @@ impl Delays {
         Self { initial, max, times: None, jitter }
     }
 
+    /// The longest delay (without jitter).
+    pub fn max(&self) -> Duration {
+        self.max
+    }
+
     /// At most `times` delays.
     pub fn times(self, times: usize) -> Self {
         Self { times: Some(times), ..self }

@@ -4,15 +4,16 @@
 
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use backon::BackoffBuilder;
+
+use crate::retry::{Delays, Jittered};
 
 /// Retry delays for a failing reconcile.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Backoff {
-    initial: Duration,
-    max: Duration,
+    delays: Delays,
     reset_after: Duration,
-    next: Duration,
+    next: Jittered,
     last_failure: Option<Instant>,
 }
 
@@ -25,23 +26,23 @@ impl Default for Backoff {
 impl Backoff {
     /// A backoff from `initial` doubling to `max`, reset after `reset_after` without failure.
     pub fn new(initial: Duration, max: Duration, reset_after: Duration) -> Self {
-        Self { initial, max, reset_after, next: initial, last_failure: None }
+        let delays = Delays::new(initial, max, 0.2);
+        Self { delays, reset_after, next: delays.build(), last_failure: None }
     }
 
     /// The delay before retrying after a failure now (with up to 20 % jitter).
     pub fn failure(&mut self, now: Instant) -> Duration {
         if self.last_failure.is_some_and(|at| now.duration_since(at) > self.reset_after) {
-            self.next = self.initial;
+            self.next = self.delays.build();
         }
         self.last_failure = Some(now);
-        let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        base + base.mul_f64(rand::rng().random_range(0.0..0.2))
+        // Without a limit the delays never end; the cap is the fallback all the same.
+        self.next.next().unwrap_or(self.delays.max())
     }
 
     /// A success: the next failure starts from the beginning.
     pub fn success(&mut self) {
-        self.next = self.initial;
+        self.next = self.delays.build();
         self.last_failure = None;
     }
 }

@@ -117,8 +117,10 @@ pub fn signature_valid(headers: &HeaderMap, body: &[u8], secret: &[u8]) -> bool 
     false
 }
 
+/// Compares without leaking where the first difference is.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 #[cfg(test)]

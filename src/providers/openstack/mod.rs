@@ -1,20 +1,34 @@
 //! OpenStack: keypairs, security groups and rules, networks and subnets,
 //! servers, volumes and their attachments, floating IPs.
 //!
-//! This module owns the pure part: what the repository asks for, and how a
-//! declared resource compares with an existing one (what changes in place,
-//! what forces a replacement and why). [`client`] holds the session (through
-//! `openstack_sdk`), [`observe`](observe::observe) the batched reads and
-//! [`apply`](apply::apply) one change at a time.
+//! One file per resource kind (terraform-provider-openstack's layout):
+//! [`keypair`], [`security_group`] (and rules), [`network`] (networks,
+//! subnets, the router), [`server`], [`volume`] (and attachments),
+//! [`floating_ip`], each with its API structs, its compare, how it is
+//! observed and its create/update/delete. This module holds what the
+//! repository asks for and the dispatch; [`client`] the session (through
+//! `openstack_sdk`), [`observe`](observe::observe) the batched reads, and
+//! [`wait`] the one polling helper.
 //!
 //! Ownership: servers and volumes carry metadata, Neutron resources tags,
 //! `apimon:managed=true` and `apimon:env=<env>`; keypairs can carry neither,
 //! so the state store records the ones apimon created. Only owned resources
 //! are ever deleted or replaced.
 
-pub mod apply;
+#[macro_use]
+mod common;
+mod apply;
 pub mod client;
-pub mod observe;
+mod desired;
+mod floating_ip;
+mod keypair;
+mod marks;
+mod network;
+mod observe;
+mod security_group;
+mod server;
+mod volume;
+mod wait;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -23,23 +37,20 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::model::{Environment, Remote, Rule};
+use crate::model::{Environment, Rule};
 use crate::plan::{
-    Comparison, DesiredItem, DesiredSet, ItemChange, ObservedSet, Planned, ProviderKind,
-    ResourceId, Spec,
+    Comparison, DesiredSet, ItemChange, ObservedSet, Planned, ProviderKind, ResourceId, Spec,
 };
 use crate::providers::{
     failure_kind, Availability, Context, FailureKind, Model, Ownership, Provider, Scope,
 };
-use crate::render::Rendered;
 
 use self::client::{Cloud, OpenstackError};
-use super::changed;
+pub use desired::desired;
+pub use marks::{ENV_KEY, MANAGED_KEY};
+pub use security_group::rule_name;
+pub use server::ServerSpec;
 
-/// Server metadata key marking resources apimon owns.
-pub const MANAGED_KEY: &str = "apimon:managed";
-/// Server metadata key naming the environment.
-pub const ENV_KEY: &str = "apimon:env";
 /// Server metadata key holding the image name the server was booted with:
 /// what a plan compares, so a cloud that renames or retires an image (image
 /// rotation) does not make every server look replaced.
@@ -51,40 +62,6 @@ pub const METADATA_KEYS_KEY: &str = "apimon:metadata_keys";
 /// Server metadata key holding the sha256 of the user data (Nova cannot
 /// return user data, so a change is detected through this hash).
 pub const USER_DATA_KEY: &str = "apimon:user_data_sha256";
-
-/// A server as apimon manages it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ServerSpec {
-    /// Flavor name.
-    pub flavor: String,
-    /// Image name.
-    pub image: String,
-    /// Keypair name.
-    pub keypair: String,
-    /// Availability zone; `None` leaves the choice to Nova.
-    pub availability_zone: Option<String>,
-    /// Network names in order.
-    pub networks: Vec<String>,
-    /// Fixed address on the first network.
-    pub address: Option<String>,
-    /// Security group names.
-    pub security_groups: BTreeSet<String>,
-    /// Metadata set by the operator (without apimon's own keys).
-    pub metadata: BTreeMap<String, String>,
-    /// sha256 of the rendered cloud-init user data.
-    pub user_data_sha256: String,
-    /// The user data itself; only sent on create.
-    #[serde(skip)]
-    pub user_data: String,
-    /// Observed only: the server is in ERROR, with Nova's fault message.
-    pub error: Option<String>,
-    /// Desired only: a new flavor resizes in place (policy `resize_servers`).
-    #[serde(skip)]
-    pub resize: bool,
-    /// Observed only: a resize waits for its confirmation (VERIFY_RESIZE).
-    #[serde(skip)]
-    pub resize_pending: bool,
-}
 
 /// One OpenStack resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -163,102 +140,28 @@ impl Spec for OpenstackSpec {
         use OpenstackSpec as S;
         match (self, observed) {
             (S::Keypair { public_key: want }, S::Keypair { public_key: have }) => {
-                if want == have {
-                    Comparison::Same
-                } else {
-                    Comparison::Replace(
-                        "public key changed (keypairs cannot change in place)".to_owned(),
-                    )
-                }
+                keypair::compare(want, have)
             }
             (S::SecurityGroup { description: want }, S::SecurityGroup { description: have }) => {
-                if want == have {
-                    Comparison::Same
-                } else {
-                    Comparison::Update(vec!["description changed".to_owned()])
-                }
+                security_group::compare(want, have)
             }
+            (S::Subnet { .. }, S::Subnet { .. }) => network::compare_subnet(self, observed),
+            (S::Server(want), S::Server(have)) => server::compare(want, have),
             (
-                S::Subnet {
-                    network: want_net,
-                    cidr: want_cidr,
-                    gateway_ip: want_gw,
-                    dns_nameservers: want_dns,
-                },
-                S::Subnet {
-                    network: have_net,
-                    cidr: have_cidr,
-                    gateway_ip: have_gw,
-                    dns_nameservers: have_dns,
-                },
-            ) => {
-                if want_net != have_net {
-                    return Comparison::Replace(format!("network {have_net} → {want_net}"));
-                }
-                if want_cidr != have_cidr {
-                    return Comparison::Replace(format!("cidr {have_cidr} → {want_cidr}"));
-                }
-                let mut reasons = Vec::new();
-                if want_gw.is_some() && want_gw != have_gw {
-                    reasons.push("gateway changed".to_owned());
-                }
-                if want_dns != have_dns {
-                    reasons.push("dns nameservers changed".to_owned());
-                }
-                if reasons.is_empty() {
-                    Comparison::Same
-                } else {
-                    Comparison::Update(reasons)
-                }
-            }
-            (S::Server(want), S::Server(have)) => compare_servers(want, have),
-            (
-                S::Volume { size_gb: want_size, volume_type: want_type, .. },
+                S::Volume { size_gb, volume_type, .. },
                 S::Volume { size_gb: have_size, volume_type: have_type, error },
-            ) => {
-                if let Some(status) = error {
-                    Comparison::Replace(format!("volume is in {status}"))
-                } else if want_type.is_some() && want_type != have_type {
-                    Comparison::Replace(format!(
-                        "volume type {} → {}",
-                        have_type.as_deref().unwrap_or("default"),
-                        want_type.as_deref().unwrap_or("default")
-                    ))
-                } else if want_size < have_size {
-                    Comparison::Replace(format!(
-                        "size {have_size} → {want_size} GiB (volumes cannot shrink)"
-                    ))
-                } else if want_size > have_size {
-                    Comparison::Update(vec![format!("extend {have_size} → {want_size} GiB")])
-                } else {
-                    Comparison::Same
-                }
-            }
+            ) => volume::compare(
+                (*size_gb, volume_type.as_deref()),
+                (*have_size, have_type.as_deref(), error.as_deref()),
+            ),
             (
-                S::VolumeAttachment { server: want_server, volume: want_volume, .. },
+                S::VolumeAttachment { server, volume, .. },
                 S::VolumeAttachment { server: have_server, volume: have_volume, .. },
-            ) => {
-                // The device is a hint hypervisors may ignore: never a reason to re-attach.
-                if want_server == have_server && want_volume == have_volume {
-                    Comparison::Same
-                } else {
-                    Comparison::Replace(format!(
-                        "attached to {have_server}, wanted on {want_server}"
-                    ))
-                }
-            }
+            ) => volume::compare_attachment((server, volume), (have_server, have_volume)),
             (
-                S::Router { external_network: want_net, subnets: want_subnets },
+                S::Router { external_network, subnets },
                 S::Router { external_network: have_net, subnets: have_subnets },
-            ) => {
-                if want_net != have_net {
-                    Comparison::Replace(format!("external network {have_net} → {want_net}"))
-                } else if want_subnets != have_subnets {
-                    Comparison::Update(vec!["subnet interfaces changed".to_owned()])
-                } else {
-                    Comparison::Same
-                }
-            }
+            ) => network::compare_router((external_network, subnets), (have_net, have_subnets)),
             (want, have) if want == have => Comparison::Same,
             (S::FloatingIp { network: want_net, .. }, S::FloatingIp { network: have_net, .. }) => {
                 if want_net == have_net {
@@ -274,69 +177,6 @@ impl Spec for OpenstackSpec {
     }
 }
 
-/// The groups a server is in: Nova puts a server declared with none in `default`.
-pub(super) fn effective_groups(spec: &ServerSpec) -> BTreeSet<String> {
-    if spec.security_groups.is_empty() {
-        BTreeSet::from(["default".to_owned()])
-    } else {
-        spec.security_groups.clone()
-    }
-}
-
-pub(super) fn compare_servers(want: &ServerSpec, have: &ServerSpec) -> Comparison {
-    if let Some(fault) = &have.error {
-        return Comparison::Replace(format!("server is in ERROR ({fault})"));
-    }
-    if have.resize_pending {
-        return Comparison::Update(vec!["confirm the pending resize".to_owned()]);
-    }
-    if want.user_data_sha256 != have.user_data_sha256 {
-        return Comparison::Replace("user data changed (template cloud-init.yaml.hbs)".to_owned());
-    }
-    let mut replace = Vec::new();
-    changed("image", &have.image, &want.image, &mut replace);
-    if !want.resize {
-        changed("flavor", &have.flavor, &want.flavor, &mut replace);
-    }
-    changed("keypair", &have.keypair, &want.keypair, &mut replace);
-    if want.availability_zone.is_some() && want.availability_zone != have.availability_zone {
-        replace.push("availability zone changed".to_owned());
-    }
-    if want.networks != have.networks {
-        replace.push("networks changed".to_owned());
-    }
-    if want.address.is_some() && want.address != have.address {
-        replace.push("address changed".to_owned());
-    }
-    if !replace.is_empty() {
-        return Comparison::Replace(replace.join("; "));
-    }
-    let mut update = Vec::new();
-    if want.resize && want.flavor != have.flavor {
-        update.push(format!("resize {} → {}", have.flavor, want.flavor));
-    }
-    if want.metadata != have.metadata {
-        let keys: BTreeSet<&String> = want
-            .metadata
-            .keys()
-            .chain(have.metadata.keys())
-            .filter(|k| want.metadata.get(*k) != have.metadata.get(*k))
-            .collect();
-        update.push(format!(
-            "metadata changed ({})",
-            keys.into_iter().cloned().collect::<Vec<_>>().join(", ")
-        ));
-    }
-    if effective_groups(want) != effective_groups(have) {
-        update.push("security groups changed".to_owned());
-    }
-    if update.is_empty() {
-        Comparison::Same
-    } else {
-        Comparison::Update(update)
-    }
-}
-
 /// The provider's name in resource ids.
 pub const KIND: ProviderKind = ProviderKind::named("openstack");
 
@@ -347,71 +187,6 @@ pub(crate) fn id(env: &str, kind: &str, name: impl Into<String>) -> ResourceId {
 /// Id of the server for `host`, which other providers depend on.
 pub fn server_id(env: &str, host: &str) -> ResourceId {
     id(env, "server", host)
-}
-
-/// A readable, unique name for a rule: its content.
-pub fn rule_name(group: &str, rule: &Rule) -> String {
-    let direction = match rule.direction {
-        crate::model::Direction::Ingress => "in",
-        crate::model::Direction::Egress => "out",
-    };
-    let protocol = serde_json::to_value(rule.protocol)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let ports = match rule.ports {
-        None => "all".to_owned(),
-        Some((low, high)) if low == high => low.to_string(),
-        Some((low, high)) => format!("{low}-{high}"),
-    };
-    let remote = match &rule.remote {
-        Remote::Any => "any".to_owned(),
-        Remote::Cidr(cidr) => cidr.to_string(),
-        Remote::Group(group) => format!("group:{group}"),
-    };
-    format!("{group}:{direction}:{protocol}:{ports}:{remote}")
-}
-
-/// The environment apimon's marks name, when they say apimon manages it.
-fn marked_env<'a>(managed: Option<&str>, env: Option<&'a str>) -> Option<&'a str> {
-    (managed == Some("true")).then_some(env).flatten()
-}
-
-fn tag_value<'a>(tags: &'a [String], key: &str) -> Option<&'a str> {
-    tags.iter().find_map(|t| t.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
-}
-
-/// The environment whose apimon Neutron tags `tags` carries, if any.
-pub(crate) fn tags_env(tags: &[String]) -> Option<&str> {
-    marked_env(tag_value(tags, MANAGED_KEY), tag_value(tags, ENV_KEY))
-}
-
-/// The environment whose apimon marks Nova or Cinder `metadata` carries, if any.
-pub(crate) fn metadata_env(metadata: &BTreeMap<String, String>) -> Option<&str> {
-    marked_env(
-        metadata.get(MANAGED_KEY).map(String::as_str),
-        metadata.get(ENV_KEY).map(String::as_str),
-    )
-}
-
-/// Whether Neutron tags mark a resource as apimon's in `env`.
-pub(crate) fn is_owned_tags(tags: &[String], env: &str) -> bool {
-    tags_env(tags) == Some(env)
-}
-
-/// Whether Nova or Cinder metadata marks a resource as apimon's in `env`.
-pub(crate) fn is_owned_metadata(metadata: &BTreeMap<String, String>, env: &str) -> bool {
-    metadata_env(metadata) == Some(env)
-}
-
-/// The Neutron tags apimon puts on what it creates in `env`.
-pub(crate) fn ownership_tags(env: &str) -> Vec<String> {
-    vec![format!("{MANAGED_KEY}=true"), format!("{ENV_KEY}={env}")]
-}
-
-/// The metadata apimon puts on the servers and volumes it creates in `env`.
-pub(crate) fn ownership_metadata(env: &str) -> [(String, String); 2] {
-    [(MANAGED_KEY.to_owned(), "true".to_owned()), (ENV_KEY.to_owned(), env.to_owned())]
 }
 
 /// Names → ids learned while observing and applying, so apply needs no
@@ -561,131 +336,6 @@ impl Provider for OpenstackProvider {
     }
 }
 
-/// What the environment asks of OpenStack.
-pub fn desired(env: &Environment, rendered: &Rendered) -> DesiredSet<OpenstackSpec> {
-    let name = env.name.as_str();
-    let mut set = DesiredSet::new();
-    let item = |spec, depends_on| DesiredItem { spec, depends_on };
-    for keypair in &env.keypairs {
-        set.insert(
-            id(name, "keypair", &keypair.name),
-            item(
-                OpenstackSpec::Keypair { public_key: keypair.public_key.line().to_owned() },
-                vec![],
-            ),
-        );
-    }
-    for group in &env.security_groups {
-        let group_id = id(name, "security_group", &group.name);
-        set.insert(
-            group_id.clone(),
-            item(OpenstackSpec::SecurityGroup { description: group.description.clone() }, vec![]),
-        );
-        for rule in &group.rules {
-            let mut depends_on = vec![group_id.clone()];
-            if let Remote::Group(remote) = &rule.remote {
-                depends_on.push(id(name, "security_group", remote));
-            }
-            set.insert(
-                id(name, "security_group_rule", rule_name(&group.name, rule)),
-                item(
-                    OpenstackSpec::SecurityGroupRule {
-                        group: group.name.clone(),
-                        rule: rule.clone(),
-                    },
-                    depends_on,
-                ),
-            );
-        }
-    }
-    for network in env.networks.iter().filter(|n| !n.external) {
-        let network_id = id(name, "network", &network.name);
-        set.insert(network_id.clone(), item(OpenstackSpec::Network, vec![]));
-        for subnet in &network.subnets {
-            let spec = OpenstackSpec::Subnet {
-                network: network.name.clone(),
-                cidr: subnet.cidr.to_string(),
-                gateway_ip: subnet.gateway_ip.map(|ip| ip.to_string()),
-                dns_nameservers: subnet.dns_nameservers.iter().map(ToString::to_string).collect(),
-            };
-            set.insert(id(name, "subnet", &subnet.name), item(spec, vec![network_id.clone()]));
-        }
-    }
-    for host in &env.hosts {
-        let (user_data, user_data_sha256) = rendered
-            .hosts
-            .get(&host.name)
-            .map(|r| (r.user_data.clone(), r.user_data_sha256.clone()))
-            .unwrap_or_default();
-        let mut depends_on = vec![id(name, "keypair", &host.keypair)];
-        depends_on.extend(host.security_groups.iter().map(|g| id(name, "security_group", g)));
-        for network in env.networks.iter().filter(|n| host.networks.contains(&n.name)) {
-            depends_on.push(id(name, "network", &network.name));
-            depends_on.extend(network.subnets.iter().map(|s| id(name, "subnet", &s.name)));
-        }
-        let spec = ServerSpec {
-            flavor: host.flavor.clone(),
-            image: host.image.clone(),
-            keypair: host.keypair.clone(),
-            availability_zone: host.availability_zone.clone(),
-            networks: host.networks.clone(),
-            address: host.address.map(|a| a.to_string()),
-            security_groups: host.security_groups.iter().cloned().collect(),
-            metadata: host.metadata.clone(),
-            user_data_sha256,
-            user_data,
-            error: None,
-            resize: env.policy.resize_servers,
-            resize_pending: false,
-        };
-        let server = server_id(name, &host.name);
-        set.insert(server.clone(), item(OpenstackSpec::Server(spec), depends_on));
-        for volume in &host.volumes {
-            let volume_name = format!("{}-{}", host.name, volume.name);
-            let volume_id = id(name, "volume", &volume_name);
-            set.insert(
-                volume_id.clone(),
-                item(
-                    OpenstackSpec::Volume {
-                        size_gb: volume.size_gb,
-                        volume_type: volume.volume_type.clone(),
-                        error: None,
-                    },
-                    vec![],
-                ),
-            );
-            let attachment = OpenstackSpec::VolumeAttachment {
-                server: host.name.clone(),
-                volume: volume_name.clone(),
-                device: volume.device.clone(),
-            };
-            set.insert(
-                id(name, "volume_attachment", &volume_name),
-                item(attachment, vec![server.clone(), volume_id]),
-            );
-        }
-        if let Some(network) = &host.floating_ip {
-            let spec =
-                OpenstackSpec::FloatingIp { network: network.clone(), server: host.name.clone() };
-            let depends_on = vec![server.clone(), id(name, "router", router_name(name))];
-            set.insert(id(name, "floating_ip", &host.name), item(spec, depends_on));
-        }
-    }
-    // One router to the external network the floating IPs come from.
-    if let Some(external) = env.hosts.iter().find_map(|h| h.floating_ip.as_ref()) {
-        let subnets: BTreeSet<String> = env
-            .networks
-            .iter()
-            .filter(|n| !n.external)
-            .flat_map(|n| n.subnets.iter().map(|s| s.name.clone()))
-            .collect();
-        let depends_on = subnets.iter().map(|s| id(name, "subnet", s)).collect();
-        let spec = OpenstackSpec::Router { external_network: external.clone(), subnets };
-        set.insert(id(name, "router", router_name(name)), item(spec, depends_on));
-    }
-    set
-}
-
 /// The environment's router: `<env>-router`.
 pub fn router_name(env: &str) -> String {
     format!("{env}-router")
@@ -797,24 +447,6 @@ mod tests {
             OpenstackSpec::Volume { size_gb: 50, volume_type: None, error: None }.compare(&failed),
             Comparison::Replace("volume is in error".into())
         );
-    }
-}
-
-#[cfg(test)]
-mod ownership_tests {
-    use super::*;
-
-    #[test]
-    fn ownership_needs_both_marks_and_the_right_environment() {
-        let tags = ownership_tags("outside");
-        assert!(is_owned_tags(&tags, "outside"));
-        assert!(!is_owned_tags(&tags, "inside"));
-        assert!(!is_owned_tags(&tags[..1], "outside"));
-        let metadata: BTreeMap<String, String> =
-            ownership_metadata("outside").into_iter().collect();
-        assert!(is_owned_metadata(&metadata, "outside"));
-        assert!(!is_owned_metadata(&metadata, "inside"));
-        assert!(!is_owned_metadata(&BTreeMap::new(), "outside"));
     }
 
     #[test]

@@ -1,0 +1,230 @@
+//! Raw repository types: a one-to-one mirror of the YAML files.
+//!
+//! Every struct denies unknown keys so that a typo is an error, never a
+//! silently ignored setting. Nothing here is cross-checked: `validate.rs`
+//! turns these into a [`crate::model::DesiredState`].
+
+mod inventory;
+mod scenario;
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+pub use inventory::*;
+pub use scenario::*;
+
+/// A value that is either written inline or fetched from the secret store
+/// on the applying machine: `{secret: NAME}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MaybeSecret {
+    /// `{secret: NAME}`: resolved where apimon applies; holds NAME.
+    Secret(String),
+    /// A plain value written in the repository.
+    Plain(String),
+}
+
+// Hand-written rather than `untagged` so that a wrong value gets a precise
+// message ("expected a string or {secret: NAME}") instead of serde's
+// "did not match any variant".
+impl<'de> Deserialize<'de> for MaybeSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = MaybeSecret;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or `{secret: NAME}`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<MaybeSecret, E> {
+                Ok(MaybeSecret::Plain(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<MaybeSecret, A::Error> {
+                let mut name = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key != "secret" || name.is_some() {
+                        return Err(serde::de::Error::custom(format!(
+                            "unexpected key `{key}`; expected `{{secret: NAME}}`"
+                        )));
+                    }
+                    name = Some(map.next_value::<String>()?);
+                }
+                name.map(MaybeSecret::Secret)
+                    .ok_or_else(|| serde::de::Error::custom("expected `{secret: NAME}`"))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// `apimon.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Root {
+    /// Prefix-free project name, used in tags and in generated names.
+    pub project: String,
+    /// Defaults that each environment may override.
+    #[serde(default)]
+    pub defaults: Policy,
+    /// Environments by name, e.g. `outside` and `inside`.
+    pub environments: BTreeMap<String, Environment>,
+}
+
+/// Safety policies for changing an environment.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// A plan deleting more resources than this is refused.
+    pub max_deletes: Option<u32>,
+    /// Whether resources removed from the repository are deleted.
+    pub prune: Option<bool>,
+    /// What the daemon does about drift: `repair` or `report`.
+    pub drift: Option<DriftMode>,
+    /// Whether a new flavor resizes a server in place instead of replacing it.
+    pub resize_servers: Option<bool>,
+}
+
+/// What the daemon does when it finds drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftMode {
+    /// Converge back to the repository.
+    Repair,
+    /// Only report it.
+    Report,
+}
+
+/// Where an environment lives relative to the monitored cloud.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// Outside the monitored cloud: sees what customers see.
+    Outside,
+    /// Inside the monitored cloud.
+    Inside,
+}
+
+/// One environment in `apimon.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    /// Free text for humans.
+    #[serde(default)]
+    pub description: String,
+    /// `outside` or `inside` the monitored cloud.
+    pub location: Placement,
+    /// The `clouds.yaml` entry (OS_CLOUD) apimon uses to manage this environment's VMs.
+    pub cloud: String,
+    /// Clouds the scenarios of this environment monitor; rendered into the
+    /// executor's `clouds.yaml`.
+    #[serde(default)]
+    pub monitored_clouds: BTreeMap<String, MonitoredCloud>,
+    /// How apimon reaches this environment's InfluxDB as administrator.
+    pub influxdb: InfluxdbEndpoint,
+    /// How apimon reaches this environment's Grafana.
+    pub grafana: Option<GrafanaEndpoint>,
+    /// SSH access to the environment's hosts.
+    pub ssh: Option<SshAccess>,
+    /// Overrides of the project defaults.
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// A cloud the scenarios talk to (Keystone v3 password auth).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoredCloud {
+    /// Keystone URL.
+    pub auth_url: String,
+    /// Region.
+    pub region: Option<String>,
+    /// Project (tenant) name.
+    pub project_name: String,
+    /// Domain of the user and project.
+    #[serde(default = "default_domain")]
+    pub domain_name: String,
+    /// User name.
+    pub username: MaybeSecret,
+    /// Password; must be a secret.
+    pub password: MaybeSecret,
+}
+
+fn default_domain() -> String {
+    "Default".to_owned()
+}
+
+/// The InfluxDB HTTP API of an environment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxdbEndpoint {
+    /// Base URL, e.g. `http://192.168.10.30:8086`.
+    pub url: String,
+    /// Administrator apimon logs in as; must be declared in influxdb.yaml.
+    pub admin_user: String,
+    /// Database the executor's results are written to.
+    pub results_database: String,
+    /// User telegraf writes the results as (WRITE or ALL on `results_database`).
+    pub results_user: String,
+    /// PEM file with a CA to trust in addition to the system roots.
+    pub ca_file: Option<String>,
+}
+
+/// The Grafana HTTP API of an environment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrafanaEndpoint {
+    /// Base URL, e.g. `https://grafana.example.net`.
+    pub url: String,
+    /// Service-account token; must be a secret.
+    pub token: MaybeSecret,
+}
+
+/// SSH access: through the bastion as a jump host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshAccess {
+    /// User on every host.
+    pub user: String,
+    /// Address of the bastion (its floating IP or DNS name).
+    pub bastion_address: String,
+    /// Port of the bastion's sshd.
+    #[serde(default = "default_ssh_port")]
+    pub bastion_port: u16,
+    /// Port of the hosts' sshd (reached from the bastion).
+    #[serde(default = "default_ssh_port")]
+    pub host_port: u16,
+    /// Service manager command (`systemctl`, or a stand-in where there is no systemd).
+    #[serde(default = "default_service_manager")]
+    pub service_manager: String,
+    /// Prefix of every managed path on the hosts; `/` for real hosts.
+    #[serde(default = "default_root")]
+    pub root: String,
+    /// Shell command that succeeds when `{package}` is installed.
+    #[serde(default = "default_package_check")]
+    pub package_check: String,
+    /// Shell command that installs `{package}`.
+    #[serde(default = "default_package_install")]
+    pub package_install: String,
+}
+
+fn default_service_manager() -> String {
+    "systemctl".to_owned()
+}
+
+fn default_root() -> String {
+    "/".to_owned()
+}
+
+fn default_package_check() -> String {
+    "dpkg-query -W -f='${Status}' {package} 2>/dev/null | grep -q 'install ok installed'".to_owned()
+}
+
+fn default_package_install() -> String {
+    "DEBIAN_FRONTEND=noninteractive apt-get install -y -q {package}".to_owned()
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}

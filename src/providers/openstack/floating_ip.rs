@@ -1,0 +1,131 @@
+//! Neutron floating IPs, one per host that declares one, named after the
+//! host. They need the environment's router to the external network.
+
+use openstack_sdk::api::network::v2::floatingip::{
+    create as fip_create, delete as fip_delete, list as floating_ip_list, set as fip_set,
+    tag::replace as fip_tags,
+};
+use serde::Deserialize;
+
+use super::client::{built, Cloud, OpenstackError};
+use super::common::{known, Created};
+use super::marks::is_owned_tags;
+use super::network::network_id;
+use super::observe::Observer;
+use super::server::{self, first_port};
+use super::{id, OpenstackProvider, OpenstackSpec};
+
+#[derive(Debug, Deserialize)]
+pub(super) struct FloatingIpJson {
+    id: String,
+    floating_network_id: String,
+    #[serde(default)]
+    floating_ip_address: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    port_details: Option<PortDetailsJson>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PortDetailsJson {
+    #[serde(default)]
+    device_id: Option<String>,
+}
+
+/// The project's floating IPs, with the device of their port.
+pub(super) async fn list(
+    cloud: &Cloud,
+    project: &str,
+) -> Result<Vec<FloatingIpJson>, OpenstackError> {
+    let request = floating_ip_list::Request::builder()
+        .tenant_id(project)
+        .build()
+        .map_err(|e| built("floating IPs", e))?;
+    cloud.list::<FloatingIpJson, _>("floating IPs", request).await
+}
+
+/// Floating IPs, by the server their port belongs to.
+pub(super) fn observe(o: &mut Observer<'_>, floating_ips: Vec<FloatingIpJson>) {
+    for fip in floating_ips {
+        let owned = is_owned_tags(&fip.tags, o.env);
+        let server = fip
+            .port_details
+            .as_ref()
+            .and_then(|p| p.device_id.as_ref())
+            .and_then(|device| o.server_names.get(device))
+            .cloned();
+        let (name, depends_on) = match &server {
+            Some(server) => (
+                server.clone(),
+                vec![id(o.env, "server", server), id(o.env, "router", super::router_name(o.env))],
+            ),
+            // An owned address no server uses any more: pruned like any leftover.
+            None if owned => (format!("unassociated-{}", fip.floating_ip_address), vec![]),
+            None => continue,
+        };
+        if !owned && !o.wants("floating_ip", &name) {
+            continue;
+        }
+        let network = o
+            .network_names
+            .get(&fip.floating_network_id)
+            .cloned()
+            .unwrap_or(fip.floating_network_id);
+        let spec = OpenstackSpec::FloatingIp { network, server: server.unwrap_or_default() };
+        if o.insert(id(o.env, "floating_ip", &name), spec, owned, depends_on) {
+            o.index.floating_ips.insert(name, fip.id);
+        }
+    }
+}
+
+pub(super) async fn create(
+    p: &OpenstackProvider,
+    r: &str,
+    name: &str,
+    network: &str,
+    server: &str,
+) -> Result<(), OpenstackError> {
+    let network_id = network_id(p, r, network).await?;
+    let server_id = server::id_of(p, r, server).await?;
+    let port = first_port(p, r, &server_id).await?;
+    let body = fip_create::FloatingipBuilder::default()
+        .floating_network_id(network_id.as_str())
+        .port_id(Some(port.into()))
+        .build()
+        .map_err(|e| built(r, e))?;
+    let request =
+        fip_create::Request::builder().floatingip(body).build().map_err(|e| built(r, e))?;
+    let created: Created = p.cloud.query(r, "create", request).await?;
+    tag_or_undo!(p, r, fip_tags, floatingip_id, fip_delete, created.id.as_str())?;
+    p.with_index(|i| i.floating_ips.insert(name.to_owned(), created.id));
+    Ok(())
+}
+
+/// Moves the floating IP `fip` (an id) to the server `server_id`.
+pub(super) async fn move_to(
+    p: &OpenstackProvider,
+    r: &str,
+    fip: &str,
+    server_id: &str,
+) -> Result<(), OpenstackError> {
+    let port = first_port(p, r, server_id).await?;
+    let body = fip_set::FloatingipBuilder::default()
+        .port_id(Some(port.into()))
+        .build()
+        .map_err(|e| built(r, e))?;
+    let request =
+        fip_set::Request::builder().id(fip).floatingip(body).build().map_err(|e| built(r, e))?;
+    p.cloud.execute(r, "move the floating IP to the new server", request).await
+}
+
+pub(super) async fn delete(
+    p: &OpenstackProvider,
+    r: &str,
+    name: &str,
+) -> Result<(), OpenstackError> {
+    let id = known(p, r, |i| i.floating_ips.get(name).cloned())?;
+    delete_by_id!(p, r, fip_delete, id.as_str())?;
+    p.with_index(|i| i.floating_ips.remove(name));
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! Nova keypairs. They can carry no marks, so the state store says which
+//! ones apimon created; a changed public key replaces the keypair.
+
+use openstack_sdk::api::compute::v2::keypair::{
+    create_21 as keypair_create, delete_20 as keypair_delete, get_20 as keypair_get,
+    list_20 as keypair_list,
+};
+use serde::Deserialize;
+
+use super::client::{built, Cloud, OpenstackError};
+use super::observe::Observer;
+use super::{id, OpenstackProvider, OpenstackSpec};
+use crate::plan::Comparison;
+use crate::providers::Scope;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct KeypairJson {
+    name: String,
+    #[serde(default)]
+    public_key: String,
+}
+
+/// Every keypair of the user.
+pub(super) async fn list(cloud: &Cloud) -> Result<Vec<KeypairJson>, OpenstackError> {
+    let request = keypair_list::Request::builder().build().map_err(|e| built("keypairs", e))?;
+    cloud.query::<Vec<KeypairJson>, _>("keypairs", "list", request).await
+}
+
+/// A changed key cannot be changed in place.
+pub(super) fn compare(want: &str, have: &str) -> Comparison {
+    if want == have {
+        Comparison::Same
+    } else {
+        Comparison::Replace("public key changed (keypairs cannot change in place)".to_owned())
+    }
+}
+
+/// The keypairs apimon created (the state store says which) or the
+/// repository declares.
+pub(super) fn observe(o: &mut Observer<'_>, keypairs: Vec<KeypairJson>, scope: &Scope) {
+    for keypair in keypairs {
+        let keypair_id = id(o.env, "keypair", &keypair.name);
+        let owned = scope.owned.contains(&keypair_id);
+        if owned || o.wants("keypair", &keypair.name) {
+            let spec = OpenstackSpec::Keypair { public_key: keypair.public_key.trim().to_owned() };
+            o.insert(keypair_id, spec, owned, vec![]);
+        }
+    }
+}
+
+pub(super) async fn create(
+    p: &OpenstackProvider,
+    r: &str,
+    name: &str,
+    public_key: &str,
+) -> Result<(), OpenstackError> {
+    let body = keypair_create::KeypairBuilder::default()
+        .name(name)
+        .public_key(public_key)
+        .build()
+        .map_err(|e| built(r, e))?;
+    let request =
+        keypair_create::Request::builder().keypair(body).build().map_err(|e| built(r, e))?;
+    match p.cloud.execute(r, "create", request).await {
+        // A retry after a lost answer: fine if the key is the one we sent.
+        Err(error) if error.is_conflict() => {
+            #[derive(Deserialize)]
+            struct Existing {
+                public_key: String,
+            }
+            let request =
+                keypair_get::Request::builder().id(name).build().map_err(|e| built(r, e))?;
+            let existing: Existing = p.cloud.query(r, "read", request).await?;
+            if existing.public_key.trim() == public_key.trim() {
+                Ok(())
+            } else {
+                Err(error)
+            }
+        }
+        other => other,
+    }
+}
+
+pub(super) async fn delete(
+    p: &OpenstackProvider,
+    r: &str,
+    name: &str,
+) -> Result<(), OpenstackError> {
+    delete_by_id!(p, r, keypair_delete, name)
+}

@@ -1,0 +1,508 @@
+//! Neutron networks, subnets and the environment's router (its gateway on
+//! the external network the floating IPs come from, an interface on each
+//! subnet). External networks are only referenced, by name.
+
+use std::collections::BTreeSet;
+
+use openstack_sdk::api::network::v2::network::{
+    create as network_create, delete as network_delete, list as network_list,
+    tag::replace as network_tags,
+};
+use openstack_sdk::api::network::v2::port::list as port_list;
+use openstack_sdk::api::network::v2::router::{
+    add_router_interface, create as router_create, delete as router_delete, list as router_list,
+    remove_router_interface, tag::replace as router_tags,
+};
+use openstack_sdk::api::network::v2::subnet::{
+    create as subnet_create, delete as subnet_delete, list as subnet_list, set as subnet_set,
+    tag::replace as subnet_tags,
+};
+use serde::Deserialize;
+
+use super::client::{built, Cloud, OpenstackError};
+use super::common::{gone_is_fine, known, Created, Named};
+use super::marks::{is_owned_tags, refuse_foreign, tags_env, Claims};
+use super::observe::Observer;
+use super::{id, OpenstackProvider, OpenstackSpec};
+use crate::plan::Comparison;
+
+/// `device_owner` of a router's interface ports: plain, distributed (DVR), HA.
+const ROUTER_INTERFACE_OWNERS: [&str; 3] = [
+    "network:router_interface",
+    "network:router_interface_distributed",
+    "network:ha_router_replicated_interface",
+];
+
+#[derive(Debug, Deserialize)]
+pub(super) struct NetworkJson {
+    pub id: String,
+    #[serde(default)]
+    pub created_at: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    project_id: Option<String>,
+    #[serde(rename = "router:external", default)]
+    external: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct SubnetJson {
+    pub id: String,
+    #[serde(default)]
+    pub created_at: String,
+    #[serde(default)]
+    name: String,
+    network_id: String,
+    cidr: String,
+    #[serde(default)]
+    gateway_ip: Option<String>,
+    #[serde(default)]
+    dns_nameservers: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RouterJson {
+    pub id: String,
+    #[serde(default)]
+    pub created_at: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    external_gateway_info: Option<GatewayJson>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GatewayJson {
+    #[serde(default)]
+    network_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct InterfacePortJson {
+    #[serde(default)]
+    device_id: String,
+    #[serde(default)]
+    device_owner: String,
+    #[serde(default)]
+    fixed_ips: Vec<FixedIpJson>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FixedIpJson {
+    subnet_id: String,
+}
+
+/// Every network the project sees (its own, external and shared ones).
+pub(super) async fn list_networks(cloud: &Cloud) -> Result<Vec<NetworkJson>, OpenstackError> {
+    let request = network_list::Request::builder().build().map_err(|e| built("networks", e))?;
+    cloud.list::<NetworkJson, _>("networks", request).await
+}
+
+/// The project's subnets.
+pub(super) async fn list_subnets(
+    cloud: &Cloud,
+    project: &str,
+) -> Result<Vec<SubnetJson>, OpenstackError> {
+    let request = subnet_list::Request::builder()
+        .tenant_id(project)
+        .build()
+        .map_err(|e| built("subnets", e))?;
+    cloud.list::<SubnetJson, _>("subnets", request).await
+}
+
+/// The project's routers.
+pub(super) async fn list_routers(
+    cloud: &Cloud,
+    project: &str,
+) -> Result<Vec<RouterJson>, OpenstackError> {
+    let request = router_list::Request::builder()
+        .tenant_id(project)
+        .build()
+        .map_err(|e| built("routers", e))?;
+    cloud.list::<RouterJson, _>("routers", request).await
+}
+
+/// Every port of the project: HA and distributed routers label their
+/// interfaces differently, and Neutron's filter takes one value.
+pub(super) async fn list_interfaces(
+    cloud: &Cloud,
+    project: &str,
+) -> Result<Vec<InterfacePortJson>, OpenstackError> {
+    let request = port_list::Request::builder()
+        .tenant_id(project)
+        .build()
+        .map_err(|e| built("router interfaces", e))?;
+    cloud.list::<InterfacePortJson, _>("router interfaces", request).await
+}
+
+/// Network and CIDR changes replace a subnet; gateway and DNS change in place.
+pub(super) fn compare_subnet(want: &OpenstackSpec, have: &OpenstackSpec) -> Comparison {
+    let (
+        OpenstackSpec::Subnet {
+            network: want_net,
+            cidr: want_cidr,
+            gateway_ip: want_gw,
+            dns_nameservers: want_dns,
+        },
+        OpenstackSpec::Subnet {
+            network: have_net,
+            cidr: have_cidr,
+            gateway_ip: have_gw,
+            dns_nameservers: have_dns,
+        },
+    ) = (want, have)
+    else {
+        return Comparison::Replace("resource kind changed".to_owned());
+    };
+    if want_net != have_net {
+        return Comparison::Replace(format!("network {have_net} → {want_net}"));
+    }
+    if want_cidr != have_cidr {
+        return Comparison::Replace(format!("cidr {have_cidr} → {want_cidr}"));
+    }
+    let mut reasons = Vec::new();
+    if want_gw.is_some() && want_gw != have_gw {
+        reasons.push("gateway changed".to_owned());
+    }
+    if want_dns != have_dns {
+        reasons.push("dns nameservers changed".to_owned());
+    }
+    if reasons.is_empty() {
+        Comparison::Same
+    } else {
+        Comparison::Update(reasons)
+    }
+}
+
+/// A new external network replaces the router; subnet interfaces change in place.
+pub(super) fn compare_router(
+    (want_net, want_subnets): (&str, &BTreeSet<String>),
+    (have_net, have_subnets): (&str, &BTreeSet<String>),
+) -> Comparison {
+    if want_net != have_net {
+        Comparison::Replace(format!("external network {have_net} → {want_net}"))
+    } else if want_subnets != have_subnets {
+        Comparison::Update(vec!["subnet interfaces changed".to_owned()])
+    } else {
+        Comparison::Same
+    }
+}
+
+/// The project's own networks, and external/shared ones by name (for floating IPs).
+pub(super) fn observe_networks(
+    o: &mut Observer<'_>,
+    networks: &[NetworkJson],
+) -> Result<(), OpenstackError> {
+    let mut claims = Claims::default();
+    for network in networks {
+        let mine = network.project_id.as_deref() == Some(o.project);
+        if !mine && !network.external {
+            continue;
+        }
+        let owned = mine && is_owned_tags(&network.tags, o.env);
+        let name = claims.name(&network.name, &network.id, owned);
+        o.network_names.insert(network.id.clone(), name.clone());
+        if mine && !owned && o.wants("network", &name) {
+            refuse_foreign("network", &name, o.env, tags_env(&network.tags))?;
+        }
+        if mine && (owned || o.wants("network", &name)) {
+            if o.insert(id(o.env, "network", &name), OpenstackSpec::Network, owned, vec![]) {
+                o.index.networks.insert(name, network.id.clone());
+            }
+        } else if network.external {
+            o.index.external_networks.entry(network.name.clone()).or_insert(network.id.clone());
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn observe_subnets(
+    o: &mut Observer<'_>,
+    subnets: Vec<SubnetJson>,
+) -> Result<(), OpenstackError> {
+    let mut claims = Claims::default();
+    for subnet in subnets {
+        let owned = is_owned_tags(&subnet.tags, o.env);
+        let name = claims.name(&subnet.name, &subnet.id, owned);
+        o.subnet_names.insert(subnet.id.clone(), name.clone());
+        if !owned && !o.wants("subnet", &name) {
+            continue;
+        }
+        if !owned {
+            refuse_foreign("subnet", &name, o.env, tags_env(&subnet.tags))?;
+        }
+        let Some(network) = o.network_names.get(&subnet.network_id).cloned() else { continue };
+        let network_id = id(o.env, "network", &network);
+        o.subnets_of.entry(network.clone()).or_default().push(id(o.env, "subnet", &name));
+        let spec = OpenstackSpec::Subnet {
+            network,
+            cidr: subnet.cidr,
+            gateway_ip: subnet.gateway_ip,
+            dns_nameservers: subnet.dns_nameservers,
+        };
+        if o.insert(id(o.env, "subnet", &name), spec, owned, vec![network_id]) {
+            o.index.subnets.insert(name, subnet.id);
+        }
+    }
+    Ok(())
+}
+
+/// Routers, with the subnets they have interfaces on.
+pub(super) fn observe_routers(
+    o: &mut Observer<'_>,
+    routers: Vec<RouterJson>,
+    interfaces: &[InterfacePortJson],
+) -> Result<(), OpenstackError> {
+    let mut claims = Claims::default();
+    for router in routers {
+        let owned = is_owned_tags(&router.tags, o.env);
+        let name = claims.name(&router.name, &router.id, owned);
+        if !owned && !o.wants("router", &name) {
+            continue;
+        }
+        if !owned {
+            refuse_foreign("router", &name, o.env, tags_env(&router.tags))?;
+        }
+        let external_network = router
+            .external_gateway_info
+            .and_then(|g| g.network_id)
+            .map(|id| o.network_names.get(&id).cloned().unwrap_or(id))
+            .unwrap_or_default();
+        let subnets: BTreeSet<String> = interfaces
+            .iter()
+            .filter(|port| {
+                port.device_id == router.id
+                    && ROUTER_INTERFACE_OWNERS.contains(&port.device_owner.as_str())
+            })
+            .flat_map(|port| port.fixed_ips.iter())
+            .map(|ip| {
+                o.subnet_names.get(&ip.subnet_id).cloned().unwrap_or_else(|| ip.subnet_id.clone())
+            })
+            .collect();
+        o.index.router_interfaces.extend(subnets.iter().map(|s| (router.id.clone(), s.clone())));
+        let depends_on = subnets.iter().map(|s| id(o.env, "subnet", s)).collect();
+        let spec = OpenstackSpec::Router { external_network, subnets };
+        if o.insert(id(o.env, "router", &name), spec, owned, depends_on) {
+            o.index.routers.insert(name, router.id);
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn create(
+    p: &OpenstackProvider,
+    r: &str,
+    name: &str,
+) -> Result<(), OpenstackError> {
+    let body =
+        network_create::NetworkBuilder::default().name(name).build().map_err(|e| built(r, e))?;
+    let request =
+        network_create::Request::builder().network(body).build().map_err(|e| built(r, e))?;
+    let created: Created = p.cloud.query(r, "create", request).await?;
+    tag_or_undo!(p, r, network_tags, network_id, network_delete, created.id.as_str())?;
+    p.with_index(|i| i.networks.insert(name.to_owned(), created.id));
+    Ok(())
+}
+
+pub(super) async fn delete(
+    p: &OpenstackProvider,
+    r: &str,
+    name: &str,
+) -> Result<(), OpenstackError> {
+    let id = network_id(p, r, name).await?;
+    delete_by_id!(p, r, network_delete, id.as_str())?;
+    p.with_index(|i| i.networks.remove(name));
+    Ok(())
+}
+
+/// Creates subnet `name` as `spec` (an [`OpenstackSpec::Subnet`]).
+pub(super) async fn create_subnet(
+    p: &OpenstackProvider,
+    r: &str,
+    name: &str,
+    spec: &OpenstackSpec,
+) -> Result<(), OpenstackError> {
+    let OpenstackSpec::Subnet { network, cidr, gateway_ip, dns_nameservers } = spec else {
+        return Ok(());
+    };
+    let network_id = network_id(p, r, network).await?;
+    let mut body = subnet_create::SubnetBuilder::default();
+    body.name(name)
+        .network_id(network_id.as_str())
+        .cidr(Some(cidr.as_str().into()))
+        .ip_version(if cidr.contains(':') { 6 } else { 4 })
+        .dns_nameservers(dns_nameservers.iter().map(|d| d.as_str().into()).collect::<Vec<_>>());
+    if let Some(gateway) = gateway_ip {
+        body.gateway_ip(Some(gateway.as_str().into()));
+    }
+    let body = body.build().map_err(|e| built(r, e))?;
+    let request =
+        subnet_create::Request::builder().subnet(body).build().map_err(|e| built(r, e))?;
+    let created: Created = p.cloud.query(r, "create", request).await?;
+    tag_or_undo!(p, r, subnet_tags, subnet_id, subnet_delete, created.id.as_str())?;
+    p.with_index(|i| i.subnets.insert(name.to_owned(), created.id));
+    Ok(())
+}
+
+/// Sets the gateway and DNS servers of subnet `name`.
+pub(super) async fn update_subnet(
+    p: &OpenstackProvider,
+    r: &str,
+    name: &str,
+    gateway_ip: Option<&str>,
+    dns_nameservers: &[String],
+) -> Result<(), OpenstackError> {
+    let id = known(p, r, |i| i.subnets.get(name).cloned())?;
+    let mut body = subnet_set::SubnetBuilder::default();
+    body.dns_nameservers(dns_nameservers.iter().map(|d| d.as_str().into()).collect::<Vec<_>>());
+    if let Some(gateway) = gateway_ip {
+        body.gateway_ip(Some(gateway.into()));
+    }
+    let body = body.build().map_err(|e| built(r, e))?;
+    let request = subnet_set::Request::builder()
+        .id(id.as_str())
+        .subnet(body)
+        .build()
+        .map_err(|e| built(r, e))?;
+    p.cloud.execute(r, "update", request).await
+}
+
+pub(super) async fn delete_subnet(
+    p: &OpenstackProvider,
+    r: &str,
+    name: &str,
+) -> Result<(), OpenstackError> {
+    let id = known(p, r, |i| i.subnets.get(name).cloned())?;
+    delete_by_id!(p, r, subnet_delete, id.as_str())?;
+    p.with_index(|i| i.subnets.remove(name));
+    Ok(())
+}
+
+/// Creates the router with its gateway and an interface on each subnet.
+pub(super) async fn create_router(
+    p: &OpenstackProvider,
+    r: &str,
+    name: &str,
+    external_network: &str,
+    subnets: &BTreeSet<String>,
+) -> Result<(), OpenstackError> {
+    // An earlier attempt of this change may have made the router and
+    // some interfaces already: finish its work instead of repeating it.
+    if let Some(id) = p.with_index(|i| i.routers.get(name).cloned()) {
+        for subnet in subnets {
+            router_interface(p, r, &id, subnet, true).await?;
+        }
+        return Ok(());
+    }
+    let network_id = network_id(p, r, external_network).await?;
+    let gateway = router_create::ExternalGatewayInfoBuilder::default()
+        .network_id(network_id.as_str())
+        .build()
+        .map_err(|e| built(r, e))?;
+    let body = router_create::RouterBuilder::default()
+        .name(name)
+        .external_gateway_info(Some(gateway))
+        .build()
+        .map_err(|e| built(r, e))?;
+    let request =
+        router_create::Request::builder().router(body).build().map_err(|e| built(r, e))?;
+    let created: Created = p.cloud.query(r, "create", request).await?;
+    tag_or_undo!(p, r, router_tags, router_id, router_delete, created.id.as_str())?;
+    p.with_index(|i| i.routers.insert(name.to_owned(), created.id.clone()));
+    for subnet in subnets {
+        router_interface(p, r, &created.id, subnet, true).await?;
+    }
+    Ok(())
+}
+
+/// Adds and removes interfaces so the router has one on each of `want`.
+pub(super) async fn update_router(
+    p: &OpenstackProvider,
+    r: &str,
+    name: &str,
+    want: &BTreeSet<String>,
+    have: &BTreeSet<String>,
+) -> Result<(), OpenstackError> {
+    let id = known(p, r, |i| i.routers.get(name).cloned())?;
+    for subnet in want.difference(have) {
+        router_interface(p, r, &id, subnet, true).await?;
+    }
+    for subnet in have.difference(want) {
+        router_interface(p, r, &id, subnet, false).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn delete_router(
+    p: &OpenstackProvider,
+    r: &str,
+    name: &str,
+    subnets: &BTreeSet<String>,
+) -> Result<(), OpenstackError> {
+    let id = known(p, r, |i| i.routers.get(name).cloned())?;
+    for subnet in subnets {
+        router_interface(p, r, &id, subnet, false).await?;
+    }
+    delete_by_id!(p, r, router_delete, id.as_str())?;
+    p.with_index(|i| i.routers.remove(name));
+    Ok(())
+}
+
+/// Adds (or removes) the router's interface on `subnet`.
+async fn router_interface(
+    p: &OpenstackProvider,
+    r: &str,
+    router_id: &str,
+    subnet: &str,
+    add: bool,
+) -> Result<(), OpenstackError> {
+    let subnet_id = known(p, r, |i| i.subnets.get(subnet).cloned())?;
+    let key = (router_id.to_owned(), subnet.to_owned());
+    if add {
+        if p.with_index(|i| i.router_interfaces.contains(&key)) {
+            return Ok(());
+        }
+        let request = add_router_interface::Request::builder()
+            .id(router_id)
+            .subnet_id(subnet_id.as_str())
+            .build()
+            .map_err(|e| built(r, e))?;
+        p.cloud.execute(r, &format!("add interface on subnet {subnet}"), request).await?;
+        p.with_index(|i| i.router_interfaces.insert(key));
+        Ok(())
+    } else {
+        p.with_index(|i| i.router_interfaces.remove(&key));
+        let request = remove_router_interface::Request::builder()
+            .id(router_id)
+            .subnet_id(subnet_id.as_str())
+            .build()
+            .map_err(|e| built(r, e))?;
+        gone_is_fine(
+            p.cloud.execute(r, &format!("remove interface on subnet {subnet}"), request).await,
+        )
+    }
+}
+
+pub(super) async fn network_id(
+    p: &OpenstackProvider,
+    r: &str,
+    name: &str,
+) -> Result<String, OpenstackError> {
+    if let Some(id) =
+        p.with_index(|i| i.networks.get(name).or_else(|| i.external_networks.get(name)).cloned())
+    {
+        return Ok(id);
+    }
+    let request = network_list::Request::builder().name(name).build().map_err(|e| built(r, e))?;
+    let found: Vec<Named> = p.cloud.list(r, request).await?;
+    found.into_iter().find(|n| n.name == name).map(|n| n.id).ok_or_else(|| {
+        OpenstackError::Missing { resource: r.to_owned(), what: "network", name: name.to_owned() }
+    })
+}
