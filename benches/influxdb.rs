@@ -43,14 +43,13 @@ async fn main() {
         SecretStore::load(Some(&secrets_file), std::iter::empty()).expect("secrets"),
     );
     let state_dir = tempfile::tempdir().expect("temp dir");
+    let machine = Machine::from_env();
+    let prepare = || {
+        reconcile::prepare(repo.path(), &["outside".to_owned()], &secrets, Target::Live(&machine))
+            .expect("prepare")
+    };
 
-    let prepared = reconcile::prepare(
-        repo.path(),
-        &["outside".to_owned()],
-        &secrets,
-        Target::Live(&Machine::from_env()),
-    )
-    .expect("prepare");
+    let prepared = prepare();
     let store = LockedStore::open(state_dir.path()).expect("lock");
     let plan =
         reconcile::plan(&prepared, &store.load().expect("state"), false).await.expect("plan");
@@ -67,13 +66,7 @@ async fn main() {
     let state = state::read(state_dir.path()).expect("state");
     let mut samples: Vec<(Duration, usize)> = Vec::new();
     for _ in 0..10 {
-        let prepared = reconcile::prepare(
-            repo.path(),
-            &["outside".to_owned()],
-            &secrets,
-            Target::Live(&Machine::from_env()),
-        )
-        .expect("prepare");
+        let prepared = prepare();
         let started = Instant::now();
         let plan = reconcile::plan(&prepared, &state, false).await.expect("plan");
         samples.push((

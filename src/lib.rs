@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cron;
 pub mod daemon;
 pub mod executor;
+pub mod fsutil;
 pub mod machine;
 pub mod model;
 pub mod plan;

@@ -198,10 +198,14 @@ impl State {
 /// The file exists but cannot be read or parsed.
 pub fn read(dir: &Path) -> Result<State, StateError> {
     let path = dir.join(STATE_FILE);
-    let text = match std::fs::read_to_string(&path) {
+    let text = match crate::fsutil::read_text_limited(&path, crate::fsutil::MAX_CONFIG_BYTES) {
         Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
-        Err(source) => return Err(StateError::Io { path, action: "read", source }),
+        Err(crate::fsutil::ReadError::Io(error))
+            if error.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Ok(State::default())
+        }
+        Err(error) => return Err(StateError::Io { path, action: "read", source: error.into() }),
     };
     let state: State = serde_json::from_str(&text).map_err(|error| StateError::Corrupt {
         path: path.clone(),

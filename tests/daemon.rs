@@ -202,6 +202,27 @@ impl Daemon {
         }
     }
 
+    /// Waits until `runs` more reconciles have finished than `status` shows.
+    async fn wait_reconciles(&self, status: &serde_json::Value, runs: u64) -> serde_json::Value {
+        let seen = status["reconciles"].as_u64().unwrap_or(0);
+        self.wait_status(&format!("{runs} more reconcile(s)"), Duration::from_secs(60), |s| {
+            s["reconciles"].as_u64().unwrap_or(0) >= seen + runs
+        })
+        .await
+    }
+
+    /// `POST /trigger` with `token`; the HTTP status.
+    async fn trigger(&self, token: &str) -> u16 {
+        reqwest::Client::new()
+            .post(format!("{}/trigger", self.url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("post")
+            .status()
+            .as_u16()
+    }
+
     async fn wait_converged(&self, commit: &str) -> serde_json::Value {
         self.wait_status(&format!("outside converged to {commit}"), Duration::from_secs(60), |s| {
             s["environments"]["outside"]["commit"] == commit
@@ -211,6 +232,15 @@ impl Daemon {
                 )
         })
         .await
+    }
+
+    /// Waits until the log has a line with `needle`.
+    fn wait_log(&self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while !self.log_text().contains(needle) {
+            assert!(start.elapsed() < timeout, "no {needle:?} in the log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn signal(&self, signal: nix::sys::signal::Signal) {
@@ -310,12 +340,10 @@ async fn webhooks_with_a_bad_signature_are_refused_and_good_ones_trigger() {
     assert_eq!(&datagram[..n], b"READY=1", "Type=notify needs READY=1");
     daemon.wait_converged(&head(&world)).await;
 
-    world.add_user("hooked");
-    world.git.commit("add user hooked");
-    world.git.push(false);
     let body = br#"{"ref":"refs/heads/main"}"#.to_vec();
     let client = reqwest::Client::new();
     let hook = format!("{}/hooks/git", daemon.url());
+    let before = daemon.status().await;
     let bad = client
         .post(&hook)
         .header("X-Hub-Signature-256", "sha256=00")
@@ -326,12 +354,23 @@ async fn webhooks_with_a_bad_signature_are_refused_and_good_ones_trigger() {
     assert_eq!(bad.status().as_u16(), 401);
     let unsigned = client.post(&hook).body(body.clone()).send().await.expect("post");
     assert_eq!(unsigned.status().as_u16(), 401);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(
-        !world.users().await.contains(&"hooked".to_owned()),
-        "a refused webhook triggered a reconcile"
+    // Triggers are taken in order: had a refused webhook queued one, the
+    // manual trigger's reconcile would be the second, not the first.
+    assert_eq!(daemon.trigger(WEBHOOK_SECRET).await, 202);
+    let after = daemon
+        .wait_status("the manual trigger's reconcile", Duration::from_secs(30), |s| {
+            s["last_trigger"] == "manual"
+        })
+        .await;
+    assert_eq!(
+        after["reconciles"].as_u64(),
+        before["reconciles"].as_u64().map(|n| n + 1),
+        "a refused webhook triggered a reconcile: {after:#}"
     );
 
+    world.add_user("hooked");
+    world.git.commit("add user hooked");
+    world.git.push(false);
     let other_branch = br#"{"ref":"refs/heads/feature"}"#.to_vec();
     let ignored = client
         .post(&hook)
@@ -351,20 +390,8 @@ async fn webhooks_with_a_bad_signature_are_refused_and_good_ones_trigger() {
     assert_eq!(good.status().as_u16(), 202);
     world.wait_for_user("hooked", true, Duration::from_secs(30)).await;
 
-    let trigger = client
-        .post(format!("{}/trigger", daemon.url()))
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(trigger.status().as_u16(), 401);
-    let trigger = client
-        .post(format!("{}/trigger", daemon.url()))
-        .bearer_auth(WEBHOOK_SECRET)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(trigger.status().as_u16(), 202);
+    assert_eq!(daemon.trigger("wrong").await, 401);
+    assert_eq!(daemon.trigger(WEBHOOK_SECRET).await, 202);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,7 +424,8 @@ async fn a_bad_commit_is_reported_and_the_last_good_one_stays_in_force() {
         ),
         "{errors}"
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Two more polls see the same bad commit; it never applies.
+    daemon.wait_reconciles(&status, 2).await;
     assert!(!world.users().await.contains(&"never".to_owned()), "the bad commit was applied");
 
     world.git.edit(
@@ -574,7 +602,8 @@ async fn report_only_drift_is_reported_as_pending_and_left_alone() {
         status["environments"]["outside"]["drift_found"].as_u64().unwrap_or(0) >= 1,
         "{status:#}"
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Two more drift passes leave it alone too.
+    daemon.wait_reconciles(&status, 2).await;
     assert!(
         !world.users().await.contains(&"telegraf".to_owned()),
         "report-only drift was repaired"
@@ -680,9 +709,8 @@ async fn a_second_sigterm_stops_at_once() {
     // Freeze InfluxDB so the change in progress cannot finish: the first
     // SIGTERM must then wait for it, the second must not.
     world.influx.pause();
-    tokio::time::sleep(Duration::from_millis(300)).await;
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    daemon.wait_log("Shutdown requested", Duration::from_secs(10));
     let still_running = daemon.child.try_wait().expect("wait").is_none();
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     let exit = daemon.wait_exit(Duration::from_secs(5));
@@ -724,4 +752,78 @@ async fn a_smart_http_remote_with_a_token_is_followed() {
     daemon.wait_converged(&commit).await;
     assert!(world.users().await.contains(&"over_http".to_owned()));
     assert!(!daemon.log_text().contains("s3cret-token"), "the token reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_failure_waits_for_a_new_commit_instead_of_retrying() {
+    let Some(world) = World::new().await else { return };
+    // InfluxDB refuses a shard group longer than the policy: no retry helps.
+    world.git.edit(
+        "inventory/outside/influxdb.yaml",
+        "{name: four_weeks, duration: 4w, default: true}",
+        "{name: four_weeks, duration: 4w, default: true}\n      - {name: short, duration: 1h, shard_duration: 1d}",
+    );
+    world.git.commit("an impossible retention policy");
+    world.git.push(false);
+    let port = free_port();
+    let config = world.config(&world.git.file_url(), port, 1, "");
+    let daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
+    let status = daemon
+        .wait_status("the permanent failure", Duration::from_secs(60), |s| {
+            s["waiting_for_change"] == true
+        })
+        .await;
+    assert!(status["last_error"].as_str().is_some_and(|e| e.contains("short")), "{status:#}");
+    // Polls go on and find the same commit: no new attempt, no new error.
+    daemon.wait_reconciles(&status, 3).await;
+    let failures = daemon.log_text().matches("Reconcile failed").count();
+    assert_eq!(failures, 1, "{}", daemon.log_text());
+
+    world.git.edit(
+        "inventory/outside/influxdb.yaml",
+        "{name: short, duration: 1h, shard_duration: 1d}",
+        "{name: short, duration: 1d, shard_duration: 1h}",
+    );
+    let fixed = world.git.commit("a possible retention policy");
+    world.git.push(false);
+    let status = daemon.wait_converged(&fixed).await;
+    assert_eq!(status["waiting_for_change"], false, "{status:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_reconcile_trips_the_watchdog() {
+    let Some(world) = World::new().await else { return };
+    let port = free_port();
+    let config = world.config(&world.git.file_url(), port, 3600, "");
+    let notify_path = world.dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
+    let daemon = Daemon::start_with(
+        &config,
+        port,
+        world.dir.path().join("daemon.log"),
+        &[("NOTIFY_SOCKET", &notify_path), ("WATCHDOG_USEC", std::path::Path::new("2000000"))],
+    )
+    .await;
+    daemon.wait_converged(&head(&world)).await;
+    notify.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let mut datagram = [0u8; 64];
+    let receive = |buffer: &mut [u8]| {
+        let n = notify.recv(buffer).expect("sd_notify datagram");
+        String::from_utf8_lossy(&buffer[..n]).into_owned()
+    };
+    // Idle and converged: fed.
+    while receive(&mut datagram) != "WATCHDOG=1" {}
+    // A reconcile that cannot make progress: InfluxDB is frozen.
+    world.influx.pause();
+    assert_eq!(daemon.trigger(WEBHOOK_SECRET).await, 202);
+    let mut seen = Vec::new();
+    loop {
+        let message = receive(&mut datagram);
+        if message == "WATCHDOG=trigger" {
+            break;
+        }
+        seen.push(message);
+    }
+    world.influx.resume();
+    assert!(daemon.log_text().contains("no progress"), "{}", daemon.log_text());
 }

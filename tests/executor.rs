@@ -102,6 +102,8 @@ struct Running {
     controls: mpsc::UnboundedSender<Control>,
     events: mpsc::UnboundedReceiver<RunRecord>,
     task: tokio::task::JoinHandle<Result<executor::Totals, executor::ExecutorError>>,
+    /// Every record received so far.
+    seen: Vec<RunRecord>,
 }
 
 fn start(config: &Config) -> Running {
@@ -114,19 +116,34 @@ fn start(config: &Config) -> Running {
         ..Options::default()
     };
     let task = tokio::spawn(executor::run(config.path(), options, receiver));
-    Running { controls, events, task }
+    Running { controls, events, task, seen: Vec::new() }
 }
 
 impl Running {
+    /// Waits for run records until `done` holds for all of them so far.
+    async fn until(&mut self, what: &str, done: impl Fn(&[RunRecord]) -> bool) {
+        let patience = Duration::from_secs(180);
+        while !done(&self.seen) {
+            match tokio::time::timeout(patience, self.events.recv()).await {
+                Ok(Some(record)) => self.seen.push(record),
+                _ => panic!("no more runs while waiting for {what}: {:#?}", self.seen),
+            }
+        }
+    }
+
     async fn stop(mut self) -> (executor::Totals, Vec<RunRecord>) {
         self.controls.send(Control::Shutdown).expect("executor running");
         let totals = self.task.await.expect("join").expect("executor");
-        let mut records = Vec::new();
         while let Ok(record) = self.events.try_recv() {
-            records.push(record);
+            self.seen.push(record);
         }
-        (totals, records)
+        (totals, self.seen)
     }
+}
+
+/// How many of `records` are of `scenario` with `result`.
+fn count(records: &[RunRecord], scenario: &str, result: RunResult) -> usize {
+    records.iter().filter(|r| r.scenario == scenario && r.result == result).count()
 }
 
 /// Points in InfluxDB per (scenario, result).
@@ -185,8 +202,14 @@ async fn playbooks_pass_fail_and_time_out_and_every_run_is_a_point_in_influxdb()
             ansible_scenario("hanging", "*/10 * * * * *", "hang.yaml", 3),
         ],
     );
-    let running = start(&config);
-    tokio::time::sleep(Duration::from_secs(16)).await;
+    let mut running = start(&config);
+    running
+        .until("a pass, a failure and a timeout", |r| {
+            count(r, "passing", RunResult::Passed) > 0
+                && count(r, "failing", RunResult::Failed) > 0
+                && count(r, "hanging", RunResult::Timeout) > 0
+        })
+        .await;
     let (totals, records) = running.stop().await;
 
     let runs = |scenario: &str, result: RunResult| {
@@ -198,10 +221,9 @@ async fn playbooks_pass_fail_and_time_out_and_every_run_is_a_point_in_influxdb()
     assert!(runs("failing", RunResult::Failed).iter().all(|r| r.return_code == 2), "{records:?}");
     let timeouts = runs("hanging", RunResult::Timeout);
     assert!(!timeouts.is_empty(), "{records:?}");
+    // Killed at the timeout: `sleep 3001` would otherwise have run on.
     assert!(
-        timeouts
-            .iter()
-            .all(|r| r.duration >= Duration::from_secs(3) && r.duration < Duration::from_secs(10)),
+        timeouts.iter().all(|r| r.duration >= Duration::from_secs(3) && r.return_code == -1),
         "{timeouts:?}"
     );
     assert_eq!(
@@ -227,8 +249,13 @@ async fn the_http_probe_passes_on_the_expected_status_and_fails_otherwise() {
             http_scenario("down", "* * * * * *", &format!("{base}/broken")),
         ],
     );
-    let running = start(&config);
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let mut running = start(&config);
+    running
+        .until("two runs of each probe", |r| {
+            r.iter().filter(|x| x.scenario == "up").count() >= 2
+                && r.iter().filter(|x| x.scenario == "down").count() >= 2
+        })
+        .await;
     let (_, records) = running.stop().await;
     let up: Vec<_> = records.iter().filter(|r| r.scenario == "up").collect();
     let down: Vec<_> = records.iter().filter(|r| r.scenario == "down").collect();
@@ -302,15 +329,18 @@ async fn a_changed_config_starts_new_scenarios_and_stops_removed_ones() {
         Path::new("ansible-playbook"),
         &[http_scenario("old", "* * * * * *", &format!("{base}/ok"))],
     );
-    let running = start(&config);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut running = start(&config);
+    let runs_of = |name: &'static str, n: usize| {
+        move |r: &[RunRecord]| r.iter().filter(|x| x.scenario == name).count() >= n
+    };
+    running.until("two runs of old", runs_of("old", 2)).await;
     config.write(
         &server.url(),
         Path::new("ansible-playbook"),
         &[http_scenario("new", "* * * * * *", &format!("{base}/ok"))],
     );
     let changed_at = chrono::Utc::now();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    running.until("two runs of new (the file change noticed)", runs_of("new", 2)).await;
     // SIGHUP's path: an explicit reload takes effect at once.
     config.write(
         &server.url(),
@@ -319,7 +349,7 @@ async fn a_changed_config_starts_new_scenarios_and_stops_removed_ones() {
     );
     running.controls.send(Control::Reload).expect("running");
     let reloaded_at = chrono::Utc::now();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    running.until("a run of newest", runs_of("newest", 1)).await;
     let (_, records) = running.stop().await;
 
     let scheduled = |name: &str| {
@@ -352,16 +382,22 @@ async fn influxdb_down_then_up_loses_no_point() {
         Path::new("ansible-playbook"),
         &[http_scenario("probe", "* * * * * *", &format!("{base}/ok"))],
     );
-    let running = start(&config);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut running = start(&config);
+    running.until("two runs", |r| r.len() >= 2).await;
     server.stop();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before = running.seen.len();
+    running.until("four runs while InfluxDB is down", |r| r.len() >= before + 4).await;
+    let buffer = config.dir.path().join("buffer/pending.lp");
     assert!(
-        config.dir.path().join("buffer/pending.lp").exists(),
+        std::fs::metadata(&buffer).is_ok_and(|m| m.len() > 0),
         "points are buffered on disk while InfluxDB is down"
     );
     server.restart().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let start = std::time::Instant::now();
+    while std::fs::metadata(&buffer).is_ok_and(|m| m.len() > 0) {
+        assert!(start.elapsed() < Duration::from_secs(120), "the buffer never drained");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (_, records) = running.stop().await;
     assert!(records.len() >= 6, "{records:?}");
     assert_eq!(points(&server).await, tally(&records), "a point was lost while InfluxDB was down");
@@ -385,17 +421,17 @@ fn the_binary_reloads_on_sighup_and_stops_cleanly_on_sigterm() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start executor");
-    std::thread::sleep(Duration::from_millis(1500));
+    let log = crate::support::LogLines::follow(child.stderr.take().expect("stderr"));
+    // A run whose point cannot be delivered: it waits in the buffer.
+    log.wait_for("Scenario did not pass.", Duration::from_secs(30));
     let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
     kill(pid, Signal::SIGHUP).expect("SIGHUP");
-    std::thread::sleep(Duration::from_millis(500));
+    log.wait_for("Configuration reloaded.", Duration::from_secs(30));
     assert!(child.try_wait().expect("wait").is_none(), "SIGHUP must not stop the executor");
     kill(pid, Signal::SIGTERM).expect("SIGTERM");
-    let output = child.wait_with_output().expect("wait");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("Configuration reloaded."), "SIGHUP did not reload: {stderr}");
-    assert!(stderr.contains("Executor stopped."), "{stderr}");
+    let status = child.wait().expect("wait");
+    let stderr = log.wait_for("Executor stopped.", Duration::from_secs(30));
+    assert!(status.success(), "{stderr}");
     assert!(
         config.dir.path().join("buffer/pending.lp").exists(),
         "undelivered points stay on disk"

@@ -9,12 +9,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use apimon::apply::{ApplyOptions, Outcome};
-use apimon::machine::Machine;
 use apimon::model::secret::SecretStore;
 use apimon::model::Secrets;
 use apimon::plan::{Op, ProviderKind};
+use apimon::reconcile;
 use apimon::reconcile::Plan;
-use apimon::reconcile::{self, Target};
 use apimon::state::{self, LockedStore};
 use serde_json::json;
 
@@ -82,26 +81,14 @@ impl Setup {
     }
 
     async fn plan(&self) -> Plan {
-        let prepared = reconcile::prepare(
-            self.repo.path(),
-            &["outside".to_owned()],
-            &self.secrets(),
-            Target::Live(&Machine::from_env()),
-        )
-        .expect("prepare");
+        let prepared = crate::support::prepare_outside(self.repo.path(), &self.secrets());
         let state = state::read(self.state_dir.path()).expect("state");
         reconcile::plan(&prepared, &state, false).await.expect("plan")
     }
 
     /// Plans, runs `between`, then applies that plan.
     async fn apply_after(&self, between: impl FnOnce()) -> (Plan, Outcome) {
-        let prepared = reconcile::prepare(
-            self.repo.path(),
-            &["outside".to_owned()],
-            &self.secrets(),
-            Target::Live(&Machine::from_env()),
-        )
-        .expect("prepare");
+        let prepared = crate::support::prepare_outside(self.repo.path(), &self.secrets());
         let store = LockedStore::open(self.state_dir.path()).expect("lock");
         let plan =
             reconcile::plan(&prepared, &store.load().expect("state"), false).await.expect("plan");

@@ -6,12 +6,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use apimon::apply::{ApplyOptions, Event, Outcome};
-use apimon::machine::Machine;
 use apimon::model::secret::SecretStore;
 use apimon::model::Secrets;
 use apimon::plan::Op;
+use apimon::reconcile;
 use apimon::reconcile::Plan;
-use apimon::reconcile::{self, Target};
 use apimon::state::{self, LockedStore};
 
 use crate::support::influxdb::InfluxServer;
@@ -63,13 +62,7 @@ impl Setup {
 
     /// Plans `outside` against the server: (plan, HTTP requests it took).
     async fn plan(&self) -> (Plan, usize) {
-        let prepared = reconcile::prepare(
-            self.repo.path(),
-            &["outside".to_owned()],
-            &self.secrets(),
-            Target::Live(&Machine::from_env()),
-        )
-        .expect("prepare");
+        let prepared = crate::support::prepare_outside(self.repo.path(), &self.secrets());
         let state = state::read(self.state_dir.path()).expect("state");
         let plan = reconcile::plan(&prepared, &state, false).await.expect("plan");
         (plan, prepared.live.as_ref().map_or(0, |l| l.requests_of("influxdb")))
@@ -81,13 +74,7 @@ impl Setup {
         options: &ApplyOptions,
         on_event: impl FnMut(Event<'_>),
     ) -> (Plan, Outcome) {
-        let prepared = reconcile::prepare(
-            self.repo.path(),
-            &["outside".to_owned()],
-            &self.secrets(),
-            Target::Live(&Machine::from_env()),
-        )
-        .expect("prepare");
+        let prepared = crate::support::prepare_outside(self.repo.path(), &self.secrets());
         let store = LockedStore::open(self.state_dir.path()).expect("lock");
         let state = store.load().expect("state");
         let plan = reconcile::plan(&prepared, &state, false).await.expect("plan");
@@ -298,15 +285,12 @@ async fn influxdb_stopped_mid_apply_gives_a_partial_outcome_and_the_next_apply_c
             }
         };
         // Re-borrow the rest of `setup` immutably while `server` is lent out.
-        let prepared = reconcile::prepare(
+        let prepared = crate::support::prepare_outside(
             setup.repo.path(),
-            &["outside".to_owned()],
             &Secrets::Resolved(
                 SecretStore::load(Some(&setup.secrets_file), std::iter::empty()).expect("secrets"),
             ),
-            Target::Live(&Machine::from_env()),
-        )
-        .expect("prepare");
+        );
         let store = LockedStore::open(setup.state_dir.path()).expect("lock");
         let state = store.load().expect("state");
         let plan = reconcile::plan(&prepared, &state, false).await.expect("plan");
@@ -351,13 +335,7 @@ async fn tls_is_verified_and_a_ca_file_makes_a_private_ca_trusted() {
     );
     let state = apimon::state::State::default();
 
-    let untrusted = reconcile::prepare(
-        repo.path(),
-        &["outside".to_owned()],
-        &secrets,
-        Target::Live(&Machine::from_env()),
-    )
-    .expect("prepare");
+    let untrusted = crate::support::prepare_outside(repo.path(), &secrets);
     let error =
         reconcile::plan(&untrusted, &state, false).await.expect_err("unknown CA must be refused");
     let chain = format!("{:#}", anyhow::Error::from(error));
@@ -370,13 +348,7 @@ async fn tls_is_verified_and_a_ca_file_makes_a_private_ca_trusted() {
         &format!("      url: {url}\n"),
         &format!("      url: {url}\n      ca_file: {ca}\n"),
     );
-    let trusted = reconcile::prepare(
-        repo.path(),
-        &["outside".to_owned()],
-        &secrets,
-        Target::Live(&Machine::from_env()),
-    )
-    .expect("prepare");
+    let trusted = crate::support::prepare_outside(repo.path(), &secrets);
     let plan = reconcile::plan(&trusted, &state, false).await.expect("trusted CA");
     assert_eq!(plan.summary.create, 7);
 }

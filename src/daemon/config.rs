@@ -142,8 +142,8 @@ impl Config {
     /// # Errors
     /// Unreadable, or invalid (file:line:column for each problem).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = crate::fsutil::read_text_limited(path, crate::fsutil::MAX_CONFIG_BYTES)
+            .map_err(|e| ConfigError::Read { path: path.to_owned(), source: e.into() })?;
         Self::parse(path, &text)
     }
 

@@ -68,7 +68,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Reconcile(#[from] ReconcileError),
     /// Some changes failed.
-    #[error("{0}")]
+    #[error("{}", failures(.0))]
     Incomplete(Outcome),
     /// The HTTP endpoint could not be bound.
     #[error("cannot listen on {address}")]
@@ -100,6 +100,18 @@ impl DaemonError {
             _ => FailureKind::Permanent,
         }
     }
+}
+
+/// The outcome's summary and its first failures.
+fn failures(outcome: &Outcome) -> String {
+    let mut text = outcome.to_string();
+    for (id, error) in outcome.failed.iter().take(3) {
+        text.push_str(&format!(" {id}: {error}."));
+    }
+    if outcome.failed.len() > 3 {
+        text.push_str(&format!(" ({} more failed)", outcome.failed.len() - 3));
+    }
+    text
 }
 
 fn read_secret_file(
@@ -160,6 +172,23 @@ fn open_source(config: &Config) -> Result<GitSource, DaemonError> {
         .with_known_hosts(known_hosts))
 }
 
+/// Binds `listen` and serves `app` until `shutdown` is cancelled.
+async fn serve(
+    listen: &str,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| DaemonError::Listen { address: listen.to_owned(), source })?;
+    Ok(tokio::spawn(async move {
+        let wait = async move { shutdown.cancelled().await };
+        if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(wait).await {
+            tracing::error!(%error, "HTTP endpoint failed.");
+        }
+    }))
+}
+
 /// Runs the daemon until `shutdown` is cancelled: the change in progress
 /// finishes, no new one starts.
 ///
@@ -179,9 +208,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         Arc::new(RwLock::new(Status { started_at: Some(Utc::now()), ..Status::default() }));
     let metrics = Arc::new(Metrics::default());
     let (triggers, mut trigger_rx) = mpsc::channel(16);
-    let listener = tokio::net::TcpListener::bind(&raw.listen)
-        .await
-        .map_err(|source| DaemonError::Listen { address: raw.listen.clone(), source })?;
     let app = http::router(http::AppState {
         status: Arc::clone(&status),
         metrics: Arc::clone(&metrics),
@@ -189,13 +215,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         secret,
         branch: raw.repository.branch.clone(),
     });
-    let http_shutdown = shutdown.clone();
-    let server = tokio::spawn(async move {
-        let wait = async move { http_shutdown.cancelled().await };
-        if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(wait).await {
-            tracing::error!(%error, "HTTP endpoint failed.");
-        }
-    });
+    let server = serve(&raw.listen, app, shutdown.clone()).await?;
     tracing::info!(listen = %raw.listen, repository = %raw.repository.url, branch = %raw.repository.branch, "Daemon started.");
     notify::notify("READY=1");
     let idle = watchdog::Idle::default();

@@ -187,8 +187,8 @@ pub enum ConfigError {
 /// # Errors
 /// Unreadable, unparsable, or inconsistent (each problem with its place).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    let text = crate::fsutil::read_text_limited(path, crate::fsutil::MAX_CONFIG_BYTES)
+        .map_err(|e| ConfigError::Read { path: path.to_owned(), source: e.into() })?;
     parse(path, &text)
 }
 

@@ -49,11 +49,27 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+/// Longest message a diagnostic keeps: parser messages may quote a whole
+/// value, and a hostile file can make that value megabytes long.
+pub const MAX_MESSAGE_CHARS: usize = 1_000;
+
+/// Most diagnostics printed; the rest are counted.
+pub const MAX_PRINTED: usize = 200;
+
 impl Diagnostic {
     /// A diagnostic at `location` for `path`.
     pub fn new(location: Location, path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { location, path: path.into(), message: message.into() }
+        Self { location, path: bounded(path.into()), message: bounded(message.into()) }
     }
+}
+
+/// `text`, cut to [`MAX_MESSAGE_CHARS`] characters.
+fn bounded(mut text: String) -> String {
+    if let Some((cut, _)) = text.char_indices().nth(MAX_MESSAGE_CHARS) {
+        text.truncate(cut);
+        text.push_str("… (cut)");
+    }
+    text
 }
 
 impl fmt::Display for Diagnostic {
@@ -81,11 +97,14 @@ impl Diagnostics {
 
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, diagnostic) in self.0.iter().enumerate() {
+        for (i, diagnostic) in self.0.iter().take(MAX_PRINTED).enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
             write!(f, "{diagnostic}")?;
+        }
+        if self.0.len() > MAX_PRINTED {
+            write!(f, "\n… and {} more problem(s)", self.0.len() - MAX_PRINTED)?;
         }
         Ok(())
     }
@@ -118,6 +137,20 @@ mod tests {
     fn diagnostic_prints_file_line_column_path_and_message() {
         let d = Diagnostic::new(Location::at("a.yaml", 3, 7), "hosts[0].name", "expected a string");
         assert_eq!(d.to_string(), "a.yaml:3:7: hosts[0].name: expected a string");
+    }
+
+    #[test]
+    fn output_is_bounded_however_large_the_input() {
+        let huge = Diagnostic::new(Location::at("a.yaml", 1, 1), "", "x".repeat(1_000_000));
+        assert!(huge.to_string().len() < 2 * MAX_MESSAGE_CHARS);
+        let many = Diagnostics::normalized(
+            (0..5_000)
+                .map(|i| Diagnostic::new(Location::at("a.yaml", i + 1, 1), "", "bad"))
+                .collect(),
+        );
+        let text = many.to_string();
+        assert_eq!(text.lines().count(), MAX_PRINTED + 1);
+        assert!(text.ends_with("… and 4800 more problem(s)"), "{}", &text[text.len() - 60..]);
     }
 
     #[test]

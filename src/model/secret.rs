@@ -131,7 +131,8 @@ impl SecretStore {
                 return Err(SecretError::TooOpen { path: path.to_owned(), mode });
             }
         }
-        let text = std::fs::read_to_string(path).map_err(read_error)?;
+        let text = crate::fsutil::read_text_limited(path, crate::fsutil::MAX_CONFIG_BYTES)
+            .map_err(|e| read_error(e.into()))?;
         if text.trim().is_empty() {
             return Ok(BTreeMap::new());
         }

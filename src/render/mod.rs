@@ -279,45 +279,8 @@ fn context(
             (name.clone(), value)
         })
         .collect();
-    let scenarios: Vec<Value> = environment
-        .schedule
-        .iter()
-        .filter_map(|entry| {
-            let scenario = state.scenarios.get(&entry.scenario)?;
-            let mut value = json!({
-                "name": scenario.name,
-                "cron": entry.cron.normalized(),
-                "timeout_seconds": scenario.timeout.as_secs(),
-                "runner": scenario.runner.kind(),
-            });
-            let extra = match &scenario.runner {
-                Runner::Ansible { playbook, cloud, extra_vars } => {
-                    json!({ "playbook": playbook, "cloud": cloud, "extra_vars": extra_vars })
-                }
-                Runner::Http { url, method, expect_status } => {
-                    json!({ "url": url, "method": method, "expect_status": expect_status })
-                }
-            };
-            if let (Some(target), Value::Object(extra)) = (value.as_object_mut(), extra) {
-                target.extend(extra);
-            }
-            Some(value)
-        })
-        .collect();
-    let volumes: Vec<Value> = host
-        .volumes
-        .iter()
-        .enumerate()
-        .map(|(i, volume)| {
-            let device = volume.device.clone().unwrap_or_else(|| format!("/dev/vd{}", (b'b' + i as u8) as char));
-            let mount_point = if host.role == Role::Influxdb && i == 0 {
-                "/var/lib/influxdb".to_owned()
-            } else {
-                format!("/mnt/{}", volume.name)
-            };
-            json!({ "name": volume.name, "size_gb": volume.size_gb, "device": device, "mount_point": mount_point })
-        })
-        .collect();
+    let scenarios = scenarios_context(state, environment);
+    let volumes = volumes_context(host);
     let address = host.address.map_or_else(|| "0.0.0.0".to_owned(), |a| a.to_string());
     let bind_address = format!("{address}:{}", environment.influxdb_endpoint.port);
     json!({
@@ -350,6 +313,69 @@ fn context(
         "monitored_clouds": monitored_clouds,
         "scenarios": scenarios,
     })
+}
+
+/// The scenarios the executor of `environment` runs, as its configuration lists them.
+fn scenarios_context(state: &DesiredState, environment: &Environment) -> Vec<Value> {
+    environment
+        .schedule
+        .iter()
+        .filter_map(|entry| {
+            let scenario = state.scenarios.get(&entry.scenario)?;
+            let mut value = json!({
+                "name": scenario.name,
+                "cron": entry.cron.normalized(),
+                "timeout_seconds": scenario.timeout.as_secs(),
+                "runner": scenario.runner.kind(),
+            });
+            let extra = match &scenario.runner {
+                Runner::Ansible { playbook, cloud, extra_vars } => {
+                    json!({ "playbook": playbook, "cloud": cloud, "extra_vars": extra_vars })
+                }
+                Runner::Http { url, method, expect_status } => {
+                    json!({ "url": url, "method": method, "expect_status": expect_status })
+                }
+            };
+            if let (Some(target), Value::Object(extra)) = (value.as_object_mut(), extra) {
+                target.extend(extra);
+            }
+            Some(value)
+        })
+        .collect()
+}
+
+/// Linux's name for disk number `n` (0 = `a`, 25 = `z`, 26 = `aa`): the
+/// root disk is `vda`, data volumes follow in order.
+fn disk_suffix(mut n: usize) -> String {
+    let mut letters = Vec::new();
+    loop {
+        letters.push(char::from(b'a' + (n % 26) as u8));
+        if n < 26 {
+            break;
+        }
+        n = n / 26 - 1;
+    }
+    letters.iter().rev().collect()
+}
+
+/// The host's data volumes with their device and mount point.
+fn volumes_context(host: &Host) -> Vec<Value> {
+    host.volumes
+        .iter()
+        .enumerate()
+        .map(|(i, volume)| {
+            let device = volume
+                .device
+                .clone()
+                .unwrap_or_else(|| format!("/dev/vd{}", disk_suffix(i + 1)));
+            let mount_point = if host.role == Role::Influxdb && i == 0 {
+                "/var/lib/influxdb".to_owned()
+            } else {
+                format!("/mnt/{}", volume.name)
+            };
+            json!({ "name": volume.name, "size_gb": volume.size_gb, "device": device, "mount_point": mount_point })
+        })
+        .collect()
 }
 
 struct FileSpec {
@@ -491,6 +517,13 @@ mod tests {
             },
         )]);
         Templates::new(&overrides)
+    }
+
+    #[test]
+    fn disks_are_named_as_linux_names_them() {
+        let names: Vec<String> =
+            [0, 1, 25, 26, 27, 701, 702].into_iter().map(disk_suffix).collect();
+        assert_eq!(names, ["a", "b", "z", "aa", "ab", "zz", "aaa"]);
     }
 
     #[test]

@@ -257,3 +257,54 @@ pub fn text(output: &Output) -> (String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// The lines a child process writes, read as they come (a thread per stream).
+pub struct LogLines {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl LogLines {
+    /// Reads `stream` line by line in the background.
+    pub fn follow(stream: impl std::io::Read + Send + 'static) -> Self {
+        use std::io::BufRead;
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Ok(mut lines) = sink.lock() {
+                    lines.push(line);
+                }
+            }
+        });
+        Self { lines }
+    }
+
+    /// Everything so far, one string.
+    pub fn text(&self) -> String {
+        self.lines.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// Waits until a line contains `needle`; returns everything so far.
+    pub fn wait_for(&self, needle: &str, timeout: std::time::Duration) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let text = self.text();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(start.elapsed() < timeout, "no line with {needle:?} yet:\n{text}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// `outside` of the repository at `repo`, prepared for a live plan with
+/// this machine's defaults.
+pub fn prepare_outside(
+    repo: &Path,
+    secrets: &apimon::model::Secrets,
+) -> apimon::reconcile::Prepared {
+    let machine = apimon::machine::Machine::from_env();
+    let target = apimon::reconcile::Target::Live(&machine);
+    apimon::reconcile::prepare(repo, &["outside".to_owned()], secrets, target).expect("prepare")
+}

@@ -69,15 +69,25 @@ pub(super) async fn observe(
     provider: &GrafanaProvider,
     scope: &Scope,
 ) -> Result<ObservedSet<GrafanaSpec>, GrafanaError> {
-    let env = provider.env.as_str();
-    let client = &provider.client;
     let mut observed = ObservedSet::new();
+    folders(provider, &mut observed).await?;
+    datasources(provider, scope, &mut observed).await?;
+    dashboards(provider, &mut observed).await?;
+    Ok(observed)
+}
 
-    let folders: Vec<FolderItem> =
-        client.call(Method::GET, "/api/folders?limit=1000", None).await?.unwrap_or_default();
+async fn folders(
+    provider: &GrafanaProvider,
+    observed: &mut ObservedSet<GrafanaSpec>,
+) -> Result<(), GrafanaError> {
+    let folders: Vec<FolderItem> = provider
+        .client
+        .call(Method::GET, "/api/folders?limit=1000", None)
+        .await?
+        .unwrap_or_default();
     for folder in folders {
         observed.insert(
-            folder_id(env, &folder.uid),
+            folder_id(&provider.env, &folder.uid),
             ObservedItem {
                 spec: GrafanaSpec::Folder { title: folder.title },
                 owned: false,
@@ -85,23 +95,27 @@ pub(super) async fn observe(
             },
         );
     }
+    Ok(())
+}
 
+/// InfluxDB datasources; the declared or owned ones read one by one (only
+/// that answer says whether a password is set).
+async fn datasources(
+    provider: &GrafanaProvider,
+    scope: &Scope,
+    observed: &mut ObservedSet<GrafanaSpec>,
+) -> Result<(), GrafanaError> {
+    let client = &provider.client;
     let datasources: Vec<DatasourceItem> =
         client.call(Method::GET, "/api/datasources", None).await?.unwrap_or_default();
     for listed in datasources.into_iter().filter(|d| d.kind == "influxdb") {
-        let id = datasource_id(env, &listed.uid);
+        let id = datasource_id(&provider.env, &listed.uid);
         // The list leaves out which secure fields are set.
         let item = if provider.declared.contains(&id.name)
             || scope.fingerprints.contains_key(&id.to_string())
         {
-            client
-                .call::<DatasourceItem>(
-                    Method::GET,
-                    &format!("/api/datasources/uid/{}", segment(&listed.uid)),
-                    None,
-                )
-                .await?
-                .unwrap_or(listed)
+            let path = format!("/api/datasources/uid/{}", segment(&listed.uid));
+            client.call::<DatasourceItem>(Method::GET, &path, None).await?.unwrap_or(listed)
         } else {
             listed
         };
@@ -122,7 +136,16 @@ pub(super) async fn observe(
         };
         observed.insert(id, ObservedItem { spec, owned: false, depends_on: vec![] });
     }
+    Ok(())
+}
 
+/// Dashboards: the declared ones with their model, the rest by existence.
+async fn dashboards(
+    provider: &GrafanaProvider,
+    observed: &mut ObservedSet<GrafanaSpec>,
+) -> Result<(), GrafanaError> {
+    let env = provider.env.as_str();
+    let client = &provider.client;
     let hits: Vec<SearchHit> = client
         .call(Method::GET, "/api/search?type=dash-db&limit=5000", None)
         .await?
@@ -134,37 +157,19 @@ pub(super) async fn observe(
             // Not declared: only its existence matters (pruned if owned).
             let spec =
                 GrafanaSpec::Dashboard { folder: hit.folder_uid.clone(), model: Value::Null };
-            observed.insert(
-                id,
-                ObservedItem {
-                    spec,
-                    owned: false,
-                    depends_on: vec![folder_id(env, &hit.folder_uid)],
-                },
-            );
+            let depends_on = vec![folder_id(env, &hit.folder_uid)];
+            observed.insert(id, ObservedItem { spec, owned: false, depends_on });
             continue;
         }
-        let Some(full) = client
-            .call::<DashboardFull>(
-                Method::GET,
-                &format!("/api/dashboards/uid/{}", segment(&hit.uid)),
-                None,
-            )
-            .await?
-        else {
+        let path = format!("/api/dashboards/uid/{}", segment(&hit.uid));
+        let Some(full) = client.call::<DashboardFull>(Method::GET, &path, None).await? else {
             continue;
         };
         let folder =
             full.meta.get("folderUid").and_then(Value::as_str).unwrap_or_default().to_owned();
         let depends_on = vec![folder_id(env, &folder)];
-        observed.insert(
-            id,
-            ObservedItem {
-                spec: GrafanaSpec::Dashboard { folder, model: full.dashboard },
-                owned: false,
-                depends_on,
-            },
-        );
+        let spec = GrafanaSpec::Dashboard { folder, model: full.dashboard };
+        observed.insert(id, ObservedItem { spec, owned: false, depends_on });
     }
-    Ok(observed)
+    Ok(())
 }

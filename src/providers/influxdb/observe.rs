@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 use crate::model::{InfluxDuration, Privilege, Sensitive};
 use crate::plan::{ObservedItem, ObservedSet};
 
-use super::client::{identifier, parse_go_duration, Credentials, InfluxdbError};
+use super::client::{identifier, parse_go_duration, Credentials, InfluxdbError, StatementResult};
 use super::{database_id, grant_id, retention_policy_id, user_id, InfluxdbProvider, InfluxdbSpec};
 
 /// Password logins running at once.
@@ -21,7 +21,6 @@ const INTERNAL_DATABASE: &str = "_internal";
 pub(super) async fn observe(
     provider: &InfluxdbProvider,
 ) -> Result<ObservedSet<InfluxdbSpec>, InfluxdbError> {
-    let env = provider.env.as_str();
     let client = &provider.client;
     let admin = &provider.admin;
     let secrets = [admin.password.expose().as_str()];
@@ -35,28 +34,8 @@ pub(super) async fn observe(
         Err(error) if error.needs_first_admin() => return Ok(ObservedSet::new()),
         Err(error) => return Err(error),
     };
-    let databases: Vec<String> = overview
-        .first()
-        .into_iter()
-        .flat_map(|r| &r.series)
-        .flat_map(|s| s.column("name"))
-        .filter_map(|v| v.as_str())
-        .filter(|name| *name != INTERNAL_DATABASE)
-        .map(str::to_owned)
-        .collect();
-    let users: Vec<(String, bool)> = overview
-        .get(1)
-        .into_iter()
-        .flat_map(|r| &r.series)
-        .flat_map(|s| s.rows())
-        .map(|row| {
-            (
-                row.str("user").to_owned(),
-                row.get("admin").and_then(|v| v.as_bool()).unwrap_or(false),
-            )
-        })
-        .collect();
-
+    let databases = databases(&overview);
+    let users = users(&overview);
     let mut statements: Vec<String> = databases
         .iter()
         .map(|db| format!("SHOW RETENTION POLICIES ON {}", identifier(db)))
@@ -68,87 +47,122 @@ pub(super) async fn observe(
     } else {
         client.query(&statements, Some(admin), &secrets).await?
     };
-
     let logins = check_passwords(provider, &users).await?;
-
     let mut observed = ObservedSet::new();
     for (i, database) in databases.iter().enumerate() {
-        let db_id = database_id(env, database);
-        observed.insert(
-            db_id.clone(),
-            ObservedItem { spec: InfluxdbSpec::Database, owned: false, depends_on: vec![] },
-        );
-        for row in details.get(i).into_iter().flat_map(|r| &r.series).flat_map(|s| s.rows()) {
-            let name = row.str("name").to_owned();
-            let duration = |column: &str| {
-                parse_go_duration(row.str(column)).map(InfluxDuration::from_nanos).ok_or_else(
-                    || InfluxdbError::Answer {
-                        url: client.url().to_owned(),
-                        message: format!(
-                            "retention policy {database}.{name}: {column} `{}` is not a duration",
-                            row.str(column)
-                        ),
-                    },
-                )
-            };
-            let spec = InfluxdbSpec::RetentionPolicy {
-                database: database.clone(),
-                name: name.clone(),
-                duration: duration("duration")?,
-                shard_duration: Some(duration("shardGroupDuration")?),
-                replication: row
-                    .get("replicaN")
-                    .and_then(serde_json::Value::as_u64)
-                    .and_then(|n| u32::try_from(n).ok())
-                    .unwrap_or(1),
-                default: row.get("default").and_then(serde_json::Value::as_bool).unwrap_or(false),
-            };
-            observed.insert(
-                retention_policy_id(env, database, &name),
-                ObservedItem { spec, owned: false, depends_on: vec![db_id.clone()] },
-            );
-        }
+        retention_policies(provider, database, details.get(i), &mut observed)?;
     }
     for (j, (user, admin_flag)) in users.iter().enumerate() {
         let password = match logins.get(user) {
             Some(true) => provider.passwords.get(user).cloned().unwrap_or_default(),
             _ => Sensitive::default(),
         };
-        let u_id = user_id(env, user);
-        observed.insert(
-            u_id.clone(),
-            ObservedItem {
-                spec: InfluxdbSpec::User { admin: *admin_flag, password },
-                owned: false,
-                depends_on: vec![],
-            },
-        );
-        for row in details
-            .get(databases.len() + j)
-            .into_iter()
-            .flat_map(|r| &r.series)
-            .flat_map(|s| s.rows())
-        {
-            let privilege = match row.str("privilege") {
-                "READ" => Privilege::Read,
-                "WRITE" => Privilege::Write,
-                "ALL PRIVILEGES" | "ALL" => Privilege::All,
-                _ => continue,
-            };
-            let database = row.str("database").to_owned();
-            let spec =
-                InfluxdbSpec::Grant { user: user.clone(), database: database.clone(), privilege };
-            observed.insert(
-                grant_id(env, user, &database),
-                ObservedItem {
-                    spec,
-                    owned: false,
-                    depends_on: vec![u_id.clone(), database_id(env, &database)],
-                },
-            );
-        }
+        let spec = InfluxdbSpec::User { admin: *admin_flag, password };
+        let u_id = user_id(&provider.env, user);
+        observed.insert(u_id, ObservedItem { spec, owned: false, depends_on: vec![] });
+        grants(&provider.env, user, details.get(databases.len() + j), &mut observed);
     }
     Ok(observed)
+}
+
+/// The databases of `SHOW DATABASES` (InfluxDB's own left out).
+fn databases(overview: &[StatementResult]) -> Vec<String> {
+    overview
+        .first()
+        .into_iter()
+        .flat_map(|r| &r.series)
+        .flat_map(|s| s.column("name"))
+        .filter_map(|v| v.as_str())
+        .filter(|name| *name != INTERNAL_DATABASE)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The users of `SHOW USERS`, with their admin flag.
+fn users(overview: &[StatementResult]) -> Vec<(String, bool)> {
+    overview
+        .get(1)
+        .into_iter()
+        .flat_map(|r| &r.series)
+        .flat_map(|s| s.rows())
+        .map(|row| {
+            (
+                row.str("user").to_owned(),
+                row.get("admin").and_then(|v| v.as_bool()).unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+/// `database` and its retention policies from `SHOW RETENTION POLICIES`.
+fn retention_policies(
+    provider: &InfluxdbProvider,
+    database: &str,
+    result: Option<&StatementResult>,
+    observed: &mut ObservedSet<InfluxdbSpec>,
+) -> Result<(), InfluxdbError> {
+    let env = provider.env.as_str();
+    let db_id = database_id(env, database);
+    observed.insert(
+        db_id.clone(),
+        ObservedItem { spec: InfluxdbSpec::Database, owned: false, depends_on: vec![] },
+    );
+    for row in result.into_iter().flat_map(|r| &r.series).flat_map(|s| s.rows()) {
+        let name = row.str("name").to_owned();
+        let duration = |column: &str| {
+            parse_go_duration(row.str(column)).map(InfluxDuration::from_nanos).ok_or_else(|| {
+                InfluxdbError::Answer {
+                    url: provider.client.url().to_owned(),
+                    message: format!(
+                        "retention policy {database}.{name}: {column} `{}` is not a duration",
+                        row.str(column)
+                    ),
+                }
+            })
+        };
+        let spec = InfluxdbSpec::RetentionPolicy {
+            database: database.to_owned(),
+            name: name.clone(),
+            duration: duration("duration")?,
+            shard_duration: Some(duration("shardGroupDuration")?),
+            replication: row
+                .get("replicaN")
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(1),
+            default: row.get("default").and_then(serde_json::Value::as_bool).unwrap_or(false),
+        };
+        observed.insert(
+            retention_policy_id(env, database, &name),
+            ObservedItem { spec, owned: false, depends_on: vec![db_id.clone()] },
+        );
+    }
+    Ok(())
+}
+
+/// `user`'s grants from `SHOW GRANTS FOR`.
+fn grants(
+    env: &str,
+    user: &str,
+    result: Option<&StatementResult>,
+    observed: &mut ObservedSet<InfluxdbSpec>,
+) {
+    for row in result.into_iter().flat_map(|r| &r.series).flat_map(|s| s.rows()) {
+        let privilege = match row.str("privilege") {
+            "READ" => Privilege::Read,
+            "WRITE" => Privilege::Write,
+            "ALL PRIVILEGES" | "ALL" => Privilege::All,
+            _ => continue,
+        };
+        let database = row.str("database").to_owned();
+        let spec =
+            InfluxdbSpec::Grant { user: user.to_owned(), database: database.clone(), privilege };
+        let depends_on = vec![user_id(env, user), database_id(env, &database)];
+        observed.insert(
+            grant_id(env, user, &database),
+            ObservedItem { spec, owned: false, depends_on },
+        );
+    }
 }
 
 /// For each existing user with a declared password: does it still log in?

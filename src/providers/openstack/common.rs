@@ -51,6 +51,18 @@ macro_rules! tag_or_undo {
     }};
 }
 
+/// Lists what `$module` lists in `$project` (Neutron's `tenant_id` filter),
+/// as `$json`; `$what` names the list in errors.
+macro_rules! list_in_project {
+    ($cloud:expr, $project:expr, $module:ident, $json:ty, $what:expr) => {{
+        let request = $module::Request::builder()
+            .tenant_id($project)
+            .build()
+            .map_err(|e| $crate::providers::openstack::client::built($what, e))?;
+        $cloud.list::<$json, _>($what, request).await
+    }};
+}
+
 /// Deletes by id; what is gone already counts as deleted (retries are safe).
 macro_rules! delete_by_id {
     ($p:expr, $r:expr, $module:ident, $id:expr) => {{

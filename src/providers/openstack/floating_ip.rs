@@ -38,11 +38,7 @@ pub(super) async fn list(
     cloud: &Cloud,
     project: &str,
 ) -> Result<Vec<FloatingIpJson>, OpenstackError> {
-    let request = floating_ip_list::Request::builder()
-        .tenant_id(project)
-        .build()
-        .map_err(|e| built("floating IPs", e))?;
-    cloud.list::<FloatingIpJson, _>("floating IPs", request).await
+    list_in_project!(cloud, project, floating_ip_list, FloatingIpJson, "floating IPs")
 }
 
 /// Floating IPs, by the server their port belongs to.

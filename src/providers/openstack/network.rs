@@ -110,11 +110,7 @@ pub(super) async fn list_subnets(
     cloud: &Cloud,
     project: &str,
 ) -> Result<Vec<SubnetJson>, OpenstackError> {
-    let request = subnet_list::Request::builder()
-        .tenant_id(project)
-        .build()
-        .map_err(|e| built("subnets", e))?;
-    cloud.list::<SubnetJson, _>("subnets", request).await
+    list_in_project!(cloud, project, subnet_list, SubnetJson, "subnets")
 }
 
 /// The project's routers.
@@ -122,11 +118,7 @@ pub(super) async fn list_routers(
     cloud: &Cloud,
     project: &str,
 ) -> Result<Vec<RouterJson>, OpenstackError> {
-    let request = router_list::Request::builder()
-        .tenant_id(project)
-        .build()
-        .map_err(|e| built("routers", e))?;
-    cloud.list::<RouterJson, _>("routers", request).await
+    list_in_project!(cloud, project, router_list, RouterJson, "routers")
 }
 
 /// Every port of the project: HA and distributed routers label their
@@ -135,11 +127,7 @@ pub(super) async fn list_interfaces(
     cloud: &Cloud,
     project: &str,
 ) -> Result<Vec<InterfacePortJson>, OpenstackError> {
-    let request = port_list::Request::builder()
-        .tenant_id(project)
-        .build()
-        .map_err(|e| built("router interfaces", e))?;
-    cloud.list::<InterfacePortJson, _>("router interfaces", request).await
+    list_in_project!(cloud, project, port_list, InterfacePortJson, "router interfaces")
 }
 
 /// Network and CIDR changes replace a subnet; gateway and DNS change in place.

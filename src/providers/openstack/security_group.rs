@@ -59,11 +59,7 @@ pub(super) async fn list(
     cloud: &Cloud,
     project: &str,
 ) -> Result<Vec<SecurityGroupJson>, OpenstackError> {
-    let request = group_list::Request::builder()
-        .tenant_id(project)
-        .build()
-        .map_err(|e| built("security groups", e))?;
-    cloud.list::<SecurityGroupJson, _>("security groups", request).await
+    list_in_project!(cloud, project, group_list, SecurityGroupJson, "security groups")
 }
 
 /// Only the description changes in place.
