@@ -66,7 +66,7 @@ fn id(env: &str, kind: &str, name: &str) -> ResourceId {
 fn desired(env: &str, servers: usize) -> DesiredSet<OpenstackSpec> {
     let mut set = DesiredSet::new();
     let mut put = |id: ResourceId, spec, depends_on| {
-        set.insert(id, DesiredItem { spec, depends_on });
+        set.insert(id, DesiredItem::new(spec, depends_on));
     };
     if servers == 0 {
         return set;
@@ -127,6 +127,8 @@ fn desired(env: &str, servers: usize) -> DesiredSet<OpenstackSpec> {
             error: None,
             resize: false,
             resize_pending: false,
+            building: false,
+            role: None,
         };
         put(
             id(env, "server", &format!("{env}-server-{n:02}")),

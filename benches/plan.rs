@@ -112,7 +112,7 @@ fn main() {
     let resources = desired.len();
 
     let plan_against = |observed: &Observed| {
-        apimon::plan::assemble(desired.diff(observed), &policies, false).expect("plan")
+        apimon::plan::assemble(desired.diff(observed), Vec::new(), &policies, false).expect("plan")
     };
     let (offline, plan) = time(11, || plan_against(&Observed::default()));
     assert_eq!(plan.summary.create, resources);

@@ -297,13 +297,7 @@ mod tests {
     }
 
     fn change(name: &str, deps: &[&str]) -> Planned<()> {
-        Planned {
-            id: id(name),
-            op: Op::Create,
-            depends_on: deps.iter().map(|d| id(d)).collect(),
-            owned: false,
-            change: (),
-        }
+        Planned::bare(id(name), Op::Create, deps.iter().map(|d| id(d)).collect(), ())
     }
 
     fn fast() -> ApplyOptions {

@@ -492,5 +492,9 @@ fn print_plan(out: &mut impl Write, plan: &Plan, context: &str) -> std::io::Resu
     if plan.summary.has_changes() {
         writeln!(out)?;
     }
-    writeln!(out, "{}", plan.summary)
+    writeln!(out, "{}", plan.summary)?;
+    for line in reconcile::destroys(plan) {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@ pub mod cron;
 pub mod daemon;
 pub mod executor;
 pub mod fsutil;
+pub mod known_hosts;
 pub mod machine;
 pub mod model;
 pub mod plan;

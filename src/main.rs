@@ -8,6 +8,7 @@ use clap::Parser;
 use apimon::cli::{self, Cli};
 
 fn main() -> ExitCode {
+    ignore_file_size_signal();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     match cli::run(cli) {
@@ -39,4 +40,14 @@ fn init_logging(verbose: u8) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Past a file size limit (`ulimit -f`) the kernel kills the process with
+/// SIGXFSZ unless it is ignored; ignored, the write fails with EFBIG, which
+/// apimon reports like a full disk and survives.
+fn ignore_file_size_signal() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: installing SIG_IGN runs no handler code, so nothing in it can
+    // be unsafe to run asynchronously; it happens before any thread starts.
+    let _ = unsafe { signal(Signal::SIGXFSZ, SigHandler::SigIgn) };
 }

@@ -10,14 +10,16 @@ use std::path::Path;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{execute, ApplyOptions, Event, Outcome};
+use std::sync::Arc;
+
+use crate::apply::{execute, ApplyOptions, ChangeError, Event, Outcome};
 use crate::machine::Machine;
 use crate::model::{self, DesiredState, Diagnostics, LoadError, Policy, Secrets};
 use crate::plan::{self as core, PlanError};
 use crate::providers::registry::{AnyChange, Desired, Live, ObserveError, Observed};
-use crate::providers::{host, Context, Model};
+use crate::providers::{host, Context, FailureKind, Model};
 use crate::render::{self, RenderError, Rendered, Templates};
-use crate::state::{FailedChange, LockedStore, Run, RunResult, State, StateError};
+use crate::state::{FailedChange, Journal, LockedStore, Run, RunResult, State, StateError};
 
 /// An ordered, guarded plan over every provider.
 pub type Plan = core::Plan<AnyChange>;
@@ -138,6 +140,25 @@ pub fn prepare(
     })
 }
 
+/// What the plan destroys, grouped: `Replaces 4 servers: a (bastion), …`,
+/// one line per operation and kind of resource worth a line.
+pub fn destroys(plan: &Plan) -> Vec<String> {
+    let mut groups: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
+    for change in plan.actions().filter(|c| c.op.is_destructive()) {
+        if let Some((noun, label)) = change.change.describe(&change.id.name) {
+            let verb = if change.op == crate::plan::Op::Delete { "Deletes" } else { "Replaces" };
+            groups.entry((verb, noun)).or_default().push(format!("{}/{label}", change.id.env));
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((verb, noun), labels)| {
+            let plural = if labels.len() == 1 { "" } else { "s" };
+            format!("{verb} {} {noun}{plural}: {}.", labels.len(), labels.join(", "))
+        })
+        .collect()
+}
+
 /// Observes the live systems (offline: nothing) and plans against them.
 /// Read-only.
 ///
@@ -152,13 +173,17 @@ pub async fn plan(
         Some(live) => live.observe(state).await?,
         None => Observed::default(),
     };
-    Ok(core::assemble(prepared.desired.diff(&observed), &prepared.policies, allow_deletes)?)
+    let changes = prepared.desired.diff(&observed);
+    Ok(core::assemble(changes, observed.stale, &prepared.policies, allow_deletes)?)
 }
 
-/// Applies `plan` and records the run in the store.
+/// Applies `plan`, recording ownership ahead of each creation (see
+/// [`Journal`]) and the run at the end.
 ///
 /// # Errors
-/// Only the state store: failed changes are part of the [`Outcome`].
+/// Only the state store: failed changes are part of the [`Outcome`]. A
+/// store that cannot be written while changes apply fails the change at
+/// hand and starts no more.
 pub async fn apply(
     store: &LockedStore,
     prepared: &Prepared,
@@ -168,25 +193,64 @@ pub async fn apply(
     stop: &CancellationToken,
 ) -> Result<Outcome, ReconcileError> {
     let started_at = Utc::now();
+    let journal = Arc::new(store.journal(&plan.forget)?);
     let live = prepared.live.clone().unwrap_or_default();
+    // A store that cannot record stops the apply, not the caller's process.
+    let halt = stop.child_token();
+    let recorder = Arc::clone(&journal);
+    let halt_on_failure = halt.clone();
     let outcome = execute(
         &plan.changes,
         options,
         move |change| {
-            let live = live.clone();
-            async move { live.apply(change).await }
+            let (live, journal, halt) =
+                (live.clone(), Arc::clone(&recorder), halt_on_failure.clone());
+            async move { apply_recorded(&live, &journal, &halt, change).await }
         },
         on_event,
-        stop,
+        &halt,
     )
     .await;
+    journal.finish(|state| record_run(state, prepared, plan, &outcome, started_at))?;
+    Ok(outcome)
+}
 
-    // Re-read under the lock: the store is the truth, not what plan saw.
-    let mut state = store.load()?;
-    let applied: BTreeSet<_> = outcome.applied.iter().collect();
-    for change in plan.changes.iter().filter(|c| applied.contains(&c.id)) {
-        state.record_applied(&change.id, &change.op, change.change.fingerprint());
+/// Applies one change between the journal's intent and its record.
+async fn apply_recorded(
+    live: &Live,
+    journal: &Journal,
+    halt: &CancellationToken,
+    change: crate::plan::Planned<AnyChange>,
+) -> Result<(), ChangeError> {
+    let unrecorded = |error: StateError, what: &str| {
+        halt.cancel();
+        ChangeError::new(
+            FailureKind::Permanent,
+            format!(
+                "{what}: the state store cannot be written ({}); the apply stops",
+                crate::apply::chain(&error)
+            ),
+        )
+    };
+    if change.op == crate::plan::Op::Create {
+        journal.intend(&change.id).map_err(|e| unrecorded(e, "not created"))?;
     }
+    let (id, op) = (change.id.clone(), change.op.clone());
+    let fingerprint = change.change.fingerprint().map(str::to_owned);
+    live.apply(change).await?;
+    journal
+        .applied(&id, &op, fingerprint.as_deref())
+        .map_err(|e| unrecorded(e, "applied, but not recorded"))
+}
+
+/// The run's end: the environments that converged, and its history entry.
+fn record_run(
+    state: &mut State,
+    prepared: &Prepared,
+    plan: &Plan,
+    outcome: &Outcome,
+    started_at: chrono::DateTime<Utc>,
+) {
     let troubled: BTreeSet<&str> = outcome
         .failed
         .keys()
@@ -220,6 +284,4 @@ pub async fn apply(
         skipped: outcome.skipped.len(),
         result,
     });
-    store.save(&state)?;
-    Ok(outcome)
 }

@@ -68,6 +68,18 @@ rejects! {
     an_invalid_cidr_is_rejected:
         edit("inventory/outside/networks.yaml", "cidr: 192.168.10.0/24", "cidr: 192.168.10.0/33")
         => ["inventory/outside/networks.yaml:4:", "invalid CIDR `192.168.10.0/33`"];
+    a_recursive_template_is_rejected_before_it_runs:
+        write("templates/influxdb.conf.hbs", "{{#*inline \"x\"}}a{{> x}}{{/inline}}{{> x}}\n")
+        => ["templates/influxdb.conf.hbs:1:1: partials and inline templates are not supported"];
+    deeply_nested_yaml_is_rejected_at_once:
+        write("inventory/outside/keypairs.yaml", &format!("keypairs: {}", "[".repeat(100_000)))
+        => ["inventory/outside/keypairs.yaml:1:75: collections nested deeper than 64 levels"];
+    a_cron_expression_that_never_fires_is_rejected:
+        edit("scenarios/schedule.yaml", "\"* * * * *\"", "\"0 0 30 2 *\"")
+        => ["scenarios/schedule.yaml:7:11: schedule[1].cron: cron expression `0 0 30 2 *` never fires"];
+    a_file_name_with_a_newline_is_rejected:
+        write("scenarios/playbooks/bad\nname.yaml", "- hosts: localhost\n")
+        => ["is not printable UTF-8; rename it"];
     an_invalid_retention_duration_is_rejected:
         edit("inventory/outside/influxdb.yaml", "duration: 4w", "duration: 4y")
         => ["inventory/outside/influxdb.yaml:4:", "invalid duration `4y`"];
@@ -200,4 +212,92 @@ fn a_plain_password_is_never_echoed() {
         "password: hunter2",
     );
     assert!(!invalid(&repo).contains("hunter2"));
+}
+
+#[test]
+fn a_symlink_out_of_the_repository_is_refused_and_nothing_is_rendered() {
+    let repo = TestRepo::fixture();
+    let secrets = repo.secrets_file(&crate::support::fixture_secrets(), 0o600);
+    let outside = tempfile::tempdir().expect("temp dir");
+    let leaked = outside.path().join("secrets.yaml");
+    std::fs::copy(&secrets, &leaked).expect("copy");
+    std::os::unix::fs::symlink(&leaked, repo.path().join("scenarios/playbooks/leak.yaml"))
+        .expect("symlink");
+    let stderr = invalid(&repo);
+    assert!(
+        stderr.contains("scenarios/playbooks/leak.yaml: is a symbolic link to")
+            && stderr.contains("outside the repository"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("-pw"), "{stderr}");
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = apimon(&[
+        "render",
+        "--repo",
+        &repo.path().to_string_lossy(),
+        "--out",
+        &out.path().join("r").to_string_lossy(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(!out.path().join("r").exists());
+}
+
+#[test]
+fn a_symlink_inside_the_repository_is_followed() {
+    let repo = TestRepo::fixture();
+    std::os::unix::fs::symlink(
+        "list_servers.yaml",
+        repo.path().join("scenarios/playbooks/alias.yaml"),
+    )
+    .expect("symlink");
+    let output = apimon(&["validate", "--repo", &repo.path().to_string_lossy()]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output).1);
+}
+
+#[test]
+fn devices_fifos_and_huge_files_are_refused_without_reading_them() {
+    let repo = TestRepo::fixture();
+    std::fs::remove_file(repo.path().join("inventory/outside/grafana.yaml")).expect("rm");
+    nix::unistd::mkfifo(
+        &repo.path().join("inventory/outside/grafana.yaml"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .expect("fifo");
+    repo.write("scenarios/playbooks/huge.yaml", &"#".repeat(9 * 1024 * 1024));
+    let stderr = invalid(&repo);
+    assert!(
+        stderr.contains("inventory/outside/grafana.yaml: is a fifo, not a regular file"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "scenarios/playbooks/huge.yaml: is 9437184 bytes; the limit is 8388608 bytes"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.len() < 10_000, "error output must stay small: {} bytes", stderr.len());
+}
+
+#[test]
+fn a_state_file_that_is_a_fifo_is_an_error_not_a_hang() {
+    let repo = TestRepo::fixture();
+    let state = tempfile::tempdir().expect("temp dir");
+    nix::unistd::mkfifo(
+        &state.path().join("state.json"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .expect("fifo");
+    let secrets = repo.secrets_file(&crate::support::fixture_secrets(), 0o600);
+    let output = apimon(&[
+        "plan",
+        "--repo",
+        &repo.path().to_string_lossy(),
+        "--secrets",
+        &secrets.to_string_lossy(),
+        "--state-dir",
+        &state.path().to_string_lossy(),
+    ]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is a fifo, not a regular file"), "{stderr}");
 }

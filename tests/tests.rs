@@ -5,6 +5,7 @@ mod support;
 
 mod bad_input;
 mod daemon;
+mod daemon_safety;
 mod examples;
 mod executor;
 mod grafana;

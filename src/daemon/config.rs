@@ -203,6 +203,15 @@ impl Config {
         })
     }
 
+    /// The next opening of a maintenance window after `now`; `None` when
+    /// none is configured (every moment is one).
+    pub fn next_window_opening(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.windows.iter().filter_map(|(schedule, _)| schedule.next_after(&now)).min()
+    }
+
     /// Whether `now` is inside a maintenance window (always, when none is configured).
     pub fn in_maintenance_window(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
         if self.windows.is_empty() {

@@ -2,7 +2,7 @@
 //! `/status` (JSON), `POST /hooks/git` (push webhooks from GitHub, Gitea
 //! or GitLab, signature verified) and `POST /trigger` (bearer token).
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -31,6 +31,43 @@ pub struct AppState {
     pub secret: Option<Sensitive<Vec<u8>>>,
     /// The branch the daemon follows (other pushes are ignored).
     pub branch: String,
+    /// Delivery ids of the webhooks already taken.
+    pub deliveries: Arc<Mutex<Deliveries>>,
+}
+
+/// The last [`Deliveries::KEPT`] webhook delivery ids: a delivery replayed
+/// (by an attacker who captured one, or a server retrying) triggers nothing.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    order: std::collections::VecDeque<String>,
+    seen: std::collections::BTreeSet<String>,
+}
+
+impl Deliveries {
+    /// How many ids are remembered.
+    pub const KEPT: usize = 1024;
+
+    /// Records `id`; false when it was seen before.
+    pub fn first_time(&mut self, id: &str) -> bool {
+        if !self.seen.insert(id.to_owned()) {
+            return false;
+        }
+        self.order.push_back(id.to_owned());
+        if self.order.len() > Self::KEPT {
+            if let Some(oldest) = self.order.pop_front() {
+                self.seen.remove(&oldest);
+            }
+        }
+        true
+    }
+}
+
+/// The delivery id the forges send: GitHub, Gitea (and Forgejo), GitLab.
+fn delivery_id(headers: &HeaderMap) -> Option<&str> {
+    ["x-github-delivery", "x-gitea-delivery", "x-gogs-delivery", "x-gitlab-event-uuid"]
+        .iter()
+        .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
+        .filter(|id| !id.is_empty())
 }
 
 /// The router.
@@ -66,6 +103,13 @@ async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
     if !signature_valid(&headers, &body, secret.expose()) {
         tracing::warn!("Webhook with a missing or bad signature rejected.");
         return reply(StatusCode::UNAUTHORIZED, "missing or bad signature");
+    }
+    if let Some(id) = delivery_id(&headers) {
+        let first = state.deliveries.lock().map(|mut d| d.first_time(id)).unwrap_or(true);
+        if !first {
+            tracing::warn!(delivery = id, "Webhook delivery seen before; ignored.");
+            return reply(StatusCode::OK, "ignored: this delivery was taken before");
+        }
     }
     // A push to another branch changes nothing this daemon follows.
     let pushed = serde_json::from_slice::<serde_json::Value>(&body)

@@ -17,6 +17,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+mod serve;
 pub mod status;
 mod watchdog;
 mod worker;
@@ -60,6 +61,14 @@ pub enum DaemonError {
         /// Cause.
         #[source]
         source: std::io::Error,
+    },
+    /// The webhook secret is unusable.
+    #[error("webhook secret file {path} {message}")]
+    WebhookSecret {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
     },
     /// Secrets could not be loaded.
     #[error(transparent)]
@@ -114,13 +123,43 @@ fn failures(outcome: &Outcome) -> String {
     text
 }
 
+/// Shortest webhook secret accepted (also the bearer token of `/trigger`).
+pub const MIN_WEBHOOK_SECRET: usize = 16;
+
+/// The webhook secret: a file only its owner can read, holding at least
+/// [`MIN_WEBHOOK_SECRET`] bytes (an empty one would accept an empty token).
+fn read_webhook_secret(path: &std::path::Path) -> Result<Sensitive<Vec<u8>>, DaemonError> {
+    use std::os::unix::fs::PermissionsExt;
+    let refuse = |message: String| DaemonError::WebhookSecret { path: path.to_owned(), message };
+    let metadata = std::fs::metadata(path).map_err(|source| DaemonError::SecretFile {
+        what: "webhook secret file",
+        path: path.to_owned(),
+        source,
+    })?;
+    let mode = metadata.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(refuse(format!(
+            "has mode {mode:04o}; it must be 0600 or stricter (run: chmod 600 {})",
+            path.display()
+        )));
+    }
+    let secret = read_secret_file("webhook secret file", path)?;
+    if secret.expose().len() < MIN_WEBHOOK_SECRET {
+        return Err(refuse(format!(
+            "holds {} bytes; it must hold at least {MIN_WEBHOOK_SECRET} (e.g. openssl rand -hex 32)",
+            secret.expose().len()
+        )));
+    }
+    Ok(Sensitive::new(secret.expose().as_bytes().to_vec()))
+}
+
 fn read_secret_file(
     what: &'static str,
     path: &std::path::Path,
 ) -> Result<Sensitive<String>, DaemonError> {
-    std::fs::read_to_string(path)
+    crate::fsutil::read_text_limited(path, crate::fsutil::MAX_CONFIG_BYTES)
         .map(|text| Sensitive::new(text.trim().to_owned()))
-        .map_err(|source| DaemonError::SecretFile { what, path: path.to_owned(), source })
+        .map_err(|e| DaemonError::SecretFile { what, path: path.to_owned(), source: e.into() })
 }
 
 /// What the loop does after a reconcile.
@@ -172,23 +211,6 @@ fn open_source(config: &Config) -> Result<GitSource, DaemonError> {
         .with_known_hosts(known_hosts))
 }
 
-/// Binds `listen` and serves `app` until `shutdown` is cancelled.
-async fn serve(
-    listen: &str,
-    app: axum::Router,
-    shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| DaemonError::Listen { address: listen.to_owned(), source })?;
-    Ok(tokio::spawn(async move {
-        let wait = async move { shutdown.cancelled().await };
-        if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(wait).await {
-            tracing::error!(%error, "HTTP endpoint failed.");
-        }
-    }))
-}
-
 /// Runs the daemon until `shutdown` is cancelled: the change in progress
 /// finishes, no new one starts.
 ///
@@ -198,9 +220,7 @@ async fn serve(
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let raw = &config.raw;
     let secret = match &raw.webhook_secret_file {
-        Some(path) => Some(Sensitive::new(
-            read_secret_file("webhook secret file", path)?.expose().as_bytes().to_vec(),
-        )),
+        Some(path) => Some(read_webhook_secret(path)?),
         None => None,
     };
     let source = open_source(&config)?;
@@ -214,9 +234,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         triggers: triggers.clone(),
         secret,
         branch: raw.repository.branch.clone(),
+        deliveries: Arc::default(),
     });
-    let server = serve(&raw.listen, app, shutdown.clone()).await?;
-    tracing::info!(listen = %raw.listen, repository = %raw.repository.url, branch = %raw.repository.branch, "Daemon started.");
+    let server = serve::serve(&raw.listen, app, shutdown.clone()).await?;
+    let repository = crate::source::git::redact_url(&raw.repository.url);
+    tracing::info!(listen = %raw.listen, %repository, branch = %raw.repository.branch, "Daemon started.");
     notify::notify("READY=1");
     let idle = watchdog::Idle::default();
     if let Some(limit) = notify::watchdog_limit() {
@@ -274,6 +296,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             break;
         }
         let drift = until_next(worker.config.drift.as_ref());
+        let window = worker.next_window().and_then(|at| (at - Utc::now()).to_std().ok());
         let retry = match next {
             Next::Retry(delay) => Some(delay),
             _ => None,
@@ -285,6 +308,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             () = tokio::time::sleep(worker.config.poll_interval) => Trigger::Poll,
             () = tokio::time::sleep(drift.unwrap_or(Duration::MAX)), if drift.is_some() => Trigger::Drift,
             () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => Trigger::Retry,
+            () = tokio::time::sleep(window.unwrap_or_default()), if window.is_some() => Trigger::Window,
         };
         idle.set(false);
     }

@@ -26,6 +26,8 @@ pub enum Trigger {
     Manual,
     /// Retrying after a failure.
     Retry,
+    /// A maintenance window opened while destructive changes wait for one.
+    Window,
 }
 
 /// A change held back.

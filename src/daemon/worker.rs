@@ -3,7 +3,7 @@
 //! commit stays in force), plan the commit in force against the live
 //! systems, hold back what may not run now, apply the rest, and report.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -19,10 +19,15 @@ use crate::apply::{Event, Outcome};
 use crate::machine::Machine;
 use crate::model::secret::SecretStore;
 use crate::model::{DriftMode, Secrets};
-use crate::plan::{hold_back, Held, Summary};
+use crate::plan::{hold_back, Held, ResourceId, Summary};
 use crate::reconcile::{self, Plan, Prepared, ReconcileError, Target};
 use crate::source::git::{CommitId, GitSource, SignaturePolicy};
 use crate::state::LockedStore;
+
+/// Why a destructive change waits.
+const WINDOW: &str = "maintenance window";
+/// Why report-only drift waits.
+const REPORT_ONLY: &str = "report-only drift: an operator decides";
 
 /// The commit in force, prepared once (and again only when the secrets
 /// change).
@@ -43,6 +48,9 @@ pub(super) struct Worker {
     rejected: Option<CommitId>,
     /// Whether the last full reconcile of the commit in force succeeded.
     converged: bool,
+    /// Destructive changes of the commit in force that wait for a
+    /// maintenance window: never mistaken for drift, applied once it opens.
+    window_held: BTreeSet<ResourceId>,
 }
 
 impl Worker {
@@ -64,6 +72,7 @@ impl Worker {
             in_force: None,
             rejected: None,
             converged: false,
+            window_held: BTreeSet::new(),
         }
     }
 
@@ -189,6 +198,7 @@ impl Worker {
                 }
                 self.rejected = None;
                 self.converged = false;
+                self.window_held.clear();
                 self.update_status(|s| {
                     s.last_good_commit = Some(commit.clone());
                     s.rejected = None;
@@ -293,6 +303,9 @@ impl Worker {
             }
         };
         crate::progress::tick();
+        for line in reconcile::destroys(&plan) {
+            tracing::warn!(commit = %self.last_good().map(|c| c.0.as_str()).unwrap_or_default(), "{line}");
+        }
         let is_drift_check = trigger == Trigger::Drift && self.converged;
         let (plan, pending) = self.hold(&prepared, plan, is_drift_check);
         if is_drift_check {
@@ -322,20 +335,33 @@ impl Worker {
 
     /// Holds back destructive changes outside a maintenance window, and
     /// report-only drift.
-    fn hold(&self, prepared: &Prepared, plan: Plan, is_drift_check: bool) -> (Plan, Vec<Held>) {
+    fn hold(&mut self, prepared: &Prepared, plan: Plan, is_drift_check: bool) -> (Plan, Vec<Held>) {
         let drift_modes: BTreeMap<&str, DriftMode> =
             prepared.policies.iter().map(|(env, p)| (env.as_str(), p.drift)).collect();
         let in_window = self.config.in_maintenance_window(Utc::now());
-        hold_back(plan, |change| {
-            if is_drift_check && drift_modes.get(change.id.env.as_str()) == Some(&DriftMode::Report)
-            {
-                Some("report-only drift: an operator decides".to_owned())
+        let waiting = &self.window_held;
+        let (plan, pending) = hold_back(plan, |change| {
+            // A change of the commit that waits for its window is not drift.
+            let drift = is_drift_check && !waiting.contains(&change.id);
+            if drift && drift_modes.get(change.id.env.as_str()) == Some(&DriftMode::Report) {
+                Some(REPORT_ONLY.to_owned())
             } else if change.op.is_destructive() && !in_window {
-                Some("maintenance window".to_owned())
+                Some(WINDOW.to_owned())
             } else {
                 None
             }
-        })
+        });
+        self.window_held =
+            pending.iter().filter(|p| p.waiting_for == WINDOW).map(|p| p.id.clone()).collect();
+        (plan, pending)
+    }
+
+    /// When the daemon should look again for changes waiting for a window.
+    pub(super) fn next_window(&self) -> Option<chrono::DateTime<Utc>> {
+        if self.window_held.is_empty() {
+            return None;
+        }
+        self.config.next_window_opening(Utc::now())
     }
 
     fn report_drift(&self, prepared: &Prepared, plan: &Plan, pending: &[Held]) {

@@ -37,6 +37,31 @@ pub struct DesiredItem<S> {
     pub spec: S,
     /// Resources it needs.
     pub depends_on: Vec<ResourceId>,
+    /// The resource it exists inside (a file on a server): when that one is
+    /// created or replaced, this one is created anew, whatever was observed.
+    pub lives_on: Option<ResourceId>,
+    /// Resources whose change must apply this one again even when it is
+    /// unchanged itself (a unit restarted when its configuration changes).
+    pub triggered_by: Vec<ResourceId>,
+}
+
+impl<S> DesiredItem<S> {
+    /// `spec`, needing `depends_on`.
+    pub fn new(spec: S, depends_on: Vec<ResourceId>) -> Self {
+        Self { spec, depends_on, lives_on: None, triggered_by: Vec::new() }
+    }
+
+    /// Exists inside `host` (see [`DesiredItem::lives_on`]).
+    pub fn on(mut self, host: ResourceId) -> Self {
+        self.lives_on = Some(host);
+        self
+    }
+
+    /// Applied again whenever one of `triggers` changes.
+    pub fn triggered_by(mut self, triggers: Vec<ResourceId>) -> Self {
+        self.triggered_by = triggers;
+        self
+    }
 }
 
 /// An existing resource.
@@ -91,6 +116,9 @@ pub fn diff<S: Spec>(
             op,
             depends_on: want.depends_on.clone(),
             owned,
+            lives_on: want.lives_on.clone(),
+            triggered_by: want.triggered_by.clone(),
+            note: None,
             change: ItemChange { desired: Some(want.spec.clone()), observed: current },
         });
     }
@@ -102,6 +130,9 @@ pub fn diff<S: Spec>(
                     op: Op::Delete,
                     depends_on: have.depends_on.clone(),
                     owned: true,
+                    lives_on: None,
+                    triggered_by: Vec::new(),
+                    note: None,
                     change: ItemChange { desired: None, observed: Some(have.spec.clone()) },
                 });
             }
@@ -141,9 +172,7 @@ mod tests {
     fn want(items: &[(&str, u32, &'static str)]) -> DesiredSet<Thing> {
         items
             .iter()
-            .map(|(n, size, image)| {
-                (id(n), DesiredItem { spec: Thing { size: *size, image }, depends_on: vec![] })
-            })
+            .map(|(n, size, image)| (id(n), DesiredItem::new(Thing { size: *size, image }, vec![])))
             .collect()
     }
 

@@ -1,9 +1,11 @@
 //! Safety guards a plan must pass before anything is applied.
 //!
-//! An accidentally emptied inventory file must never wipe an environment:
-//! a plan deleting more than the environment's `max_deletes` is refused
-//! unless the operator explicitly allows it. And apimon never destroys a
-//! resource it does not own, not even to replace it.
+//! An accidentally emptied inventory file must never wipe an environment,
+//! and one changed line of a template must never rebuild it: a plan that
+//! destroys more than the environment's `max_deletes` resources — deletes
+//! and replaces alike, since a replace destroys first — is refused unless
+//! the operator explicitly allows it. And apimon never destroys a resource
+//! it does not own, not even to replace it.
 
 use std::collections::BTreeMap;
 
@@ -12,13 +14,19 @@ use super::{Op, Planned, ResourceId};
 /// A guard refused the plan.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GuardError {
-    /// Too many deletions in one environment.
-    #[error("refusing to delete {count} resources in environment `{env}`: the limit is {max} (policy max_deletes); check the plan, then raise the limit or pass --allow-deletes")]
+    /// Too many deletions or replacements in one environment.
+    #[error("refusing to destroy {count} resources in environment `{env}` ({deletes} to delete, {replaces} to replace: {examples}): the limit is {max} (policy max_deletes); check the plan, then raise the limit or pass --allow-deletes")]
     TooManyDeletes {
         /// Environment.
         env: String,
-        /// Deletions planned there.
+        /// Deletions and replacements planned there.
         count: usize,
+        /// Of which deletions.
+        deletes: usize,
+        /// Of which replacements.
+        replaces: usize,
+        /// Some of them, by id.
+        examples: String,
         /// Its limit.
         max: u32,
     },
@@ -42,24 +50,47 @@ pub fn check_guards<C>(
     allow_deletes: bool,
 ) -> Result<(), Vec<GuardError>> {
     let mut errors = Vec::new();
-    let mut deletes: BTreeMap<&str, usize> = BTreeMap::new();
+    // Per environment: (deletes, replaces, the ids).
+    let mut destroys: BTreeMap<&str, (usize, usize, Vec<&ResourceId>)> = BTreeMap::new();
     for change in changes {
         match &change.op {
-            Op::Delete => *deletes.entry(change.id.env.as_str()).or_default() += 1,
-            Op::Replace { reason } if !change.owned => {
-                errors.push(GuardError::UnownedReplace {
-                    id: change.id.clone(),
-                    reason: reason.clone(),
-                });
+            Op::Delete => {
+                let counts = destroys.entry(change.id.env.as_str()).or_default();
+                counts.0 += 1;
+                counts.2.push(&change.id);
+            }
+            Op::Replace { reason } => {
+                if !change.owned {
+                    errors.push(GuardError::UnownedReplace {
+                        id: change.id.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+                let counts = destroys.entry(change.id.env.as_str()).or_default();
+                counts.1 += 1;
+                counts.2.push(&change.id);
             }
             _ => {}
         }
     }
     if !allow_deletes {
-        for (env, count) in deletes {
+        for (env, (deletes, replaces, ids)) in destroys {
             let max = max_deletes.get(env).copied().unwrap_or(crate::model::DEFAULT_MAX_DELETES);
+            let count = deletes + replaces;
             if count > max as usize {
-                errors.push(GuardError::TooManyDeletes { env: env.to_owned(), count, max });
+                let mut examples: Vec<String> =
+                    ids.iter().take(5).map(ToString::to_string).collect();
+                if ids.len() > 5 {
+                    examples.push(format!("and {} more", ids.len() - 5));
+                }
+                errors.push(GuardError::TooManyDeletes {
+                    env: env.to_owned(),
+                    count,
+                    deletes,
+                    replaces,
+                    examples: examples.join(", "),
+                    max,
+                });
             }
         }
     }
@@ -77,11 +108,13 @@ mod tests {
 
     fn planned(env: &str, name: &str, op: Op, owned: bool) -> Planned<()> {
         Planned {
-            id: ResourceId::new(env, ProviderKind::named("fake"), "thing", name),
-            op,
-            depends_on: vec![],
             owned,
-            change: (),
+            ..Planned::bare(
+                ResourceId::new(env, ProviderKind::named("fake"), "thing", name),
+                op,
+                vec![],
+                (),
+            )
         }
     }
 
@@ -93,9 +126,9 @@ mod tests {
     fn deleting_more_than_max_deletes_is_refused() {
         let limits = BTreeMap::from([("outside".to_owned(), 3)]);
         let errors = check_guards(&deletes("outside", 4), &limits, false).expect_err("refused");
-        assert_eq!(
-            errors,
-            vec![GuardError::TooManyDeletes { env: "outside".into(), count: 4, max: 3 }]
+        assert!(
+            matches!(&errors[..], [GuardError::TooManyDeletes { env, count: 4, deletes: 4, replaces: 0, max: 3, .. }] if env == "outside"),
+            "{errors:?}"
         );
     }
 
@@ -117,6 +150,16 @@ mod tests {
     fn explicit_permission_lifts_the_delete_limit() {
         let limits = BTreeMap::from([("outside".to_owned(), 0)]);
         assert!(check_guards(&deletes("outside", 10), &limits, true).is_ok());
+    }
+
+    #[test]
+    fn replaces_count_as_destroys() {
+        let limits = BTreeMap::from([("outside".to_owned(), 0)]);
+        let plan = vec![planned("outside", "vm", Op::Replace { reason: "user data".into() }, true)];
+        let errors = check_guards(&plan, &limits, false).expect_err("refused");
+        let text = errors[0].to_string();
+        assert!(text.starts_with("refusing to destroy 1 resources in environment `outside` (0 to delete, 1 to replace: outside/fake.thing/vm)"), "{text}");
+        assert!(check_guards(&plan, &limits, true).is_ok());
     }
 
     #[test]

@@ -47,10 +47,11 @@ pub fn hold_back<C>(
         })
         .collect();
     let held_ids: BTreeSet<&ResourceId> = waiting.iter().map(|h| &h.id).collect();
+    let Plan { changes, forget, .. } = plan;
     let changes: Vec<Planned<C>> =
-        plan.changes.into_iter().filter(|c| !held_ids.contains(&c.id)).collect();
+        changes.into_iter().filter(|c| !held_ids.contains(&c.id)).collect();
     let summary = Summary::of(&changes);
-    (Plan { changes, summary }, waiting)
+    (Plan { changes, summary, forget }, waiting)
 }
 
 #[cfg(test)]
@@ -63,13 +64,7 @@ mod tests {
     }
 
     fn change(name: &str, op: Op, deps: &[&str]) -> Planned<()> {
-        Planned {
-            id: id(name),
-            op,
-            depends_on: deps.iter().map(|d| id(d)).collect(),
-            owned: true,
-            change: (),
-        }
+        Planned::bare(id(name), op, deps.iter().map(|d| id(d)).collect(), ())
     }
 
     #[test]
@@ -80,7 +75,7 @@ mod tests {
             change("independent", Op::Create, &[]),
             change("same", Op::NoOp, &[]),
         ];
-        let plan = Plan { summary: Summary::of(&changes), changes };
+        let plan = Plan { summary: Summary::of(&changes), changes, forget: vec![] };
         let (left, pending) =
             hold_back(plan, |c| c.op.is_destructive().then(|| "maintenance window".to_owned()));
         let left: Vec<&str> = left.changes.iter().map(|c| c.id.name.as_str()).collect();

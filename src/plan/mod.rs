@@ -14,9 +14,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod follow;
+
 pub use diff::{
     diff, Comparison, DesiredItem, DesiredSet, ItemChange, ObservedItem, ObservedSet, Spec,
 };
+pub use follow::{follow, Follow};
 pub use guard::{check_guards, GuardError};
 pub use hold::{hold_back, Held};
 pub use order::{dependency_graph, dependents, order, Node, OrderError};
@@ -148,6 +151,15 @@ pub struct Planned<C> {
     /// Whether apimon owns the existing resource (false for new ones and
     /// for resources it did not create).
     pub owned: bool,
+    /// The resource it exists inside (see [`DesiredItem::lives_on`]).
+    #[serde(skip)]
+    pub lives_on: Option<ResourceId>,
+    /// Resources whose change applies it again (see [`DesiredItem::triggered_by`]).
+    #[serde(skip)]
+    pub triggered_by: Vec<ResourceId>,
+    /// Why, when the op's own reason does not say it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// Provider-specific detail that apply needs.
     #[serde(skip)]
     pub change: C,
@@ -161,8 +173,30 @@ impl<C> Planned<C> {
             op: self.op,
             depends_on: self.depends_on,
             owned: self.owned,
+            lives_on: self.lives_on,
+            triggered_by: self.triggered_by,
+            note: self.note,
             change: f(self.change),
         }
+    }
+
+    /// A change of `id` with no provider payload, for tests and tools.
+    pub fn bare(id: ResourceId, op: Op, depends_on: Vec<ResourceId>, change: C) -> Self {
+        Self {
+            id,
+            op,
+            depends_on,
+            owned: true,
+            lives_on: None,
+            triggered_by: Vec::new(),
+            note: None,
+            change,
+        }
+    }
+
+    /// The reason shown in the plan.
+    pub fn reason(&self) -> &str {
+        self.note.as_deref().unwrap_or(self.op.reason())
     }
 }
 
@@ -220,6 +254,10 @@ pub struct Plan<C> {
     pub changes: Vec<Planned<C>>,
     /// Counts.
     pub summary: Summary,
+    /// Resources the state store says apimon created that no longer exist
+    /// (deleted by hand, or with the host they lived on): the store forgets them.
+    #[serde(skip)]
+    pub forget: Vec<ResourceId>,
 }
 
 impl<C> Plan<C> {
@@ -246,15 +284,17 @@ pub enum PlanError {
 ///
 /// # Errors
 /// A dependency cycle, or a guard (max deletes, unowned replace) refused it.
-pub fn assemble<C>(
+pub fn assemble<C: Follow>(
     mut changes: Vec<Planned<C>>,
+    forget: Vec<ResourceId>,
     policies: &std::collections::BTreeMap<String, crate::model::Policy>,
     allow_deletes: bool,
 ) -> Result<Plan<C>, PlanError> {
     changes.retain(|c| c.op != Op::Delete || policies.get(&c.id.env).is_none_or(|p| p.prune));
+    follow(&mut changes);
     let max_deletes = policies.iter().map(|(env, p)| (env.clone(), p.max_deletes)).collect();
     check_guards(&changes, &max_deletes, allow_deletes).map_err(PlanError::Refused)?;
     let changes = order(changes)?;
     let summary = Summary::of(&changes);
-    Ok(Plan { changes, summary })
+    Ok(Plan { changes, summary, forget })
 }

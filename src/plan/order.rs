@@ -148,7 +148,7 @@ mod tests {
     }
 
     fn change(kind: &str, name: &str, op: Op, deps: &[ResourceId]) -> Planned<()> {
-        Planned { id: id(kind, name), op, depends_on: deps.to_vec(), owned: true, change: () }
+        Planned::bare(id(kind, name), op, deps.to_vec(), ())
     }
 
     fn names(changes: &[Planned<()>]) -> Vec<String> {

@@ -166,6 +166,13 @@ pub trait Provider: Sized + Send + Sync + 'static {
     /// Whether `error` is worth retrying.
     fn classify(error: &Self::Error) -> FailureKind;
 
+    /// What a resource is, for summaries of what a plan destroys: a noun
+    /// (`server`) and a label (`outside-bastion (bastion)`); `None` for
+    /// resources not worth a line of their own.
+    fn describe(_name: &str, _spec: &Self::Spec) -> Option<(&'static str, String)> {
+        None
+    }
+
     /// Requests sent to the system so far (for benchmarks and logs).
     fn requests(&self) -> usize {
         0
@@ -278,10 +285,7 @@ mod tests {
     }
 
     fn desired(values: &[(&str, u32)]) -> DesiredSet<Value> {
-        values
-            .iter()
-            .map(|(n, v)| (id(n), DesiredItem { spec: Value(*v), depends_on: vec![] }))
-            .collect()
+        values.iter().map(|(n, v)| (id(n), DesiredItem::new(Value(*v), vec![]))).collect()
     }
 
     async fn converge(provider: &FakeProvider, want: &DesiredSet<Value>) -> usize {

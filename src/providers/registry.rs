@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::apply::ChangeError;
 use crate::model::Environment;
-use crate::plan::{DesiredSet, ItemChange, ObservedSet, Planned, ProviderKind};
+use crate::plan::{DesiredSet, ItemChange, ObservedSet, Planned, ProviderKind, ResourceId};
 use crate::state::State;
 
 use super::{Availability, Context, FailureKind, Model, Ownership, Provider, Scope};
@@ -111,8 +111,13 @@ impl<P: Provider> Connected<P> {
         desired.retain(|id, _| self.available.contains_key(&id.env));
     }
 
-    /// Observes every environment at once.
-    async fn observe(&self, state: &State) -> Result<ObservedSet<P::Spec>, ObserveError> {
+    /// Observes every environment at once; also returns what the state
+    /// store says apimon created but no longer exists (for providers whose
+    /// ownership the store records).
+    async fn observe(
+        &self,
+        state: &State,
+    ) -> Result<(ObservedSet<P::Spec>, Vec<ResourceId>), ObserveError> {
         let mut tasks = tokio::task::JoinSet::new();
         let mut envs = BTreeMap::new();
         for (env, provider) in &self.available {
@@ -122,6 +127,7 @@ impl<P: Provider> Connected<P> {
             envs.insert(handle.id(), env.clone());
         }
         let mut observed = ObservedSet::new();
+        let mut stale = Vec::new();
         while let Some(joined) = tasks.join_next_with_id().await {
             let (task, result) = match joined {
                 Ok((task, result)) => (task, result),
@@ -140,6 +146,14 @@ impl<P: Provider> Connected<P> {
             match P::OWNERSHIP {
                 Ownership::Marks => observed.extend(set),
                 Ownership::StateStore => {
+                    let owned = state.environments.get(&env).map(|e| &e.owned);
+                    stale.extend(
+                        owned
+                            .into_iter()
+                            .flatten()
+                            .filter(|id| id.provider == P::KIND && !set.contains_key(id))
+                            .cloned(),
+                    );
                     observed.extend(set.into_iter().map(|(id, mut item)| {
                         item.owned = item.owned || state.owns(&id);
                         (id, item)
@@ -147,7 +161,7 @@ impl<P: Provider> Connected<P> {
                 }
             }
         }
-        Ok(observed)
+        Ok((observed, stale))
     }
 
     /// Applies one change with the instance of its environment.
@@ -219,6 +233,27 @@ macro_rules! registry {
             }
         }
 
+        impl AnyChange {
+            /// What the resource `name` is (see [`Provider::describe`]).
+            pub fn describe(&self, name: &str) -> Option<(&'static str, String)> {
+                match self {
+                    $(Self::$variant(item) => item
+                        .desired
+                        .as_ref()
+                        .or(item.observed.as_ref())
+                        .and_then(|spec| <$provider as Provider>::describe(name, spec)),)+
+                }
+            }
+        }
+
+        impl crate::plan::Follow for AnyChange {
+            fn forget_observed(&mut self) {
+                match self {
+                    $(Self::$variant(item) => item.observed = None,)+
+                }
+            }
+        }
+
         impl serde::Serialize for AnyChange {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 // Plans never carry provider payloads into JSON: they may hold secrets.
@@ -242,13 +277,15 @@ macro_rules! registry {
                 #[doc = concat!("`", stringify!($field), "`.")]
                 pub $field: ObservedSet<<$provider as Provider>::Spec>,
             )+
+            /// What the state store says apimon created that no longer exists.
+            pub stale: Vec<ResourceId>,
         }
 
         impl Observed {
             /// What would exist once `desired` is applied: every resource as
             /// declared and owned (a converged platform, for benchmarks).
             pub fn as_applied(desired: &Desired) -> Self {
-                Self { $($field: as_applied(&desired.$field),)+ }
+                Self { $($field: as_applied(&desired.$field),)+ stale: Vec::new() }
             }
         }
 
@@ -317,7 +354,13 @@ macro_rules! registry {
             /// The first provider that failed, naming environment and provider.
             pub async fn observe(&self, state: &State) -> Result<Observed, ObserveError> {
                 let ($($field,)+) = tokio::join!($(self.$field.observe(state),)+);
-                Ok(Observed { $($field: $field?,)+ })
+                let mut stale = Vec::new();
+                $(
+                    let $field = $field?;
+                    stale.extend($field.1);
+                    let $field = $field.0;
+                )+
+                Ok(Observed { $($field,)+ stale })
             }
 
             /// Applies one change with its provider.
@@ -326,8 +369,8 @@ macro_rules! registry {
             /// The provider failed; the message names the system, never a secret.
             pub async fn apply(&self, change: Planned<AnyChange>) -> Result<(), ChangeError> {
                 // Split the payload off, so it moves into the provider's own type uncloned.
-                let Planned { id, op, depends_on, owned, change } = change;
-                let shell = Planned { id, op, depends_on, owned, change: () };
+                let Planned { id, op, depends_on, owned, lives_on, triggered_by, note, change } = change;
+                let shell = Planned { id, op, depends_on, owned, lives_on, triggered_by, note, change: () };
                 match change {
                     $(AnyChange::$variant(item) => self.$field.apply(shell.map(|()| item)).await,)+
                 }

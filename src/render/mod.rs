@@ -4,17 +4,22 @@
 //! template, its line and column and the variable, never an empty string.
 //! Built-in templates ship in `templates/`; a repository's `templates/`
 //! replaces one by file name. Output is in memory; nothing is written here.
+//! [`templates`] compiles and renders them, within limits: a repository's
+//! template can neither recurse nor nest without bound nor grow its output
+//! past a limit, so no commit can take the process down while rendering.
+
+mod templates;
+
+pub use templates::{Templates, MAX_BLOCK_DEPTH, MAX_OUTPUT_BYTES};
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
-use handlebars::Handlebars;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::model::{
-    DesiredState, Diagnostic, Diagnostics, Environment, Host, Location, MaybeSecret, Role, Runner,
-    Secrets, Sensitive, TemplateOverride,
+    DesiredState, Diagnostics, Environment, Host, Location, MaybeSecret, Role, Runner, Secrets,
+    Sensitive,
 };
 
 /// The built-in templates: name and source.
@@ -46,119 +51,6 @@ pub enum RenderError {
     /// A secret the templates need is not set.
     #[error("{}", .0)]
     Secrets(Diagnostics),
-}
-
-/// The compiled template set.
-pub struct Templates {
-    registry: Handlebars<'static>,
-    /// Where each template came from, for error locations.
-    origins: BTreeMap<String, PathBuf>,
-}
-
-impl std::fmt::Debug for Templates {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Templates").field("origins", &self.origins).finish_non_exhaustive()
-    }
-}
-
-fn built_in_origin(name: &str) -> PathBuf {
-    PathBuf::from(format!("(built-in) templates/{name}"))
-}
-
-impl Templates {
-    /// Compiles the built-in templates with the repository's overrides.
-    ///
-    /// # Errors
-    /// An override with an unknown name, or a syntax error (file, line,
-    /// column).
-    pub fn new(overrides: &BTreeMap<String, TemplateOverride>) -> Result<Self, Diagnostics> {
-        let mut registry = Handlebars::new();
-        registry.set_strict_mode(true);
-        // Output is YAML/TOML/INI, not HTML: escaping is the template's job
-        // (via the `json` helper), never the engine's.
-        registry.register_escape_fn(handlebars::no_escape);
-        registry.register_helper("json", Box::new(json_helper));
-        let mut problems = Vec::new();
-        let mut origins = BTreeMap::new();
-        for (name, override_) in overrides {
-            if !BUILT_IN.iter().any(|(known, _)| known == name) {
-                let known: Vec<&str> = BUILT_IN.iter().map(|(n, _)| *n).collect();
-                problems.push(Diagnostic::new(
-                    Location::file(&override_.file),
-                    "",
-                    format!("unknown template name; expected one of: {}", known.join(", ")),
-                ));
-            }
-        }
-        for (name, built_in) in BUILT_IN {
-            let (origin, text) = match overrides.get(name) {
-                Some(o) => (o.file.clone(), o.text.as_str()),
-                None => (built_in_origin(name), built_in),
-            };
-            if let Err(error) = registry.register_template_string(name, text) {
-                let (line, column) = error.pos().unwrap_or((1, 1));
-                problems.push(Diagnostic::new(
-                    Location::at(&origin, line, column),
-                    "",
-                    format!("template syntax error: {}", error.reason()),
-                ));
-            }
-            origins.insert(name.to_owned(), origin);
-        }
-        if problems.is_empty() {
-            Ok(Self { registry, origins })
-        } else {
-            Err(Diagnostics::normalized(problems))
-        }
-    }
-
-    /// Renders template `name` for `host`.
-    ///
-    /// # Errors
-    /// [`RenderError::Template`] naming template, position and variable.
-    pub fn render(&self, name: &str, host: &str, context: &Value) -> Result<String, RenderError> {
-        self.registry.render(name, context).map_err(|error| {
-            let origin = self.origins.get(name).cloned().unwrap_or_else(|| built_in_origin(name));
-            let location = match (error.line_no, error.column_no) {
-                (Some(line), Some(column)) => Location::at(origin, line, column),
-                _ => Location::file(origin),
-            };
-            let message = match error.reason() {
-                handlebars::RenderErrorReason::MissingVariable(Some(variable)) => {
-                    format!("variable `{variable}` is not defined")
-                }
-                other => other.to_string(),
-            };
-            RenderError::Template {
-                template: name.to_owned(),
-                origin: Box::new(location),
-                host: host.to_owned(),
-                message,
-            }
-        })
-    }
-}
-
-/// `{{json value}}`: the value as JSON, which is also a valid YAML and TOML
-/// scalar, so strings are always quoted and escaped correctly.
-fn json_helper(
-    helper: &handlebars::Helper<'_>,
-    _: &Handlebars<'_>,
-    _: &handlebars::Context,
-    _: &mut handlebars::RenderContext<'_, '_>,
-    out: &mut dyn handlebars::Output,
-) -> handlebars::HelperResult {
-    let param = helper
-        .param(0)
-        .ok_or_else(|| handlebars::RenderErrorReason::ParamNotFoundForIndex("json", 0))?;
-    if param.is_value_missing() {
-        let path = param.relative_path().cloned();
-        return Err(handlebars::RenderErrorReason::MissingVariable(path).into());
-    }
-    let text = serde_json::to_string(param.value())
-        .map_err(|e| handlebars::RenderErrorReason::Other(e.to_string()))?;
-    out.write(&text)?;
-    Ok(())
 }
 
 /// One file for a host.
@@ -506,7 +398,10 @@ fn render_host(
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
+    use crate::model::TemplateOverride;
 
     fn templates_with(name: &str, text: &str) -> Result<Templates, Diagnostics> {
         let overrides = BTreeMap::from([(

@@ -10,6 +10,8 @@ use std::process::Command;
 
 use git2::{Direction, FetchOptions, Oid, RemoteCallbacks, Repository};
 
+use crate::known_hosts::Verdict;
+
 use crate::model::Sensitive;
 
 /// A commit id (hex).
@@ -119,7 +121,7 @@ pub struct GitSource {
 impl std::fmt::Debug for GitSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GitSource")
-            .field("url", &self.url)
+            .field("url", &redact_url(&self.url))
             .field("branch", &self.branch)
             .finish_non_exhaustive()
     }
@@ -131,7 +133,7 @@ impl GitSource {
     /// # Errors
     /// The cache cannot be created or opened.
     pub fn open(url: &str, branch: &str, auth: GitAuth, cache: &Path) -> Result<Self, GitError> {
-        let error = |action, source| GitError::Git { action, url: url.to_owned(), source };
+        let error = |action, source| GitError::Git { action, url: redact_url(url), source };
         let repo = match Repository::open_bare(cache) {
             Ok(repo) => repo,
             Err(_) => {
@@ -184,14 +186,15 @@ impl GitSource {
             let Some(known_hosts) = &known_hosts else {
                 return refuse(format!("refusing SSH host key of {host}:{port}: no known_hosts file configured (ssh_known_hosts)"));
             };
-            let recorded = russh::keys::known_hosts::known_host_keys_path(&host, port, known_hosts)
-                .map_err(|e| git2::Error::from_str(&format!("cannot read {}: {e}", known_hosts.display())))?;
-            if recorded.iter().any(|(_, key)| key.to_bytes().is_ok_and(|bytes| bytes == hostkey)) {
-                Ok(git2::CertificateCheckStatus::CertificateOk)
-            } else if recorded.is_empty() {
-                refuse(format!("refusing SSH host key of {host}:{port}: no entry in {}", known_hosts.display()))
-            } else {
-                refuse(format!("refusing SSH host key of {host}:{port}: it does not match {}", known_hosts.display()))
+            let Ok(key) = russh::keys::ssh_key::PublicKey::from_bytes(hostkey) else {
+                return refuse(format!("refusing SSH host key of {host}:{port}: it cannot be decoded"));
+            };
+            match crate::known_hosts::check(known_hosts, &host, port, &key) {
+                Ok(Verdict::Known) => Ok(git2::CertificateCheckStatus::CertificateOk),
+                Ok(Verdict::Unknown) => refuse(format!("refusing SSH host key of {host}:{port}: no entry in {}", known_hosts.display())),
+                Ok(Verdict::Changed { line }) => refuse(format!("refusing SSH host key of {host}:{port}: it does not match {}:{line}", known_hosts.display())),
+                Ok(Verdict::Revoked { line }) => refuse(format!("refusing SSH host key of {host}:{port}: it is revoked at {}:{line}", known_hosts.display())),
+                Err(error) => Err(git2::Error::from_str(&crate::apply::chain(&error))),
             }
         });
         let auth = self.auth.clone();
@@ -209,9 +212,12 @@ impl GitSource {
         let refused = self.refusal.lock().ok().and_then(|mut slot| slot.take());
         let source = match refused {
             Some(reason) => git2::Error::from_str(&reason),
-            None => source,
+            // libgit2's own message may quote the URL, credentials and all.
+            None => {
+                git2::Error::from_str(&source.message().replace(&self.url, &redact_url(&self.url)))
+            }
         };
-        GitError::Git { action, url: self.url.clone(), source }
+        GitError::Git { action, url: redact_url(&self.url), source }
     }
 
     /// The branch's commit on the remote, without fetching (`ls-remote`).
@@ -232,7 +238,7 @@ impl GitSource {
             .map(|head| CommitId(head.oid().to_string()))
             .ok_or_else(|| GitError::NoBranch {
                 branch: self.branch.clone(),
-                url: self.url.clone(),
+                url: redact_url(&self.url),
             })
     }
 
@@ -258,7 +264,7 @@ impl GitSource {
             .map_err(|e| self.git_error("fetch from", e))?;
         self.cached_head().ok_or_else(|| GitError::NoBranch {
             branch: self.branch.clone(),
-            url: self.url.clone(),
+            url: redact_url(&self.url),
         })
     }
 
@@ -344,6 +350,21 @@ impl GitSource {
 }
 
 /// Host and port of an ssh:// or scp-like (`user@host:path`) URL.
+/// `url` with the password (or token) of its user part replaced by `***`:
+/// what logs, errors and `/status` show.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split_once(':').map_or(user, |(name, _)| name);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 fn ssh_host_port(url: &str) -> (String, u16) {
     let rest = url.strip_prefix("ssh://").or_else(|| url.strip_prefix("git+ssh://"));
     let authority = match rest {
@@ -362,6 +383,20 @@ fn ssh_host_port(url: &str) -> (String, u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        assert_eq!(
+            redact_url("https://apimon:s3cret@git.example/r.git"),
+            "https://apimon:***@git.example/r.git"
+        );
+        assert_eq!(
+            redact_url("https://tok3n@git.example/r.git"),
+            "https://tok3n:***@git.example/r.git"
+        );
+        assert_eq!(redact_url("https://git.example/r.git"), "https://git.example/r.git");
+        assert_eq!(redact_url("file:///srv/r.git"), "file:///srv/r.git");
+    }
 
     #[test]
     fn ssh_urls_give_host_and_port() {

@@ -15,8 +15,7 @@ for pidfile in "$S"/pids/*.pid; do
   [ -e "$pidfile" ] || continue
   pid=$(cat "$pidfile"); pkill -KILL -P "$pid" 2>/dev/null; kill -KILL "$pid" 2>/dev/null
 done
-# RabbitMQ leaves its Erlang port mapper behind.
-pkill -f "epmd -daemon" 2>/dev/null
+# Only what up.sh started, by PID: its Erlang port mapper is among them.
 [ -f "$S/run/shm-datadir" ] && rm -rf "$(cat "$S/run/shm-datadir")"
 rm -rf "$S"
 exit 0

@@ -70,6 +70,13 @@ mariadb -S "$S/run/mysql.sock" -uroot -e "$sql"
 
 log "rabbitmq"
 mkdir -p "$S/rabbit"
+# Our own Erlang port mapper on a port of our own, started here (so
+# down.sh stops it by its PID): RabbitMQ would otherwise start a shared
+# one in the background that nothing could tell from another service's.
+EPMDPORT=$(free_port)
+spawn epmd epmd -address 127.0.0.1 -port "$EPMDPORT"
+export ERL_EPMD_PORT="$EPMDPORT"
+for _ in $(seq 50); do (echo >"/dev/tcp/127.0.0.1/$EPMDPORT") 2>/dev/null && break; sleep 0.1; done
 export RABBITMQ_NODENAME=rabbit@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$MQPORT" \
   ERL_EPMD_ADDRESS=127.0.0.1 RABBITMQ_DIST_PORT="$(free_port)" \
   RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \

@@ -29,6 +29,18 @@ pub enum Role {
     Grafana,
 }
 
+impl Role {
+    /// Lowercase name, as in the repository.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bastion => "bastion",
+            Self::Executor => "executor",
+            Self::Influxdb => "influxdb",
+            Self::Grafana => "grafana",
+        }
+    }
+}
+
 /// One VM.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -280,15 +280,13 @@ pub fn desired(
     let name = env.name.as_str();
     let mut set = DesiredSet::new();
     let Some(grafana_host) = env.host_with_role(Role::Grafana) else { return set };
-    let server = vec![openstack::server_id(name, &grafana_host.name)];
+    // Grafana keeps its objects on its server: a new server has none.
+    let host = openstack::server_id(name, &grafana_host.name);
+    let server = vec![host.clone()];
     for folder in &env.grafana.folders {
-        set.insert(
-            id(name, "folder", &folder.uid),
-            DesiredItem {
-                spec: GrafanaSpec::Folder { title: folder.title.clone() },
-                depends_on: server.clone(),
-            },
-        );
+        let spec = GrafanaSpec::Folder { title: folder.title.clone() };
+        let item = DesiredItem::new(spec, server.clone()).on(host.clone());
+        set.insert(id(name, "folder", &folder.uid), item);
     }
     for ds in &env.grafana.datasources {
         let password = secrets.value(&ds.password_secret).unwrap_or_default();
@@ -302,7 +300,8 @@ pub fn desired(
         };
         let mut depends_on = server.clone();
         depends_on.push(influxdb::user_id(&ds.environment, &ds.user));
-        set.insert(datasource_id(name, &ds.uid), DesiredItem { spec, depends_on });
+        let item = DesiredItem::new(spec, depends_on).on(host.clone());
+        set.insert(datasource_id(name, &ds.uid), item);
     }
     for dashboard in state.dashboards.values() {
         let spec = GrafanaSpec::Dashboard {
@@ -310,7 +309,8 @@ pub fn desired(
             model: normalize_dashboard(&dashboard.model),
         };
         let depends_on = vec![folder_id(name, &dashboard.folder)];
-        set.insert(dashboard_id(name, &dashboard.uid), DesiredItem { spec, depends_on });
+        let item = DesiredItem::new(spec, depends_on).on(host.clone());
+        set.insert(dashboard_id(name, &dashboard.uid), item);
     }
     set
 }

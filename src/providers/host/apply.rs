@@ -30,17 +30,23 @@ pub(super) async fn apply(
                     .map_err(|source| HostError::Local { path: local.clone(), source })?,
             };
             let target = quote(&rooted(&provider.settings.root, path));
+            // The temporary file is created unreadable by others (umask
+            // 077) and gets its final mode only after its checksum matched;
+            // a transfer cut short removes it (the trap), and the next
+            // upload removes what a killed shell left behind.
             let script = format!(
                 "set -e\n\
                  t={target}; d=$(dirname \"$t\"); b=$(basename \"$t\")\n\
                  mkdir -p \"$d\"\n\
                  rm -f \"$d/.$b.apimon-tmp.\"*\n\
                  tmp=\"$d/.$b.apimon-tmp.$$\"\n\
-                 cat > \"$tmp\"\n\
-                 if [ \"$(sha256sum < \"$tmp\" | cut -d' ' -f1)\" != {sha} ]; then rm -f \"$tmp\"; echo 'upload incomplete: checksum mismatch; the old file is unchanged' >&2; exit 3; fi\n\
-                 chmod {mode:o} \"$tmp\"\n\
+                 trap 'rm -f \"$tmp\"' EXIT HUP INT TERM PIPE\n\
+                 (umask 077; cat > \"$tmp\")\n\
+                 if [ \"$(sha256sum < \"$tmp\" | cut -d' ' -f1)\" != {sha} ]; then echo 'upload incomplete: checksum mismatch; the old file is unchanged' >&2; exit 3; fi\n\
                  chown {owner}:{group} \"$tmp\"\n\
-                 mv -f \"$tmp\" \"$t\"\n",
+                 chmod {mode:o} \"$tmp\"\n\
+                 mv -f \"$tmp\" \"$t\"\n\
+                 trap - EXIT HUP INT TERM PIPE\n",
                 sha = quote(sha256),
                 owner = quote(owner),
                 group = quote(group),

@@ -238,7 +238,8 @@ pub fn desired(
             package_ids.push(package_id.clone());
             let spec =
                 HostSpec::Package { host: host.host.clone(), package: (*package).to_owned() };
-            set.insert(package_id, DesiredItem { spec, depends_on: vec![server.clone()] });
+            let item = DesiredItem::new(spec, vec![server.clone()]).on(server.clone());
+            set.insert(package_id, item);
         }
         for unit in &host.units {
             let triggers: Vec<&(ResourceId, HostSpec)> = files.iter().filter(|(_, spec)| matches!(spec, HostSpec::File { restarts, .. } if restarts.contains(unit))).collect();
@@ -258,10 +259,15 @@ pub fn desired(
                 running: true,
                 restart_token: hex::encode(token.finalize()),
             };
-            set.insert(unit_id(&env.name, &host.host, unit), DesiredItem { spec, depends_on });
+            // A file restored by hand restarts its unit even though the
+            // token, the hash of what the files should hold, is unchanged.
+            let triggered_by = triggers.iter().map(|(id, _)| id.clone()).collect();
+            let item =
+                DesiredItem::new(spec, depends_on).on(server.clone()).triggered_by(triggered_by);
+            set.insert(unit_id(&env.name, &host.host, unit), item);
         }
         for (file_id, spec) in files {
-            set.insert(file_id, DesiredItem { spec, depends_on: vec![server.clone()] });
+            set.insert(file_id, DesiredItem::new(spec, vec![server.clone()]).on(server.clone()));
         }
     }
     set

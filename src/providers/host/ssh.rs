@@ -11,6 +11,8 @@ use russh::client::{self, Handle};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg};
 use russh::ChannelMsg;
 
+use crate::known_hosts::Verdict;
+
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
 pub struct SshSettings {
@@ -125,23 +127,23 @@ impl client::Handler for Verifier {
             self.known_hosts.display()
         ));
         for host in [&self.endpoint.address, &self.endpoint.name] {
-            match russh::keys::check_known_hosts_path(
-                host,
-                self.endpoint.port,
-                key,
-                &self.known_hosts,
-            ) {
-                Ok(true) => {
+            let path = &self.known_hosts;
+            match crate::known_hosts::check(path, host, self.endpoint.port, key) {
+                Ok(Verdict::Known) => {
                     verdict = Ok(());
                     break;
                 }
-                Ok(false) => {}
-                Err(russh::keys::Error::KeyChanged { line }) => {
-                    verdict = Err(format!("it does not match the key recorded at {}:{line} (possible man-in-the-middle, or the host was rebuilt)", self.known_hosts.display()));
+                Ok(Verdict::Unknown) => {}
+                Ok(Verdict::Changed { line }) => {
+                    verdict = Err(format!("it does not match the key recorded at {}:{line} (possible man-in-the-middle, or the host was rebuilt)", path.display()));
+                    break;
+                }
+                Ok(Verdict::Revoked { line }) => {
+                    verdict = Err(format!("the key is revoked at {}:{line}", path.display()));
                     break;
                 }
                 Err(error) => {
-                    verdict = Err(format!("cannot read {}: {error}", self.known_hosts.display()));
+                    verdict = Err(crate::apply::chain(&error));
                     break;
                 }
             }

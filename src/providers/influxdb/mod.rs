@@ -253,10 +253,7 @@ pub fn desired(env: &Environment, secrets: &Secrets) -> DesiredSet<InfluxdbSpec>
     let mut set = DesiredSet::new();
     for database in &env.influxdb.databases {
         let db_id = database_id(name, &database.name);
-        set.insert(
-            db_id.clone(),
-            DesiredItem { spec: InfluxdbSpec::Database, depends_on: after_admin.clone() },
-        );
+        set.insert(db_id.clone(), DesiredItem::new(InfluxdbSpec::Database, after_admin.clone()));
         for rp in &database.retention_policies {
             let spec = InfluxdbSpec::RetentionPolicy {
                 database: database.name.clone(),
@@ -268,7 +265,7 @@ pub fn desired(env: &Environment, secrets: &Secrets) -> DesiredSet<InfluxdbSpec>
             };
             set.insert(
                 retention_policy_id(name, &database.name, &rp.name),
-                DesiredItem { spec, depends_on: vec![db_id.clone()] },
+                DesiredItem::new(spec, vec![db_id.clone()]),
             );
         }
     }
@@ -280,7 +277,7 @@ pub fn desired(env: &Environment, secrets: &Secrets) -> DesiredSet<InfluxdbSpec>
             after_admin.clone()
         };
         let spec = InfluxdbSpec::User { admin: user.admin, password: password_of(user, secrets) };
-        set.insert(u_id.clone(), DesiredItem { spec, depends_on });
+        set.insert(u_id.clone(), DesiredItem::new(spec, depends_on));
         for grant in &user.grants {
             let spec = InfluxdbSpec::Grant {
                 user: user.name.clone(),
@@ -290,7 +287,7 @@ pub fn desired(env: &Environment, secrets: &Secrets) -> DesiredSet<InfluxdbSpec>
             let depends_on = vec![u_id.clone(), database_id(name, &grant.database)];
             set.insert(
                 grant_id(name, &user.name, &grant.database),
-                DesiredItem { spec, depends_on },
+                DesiredItem::new(spec, depends_on),
             );
         }
     }

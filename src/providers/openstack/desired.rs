@@ -13,7 +13,7 @@ use crate::render::Rendered;
 pub fn desired(env: &Environment, rendered: &Rendered) -> DesiredSet<OpenstackSpec> {
     let mut set = DesiredSet::new();
     let mut put = |id: ResourceId, spec, depends_on| {
-        set.insert(id, DesiredItem { spec, depends_on });
+        set.insert(id, DesiredItem::new(spec, depends_on));
     };
     keypairs_and_groups(env, &mut put);
     networks(env, &mut put);
@@ -104,6 +104,8 @@ fn server(env: &Environment, host: &Host, rendered: &Rendered, put: &mut Put<'_>
         error: None,
         resize: env.policy.resize_servers,
         resize_pending: false,
+        building: false,
+        role: Some(host.role),
     };
     let server = server_id(name, &host.name);
     put(server.clone(), OpenstackSpec::Server(spec), depends_on);

@@ -59,6 +59,8 @@ pub const IMAGE_KEY: &str = "apimon:image";
 /// separated): only those are compared and removed, so keys the platform
 /// adds to servers never show up as a diff.
 pub const METADATA_KEYS_KEY: &str = "apimon:metadata_keys";
+/// Server metadata key naming the role of the host a server serves.
+pub const ROLE_KEY: &str = "apimon:role";
 /// Server metadata key holding the sha256 of the user data (Nova cannot
 /// return user data, so a change is detected through this hash).
 pub const USER_DATA_KEY: &str = "apimon:user_data_sha256";
@@ -334,6 +336,20 @@ impl Provider for OpenstackProvider {
     fn classify(error: &OpenstackError) -> FailureKind {
         failure_kind(error.is_transient())
     }
+
+    fn describe(name: &str, spec: &OpenstackSpec) -> Option<(&'static str, String)> {
+        match spec {
+            OpenstackSpec::Server(server) => Some((
+                "server",
+                match server.role {
+                    Some(role) => format!("{name} ({})", role.as_str()),
+                    None => name.to_owned(),
+                },
+            )),
+            OpenstackSpec::Volume { .. } => Some(("volume", name.to_owned())),
+            _ => None,
+        }
+    }
 }
 
 /// The environment's router: `<env>-router`.
@@ -360,6 +376,8 @@ mod tests {
             error: None,
             resize: false,
             resize_pending: false,
+            building: false,
+            role: None,
         }
     }
 

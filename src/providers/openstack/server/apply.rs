@@ -23,7 +23,7 @@ use crate::providers::openstack::marks::ownership_metadata;
 use crate::providers::openstack::network::network_id;
 use crate::providers::openstack::wait::{poll, Look};
 use crate::providers::openstack::{
-    floating_ip, volume, OpenstackProvider, IMAGE_KEY, METADATA_KEYS_KEY, USER_DATA_KEY,
+    floating_ip, volume, OpenstackProvider, IMAGE_KEY, METADATA_KEYS_KEY, ROLE_KEY, USER_DATA_KEY,
 };
 
 /// Server metadata as apimon writes it: the operator's, plus ownership and the user data hash.
@@ -32,6 +32,9 @@ fn server_metadata(env: &str, spec: &ServerSpec) -> BTreeMap<String, String> {
     metadata.extend(ownership_metadata(env));
     metadata.insert(USER_DATA_KEY.to_owned(), spec.user_data_sha256.clone());
     metadata.insert(IMAGE_KEY.to_owned(), spec.image.clone());
+    if let Some(role) = spec.role {
+        metadata.insert(ROLE_KEY.to_owned(), role.as_str().to_owned());
+    }
     let keys: Vec<&str> = spec.metadata.keys().map(String::as_str).collect();
     metadata.insert(METADATA_KEYS_KEY.to_owned(), keys.join(","));
     metadata
@@ -101,6 +104,9 @@ pub(in crate::providers::openstack) async fn update(
     have: &ServerSpec,
 ) -> Result<(), OpenstackError> {
     let id = id_of(p, r, name).await?;
+    if have.building {
+        wait_server_active(p, r, &id).await?;
+    }
     if have.resize_pending {
         confirm_server_resize(p, r, &id).await?;
     } else if want.resize && want.flavor != have.flavor {

@@ -22,7 +22,8 @@ use super::client::{built, Cloud, OpenstackError};
 use super::marks::{is_owned_metadata, metadata_env, oldest_first, refuse_foreign, Claims};
 use super::observe::Observer;
 use super::{
-    id, Index, OpenstackProvider, OpenstackSpec, IMAGE_KEY, METADATA_KEYS_KEY, USER_DATA_KEY,
+    id, Index, OpenstackProvider, OpenstackSpec, IMAGE_KEY, METADATA_KEYS_KEY, ROLE_KEY,
+    USER_DATA_KEY,
 };
 use crate::plan::{Comparison, ObservedItem, ObservedSet};
 use crate::providers::changed;
@@ -59,6 +60,12 @@ pub struct ServerSpec {
     /// Observed only: a resize waits for its confirmation (VERIFY_RESIZE).
     #[serde(skip)]
     pub resize_pending: bool,
+    /// Observed only: still being built (BUILD), as after a create that was
+    /// interrupted: waited for, never replaced for what it lacks yet.
+    #[serde(skip)]
+    pub building: bool,
+    /// The role of the host it serves (desired; observed from metadata).
+    pub role: Option<crate::model::Role>,
 }
 
 /// Microversion for server lists: 2.47 embeds the flavor's name.
@@ -159,6 +166,9 @@ pub(super) fn compare(want: &ServerSpec, have: &ServerSpec) -> Comparison {
     }
     if have.resize_pending {
         return Comparison::Update(vec!["confirm the pending resize".to_owned()]);
+    }
+    if have.building {
+        return Comparison::Update(vec!["still building: wait until it is ACTIVE".to_owned()]);
     }
     if want.user_data_sha256 != have.user_data_sha256 {
         return Comparison::Replace("user data changed (template cloud-init.yaml.hbs)".to_owned());
@@ -339,6 +349,11 @@ fn server_spec(server: &ServerJson, images: &BTreeMap<String, String>) -> Server
         error,
         resize: false,
         resize_pending: server.status == "VERIFY_RESIZE",
+        building: server.status == "BUILD",
+        role: server
+            .metadata
+            .get(ROLE_KEY)
+            .and_then(|r| serde_json::from_value(serde_json::Value::String(r.clone())).ok()),
     }
 }
 

@@ -11,10 +11,13 @@
 //! the old or the new file, never a mix. A file that does not parse is
 //! reported and left untouched, never silently replaced.
 
+mod journal;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
+
+pub use journal::Journal;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -177,6 +180,13 @@ impl State {
         }
     }
 
+    /// Forgets `id` (it no longer exists); whether anything changed.
+    pub fn forget(&mut self, id: &ResourceId) -> bool {
+        let Some(env) = self.environments.get_mut(&id.env) else { return false };
+        let owned = env.owned.remove(id);
+        owned | env.fingerprints.remove(&id.to_string()).is_some()
+    }
+
     /// Records that `env` reached `commit` at `at` (an apply without failure).
     pub fn record_converged(&mut self, env: &str, commit: Option<&str>, at: DateTime<Utc>) {
         let env = self.environments.entry(env.to_owned()).or_default();
@@ -224,6 +234,16 @@ pub fn read(dir: &Path) -> Result<State, StateError> {
     Ok(state)
 }
 
+/// Removes temporary state files a killed writer left behind.
+fn remove_leftovers(dir: &Path) {
+    let prefix = format!(".{STATE_FILE}.tmp");
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// The store, locked for one apply; the lock is released on drop.
 #[derive(Debug)]
 pub struct LockedStore {
@@ -255,7 +275,12 @@ impl LockedStore {
                 },
             )?;
         match lock.try_lock() {
-            Ok(()) => Ok(Self { dir: dir.to_owned(), _lock: lock }),
+            Ok(()) => {
+                // Holding the lock, no one else writes: what a crashed writer
+                // left half-written goes.
+                remove_leftovers(dir);
+                Ok(Self { dir: dir.to_owned(), _lock: lock })
+            }
             Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Locked { path: lock_path }),
             Err(std::fs::TryLockError::Error(source)) => {
                 Err(StateError::Io { path: lock_path, action: "lock", source })
@@ -276,27 +301,26 @@ impl LockedStore {
     /// # Errors
     /// Writing, syncing or renaming failed; the old file is then intact.
     pub fn save(&self, state: &State) -> Result<(), StateError> {
-        let path = self.dir.join(STATE_FILE);
-        let temporary = self.dir.join(format!(".{STATE_FILE}.tmp"));
-        let io = |action, source| StateError::Io { path: temporary.clone(), action, source };
-        let mut bytes = serde_json::to_vec_pretty(state)
-            .map_err(|e| io("serialize", std::io::Error::other(e)))?;
-        bytes.push(b'\n');
-        let mut file = File::create(&temporary).map_err(|e| io("create", e))?;
-        file.write_all(&bytes).map_err(|e| io("write", e))?;
-        file.sync_all().map_err(|e| io("sync", e))?;
-        drop(file);
-        std::fs::rename(&temporary, &path).map_err(|source| StateError::Io {
-            path: path.clone(),
-            action: "replace",
-            source,
-        })?;
-        if let Ok(dir) = File::open(&self.dir) {
-            // Makes the rename itself durable; best effort on filesystems that refuse.
-            let _ = dir.sync_all();
-        }
-        Ok(())
+        write(&self.dir, state)
     }
+
+    /// A journal of one apply (see [`Journal`]).
+    ///
+    /// # Errors
+    /// The state cannot be read, or `forget` cannot be recorded.
+    pub fn journal(&self, forget: &[ResourceId]) -> Result<Journal, StateError> {
+        Journal::open(&self.dir, self.load()?, forget)
+    }
+}
+
+/// Writes `state` to `dir` atomically, readable by its owner only.
+fn write(dir: &Path, state: &State) -> Result<(), StateError> {
+    let path = dir.join(STATE_FILE);
+    let io = |action, source| StateError::Io { path: path.clone(), action, source };
+    let mut bytes =
+        serde_json::to_vec_pretty(state).map_err(|e| io("serialize", std::io::Error::other(e)))?;
+    bytes.push(b'\n');
+    crate::fsutil::write_private(&path, &bytes, 0o600).map_err(|e| io("replace", e))
 }
 
 #[cfg(test)]

@@ -1,0 +1,65 @@
+//! Serving the daemon's HTTP endpoint without letting clients starve it:
+//! a connection must send its request head within [`HEADER_TIMEOUT`],
+//! lives at most [`CONNECTION_TIMEOUT`], and past [`MAX_CONNECTIONS`] at
+//! once new ones are closed at once. Slow or half-sent requests therefore
+//! cannot keep `/healthz` from answering.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::DaemonError;
+
+/// Most connections served at once.
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a client may take to send its request head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one connection may last, whatever it does.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Binds `listen` and serves `app` until `shutdown` is cancelled.
+///
+/// # Errors
+/// The address cannot be bound.
+pub async fn serve(
+    listen: &str,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| DaemonError::Listen { address: listen.to_owned(), source })?;
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    Ok(tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                () = shutdown.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        tracing::warn!(%error, "Cannot accept a connection.");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                tracing::warn!(max = MAX_CONNECTIONS, "Too many connections; one was closed.");
+                continue;
+            };
+            let service = TowerToHyperService::new(app.clone());
+            tokio::spawn(async move {
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+                drop(slot);
+            });
+        }
+    }))
+}

@@ -1,0 +1,289 @@
+//! The daemon's test world: a real InfluxDB, a git remote holding the
+//! fixture repository, and the `apimon daemon` binary with its endpoint.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::git::GitRemote;
+use super::influxdb::InfluxServer;
+use super::{fixture_files_without_grafana, free_port};
+
+pub const ADMIN: (&str, &str) = ("admin", "outside-admin-pw");
+pub const WEBHOOK_SECRET: &str = "hook-s3cret-0123456789abcdef";
+
+/// Everything a daemon test needs.
+pub struct World {
+    pub influx: InfluxServer,
+    pub git: GitRemote,
+    pub dir: tempfile::TempDir,
+}
+
+impl World {
+    pub async fn new() -> Option<Self> {
+        let influx = InfluxServer::start().await?;
+        let git = GitRemote::new()?;
+        let files: Vec<(String, String)> = fixture_files_without_grafana()
+            .into_iter()
+            .map(|(path, text)| {
+                let text = if path == "apimon.yaml" {
+                    text.replace("http://192.168.10.30:8086", &influx.url())
+                } else {
+                    text
+                };
+                (path, text)
+            })
+            .collect();
+        git.write(&files);
+        git.commit("initial desired state");
+        git.push(false);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let secrets = crate::support::outside_secrets();
+        let secrets_path = dir.path().join("secrets.yaml");
+        std::fs::write(&secrets_path, secrets).expect("secrets");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secrets_path, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        let webhook_secret = dir.path().join("webhook_secret");
+        std::fs::write(&webhook_secret, WEBHOOK_SECRET).expect("webhook secret");
+        std::fs::set_permissions(&webhook_secret, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        Some(Self { influx, git, dir })
+    }
+
+    /// daemon.yaml for `url`, plus `extra` lines.
+    pub fn config(&self, url: &str, port: u16, poll_seconds: u64, extra: &str) -> PathBuf {
+        let root = self.dir.path().display();
+        let text = format!(
+            "repository:\n  url: {url}\n  branch: main\n  poll_interval_seconds: {poll_seconds}\nstate_dir: {root}/state\nsecrets_file: {root}/secrets.yaml\nenvironments: [outside]\nlisten: 127.0.0.1:{port}\nwebhook_secret_file: {root}/webhook_secret\nparallelism: 2\n{extra}",
+        );
+        let path = self.dir.path().join("daemon.yaml");
+        std::fs::write(&path, text).expect("daemon.yaml");
+        path
+    }
+
+    pub async fn users(&self) -> Vec<String> {
+        let (_, body) = self.influx.query(Some(ADMIN), "SHOW USERS").await;
+        body["results"][0]["series"][0]["values"]
+            .as_array()
+            .map(|rows| rows.iter().filter_map(|r| r[0].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+
+    pub async fn wait_for_user(&self, user: &str, present: bool, timeout: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            if self.users().await.iter().any(|u| u == user) == present {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "user {user} present={present} not reached within {timeout:?}; users: {:?}",
+                self.users().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Commits `count` users named `<prefix><i>`, starts a daemon applying
+    /// one change at a time, and returns once the first `started` exist.
+    pub async fn start_bulk(
+        &self,
+        prefix: &str,
+        count: usize,
+        started: usize,
+    ) -> (Daemon, PathBuf, String) {
+        let mut users = String::new();
+        for i in 0..count {
+            users.push_str(&format!("  - name: {prefix}{i}\n    password: {{secret: outside_influxdb_telegraf_password}}\n"));
+        }
+        self.git.edit("inventory/outside/influxdb.yaml", "users:\n", &format!("users:\n{users}"));
+        let commit = self.git.commit(&format!("{count} users"));
+        self.git.push(false);
+        let port = free_port();
+        let config = self.config(&self.git.file_url(), port, 1, "");
+        let text = std::fs::read_to_string(&config)
+            .expect("config")
+            .replace("parallelism: 2", "parallelism: 1");
+        std::fs::write(&config, text).expect("config");
+        let daemon = Daemon::start(&config, port, self.dir.path().join("daemon.log")).await;
+        let start = Instant::now();
+        while self.users().await.iter().filter(|u| u.starts_with(prefix)).count() < started {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "apply did not start: {}",
+                daemon.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (daemon, config, commit)
+    }
+
+    pub fn add_user(&self, name: &str) {
+        self.git.edit("inventory/outside/influxdb.yaml", "users:\n", &format!("users:\n  - name: {name}\n    password: {{secret: outside_influxdb_telegraf_password}}\n"));
+    }
+}
+
+/// A running daemon binary.
+pub struct Daemon {
+    pub child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub async fn start(config: &std::path::Path, port: u16, log: PathBuf) -> Self {
+        Self::start_with(config, port, log, &[]).await
+    }
+
+    pub async fn start_with(
+        config: &std::path::Path,
+        port: u16,
+        log: PathBuf,
+        envs: &[(&str, &std::path::Path)],
+    ) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_apimon"))
+            .args(["daemon", "--config", &config.to_string_lossy()])
+            .env("RUST_LOG", "info")
+            .envs(envs.iter().map(|(k, v)| (*k, *v)))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start daemon");
+        let daemon = Self { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reqwest::get(format!("{}/healthz", daemon.url())).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not serve /healthz: {}",
+                daemon.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        daemon
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/status", self.url()))
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("status JSON")
+    }
+
+    pub async fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let status = self.status().await;
+            if ok(&status) {
+                return status;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting for {what}; status: {status:#}\nlog:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `runs` more reconciles have finished than `status` shows.
+    pub async fn wait_reconciles(
+        &self,
+        status: &serde_json::Value,
+        runs: u64,
+    ) -> serde_json::Value {
+        let seen = status["reconciles"].as_u64().unwrap_or(0);
+        self.wait_status(&format!("{runs} more reconcile(s)"), Duration::from_secs(60), |s| {
+            s["reconciles"].as_u64().unwrap_or(0) >= seen + runs
+        })
+        .await
+    }
+
+    /// `POST /trigger` with `token`; the HTTP status.
+    pub async fn trigger(&self, token: &str) -> u16 {
+        reqwest::Client::new()
+            .post(format!("{}/trigger", self.url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("post")
+            .status()
+            .as_u16()
+    }
+
+    pub async fn wait_converged(&self, commit: &str) -> serde_json::Value {
+        self.wait_status(&format!("outside converged to {commit}"), Duration::from_secs(60), |s| {
+            s["environments"]["outside"]["commit"] == commit
+                && matches!(
+                    s["environments"]["outside"]["outcome"].as_str(),
+                    Some("success" | "no_changes")
+                )
+        })
+        .await
+    }
+
+    /// Waits until the log has a line with `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while !self.log_text().contains(needle) {
+            assert!(start.elapsed() < timeout, "no {needle:?} in the log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, signal).expect("signal");
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(start.elapsed() < timeout, "daemon did not exit: {}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn head(world: &World) -> String {
+    let output = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(world.git.work())
+        .output()
+        .expect("git");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+pub fn github_signature(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).expect("key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
