@@ -421,3 +421,60 @@ async fn a_file_removed_from_the_repository_is_deleted_from_the_host() {
     assert!(foreign.is_file(), "a file apimon did not create was removed");
     assert!(host_changes(&setup.plan().await.expect("plan")).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_edited_by_hand_is_restored_and_its_unit_restarted() {
+    let Some(setup) = Setup::new().await else { return };
+    assert!(setup.apply().await.1.is_success());
+    let telegraf = setup.file("/etc/telegraf/telegraf.conf");
+    std::fs::write(&telegraf, "# edited by hand\n").expect("edit");
+    let (plan, outcome) = setup.apply().await;
+    assert!(outcome.is_success(), "{outcome:#?}");
+    let changes = host_changes(&plan);
+    assert!(
+        changes.iter().any(|(kind, name, op)| kind == "unit"
+            && name == "outside-executor:telegraf"
+            && matches!(op, Op::Update { reason } if reason.contains("telegraf.conf"))),
+        "{changes:?}"
+    );
+    assert!(std::fs::read_to_string(&telegraf).expect("file").contains("[agent]"));
+    assert_eq!(setup.restarts("telegraf"), 2, "the restored file must restart its unit");
+    assert_eq!(setup.restarts("apimon-executor"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_host_key_is_refused_even_when_it_is_also_listed() {
+    let Some(mut setup) = Setup::new().await else { return };
+    let text = std::fs::read_to_string(&setup.known_hosts).expect("known_hosts");
+    let revoked = setup.world.dir.path().join("known_hosts_revoked");
+    std::fs::write(&revoked, format!("{text}@revoked * {}\n", setup.target.public_key()))
+        .expect("write");
+    setup.known_hosts = revoked;
+    let error = setup.plan().await.expect_err("a revoked key must be refused");
+    let text = format!("{:#}", anyhow::Error::from(error));
+    assert!(text.contains("the key is revoked at"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_records_of_a_removed_hosts_files_are_forgotten() {
+    let Some(setup) = Setup::new().await else { return };
+    assert!(setup.apply().await.1.is_success());
+    let owned_on = |host: &str| {
+        let state = state::read(setup.state_dir.path()).expect("state");
+        state.environments["outside"]
+            .owned
+            .iter()
+            .filter(|id| id.provider == ProviderKind::named("host") && id.name.starts_with(host))
+            .count()
+    };
+    assert!(owned_on("outside-executor:") > 5);
+    let hosts = std::fs::read_to_string(setup.repo.path().join("inventory/outside/hosts.yaml"))
+        .expect("hosts");
+    let start = hosts.find("  - name: outside-executor\n").expect("executor");
+    setup.repo.write("inventory/outside/hosts.yaml", &hosts[..start]);
+    setup.repo.write("scenarios/schedule.yaml", "schedule: []\n");
+    let (_, outcome) = setup.apply().await;
+    assert!(outcome.is_success(), "{outcome:#?}");
+    assert_eq!(owned_on("outside-executor:"), 0, "records of the removed host's files remain");
+    assert!(owned_on("outside-influxdb:") > 0, "records of the remaining host were dropped");
+}

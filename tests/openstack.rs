@@ -340,8 +340,22 @@ async fn metadata_changes_in_place_and_new_user_data_replaces_the_server_keeping
     ))
     .expect("built-in template");
     setup.repo.write("templates/cloud-init.yaml.hbs", &format!("{template}# revision 2\n"));
+    // Replacing destroys: with max_deletes 0 the plan is refused.
+    setup.repo.edit("apimon.yaml", "max_deletes: 20", "max_deletes: 0");
+    let refused = setup.run("plan", &[]);
+    let (_, stderr) = text(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("refusing to destroy 2 resources"), "{stderr}");
+    assert!(stderr.contains("0 to delete, 2 to replace"), "{stderr}");
+    setup.repo.edit("apimon.yaml", "max_deletes: 0", "max_deletes: 20");
     let plan = setup.run("plan", &[]);
     let (stdout, _) = text(&plan);
+    assert!(
+        stdout.contains(&format!(
+            "Replaces 2 servers: {env}/{env}-bastion (bastion), {env}/{env}-influxdb (influxdb)."
+        )),
+        "{stdout}"
+    );
     assert!(stdout.contains(&format!("-/+ {env}/openstack.server/{env}-influxdb")), "{stdout}");
     assert!(stdout.contains("user data changed (template cloud-init.yaml.hbs)"), "{stdout}");
     setup.apply_ok();
@@ -534,4 +548,56 @@ async fn a_new_flavor_replaces_the_server_unless_resize_is_enabled_then_it_resiz
     assert_eq!(after["status"], "ACTIVE");
     let again = setup.run("plan", &[]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again).0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_while_servers_build_leaves_them_to_finish_not_to_be_replaced() {
+    let Some(setup) = Setup::new("oskill", 45).await else { return };
+    let env = setup.name.as_str();
+    let repo = setup.repo.path().display().to_string();
+    let secrets = setup.secrets_file.display().to_string();
+    let state = setup.state_dir.path().display().to_string();
+    let clouds = setup.cloud.clouds_file.display().to_string();
+    let mut child = crate::support::apimon_command(&[
+        "apply",
+        "--auto-approve",
+        "--repo",
+        &repo,
+        "--env",
+        env,
+        "--secrets",
+        &secrets,
+        "--state-dir",
+        &state,
+        "--clouds-file",
+        &clouds,
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("apply");
+    // Killed as soon as a server exists, whatever its state.
+    let started = std::time::Instant::now();
+    let first = loop {
+        let servers = setup.api.servers(&format!("{env}-")).await;
+        if let Some(server) = servers.into_iter().next() {
+            break server;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(300), "no server was created");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let name = first["name"].as_str().expect("name").to_owned();
+
+    let plan = setup.run("plan", &[]);
+    let (stdout, stderr) = text(&plan);
+    assert!(!stdout.contains("-/+"), "nothing is replaced after the kill:\n{stdout}\n{stderr}");
+    setup.apply_ok();
+    let servers = setup.api.servers(&name).await;
+    let ids: Vec<&Value> =
+        servers.iter().filter(|s| s["name"] == name.as_str()).map(|s| &s["id"]).collect();
+    assert_eq!(ids, vec![&first["id"]], "the server the killed apply created is the one kept");
+    let again = setup.run("plan", &[]);
+    assert_eq!(again.status.code(), Some(0), "not converged:\n{}", text(&again).0);
 }

@@ -239,8 +239,8 @@ impl TestRepo {
     }
 }
 
-/// Runs the apimon binary with `args`, without inheriting APIMON_* variables.
-pub fn apimon(args: &[&str]) -> Output {
+/// The apimon binary with `args`, without inheriting APIMON_* variables.
+pub fn apimon_command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_apimon"));
     command.args(args);
     for (key, _) in std::env::vars() {
@@ -248,7 +248,12 @@ pub fn apimon(args: &[&str]) -> Output {
             command.env_remove(key);
         }
     }
-    command.output().expect("run apimon")
+    command
+}
+
+/// Runs the apimon binary with `args`, without inheriting APIMON_* variables.
+pub fn apimon(args: &[&str]) -> Output {
+    apimon_command(args).output().expect("run apimon")
 }
 
 /// stdout and stderr as text.
