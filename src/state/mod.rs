@@ -5,9 +5,10 @@
 //! # Design Note
 //! One JSON file, replaced atomically (write a temporary file in the same
 //! directory, fsync, rename, fsync the directory), rather than an embedded
-//! database: the data is small (one id per owned resource), written once
-//! per apply by a single writer that holds the lock, read whole every
-//! time, and an operator can inspect it with `jq`. A crash leaves either
+//! database: the data is small (one id per owned resource), written by a
+//! single writer that holds the lock (ahead of each create and after each
+//! change, see [`Journal`]), read whole every time, and an operator can
+//! inspect it with `jq`. A crash leaves either
 //! the old or the new file, never a mix. A file that does not parse is
 //! reported and left untouched, never silently replaced.
 
