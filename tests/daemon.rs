@@ -435,6 +435,7 @@ async fn a_second_sigterm_stops_at_once() {
     // Freeze InfluxDB so the change in progress cannot finish: the first
     // SIGTERM must then wait for it, the second must not.
     world.influx.pause();
+    world.influx.wait_request_pending(Duration::from_secs(30)).await;
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     daemon.wait_log("Shutdown requested", Duration::from_secs(10));
     let still_running = daemon.child.try_wait().expect("wait").is_none();

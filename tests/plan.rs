@@ -168,3 +168,41 @@ fn render_writes_every_host_file_with_secrets_redacted() {
         .join("outside/outside-executor/etc/apimon/scenarios/playbooks/list_servers.yaml")
         .is_file());
 }
+
+#[test]
+fn what_lives_on_a_replaced_server_is_planned_anew_on_it() {
+    use apimon::model::Secrets;
+    use apimon::providers::openstack::OpenstackSpec;
+    use apimon::providers::registry::Observed;
+    use apimon::reconcile::{self, Target};
+
+    let repo = TestRepo::fixture();
+    let names = ["outside".to_owned()];
+    let prepared = reconcile::prepare(repo.path(), &names, &Secrets::Redacted, Target::Offline)
+        .expect("prepare");
+    // A converged platform, except that the executor's server booted with
+    // other user data: it is replaced.
+    let mut observed = Observed::as_applied(&prepared.desired);
+    let server = observed
+        .openstack
+        .iter_mut()
+        .find(|(id, _)| id.kind == "server" && id.name == "outside-executor")
+        .map(|(_, item)| item)
+        .expect("executor server");
+    if let OpenstackSpec::Server(spec) = &mut server.spec {
+        spec.user_data_sha256 = "an older revision".to_owned();
+    }
+    let changes = prepared.desired.diff(&observed);
+    let plan = apimon::plan::assemble(changes, Vec::new(), &prepared.policies, true).expect("plan");
+    let op_of = |name: &str| {
+        plan.changes.iter().find(|c| c.id.name == name).map(|c| c.op.clone()).expect(name)
+    };
+    assert!(matches!(op_of("outside-executor"), apimon::plan::Op::Replace { .. }));
+    assert_eq!(op_of("outside-executor:/etc/telegraf/telegraf.conf"), apimon::plan::Op::Create);
+    assert_eq!(op_of("outside-executor:telegraf"), apimon::plan::Op::Create);
+    assert_eq!(
+        op_of("outside-influxdb:/etc/influxdb/influxdb.conf"),
+        apimon::plan::Op::NoOp,
+        "another host's files stay as they are"
+    );
+}

@@ -115,6 +115,28 @@ impl InfluxServer {
         self.signal(nix::sys::signal::Signal::SIGSTOP);
     }
 
+    /// Waits until a request to it sits unread in its socket: while it is
+    /// paused, that is a client blocked on it (read from /proc/net/tcp, the
+    /// server side's receive queue).
+    pub async fn wait_request_pending(&self, timeout: std::time::Duration) {
+        let start = std::time::Instant::now();
+        let port = format!(":{:04X}", self.port);
+        loop {
+            let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+            let pending = table.lines().skip(1).any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let queued = fields.get(4).and_then(|q| q.split_once(':')).map(|(_, rx)| rx);
+                fields.get(1).is_some_and(|local| local.ends_with(&port))
+                    && queued.is_some_and(|rx| u64::from_str_radix(rx, 16).unwrap_or(0) > 0)
+            });
+            if pending {
+                return;
+            }
+            assert!(start.elapsed() < timeout, "no request reached the paused InfluxDB");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Thaws it (SIGCONT).
     pub fn resume(&self) {
         self.signal(nix::sys::signal::Signal::SIGCONT);
