@@ -123,11 +123,8 @@ async fn webhooks_with_a_bad_signature_are_refused_and_good_ones_trigger() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_commit_is_reported_and_the_last_good_one_stays_in_force() {
     let Some(world) = World::new().await else { return };
-    let port = free_port();
-    let config = world.config(&world.git.file_url(), port, 1, "");
-    let daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
+    let daemon = world.converged_daemon(1, "").await;
     let good = head(&world);
-    daemon.wait_converged(&good).await;
 
     world.add_user("never");
     world.git.edit(
@@ -169,11 +166,8 @@ async fn a_bad_commit_is_reported_and_the_last_good_one_stays_in_force() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_force_push_is_followed_and_what_it_removed_is_pruned() {
     let Some(world) = World::new().await else { return };
-    let port = free_port();
-    let config = world.config(&world.git.file_url(), port, 1, "");
-    let daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
+    let daemon = world.converged_daemon(1, "").await;
     let base = head(&world);
-    daemon.wait_converged(&base).await;
 
     world.add_user("rewritten");
     let doomed = world.git.commit("add user rewritten");
@@ -196,10 +190,7 @@ async fn a_force_push_is_followed_and_what_it_removed_is_pruned() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_is_repaired_on_the_drift_schedule() {
     let Some(world) = World::new().await else { return };
-    let port = free_port();
-    let config = world.config(&world.git.file_url(), port, 3600, "drift_cron: '*/2 * * * * *'\n");
-    let daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
-    daemon.wait_converged(&head(&world)).await;
+    let daemon = world.converged_daemon(3600, "drift_cron: '*/2 * * * * *'\n").await;
 
     let (status, _) = world.influx.query(Some(ADMIN), "DROP USER telegraf").await;
     assert_eq!(status, 200);
@@ -309,9 +300,7 @@ async fn report_only_drift_is_reported_as_pending_and_left_alone() {
     );
     let commit = world.git.commit("report drift only");
     world.git.push(false);
-    let port = free_port();
-    let config = world.config(&world.git.file_url(), port, 3600, "drift_cron: '*/2 * * * * *'\n");
-    let daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
+    let daemon = world.start_daemon(3600, "drift_cron: '*/2 * * * * *'\n").await;
     daemon.wait_converged(&commit).await;
 
     let (status, _) = world.influx.query(Some(ADMIN), "DROP USER telegraf").await;
@@ -492,9 +481,7 @@ async fn a_permanent_failure_waits_for_a_new_commit_instead_of_retrying() {
     );
     world.git.commit("an impossible retention policy");
     world.git.push(false);
-    let port = free_port();
-    let config = world.config(&world.git.file_url(), port, 1, "");
-    let daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
+    let daemon = world.start_daemon(1, "").await;
     let status = daemon
         .wait_status("the permanent failure", Duration::from_secs(60), |s| {
             s["waiting_for_change"] == true

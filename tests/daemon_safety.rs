@@ -41,12 +41,10 @@ async fn a_short_or_readable_webhook_secret_is_refused_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_sent_requests_do_not_stop_healthz_and_are_cut_off() {
     let Some(world) = World::new().await else { return };
-    let port = free_port();
-    let config = world.config(&world.git.file_url(), port, 3600, "");
-    let daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
+    let daemon = world.start_daemon(3600, "").await;
     let mut idle = Vec::new();
     for _ in 0..200 {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
         stream.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n").expect("half a request");
         idle.push(stream);
     }
@@ -68,10 +66,7 @@ async fn half_sent_requests_do_not_stop_healthz_and_are_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_delivery_triggers_nothing() {
     let Some(world) = World::new().await else { return };
-    let port = free_port();
-    let config = world.config(&world.git.file_url(), port, 3600, "");
-    let daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
-    daemon.wait_converged(&head(&world)).await;
+    let daemon = world.converged_daemon(3600, "").await;
     let body = br#"{"ref":"refs/heads/main"}"#.to_vec();
     let send = || {
         reqwest::Client::new()
@@ -106,11 +101,8 @@ async fn credentials_in_the_remote_url_never_show() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_with_a_recursive_template_is_rejected_and_the_daemon_stays_up() {
     let Some(world) = World::new().await else { return };
-    let port = free_port();
-    let config = world.config(&world.git.file_url(), port, 1, "");
-    let daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
+    let daemon = world.converged_daemon(1, "").await;
     let good = head(&world);
-    daemon.wait_converged(&good).await;
     world.git.write(&[(
         "templates/influxdb.conf.hbs".to_owned(),
         "{{#*inline \"x\"}}a{{> x}}{{/inline}}{{> x}}\n".to_owned(),

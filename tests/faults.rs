@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use apimon::state;
 
-use crate::support::daemon::{head, Daemon, World};
+use crate::support::daemon::{head, World};
 use crate::support::influxdb::InfluxServer;
-use crate::support::{apimon, apimon_command, fixture_files_without_grafana, free_port, TestRepo};
+use crate::support::{apimon, apimon_command, fixture_files_without_grafana, TestRepo};
 
 const ADMIN: (&str, &str) = ("admin", "outside-admin-pw");
 const USERS: usize = 40;
@@ -175,11 +175,8 @@ async fn a_state_directory_out_of_room_stops_the_apply_and_the_rerun_converges()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_git_remote_gone_keeps_the_daemon_up_and_it_converges_when_it_is_back() {
     let Some(world) = World::new().await else { return };
-    let port = free_port();
-    let config = world.config(&world.git.file_url(), port, 1, "");
-    let daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
+    let daemon = world.converged_daemon(1, "").await;
     let good = head(&world);
-    daemon.wait_converged(&good).await;
     let origin = world.git.origin_path();
     let moved = origin.with_extension("moved");
     std::fs::rename(&origin, &moved).expect("remove the remote");

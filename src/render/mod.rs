@@ -398,21 +398,8 @@ fn render_host(
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
+    use super::templates::tests::templates_with;
     use super::*;
-    use crate::model::TemplateOverride;
-
-    fn templates_with(name: &str, text: &str) -> Result<Templates, Diagnostics> {
-        let overrides = BTreeMap::from([(
-            name.to_owned(),
-            TemplateOverride {
-                file: PathBuf::from(format!("templates/{name}")),
-                text: text.to_owned(),
-            },
-        )]);
-        Templates::new(&overrides)
-    }
 
     #[test]
     fn disks_are_named_as_linux_names_them() {

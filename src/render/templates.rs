@@ -203,10 +203,11 @@ fn unsafe_construct(text: &str) -> Option<(usize, usize, String)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn templates_with(name: &str, text: &str) -> Result<Templates, Diagnostics> {
+    /// The built-in templates with `name` overridden by `text`.
+    pub(crate) fn templates_with(name: &str, text: &str) -> Result<Templates, Diagnostics> {
         let overrides = BTreeMap::from([(
             name.to_owned(),
             TemplateOverride {

@@ -55,6 +55,21 @@ impl World {
     }
 
     /// daemon.yaml for `url`, plus `extra` lines.
+    /// A daemon following the local remote (poll every `poll_seconds`,
+    /// `extra` appended to its configuration), started and converged to HEAD.
+    pub async fn converged_daemon(&self, poll_seconds: u64, extra: &str) -> Daemon {
+        let daemon = self.start_daemon(poll_seconds, extra).await;
+        daemon.wait_converged(&head(self)).await;
+        daemon
+    }
+
+    /// A daemon following the local remote, started (not yet converged).
+    pub async fn start_daemon(&self, poll_seconds: u64, extra: &str) -> Daemon {
+        let port = free_port();
+        let config = self.config(&self.git.file_url(), port, poll_seconds, extra);
+        Daemon::start(&config, port, self.dir.path().join("daemon.log")).await
+    }
+
     pub fn config(&self, url: &str, port: u16, poll_seconds: u64, extra: &str) -> PathBuf {
         let root = self.dir.path().display();
         let text = format!(
