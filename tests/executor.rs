@@ -237,6 +237,49 @@ async fn playbooks_pass_fail_and_time_out_and_every_run_is_a_point_in_influxdb()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_because_the_executor_stops_is_aborted_not_failed() {
+    let Some(ansible) =
+        require_binary("ansible-playbook", "ansible-core (PyPI; scripts/test.sh installs it)")
+    else {
+        return;
+    };
+    let Some(server) = influx().await else { return };
+    let config = Config::new();
+    let started = config.dir.path().join("started");
+    config.playbook(
+        "long.yaml",
+        &format!(
+            "    - ansible.builtin.file: {{path: {}, state: touch}}\n    - ansible.builtin.command: sleep 3002\n",
+            started.display()
+        ),
+    );
+    config.write(
+        &server.url(),
+        &ansible,
+        &[ansible_scenario("long", "* * * * * *", "long.yaml", 600)],
+    );
+    let running = start(&config);
+    // The run is under way once its first task has run.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !started.exists() {
+        assert!(std::time::Instant::now() < deadline, "the playbook never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The first stop waits for the run (grace period); the second kills it.
+    running.controls.send(Control::Shutdown).expect("executor running");
+    let (totals, records) = running.stop().await;
+    let long: Vec<&RunRecord> = records.iter().filter(|r| r.scenario == "long").collect();
+    assert!(
+        long.iter().any(|r| r.result == RunResult::Aborted && r.return_code == -1),
+        "{records:?}"
+    );
+    assert!(long.iter().all(|r| r.result != RunResult::Failed), "{records:?}");
+    assert!(totals.killed >= 1, "{totals:?}");
+    assert_eq!(processes_with("sleep 3002"), 0, "an aborted run left its process group behind");
+    assert_eq!(points(&server).await, tally(&records), "every run is exactly one point");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_http_probe_passes_on_the_expected_status_and_fails_otherwise() {
     let Some(server) = influx().await else { return };
     let base = http_server().await;

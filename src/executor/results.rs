@@ -32,6 +32,9 @@ pub enum RunResult {
     Failed,
     /// Killed at its timeout.
     Timeout,
+    /// Killed by apimon itself (shutdown past its grace period, or a
+    /// second stop request): says nothing about the monitored cloud.
+    Aborted,
     /// Not started: the previous run of the scenario was still going.
     Skipped,
 }
@@ -43,6 +46,7 @@ impl RunResult {
             Self::Passed => "passed",
             Self::Failed => "failed",
             Self::Timeout => "timeout",
+            Self::Aborted => "aborted",
             Self::Skipped => "skipped",
         }
     }

@@ -83,7 +83,7 @@ async fn run_process(
                 return_code: -1,
                 duration: start.elapsed(),
                 started_at,
-                output: format!("cannot start: {error}"),
+                output: cannot_start(command.as_std().get_program(), &error),
             };
         }
     };
@@ -122,7 +122,7 @@ async fn run_process(
         }
         () = aborted(&mut abort) => {
             kill_group(group, &mut child).await;
-            (RunResult::Failed, -1)
+            (RunResult::Aborted, -1)
         }
     };
     let duration = start.elapsed();
@@ -133,6 +133,18 @@ async fn run_process(
         _ => String::new(),
     };
     Report { result, return_code, duration, started_at, output }
+}
+
+/// Why `program` did not start, naming it and, for a bare name, the PATH
+/// searched (the executor's unit sets its own PATH).
+fn cannot_start(program: &std::ffi::OsStr, error: &std::io::Error) -> String {
+    let program = std::path::Path::new(program);
+    if program.components().count() > 1 {
+        format!("cannot start {}: {error}", program.display())
+    } else {
+        let path = std::env::var("PATH").unwrap_or_default();
+        format!("cannot start {}: {error} (searched PATH={path})", program.display())
+    }
 }
 
 /// Resolves once `abort` is true; never if its sender is gone.
@@ -204,5 +216,34 @@ async fn probe(
             started_at,
             output: error.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_program_that_cannot_start_is_named_with_the_path_searched() {
+        let command = tokio::process::Command::new("apimon-no-such-playbook-runner");
+        let (_abort, receiver) = watch::channel(false);
+        let report = run_process(command, Duration::from_secs(5), receiver).await;
+        assert_eq!(report.result, RunResult::Failed);
+        assert!(
+            report.output.starts_with("cannot start apimon-no-such-playbook-runner: ")
+                && report.output.contains("searched PATH="),
+            "{}",
+            report.output
+        );
+    }
+
+    #[tokio::test]
+    async fn a_run_stopped_by_apimon_is_aborted() {
+        let mut command = tokio::process::Command::new("sleep");
+        command.arg("3003").process_group(0).kill_on_drop(true);
+        let (abort, receiver) = watch::channel(false);
+        let _ = abort.send(true);
+        let report = run_process(command, Duration::from_secs(60), receiver).await;
+        assert_eq!((report.result, report.return_code), (RunResult::Aborted, -1));
     }
 }
