@@ -498,3 +498,10 @@ fn print_plan(out: &mut impl Write, plan: &Plan, context: &str) -> std::io::Resu
     }
     Ok(())
 }
+
+impl Command {
+    /// A long-running service (logs its own events at info by default).
+    pub fn is_service(&self) -> bool {
+        matches!(self, Self::Daemon { .. } | Self::Executor { .. })
+    }
+}

@@ -10,7 +10,7 @@ use apimon::cli::{self, Cli};
 fn main() -> ExitCode {
     ignore_file_size_signal();
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.command.is_service());
     match cli::run(cli) {
         Ok(outcome) => outcome.into(),
         // `apimon plan | head` closes the pipe early: not an error.
@@ -31,15 +31,24 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 }
 
 /// Logs go to stderr so that `plan --json` output stays machine-readable.
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
+/// The services (daemon, executor) log their own events at info by default
+/// (each applied change, each run) and their dependencies' at warn only.
+fn init_logging(verbose: u8, service: bool) {
+    let default = match (verbose, service) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "warn,apimon=info",
+        (2, _) => "info,apimon=debug",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colour only on a terminal: a journal or a log file gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Past a file size limit (`ulimit -f`) the kernel kills the process with

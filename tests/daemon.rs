@@ -541,3 +541,22 @@ async fn a_hung_reconcile_trips_the_watchdog() {
     world.influx.resume();
     assert!(daemon.log_text().contains("no progress"), "{}", daemon.log_text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_the_log_has_each_applied_change_and_no_dependency_chatter() {
+    let Some(world) = World::new().await else { return };
+    let port = free_port();
+    let config = world.config(&world.git.file_url(), port, 1, "");
+    let daemon =
+        Daemon::start_default_logging(&config, port, world.dir.path().join("daemon.log")).await;
+    daemon.wait_converged(&head(&world)).await;
+    let log = daemon.log_text();
+    assert!(
+        log.contains("Applied change.") && log.contains("resource=outside/influxdb.user/admin"),
+        "{log}"
+    );
+    let chatter: Vec<&str> =
+        log.lines().filter(|line| !line.contains(" apimon::") && !line.trim().is_empty()).collect();
+    assert!(chatter.is_empty(), "lines from dependencies at the default level: {chatter:#?}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a log that is not a terminal");
+}

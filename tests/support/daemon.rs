@@ -160,9 +160,28 @@ impl Daemon {
         log: PathBuf,
         envs: &[(&str, &std::path::Path)],
     ) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_apimon"))
+        Self::spawn(config, port, log, envs, Some("info")).await
+    }
+
+    /// Started as an operator would: no RUST_LOG, the default levels.
+    pub async fn start_default_logging(config: &std::path::Path, port: u16, log: PathBuf) -> Self {
+        Self::spawn(config, port, log, &[], None).await
+    }
+
+    async fn spawn(
+        config: &std::path::Path,
+        port: u16,
+        log: PathBuf,
+        envs: &[(&str, &std::path::Path)],
+        rust_log: Option<&str>,
+    ) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_apimon"));
+        match rust_log {
+            Some(level) => command.env("RUST_LOG", level),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let child = command
             .args(["daemon", "--config", &config.to_string_lossy()])
-            .env("RUST_LOG", "info")
             .envs(envs.iter().map(|(k, v)| (*k, *v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
