@@ -79,7 +79,7 @@ impl Config {
     fn write(&self, influx_url: &str, ansible: &Path, scenarios: &[serde_json::Value]) {
         let root = self.dir.path().display();
         let text = format!(
-            "environment: test\nresults:\n  url: {influx_url}/write\n  database: apimon\n  username: admin\n  password: admin-pw\n  buffer_dir: {root}/buffer\nscenarios_dir: {root}/scenarios\nclouds_file: {root}/clouds.yaml\nansible_playbook: {}\nconcurrency: 4\ngrace_period_seconds: 20\nscenarios: {}\n",
+            "environment: test\nresults:\n  url: {influx_url}/write\n  database: apimon\n  username: admin\n  password: admin-pw\n  buffer_dir: {root}/buffer\nscenarios_dir: {root}/scenarios\nclouds_file: {root}/clouds.yaml\nansible_playbook: {}\nconcurrency: 4\ngrace_period_seconds: 20\nruns_dir: {root}/runs\nkeep_runs: 3\nscenarios: {}\n",
             ansible.display(),
             serde_json::Value::Array(scenarios.to_vec())
         );
@@ -234,6 +234,74 @@ async fn playbooks_pass_fail_and_time_out_and_every_run_is_a_point_in_influxdb()
     assert_eq!(totals.runs + totals.skipped, records.len() as u64);
 
     assert_eq!(points(&server).await, tally(&records), "every run and skip is exactly one point");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_run_has_a_job_id_its_own_directory_and_log_and_the_trees_ansible_cfg() {
+    let Some(ansible) =
+        require_binary("ansible-playbook", "ansible-core (PyPI; scripts/test.sh installs it)")
+    else {
+        return;
+    };
+    let Some(server) = influx().await else { return };
+    let config = Config::new();
+    let scenarios = config.dir.path().join("scenarios");
+    let jobs = config.dir.path().join("jobs");
+    std::fs::create_dir_all(&jobs).expect("mkdir");
+    // As in scenario repositories: playbooks/ beside roles/, found through
+    // the tree's ansible.cfg (a path relative to the file itself).
+    std::fs::create_dir_all(scenarios.join("playbooks")).expect("mkdir");
+    std::fs::create_dir_all(scenarios.join("roles/marker/tasks")).expect("mkdir");
+    std::fs::write(scenarios.join("ansible.cfg"), "[defaults]\nroles_path = ./roles\n")
+        .expect("cfg");
+    std::fs::write(
+        scenarios.join("roles/marker/tasks/main.yaml"),
+        format!(
+            "- ansible.builtin.copy:\n    dest: \"{}/{{{{ lookup('env', 'TASK_EXECUTOR_JOB_ID') }}}}\"\n    content: \"{{{{ lookup('env', 'PWD') }}}}\"\n- ansible.builtin.debug: {{msg: role-ran}}\n",
+            jobs.display()
+        ),
+    )
+    .expect("role");
+    std::fs::write(
+        scenarios.join("playbooks/scenario_marker.yaml"),
+        "- hosts: localhost\n  connection: local\n  gather_facts: false\n  roles: [marker]\n",
+    )
+    .expect("playbook");
+    config.write(
+        &server.url(),
+        &ansible,
+        &[ansible_scenario("marker", "* * * * * *", "playbooks/scenario_marker.yaml", 60)],
+    );
+    let mut running = start(&config);
+    running.until("five passed runs", |r| count(r, "marker", RunResult::Passed) >= 5).await;
+    let (_, records) = running.stop().await;
+    let passed: Vec<&RunRecord> = records
+        .iter()
+        .filter(|r| r.scenario == "marker" && r.result == RunResult::Passed)
+        .collect();
+    let ids: std::collections::BTreeSet<&str> =
+        passed.iter().filter_map(|r| r.job_id.as_deref()).collect();
+    assert_eq!(ids.len(), passed.len(), "each run has its own job id: {passed:?}");
+    assert!(ids.iter().all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())));
+    // The playbook saw its job id, and ran in its own directory.
+    let mut directories = std::collections::BTreeSet::new();
+    for id in &ids {
+        let cwd = std::fs::read_to_string(jobs.join(id)).expect("the role wrote the job id");
+        assert!(cwd.contains("/runs/marker/") && cwd.ends_with(id), "{cwd}");
+        directories.insert(cwd);
+    }
+    assert_eq!(directories.len(), ids.len());
+    // Only the newest three run directories stay, each with its log.
+    let kept: Vec<PathBuf> = std::fs::read_dir(config.dir.path().join("runs/marker"))
+        .expect("runs")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    for dir in &kept {
+        let log = std::fs::read_to_string(dir.join("output.log")).expect("log");
+        assert!(log.contains("role-ran"), "{log}");
+    }
+    assert_eq!(points(&server).await, tally(&records));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

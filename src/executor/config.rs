@@ -32,6 +32,12 @@ pub struct RawConfig {
     /// How long running scenarios may finish after SIGTERM.
     #[serde(default = "default_grace")]
     pub grace_period_seconds: u64,
+    /// Where each playbook run gets its own working directory and log.
+    #[serde(default = "default_runs_dir")]
+    pub runs_dir: PathBuf,
+    /// Run directories kept per scenario; older ones are removed.
+    #[serde(default = "default_keep_runs")]
+    pub keep_runs: usize,
     /// Scheduled scenarios.
     #[serde(default)]
     pub scenarios: Vec<RawScenario>,
@@ -47,6 +53,14 @@ fn default_concurrency() -> usize {
 
 fn default_grace() -> u64 {
     60
+}
+
+fn default_runs_dir() -> PathBuf {
+    PathBuf::from("/var/lib/apimon/runs")
+}
+
+fn default_keep_runs() -> usize {
+    20
 }
 
 /// `results:`.
@@ -145,6 +159,10 @@ pub struct RunnerSettings {
     pub clouds_file: PathBuf,
     /// ansible-playbook binary.
     pub ansible_playbook: PathBuf,
+    /// Run directories, one per playbook run.
+    pub runs_dir: PathBuf,
+    /// Run directories kept per scenario.
+    pub keep_runs: usize,
 }
 
 /// One scenario, checked.
@@ -277,6 +295,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             scenarios_dir: raw.scenarios_dir,
             clouds_file: raw.clouds_file,
             ansible_playbook: raw.ansible_playbook,
+            runs_dir: raw.runs_dir,
+            keep_runs: raw.keep_runs.max(1),
         },
         concurrency: raw.concurrency,
         grace_period: Duration::from_secs(raw.grace_period_seconds),

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod results;
+pub mod rundir;
 pub mod runner;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,7 +72,14 @@ pub struct RunRecord {
     pub return_code: i64,
     /// Duration.
     pub duration: Duration,
+    /// The run's job id (playbook runs; its directory and log carry it).
+    pub job_id: Option<String>,
+    /// The end of the output of a run that did not pass.
+    pub output: Option<String>,
 }
+
+/// Characters of a failed run's output that travel with its point.
+const POINT_OUTPUT_CHARS: usize = 1024;
 
 /// Controls a running executor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,6 +245,8 @@ impl Executor {
                 result: RunResult::Skipped,
                 return_code: 0,
                 duration: Duration::ZERO,
+                job_id: None,
+                output: None,
             };
             self.record(&scenario, &record);
             return;
@@ -279,6 +289,11 @@ impl Executor {
             result: report.result,
             return_code: report.return_code,
             duration: report.duration,
+            job_id: report.job_id,
+            output: (report.result != RunResult::Passed).then(|| {
+                let chars: Vec<char> = report.output.trim_end().chars().collect();
+                chars[chars.len().saturating_sub(POINT_OUTPUT_CHARS)..].iter().collect()
+            }),
         };
         self.record(&scenario, &record);
     }
@@ -292,6 +307,8 @@ impl Executor {
             duration_ms: u64::try_from(record.duration.as_millis()).unwrap_or(u64::MAX),
             return_code: record.return_code,
             time: record.scheduled_at,
+            job_id: record.job_id.clone(),
+            output: record.output.clone(),
         });
         if let Some(events) = &self.options.events {
             let _ = events.send(record.clone());

@@ -69,6 +69,10 @@ pub struct Point {
     pub return_code: i64,
     /// When the run was scheduled (the point's timestamp).
     pub time: DateTime<Utc>,
+    /// The run's job id (playbook runs).
+    pub job_id: Option<String>,
+    /// The end of a run's output when it did not pass.
+    pub output: Option<String>,
 }
 
 /// Escapes a tag value (commas, spaces, equals signs, backslashes).
@@ -87,17 +91,44 @@ fn tag(value: &str) -> String {
     out
 }
 
+/// Quotes a string field value (double quotes and backslashes escaped,
+/// line breaks written as the two characters `\n`).
+fn string_field(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            // Line protocol has no newline in a value: stored as `\n`.
+            '\n' => out.push_str("\\\\n"),
+            '\r' => {}
+            _ => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 impl Point {
     /// InfluxDB line protocol, tags sorted by key, nanosecond timestamp.
     pub fn line(&self) -> String {
+        let mut fields = format!("duration_ms={}i", self.duration_ms);
+        if let Some(job_id) = &self.job_id {
+            fields.push_str(&format!(",job_id={}", string_field(job_id)));
+        }
+        if let Some(output) = &self.output {
+            fields.push_str(&format!(",output={}", string_field(output)));
+        }
+        fields.push_str(&format!(",return_code={}i", self.return_code));
         format!(
-            "{MEASUREMENT},environment={},result={},runner={},scenario={} duration_ms={}i,return_code={}i {}",
+            "{MEASUREMENT},environment={},result={},runner={},scenario={} {fields} {}",
             tag(&self.environment),
             self.result.as_str(),
             self.runner,
             tag(&self.scenario),
-            self.duration_ms,
-            self.return_code,
             self.time.timestamp_nanos_opt().unwrap_or_default()
         )
     }
@@ -313,10 +344,12 @@ mod tests {
             duration_ms: 1234,
             return_code: 2,
             time: DateTime::from_timestamp(1_700_000_000, 5).expect("time"),
+            job_id: Some("0123456789abcdef0123456789abcdef".into()),
+            output: Some("fatal: \"x\" at C:\\\nend".into()),
         };
         assert_eq!(
             point.line(),
-            "apimon_scenario,environment=outside,result=failed,runner=ansible,scenario=list\\ servers\\,eu duration_ms=1234i,return_code=2i 1700000000000000005"
+            "apimon_scenario,environment=outside,result=failed,runner=ansible,scenario=list\\ servers\\,eu duration_ms=1234i,job_id=\"0123456789abcdef0123456789abcdef\",output=\"fatal: \\\"x\\\" at C:\\\\\\\\nend\",return_code=2i 1700000000000000005"
         );
     }
 }

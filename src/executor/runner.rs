@@ -7,11 +7,14 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::io::AsyncReadExt;
+use std::path::{Path, PathBuf};
+
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
 use super::config::{RunnerConfig, RunnerSettings, ScenarioConfig};
 use super::results::RunResult;
+use super::rundir::{self, LogWriter, RunDir};
 
 /// How long a process group gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -32,6 +35,8 @@ pub struct Report {
     pub started_at: DateTime<Utc>,
     /// The end of stdout and stderr, or the error.
     pub output: String,
+    /// The run's job id (playbook runs).
+    pub job_id: Option<String>,
 }
 
 /// Runs `scenario`; `abort` turning true kills it (shutdown past grace).
@@ -43,9 +48,30 @@ pub async fn run(
 ) -> Report {
     match &scenario.runner {
         RunnerConfig::Ansible { playbook, cloud, extra_vars } => {
+            let run_dir = match RunDir::create(&settings.runs_dir, &scenario.name, Utc::now()) {
+                Ok(run_dir) => run_dir,
+                Err(error) => {
+                    return Report {
+                        result: RunResult::Failed,
+                        return_code: -1,
+                        duration: Duration::ZERO,
+                        started_at: Utc::now(),
+                        output: format!(
+                            "cannot create a run directory under {}: {error}",
+                            settings.runs_dir.display()
+                        ),
+                        job_id: None,
+                    };
+                }
+            };
             let mut command = tokio::process::Command::new(&settings.ansible_playbook);
             command
                 .arg(settings.scenarios_dir.join(playbook))
+                .current_dir(&run_dir.path)
+                .env("TASK_EXECUTOR_JOB_ID", &run_dir.job_id)
+                .env("APIMON_JOB_ID", &run_dir.job_id)
+                .env("APIMON_SCENARIO", &scenario.name)
+                .env("APIMON_RUN_DIR", &run_dir.path)
                 .env("OS_CLIENT_CONFIG_FILE", &settings.clouds_file)
                 .env("ANSIBLE_NOCOLOR", "1")
                 .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
@@ -60,7 +86,17 @@ pub async fn run(
             if !extra_vars.is_empty() {
                 command.arg("-e").arg(serde_json::to_string(extra_vars).unwrap_or_default());
             }
-            run_process(command, scenario.timeout, abort).await
+            // The scenario tree's own settings (roles_path, library, callbacks),
+            // its relative paths taken from the file's directory by Ansible.
+            let ansible_cfg = settings.scenarios_dir.join("ansible.cfg");
+            if ansible_cfg.is_file() {
+                command.env("ANSIBLE_CONFIG", &ansible_cfg);
+            }
+            let log = run_dir.log_path();
+            let mut report = run_process(command, scenario.timeout, abort, Some(&log)).await;
+            report.job_id = Some(run_dir.job_id);
+            rundir::prune(&settings.runs_dir, &scenario.name, settings.keep_runs);
+            report
         }
         RunnerConfig::Http { url, method, expect_status } => {
             probe(http, url, method, *expect_status, scenario.timeout).await
@@ -72,6 +108,7 @@ async fn run_process(
     mut command: tokio::process::Command,
     timeout: Duration,
     mut abort: watch::Receiver<bool>,
+    log: Option<&Path>,
 ) -> Report {
     let started_at = Utc::now();
     let start = Instant::now();
@@ -84,30 +121,13 @@ async fn run_process(
                 duration: start.elapsed(),
                 started_at,
                 output: cannot_start(command.as_std().get_program(), &error),
+                job_id: None,
             };
         }
     };
     let group = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    // Both pipes at once: a process blocked on a full stderr pipe would
-    // otherwise never close stdout.
-    let collect = tokio::spawn(async move {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let read_out = async {
-            if let Some(mut stdout) = stdout {
-                let _ = stdout.read_to_end(&mut out).await;
-            }
-        };
-        let read_err = async {
-            if let Some(mut stderr) = stderr {
-                let _ = stderr.read_to_end(&mut err).await;
-            }
-        };
-        tokio::join!(read_out, read_err);
-        out.extend_from_slice(&err);
-        out
-    });
+    let collect =
+        tokio::spawn(collect(child.stdout.take(), child.stderr.take(), log.map(Path::to_owned)));
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let (result, return_code) = tokio::select! {
@@ -129,10 +149,53 @@ async fn run_process(
     // The group is gone (or finished); pipes close, so this cannot hang on
     // grandchildren that kept them open past the kill.
     let output = match tokio::time::timeout(Duration::from_secs(2), collect).await {
-        Ok(Ok(bytes)) => tail(&bytes),
+        Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
         _ => String::new(),
     };
-    Report { result, return_code, duration, started_at, output }
+    Report { result, return_code, duration, started_at, output, job_id: None }
+}
+
+/// Reads stdout and stderr as they come (both at once: a process blocked
+/// on a full stderr pipe would otherwise never close stdout) into the run's
+/// log; returns the last [`OUTPUT_TAIL`] bytes.
+async fn collect(
+    mut stdout: Option<tokio::process::ChildStdout>,
+    mut stderr: Option<tokio::process::ChildStderr>,
+    log: Option<PathBuf>,
+) -> Vec<u8> {
+    let mut log = LogWriter::open(log.as_deref()).await;
+    let mut tail = Vec::new();
+    let (mut out_buffer, mut err_buffer) = (vec![0u8; 8192], vec![0u8; 8192]);
+    while stdout.is_some() || stderr.is_some() {
+        let (read, from_stdout) = tokio::select! {
+            read = read_some(&mut stdout, &mut out_buffer), if stdout.is_some() => (read, true),
+            read = read_some(&mut stderr, &mut err_buffer), if stderr.is_some() => (read, false),
+        };
+        let buffer = if from_stdout { &out_buffer } else { &err_buffer };
+        match read {
+            Ok(n) if n > 0 => {
+                log.write(&buffer[..n]).await;
+                tail.extend_from_slice(&buffer[..n]);
+                if tail.len() > OUTPUT_TAIL {
+                    tail.drain(..tail.len() - OUTPUT_TAIL);
+                }
+            }
+            _ if from_stdout => stdout = None,
+            _ => stderr = None,
+        }
+    }
+    log.finish().await;
+    tail
+}
+
+async fn read_some<R: AsyncRead + Unpin>(
+    reader: &mut Option<R>,
+    buffer: &mut [u8],
+) -> std::io::Result<usize> {
+    match reader {
+        Some(reader) => reader.read(buffer).await,
+        None => Ok(0),
+    }
 }
 
 /// Why `program` did not start, naming it and, for a bare name, the PATH
@@ -173,11 +236,6 @@ async fn kill_group(group: Option<Pid>, child: &mut tokio::process::Child) {
     let _ = child.kill().await;
 }
 
-fn tail(bytes: &[u8]) -> String {
-    let start = bytes.len().saturating_sub(OUTPUT_TAIL);
-    String::from_utf8_lossy(&bytes[start..]).into_owned()
-}
-
 async fn probe(
     http: &reqwest::Client,
     url: &str,
@@ -200,7 +258,14 @@ async fn probe(
             } else {
                 format!("HTTP {status}, expected {expect_status}")
             };
-            Report { result, return_code: i64::from(status), duration, started_at, output }
+            Report {
+                result,
+                return_code: i64::from(status),
+                duration,
+                started_at,
+                output,
+                job_id: None,
+            }
         }
         Err(error) if error.is_timeout() => Report {
             result: RunResult::Timeout,
@@ -208,6 +273,7 @@ async fn probe(
             duration,
             started_at,
             output: error.to_string(),
+            job_id: None,
         },
         Err(error) => Report {
             result: RunResult::Failed,
@@ -215,6 +281,7 @@ async fn probe(
             duration,
             started_at,
             output: error.to_string(),
+            job_id: None,
         },
     }
 }
@@ -227,7 +294,7 @@ mod tests {
     async fn a_program_that_cannot_start_is_named_with_the_path_searched() {
         let command = tokio::process::Command::new("apimon-no-such-playbook-runner");
         let (_abort, receiver) = watch::channel(false);
-        let report = run_process(command, Duration::from_secs(5), receiver).await;
+        let report = run_process(command, Duration::from_secs(5), receiver, None).await;
         assert_eq!(report.result, RunResult::Failed);
         assert!(
             report.output.starts_with("cannot start apimon-no-such-playbook-runner: ")
@@ -243,7 +310,7 @@ mod tests {
         command.arg("3003").process_group(0).kill_on_drop(true);
         let (abort, receiver) = watch::channel(false);
         let _ = abort.send(true);
-        let report = run_process(command, Duration::from_secs(60), receiver).await;
+        let report = run_process(command, Duration::from_secs(60), receiver, None).await;
         assert_eq!((report.result, report.return_code), (RunResult::Aborted, -1));
     }
 }
