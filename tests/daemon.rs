@@ -449,6 +449,8 @@ async fn a_smart_http_remote_with_a_token_is_followed() {
     let url = format!("{}/origin.git", server.url);
     let token_file = world.dir.path().join("git_token");
     std::fs::write(&token_file, "s3cret-token\n").expect("token");
+    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
     let port = free_port();
     let config = world.config(&url, port, 1, "");
     let text = std::fs::read_to_string(&config).expect("config");

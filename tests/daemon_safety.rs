@@ -39,6 +39,26 @@ async fn a_short_or_readable_webhook_secret_is_refused_at_start() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_git_token_file_others_can_read_is_refused_at_start() {
+    let Some(world) = World::new().await else { return };
+    let config = world.config(&world.git.file_url(), free_port(), 1, "");
+    let token = world.dir.path().join("git_token");
+    std::fs::write(&token, "s3cret-token\n").expect("token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let text = std::fs::read_to_string(&config).expect("config").replace(
+        "  branch: main\n",
+        &format!("  branch: main\n  token_file: {}\n", token.display()),
+    );
+    std::fs::write(&config, text).expect("config");
+    let stderr = refused_start(&config);
+    assert!(
+        stderr.contains("repository token file") && stderr.contains("has mode 0640"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret-token"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_sent_requests_do_not_stop_healthz_and_are_cut_off() {
     let Some(world) = World::new().await else { return };
     let daemon = world.start_daemon(3600, "").await;

@@ -62,6 +62,16 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// A secret file others can read.
+    #[error("{what} {} has mode {mode:04o}; it must be 0600 or stricter (run: chmod 600 {})", path.display(), path.display())]
+    Readable {
+        /// Which file.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The webhook secret is unusable.
     #[error("webhook secret file {path} {message}")]
     WebhookSecret {
@@ -129,20 +139,7 @@ pub const MIN_WEBHOOK_SECRET: usize = 16;
 /// The webhook secret: a file only its owner can read, holding at least
 /// [`MIN_WEBHOOK_SECRET`] bytes (an empty one would accept an empty token).
 fn read_webhook_secret(path: &std::path::Path) -> Result<Sensitive<Vec<u8>>, DaemonError> {
-    use std::os::unix::fs::PermissionsExt;
     let refuse = |message: String| DaemonError::WebhookSecret { path: path.to_owned(), message };
-    let metadata = std::fs::metadata(path).map_err(|source| DaemonError::SecretFile {
-        what: "webhook secret file",
-        path: path.to_owned(),
-        source,
-    })?;
-    let mode = metadata.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(refuse(format!(
-            "has mode {mode:04o}; it must be 0600 or stricter (run: chmod 600 {})",
-            path.display()
-        )));
-    }
     let secret = read_secret_file("webhook secret file", path)?;
     if secret.expose().len() < MIN_WEBHOOK_SECRET {
         return Err(refuse(format!(
@@ -153,10 +150,21 @@ fn read_webhook_secret(path: &std::path::Path) -> Result<Sensitive<Vec<u8>>, Dae
     Ok(Sensitive::new(secret.expose().as_bytes().to_vec()))
 }
 
+/// Reads a secret file that only its owner can read.
 fn read_secret_file(
     what: &'static str,
     path: &std::path::Path,
 ) -> Result<Sensitive<String>, DaemonError> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = std::fs::metadata(path).map_err(|source| DaemonError::SecretFile {
+        what,
+        path: path.to_owned(),
+        source,
+    })?;
+    let mode = metadata.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(DaemonError::Readable { what, path: path.to_owned(), mode });
+    }
     crate::fsutil::read_text_limited(path, crate::fsutil::MAX_CONFIG_BYTES)
         .map(|text| Sensitive::new(text.trim().to_owned()))
         .map_err(|e| DaemonError::SecretFile { what, path: path.to_owned(), source: e.into() })
