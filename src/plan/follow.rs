@@ -4,7 +4,7 @@
 //! it is unchanged itself (a unit restarted when its configuration is
 //! restored). Pure, like the rest of the planning core.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use super::{Op, Planned, ResourceId};
 
@@ -22,24 +22,29 @@ impl Follow for () {
 
 /// Rewrites `changes` so what follows from them is planned too.
 pub fn follow<C: Follow>(changes: &mut [Planned<C>]) {
-    let ops: BTreeMap<ResourceId, Op> =
-        changes.iter().map(|c| (c.id.clone(), c.op.clone())).collect();
+    // Only the (few) changing ids are collected: a converged plan of
+    // thousands of resources copies nothing.
+    let created: BTreeSet<ResourceId> = changes
+        .iter()
+        .filter(|c| matches!(c.op, Op::Create | Op::Replace { .. }))
+        .map(|c| c.id.clone())
+        .collect();
     for change in changes.iter_mut() {
         let Some(host) = &change.lives_on else { continue };
-        let anew = matches!(ops.get(host), Some(Op::Create | Op::Replace { .. }));
+        let anew = created.contains(host);
         if anew && matches!(change.op, Op::NoOp | Op::Update { .. }) {
             change.op = Op::Create;
             change.note = Some(format!("created anew on {host}"));
             change.change.forget_observed();
         }
     }
-    let ops: BTreeMap<ResourceId, Op> =
-        changes.iter().map(|c| (c.id.clone(), c.op.clone())).collect();
+    let changing: BTreeSet<ResourceId> = changes
+        .iter()
+        .filter(|c| !matches!(c.op, Op::NoOp | Op::Delete))
+        .map(|c| c.id.clone())
+        .collect();
     for change in changes.iter_mut().filter(|c| c.op == Op::NoOp) {
-        let trigger = change
-            .triggered_by
-            .iter()
-            .find(|t| ops.get(*t).is_some_and(|op| !matches!(op, Op::NoOp | Op::Delete)));
+        let trigger = change.triggered_by.iter().find(|t| changing.contains(*t));
         if let Some(trigger) = trigger {
             change.op = Op::Update { reason: format!("apply again: {trigger} changes") };
         }
