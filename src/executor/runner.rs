@@ -68,6 +68,7 @@ pub async fn run(
             command
                 .arg(settings.scenarios_dir.join(playbook))
                 .current_dir(&run_dir.path)
+                .env("PWD", &run_dir.path)
                 .env("TASK_EXECUTOR_JOB_ID", &run_dir.job_id)
                 .env("APIMON_JOB_ID", &run_dir.job_id)
                 .env("APIMON_SCENARIO", &scenario.name)
