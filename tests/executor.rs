@@ -141,6 +141,11 @@ impl Running {
     }
 }
 
+/// The suite's `ansible-playbook` (scripts/test.sh installs ansible-core).
+fn ansible_playbook() -> Option<PathBuf> {
+    require_binary("ansible-playbook", "ansible-core (PyPI; scripts/test.sh installs it)")
+}
+
 /// How many of `records` are of `scenario` with `result`.
 fn count(records: &[RunRecord], scenario: &str, result: RunResult) -> usize {
     records.iter().filter(|r| r.scenario == scenario && r.result == result).count()
@@ -183,11 +188,7 @@ fn processes_with(marker: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn playbooks_pass_fail_and_time_out_and_every_run_is_a_point_in_influxdb() {
-    let Some(ansible) =
-        require_binary("ansible-playbook", "ansible-core (PyPI; scripts/test.sh installs it)")
-    else {
-        return;
-    };
+    let Some(ansible) = ansible_playbook() else { return };
     let Some(server) = influx().await else { return };
     let config = Config::new();
     config.playbook("pass.yaml", "    - ansible.builtin.debug: {msg: \"all good {{ marker }}\"}\n");
@@ -238,11 +239,7 @@ async fn playbooks_pass_fail_and_time_out_and_every_run_is_a_point_in_influxdb()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_run_has_a_job_id_its_own_directory_and_log_and_the_trees_ansible_cfg() {
-    let Some(ansible) =
-        require_binary("ansible-playbook", "ansible-core (PyPI; scripts/test.sh installs it)")
-    else {
-        return;
-    };
+    let Some(ansible) = ansible_playbook() else { return };
     let Some(server) = influx().await else { return };
     let config = Config::new();
     let scenarios = config.dir.path().join("scenarios");
@@ -306,11 +303,7 @@ async fn each_run_has_a_job_id_its_own_directory_and_log_and_the_trees_ansible_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_killed_because_the_executor_stops_is_aborted_not_failed() {
-    let Some(ansible) =
-        require_binary("ansible-playbook", "ansible-core (PyPI; scripts/test.sh installs it)")
-    else {
-        return;
-    };
+    let Some(ansible) = ansible_playbook() else { return };
     let Some(server) = influx().await else { return };
     let config = Config::new();
     let started = config.dir.path().join("started");
