@@ -48,18 +48,8 @@ async fn a_pushed_commit_converges_over_git_daemon_and_the_time_is_printed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_with_a_bad_signature_are_refused_and_good_ones_trigger() {
     let Some(world) = World::new().await else { return };
-    let port = free_port();
     // A long poll interval: only webhooks can bring the next commit in.
-    let config = world.config(&world.git.file_url(), port, 3600, "");
-    let notify_path = world.dir.path().join("notify.sock");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
-    let daemon = Daemon::start_with(
-        &config,
-        port,
-        world.dir.path().join("daemon.log"),
-        &[("NOTIFY_SOCKET", &notify_path)],
-    )
-    .await;
+    let (daemon, notify) = world.start_notifying_daemon(3600, None).await;
     notify.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let mut datagram = [0u8; 64];
     let n = notify.recv(&mut datagram).expect("sd_notify datagram");
@@ -509,17 +499,7 @@ async fn a_permanent_failure_waits_for_a_new_commit_instead_of_retrying() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_reconcile_trips_the_watchdog() {
     let Some(world) = World::new().await else { return };
-    let port = free_port();
-    let config = world.config(&world.git.file_url(), port, 3600, "");
-    let notify_path = world.dir.path().join("notify.sock");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
-    let daemon = Daemon::start_with(
-        &config,
-        port,
-        world.dir.path().join("daemon.log"),
-        &[("NOTIFY_SOCKET", &notify_path), ("WATCHDOG_USEC", std::path::Path::new("2000000"))],
-    )
-    .await;
+    let (daemon, notify) = world.start_notifying_daemon(3600, Some("2000000")).await;
     daemon.wait_converged(&head(&world)).await;
     notify.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
     let mut datagram = [0u8; 64];

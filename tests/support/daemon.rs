@@ -63,6 +63,26 @@ impl World {
         daemon
     }
 
+    /// A daemon following the local remote with an sd_notify socket (and
+    /// `watchdog_usec` when given), started; the socket it notifies.
+    pub async fn start_notifying_daemon(
+        &self,
+        poll_seconds: u64,
+        watchdog_usec: Option<&str>,
+    ) -> (Daemon, std::os::unix::net::UnixDatagram) {
+        let port = free_port();
+        let config = self.config(&self.git.file_url(), port, poll_seconds, "");
+        let notify_path = self.dir.path().join("notify.sock");
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
+        let mut envs: Vec<(&str, &std::path::Path)> = vec![("NOTIFY_SOCKET", &notify_path)];
+        if let Some(usec) = watchdog_usec {
+            envs.push(("WATCHDOG_USEC", std::path::Path::new(usec)));
+        }
+        let daemon =
+            Daemon::start_with(&config, port, self.dir.path().join("daemon.log"), &envs).await;
+        (daemon, notify)
+    }
+
     /// A daemon following the local remote, started (not yet converged).
     pub async fn start_daemon(&self, poll_seconds: u64, extra: &str) -> Daemon {
         let port = free_port();
