@@ -20,5 +20,6 @@ pub mod providers;
 pub mod reconcile;
 pub mod render;
 pub mod retry;
+pub mod serve;
 pub mod source;
 pub mod state;

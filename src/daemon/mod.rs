@@ -17,7 +17,6 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod notify;
-mod serve;
 pub mod status;
 mod watchdog;
 mod worker;
@@ -244,7 +243,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         branch: raw.repository.branch.clone(),
         deliveries: Arc::default(),
     });
-    let server = serve::serve(&raw.listen, app, shutdown.clone()).await?;
+    let server = crate::serve::serve(&raw.listen, app, shutdown.clone())
+        .await
+        .map_err(|source| DaemonError::Listen { address: raw.listen.clone(), source })?;
     let repository = crate::source::git::redact_url(&raw.repository.url);
     tracing::info!(listen = %raw.listen, %repository, branch = %raw.repository.branch, "Daemon started.");
     notify::notify("READY=1");

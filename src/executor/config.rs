@@ -3,6 +3,7 @@
 //! and every error names the file, line and column.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -38,9 +39,29 @@ pub struct RawConfig {
     /// Run directories kept per scenario; older ones are removed.
     #[serde(default = "default_keep_runs")]
     pub keep_runs: usize,
+    /// Loopback address where runs send their points (openstacksdk's
+    /// metrics) and where `/metrics` answers; `null` turns both off.
+    #[serde(default = "default_ingest_listen")]
+    pub ingest_listen: Option<SocketAddr>,
+    /// How often the executor writes its own health point.
+    #[serde(default = "default_health_interval")]
+    pub health_interval_seconds: u64,
     /// Scheduled scenarios.
     #[serde(default)]
     pub scenarios: Vec<RawScenario>,
+}
+
+/// Where the executor takes points from runs, unless configured.
+pub const DEFAULT_INGEST_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8187);
+
+#[allow(clippy::unnecessary_wraps)] // serde default of an Option
+fn default_ingest_listen() -> Option<SocketAddr> {
+    Some(DEFAULT_INGEST_LISTEN)
+}
+
+fn default_health_interval() -> u64 {
+    60
 }
 
 fn default_ansible() -> PathBuf {
@@ -116,6 +137,10 @@ pub struct RawScenario {
     pub method: Option<String>,
     /// Expected status (http).
     pub expect_status: Option<u16>,
+    /// Playbook run after a timeout or an abort (ansible).
+    pub cleanup_playbook: Option<String>,
+    /// Its timeout; default 300.
+    pub cleanup_timeout_seconds: Option<u64>,
 }
 
 /// Checked configuration.
@@ -133,6 +158,10 @@ pub struct Config {
     pub grace_period: Duration,
     /// Scenarios by name.
     pub scenarios: BTreeMap<String, ScenarioConfig>,
+    /// Where runs send points, if anywhere.
+    pub ingest_listen: Option<SocketAddr>,
+    /// Between two health points.
+    pub health_interval: Duration,
 }
 
 /// Where points go.
@@ -163,6 +192,16 @@ pub struct RunnerSettings {
     pub runs_dir: PathBuf,
     /// Run directories kept per scenario.
     pub keep_runs: usize,
+    /// Where openstacksdk in a run sends its metrics (the ingest
+    /// listener, as a client reaches it), if anywhere.
+    pub metrics_endpoint: Option<SocketAddr>,
+}
+
+impl RunnerSettings {
+    /// Where the Ansible callback plugin apimon ships is written.
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.runs_dir.join(".plugins").join("callback")
+    }
 }
 
 /// One scenario, checked.
@@ -239,6 +278,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 playbook: playbook.clone(),
                 cloud: s.cloud.clone(),
                 extra_vars: s.extra_vars.clone(),
+                cleanup: s.cleanup_playbook.as_ref().map(|playbook| crate::model::Cleanup {
+                    playbook: playbook.clone(),
+                    timeout: Duration::from_secs(s.cleanup_timeout_seconds.unwrap_or(300).max(1)),
+                }),
             }),
             ("http", _, Some(url)) => Some(RunnerConfig::Http {
                 url: url.clone(),
@@ -297,10 +340,19 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             ansible_playbook: raw.ansible_playbook,
             runs_dir: raw.runs_dir,
             keep_runs: raw.keep_runs.max(1),
+            metrics_endpoint: raw.ingest_listen.map(|listen| match listen.ip() {
+                ip if ip.is_unspecified() => SocketAddr::new(
+                    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                    listen.port(),
+                ),
+                _ => listen,
+            }),
         },
         concurrency: raw.concurrency,
         grace_period: Duration::from_secs(raw.grace_period_seconds),
         scenarios,
+        ingest_listen: raw.ingest_listen,
+        health_interval: Duration::from_secs(raw.health_interval_seconds.max(1)),
     })
 }
 

@@ -9,8 +9,16 @@
 //! changes: new scenarios start, removed ones stop, running ones finish.
 //! On SIGTERM the schedulers stop and running scenarios get a grace period;
 //! a second SIGTERM (or the end of the grace period) kills them.
+//!
+//! Besides one point per run, runs send points of their own (openstacksdk's
+//! per-request metrics, the callback's per-task points) through
+//! [`ingest`], and the executor reports its own [`health`].
 
+pub mod ansible;
 pub mod config;
+pub mod health;
+pub mod ingest;
+pub mod lineproto;
 pub mod results;
 pub mod rundir;
 pub mod runner;
@@ -76,6 +84,8 @@ pub struct RunRecord {
     pub job_id: Option<String>,
     /// The end of the output of a run that did not pass.
     pub output: Option<String>,
+    /// How the cleanup playbook ended, when one ran.
+    pub cleanup: Option<RunResult>,
 }
 
 /// Characters of a failed run's output that travel with its point.
@@ -131,6 +141,15 @@ pub enum ExecutorError {
     /// The configuration is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The ingest listener cannot be bound.
+    #[error("cannot listen on {address} (ingest_listen)")]
+    Listen {
+        /// Address.
+        address: std::net::SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 struct Fire {
@@ -185,7 +204,13 @@ struct Executor {
     abort: watch::Sender<bool>,
     http: reqwest::Client,
     totals: Totals,
+    ingest: Arc<ingest::Ingest>,
+    health: Arc<health::Health>,
 }
+
+/// Most bytes of a run's task points read back (a runaway playbook must
+/// not fill the executor's memory).
+const MAX_TASK_POINTS_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Executor {
     fn reschedule(&mut self) {
@@ -218,7 +243,19 @@ impl Executor {
                         != self.config.results.credentials.as_ref().map(|c| (&c.0, c.1.expose()))
                 {
                     self.writer.stop().await;
-                    self.writer = results::spawn(config.results.clone(), self.options.flush_retry);
+                    self.writer = results::spawn(
+                        config.results.clone(),
+                        self.options.flush_retry,
+                        Arc::clone(&self.health.results),
+                    );
+                }
+                self.ingest.reconfigure(&config.environment, self.writer.clone());
+                if config.ingest_listen != self.config.ingest_listen {
+                    tracing::warn!(
+                        old = ?self.config.ingest_listen,
+                        new = ?config.ingest_listen,
+                        "ingest_listen changed; it takes effect when the executor restarts."
+                    );
                 }
                 if config.concurrency != self.config.concurrency {
                     self.slots = Arc::new(Semaphore::new(config.concurrency));
@@ -247,11 +284,13 @@ impl Executor {
                 duration: Duration::ZERO,
                 job_id: None,
                 output: None,
+                cleanup: None,
             };
             self.record(&scenario, &record);
             return;
         }
         self.busy.insert(scenario.name.clone());
+        self.health.started();
         let slots = Arc::clone(&self.slots);
         let settings = self.config.runners.clone();
         let http = self.http.clone();
@@ -282,6 +321,9 @@ impl Executor {
             }
         }
         drop(_entered);
+        if let (Some(dir), Some(job_id)) = (&report.run_dir, &report.job_id) {
+            self.ingest_task_points(&dir.join("tasks.lp"), &scenario.name, job_id);
+        }
         let record = RunRecord {
             scenario: scenario.name.clone(),
             scheduled_at,
@@ -294,8 +336,33 @@ impl Executor {
                 let chars: Vec<char> = report.output.trim_end().chars().collect();
                 chars[chars.len().saturating_sub(POINT_OUTPUT_CHARS)..].iter().collect()
             }),
+            cleanup: report.cleanup,
         };
         self.record(&scenario, &record);
+    }
+
+    /// Sends the points the callback wrote during a run.
+    fn ingest_task_points(&self, path: &std::path::Path, scenario: &str, job_id: &str) {
+        let text = match crate::fsutil::read_text_limited(path, MAX_TASK_POINTS_BYTES) {
+            Ok(text) => text,
+            Err(error) => {
+                // No file: the playbook never got to a task (or the plugin was not loaded).
+                if path.exists() {
+                    tracing::warn!(file = %path.display(), %error, "Cannot read the run's task points.");
+                }
+                return;
+            }
+        };
+        let run = ingest::RunTags { job_id, scenario: Some(scenario), task: Vec::new() };
+        let accepted = self.ingest.accept(
+            &text,
+            Some(&run),
+            lineproto::Precision::Nanoseconds,
+            ingest::now_ns(),
+        );
+        if let Some((line, error)) = accepted.first_error {
+            tracing::warn!(file = %path.display(), line, %error, "A task point is malformed; it was dropped.");
+        }
     }
 
     fn record(&self, scenario: &ScenarioConfig, record: &RunRecord) {
@@ -309,7 +376,9 @@ impl Executor {
             time: record.scheduled_at,
             job_id: record.job_id.clone(),
             output: record.output.clone(),
+            cleanup: record.cleanup,
         });
+        self.health.finished(&scenario.name, record.result, record.scheduled_at.timestamp());
         if let Some(events) = &self.options.events {
             let _ = events.send(record.clone());
         }
@@ -368,8 +437,22 @@ pub async fn run(
 ) -> Result<Totals, ExecutorError> {
     let config = config::load(&path)?;
     let (fires, mut fire_rx) = mpsc::unbounded_channel();
-    let writer = results::spawn(config.results.clone(), options.flush_retry);
+    let health = Arc::new(health::Health::default());
+    let writer =
+        results::spawn(config.results.clone(), options.flush_retry, Arc::clone(&health.results));
+    let ingest =
+        ingest::Ingest::new(config.environment.clone(), writer.clone(), Arc::clone(&health));
+    let stop_listener = tokio_util::sync::CancellationToken::new();
+    if let Some(address) = config.ingest_listen {
+        ingest::serve(address, Arc::clone(&ingest), stop_listener.clone())
+            .await
+            .map_err(|source| ExecutorError::Listen { address, source })?;
+        tracing::info!(%address, "Taking points from runs and serving /metrics.");
+    }
+    let _stop_listener = stop_listener.drop_guard();
     let mut executor = Executor {
+        ingest,
+        health,
         digest: file_digest(&path),
         path,
         slots: Arc::new(Semaphore::new(config.concurrency)),
@@ -388,6 +471,8 @@ pub async fn run(
     executor.reschedule();
     let mut poll = tokio::time::interval(executor.options.reload_poll);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut health_tick = tokio::time::interval(executor.config.health_interval);
+    health_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             Some(fire) = fire_rx.recv() => executor.fire(fire),
@@ -404,6 +489,10 @@ pub async fn run(
                 if file_digest(&executor.path) != executor.digest {
                     executor.reload().await;
                 }
+            }
+            _ = health_tick.tick() => {
+                let point = executor.health.point(&executor.config.environment, ingest::now_ns());
+                executor.writer.write_line(point);
             }
         }
     }

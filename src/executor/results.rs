@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,6 +73,8 @@ pub struct Point {
     pub job_id: Option<String>,
     /// The end of a run's output when it did not pass.
     pub output: Option<String>,
+    /// How the cleanup playbook ended, when one ran.
+    pub cleanup: Option<RunResult>,
 }
 
 /// Escapes a tag value (commas, spaces, equals signs, backslashes).
@@ -115,7 +117,11 @@ fn string_field(value: &str) -> String {
 impl Point {
     /// InfluxDB line protocol, tags sorted by key, nanosecond timestamp.
     pub fn line(&self) -> String {
-        let mut fields = format!("duration_ms={}i", self.duration_ms);
+        let mut fields = String::new();
+        if let Some(cleanup) = self.cleanup {
+            fields.push_str(&format!("cleanup=\"{}\",", cleanup.as_str()));
+        }
+        fields.push_str(&format!("duration_ms={}i", self.duration_ms));
         if let Some(job_id) = &self.job_id {
             fields.push_str(&format!(",job_id={}", string_field(job_id)));
         }
@@ -141,6 +147,10 @@ pub struct Counters {
     pub written: AtomicU64,
     /// Points dropped because the buffer was full or the target rejected them.
     pub dropped: AtomicU64,
+    /// Points waiting in the buffer.
+    pub buffered: AtomicU64,
+    /// Timestamp (ns) of the oldest buffered point; 0 when none.
+    pub oldest_ns: AtomicI64,
 }
 
 enum Command {
@@ -159,7 +169,12 @@ pub struct Writer {
 impl Writer {
     /// Queues a point; never blocks.
     pub fn write(&self, point: &Point) {
-        let _ = self.commands.send(Command::Point(point.line()));
+        self.write_line(point.line());
+    }
+
+    /// Queues a line of line protocol, already checked, with its timestamp.
+    pub fn write_line(&self, line: String) {
+        let _ = self.commands.send(Command::Point(line));
     }
 
     /// Tries one last flush, then stops the task.
@@ -172,11 +187,11 @@ impl Writer {
 }
 
 /// Starts the writer task for `target`; `retry_every` is how often a
-/// non-empty buffer is retried.
-pub fn spawn(target: ResultsTarget, retry_every: Duration) -> Writer {
+/// non-empty buffer is retried. `counters` outlive a writer replaced on reload.
+pub fn spawn(target: ResultsTarget, retry_every: Duration, counters: Arc<Counters>) -> Writer {
     let (commands, mut receiver) = mpsc::unbounded_channel();
-    let counters = Arc::new(Counters::default());
     let mut buffer = Buffer::open(&target);
+    buffer.gauges(&counters);
     let task_counters = Arc::clone(&counters);
     tokio::spawn(async move {
         let http =
@@ -197,7 +212,22 @@ pub fn spawn(target: ResultsTarget, retry_every: Duration) -> Writer {
             match command {
                 Some(Command::Point(line)) => {
                     buffer.push(line, &task_counters);
+                    // Whatever else is queued already goes in the same request.
+                    let mut stop = None;
+                    while let Ok(command) = receiver.try_recv() {
+                        match command {
+                            Command::Point(line) => buffer.push(line, &task_counters),
+                            Command::Stop(done) => {
+                                stop = Some(done);
+                                break;
+                            }
+                        }
+                    }
                     buffer.flush(&http, &target, &task_counters, &mut down).await;
+                    if let Some(done) = stop {
+                        let _ = done.send(());
+                        return;
+                    }
                 }
                 Some(Command::Stop(done)) => {
                     buffer.flush(&http, &target, &task_counters, &mut down).await;
@@ -237,10 +267,24 @@ impl Buffer {
         buffer
     }
 
+    /// Publishes the buffer's size and the age of its oldest point.
+    fn gauges(&self, counters: &Counters) {
+        counters.buffered.store(self.lines.len() as u64, Ordering::Relaxed);
+        // Every buffered line ends with its nanosecond timestamp.
+        let oldest = self
+            .lines
+            .front()
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|time| time.parse::<i64>().ok())
+            .unwrap_or(0);
+        counters.oldest_ns.store(oldest, Ordering::Relaxed);
+    }
+
     fn push(&mut self, line: String, counters: &Counters) {
         self.lines.push_back(line.clone());
         if self.lines.len() > self.max {
-            let excess = self.lines.len() - self.max;
+            // A tenth at once, so a long outage does not rewrite the file per point.
+            let excess = (self.lines.len() - self.max + self.max / 10).min(self.lines.len());
             self.lines.drain(..excess);
             counters.dropped.fetch_add(excess as u64, Ordering::Relaxed);
             tracing::warn!(
@@ -316,17 +360,18 @@ impl Buffer {
                         tracing::warn!(url = %target.url, status = response.status().as_u16(), buffered = self.lines.len(), "Results target refused points; keeping them and retrying.");
                         *down = true;
                     }
-                    return;
+                    break;
                 }
                 Err(error) => {
                     if !*down {
                         tracing::warn!(url = %target.url, %error, buffered = self.lines.len(), "Results target unreachable; keeping points on disk and retrying.");
                         *down = true;
                     }
-                    return;
+                    break;
                 }
             }
         }
+        self.gauges(counters);
     }
 }
 
@@ -346,6 +391,7 @@ mod tests {
             time: DateTime::from_timestamp(1_700_000_000, 5).expect("time"),
             job_id: Some("0123456789abcdef0123456789abcdef".into()),
             output: Some("fatal: \"x\" at C:\\\nend".into()),
+            cleanup: None,
         };
         assert_eq!(
             point.line(),

@@ -1,7 +1,6 @@
 //! Running one scenario: `ansible-playbook` in its own process group (so a
 //! timeout kills everything it started), or the built-in HTTP probe.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -12,6 +11,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
+use super::ansible;
 use super::config::{RunnerConfig, RunnerSettings, ScenarioConfig};
 use super::results::RunResult;
 use super::rundir::{self, LogWriter, RunDir};
@@ -37,6 +37,10 @@ pub struct Report {
     pub output: String,
     /// The run's job id (playbook runs).
     pub job_id: Option<String>,
+    /// The run's directory (playbook runs).
+    pub run_dir: Option<PathBuf>,
+    /// How the cleanup playbook ended, when one ran.
+    pub cleanup: Option<RunResult>,
 }
 
 /// Runs `scenario`; `abort` turning true kills it (shutdown past grace).
@@ -47,7 +51,7 @@ pub async fn run(
     abort: watch::Receiver<bool>,
 ) -> Report {
     match &scenario.runner {
-        RunnerConfig::Ansible { playbook, cloud, extra_vars } => {
+        RunnerConfig::Ansible { playbook, cloud, extra_vars, cleanup } => {
             let run_dir = match RunDir::create(&settings.runs_dir, &scenario.name, Utc::now()) {
                 Ok(run_dir) => run_dir,
                 Err(error) => {
@@ -61,41 +65,51 @@ pub async fn run(
                             settings.runs_dir.display()
                         ),
                         job_id: None,
+                        run_dir: None,
+                        cleanup: None,
                     };
                 }
             };
-            let mut command = tokio::process::Command::new(&settings.ansible_playbook);
-            command
-                .arg(settings.scenarios_dir.join(playbook))
-                .current_dir(&run_dir.path)
-                .env("PWD", &run_dir.path)
-                .env("TASK_EXECUTOR_JOB_ID", &run_dir.job_id)
-                .env("APIMON_JOB_ID", &run_dir.job_id)
-                .env("APIMON_SCENARIO", &scenario.name)
-                .env("APIMON_RUN_DIR", &run_dir.path)
-                .env("OS_CLIENT_CONFIG_FILE", &settings.clouds_file)
-                .env("ANSIBLE_NOCOLOR", "1")
-                .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .process_group(0)
-                .kill_on_drop(true);
-            if let Some(cloud) = cloud {
-                command.env("OS_CLOUD", cloud);
+            let plugins = settings.plugins_dir();
+            if let Err(error) = ansible::ensure_callback_plugin(&plugins) {
+                tracing::warn!(dir = %plugins.display(), %error, "Cannot write the callback plugin; the tasks of this run are not recorded.");
             }
-            if !extra_vars.is_empty() {
-                command.arg("-e").arg(serde_json::to_string(extra_vars).unwrap_or_default());
-            }
-            // The scenario tree's own settings (roles_path, library, callbacks),
-            // its relative paths taken from the file's directory by Ansible.
-            let ansible_cfg = settings.scenarios_dir.join("ansible.cfg");
-            if ansible_cfg.is_file() {
-                command.env("ANSIBLE_CONFIG", &ansible_cfg);
-            }
+            let metrics_config = settings.metrics_endpoint.and_then(|endpoint| {
+                ansible::write_metrics_config(&run_dir, &scenario.name, endpoint)
+                    .map_err(|error| tracing::warn!(dir = %run_dir.path.display(), %error, "Cannot write the run's openstacksdk metrics configuration; its API requests are not recorded."))
+                    .ok()
+            });
+            let command = |playbook: &str| {
+                ansible::command(
+                    settings,
+                    &scenario.name,
+                    playbook,
+                    cloud.as_deref(),
+                    extra_vars,
+                    &run_dir,
+                    metrics_config.as_deref(),
+                )
+            };
             let log = run_dir.log_path();
-            let mut report = run_process(command, scenario.timeout, abort, Some(&log)).await;
-            report.job_id = Some(run_dir.job_id);
+            let mut report =
+                run_process(command(playbook), scenario.timeout, abort, Some(&log)).await;
+            if let (Some(cleanup), RunResult::Timeout | RunResult::Aborted) =
+                (cleanup, report.result)
+            {
+                // Not ended by the stop that ended the run: bounded by its own timeout.
+                let (_never, not_aborted) = watch::channel(false);
+                let log = run_dir.path.join("cleanup.log");
+                let cleaned = run_process(
+                    command(&cleanup.playbook),
+                    cleanup.timeout,
+                    not_aborted,
+                    Some(&log),
+                )
+                .await;
+                report.cleanup = Some(cleaned.result);
+            }
+            report.job_id = Some(run_dir.job_id.clone());
+            report.run_dir = Some(run_dir.path.clone());
             rundir::prune(&settings.runs_dir, &scenario.name, settings.keep_runs);
             report
         }
@@ -123,6 +137,8 @@ async fn run_process(
                 started_at,
                 output: cannot_start(command.as_std().get_program(), &error),
                 job_id: None,
+                run_dir: None,
+                cleanup: None,
             };
         }
     };
@@ -153,7 +169,16 @@ async fn run_process(
         Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
         _ => String::new(),
     };
-    Report { result, return_code, duration, started_at, output, job_id: None }
+    Report {
+        result,
+        return_code,
+        duration,
+        started_at,
+        output,
+        job_id: None,
+        run_dir: None,
+        cleanup: None,
+    }
 }
 
 /// Reads stdout and stderr as they come (both at once: a process blocked
@@ -266,6 +291,8 @@ async fn probe(
                 started_at,
                 output,
                 job_id: None,
+                run_dir: None,
+                cleanup: None,
             }
         }
         Err(error) if error.is_timeout() => Report {
@@ -275,6 +302,8 @@ async fn probe(
             started_at,
             output: error.to_string(),
             job_id: None,
+            run_dir: None,
+            cleanup: None,
         },
         Err(error) => Report {
             result: RunResult::Failed,
@@ -283,6 +312,8 @@ async fn probe(
             started_at,
             output: error.to_string(),
             job_id: None,
+            run_dir: None,
+            cleanup: None,
         },
     }
 }

@@ -271,6 +271,15 @@ pub struct Scenario {
     pub runner: Runner,
 }
 
+/// A scenario's cleanup playbook, run with the job id of the run it cleans up after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cleanup {
+    /// Playbook path relative to `scenarios/`.
+    pub playbook: String,
+    /// Kill it after this long.
+    pub timeout: Duration,
+}
+
 /// Default scenario timeout.
 pub const DEFAULT_SCENARIO_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -285,6 +294,8 @@ pub enum Runner {
         cloud: Option<String>,
         /// `-e` variables.
         extra_vars: BTreeMap<String, String>,
+        /// Runs after a run that timed out or was aborted.
+        cleanup: Option<Cleanup>,
     },
     /// Built-in HTTP probe.
     Http {

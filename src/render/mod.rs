@@ -221,8 +221,17 @@ fn scenarios_context(state: &DesiredState, environment: &Environment) -> Vec<Val
                 "runner": scenario.runner.kind(),
             });
             let extra = match &scenario.runner {
-                Runner::Ansible { playbook, cloud, extra_vars } => {
-                    json!({ "playbook": playbook, "cloud": cloud, "extra_vars": extra_vars })
+                Runner::Ansible { playbook, cloud, extra_vars, cleanup } => {
+                    let mut value =
+                        json!({ "playbook": playbook, "cloud": cloud, "extra_vars": extra_vars });
+                    if let (Some(cleanup), Some(object)) = (cleanup, value.as_object_mut()) {
+                        object.insert("cleanup_playbook".into(), json!(cleanup.playbook));
+                        object.insert(
+                            "cleanup_timeout_seconds".into(),
+                            json!(cleanup.timeout.as_secs()),
+                        );
+                    }
+                    value
                 }
                 Runner::Http { url, method, expect_status } => {
                     json!({ "url": url, "method": method, "expect_status": expect_status })

@@ -30,6 +30,19 @@ pub struct AnsibleRunner {
     /// Extra variables passed with `-e`.
     #[serde(default)]
     pub extra_vars: BTreeMap<String, String>,
+    /// Run after a run killed at its timeout or stopped by apimon, so the
+    /// cloud resources that run created do not stay behind.
+    pub cleanup: Option<Cleanup>,
+}
+
+/// `ansible.cleanup:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cleanup {
+    /// Playbook path relative to `scenarios/`.
+    pub playbook: String,
+    /// Kill it after this long (`30s`, `5m`); default 5m.
+    pub timeout: Option<String>,
 }
 
 /// `http:` section of a scenario.

@@ -7,7 +7,7 @@ use super::checks::{is_http_url, names_list, parse_timeout};
 use super::Check;
 use crate::model::error::{Diagnostic, Location};
 use crate::model::load::{Document, RawRepository};
-use crate::model::{raw, Runner, Scenario, DEFAULT_SCENARIO_TIMEOUT};
+use crate::model::{raw, Cleanup, Runner, Scenario, DEFAULT_SCENARIO_TIMEOUT};
 
 pub(super) fn check(check: &mut Check, repo: &RawRepository) -> BTreeMap<String, Scenario> {
     let mut scenarios = BTreeMap::new();
@@ -64,6 +64,46 @@ fn playbook_problem(bytes: &[u8]) -> Option<crate::model::load::ParseProblem> {
     }
 }
 
+/// A playbook path (at `key`) that stays in scenarios/, exists and is YAML;
+/// returns it without a leading `./`.
+fn check_playbook(
+    check: &mut Check,
+    repo: &RawRepository,
+    doc: &Document<raw::Scenario>,
+    key: &str,
+    written: &str,
+) -> String {
+    let playbook = written.trim_start_matches("./").to_owned();
+    let escapes = playbook.split('/').any(|part| part == "..") || playbook.starts_with('/');
+    if escapes {
+        check.error(
+            doc,
+            key,
+            format!("playbook path `{written}` leaves scenarios/; expected a path relative to scenarios/"),
+        );
+    } else if !repo.scenario_files.contains_key(&playbook) {
+        let known = repo
+            .scenario_files
+            .keys()
+            .filter(|k| k.ends_with(".yaml") || k.ends_with(".yml"))
+            .map(String::as_str);
+        check.error(
+            doc,
+            key,
+            format!("playbook `scenarios/{playbook}` does not exist; {}", names_list(known)),
+        );
+    } else if let Some(problem) =
+        repo.scenario_files.get(&playbook).and_then(|bytes| playbook_problem(bytes))
+    {
+        check.problems.push(Diagnostic::new(
+            Location::at(format!("scenarios/{playbook}"), problem.line, problem.column),
+            "",
+            problem.message,
+        ));
+    }
+    playbook
+}
+
 /// How the scenario runs: a playbook that exists and is YAML, or an HTTP probe.
 fn check_runner(
     check: &mut Check,
@@ -73,37 +113,27 @@ fn check_runner(
 ) -> Option<Runner> {
     match (&raw_scenario.ansible, &raw_scenario.http) {
         (Some(ansible), None) => {
-            let playbook = ansible.playbook.trim_start_matches("./").to_owned();
-            let escapes = playbook.split('/').any(|part| part == "..") || playbook.starts_with('/');
-            if escapes {
-                check.error(doc, "ansible.playbook", format!("playbook path `{}` leaves scenarios/; expected a path relative to scenarios/", ansible.playbook));
-            } else if !repo.scenario_files.contains_key(&playbook) {
-                let known = repo
-                    .scenario_files
-                    .keys()
-                    .filter(|k| k.ends_with(".yaml") || k.ends_with(".yml"))
-                    .map(String::as_str);
-                check.error(
-                    doc,
-                    "ansible.playbook",
-                    format!(
-                        "playbook `scenarios/{playbook}` does not exist; {}",
-                        names_list(known)
-                    ),
-                );
-            } else if let Some(problem) =
-                repo.scenario_files.get(&playbook).and_then(|bytes| playbook_problem(bytes))
-            {
-                check.problems.push(Diagnostic::new(
-                    Location::at(format!("scenarios/{playbook}"), problem.line, problem.column),
-                    "",
-                    problem.message,
-                ));
-            }
+            let playbook = check_playbook(check, repo, doc, "ansible.playbook", &ansible.playbook);
+            let cleanup = ansible.cleanup.as_ref().and_then(|cleanup| {
+                let playbook =
+                    check_playbook(check, repo, doc, "ansible.cleanup.playbook", &cleanup.playbook);
+                let timeout = match &cleanup.timeout {
+                    None => Some(DEFAULT_SCENARIO_TIMEOUT),
+                    Some(text) => {
+                        let parsed = parse_timeout(text);
+                        if parsed.is_none() {
+                            check.error(doc, "ansible.cleanup.timeout", format!("invalid timeout `{text}`; expected a number with s, m or h, like 30s or 5m"));
+                        }
+                        parsed
+                    }
+                };
+                Some(Cleanup { playbook, timeout: timeout? })
+            });
             Some(Runner::Ansible {
                 playbook,
                 cloud: ansible.cloud.clone(),
                 extra_vars: ansible.extra_vars.clone(),
+                cleanup,
             })
         }
         (None, Some(http)) => {

@@ -1,4 +1,5 @@
-//! Serving the daemon's HTTP endpoint without letting clients starve it:
+//! Serving a loopback HTTP endpoint (the daemon's, the executor's) without
+//! letting clients starve it:
 //! a connection must send its request head within [`HEADER_TIMEOUT`],
 //! lives at most [`CONNECTION_TIMEOUT`], and past [`MAX_CONNECTIONS`] at
 //! once new ones are closed at once. Slow or half-sent requests therefore
@@ -11,8 +12,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-
-use super::DaemonError;
 
 /// Most connections served at once.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -29,10 +28,8 @@ pub async fn serve(
     listen: &str,
     app: axum::Router,
     shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| DaemonError::Listen { address: listen.to_owned(), source })?;
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
         loop {

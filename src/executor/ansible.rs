@@ -1,0 +1,196 @@
+//! How a playbook run is started: its environment (job id, run directory,
+//! clouds, the scenario tree's `ansible.cfg`), the callback plugin apimon
+//! ships, and openstacksdk's metrics pointed at the executor.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use super::config::RunnerSettings;
+use super::ingest::RunTags;
+use super::rundir::RunDir;
+
+/// The callback plugin (see docs/metrics.md): one point per task and host,
+/// one per playbook.
+pub const CALLBACK_PLUGIN: &str = include_str!("apimon_tasks.py");
+
+/// Its file name in [`RunnerSettings::plugins_dir`].
+const CALLBACK_FILE: &str = "apimon_tasks.py";
+
+/// The file in a run's directory where openstacksdk's metrics are configured.
+const METRICS_FILE: &str = "openstack-metrics.yaml";
+
+/// Writes the callback plugin unless it is there already, unchanged.
+///
+/// # Errors
+/// The directory or file cannot be written.
+pub fn ensure_callback_plugin(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join(CALLBACK_FILE);
+    if std::fs::read_to_string(&path).is_ok_and(|text| text == CALLBACK_PLUGIN) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    let temporary = dir.join(format!(".{CALLBACK_FILE}.tmp"));
+    std::fs::write(&temporary, CALLBACK_PLUGIN)?;
+    std::fs::rename(&temporary, &path)
+}
+
+/// The `callback_plugins` an `ansible.cfg` sets, made absolute against its
+/// directory (Ansible resolves a config file's relative paths there; passed
+/// in the environment they would be taken from the run's directory).
+pub fn configured_callback_paths(ansible_cfg: &Path) -> Vec<PathBuf> {
+    let Ok(text) = crate::fsutil::read_text_limited(ansible_cfg, crate::fsutil::MAX_CONFIG_BYTES)
+    else {
+        return Vec::new();
+    };
+    let base = ansible_cfg.parent().unwrap_or(Path::new("/"));
+    let mut in_defaults = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_defaults = line == "[defaults]";
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else { continue };
+        if in_defaults && key.trim() == "callback_plugins" {
+            return value
+                .split(':')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+                    match p.strip_prefix("~/") {
+                        Some(rest) => home.join(rest),
+                        None => base.join(p),
+                    }
+                })
+                .collect();
+        }
+    }
+    Vec::new()
+}
+
+/// Ansible's own default callback plugin paths (replaced, not extended,
+/// when `ANSIBLE_CALLBACK_PLUGINS` is set).
+fn default_callback_paths() -> Vec<PathBuf> {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    vec![
+        home.join(".ansible/plugins/callback"),
+        PathBuf::from("/usr/share/ansible/plugins/callback"),
+    ]
+}
+
+/// Writes the run's openstacksdk metrics configuration, merged by
+/// openstacksdk over the clouds file (`OS_CLIENT_SECURE_FILE`): InfluxDB
+/// writes to the executor, the run named in the database.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write_metrics_config(
+    run: &RunDir,
+    scenario: &str,
+    endpoint: SocketAddr,
+) -> std::io::Result<PathBuf> {
+    // `measurement` always set: openstacksdk 4.21+ otherwise writes to
+    // `None.<service>`. `timeout` at the top level: per-cloud values are
+    // turned into strings, which the InfluxDB client then refuses.
+    let config = serde_json::json!({
+        "clouds": {},
+        "metrics": {"influxdb": {
+            "host": endpoint.ip().to_string(),
+            "port": endpoint.port(),
+            "use_udp": false,
+            "database": RunTags::database(scenario, &run.job_id),
+            "measurement": "openstack_api",
+            "timeout": 2,
+        }}
+    });
+    let path = run.path.join(METRICS_FILE);
+    std::fs::write(&path, config.to_string())?;
+    Ok(path)
+}
+
+/// The `ansible-playbook` command of one run of `playbook` (the run's own
+/// or its cleanup), in its own process group.
+pub fn command(
+    settings: &RunnerSettings,
+    scenario: &str,
+    playbook: &str,
+    cloud: Option<&str>,
+    extra_vars: &std::collections::BTreeMap<String, String>,
+    run: &RunDir,
+    metrics_config: Option<&Path>,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(&settings.ansible_playbook);
+    command
+        .arg(settings.scenarios_dir.join(playbook))
+        .current_dir(&run.path)
+        .env("PWD", &run.path)
+        .env("TASK_EXECUTOR_JOB_ID", &run.job_id)
+        .env("APIMON_JOB_ID", &run.job_id)
+        .env("APIMON_SCENARIO", scenario)
+        .env("APIMON_RUN_DIR", &run.path)
+        .env("OS_CLIENT_CONFIG_FILE", &settings.clouds_file)
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(cloud) = cloud {
+        command.env("OS_CLOUD", cloud);
+    }
+    if let Some(path) = metrics_config {
+        command.env("OS_CLIENT_SECURE_FILE", path);
+    }
+    if !extra_vars.is_empty() {
+        command.arg("-e").arg(serde_json::to_string(extra_vars).unwrap_or_default());
+    }
+    // The scenario tree's own settings (roles_path, library, callbacks),
+    // its relative paths taken from the file's directory by Ansible.
+    let ansible_cfg = settings.scenarios_dir.join("ansible.cfg");
+    let mut callback_paths = vec![settings.plugins_dir()];
+    if ansible_cfg.is_file() {
+        command.env("ANSIBLE_CONFIG", &ansible_cfg);
+        callback_paths.extend(configured_callback_paths(&ansible_cfg));
+    }
+    callback_paths.extend(default_callback_paths());
+    if let Ok(joined) = std::env::join_paths(callback_paths) {
+        command.env("ANSIBLE_CALLBACK_PLUGINS", joined);
+    }
+    command
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trees_callback_plugins_are_kept_and_made_absolute() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cfg = dir.path().join("ansible.cfg");
+        std::fs::write(
+            &cfg,
+            "[ssh_connection]\ncallback_plugins = nope\n[defaults]\nroles_path = roles\ncallback_plugins = plugins/callback:/opt/cb\n",
+        )
+        .expect("write");
+        assert_eq!(
+            configured_callback_paths(&cfg),
+            vec![dir.path().join("plugins/callback"), PathBuf::from("/opt/cb")]
+        );
+        std::fs::write(&cfg, "[defaults]\nroles_path = roles\n").expect("write");
+        assert!(configured_callback_paths(&cfg).is_empty());
+    }
+
+    #[test]
+    fn the_plugin_is_written_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        ensure_callback_plugin(dir.path()).expect("write");
+        let path = dir.path().join(CALLBACK_FILE);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), CALLBACK_PLUGIN);
+        let before = std::fs::metadata(&path).and_then(|m| m.modified()).expect("mtime");
+        ensure_callback_plugin(dir.path()).expect("again");
+        assert_eq!(std::fs::metadata(&path).and_then(|m| m.modified()).expect("mtime"), before);
+    }
+}
