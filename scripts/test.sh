@@ -39,13 +39,34 @@ fi
 
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 
-# ansible-core from PyPI, in a virtualenv under target/ (ignored by git),
-# for the executor's tests that run real playbooks.
+# ansible-core, openstacksdk (with the InfluxDB client its metrics
+# reporting needs) from PyPI, in a virtualenv under target/ (ignored by
+# git), for the executor's tests that run real playbooks against the
+# OpenStack control plane. openstacksdk below 4.15: the openstack.cloud
+# collection (2.5) reads `openstack.version`, which later releases no
+# longer import.
 ANSIBLE_VENV="$PWD/target/ansible-venv"
-if [ ! -x "$ANSIBLE_VENV/bin/ansible-playbook" ]; then
-  log "installing ansible-core into $ANSIBLE_VENV"
-  python3 -m venv "$ANSIBLE_VENV"
-  "$ANSIBLE_VENV/bin/pip" install -q 'ansible-core>=2.17,<2.20'
+PY_PACKAGES=('ansible-core>=2.17,<2.20' 'openstacksdk>=4.10,<4.15' 'influxdb==5.3.2')
+if [ ! -x "$ANSIBLE_VENV/bin/ansible-playbook" ] \
+  || ! "$ANSIBLE_VENV/bin/python" -c 'import openstack, influxdb' 2>/dev/null; then
+  log "installing ${PY_PACKAGES[*]} into $ANSIBLE_VENV"
+  [ -x "$ANSIBLE_VENV/bin/pip" ] || python3 -m venv "$ANSIBLE_VENV"
+  "$ANSIBLE_VENV/bin/pip" install -q "${PY_PACKAGES[@]}"
+fi
+# The openstack.cloud collection (Galaxy is not reachable here): taken out
+# of the `ansible` package on PyPI, which bundles it.
+COLLECTIONS="$PWD/target/ansible-collections"
+if [ ! -f "$COLLECTIONS/ansible_collections/openstack/cloud/MANIFEST.json" ]; then
+  log "extracting the openstack.cloud collection from PyPI's ansible package into $COLLECTIONS"
+  wheels="$(mktemp -d)"
+  "$ANSIBLE_VENV/bin/pip" download -q --no-deps 'ansible>=12,<13' -d "$wheels"
+  "$ANSIBLE_VENV/bin/python" - "$wheels"/ansible-*.whl "$COLLECTIONS" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    members = [m for m in wheel.namelist() if m.startswith("ansible_collections/openstack/cloud/")]
+    wheel.extractall(sys.argv[2], members)
+PY
+  rm -rf "$wheels"
 fi
 export PATH="$ANSIBLE_VENV/bin:$PATH"
 

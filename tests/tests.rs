@@ -8,6 +8,7 @@ mod daemon;
 mod daemon_safety;
 mod examples;
 mod executor;
+mod executor_cloud;
 mod faults;
 mod grafana;
 mod host;

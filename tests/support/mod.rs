@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod executor;
 pub mod git;
 pub mod git_http;
 pub mod grafana;

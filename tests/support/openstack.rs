@@ -130,6 +130,18 @@ impl Api {
             .collect()
     }
 
+    /// The networks whose name starts with `prefix`.
+    pub async fn networks(&self, prefix: &str) -> Vec<Value> {
+        let body = self.get(&format!("{NEUTRON}/networks")).await;
+        body["networks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| n["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+            .collect()
+    }
+
     /// The server called `name`; panics unless exactly one exists.
     pub async fn server(&self, name: &str) -> Value {
         let matching: Vec<Value> =

@@ -1,0 +1,332 @@
+//! `apimon executor` measuring a REAL OpenStack control plane: playbooks
+//! written with the `openstack.cloud` collection and openstacksdk (from
+//! PyPI), run by real `ansible-playbook`, their API requests, tasks and
+//! runs read back from a REAL InfluxDB.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use apimon::executor::results::RunResult;
+use apimon::executor::Control;
+use serde_json::Value;
+
+use crate::support::executor::{
+    ansible_playbook, ansible_scenario, count, influx, start, Config, ADMIN,
+};
+use crate::support::in_ci;
+use crate::support::influxdb::InfluxServer;
+use crate::support::openstack::TestCloud;
+
+/// The suite's `openstack.cloud` collection and an Ansible whose Python
+/// has openstacksdk and the InfluxDB client (scripts/test.sh installs
+/// both), or `None` (skip) outside CI.
+fn cloud_ansible() -> Option<(PathBuf, PathBuf)> {
+    let ansible = ansible_playbook()?;
+    let collections = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ansible-collections");
+    let python = ansible.with_file_name("python3");
+    let has_sdk = std::process::Command::new(&python)
+        .args(["-c", "import openstack, influxdb"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let has_collection =
+        collections.join("ansible_collections/openstack/cloud/MANIFEST.json").is_file();
+    if !(has_sdk && has_collection) {
+        let message = format!(
+            "no openstacksdk beside {} or no openstack.cloud collection in {}: run scripts/test.sh",
+            ansible.display(),
+            collections.display()
+        );
+        assert!(!in_ci(), "{message}: in CI a missing dependency is a failure");
+        eprintln!("SKIPPED: {message}");
+        return None;
+    }
+    Some((ansible, collections))
+}
+
+/// The test cloud's clouds.yaml plus a cloud `wrong` with a bad password.
+fn clouds_with_a_wrong_one(cloud: &TestCloud) -> String {
+    let text = std::fs::read_to_string(&cloud.clouds_file).expect("clouds.yaml");
+    let (_, entries) = text.split_once("clouds:\n").expect("a clouds: mapping");
+    let wrong = entries.replacen("apimon-test:", "wrong:", 1).replacen(
+        "password: apimon",
+        "password: not-the-password",
+        1,
+    );
+    assert!(wrong.contains("not-the-password"), "{text}");
+    format!("{text}{wrong}")
+}
+
+/// The scenario tree of these tests: the collection through ansible.cfg.
+fn scenario_tree(config: &Config, collections: &Path, clouds: &str) {
+    let root = config.dir.path();
+    std::fs::write(
+        root.join("scenarios/ansible.cfg"),
+        format!("[defaults]\ncollections_path = {}\n", collections.display()),
+    )
+    .expect("ansible.cfg");
+    std::fs::write(root.join("clouds.yaml"), clouds).expect("clouds.yaml");
+}
+
+/// Rows of an InfluxQL query on `apimon`: tags and columns in one object.
+async fn rows(server: &InfluxServer, q: &str) -> Vec<serde_json::Map<String, Value>> {
+    let (status, body) = server.query_in(Some(ADMIN), "apimon", q).await;
+    assert_eq!(status, 200, "{q}: {body}");
+    let mut out = Vec::new();
+    for series in body["results"][0]["series"].as_array().cloned().unwrap_or_default() {
+        let columns: Vec<String> = series["columns"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        for values in series["values"].as_array().cloned().unwrap_or_default() {
+            let mut row = series["tags"].as_object().cloned().unwrap_or_default();
+            for (column, value) in
+                columns.iter().zip(values.as_array().cloned().unwrap_or_default())
+            {
+                row.insert(column.clone(), value);
+            }
+            out.push(row);
+        }
+    }
+    out
+}
+
+/// Waits until `q` returns at least `n` rows.
+async fn wait_rows(
+    server: &InfluxServer,
+    q: &str,
+    n: usize,
+) -> Vec<serde_json::Map<String, Value>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let found = rows(server, q).await;
+        if found.len() >= n {
+            return found;
+        }
+        assert!(std::time::Instant::now() < deadline, "{q}: {found:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn tag<'a>(row: &'a serde_json::Map<String, Value>, key: &str) -> &'a str {
+    row.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+const KNOWN: &str = r#"- hosts: localhost
+  gather_facts: false
+  vars:
+    network: "apimon-measured-{{ lookup('env', 'TASK_EXECUTOR_JOB_ID') }}"
+  tasks:
+    - name: List networks
+      openstack.cloud.networks_info:
+      tags: ["metric=list_networks", "az=nova", "service=network"]
+    - name: Create a network
+      openstack.cloud.network:
+        name: "{{ network }}"
+      tags: ["metric=create_network"]
+    - name: Delete the network
+      openstack.cloud.network:
+        name: "{{ network }}"
+        state: absent
+    - name: Stop a server that does not exist
+      openstack.cloud.server_action:
+        server: apimon-no-such-server
+        action: stop
+      ignore_errors: true
+    - name: Wrong credentials
+      openstack.cloud.networks_info:
+        cloud: wrong
+      ignore_errors: true
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_and_task_of_a_real_scenario_reaches_influxdb_even_across_an_outage() {
+    let Some(cloud) = TestCloud::get() else { return };
+    let Some((ansible, collections)) = cloud_ansible() else { return };
+    let Some(mut server) = influx().await else { return };
+    let config = Config::new();
+    scenario_tree(&config, &collections, &clouds_with_a_wrong_one(&cloud));
+    std::fs::write(config.dir.path().join("scenarios/known.yaml"), KNOWN).expect("playbook");
+    let mut scenario = ansible_scenario("known", "* * * * * *", "known.yaml", 300);
+    scenario["cloud"] = "apimon-test".into();
+    config.write(&server.url(), &ansible, &[scenario]);
+    // InfluxDB is down while the scenario runs: everything waits on disk.
+    server.stop();
+    let mut running = start(&config);
+    running.until("a finished run", |r| r.iter().any(|r| r.result != RunResult::Skipped)).await;
+    let run = running.seen.iter().find(|r| r.result != RunResult::Skipped).cloned().expect("run");
+    // The failures were ignored: Ansible, and so the run, passed.
+    assert_eq!(run.result, RunResult::Passed, "{run:?}");
+    let job = run.job_id.clone().expect("job id");
+    let buffer = std::fs::read_to_string(config.dir.path().join("buffer/pending.lp"))
+        .expect("points buffered while InfluxDB is down");
+    assert!(buffer.contains("openstack_api.network,") && buffer.contains(&job));
+    let health = reqwest::get(format!("http://127.0.0.1:{}/metrics", config.ingest_port))
+        .await
+        .expect("/metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        health.contains("apimon_executor_runs_total{scenario=\"known\",result=\"passed\"}")
+            && !health.contains("apimon_executor_points_buffered 0\n"),
+        "{health}"
+    );
+    server.restart().await;
+
+    // Every API request of the run, with openstacksdk's names and the run's tags.
+    let requests = wait_rows(
+        &server,
+        &format!("SELECT \"duration\", status_code_val FROM /^openstack_api\\./ WHERE job_id = '{job}' GROUP BY *"),
+        4,
+    )
+    .await;
+    let has = |service: &str, method: &str, name: &str, status: &str| {
+        requests.iter().any(|r| {
+            tag(r, "service_type") == service
+                && tag(r, "method") == method
+                && tag(r, "name") == name
+                && tag(r, "status_code") == status
+                && tag(r, "scenario") == "known"
+                && tag(r, "environment") == "test"
+                && r["duration"].as_i64().is_some()
+        })
+    };
+    assert!(has("network", "GET", "networks", "200"), "{requests:#?}");
+    assert!(has("network", "POST", "networks", "201"), "{requests:#?}");
+    assert!(has("network", "DELETE", "network", "204"), "{requests:#?}");
+    assert!(has("compute", "GET", "server", "404"), "the 4xx request is recorded: {requests:#?}");
+    assert!(
+        requests.iter().any(|r| tag(r, "method") == "POST" && r["duration"].as_i64() > Some(0)),
+        "{requests:#?}"
+    );
+    // A request carries the tags of the task it belongs to.
+    assert!(
+        requests.iter().any(|r| tag(r, "name") == "networks"
+            && tag(r, "method") == "GET"
+            && tag(r, "az") == "nova"
+            && tag(r, "metric") == "list_networks"),
+        "{requests:#?}"
+    );
+
+    // Every task, ignored failures as such.
+    let tasks = wait_rows(
+        &server,
+        &format!("SELECT duration_ms, message FROM apimon_task WHERE job_id = '{job}' GROUP BY *"),
+        5,
+    )
+    .await;
+    let state = |task: &str| {
+        tasks.iter().find(|t| tag(t, "task") == task).map(|t| tag(t, "state").to_owned())
+    };
+    assert_eq!(state("List networks").as_deref(), Some("ok"), "{tasks:#?}");
+    assert_eq!(state("Create a network").as_deref(), Some("changed"), "{tasks:#?}");
+    assert_eq!(state("Stop a server that does not exist").as_deref(), Some("failed_ignored"));
+    assert_eq!(state("Wrong credentials").as_deref(), Some("failed_ignored"), "{tasks:#?}");
+    let wrong = tasks.iter().find(|t| tag(t, "task") == "Wrong credentials").expect("task");
+    assert!(wrong["message"].as_str().is_some_and(|m| m.contains("401")), "{wrong:?}");
+    let listed = tasks.iter().find(|t| tag(t, "task") == "List networks").expect("task");
+    assert_eq!(
+        (tag(listed, "az"), tag(listed, "metric"), tag(listed, "service")),
+        ("nova", "list_networks", "network")
+    );
+    let summary = wait_rows(
+        &server,
+        &format!(
+            "SELECT ignored, failed, ok FROM apimon_playbook WHERE job_id = '{job}' GROUP BY *"
+        ),
+        1,
+    )
+    .await;
+    assert_eq!(summary[0]["ignored"].as_i64(), Some(2), "{summary:?}");
+    assert_eq!(summary[0]["failed"].as_i64(), Some(0), "{summary:?}");
+    wait_rows(&server, "SELECT buffered FROM apimon_executor WHERE environment = 'test'", 1).await;
+    let (_, records) = running.stop().await;
+    assert!(count(&records, "known", RunResult::Failed) == 0, "{records:?}");
+    crate::support::executor::dashboard_queries_return_rows(
+        &server,
+        &["examples-repo/dashboards/apimon/api.json"],
+        &[("$scenario", "known"), ("$service", "network")],
+    )
+    .await;
+    let left = cloud.api().await.networks("apimon-measured-").await;
+    assert!(left.is_empty(), "{left:?}");
+}
+
+const LEAKY: &str = r#"- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Create a network
+      openstack.cloud.network:
+        name: "apimon-leak-{{ lookup('env', 'TASK_EXECUTOR_JOB_ID') }}"
+    - name: Hang
+      ansible.builtin.command: sleep 3004
+"#;
+
+const CLEANUP: &str = r#"- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Delete what the run created
+      openstack.cloud.network:
+        name: "apimon-leak-{{ lookup('env', 'TASK_EXECUTOR_JOB_ID') }}"
+        state: absent
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_at_its_timeout_or_by_a_stop_runs_its_cleanup_and_leaves_nothing_behind() {
+    let Some(cloud) = TestCloud::get() else { return };
+    let Some((ansible, collections)) = cloud_ansible() else { return };
+    let Some(server) = influx().await else { return };
+    let config = Config::new();
+    let clouds = std::fs::read_to_string(&cloud.clouds_file).expect("clouds.yaml");
+    scenario_tree(&config, &collections, &clouds);
+    std::fs::write(config.dir.path().join("scenarios/leaky.yaml"), LEAKY).expect("playbook");
+    std::fs::write(config.dir.path().join("scenarios/cleanup.yaml"), CLEANUP).expect("playbook");
+    // Long enough to create the network, even on a loaded machine.
+    let mut scenario = ansible_scenario("leaky", "*/2 * * * * *", "leaky.yaml", 45);
+    scenario["cloud"] = "apimon-test".into();
+    scenario["cleanup_playbook"] = "cleanup.yaml".into();
+    scenario["cleanup_timeout_seconds"] = 120.into();
+    config.write(&server.url(), &ansible, &[scenario]);
+    let api = cloud.api().await;
+    let mut running = start(&config);
+    running.until("a timeout", |r| count(r, "leaky", RunResult::Timeout) > 0).await;
+    let timed_out =
+        running.seen.iter().find(|r| r.result == RunResult::Timeout).cloned().expect("timeout");
+    assert_eq!(timed_out.cleanup, Some(RunResult::Passed), "{timed_out:?}");
+    let job = timed_out.job_id.clone().expect("job id");
+    // The run did create its network (its task point says so) ...
+    let created = wait_rows(
+        &server,
+        &format!("SELECT duration_ms FROM apimon_task WHERE job_id = '{job}' AND task = 'Create a network' AND state = 'changed'"),
+        1,
+    )
+    .await;
+    assert_eq!(created.len(), 1);
+    // ... and the cleanup removed it.
+    let name = format!("apimon-leak-{job}");
+    assert!(api.networks(&name).await.is_empty(), "{name} left behind");
+    let point = wait_rows(
+        &server,
+        &format!(
+            "SELECT cleanup FROM apimon_scenario WHERE job_id = '{job}' AND result = 'timeout'"
+        ),
+        1,
+    )
+    .await;
+    assert_eq!(point[0]["cleanup"].as_str(), Some("passed"), "{point:?}");
+
+    // The next run is stopped by apimon once its network exists: aborted, cleaned up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while api.networks("apimon-leak-").await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the next run never created its network");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    running.controls.send(Control::Shutdown).expect("running");
+    let (_, records) = running.stop().await;
+    let aborted: Vec<_> = records.iter().filter(|r| r.result == RunResult::Aborted).collect();
+    assert_eq!(aborted.len(), 1, "{records:?}");
+    assert_eq!(aborted[0].cleanup, Some(RunResult::Passed), "{records:?}");
+    assert!(records.iter().all(|r| r.result != RunResult::Failed), "{records:?}");
+    let left = api.networks("apimon-leak-").await;
+    assert!(left.is_empty(), "a killed run left its network behind: {left:?}");
+}
