@@ -18,7 +18,7 @@ async fn main() {
         .collect();
     // Results go to a closed port: buffered on disk, as while telegraf is down.
     let config = format!(
-        "environment: bench\nresults: {{url: 'http://127.0.0.1:9/write', database: apimon, buffer_dir: '{root}/buffer'}}\nscenarios_dir: {root}\nclouds_file: {root}/clouds.yaml\nansible_playbook: /bin/true\nconcurrency: 10\nscenarios: {}\n",
+        "environment: bench\nresults: {{url: 'http://127.0.0.1:9/write', database: apimon, buffer_dir: '{root}/buffer'}}\nscenarios_dir: {root}\nclouds_file: {root}/clouds.yaml\nansible_playbook: /bin/true\nconcurrency: 10\ningest_listen: null\nscenarios: {}\n",
         serde_json::Value::Array(scenarios)
     );
     let path = dir.path().join("executor.yaml");

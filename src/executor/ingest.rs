@@ -143,7 +143,10 @@ impl Ingest {
             if let Some(service) = parsed.measurement.strip_prefix("openstack_api.") {
                 tags.push(("service_type", service));
             }
-            writer.write_line(parsed.render(&tags, precision, now_ns));
+            // Lines without a timestamp get distinct ones: InfluxDB keeps one
+            // point per series and timestamp, so equal ones would collapse.
+            let arrived = now_ns.saturating_add(accepted.lines as i64);
+            writer.write_line(parsed.render(&tags, precision, arrived));
             accepted.lines += 1;
         }
         let health = &self.health;
@@ -259,19 +262,20 @@ mod tests {
         let (ingest, dir) = ingest();
         let run = RunTags { job_id: "j1", scenario: Some("token"), task: Vec::new() };
         let accepted = ingest.accept(
-            "openstack_api.identity,method=POST,name=tokens,status_code=400 duration=7i\n\nbroken\napimon_task,state=ok duration_ms=1i 5\n",
+            "openstack_api.identity,method=POST,name=tokens,status_code=400 duration=7i\n\nbroken\napimon_task,state=ok duration_ms=1i 5\nopenstack_api.identity,method=POST,name=tokens,status_code=400 duration=8i\n",
             Some(&run),
             Precision::Nanoseconds,
             99,
         );
-        assert_eq!(accepted.lines, 2);
+        assert_eq!(accepted.lines, 3);
         assert_eq!(accepted.first_error, Some((3, "missing fields".to_owned())));
         let writer = ingest.writer().expect("writer");
         writer.stop().await;
         let buffered = std::fs::read_to_string(dir.path().join("pending.lp")).expect("buffer");
         assert_eq!(
             buffered,
-            "openstack_api.identity,environment=outside,job_id=j1,method=POST,name=tokens,scenario=token,service_type=identity,status_code=400 duration=7i 99\napimon_task,environment=outside,job_id=j1,scenario=token,state=ok duration_ms=1i 5\n"
+            "openstack_api.identity,environment=outside,job_id=j1,method=POST,name=tokens,scenario=token,service_type=identity,status_code=400 duration=7i 99\napimon_task,environment=outside,job_id=j1,scenario=token,state=ok duration_ms=1i 5\nopenstack_api.identity,environment=outside,job_id=j1,method=POST,name=tokens,scenario=token,service_type=identity,status_code=400 duration=8i 101\n",
+            "two points of one series without a timestamp stay two points"
         );
     }
 }

@@ -211,18 +211,20 @@ pub fn spawn(target: ResultsTarget, retry_every: Duration, counters: Arc<Counter
             };
             match command {
                 Some(Command::Point(line)) => {
-                    buffer.push(line, &task_counters);
-                    // Whatever else is queued already goes in the same request.
+                    // Whatever else is queued already goes to disk in one
+                    // write and to the target in the same request.
+                    let mut lines = vec![line];
                     let mut stop = None;
                     while let Ok(command) = receiver.try_recv() {
                         match command {
-                            Command::Point(line) => buffer.push(line, &task_counters),
+                            Command::Point(line) => lines.push(line),
                             Command::Stop(done) => {
                                 stop = Some(done);
                                 break;
                             }
                         }
                     }
+                    buffer.push(lines, &task_counters);
                     buffer.flush(&http, &target, &task_counters, &mut down).await;
                     if let Some(done) = stop {
                         let _ = done.send(());
@@ -280,8 +282,13 @@ impl Buffer {
         counters.oldest_ns.store(oldest, Ordering::Relaxed);
     }
 
-    fn push(&mut self, line: String, counters: &Counters) {
-        self.lines.push_back(line.clone());
+    fn push(&mut self, lines: Vec<String>, counters: &Counters) {
+        let mut text = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        for line in &lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        self.lines.extend(lines);
         if self.lines.len() > self.max {
             // A tenth at once, so a long outage does not rewrite the file per point.
             let excess = (self.lines.len() - self.max + self.max / 10).min(self.lines.len());
@@ -299,9 +306,9 @@ impl Buffer {
             .create(true)
             .append(true)
             .open(&self.path)
-            .and_then(|mut file| writeln!(file, "{line}"));
+            .and_then(|mut file| file.write_all(text.as_bytes()));
         if let Err(error) = appended {
-            tracing::warn!(file = %self.path.display(), %error, "Cannot append to the results buffer; the point is kept in memory.");
+            tracing::warn!(file = %self.path.display(), %error, "Cannot append to the results buffer; the points are kept in memory.");
         }
     }
 
@@ -327,6 +334,10 @@ impl Buffer {
         counters: &Counters,
         down: &mut bool,
     ) {
+        // The file is rewritten once, after the loop: a crash in between
+        // sends a batch again, which InfluxDB stores once (same series,
+        // same timestamps).
+        let mut sent = false;
         while !self.lines.is_empty() {
             let count = self.lines.len().min(BATCH);
             let body: String = self.lines.iter().take(count).map(|l| format!("{l}\n")).collect();
@@ -345,7 +356,7 @@ impl Buffer {
                         tracing::info!(url = %target.url, "Results target is back; buffered points sent.");
                         *down = false;
                     }
-                    self.rewrite();
+                    sent = true;
                 }
                 Ok(response) if response.status().as_u16() == 400 => {
                     // A malformed batch would block every later point forever.
@@ -353,7 +364,7 @@ impl Buffer {
                     tracing::error!(url = %target.url, points = count, error = %text, "Results target rejected points as malformed; dropped them.");
                     self.lines.drain(..count);
                     counters.dropped.fetch_add(count as u64, Ordering::Relaxed);
-                    self.rewrite();
+                    sent = true;
                 }
                 Ok(response) => {
                     if !*down {
@@ -370,6 +381,9 @@ impl Buffer {
                     break;
                 }
             }
+        }
+        if sent {
+            self.rewrite();
         }
         self.gauges(counters);
     }
