@@ -3,7 +3,7 @@
 //! PyPI), run by real `ansible-playbook`, their API requests, tasks and
 //! runs read back from a REAL InfluxDB.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use apimon::executor::results::RunResult;
@@ -11,37 +11,10 @@ use apimon::executor::Control;
 use serde_json::Value;
 
 use crate::support::executor::{
-    ansible_playbook, ansible_scenario, count, influx, start, Config, ADMIN,
+    ansible_scenario, cloud_ansible, count, influx, start, Config, ADMIN,
 };
-use crate::support::in_ci;
 use crate::support::influxdb::InfluxServer;
 use crate::support::openstack::TestCloud;
-
-/// The suite's `openstack.cloud` collection and an Ansible whose Python
-/// has openstacksdk and the InfluxDB client (scripts/test.sh installs
-/// both), or `None` (skip) outside CI.
-fn cloud_ansible() -> Option<(PathBuf, PathBuf)> {
-    let ansible = ansible_playbook()?;
-    let collections = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ansible-collections");
-    let python = ansible.with_file_name("python3");
-    let has_sdk = std::process::Command::new(&python)
-        .args(["-c", "import openstack, influxdb"])
-        .status()
-        .is_ok_and(|s| s.success());
-    let has_collection =
-        collections.join("ansible_collections/openstack/cloud/MANIFEST.json").is_file();
-    if !(has_sdk && has_collection) {
-        let message = format!(
-            "no openstacksdk beside {} or no openstack.cloud collection in {}: run scripts/test.sh",
-            ansible.display(),
-            collections.display()
-        );
-        assert!(!in_ci(), "{message}: in CI a missing dependency is a failure");
-        eprintln!("SKIPPED: {message}");
-        return None;
-    }
-    Some((ansible, collections))
-}
 
 /// The test cloud's clouds.yaml plus a cloud `wrong` with a bad password.
 fn clouds_with_a_wrong_one(cloud: &TestCloud) -> String {

@@ -15,3 +15,4 @@ mod host;
 mod influxdb;
 mod openstack;
 mod plan;
+mod runtime;

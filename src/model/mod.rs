@@ -47,6 +47,8 @@ pub struct DesiredState {
     pub dashboards: BTreeMap<String, Dashboard>,
     /// Template overrides by template name.
     pub templates: BTreeMap<String, TemplateOverride>,
+    /// The scenario runtime executors get, when declared.
+    pub runtime: Option<Runtime>,
     /// Every `{secret: NAME}` and where it is written.
     pub secret_uses: Vec<SecretUse>,
 }
@@ -269,6 +271,31 @@ pub struct Scenario {
     pub timeout: Duration,
     /// How it runs.
     pub runner: Runner,
+}
+
+/// The scenario runtime: one Python environment with these packages and
+/// collections, identified by a hash of all of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runtime {
+    /// 16 hex digits over everything below: the directory name on the host.
+    pub id: String,
+    /// pip requirements.
+    pub python: Vec<String>,
+    /// Collection archives.
+    pub collections: Vec<CollectionArchive>,
+    /// pip's index, when not the default.
+    pub index_url: Option<String>,
+}
+
+/// An Ansible collection archive from the repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionArchive {
+    /// Path in the repository (`runtime/collections/x.tar.gz`).
+    pub path: String,
+    /// Hex sha256 of the content.
+    pub sha256: String,
+    /// The archive.
+    pub content: std::sync::Arc<Vec<u8>>,
 }
 
 /// A scenario's cleanup playbook, run with the job id of the run it cleans up after.

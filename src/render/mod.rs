@@ -204,6 +204,10 @@ fn context(
         },
         "monitored_clouds": monitored_clouds,
         "scenarios": scenarios,
+        "runtime": state.runtime.as_ref().map(|runtime| json!({
+            "id": runtime.id,
+            "ansible_playbook": crate::providers::host::runtime::ANSIBLE_PLAYBOOK,
+        })),
     })
 }
 

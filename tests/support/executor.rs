@@ -253,3 +253,29 @@ pub async fn dashboard_queries_return_rows(
         assert!(has_rows, "no data for a dashboard query: {query}");
     }
 }
+
+/// The suite's `openstack.cloud` collection and an Ansible whose Python
+/// has openstacksdk and the InfluxDB client (scripts/test.sh installs
+/// both), or `None` (skip) outside CI.
+pub fn cloud_ansible() -> Option<(PathBuf, PathBuf)> {
+    let ansible = ansible_playbook()?;
+    let collections = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ansible-collections");
+    let python = ansible.with_file_name("python3");
+    let has_sdk = std::process::Command::new(&python)
+        .args(["-c", "import openstack, influxdb"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let has_collection =
+        collections.join("ansible_collections/openstack/cloud/MANIFEST.json").is_file();
+    if !(has_sdk && has_collection) {
+        let message = format!(
+            "no openstacksdk beside {} or no openstack.cloud collection in {}: run scripts/test.sh",
+            ansible.display(),
+            collections.display()
+        );
+        assert!(!super::in_ci(), "{message}: in CI a missing dependency is a failure");
+        eprintln!("SKIPPED: {message}");
+        return None;
+    }
+    Some((ansible, collections))
+}

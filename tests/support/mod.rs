@@ -12,6 +12,7 @@ pub mod executor;
 pub mod git;
 pub mod git_http;
 pub mod grafana;
+pub mod host;
 pub mod influxdb;
 pub mod openstack;
 pub mod sshd;

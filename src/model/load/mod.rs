@@ -107,6 +107,8 @@ pub struct RawRepository {
     pub scenario_files: BTreeMap<String, Vec<u8>>,
     /// dashboards/<folder>/*.json
     pub dashboards: Vec<RawDashboard>,
+    /// Files under runtime/ (collection archives), by path relative to the repository.
+    pub runtime_files: BTreeMap<String, Vec<u8>>,
     /// templates/<name> by file name.
     pub templates: BTreeMap<String, RawTemplate>,
 }
@@ -348,6 +350,12 @@ pub fn load(repo: &Path) -> Result<RawRepository, LoadError> {
     let scenarios = reader.scenarios();
     let scenario_files = reader.files.tree(Path::new("scenarios"));
     let dashboards = reader.dashboards();
+    let runtime_files = reader
+        .files
+        .tree(Path::new("runtime"))
+        .into_iter()
+        .map(|(path, bytes)| (format!("runtime/{path}"), bytes))
+        .collect();
     let templates = reader.templates();
     match root {
         Some(root) if reader.files.problems.is_empty() => Ok(RawRepository {
@@ -357,6 +365,7 @@ pub fn load(repo: &Path) -> Result<RawRepository, LoadError> {
             schedule,
             scenario_files,
             dashboards,
+            runtime_files,
             templates,
         }),
         _ => Err(LoadError::Invalid(super::error::Diagnostics::normalized(reader.files.problems))),

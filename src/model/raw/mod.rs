@@ -70,6 +70,23 @@ pub struct Root {
     pub defaults: Policy,
     /// Environments by name, e.g. `outside` and `inside`.
     pub environments: BTreeMap<String, Environment>,
+    /// What scenarios need on the executors: Python packages and Ansible
+    /// collections, installed as one versioned environment.
+    pub runtime: Option<Runtime>,
+}
+
+/// `runtime:` in apimon.yaml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    /// pip requirements, pinned (`ansible-core==2.17.7`).
+    #[serde(default)]
+    pub python: Vec<String>,
+    /// Collection archives kept in the repository, under `runtime/`.
+    #[serde(default)]
+    pub collections: Vec<String>,
+    /// The package index pip uses (a mirror); pip's default otherwise.
+    pub index_url: Option<String>,
 }
 
 /// Safety policies for changing an environment.

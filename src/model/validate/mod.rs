@@ -12,6 +12,7 @@ mod grafana;
 mod hosts;
 mod influxdb;
 mod networks;
+mod runtime;
 mod scenarios;
 mod schedule;
 
@@ -137,6 +138,7 @@ pub fn validate(repo: RawRepository) -> Result<DesiredState, Diagnostics> {
     let scenarios = scenarios::check(&mut check, &repo);
     schedule::check(&mut check, &repo, &scenarios, &mut environments);
     let dashboards = dashboards::check(&mut check, &repo, &environments);
+    let runtime = runtime::check(&mut check, &repo);
     let templates = repo
         .templates
         .iter()
@@ -155,6 +157,7 @@ pub fn validate(repo: RawRepository) -> Result<DesiredState, Diagnostics> {
         scenario_files: repo.scenario_files,
         dashboards,
         templates,
+        runtime,
         secret_uses: check.secret_uses,
     })
 }

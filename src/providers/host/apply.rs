@@ -63,6 +63,21 @@ pub(super) async fn apply(
                 .await
                 .map(drop)
         }
+        (_, Some(HostSpec::Account { host, name, home }), _) => {
+            let (name, home) = (quote(name), quote(home));
+            let command = format!(
+                "getent group {name} >/dev/null || groupadd --system {name}\n\
+                 getent passwd {name} >/dev/null || useradd --system --gid {name} --home-dir {home} --no-create-home --shell /usr/sbin/nologin {name}\n"
+            );
+            provider.run(host, &format!("creating account {name}"), &command, None).await.map(drop)
+        }
+        (Op::Delete, _, Some(HostSpec::Runtime { host, .. })) => {
+            super::runtime::remove(provider, host).await
+        }
+        (_, Some(HostSpec::Runtime { host, id, python, index_url, archives, .. }), _) => {
+            super::runtime::install(provider, host, id, python, index_url.as_deref(), archives)
+                .await
+        }
         (_, Some(HostSpec::Package { host, package }), _) => {
             let command = provider.settings.package_install.replace("{package}", &quote(package));
             provider

@@ -1,7 +1,9 @@
 //! Hosts over SSH: the files each role needs (rendered configuration,
 //! playbooks, and on the executor the apimon binary itself), the packages
-//! that must be installed, and the systemd units that must be enabled and
-//! running — restarted when a file they depend on changed.
+//! that must be installed, the system accounts services run as, the
+//! scenario runtime on executors (see [`runtime`]), and the systemd units
+//! that must be enabled and running — restarted when a file they depend on
+//! changed.
 //!
 //! File content never appears in a plan (it may hold secrets): files
 //! compare by sha256, mode and owner. A unit's restart is driven by a
@@ -11,6 +13,7 @@
 
 mod apply;
 mod observe;
+pub mod runtime;
 pub mod ssh;
 
 use std::collections::BTreeMap;
@@ -90,6 +93,31 @@ pub enum HostSpec {
         /// Package name.
         package: String,
     },
+    /// A system account (and its group) a service runs as.
+    Account {
+        /// Host name.
+        host: String,
+        /// User and group name.
+        name: String,
+        /// Home directory.
+        home: String,
+    },
+    /// The scenario runtime in service (see [`runtime`]).
+    Runtime {
+        /// Host name.
+        host: String,
+        /// The runtime's id (its directory); observed: the one in service.
+        id: String,
+        /// pip requirements.
+        python: Vec<String>,
+        /// Collection archives: repository path and sha256.
+        collections: Vec<String>,
+        /// pip's index, when not the default.
+        index_url: Option<String>,
+        /// The archives, uploaded on apply.
+        #[serde(skip)]
+        archives: Vec<(String, Arc<Vec<u8>>)>,
+    },
 }
 
 impl Spec for HostSpec {
@@ -138,7 +166,15 @@ impl Spec for HostSpec {
                     Comparison::Update(reasons)
                 }
             }
-            (HostSpec::Package { .. }, HostSpec::Package { .. }) => Comparison::Same,
+            (HostSpec::Package { .. }, HostSpec::Package { .. })
+            | (HostSpec::Account { .. }, HostSpec::Account { .. }) => Comparison::Same,
+            (HostSpec::Runtime { id, .. }, HostSpec::Runtime { id: have, .. }) => {
+                if id == have {
+                    Comparison::Same
+                } else {
+                    Comparison::Update(vec![format!("runtime {have} → {id}")])
+                }
+            }
             _ => Comparison::Replace("resource kind changed".to_owned()),
         }
     }
@@ -161,6 +197,22 @@ fn unit_id(env: &str, host: &str, unit: &str) -> ResourceId {
 
 fn package_id(env: &str, host: &str, package: &str) -> ResourceId {
     id(env, "package", format!("{host}:{package}"))
+}
+
+fn account_id(env: &str, host: &str, name: &str) -> ResourceId {
+    id(env, "account", format!("{host}:{name}"))
+}
+
+fn runtime_id(env: &str, host: &str) -> ResourceId {
+    id(env, "runtime", host)
+}
+
+/// System accounts each role's services run as: (name, home).
+pub fn accounts_for(role: Role) -> &'static [(&'static str, &'static str)] {
+    match role {
+        Role::Executor => &[("apimon", "/var/lib/apimon")],
+        Role::Influxdb | Role::Bastion | Role::Grafana => &[],
+    }
 }
 
 /// Packages each role needs on its host.
@@ -194,6 +246,7 @@ pub fn desired(
     env: &Environment,
     rendered: &Rendered,
     binary: Option<&(PathBuf, String)>,
+    runtime: Option<&crate::model::Runtime>,
 ) -> DesiredSet<HostSpec> {
     let mut set = DesiredSet::new();
     for host in rendered.hosts.values().filter(|h| h.env == env.name) {
@@ -232,6 +285,18 @@ pub fn desired(
                 files.push((file_id(&env.name, &host.host, BINARY_PATH), spec));
             }
         }
+        // Accounts first: files and units name them.
+        let mut account_ids = Vec::new();
+        for (name, home) in accounts_for(host.role) {
+            let account_id = account_id(&env.name, &host.host, name);
+            account_ids.push(account_id.clone());
+            let spec = HostSpec::Account {
+                host: host.host.clone(),
+                name: (*name).to_owned(),
+                home: (*home).to_owned(),
+            };
+            set.insert(account_id, DesiredItem::new(spec, vec![server.clone()]).on(server.clone()));
+        }
         let mut package_ids = Vec::new();
         for package in packages_for(host.role) {
             let package_id = package_id(&env.name, &host.host, package);
@@ -252,6 +317,7 @@ pub fn desired(
             let mut depends_on = vec![server.clone()];
             depends_on.extend(triggers.iter().map(|(id, _)| id.clone()));
             depends_on.extend(package_ids.iter().cloned());
+            depends_on.extend(account_ids.iter().cloned());
             let spec = HostSpec::Unit {
                 host: host.host.clone(),
                 unit: unit.clone(),
@@ -266,8 +332,49 @@ pub fn desired(
                 DesiredItem::new(spec, depends_on).on(server.clone()).triggered_by(triggered_by);
             set.insert(unit_id(&env.name, &host.host, unit), item);
         }
+        if let (Role::Executor, Some(runtime)) = (host.role, runtime) {
+            let spec = HostSpec::Runtime {
+                host: host.host.clone(),
+                id: runtime.id.clone(),
+                python: runtime.python.clone(),
+                collections: runtime
+                    .collections
+                    .iter()
+                    .map(|c| format!("{} ({})", c.path, &c.sha256[..12]))
+                    .collect(),
+                index_url: runtime.index_url.clone(),
+                archives: runtime
+                    .collections
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.path.rsplit('/').next().unwrap_or("collection.tar.gz").to_owned(),
+                            Arc::clone(&c.content),
+                        )
+                    })
+                    .collect(),
+            };
+            let mut depends_on = vec![server.clone()];
+            depends_on.extend(package_ids.iter().cloned());
+            set.insert(
+                runtime_id(&env.name, &host.host),
+                DesiredItem::new(spec, depends_on).on(server.clone()),
+            );
+        }
         for (file_id, spec) in files {
-            set.insert(file_id, DesiredItem::new(spec, vec![server.clone()]).on(server.clone()));
+            let mut depends_on = vec![server.clone()];
+            if let HostSpec::File { owner, group, .. } = &spec {
+                depends_on.extend(
+                    account_ids
+                        .iter()
+                        .filter(|id| {
+                            id.name.ends_with(&format!(":{owner}"))
+                                || id.name.ends_with(&format!(":{group}"))
+                        })
+                        .cloned(),
+                );
+            }
+            set.insert(file_id, DesiredItem::new(spec, depends_on).on(server.clone()));
         }
     }
     set
@@ -294,6 +401,8 @@ struct Managed {
     paths: Vec<String>,
     units: Vec<String>,
     packages: Vec<String>,
+    accounts: Vec<String>,
+    runtime: bool,
 }
 
 /// Host management failed.
@@ -395,6 +504,12 @@ impl HostProvider {
                 HostSpec::Package { host, package } => {
                     managed.entry(host.clone()).or_default().packages.push(package.clone())
                 }
+                HostSpec::Account { host, name, .. } => {
+                    managed.entry(host.clone()).or_default().accounts.push(name.clone())
+                }
+                HostSpec::Runtime { host, .. } => {
+                    managed.entry(host.clone()).or_default().runtime = true
+                }
             }
         }
         let settings = HostSettings {
@@ -458,7 +573,7 @@ impl HostProvider {
             status => {
                 let stderr = String::from_utf8_lossy(&output.stderr);
                 let tail: String =
-                    stderr.chars().rev().take(400).collect::<Vec<_>>().into_iter().rev().collect();
+                    stderr.chars().rev().take(1200).collect::<Vec<_>>().into_iter().rev().collect();
                 Err(HostError::Command {
                     host: host.to_owned(),
                     what: what.to_owned(),
@@ -487,7 +602,7 @@ impl Provider for HostProvider {
     type Error = HostError;
 
     fn desired(model: &Model<'_>, env: &Environment) -> DesiredSet<HostSpec> {
-        desired(env, model.rendered, model.executor_binary)
+        desired(env, model.rendered, model.executor_binary, model.state.runtime.as_ref())
     }
 
     fn connect(

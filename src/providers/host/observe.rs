@@ -1,6 +1,7 @@
 //! Reading a host: one command per host reports, for every managed file,
 //! its sha256, mode and owner; for every unit whether it is enabled and
-//! active; for every package whether it is installed.
+//! active; for every package whether it is installed; for every account
+//! whether it exists; and which scenario runtime is in service.
 
 use std::fmt::Write as _;
 
@@ -9,7 +10,10 @@ use crate::plan::{ObservedItem, ObservedSet};
 use crate::providers::Scope;
 
 use super::ssh::quote;
-use super::{file_id, package_id, unit_id, Content, HostError, HostProvider, HostSpec, Managed};
+use super::{
+    account_id, file_id, package_id, runtime_id, unit_id, Content, HostError, HostProvider,
+    HostSpec, Managed,
+};
 
 /// The shell script that reports on `managed`, one tab-separated line per item.
 fn script(provider: &HostProvider, managed: &Managed) -> String {
@@ -21,9 +25,11 @@ fn script(provider: &HostProvider, managed: &Managed) -> String {
         "R={}\n\
          f() {{ p=\"$R$1\"; if [ -f \"$p\" ]; then printf 'F\\t%s\\t%s\\t%s\\n' \"$1\" \"$(sha256sum < \"$p\" | cut -d' ' -f1)\" \"$(stat -c '%a %U %G' \"$p\")\"; else printf 'M\\t%s\\n' \"$1\"; fi; }}\n\
          u() {{ e=$({manager} is-enabled \"$1\" 2>/dev/null); a=$({manager} is-active \"$1\" 2>/dev/null); printf 'U\\t%s\\t%s\\t%s\\n' \"$1\" \"$e\" \"$a\"; }}\n\
-         p() {{ if {check}; then printf 'P\\t%s\\tyes\\n' \"$1\"; else printf 'P\\t%s\\tno\\n' \"$1\"; fi; }}\n",
+         p() {{ if {check}; then printf 'P\\t%s\\tyes\\n' \"$1\"; else printf 'P\\t%s\\tno\\n' \"$1\"; fi; }}\n\
+         a() {{ if getent passwd \"$1\" >/dev/null 2>&1; then printf 'A\\t%s\\n' \"$1\"; fi; }}\n",
         quote(&root)
     );
+    script.push_str(&super::runtime::observe_function(provider));
     for path in &managed.paths {
         let _ = writeln!(script, "f {}", quote(path));
     }
@@ -32,6 +38,12 @@ fn script(provider: &HostProvider, managed: &Managed) -> String {
     }
     for package in &managed.packages {
         let _ = writeln!(script, "p {}", quote(package));
+    }
+    for account in &managed.accounts {
+        let _ = writeln!(script, "a {}", quote(account));
+    }
+    if managed.runtime {
+        script.push_str("r\n");
     }
     script
 }
@@ -105,6 +117,31 @@ pub(super) async fn observe(
                         HostSpec::Package { host: host.clone(), package: (*package).to_owned() };
                     observed.insert(
                         package_id(env, host, package),
+                        ObservedItem { spec, owned: false, depends_on: vec![] },
+                    );
+                }
+                ["A", name] => {
+                    let spec = HostSpec::Account {
+                        host: host.clone(),
+                        name: (*name).to_owned(),
+                        home: String::new(),
+                    };
+                    observed.insert(
+                        account_id(env, host, name),
+                        ObservedItem { spec, owned: false, depends_on: vec![] },
+                    );
+                }
+                ["R", id] if *id != "-" => {
+                    let spec = HostSpec::Runtime {
+                        host: host.clone(),
+                        id: (*id).to_owned(),
+                        python: Vec::new(),
+                        collections: Vec::new(),
+                        index_url: None,
+                        archives: Vec::new(),
+                    };
+                    observed.insert(
+                        runtime_id(env, host),
                         ObservedItem { spec, owned: false, depends_on: vec![] },
                     );
                 }

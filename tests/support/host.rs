@@ -1,0 +1,216 @@
+//! The host provider's test world: an sshd as the bastion and one as the
+//! target host (through a relay the test can cut), stand-ins for systemctl
+//! and the package manager, and a repository whose hosts are reached there.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use apimon::apply::{ApplyOptions, Outcome};
+use apimon::machine::Machine;
+use apimon::model::secret::SecretStore;
+use apimon::model::Secrets;
+use apimon::plan::{Op, ProviderKind};
+use apimon::reconcile::Plan;
+use apimon::reconcile::{self, ReconcileError, Target};
+use apimon::state::{self, LockedStore};
+
+use super::influxdb::InfluxServer;
+use super::sshd::{current_user, Relay, SshServer, SshWorld};
+use super::{fixture_files_without_grafana, TestRepo};
+
+const FAKE_SYSTEMCTL: &str = r#"#!/bin/sh
+# Stand-in for systemctl on a test host without systemd: unit state in files.
+d="$(dirname "$0")/units"; mkdir -p "$d"; echo "$*" >> "$(dirname "$0")/systemctl.log"
+case "$1" in
+  daemon-reload) ;;
+  enable) touch "$d/$2.enabled" ;;
+  restart|start) touch "$d/$2.active"; n=$(cat "$d/$2.restarts" 2>/dev/null || echo 0); echo $((n+1)) > "$d/$2.restarts" ;;
+  is-enabled) if [ -e "$d/$2.enabled" ]; then echo enabled; else echo disabled; exit 1; fi ;;
+  is-active) if [ -e "$d/$2.active" ]; then echo active; else echo inactive; exit 3; fi ;;
+  *) echo "unsupported: $*" >&2; exit 2 ;;
+esac
+"#;
+
+const FAKE_PACKAGES: &str = r#"#!/bin/sh
+# Stand-in for dpkg/apt on a test host: installed packages are files.
+d="$(dirname "$0")/packages"; mkdir -p "$d"
+case "$1" in
+  check) [ -e "$d/$2" ] ;;
+  install) touch "$d/$2"; echo "$2" >> "$(dirname "$0")/packages.log" ;;
+esac
+"#;
+
+pub struct Setup {
+    pub influx: InfluxServer,
+    pub world: SshWorld,
+    pub bastion: SshServer,
+    pub target: SshServer,
+    pub relay: Relay,
+    pub root: tempfile::TempDir,
+    pub repo: TestRepo,
+    pub secrets_file: PathBuf,
+    pub state_dir: tempfile::TempDir,
+    pub known_hosts: PathBuf,
+    pub binary: PathBuf,
+}
+
+pub fn ensure_group(name: &str) {
+    let exists = || {
+        std::process::Command::new("getent")
+            .args(["group", name])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !exists() {
+        // Tests run in parallel: another one may create it first.
+        let _ = std::process::Command::new("groupadd")
+            .args(["--system", name])
+            .stderr(std::process::Stdio::null())
+            .status();
+        assert!(exists(), "cannot create group {name}");
+    }
+}
+
+impl Setup {
+    pub async fn new() -> Option<Self> {
+        let world = SshWorld::new()?;
+        let influx = InfluxServer::start().await?;
+        ensure_group("apimon");
+        ensure_group("telegraf");
+        let bastion = world.server("bastion");
+        let target = world.server("target");
+        let relay = Relay::start(&["127.0.0.20", "127.0.0.30"], target.port).await;
+        let root = tempfile::tempdir().expect("root");
+        let r = root.path().display().to_string();
+        for (name, script) in [("fake-systemctl", FAKE_SYSTEMCTL), ("fake-pkg", FAKE_PACKAGES)] {
+            let path = root.path().join(name);
+            std::fs::write(&path, script).expect("script");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        let repo = TestRepo::with_files(fixture_files_without_grafana());
+        repo.edit("apimon.yaml", "http://192.168.10.30:8086", &influx.url());
+        let ssh = format!(
+            "    ssh:\n      user: {user}\n      bastion_address: 127.0.0.1\n      bastion_port: {bastion}\n      host_port: {relay}\n      service_manager: {r}/fake-systemctl\n      root: {r}\n      package_check: '{r}/fake-pkg check {{package}}'\n      package_install: '{r}/fake-pkg install {{package}}'\n",
+            user = current_user(),
+            bastion = bastion.port,
+            relay = relay.port,
+        );
+        repo.edit(
+            "apimon.yaml",
+            "    location: outside\n",
+            &format!("    location: outside\n{ssh}"),
+        );
+        repo.edit("inventory/outside/networks.yaml", "cidr: 192.168.10.0/24", "cidr: 127.0.0.0/8");
+        for octet in ["10", "20", "30"] {
+            repo.edit(
+                "inventory/outside/hosts.yaml",
+                &format!("address: 192.168.10.{octet}"),
+                &format!("address: 127.0.0.{octet}"),
+            );
+        }
+        let known_hosts = world.known_hosts(&[
+            (format!("[127.0.0.1]:{}", bastion.port), &bastion),
+            (format!("[127.0.0.20]:{}", relay.port), &target),
+            (format!("[127.0.0.30]:{}", relay.port), &target),
+        ]);
+        let secrets = crate::support::outside_secrets();
+        let secrets_file = repo.secrets_file(&secrets, 0o600);
+        // A small stand-in for the apimon binary keeps uploads quick.
+        let binary = world.dir.path().join("apimon-binary");
+        std::fs::write(&binary, b"#!/bin/sh\necho apimon stand-in\n").expect("binary");
+        Some(Self {
+            influx,
+            world,
+            bastion,
+            target,
+            relay,
+            root,
+            repo,
+            secrets_file,
+            state_dir: tempfile::tempdir().expect("state"),
+            known_hosts,
+            binary,
+        })
+    }
+
+    pub fn machine(&self) -> Machine {
+        Machine {
+            ssh_key: self.world.client_key(),
+            known_hosts: self.known_hosts.clone(),
+            executor_binary: Some(self.binary.clone()),
+            clouds_file: None,
+        }
+    }
+
+    pub fn secrets(&self) -> Secrets {
+        Secrets::Resolved(
+            SecretStore::load(Some(&self.secrets_file), std::iter::empty()).expect("secrets"),
+        )
+    }
+
+    pub fn prepare(&self) -> Result<reconcile::Prepared, ReconcileError> {
+        reconcile::prepare(
+            self.repo.path(),
+            &["outside".to_owned()],
+            &self.secrets(),
+            Target::Live(&self.machine()),
+        )
+    }
+
+    pub async fn plan(&self) -> Result<Plan, ReconcileError> {
+        let prepared = self.prepare()?;
+        reconcile::plan(&prepared, &state::read(self.state_dir.path()).expect("state"), false).await
+    }
+
+    pub async fn apply_with(&self, options: &ApplyOptions) -> (Plan, Outcome) {
+        let prepared = self.prepare().expect("prepare");
+        let store = LockedStore::open(self.state_dir.path()).expect("lock");
+        let plan =
+            reconcile::plan(&prepared, &store.load().expect("state"), false).await.expect("plan");
+        let outcome =
+            reconcile::apply(&store, &prepared, &plan, options, |_| {}, &CancellationToken::new())
+                .await
+                .expect("apply");
+        (plan, outcome)
+    }
+
+    pub async fn apply(&self) -> (Plan, Outcome) {
+        self.apply_with(&ApplyOptions {
+            parallelism: 4,
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(50),
+        })
+        .await
+    }
+
+    pub fn file(&self, path: &str) -> PathBuf {
+        self.root.path().join(path.trim_start_matches('/'))
+    }
+
+    pub fn restarts(&self, unit: &str) -> u32 {
+        std::fs::read_to_string(self.root.path().join("units").join(format!("{unit}.restarts")))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+pub fn host_changes(plan: &Plan) -> Vec<(String, String, Op)> {
+    plan.changes
+        .iter()
+        .filter(|c| c.id.provider == ProviderKind::named("host") && c.op != Op::NoOp)
+        .map(|c| (c.id.kind.clone(), c.id.name.clone(), c.op.clone()))
+        .collect()
+}
+
+pub fn mode_owner(path: &Path) -> (u32, String) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).expect("metadata");
+    let group =
+        std::process::Command::new("stat").args(["-c", "%U:%G"]).arg(path).output().expect("stat");
+    (meta.mode() & 0o7777, String::from_utf8_lossy(&group.stdout).trim().to_owned())
+}
