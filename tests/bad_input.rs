@@ -83,6 +83,15 @@ rejects! {
     an_invalid_retention_duration_is_rejected:
         edit("inventory/outside/influxdb.yaml", "duration: 4w", "duration: 4y")
         => ["inventory/outside/influxdb.yaml:4:", "invalid duration `4y`"];
+    a_variable_name_ansible_cannot_use_is_rejected:
+        edit("scenarios/list_servers.yaml", "  cloud: production\n", "  cloud: production\n  vars:\n    2fast: [a]\n")
+        => ["scenarios/list_servers.yaml:7:", "invalid variable name `2fast`"];
+    an_unpinned_runtime_package_is_rejected:
+        edit("apimon.yaml", "project: ", "runtime:\n  python: [ansible-core, --index-url=https://evil.test]\nproject: ")
+        => ["apimon.yaml:2:", "requirement `ansible-core` is not pinned", "invalid requirement `--index-url=https://evil.test`"];
+    a_missing_collection_archive_is_rejected:
+        edit("apimon.yaml", "project: ", "runtime:\n  python: [ansible-core==2.19.4]\n  collections: [runtime/x.tar.gz]\nproject: ")
+        => ["apimon.yaml:3:", "`runtime/x.tar.gz` does not exist"];
 }
 
 #[test]

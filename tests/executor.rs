@@ -364,3 +364,55 @@ fn the_rendered_executor_config_is_what_the_executor_reads() {
     assert_eq!(config.scenarios["list_servers"].runner.kind(), "ansible");
     assert_eq!(config.scenarios["iam_probe"].cron, "0 * * * * *");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structured_vars_reach_the_playbook_at_inventory_precedence() {
+    let Some(ansible) = ansible_playbook() else { return };
+    let Some(server) = influx().await else { return };
+    let config = Config::new();
+    let scenarios = config.dir.path().join("scenarios");
+    let out = config.dir.path().join("seen.json");
+    // The tree's own inventory (through its ansible.cfg) stays in use.
+    std::fs::create_dir_all(scenarios.join("inventory")).expect("mkdir");
+    std::fs::write(scenarios.join("ansible.cfg"), "[defaults]\ninventory = inventory/hosts.yaml\n")
+        .expect("cfg");
+    std::fs::write(
+        scenarios.join("inventory/hosts.yaml"),
+        "all:\n  vars:\n    from_tree: yes-tree\n",
+    )
+    .expect("inventory");
+    std::fs::write(
+        scenarios.join("vars.yaml"),
+        format!(
+            "- hosts: localhost\n  gather_facts: false\n  vars:\n    region: from-play\n  tasks:\n    - ansible.builtin.set_fact:\n        flavor: from-set-fact\n    - ansible.builtin.copy:\n        dest: {}\n        content: \"{{{{ {{'servers': servers, 'limits': limits, 'region': region, 'flavor': flavor, 'from_tree': from_tree}} | to_json }}}}\"\n",
+            out.display()
+        ),
+    )
+    .expect("playbook");
+    let mut scenario = ansible_scenario("vars", "* * * * * *", "vars.yaml", 60);
+    scenario["vars"] = serde_json::json!({
+        "servers": ["a", "b"],
+        "limits": {"cores": 4, "ids": [1, 2]},
+        "region": "from-inventory",
+        "flavor": "from-inventory",
+    });
+    config.write(&server.url(), &ansible, &[scenario]);
+    let mut running = start(&config);
+    running.until("a passed run", |r| count(r, "vars", RunResult::Passed) > 0).await;
+    let (_, records) = running.stop().await;
+    assert!(records.iter().all(|r| r.result != RunResult::Failed), "{records:#?}");
+    let seen: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("the playbook wrote"))
+            .expect("json");
+    assert_eq!(
+        seen,
+        serde_json::json!({
+            "servers": ["a", "b"],
+            "limits": {"cores": 4, "ids": [1, 2]},
+            // The playbook's own vars and set_fact win over inventory vars.
+            "region": "from-play",
+            "flavor": "from-set-fact",
+            "from_tree": "yes-tree",
+        })
+    );
+}

@@ -2,6 +2,7 @@
 //! clouds, the scenario tree's `ansible.cfg`), the callback plugin apimon
 //! ships, and openstacksdk's metrics pointed at the executor.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -35,10 +36,12 @@ pub fn ensure_callback_plugin(dir: &Path) -> std::io::Result<()> {
     std::fs::rename(&temporary, &path)
 }
 
-/// The `callback_plugins` an `ansible.cfg` sets, made absolute against its
-/// directory (Ansible resolves a config file's relative paths there; passed
-/// in the environment they would be taken from the run's directory).
-pub fn configured_callback_paths(ansible_cfg: &Path) -> Vec<PathBuf> {
+/// The paths an `ansible.cfg` sets for `key` in `[defaults]` (a list split
+/// at `separator`), made absolute against its directory (Ansible resolves a
+/// config file's relative paths there; passed in the environment or on the
+/// command line they would be taken from the run's directory).
+pub fn configured_paths(ansible_cfg: &Path, key: &str, separator: char) -> Vec<PathBuf> {
+    let wanted = key;
     let Ok(text) = crate::fsutil::read_text_limited(ansible_cfg, crate::fsutil::MAX_CONFIG_BYTES)
     else {
         return Vec::new();
@@ -52,9 +55,9 @@ pub fn configured_callback_paths(ansible_cfg: &Path) -> Vec<PathBuf> {
             continue;
         }
         let Some((key, value)) = line.split_once('=') else { continue };
-        if in_defaults && key.trim() == "callback_plugins" {
+        if in_defaults && key.trim() == wanted {
             return value
-                .split(':')
+                .split(separator)
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
                 .map(|p| {
@@ -110,14 +113,48 @@ pub fn write_metrics_config(
     Ok(path)
 }
 
+/// Writes the run's inventory: `localhost` as Ansible's implicit one is
+/// (local connection, the controller's Python), and the scenario's `vars`
+/// as `all` group variables — inventory precedence, so a playbook's own
+/// vars and `set_fact` win, unlike `-e`.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write_inventory(
+    run: &RunDir,
+    vars: &BTreeMap<String, serde_json::Value>,
+) -> std::io::Result<PathBuf> {
+    let inventory = serde_json::json!({"all": {
+        "hosts": {"localhost": {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+        }},
+        "vars": vars,
+    }});
+    // JSON is YAML; the `.yaml` suffix picks Ansible's YAML inventory plugin.
+    let path = run.path.join("inventory.yaml");
+    std::fs::write(&path, inventory.to_string())?;
+    Ok(path)
+}
+
+/// What a run passes to its playbook besides the environment.
+#[derive(Debug, Clone, Copy)]
+pub struct Variables<'a> {
+    /// `OS_CLOUD`.
+    pub cloud: Option<&'a str>,
+    /// `-e` variables.
+    pub extra_vars: &'a BTreeMap<String, String>,
+    /// The run's inventory ([`write_inventory`]), when the scenario has vars.
+    pub inventory: Option<&'a Path>,
+}
+
 /// The `ansible-playbook` command of one run of `playbook` (the run's own
 /// or its cleanup), in its own process group.
 pub fn command(
     settings: &RunnerSettings,
     scenario: &str,
     playbook: &str,
-    cloud: Option<&str>,
-    extra_vars: &std::collections::BTreeMap<String, String>,
+    variables: &Variables<'_>,
     run: &RunDir,
     metrics_config: Option<&Path>,
 ) -> tokio::process::Command {
@@ -138,22 +175,32 @@ pub fn command(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    if let Some(cloud) = cloud {
+    if let Some(cloud) = variables.cloud {
         command.env("OS_CLOUD", cloud);
     }
     if let Some(path) = metrics_config {
         command.env("OS_CLIENT_SECURE_FILE", path);
     }
-    if !extra_vars.is_empty() {
-        command.arg("-e").arg(serde_json::to_string(extra_vars).unwrap_or_default());
+    if !variables.extra_vars.is_empty() {
+        command.arg("-e").arg(serde_json::to_string(variables.extra_vars).unwrap_or_default());
     }
-    // The scenario tree's own settings (roles_path, library, callbacks),
-    // its relative paths taken from the file's directory by Ansible.
+    // The scenario tree's own settings (roles_path, library, callbacks,
+    // inventory), its relative paths taken from the file's directory.
     let ansible_cfg = settings.scenarios_dir.join("ansible.cfg");
     let mut callback_paths = vec![settings.plugins_dir()];
-    if ansible_cfg.is_file() {
+    let has_cfg = ansible_cfg.is_file();
+    if has_cfg {
         command.env("ANSIBLE_CONFIG", &ansible_cfg);
-        callback_paths.extend(configured_callback_paths(&ansible_cfg));
+        callback_paths.extend(configured_paths(&ansible_cfg, "callback_plugins", ':'));
+    }
+    if let Some(inventory) = variables.inventory {
+        // `-i` replaces the configured inventory: keep the tree's own first.
+        if has_cfg {
+            for configured in configured_paths(&ansible_cfg, "inventory", ',') {
+                command.arg("-i").arg(configured);
+            }
+        }
+        command.arg("-i").arg(inventory);
     }
     callback_paths.extend(default_callback_paths());
     if let Ok(joined) = std::env::join_paths(callback_paths) {
@@ -176,11 +223,16 @@ mod tests {
         )
         .expect("write");
         assert_eq!(
-            configured_callback_paths(&cfg),
+            configured_paths(&cfg, "callback_plugins", ':'),
             vec![dir.path().join("plugins/callback"), PathBuf::from("/opt/cb")]
         );
-        std::fs::write(&cfg, "[defaults]\nroles_path = roles\n").expect("write");
-        assert!(configured_callback_paths(&cfg).is_empty());
+        std::fs::write(&cfg, "[defaults]\nroles_path = roles\ninventory = inventory/, hosts.ini\n")
+            .expect("write");
+        assert!(configured_paths(&cfg, "callback_plugins", ':').is_empty());
+        assert_eq!(
+            configured_paths(&cfg, "inventory", ','),
+            vec![dir.path().join("inventory/"), dir.path().join("hosts.ini")]
+        );
     }
 
     #[test]

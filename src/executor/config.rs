@@ -131,6 +131,9 @@ pub struct RawScenario {
     /// `-e` variables (ansible).
     #[serde(default)]
     pub extra_vars: BTreeMap<String, String>,
+    /// Inventory variables of any shape (ansible).
+    #[serde(default)]
+    pub vars: BTreeMap<String, serde_json::Value>,
     /// URL (http).
     pub url: Option<String>,
     /// Method (http).
@@ -278,6 +281,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 playbook: playbook.clone(),
                 cloud: s.cloud.clone(),
                 extra_vars: s.extra_vars.clone(),
+                vars: s.vars.clone(),
                 cleanup: s.cleanup_playbook.as_ref().map(|playbook| crate::model::Cleanup {
                     playbook: playbook.clone(),
                     timeout: Duration::from_secs(s.cleanup_timeout_seconds.unwrap_or(300).max(1)),

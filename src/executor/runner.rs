@@ -51,7 +51,7 @@ pub async fn run(
     abort: watch::Receiver<bool>,
 ) -> Report {
     match &scenario.runner {
-        RunnerConfig::Ansible { playbook, cloud, extra_vars, cleanup } => {
+        RunnerConfig::Ansible { playbook, cloud, extra_vars, vars, cleanup } => {
             let run_dir = match RunDir::create(&settings.runs_dir, &scenario.name, Utc::now()) {
                 Ok(run_dir) => run_dir,
                 Err(error) => {
@@ -79,13 +79,21 @@ pub async fn run(
                     .map_err(|error| tracing::warn!(dir = %run_dir.path.display(), %error, "Cannot write the run's openstacksdk metrics configuration; its API requests are not recorded."))
                     .ok()
             });
+            let inventory = (!vars.is_empty()).then(|| {
+                ansible::write_inventory(&run_dir, vars)
+                    .map_err(|error| tracing::warn!(dir = %run_dir.path.display(), %error, "Cannot write the run's inventory; its vars are missing."))
+                    .ok()
+            }).flatten();
             let command = |playbook: &str| {
                 ansible::command(
                     settings,
                     &scenario.name,
                     playbook,
-                    cloud.as_deref(),
-                    extra_vars,
+                    &ansible::Variables {
+                        cloud: cloud.as_deref(),
+                        extra_vars,
+                        inventory: inventory.as_deref(),
+                    },
                     &run_dir,
                     metrics_config.as_deref(),
                 )

@@ -321,6 +321,8 @@ pub enum Runner {
         cloud: Option<String>,
         /// `-e` variables.
         extra_vars: BTreeMap<String, String>,
+        /// Inventory variables (`all.vars` of an inventory the executor writes).
+        vars: BTreeMap<String, serde_json::Value>,
         /// Runs after a run that timed out or was aborted.
         cleanup: Option<Cleanup>,
     },

@@ -225,9 +225,12 @@ fn scenarios_context(state: &DesiredState, environment: &Environment) -> Vec<Val
                 "runner": scenario.runner.kind(),
             });
             let extra = match &scenario.runner {
-                Runner::Ansible { playbook, cloud, extra_vars, cleanup } => {
+                Runner::Ansible { playbook, cloud, extra_vars, vars, cleanup } => {
                     let mut value =
                         json!({ "playbook": playbook, "cloud": cloud, "extra_vars": extra_vars });
+                    if let (false, Some(object)) = (vars.is_empty(), value.as_object_mut()) {
+                        object.insert("vars".into(), json!(vars));
+                    }
                     if let (Some(cleanup), Some(object)) = (cleanup, value.as_object_mut()) {
                         object.insert("cleanup_playbook".into(), json!(cleanup.playbook));
                         object.insert(

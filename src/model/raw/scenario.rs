@@ -30,6 +30,10 @@ pub struct AnsibleRunner {
     /// Extra variables passed with `-e`.
     #[serde(default)]
     pub extra_vars: BTreeMap<String, String>,
+    /// Variables of any shape (lists, maps), at inventory precedence: the
+    /// playbook's own vars and `set_fact` win over them.
+    #[serde(default)]
+    pub vars: BTreeMap<String, serde_json::Value>,
     /// Run after a run killed at its timeout or stopped by apimon, so the
     /// cloud resources that run created do not stay behind.
     pub cleanup: Option<Cleanup>,

@@ -129,10 +129,21 @@ fn check_runner(
                 };
                 Some(Cleanup { playbook, timeout: timeout? })
             });
+            for name in ansible.vars.keys() {
+                let identifier =
+                    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !identifier {
+                    check.error(doc, &format!("ansible.vars.{name}"), format!("invalid variable name `{name}`; expected letters, digits and `_`, not starting with a digit"));
+                } else if ansible.extra_vars.contains_key(name) {
+                    check.error(doc, &format!("ansible.vars.{name}"), format!("`{name}` is also in extra_vars, which would always win; keep it in one of them"));
+                }
+            }
             Some(Runner::Ansible {
                 playbook,
                 cloud: ansible.cloud.clone(),
                 extra_vars: ansible.extra_vars.clone(),
+                vars: ansible.vars.clone(),
                 cleanup,
             })
         }
