@@ -274,3 +274,70 @@ async fn the_records_of_a_removed_hosts_files_are_forgotten() {
     assert_eq!(owned_on("outside-executor:"), 0, "records of the removed host's files remain");
     assert!(owned_on("outside-influxdb:") > 0, "records of the remaining host were dropped");
 }
+
+const KEY: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmQINBGHtest0BEADkeyfortheapimontestsuiteonly\n=abcd\n-----END PGP PUBLIC KEY BLOCK-----\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendor_apt_repository_gets_a_keyring_and_a_signed_source_before_its_packages() {
+    let Some(setup) = Setup::new().await else { return };
+    let apimon_yaml = std::fs::read_to_string(setup.repo.path().join("apimon.yaml")).expect("read");
+    let repositories = "apt_repositories:\n  influxdata:\n    uri: https://repos.influxdata.com/debian\n    suite: stable\n    key: apt/influxdata-archive.asc\n    packages:\n      executor: [telegraf]\n      influxdb: [influxdb2-cli]\n";
+    setup.repo.write("apt/influxdata-archive.asc", KEY);
+    setup.repo.write("apimon.yaml", &format!("{apimon_yaml}{repositories}"));
+    let (plan, outcome) = setup.apply().await;
+    assert!(outcome.is_success(), "{outcome:#?}");
+    let repository_changes = |plan: &apimon::reconcile::Plan| {
+        host_changes(plan)
+            .into_iter()
+            .filter(|(kind, ..)| kind == "apt_repository")
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(repository_changes(&plan).len(), 2, "one per host that installs from it");
+
+    let keyring = setup.file("/etc/apt/keyrings/apimon-influxdata.asc");
+    assert_eq!(std::fs::read_to_string(&keyring).expect("keyring"), KEY);
+    assert_eq!(mode_owner(&keyring), (0o644, "root:root".to_owned()));
+    assert_eq!(
+        std::fs::read_to_string(setup.file("/etc/apt/sources.list.d/apimon-influxdata.sources"))
+            .expect("source entry"),
+        "# Written by apimon (apt_repositories.influxdata in apimon.yaml).\nTypes: deb\nURIs: https://repos.influxdata.com/debian\nSuites: stable\nComponents: main\nSigned-By: /etc/apt/keyrings/apimon-influxdata.asc\n"
+    );
+    // The package lists are refreshed before a package from it is installed.
+    let log = std::fs::read_to_string(setup.root.path().join("packages.log")).expect("log");
+    let lines: Vec<&str> = log.lines().collect();
+    let first_update = lines.iter().position(|l| *l == "update").expect("an update");
+    for package in ["telegraf", "influxdb2-cli"] {
+        let installed = lines.iter().position(|l| *l == package).expect(package);
+        assert!(first_update < installed, "{package} installed before the update: {log}");
+    }
+    assert!(host_changes(&setup.plan().await.expect("plan")).is_empty(), "spurious diff");
+
+    // A rotated key: the repositories change and the lists are refreshed;
+    // nothing is installed again.
+    let rotated = KEY.replace("onlY", "only2").replace("keyfor", "newkeyfor");
+    setup.repo.write("apt/influxdata-archive.asc", &rotated);
+    let (plan, outcome) = setup.apply().await;
+    assert!(outcome.is_success(), "{outcome:#?}");
+    assert_eq!(
+        host_changes(&plan).iter().map(|(kind, ..)| kind.as_str()).collect::<Vec<_>>(),
+        vec!["apt_repository", "apt_repository"],
+        "{:?}",
+        host_changes(&plan)
+    );
+    assert_eq!(std::fs::read_to_string(&keyring).expect("keyring"), rotated);
+    let log = std::fs::read_to_string(setup.root.path().join("packages.log")).expect("log");
+    assert_eq!(log.lines().filter(|l| *l == "telegraf").count(), 1, "{log}");
+
+    // No longer declared: removed, lists refreshed.
+    setup.repo.write("apimon.yaml", &apimon_yaml);
+    let (plan, outcome) = setup.apply().await;
+    assert!(outcome.is_success(), "{outcome:#?}");
+    assert!(
+        repository_changes(&plan).iter().all(|(_, _, op)| *op == Op::Delete)
+            && repository_changes(&plan).len() == 2,
+        "{:?}",
+        host_changes(&plan)
+    );
+    assert!(!keyring.exists());
+    assert!(!setup.file("/etc/apt/sources.list.d/apimon-influxdata.sources").exists());
+}

@@ -49,6 +49,8 @@ pub struct DesiredState {
     pub templates: BTreeMap<String, TemplateOverride>,
     /// The scenario runtime executors get, when declared.
     pub runtime: Option<Runtime>,
+    /// Vendor apt repositories.
+    pub apt_repositories: Vec<AptRepository>,
     /// Every `{secret: NAME}` and where it is written.
     pub secret_uses: Vec<SecretUse>,
 }
@@ -285,6 +287,22 @@ pub struct Runtime {
     pub collections: Vec<CollectionArchive>,
     /// pip's index, when not the default.
     pub index_url: Option<String>,
+}
+
+/// A vendor apt repository: its signing key in a keyring file of its own,
+/// a `Signed-By` source entry, and the packages installed from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AptRepository {
+    /// Name (file names on the host).
+    pub name: String,
+    /// The deb822 source entry.
+    pub sources: String,
+    /// Where the key goes on the host (`.asc` or `.gpg`, as in the repository).
+    pub keyring: String,
+    /// The key.
+    pub key: std::sync::Arc<Vec<u8>>,
+    /// Packages by role.
+    pub packages: BTreeMap<Role, Vec<String>>,
 }
 
 /// An Ansible collection archive from the repository.

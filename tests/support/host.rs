@@ -38,6 +38,7 @@ d="$(dirname "$0")/packages"; mkdir -p "$d"
 case "$1" in
   check) [ -e "$d/$2" ] ;;
   install) touch "$d/$2"; echo "$2" >> "$(dirname "$0")/packages.log" ;;
+  update) echo "update" >> "$(dirname "$0")/packages.log" ;;
 esac
 "#;
 
@@ -93,7 +94,7 @@ impl Setup {
         let repo = TestRepo::with_files(fixture_files_without_grafana());
         repo.edit("apimon.yaml", "http://192.168.10.30:8086", &influx.url());
         let ssh = format!(
-            "    ssh:\n      user: {user}\n      bastion_address: 127.0.0.1\n      bastion_port: {bastion}\n      host_port: {relay}\n      service_manager: {r}/fake-systemctl\n      root: {r}\n      package_check: '{r}/fake-pkg check {{package}}'\n      package_install: '{r}/fake-pkg install {{package}}'\n",
+            "    ssh:\n      user: {user}\n      bastion_address: 127.0.0.1\n      bastion_port: {bastion}\n      host_port: {relay}\n      service_manager: {r}/fake-systemctl\n      root: {r}\n      package_check: '{r}/fake-pkg check {{package}}'\n      package_install: '{r}/fake-pkg install {{package}}'\n      package_update: '{r}/fake-pkg update'\n",
             user = current_user(),
             bastion = bastion.port,
             relay = relay.port,

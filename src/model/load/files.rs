@@ -143,13 +143,29 @@ impl RepoFiles {
     /// `base`; a directory reached twice (a symbolic link loop) is read
     /// once, and depth and count are bounded.
     pub fn tree(&mut self, base: &Path) -> BTreeMap<String, Vec<u8>> {
+        self.walk(base, false)
+    }
+
+    /// Every file below `base`, its own files included (see [`Self::tree`]).
+    pub fn all_files(&mut self, base: &Path) -> BTreeMap<String, Vec<u8>> {
+        self.walk(base, true)
+    }
+
+    fn walk(&mut self, base: &Path, top_level_files: bool) -> BTreeMap<String, Vec<u8>> {
         let mut files = BTreeMap::new();
         let mut seen: BTreeSet<PathBuf> = BTreeSet::new();
         if let Ok(Some(real)) = self.resolve(base) {
             seen.insert(real);
         }
-        let mut pending: Vec<(PathBuf, usize)> = self
-            .list_dir(base)
+        let listing = self.list_dir(base);
+        if top_level_files {
+            for (name, _) in listing.iter().filter(|(_, is_dir)| !is_dir) {
+                if let Some(bytes) = self.read_entry(&base.join(name)) {
+                    files.insert(name.clone(), bytes);
+                }
+            }
+        }
+        let mut pending: Vec<(PathBuf, usize)> = listing
             .into_iter()
             .filter(|(_, is_dir)| *is_dir)
             .map(|(name, _)| (PathBuf::from(name), 1))

@@ -107,7 +107,8 @@ pub struct RawRepository {
     pub scenario_files: BTreeMap<String, Vec<u8>>,
     /// dashboards/<folder>/*.json
     pub dashboards: Vec<RawDashboard>,
-    /// Files under runtime/ (collection archives), by path relative to the repository.
+    /// Files under runtime/ (collection archives) and apt/ (signing keys),
+    /// by path relative to the repository.
     pub runtime_files: BTreeMap<String, Vec<u8>>,
     /// templates/<name> by file name.
     pub templates: BTreeMap<String, RawTemplate>,
@@ -350,12 +351,12 @@ pub fn load(repo: &Path) -> Result<RawRepository, LoadError> {
     let scenarios = reader.scenarios();
     let scenario_files = reader.files.tree(Path::new("scenarios"));
     let dashboards = reader.dashboards();
-    let runtime_files = reader
-        .files
-        .tree(Path::new("runtime"))
-        .into_iter()
-        .map(|(path, bytes)| (format!("runtime/{path}"), bytes))
-        .collect();
+    let mut runtime_files = BTreeMap::new();
+    for base in ["runtime", "apt"] {
+        for (path, bytes) in reader.files.all_files(Path::new(base)) {
+            runtime_files.insert(format!("{base}/{path}"), bytes);
+        }
+    }
     let templates = reader.templates();
     match root {
         Some(root) if reader.files.problems.is_empty() => Ok(RawRepository {

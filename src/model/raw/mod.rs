@@ -73,6 +73,31 @@ pub struct Root {
     /// What scenarios need on the executors: Python packages and Ansible
     /// collections, installed as one versioned environment.
     pub runtime: Option<Runtime>,
+    /// Vendor apt repositories, by name, and the packages hosts install from them.
+    #[serde(default)]
+    pub apt_repositories: BTreeMap<String, AptRepository>,
+}
+
+/// `apt_repositories.<name>` in apimon.yaml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AptRepository {
+    /// Base URI, e.g. `https://repos.influxdata.com/debian`.
+    pub uri: String,
+    /// Suite (`stable`, or a release code name).
+    pub suite: String,
+    /// Components; default `[main]`.
+    #[serde(default = "default_components")]
+    pub components: Vec<String>,
+    /// The repository's signing key (armored `.asc` or binary `.gpg`), a file under `apt/`.
+    pub key: String,
+    /// Packages to install from it, by host role.
+    #[serde(default)]
+    pub packages: BTreeMap<Role, Vec<String>>,
+}
+
+fn default_components() -> Vec<String> {
+    vec!["main".to_owned()]
 }
 
 /// `runtime:` in apimon.yaml.
@@ -224,6 +249,10 @@ pub struct SshAccess {
     /// Shell command that installs `{package}`.
     #[serde(default = "default_package_install")]
     pub package_install: String,
+    /// Shell command that refreshes the package lists (after an apt
+    /// repository changed).
+    #[serde(default = "default_package_update")]
+    pub package_update: String,
 }
 
 fn default_service_manager() -> String {
@@ -240,6 +269,10 @@ fn default_package_check() -> String {
 
 fn default_package_install() -> String {
     "DEBIAN_FRONTEND=noninteractive apt-get install -y -q {package}".to_owned()
+}
+
+fn default_package_update() -> String {
+    "DEBIAN_FRONTEND=noninteractive apt-get update -q".to_owned()
 }
 
 fn default_ssh_port() -> u16 {

@@ -148,6 +148,7 @@ fn check_ssh(
     for (key, command) in
         [("package_check", &ssh.package_check), ("package_install", &ssh.package_install)]
     {
+        // package_update takes no package.
         if !command.contains("{package}") {
             check.error(
                 root,

@@ -5,6 +5,7 @@
 //! here, once, into the model's typed values. Pure: no I/O. One file per
 //! repository file it checks (vector's `config/validation.rs`).
 
+mod apt;
 mod checks;
 mod dashboards;
 mod environment;
@@ -139,6 +140,7 @@ pub fn validate(repo: RawRepository) -> Result<DesiredState, Diagnostics> {
     schedule::check(&mut check, &repo, &scenarios, &mut environments);
     let dashboards = dashboards::check(&mut check, &repo, &environments);
     let runtime = runtime::check(&mut check, &repo);
+    let apt_repositories = apt::check(&mut check, &repo);
     let templates = repo
         .templates
         .iter()
@@ -158,6 +160,7 @@ pub fn validate(repo: RawRepository) -> Result<DesiredState, Diagnostics> {
         dashboards,
         templates,
         runtime,
+        apt_repositories,
         secret_uses: check.secret_uses,
     })
 }

@@ -3,6 +3,8 @@
 //! it renamed over the target — a dropped connection leaves the old file
 //! as it was (and a stray temporary file, removed by the next upload).
 
+use sha2::Digest;
+
 use crate::plan::{ItemChange, Op, Planned};
 
 use super::ssh::{quote, rooted};
@@ -29,29 +31,50 @@ pub(super) async fn apply(
                     .await
                     .map_err(|source| HostError::Local { path: local.clone(), source })?,
             };
-            let target = quote(&rooted(&provider.settings.root, path));
-            // The temporary file is created unreadable by others (umask
-            // 077) and gets its final mode only after its checksum matched;
-            // a transfer cut short removes it (the trap), and the next
-            // upload removes what a killed shell left behind.
-            let script = format!(
-                "set -e\n\
-                 t={target}; d=$(dirname \"$t\"); b=$(basename \"$t\")\n\
-                 mkdir -p \"$d\"\n\
-                 rm -f \"$d/.$b.apimon-tmp.\"*\n\
-                 tmp=\"$d/.$b.apimon-tmp.$$\"\n\
-                 trap 'rm -f \"$tmp\"' EXIT HUP INT TERM PIPE\n\
-                 (umask 077; cat > \"$tmp\")\n\
-                 if [ \"$(sha256sum < \"$tmp\" | cut -d' ' -f1)\" != {sha} ]; then echo 'upload incomplete: checksum mismatch; the old file is unchanged' >&2; exit 3; fi\n\
-                 chown {owner}:{group} \"$tmp\"\n\
-                 chmod {mode:o} \"$tmp\"\n\
-                 mv -f \"$tmp\" \"$t\"\n\
-                 trap - EXIT HUP INT TERM PIPE\n",
-                sha = quote(sha256),
-                owner = quote(owner),
-                group = quote(group),
+            upload(provider, host, path, &bytes, sha256, (*mode, owner, group)).await
+        }
+        (
+            Op::Delete,
+            _,
+            Some(HostSpec::AptRepository { host, name, keyring, sources_path, .. }),
+        ) => {
+            let command = format!(
+                "rm -f {} {}\n{}",
+                quote(&rooted(&provider.settings.root, keyring)),
+                quote(&rooted(&provider.settings.root, sources_path)),
+                provider.settings.package_update
             );
-            provider.run(host, &format!("uploading {path}"), &script, Some(&bytes)).await.map(drop)
+            provider
+                .run(host, &format!("removing apt repository {name}"), &command, None)
+                .await
+                .map(drop)
+        }
+        (
+            _,
+            Some(HostSpec::AptRepository {
+                host,
+                name,
+                keyring,
+                sources_path,
+                content: Some((key, sources)),
+                ..
+            }),
+            _,
+        ) => {
+            for (path, bytes) in [(keyring, key.as_slice()), (sources_path, sources.as_bytes())] {
+                let sha256 = hex::encode(sha2::Sha256::digest(bytes));
+                upload(provider, host, path, bytes, &sha256, (0o644, "root", "root")).await?;
+            }
+            let update = &provider.settings.package_update;
+            provider
+                .run(
+                    host,
+                    &format!("refreshing the package lists for apt repository {name}"),
+                    update,
+                    None,
+                )
+                .await
+                .map(drop)
         }
         (_, Some(HostSpec::Unit { host, unit, .. }), _) => {
             let unit = quote(unit);
@@ -87,4 +110,39 @@ pub(super) async fn apply(
         }
         _ => Ok(()),
     }
+}
+
+/// Uploads `bytes` to `path` on `host` with `(mode, owner, group)`.
+///
+/// The temporary file is created unreadable by others (umask 077) and gets
+/// its final mode only after its checksum matched; a transfer cut short
+/// removes it (the trap), and the next upload removes what a killed shell
+/// left behind.
+async fn upload(
+    provider: &HostProvider,
+    host: &str,
+    path: &str,
+    bytes: &[u8],
+    sha256: &str,
+    (mode, owner, group): (u32, &str, &str),
+) -> Result<(), HostError> {
+    let target = quote(&rooted(&provider.settings.root, path));
+    let script = format!(
+        "set -e\n\
+         t={target}; d=$(dirname \"$t\"); b=$(basename \"$t\")\n\
+         mkdir -p \"$d\"\n\
+         rm -f \"$d/.$b.apimon-tmp.\"*\n\
+         tmp=\"$d/.$b.apimon-tmp.$$\"\n\
+         trap 'rm -f \"$tmp\"' EXIT HUP INT TERM PIPE\n\
+         (umask 077; cat > \"$tmp\")\n\
+         if [ \"$(sha256sum < \"$tmp\" | cut -d' ' -f1)\" != {sha} ]; then echo 'upload incomplete: checksum mismatch; the old file is unchanged' >&2; exit 3; fi\n\
+         chown {owner}:{group} \"$tmp\"\n\
+         chmod {mode:o} \"$tmp\"\n\
+         mv -f \"$tmp\" \"$t\"\n\
+         trap - EXIT HUP INT TERM PIPE\n",
+        sha = quote(sha256),
+        owner = quote(owner),
+        group = quote(group),
+    );
+    provider.run(host, &format!("uploading {path}"), &script, Some(bytes)).await.map(drop)
 }

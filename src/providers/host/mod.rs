@@ -102,6 +102,23 @@ pub enum HostSpec {
         /// Home directory.
         home: String,
     },
+    /// A vendor apt repository: its key in a keyring file of its own and a
+    /// `Signed-By` source entry; the package lists refreshed on change.
+    AptRepository {
+        /// Host name.
+        host: String,
+        /// Repository name.
+        name: String,
+        /// Keyring path.
+        keyring: String,
+        /// Source entry path.
+        sources_path: String,
+        /// Hex sha256 of the key followed by the source entry.
+        sha256: String,
+        /// The key and the source entry, uploaded on apply.
+        #[serde(skip)]
+        content: Option<(Arc<Vec<u8>>, String)>,
+    },
     /// The scenario runtime in service (see [`runtime`]).
     Runtime {
         /// Host name.
@@ -168,6 +185,16 @@ impl Spec for HostSpec {
             }
             (HostSpec::Package { .. }, HostSpec::Package { .. })
             | (HostSpec::Account { .. }, HostSpec::Account { .. }) => Comparison::Same,
+            (
+                HostSpec::AptRepository { sha256, .. },
+                HostSpec::AptRepository { sha256: have, .. },
+            ) => {
+                if sha256 == have {
+                    Comparison::Same
+                } else {
+                    Comparison::Update(vec!["key or source entry changed".to_owned()])
+                }
+            }
             (HostSpec::Runtime { id, .. }, HostSpec::Runtime { id: have, .. }) => {
                 if id == have {
                     Comparison::Same
@@ -205,6 +232,15 @@ fn account_id(env: &str, host: &str, name: &str) -> ResourceId {
 
 fn runtime_id(env: &str, host: &str) -> ResourceId {
     id(env, "runtime", host)
+}
+
+fn apt_repository_id(env: &str, host: &str, name: &str) -> ResourceId {
+    id(env, "apt_repository", format!("{host}:{name}"))
+}
+
+/// Where an apt repository's source entry goes.
+fn sources_path(name: &str) -> String {
+    format!("/etc/apt/sources.list.d/apimon-{name}.sources")
 }
 
 /// System accounts each role's services run as: (name, home).
@@ -247,6 +283,7 @@ pub fn desired(
     rendered: &Rendered,
     binary: Option<&(PathBuf, String)>,
     runtime: Option<&crate::model::Runtime>,
+    apt: &[crate::model::AptRepository],
 ) -> DesiredSet<HostSpec> {
     let mut set = DesiredSet::new();
     for host in rendered.hosts.values().filter(|h| h.env == env.name) {
@@ -297,13 +334,44 @@ pub fn desired(
             };
             set.insert(account_id, DesiredItem::new(spec, vec![server.clone()]).on(server.clone()));
         }
+        // Vendor repositories this role installs from; their packages
+        // wait for them (and for the refreshed package lists).
+        let mut from_repository: BTreeMap<&str, Vec<ResourceId>> = BTreeMap::new();
+        for repository in apt {
+            let Some(packages) = repository.packages.get(&host.role) else { continue };
+            let repository_id = apt_repository_id(&env.name, &host.host, &repository.name);
+            let sources = sources_path(&repository.name);
+            let mut hash = Sha256::new();
+            hash.update(repository.key.as_slice());
+            hash.update(repository.sources.as_bytes());
+            let spec = HostSpec::AptRepository {
+                host: host.host.clone(),
+                name: repository.name.clone(),
+                keyring: repository.keyring.clone(),
+                sources_path: sources,
+                sha256: hex::encode(hash.finalize()),
+                content: Some((Arc::clone(&repository.key), repository.sources.clone())),
+            };
+            set.insert(
+                repository_id.clone(),
+                DesiredItem::new(spec, vec![server.clone()]).on(server.clone()),
+            );
+            for package in packages {
+                from_repository.entry(package.as_str()).or_default().push(repository_id.clone());
+            }
+        }
         let mut package_ids = Vec::new();
-        for package in packages_for(host.role) {
+        let mut packages: Vec<&str> = packages_for(host.role).to_vec();
+        packages.extend(
+            from_repository.keys().copied().filter(|p| !packages_for(host.role).contains(p)),
+        );
+        for package in packages {
             let package_id = package_id(&env.name, &host.host, package);
             package_ids.push(package_id.clone());
-            let spec =
-                HostSpec::Package { host: host.host.clone(), package: (*package).to_owned() };
-            let item = DesiredItem::new(spec, vec![server.clone()]).on(server.clone());
+            let spec = HostSpec::Package { host: host.host.clone(), package: package.to_owned() };
+            let mut depends_on = vec![server.clone()];
+            depends_on.extend(from_repository.get(package).cloned().unwrap_or_default());
+            let item = DesiredItem::new(spec, depends_on).on(server.clone());
             set.insert(package_id, item);
         }
         for unit in &host.units {
@@ -393,6 +461,8 @@ pub struct HostSettings {
     pub package_check: String,
     /// Installs `{package}`.
     pub package_install: String,
+    /// Refreshes the package lists.
+    pub package_update: String,
 }
 
 /// What to manage on one host.
@@ -403,6 +473,8 @@ struct Managed {
     packages: Vec<String>,
     accounts: Vec<String>,
     runtime: bool,
+    /// Apt repositories: name, keyring, source entry.
+    repositories: Vec<(String, String, String)>,
 }
 
 /// Host management failed.
@@ -510,6 +582,11 @@ impl HostProvider {
                 HostSpec::Runtime { host, .. } => {
                     managed.entry(host.clone()).or_default().runtime = true
                 }
+                HostSpec::AptRepository { host, name, keyring, sources_path, .. } => managed
+                    .entry(host.clone())
+                    .or_default()
+                    .repositories
+                    .push((name.clone(), keyring.clone(), sources_path.clone())),
             }
         }
         let settings = HostSettings {
@@ -523,6 +600,7 @@ impl HostProvider {
             service_manager: access.service_manager.clone(),
             package_check: access.package_check.clone(),
             package_install: access.package_install.clone(),
+            package_update: access.package_update.clone(),
         };
         Availability::Available(Self {
             env: env.name.clone(),
@@ -602,7 +680,13 @@ impl Provider for HostProvider {
     type Error = HostError;
 
     fn desired(model: &Model<'_>, env: &Environment) -> DesiredSet<HostSpec> {
-        desired(env, model.rendered, model.executor_binary, model.state.runtime.as_ref())
+        desired(
+            env,
+            model.rendered,
+            model.executor_binary,
+            model.state.runtime.as_ref(),
+            &model.state.apt_repositories,
+        )
     }
 
     fn connect(

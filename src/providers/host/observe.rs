@@ -11,8 +11,8 @@ use crate::providers::Scope;
 
 use super::ssh::quote;
 use super::{
-    account_id, file_id, package_id, runtime_id, unit_id, Content, HostError, HostProvider,
-    HostSpec, Managed,
+    account_id, apt_repository_id, file_id, package_id, runtime_id, unit_id, Content, HostError,
+    HostProvider, HostSpec, Managed,
 };
 
 /// The shell script that reports on `managed`, one tab-separated line per item.
@@ -26,7 +26,8 @@ fn script(provider: &HostProvider, managed: &Managed) -> String {
          f() {{ p=\"$R$1\"; if [ -f \"$p\" ]; then printf 'F\\t%s\\t%s\\t%s\\n' \"$1\" \"$(sha256sum < \"$p\" | cut -d' ' -f1)\" \"$(stat -c '%a %U %G' \"$p\")\"; else printf 'M\\t%s\\n' \"$1\"; fi; }}\n\
          u() {{ e=$({manager} is-enabled \"$1\" 2>/dev/null); a=$({manager} is-active \"$1\" 2>/dev/null); printf 'U\\t%s\\t%s\\t%s\\n' \"$1\" \"$e\" \"$a\"; }}\n\
          p() {{ if {check}; then printf 'P\\t%s\\tyes\\n' \"$1\"; else printf 'P\\t%s\\tno\\n' \"$1\"; fi; }}\n\
-         a() {{ if getent passwd \"$1\" >/dev/null 2>&1; then printf 'A\\t%s\\n' \"$1\"; fi; }}\n",
+         a() {{ if getent passwd \"$1\" >/dev/null 2>&1; then printf 'A\\t%s\\n' \"$1\"; fi; }}\n\
+         k() {{ if [ -f \"$R$2\" ] && [ -f \"$R$3\" ]; then printf 'K\\t%s\\t%s\\t%s\\t%s\\n' \"$1\" \"$2\" \"$3\" \"$(cat \"$R$2\" \"$R$3\" | sha256sum | cut -d' ' -f1)\"; fi; }}\n",
         quote(&root)
     );
     script.push_str(&super::runtime::observe_function(provider));
@@ -41,6 +42,9 @@ fn script(provider: &HostProvider, managed: &Managed) -> String {
     }
     for account in &managed.accounts {
         let _ = writeln!(script, "a {}", quote(account));
+    }
+    for (name, keyring, sources) in &managed.repositories {
+        let _ = writeln!(script, "k {} {} {}", quote(name), quote(keyring), quote(sources));
     }
     if managed.runtime {
         script.push_str("r\n");
@@ -67,6 +71,25 @@ pub(super) async fn observe(
         let entry = managed_now.entry(host.to_owned()).or_default();
         if !entry.paths.iter().any(|p| p == path) {
             entry.paths.push(path.to_owned());
+        }
+    }
+    // So are apt repositories apimon added that are no longer declared.
+    let owned_repositories =
+        scope.owned.iter().filter(|id| id.provider == super::KIND && id.kind == "apt_repository");
+    for id in owned_repositories {
+        let Some((host, name)) = id.name.split_once(':') else { continue };
+        if !provider.hosts.contains_key(host) {
+            continue;
+        }
+        let entry = managed_now.entry(host.to_owned()).or_default();
+        if !entry.repositories.iter().any(|(n, ..)| n == name) {
+            for extension in ["asc", "gpg"] {
+                entry.repositories.push((
+                    name.to_owned(),
+                    format!("/etc/apt/keyrings/apimon-{name}.{extension}"),
+                    super::sources_path(name),
+                ));
+            }
         }
     }
     for (host, managed) in &managed_now {
@@ -128,6 +151,20 @@ pub(super) async fn observe(
                     };
                     observed.insert(
                         account_id(env, host, name),
+                        ObservedItem { spec, owned: false, depends_on: vec![] },
+                    );
+                }
+                ["K", name, keyring, sources, sha256] => {
+                    let spec = HostSpec::AptRepository {
+                        host: host.clone(),
+                        name: (*name).to_owned(),
+                        keyring: (*keyring).to_owned(),
+                        sources_path: (*sources).to_owned(),
+                        sha256: (*sha256).to_owned(),
+                        content: None,
+                    };
+                    observed.insert(
+                        apt_repository_id(env, host, name),
                         ObservedItem { spec, owned: false, depends_on: vec![] },
                     );
                 }
