@@ -58,7 +58,7 @@ impl Drop for Cloud {
     }
 }
 
-fn id(env: &str, kind: &str, name: &str) -> ResourceId {
+fn id(env: &str, kind: &'static str, name: &str) -> ResourceId {
     ResourceId::new(env, ProviderKind::named("openstack"), kind, name)
 }
 

@@ -256,7 +256,7 @@ fn record_run(
         .keys()
         .chain(outcome.skipped.keys())
         .chain(&outcome.not_started)
-        .map(|id| id.env.as_str())
+        .map(|id| &*id.env)
         .collect();
     let finished_at = Utc::now();
     for env in prepared.environments.iter().filter(|env| !troubled.contains(env.as_str())) {

@@ -343,7 +343,7 @@ impl Worker {
         let (plan, pending) = hold_back(plan, |change| {
             // A change of the commit that waits for its window is not drift.
             let drift = is_drift_check && !waiting.contains(&change.id);
-            if drift && drift_modes.get(change.id.env.as_str()) == Some(&DriftMode::Report) {
+            if drift && drift_modes.get(&*change.id.env) == Some(&DriftMode::Report) {
                 Some(REPORT_ONLY.to_owned())
             } else if change.op.is_destructive() && !in_window {
                 Some(WINDOW.to_owned())
@@ -366,8 +366,8 @@ impl Worker {
 
     fn report_drift(&self, prepared: &Prepared, plan: &Plan, pending: &[Held]) {
         for env in &prepared.environments {
-            let count = plan.actions().filter(|c| &c.id.env == env).count()
-                + pending.iter().filter(|p| p.id.env == *env).count();
+            let count = plan.actions().filter(|c| *c.id.env == **env).count()
+                + pending.iter().filter(|p| *p.id.env == **env).count();
             if count > 0 {
                 tracing::warn!(environment = %env, resources = count, "Drift found.");
                 self.metrics.drift_found(env, count as u64);
@@ -386,14 +386,15 @@ impl Worker {
             let failed: BTreeMap<String, String> = outcome
                 .failed
                 .iter()
-                .filter(|(id, _)| &id.env == env)
+                .filter(|(id, _)| *id.env == **env)
                 .map(|(id, e)| (id.to_string(), e.to_string()))
                 .collect();
             let troubled = !failed.is_empty()
-                || outcome.skipped.keys().chain(&outcome.not_started).any(|id| &id.env == env);
+                || outcome.skipped.keys().chain(&outcome.not_started).any(|id| *id.env == **env);
             let env_pending: Vec<Pending> =
-                pending.iter().filter(|p| p.id.env == *env).map(Pending::from).collect();
-            let mine: Vec<_> = plan.changes.iter().filter(|c| &c.id.env == env).cloned().collect();
+                pending.iter().filter(|p| *p.id.env == **env).map(Pending::from).collect();
+            let mine: Vec<_> =
+                plan.changes.iter().filter(|c| *c.id.env == **env).cloned().collect();
             let planned = Summary::of(&mine);
             let outcome_name = match (troubled, failed.is_empty()) {
                 (true, true) => "partial",

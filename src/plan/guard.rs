@@ -55,7 +55,7 @@ pub fn check_guards<C>(
     for change in changes {
         match &change.op {
             Op::Delete => {
-                let counts = destroys.entry(change.id.env.as_str()).or_default();
+                let counts = destroys.entry(&*change.id.env).or_default();
                 counts.0 += 1;
                 counts.2.push(&change.id);
             }
@@ -66,7 +66,7 @@ pub fn check_guards<C>(
                         reason: reason.clone(),
                     });
                 }
-                let counts = destroys.entry(change.id.env.as_str()).or_default();
+                let counts = destroys.entry(&*change.id.env).or_default();
                 counts.1 += 1;
                 counts.2.push(&change.id);
             }

@@ -11,6 +11,7 @@ pub mod order;
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -54,20 +55,25 @@ impl fmt::Display for ProviderKind {
 /// Ordering is by environment, provider, kind, name: plans print stably.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ResourceId {
-    /// Environment.
-    pub env: String,
+    /// Environment (shared: plans clone ids by the thousand).
+    pub env: Arc<str>,
     /// Provider.
     pub provider: ProviderKind,
     /// Kind within the provider (`server`, `user`, `dashboard`, ...).
-    pub kind: String,
+    pub kind: Cow<'static, str>,
     /// Name, unique per kind and environment.
     pub name: String,
 }
 
 impl ResourceId {
     /// Builds an id.
-    pub fn new(env: &str, provider: ProviderKind, kind: &str, name: impl Into<String>) -> Self {
-        Self { env: env.to_owned(), provider, kind: kind.to_owned(), name: name.into() }
+    pub fn new(
+        env: &str,
+        provider: ProviderKind,
+        kind: &'static str,
+        name: impl Into<String>,
+    ) -> Self {
+        Self { env: Arc::from(env), provider, kind: Cow::Borrowed(kind), name: name.into() }
     }
 }
 
@@ -290,7 +296,7 @@ pub fn assemble<C: Follow>(
     policies: &std::collections::BTreeMap<String, crate::model::Policy>,
     allow_deletes: bool,
 ) -> Result<Plan<C>, PlanError> {
-    changes.retain(|c| c.op != Op::Delete || policies.get(&c.id.env).is_none_or(|p| p.prune));
+    changes.retain(|c| c.op != Op::Delete || policies.get(&*c.id.env).is_none_or(|p| p.prune));
     follow(&mut changes);
     let max_deletes = policies.iter().map(|(env, p)| (env.clone(), p.max_deletes)).collect();
     check_guards(&changes, &max_deletes, allow_deletes).map_err(PlanError::Refused)?;

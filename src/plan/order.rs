@@ -143,11 +143,11 @@ mod tests {
     use super::*;
     use crate::plan::ProviderKind;
 
-    fn id(kind: &str, name: &str) -> ResourceId {
+    fn id(kind: &'static str, name: &str) -> ResourceId {
         ResourceId::new("e", ProviderKind::named("fake"), kind, name)
     }
 
-    fn change(kind: &str, name: &str, op: Op, deps: &[ResourceId]) -> Planned<()> {
+    fn change(kind: &'static str, name: &str, op: Op, deps: &[ResourceId]) -> Planned<()> {
         Planned::bare(id(kind, name), op, deps.to_vec(), ())
     }
 

@@ -84,7 +84,7 @@ impl<P: Provider> Connected<P> {
         for env in environments {
             let mine: DesiredSet<P::Spec> = desired
                 .iter()
-                .filter(|(id, _)| id.env == env.name)
+                .filter(|(id, _)| *id.env == *env.name)
                 .map(|(id, item)| (id.clone(), item.clone()))
                 .collect();
             match P::connect(context, env, &mine)
@@ -104,11 +104,11 @@ impl<P: Provider> Connected<P> {
     /// Drops from `desired` what no live instance covers, noting why.
     fn restrict(&self, desired: &mut DesiredSet<P::Spec>, notes: &mut Vec<String>) {
         for (env, reason) in &self.unavailable {
-            if desired.keys().any(|id| &id.env == env) {
+            if desired.keys().any(|id| *id.env == **env) {
                 notes.push(format!("{} of {env} ({reason})", P::KIND));
             }
         }
-        desired.retain(|id, _| self.available.contains_key(&id.env));
+        desired.retain(|id, _| self.available.contains_key(&*id.env));
     }
 
     /// Observes every environment at once; also returns what the state
@@ -166,7 +166,7 @@ impl<P: Provider> Connected<P> {
 
     /// Applies one change with the instance of its environment.
     async fn apply(&self, change: Planned<ItemChange<P::Spec>>) -> Result<(), ChangeError> {
-        let Some(provider) = self.available.get(&change.id.env) else {
+        let Some(provider) = self.available.get(&*change.id.env) else {
             return Err(ChangeError::new(
                 FailureKind::Permanent,
                 format!("no {} provider for environment {}", P::KIND, change.id.env),

@@ -53,7 +53,7 @@ impl Journal {
     /// The store cannot be written: the change must not be made.
     pub fn intend(&self, id: &ResourceId) -> Result<(), StateError> {
         self.save_with(|state| {
-            state.environments.entry(id.env.clone()).or_default().owned.insert(id.clone())
+            state.environments.entry(id.env.to_string()).or_default().owned.insert(id.clone())
         })
     }
 
@@ -68,9 +68,9 @@ impl Journal {
         fingerprint: Option<&str>,
     ) -> Result<(), StateError> {
         self.save_with(|state| {
-            let before = state.environments.get(&id.env).cloned();
+            let before = state.environments.get(&*id.env).cloned();
             state.record_applied(id, op, fingerprint);
-            state.environments.get(&id.env) != before.as_ref()
+            state.environments.get(&*id.env) != before.as_ref()
         })
     }
 

@@ -150,13 +150,13 @@ impl Default for State {
 impl State {
     /// Whether apimon created `id`.
     pub fn owns(&self, id: &ResourceId) -> bool {
-        self.environments.get(&id.env).is_some_and(|env| env.owned.contains(id))
+        self.environments.get(&*id.env).is_some_and(|env| env.owned.contains(id))
     }
 
     /// The fingerprint of `id`'s write-only secret as last applied.
     pub fn fingerprint(&self, id: &ResourceId) -> Option<&str> {
         self.environments
-            .get(&id.env)
+            .get(&*id.env)
             .and_then(|env| env.fingerprints.get(&id.to_string()))
             .map(String::as_str)
     }
@@ -165,7 +165,7 @@ impl State {
     /// apimon's, a deletion forgets it, and `fingerprint` (of a write-only
     /// value, or of what a restart depends on) is kept for the next plan.
     pub fn record_applied(&mut self, id: &ResourceId, op: &Op, fingerprint: Option<&str>) {
-        let env = self.environments.entry(id.env.clone()).or_default();
+        let env = self.environments.entry(id.env.to_string()).or_default();
         match op {
             Op::Create => {
                 env.owned.insert(id.clone());
@@ -183,7 +183,7 @@ impl State {
 
     /// Forgets `id` (it no longer exists); whether anything changed.
     pub fn forget(&mut self, id: &ResourceId) -> bool {
-        let Some(env) = self.environments.get_mut(&id.env) else { return false };
+        let Some(env) = self.environments.get_mut(&*id.env) else { return false };
         let owned = env.owned.remove(id);
         owned | env.fingerprints.remove(&id.to_string()).is_some()
     }

@@ -157,7 +157,7 @@ pub fn password_hash(uid: &str, password: &str) -> String {
 /// The provider's name in resource ids.
 pub const KIND: ProviderKind = ProviderKind::named("grafana");
 
-fn id(env: &str, kind: &str, name: impl Into<String>) -> ResourceId {
+fn id(env: &str, kind: &'static str, name: impl Into<String>) -> ResourceId {
     ResourceId::new(env, KIND, kind, name)
 }
 

@@ -210,7 +210,7 @@ impl Spec for HostSpec {
 /// The provider's name in resource ids.
 pub const KIND: ProviderKind = ProviderKind::named("host");
 
-fn id(env: &str, kind: &str, name: impl Into<String>) -> ResourceId {
+fn id(env: &str, kind: &'static str, name: impl Into<String>) -> ResourceId {
     ResourceId::new(env, KIND, kind, name)
 }
 

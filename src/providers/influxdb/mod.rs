@@ -134,7 +134,7 @@ impl Spec for InfluxdbSpec {
 /// The provider's name in resource ids.
 pub const KIND: ProviderKind = ProviderKind::named("influxdb");
 
-fn id(env: &str, kind: &str, name: impl Into<String>) -> ResourceId {
+fn id(env: &str, kind: &'static str, name: impl Into<String>) -> ResourceId {
     ResourceId::new(env, KIND, kind, name)
 }
 

@@ -182,7 +182,7 @@ impl Spec for OpenstackSpec {
 /// The provider's name in resource ids.
 pub const KIND: ProviderKind = ProviderKind::named("openstack");
 
-pub(crate) fn id(env: &str, kind: &str, name: impl Into<String>) -> ResourceId {
+pub(crate) fn id(env: &str, kind: &'static str, name: impl Into<String>) -> ResourceId {
     ResourceId::new(env, KIND, kind, name)
 }
 
@@ -266,10 +266,10 @@ impl OpenstackProvider {
         let Some(config) = client::cloud_config(cloud, clouds_file)? else {
             return Ok(None);
         };
-        let wanted = desired.keys().filter(|id| id.env == env).cloned().collect();
+        let wanted = desired.keys().filter(|id| *id.env == *env).cloned().collect();
         let servers = desired
             .iter()
-            .filter(|(id, _)| id.env == env)
+            .filter(|(id, _)| *id.env == *env)
             .filter_map(|(id, item)| match &item.spec {
                 OpenstackSpec::Server(spec) => Some((id.name.clone(), spec.clone())),
                 _ => None,

@@ -42,7 +42,7 @@ pub(super) struct Observer<'a> {
 
 impl Observer<'_> {
     /// Whether the repository declares `kind` `name`.
-    pub fn wants(&self, kind: &str, name: &str) -> bool {
+    pub fn wants(&self, kind: &'static str, name: &str) -> bool {
         self.wanted.contains(&id(self.env, kind, name))
     }
 
