@@ -49,6 +49,16 @@ async fn wait_for(server: &support::influxdb::InfluxServer, total: u64) {
     }
 }
 
+fn report(what: &str, points: usize, accepted: Duration, stored: Duration) {
+    println!(
+        "{what}: {points} points accepted in {:.2} s ({:.0}/s), in InfluxDB after {:.2} s ({:.0}/s)",
+        accepted.as_secs_f64(),
+        points as f64 / accepted.as_secs_f64(),
+        stored.as_secs_f64(),
+        points as f64 / stored.as_secs_f64()
+    );
+}
+
 async fn ingest_throughput() {
     let Some(server) = support::influxdb::InfluxServer::start().await else {
         eprintln!("influxd is not installed; ingest not measured");
@@ -91,13 +101,7 @@ async fn ingest_throughput() {
     let accepted = start.elapsed();
     wait_for(&server, SINGLE as u64).await;
     let stored = start.elapsed();
-    println!(
-        "one point per request, 8 clients: {SINGLE} points accepted in {:.2} s ({:.0}/s), in InfluxDB after {:.2} s ({:.0}/s)",
-        accepted.as_secs_f64(),
-        SINGLE as f64 / accepted.as_secs_f64(),
-        stored.as_secs_f64(),
-        SINGLE as f64 / stored.as_secs_f64()
-    );
+    report("one point per request, 8 clients", SINGLE, accepted, stored);
 
     let start = Instant::now();
     for chunk in 0..BATCHED / 1_000 {
@@ -109,13 +113,7 @@ async fn ingest_throughput() {
     let accepted = start.elapsed();
     wait_for(&server, (SINGLE + BATCHED) as u64).await;
     let stored = start.elapsed();
-    println!(
-        "batches of 1,000: {BATCHED} points accepted in {:.2} s ({:.0}/s), in InfluxDB after {:.2} s ({:.0}/s)",
-        accepted.as_secs_f64(),
-        BATCHED as f64 / accepted.as_secs_f64(),
-        stored.as_secs_f64(),
-        BATCHED as f64 / stored.as_secs_f64()
-    );
+    report("batches of 1,000", BATCHED, accepted, stored);
     controls.send(Control::Shutdown).expect("running");
     let _ = task.await;
 }

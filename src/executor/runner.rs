@@ -43,6 +43,29 @@ pub struct Report {
     pub cleanup: Option<RunResult>,
 }
 
+impl Report {
+    /// A report of a run without a directory (not started, an HTTP probe,
+    /// or before the playbook runner adds its own).
+    fn new(
+        result: RunResult,
+        return_code: i64,
+        duration: Duration,
+        started_at: DateTime<Utc>,
+        output: String,
+    ) -> Self {
+        Self {
+            result,
+            return_code,
+            duration,
+            started_at,
+            output,
+            job_id: None,
+            run_dir: None,
+            cleanup: None,
+        }
+    }
+}
+
 /// Runs `scenario`; `abort` turning true kills it (shutdown past grace).
 pub async fn run(
     scenario: &ScenarioConfig,
@@ -55,19 +78,11 @@ pub async fn run(
             let run_dir = match RunDir::create(&settings.runs_dir, &scenario.name, Utc::now()) {
                 Ok(run_dir) => run_dir,
                 Err(error) => {
-                    return Report {
-                        result: RunResult::Failed,
-                        return_code: -1,
-                        duration: Duration::ZERO,
-                        started_at: Utc::now(),
-                        output: format!(
-                            "cannot create a run directory under {}: {error}",
-                            settings.runs_dir.display()
-                        ),
-                        job_id: None,
-                        run_dir: None,
-                        cleanup: None,
-                    };
+                    let output = format!(
+                        "cannot create a run directory under {}: {error}",
+                        settings.runs_dir.display()
+                    );
+                    return Report::new(RunResult::Failed, -1, Duration::ZERO, Utc::now(), output);
                 }
             };
             let plugins = settings.plugins_dir();
@@ -138,16 +153,13 @@ async fn run_process(
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {
-            return Report {
-                result: RunResult::Failed,
-                return_code: -1,
-                duration: start.elapsed(),
+            return Report::new(
+                RunResult::Failed,
+                -1,
+                start.elapsed(),
                 started_at,
-                output: cannot_start(command.as_std().get_program(), &error),
-                job_id: None,
-                run_dir: None,
-                cleanup: None,
-            };
+                cannot_start(command.as_std().get_program(), &error),
+            );
         }
     };
     let group = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
@@ -177,16 +189,7 @@ async fn run_process(
         Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
         _ => String::new(),
     };
-    Report {
-        result,
-        return_code,
-        duration,
-        started_at,
-        output,
-        job_id: None,
-        run_dir: None,
-        cleanup: None,
-    }
+    Report::new(result, return_code, duration, started_at, output)
 }
 
 /// Reads stdout and stderr as they come (both at once: a process blocked
@@ -292,37 +295,12 @@ async fn probe(
             } else {
                 format!("HTTP {status}, expected {expect_status}")
             };
-            Report {
-                result,
-                return_code: i64::from(status),
-                duration,
-                started_at,
-                output,
-                job_id: None,
-                run_dir: None,
-                cleanup: None,
-            }
+            Report::new(result, i64::from(status), duration, started_at, output)
         }
-        Err(error) if error.is_timeout() => Report {
-            result: RunResult::Timeout,
-            return_code: -1,
-            duration,
-            started_at,
-            output: error.to_string(),
-            job_id: None,
-            run_dir: None,
-            cleanup: None,
-        },
-        Err(error) => Report {
-            result: RunResult::Failed,
-            return_code: 0,
-            duration,
-            started_at,
-            output: error.to_string(),
-            job_id: None,
-            run_dir: None,
-            cleanup: None,
-        },
+        Err(error) if error.is_timeout() => {
+            Report::new(RunResult::Timeout, -1, duration, started_at, error.to_string())
+        }
+        Err(error) => Report::new(RunResult::Failed, 0, duration, started_at, error.to_string()),
     }
 }
 

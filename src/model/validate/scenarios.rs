@@ -16,16 +16,7 @@ pub(super) fn check(check: &mut Check, repo: &RawRepository) -> BTreeMap<String,
         if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
             check.error(doc, "", format!("invalid scenario name `{name}` (the file name); expected lowercase letters, digits and `_`"));
         }
-        let timeout = match &raw_scenario.timeout {
-            None => Some(DEFAULT_SCENARIO_TIMEOUT),
-            Some(text) => {
-                let parsed = parse_timeout(text);
-                if parsed.is_none() {
-                    check.error(doc, "timeout", format!("invalid timeout `{text}`; expected a number with s, m or h, like 30s or 5m"));
-                }
-                parsed
-            }
-        };
+        let timeout = check_timeout(check, doc, "timeout", raw_scenario.timeout.as_deref());
         let runner = check_runner(check, repo, doc, raw_scenario);
         if let (Some(timeout), Some(runner)) = (timeout, runner) {
             scenarios.insert(
@@ -40,6 +31,25 @@ pub(super) fn check(check: &mut Check, repo: &RawRepository) -> BTreeMap<String,
         }
     }
     scenarios
+}
+
+/// A timeout at `key`, default [`DEFAULT_SCENARIO_TIMEOUT`].
+fn check_timeout(
+    check: &mut Check,
+    doc: &Document<raw::Scenario>,
+    key: &str,
+    text: Option<&str>,
+) -> Option<std::time::Duration> {
+    let Some(text) = text else { return Some(DEFAULT_SCENARIO_TIMEOUT) };
+    let parsed = parse_timeout(text);
+    if parsed.is_none() {
+        check.error(
+            doc,
+            key,
+            format!("invalid timeout `{text}`; expected a number with s, m or h, like 30s or 5m"),
+        );
+    }
+    parsed
 }
 
 /// A playbook must at least be YAML: catch that here, not at 3 a.m. on the executor.
@@ -117,16 +127,12 @@ fn check_runner(
             let cleanup = ansible.cleanup.as_ref().and_then(|cleanup| {
                 let playbook =
                     check_playbook(check, repo, doc, "ansible.cleanup.playbook", &cleanup.playbook);
-                let timeout = match &cleanup.timeout {
-                    None => Some(DEFAULT_SCENARIO_TIMEOUT),
-                    Some(text) => {
-                        let parsed = parse_timeout(text);
-                        if parsed.is_none() {
-                            check.error(doc, "ansible.cleanup.timeout", format!("invalid timeout `{text}`; expected a number with s, m or h, like 30s or 5m"));
-                        }
-                        parsed
-                    }
-                };
+                let timeout = check_timeout(
+                    check,
+                    doc,
+                    "ansible.cleanup.timeout",
+                    cleanup.timeout.as_deref(),
+                );
                 Some(Cleanup { playbook, timeout: timeout? })
             });
             for name in ansible.vars.keys() {
