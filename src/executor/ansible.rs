@@ -100,7 +100,11 @@ pub fn write_metrics_config(
     let config = serde_json::json!({
         "clouds": {},
         "metrics": {"influxdb": {
-            "host": endpoint.ip().to_string(),
+            // The InfluxDB client puts the host into a URL as it is.
+            "host": match endpoint.ip() {
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+            },
             "port": endpoint.port(),
             "use_udp": false,
             "database": RunTags::database(scenario, &run.job_id),

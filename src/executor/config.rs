@@ -263,6 +263,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     if raw.concurrency == 0 {
         problem("concurrency", "0; expected at least 1".to_owned());
     }
+    // The listener takes points without authentication: loopback only.
+    if let Some(listen) = raw.ingest_listen.filter(|l| !l.ip().is_loopback()) {
+        problem(
+            "ingest_listen",
+            format!("{listen} is not a loopback address; the listener has no authentication, so it listens on 127.0.0.1 or ::1 only"),
+        );
+    }
     let mut scenarios = BTreeMap::new();
     for (i, s) in raw.scenarios.iter().enumerate() {
         let key = format!("scenarios[{i}]");
@@ -344,13 +351,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             ansible_playbook: raw.ansible_playbook,
             runs_dir: raw.runs_dir,
             keep_runs: raw.keep_runs.max(1),
-            metrics_endpoint: raw.ingest_listen.map(|listen| match listen.ip() {
-                ip if ip.is_unspecified() => SocketAddr::new(
-                    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-                    listen.port(),
-                ),
-                _ => listen,
-            }),
+            metrics_endpoint: raw.ingest_listen,
         },
         concurrency: raw.concurrency,
         grace_period: Duration::from_secs(raw.grace_period_seconds),
@@ -380,6 +381,20 @@ mod tests {
         assert!(
             error.contains("executor.yaml:5:") && error.contains("scenarios[0].cron"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn the_ingest_listener_stays_on_loopback() {
+        let text = format!("{GOOD}ingest_listen: 0.0.0.0:8187\n");
+        let error = parse(Path::new("executor.yaml"), &text).expect_err("not loopback").to_string();
+        assert!(error.contains("ingest_listen") && error.contains("loopback"), "{error}");
+        let config = parse(Path::new("executor.yaml"), &format!("{GOOD}ingest_listen: null\n"))
+            .expect("off");
+        assert!(config.ingest_listen.is_none() && config.runners.metrics_endpoint.is_none());
+        assert_eq!(
+            parse(Path::new("executor.yaml"), GOOD).expect("default").ingest_listen,
+            Some(DEFAULT_INGEST_LISTEN)
         );
     }
 
