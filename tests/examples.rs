@@ -29,6 +29,8 @@ fn examples_repo_offline_plan_creates_everything() {
         "+ outside/influxdb.user/grafana",
         "+ outside/grafana.datasource/apimon-outside",
         "+ outside/host.file/outside-executor:/etc/telegraf/telegraf.conf",
+        "+ outside/host.runtime/outside-executor",
+        "+ inside/host.account/inside-executor:apimon",
     ] {
         assert!(stdout.contains(expected), "missing {expected:?} in\n{stdout}");
     }
