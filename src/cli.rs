@@ -37,6 +37,10 @@ pub enum Command {
     Validate {
         #[command(flatten)]
         repo: RepoArgs,
+        /// Only this environment: its hosts are rendered and, with
+        /// --secrets, only its secrets (and project-wide ones) are checked.
+        #[arg(long)]
+        env: Option<String>,
         /// Also check that every referenced secret is set (file, then APIMON_SECRET_<NAME>).
         #[arg(long, env = "APIMON_SECRETS_FILE")]
         secrets: Option<PathBuf>,
@@ -181,7 +185,9 @@ impl From<Outcome> for ExitCode {
 /// Anything that stops the command; the caller prints it with its causes.
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
-        Command::Validate { repo, secrets } => validate(&repo.repo, secrets.as_deref()),
+        Command::Validate { repo, env, secrets } => {
+            validate(&repo.repo, env.as_deref(), secrets.as_deref())
+        }
         Command::Render { repo, env, out } => render_to(&repo.repo, env.as_deref(), &out),
         Command::Plan { repo, env, offline: true, json, allow_deletes, .. } => {
             plan_offline(&repo.repo, env.as_deref(), json, allow_deletes)
@@ -401,11 +407,17 @@ fn report_invalid(text: &str, count: usize) {
     eprintln!("error: the repository is invalid ({count} problem(s)); nothing was changed");
 }
 
-fn validate(repo: &Path, secrets_file: Option<&Path>) -> anyhow::Result<Outcome> {
-    let Some(loaded) = load(repo, None)? else { return Ok(Outcome::Invalid) };
+fn validate(
+    repo: &Path,
+    env: Option<&str>,
+    secrets_file: Option<&Path>,
+) -> anyhow::Result<Outcome> {
+    let Some(loaded) = load(repo, env)? else { return Ok(Outcome::Invalid) };
+    let selected = loaded.state.select(env).map_err(anyhow::Error::msg)?;
     if let Some(file) = secrets_file {
         let store = SecretStore::load(Some(file), std::env::vars())?;
-        if let Err(diagnostics) = loaded.state.check_secrets(&Secrets::Resolved(store), None) {
+        let only = env.map(|_| selected.as_slice());
+        if let Err(diagnostics) = loaded.state.check_secrets(&Secrets::Resolved(store), only) {
             report_invalid(&diagnostics.to_string(), diagnostics.0.len());
             return Ok(Outcome::Invalid);
         }
@@ -414,7 +426,7 @@ fn validate(repo: &Path, secrets_file: Option<&Path>) -> anyhow::Result<Outcome>
     println!(
         "{}: valid ({} environment(s), {hosts} host(s), {} scenario(s), {} dashboard(s))",
         repo.display(),
-        loaded.state.environments.len(),
+        selected.len(),
         loaded.state.scenarios.len(),
         loaded.state.dashboards.len()
     );

@@ -122,7 +122,44 @@ fn missing_secret_is_reported_where_it_is_referenced() {
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("inventory/inside/influxdb.yaml:14:15: users[2].password: secret `inside_influxdb_grafana_password` is not set; expected it in the secrets file or in $APIMON_SECRET_INSIDE_INFLUXDB_GRAFANA_PASSWORD"),
+        stderr.contains("inventory/inside/influxdb.yaml:14:15: users[2].password: secret `inside_influxdb_grafana_password` (environment inside) is not set; expected it in the secrets file or in $APIMON_SECRET_INSIDE_INFLUXDB_GRAFANA_PASSWORD"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn validate_with_env_checks_only_that_environments_secrets() {
+    let repo = TestRepo::fixture();
+    let file = repo.secrets_file(&crate::support::outside_secrets(), 0o600);
+    let run = |env: Option<&str>| {
+        let mut args = vec![
+            "validate".to_owned(),
+            "--repo".to_owned(),
+            repo.path().to_string_lossy().into_owned(),
+            "--secrets".to_owned(),
+            file.to_string_lossy().into_owned(),
+        ];
+        if let Some(env) = env {
+            args.extend(["--env".to_owned(), env.to_owned()]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        apimon(&refs)
+    };
+    let output = run(Some("outside"));
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("valid (1 environment(s)"), "{stdout}");
+    // All environments: the other one's secrets are missing, and named so.
+    let output = run(None);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("(environment inside) is not set"), "{stderr}");
+    assert!(!stderr.contains("(environment outside)"), "{stderr}");
+    let output = run(Some("nowhere"));
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("unknown environment `nowhere`; expected one of: inside, outside"),
         "{stderr}"
     );
 }

@@ -89,11 +89,16 @@ impl DesiredState {
             .filter(needed)
             .filter(|use_| secrets.value(&use_.name).is_none())
             .map(|use_| {
+                let of = use_
+                    .env
+                    .as_ref()
+                    .map(|env| format!(" (environment {env})"))
+                    .unwrap_or_default();
                 Diagnostic::new(
                     use_.location.clone(),
                     use_.path.clone(),
                     format!(
-                        "secret `{}` is not set; expected it in the secrets file or in ${}",
+                        "secret `{}`{of} is not set; expected it in the secrets file or in ${}",
                         use_.name,
                         secret::env_var_name(&use_.name)
                     ),
