@@ -94,7 +94,7 @@ fn live_plan_without_secrets_names_each_missing_secret() {
     ]);
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr.contains("inventory/outside/influxdb.yaml:8:15: users[0].password: secret `outside_influxdb_admin_password` is not set"), "{stderr}");
+    assert!(stderr.contains("inventory/outside/influxdb.yaml:8:15: users[0].password: secret `outside_influxdb_admin_password` (environment outside) is not set"), "{stderr}");
     assert!(stderr.contains("nothing was changed"), "{stderr}");
 }
 
@@ -124,7 +124,7 @@ fn an_environment_needs_the_secrets_of_datasources_it_reads_from_other_environme
     assert!(stderr.contains("inventory/outside/grafana.yaml:5:"), "{stderr}");
     assert!(
         stderr
-            .contains("datasources[1].user: secret `inside_influxdb_grafana_password` is not set"),
+            .contains("datasources[1].user: secret `inside_influxdb_grafana_password` (environment outside) is not set"),
         "{stderr}"
     );
     assert_eq!(
