@@ -1,0 +1,223 @@
+//! What each host of an environment needs: its role's accounts, packages
+//! (from the distribution or a vendor repository), rendered files, the
+//! apimon binary on executors, the scenario runtime, and its units.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use sha2::{Digest, Sha256};
+
+use crate::model::{Environment, Role};
+use crate::plan::{DesiredItem, DesiredSet, ResourceId};
+use crate::render::Rendered;
+
+use super::{
+    account_id, apt_repository_id, file_id, openstack, package_id, runtime_id, sources_path,
+    unit_id, Content, HostSpec, BINARY_PATH,
+};
+
+/// System accounts each role's services run as: (name, home).
+pub fn accounts_for(role: Role) -> &'static [(&'static str, &'static str)] {
+    match role {
+        Role::Executor => &[("apimon", "/var/lib/apimon")],
+        Role::Influxdb | Role::Bastion | Role::Grafana => &[],
+    }
+}
+
+/// Packages each role needs on its host.
+pub fn packages_for(role: Role) -> &'static [&'static str] {
+    match role {
+        Role::Executor => &["ansible-core", "telegraf"],
+        Role::Influxdb => &["influxdb"],
+        Role::Bastion | Role::Grafana => &[],
+    }
+}
+
+fn digest(path: &Path) -> Option<(PathBuf, String)> {
+    let bytes = std::fs::read(path).ok()?;
+    Some((path.to_owned(), hex::encode(Sha256::digest(bytes))))
+}
+
+/// The binary executors get and its sha256: `path`, or the running apimon
+/// (hashed once per process).
+pub fn binary(path: Option<&Path>) -> Option<(PathBuf, String)> {
+    static OWN: OnceLock<Option<(PathBuf, String)>> = OnceLock::new();
+    match path {
+        Some(path) => digest(path),
+        None => OWN.get_or_init(|| std::env::current_exe().ok().and_then(|p| digest(&p))).clone(),
+    }
+}
+
+/// What the environment's hosts need: files, packages, running units.
+/// The executor also gets the apimon binary that is applying, so it runs
+/// the same version.
+pub fn desired(
+    env: &Environment,
+    rendered: &Rendered,
+    binary: Option<&(PathBuf, String)>,
+    runtime: Option<&crate::model::Runtime>,
+    apt: &[crate::model::AptRepository],
+) -> DesiredSet<HostSpec> {
+    let mut set = DesiredSet::new();
+    for host in rendered.hosts.values().filter(|h| h.env == env.name) {
+        let server = openstack::server_id(&env.name, &host.host);
+        let mut files: Vec<(ResourceId, HostSpec)> = host
+            .files
+            .iter()
+            .map(|file| {
+                let spec = HostSpec::File {
+                    host: host.host.clone(),
+                    path: file.path.clone(),
+                    sha256: file.sha256.clone(),
+                    mode: file.mode,
+                    owner: file.owner.clone(),
+                    group: file.group.clone(),
+                    restarts: file.restarts.clone(),
+                    template: file.template.clone(),
+                    content: Content::Bytes(file.content.clone()),
+                };
+                (file_id(&env.name, &host.host, &file.path), spec)
+            })
+            .collect();
+        if host.role == Role::Executor {
+            if let Some((path, sha256)) = binary {
+                let spec = HostSpec::File {
+                    host: host.host.clone(),
+                    path: BINARY_PATH.to_owned(),
+                    sha256: sha256.clone(),
+                    mode: 0o755,
+                    owner: "root".to_owned(),
+                    group: "root".to_owned(),
+                    restarts: vec!["apimon-executor".to_owned()],
+                    template: None,
+                    content: Content::Local(path.clone()),
+                };
+                files.push((file_id(&env.name, &host.host, BINARY_PATH), spec));
+            }
+        }
+        // Accounts first: files and units name them.
+        let mut account_ids = Vec::new();
+        for (name, home) in accounts_for(host.role) {
+            let account_id = account_id(&env.name, &host.host, name);
+            account_ids.push(account_id.clone());
+            let spec = HostSpec::Account {
+                host: host.host.clone(),
+                name: (*name).to_owned(),
+                home: (*home).to_owned(),
+            };
+            set.insert(account_id, DesiredItem::new(spec, vec![server.clone()]).on(server.clone()));
+        }
+        // Vendor repositories this role installs from; their packages
+        // wait for them (and for the refreshed package lists).
+        let mut from_repository: BTreeMap<&str, Vec<ResourceId>> = BTreeMap::new();
+        for repository in apt {
+            let Some(packages) = repository.packages.get(&host.role) else { continue };
+            let repository_id = apt_repository_id(&env.name, &host.host, &repository.name);
+            let sources = sources_path(&repository.name);
+            let mut hash = Sha256::new();
+            hash.update(repository.key.as_slice());
+            hash.update(repository.sources.as_bytes());
+            let spec = HostSpec::AptRepository {
+                host: host.host.clone(),
+                name: repository.name.clone(),
+                keyring: repository.keyring.clone(),
+                sources_path: sources,
+                sha256: hex::encode(hash.finalize()),
+                content: Some((Arc::clone(&repository.key), repository.sources.clone())),
+            };
+            set.insert(
+                repository_id.clone(),
+                DesiredItem::new(spec, vec![server.clone()]).on(server.clone()),
+            );
+            for package in packages {
+                from_repository.entry(package.as_str()).or_default().push(repository_id.clone());
+            }
+        }
+        let mut package_ids = Vec::new();
+        let mut packages: Vec<&str> = packages_for(host.role).to_vec();
+        packages.extend(
+            from_repository.keys().copied().filter(|p| !packages_for(host.role).contains(p)),
+        );
+        for package in packages {
+            let package_id = package_id(&env.name, &host.host, package);
+            package_ids.push(package_id.clone());
+            let spec = HostSpec::Package { host: host.host.clone(), package: package.to_owned() };
+            let mut depends_on = vec![server.clone()];
+            depends_on.extend(from_repository.get(package).cloned().unwrap_or_default());
+            let item = DesiredItem::new(spec, depends_on).on(server.clone());
+            set.insert(package_id, item);
+        }
+        for unit in &host.units {
+            let triggers: Vec<&(ResourceId, HostSpec)> = files.iter().filter(|(_, spec)| matches!(spec, HostSpec::File { restarts, .. } if restarts.contains(unit))).collect();
+            let mut token = Sha256::new();
+            for (_, spec) in &triggers {
+                if let HostSpec::File { path, sha256, .. } = spec {
+                    token.update(format!("{path}\0{sha256}\n"));
+                }
+            }
+            let mut depends_on = vec![server.clone()];
+            depends_on.extend(triggers.iter().map(|(id, _)| id.clone()));
+            depends_on.extend(package_ids.iter().cloned());
+            depends_on.extend(account_ids.iter().cloned());
+            let spec = HostSpec::Unit {
+                host: host.host.clone(),
+                unit: unit.clone(),
+                enabled: true,
+                running: true,
+                restart_token: hex::encode(token.finalize()),
+            };
+            // A file restored by hand restarts its unit even though the
+            // token, the hash of what the files should hold, is unchanged.
+            let triggered_by = triggers.iter().map(|(id, _)| id.clone()).collect();
+            let item =
+                DesiredItem::new(spec, depends_on).on(server.clone()).triggered_by(triggered_by);
+            set.insert(unit_id(&env.name, &host.host, unit), item);
+        }
+        if let (Role::Executor, Some(runtime)) = (host.role, runtime) {
+            let spec = HostSpec::Runtime {
+                host: host.host.clone(),
+                id: runtime.id.clone(),
+                python: runtime.python.clone(),
+                collections: runtime
+                    .collections
+                    .iter()
+                    .map(|c| format!("{} ({})", c.path, &c.sha256[..12]))
+                    .collect(),
+                index_url: runtime.index_url.clone(),
+                archives: runtime
+                    .collections
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.path.rsplit('/').next().unwrap_or("collection.tar.gz").to_owned(),
+                            Arc::clone(&c.content),
+                        )
+                    })
+                    .collect(),
+            };
+            let mut depends_on = vec![server.clone()];
+            depends_on.extend(package_ids.iter().cloned());
+            set.insert(
+                runtime_id(&env.name, &host.host),
+                DesiredItem::new(spec, depends_on).on(server.clone()),
+            );
+        }
+        for (file_id, spec) in files {
+            let mut depends_on = vec![server.clone()];
+            if let HostSpec::File { owner, group, .. } = &spec {
+                depends_on.extend(
+                    account_ids
+                        .iter()
+                        .filter(|id| {
+                            id.name.ends_with(&format!(":{owner}"))
+                                || id.name.ends_with(&format!(":{group}"))
+                        })
+                        .cloned(),
+                );
+            }
+            set.insert(file_id, DesiredItem::new(spec, depends_on).on(server.clone()));
+        }
+    }
+    set
+}
