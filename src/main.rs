@@ -10,7 +10,7 @@ use apimon::cli::{self, Cli};
 fn main() -> ExitCode {
     ignore_file_size_signal();
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.command.is_service());
+    init_logging(cli.verbose, cli.command.is_service(), cli.log_format);
     match cli::run(cli) {
         Ok(outcome) => outcome.into(),
         // `apimon plan | head` closes the pipe early: not an error.
@@ -33,7 +33,7 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 /// Logs go to stderr so that `plan --json` output stays machine-readable.
 /// The services (daemon, executor) log their own events at info by default
 /// (each applied change, each run) and their dependencies' at warn only.
-fn init_logging(verbose: u8, service: bool) {
+fn init_logging(verbose: u8, service: bool, format: cli::LogFormat) {
     let default = match (verbose, service) {
         (0, false) => "warn",
         (0, true) | (1, _) => "warn,apimon=info",
@@ -42,13 +42,15 @@ fn init_logging(verbose: u8, service: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Colour only on a terminal: a journal or a log file gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        cli::LogFormat::Json => builder.json().with_current_span(true).init(),
+        cli::LogFormat::Text => {
+            // Colour only on a terminal: a journal or a log file gets plain text.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            builder.with_ansi(ansi).init();
+        }
+    }
 }
 
 /// Past a file size limit (`ulimit -f`) the kernel kills the process with

@@ -416,3 +416,40 @@ async fn structured_vars_reach_the_playbook_at_inventory_precedence() {
         })
     );
 }
+
+#[test]
+fn with_log_format_json_every_log_line_is_a_json_object() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let config = Config::new();
+    let port = free_port();
+    config.write(
+        &format!("http://127.0.0.1:{port}"),
+        Path::new("ansible-playbook"),
+        &[http_scenario("probe", "* * * * * *", &format!("http://127.0.0.1:{port}/ok"))],
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_apimon"))
+        .args(["executor", "--log-format", "json", "--config", &config.path().to_string_lossy()])
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start executor");
+    let log = crate::support::LogLines::follow(child.stderr.take().expect("stderr"));
+    log.wait_for("Scenario did not pass.", Duration::from_secs(30));
+    let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    assert!(child.wait().expect("wait").success());
+    let text = log.wait_for("Executor stopped.", Duration::from_secs(30));
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let run = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "Scenario did not pass.")
+        .expect("the run's line");
+    assert_eq!(run["level"], "WARN");
+    assert_eq!(run["fields"]["result"], "failed");
+    assert_eq!(run["span"]["scenario"], "probe", "{run}");
+    assert!(lines.iter().all(|l| l["timestamp"].is_string() && l["target"].is_string()));
+}
