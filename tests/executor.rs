@@ -310,10 +310,13 @@ async fn influxdb_down_then_up_loses_no_point() {
     assert_eq!(points(&server).await, tally(&records), "a point was lost while InfluxDB was down");
 }
 
-#[test]
-fn the_binary_reloads_on_sighup_and_stops_cleanly_on_sigterm() {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
+/// The `apimon executor` binary (`args` before `--config`) with one probe
+/// a second whose target, like the results URL, is unreachable; returns
+/// once the first run failed (its point waits in the buffer).
+fn executor_binary_after_a_failed_run(
+    args: &[&str],
+    rust_log: Option<&str>,
+) -> (Config, std::process::Child, crate::support::LogLines) {
     let config = Config::new();
     let port = free_port();
     // Results go nowhere reachable: they are buffered, which must not block shutdown.
@@ -322,15 +325,23 @@ fn the_binary_reloads_on_sighup_and_stops_cleanly_on_sigterm() {
         Path::new("ansible-playbook"),
         &[http_scenario("probe", "* * * * * *", &format!("http://127.0.0.1:{port}/ok"))],
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_apimon"))
-        .args(["executor", "--config", &config.path().to_string_lossy()])
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start executor");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_apimon"));
+    command.arg("executor").args(args).arg("--config").arg(config.path());
+    match rust_log {
+        Some(filter) => command.env("RUST_LOG", filter),
+        None => command.env_remove("RUST_LOG"),
+    };
+    let mut child = command.stderr(std::process::Stdio::piped()).spawn().expect("start executor");
     let log = crate::support::LogLines::follow(child.stderr.take().expect("stderr"));
-    // A run whose point cannot be delivered: it waits in the buffer.
     log.wait_for("Scenario did not pass.", Duration::from_secs(30));
+    (config, child, log)
+}
+
+#[test]
+fn the_binary_reloads_on_sighup_and_stops_cleanly_on_sigterm() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let (config, mut child, log) = executor_binary_after_a_failed_run(&[], Some("info"));
     let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
     kill(pid, Signal::SIGHUP).expect("SIGHUP");
     log.wait_for("Configuration reloaded.", Duration::from_secs(30));
@@ -421,21 +432,8 @@ async fn structured_vars_reach_the_playbook_at_inventory_precedence() {
 fn with_log_format_json_every_log_line_is_a_json_object() {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
-    let config = Config::new();
-    let port = free_port();
-    config.write(
-        &format!("http://127.0.0.1:{port}"),
-        Path::new("ansible-playbook"),
-        &[http_scenario("probe", "* * * * * *", &format!("http://127.0.0.1:{port}/ok"))],
-    );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_apimon"))
-        .args(["executor", "--log-format", "json", "--config", &config.path().to_string_lossy()])
-        .env_remove("RUST_LOG")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start executor");
-    let log = crate::support::LogLines::follow(child.stderr.take().expect("stderr"));
-    log.wait_for("Scenario did not pass.", Duration::from_secs(30));
+    let (_config, mut child, log) =
+        executor_binary_after_a_failed_run(&["--log-format", "json"], None);
     let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
     kill(pid, Signal::SIGTERM).expect("SIGTERM");
     assert!(child.wait().expect("wait").success());
