@@ -45,8 +45,14 @@ async fn main() {
     let state_dir = tempfile::tempdir().expect("temp dir");
     let machine = Machine::from_env();
     let prepare = || {
-        reconcile::prepare(repo.path(), &["outside".to_owned()], &secrets, Target::Live(&machine))
-            .expect("prepare")
+        reconcile::prepare(
+            repo.path(),
+            &["outside".to_owned()],
+            &secrets,
+            Target::Live(&machine),
+            &apimon::model::load::NoFetch,
+        )
+        .expect("prepare")
     };
 
     let prepared = prepare();

@@ -16,6 +16,7 @@ use crate::apply::{ApplyOptions, Event};
 use crate::machine::Machine;
 use crate::model::{secret::SecretStore, Secrets};
 use crate::reconcile::{self, Plan, Prepared, ReconcileError, Target};
+use crate::source::scenarios::SourceCache;
 use crate::state::{self, LockedStore, State};
 
 /// apimon: GitOps for an API-monitoring platform on OpenStack.
@@ -311,6 +312,19 @@ fn resolved_secrets(live: &LiveArgs) -> anyhow::Result<Secrets> {
     Ok(Secrets::Resolved(SecretStore::load(live.secrets.as_deref(), std::env::vars())?))
 }
 
+/// Which commit of the scenario repository this run uses, on stderr.
+fn note_scenario_repository(prepared: &Prepared) {
+    if let Some(repository) = &prepared.state.scenario_repository {
+        let followed =
+            repository.branch.as_ref().map(|b| format!(" (branch {b})")).unwrap_or_default();
+        eprintln!(
+            "note: scenario repository {} at {}{followed}",
+            crate::source::git::redact_url(&repository.url),
+            repository.commit
+        );
+    }
+}
+
 fn note_not_observed(prepared: &Prepared) {
     if !prepared.not_observed.is_empty() {
         eprintln!(
@@ -325,7 +339,10 @@ fn note_not_observed(prepared: &Prepared) {
 fn prepare_live(repo: &Path, env: Option<&str>, live: &LiveArgs) -> anyhow::Result<Prepared> {
     let secrets = resolved_secrets(live)?;
     let names: Vec<String> = env.map(str::to_owned).into_iter().collect();
-    let prepared = reconcile::prepare(repo, &names, &secrets, Target::Live(&live.machine()))?;
+    let machine = live.machine();
+    let sources = scenario_sources(&machine)?;
+    let prepared = reconcile::prepare(repo, &names, &secrets, Target::Live(&machine), &sources)?;
+    note_scenario_repository(&prepared);
     note_not_observed(&prepared);
     Ok(prepared)
 }
@@ -395,12 +412,22 @@ fn confirmed() -> anyhow::Result<bool> {
     Ok(answer.trim() == "yes")
 }
 
+/// Where this command caches scenario repositories, and its git credentials.
+fn scenario_sources(machine: &Machine) -> anyhow::Result<SourceCache> {
+    SourceCache::from_env(machine.known_hosts.clone())
+        .context("cannot read the git credentials for scenario repositories")
+}
+
 /// Loads and renders with redacted secrets; `Ok(None)` when the
 /// repository is invalid (printed).
 fn load(repo: &Path, env: Option<&str>) -> anyhow::Result<Option<Prepared>> {
     let names: Vec<String> = env.map(str::to_owned).into_iter().collect();
-    match reconcile::prepare(repo, &names, &Secrets::Redacted, Target::Offline) {
-        Ok(prepared) => Ok(Some(prepared)),
+    let sources = scenario_sources(&Machine::from_env())?;
+    match reconcile::prepare(repo, &names, &Secrets::Redacted, Target::Offline, &sources) {
+        Ok(prepared) => {
+            note_scenario_repository(&prepared);
+            Ok(Some(prepared))
+        }
         Err(ReconcileError::Invalid(diagnostics)) => {
             report_invalid(&diagnostics.to_string(), diagnostics.0.len());
             Ok(None)

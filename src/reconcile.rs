@@ -93,8 +93,9 @@ pub fn prepare(
     names: &[String],
     secrets: &Secrets,
     target: Target<'_>,
+    fetcher: &dyn model::load::FetchScenarios,
 ) -> Result<Prepared, ReconcileError> {
-    let state = model::load_repository(repo).map_err(|error| match error {
+    let state = model::load_repository_with(repo, fetcher).map_err(|error| match error {
         LoadError::Invalid(diagnostics) => ReconcileError::Invalid(diagnostics),
         other => ReconcileError::Load(other),
     })?;

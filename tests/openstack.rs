@@ -182,6 +182,7 @@ impl Setup {
             std::slice::from_ref(&self.name),
             &secrets,
             Target::Live(&machine),
+            &apimon::model::load::NoFetch,
         )
         .expect("prepare");
         assert!(

@@ -178,8 +178,14 @@ fn what_lives_on_a_replaced_server_is_planned_anew_on_it() {
 
     let repo = TestRepo::fixture();
     let names = ["outside".to_owned()];
-    let prepared = reconcile::prepare(repo.path(), &names, &Secrets::Redacted, Target::Offline)
-        .expect("prepare");
+    let prepared = reconcile::prepare(
+        repo.path(),
+        &names,
+        &Secrets::Redacted,
+        Target::Offline,
+        &apimon::model::load::NoFetch,
+    )
+    .expect("prepare");
     // A converged platform, except that the executor's server booted with
     // other user data: it is replaced.
     let mut observed = Observed::as_applied(&prepared.desired);

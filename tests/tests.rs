@@ -16,3 +16,4 @@ mod influxdb;
 mod openstack;
 mod plan;
 mod runtime;
+mod scenario_repository;

@@ -35,6 +35,7 @@ use crate::model::Sensitive;
 use crate::providers::FailureKind;
 use crate::reconcile::ReconcileError;
 use crate::source::git::{GitAuth, GitError, GitSource, SignaturePolicy};
+use crate::source::scenarios::{url_host, ScopedAuth, SourceCache};
 use backoff::Backoff;
 use config::Config;
 use metrics::Metrics;
@@ -112,6 +113,9 @@ impl DaemonError {
             Self::Git(_) | Self::Task(_) | Self::Stopped => FailureKind::Transient,
             Self::Reconcile(ReconcileError::Observe(error)) => error.kind,
             Self::Reconcile(ReconcileError::State(_)) => FailureKind::Transient,
+            Self::Reconcile(ReconcileError::Load(crate::model::LoadError::Fetch { .. })) => {
+                FailureKind::Transient
+            }
             Self::Incomplete(outcome) if !outcome.only_permanent_failures() => {
                 FailureKind::Transient
             }
@@ -200,8 +204,10 @@ fn until_next(schedule: Option<&crate::cron::Schedule>) -> Option<Duration> {
     (next - Utc::now()).to_std().ok()
 }
 
-/// Reads the git credentials and opens the cache.
-fn open_source(config: &Config) -> Result<GitSource, DaemonError> {
+/// Reads the git credentials and opens the cache of the repository and
+/// the one of scenario repositories (the same credentials, sent only to
+/// the repository's own host).
+fn open_source(config: &Config) -> Result<(GitSource, SourceCache), DaemonError> {
     let raw = &config.raw;
     let auth = match (&raw.repository.ssh_key, &raw.repository.token_file) {
         (Some(key), _) => GitAuth::SshKey { user: "git".to_owned(), key: key.clone() },
@@ -214,8 +220,14 @@ fn open_source(config: &Config) -> Result<GitSource, DaemonError> {
     let cache = raw.state_dir.join("repository.git");
     let known_hosts =
         raw.ssh_known_hosts.clone().unwrap_or_else(|| Machine::from_env().known_hosts);
-    Ok(GitSource::open(&raw.repository.url, &raw.repository.branch, auth, &cache)?
-        .with_known_hosts(known_hosts))
+    let scenarios = SourceCache::new(
+        raw.state_dir.join("scenario-repositories"),
+        ScopedAuth { host: url_host(&raw.repository.url), auth: auth.clone() },
+        Some(known_hosts.clone()),
+    );
+    let source = GitSource::open(&raw.repository.url, &raw.repository.branch, auth, &cache)?
+        .with_known_hosts(known_hosts);
+    Ok((source, scenarios))
 }
 
 /// Runs the daemon until `shutdown` is cancelled: the change in progress
@@ -230,7 +242,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         Some(path) => Some(read_webhook_secret(path)?),
         None => None,
     };
-    let source = open_source(&config)?;
+    let (source, scenario_sources) = open_source(&config)?;
     let status =
         Arc::new(RwLock::new(Status { started_at: Some(Utc::now()), ..Status::default() }));
     let metrics = Arc::new(Metrics::default());
@@ -258,7 +270,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         ssh_allowed_signers: raw.repository.ssh_allowed_signers.clone(),
         gnupg_home: raw.repository.gnupg_home.clone(),
     };
-    let mut worker = Worker::new(config, source, signatures, status, metrics, shutdown.clone());
+    let mut worker = Worker::new(
+        config,
+        source,
+        scenario_sources,
+        signatures,
+        status,
+        metrics,
+        shutdown.clone(),
+    );
     let mut backoff = Backoff::default();
     let mut next = Next::Wait;
     let mut trigger = Trigger::Start;

@@ -77,6 +77,10 @@ pub struct Rejection {
     pub commit: CommitId,
     /// When it was seen.
     pub at: DateTime<Utc>,
+    /// The scenario repository's commit that was refused with it, when
+    /// only that moved (its followed branch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scenario_commit: Option<CommitId>,
     /// Why: signature, or each validation error (file:line:column).
     pub errors: Vec<String>,
 }
@@ -93,6 +97,8 @@ pub struct Status {
     pub last_seen_commit: Option<CommitId>,
     /// The commit in force.
     pub last_good_commit: Option<CommitId>,
+    /// The scenario repository's commit in force, when apimon.yaml names one.
+    pub scenario_repository_commit: Option<CommitId>,
     /// The latest commit that was refused, if it is still the newest.
     pub rejected: Option<Rejection>,
     /// The last error that stopped a reconcile.

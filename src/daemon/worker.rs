@@ -22,6 +22,7 @@ use crate::model::{DriftMode, Secrets};
 use crate::plan::{hold_back, Held, ResourceId, Summary};
 use crate::reconcile::{self, Plan, Prepared, ReconcileError, Target};
 use crate::source::git::{CommitId, GitSource, SignaturePolicy};
+use crate::source::scenarios::SourceCache;
 use crate::state::LockedStore;
 
 /// Why a destructive change waits.
@@ -40,12 +41,16 @@ struct InForce {
 pub(super) struct Worker {
     pub(super) config: Config,
     pub(super) source: Arc<Mutex<GitSource>>,
+    /// Where scenario repositories are fetched and cached.
+    pub(super) scenario_sources: SourceCache,
     pub(super) signatures: SignaturePolicy,
     pub(super) status: Arc<RwLock<Status>>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) stop: CancellationToken,
     in_force: Option<InForce>,
     rejected: Option<CommitId>,
+    /// A commit of the followed scenario branch refused with the commit in force.
+    rejected_scenarios: Option<CommitId>,
     /// Whether the last full reconcile of the commit in force succeeded.
     converged: bool,
     /// Destructive changes of the commit in force that wait for a
@@ -57,6 +62,7 @@ impl Worker {
     pub(super) fn new(
         config: Config,
         source: GitSource,
+        scenario_sources: SourceCache,
         signatures: SignaturePolicy,
         status: Arc<RwLock<Status>>,
         metrics: Arc<Metrics>,
@@ -65,12 +71,14 @@ impl Worker {
         Self {
             config,
             source: Arc::new(Mutex::new(source)),
+            scenario_sources,
             signatures,
             status,
             metrics,
             stop,
             in_force: None,
             rejected: None,
+            rejected_scenarios: None,
             converged: false,
             window_held: BTreeSet::new(),
         }
@@ -155,9 +163,10 @@ impl Worker {
         let dir = self.commit_dir(commit);
         let names = self.config.raw.environments.clone();
         let machine = self.machine();
+        let sources = self.scenario_sources.clone();
         let work = blocking(move || {
             let secrets = Secrets::Resolved(secrets);
-            reconcile::prepare(&dir, &names, &secrets, Target::Live(&machine))
+            reconcile::prepare(&dir, &names, &secrets, Target::Live(&machine), &sources)
                 .map_err(DaemonError::from)
         });
         tokio::select! {
@@ -166,21 +175,66 @@ impl Worker {
         }
     }
 
-    fn reject(&mut self, commit: &CommitId, errors: Vec<String>, stage: &str) {
-        tracing::error!(%commit, errors = %errors.join("; "), "Commit refused; the last good commit stays in force.");
+    fn reject(
+        &mut self,
+        commit: &CommitId,
+        scenario_commit: Option<CommitId>,
+        errors: Vec<String>,
+        stage: &str,
+    ) {
+        tracing::error!(%commit, scenario_commit = ?scenario_commit.as_ref().map(|c| &c.0), errors = %errors.join("; "), "Commit refused; the last good commit stays in force.");
         self.metrics.failure(stage);
-        self.rejected = Some(commit.clone());
-        let _ = std::fs::remove_dir_all(self.commit_dir(commit));
+        if scenario_commit.is_some() {
+            // The commit in force stays, with the scenario commit it had.
+            self.rejected_scenarios.clone_from(&scenario_commit);
+        } else {
+            self.rejected = Some(commit.clone());
+            let _ = std::fs::remove_dir_all(self.commit_dir(commit));
+        }
         self.update_status(|s| {
-            s.rejected = Some(Rejection { commit: commit.clone(), at: Utc::now(), errors })
+            s.rejected =
+                Some(Rejection { commit: commit.clone(), scenario_commit, at: Utc::now(), errors })
         });
     }
 
-    /// Takes a new commit in, or rejects it.
-    async fn take_in(&mut self, commit: &CommitId) -> Result<(), DaemonError> {
+    /// The new commit of the followed scenario branch, when it moved since
+    /// the commit in force was prepared (and was not refused already). An
+    /// unreachable remote is logged: the commit in force carries on.
+    async fn scenario_branch_moved(&self) -> Option<CommitId> {
+        let repository = self.in_force.as_ref()?.prepared.state.scenario_repository.as_ref()?;
+        let branch = repository.branch.clone()?;
+        let (url, current) = (repository.url.clone(), repository.commit.clone());
+        let sources = self.scenario_sources.clone();
+        let shown = crate::source::git::redact_url(&url);
+        let head = blocking(move || {
+            sources
+                .remote_head(&url, &branch)
+                .map_err(|e| DaemonError::Task(crate::apply::chain(&e)))
+        })
+        .await;
+        match head {
+            Ok(head) if head.0 != current && Some(&head) != self.rejected_scenarios.as_ref() => {
+                tracing::info!(repository = %shown, commit = %head, "The scenario repository's branch moved.");
+                Some(head)
+            }
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(repository = %shown, error = %crate::apply::chain(&error), "Cannot ask the scenario repository for its branch; the commit in force carries on.");
+                None
+            }
+        }
+    }
+
+    /// Takes a new commit in, or rejects it; `scenario_head` when it is
+    /// the commit in force again, for its scenario branch's new commit.
+    async fn take_in(
+        &mut self,
+        commit: &CommitId,
+        scenario_head: Option<CommitId>,
+    ) -> Result<(), DaemonError> {
         tracing::info!(%commit, "New commit.");
         if let Err(error) = self.verify(commit).await {
-            self.reject(commit, vec![error.to_string()], "signature");
+            self.reject(commit, None, vec![error.to_string()], "signature");
             return Ok(());
         }
         // Validate and render before anything else: a bad commit never applies.
@@ -188,19 +242,23 @@ impl Worker {
         let fingerprint = secrets.fingerprint();
         match self.prepare(commit, secrets).await {
             Ok(prepared) => {
+                let scenario_commit =
+                    prepared.state.scenario_repository.as_ref().map(|r| CommitId(r.commit.clone()));
                 let previous = self.in_force.replace(InForce {
                     commit: commit.clone(),
                     secrets: fingerprint,
                     prepared: Arc::new(prepared),
                 });
-                if let Some(previous) = previous {
+                if let Some(previous) = previous.filter(|p| &p.commit != commit) {
                     let _ = std::fs::remove_dir_all(self.commit_dir(&previous.commit));
                 }
                 self.rejected = None;
+                self.rejected_scenarios = None;
                 self.converged = false;
                 self.window_held.clear();
                 self.update_status(|s| {
                     s.last_good_commit = Some(commit.clone());
+                    s.scenario_repository_commit = scenario_commit;
                     s.rejected = None;
                 });
                 Ok(())
@@ -208,13 +266,14 @@ impl Worker {
             Err(DaemonError::Reconcile(ReconcileError::Invalid(diagnostics))) => {
                 self.reject(
                     commit,
+                    scenario_head,
                     diagnostics.0.iter().map(ToString::to_string).collect(),
                     "validate",
                 );
                 Ok(())
             }
             Err(DaemonError::Reconcile(error @ ReconcileError::Render(_))) => {
-                self.reject(commit, vec![error.to_string()], "validate");
+                self.reject(commit, scenario_head, vec![error.to_string()], "validate");
                 Ok(())
             }
             Err(error) => Err(error),
@@ -234,7 +293,10 @@ impl Worker {
             let known =
                 Some(&commit) == self.last_good() || Some(&commit) == self.rejected.as_ref();
             let secrets = self.secrets()?.fingerprint();
-            if known && self.in_force.as_ref().is_some_and(|f| f.secrets == secrets) {
+            if known
+                && self.in_force.as_ref().is_some_and(|f| f.secrets == secrets)
+                && self.scenario_branch_moved().await.is_none()
+            {
                 return Ok(true);
             }
         }
@@ -254,8 +316,13 @@ impl Worker {
         crate::progress::tick();
         self.update_status(|s| s.last_seen_commit = Some(commit.clone()));
         if Some(&commit) != self.last_good() && Some(&commit) != self.rejected.as_ref() {
-            self.take_in(&commit).await?;
+            self.take_in(&commit, None).await?;
             crate::progress::tick();
+        } else if Some(&commit) == self.last_good() {
+            if let Some(head) = self.scenario_branch_moved().await {
+                self.take_in(&commit, Some(head)).await?;
+                crate::progress::tick();
+            }
         }
         if self.in_force.is_none() {
             return Ok(()); // Nothing valid yet: wait for a better commit.

@@ -150,6 +150,9 @@ pub struct Variables<'a> {
     pub extra_vars: &'a BTreeMap<String, String>,
     /// The run's inventory ([`write_inventory`]), when the scenario has vars.
     pub inventory: Option<&'a Path>,
+    /// The playbook's tree (where its `ansible.cfg` is), when it is not
+    /// the executor's `scenarios_dir`.
+    pub base_dir: Option<&'a Path>,
 }
 
 /// The `ansible-playbook` command of one run of `playbook` (the run's own
@@ -162,9 +165,10 @@ pub fn command(
     run: &RunDir,
     metrics_config: Option<&Path>,
 ) -> tokio::process::Command {
+    let tree = variables.base_dir.unwrap_or(&settings.scenarios_dir);
     let mut command = tokio::process::Command::new(&settings.ansible_playbook);
     command
-        .arg(settings.scenarios_dir.join(playbook))
+        .arg(tree.join(playbook))
         .current_dir(&run.path)
         .env("PWD", &run.path)
         .env("TASK_EXECUTOR_JOB_ID", &run.job_id)
@@ -190,7 +194,7 @@ pub fn command(
     }
     // The scenario tree's own settings (roles_path, library, callbacks,
     // inventory), its relative paths taken from the file's directory.
-    let ansible_cfg = settings.scenarios_dir.join("ansible.cfg");
+    let ansible_cfg = tree.join("ansible.cfg");
     let mut callback_paths = vec![settings.plugins_dir()];
     let has_cfg = ansible_cfg.is_file();
     if has_cfg {

@@ -124,8 +124,10 @@ pub struct RawScenario {
     pub timeout_seconds: u64,
     /// `ansible` or `http`.
     pub runner: String,
-    /// Playbook path relative to `scenarios_dir` (ansible).
+    /// Playbook path relative to `base_dir` (ansible).
     pub playbook: Option<String>,
+    /// The playbook's tree, where its `ansible.cfg` is; default `scenarios_dir` (ansible).
+    pub base_dir: Option<String>,
     /// OS_CLOUD (ansible).
     pub cloud: Option<String>,
     /// `-e` variables (ansible).
@@ -286,6 +288,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let runner = match (s.runner.as_str(), &s.playbook, &s.url) {
             ("ansible", Some(playbook), _) => Some(RunnerConfig::Ansible {
                 playbook: playbook.clone(),
+                base_dir: s.base_dir.clone(),
                 cloud: s.cloud.clone(),
                 extra_vars: s.extra_vars.clone(),
                 vars: s.vars.clone(),

@@ -74,7 +74,7 @@ pub async fn run(
     abort: watch::Receiver<bool>,
 ) -> Report {
     match &scenario.runner {
-        RunnerConfig::Ansible { playbook, cloud, extra_vars, vars, cleanup } => {
+        RunnerConfig::Ansible { playbook, base_dir, cloud, extra_vars, vars, cleanup } => {
             let run_dir = match RunDir::create(&settings.runs_dir, &scenario.name, Utc::now()) {
                 Ok(run_dir) => run_dir,
                 Err(error) => {
@@ -108,6 +108,7 @@ pub async fn run(
                         cloud: cloud.as_deref(),
                         extra_vars,
                         inventory: inventory.as_deref(),
+                        base_dir: base_dir.as_deref().map(std::path::Path::new),
                     },
                     &run_dir,
                     metrics_config.as_deref(),

@@ -124,6 +124,15 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    /// The scenario repository cannot be fetched now (network, server):
+    /// worth trying again, unlike an invalid repository.
+    #[error("cannot fetch scenario repository {url}: {message}")]
+    Fetch {
+        /// Remote URL (no credentials in it).
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The repository was read but is invalid.
     #[error("the repository has {count} error(s):\n{0}", count = .0 .0.len())]
     Invalid(Diagnostics),

@@ -28,7 +28,27 @@ pub use secret::{Secrets, Sensitive};
 /// # Errors
 /// Every problem found, each with file, line, column and key path.
 pub fn load_repository(repo: &Path) -> Result<DesiredState, LoadError> {
-    let raw = load::load(repo)?;
+    load_repository_with(repo, &load::NoFetch)
+}
+
+/// As [`load_repository`], fetching the scenario repository apimon.yaml
+/// names (if any) with `fetcher` once its settings are valid.
+///
+/// # Errors
+/// As [`load_repository`]; [`LoadError::Fetch`] when the scenario
+/// repository cannot be reached.
+pub fn load_repository_with(
+    repo: &Path,
+    fetcher: &dyn load::FetchScenarios,
+) -> Result<DesiredState, LoadError> {
+    let mut raw = load::load(repo)?;
+    if raw.root.value.scenario_repository.is_some() {
+        let problems = validate::check_scenario_repository(&raw.root);
+        if !problems.is_empty() {
+            return Err(LoadError::Invalid(Diagnostics::normalized(problems)));
+        }
+        load::fetch_scenario_repository(&mut raw, fetcher)?;
+    }
     validate::validate(raw).map_err(LoadError::Invalid)
 }
 
@@ -51,6 +71,8 @@ pub struct DesiredState {
     pub runtime: Option<Runtime>,
     /// Vendor apt repositories.
     pub apt_repositories: Vec<AptRepository>,
+    /// The scenario repository, at the commit in use.
+    pub scenario_repository: Option<ScenarioRepository>,
     /// Every `{secret: NAME}` and where it is written.
     pub secret_uses: Vec<SecretUse>,
 }
@@ -321,6 +343,23 @@ pub struct CollectionArchive {
     pub content: std::sync::Arc<Vec<u8>>,
 }
 
+/// Where an executor keeps the scenario repository's tree.
+pub const SCENARIO_REPOSITORY_DIR: &str = "/etc/apimon/scenario-repository";
+
+/// The scenario repository apimon.yaml names, at the commit in use.
+#[derive(Debug, Clone)]
+pub struct ScenarioRepository {
+    /// Remote URL.
+    pub url: String,
+    /// The branch followed, when not pinned to a commit.
+    pub branch: Option<String>,
+    /// The commit its files are at.
+    pub commit: String,
+    /// Every file, by path relative to the repository; deployed verbatim
+    /// to [`SCENARIO_REPOSITORY_DIR`] on executors.
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
 /// A scenario's cleanup playbook, run with the job id of the run it cleans up after.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cleanup {
@@ -338,8 +377,11 @@ pub const DEFAULT_SCENARIO_TIMEOUT: Duration = Duration::from_secs(300);
 pub enum Runner {
     /// `ansible-playbook`.
     Ansible {
-        /// Playbook path relative to `scenarios/`.
+        /// Playbook path relative to its tree (`scenarios/`, or the scenario repository).
         playbook: String,
+        /// The tree's directory on the executor when it is not the
+        /// executor's `scenarios_dir` (the scenario repository's).
+        base_dir: Option<String>,
         /// Monitored cloud (OS_CLOUD).
         cloud: Option<String>,
         /// `-e` variables.

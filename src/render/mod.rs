@@ -225,9 +225,12 @@ fn scenarios_context(state: &DesiredState, environment: &Environment) -> Vec<Val
                 "runner": scenario.runner.kind(),
             });
             let extra = match &scenario.runner {
-                Runner::Ansible { playbook, cloud, extra_vars, vars, cleanup } => {
+                Runner::Ansible { playbook, base_dir, cloud, extra_vars, vars, cleanup } => {
                     let mut value =
                         json!({ "playbook": playbook, "cloud": cloud, "extra_vars": extra_vars });
+                    if let (Some(dir), Some(object)) = (base_dir, value.as_object_mut()) {
+                        object.insert("base_dir".into(), json!(dir));
+                    }
                     if let (false, Some(object)) = (vars.is_empty(), value.as_object_mut()) {
                         object.insert("vars".into(), json!(vars));
                     }
@@ -391,6 +394,20 @@ fn render_host(
         for (path, bytes) in &state.scenario_files {
             files.push(RenderedFile {
                 path: format!("/etc/apimon/scenarios/{path}"),
+                sha256: sha256_hex(bytes),
+                content: Sensitive::new(bytes.clone()),
+                mode: 0o644,
+                owner: "root".to_owned(),
+                group: "apimon".to_owned(),
+                restarts: Vec::new(),
+                template: None,
+            });
+        }
+        // The scenario repository's tree, as pinned: its own ansible.cfg,
+        // roles, library/ and inventory included.
+        for (path, bytes) in state.scenario_repository.iter().flat_map(|r| &r.files) {
+            files.push(RenderedFile {
+                path: format!("{}/{path}", crate::model::SCENARIO_REPOSITORY_DIR),
                 sha256: sha256_hex(bytes),
                 content: Sensitive::new(bytes.clone()),
                 mode: 0o644,

@@ -97,6 +97,14 @@ pub enum GitError {
         #[source]
         source: std::io::Error,
     },
+    /// The commit is not on the remote (no branch or tag leads to it).
+    #[error("commit {commit} not found on {url}")]
+    NoCommit {
+        /// Commit.
+        commit: CommitId,
+        /// Remote URL.
+        url: String,
+    },
     /// The commit is unsigned or signed by a key that is not allowed.
     #[error("commit {commit} is not signed by an allowed key: {detail}")]
     Unsigned {
@@ -266,6 +274,43 @@ impl GitSource {
             branch: self.branch.clone(),
             url: redact_url(&self.url),
         })
+    }
+
+    /// Makes `commit` available in the cache: fetched with every branch and
+    /// tag unless it is there already, then asked for by id (servers that
+    /// allow it serve commits no ref points at).
+    ///
+    /// # Errors
+    /// [`GitError::NoCommit`] when the remote does not have it; a fetch failed.
+    pub fn fetch_commit(&self, commit: &CommitId) -> Result<(), GitError> {
+        let oid = Oid::from_str(&commit.0).map_err(|e| self.git_error("parse commit of", e))?;
+        if self.repo.find_commit(oid).is_ok() {
+            return Ok(());
+        }
+        let mut remote =
+            self.repo.find_remote("origin").map_err(|e| self.git_error("open remote", e))?;
+        let mut options = FetchOptions::new();
+        options.remote_callbacks(self.callbacks());
+        remote
+            .fetch(
+                &["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"],
+                Some(&mut options),
+                None,
+            )
+            .map_err(|e| self.git_error("fetch from", e))?;
+        if self.repo.find_commit(oid).is_ok() {
+            return Ok(());
+        }
+        let mut options = FetchOptions::new();
+        options.remote_callbacks(self.callbacks());
+        // Refused by servers that serve only what a ref points at: that is
+        // the same answer as "not there".
+        let _ = remote.fetch(&[commit.0.as_str()], Some(&mut options), None);
+        if self.repo.find_commit(oid).is_ok() {
+            Ok(())
+        } else {
+            Err(GitError::NoCommit { commit: commit.clone(), url: redact_url(&self.url) })
+        }
     }
 
     /// Writes the tree of `commit` into `dir` (replaced if it exists).

@@ -4,6 +4,7 @@
 //! library.
 
 pub mod git;
+pub mod scenarios;
 
 use std::path::{Path, PathBuf};
 

@@ -146,6 +146,15 @@ impl Setup {
         }
     }
 
+    /// Where this setup caches scenario repositories (no credentials).
+    pub fn sources(&self) -> apimon::source::scenarios::SourceCache {
+        apimon::source::scenarios::SourceCache::new(
+            self.state_dir.path().join("scenario-repositories"),
+            apimon::source::scenarios::ScopedAuth::default(),
+            Some(self.known_hosts.clone()),
+        )
+    }
+
     pub fn secrets(&self) -> Secrets {
         Secrets::Resolved(
             SecretStore::load(Some(&self.secrets_file), std::iter::empty()).expect("secrets"),
@@ -158,6 +167,7 @@ impl Setup {
             &["outside".to_owned()],
             &self.secrets(),
             Target::Live(&self.machine()),
+            &self.sources(),
         )
     }
 

@@ -314,5 +314,12 @@ pub fn prepare_outside(
 ) -> apimon::reconcile::Prepared {
     let machine = apimon::machine::Machine::from_env();
     let target = apimon::reconcile::Target::Live(&machine);
-    apimon::reconcile::prepare(repo, &["outside".to_owned()], secrets, target).expect("prepare")
+    apimon::reconcile::prepare(
+        repo,
+        &["outside".to_owned()],
+        secrets,
+        target,
+        &apimon::model::load::NoFetch,
+    )
+    .expect("prepare")
 }

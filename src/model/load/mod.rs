@@ -112,6 +112,64 @@ pub struct RawRepository {
     pub runtime_files: BTreeMap<String, Vec<u8>>,
     /// templates/<name> by file name.
     pub templates: BTreeMap<String, RawTemplate>,
+    /// The scenario repository apimon.yaml names, as fetched.
+    pub scenario_repository: Option<RawScenarioTree>,
+}
+
+/// A scenario repository's files at one commit.
+#[derive(Debug, Clone)]
+pub struct RawScenarioTree {
+    /// The commit they are at.
+    pub commit: String,
+    /// Every file, by path relative to the repository (hidden ones aside).
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+/// Which commit of a scenario repository is wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin<'a> {
+    /// Exactly this commit.
+    Commit(&'a str),
+    /// Whatever this branch points at now.
+    Branch(&'a str),
+}
+
+/// A scenario repository checked out at one commit.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// Directory holding its files.
+    pub dir: PathBuf,
+    /// The commit.
+    pub commit: String,
+}
+
+/// Why a scenario repository could not be fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// The pinned commit or the branch does not exist: the repository is wrong.
+    Missing(String),
+    /// The remote cannot be reached now: try again later.
+    Unavailable(String),
+}
+
+/// Fetches scenario repositories (the caller's git; the model knows none).
+pub trait FetchScenarios {
+    /// Checks `url` out at `pin`.
+    ///
+    /// # Errors
+    /// As [`FetchError`] says.
+    fn fetch(&self, url: &str, pin: Pin<'_>) -> Result<Fetched, FetchError>;
+}
+
+/// For callers that cannot fetch: a repository naming a scenario
+/// repository fails with [`LoadError::Fetch`].
+#[derive(Debug, Clone, Copy)]
+pub struct NoFetch;
+
+impl FetchScenarios for NoFetch {
+    fn fetch(&self, _url: &str, _pin: Pin<'_>) -> Result<Fetched, FetchError> {
+        Err(FetchError::Unavailable("this command does not fetch scenario repositories".to_owned()))
+    }
 }
 
 /// Collects parse problems while reading.
@@ -368,9 +426,57 @@ pub fn load(repo: &Path) -> Result<RawRepository, LoadError> {
             dashboards,
             runtime_files,
             templates,
+            scenario_repository: None,
         }),
         _ => Err(LoadError::Invalid(super::error::Diagnostics::normalized(reader.files.problems))),
     }
+}
+
+/// Fetches the scenario repository `raw` names, if any, with `fetcher`
+/// and reads its files as hostile as the main repository's; `raw` must
+/// have passed [`super::validate::check_scenario_repository`].
+///
+/// # Errors
+/// [`LoadError::Fetch`] when the remote cannot be reached; [`LoadError::Invalid`]
+/// when the pin does not exist or a file cannot be read.
+pub fn fetch_scenario_repository(
+    raw: &mut RawRepository,
+    fetcher: &dyn FetchScenarios,
+) -> Result<(), LoadError> {
+    let Some(spec) = &raw.root.value.scenario_repository else { return Ok(()) };
+    let (pin, key) = match (&spec.commit, &spec.branch) {
+        (Some(commit), _) => (Pin::Commit(commit), "scenario_repository.commit"),
+        (None, Some(branch)) => (Pin::Branch(branch), "scenario_repository.branch"),
+        (None, None) => (Pin::Branch("main"), "scenario_repository"),
+    };
+    let url = crate::source::git::redact_url(&spec.url);
+    let fetched = match fetcher.fetch(&spec.url, pin) {
+        Ok(fetched) => fetched,
+        Err(FetchError::Unavailable(message)) => return Err(LoadError::Fetch { url, message }),
+        Err(FetchError::Missing(message)) => {
+            let diagnostic = Diagnostic::new(raw.root.at(key), key, message);
+            return Err(LoadError::Invalid(super::error::Diagnostics(vec![diagnostic])));
+        }
+    };
+    let mut files = RepoFiles::new(&fetched.dir)
+        .map_err(|source| LoadError::Io { path: fetched.dir.clone(), source })?;
+    let tree = files.all_files(Path::new(""));
+    if !files.problems.is_empty() {
+        // Their paths are the scenario repository's: say so.
+        let label =
+            format!("scenario_repository@{}", &fetched.commit[..fetched.commit.len().min(12)]);
+        let problems = files
+            .problems
+            .into_iter()
+            .map(|mut d| {
+                d.location.file = Path::new(&label).join(&d.location.file);
+                d
+            })
+            .collect();
+        return Err(LoadError::Invalid(super::error::Diagnostics::normalized(problems)));
+    }
+    raw.scenario_repository = Some(RawScenarioTree { commit: fetched.commit, files: tree });
+    Ok(())
 }
 
 #[cfg(test)]

@@ -76,6 +76,8 @@ pub struct Root {
     /// Vendor apt repositories, by name, and the packages hosts install from them.
     #[serde(default)]
     pub apt_repositories: BTreeMap<String, AptRepository>,
+    /// A git repository of scenario playbooks, each discovered playbook a scenario.
+    pub scenario_repository: Option<ScenarioRepository>,
 }
 
 /// `apt_repositories.<name>` in apimon.yaml.

@@ -71,6 +71,51 @@ fn default_status() -> u16 {
     200
 }
 
+/// `scenario_repository:` in apimon.yaml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioRepository {
+    /// Remote URL: https://, ssh://, git:// or file://.
+    pub url: String,
+    /// Pinned commit (40 hex digits); or:
+    pub commit: Option<String>,
+    /// A branch followed like the main repository.
+    pub branch: Option<String>,
+    /// Which files are scenarios (globs over paths in the repository).
+    #[serde(default = "default_discover")]
+    pub discover: Vec<String>,
+    /// Settings of discovered scenarios, applied in order (later wins).
+    #[serde(default)]
+    pub overrides: Vec<ScenarioOverride>,
+}
+
+fn default_discover() -> Vec<String> {
+    vec!["playbooks/scenario*.yaml".to_owned()]
+}
+
+/// One entry of `scenario_repository.overrides`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioOverride {
+    /// A scenario name, or a glob over names (`*` for all).
+    #[serde(rename = "match")]
+    pub matches: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Timeout (`30s`, `5m`).
+    pub timeout: Option<String>,
+    /// OS_CLOUD.
+    pub cloud: Option<String>,
+    /// `-e` variables (merged key by key).
+    #[serde(default)]
+    pub extra_vars: BTreeMap<String, String>,
+    /// Inventory variables (merged key by key).
+    #[serde(default)]
+    pub vars: BTreeMap<String, serde_json::Value>,
+    /// Cleanup playbook, a path in the scenario repository.
+    pub cleanup: Option<Cleanup>,
+}
+
 /// `scenarios/schedule.yaml`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,7 +129,7 @@ pub struct ScheduleFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleEntry {
-    /// Scenario name (file stem under `scenarios/`).
+    /// Scenario name, or a glob over names (`scenario_*`).
     pub scenario: String,
     /// Environments whose executor runs it.
     pub environments: Vec<String>,

@@ -46,6 +46,57 @@ pub(super) fn is_http_url(url: &str) -> bool {
     http_url_port(url).is_some()
 }
 
+/// Whether `text` matches the glob `pattern`: `*` is any run of
+/// characters but `/`, `**` any run including `/`, `?` one character but
+/// `/`. Linear in both lengths (no backtracking blow-up on hostile input).
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Token {
+        Char(char),
+        One,
+        Star,
+        DoubleStar,
+    }
+    let mut tokens = Vec::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        tokens.push(match c {
+            '*' if chars.peek() == Some(&'*') => {
+                chars.next();
+                Token::DoubleStar
+            }
+            '*' => Token::Star,
+            '?' => Token::One,
+            c => Token::Char(c),
+        });
+    }
+    let text: Vec<char> = text.chars().collect();
+    // reachable[i]: the tokens so far can consume exactly text[..i].
+    let mut reachable = vec![false; text.len() + 1];
+    reachable[0] = true;
+    for token in tokens {
+        let mut next = vec![false; text.len() + 1];
+        for i in 0..=text.len() {
+            match token {
+                Token::Star | Token::DoubleStar => {
+                    let carried =
+                        i > 0 && next[i - 1] && (token == Token::DoubleStar || text[i - 1] != '/');
+                    next[i] = reachable[i] || carried;
+                }
+                Token::One => next[i] = i > 0 && reachable[i - 1] && text[i - 1] != '/',
+                Token::Char(c) => next[i] = i > 0 && reachable[i - 1] && text[i - 1] == c,
+            }
+        }
+        reachable = next;
+    }
+    reachable[text.len()]
+}
+
+/// Whether `pattern` holds glob characters (else it is one name).
+pub(crate) fn is_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?'])
+}
+
 /// `30s`, `5m`, `1h` → duration.
 pub(crate) fn parse_timeout(text: &str) -> Option<Duration> {
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
@@ -88,5 +139,31 @@ mod tests {
         assert_eq!(http_url_port("ftp://x"), None);
         assert_eq!(http_url_port("http://"), None);
         assert_eq!(http_url_port("http://a b"), None);
+    }
+
+    macro_rules! glob_cases {
+        ($($pattern:literal ~ $text:literal => $want:expr),* $(,)?) => {
+            $(assert_eq!(glob_match($pattern, $text), $want, "{} ~ {}", $pattern, $text);)*
+        };
+    }
+
+    #[test]
+    fn globs_match_within_and_across_directories() {
+        glob_cases! {
+            "playbooks/scenario*.yaml" ~ "playbooks/scenario1_token.yaml" => true,
+            "playbooks/scenario*.yaml" ~ "playbooks/sub/scenario1.yaml" => false,
+            "playbooks/scenario*.yaml" ~ "playbooks/scenario1.yml" => false,
+            "**/scenario*.yaml" ~ "a/b/scenario_x.yaml" => true,
+            "scenario_?" ~ "scenario_a" => true,
+            "scenario_?" ~ "scenario_ab" => false,
+            "*" ~ "" => true,
+            "*" ~ "a/b" => false,
+            "**" ~ "a/b" => true,
+            "exact" ~ "exact" => true,
+            "exact" ~ "exactly" => false,
+        }
+        // Hostile patterns stay linear.
+        let pattern = "*a".repeat(200);
+        assert!(!glob_match(&pattern, &"a".repeat(199)));
     }
 }

@@ -14,6 +14,7 @@ mod hosts;
 mod influxdb;
 mod networks;
 mod runtime;
+mod scenario_repository;
 mod scenarios;
 mod schedule;
 
@@ -23,6 +24,7 @@ use super::error::{Diagnostic, Diagnostics, Location};
 use super::load::{Document, RawRepository};
 use super::{raw, DesiredState, SecretUse, TemplateOverride};
 use checks::{is_dns_label, is_secret_name, names_list};
+pub use scenario_repository::check_spec as check_scenario_repository;
 
 /// Collects diagnostics.
 #[derive(Default)]
@@ -136,7 +138,8 @@ pub fn validate(repo: RawRepository) -> Result<DesiredState, Diagnostics> {
             environment.grafana.datasources = list;
         }
     }
-    let scenarios = scenarios::check(&mut check, &repo);
+    let mut scenarios = scenarios::check(&mut check, &repo);
+    let scenario_repository = scenario_repository::discover(&mut check, &repo, &mut scenarios);
     schedule::check(&mut check, &repo, &scenarios, &mut environments);
     let dashboards = dashboards::check(&mut check, &repo, &environments);
     let runtime = runtime::check(&mut check, &repo);
@@ -161,6 +164,7 @@ pub fn validate(repo: RawRepository) -> Result<DesiredState, Diagnostics> {
         templates,
         runtime,
         apt_repositories,
+        scenario_repository,
         secret_uses: check.secret_uses,
     })
 }

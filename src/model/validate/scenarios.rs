@@ -53,7 +53,7 @@ fn check_timeout(
 }
 
 /// A playbook must at least be YAML: catch that here, not at 3 a.m. on the executor.
-fn playbook_problem(bytes: &[u8]) -> Option<crate::model::load::ParseProblem> {
+pub(super) fn playbook_problem(bytes: &[u8]) -> Option<crate::model::load::ParseProblem> {
     let Ok(text) = std::str::from_utf8(bytes) else {
         return Some(crate::model::load::ParseProblem {
             line: 1,
@@ -147,6 +147,7 @@ fn check_runner(
             }
             Some(Runner::Ansible {
                 playbook,
+                base_dir: None,
                 cloud: ansible.cloud.clone(),
                 extra_vars: ansible.extra_vars.clone(),
                 vars: ansible.vars.clone(),

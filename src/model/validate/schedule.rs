@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::checks::names_list;
+use super::checks::{glob_match, is_glob, names_list};
 use super::Check;
 use crate::model::load::RawRepository;
 use crate::model::{Environment, Role, Runner, Scenario, ScheduledScenario};
@@ -15,18 +15,46 @@ pub(super) fn check(
     environments: &mut BTreeMap<String, Environment>,
 ) {
     let doc = &repo.schedule;
-    let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
-    for (i, entry) in doc.value.schedule.iter().enumerate() {
+    // Exact names first: an entry naming a scenario beats any pattern
+    // matching it; among patterns the first entry wins.
+    let mut order: Vec<usize> = (0..doc.value.schedule.len()).collect();
+    order.sort_by_key(|&i| is_glob(&doc.value.schedule[i].scenario));
+    let mut seen: BTreeMap<(String, String), (String, bool)> = BTreeMap::new();
+    for i in order {
+        let entry = &doc.value.schedule[i];
         let path = format!("schedule[{i}]");
-        let scenario = scenarios.get(&entry.scenario);
-        if scenario.is_none() && !repo.scenarios.contains_key(&entry.scenario) {
+        let pattern = is_glob(&entry.scenario);
+        let names: Vec<&str> = if pattern {
+            scenarios
+                .keys()
+                .filter(|n| glob_match(&entry.scenario, n))
+                .map(String::as_str)
+                .collect()
+        } else {
+            vec![entry.scenario.as_str()]
+        };
+        if pattern && names.is_empty() {
+            check.error(
+                doc,
+                &format!("{path}.scenario"),
+                format!(
+                    "pattern `{}` matches no scenario; {}",
+                    entry.scenario,
+                    names_list(scenarios.keys().map(String::as_str))
+                ),
+            );
+        }
+        if !pattern
+            && !scenarios.contains_key(&entry.scenario)
+            && !repo.scenarios.contains_key(&entry.scenario)
+        {
             check.error(
                 doc,
                 &format!("{path}.scenario"),
                 format!(
                     "unknown scenario `{}`; {}",
                     entry.scenario,
-                    names_list(repo.scenarios.keys().map(String::as_str))
+                    names_list(scenarios.keys().map(String::as_str))
                 ),
             );
         }
@@ -60,31 +88,37 @@ pub(super) fn check(
             if environment.host_with_role(Role::Executor).is_none() {
                 check.error(doc, &env_path, format!("environment `{env_name}` has no host with `role: executor` to run scenarios"));
             }
-            if let Some(previous) =
-                seen.insert((entry.scenario.clone(), env_name.clone()), env_path.clone())
-            {
-                check.error(
-                    doc,
-                    &env_path,
-                    format!(
-                        "scenario `{}` is already scheduled in `{env_name}` at {}",
-                        entry.scenario,
-                        doc.at(&previous)
-                    ),
-                );
-            }
-            if let Some(Scenario { runner: Runner::Ansible { cloud: Some(cloud), .. }, .. }) =
-                scenario
-            {
-                if !environment.monitored_clouds.contains_key(cloud) {
-                    check.error(doc, &env_path, format!("scenario `{}` uses cloud `{cloud}`, which environment `{env_name}` does not declare in monitored_clouds", entry.scenario));
+            for name in &names {
+                let key = ((*name).to_owned(), env_name.clone());
+                if let Some((previous, _)) = seen.get(&key) {
+                    if !pattern {
+                        check.error(
+                            doc,
+                            &env_path,
+                            format!(
+                                "scenario `{name}` is already scheduled in `{env_name}` at {}",
+                                doc.at(previous)
+                            ),
+                        );
+                    }
+                    continue;
                 }
-            }
-            if let (Some(cron), Some(_)) = (&cron, scenario) {
-                environment.schedule.push(ScheduledScenario {
-                    scenario: entry.scenario.clone(),
-                    cron: cron.clone(),
-                });
+                seen.insert(key, (env_path.clone(), pattern));
+                let scenario = scenarios.get(*name);
+                if let Some(Scenario {
+                    runner: Runner::Ansible { cloud: Some(cloud), .. }, ..
+                }) = scenario
+                {
+                    if !environment.monitored_clouds.contains_key(cloud) {
+                        check.error(doc, &env_path, format!("scenario `{name}` uses cloud `{cloud}`, which environment `{env_name}` does not declare in monitored_clouds"));
+                    }
+                }
+                if let (Some(cron), Some(_)) = (&cron, scenario) {
+                    environment.schedule.push(ScheduledScenario {
+                        scenario: (*name).to_owned(),
+                        cron: cron.clone(),
+                    });
+                }
             }
         }
     }

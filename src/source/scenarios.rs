@@ -1,0 +1,170 @@
+//! Scenario repositories: a bare cache per remote URL, a pinned commit
+//! fetched once (then served from the cache), a followed branch asked
+//! with `ls-remote` and fetched only when it moved, and each commit
+//! exported to a directory of its own that the model reads.
+//!
+//! Credentials are sent only to the host they were configured for: the
+//! URL comes from the repository, which anyone with merge rights — or a
+//! pull request under review — can point anywhere.
+//!
+//! Blocking (libgit2).
+
+use std::path::{Path, PathBuf};
+
+use sha2::Digest;
+
+use super::git::{CommitId, GitAuth, GitError, GitSource};
+use crate::model::load::{FetchError, FetchScenarios, Fetched, Pin};
+
+/// Credentials and the one host they may be sent to.
+#[derive(Debug, Clone, Default)]
+pub struct ScopedAuth {
+    /// `host` or `host:port`, lowercase, as in the URLs it serves.
+    pub host: Option<String>,
+    /// The credentials.
+    pub auth: GitAuth,
+}
+
+/// Where scenario repositories are cached, and how to reach them.
+#[derive(Debug, Clone)]
+pub struct SourceCache {
+    dir: PathBuf,
+    auth: ScopedAuth,
+    known_hosts: Option<PathBuf>,
+}
+
+impl SourceCache {
+    /// A cache in `dir` (created on first use).
+    pub fn new(dir: PathBuf, auth: ScopedAuth, known_hosts: Option<PathBuf>) -> Self {
+        Self { dir, auth, known_hosts }
+    }
+
+    /// For the command line: `$APIMON_CACHE_DIR`, else `$XDG_CACHE_HOME/apimon`,
+    /// else `~/.cache/apimon`; credentials from `$APIMON_GIT_SSH_KEY` or
+    /// `$APIMON_GIT_TOKEN_FILE`, sent only to `$APIMON_GIT_HOST`.
+    ///
+    /// # Errors
+    /// The token file cannot be read.
+    pub fn from_env(known_hosts: PathBuf) -> std::io::Result<Self> {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let base = var("APIMON_CACHE_DIR")
+            .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("apimon")))
+            .or_else(|| var("HOME").map(|d| d.join(".cache/apimon")))
+            .unwrap_or_else(|| std::env::temp_dir().join("apimon-cache"));
+        let host = std::env::var("APIMON_GIT_HOST").ok().map(|h| h.to_ascii_lowercase());
+        let auth = match (var("APIMON_GIT_SSH_KEY"), var("APIMON_GIT_TOKEN_FILE")) {
+            (Some(key), _) => GitAuth::SshKey { user: "git".to_owned(), key },
+            (None, Some(file)) => {
+                let text = crate::fsutil::read_text_limited(&file, 64 * 1024)
+                    .map_err(|e| std::io::Error::other(format!("{}: {e}", file.display())))?;
+                GitAuth::Token {
+                    user: "apimon".to_owned(),
+                    token: crate::model::Sensitive::new(text.trim().to_owned()),
+                }
+            }
+            (None, None) => GitAuth::None,
+        };
+        Ok(Self::new(
+            base.join("scenario-repositories"),
+            ScopedAuth { host, auth },
+            Some(known_hosts),
+        ))
+    }
+
+    fn open(&self, url: &str, branch: &str) -> Result<(GitSource, PathBuf), GitError> {
+        let key = hex::encode(&sha2::Sha256::digest(url.as_bytes())[..8]);
+        let auth = match &self.auth.host {
+            Some(host) if url_host(url).as_deref() == Some(host.as_str()) => self.auth.auth.clone(),
+            _ => GitAuth::None,
+        };
+        let mut source = GitSource::open(url, branch, auth, &self.dir.join(format!("{key}.git")))?;
+        if let Some(known_hosts) = &self.known_hosts {
+            source = source.with_known_hosts(known_hosts.clone());
+        }
+        Ok((source, self.dir.join(key)))
+    }
+
+    /// The commit `branch` of `url` points at now (`ls-remote`).
+    ///
+    /// # Errors
+    /// The remote cannot be reached or has no such branch.
+    pub fn remote_head(&self, url: &str, branch: &str) -> Result<CommitId, GitError> {
+        self.open(url, branch)?.0.remote_head()
+    }
+
+    fn checkout(&self, url: &str, pin: Pin<'_>) -> Result<Fetched, GitError> {
+        let branch = match pin {
+            Pin::Branch(branch) => branch,
+            Pin::Commit(_) => "main",
+        };
+        let (source, exports) = self.open(url, branch)?;
+        let commit = match pin {
+            Pin::Commit(commit) => {
+                let commit = CommitId(commit.to_owned());
+                source.fetch_commit(&commit)?;
+                commit
+            }
+            Pin::Branch(_) => {
+                let remote = source.remote_head()?;
+                if source.cached_head().as_ref() == Some(&remote) {
+                    remote
+                } else {
+                    source.fetch()?
+                }
+            }
+        };
+        let dir = exports.join(&commit.0);
+        if !dir.is_dir() {
+            source.export(&commit, &dir)?;
+        }
+        prune_exports(&exports, &commit.0);
+        Ok(Fetched { dir, commit: commit.0 })
+    }
+}
+
+impl FetchScenarios for SourceCache {
+    fn fetch(&self, url: &str, pin: Pin<'_>) -> Result<Fetched, FetchError> {
+        self.checkout(url, pin).map_err(|error| match error {
+            GitError::NoBranch { .. } | GitError::NoCommit { .. } => {
+                FetchError::Missing(crate::apply::chain(&error))
+            }
+            other => FetchError::Unavailable(crate::apply::chain(&other)),
+        })
+    }
+}
+
+/// Removes the exports of other commits: the model has read what it needs.
+fn prune_exports(exports: &Path, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(exports) else { return };
+    for entry in entries.filter_map(Result::ok) {
+        if entry.file_name().to_str() != Some(keep) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// `host` or `host:port` of a URL (scp-like `user@host:path` included), lowercase.
+pub fn url_host(url: &str) -> Option<String> {
+    let authority = match url.split_once("://") {
+        Some((_, rest)) => rest.split('/').next()?,
+        None => url.split_once(':')?.0,
+    };
+    let host = authority.rsplit('@').next()?;
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_taken_from_every_url_form() {
+        assert_eq!(
+            url_host("https://tok@Git.Example:8443/a.git").as_deref(),
+            Some("git.example:8443")
+        );
+        assert_eq!(url_host("ssh://git@git.example/a.git").as_deref(), Some("git.example"));
+        assert_eq!(url_host("git@git.example:ops/a.git").as_deref(), Some("git.example"));
+        assert_eq!(url_host("file:///srv/a.git"), None);
+    }
+}
