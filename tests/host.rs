@@ -341,3 +341,77 @@ async fn a_vendor_apt_repository_gets_a_keyring_and_a_signed_source_before_its_p
     assert!(!keyring.exists());
     assert!(!setup.file("/etc/apt/sources.list.d/apimon-influxdata.sources").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_is_installed_from_its_vendor_configured_and_reached_with_the_admin_password() {
+    use crate::support::grafana::{GrafanaDouble, Version};
+    let Some(setup) = Setup::new().await else { return };
+    crate::support::host::ensure_group("grafana");
+    // The Grafana API is the double (no Grafana server here); the host side is real.
+    let grafana = GrafanaDouble::start("adm1n-pw", Version::V11Late).await;
+    let hosts = std::fs::read_to_string(setup.repo.path().join("inventory/outside/hosts.yaml"))
+        .expect("hosts");
+    setup.repo.write(
+        "inventory/outside/hosts.yaml",
+        &format!("{hosts}  - name: outside-grafana\n    role: grafana\n    flavor: s3.medium.2\n    image: Ubuntu 24.04\n    keypair: outside-key\n    networks: [outside-net]\n    address: 127.0.0.40\n    volumes:\n      - {{name: data, size_gb: 10}}\n"),
+    );
+    setup.repo.edit(
+        "apimon.yaml",
+        "    location: outside\n",
+        &format!("    location: outside\n    grafana:\n      url: {}\n      admin_password: {{secret: outside_grafana_admin_password}}\n", grafana.url),
+    );
+    setup.repo.write(
+        "inventory/outside/grafana.yaml",
+        "folders:\n  - {uid: apimon, title: API Monitoring}\ndatasources:\n  - {name: apimon-outside, database: apimon, user: grafana, default: true}\n",
+    );
+    let apimon_yaml = std::fs::read_to_string(setup.repo.path().join("apimon.yaml")).expect("read");
+    setup.repo.write("apt/grafana.asc", KEY);
+    setup.repo.write(
+        "apimon.yaml",
+        &format!("{apimon_yaml}apt_repositories:\n  grafana:\n    uri: https://apt.grafana.com\n    suite: stable\n    key: apt/grafana.asc\n    packages:\n      grafana: [grafana]\n"),
+    );
+    let secrets = std::fs::read_to_string(&setup.secrets_file).expect("secrets");
+    std::fs::write(
+        &setup.secrets_file,
+        format!("{secrets}outside_grafana_admin_password: adm1n-pw\n"),
+    )
+    .expect("secrets");
+
+    let (_, outcome) = setup.apply().await;
+    assert!(outcome.is_success(), "{outcome:#?}");
+    let ini = setup.file("/etc/grafana/grafana.ini");
+    let text = std::fs::read_to_string(&ini).expect("grafana.ini uploaded");
+    assert_eq!(mode_owner(&ini), (0o640, "root:grafana".to_owned()), "it holds the admin password");
+    for line in [
+        "admin_password = \"\"\"adm1n-pw\"\"\"".to_owned(),
+        "allow_sign_up = false".to_owned(),
+        format!("root_url = {}", grafana.url),
+        "data = /var/lib/grafana".to_owned(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} missing from:\n{text}");
+    }
+    assert!(setup.file("/etc/apt/keyrings/apimon-grafana.asc").is_file());
+    let log = std::fs::read_to_string(setup.root.path().join("packages.log")).expect("log");
+    let lines: Vec<&str> = log.lines().collect();
+    let update = lines.iter().position(|l| *l == "update").expect("lists refreshed");
+    let installed = lines.iter().position(|l| *l == "grafana").expect("grafana installed");
+    assert!(update < installed, "{log}");
+    assert_eq!(setup.restarts("grafana-server"), 1);
+    // Its data volume is mounted where grafana.ini keeps the database.
+    let prepared = setup.prepare().expect("prepare");
+    let user_data = &prepared.rendered.hosts["outside-grafana"].user_data;
+    assert!(user_data.contains("\"/var/lib/grafana\""), "{user_data}");
+    // apimon reached the API with the admin password alone.
+    assert!(grafana.datasource("apimon-outside").is_some());
+    assert!(grafana.dashboard("apimon-scenarios").is_some());
+    let plan = setup.plan().await.expect("plan");
+    assert!(
+        !plan.summary.has_changes(),
+        "spurious diff: {:?}",
+        plan.changes
+            .iter()
+            .filter(|c| c.op != Op::NoOp)
+            .map(|c| c.id.to_string())
+            .collect::<Vec<_>>()
+    );
+}

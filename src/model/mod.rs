@@ -247,7 +247,10 @@ pub struct GrafanaEndpoint {
     /// Base URL as written.
     pub url: String,
     /// Service-account token (a secret).
-    pub token: MaybeSecret,
+    pub token: Option<MaybeSecret>,
+    /// The admin user's password (a secret), for grafana.ini and as the
+    /// credentials when there is no token.
+    pub admin_password: Option<MaybeSecret>,
 }
 
 /// Grafana objects of one environment, with defaults applied.

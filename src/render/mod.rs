@@ -23,7 +23,7 @@ use crate::model::{
 };
 
 /// The built-in templates: name and source.
-pub const BUILT_IN: [(&str, &str); 7] = [
+pub const BUILT_IN: [(&str, &str); 8] = [
     ("cloud-init.yaml.hbs", include_str!("../../templates/cloud-init.yaml.hbs")),
     ("telegraf.conf.hbs", include_str!("../../templates/telegraf.conf.hbs")),
     ("clouds.yaml.hbs", include_str!("../../templates/clouds.yaml.hbs")),
@@ -31,6 +31,7 @@ pub const BUILT_IN: [(&str, &str); 7] = [
     ("apimon-executor.service.hbs", include_str!("../../templates/apimon-executor.service.hbs")),
     ("telegraf.service.hbs", include_str!("../../templates/telegraf.service.hbs")),
     ("influxdb.conf.hbs", include_str!("../../templates/influxdb.conf.hbs")),
+    ("grafana.ini.hbs", include_str!("../../templates/grafana.ini.hbs")),
 ];
 
 /// Rendering failed.
@@ -173,6 +174,19 @@ fn context(
         .collect();
     let scenarios = scenarios_context(state, environment);
     let volumes = volumes_context(host);
+    let grafana = environment.grafana_endpoint.as_ref().map_or_else(
+        || json!({ "url": "", "port": 3000, "admin_password": "" }),
+        |endpoint| {
+            let port =
+                reqwest::Url::parse(&endpoint.url).ok().and_then(|u| u.port()).unwrap_or(3000);
+            let admin_password = endpoint
+                .admin_password
+                .as_ref()
+                .map(|p| secret_value(secrets, p, &mut missing))
+                .unwrap_or_default();
+            json!({ "url": endpoint.url, "port": port, "admin_password": admin_password })
+        },
+    );
     let address = host.address.map_or_else(|| "0.0.0.0".to_owned(), |a| a.to_string());
     let bind_address = format!("{address}:{}", environment.influxdb_endpoint.port);
     json!({
@@ -203,6 +217,7 @@ fn context(
             "results_password": results_password,
         },
         "monitored_clouds": monitored_clouds,
+        "grafana": grafana,
         "scenarios": scenarios,
         "runtime": state.runtime.as_ref().map(|runtime| json!({
             "id": runtime.id,
@@ -281,6 +296,8 @@ fn volumes_context(host: &Host) -> Vec<Value> {
                 .unwrap_or_else(|| format!("/dev/vd{}", disk_suffix(i + 1)));
             let mount_point = if host.role == Role::Influxdb && i == 0 {
                 "/var/lib/influxdb".to_owned()
+            } else if host.role == Role::Grafana && i == 0 {
+                "/var/lib/grafana".to_owned()
             } else {
                 format!("/mnt/{}", volume.name)
             };
@@ -350,10 +367,20 @@ fn files_for(role: Role) -> &'static [FileSpec] {
         group: "root",
         restarts: &["influxdb"],
     }];
+    // Holds the admin password: readable by root and Grafana only.
+    const GRAFANA: &[FileSpec] = &[FileSpec {
+        template: "grafana.ini.hbs",
+        path: "/etc/grafana/grafana.ini",
+        mode: 0o640,
+        owner: "root",
+        group: "grafana",
+        restarts: &["grafana-server"],
+    }];
     match role {
         Role::Executor => EXECUTOR,
         Role::Influxdb => INFLUXDB,
-        Role::Bastion | Role::Grafana => &[],
+        Role::Grafana => GRAFANA,
+        Role::Bastion => &[],
     }
 }
 

@@ -1,31 +1,76 @@
 //! A TEST DOUBLE of Grafana's HTTP API: no Grafana server can be installed
-//! on these machines (it is not packaged for Debian), so the tests talk to
-//! this in-process server instead.
+//! on these machines (no vendor apt repositories, not in Debian), so the
+//! tests talk to this in-process server instead, in one of three behaviour
+//! modes ([`Version`]) — every Grafana test runs against each.
 //!
-//! It implements only what apimon uses, following Grafana's HTTP API
-//! documentation (docs/sources/developers/http_api/: data_source.md,
-//! folder.md, folder_dashboard_search.md, dashboard.md): bearer-token auth
-//! (401 `{"message": "Unauthorized"}`), the JSON shapes of GET/POST/PUT/DELETE
-//! for datasources (list without `secureJsonFields`; by uid with
-//! `secureJsonFields`; 409 "data source with the same name already exists"),
-//! folders (409 on a duplicate uid, 412 on a version mismatch without
-//! `overwrite`, deleting a folder deletes its dashboards), search
-//! (`type=dash-db`, `folderUIDs`, `tag`) and dashboards (`POST
-//! /api/dashboards/db` with `overwrite`, 412 `version-mismatch`; GET by uid
-//! with `dashboard` and `meta.folderUid`; Grafana owns `id` and `version`).
-//! Failure injection answers 500 to the next requests, as a Grafana under
-//! load or restarting would. `tests/grafana.rs` also runs the same checks
-//! against a real Grafana when GRAFANA_URL and GRAFANA_TOKEN are set.
+//! Checked against Grafana's HTTP API documentation
+//! (docs/sources/developers/http_api/: data_source.md, folder.md,
+//! folder_dashboard_search.md, dashboard.md) and handlers:
+//! `pkg/api/dashboard.go`, `pkg/api/folder.go`, `pkg/api/datasources.go`,
+//! `pkg/api/index.go` (`NotFoundHandler`: 404 `{"message":"Not found"}`),
+//! `pkg/api/apierrors/{dashboard,folder}.go`,
+//! `pkg/services/dashboards/errors.go` and `database/database.go`
+//! (`getExistingDashboardByTitleAndFolder`, up to 11.2),
+//! `pkg/services/dashboards/service/dashboard_service.go`,
+//! `pkg/services/folder/folderimpl` (`GetChildren`, cascading `Delete`),
+//! `pkg/services/datasources/service/store.go` (`updateIsDefaultFlag`) and
+//! `convertModelToDtos` (`secureJsonFields` lists non-empty values only),
+//! the folder API tests (`pkg/tests/api/folders`, `pkg/tests/apis/folder`),
+//! and the release notes: nested folders on by default from 11.0 (PR
+//! #84631); dashboard and folder titles no longer unique from 11.3 (PR
+//! #90687, issue #105077).
+//!
+//! What differs by mode:
+//!
+//! | | 10.x | 11.0–11.2 | 11.3+ and 12 |
+//! |---|---|---|---|
+//! | nested folders (`parentUid`; `GET /api/folders` lists one level) | off: flat list | on | on |
+//! | a second folder of the same title at one parent | 409 | 409 | allowed |
+//! | a second folder of the same uid | 409 | 409 | 412 `version-mismatch` |
+//! | dashboard of a title that exists in the folder, new uid | `overwrite`: takes the old one over (its uid answered); else 412 `name-exists` | same | allowed: a new dashboard |
+//! | numbers of a saved dashboard | kept as sent | kept | `1.0` read back as `1` |
+//!
+//! In every mode: bearer-token or basic auth (401), 412 `version-mismatch`
+//! for a stale dashboard or folder version, cascading folder delete
+//! (subfolders and their dashboards), read-only (provisioned) datasources
+//! (403 on PUT/DELETE, `readOnly: true`), provisioned dashboards (400 on
+//! save and delete, `meta.provisioned`), `isDefault` exclusive, JSON 404
+//! for unknown routes. Failure injection answers 500 to the next requests,
+//! as a Grafana under load or restarting would.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
+
+/// Which Grafana the double behaves like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// 10.x: nested folders off, titles unique.
+    V10,
+    /// 11.0–11.2: nested folders on, titles unique.
+    V11Early,
+    /// 11.3 and later, 12: titles not unique, numbers normalised.
+    V11Late,
+}
+
+impl Version {
+    /// Every mode.
+    pub const ALL: [Self; 3] = [Self::V10, Self::V11Early, Self::V11Late];
+
+    fn nested(self) -> bool {
+        self != Self::V10
+    }
+
+    fn unique_titles(self) -> bool {
+        self != Self::V11Late
+    }
+}
 
 /// A stored datasource.
 #[derive(Debug, Clone)]
@@ -43,6 +88,21 @@ pub struct Dashboard {
     pub model: Value,
     /// Folder uid ("" for General).
     pub folder_uid: String,
+    /// Provisioned from a file (read-only to the API).
+    pub provisioned: bool,
+}
+
+/// A stored folder.
+#[derive(Debug, Clone)]
+pub struct Folder {
+    /// Numeric id.
+    pub id: i64,
+    /// Title.
+    pub title: String,
+    /// Version.
+    pub version: i64,
+    /// Parent uid ("" at the root).
+    pub parent: String,
 }
 
 /// Everything the double holds.
@@ -51,8 +111,8 @@ pub struct Store {
     next_id: i64,
     /// By uid.
     pub datasources: BTreeMap<String, Datasource>,
-    /// uid → (id, title, version).
-    pub folders: BTreeMap<String, (i64, String, i64)>,
+    /// By uid.
+    pub folders: BTreeMap<String, Folder>,
     /// By uid.
     pub dashboards: BTreeMap<String, Dashboard>,
     /// Requests seen (method and path).
@@ -66,12 +126,28 @@ impl Store {
         self.next_id += 1;
         self.next_id
     }
+
+    /// `uid` and every folder below it.
+    fn subtree(&self, uid: &str) -> Vec<String> {
+        let mut all = vec![uid.to_owned()];
+        let mut i = 0;
+        while i < all.len() {
+            let parent = all[i].clone();
+            all.extend(
+                self.folders.iter().filter(|(_, f)| f.parent == parent).map(|(u, _)| u.clone()),
+            );
+            i += 1;
+        }
+        all
+    }
 }
 
 /// A running double.
 pub struct GrafanaDouble {
     /// Base URL.
     pub url: String,
+    /// Its behaviour.
+    pub version: Version,
     /// Its state.
     pub store: Arc<Mutex<Store>>,
     task: tokio::task::JoinHandle<()>,
@@ -81,17 +157,23 @@ pub struct GrafanaDouble {
 struct AppState {
     store: Arc<Mutex<Store>>,
     token: String,
+    version: Version,
 }
 
 fn message(status: StatusCode, text: &str) -> Response {
     (status, Json(json!({ "message": text }))).into_response()
 }
 
+fn status_message(status: StatusCode, code: &str, text: &str) -> Response {
+    (status, Json(json!({ "status": code, "message": text }))).into_response()
+}
+
 impl GrafanaDouble {
-    /// Starts a double accepting `token`.
-    pub async fn start(token: &str) -> Self {
+    /// Starts a double of `version` accepting `token` (or basic auth
+    /// `admin:<token>`, as the admin user of grafana.ini).
+    pub async fn start(token: &str, version: Version) -> Self {
         let store = Arc::new(Mutex::new(Store::default()));
-        let state = AppState { store: Arc::clone(&store), token: token.to_owned() };
+        let state = AppState { store: Arc::clone(&store), token: token.to_owned(), version };
         let app = Router::new()
             .route("/api/datasources", get(list_datasources).post(create_datasource))
             .route(
@@ -103,6 +185,7 @@ impl GrafanaDouble {
             .route("/api/search", get(search))
             .route("/api/dashboards/db", axum::routing::post(save_dashboard))
             .route("/api/dashboards/uid/{uid}", get(get_dashboard).delete(delete_dashboard))
+            .fallback(|| async { message(StatusCode::NOT_FOUND, "Not found") })
             .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
             .with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -110,7 +193,7 @@ impl GrafanaDouble {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { url, store, task }
+        Self { url, version, store, task }
     }
 
     /// Requests seen so far.
@@ -131,6 +214,25 @@ impl GrafanaDouble {
     /// A copy of a datasource.
     pub fn datasource(&self, uid: &str) -> Option<Datasource> {
         self.store.lock().expect("store").datasources.get(uid).cloned()
+    }
+
+    /// A copy of a folder.
+    pub fn folder(&self, uid: &str) -> Option<Folder> {
+        self.store.lock().expect("store").folders.get(uid).cloned()
+    }
+
+    /// Marks a datasource as provisioned (read-only), as a file under
+    /// provisioning/datasources would.
+    pub fn provision_datasource(&self, uid: &str) {
+        let mut store = self.store.lock().expect("store");
+        let datasource = store.datasources.get_mut(uid).expect("datasource");
+        datasource.body["readOnly"] = json!(true);
+    }
+
+    /// Marks a dashboard as provisioned (`allowUiUpdates: false`).
+    pub fn provision_dashboard(&self, uid: &str) {
+        let mut store = self.store.lock().expect("store");
+        store.dashboards.get_mut(uid).expect("dashboard").provisioned = true;
     }
 }
 
@@ -155,16 +257,38 @@ async fn gate(
             return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
         }
     }
-    let authorized = request
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t == state.token);
+    let header = request.headers().get("authorization").and_then(|v| v.to_str().ok());
+    let authorized = match header {
+        Some(value) if value.starts_with("Bearer ") => value[7..] == state.token,
+        Some(value) if value.starts_with("Basic ") => basic(&value[6..])
+            .is_some_and(|(user, password)| user == "admin" && password == state.token),
+        _ => false,
+    };
     if !authorized {
         return message(StatusCode::UNAUTHORIZED, "Unauthorized");
     }
     next.run(request).await
+}
+
+/// Decodes a basic-auth value (base64 of `user:password`).
+fn basic(encoded: &str) -> Option<(String, String)> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut bytes = Vec::new();
+    for c in encoded.bytes().filter(|c| *c != b'=') {
+        let value = ALPHABET.iter().position(|a| *a == c)? as u32;
+        bits = (bits << 6) | value;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            bytes.push((bits >> count) as u8);
+            bits &= (1 << count) - 1;
+        }
+    }
+    let text = String::from_utf8(bytes).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
 }
 
 fn list_item(body: &Value) -> Value {
@@ -197,6 +321,12 @@ fn datasource_body(
     version: i64,
 ) -> Value {
     let field = |name: &str| input.get(name).cloned().unwrap_or(Value::String(String::new()));
+    // Only secure fields holding a value are listed.
+    let fields: serde_json::Map<String, Value> = secure
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, _)| (k.clone(), json!(true)))
+        .collect();
     json!({
         "id": id,
         "uid": uid,
@@ -211,7 +341,7 @@ fn datasource_body(
         "basicAuth": input.get("basicAuth").cloned().unwrap_or(json!(false)),
         "isDefault": input.get("isDefault").cloned().unwrap_or(json!(false)),
         "jsonData": input.get("jsonData").cloned().unwrap_or(json!({})),
-        "secureJsonFields": secure.keys().map(|k| (k.clone(), json!(true))).collect::<serde_json::Map<_, _>>(),
+        "secureJsonFields": fields,
         "version": version,
         "readOnly": false,
     })
@@ -225,6 +355,15 @@ fn secure_of(input: &Value) -> BTreeMap<String, String> {
             m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned()))).collect()
         })
         .unwrap_or_default()
+}
+
+/// One default datasource per organisation.
+fn clear_other_defaults(store: &mut Store, uid: &str) {
+    for (other, datasource) in store.datasources.iter_mut() {
+        if other != uid {
+            datasource.body["isDefault"] = json!(false);
+        }
+    }
 }
 
 async fn create_datasource(State(state): State<AppState>, Json(input): Json<Value>) -> Response {
@@ -244,6 +383,9 @@ async fn create_datasource(State(state): State<AppState>, Json(input): Json<Valu
     }
     let secure = secure_of(&input);
     let body = datasource_body(id, &uid, &input, &secure, 1);
+    if body["isDefault"] == true {
+        clear_other_defaults(&mut store, &uid);
+    }
     store.datasources.insert(uid, Datasource { body: body.clone(), secure });
     Json(json!({ "datasource": body, "id": id, "message": "Datasource added", "name": name }))
         .into_response()
@@ -258,16 +400,28 @@ async fn update_datasource(
     let Some(existing) = store.datasources.get(&uid).cloned() else {
         return message(StatusCode::NOT_FOUND, "Data source not found");
     };
+    if existing.body["readOnly"] == true {
+        return message(StatusCode::FORBIDDEN, "Cannot update read-only data source");
+    }
     let name = input.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
     if store.datasources.iter().any(|(other, d)| *other != uid && d.body["name"] == name.as_str()) {
         return message(StatusCode::CONFLICT, "data source with the same name already exists");
+    }
+    let current = existing.body["version"].as_i64().unwrap_or(1);
+    if input.get("version").and_then(Value::as_i64).is_some_and(|v| v < current) {
+        return message(
+            StatusCode::CONFLICT,
+            "Datasource has already been updated by someone else. Please reload and try again",
+        );
     }
     // Secure fields not sent keep their value.
     let mut secure = existing.secure.clone();
     secure.extend(secure_of(&input));
     let id = existing.body["id"].as_i64().unwrap_or_default();
-    let version = existing.body["version"].as_i64().unwrap_or(1) + 1;
-    let body = datasource_body(id, &uid, &input, &secure, version);
+    let body = datasource_body(id, &uid, &input, &secure, current + 1);
+    if body["isDefault"] == true {
+        clear_other_defaults(&mut store, &uid);
+    }
     store.datasources.insert(uid, Datasource { body: body.clone(), secure });
     Json(json!({ "datasource": body, "id": id, "message": "Datasource updated", "name": name }))
         .into_response()
@@ -275,55 +429,96 @@ async fn update_datasource(
 
 async fn delete_datasource(State(state): State<AppState>, Path(uid): Path<String>) -> Response {
     let mut store = state.store.lock().expect("store");
-    match store.datasources.remove(&uid) {
-        Some(d) => {
-            Json(json!({ "message": "Data source deleted", "id": d.body["id"] })).into_response()
-        }
+    match store.datasources.get(&uid) {
         None => message(StatusCode::NOT_FOUND, "Data source not found"),
+        Some(d) if d.body["readOnly"] == true => {
+            message(StatusCode::FORBIDDEN, "Cannot delete read-only data source")
+        }
+        Some(d) => {
+            let id = d.body["id"].clone();
+            store.datasources.remove(&uid);
+            Json(json!({ "message": "Data source deleted", "id": id })).into_response()
+        }
     }
 }
 
-fn folder_json(uid: &str, (id, title, version): &(i64, String, i64)) -> Value {
-    json!({ "id": id, "uid": uid, "title": title, "url": format!("/dashboards/f/{uid}/"), "version": version })
+fn folder_json(version: Version, uid: &str, folder: &Folder) -> Value {
+    let mut body = json!({ "id": folder.id, "uid": uid, "title": folder.title, "url": format!("/dashboards/f/{uid}/"), "version": folder.version });
+    if version.nested() && !folder.parent.is_empty() {
+        body["parentUid"] = json!(folder.parent);
+    }
+    body
 }
 
-async fn list_folders(State(state): State<AppState>) -> Response {
+async fn list_folders(
+    State(state): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> Response {
     let store = state.store.lock().expect("store");
-    Json(
-        store
-            .folders
-            .iter()
-            .map(|(uid, f)| json!({ "id": f.0, "uid": uid, "title": f.1 }))
-            .collect::<Vec<_>>(),
-    )
-    .into_response()
+    let parent = params.get("parentUid").cloned().unwrap_or_default();
+    if state.version.nested() && !parent.is_empty() && !store.folders.contains_key(&parent) {
+        return status_message(StatusCode::NOT_FOUND, "not-found", "folder not found");
+    }
+    let items: Vec<Value> = store
+        .folders
+        .iter()
+        // Nested folders: one level (the root unless `parentUid`); else all.
+        .filter(|(_, f)| !state.version.nested() || f.parent == parent)
+        .map(|(uid, f)| {
+            let mut item = json!({ "id": f.id, "uid": uid, "title": f.title });
+            if state.version.nested() && !f.parent.is_empty() {
+                item["parentUid"] = json!(f.parent);
+            }
+            item
+        })
+        .collect();
+    Json(items).into_response()
 }
 
 async fn get_folder(State(state): State<AppState>, Path(uid): Path<String>) -> Response {
     let store = state.store.lock().expect("store");
     match store.folders.get(&uid) {
-        Some(folder) => Json(folder_json(&uid, folder)).into_response(),
-        None => message(StatusCode::NOT_FOUND, "folder not found"),
+        Some(folder) => Json(folder_json(state.version, &uid, folder)).into_response(),
+        None => status_message(StatusCode::NOT_FOUND, "not-found", "folder not found"),
     }
 }
 
 async fn create_folder(State(state): State<AppState>, Json(input): Json<Value>) -> Response {
     let mut store = state.store.lock().expect("store");
     let title = input.get("title").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let parent = if state.version.nested() {
+        input.get("parentUid").and_then(Value::as_str).unwrap_or_default().to_owned()
+    } else {
+        String::new()
+    };
+    if !parent.is_empty() && !store.folders.contains_key(&parent) {
+        return status_message(StatusCode::NOT_FOUND, "not-found", "folder not found");
+    }
     let id = store.id();
     let uid =
         input.get("uid").and_then(Value::as_str).map_or_else(|| format!("f{id}"), str::to_owned);
     if store.folders.contains_key(&uid) {
-        return message(StatusCode::CONFLICT, "a folder with the same uid already exists");
+        return match state.version {
+            Version::V11Late => status_message(
+                StatusCode::PRECONDITION_FAILED,
+                "version-mismatch",
+                "the folder has been changed by someone else",
+            ),
+            _ => {
+                message(StatusCode::CONFLICT, "a folder/dashboard with the same uid already exists")
+            }
+        };
     }
-    if store.folders.values().any(|f| f.1 == title) {
+    if state.version.unique_titles()
+        && store.folders.values().any(|f| f.title == title && f.parent == parent)
+    {
         return message(
             StatusCode::CONFLICT,
             "a folder or dashboard in the general folder with the same name already exists",
         );
     }
-    let folder = (id, title, 1);
-    let body = folder_json(&uid, &folder);
+    let folder = Folder { id, title, version: 1, parent };
+    let body = folder_json(state.version, &uid, &folder);
     store.folders.insert(uid, folder);
     Json(body).into_response()
 }
@@ -335,28 +530,47 @@ async fn update_folder(
 ) -> Response {
     let mut store = state.store.lock().expect("store");
     let Some(folder) = store.folders.get(&uid).cloned() else {
-        return message(StatusCode::NOT_FOUND, "folder not found");
+        return status_message(StatusCode::NOT_FOUND, "not-found", "folder not found");
     };
     let overwrite = input.get("overwrite").and_then(Value::as_bool).unwrap_or(false);
     let version = input.get("version").and_then(Value::as_i64);
-    if !overwrite && version != Some(folder.2) {
-        return (StatusCode::PRECONDITION_FAILED, Json(json!({ "message": "the folder has been changed by someone else", "status": "version-mismatch" }))).into_response();
+    if !overwrite && version != Some(folder.version) {
+        return status_message(
+            StatusCode::PRECONDITION_FAILED,
+            "version-mismatch",
+            "the folder has been changed by someone else",
+        );
     }
-    let title = input.get("title").and_then(Value::as_str).unwrap_or(&folder.1).to_owned();
-    let updated = (folder.0, title, folder.2 + 1);
-    let body = folder_json(&uid, &updated);
+    let title = input.get("title").and_then(Value::as_str).unwrap_or(&folder.title).to_owned();
+    if state.version.unique_titles()
+        && store
+            .folders
+            .iter()
+            .any(|(other, f)| *other != uid && f.title == title && f.parent == folder.parent)
+    {
+        return message(
+            StatusCode::CONFLICT,
+            "a folder or dashboard in the general folder with the same name already exists",
+        );
+    }
+    let updated = Folder { title, version: folder.version + 1, ..folder };
+    let body = folder_json(state.version, &uid, &updated);
     store.folders.insert(uid, updated);
     Json(body).into_response()
 }
 
 async fn delete_folder(State(state): State<AppState>, Path(uid): Path<String>) -> Response {
     let mut store = state.store.lock().expect("store");
-    match store.folders.remove(&uid) {
-        Some((id, title, _)) => {
-            store.dashboards.retain(|_, d| d.folder_uid != uid);
-            Json(json!({ "message": "Folder deleted", "id": id, "title": title })).into_response()
-        }
-        None => message(StatusCode::NOT_FOUND, "folder not found"),
+    let Some(folder) = store.folders.get(&uid).cloned() else {
+        return status_message(StatusCode::NOT_FOUND, "not-found", "folder not found");
+    };
+    // Subfolders and every dashboard in them go too.
+    let subtree = store.subtree(&uid);
+    store.folders.retain(|u, _| !subtree.contains(u));
+    store.dashboards.retain(|_, d| !subtree.contains(&d.folder_uid));
+    match state.version {
+        Version::V10 => Json(json!({ "message": format!("Folder {} deleted", folder.title), "id": folder.id, "title": folder.title })).into_response(),
+        _ => Json(json!({ "message": "Folder deleted" })).into_response(),
     }
 }
 
@@ -365,22 +579,35 @@ async fn search(
     Query(params): Query<BTreeMap<String, String>>,
 ) -> Response {
     let store = state.store.lock().expect("store");
-    if params.get("type").is_some_and(|t| t != "dash-db") {
-        return Json(Vec::<Value>::new()).into_response();
-    }
+    let kind = params.get("type").map(String::as_str);
     let folders: Option<Vec<&str>> = params.get("folderUIDs").map(|f| f.split(',').collect());
-    let hits: Vec<Value> = store
-        .dashboards
-        .iter()
-        .filter(|(_, d)| folders.as_ref().is_none_or(|f| f.contains(&d.folder_uid.as_str())))
-        .filter(|(_, d)| {
-            params.get("tag").is_none_or(|tag| {
+    let in_folder = |folder: &str| folders.as_ref().is_none_or(|f| f.contains(&folder));
+    let query = params.get("query").map(|q| q.to_lowercase());
+    let matches_query =
+        |title: &str| query.as_ref().is_none_or(|q| title.to_lowercase().contains(q.as_str()));
+    let mut hits: Vec<Value> = Vec::new();
+    if kind.is_none_or(|k| k == "dash-folder") {
+        for (uid, folder) in &store.folders {
+            if in_folder(&folder.parent) && matches_query(&folder.title) {
+                let mut hit = json!({ "id": folder.id, "uid": uid, "title": folder.title, "type": "dash-folder", "url": format!("/dashboards/f/{uid}/") });
+                if !folder.parent.is_empty() {
+                    hit["folderUid"] = json!(folder.parent);
+                }
+                hits.push(hit);
+            }
+        }
+    }
+    if kind.is_none_or(|k| k == "dash-db") {
+        for (uid, d) in &store.dashboards {
+            let title = d.model["title"].as_str().unwrap_or_default();
+            let tagged = params.get("tag").is_none_or(|tag| {
                 d.model["tags"]
                     .as_array()
                     .is_some_and(|tags| tags.iter().any(|t| t == tag.as_str()))
-            })
-        })
-        .map(|(uid, d)| {
+            });
+            if !in_folder(&d.folder_uid) || !matches_query(title) || !tagged {
+                continue;
+            }
             let mut hit = json!({
                 "id": d.model["id"],
                 "uid": uid,
@@ -391,25 +618,32 @@ async fn search(
                 "tags": d.model.get("tags").cloned().unwrap_or(json!([])),
                 "isStarred": false,
             });
-            if let (Some(hit), Some(folder)) =
-                (hit.as_object_mut(), store.folders.get(&d.folder_uid))
-            {
-                hit.insert("folderId".into(), json!(folder.0));
-                hit.insert("folderUid".into(), json!(d.folder_uid));
-                hit.insert("folderTitle".into(), json!(folder.1));
+            if let Some(folder) = store.folders.get(&d.folder_uid) {
+                hit["folderId"] = json!(folder.id);
+                hit["folderUid"] = json!(d.folder_uid);
+                hit["folderTitle"] = json!(folder.title);
             }
-            hit
-        })
-        .collect();
+            hits.push(hit);
+        }
+    }
     Json(hits).into_response()
 }
 
-async fn save_dashboard(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Json(input): Json<Value>,
-) -> Response {
-    let _ = headers;
+/// Whole floats become integers (how 11.3+ and 12 read a model back).
+fn normalise_numbers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0) {
+                *value = json!(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalise_numbers),
+        Value::Object(map) => map.values_mut().for_each(normalise_numbers),
+        _ => {}
+    }
+}
+
+async fn save_dashboard(State(state): State<AppState>, Json(input): Json<Value>) -> Response {
     let mut store = state.store.lock().expect("store");
     let mut model = input.get("dashboard").cloned().unwrap_or(Value::Null);
     let folder_uid = input.get("folderUid").and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -418,16 +652,46 @@ async fn save_dashboard(
         return message(StatusCode::BAD_REQUEST, "folder not found");
     }
     let id_new = store.id();
-    let uid = model
+    let mut uid = model
         .get("uid")
         .and_then(Value::as_str)
         .map_or_else(|| format!("d{id_new}"), str::to_owned);
+    let title = model.get("title").and_then(Value::as_str).unwrap_or_default().to_owned();
+    // Up to 11.2: one dashboard per title and folder.
+    if state.version.unique_titles() && !store.dashboards.contains_key(&uid) {
+        let same_title = store
+            .dashboards
+            .iter()
+            .find(|(_, d)| d.folder_uid == folder_uid && d.model["title"] == title.as_str())
+            .map(|(u, _)| u.clone());
+        if let Some(other) = same_title {
+            if !overwrite {
+                return status_message(
+                    StatusCode::PRECONDITION_FAILED,
+                    "name-exists",
+                    "A dashboard with the same name in the folder already exists",
+                );
+            }
+            // Taken over: the request's uid is replaced by the existing one.
+            uid = other;
+            if let Some(object) = model.as_object_mut() {
+                object.insert("uid".into(), json!(uid));
+            }
+        }
+    }
     let existing = store.dashboards.get(&uid).cloned();
     if let Some(existing) = &existing {
         let current = existing.model["version"].as_i64().unwrap_or(0);
-        let sent = model.get("version").and_then(Value::as_i64);
-        if !overwrite && sent != Some(current) {
-            return (StatusCode::PRECONDITION_FAILED, Json(json!({ "message": "The dashboard has been changed by someone else", "status": "version-mismatch" }))).into_response();
+        let sent = model.get("version").and_then(Value::as_i64).unwrap_or(0);
+        if !overwrite && sent != current {
+            return status_message(
+                StatusCode::PRECONDITION_FAILED,
+                "version-mismatch",
+                "The dashboard has been changed by someone else",
+            );
+        }
+        if existing.provisioned {
+            return message(StatusCode::BAD_REQUEST, "Cannot save provisioned dashboard");
         }
     }
     let (id, version) = match &existing {
@@ -437,12 +701,15 @@ async fn save_dashboard(
         ),
         None => (id_new, 1),
     };
+    if state.version == Version::V11Late {
+        normalise_numbers(&mut model);
+    }
     if let Some(object) = model.as_object_mut() {
         object.insert("id".into(), json!(id));
         object.insert("uid".into(), json!(uid));
         object.insert("version".into(), json!(version));
     }
-    store.dashboards.insert(uid.clone(), Dashboard { model, folder_uid });
+    store.dashboards.insert(uid.clone(), Dashboard { model, folder_uid, provisioned: false });
     Json(json!({ "id": id, "uid": uid, "url": format!("/d/{uid}"), "status": "success", "version": version, "slug": uid })).into_response()
 }
 
@@ -456,13 +723,14 @@ async fn get_dashboard(State(state): State<AppState>, Path(uid): Path<String>) -
         "dashboard": dashboard.model,
         "meta": {
             "type": "db",
-            "canSave": true,
+            "canSave": !dashboard.provisioned,
             "slug": uid,
             "url": format!("/d/{uid}"),
             "version": dashboard.model["version"],
-            "folderId": folder.map_or(0, |f| f.0),
+            "provisioned": dashboard.provisioned,
+            "folderId": folder.map_or(0, |f| f.id),
             "folderUid": dashboard.folder_uid,
-            "folderTitle": folder.map_or("General".to_owned(), |f| f.1.clone()),
+            "folderTitle": folder.map_or("General".to_owned(), |f| f.title.clone()),
         }
     }))
     .into_response()
@@ -470,8 +738,16 @@ async fn get_dashboard(State(state): State<AppState>, Path(uid): Path<String>) -
 
 async fn delete_dashboard(State(state): State<AppState>, Path(uid): Path<String>) -> Response {
     let mut store = state.store.lock().expect("store");
-    match store.dashboards.remove(&uid) {
-        Some(d) => Json(json!({ "title": d.model["title"], "message": format!("Dashboard {} deleted", d.model["title"].as_str().unwrap_or_default()), "id": d.model["id"] })).into_response(),
+    match store.dashboards.get(&uid) {
         None => message(StatusCode::NOT_FOUND, "Dashboard not found"),
+        Some(d) if d.provisioned => {
+            message(StatusCode::BAD_REQUEST, "provisioned dashboard cannot be deleted")
+        }
+        Some(d) => {
+            let title = d.model["title"].clone();
+            let id = d.model["id"].clone();
+            store.dashboards.remove(&uid);
+            Json(json!({ "title": title, "message": format!("Dashboard {} deleted", title.as_str().unwrap_or_default()), "id": id })).into_response()
+        }
     }
 }

@@ -82,7 +82,7 @@ impl Setup {
         ensure_group("telegraf");
         let bastion = world.server("bastion");
         let target = world.server("target");
-        let relay = Relay::start(&["127.0.0.20", "127.0.0.30"], target.port).await;
+        let relay = Relay::start(&["127.0.0.20", "127.0.0.30", "127.0.0.40"], target.port).await;
         let root = tempfile::tempdir().expect("root");
         let r = root.path().display().to_string();
         for (name, script) in [("fake-systemctl", FAKE_SYSTEMCTL), ("fake-pkg", FAKE_PACKAGES)] {
@@ -116,6 +116,7 @@ impl Setup {
             (format!("[127.0.0.1]:{}", bastion.port), &bastion),
             (format!("[127.0.0.20]:{}", relay.port), &target),
             (format!("[127.0.0.30]:{}", relay.port), &target),
+            (format!("[127.0.0.40]:{}", relay.port), &target),
         ]);
         let secrets = crate::support::outside_secrets();
         let secrets_file = repo.secrets_file(&secrets, 0o600);

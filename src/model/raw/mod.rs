@@ -222,7 +222,10 @@ pub struct GrafanaEndpoint {
     /// Base URL, e.g. `https://grafana.example.net`.
     pub url: String,
     /// Service-account token; must be a secret.
-    pub token: MaybeSecret,
+    pub token: Option<MaybeSecret>,
+    /// The `admin` user's password, written into grafana.ini on the
+    /// grafana host; apimon logs in with it when there is no token.
+    pub admin_password: Option<MaybeSecret>,
 }
 
 /// SSH access: through the bastion as a jump host.

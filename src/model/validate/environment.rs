@@ -133,8 +133,24 @@ fn check_grafana_endpoint(
             format!("invalid URL `{}`; expected http:// or https://", endpoint.url),
         );
     }
-    check.secret(root, &format!("{env_path}.grafana.token"), &endpoint.token, true);
-    Some(GrafanaEndpoint { url: endpoint.url.clone(), token: endpoint.token.clone() })
+    if let Some(token) = &endpoint.token {
+        check.secret(root, &format!("{env_path}.grafana.token"), token, true);
+    }
+    if let Some(password) = &endpoint.admin_password {
+        check.secret(root, &format!("{env_path}.grafana.admin_password"), password, true);
+    }
+    if endpoint.token.is_none() && endpoint.admin_password.is_none() {
+        check.error(
+            root,
+            &format!("{env_path}.grafana"),
+            "no credentials; expected `token` (a service-account token) or `admin_password` (the admin user grafana.ini sets up), or both",
+        );
+    }
+    Some(GrafanaEndpoint {
+        url: endpoint.url.clone(),
+        token: endpoint.token.clone(),
+        admin_password: endpoint.admin_password.clone(),
+    })
 }
 
 fn check_ssh(

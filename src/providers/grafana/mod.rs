@@ -55,13 +55,19 @@ pub enum GrafanaSpec {
         default: bool,
         /// sha256 over uid and password: tells a changed secret without storing it.
         password_hash: String,
+        /// Provisioned from files on the Grafana host (observed only).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        read_only: bool,
     },
     /// A dashboard.
     Dashboard {
         /// Folder uid.
         folder: String,
-        /// Normalised model.
+        /// Normalised model (as read: with Grafana's `version`).
         model: Value,
+        /// Provisioned from files on the Grafana host (observed only).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        read_only: bool,
     },
 }
 
@@ -73,7 +79,7 @@ impl Spec for GrafanaSpec {
                 Comparison::Update(vec![format!("title {have:?} → {title:?}")])
             }
             (
-                S::Datasource { name, url, database, user, default, password_hash },
+                S::Datasource { name, url, database, user, default, password_hash, .. },
                 S::Datasource {
                     name: n,
                     url: u,
@@ -81,6 +87,7 @@ impl Spec for GrafanaSpec {
                     user: us,
                     default: de,
                     password_hash: p,
+                    ..
                 },
             ) => {
                 let mut reasons = Vec::new();
@@ -107,8 +114,8 @@ impl Spec for GrafanaSpec {
                 }
             }
             (
-                S::Dashboard { folder, model },
-                S::Dashboard { folder: have_folder, model: have_model },
+                S::Dashboard { folder, model, .. },
+                S::Dashboard { folder: have_folder, model: have_model, .. },
             ) => {
                 let mut reasons = Vec::new();
                 if folder != have_folder {
@@ -131,9 +138,11 @@ impl Spec for GrafanaSpec {
 }
 
 /// Removes the fields Grafana owns and adds the `apimon` tag, so a model
-/// read back from Grafana equals the one in the repository.
+/// read back from Grafana equals the one in the repository; numbers are
+/// compared by value (Grafana writes `1.0` back as `1`).
 pub fn normalize_dashboard(model: &Value) -> Value {
     let mut model = model.clone();
+    normalize_numbers(&mut model);
     if let Some(object) = model.as_object_mut() {
         object.remove("id");
         object.remove("version");
@@ -147,6 +156,25 @@ pub fn normalize_dashboard(model: &Value) -> Value {
         }
     }
     model
+}
+
+/// Whole floats become integers, everywhere in `value`.
+fn normalize_numbers(value: &mut Value) {
+    match value {
+        Value::Number(number) => {
+            if let Some(float) = number.as_f64().filter(|_| number.is_f64()) {
+                // 2^53: beyond it, floats are not exact integers anyway.
+                if float.fract() == 0.0 && float.abs() < 9_007_199_254_740_992.0 {
+                    #[allow(clippy::cast_possible_truncation)]
+                    let whole = float as i64;
+                    *number = serde_json::Number::from(whole);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalize_numbers),
+        Value::Object(map) => map.values_mut().for_each(normalize_numbers),
+        _ => {}
+    }
 }
 
 /// Hash of a datasource's secure password, bound to its uid.
@@ -181,6 +209,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct GrafanaProvider {
     env: String,
     client: Client,
+    /// Declared folder uids.
+    folders: Vec<String>,
     /// Declared datasource uids.
     declared: Vec<String>,
     /// Declared dashboard uids.
@@ -207,11 +237,19 @@ impl GrafanaProvider {
         if env.host_with_role(Role::Grafana).is_none() {
             return Ok(Availability::Unavailable("no host with `role: grafana`".to_owned()));
         }
-        let token = match &endpoint.token {
+        let secret = |value: &MaybeSecret| match value {
             MaybeSecret::Secret(name) => secrets.value(name).unwrap_or_default(),
             MaybeSecret::Plain(text) => Sensitive::new(text.clone()),
         };
-        let client = Client::new(&endpoint.url, token, REQUEST_TIMEOUT)?;
+        // A token when there is one; else the admin user grafana.ini sets up.
+        let credentials = match (&endpoint.token, &endpoint.admin_password) {
+            (Some(token), _) => client::Credentials::Token(secret(token)),
+            (None, Some(password)) => {
+                client::Credentials::Basic { user: "admin".to_owned(), password: secret(password) }
+            }
+            (None, None) => client::Credentials::Token(Sensitive::new(String::new())),
+        };
+        let client = Client::new(&endpoint.url, credentials, REQUEST_TIMEOUT)?;
         let passwords = env
             .grafana
             .datasources
@@ -221,6 +259,7 @@ impl GrafanaProvider {
         Ok(Availability::Available(Self {
             env: env.name.clone(),
             client,
+            folders: env.grafana.folders.iter().map(|f| f.uid.clone()).collect(),
             declared: env.grafana.datasources.iter().map(|ds| ds.uid.clone()).collect(),
             dashboards: state.dashboards.keys().cloned().collect(),
             passwords,
@@ -297,6 +336,7 @@ pub fn desired(
             user: ds.user.clone(),
             default: ds.default,
             password_hash: password_hash(&ds.uid, password.expose()),
+            read_only: false,
         };
         let mut depends_on = server.clone();
         depends_on.push(influxdb::user_id(&ds.environment, &ds.user));
@@ -307,6 +347,7 @@ pub fn desired(
         let spec = GrafanaSpec::Dashboard {
             folder: dashboard.folder.clone(),
             model: normalize_dashboard(&dashboard.model),
+            read_only: false,
         };
         let depends_on = vec![folder_id(name, &dashboard.folder)];
         let item = DesiredItem::new(spec, depends_on).on(host.clone());
@@ -324,8 +365,13 @@ mod tests {
     fn grafana_owned_fields_never_cause_a_diff() {
         let repo = json!({"uid": "a", "title": "T", "panels": [], "tags": ["x"]});
         let read_back = json!({"id": 17, "version": 4, "uid": "a", "title": "T", "panels": [], "tags": ["apimon", "x"]});
-        let want = GrafanaSpec::Dashboard { folder: "f".into(), model: normalize_dashboard(&repo) };
-        let have = GrafanaSpec::Dashboard { folder: "f".into(), model: read_back };
+        let want = GrafanaSpec::Dashboard {
+            folder: "f".into(),
+            model: normalize_dashboard(&repo),
+            read_only: false,
+        };
+        let have =
+            GrafanaSpec::Dashboard { folder: "f".into(), model: read_back, read_only: false };
         assert_eq!(want.compare(&have), Comparison::Same);
     }
 
@@ -334,15 +380,29 @@ mod tests {
         let want = GrafanaSpec::Dashboard {
             folder: "f".into(),
             model: normalize_dashboard(&json!({"uid": "a", "title": "T"})),
+            read_only: false,
         };
         let have = GrafanaSpec::Dashboard {
             folder: "f".into(),
             model: json!({"uid": "a", "title": "Edited", "tags": ["apimon"]}),
+            read_only: false,
         };
         assert_eq!(
             want.compare(&have),
             Comparison::Update(vec!["dashboard content changed".into()])
         );
+    }
+
+    #[test]
+    fn whole_floats_and_integers_are_the_same_number() {
+        let repo =
+            json!({"uid": "a", "panels": [{"gridPos": {"h": 8.0, "w": 12}, "opacity": 0.5}]});
+        let read_back =
+            json!({"uid": "a", "panels": [{"gridPos": {"h": 8, "w": 12.0}, "opacity": 0.5}]});
+        assert_eq!(normalize_dashboard(&repo), normalize_dashboard(&read_back));
+        let changed =
+            json!({"uid": "a", "panels": [{"gridPos": {"h": 8, "w": 12}, "opacity": 0.6}]});
+        assert_ne!(normalize_dashboard(&repo), normalize_dashboard(&changed));
     }
 
     #[test]

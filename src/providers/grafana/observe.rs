@@ -1,10 +1,14 @@
 //! Reading a Grafana: folders, datasources and search in one request each;
 //! then one GET per datasource and dashboard that apimon declares or owns
-//! (the password flag and the dashboard model are only there).
+//! (the password flag and the dashboard model are only there), and one per
+//! declared or owned folder the root listing does not show (with nested
+//! folders, Grafana 11 and later list only root folders).
+//!
+//! The lists always exist: a 404 there means the URL is not Grafana's, so
+//! it is an error, never "empty".
 
 use std::collections::BTreeSet;
 
-use reqwest::Method;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -38,6 +42,8 @@ pub(super) struct DatasourceItem {
     pub json_data: Value,
     #[serde(default, rename = "secureJsonFields")]
     pub secure_json_fields: Value,
+    #[serde(default, rename = "readOnly")]
+    pub read_only: bool,
 }
 
 impl DatasourceItem {
@@ -70,7 +76,7 @@ pub(super) async fn observe(
     scope: &Scope,
 ) -> Result<ObservedSet<GrafanaSpec>, GrafanaError> {
     let mut observed = ObservedSet::new();
-    folders(provider, &mut observed).await?;
+    folders(provider, scope, &mut observed).await?;
     datasources(provider, scope, &mut observed).await?;
     dashboards(provider, &mut observed).await?;
     Ok(observed)
@@ -78,14 +84,12 @@ pub(super) async fn observe(
 
 async fn folders(
     provider: &GrafanaProvider,
+    scope: &Scope,
     observed: &mut ObservedSet<GrafanaSpec>,
 ) -> Result<(), GrafanaError> {
-    let folders: Vec<FolderItem> = provider
-        .client
-        .call(Method::GET, "/api/folders?limit=1000", None)
-        .await?
-        .unwrap_or_default();
-    for folder in folders {
+    let client = &provider.client;
+    let root: Vec<FolderItem> = client.get("/api/folders?limit=1000").await?;
+    let insert = |observed: &mut ObservedSet<GrafanaSpec>, folder: FolderItem| {
         observed.insert(
             folder_id(&provider.env, &folder.uid),
             ObservedItem {
@@ -94,6 +98,25 @@ async fn folders(
                 depends_on: vec![],
             },
         );
+    };
+    for folder in root {
+        insert(observed, folder);
+    }
+    // Declared or owned folders below another folder are read by uid.
+    let owned = scope
+        .owned
+        .iter()
+        .filter(|id| id.provider == super::KIND && id.kind == "folder")
+        .map(|id| &id.name);
+    let wanted: BTreeSet<&String> = provider.folders.iter().chain(owned).collect();
+    for uid in wanted {
+        if observed.contains_key(&folder_id(&provider.env, uid)) {
+            continue;
+        }
+        let path = format!("/api/folders/{}", segment(uid));
+        if let Some(folder) = client.get_optional::<FolderItem>(&path).await? {
+            insert(observed, folder);
+        }
     }
     Ok(())
 }
@@ -106,8 +129,7 @@ async fn datasources(
     observed: &mut ObservedSet<GrafanaSpec>,
 ) -> Result<(), GrafanaError> {
     let client = &provider.client;
-    let datasources: Vec<DatasourceItem> =
-        client.call(Method::GET, "/api/datasources", None).await?.unwrap_or_default();
+    let datasources: Vec<DatasourceItem> = client.get("/api/datasources").await?;
     for listed in datasources.into_iter().filter(|d| d.kind == "influxdb") {
         let id = datasource_id(&provider.env, &listed.uid);
         // The list leaves out which secure fields are set.
@@ -115,7 +137,7 @@ async fn datasources(
             || scope.fingerprints.contains_key(&id.to_string())
         {
             let path = format!("/api/datasources/uid/{}", segment(&listed.uid));
-            client.call::<DatasourceItem>(Method::GET, &path, None).await?.unwrap_or(listed)
+            client.get_optional::<DatasourceItem>(&path).await?.unwrap_or(listed)
         } else {
             listed
         };
@@ -133,6 +155,7 @@ async fn datasources(
             user: item.user.clone(),
             default: item.is_default,
             password_hash,
+            read_only: item.read_only,
         };
         observed.insert(id, ObservedItem { spec, owned: false, depends_on: vec![] });
     }
@@ -146,29 +169,30 @@ async fn dashboards(
 ) -> Result<(), GrafanaError> {
     let env = provider.env.as_str();
     let client = &provider.client;
-    let hits: Vec<SearchHit> = client
-        .call(Method::GET, "/api/search?type=dash-db&limit=5000", None)
-        .await?
-        .unwrap_or_default();
+    let hits: Vec<SearchHit> = client.get("/api/search?type=dash-db&limit=5000").await?;
     let wanted: BTreeSet<&String> = provider.dashboards.iter().collect();
     for hit in hits {
         let id = dashboard_id(env, &hit.uid);
         if !wanted.contains(&hit.uid) {
             // Not declared: only its existence matters (pruned if owned).
-            let spec =
-                GrafanaSpec::Dashboard { folder: hit.folder_uid.clone(), model: Value::Null };
+            let spec = GrafanaSpec::Dashboard {
+                folder: hit.folder_uid.clone(),
+                model: Value::Null,
+                read_only: false,
+            };
             let depends_on = vec![folder_id(env, &hit.folder_uid)];
             observed.insert(id, ObservedItem { spec, owned: false, depends_on });
             continue;
         }
         let path = format!("/api/dashboards/uid/{}", segment(&hit.uid));
-        let Some(full) = client.call::<DashboardFull>(Method::GET, &path, None).await? else {
+        let Some(full) = client.get_optional::<DashboardFull>(&path).await? else {
             continue;
         };
         let folder =
             full.meta.get("folderUid").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let read_only = full.meta.get("provisioned").and_then(Value::as_bool).unwrap_or(false);
         let depends_on = vec![folder_id(env, &folder)];
-        let spec = GrafanaSpec::Dashboard { folder, model: full.dashboard };
+        let spec = GrafanaSpec::Dashboard { folder, model: full.dashboard, read_only };
         observed.insert(id, ObservedItem { spec, owned: false, depends_on });
     }
     Ok(())

@@ -30,7 +30,9 @@ pub fn packages_for(role: Role) -> &'static [&'static str] {
     match role {
         Role::Executor => &["ansible-core", "telegraf"],
         Role::Influxdb => &["influxdb"],
-        Role::Bastion | Role::Grafana => &[],
+        // From Grafana's apt repository (apimon.yaml `apt_repositories`).
+        Role::Grafana => &["grafana"],
+        Role::Bastion => &[],
     }
 }
 
@@ -206,15 +208,24 @@ pub fn desired(
         for (file_id, spec) in files {
             let mut depends_on = vec![server.clone()];
             if let HostSpec::File { owner, group, .. } = &spec {
-                depends_on.extend(
-                    account_ids
-                        .iter()
-                        .filter(|id| {
-                            id.name.ends_with(&format!(":{owner}"))
-                                || id.name.ends_with(&format!(":{group}"))
-                        })
-                        .cloned(),
-                );
+                let accounts: Vec<ResourceId> = account_ids
+                    .iter()
+                    .filter(|id| {
+                        id.name.ends_with(&format!(":{owner}"))
+                            || id.name.ends_with(&format!(":{group}"))
+                    })
+                    .cloned()
+                    .collect();
+                // Owned by a user or group no apimon account makes: the
+                // packages make it (telegraf, grafana), so they go first.
+                let by_package = [owner, group].iter().any(|name| {
+                    *name != "root"
+                        && !accounts.iter().any(|id| id.name.ends_with(&format!(":{name}")))
+                });
+                depends_on.extend(accounts);
+                if by_package {
+                    depends_on.extend(package_ids.iter().cloned());
+                }
             }
             set.insert(file_id, DesiredItem::new(spec, depends_on).on(server.clone()));
         }
