@@ -30,9 +30,9 @@ pub fn packages_for(role: Role) -> &'static [&'static str] {
     match role {
         Role::Executor => &["ansible-core", "telegraf"],
         Role::Influxdb => &["influxdb"],
-        // From Grafana's apt repository (apimon.yaml `apt_repositories`).
-        Role::Grafana => &["grafana"],
-        Role::Bastion => &[],
+        // `grafana` is not in the distributions' archives: it comes from
+        // Grafana's apt repository, declared with the package in apimon.yaml.
+        Role::Bastion | Role::Grafana => &[],
     }
 }
 
