@@ -319,6 +319,8 @@ every_grafana! {
 
 every_double! {
     a_5xx_is_retried_and_a_persistent_one_is_reported,
+    a_folder_made_by_a_lost_earlier_try_gets_its_title,
+    the_declared_default_datasource_is_the_only_default,
     provisioned_objects_are_reported_as_read_only,
     the_admin_password_logs_in_without_a_token,
 }
@@ -657,4 +659,39 @@ async fn the_admin_password_logs_in_without_a_token(target: Target) {
     let error = setup.try_plan().await.expect_err("a wrong password is refused");
     let text = apimon::apply::chain(&error);
     assert!(text.contains("rejected the credentials (HTTP 401: Unauthorized)"), "{text}");
+}
+
+async fn a_folder_made_by_a_lost_earlier_try_gets_its_title(target: Target) {
+    let Some(setup) = Setup::new(&target).await else { return };
+    // Between plan and apply the folder appears (an earlier try whose
+    // answer was lost): 409 before 11.3, 412 after; either way it is
+    // recognised by its uid and given the declared title.
+    let (_, outcome) = setup
+        .apply_after(|| {
+            let mut store = setup.grafana().store.lock().expect("store");
+            store.folders.insert(
+                "apimon".to_owned(),
+                crate::support::grafana::Folder {
+                    id: 999,
+                    title: "Half made".to_owned(),
+                    version: 1,
+                    parent: String::new(),
+                },
+            );
+        })
+        .await;
+    assert!(outcome.is_success(), "{outcome:?}");
+    assert_eq!(setup.grafana().folder("apimon").expect("folder").title, "API Monitoring");
+}
+
+async fn the_declared_default_datasource_is_the_only_default(target: Target) {
+    let Some(setup) = Setup::new(&target).await else { return };
+    let body = json!({ "name": "theirs", "uid": "theirs", "type": "influxdb", "url": "http://x:8086", "isDefault": true });
+    assert_eq!(setup.call(reqwest::Method::POST, "/api/datasources", Some(body)).await.0, 200);
+    assert!(setup.apply().await.1.is_success());
+    // Grafana keeps one default: the declared one took it over.
+    assert_eq!(setup.datasource("apimon-outside").await.expect("ours")["isDefault"], true);
+    assert_eq!(setup.datasource("theirs").await.expect("theirs")["isDefault"], false);
+    let plan = setup.plan().await;
+    assert!(!plan.summary.has_changes(), "spurious diff: {:?}", grafana_changes(&plan));
 }
