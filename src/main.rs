@@ -9,6 +9,7 @@ use apimon::cli::{self, Cli};
 
 fn main() -> ExitCode {
     ignore_file_size_signal();
+    bound_git_waits();
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.command.is_service(), cli.log_format);
     match cli::run(cli) {
@@ -50,6 +51,18 @@ fn init_logging(verbose: u8, service: bool, format: cli::LogFormat) {
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
             builder.with_ansi(ansi).init();
         }
+    }
+}
+
+/// libgit2 waits for a server forever by default: a remote that accepts a
+/// connection and never answers would stall the daemon's git source (and a
+/// scenario repository's fetch) for good.
+fn bound_git_waits() {
+    // SAFETY: these set libgit2 globals without synchronisation; called
+    // before any thread starts, as their contract asks.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(15_000);
+        let _ = git2::opts::set_server_timeout_in_milliseconds(60_000);
     }
 }
 

@@ -188,3 +188,33 @@ async fn a_change_waiting_for_its_window_is_not_relabelled_drift_and_applies_whe
     assert!(world.users().await.contains(&"doomed".to_owned()));
     world.wait_for_user("doomed", false, Duration::from_secs(90)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_honoured_while_a_commit_is_being_prepared() {
+    let Some(world) = World::new().await else { return };
+    // A commit whose preparation hangs: its scenario repository is on a
+    // server that accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let (accepted, connected) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+            let _ = accepted.send(());
+        }
+    });
+    let apimon = std::fs::read_to_string(world.git.work().join("apimon.yaml")).expect("read");
+    world.git.write(&[(
+        "apimon.yaml".to_owned(),
+        format!("{apimon}scenario_repository:\n  url: http://127.0.0.1:{port}/scenarios.git\n  branch: main\n"),
+    )]);
+    world.git.commit("scenarios from a server that hangs");
+    world.git.push(false);
+    let mut daemon = world.start_daemon(1, "").await;
+    connected.recv_timeout(Duration::from_secs(60)).expect("the daemon contacts the server");
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = daemon.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}: {}", daemon.log_text());
+    assert!(daemon.log_text().contains("Daemon stopping."), "{}", daemon.log_text());
+}

@@ -3,6 +3,8 @@
 //! remote gone. Each case ends with a rerun that converges with every
 //! created resource owned, nothing duplicated and nothing pruned that
 //! should stay. (InfluxDB stopped mid-apply: `influxdb::influxdb_stopped_…`;
+//! the OpenStack APIs gone mid-apply: `openstack::the_control_plane_gone_…`;
+//! SIGTERM while a commit is prepared: `daemon_safety::shutdown_is_honoured_…`;
 //! an SSH connection cut mid-upload: `host::a_connection_killed_…`; a kill
 //! while servers build: `openstack::a_kill_while_servers_build_…`.)
 

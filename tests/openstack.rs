@@ -602,3 +602,115 @@ async fn a_kill_while_servers_build_leaves_them_to_finish_not_to_be_replaced() {
     let again = setup.run("plan", &[]);
     assert_eq!(again.status.code(), Some(0), "not converged:\n{}", text(&again).0);
 }
+
+/// The control plane's APIs (Nova, Neutron, Glance, Cinder) behind relays
+/// the test can cut, reached through a region of their own in the catalog,
+/// and a clouds.yaml selecting that region.
+struct CutOff {
+    relays: Vec<crate::support::sshd::Relay>,
+    clouds: tempfile::NamedTempFile,
+    region: String,
+}
+
+impl CutOff {
+    async fn new(api: &Api, region: &str) -> Self {
+        let mut relays = Vec::new();
+        let mut ports = [0u16; 4];
+        for (i, port) in [8774, 9696, 9292, 8776].into_iter().enumerate() {
+            let relay = crate::support::sshd::Relay::start(&["127.0.0.1"], port).await;
+            ports[i] = relay.port;
+            relays.push(relay);
+        }
+        api.relay_region(region, ports).await;
+        let text = format!(
+            "clouds:\n  apimon-test:\n    auth:\n      auth_url: http://127.0.0.1:5000/v3\n      username: apimon\n      password: apimon\n      project_name: apimon\n      user_domain_name: Default\n      project_domain_name: Default\n    region_name: {region}\n    identity_api_version: 3\n"
+        );
+        // The format comes from the suffix.
+        let clouds = tempfile::Builder::new().suffix(".yaml").tempfile().expect("clouds.yaml");
+        std::fs::write(clouds.path(), text).expect("write clouds.yaml");
+        Self { relays, clouds, region: region.to_owned() }
+    }
+
+    /// Every request from now on fails: the connection is dropped.
+    fn down(&self) {
+        self.relays.iter().for_each(|r| r.cut_after(0));
+    }
+
+    fn up(&self) {
+        self.relays.iter().for_each(crate::support::sshd::Relay::disarm);
+    }
+
+    fn accepted(&self) -> usize {
+        self.relays.iter().map(crate::support::sshd::Relay::accepted).sum()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_gone_mid_apply_fails_cleanly_and_the_rerun_converges() {
+    let Some(setup) = Setup::new("osdown", 48).await else { return };
+    let env = setup.name.clone();
+    let cut = CutOff::new(&setup.api, &format!("Relay-{env}")).await;
+    let clouds = cut.clouds.path().display().to_string();
+    let repo = setup.repo.path().display().to_string();
+    let secrets = setup.secrets_file.display().to_string();
+    let state = setup.state_dir.path().display().to_string();
+    let args = [
+        "apply",
+        "--auto-approve",
+        "--repo",
+        &repo,
+        "--env",
+        &env,
+        "--secrets",
+        &secrets,
+        "--state-dir",
+        &state,
+        "--clouds-file",
+        &clouds,
+    ];
+    let log = tempfile::NamedTempFile::new().expect("log");
+    let mut child = crate::support::apimon_command(&args)
+        .stdout(log.reopen().expect("log"))
+        .stderr(log.reopen().expect("log"))
+        .spawn()
+        .expect("apply");
+    // Gone as soon as the first server exists.
+    let started = std::time::Instant::now();
+    let first = loop {
+        if let Some(server) = setup.api.servers(&format!("{env}-")).await.into_iter().next() {
+            break server;
+        }
+        if child.try_wait().expect("wait").is_some() {
+            panic!(
+                "the apply ended first:\n{}",
+                std::fs::read_to_string(log.path()).unwrap_or_default()
+            );
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(300), "no server was created");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    cut.down();
+    let status = child.wait().expect("apply ends");
+    let stdout = std::fs::read_to_string(log.path()).unwrap_or_default();
+    assert_eq!(status.code(), Some(1), "the apply fails:\n{stdout}");
+    assert!(stdout.contains("failed"), "{stdout}");
+    assert!(cut.accepted() > 0, "the apply went around the relays");
+
+    // Back: the rerun converges, the server made before the cut is kept
+    // (no duplicate), and every server is apimon's.
+    cut.up();
+    let rerun = setup.run_with_clouds("apply", &clouds, &["--auto-approve"]);
+    let (stdout, stderr) = text(&rerun);
+    assert_eq!(rerun.status.code(), Some(0), "rerun:\n{stdout}\n{stderr}");
+    let name = first["name"].as_str().expect("name");
+    let servers = setup.api.servers(&format!("{env}-")).await;
+    let same: Vec<&Value> = servers.iter().filter(|s| s["name"] == name).collect();
+    assert_eq!(same.len(), 1, "duplicates of {name}: {same:?}");
+    assert_eq!(same[0]["id"], first["id"]);
+    for server in &servers {
+        assert_eq!(metadata(server, "apimon:env").as_deref(), Some(env.as_str()), "{server}");
+    }
+    let again = setup.run_with_clouds("plan", &clouds, &[]);
+    assert_eq!(again.status.code(), Some(0), "not converged:\n{}", text(&again).0);
+    setup.api.remove_region(&cut.region).await;
+}

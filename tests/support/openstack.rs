@@ -118,6 +118,37 @@ impl Api {
         self.call(reqwest::Method::DELETE, url, None).await.0
     }
 
+    /// A region of its own whose catalog sends compute, network, image and
+    /// block-storage requests to `ports` (relays in front of the real
+    /// services, in that order); the other tests keep using RegionOne.
+    pub async fn relay_region(&self, region: &str, ports: [u16; 4]) {
+        self.post(&format!("{KEYSTONE}/regions"), json!({"region": {"id": region}})).await;
+        let [compute, network, image, volume] = ports;
+        for (kind, url) in [
+            ("compute", format!("http://127.0.0.1:{compute}/v2.1")),
+            ("network", format!("http://127.0.0.1:{network}")),
+            ("image", format!("http://127.0.0.1:{image}")),
+            ("volumev3", format!("http://127.0.0.1:{volume}/v3/%(project_id)s")),
+            ("block-storage", format!("http://127.0.0.1:{volume}/v3/%(project_id)s")),
+        ] {
+            let services = self.get(&format!("{KEYSTONE}/services?type={kind}")).await;
+            let id = services["services"][0]["id"].as_str().expect("service").to_owned();
+            let endpoint = json!({"endpoint": {"service_id": id, "interface": "public", "url": url, "region_id": region}});
+            self.post(&format!("{KEYSTONE}/endpoints"), endpoint).await;
+        }
+    }
+
+    /// Removes what [`Self::relay_region`] made.
+    pub async fn remove_region(&self, region: &str) {
+        let endpoints = self.get(&format!("{KEYSTONE}/endpoints?region_id={region}")).await;
+        for endpoint in endpoints["endpoints"].as_array().cloned().unwrap_or_default() {
+            if let Some(id) = endpoint["id"].as_str() {
+                self.delete(&format!("{KEYSTONE}/endpoints/{id}")).await;
+            }
+        }
+        self.delete(&format!("{KEYSTONE}/regions/{region}")).await;
+    }
+
     /// The project's servers whose name starts with `prefix`, with details.
     pub async fn servers(&self, prefix: &str) -> Vec<Value> {
         let body = self.get(&format!("{NOVA}/servers/detail")).await;
