@@ -451,3 +451,32 @@ fn with_log_format_json_every_log_line_is_a_json_object() {
     assert_eq!(run["span"]["scenario"], "probe", "{run}");
     assert!(lines.iter().all(|l| l["timestamp"].is_string() && l["target"].is_string()));
 }
+
+#[test]
+fn results_via_direct_renders_an_executor_that_writes_to_influxdb_itself() {
+    let repo = crate::support::TestRepo::fixture();
+    repo.edit(
+        "apimon.yaml",
+        "      results_user: telegraf\n",
+        "      results_user: telegraf\n      results_via: direct\n",
+    );
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = crate::support::apimon(&[
+        "render",
+        "--repo",
+        &repo.path().to_string_lossy(),
+        "--env",
+        "outside",
+        "--out",
+        &out.path().to_string_lossy(),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", crate::support::text(&output).1);
+    let path = out.path().join("outside/outside-executor/etc/apimon/executor.yaml");
+    let config = executor::config::load(&path).expect("rendered config parses");
+    assert_eq!(config.results.url, "http://192.168.10.30:8086/write");
+    assert_eq!(config.results.database, "apimon");
+    let (user, _) = config.results.credentials.expect("credentials");
+    assert_eq!(user, "telegraf");
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(!text.contains("telegraf-pw"), "render redacts secrets:\n{text}");
+}

@@ -237,6 +237,8 @@ pub struct InfluxdbEndpoint {
     pub results_database: String,
     /// User the results are written as.
     pub results_user: String,
+    /// Through telegraf, or straight to InfluxDB.
+    pub results_via: raw::ResultsVia,
     /// PEM file with a CA to trust in addition to the system roots.
     pub ca_file: Option<PathBuf>,
 }

@@ -215,6 +215,8 @@ fn context(
             "results_database": environment.influxdb_endpoint.results_database,
             "results_user": environment.influxdb_endpoint.results_user,
             "results_password": results_password,
+            "results_direct": environment.influxdb_endpoint.results_via == crate::model::raw::ResultsVia::Direct,
+            "write_url": format!("{}/write", environment.influxdb_endpoint.url.trim_end_matches('/')),
         },
         "monitored_clouds": monitored_clouds,
         "grafana": grafana,

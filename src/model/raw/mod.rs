@@ -211,8 +211,22 @@ pub struct InfluxdbEndpoint {
     pub results_database: String,
     /// User telegraf writes the results as (WRITE or ALL on `results_database`).
     pub results_user: String,
+    /// How the executor's points reach InfluxDB; default through telegraf.
+    #[serde(default)]
+    pub results_via: ResultsVia,
     /// PEM file with a CA to trust in addition to the system roots.
     pub ca_file: Option<String>,
+}
+
+/// How the executor's points reach InfluxDB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultsVia {
+    /// telegraf's listener on the executor, which forwards them.
+    #[default]
+    Telegraf,
+    /// The executor writes to InfluxDB itself (as `results_user`).
+    Direct,
 }
 
 /// The Grafana HTTP API of an environment.

@@ -115,6 +115,7 @@ fn check_influxdb_endpoint(
         admin_user: endpoint.admin_user.clone(),
         results_database: endpoint.results_database.clone(),
         results_user: endpoint.results_user.clone(),
+        results_via: endpoint.results_via,
         ca_file: endpoint.ca_file.as_ref().map(Into::into),
     }
 }
