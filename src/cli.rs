@@ -381,11 +381,24 @@ async fn apply(
         eprintln!("Apply cancelled; nothing was changed.");
         return Ok(Outcome::Invalid);
     }
+    // Progress: every finished change counts; on a terminal the one
+    // starting is shown too, so a long change (a server booting) is visible.
+    let total = plan.actions().count();
+    let finished = std::sync::atomic::AtomicUsize::new(0);
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let step = || finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     let report = |event: Event<'_>| match event {
+        Event::Started(id, op) if terminal => println!(
+            "    [{}/{total}] {id}: {}…",
+            finished.load(std::sync::atomic::Ordering::Relaxed) + 1,
+            op.name()
+        ),
         Event::Started(..) => {}
-        Event::Applied(id, op) => println!("{:>3} {id}: done", op.symbol()),
-        Event::Failed(id, error) => println!("  ! {id}: failed: {error}"),
-        Event::Skipped(id, because) => println!("  . {id}: skipped, depends on {because}"),
+        Event::Applied(id, op) => println!("{:>3} [{}/{total}] {id}: done", op.symbol(), step()),
+        Event::Failed(id, error) => println!("  ! [{}/{total}] {id}: failed: {error}", step()),
+        Event::Skipped(id, because) => {
+            println!("  . [{}/{total}] {id}: skipped, depends on {because}", step());
+        }
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let outcome = reconcile::apply(&store, &prepared, &plan, options, report, &stop).await?;

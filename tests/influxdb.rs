@@ -154,6 +154,10 @@ async fn apply_creates_everything_from_nothing_and_the_second_run_changes_nothin
     let (code, stdout, stderr) = setup.cli_apply();
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("Apply: 7 applied, 0 failed, 0 skipped."), "{stdout}");
+    // Progress: each finished change counted against the plan's.
+    for n in 1..=7 {
+        assert!(stdout.contains(&format!("[{n}/7] outside/influxdb.")), "{n}: {stdout}");
+    }
     assert!(
         !stdout.contains("-pw") && !stderr.contains("-pw"),
         "a secret was printed:\n{stdout}\n{stderr}"
