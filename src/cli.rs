@@ -4,6 +4,7 @@
 //! errors are reported with their whole cause chain.
 
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -32,6 +33,17 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How a plan is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    /// One line per change, then the summary.
+    Text,
+    /// The plan as JSON.
+    Json,
+    /// A Markdown table, ready to post on a pull request.
+    Markdown,
 }
 
 /// How log lines are written.
@@ -79,9 +91,16 @@ pub enum Command {
         /// Compare with nothing: needs no credentials, shows everything as created.
         #[arg(long)]
         offline: bool,
-        /// Print the plan as JSON.
+        /// With --offline: compare with this revision's desired state as if
+        /// applied (`origin/main`): a pull request's preview.
+        #[arg(long, requires = "offline", value_name = "REV")]
+        base: Option<String>,
+        /// Print the plan as JSON (same as --format json).
         #[arg(long)]
         json: bool,
+        /// Output: text, json, or markdown (a pull-request comment).
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
         /// Allow more deletions than an environment's max_deletes.
         #[arg(long)]
         allow_deletes: bool,
@@ -202,11 +221,13 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             validate(&repo.repo, env.as_deref(), secrets.as_deref())
         }
         Command::Render { repo, env, out } => render_to(&repo.repo, env.as_deref(), &out),
-        Command::Plan { repo, env, offline: true, json, allow_deletes, .. } => {
-            plan_offline(&repo.repo, env.as_deref(), json, allow_deletes)
+        Command::Plan { repo, env, offline: true, base, json, format, allow_deletes, .. } => {
+            let format = if json { PlanFormat::Json } else { format };
+            plan_offline(&repo.repo, env.as_deref(), base.as_deref(), format, allow_deletes)
         }
-        Command::Plan { repo, env, offline: false, json, allow_deletes, live } => {
-            runtime()?.block_on(plan_live(&repo.repo, env.as_deref(), json, allow_deletes, &live))
+        Command::Plan { repo, env, offline: false, json, format, allow_deletes, live, .. } => {
+            let format = if json { PlanFormat::Json } else { format };
+            runtime()?.block_on(plan_live(&repo.repo, env.as_deref(), format, allow_deletes, &live))
         }
         Command::Apply {
             repo,
@@ -350,14 +371,14 @@ fn prepare_live(repo: &Path, env: Option<&str>, live: &LiveArgs) -> anyhow::Resu
 async fn plan_live(
     repo: &Path,
     env: Option<&str>,
-    json: bool,
+    format: PlanFormat,
     allow_deletes: bool,
     live: &LiveArgs,
 ) -> anyhow::Result<Outcome> {
     let prepared = prepare_live(repo, env, live)?;
     let state = state::read(&live.state_dir)?;
     let plan = reconcile::plan(&prepared, &state, allow_deletes).await?;
-    output_plan(&plan, json, "live")
+    output_plan(&plan, format, "live")
 }
 
 async fn apply(
@@ -518,24 +539,105 @@ fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 fn plan_offline(
     repo: &Path,
     env: Option<&str>,
-    json: bool,
+    base: Option<&str>,
+    format: PlanFormat,
     allow_deletes: bool,
 ) -> anyhow::Result<Outcome> {
     let Some(prepared) = load(repo, env)? else { return Ok(Outcome::Invalid) };
-    let plan = runtime()?.block_on(reconcile::plan(&prepared, &State::default(), allow_deletes))?;
-    output_plan(&plan, json, "offline: compared with an empty cloud")
+    let Some(base) = base else {
+        let plan =
+            runtime()?.block_on(reconcile::plan(&prepared, &State::default(), allow_deletes))?;
+        return output_plan(&plan, format, "offline: compared with nothing");
+    };
+    let dir = TempDir::new("apimon-base").context("cannot make a temporary directory")?;
+    let checkout = dir.0.join("base");
+    let commit = crate::source::git::export_revision(repo, base, &checkout).with_context(|| {
+        format!("cannot read revision {base} of the repository at {}", repo.display())
+    })?;
+    let short = &commit.0[..commit.0.len().min(12)];
+    // A base that is invalid, or lacks the environment, counts as nothing.
+    let names: Vec<String> = env.map(str::to_owned).into_iter().collect();
+    let sources = scenario_sources(&Machine::from_env())?;
+    let base_prepared = match reconcile::prepare(
+        &checkout,
+        &names,
+        &Secrets::Redacted,
+        Target::Offline,
+        &sources,
+    ) {
+        Ok(prepared) => Some(prepared),
+        Err(error) => {
+            eprintln!(
+                "note: the base {base} ({short}) is compared as empty: {}",
+                crate::apply::chain(&error).lines().next().unwrap_or_default()
+            );
+            None
+        }
+    };
+    let plan = reconcile::preview(&prepared, base_prepared.as_ref(), allow_deletes)?;
+    output_plan(&plan, format, &format!("offline: compared with {base} ({short}) as applied"))
 }
 
-/// Prints `plan` as JSON or for humans; exit 2 when it changes something.
-fn output_plan(plan: &Plan, json: bool, context: &str) -> anyhow::Result<Outcome> {
+fn output_plan(plan: &Plan, format: PlanFormat, context: &str) -> anyhow::Result<Outcome> {
     let mut stdout = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer_pretty(&mut stdout, plan)?;
-        writeln!(stdout)?;
-    } else {
-        print_plan(&mut stdout, plan, context)?;
+    match format {
+        PlanFormat::Json => {
+            serde_json::to_writer_pretty(&mut stdout, plan)?;
+            writeln!(stdout)?;
+        }
+        PlanFormat::Text => print_plan(&mut stdout, plan, context)?,
+        PlanFormat::Markdown => print_markdown(&mut stdout, plan, context)?,
     }
     Ok(if plan.summary.has_changes() { Outcome::Changes } else { Outcome::Ok })
+}
+
+/// A private temporary directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(prefix: &str) -> std::io::Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&path).map(|()| Self(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A pull-request comment: the summary, destroys called out, one table
+/// row per change.
+fn print_markdown(out: &mut impl Write, plan: &Plan, context: &str) -> std::io::Result<()> {
+    let cell = |text: &str| text.replace('|', "\\|").replace('\n', " ");
+    writeln!(out, "### apimon plan")?;
+    writeln!(out)?;
+    writeln!(out, "_{}_", cell(context))?;
+    writeln!(out)?;
+    writeln!(out, "**{}**", plan.summary)?;
+    for line in reconcile::destroys(plan) {
+        writeln!(out)?;
+        writeln!(out, "> **Warning:** {}", cell(&line))?;
+    }
+    if plan.summary.has_changes() {
+        writeln!(out)?;
+        writeln!(out, "| | resource | why |")?;
+        writeln!(out, "|---|---|---|")?;
+        for change in plan.actions() {
+            writeln!(
+                out,
+                "| `{}` | `{}` | {} |",
+                change.op.symbol().trim(),
+                cell(&change.id.to_string()),
+                cell(&change.op.reason())
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// terraform-style: one line per change with its reason, then the summary.

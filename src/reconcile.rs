@@ -178,6 +178,22 @@ pub async fn plan(
     Ok(core::assemble(changes, observed.stale, &prepared.policies, allow_deletes)?)
 }
 
+/// The changes `head` makes relative to `base` applied as declared (a
+/// pull request's preview: no credentials, nothing observed); relative to
+/// nothing when there is no base.
+///
+/// # Errors
+/// The plan violates a policy (`max_deletes`).
+pub fn preview(
+    head: &Prepared,
+    base: Option<&Prepared>,
+    allow_deletes: bool,
+) -> Result<Plan, ReconcileError> {
+    let observed = base.map(|base| Observed::as_applied(&base.desired)).unwrap_or_default();
+    let changes = head.desired.diff(&observed);
+    Ok(core::assemble(changes, Vec::new(), &head.policies, allow_deletes)?)
+}
+
 /// Applies `plan`, recording ownership ahead of each creation (see
 /// [`Journal`]) and the run at the end.
 ///

@@ -212,3 +212,106 @@ fn what_lives_on_a_replaced_server_is_planned_anew_on_it() {
         "another host's files stay as they are"
     );
 }
+
+/// A real git checkout with the fixture in a subdirectory, committed twice:
+/// the second commit adds a dashboard, retitles the folder, removes a
+/// dashboard and a scenario. Returns the checkout and the repository directory in it.
+fn two_commits() -> Option<(crate::support::git::GitRemote, std::path::PathBuf)> {
+    let git = crate::support::git::GitRemote::new()?;
+    let files: Vec<(String, String)> = crate::support::fixture_files()
+        .into_iter()
+        .map(|(path, text)| (format!("desired/{path}"), text))
+        .collect();
+    git.write(&files);
+    git.commit("the platform as it is");
+    git.write(&[(
+        "desired/dashboards/apimon/latency.json".to_owned(),
+        r#"{"uid": "apimon-latency", "title": "Latency", "panels": []}"#.to_owned(),
+    )]);
+    git.edit(
+        "desired/inventory/outside/grafana.yaml",
+        "title: API Monitoring",
+        "title: API Monitoring (prod)",
+    );
+    git.edit(
+        "desired/scenarios/schedule.yaml",
+        "  - scenario: iam_probe\n    environments: [outside]\n    cron: \"* * * * *\"\n",
+        "",
+    );
+    std::fs::remove_file(git.work().join("desired/scenarios/iam_probe.yaml")).expect("rm");
+    std::fs::remove_file(git.work().join("desired/dashboards/apimon/scenarios.json")).expect("rm");
+    git.commit("a pull request");
+    let repo = git.work().join("desired");
+    Some((git, repo))
+}
+
+#[test]
+fn a_pull_request_preview_shows_only_what_the_change_does_without_credentials() {
+    let Some((_git, repo)) = two_commits() else { return };
+    let repo_arg = repo.to_string_lossy().into_owned();
+    let output = crate::support::apimon_command(&[
+        "plan",
+        "--offline",
+        "--base",
+        "HEAD~1",
+        "--env",
+        "outside",
+        "--repo",
+        &repo_arg,
+    ])
+    .env_remove("APIMON_SECRETS_FILE")
+    .env_remove("OS_CLIENT_CONFIG_FILE")
+    .output()
+    .expect("apimon");
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(stdout.contains("compared with HEAD~1 ("), "{stdout}");
+    let changes: Vec<&str> =
+        stdout.lines().filter(|l| l.starts_with("  ") && l.contains("outside/")).collect();
+    let has = |symbol: &str, id: &str| {
+        changes.iter().any(|l| l.trim_start().starts_with(symbol) && l.contains(id))
+    };
+    assert!(has("+", "outside/grafana.dashboard/apimon-latency"), "{stdout}");
+    assert!(has("~", "outside/grafana.folder/apimon"), "{stdout}");
+    assert!(has("-", "outside/grafana.dashboard/apimon-scenarios"), "{stdout}");
+    // The executor's configuration no longer lists the probe.
+    assert!(has("~", "outside/host.file/outside-executor:/etc/apimon/executor.yaml"), "{stdout}");
+    // Nothing that did not change: the servers, networks, InfluxDB.
+    assert!(
+        !changes.iter().any(|l| l.contains("openstack.") || l.contains("influxdb.")),
+        "{stdout}"
+    );
+
+    // The same as a pull-request comment.
+    let output = apimon(&[
+        "plan",
+        "--offline",
+        "--base",
+        "HEAD~1",
+        "--env",
+        "outside",
+        "--format",
+        "markdown",
+        "--repo",
+        &repo_arg,
+    ]);
+    let (markdown, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{markdown}\n{stderr}");
+    assert!(markdown.starts_with("### apimon plan\n"), "{markdown}");
+    assert!(
+        markdown.contains("| `+` | `outside/grafana.dashboard/apimon-latency` |"),
+        "{markdown}"
+    );
+    assert!(markdown.contains("| `~` | `outside/grafana.folder/apimon` | title \"API Monitoring\" → \"API Monitoring (prod)\" |"), "{markdown}");
+
+    // Against itself: nothing to do, exit 0.
+    let output =
+        apimon(&["plan", "--offline", "--base", "HEAD", "--env", "outside", "--repo", &repo_arg]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    // A revision that does not exist is a clear error.
+    let output = apimon(&["plan", "--offline", "--base", "no-such-branch", "--repo", &repo_arg]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot read revision no-such-branch"), "{stderr}");
+}

@@ -324,41 +324,7 @@ impl GitSource {
             .find_commit(oid)
             .and_then(|c| c.tree())
             .map_err(|e| self.git_error("read commit of", e))?;
-        let export_error =
-            |source| GitError::Export { commit: commit.clone(), path: dir.to_owned(), source };
-        let staging = dir.with_extension("partial");
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging).map_err(export_error)?;
-        }
-        std::fs::create_dir_all(&staging).map_err(export_error)?;
-        let mut failure = None;
-        tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
-            let path = staging.join(parent).join(entry.name().unwrap_or_default());
-            let written = match entry.kind() {
-                Some(git2::ObjectType::Tree) => std::fs::create_dir_all(&path),
-                Some(git2::ObjectType::Blob) => match self.repo.find_blob(entry.id()) {
-                    Ok(blob) => std::fs::write(&path, blob.content()),
-                    Err(e) => Err(std::io::Error::other(e.to_string())),
-                },
-                // Submodules and other kinds are not part of a desired state.
-                _ => Ok(()),
-            };
-            match written {
-                Ok(()) => git2::TreeWalkResult::Ok,
-                Err(error) => {
-                    failure = Some(error);
-                    git2::TreeWalkResult::Abort
-                }
-            }
-        })
-        .map_err(|e| self.git_error("walk tree of", e))?;
-        if let Some(error) = failure {
-            return Err(export_error(error));
-        }
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(export_error)?;
-        }
-        std::fs::rename(&staging, dir).map_err(export_error)
+        write_tree(&self.repo, &tree, commit, dir)
     }
 
     /// Checks `commit`'s signature with `git verify-commit`.
@@ -392,6 +358,88 @@ impl GitSource {
             Err(GitError::Unsigned { commit: commit.clone(), detail })
         }
     }
+}
+
+/// Writes `tree` into `dir` (replaced if it exists), through a staging
+/// directory so a failure leaves no half-written tree; blobs are written as
+/// files (a symbolic link as a file holding its target), submodules skipped.
+fn write_tree(
+    repo: &Repository,
+    tree: &git2::Tree<'_>,
+    commit: &CommitId,
+    dir: &Path,
+) -> Result<(), GitError> {
+    let export_error =
+        |source| GitError::Export { commit: commit.clone(), path: dir.to_owned(), source };
+    let staging = dir.with_extension("partial");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(export_error)?;
+    }
+    std::fs::create_dir_all(&staging).map_err(export_error)?;
+    let mut failure = None;
+    tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+        let path = staging.join(parent).join(entry.name().unwrap_or_default());
+        let written = match entry.kind() {
+            Some(git2::ObjectType::Tree) => std::fs::create_dir_all(&path),
+            Some(git2::ObjectType::Blob) => match repo.find_blob(entry.id()) {
+                Ok(blob) => std::fs::write(&path, blob.content()),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            },
+            // Submodules and other kinds are not part of a desired state.
+            _ => Ok(()),
+        };
+        match written {
+            Ok(()) => git2::TreeWalkResult::Ok,
+            Err(error) => {
+                failure = Some(error);
+                git2::TreeWalkResult::Abort
+            }
+        }
+    })
+    .map_err(|e| GitError::Git { action: "walk tree of", url: String::new(), source: e })?;
+    if let Some(error) = failure {
+        return Err(export_error(error));
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(export_error)?;
+    }
+    std::fs::rename(&staging, dir).map_err(export_error)
+}
+
+/// Writes the state of the checkout holding `path` at revision `rev`
+/// (`origin/main`, a commit id, `HEAD~1`) into `dir`: the directory that
+/// corresponds to `path` in that commit. For previews of a change against
+/// the desired state before it.
+///
+/// # Errors
+/// `path` is not in a git checkout, `rev` does not resolve, or the files
+/// cannot be written.
+pub fn export_revision(path: &Path, rev: &str, dir: &Path) -> Result<CommitId, GitError> {
+    let local = |action: &'static str, source: git2::Error| GitError::Git {
+        action,
+        url: path.display().to_string(),
+        source,
+    };
+    let repo = Repository::discover(path).map_err(|e| local("open the checkout at", e))?;
+    let object = repo.revparse_single(rev).map_err(|e| local("resolve the revision in", e))?;
+    let commit = object.peel_to_commit().map_err(|e| local("find the commit in", e))?;
+    let id = CommitId(commit.id().to_string());
+    let mut tree = commit.tree().map_err(|e| local("read the commit in", e))?;
+    let workdir = repo.workdir().and_then(|w| w.canonicalize().ok());
+    let inside = path
+        .canonicalize()
+        .ok()
+        .zip(workdir)
+        .and_then(|(p, w)| p.strip_prefix(&w).ok().map(Path::to_path_buf));
+    if let Some(rel) = inside.filter(|r| !r.as_os_str().is_empty()) {
+        let entry = tree.get_path(&rel).map_err(|e| local("find the directory in", e))?;
+        tree = entry
+            .to_object(&repo)
+            .and_then(|o| o.peel_to_tree())
+            .map_err(|e| local("read the directory in", e))?;
+    }
+    write_tree(&repo, &tree, &id, dir)?;
+    Ok(id)
 }
 
 /// Host and port of an ssh:// or scp-like (`user@host:path`) URL.
