@@ -633,7 +633,7 @@ fn print_markdown(out: &mut impl Write, plan: &Plan, context: &str) -> std::io::
                 "| `{}` | `{}` | {} |",
                 change.op.symbol().trim(),
                 cell(&change.id.to_string()),
-                cell(&change.op.reason())
+                cell(change.op.reason())
             )?;
         }
     }
