@@ -132,6 +132,25 @@ pub enum Command {
         #[command(flatten)]
         live: LiveArgs,
     },
+    /// Approve pending changes of a running daemon (`/status` lists them):
+    /// one by id, or all of one environment. Exit 0: approved, 1: not.
+    Approve {
+        /// The pending change's resource id (`outside/influxdb.user/telegraf`).
+        #[arg(long, conflicts_with = "env", required_unless_present = "env")]
+        id: Option<String>,
+        /// Every pending change of this environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// The daemon's configuration: its address and webhook secret file.
+        #[arg(long, default_value = "/etc/apimon/daemon.yaml")]
+        config: PathBuf,
+        /// The daemon's URL, instead of `listen` from its configuration.
+        #[arg(long, value_name = "URL")]
+        daemon: Option<String>,
+        /// File holding the bearer token, instead of its `webhook_secret_file`.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Follow the repository and keep the platform converged (on the bastion).
     Daemon {
         /// The daemon configuration.
@@ -255,6 +274,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             ))
         }
         Command::Executor { config } => runtime()?.block_on(executor(config)),
+        Command::Approve { id, env, config, daemon, token_file } => {
+            runtime()?.block_on(approve(id, env, &config, daemon, token_file))
+        }
         Command::Daemon { config } => {
             let config = crate::daemon::config::Config::load(&config)?;
             let runtime = runtime()?;
@@ -263,6 +285,53 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             runtime.shutdown_timeout(Duration::from_secs(2));
             outcome
         }
+    }
+}
+
+/// `POST /approve` to the daemon.
+async fn approve(
+    id: Option<String>,
+    env: Option<String>,
+    config: &Path,
+    daemon: Option<String>,
+    token_file: Option<PathBuf>,
+) -> anyhow::Result<Outcome> {
+    let loaded = if daemon.is_none() || token_file.is_none() {
+        Some(crate::daemon::config::Config::load(config)?)
+    } else {
+        None
+    };
+    let url = match (daemon, &loaded) {
+        (Some(url), _) => url.trim_end_matches('/').to_owned(),
+        (None, Some(config)) => format!("http://{}", config.raw.listen),
+        (None, None) => bail!("no daemon address"),
+    };
+    let token_file = match (token_file, &loaded) {
+        (Some(file), _) => file,
+        (None, Some(config)) => config.raw.webhook_secret_file.clone().context(
+            "the daemon configuration has no webhook_secret_file: the daemon takes no approvals",
+        )?,
+        (None, None) => bail!("no token file"),
+    };
+    let token = crate::fsutil::read_text_limited(&token_file, 64 * 1024)
+        .with_context(|| format!("cannot read the token file {}", token_file.display()))?;
+    let body = serde_json::json!({ "id": id, "environment": env });
+    let response = reqwest::Client::new()
+        .post(format!("{url}/approve"))
+        .bearer_auth(token.trim())
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the daemon at {url}"))?;
+    let status = response.status();
+    let answer: serde_json::Value = response.json().await.unwrap_or_default();
+    let message = answer["message"].as_str().unwrap_or_default();
+    if status.is_success() {
+        println!("{message}");
+        Ok(Outcome::Ok)
+    } else {
+        eprintln!("error: the daemon answered HTTP {}: {message}", status.as_u16());
+        Ok(Outcome::Invalid)
     }
 }
 

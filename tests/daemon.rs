@@ -5,6 +5,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use serde_json::json;
+
 use crate::support::daemon::{github_signature, head, Daemon, World, ADMIN, WEBHOOK_SECRET};
 use crate::support::free_port;
 
@@ -541,4 +543,88 @@ async fn by_default_the_log_has_each_applied_change_and_no_dependency_chatter() 
         log.lines().filter(|line| !line.contains(" apimon::") && !line.trim().is_empty()).collect();
     assert!(chatter.is_empty(), "lines from dependencies at the default level: {chatter:#?}");
     assert!(!log.contains('\u{1b}'), "colour codes in a log that is not a terminal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approving_one_pending_change_over_http_leaves_the_others_pending() {
+    let Some(world) = World::new().await else { return };
+    world.git.edit(
+        "apimon.yaml",
+        "  outside:\n    location: outside\n",
+        "  outside:\n    location: outside\n    policy: {drift: report}\n",
+    );
+    let commit = world.git.commit("report drift only");
+    world.git.push(false);
+    let daemon = world.start_daemon(3600, "drift_cron: '*/2 * * * * *'\n").await;
+    daemon.wait_converged(&commit).await;
+    for user in ["telegraf", "grafana"] {
+        let (status, _) = world.influx.query(Some(ADMIN), &format!("DROP USER {user}")).await;
+        assert_eq!(status, 200);
+    }
+    let pending_ids = |s: &serde_json::Value| -> Vec<String> {
+        s["environments"]["outside"]["pending"]
+            .as_array()
+            .map(|p| p.iter().filter_map(|c| c["id"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    daemon
+        .wait_status("both users pending", Duration::from_secs(30), |s| {
+            let ids = pending_ids(s);
+            ["telegraf", "grafana"]
+                .iter()
+                .all(|u| ids.contains(&format!("outside/influxdb.user/{u}")))
+        })
+        .await;
+
+    // Not pending, or no token: refused.
+    let client = reqwest::Client::new();
+    let approve = |body: serde_json::Value, token: &str| {
+        client.post(format!("{}/approve", daemon.url())).bearer_auth(token).json(&body).send()
+    };
+    let refused =
+        approve(json!({"id": "outside/influxdb.user/admin"}), WEBHOOK_SECRET).await.expect("post");
+    assert_eq!(refused.status().as_u16(), 404);
+    let refused =
+        approve(json!({"id": "outside/influxdb.user/telegraf"}), "wrong").await.expect("post");
+    assert_eq!(refused.status().as_u16(), 401);
+
+    // From the command line, through the daemon's configuration.
+    let output = crate::support::apimon(&[
+        "approve",
+        "--id",
+        "outside/influxdb.user/telegraf",
+        "--config",
+        &world.dir.path().join("daemon.yaml").to_string_lossy(),
+    ]);
+    let (stdout, stderr) = crate::support::text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("approved outside/influxdb.user/telegraf"), "{stdout}");
+    let start = std::time::Instant::now();
+    while !world.users().await.contains(&"telegraf".to_owned()) {
+        assert!(start.elapsed() < Duration::from_secs(30), "the approved change was not applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The other stays pending, through more drift passes.
+    let status = daemon.status().await;
+    let status = daemon.wait_reconciles(&status, 2).await;
+    assert!(
+        pending_ids(&status).contains(&"outside/influxdb.user/grafana".to_owned()),
+        "{status:#}"
+    );
+    assert!(
+        !world.users().await.contains(&"grafana".to_owned()),
+        "an unapproved change was applied"
+    );
+
+    // A whole environment.
+    let accepted = approve(json!({"environment": "outside"}), WEBHOOK_SECRET).await.expect("post");
+    assert_eq!(accepted.status().as_u16(), 202);
+    let start = std::time::Instant::now();
+    while !world.users().await.contains(&"grafana".to_owned()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the environment's approval was not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

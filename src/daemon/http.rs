@@ -1,6 +1,7 @@
 //! The daemon's HTTP endpoint: `/healthz`, `/metrics` (Prometheus text),
 //! `/status` (JSON), `POST /hooks/git` (push webhooks from GitHub, Gitea
-//! or GitLab, signature verified) and `POST /trigger` (bearer token).
+//! or GitLab, signature verified), `POST /trigger` and `POST /approve`
+//! (bearer token: the webhook secret).
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -33,6 +34,8 @@ pub struct AppState {
     pub branch: String,
     /// Delivery ids of the webhooks already taken.
     pub deliveries: Arc<Mutex<Deliveries>>,
+    /// Approvals the next reconcile takes.
+    pub approvals: Arc<Mutex<super::approvals::Approvals>>,
 }
 
 /// The last [`Deliveries::KEPT`] webhook delivery ids: a delivery replayed
@@ -78,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/status", get(status))
         .route("/hooks/git", post(webhook))
         .route("/trigger", post(trigger))
+        .route("/approve", post(approve))
         .with_state(state)
 }
 
@@ -124,19 +128,87 @@ async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
     reply(StatusCode::ACCEPTED, "reconcile triggered")
 }
 
-async fn trigger(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// The bearer token check of `/trigger` and `/approve`; `Err` is the answer.
+fn bearer(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     let Some(secret) = &state.secret else {
-        return reply(StatusCode::NOT_FOUND, "trigger not configured (webhook_secret_file)");
+        return Err(reply(StatusCode::NOT_FOUND, "not configured (webhook_secret_file)"));
     };
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     if !token.is_some_and(|t| constant_time_eq(t.as_bytes(), secret.expose())) {
-        return reply(StatusCode::UNAUTHORIZED, "missing or bad bearer token");
+        return Err(reply(StatusCode::UNAUTHORIZED, "missing or bad bearer token"));
+    }
+    Ok(())
+}
+
+async fn trigger(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(answer) = bearer(&state, &headers) {
+        return answer;
     }
     let _ = state.triggers.try_send(Trigger::Manual);
     reply(StatusCode::ACCEPTED, "reconcile triggered")
+}
+
+/// `{"id": "<resource id>"}` or `{"environment": "<name>"}`: approves that
+/// pending change (or all of that environment's) for the next reconcile,
+/// which starts at once.
+async fn approve(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(answer) = bearer(&state, &headers) {
+        return answer;
+    }
+    let request = match serde_json::from_slice::<super::approvals::Request>(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"id\": …}} or {{\"environment\": …}}: {error}"),
+            )
+        }
+    };
+    let pending: Vec<(String, String)> = state
+        .status
+        .read()
+        .map(|s| {
+            s.environments
+                .iter()
+                .flat_map(|(env, e)| e.pending.iter().map(move |p| (env.clone(), p.id.clone())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let listed = || {
+        let ids: Vec<&str> = pending.iter().map(|(_, id)| id.as_str()).collect();
+        if ids.is_empty() {
+            "nothing is pending".to_owned()
+        } else {
+            format!("pending: {}", ids.join(", "))
+        }
+    };
+    let Ok(mut approvals) = state.approvals.lock() else {
+        return reply(StatusCode::INTERNAL_SERVER_ERROR, "approvals lock poisoned");
+    };
+    let approved = match (request.id, request.environment) {
+        (Some(id), None) if pending.iter().any(|(_, p)| *p == id) => {
+            approvals.ids.insert(id.clone());
+            id
+        }
+        (None, Some(env)) if pending.iter().any(|(e, _)| *e == env) => {
+            approvals.environments.insert(env.clone());
+            format!("every pending change of {env}")
+        }
+        (Some(id), None) => {
+            return reply(StatusCode::NOT_FOUND, &format!("no pending change {id}; {}", listed()))
+        }
+        (None, Some(env)) => {
+            return reply(StatusCode::NOT_FOUND, &format!("nothing pending in {env}; {}", listed()))
+        }
+        _ => return reply(StatusCode::BAD_REQUEST, "give exactly one of `id` and `environment`"),
+    };
+    drop(approvals);
+    tracing::info!(approved = %approved, "Approved.");
+    let _ = state.triggers.try_send(Trigger::Approval);
+    reply(StatusCode::ACCEPTED, &format!("approved {approved}; applying"))
 }
 
 /// GitHub (`X-Hub-Signature-256: sha256=<hex>`), Gitea (`X-Gitea-Signature:

@@ -12,6 +12,7 @@
 //! maintenance window, and drift in report-only environments, are held
 //! back and shown as pending.
 
+pub mod approvals;
 pub mod backoff;
 pub mod config;
 pub mod http;
@@ -247,6 +248,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         Arc::new(RwLock::new(Status { started_at: Some(Utc::now()), ..Status::default() }));
     let metrics = Arc::new(Metrics::default());
     let (triggers, mut trigger_rx) = mpsc::channel(16);
+    let approvals = Arc::new(std::sync::Mutex::new(approvals::Approvals::default()));
     let app = http::router(http::AppState {
         status: Arc::clone(&status),
         metrics: Arc::clone(&metrics),
@@ -254,6 +256,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         secret,
         branch: raw.repository.branch.clone(),
         deliveries: Arc::default(),
+        approvals: Arc::clone(&approvals),
     });
     let server = crate::serve::serve(&raw.listen, app, shutdown.clone())
         .await
@@ -279,6 +282,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         metrics,
         shutdown.clone(),
     );
+    worker.approvals = approvals;
     let mut backoff = Backoff::default();
     let mut next = Next::Wait;
     let mut trigger = Trigger::Start;

@@ -28,6 +28,8 @@ pub enum Trigger {
     Retry,
     /// A maintenance window opened while destructive changes wait for one.
     Window,
+    /// `POST /approve`: pending changes approved.
+    Approval,
 }
 
 /// A change held back.

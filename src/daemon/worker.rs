@@ -56,6 +56,8 @@ pub(super) struct Worker {
     /// Destructive changes of the commit in force that wait for a
     /// maintenance window: never mistaken for drift, applied once it opens.
     window_held: BTreeSet<ResourceId>,
+    /// Pending changes operators approved (`POST /approve`).
+    pub(super) approvals: Arc<std::sync::Mutex<super::approvals::Approvals>>,
 }
 
 impl Worker {
@@ -81,6 +83,7 @@ impl Worker {
             rejected_scenarios: None,
             converged: false,
             window_held: BTreeSet::new(),
+            approvals: Arc::default(),
         }
     }
 
@@ -330,7 +333,11 @@ impl Worker {
         let needed = !self.converged
             || matches!(
                 trigger,
-                Trigger::Drift | Trigger::Manual | Trigger::Retry | Trigger::Start
+                Trigger::Drift
+                    | Trigger::Manual
+                    | Trigger::Retry
+                    | Trigger::Start
+                    | Trigger::Approval
             );
         if !needed {
             return Ok(());
@@ -373,9 +380,11 @@ impl Worker {
         for line in reconcile::destroys(&plan) {
             tracing::warn!(commit = %self.last_good().map(|c| c.0.as_str()).unwrap_or_default(), "{line}");
         }
-        let is_drift_check = trigger == Trigger::Drift && self.converged;
-        let (plan, pending) = self.hold(&prepared, plan, is_drift_check);
-        if is_drift_check {
+        // An approval holds what a drift check holds, except what it approves.
+        let holds_drift = matches!(trigger, Trigger::Drift | Trigger::Approval) && self.converged;
+        let approved = self.approvals.lock().map(|a| a.clone()).unwrap_or_default();
+        let (plan, pending) = self.hold(&prepared, plan, holds_drift, &approved);
+        if trigger == Trigger::Drift && self.converged {
             self.report_drift(&prepared, &plan, &pending);
         }
         let metrics = Arc::clone(&self.metrics);
@@ -390,6 +399,9 @@ impl Worker {
             reconcile::apply(&store, &prepared, &plan, &self.config.apply, report, &self.stop)
                 .await?;
         drop(store);
+        if let Ok(mut approvals) = self.approvals.lock() {
+            approvals.forget(&approved);
+        }
         self.report(&prepared, &plan, &pending, &outcome);
         if outcome.is_success() {
             self.converged = true;
@@ -402,12 +414,21 @@ impl Worker {
 
     /// Holds back destructive changes outside a maintenance window, and
     /// report-only drift.
-    fn hold(&mut self, prepared: &Prepared, plan: Plan, is_drift_check: bool) -> (Plan, Vec<Held>) {
+    fn hold(
+        &mut self,
+        prepared: &Prepared,
+        plan: Plan,
+        is_drift_check: bool,
+        approved: &super::approvals::Approvals,
+    ) -> (Plan, Vec<Held>) {
         let drift_modes: BTreeMap<&str, DriftMode> =
             prepared.policies.iter().map(|(env, p)| (env.as_str(), p.drift)).collect();
         let in_window = self.config.in_maintenance_window(Utc::now());
         let waiting = &self.window_held;
         let (plan, pending) = hold_back(plan, |change| {
+            if approved.approves(&change.id) {
+                return None;
+            }
             // A change of the commit that waits for its window is not drift.
             let drift = is_drift_check && !waiting.contains(&change.id);
             if drift && drift_modes.get(&*change.id.env) == Some(&DriftMode::Report) {
