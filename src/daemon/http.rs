@@ -128,23 +128,23 @@ async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
     reply(StatusCode::ACCEPTED, "reconcile triggered")
 }
 
-/// The bearer token check of `/trigger` and `/approve`; `Err` is the answer.
-fn bearer(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+/// The bearer token check of `/trigger` and `/approve`: the refusal, if any.
+fn refused(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     let Some(secret) = &state.secret else {
-        return Err(reply(StatusCode::NOT_FOUND, "not configured (webhook_secret_file)"));
+        return Some(reply(StatusCode::NOT_FOUND, "not configured (webhook_secret_file)"));
     };
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     if !token.is_some_and(|t| constant_time_eq(t.as_bytes(), secret.expose())) {
-        return Err(reply(StatusCode::UNAUTHORIZED, "missing or bad bearer token"));
+        return Some(reply(StatusCode::UNAUTHORIZED, "missing or bad bearer token"));
     }
-    Ok(())
+    None
 }
 
 async fn trigger(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(answer) = bearer(&state, &headers) {
+    if let Some(answer) = refused(&state, &headers) {
         return answer;
     }
     let _ = state.triggers.try_send(Trigger::Manual);
@@ -155,7 +155,7 @@ async fn trigger(State(state): State<AppState>, headers: HeaderMap) -> Response 
 /// pending change (or all of that environment's) for the next reconcile,
 /// which starts at once.
 async fn approve(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(answer) = bearer(&state, &headers) {
+    if let Some(answer) = refused(&state, &headers) {
         return answer;
     }
     let request = match serde_json::from_slice::<super::approvals::Request>(&body) {
