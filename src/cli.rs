@@ -62,10 +62,10 @@ pub enum Command {
     Validate {
         #[command(flatten)]
         repo: RepoArgs,
-        /// Only this environment: its hosts are rendered and, with
-        /// --secrets, only its secrets (and project-wide ones) are checked.
-        #[arg(long)]
-        env: Option<String>,
+        /// Only these environments (repeat, or comma-separated): their hosts are rendered and, with
+        /// --secrets, only their secrets (and project-wide ones) are checked.
+        #[arg(long, value_delimiter = ',')]
+        env: Vec<String>,
         /// Also check that every referenced secret is set (file, then APIMON_SECRET_<NAME>).
         #[arg(long, env = "APIMON_SECRETS_FILE")]
         secrets: Option<PathBuf>,
@@ -74,9 +74,9 @@ pub enum Command {
     Render {
         #[command(flatten)]
         repo: RepoArgs,
-        /// Only this environment.
-        #[arg(long)]
-        env: Option<String>,
+        /// Only these environments (repeat, or comma-separated); all when absent.
+        #[arg(long, value_delimiter = ',')]
+        env: Vec<String>,
         /// Output directory: <out>/<env>/<host>/...
         #[arg(long)]
         out: PathBuf,
@@ -85,9 +85,9 @@ pub enum Command {
     Plan {
         #[command(flatten)]
         repo: RepoArgs,
-        /// Only this environment.
-        #[arg(long)]
-        env: Option<String>,
+        /// Only these environments (repeat, or comma-separated); all when absent.
+        #[arg(long, value_delimiter = ',')]
+        env: Vec<String>,
         /// Compare with nothing: needs no credentials, shows everything as created.
         #[arg(long)]
         offline: bool,
@@ -111,9 +111,9 @@ pub enum Command {
     Apply {
         #[command(flatten)]
         repo: RepoArgs,
-        /// Only this environment.
-        #[arg(long)]
-        env: Option<String>,
+        /// Only these environments (repeat, or comma-separated); all when absent.
+        #[arg(long, value_delimiter = ',')]
+        env: Vec<String>,
         /// Apply without asking for confirmation.
         #[arg(long)]
         auto_approve: bool,
@@ -236,17 +236,15 @@ impl From<Outcome> for ExitCode {
 /// Anything that stops the command; the caller prints it with its causes.
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
-        Command::Validate { repo, env, secrets } => {
-            validate(&repo.repo, env.as_deref(), secrets.as_deref())
-        }
-        Command::Render { repo, env, out } => render_to(&repo.repo, env.as_deref(), &out),
+        Command::Validate { repo, env, secrets } => validate(&repo.repo, &env, secrets.as_deref()),
+        Command::Render { repo, env, out } => render_to(&repo.repo, &env, &out),
         Command::Plan { repo, env, offline: true, base, json, format, allow_deletes, .. } => {
             let format = if json { PlanFormat::Json } else { format };
-            plan_offline(&repo.repo, env.as_deref(), base.as_deref(), format, allow_deletes)
+            plan_offline(&repo.repo, &env, base.as_deref(), format, allow_deletes)
         }
         Command::Plan { repo, env, offline: false, json, format, allow_deletes, live, .. } => {
             let format = if json { PlanFormat::Json } else { format };
-            runtime()?.block_on(plan_live(&repo.repo, env.as_deref(), format, allow_deletes, &live))
+            runtime()?.block_on(plan_live(&repo.repo, &env, format, allow_deletes, &live))
         }
         Command::Apply {
             repo,
@@ -266,7 +264,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             };
             runtime()?.block_on(apply(
                 &repo.repo,
-                env.as_deref(),
+                &env,
                 auto_approve,
                 allow_deletes,
                 &options,
@@ -426,9 +424,8 @@ fn note_not_observed(prepared: &Prepared) {
 
 /// Loads and renders with real secrets, sets up the live providers, and
 /// says on stderr what the live plan leaves out.
-fn prepare_live(repo: &Path, env: Option<&str>, live: &LiveArgs) -> anyhow::Result<Prepared> {
+fn prepare_live(repo: &Path, names: &[String], live: &LiveArgs) -> anyhow::Result<Prepared> {
     let secrets = resolved_secrets(live)?;
-    let names: Vec<String> = env.map(str::to_owned).into_iter().collect();
     let machine = live.machine();
     let sources = scenario_sources(&machine)?;
     let prepared = reconcile::prepare(repo, &names, &secrets, Target::Live(&machine), &sources)?;
@@ -439,12 +436,12 @@ fn prepare_live(repo: &Path, env: Option<&str>, live: &LiveArgs) -> anyhow::Resu
 
 async fn plan_live(
     repo: &Path,
-    env: Option<&str>,
+    names: &[String],
     format: PlanFormat,
     allow_deletes: bool,
     live: &LiveArgs,
 ) -> anyhow::Result<Outcome> {
-    let prepared = prepare_live(repo, env, live)?;
+    let prepared = prepare_live(repo, names, live)?;
     let state = state::read(&live.state_dir)?;
     let plan = reconcile::plan(&prepared, &state, allow_deletes).await?;
     output_plan(&plan, format, "live")
@@ -452,13 +449,13 @@ async fn plan_live(
 
 async fn apply(
     repo: &Path,
-    env: Option<&str>,
+    names: &[String],
     auto_approve: bool,
     allow_deletes: bool,
     options: &ApplyOptions,
     live: &LiveArgs,
 ) -> anyhow::Result<Outcome> {
-    let prepared = prepare_live(repo, env, live)?;
+    let prepared = prepare_live(repo, names, live)?;
     // Lock before observing: the plan must not go stale under another apply.
     let store = LockedStore::open(&live.state_dir)?;
     let state = store.load()?;
@@ -523,8 +520,7 @@ fn scenario_sources(machine: &Machine) -> anyhow::Result<SourceCache> {
 
 /// Loads and renders with redacted secrets; `Ok(None)` when the
 /// repository is invalid (printed).
-fn load(repo: &Path, env: Option<&str>) -> anyhow::Result<Option<Prepared>> {
-    let names: Vec<String> = env.map(str::to_owned).into_iter().collect();
+fn load(repo: &Path, names: &[String]) -> anyhow::Result<Option<Prepared>> {
     let sources = scenario_sources(&Machine::from_env())?;
     match reconcile::prepare(repo, &names, &Secrets::Redacted, Target::Offline, &sources) {
         Ok(prepared) => {
@@ -549,16 +545,12 @@ fn report_invalid(text: &str, count: usize) {
     eprintln!("error: the repository is invalid ({count} problem(s)); nothing was changed");
 }
 
-fn validate(
-    repo: &Path,
-    env: Option<&str>,
-    secrets_file: Option<&Path>,
-) -> anyhow::Result<Outcome> {
-    let Some(loaded) = load(repo, env)? else { return Ok(Outcome::Invalid) };
-    let selected = loaded.state.select(env).map_err(anyhow::Error::msg)?;
+fn validate(repo: &Path, names: &[String], secrets_file: Option<&Path>) -> anyhow::Result<Outcome> {
+    let Some(loaded) = load(repo, names)? else { return Ok(Outcome::Invalid) };
+    let selected = loaded.state.select_many(names).map_err(anyhow::Error::msg)?;
     if let Some(file) = secrets_file {
         let store = SecretStore::load(Some(file), std::env::vars())?;
-        let only = env.map(|_| selected.as_slice());
+        let only = (!names.is_empty()).then_some(selected.as_slice());
         if let Err(diagnostics) = loaded.state.check_secrets(&Secrets::Resolved(store), only) {
             report_invalid(&diagnostics.to_string(), diagnostics.0.len());
             return Ok(Outcome::Invalid);
@@ -575,10 +567,10 @@ fn validate(
     Ok(Outcome::Ok)
 }
 
-fn render_to(repo: &Path, env: Option<&str>, out: &Path) -> anyhow::Result<Outcome> {
+fn render_to(repo: &Path, names: &[String], out: &Path) -> anyhow::Result<Outcome> {
     // Secrets stay redacted: a rendered copy on a developer's disk must
     // never hold credentials.
-    let Some(loaded) = load(repo, env)? else { return Ok(Outcome::Invalid) };
+    let Some(loaded) = load(repo, names)? else { return Ok(Outcome::Invalid) };
     let mut written = 0;
     for host in loaded.rendered.hosts.values() {
         let base = out.join(&host.env).join(&host.host);
@@ -607,12 +599,12 @@ fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 fn plan_offline(
     repo: &Path,
-    env: Option<&str>,
+    names: &[String],
     base: Option<&str>,
     format: PlanFormat,
     allow_deletes: bool,
 ) -> anyhow::Result<Outcome> {
-    let Some(prepared) = load(repo, env)? else { return Ok(Outcome::Invalid) };
+    let Some(prepared) = load(repo, names)? else { return Ok(Outcome::Invalid) };
     let Some(base) = base else {
         let plan =
             runtime()?.block_on(reconcile::plan(&prepared, &State::default(), allow_deletes))?;
@@ -625,7 +617,6 @@ fn plan_offline(
     })?;
     let short = &commit.0[..commit.0.len().min(12)];
     // A base that is invalid, or lacks the environment, counts as nothing.
-    let names: Vec<String> = env.map(str::to_owned).into_iter().collect();
     let sources = scenario_sources(&Machine::from_env())?;
     let base_prepared = match reconcile::prepare(
         &checkout,

@@ -48,6 +48,13 @@ fn env_selects_one_environment() {
     assert_eq!(code, Some(2));
     assert!(stdout.contains("inside/openstack.server/inside-bastion"), "{stdout}");
     assert!(!stdout.contains("outside/"), "{stdout}");
+    // Several: repeated or comma-separated.
+    for args in [&["--env", "inside", "--env", "outside"][..], &["--env", "inside,outside"]] {
+        let (code, stdout, _) = plan(&repo, args);
+        assert_eq!(code, Some(2));
+        assert!(stdout.contains("inside/openstack.server/inside-bastion"), "{stdout}");
+        assert!(stdout.contains("outside/openstack.server/outside-bastion"), "{stdout}");
+    }
 }
 
 #[test]
