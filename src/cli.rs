@@ -428,7 +428,7 @@ fn prepare_live(repo: &Path, names: &[String], live: &LiveArgs) -> anyhow::Resul
     let secrets = resolved_secrets(live)?;
     let machine = live.machine();
     let sources = scenario_sources(&machine)?;
-    let prepared = reconcile::prepare(repo, &names, &secrets, Target::Live(&machine), &sources)?;
+    let prepared = reconcile::prepare(repo, names, &secrets, Target::Live(&machine), &sources)?;
     note_scenario_repository(&prepared);
     note_not_observed(&prepared);
     Ok(prepared)
@@ -522,7 +522,7 @@ fn scenario_sources(machine: &Machine) -> anyhow::Result<SourceCache> {
 /// repository is invalid (printed).
 fn load(repo: &Path, names: &[String]) -> anyhow::Result<Option<Prepared>> {
     let sources = scenario_sources(&Machine::from_env())?;
-    match reconcile::prepare(repo, &names, &Secrets::Redacted, Target::Offline, &sources) {
+    match reconcile::prepare(repo, names, &Secrets::Redacted, Target::Offline, &sources) {
         Ok(prepared) => {
             note_scenario_repository(&prepared);
             Ok(Some(prepared))
@@ -618,22 +618,17 @@ fn plan_offline(
     let short = &commit.0[..commit.0.len().min(12)];
     // A base that is invalid, or lacks the environment, counts as nothing.
     let sources = scenario_sources(&Machine::from_env())?;
-    let base_prepared = match reconcile::prepare(
-        &checkout,
-        &names,
-        &Secrets::Redacted,
-        Target::Offline,
-        &sources,
-    ) {
-        Ok(prepared) => Some(prepared),
-        Err(error) => {
-            eprintln!(
-                "note: the base {base} ({short}) is compared as empty: {}",
-                crate::apply::chain(&error).lines().next().unwrap_or_default()
-            );
-            None
-        }
-    };
+    let base_prepared =
+        match reconcile::prepare(&checkout, names, &Secrets::Redacted, Target::Offline, &sources) {
+            Ok(prepared) => Some(prepared),
+            Err(error) => {
+                eprintln!(
+                    "note: the base {base} ({short}) is compared as empty: {}",
+                    crate::apply::chain(&error).lines().next().unwrap_or_default()
+                );
+                None
+            }
+        };
     let plan = reconcile::preview(&prepared, base_prepared.as_ref(), allow_deletes)?;
     output_plan(&plan, format, &format!("offline: compared with {base} ({short}) as applied"))
 }
