@@ -34,7 +34,7 @@ async fn main() {
         );
     }
     influx.push_str("  - name: apimon\nusers:\n  - {name: admin, admin: true, password: {secret: outside_influxdb_admin_password}}\n  - name: telegraf\n    password: {secret: outside_influxdb_telegraf_password}\n    grants: [{database: apimon, privilege: WRITE}]\n  - name: grafana\n    password: {secret: outside_influxdb_grafana_password}\n    grants: [{database: apimon, privilege: READ}]\n");
-    for u in 0..97 {
+    for u in 0..USERS - 3 {
         let _ = writeln!(influx, "  - name: user{u}\n    password: {{secret: outside_influxdb_telegraf_password}}\n    grants: [{{database: db{}, privilege: READ}}]", u % 20);
     }
     repo.write("inventory/outside/influxdb.yaml", &influx);
@@ -84,7 +84,7 @@ async fn main() {
     samples.sort();
     let (median, requests) = samples[samples.len() / 2];
     println!(
-        "objects: {} (100 users, 21 databases, retention policies, grants)",
+        "objects: {} ({USERS} users, 21 databases, retention policies, grants)",
         plan.summary.create
     );
     println!("converge from nothing (parallelism 8): {:>8.1} ms", converge.as_secs_f64() * 1e3);
@@ -94,4 +94,19 @@ async fn main() {
         samples[samples.len() - 1].0.as_secs_f64() * 1e3
     );
     println!("HTTP requests per no-op plan:          {requests:>8}");
+
+    // A drift pass: the same plus a slice of password logins.
+    let prepared = prepare();
+    let probe = apimon::providers::Probe { round: 0, budget: 100 };
+    let started = Instant::now();
+    let plan = reconcile::plan_probing(&prepared, &state, false, probe).await.expect("plan");
+    assert!(!plan.summary.has_changes(), "{:?}", plan.summary);
+    println!(
+        "drift pass (100 logins of {USERS}):     {:>8.1} ms, {} requests",
+        started.elapsed().as_secs_f64() * 1e3,
+        prepared.live.as_ref().map_or(0, |l| l.requests_of("influxdb"))
+    );
 }
+
+/// Users declared (admin, telegraf, grafana and the rest).
+const USERS: usize = 1000;

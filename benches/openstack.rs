@@ -149,6 +149,7 @@ fn scope(env: &str, owned: &DesiredSet<OpenstackSpec>) -> Scope {
         env: env.to_owned(),
         fingerprints: BTreeMap::new(),
         owned: owned.keys().cloned().collect(),
+        probe: apimon::providers::Probe::default(),
     }
 }
 

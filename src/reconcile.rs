@@ -170,8 +170,22 @@ pub async fn plan(
     state: &State,
     allow_deletes: bool,
 ) -> Result<Plan, ReconcileError> {
+    plan_probing(prepared, state, allow_deletes, crate::providers::Probe::default()).await
+}
+
+/// As [`plan`], also checking the `probe` slice of the write-only secrets
+/// whose fingerprints match (a drift pass).
+///
+/// # Errors
+/// As [`plan`].
+pub async fn plan_probing(
+    prepared: &Prepared,
+    state: &State,
+    allow_deletes: bool,
+    probe: crate::providers::Probe,
+) -> Result<Plan, ReconcileError> {
     let observed = match &prepared.live {
-        Some(live) => live.observe(state).await?,
+        Some(live) => live.observe(state, probe).await?,
         None => Observed::default(),
     };
     let changes = prepared.desired.diff(&observed);
@@ -275,6 +289,14 @@ fn record_run(
         .chain(&outcome.not_started)
         .map(|id| &*id.env)
         .collect();
+    // An unchanged write-only secret was verified by observe (a login):
+    // keep its fingerprint, so the next plan needs no login.
+    for change in plan.changes.iter().filter(|c| c.op == crate::plan::Op::NoOp) {
+        let fingerprint = change.change.fingerprint().filter(|f| !f.is_empty());
+        if let (Some(fingerprint), None) = (fingerprint, state.fingerprint(&change.id)) {
+            state.record_applied(&change.id, &change.op, Some(fingerprint));
+        }
+    }
     let finished_at = Utc::now();
     for env in prepared.environments.iter().filter(|env| !troubled.contains(env.as_str())) {
         state.record_converged(env, prepared.commit.as_deref(), finished_at);

@@ -62,9 +62,14 @@ impl Setup {
 
     /// Plans `outside` against the server: (plan, HTTP requests it took).
     async fn plan(&self) -> (Plan, usize) {
+        self.plan_probing(apimon::providers::Probe::default()).await
+    }
+
+    /// A plan that also checks the `probe` slice of passwords by logging in.
+    async fn plan_probing(&self, probe: apimon::providers::Probe) -> (Plan, usize) {
         let prepared = crate::support::prepare_outside(self.repo.path(), &self.secrets());
         let state = state::read(self.state_dir.path()).expect("state");
-        let plan = reconcile::plan(&prepared, &state, false).await.expect("plan");
+        let plan = reconcile::plan_probing(&prepared, &state, false, probe).await.expect("plan");
         (plan, prepared.live.as_ref().map_or(0, |l| l.requests_of("influxdb")))
     }
 
@@ -178,8 +183,9 @@ async fn apply_creates_everything_from_nothing_and_the_second_run_changes_nothin
     let (plan, requests) = setup.plan().await;
     assert!(!plan.summary.has_changes(), "second plan: {:?}", plan.summary);
     assert_eq!(plan.summary.unchanged, 7);
-    // SHOW DATABASES+USERS, one batch of RPs+grants, one login per non-admin user.
-    assert_eq!(requests, 2 + 2, "observation must not grow with one request per object");
+    // SHOW DATABASES+USERS and one batch of RPs+grants; passwords by their
+    // fingerprints (no login).
+    assert_eq!(requests, 2, "observation must not grow with one request per object");
 
     let (code, stdout, _) = setup.cli_apply();
     assert_eq!(code, Some(0));
@@ -222,6 +228,49 @@ async fn a_rotated_password_is_set_and_the_old_one_stops_working() {
     let (new, _) = setup.server.query(Some(("telegraf", "rotated-pw")), "SHOW DATABASES").await;
     assert_eq!((old, new), (401, 200));
     assert!(!setup.plan().await.0.summary.has_changes());
+}
+
+#[tokio::test]
+async fn a_password_changed_by_hand_is_found_by_a_drift_probe_within_its_rounds() {
+    let Some(setup) = Setup::new().await else { return };
+    assert!(setup.apply().await.1.is_success());
+    let (status, _) =
+        setup.server.query(Some(ADMIN), "SET PASSWORD FOR telegraf = 'changed-by-hand'").await;
+    assert_eq!(status, 200);
+    // A commit's plan trusts the fingerprints: no login, no change seen.
+    let (plan, requests) = setup.plan().await;
+    assert!(!plan.summary.has_changes());
+    assert_eq!(requests, 2);
+    // Drift passes with a budget of one login each: three users with a
+    // declared password (admin's checked by the overview query itself), so
+    // every one is checked within three rounds, and telegraf's drift shows.
+    let mut found = false;
+    for round in 0..3 {
+        let probe = apimon::providers::Probe { round, budget: 1 };
+        let (plan, requests) = setup.plan_probing(probe).await;
+        assert!(requests <= 3, "at most the budget of logins: {requests}");
+        let changes: Vec<_> = plan.actions().map(|c| (c.id.name.clone(), c.op.clone())).collect();
+        if changes.iter().any(|(name, op)| {
+            name == "telegraf" && *op == Op::Update { reason: "password changed".into() }
+        }) {
+            found = true;
+        }
+    }
+    assert!(found, "no round probed telegraf");
+    let prepared = crate::support::prepare_outside(setup.repo.path(), &setup.secrets());
+    let store = LockedStore::open(setup.state_dir.path()).expect("lock");
+    let probe = apimon::providers::Probe { round: 0, budget: 100 };
+    let plan = reconcile::plan_probing(&prepared, &store.load().expect("state"), false, probe)
+        .await
+        .expect("plan");
+    let outcome =
+        reconcile::apply(&store, &prepared, &plan, &fast(), |_| {}, &CancellationToken::new())
+            .await
+            .expect("apply");
+    assert!(outcome.is_success(), "{outcome:?}");
+    let (restored, _) =
+        setup.server.query(Some(("telegraf", "outside-telegraf-pw")), "SHOW DATABASES").await;
+    assert_eq!(restored, 200, "the declared password is back");
 }
 
 #[tokio::test]

@@ -714,3 +714,57 @@ async fn the_control_plane_gone_mid_apply_fails_cleanly_and_the_rerun_converges(
     assert_eq!(again.status.code(), Some(0), "not converged:\n{}", text(&again).0);
     setup.api.remove_region(&cut.region).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environments_with_the_same_credentials_authenticate_once() {
+    let Some(setup) = Setup::new("osauth", 49).await else { return };
+    let twin = format!("{}twin", setup.name);
+    let text = std::fs::read_to_string(&setup.secrets_file).expect("secrets");
+    std::fs::write(
+        &setup.secrets_file,
+        format!("{text}{twin}_admin: admin-pw\n{twin}_telegraf: telegraf-pw\n"),
+    )
+    .expect("secrets");
+    // Keystone behind a relay that counts connections: a session is one
+    // HTTP client, so its connections to Keystone are what one
+    // authentication costs. Counted for one environment, then for two that
+    // share a credential under two clouds.yaml names (each with a relay of
+    // its own, so no session is reused between the two counts).
+    async fn keystone_connections(setup: &Setup, names: Vec<String>) -> usize {
+        let keystone = crate::support::sshd::Relay::start(&["127.0.0.1"], 5000).await;
+        let entry = |name: &str| {
+            format!("  {name}:\n    auth:\n      auth_url: http://127.0.0.1:{}/v3\n      username: apimon\n      password: apimon\n      project_name: apimon\n      user_domain_name: Default\n      project_domain_name: Default\n    region_name: RegionOne\n    identity_api_version: 3\n", keystone.port)
+        };
+        let clouds = tempfile::Builder::new().suffix(".yaml").tempfile().expect("clouds.yaml");
+        std::fs::write(
+            clouds.path(),
+            format!("clouds:\n{}{}", entry("apimon-test"), entry("apimon-twin")),
+        )
+        .expect("write");
+        let secrets = Secrets::Resolved(
+            SecretStore::load(Some(&setup.secrets_file), std::iter::empty()).expect("secrets"),
+        );
+        let machine = Machine {
+            ssh_key: PathBuf::from("/nonexistent"),
+            known_hosts: PathBuf::from("/nonexistent"),
+            executor_binary: None,
+            clouds_file: Some(clouds.path().to_path_buf()),
+        };
+        let prepared = reconcile::prepare(
+            setup.repo.path(),
+            &names,
+            &secrets,
+            Target::Live(&machine),
+            &apimon::model::load::NoFetch,
+        )
+        .expect("prepare");
+        let state = state::read(setup.state_dir.path()).expect("state");
+        let plan = reconcile::plan(&prepared, &state, false).await.expect("plan");
+        assert!(plan.summary.has_changes());
+        keystone.accepted()
+    }
+    let one = keystone_connections(&setup, vec![setup.name.clone()]).await;
+    let two = keystone_connections(&setup, vec![setup.name.clone(), twin.clone()]).await;
+    assert!(one > 0);
+    assert_eq!(two, one, "two environments, one credential: one authentication");
+}

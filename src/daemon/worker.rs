@@ -30,6 +30,10 @@ const WINDOW: &str = "maintenance window";
 /// Why report-only drift waits.
 const REPORT_ONLY: &str = "report-only drift: an operator decides";
 
+/// Passwords (with matching fingerprints) a drift pass checks by logging
+/// in: every one is checked within `ceil(users / PROBE_BUDGET)` passes.
+pub const PROBE_BUDGET: usize = 100;
+
 /// The commit in force, prepared once (and again only when the secrets
 /// change).
 struct InForce {
@@ -56,6 +60,8 @@ pub(super) struct Worker {
     /// Destructive changes of the commit in force that wait for a
     /// maintenance window: never mistaken for drift, applied once it opens.
     window_held: BTreeSet<ResourceId>,
+    /// Drift passes so far: which slice of passwords the next one checks.
+    drift_passes: u64,
     /// Pending changes operators approved (`POST /approve`).
     pub(super) approvals: Arc<std::sync::Mutex<super::approvals::Approvals>>,
 }
@@ -83,6 +89,7 @@ impl Worker {
             rejected_scenarios: None,
             converged: false,
             window_held: BTreeSet::new(),
+            drift_passes: 0,
             approvals: Arc::default(),
         }
     }
@@ -369,7 +376,16 @@ impl Worker {
         let prepared = self.prepared().await?;
         let store = LockedStore::open(&self.config.raw.state_dir).map_err(ReconcileError::from)?;
         let state = store.load().map_err(ReconcileError::from)?;
-        let plan = match reconcile::plan(&prepared, &state, self.config.raw.allow_deletes).await {
+        // A drift pass also checks a slice of the passwords whose
+        // fingerprints match (someone may have changed one by hand).
+        let probe = if trigger == Trigger::Drift {
+            self.drift_passes += 1;
+            crate::providers::Probe { round: self.drift_passes, budget: PROBE_BUDGET }
+        } else {
+            crate::providers::Probe::default()
+        };
+        let allow_deletes = self.config.raw.allow_deletes;
+        let plan = match reconcile::plan_probing(&prepared, &state, allow_deletes, probe).await {
             Ok(plan) => plan,
             Err(error) => {
                 self.metrics.failure("observe");

@@ -41,6 +41,33 @@ pub struct Scope {
     /// a provider that only reads what is declared must also read these,
     /// or it could never prune them.
     pub owned: Vec<crate::plan::ResourceId>,
+    /// Which write-only secrets with a matching fingerprint to check for
+    /// drift anyway (a login), on this pass.
+    pub probe: Probe,
+}
+
+/// The secrets a drift pass checks although their fingerprints match:
+/// `budget` of them (by sorted name) per pass, a different slice each
+/// `round`, so every one is checked within `ceil(n / budget)` passes.
+/// The default checks none: a commit's plan costs the same whatever the
+/// number of users.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Probe {
+    /// The drift pass's number.
+    pub round: u64,
+    /// How many to check on this pass; 0: none.
+    pub budget: usize,
+}
+
+impl Probe {
+    /// Whether the `index`-th of `count` sorted secrets is checked on this pass.
+    pub fn selects(&self, index: usize, count: usize) -> bool {
+        if self.budget == 0 || count == 0 {
+            return false;
+        }
+        let slices = count.div_ceil(self.budget) as u64;
+        (index / self.budget) as u64 == self.round % slices
+    }
 }
 
 /// What desired sets are built from: the validated repository, rendered.
@@ -289,7 +316,12 @@ mod tests {
     }
 
     async fn converge(provider: &FakeProvider, want: &DesiredSet<Value>) -> usize {
-        let scope = Scope { env: "e".into(), fingerprints: BTreeMap::new(), owned: Vec::new() };
+        let scope = Scope {
+            env: "e".into(),
+            fingerprints: BTreeMap::new(),
+            owned: Vec::new(),
+            probe: Probe::default(),
+        };
         let observed = provider.observe(&scope).await.expect("observe");
         let changes = FakeProvider::plan(want, &observed);
         let mut applied = 0;

@@ -16,7 +16,7 @@ use crate::model::Environment;
 use crate::plan::{DesiredSet, ItemChange, ObservedSet, Planned, ProviderKind, ResourceId};
 use crate::state::State;
 
-use super::{Availability, Context, FailureKind, Model, Ownership, Provider, Scope};
+use super::{Availability, Context, FailureKind, Model, Ownership, Probe, Provider, Scope};
 
 /// Observing failed; nothing was changed.
 #[derive(Debug, thiserror::Error)]
@@ -117,12 +117,13 @@ impl<P: Provider> Connected<P> {
     async fn observe(
         &self,
         state: &State,
+        probe: Probe,
     ) -> Result<(ObservedSet<P::Spec>, Vec<ResourceId>), ObserveError> {
         let mut tasks = tokio::task::JoinSet::new();
         let mut envs = BTreeMap::new();
         for (env, provider) in &self.available {
             let provider = Arc::clone(provider);
-            let scope = scope(env, state);
+            let scope = scope(env, state, probe);
             let handle = tasks.spawn(async move { provider.observe(&scope).await });
             envs.insert(handle.id(), env.clone());
         }
@@ -200,12 +201,13 @@ fn as_applied<S: Clone>(desired: &DesiredSet<S>) -> ObservedSet<S> {
 }
 
 /// What observe gets from the state store for `env`.
-fn scope(env: &str, state: &State) -> Scope {
+fn scope(env: &str, state: &State, probe: Probe) -> Scope {
     let env_state = state.environments.get(env);
     Scope {
         env: env.to_owned(),
         fingerprints: env_state.map(|e| e.fingerprints.clone()).unwrap_or_default(),
         owned: env_state.map(|e| e.owned.iter().cloned().collect()).unwrap_or_default(),
+        probe,
     }
 }
 
@@ -352,8 +354,8 @@ macro_rules! registry {
             ///
             /// # Errors
             /// The first provider that failed, naming environment and provider.
-            pub async fn observe(&self, state: &State) -> Result<Observed, ObserveError> {
-                let ($($field,)+) = tokio::join!($(self.$field.observe(state),)+);
+            pub async fn observe(&self, state: &State, probe: Probe) -> Result<Observed, ObserveError> {
+                let ($($field,)+) = tokio::join!($(self.$field.observe(state, probe),)+);
                 let mut stale = Vec::new();
                 $(
                     let $field = $field?;

@@ -51,7 +51,7 @@ pub(super) async fn apply(
             }
             provider.client.query(&[statement], admin, &[admin_secret]).await.map(drop)
         }
-        InfluxdbSpec::User { admin: is_admin, password } => {
+        InfluxdbSpec::User { admin: is_admin, password, .. } => {
             user(provider, name, *is_admin, password, observed).await
         }
         InfluxdbSpec::Grant { user, database, privilege } => {
@@ -84,7 +84,7 @@ async fn user(
         format!("REVOKE ALL PRIVILEGES FROM {}", identifier(name))
     };
     let statements = match observed {
-        Some(InfluxdbSpec::User { admin: have_admin, password: have_password }) => {
+        Some(InfluxdbSpec::User { admin: have_admin, password: have_password, .. }) => {
             let mut statements = Vec::new();
             if have_password != password {
                 statements.push(set_password.clone());

@@ -2,8 +2,10 @@
 //!
 //! The pure part: what the repository asks for and how it compares with
 //! what exists. Passwords cannot be read back from InfluxDB, so observe
-//! reports a user's password as matching or not (by trying to log in) and
-//! the comparison only says "password changed".
+//! reports a user's password as matching or not — by its fingerprint in the
+//! state store, or by trying to log in when there is none (and, on drift
+//! passes, for a budgeted slice of users) — and the comparison only says
+//! "password changed".
 
 mod apply;
 pub mod client;
@@ -53,8 +55,13 @@ pub enum InfluxdbSpec {
         /// Cluster administrator.
         admin: bool,
         /// Desired password; observed specs carry the desired one when it
-        /// still logs in and an empty one when it does not.
+        /// still logs in (or its fingerprint still matches) and an empty
+        /// one when it does not.
         password: Sensitive<String>,
+        /// sha256 over user and password, kept in the state store: tells a
+        /// changed declared password without a login. Never printed.
+        #[serde(skip)]
+        fingerprint: String,
     },
     /// `GRANT`.
     Grant {
@@ -103,8 +110,8 @@ impl Spec for InfluxdbSpec {
                 }
             }
             (
-                S::User { admin, password },
-                S::User { admin: have_admin, password: have_password },
+                S::User { admin, password, .. },
+                S::User { admin: have_admin, password: have_password, .. },
             ) => {
                 let mut reasons = Vec::new();
                 if admin != have_admin {
@@ -161,6 +168,11 @@ fn password_of(user: &crate::model::raw::InfluxUser, secrets: &Secrets) -> Sensi
         MaybeSecret::Secret(secret) => secrets.value(secret).unwrap_or_default(),
         MaybeSecret::Plain(text) => Sensitive::new(text.clone()),
     }
+}
+
+/// Fingerprint of `user`'s password: what the state store keeps.
+pub fn password_fingerprint(user: &str, password: &str) -> String {
+    crate::render::sha256_hex(format!("apimon-influxdb-user:{user}:{password}").as_bytes())
 }
 
 /// One environment's InfluxDB, reached as its administrator.
@@ -221,8 +233,15 @@ impl Provider for InfluxdbProvider {
         Self::for_environment(env, context.secrets).map(Availability::Available)
     }
 
-    async fn observe(&self, _scope: &Scope) -> Result<ObservedSet<InfluxdbSpec>, InfluxdbError> {
-        observe::observe(self).await
+    fn fingerprint(spec: &InfluxdbSpec) -> Option<&str> {
+        match spec {
+            InfluxdbSpec::User { fingerprint, .. } => Some(fingerprint),
+            _ => None,
+        }
+    }
+
+    async fn observe(&self, scope: &Scope) -> Result<ObservedSet<InfluxdbSpec>, InfluxdbError> {
+        observe::observe(self, scope).await
     }
 
     async fn apply(&self, change: &Planned<ItemChange<InfluxdbSpec>>) -> Result<(), InfluxdbError> {
@@ -276,7 +295,9 @@ pub fn desired(env: &Environment, secrets: &Secrets) -> DesiredSet<InfluxdbSpec>
         } else {
             after_admin.clone()
         };
-        let spec = InfluxdbSpec::User { admin: user.admin, password: password_of(user, secrets) };
+        let password = password_of(user, secrets);
+        let fingerprint = password_fingerprint(&user.name, password.expose());
+        let spec = InfluxdbSpec::User { admin: user.admin, password, fingerprint };
         set.insert(u_id.clone(), DesiredItem::new(spec, depends_on));
         for grant in &user.grants {
             let spec = InfluxdbSpec::Grant {
@@ -300,8 +321,16 @@ mod tests {
 
     #[test]
     fn a_changed_password_is_an_in_place_update_that_shows_no_value() {
-        let want = InfluxdbSpec::User { admin: false, password: Sensitive::new("new".into()) };
-        let have = InfluxdbSpec::User { admin: false, password: Sensitive::new(String::new()) };
+        let want = InfluxdbSpec::User {
+            admin: false,
+            password: Sensitive::new("new".into()),
+            fingerprint: "f".into(),
+        };
+        let have = InfluxdbSpec::User {
+            admin: false,
+            password: Sensitive::new(String::new()),
+            fingerprint: String::new(),
+        };
         assert_eq!(want.compare(&have), Comparison::Update(vec!["password changed".into()]));
     }
 

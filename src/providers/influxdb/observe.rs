@@ -1,5 +1,8 @@
-//! Reading an InfluxDB: two queries for everything, plus one login per
-//! declared user to detect password drift (InfluxDB cannot return them).
+//! Reading an InfluxDB: two queries for everything. A user's password
+//! (InfluxDB cannot return it) counts as unchanged when the fingerprint the
+//! state store keeps still matches the declared one, as changed when it
+//! does not; only a user without a fingerprint — and on a drift pass the
+//! slice the probe selects — is checked by logging in.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +13,11 @@ use crate::model::{InfluxDuration, Privilege, Sensitive};
 use crate::plan::{ObservedItem, ObservedSet};
 
 use super::client::{identifier, parse_go_duration, Credentials, InfluxdbError, StatementResult};
-use super::{database_id, grant_id, retention_policy_id, user_id, InfluxdbProvider, InfluxdbSpec};
+use super::{
+    database_id, grant_id, password_fingerprint, retention_policy_id, user_id, InfluxdbProvider,
+    InfluxdbSpec,
+};
+use crate::providers::Scope;
 
 /// Password logins running at once.
 const LOGIN_CONCURRENCY: usize = 16;
@@ -20,6 +27,7 @@ const INTERNAL_DATABASE: &str = "_internal";
 
 pub(super) async fn observe(
     provider: &InfluxdbProvider,
+    scope: &Scope,
 ) -> Result<ObservedSet<InfluxdbSpec>, InfluxdbError> {
     let client = &provider.client;
     let admin = &provider.admin;
@@ -47,17 +55,21 @@ pub(super) async fn observe(
     } else {
         client.query(&statements, Some(admin), &secrets).await?
     };
-    let logins = check_passwords(provider, &users).await?;
+    let logins = check_passwords(provider, scope, &users).await?;
     let mut observed = ObservedSet::new();
     for (i, database) in databases.iter().enumerate() {
         retention_policies(provider, database, details.get(i), &mut observed)?;
     }
     for (j, (user, admin_flag)) in users.iter().enumerate() {
-        let password = match logins.get(user) {
-            Some(true) => provider.passwords.get(user).cloned().unwrap_or_default(),
-            _ => Sensitive::default(),
+        let (password, fingerprint) = match logins.get(user) {
+            Some(true) => {
+                let password = provider.passwords.get(user).cloned().unwrap_or_default();
+                let fingerprint = password_fingerprint(user, password.expose());
+                (password, fingerprint)
+            }
+            _ => (Sensitive::default(), String::new()),
         };
-        let spec = InfluxdbSpec::User { admin: *admin_flag, password };
+        let spec = InfluxdbSpec::User { admin: *admin_flag, password, fingerprint };
         let u_id = user_id(&provider.env, user);
         observed.insert(u_id, ObservedItem { spec, owned: false, depends_on: vec![] });
         grants(&provider.env, user, details.get(databases.len() + j), &mut observed);
@@ -166,19 +178,35 @@ fn grants(
 }
 
 /// For each existing user with a declared password: does it still log in?
+/// Answered by its fingerprint where the state store has one (a match is
+/// "yes", a mismatch "no"), by a login where it has none or the probe
+/// selects the user.
 async fn check_passwords(
     provider: &InfluxdbProvider,
+    scope: &Scope,
     users: &[(String, bool)],
 ) -> Result<BTreeMap<String, bool>, InfluxdbError> {
     let mut results = BTreeMap::new();
     let limit = Arc::new(Semaphore::new(LOGIN_CONCURRENCY));
     let mut tasks = tokio::task::JoinSet::new();
-    for (user, _) in users {
+    let declared: Vec<&(String, bool)> =
+        users.iter().filter(|(user, _)| provider.passwords.contains_key(user)).collect();
+    for (index, (user, _)) in declared.iter().enumerate() {
         let Some(password) = provider.passwords.get(user) else { continue };
         if *user == provider.admin.user {
             // The overview query already logged in as this user.
             results.insert(user.clone(), password == &provider.admin.password);
             continue;
+        }
+        let recorded = scope.fingerprints.get(&user_id(&provider.env, user).to_string());
+        let probed = scope.probe.selects(index, declared.len());
+        match recorded {
+            Some(recorded) if !probed => {
+                let same = *recorded == password_fingerprint(user, password.expose());
+                results.insert(user.clone(), same);
+                continue;
+            }
+            _ => {}
         }
         let client = provider.client.clone();
         let credentials = Credentials { user: user.clone(), password: password.clone() };

@@ -8,8 +8,12 @@
 //! on disk. Every request after authentication goes through
 //! [`CountingClient`], so plans can report how many calls they took.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use sha2::Digest;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -180,9 +184,10 @@ pub fn cloud_config(
     })
 }
 
-/// An [`AsyncOpenStack`] session that counts the requests sent through it.
+/// An [`AsyncOpenStack`] session (shared by the environments using the
+/// same credentials) that counts the requests this provider sent through it.
 pub struct CountingClient {
-    inner: AsyncOpenStack,
+    inner: Arc<AsyncOpenStack>,
     requests: AtomicUsize,
 }
 
@@ -232,14 +237,59 @@ impl AsyncClient for CountingClient {
         service_type: &ServiceType,
         version: Option<&ApiVersion>,
     ) -> Result<ServiceEndpoint, ApiError<Self::Error>> {
-        AsyncClient::get_service_endpoint(&self.inner, service_type, version).await
+        AsyncClient::get_service_endpoint(&*self.inner, service_type, version).await
     }
+}
+
+/// An authenticated session, shared by every environment whose clouds.yaml
+/// entry holds the same credentials (one token, one service discovery).
+type SharedSession = Arc<OnceCell<Arc<AsyncOpenStack>>>;
+
+/// How long a session is handed to new users: a token outlives it.
+const SHARE_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// A session handed out, and since when.
+type Shared = (std::sync::Weak<OnceCell<Arc<AsyncOpenStack>>>, std::time::Instant);
+
+/// The sessions alive in this process, by a hash of their cloud config.
+fn shared_session(config: &CloudConfig) -> SharedSession {
+    static SESSIONS: std::sync::LazyLock<std::sync::Mutex<HashMap<String, Shared>>> =
+        std::sync::LazyLock::new(Default::default);
+    let key = session_key(config);
+    let Ok(mut sessions) = SESSIONS.lock() else { return Arc::default() };
+    sessions.retain(|_, (weak, since)| weak.strong_count() > 0 && since.elapsed() < SHARE_FOR);
+    if let Some(shared) = sessions.get(&key).and_then(|(weak, _)| weak.upgrade()) {
+        return shared;
+    }
+    let shared: SharedSession = Arc::default();
+    sessions.insert(key, (Arc::downgrade(&shared), std::time::Instant::now()));
+    shared
+}
+
+/// What makes two clouds.yaml entries one session: the credentials and
+/// every setting that changes the session, not the entry's name. Hashed: the
+/// credentials never stay in the key.
+fn session_key(config: &CloudConfig) -> String {
+    let auth = config.auth.as_ref().and_then(|a| serde_json::to_string(a).ok()).unwrap_or_default();
+    let options: std::collections::BTreeMap<&String, String> =
+        config.options.iter().map(|(k, v)| (k, format!("{v:?}"))).collect();
+    let text = format!(
+        "{auth}\0{:?}\0{:?}\0{:?}\0{:?}\0{:?}\0{:?}\0{options:?}",
+        config.auth_type,
+        config.auth_methods,
+        config.region_name,
+        config.interface,
+        config.cacert,
+        config.verify,
+    );
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
 /// One cloud, connected on first use.
 pub struct Cloud {
     name: String,
     config: CloudConfig,
+    shared: SharedSession,
     session: OnceCell<CountingClient>,
 }
 
@@ -255,9 +305,11 @@ const SERVICES: [ServiceType; 4] =
     [ServiceType::Compute, ServiceType::Network, ServiceType::BlockStorage, ServiceType::Image];
 
 impl Cloud {
-    /// A cloud from its clouds.yaml entry (no network traffic yet).
+    /// A cloud from its clouds.yaml entry (no network traffic yet); it
+    /// shares its session with the other clouds of the same credentials.
     pub fn new(name: &str, config: CloudConfig) -> Self {
-        Self { name: name.to_owned(), config, session: OnceCell::new() }
+        let shared = shared_session(&config);
+        Self { name: name.to_owned(), config, shared, session: OnceCell::new() }
     }
 
     /// Requests sent after authentication so far.
@@ -276,27 +328,38 @@ impl Cloud {
         std::hint::black_box(&openstack_sdk_auth_applicationcredential::ANCHOR);
         self.session
             .get_or_try_init(|| async {
-                let connect_error = |error: openstack_sdk::OpenStackError| {
-                    let message = error.to_string();
-                    let transient = match &error {
-                        openstack_sdk::OpenStackError::Communication { .. } => true,
-                        openstack_sdk::OpenStackError::Http { status } => status.is_server_error(),
-                        _ => false,
-                    };
-                    OpenstackError::Connect { cloud: self.name.clone(), message, transient }
-                };
-                // A hung API must fail the call (and be retried), not stall the apply.
-                let session = AsyncOpenStack::builder(&self.config)
-                    .disable_auth_cache(true)
-                    .http_connect_timeout(std::time::Duration::from_secs(10))
-                    .http_timeout(std::time::Duration::from_secs(120))
-                    .connect()
-                    .await
-                    .map_err(connect_error)?;
-                for service in &SERVICES {
-                    session.discover_service_endpoint(service).await.map_err(connect_error)?;
-                }
-                Ok(CountingClient { inner: session, requests: AtomicUsize::new(0) })
+                let inner = self
+                    .shared
+                    .get_or_try_init(|| async {
+                        let connect_error = |error: openstack_sdk::OpenStackError| {
+                            let message = error.to_string();
+                            let transient = match &error {
+                                openstack_sdk::OpenStackError::Communication { .. } => true,
+                                openstack_sdk::OpenStackError::Http { status } => {
+                                    status.is_server_error()
+                                }
+                                _ => false,
+                            };
+                            OpenstackError::Connect { cloud: self.name.clone(), message, transient }
+                        };
+                        // A hung API must fail the call (and be retried), not stall the apply.
+                        let session = AsyncOpenStack::builder(&self.config)
+                            .disable_auth_cache(true)
+                            .http_connect_timeout(std::time::Duration::from_secs(10))
+                            .http_timeout(std::time::Duration::from_secs(120))
+                            .connect()
+                            .await
+                            .map_err(connect_error)?;
+                        for service in &SERVICES {
+                            session
+                                .discover_service_endpoint(service)
+                                .await
+                                .map_err(connect_error)?;
+                        }
+                        Ok::<_, OpenstackError>(Arc::new(session))
+                    })
+                    .await?;
+                Ok(CountingClient { inner: Arc::clone(inner), requests: AtomicUsize::new(0) })
             })
             .await
     }
@@ -386,5 +449,25 @@ fn api_error(resource: &str, action: &str, error: ApiError<RestError>) -> Openst
         status,
         message: message.trim().to_owned(),
         transient,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_session_per_credential_whatever_the_entry_is_called() {
+        let config = |name: &str, password: &str| {
+            let auth = openstack_sdk::config::Auth {
+                auth_url: Some("https://iam.example/v3".to_owned()),
+                username: Some("apimon".to_owned()),
+                password: Some(password.to_owned().into()),
+                ..Default::default()
+            };
+            CloudConfig { name: Some(name.to_owned()), auth: Some(auth), ..CloudConfig::default() }
+        };
+        assert_eq!(session_key(&config("a", "pw")), session_key(&config("b", "pw")));
+        assert_ne!(session_key(&config("a", "pw")), session_key(&config("a", "other")));
     }
 }
