@@ -353,7 +353,8 @@ done
 
 log "flavors, image, external network"
 # x9.impossible fits no host: Nova schedules it to ERROR ("No valid host").
-for f in "m1.small 1 512 1" "s3.medium.2 1 2048 10" "s3.small.1 1 1024 10" "s3.large.2 2 4096 10" "x9.impossible 64 8388608 10"; do
+# The example repository's flavors are among them, so it applies here as is.
+for f in "m1.small 1 512 1" "s3.medium.2 1 2048 10" "s3.small.1 1 1024 10" "s3.large.2 2 4096 10" "s3.large.4 2 8192 10" "x9.impossible 64 8388608 10"; do
   set -- $f
   api POST http://127.0.0.1:8774/v2.1/flavors "{\"flavor\":{\"name\":\"$1\",\"vcpus\":$2,\"ram\":$3,\"disk\":$4}}" >/dev/null
 done
@@ -368,6 +369,8 @@ ADMIN_PROJECT=$(id_of projects admin)
 api PUT "http://127.0.0.1:8774/v2.1/os-quota-sets/$APIMON_PROJECT" '{"quota_set":{"instances":-1,"cores":-1,"ram":-1,"key_pairs":-1,"metadata_items":-1}}' >/dev/null
 api PUT "http://127.0.0.1:9696/v2.0/quotas/$APIMON_PROJECT" '{"quota":{"network":-1,"subnet":-1,"port":-1,"security_group":-1,"security_group_rule":-1,"floatingip":-1,"router":-1}}' >/dev/null
 api PUT "http://127.0.0.1:8776/v3/$ADMIN_PROJECT/os-quota-sets/$APIMON_PROJECT" '{"quota_set":{"volumes":-1,"gigabytes":-1,"snapshots":-1,"per_volume_gigabytes":-1}}' >/dev/null
+# The example repository's volume type.
+api POST "http://127.0.0.1:8776/v3/$ADMIN_PROJECT/types" '{"volume_type":{"name":"SSD","os-volume-type-access:is_public":true}}' >/dev/null
 
 cat >"$S/clouds.yaml" <<EOF
 clouds:
