@@ -61,9 +61,11 @@ up() {
   mkdir -p "$DIR/logs" "$PIDS"
   alive daemon && die "already up in $DIR (scripts/dev-stack.sh down $DIR first)"
   command -v influxd >/dev/null || die "influxd is missing (scripts/test.sh installs it)"
-  log "building apimon"
-  (cd "$here" && cargo build --quiet)
-  local apimon="$here/target/debug/apimon"
+  local apimon="${APIMON_DEV_BINARY:-$here/target/debug/apimon}"
+  if [ -z "${APIMON_DEV_BINARY:-}" ]; then
+    log "building apimon"
+    (cd "$here" && cargo build --quiet)
+  fi
 
   # OpenStack: the suite's control plane when one is up, else our own.
   local os_dir="${APIMON_TEST_OPENSTACK:-}"
@@ -116,7 +118,15 @@ outside = outside.replace("username: apimon-probe-outside", "username: apimon")
 outside = re.sub(r"    grafana:\n(      .*\n)+", "", outside + "\n", count=1).rstrip("\n")
 outside = re.sub(r"    ssh:\n(      .*\n)+", "", outside + "\n", count=1).rstrip("\n")
 open(path, "w").write(outside + "\n  inside:\n" + rest)
+# No Grafana server runs here: `outside` keeps no grafana host.
+hosts_path = path.replace("apimon.yaml", "inventory/outside/hosts.yaml")
+hosts = open(hosts_path).read()
+start = hosts.index("  - name: outside-grafana\n")
+end = hosts.find("\n  - name:", start + 1)
+open(hosts_path, "w").write(hosts[:start] + (hosts[end + 1:] if end >= 0 else ""))
 EOF
+  rm -f "$DIR/repo/inventory/outside/grafana.yaml"
+  sed -i 's|https://iam.example-cloud.test/v3|http://127.0.0.1:5000/v3|' "$DIR/repo/scenarios/iam_endpoint.yaml"
   (cd "$DIR/repo" && git init -q -b main && git add -A &&
     git -c user.name=dev -c user.email=dev@localhost commit -qm "the example platform, locally")
 

@@ -6,6 +6,7 @@ mod support;
 mod bad_input;
 mod daemon;
 mod daemon_safety;
+mod dev_stack;
 mod examples;
 mod executor;
 mod executor_cloud;

@@ -1,0 +1,138 @@
+//! `scripts/dev-stack.sh`: the local stack comes up on the suite's real
+//! services (its OpenStack control plane, a real InfluxDB), the daemon
+//! converges the example repository's `outside` there, the executor's
+//! scenarios put points into InfluxDB, a commit goes through, and `down`
+//! stops exactly what `up` started.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support::openstack::TestCloud;
+
+fn script(args: &[&str], cloud: &TestCloud) -> std::process::Output {
+    let dir = cloud.clouds_file.parent().expect("control plane dir");
+    std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/dev-stack.sh"))
+        .args(args)
+        .env("APIMON_TEST_OPENSTACK", dir)
+        .env("APIMON_DEV_BINARY", env!("CARGO_BIN_EXE_apimon"))
+        .output()
+        .expect("dev-stack.sh")
+}
+
+fn value(env: &str, key: &str) -> String {
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} in {env}"))
+        .to_owned()
+}
+
+async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(start.elapsed() < Duration::from_secs(180), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_stack_runs_the_example_platform_and_stops_cleanly() {
+    let Some(cloud) = TestCloud::get() else { return };
+    if crate::support::require_binary("influxd", "influxdb").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().join("stack");
+    let root_arg = root.to_string_lossy().into_owned();
+    let up = script(&["up", &root_arg], &cloud);
+    let (stdout, stderr) = crate::support::text(&up);
+    assert_eq!(up.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("apimon dev stack is up"), "{stdout}");
+    let env = std::fs::read_to_string(root.join("env")).expect("env");
+    let daemon = value(&env, "APIMON_DEV_DAEMON");
+    let influx = value(&env, "APIMON_DEV_INFLUXDB");
+    let http = reqwest::Client::new();
+    let status = || async {
+        http.get(format!("{daemon}/status"))
+            .send()
+            .await
+            .ok()?
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+    };
+
+    // The example's `outside`, applied as is to the local control plane.
+    let converged = eventually("outside converged", || async {
+        let s = status().await?;
+        (s["environments"]["outside"]["outcome"] == "success").then_some(s)
+    })
+    .await;
+    let first = converged["last_good_commit"].as_str().expect("commit").to_owned();
+    // The executor's runs are points in the local InfluxDB.
+    eventually("a passed scenario in InfluxDB", || async {
+        let body: serde_json::Value = http
+            .get(format!("{influx}/query"))
+            .basic_auth("admin", Some("admin-dev-pw"))
+            .query(&[
+                ("db", "apimon"),
+                ("q", "SELECT count(duration_ms) FROM apimon_scenario WHERE result = 'passed'"),
+            ])
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        body["results"][0]["series"][0]["values"][0][1].as_u64().filter(|n| *n > 0)
+    })
+    .await;
+
+    // A commit goes through.
+    let repo = root.join("repo");
+    let influxdb_yaml = repo.join("inventory/outside/influxdb.yaml");
+    let text = std::fs::read_to_string(&influxdb_yaml).expect("influxdb.yaml");
+    std::fs::write(&influxdb_yaml, text.replacen("duration: 4w", "duration: 5w", 1)).expect("edit");
+    let commit = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=dev",
+            "-c",
+            "user.email=dev@localhost",
+            "commit",
+            "-qam",
+            "keep five weeks",
+        ])
+        .current_dir(&repo)
+        .status()
+        .expect("git");
+    assert!(commit.success());
+    eventually("the new commit applied", || async {
+        let s = status().await?;
+        let commit = s["environments"]["outside"]["commit"].as_str()?.to_owned();
+        (commit != first && s["environments"]["outside"]["outcome"] == "success").then_some(())
+    })
+    .await;
+
+    let pids: Vec<i32> = ["influxd", "daemon", "executor"]
+        .iter()
+        .map(|name| {
+            std::fs::read_to_string(root.join("pids").join(format!("{name}.pid")))
+                .expect("pid file")
+                .trim()
+                .parse()
+                .expect("pid")
+        })
+        .collect();
+    let down = script(&["down", &root_arg], &cloud);
+    assert_eq!(down.status.code(), Some(0), "{}", crate::support::text(&down).1);
+    for pid in pids {
+        // A zombie (not reaped by whoever adopted it) has stopped too.
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        });
+        assert!(!alive, "process {pid} still runs after down");
+    }
+}
