@@ -415,3 +415,23 @@ async fn tls_is_verified_and_a_ca_file_makes_a_private_ca_trusted() {
     let plan = reconcile::plan(&trusted, &state, false).await.expect("trusted CA");
     assert_eq!(plan.summary.create, 7);
 }
+
+#[tokio::test]
+async fn a_single_environment_is_a_valid_repository_that_plans_and_applies() {
+    let Some(setup) = Setup::new().await else { return };
+    // No `inside`, and no `location` either (outside by default).
+    let apimon_yaml = std::fs::read_to_string(setup.repo.path().join("apimon.yaml")).expect("read");
+    let (outside, _) = apimon_yaml.split_once("  inside:\n").expect("an inside environment");
+    setup.repo.write("apimon.yaml", &outside.replace("    location: outside\n", ""));
+    std::fs::remove_dir_all(setup.repo.path().join("inventory/inside")).expect("rm");
+    let repo = setup.repo.path().to_string_lossy().into_owned();
+    let output = apimon(&["validate", "--repo", &repo]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("valid (1 environment(s)"), "{stdout}");
+    let output = apimon(&["plan", "--offline", "--repo", &repo]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output).1);
+    let (code, stdout, stderr) = setup.cli_apply();
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(setup.users().await.contains(&"telegraf".to_owned()));
+}

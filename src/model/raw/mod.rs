@@ -141,10 +141,11 @@ pub enum DriftMode {
 }
 
 /// Where an environment lives relative to the monitored cloud.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Placement {
     /// Outside the monitored cloud: sees what customers see.
+    #[default]
     Outside,
     /// Inside the monitored cloud.
     Inside,
@@ -157,7 +158,9 @@ pub struct Environment {
     /// Free text for humans.
     #[serde(default)]
     pub description: String,
-    /// `outside` or `inside` the monitored cloud.
+    /// `outside` (the default) or `inside` the monitored cloud: a tag of
+    /// its points and dashboards, not a requirement.
+    #[serde(default)]
     pub location: Placement,
     /// The `clouds.yaml` entry (OS_CLOUD) apimon uses to manage this environment's VMs.
     pub cloud: String,

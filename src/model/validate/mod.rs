@@ -170,7 +170,9 @@ pub fn validate(repo: RawRepository) -> Result<DesiredState, Diagnostics> {
 }
 
 /// apimon.yaml's project-wide rules: the project name, at least one
-/// environment outside and one inside, no inventory without an environment.
+/// environment, no inventory without an environment. (One environment
+/// outside and one inside the monitored cloud is advice, not a rule: a
+/// single deployment is a valid platform.)
 fn check_project(check: &mut Check, repo: &RawRepository) {
     let root = &repo.root;
     if !is_dns_label(&root.value.project) {
@@ -184,18 +186,7 @@ fn check_project(check: &mut Check, repo: &RawRepository) {
         );
     }
     if root.value.environments.is_empty() {
-        check.error(
-            root,
-            "environments",
-            "no environments; expected at least one `outside` and one `inside` the monitored cloud",
-        );
-    }
-    for placement in [raw::Placement::Outside, raw::Placement::Inside] {
-        let count = root.value.environments.values().filter(|e| e.location == placement).count();
-        if count == 0 && !root.value.environments.is_empty() {
-            let name = if placement == raw::Placement::Outside { "outside" } else { "inside" };
-            check.error(root, "environments", format!("no environment with `location: {name}`; the platform needs at least one outside and one inside the monitored cloud, so that an outage never takes the monitoring down with it"));
-        }
+        check.error(root, "environments", "no environments; expected at least one");
     }
     for name in repo.inventories.keys() {
         if !root.value.environments.contains_key(name) {
