@@ -322,3 +322,34 @@ fn a_pull_request_preview_shows_only_what_the_change_does_without_credentials() 
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot read revision no-such-branch"), "{stderr}");
 }
+
+#[test]
+fn a_volume_is_mounted_where_it_says_on_any_role() {
+    let repo = TestRepo::fixture();
+    repo.edit(
+        "inventory/outside/hosts.yaml",
+        "    address: 192.168.10.20\n",
+        "    address: 192.168.10.20\n    volumes:\n      - {name: runs, size_gb: 5, mount_path: /var/lib/apimon}\n",
+    );
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = apimon(&[
+        "render",
+        "--repo",
+        &repo.path().to_string_lossy(),
+        "--env",
+        "outside",
+        "--out",
+        &out.path().to_string_lossy(),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output).1);
+    let user_data =
+        std::fs::read_to_string(out.path().join("outside/outside-executor/user-data.yaml"))
+            .expect("user data");
+    assert!(user_data.contains("\"/var/lib/apimon\""), "{user_data}");
+    // A path that is not an absolute directory is refused with its place.
+    repo.edit("inventory/outside/hosts.yaml", "mount_path: /var/lib/apimon", "mount_path: ../etc");
+    let (code, _, stderr) = plan(&repo, &[]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("inventory/outside/hosts.yaml:"), "{stderr}");
+    assert!(stderr.contains("invalid mount path `../etc`"), "{stderr}");
+}

@@ -296,7 +296,9 @@ fn volumes_context(host: &Host) -> Vec<Value> {
                 .device
                 .clone()
                 .unwrap_or_else(|| format!("/dev/vd{}", disk_suffix(i + 1)));
-            let mount_point = if host.role == Role::Influxdb && i == 0 {
+            let mount_point = if let Some(path) = &volume.mount_path {
+                path.clone()
+            } else if host.role == Role::Influxdb && i == 0 {
                 "/var/lib/influxdb".to_owned()
             } else if host.role == Role::Grafana && i == 0 {
                 "/var/lib/grafana".to_owned()

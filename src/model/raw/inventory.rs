@@ -88,6 +88,9 @@ pub struct Volume {
     pub volume_type: Option<String>,
     /// Device hint, e.g. `/dev/vdb`.
     pub device: Option<String>,
+    /// Where it is mounted; default: the role's data directory for a
+    /// host's first volume (influxdb, grafana), else `/mnt/<name>`.
+    pub mount_path: Option<String>,
 }
 
 /// A floating IP for a host.

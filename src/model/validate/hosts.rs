@@ -224,6 +224,31 @@ fn check_volumes(check: &mut Check, doc: &Document<raw::HostsFile>, path: &str, 
                 ),
             );
         }
+        if let Some(mount) = &volume.mount_path {
+            let bad = !mount.starts_with('/')
+                || mount == "/"
+                || mount.split('/').any(|p| p == ".." || p == ".")
+                || mount.contains(|c: char| {
+                    c.is_whitespace() || c.is_control() || c == '"' || c == '\\'
+                });
+            if bad {
+                check.error(
+                    doc,
+                    &format!("{path}.volumes[{j}].mount_path"),
+                    format!("invalid mount path `{mount}`; expected an absolute directory like /srv/data"),
+                );
+            }
+        }
+    }
+    let mut mounts: Vec<&str> =
+        host.volumes.iter().filter_map(|v| v.mount_path.as_deref()).collect();
+    mounts.sort_unstable();
+    if let Some(twice) = mounts.windows(2).find(|w| w[0] == w[1]) {
+        check.error(
+            doc,
+            &format!("{path}.volumes"),
+            format!("two volumes mounted at `{}`", twice[0]),
+        );
     }
 }
 
