@@ -717,6 +717,9 @@ fn print_plan(out: &mut impl Write, plan: &Plan, context: &str) -> std::io::Resu
     for line in reconcile::destroys(plan) {
         writeln!(out, "{line}")?;
     }
+    if reconcile::destroys(plan).iter().any(|line| line.contains("(bastion)")) {
+        writeln!(out, "The daemon holds changes that destroy or cut off the host it runs on (the bastion): apply them from a workstation (docs/operations.md, \"Changing the bastion\").")?;
+    }
     Ok(())
 }
 

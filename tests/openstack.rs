@@ -768,3 +768,63 @@ async fn environments_with_the_same_credentials_authenticate_once() {
     assert!(one > 0);
     assert_eq!(two, one, "two environments, one credential: one authentication");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_never_replaces_the_host_it_runs_on() {
+    use crate::support::daemon::Daemon;
+    let Some(setup) = Setup::new("osself", 50).await else { return };
+    let env = setup.name.clone();
+    let Some(git) = crate::support::git::GitRemote::new() else { return };
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(format!("{}/.", setup.repo.path().display()))
+        .arg(git.work())
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    git.commit("two servers");
+    git.push(false);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = crate::support::free_port();
+    let config = dir.path().join("daemon.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "repository:\n  url: {}\n  branch: main\n  poll_interval_seconds: 1\nstate_dir: {}\nsecrets_file: {}\nclouds_file: {}\nenvironments: [{env}]\nlisten: 127.0.0.1:{port}\nruns_on: {env}/{env}-bastion\n",
+            git.file_url(),
+            setup.state_dir.path().display(),
+            setup.secrets_file.display(),
+            setup.cloud.clouds_file.display(),
+        ),
+    )
+    .expect("daemon.yaml");
+    let daemon = Daemon::start(&config, port, dir.path().join("daemon.log")).await;
+    let outcome = |s: &serde_json::Value| s["environments"][env.as_str()]["outcome"].clone();
+    daemon
+        .wait_status("converged", std::time::Duration::from_secs(240), |s| outcome(s) == "success")
+        .await;
+    let before = setup.api.servers(&format!("{env}-bastion")).await;
+    let influxdb_before = setup.api.servers(&format!("{env}-influxdb")).await;
+
+    // A new flavor for every server: the influxdb server is replaced, the
+    // daemon's own is held, with the reason, for an operator to apply.
+    let hosts = format!("inventory/{env}/hosts.yaml");
+    git.edit(&hosts, "flavor: s3.medium.2", "flavor: s3.large.2");
+    git.edit(&hosts, "flavor: s3.small.1", "flavor: s3.medium.2");
+    git.commit("new flavors");
+    git.push(false);
+    let bastion_id = format!("{env}/openstack.server/{env}-bastion");
+    let status = daemon
+        .wait_status("the bastion's replacement held", std::time::Duration::from_secs(240), |s| {
+            s["environments"][env.as_str()]["pending"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|c| c["id"] == bastion_id.as_str()))
+        })
+        .await;
+    let pending = status["environments"][env.as_str()]["pending"].to_string();
+    assert!(pending.contains("the daemon's own host"), "{pending}");
+    let after = setup.api.servers(&format!("{env}-bastion")).await;
+    assert_eq!(after[0]["id"], before[0]["id"], "the daemon replaced its own host");
+    let influxdb_after = setup.api.servers(&format!("{env}-influxdb")).await;
+    assert_ne!(influxdb_after[0]["id"], influxdb_before[0]["id"], "the other server was replaced");
+}

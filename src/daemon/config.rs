@@ -51,6 +51,10 @@ pub struct RawConfig {
     /// Allow plans that delete more than an environment's max_deletes.
     #[serde(default)]
     pub allow_deletes: bool,
+    /// The host this daemon runs on (`<environment>/<host>`): changes that
+    /// would destroy it or cut access to it are held. Default: the host
+    /// whose name is this machine's hostname (cloud-init sets it so).
+    pub runs_on: Option<String>,
 }
 
 /// `repository:`.
@@ -189,6 +193,17 @@ impl Config {
             );
             file.problem("listen", message);
         }
+        if let Some(runs_on) = file.value.runs_on.clone() {
+            let valid = runs_on.split_once('/').is_some_and(|(env, host)| {
+                !env.is_empty() && !host.is_empty() && !host.contains('/')
+            });
+            if !valid {
+                file.problem(
+                    "runs_on",
+                    format!("invalid `{runs_on}`; expected <environment>/<host>, like outside/outside-bastion"),
+                );
+            }
+        }
         let raw = file.finish().map_err(ConfigError::Invalid)?;
         Ok(Self {
             poll_interval: Duration::from_secs(raw.repository.poll_interval_seconds),
@@ -269,5 +284,19 @@ mod tests {
         assert!(config.in_maintenance_window(at(22, 0)));
         assert!(config.in_maintenance_window(at(23, 59)));
         assert!(!config.in_maintenance_window(at(12, 0)));
+    }
+
+    #[test]
+    fn runs_on_names_an_environment_and_a_host() {
+        let error = Config::parse(Path::new("d.yaml"), "repository: {url: x}\nruns_on: bastion\n")
+            .expect_err("no environment")
+            .to_string();
+        assert!(error.contains("d.yaml:2:10: runs_on: invalid `bastion`"), "{error}");
+        let config = Config::parse(
+            Path::new("d.yaml"),
+            "repository: {url: x}\nruns_on: outside/outside-bastion\n",
+        )
+        .expect("valid");
+        assert_eq!(config.raw.runs_on.as_deref(), Some("outside/outside-bastion"));
     }
 }

@@ -30,6 +30,9 @@ const WINDOW: &str = "maintenance window";
 /// Why report-only drift waits.
 const REPORT_ONLY: &str = "report-only drift: an operator decides";
 
+/// Why a change to the daemon's own host waits.
+const OWN_HOST: &str = "the daemon's own host: apply it from a workstation (docs/operations.md, \"Changing the bastion\")";
+
 /// Passwords (with matching fingerprints) a drift pass checks by logging
 /// in: every one is checked within `ceil(users / PROBE_BUDGET)` passes.
 pub const PROBE_BUDGET: usize = 100;
@@ -441,7 +444,16 @@ impl Worker {
             prepared.policies.iter().map(|(env, p)| (env.as_str(), p.drift)).collect();
         let in_window = self.config.in_maintenance_window(Utc::now());
         let waiting = &self.window_held;
+        let own = self.own_host(prepared);
         let (plan, pending) = hold_back(plan, |change| {
+            // Never approvable here: the daemon would cut the branch it sits on.
+            if let Some((env, host)) = &own {
+                if change.op.is_destructive()
+                    && crate::providers::openstack::cuts_access_to(env, host, &change.id)
+                {
+                    return Some(OWN_HOST.to_owned());
+                }
+            }
             if approved.approves(&change.id) {
                 return None;
             }
@@ -458,6 +470,30 @@ impl Worker {
         self.window_held =
             pending.iter().filter(|p| p.waiting_for == WINDOW).map(|p| p.id.clone()).collect();
         (plan, pending)
+    }
+
+    /// The host this daemon runs on, among the environments it manages:
+    /// `runs_on` from its configuration, else the one named like this
+    /// machine.
+    fn own_host<'a>(
+        &self,
+        prepared: &'a Prepared,
+    ) -> Option<(&'a crate::model::Environment, &'a crate::model::Host)> {
+        let wanted = match &self.config.raw.runs_on {
+            Some(text) => text.split_once('/').map(|(e, h)| (Some(e.to_owned()), h.to_owned()))?,
+            None => {
+                let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+                let name = name.trim();
+                (None, name.split('.').next().unwrap_or(name).to_owned())
+            }
+        };
+        prepared
+            .state
+            .environments
+            .values()
+            .filter(|env| prepared.environments.contains(&env.name))
+            .filter(|env| wanted.0.as_ref().is_none_or(|e| *e == env.name))
+            .find_map(|env| env.hosts.iter().find(|h| h.name == wanted.1).map(|h| (env, h)))
     }
 
     /// When the daemon should look again for changes waiting for a window.

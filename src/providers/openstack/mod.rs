@@ -191,6 +191,33 @@ pub fn server_id(env: &str, host: &str) -> ResourceId {
     id(env, "server", host)
 }
 
+/// Whether destroying `id` would cut access to `host` of `env`: its server
+/// and floating IP, its security groups and their rules, its networks and
+/// subnets, and the environment's router. The daemon on `host` never
+/// applies such a change to itself.
+pub fn cuts_access_to(env: &Environment, host: &crate::model::Host, id: &ResourceId) -> bool {
+    if *id.env != *env.name || id.provider != KIND {
+        return false;
+    }
+    let name = id.name.as_str();
+    match &*id.kind {
+        "server" | "floating_ip" => name == host.name,
+        "security_group" => host.security_groups.iter().any(|g| g == name),
+        "security_group_rule" => host
+            .security_groups
+            .iter()
+            .any(|g| name.strip_prefix(g.as_str()).is_some_and(|rest| rest.starts_with(':'))),
+        "network" => host.networks.iter().any(|n| *n == name),
+        "subnet" => env
+            .networks
+            .iter()
+            .filter(|n| host.networks.contains(&n.name))
+            .any(|n| n.subnets.iter().any(|s| s.name == name)),
+        "router" => name == router_name(&env.name),
+        _ => false,
+    }
+}
+
 /// Names → ids learned while observing and applying, so apply needs no
 /// lookups for what observe already saw.
 #[derive(Debug, Default)]
