@@ -415,3 +415,39 @@ async fn grafana_is_installed_from_its_vendor_configured_and_reached_with_the_ad
             .collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_binary_that_does_not_start_never_replaces_the_running_one() {
+    let Some(setup) = Setup::new().await else { return };
+    assert!(setup.apply().await.1.is_success());
+    let installed = setup.file("/usr/local/bin/apimon");
+    let running = std::fs::read(&installed).expect("binary");
+    // A build for the wrong machine, say: it does not start.
+    std::fs::write(&setup.binary, b"#!/bin/sh\necho 'cannot execute binary file' >&2\nexit 126\n")
+        .expect("binary");
+    let (_, outcome) = setup.apply().await;
+    let failure = outcome
+        .failed
+        .iter()
+        .find(|(id, _)| id.name.ends_with(":/usr/local/bin/apimon"))
+        .map(|(_, error)| error.to_string())
+        .expect("the binary change failed");
+    assert!(failure.contains("does not pass its start check"), "{failure}");
+    assert!(failure.contains("cannot execute binary file"), "{failure}");
+    assert_eq!(
+        std::fs::read(&installed).expect("binary"),
+        running,
+        "the running binary was replaced"
+    );
+    assert_eq!(
+        setup.restarts("apimon-executor"),
+        1,
+        "restarted for a binary that was not installed"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(installed.parent().expect("dir"))
+        .expect("dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains("apimon-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -31,7 +31,9 @@ pub(super) async fn apply(
                     .await
                     .map_err(|source| HostError::Local { path: local.clone(), source })?,
             };
-            upload(provider, host, path, &bytes, sha256, (*mode, owner, group)).await
+            // The executor's binary must start before it replaces the running one.
+            let check = (path == super::BINARY_PATH).then_some("\"$tmp\" --version");
+            upload(provider, host, path, &bytes, sha256, (*mode, owner, group), check).await
         }
         (
             Op::Delete,
@@ -63,7 +65,7 @@ pub(super) async fn apply(
         ) => {
             for (path, bytes) in [(keyring, key.as_slice()), (sources_path, sources.as_bytes())] {
                 let sha256 = hex::encode(sha2::Sha256::digest(bytes));
-                upload(provider, host, path, bytes, &sha256, (0o644, "root", "root")).await?;
+                upload(provider, host, path, bytes, &sha256, (0o644, "root", "root"), None).await?;
             }
             let update = &provider.settings.package_update;
             provider
@@ -117,7 +119,8 @@ pub(super) async fn apply(
 /// The temporary file is created unreadable by others (umask 077) and gets
 /// its final mode only after its checksum matched; a transfer cut short
 /// removes it (the trap), and the next upload removes what a killed shell
-/// left behind.
+/// left behind. `check`, a command on `"$tmp"`, must succeed before the
+/// file replaces the old one (a binary that does not start never does).
 async fn upload(
     provider: &HostProvider,
     host: &str,
@@ -125,7 +128,11 @@ async fn upload(
     bytes: &[u8],
     sha256: &str,
     (mode, owner, group): (u32, &str, &str),
+    check: Option<&str>,
 ) -> Result<(), HostError> {
+    let check = check.map_or_else(String::new, |command| {
+        format!("if ! out=$({command} 2>&1); then echo \"the new file does not pass its start check ({command}): $out; the old one stays\" >&2; exit 4; fi\n")
+    });
     let target = quote(&rooted(&provider.settings.root, path));
     let script = format!(
         "set -e\n\
@@ -138,6 +145,7 @@ async fn upload(
          if [ \"$(sha256sum < \"$tmp\" | cut -d' ' -f1)\" != {sha} ]; then echo 'upload incomplete: checksum mismatch; the old file is unchanged' >&2; exit 3; fi\n\
          chown {owner}:{group} \"$tmp\"\n\
          chmod {mode:o} \"$tmp\"\n\
+         {check}\
          mv -f \"$tmp\" \"$t\"\n\
          trap - EXIT HUP INT TERM PIPE\n",
         sha = quote(sha256),
