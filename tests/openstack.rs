@@ -828,3 +828,43 @@ async fn the_daemon_never_replaces_the_host_it_runs_on() {
     let influxdb_after = setup.api.servers(&format!("{env}-influxdb")).await;
     assert_ne!(influxdb_after[0]["id"], influxdb_before[0]["id"], "the other server was replaced");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_keypair_is_used_by_name_and_never_managed() {
+    let Some(setup) = Setup::new("oskey", 51).await else { return };
+    let env = setup.name.clone();
+    let existing = format!("{env}-existing");
+    setup
+        .api
+        .post(
+            "http://127.0.0.1:8774/v2.1/os-keypairs",
+            serde_json::json!({"keypair": {"name": existing, "public_key": KEY}}),
+        )
+        .await;
+    setup.repo.write(
+        &format!("inventory/{env}/keypairs.yaml"),
+        &format!("keypairs:\n  - {{name: {existing}, existing: true}}\n"),
+    );
+    let hosts =
+        std::fs::read_to_string(setup.repo.path().join(format!("inventory/{env}/hosts.yaml")))
+            .expect("hosts");
+    setup.repo.write(
+        &format!("inventory/{env}/hosts.yaml"),
+        &hosts.replace(&format!("keypair: {env}-key"), &format!("keypair: {existing}")),
+    );
+    let stdout = setup.apply_ok();
+    assert!(
+        !stdout.contains("openstack.keypair/"),
+        "an existing keypair is not managed:\n{stdout}"
+    );
+    let servers = setup.api.servers(&format!("{env}-")).await;
+    assert!(!servers.is_empty());
+    for server in &servers {
+        assert_eq!(server["key_name"], existing.as_str(), "{server}");
+    }
+    let again = setup.run("plan", &[]);
+    assert_eq!(again.status.code(), Some(0), "not converged:\n{}", text(&again).0);
+    let keypair =
+        setup.api.get(&format!("http://127.0.0.1:8774/v2.1/os-keypairs/{existing}")).await;
+    assert_eq!(keypair["keypair"]["name"], existing.as_str());
+}

@@ -74,8 +74,9 @@ impl PublicKey {
 pub struct Keypair {
     /// Name.
     pub name: String,
-    /// The key.
-    pub public_key: PublicKey,
+    /// The key apimon registers; `None` for an existing keypair it only
+    /// references.
+    pub public_key: Option<PublicKey>,
 }
 
 /// A network; `external` ones exist already and are only referenced.

@@ -116,8 +116,12 @@ pub struct KeypairsFile {
 pub struct Keypair {
     /// Name.
     pub name: String,
-    /// OpenSSH public key line.
-    pub public_key: String,
+    /// OpenSSH public key line; apimon registers it.
+    pub public_key: Option<String>,
+    /// Or: a keypair that exists in the project already, referenced by
+    /// name; apimon never creates, changes or deletes it.
+    #[serde(default)]
+    pub existing: bool,
 }
 
 /// `inventory/<env>/security_groups.yaml`.

@@ -192,13 +192,27 @@ fn check_keypairs(check: &mut Check, doc: &Document<raw::KeypairsFile>) -> Vec<K
     );
     let mut checked = Vec::new();
     for (i, keypair) in keypairs.iter().enumerate() {
-        match PublicKey::parse(&keypair.public_key) {
-            Ok(public_key) => checked.push(Keypair { name: keypair.name.clone(), public_key }),
-            Err(why) => check.error(
+        match (&keypair.public_key, keypair.existing) {
+            (Some(_), true) => check.error(
                 doc,
-                &format!("keypairs[{i}].public_key"),
-                format!("invalid public key ({why}); expected an OpenSSH public key line like `ssh-ed25519 AAAA... comment`"),
+                &format!("keypairs[{i}].existing"),
+                "`existing: true` with a `public_key`; expected one: a key apimon registers, or an existing keypair it only references",
             ),
+            (None, false) => check.error(
+                doc,
+                &format!("keypairs[{i}]"),
+                "no `public_key`; expected an OpenSSH public key line, or `existing: true` for a keypair the project already has",
+            ),
+            (None, true) => checked.push(Keypair { name: keypair.name.clone(), public_key: None }),
+            (Some(line), false) => match PublicKey::parse(line) {
+                Ok(public_key) => checked
+                    .push(Keypair { name: keypair.name.clone(), public_key: Some(public_key) }),
+                Err(why) => check.error(
+                    doc,
+                    &format!("keypairs[{i}].public_key"),
+                    format!("invalid public key ({why}); expected an OpenSSH public key line like `ssh-ed25519 AAAA... comment`"),
+                ),
+            },
         }
     }
     checked

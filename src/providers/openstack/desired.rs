@@ -39,8 +39,10 @@ type Put<'a> = dyn FnMut(ResourceId, OpenstackSpec, Vec<ResourceId>) + 'a;
 
 fn keypairs_and_groups(env: &Environment, put: &mut Put<'_>) {
     let name = env.name.as_str();
+    // An existing keypair is only referenced: nothing to create, ever to delete.
     for keypair in &env.keypairs {
-        let spec = OpenstackSpec::Keypair { public_key: keypair.public_key.line().to_owned() };
+        let Some(public_key) = &keypair.public_key else { continue };
+        let spec = OpenstackSpec::Keypair { public_key: public_key.line().to_owned() };
         put(id(name, "keypair", &keypair.name), spec, vec![]);
     }
     for group in &env.security_groups {
@@ -84,7 +86,10 @@ fn server(env: &Environment, host: &Host, rendered: &Rendered, put: &mut Put<'_>
         .get(&host.name)
         .map(|r| (r.user_data.clone(), r.user_data_sha256.clone()))
         .unwrap_or_default();
-    let mut depends_on = vec![id(name, "keypair", &host.keypair)];
+    let managed_keypair =
+        env.keypairs.iter().any(|k| k.name == host.keypair && k.public_key.is_some());
+    let mut depends_on: Vec<ResourceId> =
+        managed_keypair.then(|| id(name, "keypair", &host.keypair)).into_iter().collect();
     depends_on.extend(host.security_groups.iter().map(|g| id(name, "security_group", g)));
     for network in env.networks.iter().filter(|n| host.networks.contains(&n.name)) {
         depends_on.push(id(name, "network", &network.name));
