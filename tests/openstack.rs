@@ -868,3 +868,35 @@ async fn an_existing_keypair_is_used_by_name_and_never_managed() {
         setup.api.get(&format!("http://127.0.0.1:8774/v2.1/os-keypairs/{existing}")).await;
     assert_eq!(keypair["keypair"]["name"], existing.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_named_like_fqdns_are_created_and_stay_converged() {
+    let Some(setup) = Setup::new("osfqdn", 52).await else { return };
+    let env = setup.name.clone();
+    let path = format!("inventory/{env}/hosts.yaml");
+    let hosts = std::fs::read_to_string(setup.repo.path().join(&path)).expect("hosts");
+    setup.repo.write(
+        &path,
+        &hosts
+            .replace(
+                &format!("name: {env}-bastion"),
+                &format!("name: {env}-bastion.apimon.example.net"),
+            )
+            .replace(
+                &format!("name: {env}-influxdb"),
+                &format!("name: {env}-influxdb.apimon.example.net"),
+            ),
+    );
+    setup.apply_ok();
+    let names: Vec<String> = setup
+        .api
+        .servers(&format!("{env}-"))
+        .await
+        .iter()
+        .filter_map(|s| s["name"].as_str().map(str::to_owned))
+        .collect();
+    assert!(names.contains(&format!("{env}-bastion.apimon.example.net")), "{names:?}");
+    assert!(names.contains(&format!("{env}-influxdb.apimon.example.net")), "{names:?}");
+    let again = setup.run("plan", &[]);
+    assert_eq!(again.status.code(), Some(0), "not converged:\n{}", text(&again).0);
+}

@@ -483,17 +483,24 @@ impl Worker {
             Some(text) => text.split_once('/').map(|(e, h)| (Some(e.to_owned()), h.to_owned()))?,
             None => {
                 let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
-                let name = name.trim();
-                (None, name.split('.').next().unwrap_or(name).to_owned())
+                (None, name.trim().to_owned())
             }
         };
+        // The hostname is the host's name, or its first label.
+        let short = wanted.1.split('.').next().unwrap_or_default().to_owned();
         prepared
             .state
             .environments
             .values()
             .filter(|env| prepared.environments.contains(&env.name))
             .filter(|env| wanted.0.as_ref().is_none_or(|e| *e == env.name))
-            .find_map(|env| env.hosts.iter().find(|h| h.name == wanted.1).map(|h| (env, h)))
+            .find_map(|env| {
+                let host =
+                    env.hosts.iter().find(|h| h.name == wanted.1).or_else(|| {
+                        env.hosts.iter().find(|h| h.name == short && wanted.0.is_none())
+                    })?;
+                Some((env, host))
+            })
     }
 
     /// When the daemon should look again for changes waiting for a window.

@@ -61,12 +61,16 @@ fn check_host(
     env: &raw::Environment,
     declared: &Declared<'_>,
 ) -> Host {
-    if !is_dns_label(&host.name) {
+    // A DNS name, dots allowed (`executor-1.apimon.example.net`, as
+    // platforms built by other tools name their servers): each label a DNS
+    // label, 253 characters at most.
+    let valid_name = host.name.len() <= 253 && host.name.split('.').all(is_dns_label);
+    if !valid_name {
         check.error(
             doc,
             &format!("{path}.name"),
             format!(
-                "invalid host name `{}`; expected lowercase letters, digits and `-` (at most 63)",
+                "invalid host name `{}`; expected a DNS name: labels of lowercase letters, digits and `-` (at most 63 each), separated by dots",
                 host.name
             ),
         );
