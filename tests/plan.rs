@@ -353,3 +353,93 @@ fn a_volume_is_mounted_where_it_says_on_any_role() {
     assert!(stderr.contains("inventory/outside/hosts.yaml:"), "{stderr}");
     assert!(stderr.contains("invalid mount path `../etc`"), "{stderr}");
 }
+
+/// The scenario names in a rendered executor.yaml.
+fn rendered_scenarios(out: &std::path::Path, host: &str) -> Vec<String> {
+    let text =
+        std::fs::read_to_string(out.join(format!("outside/{host}/etc/apimon/executor.yaml")))
+            .expect("executor.yaml");
+    let config: serde_json::Value = yaml_serde::from_str(&text).expect("yaml");
+    let mut names: Vec<String> = config["scenarios"]
+        .as_array()
+        .expect("scenarios")
+        .iter()
+        .filter_map(|s| s["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+fn render(repo: &TestRepo) -> tempfile::TempDir {
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = apimon(&[
+        "render",
+        "--repo",
+        &repo.path().to_string_lossy(),
+        "--env",
+        "outside",
+        "--out",
+        &out.path().to_string_lossy(),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output).1);
+    out
+}
+
+#[test]
+fn two_executors_each_get_exactly_the_scenarios_placed_on_them() {
+    let repo = TestRepo::fixture();
+    let hosts =
+        std::fs::read_to_string(repo.path().join("inventory/outside/hosts.yaml")).expect("hosts");
+    repo.write(
+        "inventory/outside/hosts.yaml",
+        &format!("{hosts}  - name: outside-executor-2\n    role: executor\n    flavor: s3.medium.2\n    image: Ubuntu 24.04\n    keypair: outside-key\n    networks: [outside-net]\n    address: 192.168.10.21\n    availability_zone: az2\n    security_groups: [outside-ssh]\n"),
+    );
+    repo.edit(
+        "scenarios/schedule.yaml",
+        "  - scenario: list_servers\n    environments: [outside]\n",
+        "  - scenario: list_servers\n    environments: [outside]\n    executors: [outside-executor-2]\n",
+    );
+    let out = render(&repo);
+    assert_eq!(rendered_scenarios(out.path(), "outside-executor"), ["iam_probe"]);
+    assert_eq!(rendered_scenarios(out.path(), "outside-executor-2"), ["iam_probe", "list_servers"]);
+
+    // Moved: the other executor runs it now, the first no longer.
+    repo.edit(
+        "scenarios/schedule.yaml",
+        "executors: [outside-executor-2]",
+        "executors: [outside-executor]",
+    );
+    let out = render(&repo);
+    assert_eq!(rendered_scenarios(out.path(), "outside-executor"), ["iam_probe", "list_servers"]);
+    assert_eq!(rendered_scenarios(out.path(), "outside-executor-2"), ["iam_probe"]);
+
+    // By availability zone, and spread: each scenario on exactly one.
+    repo.edit(
+        "scenarios/schedule.yaml",
+        "executors: [outside-executor]",
+        "executors: {availability_zone: az2}",
+    );
+    let out = render(&repo);
+    assert_eq!(rendered_scenarios(out.path(), "outside-executor-2"), ["iam_probe", "list_servers"]);
+    repo.edit(
+        "scenarios/schedule.yaml",
+        "executors: {availability_zone: az2}",
+        "executors: spread",
+    );
+    let out = render(&repo);
+    let first = rendered_scenarios(out.path(), "outside-executor");
+    let second = rendered_scenarios(out.path(), "outside-executor-2");
+    let spread_on = usize::from(first.contains(&"list_servers".to_owned()))
+        + usize::from(second.contains(&"list_servers".to_owned()));
+    assert_eq!(spread_on, 1, "{first:?} {second:?}");
+
+    // A name that is not an executor there is an error at its place.
+    repo.edit("scenarios/schedule.yaml", "executors: spread", "executors: [outside-bastion]");
+    let (code, _, stderr) = plan(&repo, &["--env", "outside"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("scenarios/schedule.yaml:"), "{stderr}");
+    assert!(
+        stderr.contains("`outside-bastion` is not an executor of environment `outside`"),
+        "{stderr}"
+    );
+}

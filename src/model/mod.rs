@@ -292,6 +292,8 @@ pub struct ScheduledScenario {
     pub scenario: String,
     /// When it runs.
     pub cron: crate::cron::Schedule,
+    /// The executor hosts that run it.
+    pub executors: Vec<String>,
 }
 
 /// A validated scenario.

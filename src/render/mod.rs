@@ -172,7 +172,7 @@ fn context(
             (name.clone(), value)
         })
         .collect();
-    let scenarios = scenarios_context(state, environment);
+    let scenarios = scenarios_context(state, environment, host);
     let volumes = volumes_context(host);
     let grafana = environment.grafana_endpoint.as_ref().map_or_else(
         || json!({ "url": "", "port": 3000, "admin_password": "" }),
@@ -228,11 +228,12 @@ fn context(
     })
 }
 
-/// The scenarios the executor of `environment` runs, as its configuration lists them.
-fn scenarios_context(state: &DesiredState, environment: &Environment) -> Vec<Value> {
+/// The scenarios executor `host` of `environment` runs, as its configuration lists them.
+fn scenarios_context(state: &DesiredState, environment: &Environment, host: &Host) -> Vec<Value> {
     environment
         .schedule
         .iter()
+        .filter(|entry| entry.executors.contains(&host.name))
         .filter_map(|entry| {
             let scenario = state.scenarios.get(&entry.scenario)?;
             let mut value = json!({

@@ -135,4 +135,26 @@ pub struct ScheduleEntry {
     pub environments: Vec<String>,
     /// Cron expression, 5 fields (minute first) or 6 (second first).
     pub cron: String,
+    /// Which executors of each environment run it; default all.
+    #[serde(default)]
+    pub executors: Executors,
+}
+
+/// `schedule[].executors`: `all`, `spread`, a list of executor host names,
+/// or `{availability_zone: NAME}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Executors {
+    /// Every executor of the environment.
+    #[default]
+    All,
+    /// `all` or `spread` (one executor per scenario, the same every time).
+    Keyword(String),
+    /// These executors (host names).
+    Named(Vec<String>),
+    /// The executors in this availability zone.
+    Zone {
+        /// Availability zone.
+        availability_zone: String,
+    },
 }

@@ -275,7 +275,8 @@ fn check_floating_ip(
     }
 }
 
-/// Exactly one bastion and one InfluxDB, at most one executor and one Grafana.
+/// Exactly one bastion and one InfluxDB, at most one Grafana; any number of
+/// executors (the schedule places scenarios on them).
 fn check_roles(
     check: &mut Check,
     doc: &Document<raw::HostsFile>,
@@ -285,7 +286,6 @@ fn check_roles(
     for (role, name, exactly_one) in [
         (Role::Bastion, "bastion", true),
         (Role::Influxdb, "influxdb", true),
-        (Role::Executor, "executor", false),
         (Role::Grafana, "grafana", false),
     ] {
         let count = hosts.iter().filter(|h| h.role == role).count();
