@@ -282,9 +282,10 @@ async fn sigterm_during_an_apply_leaves_a_consistent_state_and_the_next_start_co
     assert_eq!(world.users().await.iter().filter(|u| u.starts_with("bulk")).count(), 60);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn report_only_drift_is_reported_as_pending_and_left_alone() {
-    let Some(world) = World::new().await else { return };
+/// A world whose `outside` reports drift only, and its daemon (a drift
+/// pass every two seconds), converged.
+async fn report_only_daemon() -> Option<(World, Daemon)> {
+    let world = World::new().await?;
     world.git.edit(
         "apimon.yaml",
         "  outside:\n    location: outside\n",
@@ -294,6 +295,12 @@ async fn report_only_drift_is_reported_as_pending_and_left_alone() {
     world.git.push(false);
     let daemon = world.start_daemon(3600, "drift_cron: '*/2 * * * * *'\n").await;
     daemon.wait_converged(&commit).await;
+    Some((world, daemon))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_only_drift_is_reported_as_pending_and_left_alone() {
+    let Some((world, daemon)) = report_only_daemon().await else { return };
 
     let (status, _) = world.influx.query(Some(ADMIN), "DROP USER telegraf").await;
     assert_eq!(status, 200);
@@ -547,16 +554,7 @@ async fn by_default_the_log_has_each_applied_change_and_no_dependency_chatter() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approving_one_pending_change_over_http_leaves_the_others_pending() {
-    let Some(world) = World::new().await else { return };
-    world.git.edit(
-        "apimon.yaml",
-        "  outside:\n    location: outside\n",
-        "  outside:\n    location: outside\n    policy: {drift: report}\n",
-    );
-    let commit = world.git.commit("report drift only");
-    world.git.push(false);
-    let daemon = world.start_daemon(3600, "drift_cron: '*/2 * * * * *'\n").await;
-    daemon.wait_converged(&commit).await;
+    let Some((world, daemon)) = report_only_daemon().await else { return };
     for user in ["telegraf", "grafana"] {
         let (status, _) = world.influx.query(Some(ADMIN), &format!("DROP USER {user}")).await;
         assert_eq!(status, 200);

@@ -171,12 +171,7 @@ impl Setup {
         let secrets = Secrets::Resolved(
             SecretStore::load(Some(&self.secrets_file), std::iter::empty()).expect("secrets"),
         );
-        let machine = Machine {
-            ssh_key: PathBuf::from("/nonexistent"),
-            known_hosts: PathBuf::from("/nonexistent"),
-            executor_binary: None,
-            clouds_file: Some(self.cloud.clouds_file.clone()),
-        };
+        let machine = clouds_only(&self.cloud.clouds_file);
         let prepared = reconcile::prepare(
             self.repo.path(),
             std::slice::from_ref(&self.name),
@@ -197,6 +192,16 @@ impl Setup {
 
     fn edit(&self, file: &str, from: &str, to: &str) {
         self.repo.edit(&format!("inventory/{}/{file}", self.name), from, to);
+    }
+}
+
+/// An applying machine with only a clouds.yaml (no SSH): OpenStack and InfluxDB.
+fn clouds_only(clouds: &std::path::Path) -> Machine {
+    Machine {
+        ssh_key: PathBuf::from("/nonexistent"),
+        known_hosts: PathBuf::from("/nonexistent"),
+        executor_binary: None,
+        clouds_file: Some(clouds.to_path_buf()),
     }
 }
 
@@ -744,12 +749,7 @@ async fn environments_with_the_same_credentials_authenticate_once() {
         let secrets = Secrets::Resolved(
             SecretStore::load(Some(&setup.secrets_file), std::iter::empty()).expect("secrets"),
         );
-        let machine = Machine {
-            ssh_key: PathBuf::from("/nonexistent"),
-            known_hosts: PathBuf::from("/nonexistent"),
-            executor_binary: None,
-            clouds_file: Some(clouds.path().to_path_buf()),
-        };
+        let machine = clouds_only(clouds.path());
         let prepared = reconcile::prepare(
             setup.repo.path(),
             &names,

@@ -331,17 +331,7 @@ fn a_volume_is_mounted_where_it_says_on_any_role() {
         "    address: 192.168.10.20\n",
         "    address: 192.168.10.20\n    volumes:\n      - {name: runs, size_gb: 5, mount_path: /var/lib/apimon}\n",
     );
-    let out = tempfile::tempdir().expect("temp dir");
-    let output = apimon(&[
-        "render",
-        "--repo",
-        &repo.path().to_string_lossy(),
-        "--env",
-        "outside",
-        "--out",
-        &out.path().to_string_lossy(),
-    ]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output).1);
+    let out = render(&repo);
     let user_data =
         std::fs::read_to_string(out.path().join("outside/outside-executor/user-data.yaml"))
             .expect("user data");

@@ -422,24 +422,19 @@ fn render_host(
         });
     }
     if host.role == Role::Executor {
-        // Playbooks and their data go to the executor verbatim.
-        for (path, bytes) in &state.scenario_files {
+        // Playbooks and their data go to the executor verbatim, and the
+        // scenario repository's tree as pinned (its own ansible.cfg, roles,
+        // library/ and inventory included).
+        let trees = state
+            .scenario_files
+            .iter()
+            .map(|(path, bytes)| (format!("/etc/apimon/scenarios/{path}"), bytes))
+            .chain(state.scenario_repository.iter().flat_map(|r| &r.files).map(|(path, bytes)| {
+                (format!("{}/{path}", crate::model::SCENARIO_REPOSITORY_DIR), bytes)
+            }));
+        for (path, bytes) in trees {
             files.push(RenderedFile {
-                path: format!("/etc/apimon/scenarios/{path}"),
-                sha256: sha256_hex(bytes),
-                content: Sensitive::new(bytes.clone()),
-                mode: 0o644,
-                owner: "root".to_owned(),
-                group: "apimon".to_owned(),
-                restarts: Vec::new(),
-                template: None,
-            });
-        }
-        // The scenario repository's tree, as pinned: its own ansible.cfg,
-        // roles, library/ and inventory included.
-        for (path, bytes) in state.scenario_repository.iter().flat_map(|r| &r.files) {
-            files.push(RenderedFile {
-                path: format!("{}/{path}", crate::model::SCENARIO_REPOSITORY_DIR),
+                path,
                 sha256: sha256_hex(bytes),
                 content: Sensitive::new(bytes.clone()),
                 mode: 0o644,
