@@ -1,10 +1,12 @@
-//! The command line: `validate`, `render`, `plan`.
+//! The command line: the arguments, and the commands that act on live
+//! systems (`plan`, `apply`, `daemon`, `executor`); `offline` has the
+//! ones that need no credentials, `output` how plans print, `approve`
+//! the daemon's approvals.
 //!
 //! Each command returns an [`Outcome`] that `main` turns into an exit code;
 //! errors are reported with their whole cause chain.
 
 use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -16,9 +18,17 @@ use std::time::Duration;
 use crate::apply::{ApplyOptions, Event};
 use crate::machine::Machine;
 use crate::model::{secret::SecretStore, Secrets};
-use crate::reconcile::{self, Plan, Prepared, ReconcileError, Target};
+use crate::reconcile::{self, Prepared, ReconcileError, Target};
 use crate::source::scenarios::SourceCache;
-use crate::state::{self, LockedStore, State};
+
+mod approve;
+mod offline;
+mod output;
+
+use offline::{plan_offline, render_to, validate};
+
+use crate::state::{self, LockedStore};
+use output::{output_plan, print_plan};
 
 /// apimon: GitOps for an API-monitoring platform on OpenStack.
 #[derive(Debug, Parser)]
@@ -273,7 +283,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Executor { config } => runtime()?.block_on(executor(config)),
         Command::Approve { id, env, config, daemon, token_file } => {
-            runtime()?.block_on(approve(id, env, &config, daemon, token_file))
+            runtime()?.block_on(approve::approve(id, env, &config, daemon, token_file))
         }
         Command::Daemon { config } => {
             let config = crate::daemon::config::Config::load(&config)?;
@@ -283,53 +293,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             runtime.shutdown_timeout(Duration::from_secs(2));
             outcome
         }
-    }
-}
-
-/// `POST /approve` to the daemon.
-async fn approve(
-    id: Option<String>,
-    env: Option<String>,
-    config: &Path,
-    daemon: Option<String>,
-    token_file: Option<PathBuf>,
-) -> anyhow::Result<Outcome> {
-    let loaded = if daemon.is_none() || token_file.is_none() {
-        Some(crate::daemon::config::Config::load(config)?)
-    } else {
-        None
-    };
-    let url = match (daemon, &loaded) {
-        (Some(url), _) => url.trim_end_matches('/').to_owned(),
-        (None, Some(config)) => format!("http://{}", config.raw.listen),
-        (None, None) => bail!("no daemon address"),
-    };
-    let token_file = match (token_file, &loaded) {
-        (Some(file), _) => file,
-        (None, Some(config)) => config.raw.webhook_secret_file.clone().context(
-            "the daemon configuration has no webhook_secret_file: the daemon takes no approvals",
-        )?,
-        (None, None) => bail!("no token file"),
-    };
-    let token = crate::fsutil::read_text_limited(&token_file, 64 * 1024)
-        .with_context(|| format!("cannot read the token file {}", token_file.display()))?;
-    let body = serde_json::json!({ "id": id, "environment": env });
-    let response = reqwest::Client::new()
-        .post(format!("{url}/approve"))
-        .bearer_auth(token.trim())
-        .json(&body)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the daemon at {url}"))?;
-    let status = response.status();
-    let answer: serde_json::Value = response.json().await.unwrap_or_default();
-    let message = answer["message"].as_str().unwrap_or_default();
-    if status.is_success() {
-        println!("{message}");
-        Ok(Outcome::Ok)
-    } else {
-        eprintln!("error: the daemon answered HTTP {}: {message}", status.as_u16());
-        Ok(Outcome::Invalid)
     }
 }
 
@@ -543,184 +506,6 @@ fn load(repo: &Path, names: &[String]) -> anyhow::Result<Option<Prepared>> {
 fn report_invalid(text: &str, count: usize) {
     eprintln!("{text}");
     eprintln!("error: the repository is invalid ({count} problem(s)); nothing was changed");
-}
-
-fn validate(repo: &Path, names: &[String], secrets_file: Option<&Path>) -> anyhow::Result<Outcome> {
-    let Some(loaded) = load(repo, names)? else { return Ok(Outcome::Invalid) };
-    let selected = loaded.state.select_many(names).map_err(anyhow::Error::msg)?;
-    if let Some(file) = secrets_file {
-        let store = SecretStore::load(Some(file), std::env::vars())?;
-        let only = (!names.is_empty()).then_some(selected.as_slice());
-        if let Err(diagnostics) = loaded.state.check_secrets(&Secrets::Resolved(store), only) {
-            report_invalid(&diagnostics.to_string(), diagnostics.0.len());
-            return Ok(Outcome::Invalid);
-        }
-    }
-    let hosts = loaded.rendered.hosts.len();
-    println!(
-        "{}: valid ({} environment(s), {hosts} host(s), {} scenario(s), {} dashboard(s))",
-        repo.display(),
-        selected.len(),
-        loaded.state.scenarios.len(),
-        loaded.state.dashboards.len()
-    );
-    Ok(Outcome::Ok)
-}
-
-fn render_to(repo: &Path, names: &[String], out: &Path) -> anyhow::Result<Outcome> {
-    // Secrets stay redacted: a rendered copy on a developer's disk must
-    // never hold credentials.
-    let Some(loaded) = load(repo, names)? else { return Ok(Outcome::Invalid) };
-    let mut written = 0;
-    for host in loaded.rendered.hosts.values() {
-        let base = out.join(&host.env).join(&host.host);
-        write_file(&base.join("user-data.yaml"), host.user_data.as_bytes())?;
-        written += 1;
-        for file in &host.files {
-            write_file(&base.join(file.path.trim_start_matches('/')), file.content.expose())?;
-            written += 1;
-        }
-    }
-    println!(
-        "rendered {written} file(s) for {} host(s) into {}",
-        loaded.rendered.hosts.len(),
-        out.display()
-    );
-    Ok(Outcome::Ok)
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create directory {}", parent.display()))?;
-    }
-    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
-}
-
-fn plan_offline(
-    repo: &Path,
-    names: &[String],
-    base: Option<&str>,
-    format: PlanFormat,
-    allow_deletes: bool,
-) -> anyhow::Result<Outcome> {
-    let Some(prepared) = load(repo, names)? else { return Ok(Outcome::Invalid) };
-    let Some(base) = base else {
-        let plan =
-            runtime()?.block_on(reconcile::plan(&prepared, &State::default(), allow_deletes))?;
-        return output_plan(&plan, format, "offline: compared with nothing");
-    };
-    let dir = TempDir::new("apimon-base").context("cannot make a temporary directory")?;
-    let checkout = dir.0.join("base");
-    let commit = crate::source::git::export_revision(repo, base, &checkout).with_context(|| {
-        format!("cannot read revision {base} of the repository at {}", repo.display())
-    })?;
-    let short = &commit.0[..commit.0.len().min(12)];
-    // A base that is invalid, or lacks the environment, counts as nothing.
-    let sources = scenario_sources(&Machine::from_env())?;
-    let base_prepared =
-        match reconcile::prepare(&checkout, names, &Secrets::Redacted, Target::Offline, &sources) {
-            Ok(prepared) => Some(prepared),
-            Err(error) => {
-                eprintln!(
-                    "note: the base {base} ({short}) is compared as empty: {}",
-                    crate::apply::chain(&error).lines().next().unwrap_or_default()
-                );
-                None
-            }
-        };
-    let plan = reconcile::preview(&prepared, base_prepared.as_ref(), allow_deletes)?;
-    output_plan(&plan, format, &format!("offline: compared with {base} ({short}) as applied"))
-}
-
-fn output_plan(plan: &Plan, format: PlanFormat, context: &str) -> anyhow::Result<Outcome> {
-    let mut stdout = std::io::stdout().lock();
-    match format {
-        PlanFormat::Json => {
-            serde_json::to_writer_pretty(&mut stdout, plan)?;
-            writeln!(stdout)?;
-        }
-        PlanFormat::Text => print_plan(&mut stdout, plan, context)?,
-        PlanFormat::Markdown => print_markdown(&mut stdout, plan, context)?,
-    }
-    Ok(if plan.summary.has_changes() { Outcome::Changes } else { Outcome::Ok })
-}
-
-/// A private temporary directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(prefix: &str) -> std::io::Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path = std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&path).map(|()| Self(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A pull-request comment: the summary, destroys called out, one table
-/// row per change.
-fn print_markdown(out: &mut impl Write, plan: &Plan, context: &str) -> std::io::Result<()> {
-    let cell = |text: &str| text.replace('|', "\\|").replace('\n', " ");
-    writeln!(out, "### apimon plan")?;
-    writeln!(out)?;
-    writeln!(out, "_{}_", cell(context))?;
-    writeln!(out)?;
-    writeln!(out, "**{}**", plan.summary)?;
-    for line in reconcile::destroys(plan) {
-        writeln!(out)?;
-        writeln!(out, "> **Warning:** {}", cell(&line))?;
-    }
-    if plan.summary.has_changes() {
-        writeln!(out)?;
-        writeln!(out, "| | resource | why |")?;
-        writeln!(out, "|---|---|---|")?;
-        for change in plan.actions() {
-            writeln!(
-                out,
-                "| `{}` | `{}` | {} |",
-                change.op.symbol().trim(),
-                cell(&change.id.to_string()),
-                cell(change.op.reason())
-            )?;
-        }
-    }
-    Ok(())
-}
-
-/// terraform-style: one line per change with its reason, then the summary.
-fn print_plan(out: &mut impl Write, plan: &Plan, context: &str) -> std::io::Result<()> {
-    writeln!(out, "apimon plan ({context})")?;
-    writeln!(out)?;
-    // Align reasons, but do not let one very long id push every reason off screen.
-    let width = plan.actions().map(|c| c.id.to_string().len()).max().unwrap_or(0).min(64);
-    for change in plan.actions() {
-        writeln!(
-            out,
-            "{:>3} {:<width$}  {}",
-            change.op.symbol(),
-            change.id.to_string(),
-            change.op.reason()
-        )?;
-    }
-    if plan.summary.has_changes() {
-        writeln!(out)?;
-    }
-    writeln!(out, "{}", plan.summary)?;
-    for line in reconcile::destroys(plan) {
-        writeln!(out, "{line}")?;
-    }
-    if reconcile::destroys(plan).iter().any(|line| line.contains("(bastion)")) {
-        writeln!(out, "The daemon holds changes that destroy or cut off the host it runs on (the bastion): apply them from a workstation (docs/operations.md, \"Changing the bastion\").")?;
-    }
-    Ok(())
 }
 
 impl Command {
