@@ -313,3 +313,36 @@ async fn the_daemon_follows_the_scenario_branch_and_keeps_the_last_good_one() {
     let errors = status["rejected"]["errors"].to_string();
     assert!(errors.contains("playbooks/scenario4_bad.yaml"), "{errors}");
 }
+
+#[test]
+fn links_inside_the_scenario_repository_are_followed_and_others_never() {
+    let Some(remote) = GitRemote::new() else { return };
+    remote.write(&scenario_files());
+    // As apimon-tests does: playbooks/callback_plugins -> ../library/callback_plugins/
+    remote.write(&[(
+        "library/callback_plugins/report.py".to_owned(),
+        "# a callback plugin\n".to_owned(),
+    )]);
+    let work = remote.work();
+    std::os::unix::fs::symlink(
+        "../library/callback_plugins/",
+        work.join("playbooks/callback_plugins"),
+    )
+    .expect("link");
+    std::os::unix::fs::symlink("../ansible.cfg", work.join("playbooks/ansible.cfg")).expect("link");
+    std::os::unix::fs::symlink("/etc/passwd", work.join("playbooks/leak")).expect("link");
+    std::os::unix::fs::symlink("../../outside", work.join("playbooks/escape")).expect("link");
+    let commit = remote.commit("links");
+    remote.push(false);
+    let repo = TestRepo::fixture();
+    main_repo(&repo, &remote.file_url(), &format!("commit: {commit}"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let prepared = prepare_offline(&repo, &cache(dir.path())).expect("prepare");
+    let files = &prepared.state.scenario_repository.as_ref().expect("fetched").files;
+    let text = |path: &str| String::from_utf8(files[path].clone()).expect("utf-8");
+    assert_eq!(text("playbooks/callback_plugins/report.py"), "# a callback plugin\n");
+    assert_eq!(text("playbooks/ansible.cfg"), text("ansible.cfg"));
+    // Never followed out of the tree: the link's target as text.
+    assert_eq!(text("playbooks/leak"), "/etc/passwd");
+    assert_eq!(text("playbooks/escape"), "../../outside");
+}

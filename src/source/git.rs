@@ -324,7 +324,7 @@ impl GitSource {
             .find_commit(oid)
             .and_then(|c| c.tree())
             .map_err(|e| self.git_error("read commit of", e))?;
-        write_tree(&self.repo, &tree, commit, dir)
+        super::export::write_tree(&self.repo, &tree, commit, dir)
     }
 
     /// Checks `commit`'s signature with `git verify-commit`.
@@ -360,52 +360,6 @@ impl GitSource {
     }
 }
 
-/// Writes `tree` into `dir` (replaced if it exists), through a staging
-/// directory so a failure leaves no half-written tree; blobs are written as
-/// files (a symbolic link as a file holding its target), submodules skipped.
-fn write_tree(
-    repo: &Repository,
-    tree: &git2::Tree<'_>,
-    commit: &CommitId,
-    dir: &Path,
-) -> Result<(), GitError> {
-    let export_error =
-        |source| GitError::Export { commit: commit.clone(), path: dir.to_owned(), source };
-    let staging = dir.with_extension("partial");
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).map_err(export_error)?;
-    }
-    std::fs::create_dir_all(&staging).map_err(export_error)?;
-    let mut failure = None;
-    tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
-        let path = staging.join(parent).join(entry.name().unwrap_or_default());
-        let written = match entry.kind() {
-            Some(git2::ObjectType::Tree) => std::fs::create_dir_all(&path),
-            Some(git2::ObjectType::Blob) => match repo.find_blob(entry.id()) {
-                Ok(blob) => std::fs::write(&path, blob.content()),
-                Err(e) => Err(std::io::Error::other(e.to_string())),
-            },
-            // Submodules and other kinds are not part of a desired state.
-            _ => Ok(()),
-        };
-        match written {
-            Ok(()) => git2::TreeWalkResult::Ok,
-            Err(error) => {
-                failure = Some(error);
-                git2::TreeWalkResult::Abort
-            }
-        }
-    })
-    .map_err(|e| GitError::Git { action: "walk tree of", url: String::new(), source: e })?;
-    if let Some(error) = failure {
-        return Err(export_error(error));
-    }
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(export_error)?;
-    }
-    std::fs::rename(&staging, dir).map_err(export_error)
-}
-
 /// Writes the state of the checkout holding `path` at revision `rev`
 /// (`origin/main`, a commit id, `HEAD~1`) into `dir`: the directory that
 /// corresponds to `path` in that commit. For previews of a change against
@@ -438,7 +392,7 @@ pub fn export_revision(path: &Path, rev: &str, dir: &Path) -> Result<CommitId, G
             .and_then(|o| o.peel_to_tree())
             .map_err(|e| local("read the directory in", e))?;
     }
-    write_tree(&repo, &tree, &id, dir)?;
+    super::export::write_tree(&repo, &tree, &id, dir)?;
     Ok(id)
 }
 

@@ -3,6 +3,7 @@
 //! at, read from `.git` directly so `apply` can record it without a git
 //! library.
 
+mod export;
 pub mod git;
 pub mod scenarios;
 
