@@ -346,3 +346,40 @@ fn links_inside_the_scenario_repository_are_followed_and_others_never() {
     assert_eq!(text("playbooks/leak"), "/etc/passwd");
     assert_eq!(text("playbooks/escape"), "../../outside");
 }
+
+#[test]
+fn hostile_patterns_are_refused_before_anything_is_matched_or_fetched() {
+    let repo = TestRepo::fixture();
+    let huge = "*a".repeat(5_000);
+    let apimon = std::fs::read_to_string(repo.path().join("apimon.yaml")).expect("read");
+    repo.write(
+        "apimon.yaml",
+        &format!("{apimon}scenario_repository:\n  url: http://127.0.0.1:1/none.git\n  branch: main\n  discover: [\"{huge}\"]\n"),
+    );
+    let work = tempfile::tempdir().expect("temp dir");
+    let Err(ReconcileError::Invalid(diagnostics)) = prepare_offline(&repo, &cache(work.path()))
+    else {
+        panic!("a 10,000-character pattern is refused")
+    };
+    let text = diagnostics.to_string();
+    assert!(
+        text.contains(
+            "scenario_repository.discover[0]: pattern of 10000 characters; expected at most 256"
+        ),
+        "{text}"
+    );
+
+    // In the schedule too.
+    let repo = TestRepo::fixture();
+    let schedule =
+        std::fs::read_to_string(repo.path().join("scenarios/schedule.yaml")).expect("read");
+    repo.write(
+        "scenarios/schedule.yaml",
+        &format!("{schedule}  - scenario: \"{huge}\"\n    environments: [outside]\n    cron: \"* * * * *\"\n"),
+    );
+    let Err(ReconcileError::Invalid(diagnostics)) = prepare_offline(&repo, &cache(work.path()))
+    else {
+        panic!("a 10,000-character schedule pattern is refused")
+    };
+    assert!(diagnostics.to_string().contains("pattern of 10000 characters"), "{diagnostics}");
+}

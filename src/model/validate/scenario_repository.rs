@@ -16,6 +16,12 @@ use crate::model::{
 
 const KEY: &str = "scenario_repository";
 
+/// Longest glob apimon matches: matching costs its length times the path's.
+pub(super) const MAX_GLOB_CHARS: usize = 256;
+/// Most discovery patterns and overrides (each is matched against every file or name).
+const MAX_PATTERNS: usize = 64;
+const MAX_OVERRIDES: usize = 1_000;
+
 /// The settings that must hold before apimon contacts the remote: a URL
 /// git understands, exactly one of a full commit id or a branch name, and
 /// discovery patterns that stay inside the repository.
@@ -64,6 +70,18 @@ pub fn check_spec(root: &Document<raw::Root>) -> Vec<Diagnostic> {
             }
         }
     }
+    if spec.discover.len() > MAX_PATTERNS {
+        error(
+            format!("{KEY}.discover"),
+            format!("{} patterns; expected at most {MAX_PATTERNS}", spec.discover.len()),
+        );
+    }
+    if spec.overrides.len() > MAX_OVERRIDES {
+        error(
+            format!("{KEY}.overrides"),
+            format!("{} overrides; expected at most {MAX_OVERRIDES}", spec.overrides.len()),
+        );
+    }
     if spec.discover.is_empty() {
         error(
             format!("{KEY}.discover"),
@@ -71,7 +89,18 @@ pub fn check_spec(root: &Document<raw::Root>) -> Vec<Diagnostic> {
         );
     }
     for (i, pattern) in spec.discover.iter().enumerate() {
-        if pattern.is_empty() || pattern.starts_with('/') || pattern.split('/').any(|p| p == "..") {
+        if pattern.len() > MAX_GLOB_CHARS {
+            error(
+                format!("{KEY}.discover[{i}]"),
+                format!(
+                    "pattern of {} characters; expected at most {MAX_GLOB_CHARS}",
+                    pattern.len()
+                ),
+            );
+        } else if pattern.is_empty()
+            || pattern.starts_with('/')
+            || pattern.split('/').any(|p| p == "..")
+        {
             error(
                 format!("{KEY}.discover[{i}]"),
                 format!("pattern `{pattern}` leaves the repository; expected a path pattern relative to it"),
@@ -79,6 +108,12 @@ pub fn check_spec(root: &Document<raw::Root>) -> Vec<Diagnostic> {
         }
     }
     for (i, entry) in spec.overrides.iter().enumerate() {
+        if entry.matches.len() > MAX_GLOB_CHARS {
+            error(
+                format!("{KEY}.overrides[{i}].match"),
+                format!("{} characters; expected at most {MAX_GLOB_CHARS}", entry.matches.len()),
+            );
+        }
         if entry.matches.is_empty() {
             error(
                 format!("{KEY}.overrides[{i}].match"),

@@ -24,6 +24,18 @@ pub(super) fn check(
         let entry = &doc.value.schedule[i];
         let path = format!("schedule[{i}]");
         let pattern = is_glob(&entry.scenario);
+        if pattern && entry.scenario.len() > super::scenario_repository::MAX_GLOB_CHARS {
+            check.error(
+                doc,
+                &format!("{path}.scenario"),
+                format!(
+                    "pattern of {} characters; expected at most {}",
+                    entry.scenario.len(),
+                    super::scenario_repository::MAX_GLOB_CHARS
+                ),
+            );
+            continue;
+        }
         let names: Vec<&str> = if pattern {
             scenarios
                 .keys()
