@@ -460,17 +460,7 @@ fn results_via_direct_renders_an_executor_that_writes_to_influxdb_itself() {
         "      results_user: telegraf\n",
         "      results_user: telegraf\n      results_via: direct\n",
     );
-    let out = tempfile::tempdir().expect("temp dir");
-    let output = crate::support::apimon(&[
-        "render",
-        "--repo",
-        &repo.path().to_string_lossy(),
-        "--env",
-        "outside",
-        "--out",
-        &out.path().to_string_lossy(),
-    ]);
-    assert_eq!(output.status.code(), Some(0), "{}", crate::support::text(&output).1);
+    let out = crate::support::render_outside(&repo);
     let path = out.path().join("outside/outside-executor/etc/apimon/executor.yaml");
     let config = executor::config::load(&path).expect("rendered config parses");
     assert_eq!(config.results.url, "http://192.168.10.30:8086/write");

@@ -331,7 +331,7 @@ fn a_volume_is_mounted_where_it_says_on_any_role() {
         "    address: 192.168.10.20\n",
         "    address: 192.168.10.20\n    volumes:\n      - {name: runs, size_gb: 5, mount_path: /var/lib/apimon}\n",
     );
-    let out = render(&repo);
+    let out = crate::support::render_outside(&repo);
     let user_data =
         std::fs::read_to_string(out.path().join("outside/outside-executor/user-data.yaml"))
             .expect("user data");
@@ -360,21 +360,6 @@ fn rendered_scenarios(out: &std::path::Path, host: &str) -> Vec<String> {
     names
 }
 
-fn render(repo: &TestRepo) -> tempfile::TempDir {
-    let out = tempfile::tempdir().expect("temp dir");
-    let output = apimon(&[
-        "render",
-        "--repo",
-        &repo.path().to_string_lossy(),
-        "--env",
-        "outside",
-        "--out",
-        &out.path().to_string_lossy(),
-    ]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output).1);
-    out
-}
-
 #[test]
 fn two_executors_each_get_exactly_the_scenarios_placed_on_them() {
     let repo = TestRepo::fixture();
@@ -389,7 +374,7 @@ fn two_executors_each_get_exactly_the_scenarios_placed_on_them() {
         "  - scenario: list_servers\n    environments: [outside]\n",
         "  - scenario: list_servers\n    environments: [outside]\n    executors: [outside-executor-2]\n",
     );
-    let out = render(&repo);
+    let out = crate::support::render_outside(&repo);
     assert_eq!(rendered_scenarios(out.path(), "outside-executor"), ["iam_probe"]);
     assert_eq!(rendered_scenarios(out.path(), "outside-executor-2"), ["iam_probe", "list_servers"]);
 
@@ -399,7 +384,7 @@ fn two_executors_each_get_exactly_the_scenarios_placed_on_them() {
         "executors: [outside-executor-2]",
         "executors: [outside-executor]",
     );
-    let out = render(&repo);
+    let out = crate::support::render_outside(&repo);
     assert_eq!(rendered_scenarios(out.path(), "outside-executor"), ["iam_probe", "list_servers"]);
     assert_eq!(rendered_scenarios(out.path(), "outside-executor-2"), ["iam_probe"]);
 
@@ -409,14 +394,14 @@ fn two_executors_each_get_exactly_the_scenarios_placed_on_them() {
         "executors: [outside-executor]",
         "executors: {availability_zone: az2}",
     );
-    let out = render(&repo);
+    let out = crate::support::render_outside(&repo);
     assert_eq!(rendered_scenarios(out.path(), "outside-executor-2"), ["iam_probe", "list_servers"]);
     repo.edit(
         "scenarios/schedule.yaml",
         "executors: {availability_zone: az2}",
         "executors: spread",
     );
-    let out = render(&repo);
+    let out = crate::support::render_outside(&repo);
     let first = rendered_scenarios(out.path(), "outside-executor");
     let second = rendered_scenarios(out.path(), "outside-executor-2");
     let spread_on = usize::from(first.contains(&"list_servers".to_owned()))

@@ -188,6 +188,23 @@ pub fn outside_secrets() -> String {
         .collect()
 }
 
+/// `apimon render --env outside` of `repo` into a temporary directory,
+/// expecting success.
+pub fn render_outside(repo: &TestRepo) -> tempfile::TempDir {
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = apimon(&[
+        "render",
+        "--repo",
+        &repo.path().to_string_lossy(),
+        "--env",
+        "outside",
+        "--out",
+        &out.path().to_string_lossy(),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output).1);
+    out
+}
+
 /// A repository in a temporary directory.
 pub struct TestRepo {
     dir: tempfile::TempDir,

@@ -17,6 +17,12 @@ pub(super) fn is_dns_label(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
+/// Ansible variable names: letters, digits and `_`, not starting with a digit.
+pub(super) fn is_variable_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// InfluxQL identifiers apimon accepts without quoting surprises.
 pub(super) fn is_influx_identifier(name: &str) -> bool {
     let mut bytes = name.bytes();

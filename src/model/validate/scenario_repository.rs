@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::checks::{glob_match, parse_timeout};
+use super::checks::{glob_match, is_variable_name, parse_timeout};
 use super::scenarios::playbook_problem;
 use super::Check;
 use crate::model::error::{Diagnostic, Location};
@@ -268,10 +268,7 @@ fn parse_overrides<'a>(
             Some(Cleanup { playbook, timeout })
         });
         for name in entry.vars.keys() {
-            let identifier =
-                name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !identifier {
+            if !is_variable_name(name) {
                 check.error(root, &format!("{at}.vars.{name}"), format!("invalid variable name `{name}`; expected letters, digits and `_`, not starting with a digit"));
             }
         }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::checks::{is_http_url, names_list, parse_timeout};
+use super::checks::{is_http_url, is_variable_name, names_list, parse_timeout};
 use super::Check;
 use crate::model::error::{Diagnostic, Location};
 use crate::model::load::{Document, RawRepository};
@@ -136,10 +136,7 @@ fn check_runner(
                 Some(Cleanup { playbook, timeout: timeout? })
             });
             for name in ansible.vars.keys() {
-                let identifier =
-                    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-                if !identifier {
+                if !is_variable_name(name) {
                     check.error(doc, &format!("ansible.vars.{name}"), format!("invalid variable name `{name}`; expected letters, digits and `_`, not starting with a digit"));
                 } else if ansible.extra_vars.contains_key(name) {
                     check.error(doc, &format!("ansible.vars.{name}"), format!("`{name}` is also in extra_vars, which would always win; keep it in one of them"));
