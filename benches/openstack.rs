@@ -107,6 +107,7 @@ fn desired(env: &str, servers: usize) -> DesiredSet<OpenstackSpec> {
             cidr: "10.77.0.0/16".to_owned(),
             gateway_ip: None,
             dns_nameservers: vec![],
+            enable_dhcp: true,
         },
         vec![id(env, "network", &network)],
     );

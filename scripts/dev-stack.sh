@@ -6,12 +6,15 @@
 #   scripts/dev-stack.sh status [DIR]
 #
 # `up` starts (or reuses, with APIMON_TEST_OPENSTACK=DIR) the OpenStack
-# control plane of tests/openstack/, a real InfluxDB, and `apimon daemon`
-# following a local git repository made from examples-repo/ (environment
-# `outside`; its InfluxDB and monitored cloud pointed at the local ones, no
-# SSH hosts and no Grafana server: neither runs here), then `apimon
-# executor` running the example's scenarios with the configuration the
-# repository renders, writing their points straight into that InfluxDB.
+# control plane of tests/openstack/, a real InfluxDB, one real sshd standing
+# in for the bastion and the hosts (on 127.0.0.1 and 127.0.0.10/20/30, the
+# addresses the servers get on the local control plane; files under
+# DIR/hosts, stand-ins for systemctl and apt), and `apimon daemon` following
+# a local git repository made from examples-repo/ (environment `outside`:
+# its InfluxDB and monitored cloud pointed at the local ones; no Grafana, no
+# Grafana server runs here). Once the daemon has converged, `apimon
+# executor` runs the example's scenarios with the configuration the daemon
+# wrote to the executor host over SSH, its points straight into InfluxDB.
 # DIR defaults to ${TMPDIR:-/tmp}/apimon-dev. Needs what scripts/test.sh
 # installs (influxd, git, the OpenStack packages, target/ansible-venv).
 set -euo pipefail
@@ -34,9 +37,37 @@ wait_for() { # what seconds command...
   die "$what did not come up (logs: $DIR/logs)"
 }
 
+# The executor host's files are under DIR/hosts, where it would find them
+# at /: the paths in its configuration get that prefix, the rest is as the
+# daemon wrote it; written whole, then renamed (the executor reloads it).
+derive_executor_config() { # hosts ansible ingest_port
+  python3 - "$1" "$DIR" "$2" "$3" <<'EOF'
+import json, os, sys
+hosts, root, ansible, ingest = sys.argv[1:5]
+text = open(f"{hosts}/etc/apimon/executor.yaml").read()
+text = text.replace('"/etc/apimon/', f'"{hosts}/etc/apimon/')
+lines = [l for l in text.splitlines() if not l.startswith("ansible_playbook:")]
+lines += [f"ansible_playbook: {json.dumps(ansible)}", f'runs_dir: "{root}/runs"',
+          f"ingest_listen: 127.0.0.1:{ingest}", "health_interval_seconds: 10"]
+text = "\n".join(lines) + "\n"
+text = text.replace("results:\n", f'results:\n  buffer_dir: "{root}/results"\n', 1)
+fd = os.open(f"{root}/executor.yaml.new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+with os.fdopen(fd, "w") as f:
+    f.write(text)
+os.replace(f"{root}/executor.yaml.new", f"{root}/executor.yaml")
+EOF
+}
+
+follow() { # ansible ingest_port: until stopped
+  local source="$DIR/hosts/etc/apimon/executor.yaml"
+  while sleep 1; do
+    [ "$source" -nt "$DIR/executor.yaml" ] && derive_executor_config "$DIR/hosts" "$1" "$2" && echo "executor.yaml follows $source"
+  done
+}
+
 down() {
   [ -d "$PIDS" ] || { log "nothing started in $DIR"; return 0; }
-  for name in executor daemon influxd; do
+  for name in follow executor daemon sshd influxd; do
     if alive "$name"; then
       kill -TERM "$(cat "$PIDS/$name.pid")" 2>/dev/null || true
       for _ in $(seq 100); do alive "$name" || break; sleep 0.1; done
@@ -51,7 +82,7 @@ down() {
 }
 
 status() {
-  for name in influxd daemon executor; do
+  for name in influxd sshd daemon executor follow; do
     if alive "$name"; then echo "$name: running (pid $(cat "$PIDS/$name.pid"))"; else echo "$name: stopped"; fi
   done
   [ -f "$DIR/env" ] && cat "$DIR/env"
@@ -99,16 +130,79 @@ EOF
   start influxd "$DIR/logs/influxd.log" influxd -config "$DIR/influxdb/influxdb.conf"
   wait_for InfluxDB 30 curl -sf "http://127.0.0.1:$influx_port/ping"
 
+  log "starting sshd (the bastion and the hosts)"
+  local sshd ssh_port hosts="$DIR/hosts"
+  sshd="$(command -v sshd || echo /usr/sbin/sshd)"
+  [ -x "$sshd" ] || die "sshd is missing (scripts/test.sh installs openssh-server)"
+  ssh_port=$(free_port)
+  rm -rf "$DIR/ssh" && mkdir -p "$DIR/ssh" "$hosts/.tools" /run/sshd
+  ssh-keygen -q -t ed25519 -N '' -C apimon-dev-host -f "$DIR/ssh/host_key"
+  ssh-keygen -q -t ed25519 -N '' -C apimon-dev-client -f "$DIR/ssh/client_key"
+  cp "$DIR/ssh/client_key.pub" "$DIR/ssh/authorized_keys"
+  cat >"$DIR/ssh/sshd_config" <<EOF
+Port $ssh_port
+ListenAddress 127.0.0.1
+ListenAddress 127.0.0.10
+ListenAddress 127.0.0.20
+ListenAddress 127.0.0.30
+HostKey $DIR/ssh/host_key
+PidFile $DIR/ssh/sshd.pid
+AuthorizedKeysFile $DIR/ssh/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+AllowTcpForwarding yes
+MaxSessions 50
+LogLevel ERROR
+EOF
+  : >"$DIR/ssh/known_hosts"
+  for address in 127.0.0.1 127.0.0.10 127.0.0.20 127.0.0.30; do
+    echo "[$address]:$ssh_port $(cut -d' ' -f1,2 "$DIR/ssh/host_key.pub")" >>"$DIR/ssh/known_hosts"
+  done
+  start sshd "$DIR/logs/sshd.log" "$sshd" -D -e -f "$DIR/ssh/sshd_config"
+  wait_for sshd 30 bash -c "exec 3<>/dev/tcp/127.0.0.20/$ssh_port"
+  # No systemd and no apt for the hosts here: units and packages are files.
+  cat >"$hosts/.tools/systemctl" <<'EOF'
+#!/bin/sh
+d="$(dirname "$0")/units"; mkdir -p "$d"; echo "$*" >> "$(dirname "$0")/systemctl.log"
+case "$1" in
+  daemon-reload) ;;
+  enable) touch "$d/$2.enabled" ;;
+  restart|start) touch "$d/$2.active" ;;
+  is-enabled) if [ -e "$d/$2.enabled" ]; then echo enabled; else echo disabled; exit 1; fi ;;
+  is-active) if [ -e "$d/$2.active" ]; then echo active; else echo inactive; exit 3; fi ;;
+  *) echo "unsupported: $*" >&2; exit 2 ;;
+esac
+EOF
+  cat >"$hosts/.tools/pkg" <<'EOF'
+#!/bin/sh
+d="$(dirname "$0")/packages"; mkdir -p "$d"
+case "$1" in
+  check) [ -e "$d/$2" ] ;;
+  install) touch "$d/$2"; echo "$2" >> "$(dirname "$0")/packages.log" ;;
+  update) echo "update" >> "$(dirname "$0")/packages.log" ;;
+esac
+EOF
+  chmod 755 "$hosts/.tools/systemctl" "$hosts/.tools/pkg"
+  # Files the hosts' services own need their groups on this machine.
+  for group in apimon telegraf influxdb; do
+    getent group "$group" >/dev/null || groupadd --system "$group" 2>/dev/null || true
+  done
+
   log "making the repository ($DIR/repo, from examples-repo/)"
   rm -rf "$DIR/repo"
   cp -r "$here/examples-repo" "$DIR/repo"
-  python3 - "$DIR/repo/apimon.yaml" "$influx_port" <<'EOF'
+  python3 - "$DIR/repo" "$influx_port" "$ssh_port" "$hosts" "$(id -un)" <<'EOF'
 import re, sys
-path, port = sys.argv[1], sys.argv[2]
+repo, port, ssh_port, hosts, user = sys.argv[1:6]
+path = f"{repo}/apimon.yaml"
 text = open(path).read()
 outside, rest = text.split("\n  inside:\n", 1)
 # Here: the local InfluxDB, written to by the executor itself; the local
-# Keystone as the monitored cloud; no SSH hosts and no Grafana server.
+# Keystone as the monitored cloud; the hosts behind the local sshd; no
+# Grafana server.
 outside = outside.replace("http://192.168.10.30:8086", f"http://127.0.0.1:{port}")
 outside = outside.replace("      results_user: telegraf\n", "      results_user: telegraf\n      results_via: direct\n")
 outside = outside.replace("https://iam.example-cloud.test/v3", "http://127.0.0.1:5000/v3")
@@ -116,14 +210,30 @@ outside = outside.replace("region: eu-central-1", "region: RegionOne")
 outside = outside.replace("project_name: apimon-probes", "project_name: apimon")
 outside = outside.replace("username: apimon-probe-outside", "username: apimon")
 outside = re.sub(r"    grafana:\n(      .*\n)+", "", outside + "\n", count=1).rstrip("\n")
-outside = re.sub(r"    ssh:\n(      .*\n)+", "", outside + "\n", count=1).rstrip("\n")
-open(path, "w").write(outside + "\n  inside:\n" + rest)
-# No Grafana server runs here: `outside` keeps no grafana host.
-hosts_path = path.replace("apimon.yaml", "inventory/outside/hosts.yaml")
-hosts = open(hosts_path).read()
-start = hosts.index("  - name: outside-grafana\n")
-end = hosts.find("\n  - name:", start + 1)
-open(hosts_path, "w").write(hosts[:start] + (hosts[end + 1:] if end >= 0 else ""))
+ssh = (f"    ssh:\n      user: {user}\n      bastion_address: 127.0.0.1\n"
+       f"      bastion_port: {ssh_port}\n      host_port: {ssh_port}\n      root: {hosts}\n"
+       f"      service_manager: {hosts}/.tools/systemctl\n"
+       f"      package_check: '{hosts}/.tools/pkg check {{package}}'\n"
+       f"      package_install: '{hosts}/.tools/pkg install {{package}}'\n"
+       f"      package_update: '{hosts}/.tools/pkg update'\n")
+outside = re.sub(r"    ssh:\n(      .*\n)+", ssh, outside + "\n", count=1).rstrip("\n")
+rest = "\n  inside:\n" + rest
+# The executor runs the scenarios with the suite's Ansible (no runtime
+# installed from PyPI on every `up`).
+rest = re.sub(r"\nruntime:\n(  .*\n|\s*\n)+", "\n", rest, count=1)
+open(path, "w").write(outside + rest)
+# No Grafana server runs here: `outside` keeps no grafana host. The servers
+# get loopback addresses, where the local sshd listens.
+hosts_path = f"{repo}/inventory/outside/hosts.yaml"
+hosts_yaml = open(hosts_path).read()
+start = hosts_yaml.index("  - name: outside-grafana\n")
+end = hosts_yaml.find("\n  - name:", start + 1)
+hosts_yaml = hosts_yaml[:start] + (hosts_yaml[end + 1:] if end >= 0 else "")
+open(hosts_path, "w").write(hosts_yaml.replace("address: 192.168.10.", "address: 127.0.0."))
+networks_path = f"{repo}/inventory/outside/networks.yaml"
+networks = open(networks_path).read()
+networks = networks.replace("cidr: 192.168.10.0/24", "cidr: 127.0.0.0/8").replace("gateway_ip: 192.168.10.1", "gateway_ip: 127.0.0.1\n        enable_dhcp: false")
+open(networks_path, "w").write(networks)
 EOF
   rm -f "$DIR/repo/inventory/outside/grafana.yaml"
   sed -i 's|https://iam.example-cloud.test/v3|http://127.0.0.1:5000/v3|' "$DIR/repo/scenarios/iam_endpoint.yaml"
@@ -153,6 +263,8 @@ repository:
 state_dir: $DIR/state
 secrets_file: $DIR/secrets.yaml
 clouds_file: $DIR/clouds.yaml
+ssh_key: $DIR/ssh/client_key
+ssh_known_hosts: $DIR/ssh/known_hosts
 environments: [outside]
 listen: 127.0.0.1:$daemon_port
 webhook_secret_file: $DIR/webhook_secret
@@ -162,32 +274,24 @@ EOF
   start daemon "$DIR/logs/daemon.log" "$apimon" daemon --config "$DIR/daemon.yaml"
   wait_for "the daemon" 30 curl -sf "http://127.0.0.1:$daemon_port/healthz"
 
-  log "starting apimon executor (the configuration the repository renders for outside-executor)"
-  rm -rf "$DIR/render"
-  "$apimon" render --repo "$DIR/repo" --env outside --out "$DIR/render" >/dev/null
-  local host="$DIR/render/outside/outside-executor" ingest_port ansible
+
+  log "waiting for the daemon to converge outside (servers, InfluxDB, the hosts over SSH)"
+  local daemon_url="http://127.0.0.1:$daemon_port"
+  wait_for "outside converged" 600 python3 -c '
+import json, sys, urllib.request
+status = json.load(urllib.request.urlopen(sys.argv[1] + "/status", timeout=5))
+sys.exit(0 if status["environments"]["outside"].get("outcome") == "success" else 1)
+' "$daemon_url"
+
+  log "starting apimon executor (the configuration the daemon wrote to outside-executor)"
+  local ingest_port ansible
   ingest_port=$(free_port)
   ansible="$here/target/ansible-venv/bin/ansible-playbook"
   [ -x "$ansible" ] || ansible=ansible-playbook
-  python3 - "$host" "$DIR" "$ansible" "$ingest_port" <<'EOF'
-import json, sys
-host, root, ansible, ingest = sys.argv[1:5]
-text = open(f"{host}/etc/apimon/executor.yaml").read()
-# `render` never writes secrets: put back the ones this stack generated.
-text = text.replace('password: "(sensitive)"', 'password: "telegraf-dev-pw"')
-text = text.replace('"/etc/apimon/scenario-repository', f'"{host}/etc/apimon/scenario-repository')
-text = text.replace('scenarios_dir: "/etc/apimon/scenarios"', f'scenarios_dir: "{host}/etc/apimon/scenarios"')
-text = text.replace('clouds_file: "/etc/apimon/clouds.yaml"', f'clouds_file: "{root}/executor-clouds.yaml"')
-lines = [l for l in text.splitlines() if not l.startswith("ansible_playbook:")]
-lines += [f"ansible_playbook: {json.dumps(ansible)}", f'runs_dir: "{root}/runs"',
-          f"ingest_listen: 127.0.0.1:{ingest}", "health_interval_seconds: 10"]
-text = "\n".join(lines) + "\n"
-text = text.replace("results:\n", f'results:\n  buffer_dir: "{root}/results"\n', 1)
-open(f"{root}/executor.yaml", "w").write(text)
-clouds = open(f"{host}/etc/apimon/clouds.yaml").read().replace('"(sensitive)"', '"apimon"')
-open(f"{root}/executor-clouds.yaml", "w").write(clouds)
-EOF
-  chmod 600 "$DIR/executor.yaml" "$DIR/executor-clouds.yaml"
+  derive_executor_config "$hosts" "$ansible" "$ingest_port"
+  # A commit that changes the executor host's configuration reaches the
+  # running executor (it reloads its file) through this follower.
+  start follow "$DIR/logs/follow.log" "$here/scripts/dev-stack.sh" follow "$DIR" "$ansible" "$ingest_port"
   # The openstack.cloud collection scripts/test.sh extracts beside the venv.
   [ -d "$here/target/ansible-collections" ] && export ANSIBLE_COLLECTIONS_PATH="$here/target/ansible-collections"
   start executor "$DIR/logs/executor.log" "$apimon" executor --config "$DIR/executor.yaml"
@@ -198,6 +302,9 @@ APIMON_DEV_DIR=$DIR
 APIMON_DEV_DAEMON=http://127.0.0.1:$daemon_port
 APIMON_DEV_INFLUXDB=http://127.0.0.1:$influx_port
 APIMON_DEV_EXECUTOR_METRICS=http://127.0.0.1:$ingest_port/metrics
+APIMON_DEV_HOSTS=$hosts
+APIMON_SSH_KEY=$DIR/ssh/client_key
+APIMON_SSH_KNOWN_HOSTS=$DIR/ssh/known_hosts
 EOF
   cat <<EOF
 
@@ -205,9 +312,11 @@ apimon dev stack is up in $DIR (logs in $DIR/logs).
   daemon status:   curl -s http://127.0.0.1:$daemon_port/status | python3 -m json.tool
   scenario points: curl -s -u admin:admin-dev-pw 'http://127.0.0.1:$influx_port/query?db=apimon' --data-urlencode 'q=SELECT * FROM apimon_scenario ORDER BY time DESC LIMIT 5'
   executor health: curl -s http://127.0.0.1:$ingest_port/metrics
+  the hosts' files: $hosts (/etc/apimon/executor.yaml, telegraf, influxdb ...)
 Watch a change go through: edit $DIR/repo (say, a retention policy in
-inventory/outside/influxdb.yaml), commit, and within 5 s /status shows the
-new commit applied; \`$apimon plan --repo $DIR/repo --env outside --secrets $DIR/secrets.yaml --clouds-file $DIR/clouds.yaml --state-dir $DIR/state\`
+inventory/outside/influxdb.yaml, or a scenario's schedule), commit, and within
+5 s /status shows the new commit applied; \`set -a; . $DIR/env; set +a;
+$apimon plan --repo $DIR/repo --env outside --secrets $DIR/secrets.yaml --clouds-file $DIR/clouds.yaml --state-dir $DIR/state\`
 shows what the daemon sees. Stop it all: scripts/dev-stack.sh down $DIR
 EOF
 }
@@ -216,5 +325,6 @@ case "$cmd" in
   up) up ;;
   down) down ;;
   status) status ;;
+  follow) follow "$3" "$4" ;;
   *) die "usage: scripts/dev-stack.sh up|down|status [DIR]" ;;
 esac

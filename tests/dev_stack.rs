@@ -1,8 +1,10 @@
 //! `scripts/dev-stack.sh`: the local stack comes up on the suite's real
-//! services (its OpenStack control plane, a real InfluxDB), the daemon
-//! converges the example repository's `outside` there, the executor's
-//! scenarios put points into InfluxDB, a commit goes through, and `down`
-//! stops exactly what `up` started.
+//! services (its OpenStack control plane, a real InfluxDB, a real sshd as
+//! the bastion and the hosts), the daemon converges the example
+//! repository's `outside` there (servers, InfluxDB, the hosts' files over
+//! SSH), the executor runs with the configuration written to its host and
+//! its scenarios put points into InfluxDB, a commit goes through to the
+//! running executor, and `down` stops exactly what `up` started.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -71,6 +73,13 @@ async fn the_local_stack_runs_the_example_platform_and_stops_cleanly() {
     })
     .await;
     let first = converged["last_good_commit"].as_str().expect("commit").to_owned();
+    // The hosts were configured over SSH: the executor host's files.
+    let hosts = Path::new(&value(&env, "APIMON_DEV_HOSTS")).to_path_buf();
+    let executor_yaml = std::fs::read_to_string(hosts.join("etc/apimon/executor.yaml"))
+        .expect("executor.yaml on the executor host");
+    assert!(executor_yaml.contains("token_issue"), "{executor_yaml}");
+    let units = std::fs::read_to_string(hosts.join(".tools/systemctl.log")).expect("units");
+    assert!(units.contains("enable apimon-executor"), "{units}");
     // The executor's runs are points in the local InfluxDB.
     eventually("a passed scenario in InfluxDB", || async {
         let body: serde_json::Value = http
@@ -90,11 +99,17 @@ async fn the_local_stack_runs_the_example_platform_and_stops_cleanly() {
     })
     .await;
 
-    // A commit goes through.
+    // A commit goes through: to InfluxDB, and over SSH to the executor
+    // host, whose new configuration the running executor takes.
     let repo = root.join("repo");
     let influxdb_yaml = repo.join("inventory/outside/influxdb.yaml");
     let text = std::fs::read_to_string(&influxdb_yaml).expect("influxdb.yaml");
     std::fs::write(&influxdb_yaml, text.replacen("duration: 4w", "duration: 5w", 1)).expect("edit");
+    let schedule = repo.join("scenarios/schedule.yaml");
+    let text = std::fs::read_to_string(&schedule).expect("schedule.yaml");
+    assert!(text.contains("cron: \"*/5 * * * *\""), "{text}");
+    std::fs::write(&schedule, text.replacen("cron: \"*/5 * * * *\"", "cron: \"*/7 * * * *\"", 1))
+        .expect("edit");
     let commit = std::process::Command::new("git")
         .args([
             "-c",
@@ -115,8 +130,13 @@ async fn the_local_stack_runs_the_example_platform_and_stops_cleanly() {
         (commit != first && s["environments"]["outside"]["outcome"] == "success").then_some(())
     })
     .await;
+    eventually("the executor on the new schedule", || async {
+        let log = std::fs::read_to_string(root.join("logs/executor.log")).ok()?;
+        log.contains("scenario=list_servers cron=0 */7 * * * *").then_some(())
+    })
+    .await;
 
-    let pids: Vec<i32> = ["influxd", "daemon", "executor"]
+    let pids: Vec<i32> = ["influxd", "sshd", "daemon", "executor", "follow"]
         .iter()
         .map(|name| {
             std::fs::read_to_string(root.join("pids").join(format!("{name}.pid")))

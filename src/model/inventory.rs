@@ -101,6 +101,8 @@ pub struct Subnet {
     pub gateway_ip: Option<IpAddr>,
     /// DNS servers.
     pub dns_nameservers: Vec<IpAddr>,
+    /// Neutron's DHCP on the subnet.
+    pub enable_dhcp: bool,
 }
 
 /// A security group whose rules were checked.

@@ -261,6 +261,14 @@ pub struct Subnet {
     /// DNS servers.
     #[serde(default)]
     pub dns_nameservers: Vec<String>,
+    /// Neutron's DHCP on the subnet; on unless set to false (a subnet of
+    /// loopback or config-drive-only addresses has none).
+    #[serde(default = "default_true")]
+    pub enable_dhcp: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `inventory/<env>/influxdb.yaml`.

@@ -95,7 +95,13 @@ fn check_subnet(
             }
         },
     };
-    Some(Subnet { name: subnet.name.clone(), cidr, gateway_ip, dns_nameservers })
+    Some(Subnet {
+        name: subnet.name.clone(),
+        cidr,
+        gateway_ip,
+        dns_nameservers,
+        enable_dhcp: subnet.enable_dhcp,
+    })
 }
 
 /// Checks the security groups; invalid rules are left out of the result.

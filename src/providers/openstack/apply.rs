@@ -104,8 +104,13 @@ async fn update(
         (OpenstackSpec::SecurityGroup { description }, _) => {
             security_group::update(p, r, name, description).await
         }
-        (OpenstackSpec::Subnet { gateway_ip, dns_nameservers, .. }, _) => {
-            network::update_subnet(p, r, name, gateway_ip.as_deref(), dns_nameservers).await
+        (OpenstackSpec::Subnet { gateway_ip, dns_nameservers, enable_dhcp, .. }, _) => {
+            let change = network::SubnetChange {
+                gateway_ip: gateway_ip.as_deref(),
+                dns_nameservers,
+                enable_dhcp: *enable_dhcp,
+            };
+            network::update_subnet(p, r, name, &change).await
         }
         (OpenstackSpec::Server(want), OpenstackSpec::Server(have)) => {
             server::update(p, r, name, want, have).await

@@ -72,6 +72,7 @@ fn networks(env: &Environment, put: &mut Put<'_>) {
                 cidr: subnet.cidr.to_string(),
                 gateway_ip: subnet.gateway_ip.map(|ip| ip.to_string()),
                 dns_nameservers: subnet.dns_nameservers.iter().map(ToString::to_string).collect(),
+                enable_dhcp: subnet.enable_dhcp,
             };
             put(id(name, "subnet", &subnet.name), spec, vec![network_id.clone()]);
         }

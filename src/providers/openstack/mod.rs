@@ -98,6 +98,8 @@ pub enum OpenstackSpec {
         gateway_ip: Option<String>,
         /// DNS servers.
         dns_nameservers: Vec<String>,
+        /// DHCP on.
+        enable_dhcp: bool,
     },
     /// Nova server.
     Server(ServerSpec),

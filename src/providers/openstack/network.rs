@@ -61,8 +61,15 @@ pub(super) struct SubnetJson {
     gateway_ip: Option<String>,
     #[serde(default)]
     dns_nameservers: Vec<String>,
+    #[serde(default = "dhcp_default")]
+    enable_dhcp: bool,
     #[serde(default)]
     tags: Vec<String>,
+}
+
+/// Neutron's default when a subnet does not say.
+fn dhcp_default() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,12 +145,14 @@ pub(super) fn compare_subnet(want: &OpenstackSpec, have: &OpenstackSpec) -> Comp
             cidr: want_cidr,
             gateway_ip: want_gw,
             dns_nameservers: want_dns,
+            enable_dhcp: want_dhcp,
         },
         OpenstackSpec::Subnet {
             network: have_net,
             cidr: have_cidr,
             gateway_ip: have_gw,
             dns_nameservers: have_dns,
+            enable_dhcp: have_dhcp,
         },
     ) = (want, have)
     else {
@@ -161,6 +170,9 @@ pub(super) fn compare_subnet(want: &OpenstackSpec, have: &OpenstackSpec) -> Comp
     }
     if want_dns != have_dns {
         reasons.push("dns nameservers changed".to_owned());
+    }
+    if want_dhcp != have_dhcp {
+        reasons.push(format!("dhcp {have_dhcp} → {want_dhcp}"));
     }
     if reasons.is_empty() {
         Comparison::Same
@@ -234,6 +246,7 @@ pub(super) fn observe_subnets(
             cidr: subnet.cidr,
             gateway_ip: subnet.gateway_ip,
             dns_nameservers: subnet.dns_nameservers,
+            enable_dhcp: subnet.enable_dhcp,
         };
         if o.insert(id(o.env, "subnet", &name), spec, owned, vec![network_id]) {
             o.index.subnets.insert(name, subnet.id);
@@ -317,7 +330,8 @@ pub(super) async fn create_subnet(
     name: &str,
     spec: &OpenstackSpec,
 ) -> Result<(), OpenstackError> {
-    let OpenstackSpec::Subnet { network, cidr, gateway_ip, dns_nameservers } = spec else {
+    let OpenstackSpec::Subnet { network, cidr, gateway_ip, dns_nameservers, enable_dhcp } = spec
+    else {
         return Ok(());
     };
     let network_id = network_id(p, r, network).await?;
@@ -326,6 +340,7 @@ pub(super) async fn create_subnet(
         .network_id(network_id.as_str())
         .cidr(Some(cidr.as_str().into()))
         .ip_version(if cidr.contains(':') { 6 } else { 4 })
+        .enable_dhcp(*enable_dhcp)
         .dns_nameservers(dns_nameservers.iter().map(|d| d.as_str().into()).collect::<Vec<_>>());
     if let Some(gateway) = gateway_ip {
         body.gateway_ip(Some(gateway.as_str().into()));
@@ -339,18 +354,27 @@ pub(super) async fn create_subnet(
     Ok(())
 }
 
-/// Sets the gateway and DNS servers of subnet `name`.
+/// What changes in place on a subnet.
+pub(super) struct SubnetChange<'a> {
+    pub gateway_ip: Option<&'a str>,
+    pub dns_nameservers: &'a [String],
+    pub enable_dhcp: bool,
+}
+
+/// Sets the gateway, DNS servers and DHCP of subnet `name`.
 pub(super) async fn update_subnet(
     p: &OpenstackProvider,
     r: &str,
     name: &str,
-    gateway_ip: Option<&str>,
-    dns_nameservers: &[String],
+    change: &SubnetChange<'_>,
 ) -> Result<(), OpenstackError> {
     let id = known(p, r, |i| i.subnets.get(name).cloned())?;
     let mut body = subnet_set::SubnetBuilder::default();
-    body.dns_nameservers(dns_nameservers.iter().map(|d| d.as_str().into()).collect::<Vec<_>>());
-    if let Some(gateway) = gateway_ip {
+    body.dns_nameservers(
+        change.dns_nameservers.iter().map(|d| d.as_str().into()).collect::<Vec<_>>(),
+    )
+    .enable_dhcp(change.enable_dhcp);
+    if let Some(gateway) = change.gateway_ip {
         body.gateway_ip(Some(gateway.into()));
     }
     let body = body.build().map_err(|e| built(r, e))?;
@@ -493,4 +517,34 @@ pub(super) async fn network_id(
     found.into_iter().find(|n| n.name == name).map(|n| n.id).ok_or_else(|| {
         OpenstackError::Missing { resource: r.to_owned(), what: "network", name: name.to_owned() }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subnet(cidr: &str, dns: &[&str], dhcp: bool) -> OpenstackSpec {
+        OpenstackSpec::Subnet {
+            network: "net".to_owned(),
+            cidr: cidr.to_owned(),
+            gateway_ip: None,
+            dns_nameservers: dns.iter().map(|d| (*d).to_owned()).collect(),
+            enable_dhcp: dhcp,
+        }
+    }
+
+    #[test]
+    fn dhcp_and_dns_change_in_place_and_the_cidr_replaces() {
+        let have = subnet("10.0.0.0/24", &["9.9.9.9"], true);
+        assert!(matches!(compare_subnet(&have, &have), Comparison::Same));
+        let Comparison::Update(reasons) = compare_subnet(&subnet("10.0.0.0/24", &[], false), &have)
+        else {
+            panic!("expected an update");
+        };
+        assert_eq!(reasons, ["dns nameservers changed", "dhcp true → false"]);
+        assert!(matches!(
+            compare_subnet(&subnet("10.0.1.0/24", &["9.9.9.9"], true), &have),
+            Comparison::Replace(_)
+        ));
+    }
 }
