@@ -418,3 +418,50 @@ fn two_executors_each_get_exactly_the_scenarios_placed_on_them() {
         "{stderr}"
     );
 }
+
+#[test]
+fn any_number_of_hosts_per_role_each_configured_for_its_role() {
+    let repo = TestRepo::fixture();
+    let hosts =
+        std::fs::read_to_string(repo.path().join("inventory/outside/hosts.yaml")).expect("hosts");
+    let more: String = [("bastion-2", "bastion", 11), ("influxdb-2", "influxdb", 31), ("grafana-2", "grafana", 41)]
+        .iter()
+        .map(|(name, role, octet)| {
+            let fip = if *role == "bastion" { "    floating_ip: {network: ext}\n" } else { "" };
+            format!("  - name: outside-{name}\n    role: {role}\n    flavor: s3.medium.2\n    image: Ubuntu 24.04\n    keypair: outside-key\n    networks: [outside-net]\n    address: 192.168.10.{octet}\n{fip}")
+        })
+        .collect();
+    repo.write("inventory/outside/hosts.yaml", &format!("{hosts}{more}"));
+    let out = crate::support::render_outside(&repo);
+    for (host, file) in [
+        ("outside-influxdb", "etc/influxdb/influxdb.conf"),
+        ("outside-influxdb-2", "etc/influxdb/influxdb.conf"),
+        ("outside-grafana", "etc/grafana/grafana.ini"),
+        ("outside-grafana-2", "etc/grafana/grafana.ini"),
+    ] {
+        assert!(out.path().join("outside").join(host).join(file).is_file(), "{host}: {file}");
+    }
+    let (code, stdout, stderr) = plan(&repo, &["--env", "outside", "--format", "json"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    for server in ["outside-bastion-2", "outside-influxdb-2", "outside-grafana-2"] {
+        assert!(
+            stdout.contains(&format!("\"kind\": \"server\",\n        \"name\": \"{server}\"")),
+            "{server}: {stdout}"
+        );
+    }
+
+    // No InfluxDB host at all: the endpoint is an InfluxDB apimon does not
+    // run; its objects are still planned.
+    let inside =
+        std::fs::read_to_string(repo.path().join("inventory/inside/hosts.yaml")).expect("hosts");
+    let start = inside.find("  - name: inside-influxdb\n").expect("inside-influxdb");
+    let end = inside[start + 1..].find("\n  - name:").map_or(inside.len(), |e| start + 1 + e + 1);
+    repo.write("inventory/inside/hosts.yaml", &format!("{}{}", &inside[..start], &inside[end..]));
+    let (code, stdout, stderr) = plan(&repo, &["--env", "inside", "--format", "json"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(!stdout.contains("\"name\": \"inside-influxdb\""), "{stdout}");
+    assert!(
+        stdout.contains("\"provider\": \"influxdb\",\n        \"kind\": \"database\""),
+        "{stdout}"
+    );
+}

@@ -48,7 +48,6 @@ pub(super) fn check(
             check_host(check, doc, &path, host, env_name, env, declared)
         })
         .collect();
-    check_roles(check, doc, env_name, &doc.value.hosts);
     hosts
 }
 
@@ -272,36 +271,5 @@ fn check_floating_ip(
         },
         None if host.role == Role::Bastion => check.error(doc, path, "the bastion needs `floating_ip` so the daemon and operators can reach the environment"),
         None => {}
-    }
-}
-
-/// Exactly one bastion and one InfluxDB, at most one Grafana; any number of
-/// executors (the schedule places scenarios on them).
-fn check_roles(
-    check: &mut Check,
-    doc: &Document<raw::HostsFile>,
-    env_name: &str,
-    hosts: &[raw::Host],
-) {
-    for (role, name, exactly_one) in [
-        (Role::Bastion, "bastion", true),
-        (Role::Influxdb, "influxdb", true),
-        (Role::Grafana, "grafana", false),
-    ] {
-        let count = hosts.iter().filter(|h| h.role == role).count();
-        if count > 1 || (exactly_one && count == 0) {
-            let want = if exactly_one { "exactly one" } else { "at most one" };
-            let path = hosts
-                .iter()
-                .enumerate()
-                .filter(|(_, h)| h.role == role)
-                .nth(1)
-                .map_or_else(|| "hosts".to_owned(), |(i, _)| format!("hosts[{i}].role"));
-            check.error(
-                doc,
-                &path,
-                format!("environment `{env_name}` has {count} {name} host(s); expected {want}"),
-            );
-        }
     }
 }

@@ -318,7 +318,8 @@ pub fn desired(
 ) -> DesiredSet<GrafanaSpec> {
     let name = env.name.as_str();
     let mut set = DesiredSet::new();
-    let Some(grafana_host) = env.host_with_role(Role::Grafana) else { return set };
+    let url = env.grafana_endpoint.as_ref().map_or("", |e| e.url.as_str());
+    let Some(grafana_host) = env.serving_host(Role::Grafana, url) else { return set };
     // Grafana keeps its objects on its server: a new server has none.
     let host = openstack::server_id(name, &grafana_host.name);
     let server = vec![host.clone()];

@@ -164,9 +164,10 @@ impl HostProvider {
         let Some(access) = env.ssh.as_ref() else {
             return Availability::Unavailable("no `ssh:` section in apimon.yaml".to_owned());
         };
-        let bastion_name = env
-            .host_with_role(Role::Bastion)
-            .map_or_else(|| "bastion".to_owned(), |h| h.name.clone());
+        // The first bastion is the jump host at `bastion_address`; other
+        // bastions are reached through it like any host.
+        let jump = env.host_with_role(Role::Bastion);
+        let bastion_name = jump.map_or_else(|| "bastion".to_owned(), |h| h.name.clone());
         let bastion = Endpoint {
             name: bastion_name,
             address: access.bastion_address.clone(),
@@ -176,7 +177,7 @@ impl HostProvider {
             .hosts
             .iter()
             .map(|h| {
-                let endpoint = if h.role == Role::Bastion {
+                let endpoint = if jump.is_some_and(|j| j.name == h.name) {
                     bastion.clone()
                 } else {
                     Endpoint {

@@ -263,7 +263,7 @@ impl Provider for InfluxdbProvider {
 pub fn desired(env: &Environment, secrets: &Secrets) -> DesiredSet<InfluxdbSpec> {
     let name = env.name.as_str();
     let server: Vec<ResourceId> = env
-        .host_with_role(Role::Influxdb)
+        .serving_host(Role::Influxdb, &env.influxdb_endpoint.url)
         .map(|h| openstack::server_id(name, &h.name))
         .into_iter()
         .collect();
