@@ -130,6 +130,7 @@ fn desired(env: &str, servers: usize) -> DesiredSet<OpenstackSpec> {
             resize_pending: false,
             building: false,
             role: None,
+            root_volume_gb: None,
         };
         put(
             id(env, "server", &format!("{env}-server-{n:02}")),

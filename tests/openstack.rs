@@ -900,3 +900,45 @@ async fn servers_named_like_fqdns_are_created_and_stay_converged() {
     let again = setup.run("plan", &[]);
     assert_eq!(again.status.code(), Some(0), "not converged:\n{}", text(&again).0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_volume_boots_the_server_from_a_volume_of_that_size() {
+    let Some(setup) = Setup::new("osroot", 53).await else { return };
+    let env = setup.name.clone();
+    let path = format!("inventory/{env}/hosts.yaml");
+    let hosts = std::fs::read_to_string(setup.repo.path().join(&path)).expect("hosts");
+    let influxdb = format!("  - name: {env}-influxdb\n    role: influxdb\n");
+    assert!(hosts.contains(&influxdb), "{hosts}");
+    setup.repo.write(
+        &path,
+        &hosts.replace(&influxdb, &format!("{influxdb}    root_volume: {{size_gb: 2}}\n")),
+    );
+    setup.apply_ok();
+
+    // Booted from a 2 GiB volume made from the image; its data volume as before.
+    let server = setup.api.server(&format!("{env}-influxdb")).await;
+    assert_eq!(server["image"], "", "not booted from a volume: {server}");
+    let server_id = server["id"].as_str().expect("id");
+    let volumes = setup
+        .api
+        .get(&format!("http://127.0.0.1:8776/v3/{}/volumes/detail", setup.api.project_id))
+        .await;
+    let root: Vec<&Value> = volumes["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter(|v| v["bootable"] == "true" && v["attachments"][0]["server_id"] == server_id)
+        .collect();
+    assert_eq!(root.len(), 1, "{volumes}");
+    assert_eq!(root[0]["size"], 2, "{}", root[0]);
+    assert_eq!(setup.api.volume(&format!("{env}-influxdb-data")).await["size"], 1);
+    let again = setup.run("plan", &[]);
+    assert_eq!(again.status.code(), Some(0), "not converged:\n{}", text(&again).0);
+
+    // A new size replaces the server (a volume of the new size).
+    setup.repo.edit(&path, "root_volume: {size_gb: 2}", "root_volume: {size_gb: 3}");
+    let plan = setup.run("plan", &[]);
+    let (stdout, stderr) = text(&plan);
+    assert_eq!(plan.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(stdout.contains("root disk a 2 GiB volume → a 3 GiB volume"), "{stdout}");
+}

@@ -37,6 +37,8 @@ pub struct Host {
     pub volumes: Vec<Volume>,
     /// External network a floating IP comes from.
     pub floating_ip: Option<String>,
+    /// Boot from a volume of this many GiB (made from the image).
+    pub root_volume_gb: Option<u32>,
 }
 
 /// An OpenSSH public key, parsed, with the line as written (what Nova gets).

@@ -308,7 +308,27 @@ spawn nova-conductor nova-conductor "${NOVA[@]}"
 spawn nova-scheduler nova-scheduler "${NOVA[@]}"
 
 log "cinder"
-mkdir -p "$S/cinder/state" "$S/cinder/coordination"
+mkdir -p "$S/cinder/state" "$S/cinder/coordination" "$S/cinder/pylib" "$S/cinder/volumes"
+# The fake LVM driver logs instead of creating block devices, but a volume
+# made from an image (boot from volume) is written by qemu-img at the
+# driver's local path, under /dev/mapper: here, a file of the state dir.
+cat >"$S/cinder/pylib/apimon_test_volumes.py" <<EOF
+import os
+from cinder.tests.fake_driver import FakeLoggingVolumeDriver
+
+DIR = "$S/cinder/volumes"
+
+class FileBackedFakeDriver(FakeLoggingVolumeDriver):
+    def local_path(self, volume, vg=None):
+        return os.path.join(DIR, volume.name)
+
+    def delete_volume(self, volume):
+        super().delete_volume(volume)
+        try:
+            os.unlink(self.local_path(volume))
+        except FileNotFoundError:
+            pass
+EOF
 { cat <<EOF
 [DEFAULT]
 enabled_backends = fake
@@ -322,7 +342,7 @@ glance_api_servers = http://127.0.0.1:9292
 [database]
 connection = $DB/cinder
 [fake]
-volume_driver = cinder.tests.fake_driver.FakeLoggingVolumeDriver
+volume_driver = apimon_test_volumes.FileBackedFakeDriver
 volume_backend_name = fake
 [coordination]
 backend_url = file://$S/cinder/coordination
@@ -334,7 +354,7 @@ CINDER=(--config-file "$S/cinder/cinder.conf")
 cinder-manage "${CINDER[@]}" db sync >"$S/logs/cinder-manage.log" 2>&1
 spawn cinder-api cinder-api "${CINDER[@]}"
 spawn cinder-scheduler cinder-scheduler "${CINDER[@]}"
-spawn cinder-volume cinder-volume "${CINDER[@]}"
+PYTHONPATH="$S/cinder/pylib" spawn cinder-volume cinder-volume "${CINDER[@]}"
 
 log "waiting for the APIs"
 for url in http://127.0.0.1:8778 http://127.0.0.1:9292 http://127.0.0.1:9696 http://127.0.0.1:8774 http://127.0.0.1:8776; do wait_http "$url" 120; done

@@ -73,6 +73,16 @@ pub struct Host {
     pub volumes: Vec<Volume>,
     /// A floating IP from this external network.
     pub floating_ip: Option<FloatingIp>,
+    /// Boot from a volume of this size instead of the flavor's disk.
+    pub root_volume: Option<RootVolume>,
+}
+
+/// The root disk as a Cinder volume made from the image.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootVolume {
+    /// Size in GiB.
+    pub size_gb: u32,
 }
 
 /// A data volume attached to a host.

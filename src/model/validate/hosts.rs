@@ -123,7 +123,29 @@ fn check_host(
         metadata: host.metadata.clone(),
         volumes: host.volumes.clone(),
         floating_ip: host.floating_ip.as_ref().map(|f| f.network.clone()),
+        root_volume_gb: check_root_volume(check, doc, path, host),
     }
+}
+
+/// Largest root volume accepted: 64 TiB, beyond any real root disk.
+const MAX_ROOT_VOLUME_GB: u32 = 65_536;
+
+fn check_root_volume(
+    check: &mut Check,
+    doc: &Document<raw::HostsFile>,
+    path: &str,
+    host: &raw::Host,
+) -> Option<u32> {
+    let size = host.root_volume.as_ref()?.size_gb;
+    if size == 0 || size > MAX_ROOT_VOLUME_GB {
+        check.error(
+            doc,
+            &format!("{path}.root_volume.size_gb"),
+            format!("root volume of {size} GiB; expected 1 to {MAX_ROOT_VOLUME_GB}"),
+        );
+        return None;
+    }
+    Some(size)
 }
 
 fn check_networks(

@@ -112,6 +112,7 @@ fn server(env: &Environment, host: &Host, rendered: &Rendered, put: &mut Put<'_>
         resize_pending: false,
         building: false,
         role: Some(host.role),
+        root_volume_gb: host.root_volume_gb,
     };
     let server = server_id(name, &host.name);
     put(server.clone(), OpenstackSpec::Server(spec), depends_on);

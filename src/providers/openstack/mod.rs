@@ -59,6 +59,9 @@ pub const IMAGE_KEY: &str = "apimon:image";
 /// separated): only those are compared and removed, so keys the platform
 /// adds to servers never show up as a diff.
 pub const METADATA_KEYS_KEY: &str = "apimon:metadata_keys";
+/// Server metadata key holding the size in GiB of the root volume a server
+/// was booted from (Nova does not show it without a request per volume).
+pub const ROOT_VOLUME_KEY: &str = "apimon:root_volume_gb";
 /// Server metadata key naming the role of the host a server serves.
 pub const ROLE_KEY: &str = "apimon:role";
 /// Server metadata key holding the sha256 of the user data (Nova cannot
@@ -407,6 +410,7 @@ mod tests {
             resize_pending: false,
             building: false,
             role: None,
+            root_volume_gb: None,
         }
     }
 
@@ -447,6 +451,11 @@ mod tests {
                 "flavor replaces",
                 ServerSpec { flavor: "s3.large.2".into(), ..base.clone() },
                 Comparison::Replace("flavor s3.medium.2 → s3.large.2".into()),
+            ),
+            (
+                "a root volume replaces",
+                ServerSpec { root_volume_gb: Some(20), ..base.clone() },
+                Comparison::Replace("root disk the flavor's disk → a 20 GiB volume".into()),
             ),
             (
                 "flavor resizes when allowed",

@@ -23,7 +23,8 @@ use crate::providers::openstack::marks::ownership_metadata;
 use crate::providers::openstack::network::network_id;
 use crate::providers::openstack::wait::{poll, Look};
 use crate::providers::openstack::{
-    floating_ip, volume, OpenstackProvider, IMAGE_KEY, METADATA_KEYS_KEY, ROLE_KEY, USER_DATA_KEY,
+    floating_ip, volume, OpenstackProvider, IMAGE_KEY, METADATA_KEYS_KEY, ROLE_KEY,
+    ROOT_VOLUME_KEY, USER_DATA_KEY,
 };
 
 /// Server metadata as apimon writes it: the operator's, plus ownership and the user data hash.
@@ -34,6 +35,9 @@ fn server_metadata(env: &str, spec: &ServerSpec) -> BTreeMap<String, String> {
     metadata.insert(IMAGE_KEY.to_owned(), spec.image.clone());
     if let Some(role) = spec.role {
         metadata.insert(ROLE_KEY.to_owned(), role.as_str().to_owned());
+    }
+    if let Some(gb) = spec.root_volume_gb {
+        metadata.insert(ROOT_VOLUME_KEY.to_owned(), gb.to_string());
     }
     let keys: Vec<&str> = spec.metadata.keys().map(String::as_str).collect();
     metadata.insert(METADATA_KEYS_KEY.to_owned(), keys.join(","));
@@ -74,10 +78,26 @@ pub(in crate::providers::openstack) async fn create(
     let metadata = server_metadata(&p.env, spec);
     let user_data = base64::engine::general_purpose::STANDARD.encode(spec.user_data.as_bytes());
     let mut body = server_create::ServerBuilder::default();
-    body.name(name)
-        .flavor_ref(flavor)
-        .image_ref(image)
-        .key_name(spec.keypair.as_str())
+    body.name(name).flavor_ref(flavor);
+    match spec.root_volume_gb {
+        // The root disk is a volume made from the image, gone with the server.
+        Some(gb) => {
+            let root = server_create::BlockDeviceMappingV2Builder::default()
+                .boot_index(Some("0".into()))
+                .uuid(image)
+                .source_type(server_create::SourceType::Image)
+                .destination_type(server_create::DestinationType::Volume)
+                .volume_size(i32::try_from(gb).unwrap_or(i32::MAX))
+                .delete_on_termination(true)
+                .build()
+                .map_err(|e| built(r, e))?;
+            body.block_device_mapping_v2(vec![root]);
+        }
+        None => {
+            body.image_ref(image);
+        }
+    }
+    body.key_name(spec.keypair.as_str())
         .networks(networks)
         .security_groups(groups)
         .metadata(metadata.into_iter())

@@ -23,7 +23,7 @@ use super::marks::{is_owned_metadata, metadata_env, oldest_first, refuse_foreign
 use super::observe::Observer;
 use super::{
     id, Index, OpenstackProvider, OpenstackSpec, IMAGE_KEY, METADATA_KEYS_KEY, ROLE_KEY,
-    USER_DATA_KEY,
+    ROOT_VOLUME_KEY, USER_DATA_KEY,
 };
 use crate::plan::{Comparison, ObservedItem, ObservedSet};
 use crate::providers::changed;
@@ -66,6 +66,9 @@ pub struct ServerSpec {
     pub building: bool,
     /// The role of the host it serves (desired; observed from metadata).
     pub role: Option<crate::model::Role>,
+    /// Booted from a volume of this many GiB; `Some(0)` when observed
+    /// booted from a volume apimon did not make (size unknown).
+    pub root_volume_gb: Option<u32>,
 }
 
 /// Microversion for server lists: 2.47 embeds the flavor's name.
@@ -187,6 +190,18 @@ pub(super) fn compare(want: &ServerSpec, have: &ServerSpec) -> Comparison {
     }
     if want.address.is_some() && want.address != have.address {
         replace.push("address changed".to_owned());
+    }
+    if want.root_volume_gb != have.root_volume_gb {
+        let disk = |gb: Option<u32>| match gb {
+            None => "the flavor's disk".to_owned(),
+            Some(0) => "a volume".to_owned(),
+            Some(gb) => format!("a {gb} GiB volume"),
+        };
+        replace.push(format!(
+            "root disk {} → {}",
+            disk(have.root_volume_gb),
+            disk(want.root_volume_gb)
+        ));
     }
     if !replace.is_empty() {
         return Comparison::Replace(replace.join("; "));
@@ -354,7 +369,17 @@ fn server_spec(server: &ServerJson, images: &BTreeMap<String, String>) -> Server
             .metadata
             .get(ROLE_KEY)
             .and_then(|r| serde_json::from_value(serde_json::Value::String(r.clone())).ok()),
+        root_volume_gb: root_volume_gb(server),
     }
+}
+
+/// Nova shows no image for a server booted from a volume; its size is what
+/// apimon asked for when it made it (metadata: no request per server).
+fn root_volume_gb(server: &ServerJson) -> Option<u32> {
+    if server.image.get("id").is_some() {
+        return None;
+    }
+    Some(server.metadata.get(ROOT_VOLUME_KEY).and_then(|gb| gb.parse().ok()).unwrap_or(0))
 }
 
 /// Fails the plan, before anything changes, when a server it would create,
