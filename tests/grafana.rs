@@ -315,6 +315,7 @@ every_grafana! {
     an_owned_folder_holding_foreign_content_at_any_depth_is_kept,
     a_wrong_base_url_is_an_error_not_an_empty_grafana,
     whole_numbers_written_as_floats_are_no_change,
+    objects_made_by_hand_are_adopted_on_request_then_pruned_like_apimons,
 }
 
 every_double! {
@@ -694,4 +695,44 @@ async fn the_declared_default_datasource_is_the_only_default(target: Target) {
     assert_eq!(setup.datasource("theirs").await.expect("theirs")["isDefault"], false);
     let plan = setup.plan().await;
     assert!(!plan.summary.has_changes(), "spurious diff: {:?}", grafana_changes(&plan));
+}
+
+async fn objects_made_by_hand_are_adopted_on_request_then_pruned_like_apimons(target: Target) {
+    let Some(setup) = Setup::new(&target).await else { return };
+    let folder = setup.uid("apimon");
+    // A folder and a dashboard made by hand, under the uids the repository
+    // declares.
+    let body = json!({ "uid": folder, "title": setup.uid("API Monitoring") });
+    assert_eq!(setup.call(reqwest::Method::POST, "/api/folders", Some(body)).await.0, 200);
+    let handmade = setup.uid("handmade-latency");
+    let dashboard = json!({ "uid": handmade, "title": setup.uid("Latency"), "panels": [] });
+    let body = json!({ "dashboard": dashboard, "folderUid": folder });
+    assert_eq!(setup.call(reqwest::Method::POST, "/api/dashboards/db", Some(body)).await.0, 200);
+    setup.repo.write(&format!("dashboards/{folder}/latency.json"), &dashboard.to_string());
+
+    let prepared = crate::support::prepare_outside(setup.repo.path(), &setup.secrets());
+    let store = LockedStore::open(setup.state_dir.path()).expect("lock");
+    let adoption =
+        reconcile::plan_adoption(&prepared, &store.load().expect("state")).await.expect("plan");
+    let names: Vec<String> = adoption
+        .adopt
+        .iter()
+        .filter(|id| id.provider == ProviderKind::named("grafana"))
+        .map(|id| format!("{}/{}", id.kind, id.name))
+        .collect();
+    assert_eq!(names, [format!("dashboard/{handmade}"), format!("folder/{folder}")]);
+    let failed = reconcile::adopt(&store, &prepared, &adoption).await.expect("adopt");
+    assert!(failed.is_empty(), "{failed:?}");
+    drop(store);
+
+    // Adopted: the rest is created, then the adopted dashboard is apimon's
+    // to delete when the repository drops it.
+    assert!(setup.apply().await.1.is_success());
+    std::fs::remove_file(setup.repo.path().join(format!("dashboards/{folder}/latency.json")))
+        .expect("remove");
+    let (plan, outcome) = setup.apply().await;
+    assert!(outcome.is_success(), "{outcome:?}");
+    assert_eq!(grafana_changes(&plan), [("dashboard".to_owned(), handmade.clone(), Op::Delete)]);
+    assert!(setup.dashboard(&handmade).await.is_none());
+    setup.finish(&[]).await;
 }

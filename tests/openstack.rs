@@ -942,3 +942,72 @@ async fn a_root_volume_boots_the_server_from_a_volume_of_that_size() {
     assert_eq!(plan.status.code(), Some(2), "{stdout}\n{stderr}");
     assert!(stdout.contains("root disk a 2 GiB volume → a 3 GiB volume"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_platform_is_adopted_on_request_then_converged_never_another_environments() {
+    let Some(setup) = Setup::new("osadopt", 54).await else { return };
+    let env = setup.name.clone();
+    // A platform apimon did not build: everything exists (servers with
+    // their volume and floating IP, networks, groups, keypair, InfluxDB
+    // users and databases) without apimon's marks and state.
+    setup.apply_ok();
+    setup.api.strip_marks(&env).await;
+    let state = setup.state_dir.path();
+    for entry in std::fs::read_dir(state).expect("state dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).expect("remove");
+        } else {
+            std::fs::remove_file(&path).expect("remove");
+        }
+    }
+    // Never implicit: a plan refuses to touch what apimon does not own.
+    let plan = setup.run("plan", &[]);
+    let (stdout, stderr) = text(&plan);
+    assert_eq!(plan.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("apimon does not own it"), "{stderr}");
+
+    // A name another environment's marks claim is refused, nothing adopted.
+    let group = setup.api.security_group(&format!("{env}-influxdb")).await;
+    let group_id = group["id"].as_str().expect("group id").to_owned();
+    setup.api.mark_security_group(&group_id, "someone-else").await;
+    let refused = setup.run("adopt", &["--yes"]);
+    let (stdout, stderr) = text(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("taken by environment `someone-else`"), "{stderr}");
+    assert!(!stdout.contains("Adopted"), "{stdout}");
+    assert_eq!(setup.run("plan", &[]).status.code(), Some(1), "nothing was adopted");
+    setup.api.delete(&format!("http://127.0.0.1:9696/v2.0/security-groups/{group_id}/tags")).await;
+
+    // Without a terminal and without --yes: the list, then a refusal.
+    let unconfirmed = setup.run("adopt", &[]);
+    let (stdout, stderr) = text(&unconfirmed);
+    assert_ne!(unconfirmed.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("openstack.server/{env}-bastion")), "{stdout}");
+    assert!(stderr.contains("pass --yes"), "{stderr}");
+
+    let adopted = setup.run("adopt", &["--yes"]);
+    let (stdout, stderr) = text(&adopted);
+    assert_eq!(adopted.status.code(), Some(0), "{stdout}\n{stderr}");
+    for id in [
+        format!("{env}/openstack.server/{env}-bastion"),
+        format!("{env}/openstack.server/{env}-influxdb"),
+        format!("{env}/openstack.volume/{env}-influxdb-data"),
+        format!("{env}/openstack.network/{env}-net"),
+        format!("{env}/openstack.security_group/{env}-ssh"),
+        format!("{env}/openstack.keypair/{env}-key"),
+        format!("{env}/openstack.floating_ip/{env}-bastion"),
+        format!("{env}/influxdb.database/apimon"),
+        format!("{env}/influxdb.user/telegraf"),
+    ] {
+        assert!(stdout.contains(&format!("  {id}\n")), "{id} not adopted:\n{stdout}");
+    }
+    assert!(stdout.contains("0 failed"), "{stdout}");
+    // Adopted: converged as is, the marks back on the servers.
+    let again = setup.run("plan", &[]);
+    assert_eq!(again.status.code(), Some(0), "not converged:\n{}", text(&again).0);
+    let bastion = setup.api.server(&format!("{env}-bastion")).await;
+    assert_eq!(metadata(&bastion, "apimon:env").as_deref(), Some(env.as_str()));
+    let nothing = setup.run("adopt", &["--yes"]);
+    assert!(text(&nothing).0.contains("Nothing to adopt"), "{}", text(&nothing).0);
+}

@@ -21,6 +21,7 @@ use crate::model::{secret::SecretStore, Secrets};
 use crate::reconcile::{self, Prepared, ReconcileError, Target};
 use crate::source::scenarios::SourceCache;
 
+mod adopt;
 mod approve;
 mod offline;
 mod output;
@@ -139,6 +140,23 @@ pub enum Command {
         /// First retry delay in milliseconds; doubles per try, up to 10 s.
         #[arg(long, default_value_t = 500)]
         backoff_ms: u64,
+        #[command(flatten)]
+        live: LiveArgs,
+    },
+    /// Take over existing resources of declared names that apimon did not
+    /// create (a platform built by hand or by the old playbooks): lists
+    /// them and the plan once adopted, then marks them as apimon's and
+    /// records them in the state store. Refused for resources another
+    /// environment owns. Exit 0: adopted (or nothing to adopt), 1: not.
+    Adopt {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Only these environments (repeat, or comma-separated); all when absent.
+        #[arg(long, value_delimiter = ',')]
+        env: Vec<String>,
+        /// Adopt without asking for confirmation.
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         live: LiveArgs,
     },
@@ -282,6 +300,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             ))
         }
         Command::Executor { config } => runtime()?.block_on(executor(config)),
+        Command::Adopt { repo, env, yes, live } => {
+            runtime()?.block_on(adopt::adopt(&repo.repo, &env, yes, &live))
+        }
         Command::Approve { id, env, config, daemon, token_file } => {
             runtime()?.block_on(approve::approve(id, env, &config, daemon, token_file))
         }

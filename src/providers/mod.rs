@@ -193,6 +193,27 @@ pub trait Provider: Sized + Send + Sync + 'static {
     /// Whether `error` is worth retrying.
     fn classify(error: &Self::Error) -> FailureKind;
 
+    /// Pure: how an existing resource apimon did not create (`observed`)
+    /// looks once adopted as the declared one: what `adopt` writes that
+    /// observe reads back (a server's user-data hash, which Nova cannot
+    /// return). The default: as observed.
+    fn adopted(observed: &Self::Spec, _desired: &Self::Spec) -> Self::Spec {
+        observed.clone()
+    }
+
+    /// Marks an existing, declared resource as apimon's (`apimon adopt`);
+    /// the state store records it either way. The default writes nothing:
+    /// for providers whose ownership is the state store's record.
+    ///
+    /// # Errors
+    /// The marks could not be written; the error names the resource.
+    fn adopt(
+        &self,
+        _change: &Planned<ItemChange<Self::Spec>>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        std::future::ready(Ok(()))
+    }
+
     /// What a resource is, for summaries of what a plan destroys: a noun
     /// (`server`) and a label (`outside-bastion (bastion)`); `None` for
     /// resources not worth a line of their own.

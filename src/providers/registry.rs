@@ -145,7 +145,12 @@ impl<P: Provider> Connected<P> {
             let env = envs.get(&task).cloned().unwrap_or_default();
             let set = result.map_err(|e| ObserveError::new::<P>(&env, e))?;
             match P::OWNERSHIP {
-                Ownership::Marks => observed.extend(set),
+                // Adopted resources are recorded too: theirs even when
+                // something strips the marks (the old playbooks do).
+                Ownership::Marks => observed.extend(set.into_iter().map(|(id, mut item)| {
+                    item.owned = item.owned || state.owns(&id);
+                    (id, item)
+                })),
                 Ownership::StateStore => {
                     let owned = state.environments.get(&env).map(|e| &e.owned);
                     stale.extend(
@@ -180,9 +185,39 @@ impl<P: Provider> Connected<P> {
     }
 
     /// Requests sent so far, over all environments.
+    async fn adopt(&self, change: Planned<ItemChange<P::Spec>>) -> Result<(), ChangeError> {
+        let Some(provider) = self.available.get(&*change.id.env) else {
+            return Err(ChangeError::new(
+                FailureKind::Permanent,
+                format!("no {} provider for environment {}", P::KIND, change.id.env),
+            ));
+        };
+        provider
+            .adopt(&change)
+            .await
+            .map_err(|error| ChangeError::from_error(P::classify(&error), error))
+    }
+
     fn requests(&self) -> usize {
         self.available.values().map(|p| p.requests()).sum()
     }
+}
+
+/// Declared resources in `observed` that apimon does not own, taken as
+/// adopted (owned, in their adopted form); their ids.
+fn adopt_declared<P: Provider>(
+    desired: &DesiredSet<P::Spec>,
+    observed: &mut ObservedSet<P::Spec>,
+) -> Vec<ResourceId> {
+    let mut adopted = Vec::new();
+    for (id, item) in observed.iter_mut().filter(|(_, item)| !item.owned) {
+        if let Some(want) = desired.get(id) {
+            item.spec = P::adopted(&item.spec, &want.spec);
+            item.owned = true;
+            adopted.push(id.clone());
+        }
+    }
+    adopted
 }
 
 /// `desired` as if applied: the same specs, owned.
@@ -289,6 +324,14 @@ macro_rules! registry {
             pub fn as_applied(desired: &Desired) -> Self {
                 Self { $($field: as_applied(&desired.$field),)+ stale: Vec::new() }
             }
+
+            /// Takes the declared resources apimon does not own as adopted;
+            /// their ids (see [`Provider::adopted`]).
+            pub fn adopt_declared(&mut self, desired: &Desired) -> Vec<ResourceId> {
+                let mut adopted = Vec::new();
+                $(adopted.extend(adopt_declared::<$provider>(&desired.$field, &mut self.$field));)+
+                adopted
+            }
         }
 
         impl Desired {
@@ -375,6 +418,18 @@ macro_rules! registry {
                 let shell = Planned { id, op, depends_on, owned, lives_on, triggered_by, note, change: () };
                 match change {
                     $(AnyChange::$variant(item) => self.$field.apply(shell.map(|()| item)).await,)+
+                }
+            }
+
+            /// Marks one existing resource as apimon's with its provider.
+            ///
+            /// # Errors
+            /// The provider failed; the message names the resource.
+            pub async fn adopt(&self, change: Planned<AnyChange>) -> Result<(), ChangeError> {
+                let Planned { id, op, depends_on, owned, lives_on, triggered_by, note, change } = change;
+                let shell = Planned { id, op, depends_on, owned, lives_on, triggered_by, note, change: () };
+                match change {
+                    $(AnyChange::$variant(item) => self.$field.adopt(shell.map(|()| item)).await,)+
                 }
             }
 

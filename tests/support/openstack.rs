@@ -282,6 +282,65 @@ impl Api {
         assert!((200..300).contains(&status), "metadata: HTTP {status}: {body}");
     }
 
+    /// Removes apimon's marks from every resource marked for `env`, as the
+    /// old playbooks do to servers (metadata), and a hand-built platform
+    /// never had (Neutron tags, volume metadata).
+    pub async fn strip_marks(&self, env: &str) {
+        let marked = |v: &Value| {
+            v["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| *t == format!("apimon:env={env}")))
+        };
+        for kind in ["networks", "subnets", "routers", "security-groups", "floatingips"] {
+            let key = kind.replace('-', "_");
+            let body = self.get(&format!("{NEUTRON}/{kind}")).await;
+            for item in
+                body[&key].as_array().cloned().unwrap_or_default().iter().filter(|v| marked(v))
+            {
+                let id = item["id"].as_str().expect("id");
+                let status = self.delete(&format!("{NEUTRON}/{kind}/{id}/tags")).await;
+                assert!((200..300).contains(&status), "untag {kind} {id}: HTTP {status}");
+            }
+        }
+        let servers = self.get(&format!("{NOVA}/servers/detail")).await;
+        for server in servers["servers"].as_array().cloned().unwrap_or_default() {
+            if server["metadata"]["apimon:env"] != env {
+                continue;
+            }
+            let id = server["id"].as_str().expect("id");
+            for key in server["metadata"].as_object().expect("metadata").keys() {
+                if key.starts_with("apimon:") {
+                    self.delete(&format!("{NOVA}/servers/{id}/metadata/{key}")).await;
+                }
+            }
+        }
+        let cinder = format!("http://127.0.0.1:8776/v3/{}", self.project_id);
+        let volumes = self.get(&format!("{cinder}/volumes/detail")).await;
+        for volume in volumes["volumes"].as_array().cloned().unwrap_or_default() {
+            if volume["metadata"]["apimon:env"] != env {
+                continue;
+            }
+            let id = volume["id"].as_str().expect("id");
+            for key in volume["metadata"].as_object().expect("metadata").keys() {
+                if key.starts_with("apimon:") {
+                    self.delete(&format!("{cinder}/volumes/{id}/metadata/{key}")).await;
+                }
+            }
+        }
+    }
+
+    /// Marks security group `id` as environment `env`'s.
+    pub async fn mark_security_group(&self, id: &str, env: &str) {
+        let (status, body) = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("{NEUTRON}/security-groups/{id}/tags"),
+                Some(json!({"tags": ["apimon:managed=true", format!("apimon:env={env}")]})),
+            )
+            .await;
+        assert!((200..300).contains(&status), "tag: HTTP {status}: {body}");
+    }
+
     /// Deletes a server (best effort).
     pub async fn delete_server(&self, id: &str) {
         self.delete(&format!("{NOVA}/servers/{id}")).await;

@@ -17,6 +17,7 @@
 
 #[macro_use]
 mod common;
+mod adopt;
 mod apply;
 pub mod client;
 mod desired;
@@ -367,6 +368,17 @@ impl Provider for OpenstackProvider {
 
     fn classify(error: &OpenstackError) -> FailureKind {
         failure_kind(error.is_transient())
+    }
+
+    fn adopted(observed: &OpenstackSpec, desired: &OpenstackSpec) -> OpenstackSpec {
+        adopt::adopted(observed, desired)
+    }
+
+    async fn adopt(
+        &self,
+        change: &Planned<ItemChange<OpenstackSpec>>,
+    ) -> Result<(), OpenstackError> {
+        adopt::adopt(self, change).await
     }
 
     fn describe(name: &str, spec: &OpenstackSpec) -> Option<(&'static str, String)> {

@@ -4,6 +4,10 @@
 //! order) and [`apply`] (carry out, then record ownership and history in
 //! the state store).
 
+mod adopt;
+
+pub use adopt::{adopt, plan_adoption, Adoption};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
