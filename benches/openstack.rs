@@ -1,11 +1,12 @@
-//! No-op plan of an environment with 50 servers against a REAL OpenStack
-//! control plane (tests/openstack/up.sh): the servers (with a keypair, a
-//! security group, a network and a subnet) are created first, then the
-//! environment is planned again and again. Prints wall time and API
-//! requests per plan; asserts nothing about speed.
+//! No-op plan of an environment with 200 executor servers
+//! (`APIMON_BENCH_SERVERS`) against a REAL OpenStack control plane
+//! (tests/openstack/up.sh): the servers (with a keypair, a security group,
+//! a network and a subnet) are created first, then the environment is
+//! planned again and again. Prints wall time and API requests per plan;
+//! asserts nothing about speed.
 //!
-//! The repository format allows four hosts per environment, so the 50
-//! servers are declared to the provider directly, as its desired set.
+//! The servers are declared to the provider directly, as its desired set:
+//! what is measured is the provider's observe and plan, not the repository.
 //!
 //! Run: `cargo bench --bench openstack`. It uses the cloud in
 //! `$APIMON_TEST_OPENSTACK` if set, else starts one with up.sh (installing
@@ -24,7 +25,6 @@ use apimon::plan::{diff, DesiredItem, DesiredSet, Op, ProviderKind, ResourceId};
 use apimon::providers::openstack::{rule_name, OpenstackProvider, OpenstackSpec, ServerSpec};
 use apimon::providers::{Provider, Scope};
 
-const SERVERS: usize = 50;
 const PLANS: usize = 5;
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG7mB9bJ5cXf0cS2qkJ3pQy8nT4uV1wX2yZ3aB4cD5eF bench";
@@ -129,11 +129,11 @@ fn desired(env: &str, servers: usize) -> DesiredSet<OpenstackSpec> {
             resize: false,
             resize_pending: false,
             building: false,
-            role: None,
+            role: Some(apimon::model::Role::Executor),
             root_volume_gb: None,
         };
         put(
-            id(env, "server", &format!("{env}-server-{n:02}")),
+            id(env, "server", &format!("{env}-executor-{n:03}")),
             OpenstackSpec::Server(spec),
             vec![
                 id(env, "keypair", &key),
@@ -199,12 +199,14 @@ async fn main() {
     };
     let clouds = cloud.dir.join("clouds.yaml");
     let env = format!("bench{}", std::process::id());
-    let want = desired(&env, SERVERS);
+    let servers: usize =
+        std::env::var("APIMON_BENCH_SERVERS").ok().and_then(|n| n.parse().ok()).unwrap_or(200);
+    let want = desired(&env, servers);
 
     let started = Instant::now();
     let applied = converge(&env, &clouds, &want, &want).await;
     println!(
-        "converge: {applied} changes ({SERVERS} servers) in {:.1} s",
+        "converge: {applied} changes ({servers} servers) in {:.1} s",
         started.elapsed().as_secs_f64()
     );
 
@@ -236,7 +238,7 @@ async fn main() {
         millis(&v[v.len() / 2])
     };
     println!(
-        "no-op plan of {} resources ({SERVERS} servers), median of {PLANS}: {:.0} ms with authentication, {:.0} ms on a connected session; {} API requests per plan (after authentication)",
+        "no-op plan of {} resources ({servers} servers), median of {PLANS}: {:.0} ms with authentication, {:.0} ms on a connected session; {} API requests per plan (after authentication)",
         want.len(),
         median(cold),
         median(warm),

@@ -33,8 +33,9 @@ const REPORT_ONLY: &str = "report-only drift: an operator decides";
 /// Why a change to the daemon's own host waits.
 const OWN_HOST: &str = "the daemon's own host: apply it from a workstation (docs/operations.md, \"Changing the bastion\")";
 
-/// Passwords (with matching fingerprints) a drift pass checks by logging
-/// in: every one is checked within `ceil(users / PROBE_BUDGET)` passes.
+/// Write-only or unread values vouched for by fingerprints (InfluxDB
+/// passwords, Grafana dashboards) a drift pass checks anyway, per
+/// provider: every one within `ceil(n / PROBE_BUDGET)` passes.
 pub const PROBE_BUDGET: usize = 100;
 
 /// The commit in force, prepared once (and again only when the secrets

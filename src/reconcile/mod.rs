@@ -293,12 +293,15 @@ fn record_run(
         .chain(&outcome.not_started)
         .map(|id| &*id.env)
         .collect();
-    // An unchanged write-only secret was verified by observe (a login):
-    // keep its fingerprint, so the next plan needs no login.
+    // Unchanged means observe verified the declared value (a login, a
+    // dashboard read back): keep its fingerprint, so the next plan needs
+    // neither the login nor the read.
     for change in plan.changes.iter().filter(|c| c.op == crate::plan::Op::NoOp) {
         let fingerprint = change.change.fingerprint().filter(|f| !f.is_empty());
-        if let (Some(fingerprint), None) = (fingerprint, state.fingerprint(&change.id)) {
-            state.record_applied(&change.id, &change.op, Some(fingerprint));
+        if let Some(fingerprint) = fingerprint {
+            if state.fingerprint(&change.id) != Some(fingerprint) {
+                state.record_applied(&change.id, &change.op, Some(fingerprint));
+            }
         }
     }
     let finished_at = Utc::now();

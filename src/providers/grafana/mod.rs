@@ -68,6 +68,11 @@ pub enum GrafanaSpec {
         /// Provisioned from files on the Grafana host (observed only).
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         read_only: bool,
+        /// Desired: sha256 of folder and model, kept in the state store once
+        /// applied; observed: the same when taken from that record instead
+        /// of read, empty when read. Never compared.
+        #[serde(skip)]
+        content: String,
     },
 }
 
@@ -177,6 +182,11 @@ fn normalize_numbers(value: &mut Value) {
     }
 }
 
+/// Hash of what a dashboard is declared as: its folder and model.
+pub fn content_hash(folder: &str, model: &Value) -> String {
+    sha256_hex(format!("apimon-dashboard:{folder}:{model}").as_bytes())
+}
+
 /// Hash of a datasource's secure password, bound to its uid.
 pub fn password_hash(uid: &str, password: &str) -> String {
     sha256_hex(format!("apimon-datasource:{uid}:{password}").as_bytes())
@@ -215,6 +225,9 @@ pub struct GrafanaProvider {
     declared: Vec<String>,
     /// Declared dashboard uids.
     dashboards: Vec<String>,
+    /// Declared dashboards by uid, as desired (from `connect`): what a
+    /// dashboard whose recorded content hash matches is taken to be.
+    declared_dashboards: BTreeMap<String, GrafanaSpec>,
     /// Datasource passwords by uid.
     passwords: BTreeMap<String, Sensitive<String>>,
 }
@@ -262,6 +275,7 @@ impl GrafanaProvider {
             folders: env.grafana.folders.iter().map(|f| f.uid.clone()).collect(),
             declared: env.grafana.datasources.iter().map(|ds| ds.uid.clone()).collect(),
             dashboards: state.dashboards.keys().cloned().collect(),
+            declared_dashboards: BTreeMap::new(),
             passwords,
         }))
     }
@@ -280,14 +294,25 @@ impl Provider for GrafanaProvider {
     fn connect(
         context: &Context<'_>,
         env: &Environment,
-        _desired: &DesiredSet<GrafanaSpec>,
+        desired: &DesiredSet<GrafanaSpec>,
     ) -> Result<Availability<Self>, GrafanaError> {
-        Self::for_environment(context.state, env, context.secrets)
+        let mut availability = Self::for_environment(context.state, env, context.secrets)?;
+        if let Availability::Available(provider) = &mut availability {
+            provider.declared_dashboards = desired
+                .iter()
+                .filter(|(id, item)| {
+                    id.kind == "dashboard" && matches!(item.spec, GrafanaSpec::Dashboard { .. })
+                })
+                .map(|(id, item)| (id.name.clone(), item.spec.clone()))
+                .collect();
+        }
+        Ok(availability)
     }
 
     fn fingerprint(spec: &GrafanaSpec) -> Option<&str> {
         match spec {
             GrafanaSpec::Datasource { password_hash, .. } => Some(password_hash),
+            GrafanaSpec::Dashboard { content, .. } if !content.is_empty() => Some(content),
             _ => None,
         }
     }
@@ -345,9 +370,11 @@ pub fn desired(
         set.insert(datasource_id(name, &ds.uid), item);
     }
     for dashboard in state.dashboards.values() {
+        let model = normalize_dashboard(&dashboard.model);
         let spec = GrafanaSpec::Dashboard {
             folder: dashboard.folder.clone(),
-            model: normalize_dashboard(&dashboard.model),
+            content: content_hash(&dashboard.folder, &model),
+            model,
             read_only: false,
         };
         let depends_on = vec![folder_id(name, &dashboard.folder)];
@@ -370,9 +397,14 @@ mod tests {
             folder: "f".into(),
             model: normalize_dashboard(&repo),
             read_only: false,
+            content: String::new(),
         };
-        let have =
-            GrafanaSpec::Dashboard { folder: "f".into(), model: read_back, read_only: false };
+        let have = GrafanaSpec::Dashboard {
+            folder: "f".into(),
+            model: read_back,
+            read_only: false,
+            content: String::new(),
+        };
         assert_eq!(want.compare(&have), Comparison::Same);
     }
 
@@ -382,11 +414,13 @@ mod tests {
             folder: "f".into(),
             model: normalize_dashboard(&json!({"uid": "a", "title": "T"})),
             read_only: false,
+            content: String::new(),
         };
         let have = GrafanaSpec::Dashboard {
             folder: "f".into(),
             model: json!({"uid": "a", "title": "Edited", "tags": ["apimon"]}),
             read_only: false,
+            content: String::new(),
         };
         assert_eq!(
             want.compare(&have),

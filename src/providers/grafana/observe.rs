@@ -1,8 +1,13 @@
 //! Reading a Grafana: folders, datasources and search in one request each;
-//! then one GET per datasource and dashboard that apimon declares or owns
-//! (the password flag and the dashboard model are only there), and one per
-//! declared or owned folder the root listing does not show (with nested
-//! folders, Grafana 11 and later list only root folders).
+//! then one GET per datasource that apimon declares or owns (the password
+//! flag is only there), one per declared or owned folder the root listing
+//! does not show (with nested folders, Grafana 11 and later list only root
+//! folders), and one per declared dashboard whose model must be read: a
+//! dashboard whose declared content is the one the state store recorded
+//! when apimon last wrote or verified it, and which is still in its folder,
+//! is taken as that content unread — unless the drift pass's probe selects
+//! it — so a commit's plan reads only what the commit changed. Reads run
+//! [`READ_CONCURRENCY`] at a time.
 //!
 //! The lists always exist: a 404 there means the URL is not Grafana's, so
 //! it is an error, never "empty".
@@ -14,6 +19,9 @@ use serde_json::Value;
 
 use crate::plan::{ObservedItem, ObservedSet};
 use crate::providers::Scope;
+
+/// Dashboard reads in flight at once.
+const READ_CONCURRENCY: usize = 8;
 
 use super::client::{segment, GrafanaError};
 use super::{dashboard_id, datasource_id, folder_id, GrafanaProvider, GrafanaSpec};
@@ -78,7 +86,7 @@ pub(super) async fn observe(
     let mut observed = ObservedSet::new();
     folders(provider, scope, &mut observed).await?;
     datasources(provider, scope, &mut observed).await?;
-    dashboards(provider, &mut observed).await?;
+    dashboards(provider, scope, &mut observed).await?;
     Ok(observed)
 }
 
@@ -162,16 +170,20 @@ async fn datasources(
     Ok(())
 }
 
-/// Dashboards: the declared ones with their model, the rest by existence.
+/// Dashboards: the declared ones with their model (read, or as recorded),
+/// the rest by existence.
 async fn dashboards(
     provider: &GrafanaProvider,
+    scope: &Scope,
     observed: &mut ObservedSet<GrafanaSpec>,
 ) -> Result<(), GrafanaError> {
     let env = provider.env.as_str();
-    let client = &provider.client;
-    let hits: Vec<SearchHit> = client.get("/api/search?type=dash-db&limit=5000").await?;
+    let hits: Vec<SearchHit> = provider.client.get("/api/search?type=dash-db&limit=5000").await?;
     let wanted: BTreeSet<&String> = provider.dashboards.iter().collect();
-    for hit in hits {
+    let mut to_read = Vec::new();
+    // Recorded dashboards in uid order: the probe's slices are stable.
+    let mut recorded: Vec<(&SearchHit, &GrafanaSpec)> = Vec::new();
+    for hit in &hits {
         let id = dashboard_id(env, &hit.uid);
         if !wanted.contains(&hit.uid) {
             // Not declared: only its existence matters (pruned if owned).
@@ -179,21 +191,72 @@ async fn dashboards(
                 folder: hit.folder_uid.clone(),
                 model: Value::Null,
                 read_only: false,
+                content: String::new(),
             };
             let depends_on = vec![folder_id(env, &hit.folder_uid)];
             observed.insert(id, ObservedItem { spec, owned: false, depends_on });
             continue;
         }
-        let path = format!("/api/dashboards/uid/{}", segment(&hit.uid));
-        let Some(full) = client.get_optional::<DashboardFull>(&path).await? else {
-            continue;
-        };
+        match provider.declared_dashboards.get(&hit.uid) {
+            Some(want @ GrafanaSpec::Dashboard { folder, content, .. })
+                if *folder == hit.folder_uid
+                    && scope.fingerprints.get(&id.to_string()) == Some(content) =>
+            {
+                recorded.push((hit, want));
+            }
+            _ => to_read.push(hit.uid.clone()),
+        }
+    }
+    recorded.sort_by(|a, b| a.0.uid.cmp(&b.0.uid));
+    let count = recorded.len();
+    for (index, (hit, want)) in recorded.into_iter().enumerate() {
+        if scope.probe.selects(index, count) {
+            to_read.push(hit.uid.clone());
+        } else {
+            let depends_on = vec![folder_id(env, &hit.folder_uid)];
+            let item = ObservedItem { spec: want.clone(), owned: false, depends_on };
+            observed.insert(dashboard_id(env, &hit.uid), item);
+        }
+    }
+    for (uid, full) in read_dashboards(provider, to_read).await? {
         let folder =
             full.meta.get("folderUid").and_then(Value::as_str).unwrap_or_default().to_owned();
         let read_only = full.meta.get("provisioned").and_then(Value::as_bool).unwrap_or(false);
         let depends_on = vec![folder_id(env, &folder)];
-        let spec = GrafanaSpec::Dashboard { folder, model: full.dashboard, read_only };
-        observed.insert(id, ObservedItem { spec, owned: false, depends_on });
+        let spec = GrafanaSpec::Dashboard {
+            folder,
+            model: full.dashboard,
+            read_only,
+            content: String::new(),
+        };
+        observed.insert(dashboard_id(env, &uid), ObservedItem { spec, owned: false, depends_on });
     }
     Ok(())
+}
+
+/// Reads dashboards `uids`, [`READ_CONCURRENCY`] at a time; one gone
+/// since the search is left out.
+async fn read_dashboards(
+    provider: &GrafanaProvider,
+    uids: Vec<String>,
+) -> Result<Vec<(String, DashboardFull)>, GrafanaError> {
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(READ_CONCURRENCY));
+    let mut tasks = tokio::task::JoinSet::new();
+    for uid in uids {
+        let client = provider.client.clone();
+        let limit = std::sync::Arc::clone(&limit);
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let path = format!("/api/dashboards/uid/{}", segment(&uid));
+            (uid, client.get_optional::<DashboardFull>(&path).await)
+        });
+    }
+    let mut read = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((uid, result)) = joined else { continue };
+        if let Some(full) = result? {
+            read.push((uid, full));
+        }
+    }
+    Ok(read)
 }
