@@ -1,4 +1,4 @@
-//! No-op plan against a REAL InfluxDB: 100 users and 20 databases,
+//! No-op plan against a REAL InfluxDB: 1,000 users and 21 databases,
 //! converged first, then planned again and again. Prints wall time and
 //! HTTP requests per plan; asserts nothing about speed.
 //!
