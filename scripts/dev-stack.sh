@@ -135,7 +135,9 @@ EOF
   sshd="$(command -v sshd || echo /usr/sbin/sshd)"
   [ -x "$sshd" ] || die "sshd is missing (scripts/test.sh installs openssh-server)"
   ssh_port=$(free_port)
-  rm -rf "$DIR/ssh" && mkdir -p "$DIR/ssh" "$hosts/.tools" /run/sshd
+  rm -rf "$DIR/ssh" && mkdir -p "$DIR/ssh" "$hosts/.tools"
+  # sshd refuses to start without its privilege-separation directory.
+  mkdir -p /run/sshd 2>/dev/null || die "cannot create /run/sshd (run as root: sshd stands in for the hosts)"
   ssh-keygen -q -t ed25519 -N '' -C apimon-dev-host -f "$DIR/ssh/host_key"
   ssh-keygen -q -t ed25519 -N '' -C apimon-dev-client -f "$DIR/ssh/client_key"
   cp "$DIR/ssh/client_key.pub" "$DIR/ssh/authorized_keys"
@@ -277,10 +279,15 @@ EOF
 
   log "waiting for the daemon to converge outside (servers, InfluxDB, the hosts over SSH)"
   local daemon_url="http://127.0.0.1:$daemon_port"
+  # Converged, or stop waiting at the first run that ended otherwise.
   wait_for "outside converged" 600 python3 -c '
 import json, sys, urllib.request
 status = json.load(urllib.request.urlopen(sys.argv[1] + "/status", timeout=5))
-sys.exit(0 if status["environments"]["outside"].get("outcome") == "success" else 1)
+outcome = status["environments"]["outside"].get("outcome")
+if outcome in ("partial", "failed", "pending"):
+    print(f"dev-stack: the first run ended {outcome}: {status.get(\"last_error\")}", file=sys.stderr)
+    sys.exit(0)
+sys.exit(0 if outcome in ("success", "no_changes") else 1)
 ' "$daemon_url"
 
   log "starting apimon executor (the configuration the daemon wrote to outside-executor)"

@@ -626,3 +626,50 @@ async fn approving_one_pending_change_over_http_leaves_the_others_pending() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A copy of the apimon binary at `path`, put in place by a rename, as a
+/// package upgrade does (a running binary cannot be written).
+fn install_binary(path: &std::path::Path) {
+    let staged = path.with_extension("new");
+    std::fs::copy(env!("CARGO_BIN_EXE_apimon"), &staged).expect("copy binary");
+    std::fs::rename(&staged, path).expect("install binary");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_own_binary_or_configuration_restarts_the_daemon_between_reconciles() {
+    let Some(world) = World::new().await else { return };
+    let bin = tempfile::tempdir().expect("bin dir");
+    let binary = bin.path().join("apimon");
+    install_binary(&binary);
+    let port = free_port();
+    let config = world.config(&world.git.file_url(), port, 1, "");
+    let log = world.dir.path().join("daemon.log");
+    let mut daemon = Daemon::start_binary(&binary, &config, port, log.clone()).await;
+    daemon.wait_converged(&head(&world)).await;
+
+    // A configuration that could not start a daemon is refused: it runs on.
+    let good = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, good.replace("parallelism: 2", "parallelism: [2]")).expect("write");
+    daemon.wait_log("Not restarting", Duration::from_secs(30));
+    assert!(daemon.child.try_wait().expect("wait").is_none(), "{}", daemon.log_text());
+
+    // A valid one: the daemon stops with 75 for its service manager, after
+    // the reconcile at hand (a commit pushed with it is applied, by this
+    // process or the next).
+    world.add_user("restart_probe");
+    world.git.commit("add user restart_probe");
+    world.git.push(false);
+    std::fs::write(&config, good.replace("parallelism: 2", "parallelism: 3")).expect("write");
+    let status = daemon.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(75), "{}", daemon.log_text());
+    assert!(daemon.log_text().contains("its configuration"), "{}", daemon.log_text());
+
+    // The new process converges, then an upgraded binary restarts it too.
+    let mut daemon = Daemon::start_binary(&binary, &config, port, log).await;
+    daemon.wait_converged(&head(&world)).await;
+    assert!(world.users().await.contains(&"restart_probe".to_owned()));
+    install_binary(&binary);
+    let status = daemon.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(75), "{}", daemon.log_text());
+    assert!(daemon.log_text().contains("its binary"), "{}", daemon.log_text());
+}

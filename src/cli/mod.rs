@@ -246,6 +246,8 @@ pub enum Outcome {
     Invalid,
     /// `plan` found changes.
     Changes,
+    /// The daemon stopped for its service manager to start it again.
+    Restart,
 }
 
 impl From<Outcome> for ExitCode {
@@ -254,6 +256,7 @@ impl From<Outcome> for ExitCode {
             Outcome::Ok => ExitCode::SUCCESS,
             Outcome::Invalid => ExitCode::from(1),
             Outcome::Changes => ExitCode::from(2),
+            Outcome::Restart => ExitCode::from(crate::daemon::self_image::RESTART_EXIT_STATUS),
         }
     }
 }
@@ -331,8 +334,10 @@ async fn daemon(config: crate::daemon::config::Config) -> anyhow::Result<Outcome
     loop {
         tokio::select! {
             result = &mut daemon => {
-                result?;
-                return Ok(Outcome::Ok);
+                return Ok(match result? {
+                    crate::daemon::Stopped::Shutdown => Outcome::Ok,
+                    crate::daemon::Stopped::Restart(_) => Outcome::Restart,
+                });
             }
             _ = terminate.recv() => {}
             _ = interrupt.recv() => {}

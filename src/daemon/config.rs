@@ -111,6 +111,8 @@ fn default_poll() -> u64 {
 /// A checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
     /// As written.
     pub raw: RawConfig,
     /// Poll interval.
@@ -206,6 +208,7 @@ impl Config {
         }
         let raw = file.finish().map_err(ConfigError::Invalid)?;
         Ok(Self {
+            path: path.to_owned(),
             poll_interval: Duration::from_secs(raw.repository.poll_interval_seconds),
             apply: ApplyOptions {
                 parallelism: raw.parallelism.max(1),

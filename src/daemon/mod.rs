@@ -18,6 +18,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod self_image;
 pub mod status;
 mod watchdog;
 mod worker;
@@ -231,13 +232,25 @@ fn open_source(config: &Config) -> Result<(GitSource, SourceCache), DaemonError>
     Ok((source, scenarios))
 }
 
-/// Runs the daemon until `shutdown` is cancelled: the change in progress
-/// finishes, no new one starts.
+/// Why [`run`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// `shutdown` was cancelled.
+    Shutdown,
+    /// The daemon's own binary or configuration changed on disk (what, in
+    /// words): the service manager is to start the new one.
+    Restart(String),
+}
+
+/// Runs the daemon until `shutdown` is cancelled (the change in progress
+/// finishes, no new one starts), or until, after a reconcile, its own
+/// binary or configuration has changed on disk.
 ///
 /// # Errors
 /// The configuration, the git cache or the HTTP address cannot be used.
 /// Failures of single reconciles are retried and reported, never returned.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Stopped, DaemonError> {
+    let mut image = self_image::supervised().then(|| self_image::SelfImage::capture(&config.path));
     let raw = &config.raw;
     let secret = match &raw.webhook_secret_file {
         Some(path) => Some(read_webhook_secret(path)?),
@@ -286,6 +299,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let mut backoff = Backoff::default();
     let mut next = Next::Wait;
     let mut trigger = Trigger::Start;
+    let mut stopped = Stopped::Shutdown;
     loop {
         let waiting_for_change = next == Next::WaitForChange;
         let span = tracing::info_span!("reconcile", trigger = ?trigger);
@@ -328,6 +342,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         if shutdown.is_cancelled() {
             break;
         }
+        // Between reconciles only: an apply in progress always finishes.
+        if let Some((image, change)) =
+            image.as_mut().and_then(|image| image.changed().map(|change| (image, change)))
+        {
+            match self_image::check(&change).await {
+                Ok(()) => {
+                    tracing::info!(changed = %change, exit_status = self_image::RESTART_EXIT_STATUS, "Restarting: the daemon's own files changed; the new process takes over.");
+                    stopped = Stopped::Restart(change.to_string());
+                    break;
+                }
+                Err(why) => {
+                    tracing::error!(changed = %change, error = %why, "Not restarting: the new file could not start a daemon; running on as started.");
+                    image.accept(&change);
+                }
+            }
+        }
         let drift = until_next(worker.config.drift.as_ref());
         let window = worker.next_window().and_then(|at| (at - Utc::now()).to_std().ok());
         let retry = match next {
@@ -349,5 +379,5 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     tracing::info!("Daemon stopping.");
     shutdown.cancel();
     let _ = server.await;
-    Ok(())
+    Ok(stopped)
 }

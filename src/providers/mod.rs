@@ -193,6 +193,13 @@ pub trait Provider: Sized + Send + Sync + 'static {
     /// Whether `error` is worth retrying.
     fn classify(error: &Self::Error) -> FailureKind;
 
+    /// Whether the resource `id` is owned with a resource it depends on
+    /// (a security group's rules with the group): adopting that one makes
+    /// it apimon's too, so an undeclared one is then pruned. Default: no.
+    fn follows_owner(_id: &crate::plan::ResourceId) -> bool {
+        false
+    }
+
     /// Pure: how an existing resource apimon did not create (`observed`)
     /// looks once adopted as the declared one: what `adopt` writes that
     /// observe reads back (a server's user-data hash, which Nova cannot

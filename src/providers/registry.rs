@@ -145,12 +145,9 @@ impl<P: Provider> Connected<P> {
             let env = envs.get(&task).cloned().unwrap_or_default();
             let set = result.map_err(|e| ObserveError::new::<P>(&env, e))?;
             match P::OWNERSHIP {
-                // Adopted resources are recorded too: theirs even when
-                // something strips the marks (the old playbooks do).
-                Ownership::Marks => observed.extend(set.into_iter().map(|(id, mut item)| {
-                    item.owned = item.owned || state.owns(&id);
-                    (id, item)
-                })),
+                // Marks alone decide: a record of a create (even one that
+                // failed) must never make a same-named resource apimon's.
+                Ownership::Marks => observed.extend(set),
                 Ownership::StateStore => {
                     let owned = state.environments.get(&env).map(|e| &e.owned);
                     stale.extend(
@@ -215,6 +212,13 @@ fn adopt_declared<P: Provider>(
             item.spec = P::adopted(&item.spec, &want.spec);
             item.owned = true;
             adopted.push(id.clone());
+        }
+    }
+    // What is owned with an adopted resource becomes apimon's with it: the
+    // plan after adoption shows the undeclared ones pruned.
+    for (id, item) in observed.iter_mut().filter(|(_, item)| !item.owned) {
+        if P::follows_owner(id) && item.depends_on.iter().any(|d| adopted.contains(d)) {
+            item.owned = true;
         }
     }
     adopted

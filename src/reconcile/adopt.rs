@@ -53,21 +53,20 @@ pub async fn adopt(
 ) -> Result<Vec<(ResourceId, String)>, ReconcileError> {
     let live = prepared.live.clone().unwrap_or_default();
     let mut failed = Vec::new();
-    let mut adopted = Vec::new();
+    let mut state = store.load()?;
     for change in adoption.plan.changes.iter().filter(|c| adoption.adopt.contains(&c.id)) {
         let fingerprint = (change.op == Op::NoOp)
             .then(|| change.change.fingerprint().filter(|f| !f.is_empty()).map(str::to_owned))
             .flatten();
         match live.adopt(change.clone()).await {
-            Ok(()) => adopted.push((change.id.clone(), fingerprint)),
+            Ok(()) => {
+                // Recorded like a creation, each at once: an interrupted
+                // adoption keeps what it did, and a re-run does the rest.
+                state.record_applied(&change.id, &Op::Create, fingerprint.as_deref());
+                store.save(&state)?;
+            }
             Err(error) => failed.push((change.id.clone(), error.to_string())),
         }
     }
-    let mut state = store.load()?;
-    for (id, fingerprint) in &adopted {
-        // Recorded like a creation: apimon's to change, replace and delete.
-        state.record_applied(id, &Op::Create, fingerprint.as_deref());
-    }
-    store.save(&state)?;
     Ok(failed)
 }

@@ -272,6 +272,9 @@ async fn apply_recorded(
     }
     let (id, op) = (change.id.clone(), change.op.clone());
     let fingerprint = change.change.fingerprint().map(str::to_owned);
+    if fingerprint.is_some() && !matches!(op, crate::plan::Op::NoOp | crate::plan::Op::Delete) {
+        journal.unverify(&id).map_err(|e| unrecorded(e, "not changed"))?;
+    }
     live.apply(change).await?;
     journal
         .applied(&id, &op, fingerprint.as_deref())

@@ -57,6 +57,21 @@ impl Journal {
         })
     }
 
+    /// Forgets `id`'s fingerprint before a change writes what it vouches
+    /// for: a write whose answer is lost must not leave an old fingerprint
+    /// that a later commit declaring the old value would match unverified.
+    ///
+    /// # Errors
+    /// The store cannot be written: the change must not be made.
+    pub fn unverify(&self, id: &ResourceId) -> Result<(), StateError> {
+        self.save_with(|state| {
+            state
+                .environments
+                .get_mut(&*id.env)
+                .is_some_and(|env| env.fingerprints.remove(&id.to_string()).is_some())
+        })
+    }
+
     /// Records that `op` on `id` was applied (see [`State::record_applied`]).
     ///
     /// # Errors

@@ -354,7 +354,7 @@ CINDER=(--config-file "$S/cinder/cinder.conf")
 cinder-manage "${CINDER[@]}" db sync >"$S/logs/cinder-manage.log" 2>&1
 spawn cinder-api cinder-api "${CINDER[@]}"
 spawn cinder-scheduler cinder-scheduler "${CINDER[@]}"
-PYTHONPATH="$S/cinder/pylib" spawn cinder-volume cinder-volume "${CINDER[@]}"
+PYTHONPATH="$S/cinder/pylib${PYTHONPATH:+:$PYTHONPATH}" spawn cinder-volume cinder-volume "${CINDER[@]}"
 
 log "waiting for the APIs"
 for url in http://127.0.0.1:8778 http://127.0.0.1:9292 http://127.0.0.1:9696 http://127.0.0.1:8774 http://127.0.0.1:8776; do wait_http "$url" 120; done

@@ -180,22 +180,36 @@ impl Daemon {
         log: PathBuf,
         envs: &[(&str, &std::path::Path)],
     ) -> Self {
-        Self::spawn(config, port, log, envs, Some("info")).await
+        Self::spawn(env!("CARGO_BIN_EXE_apimon").as_ref(), config, port, log, envs, Some("info"))
+            .await
+    }
+
+    /// Started from the apimon binary at `binary` (a copy, as installed),
+    /// as systemd starts a service (`INVOCATION_ID` set).
+    pub async fn start_binary(
+        binary: &std::path::Path,
+        config: &std::path::Path,
+        port: u16,
+        log: PathBuf,
+    ) -> Self {
+        let envs = [("INVOCATION_ID", std::path::Path::new("apimon-test-invocation"))];
+        Self::spawn(binary, config, port, log, &envs, Some("info")).await
     }
 
     /// Started as an operator would: no RUST_LOG, the default levels.
     pub async fn start_default_logging(config: &std::path::Path, port: u16, log: PathBuf) -> Self {
-        Self::spawn(config, port, log, &[], None).await
+        Self::spawn(env!("CARGO_BIN_EXE_apimon").as_ref(), config, port, log, &[], None).await
     }
 
     async fn spawn(
+        binary: &std::path::Path,
         config: &std::path::Path,
         port: u16,
         log: PathBuf,
         envs: &[(&str, &std::path::Path)],
         rust_log: Option<&str>,
     ) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_apimon"));
+        let mut command = Command::new(binary);
         match rust_log {
             Some(level) => command.env("RUST_LOG", level),
             None => command.env_remove("RUST_LOG"),

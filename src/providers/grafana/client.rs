@@ -120,6 +120,14 @@ pub enum GrafanaError {
         #[source]
         source: serde_json::Error,
     },
+    /// A read of dashboard `uid` did not finish (its task failed).
+    #[error("reading dashboard {uid} did not finish: {message}")]
+    Unfinished {
+        /// Dashboard uid.
+        uid: String,
+        /// Why.
+        message: String,
+    },
     /// The client could not be set up.
     #[error("cannot set up the Grafana client for {url}: {message}")]
     Setup {

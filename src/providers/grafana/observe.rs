@@ -242,18 +242,25 @@ async fn read_dashboards(
 ) -> Result<Vec<(String, DashboardFull)>, GrafanaError> {
     let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(READ_CONCURRENCY));
     let mut tasks = tokio::task::JoinSet::new();
+    let mut names = std::collections::BTreeMap::new();
     for uid in uids {
         let client = provider.client.clone();
         let limit = std::sync::Arc::clone(&limit);
-        tasks.spawn(async move {
+        let task_uid = uid.clone();
+        let handle = tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let path = format!("/api/dashboards/uid/{}", segment(&uid));
-            (uid, client.get_optional::<DashboardFull>(&path).await)
+            let path = format!("/api/dashboards/uid/{}", segment(&task_uid));
+            (task_uid, client.get_optional::<DashboardFull>(&path).await)
         });
+        names.insert(handle.id(), uid);
     }
     let mut read = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        let Ok((uid, result)) = joined else { continue };
+        // A read that did not finish must not look like a missing dashboard.
+        let (uid, result) = joined.map_err(|e| GrafanaError::Unfinished {
+            uid: names.get(&e.id()).cloned().unwrap_or_default(),
+            message: e.to_string(),
+        })?;
         if let Some(full) = result? {
             read.push((uid, full));
         }

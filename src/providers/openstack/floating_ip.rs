@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::client::{built, Cloud, OpenstackError};
 use super::common::{known, Created};
-use super::marks::is_owned_tags;
+use super::marks::{is_owned_tags, refuse_foreign, tags_claim};
 use super::network::network_id;
 use super::observe::Observer;
 use super::server::{self, first_port};
@@ -42,7 +42,10 @@ pub(super) async fn list(
 }
 
 /// Floating IPs, by the server their port belongs to.
-pub(super) fn observe(o: &mut Observer<'_>, floating_ips: Vec<FloatingIpJson>) {
+pub(super) fn observe(
+    o: &mut Observer<'_>,
+    floating_ips: Vec<FloatingIpJson>,
+) -> Result<(), OpenstackError> {
     for fip in floating_ips {
         let owned = is_owned_tags(&fip.tags, o.env);
         let server = fip
@@ -63,6 +66,9 @@ pub(super) fn observe(o: &mut Observer<'_>, floating_ips: Vec<FloatingIpJson>) {
         if !owned && !o.wants("floating_ip", &name) {
             continue;
         }
+        if !owned {
+            refuse_foreign("floating IP", &name, o.env, tags_claim(&fip.tags))?;
+        }
         let network = o
             .network_names
             .get(&fip.floating_network_id)
@@ -73,6 +79,7 @@ pub(super) fn observe(o: &mut Observer<'_>, floating_ips: Vec<FloatingIpJson>) {
             o.index.floating_ips.insert(name, fip.id);
         }
     }
+    Ok(())
 }
 
 pub(super) async fn create(

@@ -34,6 +34,18 @@ pub(crate) fn metadata_env(metadata: &BTreeMap<String, String>) -> Option<&str> 
     )
 }
 
+/// The environment an `apimon:env` Neutron tag names, with or without
+/// `apimon:managed`: a half-stripped mark still says whose it was, so it
+/// is never taken over (adopted) by another environment.
+pub(crate) fn tags_claim(tags: &[String]) -> Option<&str> {
+    tag_value(tags, ENV_KEY)
+}
+
+/// As [`tags_claim`], for Nova or Cinder metadata.
+pub(crate) fn metadata_claim(metadata: &BTreeMap<String, String>) -> Option<&str> {
+    metadata.get(ENV_KEY).map(String::as_str)
+}
+
 /// Whether Neutron tags mark a resource as apimon's in `env`.
 pub(crate) fn is_owned_tags(tags: &[String], env: &str) -> bool {
     tags_env(tags) == Some(env)

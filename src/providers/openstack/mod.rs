@@ -370,6 +370,11 @@ impl Provider for OpenstackProvider {
         failure_kind(error.is_transient())
     }
 
+    fn follows_owner(id: &ResourceId) -> bool {
+        // Rules carry no marks: they are the group's; attachments the volume's.
+        matches!(&*id.kind, "security_group_rule" | "volume_attachment")
+    }
+
     fn adopted(observed: &OpenstackSpec, desired: &OpenstackSpec) -> OpenstackSpec {
         adopt::adopted(observed, desired)
     }

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use super::client::{built, Cloud, OpenstackError};
 use super::common::{gone_is_fine, known, Created, Named};
-use super::marks::{is_owned_tags, refuse_foreign, tags_env, Claims};
+use super::marks::{is_owned_tags, refuse_foreign, tags_claim, Claims};
 use super::observe::Observer;
 use super::{id, OpenstackProvider, OpenstackSpec};
 use crate::plan::Comparison;
@@ -210,7 +210,7 @@ pub(super) fn observe_networks(
         let name = claims.name(&network.name, &network.id, owned);
         o.network_names.insert(network.id.clone(), name.clone());
         if mine && !owned && o.wants("network", &name) {
-            refuse_foreign("network", &name, o.env, tags_env(&network.tags))?;
+            refuse_foreign("network", &name, o.env, tags_claim(&network.tags))?;
         }
         if mine && (owned || o.wants("network", &name)) {
             if o.insert(id(o.env, "network", &name), OpenstackSpec::Network, owned, vec![]) {
@@ -236,7 +236,7 @@ pub(super) fn observe_subnets(
             continue;
         }
         if !owned {
-            refuse_foreign("subnet", &name, o.env, tags_env(&subnet.tags))?;
+            refuse_foreign("subnet", &name, o.env, tags_claim(&subnet.tags))?;
         }
         let Some(network) = o.network_names.get(&subnet.network_id).cloned() else { continue };
         let network_id = id(o.env, "network", &network);
@@ -269,7 +269,7 @@ pub(super) fn observe_routers(
             continue;
         }
         if !owned {
-            refuse_foreign("router", &name, o.env, tags_env(&router.tags))?;
+            refuse_foreign("router", &name, o.env, tags_claim(&router.tags))?;
         }
         let external_network = router
             .external_gateway_info

@@ -122,7 +122,7 @@ pub(super) async fn observe(
     security_group::observe(&mut o, &groups)?;
     server::observe(&mut o, cloud, &servers).await?;
     volume::observe(&mut o, volumes)?;
-    floating_ip::observe(&mut o, floating_ips);
+    floating_ip::observe(&mut o, floating_ips)?;
     let Observer { set, mut index, .. } = o;
     server::check_flavors_and_images(provider, &set, &mut index).await?;
     provider.with_index(|current| *current = index);

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::client::{built, Cloud, OpenstackError};
 use super::common::{known, Created, Named};
-use super::marks::{is_owned_tags, refuse_foreign, tags_env, Claims};
+use super::marks::{is_owned_tags, refuse_foreign, tags_claim, Claims};
 use super::observe::Observer;
 use super::{id, OpenstackProvider, OpenstackSpec};
 use crate::model::{Direction, Protocol, Remote, Rule};
@@ -109,7 +109,7 @@ pub(super) fn observe(
             continue;
         }
         if !owned {
-            refuse_foreign("security group", &name, o.env, tags_env(&group.tags))?;
+            refuse_foreign("security group", &name, o.env, tags_claim(&group.tags))?;
         }
         let group_id = id(o.env, "security_group", &name);
         let spec = OpenstackSpec::SecurityGroup { description: group.description.clone() };

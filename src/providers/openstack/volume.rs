@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::client::{built, Cloud, OpenstackError};
 use super::common::{gone_is_fine, Created};
-use super::marks::{is_owned_metadata, metadata_env, ownership_metadata, refuse_foreign, Claims};
+use super::marks::{is_owned_metadata, metadata_claim, ownership_metadata, refuse_foreign, Claims};
 use super::observe::Observer;
 use super::server;
 use super::wait::{poll, Look};
@@ -101,7 +101,7 @@ pub(super) fn observe(
             continue;
         }
         if !owned {
-            refuse_foreign("volume", &name, o.env, metadata_env(&volume.metadata))?;
+            refuse_foreign("volume", &name, o.env, metadata_claim(&volume.metadata))?;
         }
         let volume_id = id(o.env, "volume", &name);
         let error = volume.status.starts_with("error").then(|| volume.status.clone());

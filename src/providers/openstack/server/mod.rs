@@ -19,7 +19,7 @@ use openstack_sdk::api::image::v2::image::list as image_list;
 use serde::{Deserialize, Serialize};
 
 use super::client::{built, Cloud, OpenstackError};
-use super::marks::{is_owned_metadata, metadata_env, oldest_first, refuse_foreign, Claims};
+use super::marks::{is_owned_metadata, metadata_claim, oldest_first, refuse_foreign, Claims};
 use super::observe::Observer;
 use super::{
     id, Index, OpenstackProvider, OpenstackSpec, IMAGE_KEY, METADATA_KEYS_KEY, ROLE_KEY,
@@ -262,7 +262,7 @@ pub(super) async fn observe(
         let owned = is_owned_metadata(&server.metadata, o.env);
         let name = claims.name(&server.name, &server.id, owned);
         if !owned {
-            refuse_foreign("host", &name, o.env, metadata_env(&server.metadata))?;
+            refuse_foreign("host", &name, o.env, metadata_claim(&server.metadata))?;
         }
         let spec = server_spec(server, &images);
         let mut depends_on = Vec::new();

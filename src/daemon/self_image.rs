@@ -1,0 +1,167 @@
+//! The daemon's own binary and configuration as they were when it started.
+//! After each reconcile the daemon looks again; when either changed on
+//! disk — an upgrade, or a commit that rewrote them on this very host — it
+//! stops cleanly with exit status [`RESTART_EXIT_STATUS`], and its service
+//! manager starts the new one (`RestartForceExitStatus=75`): the new
+//! process takes over after the old one finished its apply, never in the
+//! middle of it. A new file that could not start a daemon (a configuration
+//! that does not load, a binary that does not answer `--version`) is
+//! refused with an error in the log, and the daemon runs on. Only under a
+//! service manager ([`supervised`]): by hand, nobody would start the new one.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Exit status asking the service manager for a restart.
+pub const RESTART_EXIT_STATUS: u8 = 75;
+
+/// Which file a rename or a write replaced: a binary is replaced by
+/// renaming a new one over it (a running one cannot be written), which
+/// changes the inode; an edit changes size or modification time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+fn file_id(path: &Path) -> Option<FileId> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(FileId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        len: meta.len(),
+        mtime: (meta.mtime(), meta.mtime_nsec()),
+    })
+}
+
+/// The files the running daemon was started from.
+#[derive(Debug)]
+pub struct SelfImage {
+    binary: Option<(PathBuf, FileId)>,
+    config: Option<(PathBuf, Vec<u8>)>,
+}
+
+/// One of the daemon's own files changed on disk, as it was seen: what is
+/// checked is what a refusal remembers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Its executable.
+    Binary(PathBuf, FileId),
+    /// Its configuration file, with its new content.
+    Config(PathBuf, Vec<u8>),
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Binary(path, _) => write!(f, "its binary {}", path.display()),
+            Self::Config(path, _) => write!(f, "its configuration {}", path.display()),
+        }
+    }
+}
+
+/// Whether a service manager runs the daemon (systemd sets `INVOCATION_ID`
+/// for every service): only then is there someone to start the new one.
+pub fn supervised() -> bool {
+    std::env::var_os("INVOCATION_ID").is_some()
+}
+
+impl SelfImage {
+    /// Looks at this process's binary and at `config` now.
+    pub fn capture(config: &Path) -> Self {
+        // After a replacement /proc/self/exe reads "<path> (deleted)": the
+        // path is taken now, while it still names this binary.
+        let binary =
+            std::env::current_exe().ok().and_then(|path| file_id(&path).map(|id| (path, id)));
+        let config = std::fs::read(config).ok().map(|text| (config.to_path_buf(), text));
+        Self { binary, config }
+    }
+
+    /// What changed on disk since [`capture`](Self::capture), if anything.
+    /// A file that is gone or unreadable counts as unchanged: a restart
+    /// could not start from it.
+    pub fn changed(&self) -> Option<Change> {
+        if let Some((path, id)) = &self.binary {
+            if let Some(now) = file_id(path).filter(|now| now != id) {
+                return Some(Change::Binary(path.clone(), now));
+            }
+        }
+        if let Some((path, text)) = &self.config {
+            if let Ok(now) = std::fs::read(path).map_err(drop).and_then(|now| {
+                if now == *text {
+                    Err(())
+                } else {
+                    Ok(now)
+                }
+            }) {
+                return Some(Change::Config(path.clone(), now));
+            }
+        }
+        None
+    }
+
+    /// Takes the file as `change` saw it, so a change that was refused
+    /// (see [`check`]) is not reported again until the file changes again.
+    pub fn accept(&mut self, change: &Change) {
+        match (change, &mut self.binary, &mut self.config) {
+            (Change::Binary(_, now), Some((_, id)), _) => *id = now.clone(),
+            (Change::Config(_, now), _, Some((_, text))) => text.clone_from(now),
+            _ => {}
+        }
+    }
+}
+
+/// Whether the new file can start a daemon: the configuration loads, the
+/// binary answers `--version` within 10 s. A restart into a broken one
+/// would leave no daemon at all.
+///
+/// # Errors
+/// Why it cannot.
+pub async fn check(change: &Change) -> Result<(), String> {
+    match change {
+        Change::Config(path, text) => {
+            let text = std::str::from_utf8(text).map_err(|e| format!("not UTF-8: {e}"))?;
+            super::config::Config::parse(path, text)
+                .map(|_| ())
+                .map_err(|e| crate::apply::chain(&e))
+        }
+        Change::Binary(path, _) => {
+            let run = tokio::process::Command::new(path)
+                .arg("--version")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .status();
+            match tokio::time::timeout(std::time::Duration::from_secs(10), run).await {
+                Ok(Ok(status)) if status.success() => Ok(()),
+                Ok(Ok(status)) => Err(format!("`{} --version` failed ({status})", path.display())),
+                Ok(Err(error)) => Err(format!("cannot start {}: {error}", path.display())),
+                Err(_) => Err(format!("`{} --version` did not answer within 10 s", path.display())),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_edited_configuration_is_a_change_a_removed_one_is_not() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = dir.path().join("daemon.yaml");
+        std::fs::write(&config, "listen: 127.0.0.1:1\n").expect("write");
+        let image = SelfImage::capture(&config);
+        assert_eq!(image.changed(), None);
+        std::fs::write(&config, "listen: 127.0.0.1:2\n").expect("write");
+        assert_eq!(
+            image.changed(),
+            Some(Change::Config(config.clone(), b"listen: 127.0.0.1:2\n".to_vec()))
+        );
+        std::fs::remove_file(&config).expect("remove");
+        assert_eq!(image.changed(), None);
+    }
+}
