@@ -285,7 +285,8 @@ import json, sys, urllib.request
 status = json.load(urllib.request.urlopen(sys.argv[1] + "/status", timeout=5))
 outcome = status["environments"]["outside"].get("outcome")
 if outcome in ("partial", "failed", "pending"):
-    print(f"dev-stack: the first run ended {outcome}: {status.get(\"last_error\")}", file=sys.stderr)
+    error = status.get("last_error")
+    print(f"dev-stack: the first run ended {outcome}: {error}", file=sys.stderr)
     sys.exit(0)
 sys.exit(0 if outcome in ("success", "no_changes") else 1)
 ' "$daemon_url"

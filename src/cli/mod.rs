@@ -215,9 +215,20 @@ pub struct LiveArgs {
     /// ~/.config/openstack/clouds.yaml, /etc/openstack/clouds.yaml; never ./].
     #[arg(long, env = "OS_CLIENT_CONFIG_FILE")]
     pub clouds_file: Option<PathBuf>,
+    /// Also check what the state store's fingerprints vouch for: log in as
+    /// every InfluxDB user, read every Grafana dashboard back (catches
+    /// changes made by hand; costs a request each).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 impl LiveArgs {
+    /// Every fingerprinted value with `--verify`, none without.
+    fn probe(&self) -> crate::providers::Probe {
+        let budget = if self.verify { usize::MAX } else { 0 };
+        crate::providers::Probe { round: 0, budget }
+    }
+
     fn machine(&self) -> Machine {
         let defaults = Machine::from_env();
         Machine {
@@ -432,7 +443,7 @@ async fn plan_live(
 ) -> anyhow::Result<Outcome> {
     let prepared = prepare_live(repo, names, live)?;
     let state = state::read(&live.state_dir)?;
-    let plan = reconcile::plan(&prepared, &state, allow_deletes).await?;
+    let plan = reconcile::plan_probing(&prepared, &state, allow_deletes, live.probe()).await?;
     output_plan(&plan, format, "live")
 }
 
@@ -448,7 +459,7 @@ async fn apply(
     // Lock before observing: the plan must not go stale under another apply.
     let store = LockedStore::open(&live.state_dir)?;
     let state = store.load()?;
-    let plan = reconcile::plan(&prepared, &state, allow_deletes).await?;
+    let plan = reconcile::plan_probing(&prepared, &state, allow_deletes, live.probe()).await?;
     {
         let mut stdout = std::io::stdout().lock();
         print_plan(&mut stdout, &plan, "live")?;
