@@ -7,9 +7,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::bail;
-
-use super::{prepare_live, print_plan, LiveArgs, Outcome};
+use super::{confirm, prepare_live, print_plan, LiveArgs, Outcome};
 use crate::reconcile;
 use crate::state::LockedStore;
 
@@ -37,7 +35,8 @@ pub(super) async fn adopt(
     writeln!(stdout, "\nOnce adopted, `apimon apply` would make these changes:\n")?;
     print_plan(&mut stdout, &adoption.plan, "after adoption")?;
     drop(stdout);
-    if !yes && !confirmed()? {
+    let question = "Adopt these resources as apimon's?";
+    if !yes && !confirm("adopt", "the list", "--yes", question)? {
         eprintln!("Adoption cancelled; nothing was changed.");
         return Ok(Outcome::Invalid);
     }
@@ -48,16 +47,4 @@ pub(super) async fn adopt(
         eprintln!("error: {id}: {error}");
     }
     Ok(if failed.is_empty() { Outcome::Ok } else { Outcome::Invalid })
-}
-
-fn confirmed() -> anyhow::Result<bool> {
-    use std::io::IsTerminal;
-    if !std::io::stdin().is_terminal() {
-        bail!("refusing to adopt without confirmation: standard input is not a terminal; review the list and pass --yes");
-    }
-    print!("\nAdopt these resources as apimon's? Only 'yes' is accepted: ");
-    std::io::stdout().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    Ok(answer.trim() == "yes")
 }

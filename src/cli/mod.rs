@@ -501,11 +501,17 @@ async fn apply(
 
 /// Asks on the terminal; refuses when there is none.
 fn confirmed() -> anyhow::Result<bool> {
+    confirm("apply", "the plan", "--auto-approve", "Apply these changes?")
+}
+
+/// Asks `question` on the terminal; without one, refuses to `what`,
+/// naming what to review and the flag that skips the question.
+fn confirm(what: &str, review: &str, flag: &str, question: &str) -> anyhow::Result<bool> {
     use std::io::IsTerminal;
     if !std::io::stdin().is_terminal() {
-        bail!("refusing to apply without confirmation: standard input is not a terminal; review the plan and pass --auto-approve");
+        bail!("refusing to {what} without confirmation: standard input is not a terminal; review {review} and pass {flag}");
     }
-    print!("\nApply these changes? Only 'yes' is accepted: ");
+    print!("\n{question} Only 'yes' is accepted: ");
     std::io::stdout().flush()?;
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;

@@ -167,34 +167,33 @@ impl<P: Provider> Connected<P> {
         Ok((observed, stale))
     }
 
-    /// Applies one change with the instance of its environment.
-    async fn apply(&self, change: Planned<ItemChange<P::Spec>>) -> Result<(), ChangeError> {
-        let Some(provider) = self.available.get(&*change.id.env) else {
-            return Err(ChangeError::new(
+    /// The instance of `change`'s environment.
+    fn provider_for(&self, change: &Planned<ItemChange<P::Spec>>) -> Result<&P, ChangeError> {
+        self.available.get(&*change.id.env).map(|p| &**p).ok_or_else(|| {
+            ChangeError::new(
                 FailureKind::Permanent,
                 format!("no {} provider for environment {}", P::KIND, change.id.env),
-            ));
-        };
-        provider
+            )
+        })
+    }
+
+    /// Applies one change with the instance of its environment.
+    async fn apply(&self, change: Planned<ItemChange<P::Spec>>) -> Result<(), ChangeError> {
+        self.provider_for(&change)?
             .apply(&change)
             .await
             .map_err(|error| ChangeError::from_error(P::classify(&error), error))
     }
 
-    /// Requests sent so far, over all environments.
+    /// Marks one existing resource as apimon's (`apimon adopt`).
     async fn adopt(&self, change: Planned<ItemChange<P::Spec>>) -> Result<(), ChangeError> {
-        let Some(provider) = self.available.get(&*change.id.env) else {
-            return Err(ChangeError::new(
-                FailureKind::Permanent,
-                format!("no {} provider for environment {}", P::KIND, change.id.env),
-            ));
-        };
-        provider
+        self.provider_for(&change)?
             .adopt(&change)
             .await
             .map_err(|error| ChangeError::from_error(P::classify(&error), error))
     }
 
+    /// Requests sent so far, over all environments.
     fn requests(&self) -> usize {
         self.available.values().map(|p| p.requests()).sum()
     }
