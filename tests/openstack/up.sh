@@ -111,6 +111,10 @@ key_repository = $S/keystone/credential
 [cache]
 enabled = true
 backend = dogpile.cache.memory
+# Tests add regions and endpoints while others run: each worker caching
+# the catalog in its own memory would hand out catalogs without them.
+[catalog]
+caching = false
 [identity]
 password_hash_rounds = 4
 EOF
