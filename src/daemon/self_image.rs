@@ -89,13 +89,7 @@ impl SelfImage {
             }
         }
         if let Some((path, text)) = &self.config {
-            if let Ok(now) = std::fs::read(path).map_err(drop).and_then(|now| {
-                if now == *text {
-                    Err(())
-                } else {
-                    Ok(now)
-                }
-            }) {
+            if let Some(now) = std::fs::read(path).ok().filter(|now| now != text) {
                 return Some(Change::Config(path.clone(), now));
             }
         }
