@@ -6,6 +6,7 @@
 //! `docs/architecture.md`.
 
 pub mod apply;
+pub mod bootstrap;
 pub mod cli;
 pub mod cron;
 pub mod daemon;

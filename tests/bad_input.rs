@@ -89,6 +89,17 @@ rejects! {
     an_unpinned_runtime_package_is_rejected:
         edit("apimon.yaml", "project: ", "runtime:\n  python: [ansible-core, --index-url=https://evil.test]\nproject: ")
         => ["apimon.yaml:2:", "requirement `ansible-core` is not pinned", "invalid requirement `--index-url=https://evil.test`"];
+    a_daemon_with_bad_settings_names_each_place:
+        edit("apimon.yaml", "    grafana:\n      url: http://192.168.10.40:3000\n", "    daemon:\n      repository: {url: 'ftp://x', poll_interval_seconds: 0, token: {secret: t}}\n      listen: nowhere\n      drift_cron: '99 * * * *'\n      webhook_secret: in-the-clear\n    grafana:\n      url: http://192.168.10.40:3000\n")
+        => [
+            "apimon.yaml:20:7: environments.outside.daemon: no `ssh:` section",
+            "apimon.yaml:20:25: environments.outside.daemon.repository.url: invalid remote `ftp://x`",
+            "environments.outside.daemon.repository.poll_interval_seconds: 0; expected at least 1",
+            "environments.outside.daemon.repository.token: a token authenticates to an https:// remote only",
+            "apimon.yaml:21:15: environments.outside.daemon.listen: invalid address `nowhere`",
+            "apimon.yaml:22:19: environments.outside.daemon.drift_cron: invalid cron expression",
+            "apimon.yaml:23:23: environments.outside.daemon.webhook_secret: a credential must not be written",
+        ];
     a_missing_collection_archive_is_rejected:
         edit("apimon.yaml", "project: ", "runtime:\n  python: [ansible-core==2.19.4]\n  collections: [runtime/x.tar.gz]\nproject: ")
         => ["apimon.yaml:3:", "`runtime/x.tar.gz` does not exist"];

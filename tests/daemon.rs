@@ -331,10 +331,14 @@ fn the_systemd_units_verify() {
     };
     let dir = tempfile::tempdir().expect("temp dir");
     for unit in ["apimon.service", "apimon-executor.service"] {
-        let text = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd").join(unit),
-        )
-        .expect("unit");
+        // The daemon's unit is a template apimon renders onto its bastion.
+        let source = match unit {
+            "apimon.service" => std::path::Path::new("templates/apimon.service.hbs"),
+            other => &std::path::Path::new("systemd").join(other),
+        };
+        let text =
+            std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(source))
+                .expect("unit");
         assert!(
             text.contains("NoNewPrivileges=yes")
                 && text.contains("ProtectSystem=strict")

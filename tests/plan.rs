@@ -465,3 +465,54 @@ fn any_number_of_hosts_per_role_each_configured_for_its_role() {
         "{stdout}"
     );
 }
+
+/// `outside` of the fixture with SSH access and a daemon on its bastion.
+fn with_daemon(repo: &TestRepo, daemon: &str) {
+    repo.edit(
+        "apimon.yaml",
+        "    grafana:\n      url: http://192.168.10.40:3000\n",
+        &format!("    ssh: {{user: ubuntu, bastion_address: 203.0.113.10}}\n    daemon:\n{daemon}    grafana:\n      url: http://192.168.10.40:3000\n"),
+    );
+}
+
+#[test]
+fn a_declared_daemon_gets_its_files_on_the_first_bastion_in_a_configuration_it_accepts() {
+    let repo = TestRepo::fixture();
+    with_daemon(
+        &repo,
+        "      repository: {url: 'https://git.example.net/desired.git', token: {secret: outside_git_token}, poll_interval_seconds: 30}\n      webhook_secret: {secret: outside_webhook}\n      drift_cron: '*/15 * * * *'\n      maintenance_windows: [{cron: '0 22 * * Mon-Fri', duration_minutes: 120}]\n",
+    );
+    let out = crate::support::render_outside(&repo);
+    let host = out.path().join("outside/outside-bastion");
+    let config = apimon::daemon::config::Config::load(&host.join("etc/apimon/daemon.yaml"))
+        .expect("the daemon accepts the daemon.yaml rendered for it");
+    assert_eq!(config.raw.runs_on.as_deref(), Some("outside/outside-bastion"));
+    assert_eq!(config.raw.environments, ["outside"]);
+    assert_eq!(config.raw.repository.url, "https://git.example.net/desired.git");
+    assert_eq!(config.poll_interval, std::time::Duration::from_secs(30));
+    assert_eq!(config.windows.len(), 1);
+    assert!(config.drift.is_some());
+    assert_eq!(
+        config.raw.repository.token_file.as_deref(),
+        Some(std::path::Path::new("/etc/apimon/git_token"))
+    );
+    let unit =
+        std::fs::read_to_string(host.join("etc/systemd/system/apimon.service")).expect("the unit");
+    assert!(unit.contains("RestartForceExitStatus=75"), "{unit}");
+    for secret in ["etc/apimon/git_token", "etc/apimon/webhook_secret"] {
+        let text = std::fs::read_to_string(host.join(secret)).expect("secret file");
+        assert_eq!(text.trim(), "(sensitive)", "{secret}");
+    }
+    // The offline plan: the account, the binary, the files, the unit.
+    let (code, stdout, stderr) = plan(&repo, &["--env", "outside"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    for id in [
+        "outside/host.account/outside-bastion:apimon",
+        "outside/host.file/outside-bastion:/usr/local/bin/apimon",
+        "outside/host.file/outside-bastion:/etc/apimon/daemon.yaml",
+        "outside/host.unit/outside-bastion:apimon",
+    ] {
+        assert!(stdout.contains(id), "{id} missing from\n{stdout}");
+    }
+    assert!(!stdout.contains("outside-influxdb:/etc/apimon/daemon.yaml"), "{stdout}");
+}

@@ -4,6 +4,7 @@
 mod support;
 
 mod bad_input;
+mod bootstrap;
 mod daemon;
 mod daemon_safety;
 mod dev_stack;

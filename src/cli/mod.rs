@@ -23,6 +23,7 @@ use crate::source::scenarios::SourceCache;
 
 mod adopt;
 mod approve;
+mod bootstrap;
 mod offline;
 mod output;
 
@@ -157,6 +158,20 @@ pub enum Command {
         /// Adopt without asking for confirmation.
         #[arg(long)]
         yes: bool,
+        #[command(flatten)]
+        live: LiveArgs,
+    },
+    /// Install the daemon on an environment's bastion (apimon.yaml's
+    /// `daemon:`): converge the environment, write the daemon's files and
+    /// credentials (only this environment's), hand the state store over,
+    /// start it and wait until it reports the environment converged. Run
+    /// again: nothing to do, or an upgrade; never a second daemon.
+    /// Exit 0: the daemon runs and converged, 1: not.
+    Bootstrap {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        args: bootstrap::BootstrapArgs,
         #[command(flatten)]
         live: LiveArgs,
     },
@@ -317,6 +332,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Adopt { repo, env, yes, live } => {
             runtime()?.block_on(adopt::adopt(&repo.repo, &env, yes, &live))
         }
+        Command::Bootstrap { repo, args, live } => {
+            runtime()?.block_on(bootstrap::bootstrap(&repo.repo, &args, &live))
+        }
         Command::Approve { id, env, config, daemon, token_file } => {
             runtime()?.block_on(approve::approve(id, env, &config, daemon, token_file))
         }
@@ -468,6 +486,17 @@ async fn apply(
         eprintln!("Apply cancelled; nothing was changed.");
         return Ok(Outcome::Invalid);
     }
+    let outcome = apply_plan(&store, &prepared, &plan, options).await?;
+    Ok(if outcome.is_success() { Outcome::Ok } else { Outcome::Invalid })
+}
+
+/// Applies `plan`, printing each change as it finishes, then the outcome.
+async fn apply_plan(
+    store: &LockedStore,
+    prepared: &Prepared,
+    plan: &reconcile::Plan,
+    options: &ApplyOptions,
+) -> anyhow::Result<crate::apply::Outcome> {
     // Progress: every finished change counts; on a terminal the one
     // starting is shown too, so a long change (a server booting) is visible.
     let total = plan.actions().count();
@@ -488,7 +517,7 @@ async fn apply(
         }
     };
     let stop = tokio_util::sync::CancellationToken::new();
-    let outcome = reconcile::apply(&store, &prepared, &plan, options, report, &stop).await?;
+    let outcome = reconcile::apply(store, prepared, plan, options, report, &stop).await?;
     println!();
     println!("{outcome}");
     if let Some(live) = &prepared.live {
@@ -496,7 +525,7 @@ async fn apply(
             tracing::info!(%provider, requests, "Apply finished.");
         }
     }
-    Ok(if outcome.is_success() { Outcome::Ok } else { Outcome::Invalid })
+    Ok(outcome)
 }
 
 /// Asks on the terminal; refuses when there is none.

@@ -242,6 +242,25 @@ pub enum Stopped {
     Restart(String),
 }
 
+/// Whether the daemon's own binary or configuration changed into one that
+/// can start a daemon (what changed, in words). A file that cannot is
+/// logged and accepted, so it is reported once.
+async fn restart_due(image: Option<&mut self_image::SelfImage>) -> Option<String> {
+    let image = image?;
+    let change = image.changed()?;
+    match self_image::check(&change).await {
+        Ok(()) => {
+            tracing::info!(changed = %change, exit_status = self_image::RESTART_EXIT_STATUS, "Restarting: the daemon's own files changed; the new process takes over.");
+            Some(change.to_string())
+        }
+        Err(why) => {
+            tracing::error!(changed = %change, error = %why, "Not restarting: the new file could not start a daemon; running on as started.");
+            image.accept(&change);
+            None
+        }
+    }
+}
+
 /// Runs the daemon until `shutdown` is cancelled (the change in progress
 /// finishes, no new one starts), or until, after a reconcile, its own
 /// binary or configuration has changed on disk.
@@ -343,20 +362,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Stopped,
             break;
         }
         // Between reconciles only: an apply in progress always finishes.
-        if let Some((image, change)) =
-            image.as_mut().and_then(|image| image.changed().map(|change| (image, change)))
-        {
-            match self_image::check(&change).await {
-                Ok(()) => {
-                    tracing::info!(changed = %change, exit_status = self_image::RESTART_EXIT_STATUS, "Restarting: the daemon's own files changed; the new process takes over.");
-                    stopped = Stopped::Restart(change.to_string());
-                    break;
-                }
-                Err(why) => {
-                    tracing::error!(changed = %change, error = %why, "Not restarting: the new file could not start a daemon; running on as started.");
-                    image.accept(&change);
-                }
-            }
+        if let Some(change) = restart_due(image.as_mut()).await {
+            stopped = Stopped::Restart(change);
+            break;
         }
         let drift = until_next(worker.config.drift.as_ref());
         let window = worker.next_window().and_then(|at| (at - Utc::now()).to_std().ok());
@@ -374,6 +382,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Stopped,
             () = tokio::time::sleep(window.unwrap_or_default()), if window.is_some() => Trigger::Window,
         };
         idle.set(false);
+        // Files replaced while idle: the new process reconciles, not this
+        // one (which would put its own, older binary back on its host).
+        if let Some(change) = restart_due(image.as_mut()).await {
+            stopped = Stopped::Restart(change);
+            break;
+        }
     }
     notify::notify("STOPPING=1");
     tracing::info!("Daemon stopping.");

@@ -199,6 +199,8 @@ pub struct Environment {
     pub grafana_endpoint: Option<GrafanaEndpoint>,
     /// SSH access through the bastion.
     pub ssh: Option<raw::SshAccess>,
+    /// The daemon on the first bastion, when declared.
+    pub daemon: Option<raw::Daemon>,
     /// Effective policy.
     pub policy: Policy,
     /// VMs.
@@ -218,6 +220,12 @@ pub struct Environment {
 }
 
 impl Environment {
+    /// The host the environment's daemon runs on: its first bastion, when
+    /// `daemon:` is declared.
+    pub fn daemon_host(&self) -> Option<&Host> {
+        self.daemon.as_ref().and(self.host_with_role(Role::Bastion))
+    }
+
     /// The first host with `role`.
     pub fn host_with_role(&self, role: Role) -> Option<&Host> {
         self.hosts.iter().find(|host| host.role == role)

@@ -8,8 +8,10 @@
 //! template can neither recurse nor nest without bound nor grow its output
 //! past a limit, so no commit can take the process down while rendering.
 
+mod daemon;
 mod templates;
 
+pub use daemon::{CONFIG_PATH as DAEMON_CONFIG_PATH, UNIT as DAEMON_UNIT};
 pub use templates::{Templates, MAX_BLOCK_DEPTH, MAX_OUTPUT_BYTES};
 
 use std::collections::BTreeMap;
@@ -23,7 +25,7 @@ use crate::model::{
 };
 
 /// The built-in templates: name and source.
-pub const BUILT_IN: [(&str, &str); 8] = [
+pub const BUILT_IN: [(&str, &str); 10] = [
     ("cloud-init.yaml.hbs", include_str!("../../templates/cloud-init.yaml.hbs")),
     ("telegraf.conf.hbs", include_str!("../../templates/telegraf.conf.hbs")),
     ("clouds.yaml.hbs", include_str!("../../templates/clouds.yaml.hbs")),
@@ -32,6 +34,8 @@ pub const BUILT_IN: [(&str, &str); 8] = [
     ("telegraf.service.hbs", include_str!("../../templates/telegraf.service.hbs")),
     ("influxdb.conf.hbs", include_str!("../../templates/influxdb.conf.hbs")),
     ("grafana.ini.hbs", include_str!("../../templates/grafana.ini.hbs")),
+    ("apimon.service.hbs", include_str!("../../templates/apimon.service.hbs")),
+    ("daemon.yaml.hbs", include_str!("../../templates/daemon.yaml.hbs")),
 ];
 
 /// Rendering failed.
@@ -92,6 +96,9 @@ pub struct RenderedHost {
     pub files: Vec<RenderedFile>,
     /// systemd units that must be enabled and running.
     pub units: Vec<String>,
+    /// Whether the environment's daemon runs here (its files, account and
+    /// binary are converged; its unit is enabled, never restarted).
+    pub runs_daemon: bool,
 }
 
 /// Everything rendered, by host name.
@@ -106,7 +113,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn secret_value(secrets: &Secrets, value: &MaybeSecret, missing: &mut Vec<String>) -> String {
+pub(crate) fn secret_value(
+    secrets: &Secrets,
+    value: &MaybeSecret,
+    missing: &mut Vec<String>,
+) -> String {
     match value {
         MaybeSecret::Plain(text) => text.clone(),
         MaybeSecret::Secret(name) => match secrets.value(name) {
@@ -405,7 +416,7 @@ fn render_host(
     templates: &Templates,
     secrets: &Secrets,
 ) -> Result<RenderedHost, RenderError> {
-    let context = context(state, environment, host, secrets);
+    let mut context = context(state, environment, host, secrets);
     let user_data = templates.render("cloud-init.yaml.hbs", &host.name, &context)?;
     let mut files = Vec::new();
     for spec in files_for(host.role) {
@@ -445,6 +456,12 @@ fn render_host(
             });
         }
     }
+    let runs_daemon = environment.daemon_host().is_some_and(|h| h.name == host.name);
+    let mut units: Vec<String> = units_for(host.role).iter().map(|s| (*s).to_owned()).collect();
+    if let (true, Some(daemon)) = (runs_daemon, &environment.daemon) {
+        files.extend(daemon::files(environment, host, daemon, templates, secrets, &mut context)?);
+        units.push(daemon::UNIT.to_owned());
+    }
     Ok(RenderedHost {
         env: environment.name.clone(),
         host: host.name.clone(),
@@ -452,7 +469,8 @@ fn render_host(
         user_data_sha256: sha256_hex(user_data.as_bytes()),
         user_data,
         files,
-        units: units_for(host.role).iter().map(|s| (*s).to_owned()).collect(),
+        units,
+        runs_daemon,
     })
 }
 

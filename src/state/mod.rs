@@ -28,7 +28,8 @@ use crate::plan::{Op, ResourceId, Summary};
 /// Runs kept in the history.
 pub const HISTORY_LIMIT: usize = 500;
 
-const STATE_FILE: &str = "state.json";
+/// The state file in the state directory.
+pub const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "apply.lock";
 const FORMAT_VERSION: u32 = 1;
 
@@ -218,7 +219,16 @@ pub fn read(dir: &Path) -> Result<State, StateError> {
         }
         Err(error) => return Err(StateError::Io { path, action: "read", source: error.into() }),
     };
-    let state: State = serde_json::from_str(&text).map_err(|error| StateError::Corrupt {
+    parse(&path, &text)
+}
+
+/// Parses a state file's `text` (read from `path`, named in errors).
+///
+/// # Errors
+/// Not JSON of a state, or of another format version.
+pub fn parse(path: &Path, text: &str) -> Result<State, StateError> {
+    let path = path.to_owned();
+    let state: State = serde_json::from_str(text).map_err(|error| StateError::Corrupt {
         path: path.clone(),
         line: error.line(),
         column: error.column(),

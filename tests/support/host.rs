@@ -32,7 +32,7 @@ case "$1" in
 esac
 "#;
 
-const FAKE_PACKAGES: &str = r#"#!/bin/sh
+pub const FAKE_PACKAGES: &str = r#"#!/bin/sh
 # Stand-in for dpkg/apt on a test host: installed packages are files.
 d="$(dirname "$0")/packages"; mkdir -p "$d"
 case "$1" in

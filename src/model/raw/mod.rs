@@ -174,9 +174,82 @@ pub struct Environment {
     pub grafana: Option<GrafanaEndpoint>,
     /// SSH access to the environment's hosts.
     pub ssh: Option<SshAccess>,
+    /// The apimon daemon on the environment's first bastion: what its
+    /// daemon.yaml says (`apimon bootstrap` installs it; it then manages
+    /// its own files from here).
+    pub daemon: Option<Daemon>,
     /// Overrides of the project defaults.
     #[serde(default)]
     pub policy: Policy,
+}
+
+/// `daemon:` of an environment: the settings of the daemon its first
+/// bastion runs, rendered into that host's `/etc/apimon/daemon.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Daemon {
+    /// The repository the daemon follows (this one, as the bastion reaches it).
+    pub repository: DaemonRepository,
+    /// Address of its HTTP endpoint (/healthz, /status, /metrics, /hooks/git).
+    #[serde(default = "default_daemon_listen")]
+    pub listen: String,
+    /// Webhook secret (HMAC key of /hooks/git, bearer token of /trigger); a secret.
+    pub webhook_secret: Option<MaybeSecret>,
+    /// When to re-observe and repair (or report) drift; 5 or 6 cron fields.
+    pub drift_cron: Option<String>,
+    /// When deletes and replaces may run; always when empty.
+    #[serde(default)]
+    pub maintenance_windows: Vec<DaemonWindow>,
+    /// Changes applied at once.
+    #[serde(default = "default_daemon_parallelism")]
+    pub parallelism: u32,
+    /// Tries per change on transient errors.
+    #[serde(default = "default_daemon_attempts")]
+    pub attempts: u32,
+}
+
+/// `daemon.repository`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonRepository {
+    /// Remote URL: https://, http://, ssh://, git:// or file://.
+    pub url: String,
+    /// Branch.
+    #[serde(default = "default_daemon_branch")]
+    pub branch: String,
+    /// How often the remote branch is checked.
+    #[serde(default = "default_daemon_poll")]
+    pub poll_interval_seconds: u64,
+    /// Access token for an https:// remote; a secret.
+    pub token: Option<MaybeSecret>,
+    /// Private deploy key for an ssh:// remote; a secret.
+    pub ssh_key: Option<MaybeSecret>,
+}
+
+/// A maintenance window of the daemon.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonWindow {
+    /// When it opens (cron, 5 or 6 fields).
+    pub cron: String,
+    /// How long it stays open.
+    pub duration_minutes: u64,
+}
+
+fn default_daemon_listen() -> String {
+    "127.0.0.1:9110".to_owned()
+}
+fn default_daemon_parallelism() -> u32 {
+    4
+}
+fn default_daemon_attempts() -> u32 {
+    4
+}
+fn default_daemon_branch() -> String {
+    "main".to_owned()
+}
+fn default_daemon_poll() -> u64 {
+    60
 }
 
 /// A cloud the scenarios talk to (Keystone v3 password auth).

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::checks::{http_url_port, is_http_url};
-use super::{grafana, hosts, influxdb, networks, Check};
+use super::{daemon, grafana, hosts, influxdb, networks, Check};
 use crate::model::load::{Document, RawInventory};
 use crate::model::{
     raw, Environment, GrafanaEndpoint, InfluxdbEndpoint, Keypair, Location, Policy, PublicKey,
@@ -41,6 +41,7 @@ pub(super) fn check(
             .collect(),
     };
     let hosts = hosts::check(check, &inventory.hosts, env_name, env, &declared, all_hosts);
+    daemon::check(check, root, &env_path, env, &hosts);
     let influxdb = influxdb::check(check, root, &inventory.influxdb, env_name, &env.influxdb);
     let folders = grafana::check_folders(check, root, &inventory.grafana, env_name, env, &hosts);
     Environment {
@@ -52,6 +53,7 @@ pub(super) fn check(
         influxdb_endpoint,
         grafana_endpoint,
         ssh: env.ssh.clone(),
+        daemon: env.daemon.clone(),
         policy: Policy::of(root.value.defaults.clone(), &env.policy),
         hosts,
         keypairs,

@@ -7,6 +7,7 @@
 
 mod apt;
 mod checks;
+mod daemon;
 mod dashboards;
 mod environment;
 mod grafana;

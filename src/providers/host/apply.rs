@@ -78,6 +78,11 @@ pub(super) async fn apply(
                 .await
                 .map(drop)
         }
+        (_, Some(HostSpec::Unit { host, unit, running: false, .. }), _) => {
+            let unit = quote(unit);
+            let command = format!("{manager} daemon-reload && {manager} enable {unit}");
+            provider.run(host, &format!("enabling {unit}"), &command, None).await.map(drop)
+        }
         (_, Some(HostSpec::Unit { host, unit, .. }), _) => {
             let unit = quote(unit);
             let command = format!(
@@ -121,7 +126,7 @@ pub(super) async fn apply(
 /// removes it (the trap), and the next upload removes what a killed shell
 /// left behind. `check`, a command on `"$tmp"`, must succeed before the
 /// file replaces the old one (a binary that does not start never does).
-async fn upload(
+pub(super) async fn upload(
     provider: &HostProvider,
     host: &str,
     path: &str,

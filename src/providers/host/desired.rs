@@ -25,6 +25,9 @@ pub fn accounts_for(role: Role) -> &'static [(&'static str, &'static str)] {
     }
 }
 
+/// The account the daemon runs as, on the host that runs it.
+const DAEMON_ACCOUNT: (&str, &str) = ("apimon", "/var/lib/apimon");
+
 /// Packages each role needs on its host.
 pub fn packages_for(role: Role) -> &'static [&'static str] {
     match role {
@@ -82,8 +85,12 @@ pub fn desired(
                 (file_id(&env.name, &host.host, &file.path), spec)
             })
             .collect();
-        if host.role == Role::Executor {
+        // Executors run the apimon that applies, and so does the bastion
+        // that runs the daemon (which restarts itself when it changed).
+        if host.role == Role::Executor || host.runs_daemon {
             if let Some((path, sha256)) = binary {
+                let restarts =
+                    if host.runs_daemon { Vec::new() } else { vec!["apimon-executor".to_owned()] };
                 let spec = HostSpec::File {
                     host: host.host.clone(),
                     path: BINARY_PATH.to_owned(),
@@ -91,7 +98,7 @@ pub fn desired(
                     mode: 0o755,
                     owner: "root".to_owned(),
                     group: "root".to_owned(),
-                    restarts: vec!["apimon-executor".to_owned()],
+                    restarts,
                     template: None,
                     content: Content::Local(path.clone()),
                 };
@@ -100,7 +107,9 @@ pub fn desired(
         }
         // Accounts first: files and units name them.
         let mut account_ids = Vec::new();
-        for (name, home) in accounts_for(host.role) {
+        let daemon_account = host.runs_daemon.then_some(DAEMON_ACCOUNT);
+        let accounts = accounts_for(host.role).iter().chain(daemon_account.iter());
+        for (name, home) in accounts {
             let account_id = account_id(&env.name, &host.host, name);
             account_ids.push(account_id.clone());
             let spec = HostSpec::Account {
@@ -162,11 +171,14 @@ pub fn desired(
             depends_on.extend(triggers.iter().map(|(id, _)| id.clone()));
             depends_on.extend(package_ids.iter().cloned());
             depends_on.extend(account_ids.iter().cloned());
+            // The daemon's own unit is enabled, never started or restarted
+            // by an apply: bootstrap starts it, and it restarts itself.
+            let running = unit != crate::render::DAEMON_UNIT;
             let spec = HostSpec::Unit {
                 host: host.host.clone(),
                 unit: unit.clone(),
                 enabled: true,
-                running: true,
+                running,
                 restart_token: hex::encode(token.finalize()),
             };
             // A file restored by hand restarts its unit even though the

@@ -288,6 +288,71 @@ impl HostProvider {
     }
 }
 
+/// What `apimon bootstrap` does on the daemon's bastion, through the same
+/// connections (jump host, known_hosts, root and service manager) as the
+/// provider's changes.
+impl HostProvider {
+    /// Runs `command` on `host`; a non-zero exit is an error about `what`.
+    ///
+    /// # Errors
+    /// SSH failed, or the command exited non-zero.
+    pub async fn execute(
+        &self,
+        host: &str,
+        what: &str,
+        command: &str,
+        stdin: Option<&[u8]>,
+    ) -> Result<Vec<u8>, HostError> {
+        self.run(host, what, command, stdin).await
+    }
+
+    /// Writes `bytes` to `path` on `host` atomically, with `(mode, owner, group)`.
+    ///
+    /// # Errors
+    /// SSH failed, or the upload did not complete (the old file stays).
+    pub async fn put(
+        &self,
+        host: &str,
+        path: &str,
+        bytes: &[u8],
+        access: (u32, &str, &str),
+    ) -> Result<(), HostError> {
+        let sha256 = crate::render::sha256_hex(bytes);
+        apply::upload(self, host, path, bytes, &sha256, access, None).await
+    }
+
+    /// Where `path` is on the hosts (under `ssh.root`).
+    pub fn path(&self, path: &str) -> String {
+        ssh::rooted(&self.settings.root, path)
+    }
+
+    /// The service manager command (`systemctl`, or a stand-in).
+    pub fn service_manager(&self) -> &str {
+        &self.settings.service_manager
+    }
+
+    /// `GET path` from `address:port` as `host` sees it, through SSH.
+    ///
+    /// # Errors
+    /// As [`ssh::Connection::http_get`].
+    pub async fn http_get(
+        &self,
+        host: &str,
+        (address, port): (&str, u16),
+        path: &str,
+        timeout: std::time::Duration,
+    ) -> Result<(u16, Vec<u8>), HostError> {
+        let connection = self.connection(host).await?;
+        match connection.http_get(address, port, path, timeout).await {
+            Ok(answer) => Ok(answer),
+            Err(error) => {
+                self.forget(host).await;
+                Err(error.into())
+            }
+        }
+    }
+}
+
 impl HostError {
     /// Worth retrying: the connection, not the host's answer.
     pub fn is_transient(&self) -> bool {

@@ -53,7 +53,9 @@ pub enum HostSpec {
         unit: String,
         /// Enabled at boot.
         enabled: bool,
-        /// Active.
+        /// Active. In a desired unit, `false` means apimon enables it but
+        /// never starts or restarts it: the daemon's own unit (bootstrap
+        /// starts it; it restarts itself).
         running: bool,
         /// Hash of the files that restart it, as last applied.
         restart_token: String,
@@ -136,18 +138,22 @@ impl Spec for HostSpec {
                 }
             }
             (
-                HostSpec::Unit { restart_token, .. },
+                HostSpec::Unit { restart_token, running: managed, .. },
                 HostSpec::Unit { enabled, running, restart_token: have, .. },
             ) => {
                 let mut reasons = Vec::new();
                 if !enabled {
                     reasons.push("not enabled".to_owned());
                 }
-                if !running {
+                if *managed && !running {
                     reasons.push("not running".to_owned());
                 }
-                if restart_token != have && *enabled && *running {
-                    reasons.push("restart: a file it depends on changed".to_owned());
+                if restart_token != have && *enabled {
+                    if !managed {
+                        reasons.push("reload: its unit file changed".to_owned());
+                    } else if *running {
+                        reasons.push("restart: a file it depends on changed".to_owned());
+                    }
                 }
                 if reasons.is_empty() {
                     Comparison::Same
@@ -230,6 +236,20 @@ mod tests {
         assert_eq!(
             unit(true, true, "t1").compare(&unit(false, false, "")),
             Comparison::Update(vec!["not enabled".into(), "not running".into()])
+        );
+    }
+
+    #[test]
+    fn a_unit_apimon_does_not_run_is_only_enabled_and_reloaded() {
+        assert_eq!(unit(true, false, "t1").compare(&unit(true, false, "t1")), Comparison::Same);
+        assert_eq!(unit(true, false, "t1").compare(&unit(true, true, "t1")), Comparison::Same);
+        assert_eq!(
+            unit(true, false, "t2").compare(&unit(true, true, "t1")),
+            Comparison::Update(vec!["reload: its unit file changed".into()])
+        );
+        assert_eq!(
+            unit(true, false, "t1").compare(&unit(false, false, "")),
+            Comparison::Update(vec!["not enabled".into()])
         );
     }
 }

@@ -402,6 +402,83 @@ impl Connection {
     }
 }
 
+/// At most this much of an HTTP answer through a tunnel is read.
+const MAX_TUNNELLED_RESPONSE: usize = 4 << 20;
+
+impl Connection {
+    /// `GET path` from `address:port` as the host sees it (its loopback:
+    /// the daemon's HTTP endpoint), through a `direct-tcpip` channel of
+    /// this session: nothing listens on this machine. The status and the
+    /// body, within `timeout`.
+    ///
+    /// # Errors
+    /// The channel cannot be opened (forwarding refused, nothing listens),
+    /// or the answer is not HTTP, too large or too late.
+    pub async fn http_get(
+        &self,
+        address: &str,
+        port: u16,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), SshError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let broken = |message: String| SshError::Channel {
+            host: self.host.clone(),
+            message: format!("GET http://{address}:{port}{path} through SSH: {message}"),
+        };
+        let exchange = async {
+            let channel = self
+                .session
+                .channel_open_direct_tcpip(address.to_owned(), u32::from(port), "127.0.0.1", 0)
+                .await
+                .map_err(|e| broken(format!("cannot open a tunnel: {e}")))?;
+            let mut stream = tunnel(channel);
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: {address}:{port}\r\nConnection: close\r\n\r\n"
+            );
+            stream.write_all(request.as_bytes()).await.map_err(|e| broken(e.to_string()))?;
+            let mut response = Vec::new();
+            let mut limited = (&mut stream).take(MAX_TUNNELLED_RESPONSE as u64 + 1);
+            limited.read_to_end(&mut response).await.map_err(|e| broken(e.to_string()))?;
+            if response.len() > MAX_TUNNELLED_RESPONSE {
+                return Err(broken(format!("the answer exceeds {MAX_TUNNELLED_RESPONSE} bytes")));
+            }
+            parse_http_response(&response).ok_or_else(|| broken("no HTTP answer".to_owned()))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| broken(format!("no answer within {timeout:?}")))?
+    }
+}
+
+/// The status and body of an HTTP/1.x response without chunked encoding
+/// (or with it: the chunks are joined).
+fn parse_http_response(response: &[u8]) -> Option<(u16, Vec<u8>)> {
+    let end = response.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&response[..end]).ok()?;
+    let status = head.lines().next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let body = &response[end + 4..];
+    let chunked = head.lines().any(|line| {
+        line.to_ascii_lowercase().starts_with("transfer-encoding:") && line.contains("chunked")
+    });
+    if !chunked {
+        return Some((status, body.to_vec()));
+    }
+    let mut joined = Vec::new();
+    let mut rest = body;
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&rest[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Some((status, joined));
+        }
+        joined.extend_from_slice(rest.get(..size)?);
+        rest = rest.get(size + 2..)?;
+    }
+}
+
 /// `'text'` for a POSIX shell.
 pub fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
@@ -425,6 +502,15 @@ mod tests {
     fn shell_quoting_survives_single_quotes() {
         assert_eq!(quote("it's"), r"'it'\''s'");
         assert_eq!(quote("/etc/a b"), "'/etc/a b'");
+    }
+
+    #[test]
+    fn http_answers_are_read_plain_or_chunked() {
+        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+        assert_eq!(parse_http_response(plain), Some((200, b"{}".to_vec())));
+        let chunked = b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        assert_eq!(parse_http_response(chunked), Some((503, b"abcde".to_vec())));
+        assert_eq!(parse_http_response(b"SSH-2.0-OpenSSH\r\n"), None);
     }
 
     #[test]

@@ -147,6 +147,55 @@ fn clouds_files(file: Option<&Path>) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// `cloud`'s entry in clouds.yaml (see [`clouds_files`]), merged with its
+/// entry in secure.yaml, as written: all another machine needs to reach
+/// that cloud, and no other cloud's credentials. `Ok(None)` when no file
+/// has it.
+///
+/// # Errors
+/// A file cannot be read or is not YAML.
+pub fn cloud_entry(
+    cloud: &str,
+    file: Option<&Path>,
+) -> Result<Option<yaml_serde::Value>, OpenstackError> {
+    let mut entry: Option<yaml_serde::Value> = None;
+    for path in clouds_files(file) {
+        let config_error =
+            |message: String| OpenstackError::Config { file: Some(path.clone()), message };
+        let text = crate::fsutil::read_text_limited(&path, crate::fsutil::MAX_CONFIG_BYTES)
+            .map_err(|e| config_error(e.to_string()))?;
+        let document: yaml_serde::Value =
+            yaml_serde::from_str(&text).map_err(|e| config_error(e.to_string()))?;
+        if let Some(found) = document.get("clouds").and_then(|clouds| clouds.get(cloud)) {
+            entry = Some(match entry {
+                Some(mut merged) => {
+                    merge_yaml(&mut merged, found.clone());
+                    merged
+                }
+                None => found.clone(),
+            });
+        }
+    }
+    Ok(entry)
+}
+
+/// `from` over `into`, mappings merged key by key (secure.yaml over clouds.yaml).
+fn merge_yaml(into: &mut yaml_serde::Value, from: yaml_serde::Value) {
+    match (into, from) {
+        (yaml_serde::Value::Mapping(into), yaml_serde::Value::Mapping(from)) => {
+            for (key, value) in from {
+                match into.get_mut(&key) {
+                    Some(existing) => merge_yaml(existing, value),
+                    None => {
+                        into.insert(key, value);
+                    }
+                }
+            }
+        }
+        (into, from) => *into = from,
+    }
+}
+
 /// A request builder failed (a bug, or a value the SDK rejects).
 pub(super) fn built(resource: &str, error: impl std::fmt::Display) -> OpenstackError {
     OpenstackError::Failed {

@@ -1,0 +1,169 @@
+//! The daemon's bastion over SSH (the host provider's connections): what
+//! is installed there, writing the credentials and the state store,
+//! stopping and starting the unit, and the daemon's `/status` through an
+//! SSH tunnel.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::{Credential, Merge, KNOWN_HOSTS_PATH, STATE_DIR};
+use crate::providers::host::ssh::quote;
+use crate::providers::host::{HostError, HostProvider};
+use crate::render::DAEMON_UNIT;
+
+/// What the bastion has.
+#[derive(Debug, Default)]
+pub struct Installed {
+    /// sha256 of each credential file present, by path.
+    pub sha256: BTreeMap<String, String>,
+    /// known_hosts as it is.
+    pub known_hosts: Option<Vec<u8>>,
+    /// The daemon's state store, when it has one.
+    pub state: Option<String>,
+    /// Whether the daemon's unit is active.
+    pub active: bool,
+}
+
+impl Installed {
+    /// What to write for `credential`, or `None` when the bastion has it.
+    pub fn update(&self, credential: &Credential) -> Option<Vec<u8>> {
+        match credential.merge {
+            Merge::Lines => credential.update(self.known_hosts.as_deref()),
+            Merge::Replace => (self.sha256.get(credential.path) != Some(&credential.sha256()))
+                .then(|| credential.content.expose().clone()),
+        }
+    }
+}
+
+/// The daemon's bastion.
+pub struct Bastion<'a> {
+    provider: &'a HostProvider,
+    host: String,
+}
+
+impl<'a> Bastion<'a> {
+    /// `host` of `provider`'s environment.
+    pub fn new(provider: &'a HostProvider, host: &str) -> Self {
+        Self { provider, host: host.to_owned() }
+    }
+
+    fn state_path(&self) -> String {
+        format!("{STATE_DIR}/{}", crate::state::STATE_FILE)
+    }
+
+    async fn run(&self, what: &str, command: &str) -> Result<Vec<u8>, HostError> {
+        self.provider.execute(&self.host, what, command, None).await
+    }
+
+    /// Reads what is installed: the credentials' hashes, known_hosts, the
+    /// state store, whether the daemon runs.
+    ///
+    /// # Errors
+    /// SSH failed, or a command failed.
+    pub async fn installed(&self, credentials: &[Credential]) -> Result<Installed, HostError> {
+        let manager = self.provider.service_manager();
+        let mut script = String::from(
+            "f() { if [ -f \"$1\" ]; then printf 'F\\t%s\\t%s\\n' \"$2\" \"$(sha256sum < \"$1\" | cut -d' ' -f1)\"; fi; }\n",
+        );
+        for credential in credentials {
+            let path = credential.path;
+            let _ = writeln!(script, "f {} {}", quote(&self.provider.path(path)), quote(path));
+        }
+        let _ = writeln!(
+            script,
+            "printf 'A\\t%s\\n' \"$({manager} is-active {} 2>/dev/null)\"",
+            quote(DAEMON_UNIT)
+        );
+        let output = self.run("reading the daemon's installation", &script).await?;
+        let mut installed = Installed::default();
+        for line in String::from_utf8_lossy(&output).lines() {
+            match line.split('\t').collect::<Vec<_>>().as_slice() {
+                ["F", path, sha256] => {
+                    installed.sha256.insert((*path).to_owned(), (*sha256).to_owned());
+                }
+                ["A", state] => installed.active = *state == "active",
+                _ => {}
+            }
+        }
+        installed.known_hosts = self.read(KNOWN_HOSTS_PATH, &installed).await?;
+        let state_path = self.state_path();
+        let state = self.read_if_present(&state_path).await?;
+        installed.state = state.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+        Ok(installed)
+    }
+
+    async fn read(&self, path: &str, installed: &Installed) -> Result<Option<Vec<u8>>, HostError> {
+        if !installed.sha256.contains_key(path) {
+            return Ok(None);
+        }
+        self.read_if_present(path).await
+    }
+
+    async fn read_if_present(&self, path: &str) -> Result<Option<Vec<u8>>, HostError> {
+        let target = quote(&self.provider.path(path));
+        let command = format!("if [ -f {target} ]; then printf 'y'; cat {target}; fi");
+        let output = self.run(&format!("reading {path}"), &command).await?;
+        Ok(output.strip_prefix(b"y").map(<[u8]>::to_vec))
+    }
+
+    /// Makes the daemon's directories: its state directory (its own,
+    /// 0700) and /etc/apimon (root's, readable by its group).
+    ///
+    /// # Errors
+    /// SSH failed, or the command failed (no `apimon` account yet).
+    pub async fn prepare_directories(&self) -> Result<(), HostError> {
+        let path = |p: &str| quote(&self.provider.path(p));
+        let command = format!(
+            "install -d -m 0700 -o apimon -g apimon {} {} && install -d -m 0750 -o root -g apimon {}",
+            path(STATE_DIR),
+            path(&format!("{STATE_DIR}/.ssh")),
+            path("/etc/apimon"),
+        );
+        self.run("making the daemon's directories", &command).await.map(drop)
+    }
+
+    /// Writes `bytes` as `credential`.
+    ///
+    /// # Errors
+    /// SSH failed, or the upload did not complete (the old file stays).
+    pub async fn write(&self, credential: &Credential, bytes: &[u8]) -> Result<(), HostError> {
+        let access = (credential.mode, credential.owner, credential.owner);
+        self.provider.put(&self.host, credential.path, bytes, access).await
+    }
+
+    /// Hands the state store over: the daemon then knows what apimon made.
+    ///
+    /// # Errors
+    /// SSH failed, or the upload did not complete.
+    pub async fn hand_over_state(&self, state: &[u8]) -> Result<(), HostError> {
+        let path = self.state_path();
+        self.provider.put(&self.host, &path, state, (0o600, "apimon", "apimon")).await
+    }
+
+    /// `<service manager> stop|start apimon`.
+    ///
+    /// # Errors
+    /// SSH failed, or the service manager failed.
+    pub async fn unit(&self, action: &str) -> Result<(), HostError> {
+        let command =
+            format!("{} {action} {}", self.provider.service_manager(), quote(DAEMON_UNIT));
+        self.run(&format!("{action} the daemon ({DAEMON_UNIT})"), &command).await.map(drop)
+    }
+
+    /// The daemon's `/status` (JSON) through an SSH tunnel to its `listen` address.
+    ///
+    /// # Errors
+    /// The tunnel or the daemon did not answer, or answered other than 200.
+    pub async fn status(&self, listen: (&str, u16)) -> Result<serde_json::Value, String> {
+        let (status, body) = self
+            .provider
+            .http_get(&self.host, listen, "/status", Duration::from_secs(10))
+            .await
+            .map_err(|e| crate::apply::chain(&e))?;
+        if status != 200 {
+            return Err(format!("/status answered {status}"));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("/status is not JSON: {e}"))
+    }
+}

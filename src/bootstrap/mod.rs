@@ -1,0 +1,259 @@
+//! `apimon bootstrap`: what installs the daemon on an environment's bastion
+//! besides the files apimon converges there (daemon.yaml, the unit, the
+//! binary, the credentials apimon.yaml names as secrets): the daemon's
+//! own machine credentials, copied from the bootstrapping machine — the
+//! environment's secrets (only those), its clouds.yaml entry (only that
+//! one), the SSH key and known_hosts for the hosts and the git remote —
+//! and the state store, handed over. [`bastion`] does it over SSH.
+
+pub mod bastion;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::model::{DesiredState, Environment, Secrets, Sensitive};
+use crate::render::sha256_hex;
+
+/// The daemon's secrets file.
+pub const SECRETS_PATH: &str = "/etc/apimon/secrets.yaml";
+/// The daemon's clouds.yaml.
+pub const CLOUDS_PATH: &str = "/etc/apimon/clouds.yaml";
+/// The daemon's SSH key for the bastion and the hosts.
+pub const SSH_KEY_PATH: &str = "/var/lib/apimon/.ssh/id_ed25519";
+/// The daemon's known_hosts (hosts and the git server).
+pub const KNOWN_HOSTS_PATH: &str = "/etc/apimon/known_hosts";
+/// The daemon's state directory.
+pub const STATE_DIR: &str = "/var/lib/apimon";
+
+/// How one credential is compared with what the bastion has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// The file must hold exactly this.
+    Replace,
+    /// The file must hold at least these lines (known_hosts: keys added
+    /// on the bastion stay).
+    Lines,
+}
+
+/// One file of the daemon's machine credentials.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    /// Path on the bastion (under `ssh.root`).
+    pub path: &'static str,
+    /// Content; never printed.
+    pub content: Sensitive<Vec<u8>>,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner and group.
+    pub owner: &'static str,
+    /// How it is compared.
+    pub merge: Merge,
+}
+
+impl Credential {
+    fn private(path: &'static str, content: Vec<u8>) -> Self {
+        Self {
+            path,
+            content: Sensitive::new(content),
+            mode: 0o600,
+            owner: "apimon",
+            merge: Merge::Replace,
+        }
+    }
+
+    /// Hex sha256 of the content.
+    pub fn sha256(&self) -> String {
+        sha256_hex(self.content.expose())
+    }
+
+    /// What to write over `existing` (the bastion's file), or `None` when it
+    /// holds what it must.
+    pub fn update(&self, existing: Option<&[u8]>) -> Option<Vec<u8>> {
+        let wanted = self.content.expose();
+        match (self.merge, existing) {
+            (_, None) => Some(wanted.clone()),
+            (Merge::Replace, Some(have)) => (have != wanted.as_slice()).then(|| wanted.clone()),
+            (Merge::Lines, Some(have)) => {
+                let have = String::from_utf8_lossy(have);
+                let present: BTreeSet<&str> = have.lines().map(str::trim).collect();
+                let wanted = String::from_utf8_lossy(wanted);
+                let missing: Vec<&str> = wanted
+                    .lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty() && !present.contains(line))
+                    .collect();
+                if missing.is_empty() {
+                    return None;
+                }
+                let mut merged = have.trim_end().to_owned();
+                for line in missing {
+                    if !merged.is_empty() {
+                        merged.push('\n');
+                    }
+                    merged.push_str(line);
+                }
+                merged.push('\n');
+                Some(merged.into_bytes())
+            }
+        }
+    }
+}
+
+/// Where the bootstrapping machine's credentials come from.
+#[derive(Debug, Clone)]
+pub struct Sources<'a> {
+    /// Resolved secrets.
+    pub secrets: &'a Secrets,
+    /// clouds.yaml; the standard places when `None`.
+    pub clouds_file: Option<&'a Path>,
+    /// The SSH key the daemon gets.
+    pub ssh_key: &'a Path,
+    /// known_hosts with the bastion's and the hosts' keys.
+    pub known_hosts: &'a Path,
+    /// More known_hosts lines: the git server's key (ssh:// remotes).
+    pub git_known_hosts: Option<&'a Path>,
+}
+
+/// Building the credentials failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// A file cannot be read.
+    #[error("cannot read {path} for the daemon's {what}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// What it is for.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: crate::fsutil::ReadError,
+    },
+    /// A secret the environment needs is not set.
+    #[error("secret `{0}` is not set; the daemon needs it (secrets file or APIMON_SECRET_<NAME>)")]
+    MissingSecret(String),
+    /// The environment's cloud is in no clouds.yaml.
+    #[error(
+        "cloud `{cloud}` of environment {env} is in no clouds.yaml; the daemon needs its entry"
+    )]
+    NoCloud {
+        /// Cloud name.
+        cloud: String,
+        /// Environment.
+        env: String,
+    },
+    /// clouds.yaml cannot be read.
+    #[error(transparent)]
+    Clouds(#[from] crate::providers::openstack::client::OpenstackError),
+    /// A value cannot be written as YAML.
+    #[error("cannot write the daemon's {0} as YAML")]
+    Yaml(&'static str),
+}
+
+fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, CredentialError> {
+    crate::fsutil::read_text_limited(path, crate::fsutil::MAX_CONFIG_BYTES)
+        .map(String::into_bytes)
+        .map_err(|source| CredentialError::Read { path: path.to_owned(), what, source })
+}
+
+/// The secrets `env` needs (its own and the project-wide ones), as a
+/// secrets file: another environment's secret never reaches its bastion.
+///
+/// # Errors
+/// A needed secret is not set.
+pub fn secrets_file(
+    state: &DesiredState,
+    env: &Environment,
+    secrets: &Secrets,
+) -> Result<String, CredentialError> {
+    let names: BTreeSet<&str> = state
+        .secret_uses
+        .iter()
+        .filter(|use_| use_.env.as_deref().is_none_or(|e| e == env.name))
+        .map(|use_| use_.name.as_str())
+        .collect();
+    let mut values = std::collections::BTreeMap::new();
+    for name in names {
+        let value =
+            secrets.value(name).ok_or_else(|| CredentialError::MissingSecret(name.to_owned()))?;
+        values.insert(name, value.expose().clone());
+    }
+    if values.is_empty() {
+        return Ok(String::new());
+    }
+    yaml_serde::to_string(&values).map_err(|_| CredentialError::Yaml("secrets"))
+}
+
+/// The daemon's credentials for `env`.
+///
+/// # Errors
+/// A file cannot be read, a secret is missing, or the cloud is unknown.
+pub fn credentials(
+    state: &DesiredState,
+    env: &Environment,
+    sources: &Sources<'_>,
+) -> Result<Vec<Credential>, CredentialError> {
+    let secrets = secrets_file(state, env, sources.secrets)?;
+    let entry = crate::providers::openstack::client::cloud_entry(&env.cloud, sources.clouds_file)?
+        .ok_or_else(|| CredentialError::NoCloud {
+            cloud: env.cloud.clone(),
+            env: env.name.clone(),
+        })?;
+    let mut clouds = yaml_serde::Mapping::new();
+    clouds.insert(yaml_serde::Value::from(env.cloud.clone()), entry);
+    let mut document = yaml_serde::Mapping::new();
+    document.insert(yaml_serde::Value::from("clouds"), yaml_serde::Value::Mapping(clouds));
+    let clouds =
+        yaml_serde::to_string(&document).map_err(|_| CredentialError::Yaml("clouds.yaml"))?;
+    let mut known_hosts = read(sources.known_hosts, "known_hosts")?;
+    if let Some(git) = sources.git_known_hosts {
+        if !known_hosts.ends_with(b"\n") && !known_hosts.is_empty() {
+            known_hosts.push(b'\n');
+        }
+        known_hosts.extend(read(git, "known_hosts (git server)")?);
+    }
+    Ok(vec![
+        Credential::private(SECRETS_PATH, secrets.into_bytes()),
+        Credential::private(CLOUDS_PATH, clouds.into_bytes()),
+        Credential::private(SSH_KEY_PATH, read(sources.ssh_key, "SSH key")?),
+        Credential {
+            path: KNOWN_HOSTS_PATH,
+            content: Sensitive::new(known_hosts),
+            mode: 0o644,
+            owner: "root",
+            merge: Merge::Lines,
+        },
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known_hosts(text: &str) -> Credential {
+        Credential {
+            path: KNOWN_HOSTS_PATH,
+            content: Sensitive::new(text.as_bytes().to_vec()),
+            mode: 0o644,
+            owner: "root",
+            merge: Merge::Lines,
+        }
+    }
+
+    #[test]
+    fn replaced_files_are_written_when_they_differ() {
+        let key = Credential::private(SSH_KEY_PATH, b"key\n".to_vec());
+        assert_eq!(key.update(None), Some(b"key\n".to_vec()));
+        assert_eq!(key.update(Some(b"key\n")), None);
+        assert_eq!(key.update(Some(b"old\n")), Some(b"key\n".to_vec()));
+    }
+
+    #[test]
+    fn known_hosts_keeps_the_bastions_lines_and_adds_missing_ones() {
+        let wanted = known_hosts("[a]:22 ssh-ed25519 A\n[b]:22 ssh-ed25519 B\n");
+        assert_eq!(wanted.update(Some(b"[b]:22 ssh-ed25519 B\n[a]:22 ssh-ed25519 A\n")), None);
+        assert_eq!(
+            wanted.update(Some(b"git ssh-ed25519 G\n[a]:22 ssh-ed25519 A")),
+            Some(b"git ssh-ed25519 G\n[a]:22 ssh-ed25519 A\n[b]:22 ssh-ed25519 B\n".to_vec())
+        );
+    }
+}

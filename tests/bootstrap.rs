@@ -1,0 +1,328 @@
+//! `apimon bootstrap` from a workstation directory against the suite's
+//! OpenStack control plane, a real InfluxDB, and a real sshd standing in
+//! for the bastion and the InfluxDB host. The daemon really runs on the
+//! "bastion": a stand-in service manager starts the unit file's ExecStart
+//! in a mount namespace where the host's /etc/apimon, /var/lib/apimon and
+//! /usr/local/bin are the real paths, and starts it again after exit 75.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::git::GitRemote;
+use crate::support::host::{ensure_group, FAKE_PACKAGES};
+use crate::support::influxdb::InfluxServer;
+use crate::support::openstack::{Api, TestCloud};
+use crate::support::sshd::{current_user, Relay, SshServer, SshWorld};
+use crate::support::{free_port, text};
+
+const STAND_IN_SYSTEMCTL: &str = include_str!("support/stand-in/systemctl");
+
+struct Setup {
+    env: String,
+    _cloud: TestCloud,
+    api: Api,
+    _influx: InfluxServer,
+    world: SshWorld,
+    _sshd: SshServer,
+    _relay: Relay,
+    root: tempfile::TempDir,
+    git: GitRemote,
+    secrets_file: PathBuf,
+    state_dir: tempfile::TempDir,
+    known_hosts: PathBuf,
+    clouds_file: PathBuf,
+    port: u16,
+}
+
+/// Stops the daemon the stand-in started, however the test ends.
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(self.tools().join("systemctl"))
+            .args(["stop", "apimon"])
+            .status();
+    }
+}
+
+fn inventory(env: &str, net: &str, client_key: &str) -> Vec<(String, String)> {
+    let dir = format!("inventory/{env}");
+    let host = |name: &str, role: &str, octet: u8| {
+        format!("  - name: {env}-{name}\n    role: {role}\n    flavor: s3.small.1\n    image: Ubuntu 24.04\n    keypair: {env}-key\n    networks: [{env}-net]\n    address: {net}.{octet}\n    security_groups: [{env}-ssh]\n")
+    };
+    vec![
+        (
+            format!("{dir}/hosts.yaml"),
+            format!(
+                "hosts:\n{}    floating_ip: {{network: admin_external_net}}\n{}",
+                host("bastion", "bastion", 10),
+                host("influxdb", "influxdb", 30)
+            ),
+        ),
+        (format!("{dir}/keypairs.yaml"), format!("keypairs:\n  - name: {env}-key\n    public_key: {client_key}\n")),
+        (
+            format!("{dir}/networks.yaml"),
+            format!("networks:\n  - name: {env}-net\n    subnets:\n      - {{name: {env}-subnet, cidr: {net}.0/24, gateway_ip: {net}.1, enable_dhcp: false}}\n  - name: admin_external_net\n    external: true\n"),
+        ),
+        (
+            format!("{dir}/security_groups.yaml"),
+            format!("security_groups:\n  - name: {env}-ssh\n    description: SSH\n    rules:\n      - {{protocol: tcp, ports: 22, remote_ip_prefix: 0.0.0.0/0}}\n"),
+        ),
+        (
+            format!("{dir}/influxdb.yaml"),
+            format!("databases:\n  - name: apimon\nusers:\n  - name: admin\n    admin: true\n    password: {{secret: {env}_admin}}\n  - name: telegraf\n    password: {{secret: {env}_telegraf}}\n    grants:\n      - {{database: apimon, privilege: WRITE}}\n"),
+        ),
+    ]
+}
+
+impl Setup {
+    async fn new() -> Option<Self> {
+        let cloud = TestCloud::get()?;
+        let influx = InfluxServer::start().await?;
+        let world = SshWorld::new()?;
+        let git = GitRemote::new()?;
+        ensure_group("apimon");
+        let env = format!("boot{}", std::process::id());
+        let twin = format!("{env}twin");
+        let sshd = world.server("bastion");
+        let relay = Relay::start(&["127.0.0.30"], sshd.port).await;
+        let root = tempfile::tempdir().expect("root");
+        let r = root.path().display().to_string();
+        let tools = root.path().join(".tools");
+        std::fs::create_dir_all(&tools).expect("tools");
+        for (name, script) in [("systemctl", STAND_IN_SYSTEMCTL), ("pkg", FAKE_PACKAGES)] {
+            use std::os::unix::fs::PermissionsExt;
+            let path = tools.join(name);
+            std::fs::write(&path, script).expect("script");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        let port = free_port();
+        let apimon_yaml = format!(
+            "project: apimon\ndefaults:\n  max_deletes: 20\nenvironments:\n  {env}:\n    location: outside\n    cloud: apimon-test\n    influxdb:\n      url: {url}\n      admin_user: admin\n      results_database: apimon\n      results_user: telegraf\n    ssh:\n      user: {user}\n      bastion_address: 127.0.0.1\n      bastion_port: {bastion}\n      host_port: {relay}\n      root: {r}\n      service_manager: {r}/.tools/systemctl\n      package_check: '{r}/.tools/pkg check {{package}}'\n      package_install: '{r}/.tools/pkg install {{package}}'\n      package_update: '{r}/.tools/pkg update'\n    daemon:\n      repository:\n        url: {repository}\n        poll_interval_seconds: 1\n      listen: 127.0.0.1:{port}\n      webhook_secret: {{secret: {env}_webhook}}\n  {twin}:\n    location: inside\n    cloud: apimon-twin\n    influxdb:\n      url: {url}\n      admin_user: admin\n      results_database: apimon\n      results_user: telegraf\n",
+            url = influx.url(),
+            user = current_user(),
+            bastion = sshd.port,
+            relay = relay.port,
+            repository = git.file_url(),
+        );
+        let client_key = std::fs::read_to_string(world.client_key().with_extension("pub"))
+            .expect("client key")
+            .trim()
+            .to_owned();
+        let mut files = vec![("apimon.yaml".to_owned(), apimon_yaml)];
+        files.extend(inventory(&env, "127.0.0", &client_key));
+        files.extend(inventory(&twin, "192.168.77", &client_key));
+        git.write(&files);
+        git.commit("an environment with a daemon");
+        git.push(false);
+        let dir = world.dir.path();
+        let secrets_file = dir.join("secrets.yaml");
+        std::fs::write(
+            &secrets_file,
+            format!("{env}_admin: admin-pw\n{env}_telegraf: telegraf-pw\n{env}_webhook: a-webhook-secret-of-32-characters\n{twin}_admin: twin-admin-pw\n{twin}_telegraf: twin-telegraf-pw\n"),
+        )
+        .expect("secrets");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secrets_file, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        // The workstation knows both clouds; the daemon gets its own only.
+        let suite = std::fs::read_to_string(&cloud.clouds_file).expect("clouds.yaml");
+        let (_, entry) = suite.split_once("  apimon-test:\n").expect("apimon-test");
+        let clouds_file = dir.join("clouds.yaml");
+        std::fs::write(&clouds_file, format!("{suite}  apimon-twin:\n{entry}"))
+            .expect("clouds.yaml");
+        let known_hosts = world.known_hosts(&[
+            (format!("[127.0.0.1]:{}", sshd.port), &sshd),
+            (format!("[127.0.0.30]:{}", relay.port), &sshd),
+        ]);
+        Some(Self {
+            env,
+            api: cloud.api().await,
+            _cloud: cloud,
+            _influx: influx,
+            world,
+            _sshd: sshd,
+            _relay: relay,
+            root,
+            git,
+            secrets_file,
+            state_dir: tempfile::tempdir().expect("state"),
+            known_hosts,
+            clouds_file,
+            port,
+        })
+    }
+
+    fn tools(&self) -> PathBuf {
+        self.root.path().join(".tools")
+    }
+
+    fn host_file(&self, path: &str) -> PathBuf {
+        self.root.path().join(path.trim_start_matches('/'))
+    }
+
+    fn read(&self, path: &str) -> String {
+        std::fs::read_to_string(self.host_file(path)).unwrap_or_default()
+    }
+
+    /// `apimon bootstrap --env <env> --yes` from the workstation: (exit, stdout, stderr).
+    fn bootstrap(&self) -> (Option<i32>, String, String) {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_apimon"))
+            .args(["bootstrap", "--yes", "--wait-seconds", "300", "--env", &self.env, "--repo"])
+            .arg(self.git.work())
+            .arg("--secrets")
+            .arg(&self.secrets_file)
+            .arg("--state-dir")
+            .arg(self.state_dir.path())
+            .arg("--clouds-file")
+            .arg(&self.clouds_file)
+            .env("APIMON_SSH_KEY", self.world.client_key())
+            .env("APIMON_SSH_KNOWN_HOSTS", &self.known_hosts)
+            .env_remove("APIMON_EXECUTOR_BINARY")
+            .output()
+            .expect("apimon bootstrap");
+        let (stdout, stderr) = text(&output);
+        (output.status.code(), stdout, stderr)
+    }
+
+    async fn status(&self) -> Option<Value> {
+        let url = format!("http://127.0.0.1:{}/status", self.port);
+        reqwest::get(url).await.ok()?.json().await.ok()
+    }
+
+    /// Waits until `/status` satisfies `done`; the daemon's log on timeout.
+    async fn wait_status(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.status().await {
+                if done(&status) {
+                    return status;
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(300),
+                "timed out waiting for {what}; status {:?}\ndaemon log:\n{}",
+                self.status().await,
+                self.read("/.tools/apimon.log")
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    fn daemon_pid(&self) -> String {
+        self.read("/.tools/units/apimon.child").trim().to_owned()
+    }
+
+    fn mode(&self, path: &str) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(self.host_file(path))
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0)
+    }
+}
+
+fn converged_at(status: &Value, env: &str, commit: &str) -> bool {
+    status["environments"][env]["commit"] == commit
+        && matches!(status["environments"][env]["outcome"].as_str(), Some("success" | "no_changes"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_installs_a_daemon_that_manages_its_own_files_and_holds_its_own_host() {
+    let Some(setup) = Setup::new().await else { return };
+    let env = setup.env.clone();
+
+    // From nothing: the platform, then the daemon on the bastion, which
+    // reports the environment converged.
+    let (code, stdout, stderr) = setup.bootstrap();
+    assert_eq!(
+        code,
+        Some(0),
+        "{stdout}\n{stderr}\ndaemon log:\n{}",
+        setup.read("/.tools/apimon.log")
+    );
+    assert!(stdout.contains(&format!("reports {env} converged")), "{stdout}");
+    let status = setup.status().await.expect("the daemon answers");
+    let seen = status["last_seen_commit"].as_str().expect("a commit").to_owned();
+    // The state store was handed over: the daemon's first run created nothing.
+    assert_eq!(status["environments"][env.as_str()]["outcome"], "no_changes", "{status}");
+    assert_eq!(status["environments"][env.as_str()]["commit"], seen.as_str());
+    for host in ["bastion", "influxdb"] {
+        assert_eq!(setup.api.servers(&format!("{env}-{host}")).await.len(), 1, "{host}");
+    }
+    let secrets = setup.read("/etc/apimon/secrets.yaml");
+    assert!(secrets.contains(&format!("{env}_admin")), "{secrets}");
+    assert!(
+        !secrets.contains("twin"),
+        "another environment's secret reached the bastion: {secrets}"
+    );
+    assert_eq!(setup.mode("/etc/apimon/secrets.yaml"), 0o600);
+    let clouds = setup.read("/etc/apimon/clouds.yaml");
+    assert!(clouds.contains("apimon-test") && !clouds.contains("apimon-twin"), "{clouds}");
+    assert_eq!(setup.mode("/etc/apimon/clouds.yaml"), 0o600);
+    assert_eq!(setup.mode("/etc/apimon/webhook_secret"), 0o600);
+    assert_eq!(setup.mode("/var/lib/apimon/state.json"), 0o600);
+    let daemon_yaml = setup.read("/etc/apimon/daemon.yaml");
+    assert!(daemon_yaml.contains(&format!("runs_on: \"{env}/{env}-bastion\"")), "{daemon_yaml}");
+    assert!(setup.read("/etc/systemd/system/apimon.service").contains("ProtectSystem=strict"));
+
+    // Again: nothing to do, the same daemon runs on.
+    let pid = setup.daemon_pid();
+    let calls = setup.read("/.tools/systemctl.log");
+    let (code, stdout, stderr) = setup.bootstrap();
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("Nothing to do"), "{stdout}");
+    assert_eq!(setup.daemon_pid(), pid, "a second bootstrap started another daemon");
+    let new_calls = setup.read("/.tools/systemctl.log")[calls.len()..].to_owned();
+    assert!(!new_calls.contains("stop") && !new_calls.contains("start"), "{new_calls}");
+
+    // A commit that changes the daemon's own configuration: it writes its
+    // daemon.yaml, restarts itself (exit 75) and the new process converges.
+    let started = status["started_at"].clone();
+    setup.git.edit(
+        "apimon.yaml",
+        "        poll_interval_seconds: 1\n",
+        "        poll_interval_seconds: 2\n",
+    );
+    let commit = setup.git.commit("the daemon polls every 2 s");
+    setup.git.push(false);
+    setup
+        .wait_status("the restarted daemon converged", |s| {
+            s["started_at"] != started && converged_at(s, &env, &commit)
+        })
+        .await;
+    assert!(
+        setup.read("/.tools/apimon.exits").contains("exit 75"),
+        "{}",
+        setup.read("/.tools/apimon.exits")
+    );
+    assert!(setup.read("/etc/apimon/daemon.yaml").contains("poll_interval_seconds: 2"));
+    assert_ne!(setup.daemon_pid(), pid);
+
+    // A commit that changes cloud-init for every server: the InfluxDB
+    // server is replaced, the daemon's own bastion is held, with the reason.
+    let bastion_before = setup.api.server(&format!("{env}-bastion")).await["id"].clone();
+    let influxdb_before = setup.api.server(&format!("{env}-influxdb")).await["id"].clone();
+    let template = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/cloud-init.yaml.hbs"),
+    )
+    .expect("template");
+    setup.git.write(&[(
+        "templates/cloud-init.yaml.hbs".to_owned(),
+        format!("{template}\n# rebuilt for the bootstrap test\n"),
+    )]);
+    let commit = setup.git.commit("new cloud-init for every server");
+    setup.git.push(false);
+    let bastion_id = format!("{env}/openstack.server/{env}-bastion");
+    let status = setup
+        .wait_status("the bastion's replacement held", |s| {
+            s["environments"][env.as_str()]["commit"] == commit.as_str()
+                && s["environments"][env.as_str()]["pending"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|c| c["id"] == bastion_id.as_str()))
+        })
+        .await;
+    let pending = status["environments"][env.as_str()]["pending"].to_string();
+    assert!(pending.contains("the daemon's own host"), "{pending}");
+    assert_eq!(setup.api.server(&format!("{env}-bastion")).await["id"], bastion_before);
+    assert_ne!(setup.api.server(&format!("{env}-influxdb")).await["id"], influxdb_before);
+}
