@@ -167,6 +167,11 @@ impl Setup {
 
     /// `apimon bootstrap --env <env> --yes` from the workstation: (exit, stdout, stderr).
     fn bootstrap(&self) -> (Option<i32>, String, String) {
+        self.bootstrap_with(Path::new(env!("CARGO_BIN_EXE_apimon")))
+    }
+
+    /// Bootstrap installing `binary` on the bastion.
+    fn bootstrap_with(&self, binary: &Path) -> (Option<i32>, String, String) {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_apimon"))
             .args(["bootstrap", "--yes", "--wait-seconds", "300", "--env", &self.env, "--repo"])
             .arg(self.git.work())
@@ -178,7 +183,7 @@ impl Setup {
             .arg(&self.clouds_file)
             .env("APIMON_SSH_KEY", self.world.client_key())
             .env("APIMON_SSH_KNOWN_HOSTS", &self.known_hosts)
-            .env_remove("APIMON_EXECUTOR_BINARY")
+            .env("APIMON_EXECUTOR_BINARY", binary)
             .output()
             .expect("apimon bootstrap");
         let (stdout, stderr) = text(&output);
@@ -325,4 +330,39 @@ async fn bootstrap_installs_a_daemon_that_manages_its_own_files_and_holds_its_ow
     assert!(pending.contains("the daemon's own host"), "{pending}");
     assert_eq!(setup.api.server(&format!("{env}-bastion")).await["id"], bastion_before);
     assert_ne!(setup.api.server(&format!("{env}-influxdb")).await["id"], influxdb_before);
+
+    // A store another bootstrap took and did not hand back is never used.
+    let taken = setup.host_file("/var/lib/apimon/state.taken");
+    std::fs::write(&taken, "token=0123 by=elsewhere at=then\n").expect("mark");
+    let (code, stdout, stderr) = setup.bootstrap();
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("taken by another `apimon bootstrap`") && stderr.contains("by=elsewhere"),
+        "{stderr}"
+    );
+    std::fs::remove_file(&taken).expect("unmark");
+
+    // The documented way to apply what the daemon holds, here with a new
+    // apimon: bootstrap stops the daemon, takes its store, replaces the
+    // bastion, installs the new binary, hands the store back and starts it.
+    let upgraded = setup.world.dir.path().join("apimon-upgraded");
+    let mut bytes = std::fs::read(env!("CARGO_BIN_EXE_apimon")).expect("binary");
+    bytes.extend_from_slice(b"\n# a new build\n");
+    std::fs::write(&upgraded, &bytes).expect("upgraded binary");
+    std::fs::set_permissions(&upgraded, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let (code, stdout, stderr) = setup.bootstrap_with(&upgraded);
+    assert_eq!(
+        code,
+        Some(0),
+        "{stdout}\n{stderr}\ndaemon log:\n{}",
+        setup.read("/.tools/apimon.log")
+    );
+    assert!(stdout.contains("Stopped the daemon"), "{stdout}");
+    assert!(stdout.contains(&format!("reports {env} converged at commit {commit}")), "{stdout}");
+    assert_ne!(setup.api.server(&format!("{env}-bastion")).await["id"], bastion_before);
+    assert_eq!(std::fs::read(setup.host_file("/usr/local/bin/apimon")).expect("installed"), bytes);
+    assert!(!taken.exists(), "the store was not handed back");
+    let status = setup.status().await.expect("the new daemon answers");
+    assert_eq!(status["environments"][env.as_str()]["outcome"], "no_changes", "{status}");
 }

@@ -23,6 +23,9 @@ pub struct Installed {
     pub state: Option<String>,
     /// Whether the daemon's unit is active.
     pub active: bool,
+    /// The mark of a bootstrap that took the state store and has not
+    /// handed it back.
+    pub taken: Option<String>,
 }
 
 impl Installed {
@@ -90,7 +93,23 @@ impl<'a> Bastion<'a> {
         let state_path = self.state_path();
         let state = self.read_if_present(&state_path).await?;
         installed.state = state.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+        let taken = self.read_if_present(&self.taken_path()).await?;
+        installed.taken = taken.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
         Ok(installed)
+    }
+
+    fn taken_path(&self) -> String {
+        format!("{STATE_DIR}/{}", crate::state::TAKEN_FILE)
+    }
+
+    /// Marks the daemon's state store as taken by this bootstrap: the
+    /// daemon does not use it until [`hand_over_state`](Self::hand_over_state).
+    ///
+    /// # Errors
+    /// SSH failed, or the upload did not complete.
+    pub async fn take(&self, mark: &str) -> Result<(), HostError> {
+        let path = self.taken_path();
+        self.provider.put(&self.host, &path, mark.as_bytes(), (0o600, "apimon", "apimon")).await
     }
 
     async fn read(&self, path: &str, installed: &Installed) -> Result<Option<Vec<u8>>, HostError> {
@@ -133,12 +152,16 @@ impl<'a> Bastion<'a> {
     }
 
     /// Hands the state store over: the daemon then knows what apimon made.
+    /// The store first, then the mark goes: interrupted in between, the
+    /// bastion has the newest store and a re-run takes it from there.
     ///
     /// # Errors
     /// SSH failed, or the upload did not complete.
     pub async fn hand_over_state(&self, state: &[u8]) -> Result<(), HostError> {
         let path = self.state_path();
-        self.provider.put(&self.host, &path, state, (0o600, "apimon", "apimon")).await
+        self.provider.put(&self.host, &path, state, (0o600, "apimon", "apimon")).await?;
+        let taken = quote(&self.provider.path(&self.taken_path()));
+        self.run("handing the state store back", &format!("rm -f {taken}")).await.map(drop)
     }
 
     /// `<service manager> stop|start apimon`.

@@ -25,6 +25,43 @@ pub const KNOWN_HOSTS_PATH: &str = "/etc/apimon/known_hosts";
 /// The daemon's state directory.
 pub const STATE_DIR: &str = "/var/lib/apimon";
 
+/// Where a state directory records that this machine holds the store it
+/// took from a daemon (the mark it left on the bastion).
+const HOLDING_FILE: &str = "bootstrap.holding";
+
+/// A new mark for a store this bootstrap takes: a random token, who and when.
+pub fn mark() -> String {
+    let token = hex::encode(rand::random::<[u8; 16]>());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    format!("token={token}\nby={host}\nat={}\n", chrono::Utc::now().to_rfc3339())
+}
+
+/// The mark of the store `state_dir` holds, if it holds one.
+pub fn holding(state_dir: &Path) -> Option<String> {
+    crate::fsutil::read_text_limited(&state_dir.join(HOLDING_FILE), 4096).ok()
+}
+
+/// Records that `state_dir` holds the store marked `mark`.
+///
+/// # Errors
+/// The record cannot be written.
+pub fn hold(state_dir: &Path, mark: &str) -> std::io::Result<()> {
+    crate::fsutil::write_private(&state_dir.join(HOLDING_FILE), mark.as_bytes(), 0o600)
+}
+
+/// Forgets the record: the store was handed back.
+///
+/// # Errors
+/// The record exists and cannot be removed.
+pub fn release(state_dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(state_dir.join(HOLDING_FILE)) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
 /// How one credential is compared with what the bastion has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Merge {

@@ -99,17 +99,32 @@ pub(super) async fn bootstrap(
     let server = openstack::server_id(&args.env, &host.name);
     let exists = !plan.changes.iter().any(|c| c.id == server && c.op == Op::Create);
     let mut installed = Installed::default();
+    // Whether this machine holds the daemon's store (taken, not handed back).
+    let mut holding = false;
     if exists {
         installed = bastion
             .installed(&credentials)
             .await
             .with_context(|| format!("cannot read what the bastion {} has", host.name))?;
-        if take_over_state(&store, &installed, &host.name, &live.state_dir)? {
-            plan = plan_with(store.load()?).await?;
+        match &installed.taken {
+            Some(mark) if bootstrap::holding(&live.state_dir).as_deref() == Some(mark.as_str()) => {
+                println!("Resuming: this machine holds the state store an earlier bootstrap took from {}.", host.name);
+                holding = true;
+            }
+            Some(mark) => bail!(
+                "the state store of the daemon on {} was taken by another `apimon bootstrap` that did not hand it back ({}); run bootstrap again where that one ran (its state directory holds the newest state), or copy that state directory here",
+                host.name,
+                mark.split_whitespace().collect::<Vec<_>>().join(" ")
+            ),
+            None => {
+                if take_over_state(&store, &installed, &host.name, &live.state_dir)? {
+                    plan = plan_with(store.load()?).await?;
+                }
+            }
         }
     }
     let updates = credential_updates(&credentials, &installed);
-    if !plan.summary.has_changes() && updates.is_empty() && installed.active {
+    if !holding && !plan.summary.has_changes() && updates.is_empty() && installed.active {
         println!(
             "Nothing to do: the daemon on {} runs, and its files, its credentials and the platform are as the repository says.",
             host.name
@@ -127,20 +142,30 @@ pub(super) async fn bootstrap(
         // One applier at a time: the daemon finishes its change in progress.
         bastion.unit("stop").await?;
         println!("Stopped the daemon on {} (it finished its change in progress).", host.name);
+    }
+    if exists && !holding {
+        // Take the store: the newest (after the stop), kept here, and the
+        // bastion marked so that no daemon uses its copy meanwhile. Killed
+        // before the mark, the bastion's store is still the one in force.
         let now = bastion.installed(&credentials).await?;
-        if take_over_state(&store, &now, &host.name, &live.state_dir)? {
+        if take_over_state(&store, &now, &host.name, &live.state_dir)? && installed.active {
             plan = plan_with(store.load()?).await?;
-            println!("\nThe daemon changed things meanwhile; the plan is now:\n");
+            println!("\nThe daemon changed things before it stopped; the plan is now:\n");
             print_plan(&mut std::io::stdout().lock(), &plan, "live")?;
+        }
+        if now.state.is_some() {
+            let mark = bootstrap::mark();
+            bootstrap::hold(&live.state_dir, &mark)?;
+            bastion.take(&mark).await?;
         }
     }
     let outcome = apply_plan(&store, &prepared, &plan, &ApplyOptions::default()).await?;
     if !outcome.is_success() {
         if installed.active {
             hand_over_and_start(&bastion, &live.state_dir).await?;
-            eprintln!("error: the apply did not complete; the daemon on {} runs again with the state as it is, and retries", host.name);
+            eprintln!("error: the apply did not complete; the daemon on {} runs again with the state as it is now, and retries", host.name);
         } else {
-            eprintln!("error: the apply did not complete; the daemon was not started. Fix what failed and run bootstrap again.");
+            eprintln!("error: the apply did not complete; the daemon was not started and the state store stays in {} until a bootstrap hands it over. Fix what failed and run bootstrap again.", live.state_dir.display());
         }
         return Ok(Outcome::Invalid);
     }
@@ -213,6 +238,7 @@ async fn hand_over_and_start(bastion: &Bastion<'_>, state_dir: &Path) -> anyhow:
     let path = state_dir.join(state::STATE_FILE);
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     bastion.hand_over_state(&bytes).await?;
+    bootstrap::release(state_dir)?;
     bastion.unit("start").await?;
     Ok(())
 }

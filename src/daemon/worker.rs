@@ -31,7 +31,7 @@ const WINDOW: &str = "maintenance window";
 const REPORT_ONLY: &str = "report-only drift: an operator decides";
 
 /// Why a change to the daemon's own host waits.
-const OWN_HOST: &str = "the daemon's own host: apply it from a workstation (docs/operations.md, \"Changing the bastion\")";
+const OWN_HOST: &str = "the daemon's own host: apply it with `apimon bootstrap` from a workstation (docs/operations.md, \"Changing the bastion\")";
 
 /// Write-only or unread values vouched for by fingerprints (InfluxDB
 /// passwords, Grafana dashboards) a drift pass checks anyway, per
@@ -450,7 +450,10 @@ impl Worker {
             // Never approvable here: the daemon would cut the branch it sits on.
             if let Some((env, host)) = &own {
                 if change.op.is_destructive()
-                    && crate::providers::openstack::cuts_access_to(env, host, &change.id)
+                    && (crate::providers::openstack::cuts_access_to(env, host, &change.id)
+                        || crate::providers::host::runs_the_daemon(
+                            &env.name, &host.name, &change.id,
+                        ))
                 {
                     return Some(OWN_HOST.to_owned());
                 }

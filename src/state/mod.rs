@@ -28,6 +28,10 @@ use crate::plan::{Op, ResourceId, Summary};
 /// Runs kept in the history.
 pub const HISTORY_LIMIT: usize = 500;
 
+/// Marks a state directory whose store `apimon bootstrap` took away to
+/// apply with; removed when it hands the store back.
+pub const TAKEN_FILE: &str = "state.taken";
+
 /// The state file in the state directory.
 pub const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "apply.lock";
@@ -52,6 +56,15 @@ pub enum StateError {
     Locked {
         /// The lock file.
         path: PathBuf,
+    },
+    /// `apimon bootstrap` took the store away to apply with it, and has
+    /// not handed it back: nothing here may use the directory meanwhile.
+    #[error("the state store in {dir} was taken by `apimon bootstrap` ({by}) and not handed back yet; it is not used until bootstrap finishes (docs/operations.md, section 0)")]
+    Taken {
+        /// The state directory.
+        dir: PathBuf,
+        /// Who took it, and when.
+        by: String,
     },
     /// The state file is not valid; it is left as it is.
     #[error("state file {path}:{line}:{column} is not valid apimon state ({message}); it was not changed: fix or move it away")]
@@ -287,6 +300,13 @@ impl LockedStore {
             )?;
         match lock.try_lock() {
             Ok(()) => {
+                let taken = dir.join(TAKEN_FILE);
+                if taken.exists() {
+                    let by = crate::fsutil::read_text_limited(&taken, 4096)
+                        .map(|text| text.split_whitespace().collect::<Vec<_>>().join(" "))
+                        .unwrap_or_else(|e| e.to_string());
+                    return Err(StateError::Taken { dir: dir.to_owned(), by });
+                }
                 // Holding the lock, no one else writes: what a crashed writer
                 // left half-written goes.
                 remove_leftovers(dir);
@@ -341,6 +361,19 @@ mod tests {
 
     fn id(name: &str) -> ResourceId {
         ResourceId::new("outside", ProviderKind::named("influxdb"), "user", name)
+    }
+
+    #[test]
+    fn a_store_taken_by_bootstrap_is_not_used_until_handed_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join(TAKEN_FILE), "token=abc\nhost=ws1\n").expect("marker");
+        let error = LockedStore::open(dir.path()).expect_err("taken");
+        assert!(
+            error.to_string().contains("taken by `apimon bootstrap` (token=abc host=ws1)"),
+            "{error}"
+        );
+        std::fs::remove_file(dir.path().join(TAKEN_FILE)).expect("hand back");
+        assert!(LockedStore::open(dir.path()).is_ok());
     }
 
     #[test]

@@ -72,6 +72,29 @@ fn sources_path(name: &str) -> String {
     format!("/etc/apt/sources.list.d/apimon-{name}.sources")
 }
 
+/// Whether deleting `id` would take the daemon away from `host` of `env`,
+/// the host it runs on: its binary, its files under /etc/apimon, its unit
+/// or its account. The daemon on `host` never applies that to itself (a
+/// commit that drops `daemon:` is applied from a workstation).
+pub fn runs_the_daemon(env: &str, host: &str, id: &ResourceId) -> bool {
+    if *id.env != *env || id.provider != KIND {
+        return false;
+    }
+    let Some(rest) = id.name.strip_prefix(host).and_then(|r| r.strip_prefix(':')) else {
+        return false;
+    };
+    let daemon = crate::render::DAEMON_UNIT;
+    match &*id.kind {
+        "file" => {
+            rest == BINARY_PATH
+                || rest.starts_with("/etc/apimon/")
+                || rest == format!("/etc/systemd/system/{daemon}.service")
+        }
+        "unit" | "account" => rest == daemon,
+        _ => false,
+    }
+}
+
 /// How the hosts are reached and managed.
 #[derive(Debug, Clone)]
 pub struct HostSettings {
@@ -405,5 +428,33 @@ impl Provider for HostProvider {
 
     fn classify(error: &HostError) -> FailureKind {
         failure_kind(error.is_transient())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    macro_rules! daemon_cases {
+        ($($name:ident: ($kind:expr, $resource:expr) => $expected:expr;)+) => {
+            $(
+                #[test]
+                fn $name() {
+                    let id = id("outside", $kind, $resource);
+                    assert_eq!(runs_the_daemon("outside", "outside-bastion", &id), $expected);
+                }
+            )+
+        };
+    }
+
+    daemon_cases! {
+        its_binary: ("file", "outside-bastion:/usr/local/bin/apimon") => true;
+        its_configuration: ("file", "outside-bastion:/etc/apimon/daemon.yaml") => true;
+        its_unit_file: ("file", "outside-bastion:/etc/systemd/system/apimon.service") => true;
+        its_unit: ("unit", "outside-bastion:apimon") => true;
+        its_account: ("account", "outside-bastion:apimon") => true;
+        another_unit_file: ("file", "outside-bastion:/etc/systemd/system/telegraf.service") => false;
+        another_hosts_binary: ("file", "outside-executor:/usr/local/bin/apimon") => false;
+        a_host_named_like_a_prefix: ("file", "outside-bastion2:/etc/apimon/daemon.yaml") => false;
     }
 }
