@@ -212,6 +212,10 @@ outside = outside.replace("region: eu-central-1", "region: RegionOne")
 outside = outside.replace("project_name: apimon-probes", "project_name: apimon")
 outside = outside.replace("username: apimon-probe-outside", "username: apimon")
 outside = re.sub(r"    grafana:\n(      .*\n)+", "", outside + "\n", count=1).rstrip("\n")
+# The daemon runs here as a process of this script, not from `daemon:`
+# (`apimon bootstrap` is what installs that one on a bastion).
+outside = re.sub(r"    # The daemon on the first bastion.*\n(    #.*\n)*", "", outside + "\n", count=1).rstrip("\n")
+outside = re.sub(r"    daemon:\n(      .*\n)+", "", outside + "\n", count=1).rstrip("\n")
 ssh = (f"    ssh:\n      user: {user}\n      bastion_address: 127.0.0.1\n"
        f"      bastion_port: {ssh_port}\n      host_port: {ssh_port}\n      root: {hosts}\n"
        f"      service_manager: {hosts}/.tools/systemctl\n"

@@ -31,6 +31,8 @@ fn examples_repo_offline_plan_creates_everything() {
         "+ outside/host.file/outside-executor:/etc/telegraf/telegraf.conf",
         "+ outside/host.runtime/outside-executor",
         "+ inside/host.account/inside-executor:apimon",
+        "+ outside/host.file/outside-bastion:/etc/apimon/daemon.yaml",
+        "+ inside/host.unit/inside-bastion:apimon",
     ] {
         assert!(stdout.contains(expected), "missing {expected:?} in\n{stdout}");
     }
