@@ -88,6 +88,26 @@ pub fn verdict(text: &str, host: &str, port: u16, key: &PublicKey) -> Verdict {
     }
 }
 
+/// The lines of `text` another machine needs to reach `endpoints` (host
+/// and port each): the entries for them (hashed names included) and every
+/// `@revoked` line; nothing about other hosts.
+pub fn lines_for<'a>(text: &'a str, endpoints: &[(String, u16)]) -> Vec<&'a str> {
+    let names: Vec<String> = endpoints
+        .iter()
+        .map(|(host, port)| if *port == 22 { host.clone() } else { format!("[{host}]:{port}") })
+        .collect();
+    text.lines()
+        .filter(|line| {
+            Entry::parse(line).is_some_and(|entry| match entry.marker {
+                Some("@revoked") => true,
+                Some(_) => false,
+                None => names.iter().any(|name| matches_patterns(entry.hosts, name)),
+            })
+        })
+        .map(str::trim)
+        .collect()
+}
+
 /// One line: an optional marker, host patterns and a key.
 struct Entry<'a> {
     marker: Option<&'a str>,
@@ -223,6 +243,17 @@ mod tests {
                 "{text:?} for {host}:{port}"
             );
         }
+    }
+
+    #[test]
+    fn only_the_lines_for_the_endpoints_are_kept() {
+        let text = "[10.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a\n\
+                    other.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl b\n\
+                    bastion.example,10.0.0.2 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl c\n\
+                    @revoked * ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl d\n";
+        let kept = lines_for(text, &[("10.0.0.1".into(), 2222), ("10.0.0.2".into(), 22)]);
+        assert_eq!(kept.len(), 3, "{kept:?}");
+        assert!(kept.iter().all(|l| !l.starts_with("other.example")), "{kept:?}");
     }
 
     #[test]

@@ -134,6 +134,8 @@ impl Setup {
         let known_hosts = world.known_hosts(&[
             (format!("[127.0.0.1]:{}", sshd.port), &sshd),
             (format!("[127.0.0.30]:{}", relay.port), &sshd),
+            // The operator's other hosts: never copied to the bastion.
+            ("unrelated.example.net".to_owned(), &sshd),
         ]);
         Some(Self {
             env,
@@ -172,7 +174,15 @@ impl Setup {
 
     /// Bootstrap installing `binary` on the bastion.
     fn bootstrap_with(&self, binary: &Path) -> (Option<i32>, String, String) {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_apimon"))
+        let output = self.command(binary).output().expect("apimon bootstrap");
+        let (stdout, stderr) = text(&output);
+        (output.status.code(), stdout, stderr)
+    }
+
+    /// `apimon bootstrap --env <env> --yes` from the workstation.
+    fn command(&self, binary: &Path) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_apimon"));
+        command
             .args(["bootstrap", "--yes", "--wait-seconds", "300", "--env", &self.env, "--repo"])
             .arg(self.git.work())
             .arg("--secrets")
@@ -181,13 +191,12 @@ impl Setup {
             .arg(self.state_dir.path())
             .arg("--clouds-file")
             .arg(&self.clouds_file)
+            .arg("--daemon-ssh-key")
+            .arg(self.world.client_key())
             .env("APIMON_SSH_KEY", self.world.client_key())
             .env("APIMON_SSH_KNOWN_HOSTS", &self.known_hosts)
-            .env("APIMON_EXECUTOR_BINARY", binary)
-            .output()
-            .expect("apimon bootstrap");
-        let (stdout, stderr) = text(&output);
-        (output.status.code(), stdout, stderr)
+            .env("APIMON_EXECUTOR_BINARY", binary);
+        command
     }
 
     async fn status(&self) -> Option<Value> {
@@ -265,6 +274,9 @@ async fn bootstrap_installs_a_daemon_that_manages_its_own_files_and_holds_its_ow
     assert!(clouds.contains("apimon-test") && !clouds.contains("apimon-twin"), "{clouds}");
     assert_eq!(setup.mode("/etc/apimon/clouds.yaml"), 0o600);
     assert_eq!(setup.mode("/etc/apimon/webhook_secret"), 0o600);
+    let known_hosts = setup.read("/etc/apimon/known_hosts");
+    assert!(known_hosts.contains("[127.0.0.30]:"), "{known_hosts}");
+    assert!(!known_hosts.contains("unrelated.example.net"), "{known_hosts}");
     assert_eq!(setup.mode("/var/lib/apimon/state.json"), 0o600);
     let daemon_yaml = setup.read("/etc/apimon/daemon.yaml");
     assert!(daemon_yaml.contains(&format!("runs_on: \"{env}/{env}-bastion\"")), "{daemon_yaml}");
@@ -351,6 +363,26 @@ async fn bootstrap_installs_a_daemon_that_manages_its_own_files_and_holds_its_ow
     std::fs::write(&upgraded, &bytes).expect("upgraded binary");
     std::fs::set_permissions(&upgraded, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod");
+    // Killed once it took the store: the daemon stays stopped, its store
+    // marked; the re-run resumes with the store this machine holds.
+    let mut killed = setup
+        .command(&upgraded)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("bootstrap");
+    let start = Instant::now();
+    while !taken.exists() {
+        assert!(start.elapsed() < Duration::from_secs(120), "bootstrap never took the store");
+        assert!(
+            killed.try_wait().expect("wait").is_none(),
+            "bootstrap ended before taking the store"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    killed.kill().expect("SIGKILL");
+    let _ = killed.wait();
+    assert!(setup.read("/.tools/units/apimon.pid").is_empty(), "the daemon still runs");
     let (code, stdout, stderr) = setup.bootstrap_with(&upgraded);
     assert_eq!(
         code,
@@ -358,9 +390,10 @@ async fn bootstrap_installs_a_daemon_that_manages_its_own_files_and_holds_its_ow
         "{stdout}\n{stderr}\ndaemon log:\n{}",
         setup.read("/.tools/apimon.log")
     );
-    assert!(stdout.contains("Stopped the daemon"), "{stdout}");
+    assert!(stdout.contains("Resuming"), "{stdout}");
     assert!(stdout.contains(&format!("reports {env} converged at commit {commit}")), "{stdout}");
     assert_ne!(setup.api.server(&format!("{env}-bastion")).await["id"], bastion_before);
+    assert_eq!(setup.api.servers(&format!("{env}-bastion")).await.len(), 1);
     assert_eq!(std::fs::read(setup.host_file("/usr/local/bin/apimon")).expect("installed"), bytes);
     assert!(!taken.exists(), "the store was not handed back");
     let status = setup.status().await.expect("the new daemon answers");

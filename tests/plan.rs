@@ -516,3 +516,38 @@ fn a_declared_daemon_gets_its_files_on_the_first_bastion_in_a_configuration_it_a
     }
     assert!(!stdout.contains("outside-influxdb:/etc/apimon/daemon.yaml"), "{stdout}");
 }
+
+#[test]
+fn a_daemon_yaml_the_daemon_would_refuse_is_an_error_before_anything_changes() {
+    let repo = TestRepo::fixture();
+    with_daemon(
+        &repo,
+        "      repository: {url: 'http://git.example.net/d.git', token: {secret: t}}\n      maintenance_windows: [{cron: '0 22 * * *', duration_minutes: 999999999}]\n",
+    );
+    let output = apimon(&["validate", "--repo", &repo.path().to_string_lossy()]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr
+            .contains("daemon.repository.token: a token authenticates to an https:// remote only"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "daemon.maintenance_windows[0].duration_minutes: 999999999; expected 1 to 527040"
+        ),
+        "{stderr}"
+    );
+    // A template override that gives the daemon a file it would refuse.
+    let repo = TestRepo::fixture();
+    with_daemon(&repo, "      repository: {url: 'https://git.example.net/d.git'}\n");
+    repo.write("templates/daemon.yaml.hbs", "repository: {url: x}\npoll: 1\n");
+    let output = apimon(&["validate", "--repo", &repo.path().to_string_lossy()]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("host outside-bastion: the daemon would refuse /etc/apimon/daemon.yaml"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown field `poll`"), "{stderr}");
+}

@@ -85,7 +85,10 @@ impl<'a> Bastion<'a> {
                 ["F", path, sha256] => {
                     installed.sha256.insert((*path).to_owned(), (*sha256).to_owned());
                 }
-                ["A", state] => installed.active = *state == "active",
+                // Anything but stopped (activating, waiting to restart, reloading) runs.
+                ["A", state] => {
+                    installed.active = !matches!(*state, "" | "inactive" | "failed" | "unknown")
+                }
                 _ => {}
             }
         }
@@ -108,8 +111,9 @@ impl<'a> Bastion<'a> {
     /// # Errors
     /// SSH failed, or the upload did not complete.
     pub async fn take(&self, mark: &str) -> Result<(), HostError> {
+        // Root's (the account may not exist yet), readable: it says who holds the store.
         let path = self.taken_path();
-        self.provider.put(&self.host, &path, mark.as_bytes(), (0o600, "apimon", "apimon")).await
+        self.provider.put(&self.host, &path, mark.as_bytes(), (0o644, "root", "root")).await
     }
 
     async fn read(&self, path: &str, installed: &Installed) -> Result<Option<Vec<u8>>, HostError> {
@@ -160,6 +164,14 @@ impl<'a> Bastion<'a> {
     pub async fn hand_over_state(&self, state: &[u8]) -> Result<(), HostError> {
         let path = self.state_path();
         self.provider.put(&self.host, &path, state, (0o600, "apimon", "apimon")).await?;
+        self.unmark().await
+    }
+
+    /// Removes this bootstrap's mark: the bastion's store is in force again.
+    ///
+    /// # Errors
+    /// SSH failed, or the command failed.
+    pub async fn unmark(&self) -> Result<(), HostError> {
         let taken = quote(&self.provider.path(&self.taken_path()));
         self.run("handing the state store back", &format!("rm -f {taken}")).await.map(drop)
     }

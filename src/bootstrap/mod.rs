@@ -38,17 +38,31 @@ pub fn mark() -> String {
     format!("token={token}\nby={host}\nat={}\n", chrono::Utc::now().to_rfc3339())
 }
 
-/// The mark of the store `state_dir` holds, if it holds one.
-pub fn holding(state_dir: &Path) -> Option<String> {
-    crate::fsutil::read_text_limited(&state_dir.join(HOLDING_FILE), 4096).ok()
+/// What a state directory records of a store it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    /// The mark left on the bastion.
+    pub mark: String,
+    /// Whether the bastion's store was read after the mark was left (until
+    /// then, the bastion's copy is the newest).
+    pub saved: bool,
 }
 
-/// Records that `state_dir` holds the store marked `mark`.
+/// The store `state_dir` holds, if it holds one.
+pub fn holding(state_dir: &Path) -> Option<Holding> {
+    let text = crate::fsutil::read_text_limited(&state_dir.join(HOLDING_FILE), 4096).ok()?;
+    let (phase, mark) = text.split_once('\n')?;
+    Some(Holding { mark: mark.to_owned(), saved: phase == "saved" })
+}
+
+/// Records that `state_dir` holds the store marked `mark`, `saved` here or not yet.
 ///
 /// # Errors
 /// The record cannot be written.
-pub fn hold(state_dir: &Path, mark: &str) -> std::io::Result<()> {
-    crate::fsutil::write_private(&state_dir.join(HOLDING_FILE), mark.as_bytes(), 0o600)
+pub fn hold(state_dir: &Path, mark: &str, saved: bool) -> std::io::Result<()> {
+    let phase = if saved { "saved" } else { "marked" };
+    let text = format!("{phase}\n{mark}");
+    crate::fsutil::write_private(&state_dir.join(HOLDING_FILE), text.as_bytes(), 0o600)
 }
 
 /// Forgets the record: the store was handed back.
@@ -145,7 +159,8 @@ pub struct Sources<'a> {
     pub clouds_file: Option<&'a Path>,
     /// The SSH key the daemon gets.
     pub ssh_key: &'a Path,
-    /// known_hosts with the bastion's and the hosts' keys.
+    /// known_hosts with the bastion's and the hosts' keys: the lines for
+    /// this environment's hosts are copied.
     pub known_hosts: &'a Path,
     /// More known_hosts lines: the git server's key (ssh:// remotes).
     pub git_known_hosts: Option<&'a Path>,
@@ -220,6 +235,26 @@ pub fn secrets_file(
     yaml_serde::to_string(&values).map_err(|_| CredentialError::Yaml("secrets"))
 }
 
+/// Where the daemon reaches `env`'s hosts, as its known_hosts names them:
+/// the jump host at `ssh.bastion_address`, every host by address and name.
+fn endpoints(env: &Environment) -> Vec<(String, u16)> {
+    let Some(ssh) = &env.ssh else { return Vec::new() };
+    let mut endpoints = vec![(ssh.bastion_address.clone(), ssh.bastion_port)];
+    let jump = env.host_with_role(crate::model::Role::Bastion);
+    for host in &env.hosts {
+        let port = if jump.is_some_and(|j| j.name == host.name) {
+            ssh.bastion_port
+        } else {
+            ssh.host_port
+        };
+        endpoints.push((host.name.clone(), port));
+        if let Some(address) = host.address {
+            endpoints.push((address.to_string(), port));
+        }
+    }
+    endpoints
+}
+
 /// The daemon's credentials for `env`.
 ///
 /// # Errors
@@ -241,13 +276,17 @@ pub fn credentials(
     document.insert(yaml_serde::Value::from("clouds"), yaml_serde::Value::Mapping(clouds));
     let clouds =
         yaml_serde::to_string(&document).map_err(|_| CredentialError::Yaml("clouds.yaml"))?;
-    let mut known_hosts = read(sources.known_hosts, "known_hosts")?;
+    let ours = String::from_utf8_lossy(&read(sources.known_hosts, "known_hosts")?).into_owned();
+    let mut known_hosts: Vec<String> = crate::known_hosts::lines_for(&ours, &endpoints(env))
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     if let Some(git) = sources.git_known_hosts {
-        if !known_hosts.ends_with(b"\n") && !known_hosts.is_empty() {
-            known_hosts.push(b'\n');
-        }
-        known_hosts.extend(read(git, "known_hosts (git server)")?);
+        let git = String::from_utf8_lossy(&read(git, "known_hosts (git server)")?).into_owned();
+        known_hosts.extend(git.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned));
     }
+    let mut known_hosts = known_hosts.join("\n").into_bytes();
+    known_hosts.push(b'\n');
     Ok(vec![
         Credential::private(SECRETS_PATH, secrets.into_bytes()),
         Credential::private(CLOUDS_PATH, clouds.into_bytes()),
@@ -274,6 +313,20 @@ mod tests {
             owner: "root",
             merge: Merge::Lines,
         }
+    }
+
+    #[test]
+    fn a_holding_record_round_trips_with_its_phase() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        assert_eq!(holding(dir.path()), None);
+        let mark = mark();
+        hold(dir.path(), &mark, false).expect("hold");
+        assert_eq!(holding(dir.path()), Some(Holding { mark: mark.clone(), saved: false }));
+        hold(dir.path(), &mark, true).expect("hold");
+        assert_eq!(holding(dir.path()).map(|h| h.saved), Some(true));
+        release(dir.path()).expect("release");
+        release(dir.path()).expect("released twice");
+        assert_eq!(holding(dir.path()), None);
     }
 
     #[test]

@@ -22,10 +22,11 @@ use super::{apply_plan, confirm, prepare_live, print_plan, resolved_secrets, Liv
 use crate::apply::ApplyOptions;
 use crate::bootstrap::bastion::{Bastion, Installed};
 use crate::bootstrap::{self, Credential, Sources, STATE_DIR};
+use crate::model::Role;
 use crate::plan::{DesiredSet, Op};
 use crate::providers::host::HostProvider;
 use crate::providers::{openstack, Availability};
-use crate::reconcile::{self, Plan};
+use crate::reconcile::{self, Plan, Prepared};
 use crate::state::{self, LockedStore};
 
 /// `apimon bootstrap`'s own options.
@@ -43,9 +44,11 @@ pub struct BootstrapArgs {
     /// How long to wait for the daemon to report the environment converged.
     #[arg(long, default_value_t = 900)]
     pub wait_seconds: u64,
-    /// The SSH key the daemon reaches the hosts with [default: --ssh-key].
+    /// The SSH private key the daemon reaches this environment's hosts
+    /// with: its own, authorized on them (the keypair of keypairs.yaml);
+    /// given explicitly, so that no operator key lands on a bastion unasked.
     #[arg(long)]
-    pub daemon_ssh_key: Option<PathBuf>,
+    pub daemon_ssh_key: PathBuf,
     /// known_hosts lines for the git server (an ssh:// repository), added
     /// to the daemon's known_hosts.
     #[arg(long)]
@@ -63,7 +66,7 @@ pub(super) async fn bootstrap(
         bail!("no environment {} in apimon.yaml", args.env);
     };
     let (Some(daemon), Some(host)) = (&env.daemon, env.daemon_host()) else {
-        bail!("environment {} declares no `daemon:` in apimon.yaml (with a bastion host): bootstrap installs the daemon it describes; see docs/operations.md, section 1", args.env);
+        bail!("environment {} declares no `daemon:` in apimon.yaml (with a bastion host): bootstrap installs the daemon it describes; see docs/operations.md, section 0", args.env);
     };
     let listen: std::net::SocketAddr =
         daemon.listen.parse().context("daemon.listen is not an address")?;
@@ -75,7 +78,7 @@ pub(super) async fn bootstrap(
     let sources = Sources {
         secrets: &secrets,
         clouds_file: machine.clouds_file.as_deref(),
-        ssh_key: args.daemon_ssh_key.as_deref().unwrap_or(&machine.ssh_key),
+        ssh_key: &args.daemon_ssh_key,
         known_hosts: &machine.known_hosts,
         git_known_hosts: args.git_known_hosts.as_deref(),
     };
@@ -89,98 +92,303 @@ pub(super) async fn bootstrap(
         Availability::Available(provider) => provider,
         Availability::Unavailable(why) => bail!("cannot reach the hosts of {}: {why}", args.env),
     };
-    let bastion = Bastion::new(&provider, &host.name);
-    let store = LockedStore::open(&live.state_dir)?;
-    let plan_with = |state: state::State| {
-        let prepared = &prepared;
-        async move { reconcile::plan_probing(prepared, &state, args.allow_deletes, live.probe()).await }
+    let run = Run {
+        args,
+        live,
+        prepared: &prepared,
+        bastion: Bastion::new(&provider, &host.name),
+        host: &host.name,
+        listen,
+        credentials: &credentials,
+        store: LockedStore::open(&live.state_dir)?,
+        started: chrono::Utc::now(),
+        held: std::cell::Cell::new(false),
     };
-    let mut plan = plan_with(store.load()?).await?;
-    let server = openstack::server_id(&args.env, &host.name);
-    let exists = !plan.changes.iter().any(|c| c.id == server && c.op == Op::Create);
-    let mut installed = Installed::default();
-    // Whether this machine holds the daemon's store (taken, not handed back).
-    let mut holding = false;
-    if exists {
-        installed = bastion
-            .installed(&credentials)
-            .await
-            .with_context(|| format!("cannot read what the bastion {} has", host.name))?;
-        match &installed.taken {
-            Some(mark) if bootstrap::holding(&live.state_dir).as_deref() == Some(mark.as_str()) => {
-                println!("Resuming: this machine holds the state store an earlier bootstrap took from {}.", host.name);
-                holding = true;
+    let plan = run.plan().await?;
+    check_other_bastions(&provider, env, &host.name, &plan).await?;
+    run.go(plan).await
+}
+
+/// One bootstrap.
+struct Run<'a> {
+    args: &'a BootstrapArgs,
+    live: &'a LiveArgs,
+    prepared: &'a Prepared,
+    bastion: Bastion<'a>,
+    host: &'a str,
+    listen: (&'a str, u16),
+    credentials: &'a [Credential],
+    store: LockedStore,
+    started: chrono::DateTime<chrono::Utc>,
+    /// Whether this machine holds the newest store (taken and read, or resumed).
+    held: std::cell::Cell<bool>,
+}
+
+impl Run<'_> {
+    async fn plan(&self) -> anyhow::Result<Plan> {
+        let state = self.store.load()?;
+        Ok(reconcile::plan_probing(
+            self.prepared,
+            &state,
+            self.args.allow_deletes,
+            self.live.probe(),
+        )
+        .await?)
+    }
+
+    /// Whether `plan` creates or replaces the daemon's server (it then comes
+    /// up empty: no daemon to start again, credentials to write anew).
+    fn rebuilds_bastion(&self, plan: &Plan) -> bool {
+        let server = openstack::server_id(&self.args.env, self.host);
+        plan.actions().any(|c| c.id == server && matches!(c.op, Op::Create | Op::Replace { .. }))
+    }
+
+    fn state_dir(&self) -> &Path {
+        &self.live.state_dir
+    }
+
+    async fn go(&self, mut plan: Plan) -> anyhow::Result<Outcome> {
+        let server = openstack::server_id(&self.args.env, self.host);
+        let exists = !plan.changes.iter().any(|c| c.id == server && c.op == Op::Create);
+        let mut installed = Installed::default();
+        let mut holding = None;
+        if exists {
+            installed = self
+                .bastion
+                .installed(self.credentials)
+                .await
+                .with_context(|| format!("cannot read what the bastion {} has", self.host))?;
+            holding = self.resume(&installed).await?;
+            if holding.is_none() && self.take_over_state(&installed)? {
+                plan = self.plan().await?;
             }
-            Some(mark) => bail!(
-                "the state store of the daemon on {} was taken by another `apimon bootstrap` that did not hand it back ({}); run bootstrap again where that one ran (its state directory holds the newest state), or copy that state directory here",
-                host.name,
-                mark.split_whitespace().collect::<Vec<_>>().join(" ")
+            if installed.active && holding.is_none() {
+                self.check_checkout().await?;
+            }
+        }
+        let updates = credential_updates(self.credentials, &installed);
+        if holding.is_none()
+            && !plan.summary.has_changes()
+            && updates.is_empty()
+            && installed.active
+        {
+            println!(
+                "Nothing to do: the daemon on {} runs, and its files, its credentials and the platform are as the repository says.",
+                self.host
+            );
+            return self.wait_converged(None).await;
+        }
+        show(&plan, &updates, self.host, installed.active)?;
+        let question = "Apply, install and start the daemon?";
+        if !self.args.yes && !confirm("bootstrap", "the plan", "--yes", question)? {
+            eprintln!("Bootstrap cancelled; nothing was changed.");
+            return Ok(Outcome::Invalid);
+        }
+        let was_running = installed.active;
+        if was_running {
+            // One applier at a time: the daemon finishes its change in progress.
+            self.bastion.unit("stop").await?;
+            println!("Stopped the daemon on {} (it finished its change in progress).", self.host);
+        }
+        let result = self.take_apply_install(plan, exists, holding.is_some()).await;
+        match result {
+            Ok(Some(outcome)) => Ok(outcome),
+            Ok(None) => Ok(Outcome::Invalid),
+            Err(error) => {
+                if was_running {
+                    self.restore_after(&error).await;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// A bootstrap that holds the daemon's store resumes with it; the mark
+    /// of another is refused. The mark, when this machine holds the store.
+    async fn resume(&self, installed: &Installed) -> anyhow::Result<Option<String>> {
+        let Some(mark) = &installed.taken else { return Ok(None) };
+        match bootstrap::holding(self.state_dir()) {
+            Some(held) if held.mark == *mark => {
+                if !held.saved {
+                    // Marked before it was read: the bastion's copy is the newest.
+                    let now = self.bastion.installed(self.credentials).await?;
+                    self.take_over_state(&now)?;
+                    bootstrap::hold(self.state_dir(), mark, true)?;
+                }
+                println!(
+                    "Resuming: this machine holds the state store an earlier bootstrap took from {}.",
+                    self.host
+                );
+                self.held.set(true);
+                Ok(Some(mark.clone()))
+            }
+            _ => bail!(
+                "the state store of the daemon on {} was taken by another `apimon bootstrap` that did not hand it back ({}); run bootstrap again where that one ran (its state directory holds the newest state). If that machine is lost, copy the bastion's {STATE_DIR}/{} into --state-dir and remove {STATE_DIR}/{} there",
+                self.host,
+                mark.split_whitespace().collect::<Vec<_>>().join(" "),
+                state::STATE_FILE,
+                state::TAKEN_FILE,
             ),
-            None => {
-                if take_over_state(&store, &installed, &host.name, &live.state_dir)? {
-                    plan = plan_with(store.load()?).await?;
+        }
+    }
+
+    /// The checkout must be at the commit the running daemon applies:
+    /// another commit would undo (or prune) what the daemon converged.
+    async fn check_checkout(&self) -> anyhow::Result<()> {
+        let Ok(status) = self.bastion.status(self.listen).await else { return Ok(()) };
+        let Some(theirs) = status["last_good_commit"].as_str() else { return Ok(()) };
+        let ours = self.prepared.commit.clone();
+        if ours.as_deref() != Some(theirs) {
+            bail!(
+                "the daemon on {} applies commit {theirs}; this checkout is at {}: check that commit out (git fetch && git checkout {theirs}) so that bootstrap applies what the daemon would",
+                self.host,
+                ours.as_deref().unwrap_or("no commit (not a git checkout)")
+            );
+        }
+        Ok(())
+    }
+
+    /// Takes the store (when the bastion has one), applies, writes the
+    /// credentials, hands the store back, starts the daemon and waits.
+    /// `None`: the apply failed (reported).
+    async fn take_apply_install(
+        &self,
+        mut plan: Plan,
+        exists: bool,
+        holding: bool,
+    ) -> anyhow::Result<Option<Outcome>> {
+        if exists && !holding {
+            // Marked first: from here no daemon uses the bastion's copy, so
+            // the copy read next is the newest, and a killed bootstrap
+            // resumes (`bootstrap.holding` says whether it was read).
+            let mark = bootstrap::mark();
+            bootstrap::hold(self.state_dir(), &mark, false)?;
+            self.bastion.take(&mark).await?;
+            let now = self.bastion.installed(self.credentials).await?;
+            if self.take_over_state(&now)? {
+                plan = self.plan().await?;
+                println!("\nThe daemon's state store changed meanwhile; the plan is now:\n");
+                print_plan(&mut std::io::stdout().lock(), &plan, "live")?;
+                let question = "Apply this plan instead?";
+                if plan.summary.has_changes()
+                    && !self.args.yes
+                    && !confirm("bootstrap", "the plan", "--yes", question)?
+                {
+                    bail!("bootstrap cancelled after the daemon stopped; run it again to apply and start the daemon");
                 }
             }
+            bootstrap::hold(self.state_dir(), &mark, true)?;
+            self.held.set(true);
         }
-    }
-    let updates = credential_updates(&credentials, &installed);
-    if !holding && !plan.summary.has_changes() && updates.is_empty() && installed.active {
+        let outcome =
+            apply_plan(&self.store, self.prepared, &plan, &ApplyOptions::default()).await?;
+        if !outcome.is_success() {
+            bail!(
+                "the apply did not complete; this machine holds the state store ({}) until a bootstrap hands it over: fix what failed and run bootstrap again",
+                self.state_dir().display()
+            );
+        }
+        // Read again: a new or replaced bastion has none of them.
+        let now = self.bastion.installed(self.credentials).await?;
+        self.bastion.prepare_directories().await?;
+        for (credential, bytes) in credential_updates(self.credentials, &now) {
+            self.bastion.write(credential, &bytes).await?;
+            println!("  wrote {}", credential.path);
+        }
+        self.hand_over_and_start().await?;
         println!(
-            "Nothing to do: the daemon on {} runs, and its files, its credentials and the platform are as the repository says.",
-            host.name
+            "Started the daemon on {}; its state store is in force from now on ({} keeps a copy: never apply with it while the daemon runs).",
+            self.host,
+            self.state_dir().display()
         );
-        return wait_converged(&bastion, listen, &args.env, Duration::from_secs(args.wait_seconds))
-            .await;
+        self.wait_converged(Some(self.started)).await.map(Some)
     }
-    show(&plan, &updates, &host.name, installed.active)?;
-    let question = "Apply, install and start the daemon?";
-    if !args.yes && !confirm("bootstrap", "the plan", "--yes", question)? {
-        eprintln!("Bootstrap cancelled; nothing was changed.");
-        return Ok(Outcome::Invalid);
-    }
-    if installed.active {
-        // One applier at a time: the daemon finishes its change in progress.
-        bastion.unit("stop").await?;
-        println!("Stopped the daemon on {} (it finished its change in progress).", host.name);
-    }
-    if exists && !holding {
-        // Take the store: the newest (after the stop), kept here, and the
-        // bastion marked so that no daemon uses its copy meanwhile. Killed
-        // before the mark, the bastion's store is still the one in force.
-        let now = bastion.installed(&credentials).await?;
-        if take_over_state(&store, &now, &host.name, &live.state_dir)? && installed.active {
-            plan = plan_with(store.load()?).await?;
-            println!("\nThe daemon changed things before it stopped; the plan is now:\n");
-            print_plan(&mut std::io::stdout().lock(), &plan, "live")?;
+
+    /// After a failure with the daemon stopped: hand the store back (when
+    /// this machine took it; else the bastion's is the newest) and start it
+    /// again, unless its server was rebuilt (nothing to start).
+    async fn restore_after(&self, error: &anyhow::Error) {
+        if !self.held.get() {
+            // Not read yet: the bastion's own store is the newest; unmark it.
+            let restart = async {
+                self.bastion.unmark().await?;
+                bootstrap::release(self.state_dir())?;
+                self.bastion.unit("start").await?;
+                anyhow::Ok(())
+            };
+            match restart.await {
+                Ok(()) => eprintln!("error: {error:#}; the daemon on {} runs again", self.host),
+                Err(again) => eprintln!(
+                    "error: {error:#}; the daemon on {} could not be started again ({again:#})",
+                    self.host
+                ),
+            }
+            return;
         }
-        if now.state.is_some() {
-            let mark = bootstrap::mark();
-            bootstrap::hold(&live.state_dir, &mark)?;
-            bastion.take(&mark).await?;
+        let rebuilt = match self.plan().await {
+            Ok(plan) => self.rebuilds_bastion(&plan),
+            Err(_) => true,
+        };
+        if rebuilt {
+            eprintln!("error: {error:#}; the daemon on {} stays stopped (its server is not as planned): fix that and run bootstrap again", self.host);
+            return;
+        }
+        match self.hand_over_and_start().await {
+            Ok(()) => eprintln!("error: {error:#}; the daemon on {} runs again with the state store as it is now", self.host),
+            Err(again) => eprintln!("error: {error:#}; the daemon on {} could not be started again ({again:#}): run bootstrap again", self.host),
         }
     }
-    let outcome = apply_plan(&store, &prepared, &plan, &ApplyOptions::default()).await?;
-    if !outcome.is_success() {
-        if installed.active {
-            hand_over_and_start(&bastion, &live.state_dir).await?;
-            eprintln!("error: the apply did not complete; the daemon on {} runs again with the state as it is now, and retries", host.name);
-        } else {
-            eprintln!("error: the apply did not complete; the daemon was not started and the state store stays in {} until a bootstrap hands it over. Fix what failed and run bootstrap again.", live.state_dir.display());
+
+    async fn hand_over_and_start(&self) -> anyhow::Result<()> {
+        let path = self.state_dir().join(state::STATE_FILE);
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        self.bastion.hand_over_state(&bytes).await?;
+        bootstrap::release(self.state_dir())?;
+        self.bastion.unit("start").await?;
+        Ok(())
+    }
+
+    fn take_over_state(&self, installed: &Installed) -> anyhow::Result<bool> {
+        take_over_state(&self.store, installed, self.host, self.state_dir())
+    }
+
+    async fn wait_converged(
+        &self,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> anyhow::Result<Outcome> {
+        let timeout = Duration::from_secs(self.args.wait_seconds);
+        wait_converged(&self.bastion, self.listen, &self.args.env, since, timeout).await
+    }
+}
+
+/// A daemon (or its state store) on another bastion than the one the
+/// repository gives it: starting one here would make two.
+async fn check_other_bastions(
+    provider: &HostProvider,
+    env: &crate::model::Environment,
+    daemon_host: &str,
+    plan: &Plan,
+) -> anyhow::Result<()> {
+    let others = env.hosts.iter().filter(|h| h.role == Role::Bastion && h.name != daemon_host);
+    for other in others {
+        let server = openstack::server_id(&env.name, &other.name);
+        if plan.changes.iter().any(|c| c.id == server && c.op == Op::Create) {
+            continue;
         }
-        return Ok(Outcome::Invalid);
+        let found = Bastion::new(provider, &other.name)
+            .installed(&[])
+            .await
+            .with_context(|| format!("cannot check the bastion {} for a daemon", other.name))?;
+        if found.active || found.state.is_some() {
+            bail!(
+                "the bastion {} {} but the daemon belongs on {daemon_host}, the first bastion: move it as docs/operations.md, section 6j says (stop it there and move its state store into --state-dir)",
+                other.name,
+                if found.active { "runs a daemon" } else { "holds a daemon's state store" },
+            );
+        }
     }
-    bastion.prepare_directories().await?;
-    for (credential, bytes) in &updates {
-        bastion.write(credential, bytes).await?;
-        println!("  wrote {}", credential.path);
-    }
-    hand_over_and_start(&bastion, &live.state_dir).await?;
-    println!(
-        "Started the daemon on {}; its state store is in force from now on ({} keeps a copy: never apply with it while the daemon runs).",
-        host.name,
-        live.state_dir.display()
-    );
-    wait_converged(&bastion, listen, &args.env, Duration::from_secs(args.wait_seconds)).await
+    Ok(())
 }
 
 /// Copies the bastion's state store (the daemon's, in force) here when it
@@ -234,28 +442,20 @@ fn show(
     Ok(())
 }
 
-async fn hand_over_and_start(bastion: &Bastion<'_>, state_dir: &Path) -> anyhow::Result<()> {
-    let path = state_dir.join(state::STATE_FILE);
-    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    bastion.hand_over_state(&bytes).await?;
-    bootstrap::release(state_dir)?;
-    bastion.unit("start").await?;
-    Ok(())
-}
-
 /// Waits until the daemon's `/status` shows `env` at the newest commit it
 /// saw, and says how it ended there.
 async fn wait_converged(
     bastion: &Bastion<'_>,
     listen: (&str, u16),
     env: &str,
+    since: Option<chrono::DateTime<chrono::Utc>>,
     timeout: Duration,
 ) -> anyhow::Result<Outcome> {
     let deadline = Instant::now() + timeout;
     loop {
         let last = match bastion.status(listen).await {
             Ok(status) => {
-                if let Some(done) = converged(&status, env) {
+                if let Some(done) = converged(&status, env, since) {
                     return done;
                 }
                 format!(
@@ -275,31 +475,78 @@ async fn wait_converged(
     }
 }
 
-/// How the daemon's first run at the newest commit ended, once it did.
-fn converged(status: &serde_json::Value, env: &str) -> Option<anyhow::Result<Outcome>> {
+/// How the daemon's run at the newest commit ended, once it did; a run
+/// that failed (which records no commit) counts when it ended after `since`
+/// (any, without).
+fn converged(
+    status: &serde_json::Value,
+    env: &str,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> Option<anyhow::Result<Outcome>> {
     let seen = status["last_seen_commit"].as_str()?;
     if status["rejected"]["commit"].as_str() == Some(seen) {
         let errors = status["rejected"]["errors"].to_string();
         return Some(Err(anyhow::anyhow!("the daemon refused commit {seen}: {errors}")));
     }
     let environment = &status["environments"][env];
-    if environment["commit"].as_str() != Some(seen) {
-        return None;
-    }
-    let outcome = environment["outcome"].as_str()?;
-    Some(Ok(match outcome {
-        "success" | "no_changes" => {
+    let at_seen = environment["commit"].as_str() == Some(seen);
+    let ran_since = since.is_none_or(|since| {
+        environment["last_run"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|t| t >= since)
+    });
+    match environment["outcome"].as_str()? {
+        outcome @ ("success" | "no_changes") if at_seen && ran_since => {
             println!(
                 "The daemon is running and reports {env} converged at commit {seen} ({outcome})."
             );
-            Outcome::Ok
+            Some(Ok(Outcome::Ok))
         }
-        _ => {
+        outcome @ ("failed" | "partial" | "pending") if ran_since => {
             eprintln!(
-                "error: the daemon runs, but its run at commit {seen} ended {outcome}: failed {}, pending {}, last error {}",
+                "error: the daemon runs, but its run ended {outcome}: failed {}, pending {}, last error {}",
                 environment["failed"], environment["pending"], status["last_error"]
             );
-            Outcome::Invalid
+            Some(Ok(Outcome::Invalid))
         }
-    }))
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn status(commit: Option<&str>, outcome: &str, last_run: &str) -> serde_json::Value {
+        json!({
+            "last_seen_commit": "c2",
+            "environments": {"e": {"commit": commit, "outcome": outcome, "last_run": last_run}},
+        })
+    }
+
+    #[test]
+    fn the_wait_ends_at_the_first_run_after_the_start() {
+        let since =
+            chrono::DateTime::parse_from_rfc3339("2026-12-02T10:00:00Z").map(|t| t.to_utc()).ok();
+        let before = "2026-12-02T09:59:00Z";
+        let after = "2026-12-02T10:00:05Z";
+        let outcome = |s: &serde_json::Value, since| converged(s, "e", since).map(|r| r.ok());
+        assert_eq!(outcome(&status(Some("c2"), "no_changes", before), since), None);
+        assert_eq!(outcome(&status(Some("c1"), "success", after), since), None);
+        assert_eq!(outcome(&status(Some("c2"), "success", after), since), Some(Some(Outcome::Ok)));
+        assert_eq!(
+            outcome(&status(Some("c1"), "failed", after), since),
+            Some(Some(Outcome::Invalid))
+        );
+        assert_eq!(outcome(&status(Some("c1"), "failed", before), since), None);
+        assert_eq!(
+            outcome(&status(Some("c1"), "failed", before), None),
+            Some(Some(Outcome::Invalid))
+        );
+        let refused =
+            json!({"last_seen_commit": "c2", "rejected": {"commit": "c2", "errors": ["x"]}});
+        assert!(matches!(converged(&refused, "e", since), Some(Err(_))));
+    }
 }

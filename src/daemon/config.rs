@@ -89,6 +89,10 @@ pub struct RawWindow {
     pub duration_minutes: u64,
 }
 
+/// The longest maintenance window: a year (longer ones would overflow
+/// the time arithmetic, and mean "always").
+pub const MAX_WINDOW_MINUTES: u64 = 366 * 24 * 60;
+
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/apimon")
 }
@@ -178,10 +182,13 @@ impl Config {
                 }
                 Err(message) => file.problem(&format!("maintenance_windows[{i}].cron"), message),
             }
-            if window.duration_minutes == 0 {
+            if !(1..=MAX_WINDOW_MINUTES).contains(&window.duration_minutes) {
                 file.problem(
                     &format!("maintenance_windows[{i}].duration_minutes"),
-                    "0; expected at least 1",
+                    format!(
+                        "{}; expected 1 to {MAX_WINDOW_MINUTES} (a year)",
+                        window.duration_minutes
+                    ),
                 );
             }
         }

@@ -77,6 +77,31 @@ pub(super) fn files(
         object.insert("daemon".to_owned(), settings);
     }
     let config = templates.render("daemon.yaml.hbs", &host.name, context)?;
+    // What validation let through, and template overrides, must still give
+    // a daemon.yaml the daemon starts with: it cannot fix it from there.
+    if let Err(error) =
+        crate::daemon::config::Config::parse(std::path::Path::new(CONFIG_PATH), &config)
+    {
+        return Err(RenderError::Daemon {
+            host: host.name.clone(),
+            what: CONFIG_PATH.to_owned(),
+            message: error.to_string(),
+        });
+    }
+    if let (Some(secret), Secrets::Resolved(_)) = (&daemon.webhook_secret, secrets) {
+        let length = secret_file(secrets, secret).trim().len();
+        if length < crate::daemon::MIN_WEBHOOK_SECRET {
+            return Err(RenderError::Daemon {
+                host: host.name.clone(),
+                what: WEBHOOK_SECRET_PATH.to_owned(),
+                message: format!(
+                    "the webhook secret (environments.{}.daemon.webhook_secret) holds {length} bytes; it must hold at least {}",
+                    environment.name,
+                    crate::daemon::MIN_WEBHOOK_SECRET
+                ),
+            });
+        }
+    }
     let mut files = vec![
         file(UNIT_PATH, unit, 0o644, "root", Some("apimon.service.hbs")),
         // Read by the daemon through its group; written by root only.

@@ -56,6 +56,16 @@ pub enum RenderError {
     /// A secret the templates need is not set.
     #[error("{}", .0)]
     Secrets(Diagnostics),
+    /// The daemon would refuse what was rendered for it.
+    #[error("host {host}: the daemon would refuse {what}: {message}")]
+    Daemon {
+        /// Host the daemon runs on.
+        host: String,
+        /// Which file.
+        what: String,
+        /// Why.
+        message: String,
+    },
 }
 
 /// One file for a host.

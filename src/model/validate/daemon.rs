@@ -9,6 +9,8 @@ use crate::model::{raw, Host, Role};
 
 const SCHEMES: [&str; 5] = ["https", "http", "ssh", "git", "file"];
 
+use crate::daemon::config::MAX_WINDOW_MINUTES;
+
 /// Checks `daemon` of environment `env_path`, whose hosts are `hosts`.
 pub(super) fn check(
     check: &mut Check,
@@ -54,8 +56,12 @@ pub(super) fn check(
         if let Err(message) = crate::cron::Schedule::parse(&window.cron) {
             check.error(root, &format!("{at}.cron"), message);
         }
-        if window.duration_minutes == 0 {
-            check.error(root, &format!("{at}.duration_minutes"), "0; expected at least 1");
+        if !(1..=MAX_WINDOW_MINUTES).contains(&window.duration_minutes) {
+            check.error(
+                root,
+                &format!("{at}.duration_minutes"),
+                format!("{}; expected 1 to {MAX_WINDOW_MINUTES} (a year)", window.duration_minutes),
+            );
         }
     }
     for (key, value) in [("parallelism", daemon.parallelism), ("attempts", daemon.attempts)] {
@@ -83,7 +89,12 @@ fn check_repository(
             ),
         ),
     }
-    if repository.branch.is_empty() || repository.branch.contains(char::is_whitespace) {
+    if repository.url.contains(char::is_control) {
+        check.error(root, &format!("{path}.url"), "control characters in the URL");
+    }
+    if repository.branch.is_empty()
+        || repository.branch.contains(|c: char| c.is_whitespace() || c.is_control())
+    {
         check.error(root, &format!("{path}.branch"), "expected a branch name");
     }
     if repository.poll_interval_seconds == 0 {
@@ -91,7 +102,7 @@ fn check_repository(
     }
     if let Some(token) = &repository.token {
         check.secret(root, &format!("{path}.token"), token, true);
-        if !matches!(scheme, Some("https" | "http")) {
+        if scheme != Some("https") {
             check.error(
                 root,
                 &format!("{path}.token"),
