@@ -166,27 +166,8 @@ EOF
   start sshd "$DIR/logs/sshd.log" "$sshd" -D -e -f "$DIR/ssh/sshd_config"
   wait_for sshd 30 bash -c "exec 3<>/dev/tcp/127.0.0.20/$ssh_port"
   # No systemd and no apt for the hosts here: units and packages are files.
-  cat >"$hosts/.tools/systemctl" <<'EOF'
-#!/bin/sh
-d="$(dirname "$0")/units"; mkdir -p "$d"; echo "$*" >> "$(dirname "$0")/systemctl.log"
-case "$1" in
-  daemon-reload) ;;
-  enable) touch "$d/$2.enabled" ;;
-  restart|start) touch "$d/$2.active" ;;
-  is-enabled) if [ -e "$d/$2.enabled" ]; then echo enabled; else echo disabled; exit 1; fi ;;
-  is-active) if [ -e "$d/$2.active" ]; then echo active; else echo inactive; exit 3; fi ;;
-  *) echo "unsupported: $*" >&2; exit 2 ;;
-esac
-EOF
-  cat >"$hosts/.tools/pkg" <<'EOF'
-#!/bin/sh
-d="$(dirname "$0")/packages"; mkdir -p "$d"
-case "$1" in
-  check) [ -e "$d/$2" ] ;;
-  install) touch "$d/$2"; echo "$2" >> "$(dirname "$0")/packages.log" ;;
-  update) echo "update" >> "$(dirname "$0")/packages.log" ;;
-esac
-EOF
+  # The suite's stand-ins (tests/support/stand-in/).
+  cp "$here/tests/support/stand-in/systemctl" "$here/tests/support/stand-in/pkg" "$hosts/.tools/"
   chmod 755 "$hosts/.tools/systemctl" "$hosts/.tools/pkg"
   # Files the hosts' services own need their groups on this machine.
   for group in apimon telegraf influxdb; do

@@ -11,13 +11,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::git::GitRemote;
-use crate::support::host::{ensure_group, FAKE_PACKAGES};
+use crate::support::host::{ensure_group, FAKE_PACKAGES, FAKE_SYSTEMCTL};
 use crate::support::influxdb::InfluxServer;
 use crate::support::openstack::{Api, TestCloud};
 use crate::support::sshd::{current_user, Relay, SshServer, SshWorld};
 use crate::support::{free_port, text};
-
-const STAND_IN_SYSTEMCTL: &str = include_str!("support/stand-in/systemctl");
 
 struct Setup {
     env: String,
@@ -90,7 +88,7 @@ impl Setup {
         let r = root.path().display().to_string();
         let tools = root.path().join(".tools");
         std::fs::create_dir_all(&tools).expect("tools");
-        for (name, script) in [("systemctl", STAND_IN_SYSTEMCTL), ("pkg", FAKE_PACKAGES)] {
+        for (name, script) in [("systemctl", FAKE_SYSTEMCTL), ("pkg", FAKE_PACKAGES)] {
             use std::os::unix::fs::PermissionsExt;
             let path = tools.join(name);
             std::fs::write(&path, script).expect("script");

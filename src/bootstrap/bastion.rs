@@ -56,7 +56,7 @@ impl<'a> Bastion<'a> {
     }
 
     async fn run(&self, what: &str, command: &str) -> Result<Vec<u8>, HostError> {
-        self.provider.execute(&self.host, what, command, None).await
+        self.provider.run(&self.host, what, command, None).await
     }
 
     /// Reads what is installed: the credentials' hashes, known_hosts, the

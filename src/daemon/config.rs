@@ -79,15 +79,8 @@ pub struct RawRepository {
     pub gnupg_home: Option<PathBuf>,
 }
 
-/// A maintenance window.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawWindow {
-    /// When it opens (cron, 5 or 6 fields).
-    pub cron: String,
-    /// How long it stays open.
-    pub duration_minutes: u64,
-}
+/// A maintenance window: the same in daemon.yaml and in apimon.yaml's `daemon:`.
+pub use crate::model::raw::DaemonWindow as RawWindow;
 
 /// The longest maintenance window: a year (longer ones would overflow
 /// the time arithmetic, and mean "always").
@@ -96,21 +89,10 @@ pub const MAX_WINDOW_MINUTES: u64 = 366 * 24 * 60;
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/apimon")
 }
-fn default_listen() -> String {
-    "127.0.0.1:9110".to_owned()
-}
-fn default_parallelism() -> usize {
-    4
-}
-fn default_attempts() -> u32 {
-    4
-}
-fn default_branch() -> String {
-    "main".to_owned()
-}
-fn default_poll() -> u64 {
-    60
-}
+use crate::model::raw::daemon_defaults::{
+    attempts as default_attempts, branch as default_branch, listen as default_listen,
+    parallelism as default_parallelism, poll as default_poll,
+};
 
 /// A checked configuration.
 #[derive(Debug, Clone)]

@@ -19,28 +19,11 @@ use super::influxdb::InfluxServer;
 use super::sshd::{current_user, Relay, SshServer, SshWorld};
 use super::{fixture_files_without_grafana, TestRepo};
 
-const FAKE_SYSTEMCTL: &str = r#"#!/bin/sh
-# Stand-in for systemctl on a test host without systemd: unit state in files.
-d="$(dirname "$0")/units"; mkdir -p "$d"; echo "$*" >> "$(dirname "$0")/systemctl.log"
-case "$1" in
-  daemon-reload) ;;
-  enable) touch "$d/$2.enabled" ;;
-  restart|start) touch "$d/$2.active"; n=$(cat "$d/$2.restarts" 2>/dev/null || echo 0); echo $((n+1)) > "$d/$2.restarts" ;;
-  is-enabled) if [ -e "$d/$2.enabled" ]; then echo enabled; else echo disabled; exit 1; fi ;;
-  is-active) if [ -e "$d/$2.active" ]; then echo active; else echo inactive; exit 3; fi ;;
-  *) echo "unsupported: $*" >&2; exit 2 ;;
-esac
-"#;
+/// Stand-in for systemctl (units are flag files; `apimon` really runs).
+pub const FAKE_SYSTEMCTL: &str = include_str!("stand-in/systemctl");
 
-pub const FAKE_PACKAGES: &str = r#"#!/bin/sh
-# Stand-in for dpkg/apt on a test host: installed packages are files.
-d="$(dirname "$0")/packages"; mkdir -p "$d"
-case "$1" in
-  check) [ -e "$d/$2" ] ;;
-  install) touch "$d/$2"; echo "$2" >> "$(dirname "$0")/packages.log" ;;
-  update) echo "update" >> "$(dirname "$0")/packages.log" ;;
-esac
-"#;
+/// Stand-in for dpkg/apt (installed packages are files).
+pub const FAKE_PACKAGES: &str = include_str!("stand-in/pkg");
 
 pub struct Setup {
     pub influx: InfluxServer,

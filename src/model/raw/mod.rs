@@ -191,7 +191,7 @@ pub struct Daemon {
     /// The repository the daemon follows (this one, as the bastion reaches it).
     pub repository: DaemonRepository,
     /// Address of its HTTP endpoint (/healthz, /status, /metrics, /hooks/git).
-    #[serde(default = "default_daemon_listen")]
+    #[serde(default = "daemon_defaults::listen")]
     pub listen: String,
     /// Webhook secret (HMAC key of /hooks/git, bearer token of /trigger); a secret.
     pub webhook_secret: Option<MaybeSecret>,
@@ -201,10 +201,10 @@ pub struct Daemon {
     #[serde(default)]
     pub maintenance_windows: Vec<DaemonWindow>,
     /// Changes applied at once.
-    #[serde(default = "default_daemon_parallelism")]
+    #[serde(default = "daemon_defaults::parallelism")]
     pub parallelism: u32,
     /// Tries per change on transient errors.
-    #[serde(default = "default_daemon_attempts")]
+    #[serde(default = "daemon_defaults::attempts")]
     pub attempts: u32,
 }
 
@@ -215,10 +215,10 @@ pub struct DaemonRepository {
     /// Remote URL: https://, http://, ssh://, git:// or file://.
     pub url: String,
     /// Branch.
-    #[serde(default = "default_daemon_branch")]
+    #[serde(default = "daemon_defaults::branch")]
     pub branch: String,
     /// How often the remote branch is checked.
-    #[serde(default = "default_daemon_poll")]
+    #[serde(default = "daemon_defaults::poll")]
     pub poll_interval_seconds: u64,
     /// Access token for an https:// remote; a secret.
     pub token: Option<MaybeSecret>,
@@ -236,20 +236,28 @@ pub struct DaemonWindow {
     pub duration_minutes: u64,
 }
 
-fn default_daemon_listen() -> String {
-    "127.0.0.1:9110".to_owned()
-}
-fn default_daemon_parallelism() -> u32 {
-    4
-}
-fn default_daemon_attempts() -> u32 {
-    4
-}
-fn default_daemon_branch() -> String {
-    "main".to_owned()
-}
-fn default_daemon_poll() -> u64 {
-    60
+/// The daemon's defaults, the same in apimon.yaml's `daemon:` and daemon.yaml.
+pub mod daemon_defaults {
+    /// `listen`.
+    pub fn listen() -> String {
+        "127.0.0.1:9110".to_owned()
+    }
+    /// `parallelism`.
+    pub fn parallelism<T: From<u8>>() -> T {
+        T::from(4)
+    }
+    /// `attempts`.
+    pub fn attempts() -> u32 {
+        4
+    }
+    /// `repository.branch`.
+    pub fn branch() -> String {
+        "main".to_owned()
+    }
+    /// `repository.poll_interval_seconds`.
+    pub fn poll() -> u64 {
+        60
+    }
 }
 
 /// A cloud the scenarios talk to (Keystone v3 password auth).

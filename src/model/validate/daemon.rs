@@ -100,24 +100,21 @@ fn check_repository(
     if repository.poll_interval_seconds == 0 {
         check.error(root, &format!("{path}.poll_interval_seconds"), "0; expected at least 1");
     }
-    if let Some(token) = &repository.token {
-        check.secret(root, &format!("{path}.token"), token, true);
-        if scheme != Some("https") {
-            check.error(
-                root,
-                &format!("{path}.token"),
-                "a token authenticates to an https:// remote only",
-            );
-        }
-    }
-    if let Some(key) = &repository.ssh_key {
-        check.secret(root, &format!("{path}.ssh_key"), key, true);
-        if scheme != Some("ssh") {
-            check.error(
-                root,
-                &format!("{path}.ssh_key"),
-                "a deploy key authenticates to an ssh:// remote only",
-            );
+    // Each credential, the one scheme it is sent to.
+    let credentials = [
+        ("token", &repository.token, "https", "a token authenticates to an https:// remote only"),
+        (
+            "ssh_key",
+            &repository.ssh_key,
+            "ssh",
+            "a deploy key authenticates to an ssh:// remote only",
+        ),
+    ];
+    for (key, value, wanted, message) in credentials {
+        let Some(value) = value else { continue };
+        check.secret(root, &format!("{path}.{key}"), value, true);
+        if scheme != Some(wanted) {
+            check.error(root, &format!("{path}.{key}"), message);
         }
     }
 }

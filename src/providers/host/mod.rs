@@ -279,7 +279,10 @@ impl HostProvider {
     }
 
     /// Runs `command` on `host`; a non-zero exit is an error about `what`.
-    async fn run(
+    ///
+    /// # Errors
+    /// SSH failed, or the command exited non-zero.
+    pub async fn run(
         &self,
         host: &str,
         what: &str,
@@ -315,20 +318,6 @@ impl HostProvider {
 /// connections (jump host, known_hosts, root and service manager) as the
 /// provider's changes.
 impl HostProvider {
-    /// Runs `command` on `host`; a non-zero exit is an error about `what`.
-    ///
-    /// # Errors
-    /// SSH failed, or the command exited non-zero.
-    pub async fn execute(
-        &self,
-        host: &str,
-        what: &str,
-        command: &str,
-        stdin: Option<&[u8]>,
-    ) -> Result<Vec<u8>, HostError> {
-        self.run(host, what, command, stdin).await
-    }
-
     /// Writes `bytes` to `path` on `host` atomically, with `(mode, owner, group)`.
     ///
     /// # Errors
