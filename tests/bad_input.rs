@@ -100,6 +100,9 @@ rejects! {
             "apimon.yaml:22:19: environments.outside.daemon.drift_cron: invalid cron expression",
             "apimon.yaml:23:23: environments.outside.daemon.webhook_secret: a credential must not be written",
         ];
+    a_pinned_release_needs_a_url_and_a_checksum:
+        edit("apimon.yaml", "project: ", "apimon_binary: {url: 'ftp://releases/apimon', sha256: abc}\nproject: ")
+        => ["apimon.yaml:1:22: apimon_binary.url: invalid URL `ftp://releases/apimon`", "apimon.yaml:1:55: apimon_binary.sha256: expected the file's sha256: 64 hex digits"];
     a_missing_collection_archive_is_rejected:
         edit("apimon.yaml", "project: ", "runtime:\n  python: [ansible-core==2.19.4]\n  collections: [runtime/x.tar.gz]\nproject: ")
         => ["apimon.yaml:3:", "`runtime/x.tar.gz` does not exist"];

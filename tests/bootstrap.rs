@@ -396,4 +396,36 @@ async fn bootstrap_installs_a_daemon_that_manages_its_own_files_and_holds_its_ow
     assert!(!taken.exists(), "the store was not handed back");
     let status = setup.status().await.expect("the new daemon answers");
     assert_eq!(status["environments"][env.as_str()]["outcome"], "no_changes", "{status}");
+
+    // The version pinned in the repository: the daemon downloads it,
+    // installs it on its own bastion and restarts into it.
+    let releases = tempfile::tempdir().expect("releases");
+    let Some(server) = crate::support::FileServer::start(releases.path()) else { return };
+    bytes.extend_from_slice(b"# pinned in apimon.yaml\n");
+    std::fs::write(releases.path().join("apimon"), &bytes).expect("release");
+    let restarts = setup.read("/.tools/apimon.exits").matches("exit 75").count();
+    let started = status["started_at"].clone();
+    setup.git.edit(
+        "apimon.yaml",
+        "project: ",
+        &format!(
+            "apimon_binary:\n  url: http://127.0.0.1:{}/apimon\n  sha256: {}\nproject: ",
+            server.port,
+            apimon::render::sha256_hex(&bytes)
+        ),
+    );
+    let commit = setup.git.commit("apimon pinned");
+    setup.git.push(false);
+    setup
+        .wait_status("the daemon restarted into the pinned release", |s| {
+            s["started_at"] != started && converged_at(s, &env, &commit)
+        })
+        .await;
+    assert_eq!(std::fs::read(setup.host_file("/usr/local/bin/apimon")).expect("installed"), bytes);
+    assert_eq!(
+        setup.read("/.tools/apimon.exits").matches("exit 75").count(),
+        restarts + 1,
+        "{}",
+        setup.read("/.tools/apimon.exits")
+    );
 }

@@ -451,3 +451,44 @@ async fn an_executor_binary_that_does_not_start_never_replaces_the_running_one()
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_release_is_downloaded_checked_and_installed_and_another_file_never() {
+    let Some(setup) = Setup::new().await else { return };
+    let releases = tempfile::tempdir().expect("releases");
+    let Some(server) = crate::support::FileServer::start(releases.path()) else { return };
+    let release = b"#!/bin/sh\necho apimon 9.9.9\n".to_vec();
+    std::fs::write(releases.path().join("apimon-9.9.9"), &release).expect("release");
+    let sha256 = apimon::render::sha256_hex(&release);
+    let url = format!("http://127.0.0.1:{}/apimon-9.9.9", server.port);
+    setup.repo.edit(
+        "apimon.yaml",
+        "project: ",
+        &format!("apimon_binary:\n  url: {url}\n  sha256: {sha256}\nproject: "),
+    );
+    let (_, outcome) = setup.apply().await;
+    assert!(outcome.is_success(), "{outcome}");
+    let installed = setup.file("/usr/local/bin/apimon");
+    assert_eq!(std::fs::read(&installed).expect("installed"), release);
+    assert!(setup.plan().await.expect("plan").changes.iter().all(|c| c.op == Op::NoOp));
+
+    // The file at the URL is not the one apimon.yaml names: refused.
+    std::fs::write(releases.path().join("apimon-9.9.9"), b"#!/bin/sh\necho tampered\n")
+        .expect("tampered");
+    let other = apimon::render::sha256_hex(b"#!/bin/sh\necho apimon 9.9.10\n");
+    setup.repo.edit("apimon.yaml", &sha256, &other);
+    let (_, outcome) = setup.apply().await;
+    let failure = outcome
+        .failed
+        .iter()
+        .find(|(id, _)| id.name.ends_with(":/usr/local/bin/apimon"))
+        .map(|(_, error)| error.to_string())
+        .expect("the download was refused");
+    assert!(failure.contains(&format!("apimon_binary {url}")), "{failure}");
+    assert!(failure.contains(&format!("not the {other} apimon.yaml names")), "{failure}");
+    assert_eq!(
+        std::fs::read(&installed).expect("installed"),
+        release,
+        "a wrong file was installed"
+    );
+}

@@ -75,6 +75,8 @@ pub struct DesiredState {
     pub scenario_repository: Option<ScenarioRepository>,
     /// Every `{secret: NAME}` and where it is written.
     pub secret_uses: Vec<SecretUse>,
+    /// The pinned apimon release, when declared.
+    pub apimon_binary: Option<raw::ApimonBinary>,
 }
 
 /// Where a secret is referenced.

@@ -340,3 +340,41 @@ pub fn prepare_outside(
     )
     .expect("prepare")
 }
+
+/// `python3 -m http.server` serving `dir` on a free loopback port; stopped on drop.
+pub struct FileServer {
+    child: std::process::Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl FileServer {
+    /// Serves `dir`; `None` (skip) outside CI without python3.
+    pub fn start(dir: &Path) -> Option<Self> {
+        let python = require_binary("python3", "python3")?;
+        let port = free_port();
+        let child = std::process::Command::new(python)
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("http.server");
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "http.server did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Some(Self { child, port })
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -78,6 +78,20 @@ pub struct Root {
     pub apt_repositories: BTreeMap<String, AptRepository>,
     /// A git repository of scenario playbooks, each discovered playbook a scenario.
     pub scenario_repository: Option<ScenarioRepository>,
+    /// The apimon release every executor and each daemon's bastion run;
+    /// the applying apimon when absent.
+    pub apimon_binary: Option<ApimonBinary>,
+}
+
+/// `apimon_binary:` in apimon.yaml: where a release is downloaded from,
+/// and its checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApimonBinary {
+    /// http(s) URL of the executable.
+    pub url: String,
+    /// Its hex sha256: what is downloaded must match.
+    pub sha256: String,
 }
 
 /// `apt_repositories.<name>` in apimon.yaml.

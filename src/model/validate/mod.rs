@@ -145,6 +145,7 @@ pub fn validate(repo: RawRepository) -> Result<DesiredState, Diagnostics> {
     let dashboards = dashboards::check(&mut check, &repo, &environments);
     let runtime = runtime::check(&mut check, &repo);
     let apt_repositories = apt::check(&mut check, &repo);
+    let apimon_binary = check_apimon_binary(&mut check, &repo.root);
     let templates = repo
         .templates
         .iter()
@@ -167,7 +168,24 @@ pub fn validate(repo: RawRepository) -> Result<DesiredState, Diagnostics> {
         apt_repositories,
         scenario_repository,
         secret_uses: check.secret_uses,
+        apimon_binary,
     })
+}
+
+/// `apimon_binary`: an http(s) URL and a sha256 (64 hex digits).
+fn check_apimon_binary(check: &mut Check, root: &Document<raw::Root>) -> Option<raw::ApimonBinary> {
+    let binary = root.value.apimon_binary.as_ref()?;
+    if !checks::is_http_url(&binary.url) {
+        check.error(
+            root,
+            "apimon_binary.url",
+            format!("invalid URL `{}`; expected http:// or https://", binary.url),
+        );
+    }
+    if binary.sha256.len() != 64 || !binary.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        check.error(root, "apimon_binary.sha256", "expected the file's sha256: 64 hex digits");
+    }
+    Some(raw::ApimonBinary { url: binary.url.clone(), sha256: binary.sha256.to_ascii_lowercase() })
 }
 
 /// apimon.yaml's project-wide rules: the project name, at least one

@@ -30,6 +30,7 @@ pub(super) async fn apply(
                 Content::Local(local) => tokio::fs::read(local)
                     .await
                     .map_err(|source| HostError::Local { path: local.clone(), source })?,
+                Content::Remote(url) => super::release::fetch(url, sha256).await?.to_vec(),
             };
             // The executor's binary must start before it replaces the running one.
             let check = (path == super::BINARY_PATH).then_some("\"$tmp\" --version");

@@ -60,7 +60,7 @@ pub fn binary(path: Option<&Path>) -> Option<(PathBuf, String)> {
 pub fn desired(
     env: &Environment,
     rendered: &Rendered,
-    binary: Option<&(PathBuf, String)>,
+    binary: Option<&(Content, String)>,
     runtime: Option<&crate::model::Runtime>,
     apt: &[crate::model::AptRepository],
 ) -> DesiredSet<HostSpec> {
@@ -88,7 +88,7 @@ pub fn desired(
         // Executors run the apimon that applies, and so does the bastion
         // that runs the daemon (which restarts itself when it changed).
         if host.role == Role::Executor || host.runs_daemon {
-            if let Some((path, sha256)) = binary {
+            if let Some((content, sha256)) = binary {
                 let restarts =
                     if host.runs_daemon { Vec::new() } else { vec!["apimon-executor".to_owned()] };
                 let spec = HostSpec::File {
@@ -100,7 +100,7 @@ pub fn desired(
                     group: "root".to_owned(),
                     restarts,
                     template: None,
-                    content: Content::Local(path.clone()),
+                    content: content.clone(),
                 };
                 files.push((file_id(&env.name, &host.host, BINARY_PATH), spec));
             }

@@ -14,6 +14,7 @@
 mod apply;
 mod desired;
 mod observe;
+mod release;
 pub mod runtime;
 mod spec;
 pub mod ssh;
@@ -141,6 +142,17 @@ pub enum HostError {
         status: u32,
         /// The end of its stderr.
         stderr: String,
+    },
+    /// The pinned apimon release could not be downloaded, or is not the
+    /// file apimon.yaml names.
+    #[error("apimon_binary {url}: {message}")]
+    Download {
+        /// Where from.
+        url: String,
+        /// Why.
+        message: String,
+        /// Worth retrying (the network, not the file).
+        transient: bool,
     },
     /// A local file could not be read (the binary to install).
     #[error("cannot read {path} to upload it")]
@@ -370,6 +382,7 @@ impl HostError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Ssh(error) => error.is_transient(),
+            Self::Download { transient, .. } => *transient,
             _ => false,
         }
     }
@@ -382,10 +395,17 @@ impl Provider for HostProvider {
     type Error = HostError;
 
     fn desired(model: &Model<'_>, env: &Environment) -> DesiredSet<HostSpec> {
+        // A release pinned in apimon.yaml, else the apimon that applies.
+        let binary = match &model.state.apimon_binary {
+            Some(pin) => Some((Content::Remote(pin.url.clone()), pin.sha256.clone())),
+            None => model
+                .executor_binary
+                .map(|(path, sha256)| (Content::Local(path.clone()), sha256.clone())),
+        };
         desired(
             env,
             model.rendered,
-            model.executor_binary,
+            binary.as_ref(),
             model.state.runtime.as_ref(),
             &model.state.apt_repositories,
         )

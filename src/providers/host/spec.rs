@@ -17,6 +17,9 @@ pub enum Content {
     Bytes(Sensitive<Vec<u8>>),
     /// A file on the applying machine, read at upload (the apimon binary).
     Local(PathBuf),
+    /// Downloaded at upload from this URL and checked against the spec's
+    /// sha256 (a pinned apimon release).
+    Remote(String),
 }
 
 /// One thing on a host.
