@@ -107,13 +107,19 @@ impl<'a> Bastion<'a> {
 
     /// Marks the daemon's state store as taken by this bootstrap: the
     /// daemon does not use it until [`hand_over_state`](Self::hand_over_state).
+    /// Created exclusively: another bootstrap's mark is never overwritten.
     ///
     /// # Errors
-    /// SSH failed, or the upload did not complete.
+    /// SSH failed, or a mark is there already (another bootstrap took it).
     pub async fn take(&self, mark: &str) -> Result<(), HostError> {
+        let target = quote(&self.provider.path(&self.taken_path()));
         // Root's (the account may not exist yet), readable: it says who holds the store.
-        let path = self.taken_path();
-        self.provider.put(&self.host, &path, mark.as_bytes(), (0o644, "root", "root")).await
+        let command =
+            format!("set -e; mkdir -p \"$(dirname {target})\"; umask 022; set -C; cat > {target}");
+        self.provider
+            .run(&self.host, "marking the state store as taken", &command, Some(mark.as_bytes()))
+            .await
+            .map(drop)
     }
 
     async fn read(&self, path: &str, installed: &Installed) -> Result<Option<Vec<u8>>, HostError> {
@@ -161,19 +167,23 @@ impl<'a> Bastion<'a> {
     ///
     /// # Errors
     /// SSH failed, or the upload did not complete.
-    pub async fn hand_over_state(&self, state: &[u8]) -> Result<(), HostError> {
+    pub async fn hand_over_state(&self, state: &[u8], mark: &str) -> Result<(), HostError> {
         let path = self.state_path();
         self.provider.put(&self.host, &path, state, (0o600, "apimon", "apimon")).await?;
-        self.unmark().await
+        self.unmark(mark).await
     }
 
-    /// Removes this bootstrap's mark: the bastion's store is in force again.
+    /// Removes `mark`, this bootstrap's, never another's: the bastion's
+    /// store is in force again.
     ///
     /// # Errors
     /// SSH failed, or the command failed.
-    pub async fn unmark(&self) -> Result<(), HostError> {
+    pub async fn unmark(&self, mark: &str) -> Result<(), HostError> {
         let taken = quote(&self.provider.path(&self.taken_path()));
-        self.run("handing the state store back", &format!("rm -f {taken}")).await.map(drop)
+        let token = mark.lines().next().unwrap_or_default();
+        let command =
+            format!("if grep -qxF {} {taken} 2>/dev/null; then rm -f {taken}; fi", quote(token));
+        self.run("handing the state store back", &command).await.map(drop)
     }
 
     /// `<service manager> stop|start apimon`.

@@ -95,6 +95,7 @@ pub(super) async fn bootstrap(
     let run = Run {
         args,
         live,
+        repo,
         prepared: &prepared,
         bastion: Bastion::new(&provider, &host.name),
         host: &host.name,
@@ -102,7 +103,9 @@ pub(super) async fn bootstrap(
         credentials: &credentials,
         store: LockedStore::open(&live.state_dir)?,
         started: chrono::Utc::now(),
+        mark: std::cell::RefCell::new(None),
         held: std::cell::Cell::new(false),
+        handed_over: std::cell::Cell::new(false),
     };
     let plan = run.plan().await?;
     check_other_bastions(&provider, env, &host.name, &plan).await?;
@@ -113,6 +116,7 @@ pub(super) async fn bootstrap(
 struct Run<'a> {
     args: &'a BootstrapArgs,
     live: &'a LiveArgs,
+    repo: &'a Path,
     prepared: &'a Prepared,
     bastion: Bastion<'a>,
     host: &'a str,
@@ -120,8 +124,13 @@ struct Run<'a> {
     credentials: &'a [Credential],
     store: LockedStore,
     started: chrono::DateTime<chrono::Utc>,
+    /// The mark this bootstrap left on the bastion (or resumed with).
+    mark: std::cell::RefCell<Option<String>>,
     /// Whether this machine holds the newest store (taken and read, or resumed).
     held: std::cell::Cell<bool>,
+    /// Whether the store went back to the bastion: from then on the
+    /// daemon's copy is the newest, never to be overwritten from here.
+    handed_over: std::cell::Cell<bool>,
 }
 
 impl Run<'_> {
@@ -151,27 +160,27 @@ impl Run<'_> {
         let server = openstack::server_id(&self.args.env, self.host);
         let exists = !plan.changes.iter().any(|c| c.id == server && c.op == Op::Create);
         let mut installed = Installed::default();
-        let mut holding = None;
+        let mut resumed = false;
         if exists {
             installed = self
                 .bastion
                 .installed(self.credentials)
                 .await
                 .with_context(|| format!("cannot read what the bastion {} has", self.host))?;
-            holding = self.resume(&installed).await?;
-            if holding.is_none() && self.take_over_state(&installed)? {
+            let changed = match self.resume(&installed).await? {
+                Some(changed) => {
+                    resumed = true;
+                    changed
+                }
+                None => self.take_over_state(&installed)?,
+            };
+            if changed {
                 plan = self.plan().await?;
             }
-            if installed.active && holding.is_none() {
-                self.check_checkout().await?;
-            }
+            self.check_checkout(installed.active).await?;
         }
         let updates = credential_updates(self.credentials, &installed);
-        if holding.is_none()
-            && !plan.summary.has_changes()
-            && updates.is_empty()
-            && installed.active
-        {
+        if !resumed && !plan.summary.has_changes() && updates.is_empty() && installed.active {
             println!(
                 "Nothing to do: the daemon on {} runs, and its files, its credentials and the platform are as the repository says.",
                 self.host
@@ -184,18 +193,17 @@ impl Run<'_> {
             eprintln!("Bootstrap cancelled; nothing was changed.");
             return Ok(Outcome::Invalid);
         }
-        let was_running = installed.active;
-        if was_running {
+        // A daemon ran, or ran until an earlier bootstrap stopped it.
+        let restore = installed.active || resumed;
+        if installed.active {
             // One applier at a time: the daemon finishes its change in progress.
             self.bastion.unit("stop").await?;
             println!("Stopped the daemon on {} (it finished its change in progress).", self.host);
         }
-        let result = self.take_apply_install(plan, exists, holding.is_some()).await;
-        match result {
-            Ok(Some(outcome)) => Ok(outcome),
-            Ok(None) => Ok(Outcome::Invalid),
+        match self.take_apply_install(plan, exists, resumed).await {
+            Ok(()) => self.wait_converged(Some(self.started)).await,
             Err(error) => {
-                if was_running {
+                if restore && !self.handed_over.get() {
                     self.restore_after(&error).await;
                 }
                 Err(error)
@@ -204,23 +212,26 @@ impl Run<'_> {
     }
 
     /// A bootstrap that holds the daemon's store resumes with it; the mark
-    /// of another is refused. The mark, when this machine holds the store.
-    async fn resume(&self, installed: &Installed) -> anyhow::Result<Option<String>> {
+    /// of another is refused. `Some(whether the store changed)` when
+    /// resuming.
+    async fn resume(&self, installed: &Installed) -> anyhow::Result<Option<bool>> {
         let Some(mark) = &installed.taken else { return Ok(None) };
         match bootstrap::holding(self.state_dir()) {
             Some(held) if held.mark == *mark => {
+                let mut changed = false;
                 if !held.saved {
                     // Marked before it was read: the bastion's copy is the newest.
                     let now = self.bastion.installed(self.credentials).await?;
-                    self.take_over_state(&now)?;
+                    changed = self.take_over_state(&now)?;
                     bootstrap::hold(self.state_dir(), mark, true)?;
                 }
                 println!(
                     "Resuming: this machine holds the state store an earlier bootstrap took from {}.",
                     self.host
                 );
+                self.mark.replace(Some(mark.clone()));
                 self.held.set(true);
-                Ok(Some(mark.clone()))
+                Ok(Some(changed))
             }
             _ => bail!(
                 "the state store of the daemon on {} was taken by another `apimon bootstrap` that did not hand it back ({}); run bootstrap again where that one ran (its state directory holds the newest state). If that machine is lost, copy the bastion's {STATE_DIR}/{} into --state-dir and remove {STATE_DIR}/{} there",
@@ -232,38 +243,55 @@ impl Run<'_> {
         }
     }
 
-    /// The checkout must be at the commit the running daemon applies:
-    /// another commit would undo (or prune) what the daemon converged.
-    async fn check_checkout(&self) -> anyhow::Result<()> {
-        let Ok(status) = self.bastion.status(self.listen).await else { return Ok(()) };
-        let Some(theirs) = status["last_good_commit"].as_str() else { return Ok(()) };
-        let ours = self.prepared.commit.clone();
-        if ours.as_deref() != Some(theirs) {
-            bail!(
-                "the daemon on {} applies commit {theirs}; this checkout is at {}: check that commit out (git fetch && git checkout {theirs}) so that bootstrap applies what the daemon would",
+    /// The checkout must contain the commit the daemon applied (its
+    /// `/status` when it runs, else the store's record): an older one would
+    /// undo or prune what the daemon converged.
+    async fn check_checkout(&self, active: bool) -> anyhow::Result<()> {
+        let running = if active {
+            match self.bastion.status(self.listen).await {
+                Ok(status) => status["last_good_commit"].as_str().map(str::to_owned),
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        let recorded = || {
+            let state = self.store.load().ok()?;
+            state.environments.get(&self.args.env)?.last_applied_commit.clone()
+        };
+        let Some(theirs) = running.or_else(recorded) else { return Ok(()) };
+        match crate::source::checkout_contains(self.repo, &theirs) {
+            Ok(true) => Ok(()),
+            Ok(false) => bail!(
+                "the daemon on {} applied commit {theirs}, which this checkout ({}) does not contain: bootstrap would undo it. Check out that commit or a newer one (git fetch && git checkout {theirs})",
                 self.host,
-                ours.as_deref().unwrap_or("no commit (not a git checkout)")
-            );
+                self.prepared.commit.as_deref().unwrap_or("?")
+            ),
+            Err(why) => bail!(
+                "cannot tell whether this checkout contains commit {theirs}, which the daemon on {} applied: {why}",
+                self.host
+            ),
         }
-        Ok(())
     }
 
-    /// Takes the store (when the bastion has one), applies, writes the
-    /// credentials, hands the store back, starts the daemon and waits.
-    /// `None`: the apply failed (reported).
+    /// Takes the store (when the bastion's server exists), applies, writes
+    /// the credentials, hands the store back and starts the daemon.
     async fn take_apply_install(
         &self,
         mut plan: Plan,
         exists: bool,
-        holding: bool,
-    ) -> anyhow::Result<Option<Outcome>> {
-        if exists && !holding {
+        resumed: bool,
+    ) -> anyhow::Result<()> {
+        if exists && !resumed {
             // Marked first: from here no daemon uses the bastion's copy, so
             // the copy read next is the newest, and a killed bootstrap
             // resumes (`bootstrap.holding` says whether it was read).
             let mark = bootstrap::mark();
             bootstrap::hold(self.state_dir(), &mark, false)?;
-            self.bastion.take(&mark).await?;
+            self.bastion.take(&mark).await.context(
+                "cannot mark the daemon's state store as taken (has another bootstrap taken it meanwhile?)",
+            )?;
+            self.mark.replace(Some(mark.clone()));
             let now = self.bastion.installed(self.credentials).await?;
             if self.take_over_state(&now)? {
                 plan = self.plan().await?;
@@ -274,7 +302,7 @@ impl Run<'_> {
                     && !self.args.yes
                     && !confirm("bootstrap", "the plan", "--yes", question)?
                 {
-                    bail!("bootstrap cancelled after the daemon stopped; run it again to apply and start the daemon");
+                    bail!("bootstrap cancelled after the daemon stopped");
                 }
             }
             bootstrap::hold(self.state_dir(), &mark, true)?;
@@ -283,10 +311,7 @@ impl Run<'_> {
         let outcome =
             apply_plan(&self.store, self.prepared, &plan, &ApplyOptions::default()).await?;
         if !outcome.is_success() {
-            bail!(
-                "the apply did not complete; this machine holds the state store ({}) until a bootstrap hands it over: fix what failed and run bootstrap again",
-                self.state_dir().display()
-            );
+            bail!("the apply did not complete");
         }
         // Read again: a new or replaced bastion has none of them.
         let now = self.bastion.installed(self.credentials).await?;
@@ -301,7 +326,7 @@ impl Run<'_> {
             self.host,
             self.state_dir().display()
         );
-        self.wait_converged(Some(self.started)).await.map(Some)
+        Ok(())
     }
 
     /// After a failure with the daemon stopped: hand the store back (when
@@ -310,8 +335,9 @@ impl Run<'_> {
     async fn restore_after(&self, error: &anyhow::Error) {
         if !self.held.get() {
             // Not read yet: the bastion's own store is the newest; unmark it.
+            let mark = self.mark.borrow().clone().unwrap_or_default();
             let restart = async {
-                self.bastion.unmark().await?;
+                self.bastion.unmark(&mark).await?;
                 bootstrap::release(self.state_dir())?;
                 self.bastion.unit("start").await?;
                 anyhow::Ok(())
@@ -330,7 +356,7 @@ impl Run<'_> {
             Err(_) => true,
         };
         if rebuilt {
-            eprintln!("error: {error:#}; the daemon on {} stays stopped (its server is not as planned): fix that and run bootstrap again", self.host);
+            eprintln!("error: {error:#}; the daemon on {} stays stopped and this machine holds its state store ({}): fix what failed and run bootstrap again", self.host, self.state_dir().display());
             return;
         }
         match self.hand_over_and_start().await {
@@ -343,7 +369,9 @@ impl Run<'_> {
         let path = self.state_dir().join(state::STATE_FILE);
         let bytes =
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        self.bastion.hand_over_state(&bytes).await?;
+        let mark = self.mark.borrow().clone().unwrap_or_default();
+        self.bastion.hand_over_state(&bytes, &mark).await?;
+        self.handed_over.set(true);
         bootstrap::release(self.state_dir())?;
         self.bastion.unit("start").await?;
         Ok(())

@@ -446,13 +446,20 @@ impl Worker {
         let in_window = self.config.in_maintenance_window(Utc::now());
         let waiting = &self.window_held;
         let own = self.own_host(prepared);
+        // daemon.yaml itself goes: every file the daemon reads is held with it.
+        let leaving = own.is_some_and(|(env, host)| {
+            plan.actions().any(|c| {
+                c.op == crate::plan::Op::Delete
+                    && crate::providers::host::is_daemon_config(&env.name, &host.name, &c.id)
+            })
+        });
         let (plan, pending) = hold_back(plan, |change| {
             // Never approvable here: the daemon would cut the branch it sits on.
             if let Some((env, host)) = &own {
                 if change.op.is_destructive()
                     && (crate::providers::openstack::cuts_access_to(env, host, &change.id)
                         || crate::providers::host::runs_the_daemon(
-                            &env.name, &host.name, &change.id,
+                            &env.name, &host.name, &change.id, leaving,
                         ))
                 {
                     return Some(OWN_HOST.to_owned());

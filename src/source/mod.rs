@@ -22,6 +22,26 @@ pub fn head_commit(repo: &Path) -> Option<String> {
     }
 }
 
+/// Whether the checkout at `repo` has `commit` in its history (its HEAD is
+/// `commit` or a descendant): applying it keeps what `commit` made.
+///
+/// # Errors
+/// Not a git checkout, or `commit` is not in it (fetch first).
+pub fn checkout_contains(repo: &Path, commit: &str) -> Result<bool, String> {
+    let repository = git2::Repository::discover(repo).map_err(|e| e.message().to_owned())?;
+    let head = repository
+        .head()
+        .and_then(|h| h.peel_to_commit())
+        .map_err(|e| format!("no HEAD commit: {}", e.message()))?
+        .id();
+    let wanted = git2::Oid::from_str(commit).map_err(|e| e.message().to_owned())?;
+    if repository.find_commit(wanted).is_err() {
+        return Err(format!("commit {commit} is not in this checkout (git fetch first)"));
+    }
+    Ok(head == wanted
+        || repository.graph_descendant_of(head, wanted).map_err(|e| e.message().to_owned())?)
+}
+
 fn git_dir_of(dir: &Path) -> Option<PathBuf> {
     let dot_git = dir.join(".git");
     if dot_git.is_dir() {
@@ -80,5 +100,33 @@ mod tests {
     fn a_plain_directory_has_no_commit() {
         let dir = tempfile::tempdir().expect("temp dir");
         assert_eq!(head_commit(dir.path()), None);
+    }
+}
+
+#[cfg(test)]
+mod checkout_tests {
+    use super::*;
+
+    fn commit(repo: &git2::Repository, message: &str) -> git2::Oid {
+        let signature = git2::Signature::now("t", "t@example.test").expect("signature");
+        let tree_id = repo.index().and_then(|mut i| i.write_tree()).expect("tree");
+        let tree = repo.find_tree(tree_id).expect("tree");
+        let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+        let parents: Vec<&git2::Commit> = parent.iter().collect();
+        repo.commit(Some("HEAD"), &signature, &signature, message, &tree, &parents).expect("commit")
+    }
+
+    #[test]
+    fn a_checkout_contains_its_ancestors_not_its_descendants() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = git2::Repository::init(dir.path()).expect("init");
+        let first = commit(&repo, "first");
+        let second = commit(&repo, "second");
+        assert_eq!(checkout_contains(dir.path(), &first.to_string()), Ok(true));
+        assert_eq!(checkout_contains(dir.path(), &second.to_string()), Ok(true));
+        repo.set_head_detached(first).expect("detach");
+        assert_eq!(checkout_contains(dir.path(), &second.to_string()), Ok(false));
+        let unknown = "0123456789012345678901234567890123456789";
+        assert!(checkout_contains(dir.path(), unknown).is_err_and(|e| e.contains("git fetch")));
     }
 }

@@ -25,16 +25,24 @@ pub(super) async fn apply(
                 .map(drop)
         }
         (_, Some(HostSpec::File { host, path, sha256, mode, owner, group, content, .. }), _) => {
-            let bytes = match content {
-                Content::Bytes(bytes) => bytes.expose().clone(),
-                Content::Local(local) => tokio::fs::read(local)
-                    .await
-                    .map_err(|source| HostError::Local { path: local.clone(), source })?,
-                Content::Remote(url) => super::release::fetch(url, sha256).await?.to_vec(),
+            let read;
+            let fetched;
+            let bytes: &[u8] = match content {
+                Content::Bytes(bytes) => bytes.expose(),
+                Content::Local(local) => {
+                    read = tokio::fs::read(local)
+                        .await
+                        .map_err(|source| HostError::Local { path: local.clone(), source })?;
+                    &read
+                }
+                Content::Remote(url) => {
+                    fetched = super::release::fetch(url, sha256).await?;
+                    &fetched
+                }
             };
             // The executor's binary must start before it replaces the running one.
             let check = (path == super::BINARY_PATH).then_some("\"$tmp\" --version");
-            upload(provider, host, path, &bytes, sha256, (*mode, owner, group), check).await
+            upload(provider, host, path, bytes, sha256, (*mode, owner, group), check).await
         }
         (
             Op::Delete,

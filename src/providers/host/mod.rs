@@ -74,10 +74,11 @@ fn sources_path(name: &str) -> String {
 }
 
 /// Whether deleting `id` would take the daemon away from `host` of `env`,
-/// the host it runs on: its binary, its files under /etc/apimon, its unit
-/// or its account. The daemon on `host` never applies that to itself (a
-/// commit that drops `daemon:` is applied from a workstation).
-pub fn runs_the_daemon(env: &str, host: &str, id: &ResourceId) -> bool {
+/// the host it runs on: its binary, daemon.yaml, unit file, unit or
+/// account — and, when `leaving` (daemon.yaml goes too: `daemon:` dropped
+/// or given to another bastion), the other files it reads under
+/// /etc/apimon. The daemon on `host` never applies that to itself.
+pub fn runs_the_daemon(env: &str, host: &str, id: &ResourceId, leaving: bool) -> bool {
     if *id.env != *env || id.provider != KIND {
         return false;
     }
@@ -88,12 +89,18 @@ pub fn runs_the_daemon(env: &str, host: &str, id: &ResourceId) -> bool {
     match &*id.kind {
         "file" => {
             rest == BINARY_PATH
-                || rest.starts_with("/etc/apimon/")
+                || rest == crate::render::DAEMON_CONFIG_PATH
                 || rest == format!("/etc/systemd/system/{daemon}.service")
+                || (leaving && rest.starts_with("/etc/apimon/"))
         }
         "unit" | "account" => rest == daemon,
         _ => false,
     }
+}
+
+/// Whether `id` is the daemon.yaml of `host` of `env`.
+pub fn is_daemon_config(env: &str, host: &str, id: &ResourceId) -> bool {
+    *id == file_id(env, host, crate::render::DAEMON_CONFIG_PATH)
 }
 
 /// How the hosts are reached and managed.
@@ -445,25 +452,27 @@ mod tests {
     use super::*;
 
     macro_rules! daemon_cases {
-        ($($name:ident: ($kind:expr, $resource:expr) => $expected:expr;)+) => {
+        ($($name:ident: ($kind:expr, $resource:expr, $leaving:expr) => $expected:expr;)+) => {
             $(
                 #[test]
                 fn $name() {
                     let id = id("outside", $kind, $resource);
-                    assert_eq!(runs_the_daemon("outside", "outside-bastion", &id), $expected);
+                    assert_eq!(runs_the_daemon("outside", "outside-bastion", &id, $leaving), $expected);
                 }
             )+
         };
     }
 
     daemon_cases! {
-        its_binary: ("file", "outside-bastion:/usr/local/bin/apimon") => true;
-        its_configuration: ("file", "outside-bastion:/etc/apimon/daemon.yaml") => true;
-        its_unit_file: ("file", "outside-bastion:/etc/systemd/system/apimon.service") => true;
-        its_unit: ("unit", "outside-bastion:apimon") => true;
-        its_account: ("account", "outside-bastion:apimon") => true;
-        another_unit_file: ("file", "outside-bastion:/etc/systemd/system/telegraf.service") => false;
-        another_hosts_binary: ("file", "outside-executor:/usr/local/bin/apimon") => false;
-        a_host_named_like_a_prefix: ("file", "outside-bastion2:/etc/apimon/daemon.yaml") => false;
+        its_binary: ("file", "outside-bastion:/usr/local/bin/apimon", false) => true;
+        its_configuration: ("file", "outside-bastion:/etc/apimon/daemon.yaml", false) => true;
+        its_unit_file: ("file", "outside-bastion:/etc/systemd/system/apimon.service", false) => true;
+        its_unit: ("unit", "outside-bastion:apimon", false) => true;
+        its_account: ("account", "outside-bastion:apimon", false) => true;
+        a_credential_it_no_longer_names: ("file", "outside-bastion:/etc/apimon/git_token", false) => false;
+        a_credential_while_it_leaves: ("file", "outside-bastion:/etc/apimon/webhook_secret", true) => true;
+        another_unit_file: ("file", "outside-bastion:/etc/systemd/system/telegraf.service", true) => false;
+        another_hosts_binary: ("file", "outside-executor:/usr/local/bin/apimon", true) => false;
+        a_host_named_like_a_prefix: ("file", "outside-bastion2:/etc/apimon/daemon.yaml", true) => false;
     }
 }
