@@ -426,12 +426,7 @@ async fn an_executor_binary_that_does_not_start_never_replaces_the_running_one()
     std::fs::write(&setup.binary, b"#!/bin/sh\necho 'cannot execute binary file' >&2\nexit 126\n")
         .expect("binary");
     let (_, outcome) = setup.apply().await;
-    let failure = outcome
-        .failed
-        .iter()
-        .find(|(id, _)| id.name.ends_with(":/usr/local/bin/apimon"))
-        .map(|(_, error)| error.to_string())
-        .expect("the binary change failed");
+    let failure = binary_failure(&outcome, "the binary change failed");
     assert!(failure.contains("does not pass its start check"), "{failure}");
     assert!(failure.contains("cannot execute binary file"), "{failure}");
     assert_eq!(
@@ -478,12 +473,7 @@ async fn a_pinned_release_is_downloaded_checked_and_installed_and_another_file_n
     let other = apimon::render::sha256_hex(b"#!/bin/sh\necho apimon 9.9.10\n");
     setup.repo.edit("apimon.yaml", &sha256, &other);
     let (_, outcome) = setup.apply().await;
-    let failure = outcome
-        .failed
-        .iter()
-        .find(|(id, _)| id.name.ends_with(":/usr/local/bin/apimon"))
-        .map(|(_, error)| error.to_string())
-        .expect("the download was refused");
+    let failure = binary_failure(&outcome, "the download was refused");
     assert!(failure.contains(&format!("apimon_binary {url}")), "{failure}");
     assert!(failure.contains(&format!("not the {other} apimon.yaml names")), "{failure}");
     assert_eq!(
@@ -491,4 +481,14 @@ async fn a_pinned_release_is_downloaded_checked_and_installed_and_another_file_n
         release,
         "a wrong file was installed"
     );
+}
+
+/// The error of the change to the executor's apimon binary in `outcome`.
+fn binary_failure(outcome: &apimon::apply::Outcome, what: &str) -> String {
+    outcome
+        .failed
+        .iter()
+        .find(|(id, _)| id.name.ends_with(":/usr/local/bin/apimon"))
+        .map(|(_, error)| error.to_string())
+        .unwrap_or_else(|| panic!("{what}: no failure of the binary change in {outcome}"))
 }
