@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod executor;
 pub mod fsutil;
 pub mod known_hosts;
+pub mod limits;
 pub mod machine;
 pub mod model;
 pub mod plan;

@@ -77,6 +77,9 @@ pub struct RawRepository {
     pub ssh_allowed_signers: Option<PathBuf>,
     /// GnuPG home with the accepted keys: commits must be signed by one of them.
     pub gnupg_home: Option<PathBuf>,
+    /// Most bytes one fetch may receive (default 1 GiB); a larger pack is
+    /// refused and the commit in force stays.
+    pub max_fetch_bytes: Option<u64>,
 }
 
 /// A maintenance window: the same in daemon.yaml and in apimon.yaml's `daemon:`.
@@ -176,6 +179,9 @@ impl Config {
         }
         if file.value.repository.poll_interval_seconds == 0 {
             file.problem("repository.poll_interval_seconds", "0; expected at least 1");
+        }
+        if file.value.repository.max_fetch_bytes == Some(0) {
+            file.problem("repository.max_fetch_bytes", "0; expected at least 1");
         }
         if file.value.listen.parse::<std::net::SocketAddr>().is_err() {
             let message = format!(

@@ -36,7 +36,7 @@ use crate::machine::Machine;
 use crate::model::Sensitive;
 use crate::providers::FailureKind;
 use crate::reconcile::ReconcileError;
-use crate::source::git::{GitAuth, GitError, GitSource, SignaturePolicy};
+use crate::source::git::{FetchLimits, GitAuth, GitError, GitSource, SignaturePolicy};
 use crate::source::scenarios::{url_host, ScopedAuth, SourceCache};
 use backoff::Backoff;
 use config::Config;
@@ -112,6 +112,10 @@ impl DaemonError {
     /// Whether retrying the same commit may help.
     pub fn kind(&self) -> FailureKind {
         match self {
+            // The same tree or pack is refused every time: wait for a new commit.
+            Self::Git(GitError::Refused { .. } | GitError::FetchLimit { .. }) => {
+                FailureKind::Permanent
+            }
             Self::Git(_) | Self::Task(_) | Self::Stopped => FailureKind::Transient,
             Self::Reconcile(ReconcileError::Observe(error)) => error.kind,
             Self::Reconcile(ReconcileError::State(_)) => FailureKind::Transient,
@@ -222,13 +226,19 @@ fn open_source(config: &Config) -> Result<(GitSource, SourceCache), DaemonError>
     let cache = raw.state_dir.join("repository.git");
     let known_hosts =
         raw.ssh_known_hosts.clone().unwrap_or_else(|| Machine::from_env().known_hosts);
+    let limits = FetchLimits {
+        max_bytes: raw.repository.max_fetch_bytes.unwrap_or(crate::limits::DEFAULT_MAX_FETCH_BYTES),
+        ..FetchLimits::default()
+    };
     let scenarios = SourceCache::new(
         raw.state_dir.join("scenario-repositories"),
         ScopedAuth { host: url_host(&raw.repository.url), auth: auth.clone() },
         Some(known_hosts.clone()),
-    );
+    )
+    .with_fetch_limits(limits);
     let source = GitSource::open(&raw.repository.url, &raw.repository.branch, auth, &cache)?
-        .with_known_hosts(known_hosts);
+        .with_known_hosts(known_hosts)
+        .with_fetch_limits(limits);
     Ok((source, scenarios))
 }
 

@@ -21,7 +21,7 @@ use crate::model::secret::SecretStore;
 use crate::model::{DriftMode, Secrets};
 use crate::plan::{hold_back, Held, ResourceId, Summary};
 use crate::reconcile::{self, Plan, Prepared, ReconcileError, Target};
-use crate::source::git::{CommitId, GitSource, SignaturePolicy};
+use crate::source::git::{CommitId, GitError, GitSource, SignaturePolicy};
 use crate::source::scenarios::SourceCache;
 use crate::state::LockedStore;
 
@@ -112,28 +112,35 @@ impl Worker {
         self.in_force.as_ref().map(|f| &f.commit)
     }
 
-    /// Asks the remote, fetches if it moved, exports a new commit.
-    async fn sync(&self) -> Result<CommitId, DaemonError> {
+    /// Asks the remote and fetches if it moved; the remote's commit. A
+    /// commit whose fetch is stopped at a bound is rejected (and not
+    /// fetched again): the commit in force stays. Nothing is exported
+    /// here: a commit is written to disk only once it is verified.
+    async fn sync(&mut self) -> Result<CommitId, DaemonError> {
         let source = Arc::clone(&self.source);
-        let known: Vec<CommitId> =
-            self.last_good().iter().copied().chain(&self.rejected).cloned().collect();
-        let base = self.config.raw.state_dir.join("commits");
-        blocking(move || {
+        let rejected = self.rejected.clone();
+        let fetched = blocking(move || {
             let source =
                 source.lock().map_err(|_| DaemonError::Task("git source lock poisoned".into()))?;
             let remote = source.remote_head()?;
-            let commit = if source.cached_head().as_ref() == Some(&remote) {
-                remote
-            } else {
-                source.fetch()?
-            };
-            let dir = base.join(&commit.0);
-            if !known.contains(&commit) && !dir.exists() {
-                source.export(&commit, &dir)?;
+            if source.cached_head().as_ref() == Some(&remote) || Some(&remote) == rejected.as_ref()
+            {
+                return Ok(Ok(remote));
             }
-            Ok(commit)
+            match source.fetch() {
+                Ok(commit) => Ok(Ok(commit)),
+                Err(error @ GitError::FetchLimit { .. }) => Ok(Err((remote, error))),
+                Err(error) => Err(error.into()),
+            }
         })
-        .await
+        .await?;
+        match fetched {
+            Ok(commit) => Ok(commit),
+            Err((commit, error)) => {
+                self.reject(&commit, None, vec![crate::apply::chain(&error)], "fetch");
+                Ok(commit)
+            }
+        }
     }
 
     async fn verify(&self, commit: &CommitId) -> Result<(), DaemonError> {
@@ -167,8 +174,10 @@ impl Worker {
         }
     }
 
-    /// Prepares `commit` away from the async threads (a large repository
-    /// takes a while to validate); a shutdown does not wait for it.
+    /// Exports `commit` afresh (an export left on disk is never trusted:
+    /// it may have been changed since) and prepares it, away from the
+    /// async threads (a large repository takes a while to validate); a
+    /// shutdown does not wait for it. The caller has verified `commit`.
     async fn prepare(
         &self,
         commit: &CommitId,
@@ -178,7 +187,13 @@ impl Worker {
         let names = self.config.raw.environments.clone();
         let machine = self.machine();
         let sources = self.scenario_sources.clone();
+        let source = Arc::clone(&self.source);
+        let commit = commit.clone();
         let work = blocking(move || {
+            source
+                .lock()
+                .map_err(|_| DaemonError::Task("git source lock poisoned".into()))?
+                .export(&commit, &dir)?;
             let secrets = Secrets::Resolved(secrets);
             reconcile::prepare(&dir, &names, &secrets, Target::Live(&machine), &sources)
                 .map_err(DaemonError::from)
@@ -186,6 +201,19 @@ impl Worker {
         tokio::select! {
             result = work => result,
             () = self.stop.cancelled() => Err(DaemonError::Stopped),
+        }
+    }
+
+    /// Removes the exports of commits other than `keep` (left by an earlier
+    /// run, or refused).
+    fn prune_commits(&self, keep: &CommitId) {
+        let base = self.config.raw.state_dir.join("commits");
+        let Ok(entries) = std::fs::read_dir(&base) else { return };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            if name.to_str() != Some(keep.0.as_str()) && !name.to_string_lossy().starts_with('.') {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
         }
     }
 
@@ -258,14 +286,12 @@ impl Worker {
             Ok(prepared) => {
                 let scenario_commit =
                     prepared.state.scenario_repository.as_ref().map(|r| CommitId(r.commit.clone()));
-                let previous = self.in_force.replace(InForce {
+                self.in_force = Some(InForce {
                     commit: commit.clone(),
                     secrets: fingerprint,
                     prepared: Arc::new(prepared),
                 });
-                if let Some(previous) = previous.filter(|p| &p.commit != commit) {
-                    let _ = std::fs::remove_dir_all(self.commit_dir(&previous.commit));
-                }
+                self.prune_commits(commit);
                 self.rejected = None;
                 self.rejected_scenarios = None;
                 self.converged = false;
@@ -288,6 +314,10 @@ impl Worker {
             }
             Err(DaemonError::Reconcile(error @ ReconcileError::Render(_))) => {
                 self.reject(commit, scenario_head, vec![error.to_string()], "validate");
+                Ok(())
+            }
+            Err(DaemonError::Git(error @ GitError::Refused { .. })) => {
+                self.reject(commit, None, vec![crate::apply::chain(&error)], "export");
                 Ok(())
             }
             Err(error) => Err(error),

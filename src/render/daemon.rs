@@ -69,6 +69,7 @@ pub(super) fn files(
             "url": repository.url,
             "branch": repository.branch,
             "poll_interval_seconds": repository.poll_interval_seconds,
+            "max_fetch_bytes": repository.max_fetch_bytes,
             "token_file": repository.token.as_ref().map(|_| TOKEN_PATH),
             "ssh_key": repository.ssh_key.as_ref().map(|_| DEPLOY_KEY_PATH),
         },

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use git2::{Direction, FetchOptions, Oid, RemoteCallbacks, Repository};
 
@@ -97,6 +98,24 @@ pub enum GitError {
         #[source]
         source: std::io::Error,
     },
+    /// The commit's tree is not one apimon exports (a name that would leave
+    /// the export, or past a limit): the same commit is refused every time.
+    #[error("commit {commit} refused: {source}")]
+    Refused {
+        /// Commit.
+        commit: CommitId,
+        /// What is wrong with its tree.
+        #[source]
+        source: super::export::ExportRefusal,
+    },
+    /// A fetch was stopped at one of its bounds.
+    #[error("fetch from {url} stopped: {reason}")]
+    FetchLimit {
+        /// Remote URL (no credentials in it).
+        url: String,
+        /// Which bound, with its value.
+        reason: String,
+    },
     /// The commit is not on the remote (no branch or tag leads to it).
     #[error("commit {commit} not found on {url}")]
     NoCommit {
@@ -115,6 +134,55 @@ pub enum GitError {
     },
 }
 
+/// Bounds of one fetch: a hostile or broken server cannot fill the disk
+/// or hold the daemon forever. A server that stops sending fails at
+/// libgit2's read timeout (set in `main`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchLimits {
+    /// Most bytes received.
+    pub max_bytes: u64,
+    /// Most objects in the pack.
+    pub max_objects: usize,
+    /// Longest time, however steadily the server sends.
+    pub max_duration: Duration,
+}
+
+impl Default for FetchLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: crate::limits::DEFAULT_MAX_FETCH_BYTES,
+            max_objects: crate::limits::MAX_FETCH_OBJECTS,
+            max_duration: Duration::from_secs(crate::limits::MAX_FETCH_SECONDS),
+        }
+    }
+}
+
+impl FetchLimits {
+    /// Why a transfer that has received `bytes` of `objects` objects after
+    /// `elapsed` must stop, if it must.
+    fn exceeded(&self, bytes: u64, objects: usize, elapsed: Duration) -> Option<String> {
+        if bytes > self.max_bytes {
+            Some(format!(
+                "received {bytes} bytes, past the limit of {} bytes (repository.max_fetch_bytes)",
+                self.max_bytes
+            ))
+        } else if objects > self.max_objects {
+            Some(format!(
+                "the pack holds {objects} objects, past the limit of {}",
+                self.max_objects
+            ))
+        } else if elapsed > self.max_duration {
+            Some(format!(
+                "still receiving after {} seconds, past the limit of {} (received {bytes} bytes)",
+                elapsed.as_secs(),
+                self.max_duration.as_secs()
+            ))
+        } else {
+            None
+        }
+    }
+}
+
 /// A remote repository and its local bare cache.
 pub struct GitSource {
     url: String,
@@ -122,8 +190,11 @@ pub struct GitSource {
     auth: GitAuth,
     repo: Repository,
     known_hosts: Option<PathBuf>,
+    limits: FetchLimits,
     /// Why the last host key was refused (libgit2 reports its own words).
     refusal: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// Why the last transfer was stopped at a bound.
+    stopped: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for GitSource {
@@ -164,8 +235,16 @@ impl GitSource {
             auth,
             repo,
             known_hosts: None,
+            limits: FetchLimits::default(),
             refusal: Default::default(),
+            stopped: Default::default(),
         })
+    }
+
+    /// Bounds every fetch by `limits`.
+    pub fn with_fetch_limits(mut self, limits: FetchLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Verifies ssh:// host keys against `known_hosts` (unknown or changed: refused).
@@ -205,6 +284,26 @@ impl GitSource {
                 Err(error) => Err(git2::Error::from_str(&crate::apply::chain(&error))),
             }
         });
+        let (limits, stopped, started) =
+            (self.limits, std::sync::Arc::clone(&self.stopped), Instant::now());
+        callbacks.transfer_progress(move |progress| {
+            // A moving transfer is progress: the daemon's watchdog sees it.
+            crate::progress::tick();
+            let bytes = progress.received_bytes() as u64;
+            match limits.exceeded(bytes, progress.total_objects(), started.elapsed()) {
+                None => true,
+                Some(reason) => {
+                    if let Ok(mut slot) = stopped.lock() {
+                        *slot = Some(reason);
+                    }
+                    false
+                }
+            }
+        });
+        callbacks.sideband_progress(|_| {
+            crate::progress::tick();
+            true
+        });
         let auth = self.auth.clone();
         callbacks.credentials(move |_url, username, _allowed| match &auth {
             GitAuth::None => git2::Cred::default(),
@@ -217,6 +316,9 @@ impl GitSource {
     }
 
     fn git_error(&self, action: &'static str, source: git2::Error) -> GitError {
+        if let Some(reason) = self.stopped.lock().ok().and_then(|mut slot| slot.take()) {
+            return GitError::FetchLimit { url: redact_url(&self.url), reason };
+        }
         let refused = self.refusal.lock().ok().and_then(|mut slot| slot.take());
         let source = match refused {
             Some(reason) => git2::Error::from_str(&reason),
@@ -305,7 +407,12 @@ impl GitSource {
         options.remote_callbacks(self.callbacks());
         // Refused by servers that serve only what a ref points at: that is
         // the same answer as "not there".
-        let _ = remote.fetch(&[commit.0.as_str()], Some(&mut options), None);
+        if let Err(error) = remote.fetch(&[commit.0.as_str()], Some(&mut options), None) {
+            let error = self.git_error("fetch from", error);
+            if matches!(error, GitError::FetchLimit { .. }) {
+                return Err(error);
+            }
+        }
         if self.repo.find_commit(oid).is_ok() {
             Ok(())
         } else {
@@ -430,6 +537,19 @@ fn ssh_host_port(url: &str) -> (String, u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fetches_stop_at_each_bound() {
+        let limits =
+            FetchLimits { max_bytes: 1000, max_objects: 10, max_duration: Duration::from_secs(60) };
+        let second = Duration::from_secs(1);
+        assert_eq!(limits.exceeded(1000, 10, Duration::from_secs(60)), None);
+        assert!(limits.exceeded(1001, 1, second).is_some_and(|r| r.contains("1001 bytes")));
+        assert!(limits.exceeded(1, 11, second).is_some_and(|r| r.contains("11 objects")));
+        assert!(limits
+            .exceeded(1, 1, Duration::from_secs(61))
+            .is_some_and(|r| r.contains("after 61 seconds")));
+    }
 
     #[test]
     fn credentials_in_urls_are_redacted() {

@@ -3,7 +3,8 @@
 //! at, read from `.git` directly so `apply` can record it without a git
 //! library.
 
-mod export;
+pub mod entry_name;
+pub mod export;
 pub mod git;
 pub mod scenarios;
 

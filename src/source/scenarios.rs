@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::Digest;
 
-use super::git::{CommitId, GitAuth, GitError, GitSource};
+use super::git::{CommitId, FetchLimits, GitAuth, GitError, GitSource};
 use crate::model::load::{FetchError, FetchScenarios, Fetched, Pin};
 
 /// Credentials and the one host they may be sent to.
@@ -31,12 +31,19 @@ pub struct SourceCache {
     dir: PathBuf,
     auth: ScopedAuth,
     known_hosts: Option<PathBuf>,
+    limits: FetchLimits,
 }
 
 impl SourceCache {
     /// A cache in `dir` (created on first use).
     pub fn new(dir: PathBuf, auth: ScopedAuth, known_hosts: Option<PathBuf>) -> Self {
-        Self { dir, auth, known_hosts }
+        Self { dir, auth, known_hosts, limits: FetchLimits::default() }
+    }
+
+    /// Bounds every fetch by `limits`.
+    pub fn with_fetch_limits(mut self, limits: FetchLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// For the command line: `$APIMON_CACHE_DIR`, else `$XDG_CACHE_HOME/apimon`,
@@ -77,7 +84,8 @@ impl SourceCache {
             Some(host) if url_host(url).as_deref() == Some(host.as_str()) => self.auth.auth.clone(),
             _ => GitAuth::None,
         };
-        let mut source = GitSource::open(url, branch, auth, &self.dir.join(format!("{key}.git")))?;
+        let mut source = GitSource::open(url, branch, auth, &self.dir.join(format!("{key}.git")))?
+            .with_fetch_limits(self.limits);
         if let Some(known_hosts) = &self.known_hosts {
             source = source.with_known_hosts(known_hosts.clone());
         }
@@ -113,10 +121,10 @@ impl SourceCache {
                 }
             }
         };
+        // Exported every time: a directory left on disk is not trusted to
+        // still be what the commit holds.
         let dir = exports.join(&commit.0);
-        if !dir.is_dir() {
-            source.export(&commit, &dir)?;
-        }
+        source.export(&commit, &dir)?;
         prune_exports(&exports, &commit.0);
         Ok(Fetched { dir, commit: commit.0 })
     }
@@ -128,6 +136,9 @@ impl FetchScenarios for SourceCache {
             GitError::NoBranch { .. } | GitError::NoCommit { .. } => {
                 FetchError::Missing(crate::apply::chain(&error))
             }
+            GitError::Refused { .. } | GitError::FetchLimit { .. } => {
+                FetchError::Refused(crate::apply::chain(&error))
+            }
             other => FetchError::Unavailable(crate::apply::chain(&other)),
         })
     }
@@ -137,7 +148,10 @@ impl FetchScenarios for SourceCache {
 fn prune_exports(exports: &Path, keep: &str) {
     let Ok(entries) = std::fs::read_dir(exports) else { return };
     for entry in entries.filter_map(Result::ok) {
-        if entry.file_name().to_str() != Some(keep) {
+        let name = entry.file_name();
+        // Dot-names are exports in progress (of this or another process):
+        // the export removes those left by a process that is gone.
+        if name.to_str() != Some(keep) && !name.to_string_lossy().starts_with('.') {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

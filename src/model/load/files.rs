@@ -10,14 +10,10 @@ use std::path::{Path, PathBuf};
 use crate::fsutil::{kind_of, read_limited, ReadError};
 use crate::model::error::{Diagnostic, Location};
 
-/// Largest file apimon reads from a repository.
-pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
-/// Most bytes apimon reads from one repository, all files together.
-pub const MAX_REPOSITORY_BYTES: u64 = 128 * 1024 * 1024;
-/// Most files under one directory tree (scenario files).
-pub const MAX_TREE_FILES: usize = 20_000;
-/// Deepest directory nesting in a tree.
-pub const MAX_TREE_DEPTH: usize = 32;
+pub use crate::limits::{MAX_FILE_BYTES, MAX_REPOSITORY_BYTES, MAX_TREE_DEPTH};
+/// Most files under one directory tree (scenario files): as many as one
+/// repository may hold.
+pub const MAX_TREE_FILES: usize = crate::limits::MAX_REPOSITORY_FILES;
 
 /// Reads files of one repository, collecting problems.
 pub(crate) struct RepoFiles {

@@ -150,6 +150,9 @@ pub enum FetchError {
     Missing(String),
     /// The remote cannot be reached now: try again later.
     Unavailable(String),
+    /// What the remote holds is refused (a hostile tree, past a limit):
+    /// the same pin is refused every time.
+    Refused(String),
 }
 
 /// Fetches scenario repositories (the caller's git; the model knows none).
@@ -453,7 +456,7 @@ pub fn fetch_scenario_repository(
     let fetched = match fetcher.fetch(&spec.url, pin) {
         Ok(fetched) => fetched,
         Err(FetchError::Unavailable(message)) => return Err(LoadError::Fetch { url, message }),
-        Err(FetchError::Missing(message)) => {
+        Err(FetchError::Missing(message) | FetchError::Refused(message)) => {
             let diagnostic = Diagnostic::new(raw.root.at(key), key, message);
             return Err(LoadError::Invalid(super::error::Diagnostics(vec![diagnostic])));
         }

@@ -238,6 +238,8 @@ pub struct DaemonRepository {
     pub token: Option<MaybeSecret>,
     /// Private deploy key for an ssh:// remote; a secret.
     pub ssh_key: Option<MaybeSecret>,
+    /// Most bytes one fetch may receive (default 1 GiB).
+    pub max_fetch_bytes: Option<u64>,
 }
 
 /// A maintenance window of the daemon.

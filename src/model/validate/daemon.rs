@@ -100,6 +100,9 @@ fn check_repository(
     if repository.poll_interval_seconds == 0 {
         check.error(root, &format!("{path}.poll_interval_seconds"), "0; expected at least 1");
     }
+    if repository.max_fetch_bytes == Some(0) {
+        check.error(root, &format!("{path}.max_fetch_bytes"), "0; expected at least 1");
+    }
     // Each credential, the one scheme it is sent to.
     let credentials = [
         ("token", &repository.token, "https", "a token authenticates to an https:// remote only"),
