@@ -14,6 +14,7 @@ mod executor_cloud;
 mod faults;
 mod grafana;
 mod host;
+mod hostile_git;
 mod influxdb;
 mod openstack;
 mod plan;

@@ -2,6 +2,7 @@
 //! commit and push from, and optionally `git daemon` serving origin over
 //! git:// on a free loopback port (stopped on drop).
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,7 +63,10 @@ impl GitRemote {
     /// Serves origin with `git daemon`; returns its git:// URL.
     pub fn serve(&mut self) -> String {
         let port = free_port();
+        // Its own process group: `git daemon` runs `git-daemon` as a child,
+        // which outlives a kill of `git` alone.
         let child = Command::new("git")
+            .process_group(0)
             .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", self.dir.path().display()))
@@ -78,6 +82,11 @@ impl GitRemote {
             std::thread::sleep(Duration::from_millis(50));
         }
         format!("git://127.0.0.1:{port}/origin.git")
+    }
+
+    /// The port `git daemon` serves on, once [`Self::serve`] started it.
+    pub fn daemon_port(&self) -> Option<u16> {
+        self.daemon.as_ref().map(|(_, port)| *port)
     }
 
     /// Copies `files` into the work tree (relative path, content).
@@ -133,7 +142,12 @@ impl GitRemote {
 impl Drop for GitRemote {
     fn drop(&mut self) {
         if let Some((mut child, _)) = self.daemon.take() {
-            let _ = child.kill();
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
             let _ = child.wait();
         }
     }

@@ -13,6 +13,7 @@ pub mod git;
 pub mod git_http;
 pub mod grafana;
 pub mod host;
+pub mod hostile;
 pub mod influxdb;
 pub mod openstack;
 pub mod sshd;
