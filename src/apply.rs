@@ -16,8 +16,8 @@ use backon::Retryable;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::{chain, FailureKind};
 use crate::plan::{dependency_graph, dependents, Op, Planned, ResourceId};
-use crate::providers::FailureKind;
 use crate::retry::Delays;
 
 /// How to apply.
@@ -102,17 +102,6 @@ impl Serialize for ChangeError {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.message)
     }
-}
-
-/// `error` and its causes, on one line.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    message
 }
 
 /// Progress, reported as it happens.

@@ -21,7 +21,7 @@ impl Machine {
     /// and `~/.ssh/known_hosts`; `$OS_CLIENT_CONFIG_FILE` for clouds.yaml.
     pub fn from_env() -> Self {
         let home = std::env::var_os("HOME")
-            .map_or_else(|| PathBuf::from("/var/lib/apimon"), PathBuf::from);
+            .map_or_else(|| PathBuf::from(crate::layout::STATE_DIR), PathBuf::from);
         let var =
             |name: &str, default: PathBuf| std::env::var_os(name).map_or(default, PathBuf::from);
         Self {

@@ -411,7 +411,7 @@ async fn bootstrap_installs_a_daemon_that_manages_its_own_files_and_holds_its_ow
         &format!(
             "apimon_binary:\n  url: http://127.0.0.1:{}/apimon\n  sha256: {}\nproject: ",
             server.port,
-            apimon::render::sha256_hex(&bytes)
+            apimon::digest::sha256_hex(&bytes)
         ),
     );
     let commit = setup.git.commit("apimon pinned");

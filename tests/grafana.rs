@@ -592,7 +592,7 @@ async fn a_wrong_base_url_is_an_error_not_an_empty_grafana(target: Target) {
     let wrong = format!("{}/nothing-here", setup.url);
     setup.repo.edit("apimon.yaml", &setup.url, &wrong);
     let error = setup.try_plan().await.expect_err("404 on a list is not an empty Grafana");
-    let text = apimon::apply::chain(&error);
+    let text = apimon::error::chain(&error);
     assert!(text.contains("answered HTTP 404"), "{text}");
     assert!(text.contains("is the URL right"), "{text}");
     setup.repo.edit("apimon.yaml", &wrong, &setup.url);
@@ -673,7 +673,7 @@ async fn the_admin_password_logs_in_without_a_token(target: Target) {
     assert!(setup.grafana().dashboard("apimon-scenarios").is_some());
     setup.set_secret("outside_grafana_token", "wrong");
     let error = setup.try_plan().await.expect_err("a wrong password is refused");
-    let text = apimon::apply::chain(&error);
+    let text = apimon::error::chain(&error);
     assert!(text.contains("rejected the credentials (HTTP 401: Unauthorized)"), "{text}");
 }
 

@@ -454,7 +454,7 @@ async fn a_pinned_release_is_downloaded_checked_and_installed_and_another_file_n
     let Some(server) = crate::support::FileServer::start(releases.path()) else { return };
     let release = b"#!/bin/sh\necho apimon 9.9.9\n".to_vec();
     std::fs::write(releases.path().join("apimon-9.9.9"), &release).expect("release");
-    let sha256 = apimon::render::sha256_hex(&release);
+    let sha256 = apimon::digest::sha256_hex(&release);
     let url = format!("http://127.0.0.1:{}/apimon-9.9.9", server.port);
     setup.repo.edit(
         "apimon.yaml",
@@ -470,7 +470,7 @@ async fn a_pinned_release_is_downloaded_checked_and_installed_and_another_file_n
     // The file at the URL is not the one apimon.yaml names: refused.
     std::fs::write(releases.path().join("apimon-9.9.9"), b"#!/bin/sh\necho tampered\n")
         .expect("tampered");
-    let other = apimon::render::sha256_hex(b"#!/bin/sh\necho apimon 9.9.10\n");
+    let other = apimon::digest::sha256_hex(b"#!/bin/sh\necho apimon 9.9.10\n");
     setup.repo.edit("apimon.yaml", &sha256, &other);
     let (_, outcome) = setup.apply().await;
     let failure = binary_failure(&outcome, "the download was refused");

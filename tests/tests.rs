@@ -16,6 +16,7 @@ mod grafana;
 mod host;
 mod hostile_git;
 mod influxdb;
+mod layers;
 mod openstack;
 mod plan;
 mod runtime;

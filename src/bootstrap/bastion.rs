@@ -205,7 +205,7 @@ impl<'a> Bastion<'a> {
             .provider
             .http_get(&self.host, listen, "/status", Duration::from_secs(10))
             .await
-            .map_err(|e| crate::apply::chain(&e))?;
+            .map_err(|e| crate::error::chain(&e))?;
         if status != 200 {
             return Err(format!("/status answered {status}"));
         }

@@ -11,19 +11,10 @@ pub mod bastion;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use crate::digest::sha256_hex;
 use crate::model::{DesiredState, Environment, Secrets, Sensitive};
-use crate::render::sha256_hex;
 
-/// The daemon's secrets file.
-pub const SECRETS_PATH: &str = "/etc/apimon/secrets.yaml";
-/// The daemon's clouds.yaml.
-pub const CLOUDS_PATH: &str = "/etc/apimon/clouds.yaml";
-/// The daemon's SSH key for the bastion and the hosts.
-pub const SSH_KEY_PATH: &str = "/var/lib/apimon/.ssh/id_ed25519";
-/// The daemon's known_hosts (hosts and the git server).
-pub const KNOWN_HOSTS_PATH: &str = "/etc/apimon/known_hosts";
-/// The daemon's state directory.
-pub const STATE_DIR: &str = "/var/lib/apimon";
+pub use crate::layout::{CLOUDS_PATH, KNOWN_HOSTS_PATH, SECRETS_PATH, SSH_KEY_PATH, STATE_DIR};
 
 /// Where a state directory records that this machine holds the store it
 /// took from a daemon (the mark it left on the bastion).

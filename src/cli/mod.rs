@@ -425,7 +425,7 @@ fn note_scenario_repository(prepared: &Prepared) {
             repository.branch.as_ref().map(|b| format!(" (branch {b})")).unwrap_or_default();
         eprintln!(
             "note: scenario repository {} at {}{followed}",
-            crate::source::git::redact_url(&repository.url),
+            crate::url::redact_url(&repository.url),
             repository.commit
         );
     }

@@ -96,7 +96,7 @@ pub(super) fn plan_offline(
             Err(error) => {
                 eprintln!(
                     "note: the base {base} ({short}) is compared as empty: {}",
-                    crate::apply::chain(&error).lines().next().unwrap_or_default()
+                    crate::error::chain(&error).lines().next().unwrap_or_default()
                 );
                 None
             }

@@ -32,12 +32,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::Outcome;
+use crate::error::FailureKind;
 use crate::machine::Machine;
 use crate::model::Sensitive;
-use crate::providers::FailureKind;
 use crate::reconcile::ReconcileError;
 use crate::source::git::{FetchLimits, GitAuth, GitError, GitSource, SignaturePolicy};
-use crate::source::scenarios::{url_host, ScopedAuth, SourceCache};
+use crate::source::scenarios::{ScopedAuth, SourceCache};
+use crate::url::url_host;
 use backoff::Backoff;
 use config::Config;
 use metrics::Metrics;
@@ -142,8 +143,7 @@ fn failures(outcome: &Outcome) -> String {
     text
 }
 
-/// Shortest webhook secret accepted (also the bearer token of `/trigger`).
-pub const MIN_WEBHOOK_SECRET: usize = 16;
+pub use crate::model::daemon::MIN_WEBHOOK_SECRET;
 
 /// The webhook secret: a file only its owner can read, holding at least
 /// [`MIN_WEBHOOK_SECRET`] bytes (an empty one would accept an empty token).
@@ -201,7 +201,7 @@ fn error_policy(error: &DaemonError, backoff: &mut Backoff) -> Next {
 
 /// The error with its causes, on one line.
 fn message(error: &DaemonError) -> String {
-    crate::apply::chain(error)
+    crate::error::chain(error)
 }
 
 /// Time until the next drift check.
@@ -303,7 +303,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Stopped,
     let server = crate::serve::serve(&raw.listen, app, shutdown.clone())
         .await
         .map_err(|source| DaemonError::Listen { address: raw.listen.clone(), source })?;
-    let repository = crate::source::git::redact_url(&raw.repository.url);
+    let repository = crate::url::redact_url(&raw.repository.url);
     tracing::info!(listen = %raw.listen, %repository, branch = %raw.repository.branch, "Daemon started.");
     notify::notify("READY=1");
     let idle = watchdog::Idle::default();

@@ -119,7 +119,7 @@ pub async fn check(change: &Change) -> Result<(), String> {
             let text = std::str::from_utf8(text).map_err(|e| format!("not UTF-8: {e}"))?;
             super::config::Config::parse(path, text)
                 .map(|_| ())
-                .map_err(|e| crate::apply::chain(&e))
+                .map_err(|e| crate::error::chain(&e))
         }
         Change::Binary(path, _) => {
             let run = tokio::process::Command::new(path)

@@ -137,7 +137,7 @@ impl Worker {
         match fetched {
             Ok(commit) => Ok(commit),
             Err((commit, error)) => {
-                self.reject(&commit, None, vec![crate::apply::chain(&error)], "fetch");
+                self.reject(&commit, None, vec![crate::error::chain(&error)], "fetch");
                 Ok(commit)
             }
         }
@@ -247,11 +247,11 @@ impl Worker {
         let branch = repository.branch.clone()?;
         let (url, current) = (repository.url.clone(), repository.commit.clone());
         let sources = self.scenario_sources.clone();
-        let shown = crate::source::git::redact_url(&url);
+        let shown = crate::url::redact_url(&url);
         let head = blocking(move || {
             sources
                 .remote_head(&url, &branch)
-                .map_err(|e| DaemonError::Task(crate::apply::chain(&e)))
+                .map_err(|e| DaemonError::Task(crate::error::chain(&e)))
         })
         .await;
         match head {
@@ -261,7 +261,7 @@ impl Worker {
             }
             Ok(_) => None,
             Err(error) => {
-                tracing::warn!(repository = %shown, error = %crate::apply::chain(&error), "Cannot ask the scenario repository for its branch; the commit in force carries on.");
+                tracing::warn!(repository = %shown, error = %crate::error::chain(&error), "Cannot ask the scenario repository for its branch; the commit in force carries on.");
                 None
             }
         }
@@ -317,7 +317,7 @@ impl Worker {
                 Ok(())
             }
             Err(DaemonError::Git(error @ GitError::Refused { .. })) => {
-                self.reject(commit, None, vec![crate::apply::chain(&error)], "export");
+                self.reject(commit, None, vec![crate::error::chain(&error)], "export");
                 Ok(())
             }
             Err(error) => Err(error),

@@ -77,7 +77,7 @@ fn default_grace() -> u64 {
 }
 
 fn default_runs_dir() -> PathBuf {
-    PathBuf::from("/var/lib/apimon/runs")
+    PathBuf::from(crate::layout::RUNS_DIR)
 }
 
 fn default_keep_runs() -> usize {
@@ -105,7 +105,7 @@ pub struct RawResults {
 }
 
 fn default_buffer_dir() -> PathBuf {
-    PathBuf::from("/var/lib/apimon/results")
+    PathBuf::from(crate::layout::RESULTS_BUFFER_DIR)
 }
 
 fn default_buffer_max() -> usize {

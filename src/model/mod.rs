@@ -4,6 +4,7 @@
 //! YAML, [`validate`] checks every rule and cross-reference and yields a
 //! [`DesiredState`]. Both are pure: no network, no credentials.
 
+pub mod daemon;
 pub mod error;
 pub mod influx;
 pub mod inventory;
@@ -237,7 +238,7 @@ impl Environment {
     /// the URL's host, else the first with that role (a load balancer or
     /// DNS name in front of several).
     pub fn serving_host(&self, role: Role, url: &str) -> Option<&Host> {
-        let wanted = url_host(url);
+        let wanted = crate::url::authority(url).map(|a| a.host);
         self.hosts
             .iter()
             .filter(|h| h.role == role)
@@ -248,17 +249,6 @@ impl Environment {
             })
             .or_else(|| self.host_with_role(role))
     }
-}
-
-/// The host part of `scheme://[user@]host[:port]/...`, without brackets.
-fn url_host(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if let Some(v6) = host_port.strip_prefix('[') {
-        return v6.split_once(']').map(|(h, _)| h);
-    }
-    Some(host_port.split_once(':').map_or(host_port, |(h, _)| h))
 }
 
 /// How apimon reaches an environment's InfluxDB as administrator.
@@ -478,23 +468,4 @@ pub struct TemplateOverride {
     pub file: PathBuf,
     /// Template text.
     pub text: String,
-}
-
-#[cfg(test)]
-mod url_host_tests {
-    use super::url_host;
-
-    #[test]
-    fn the_host_of_a_url() {
-        for (url, host) in [
-            ("http://192.168.10.30:8086", Some("192.168.10.30")),
-            ("https://grafana.example.net/sub/path", Some("grafana.example.net")),
-            ("http://user:pw@influx.internal:8086/", Some("influx.internal")),
-            ("http://[fd00::30]:8086", Some("fd00::30")),
-            ("https://grafana.example.net?x=1", Some("grafana.example.net")),
-            ("no-scheme", None),
-        ] {
-            assert_eq!(url_host(url), host, "{url}");
-        }
-    }
 }

@@ -115,17 +115,7 @@ pub enum Ownership {
     StateStore,
 }
 
-/// How a failure is handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureKind {
-    /// Unreachable, timed out, or failed on the system's side (5xx):
-    /// retrying may help.
-    Transient,
-    /// Refused for a reason retrying cannot change (bad credentials, a
-    /// conflict, a limit): wait for a new commit or an operator.
-    Permanent,
-}
+pub use crate::error::FailureKind;
 
 /// A target system.
 ///

@@ -263,7 +263,7 @@ async fn apply_recorded(
             FailureKind::Permanent,
             format!(
                 "{what}: the state store cannot be written ({}); the apply stops",
-                crate::apply::chain(&error)
+                crate::error::chain(&error)
             ),
         )
     };

@@ -80,25 +80,25 @@ pub(super) fn files(
     let config = templates.render("daemon.yaml.hbs", &host.name, context)?;
     // What validation let through, and template overrides, must still give
     // a daemon.yaml the daemon starts with: it cannot fix it from there.
-    if let Err(error) =
-        crate::daemon::config::Config::parse(std::path::Path::new(CONFIG_PATH), &config)
+    if let Err(problems) =
+        crate::model::daemon::DaemonFile::parse(std::path::Path::new(CONFIG_PATH), &config)
     {
         return Err(RenderError::Daemon {
             host: host.name.clone(),
             what: CONFIG_PATH.to_owned(),
-            message: error.to_string(),
+            message: format!("invalid daemon config:\n{}", problems.join("\n")),
         });
     }
     if let (Some(secret), Secrets::Resolved(_)) = (&daemon.webhook_secret, secrets) {
         let length = secret_file(secrets, secret).trim().len();
-        if length < crate::daemon::MIN_WEBHOOK_SECRET {
+        if length < crate::model::daemon::MIN_WEBHOOK_SECRET {
             return Err(RenderError::Daemon {
                 host: host.name.clone(),
                 what: WEBHOOK_SECRET_PATH.to_owned(),
                 message: format!(
                     "the webhook secret (environments.{}.daemon.webhook_secret) holds {length} bytes; it must hold at least {}",
                     environment.name,
-                    crate::daemon::MIN_WEBHOOK_SECRET
+                    crate::model::daemon::MIN_WEBHOOK_SECRET
                 ),
             });
         }

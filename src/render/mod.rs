@@ -17,7 +17,6 @@ pub use templates::{Templates, MAX_BLOCK_DEPTH, MAX_OUTPUT_BYTES};
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::model::{
     DesiredState, Diagnostics, Environment, Host, Location, MaybeSecret, Role, Runner, Secrets,
@@ -118,10 +117,7 @@ pub struct Rendered {
     pub hosts: BTreeMap<String, RenderedHost>,
 }
 
-/// Hex sha256.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+pub use crate::digest::sha256_hex;
 
 pub(crate) fn secret_value(
     secrets: &Secrets,
@@ -244,7 +240,7 @@ fn context(
         "scenarios": scenarios,
         "runtime": state.runtime.as_ref().map(|runtime| json!({
             "id": runtime.id,
-            "ansible_playbook": crate::providers::host::runtime::ANSIBLE_PLAYBOOK,
+            "ansible_playbook": crate::layout::ANSIBLE_PLAYBOOK,
         })),
     })
 }

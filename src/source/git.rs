@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use git2::{Direction, FetchOptions, Oid, RemoteCallbacks, Repository};
 
 use crate::known_hosts::Verdict;
+use crate::url::{redact_url, ssh_host_port};
 
 use crate::model::Sensitive;
 
@@ -281,7 +282,7 @@ impl GitSource {
                 Ok(Verdict::Unknown) => refuse(format!("refusing SSH host key of {host}:{port}: no entry in {}", known_hosts.display())),
                 Ok(Verdict::Changed { line }) => refuse(format!("refusing SSH host key of {host}:{port}: it does not match {}:{line}", known_hosts.display())),
                 Ok(Verdict::Revoked { line }) => refuse(format!("refusing SSH host key of {host}:{port}: it is revoked at {}:{line}", known_hosts.display())),
-                Err(error) => Err(git2::Error::from_str(&crate::apply::chain(&error))),
+                Err(error) => Err(git2::Error::from_str(&crate::error::chain(&error))),
             }
         });
         let (limits, stopped, started) =
@@ -503,37 +504,6 @@ pub fn export_revision(path: &Path, rev: &str, dir: &Path) -> Result<CommitId, G
     Ok(id)
 }
 
-/// Host and port of an ssh:// or scp-like (`user@host:path`) URL.
-/// `url` with the password (or token) of its user part replaced by `***`:
-/// what logs, errors and `/status` show.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((user, host)) => {
-            let user = user.split_once(':').map_or(user, |(name, _)| name);
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        None => url.to_owned(),
-    }
-}
-
-fn ssh_host_port(url: &str) -> (String, u16) {
-    let rest = url.strip_prefix("ssh://").or_else(|| url.strip_prefix("git+ssh://"));
-    let authority = match rest {
-        Some(rest) => rest.split('/').next().unwrap_or_default(),
-        None => url.split(':').next().unwrap_or_default(),
-    };
-    let host_port = authority.rsplit('@').next().unwrap_or_default();
-    match host_port.rsplit_once(':') {
-        Some((host, port)) if rest.is_some() => {
-            (host.trim_matches(['[', ']']).to_owned(), port.parse().unwrap_or(22))
-        }
-        _ => (host_port.trim_matches(['[', ']']).to_owned(), 22),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -549,39 +519,5 @@ mod tests {
         assert!(limits
             .exceeded(1, 1, Duration::from_secs(61))
             .is_some_and(|r| r.contains("after 61 seconds")));
-    }
-
-    #[test]
-    fn credentials_in_urls_are_redacted() {
-        assert_eq!(
-            redact_url("https://apimon:s3cret@git.example/r.git"),
-            "https://apimon:***@git.example/r.git"
-        );
-        assert_eq!(
-            redact_url("https://tok3n@git.example/r.git"),
-            "https://tok3n:***@git.example/r.git"
-        );
-        assert_eq!(redact_url("https://git.example/r.git"), "https://git.example/r.git");
-        assert_eq!(redact_url("file:///srv/r.git"), "file:///srv/r.git");
-    }
-
-    #[test]
-    fn ssh_urls_give_host_and_port() {
-        assert_eq!(
-            ssh_host_port("ssh://git@git.example.net:2222/ops/desired.git"),
-            ("git.example.net".to_owned(), 2222)
-        );
-        assert_eq!(
-            ssh_host_port("ssh://git@git.example.net/ops/desired.git"),
-            ("git.example.net".to_owned(), 22)
-        );
-        assert_eq!(
-            ssh_host_port("git@git.example.net:ops/desired.git"),
-            ("git.example.net".to_owned(), 22)
-        );
-        assert_eq!(
-            ssh_host_port("ssh://root@127.0.0.1:4022/tmp/origin.git"),
-            ("127.0.0.1".to_owned(), 4022)
-        );
     }
 }

@@ -15,6 +15,7 @@ use sha2::Digest;
 
 use super::git::{CommitId, FetchLimits, GitAuth, GitError, GitSource};
 use crate::model::load::{FetchError, FetchScenarios, Fetched, Pin};
+use crate::url::url_host;
 
 /// Credentials and the one host they may be sent to.
 #[derive(Debug, Clone, Default)]
@@ -134,12 +135,12 @@ impl FetchScenarios for SourceCache {
     fn fetch(&self, url: &str, pin: Pin<'_>) -> Result<Fetched, FetchError> {
         self.checkout(url, pin).map_err(|error| match error {
             GitError::NoBranch { .. } | GitError::NoCommit { .. } => {
-                FetchError::Missing(crate::apply::chain(&error))
+                FetchError::Missing(crate::error::chain(&error))
             }
             GitError::Refused { .. } | GitError::FetchLimit { .. } => {
-                FetchError::Refused(crate::apply::chain(&error))
+                FetchError::Refused(crate::error::chain(&error))
             }
-            other => FetchError::Unavailable(crate::apply::chain(&other)),
+            other => FetchError::Unavailable(crate::error::chain(&other)),
         })
     }
 }
@@ -154,31 +155,5 @@ fn prune_exports(exports: &Path, keep: &str) {
         if name.to_str() != Some(keep) && !name.to_string_lossy().starts_with('.') {
             let _ = std::fs::remove_dir_all(entry.path());
         }
-    }
-}
-
-/// `host` or `host:port` of a URL (scp-like `user@host:path` included), lowercase.
-pub fn url_host(url: &str) -> Option<String> {
-    let authority = match url.split_once("://") {
-        Some((_, rest)) => rest.split('/').next()?,
-        None => url.split_once(':')?.0,
-    };
-    let host = authority.rsplit('@').next()?;
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts_are_taken_from_every_url_form() {
-        assert_eq!(
-            url_host("https://tok@Git.Example:8443/a.git").as_deref(),
-            Some("git.example:8443")
-        );
-        assert_eq!(url_host("ssh://git@git.example/a.git").as_deref(), Some("git.example"));
-        assert_eq!(url_host("git@git.example:ops/a.git").as_deref(), Some("git.example"));
-        assert_eq!(url_host("file:///srv/a.git"), None);
     }
 }

@@ -452,7 +452,7 @@ pub fn fetch_scenario_repository(
         (None, Some(branch)) => (Pin::Branch(branch), "scenario_repository.branch"),
         (None, None) => (Pin::Branch("main"), "scenario_repository"),
     };
-    let url = crate::source::git::redact_url(&spec.url);
+    let url = crate::url::redact_url(&spec.url);
     let fetched = match fetcher.fetch(&spec.url, pin) {
         Ok(fetched) => fetched,
         Err(FetchError::Unavailable(message)) => return Err(LoadError::Fetch { url, message }),

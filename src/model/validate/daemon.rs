@@ -9,7 +9,7 @@ use crate::model::{raw, Host, Role};
 
 const SCHEMES: [&str; 5] = ["https", "http", "ssh", "git", "file"];
 
-use crate::daemon::config::MAX_WINDOW_MINUTES;
+use crate::model::daemon::MAX_WINDOW_MINUTES;
 
 /// Checks `daemon` of environment `env_path`, whose hosts are `hosts`.
 pub(super) fn check(
@@ -85,7 +85,7 @@ fn check_repository(
             &format!("{path}.url"),
             format!(
                 "invalid remote `{}`; expected an https://, http://, ssh://, git:// or file:// URL",
-                crate::source::git::redact_url(&repository.url)
+                crate::url::redact_url(&repository.url)
             ),
         ),
     }

@@ -155,7 +155,7 @@ impl Placement {
             Self::Each(hosts) => hosts.clone(),
             Self::Spread(hosts) if hosts.is_empty() => Vec::new(),
             Self::Spread(hosts) => {
-                let digest = crate::render::sha256_hex(scenario.as_bytes());
+                let digest = crate::digest::sha256_hex(scenario.as_bytes());
                 let n = u64::from_str_radix(&digest[..8], 16).unwrap_or(0);
                 let index = usize::try_from(n % hosts.len() as u64).unwrap_or(0);
                 vec![hosts[index].clone()]

@@ -15,12 +15,12 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::digest::sha256_hex;
 use crate::model::{DesiredState, Environment, MaybeSecret, Role, Secrets, Sensitive};
 use crate::plan::{
     Comparison, DesiredItem, DesiredSet, ItemChange, ObservedSet, Planned, ProviderKind,
     ResourceId, Spec,
 };
-use crate::render::sha256_hex;
 
 use super::{
     failure_kind, influxdb, openstack, Availability, Context, FailureKind, Model, Ownership,

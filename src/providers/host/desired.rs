@@ -20,13 +20,13 @@ use super::{
 /// System accounts each role's services run as: (name, home).
 pub fn accounts_for(role: Role) -> &'static [(&'static str, &'static str)] {
     match role {
-        Role::Executor => &[("apimon", "/var/lib/apimon")],
+        Role::Executor => &[("apimon", crate::layout::STATE_DIR)],
         Role::Influxdb | Role::Bastion | Role::Grafana => &[],
     }
 }
 
 /// The account the daemon runs as, on the host that runs it.
-const DAEMON_ACCOUNT: (&str, &str) = ("apimon", "/var/lib/apimon");
+const DAEMON_ACCOUNT: (&str, &str) = ("apimon", crate::layout::STATE_DIR);
 
 /// Packages each role needs on its host.
 pub fn packages_for(role: Role) -> &'static [&'static str] {

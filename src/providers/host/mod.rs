@@ -348,7 +348,7 @@ impl HostProvider {
         bytes: &[u8],
         access: (u32, &str, &str),
     ) -> Result<(), HostError> {
-        let sha256 = crate::render::sha256_hex(bytes);
+        let sha256 = crate::digest::sha256_hex(bytes);
         apply::upload(self, host, path, bytes, &sha256, access, None).await
     }
 

@@ -35,7 +35,7 @@ static CACHE: tokio::sync::Mutex<Option<Cached>> = tokio::sync::Mutex::const_new
 /// than apimon.yaml names (permanent).
 pub(super) async fn fetch(url: &str, sha256: &str) -> Result<Arc<Vec<u8>>, HostError> {
     let error = |message: String, transient: bool| HostError::Download {
-        url: crate::source::git::redact_url(url),
+        url: crate::url::redact_url(url),
         message,
         transient,
     };

@@ -14,11 +14,7 @@
 use super::ssh::{quote, rooted};
 use super::{HostError, HostProvider};
 
-/// Where runtimes live on the executor.
-pub const BASE: &str = "/opt/apimon/runtime";
-
-/// The `ansible-playbook` of the runtime in service.
-pub const ANSIBLE_PLAYBOOK: &str = "/opt/apimon/runtime/current/bin/ansible-playbook";
+pub use crate::layout::{ANSIBLE_PLAYBOOK, RUNTIME_BASE as BASE};
 
 /// Written last into a runtime's directory: its id, once it is complete.
 const MARKER: &str = ".apimon-runtime";

@@ -143,7 +143,7 @@ impl client::Handler for Verifier {
                     break;
                 }
                 Err(error) => {
-                    verdict = Err(crate::apply::chain(&error));
+                    verdict = Err(crate::error::chain(&error));
                     break;
                 }
             }

@@ -172,7 +172,7 @@ fn password_of(user: &crate::model::raw::InfluxUser, secrets: &Secrets) -> Sensi
 
 /// Fingerprint of `user`'s password: what the state store keeps.
 pub fn password_fingerprint(user: &str, password: &str) -> String {
-    crate::render::sha256_hex(format!("apimon-influxdb-user:{user}:{password}").as_bytes())
+    crate::digest::sha256_hex(format!("apimon-influxdb-user:{user}:{password}").as_bytes())
 }
 
 /// One environment's InfluxDB, reached as its administrator.

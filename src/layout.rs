@@ -1,0 +1,23 @@
+//! Where apimon's files live on the hosts it manages (and on the bastion
+//! its daemon runs on): one definition each, for the templates, the
+//! providers, bootstrap and the daemon's and executor's defaults.
+
+/// The apimon account's home and the state directory: the daemon's state
+/// store and commit exports, the executor's runs and results buffer.
+pub const STATE_DIR: &str = "/var/lib/apimon";
+/// The daemon's SSH key for the bastion and the hosts.
+pub const SSH_KEY_PATH: &str = "/var/lib/apimon/.ssh/id_ed25519";
+/// The executor's run directories.
+pub const RUNS_DIR: &str = "/var/lib/apimon/runs";
+/// The executor's buffer of results not yet written.
+pub const RESULTS_BUFFER_DIR: &str = "/var/lib/apimon/results";
+/// The daemon's secrets file.
+pub const SECRETS_PATH: &str = "/etc/apimon/secrets.yaml";
+/// The daemon's clouds.yaml.
+pub const CLOUDS_PATH: &str = "/etc/apimon/clouds.yaml";
+/// The daemon's known_hosts (hosts and the git server).
+pub const KNOWN_HOSTS_PATH: &str = "/etc/apimon/known_hosts";
+/// Where scenario runtimes live on the executor.
+pub const RUNTIME_BASE: &str = "/opt/apimon/runtime";
+/// The `ansible-playbook` of the runtime in service.
+pub const ANSIBLE_PLAYBOOK: &str = "/opt/apimon/runtime/current/bin/ansible-playbook";
