@@ -148,7 +148,13 @@ async fn a_change_waiting_for_its_window_is_not_relabelled_drift_and_applies_whe
         "  outside:\n    location: outside\n",
         "  outside:\n    location: outside\n    policy: {drift: report}\n",
     );
-    world.add_user("doomed");
+    // A user with a grant: dropping both deletes the grant first, and the
+    // user's deletion waits on it (held as a dependent).
+    world.git.edit(
+        "inventory/outside/influxdb.yaml",
+        "users:\n",
+        "users:\n  - name: doomed\n    password: {secret: outside_influxdb_telegraf_password}\n    grants:\n      - {database: apimon, privilege: READ}\n",
+    );
     let with_user = world.git.commit("a user to remove later");
     world.git.push(false);
     // A window that opens about 20 s from now, for a minute.
@@ -165,7 +171,7 @@ async fn a_change_waiting_for_its_window_is_not_relabelled_drift_and_applies_whe
     daemon.wait_converged(&with_user).await;
     world.git.edit(
         "inventory/outside/influxdb.yaml",
-        "  - name: doomed\n    password: {secret: outside_influxdb_telegraf_password}\n",
+        "  - name: doomed\n    password: {secret: outside_influxdb_telegraf_password}\n    grants:\n      - {database: apimon, privilege: READ}\n",
         "",
     );
     let removal = world.git.commit("remove the user");
@@ -185,8 +191,14 @@ async fn a_change_waiting_for_its_window_is_not_relabelled_drift_and_applies_whe
         pending.contains("maintenance window") && !pending.contains("report-only"),
         "{pending}"
     );
+    assert!(pending.contains("influxdb.grant"), "the grant waits too: {pending}");
     assert!(world.users().await.contains(&"doomed".to_owned()));
+    // The window opens (drift passes every two seconds come first): the
+    // grant and the user go, and nothing is left pending.
     world.wait_for_user("doomed", false, Duration::from_secs(90)).await;
+    let done = daemon.wait_reconciles(&daemon.status().await, 1).await;
+    let pending = done["environments"]["outside"]["pending"].to_string();
+    assert!(!pending.contains("doomed"), "{pending}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

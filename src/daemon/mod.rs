@@ -15,6 +15,7 @@
 pub mod approvals;
 pub mod backoff;
 pub mod config;
+mod hold;
 pub mod http;
 pub mod metrics;
 pub mod notify;

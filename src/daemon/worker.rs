@@ -13,25 +13,17 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::Config;
 use super::metrics::Metrics;
-use super::status::{EnvironmentStatus, Pending, Rejection, Status, Trigger};
+use super::status::{EnvironmentStatus, Pending, Status, Trigger};
 use super::DaemonError;
 use crate::apply::{Event, Outcome};
 use crate::machine::Machine;
 use crate::model::secret::SecretStore;
-use crate::model::{DriftMode, Secrets};
+use crate::model::DriftMode;
 use crate::plan::{hold_back, Held, ResourceId, Summary};
-use crate::reconcile::{self, Plan, Prepared, ReconcileError, Target};
-use crate::source::git::{CommitId, GitError, GitSource, SignaturePolicy};
+use crate::reconcile::{self, Plan, Prepared, ReconcileError};
+use crate::source::git::{CommitId, GitSource, SignaturePolicy};
 use crate::source::scenarios::SourceCache;
 use crate::state::LockedStore;
-
-/// Why a destructive change waits.
-const WINDOW: &str = "maintenance window";
-/// Why report-only drift waits.
-const REPORT_ONLY: &str = "report-only drift: an operator decides";
-
-/// Why a change to the daemon's own host waits.
-const OWN_HOST: &str = "the daemon's own host: apply it with `apimon bootstrap` from a workstation (docs/operations.md, \"Changing the bastion\")";
 
 /// Write-only or unread values vouched for by fingerprints (InfluxDB
 /// passwords, Grafana dashboards) a drift pass checks anyway, per
@@ -61,14 +53,18 @@ pub(super) struct Worker {
     rejected_scenarios: Option<CommitId>,
     /// Whether the last full reconcile of the commit in force succeeded.
     converged: bool,
-    /// Destructive changes of the commit in force that wait for a
-    /// maintenance window: never mistaken for drift, applied once it opens.
-    window_held: BTreeSet<ResourceId>,
+    /// Changes the commit in force asks for that are not applied yet:
+    /// never mistaken for drift (`hold::Policy`).
+    merged: BTreeSet<ResourceId>,
+    /// Whether a change waits for a maintenance window to open.
+    waiting_for_window: bool,
     /// Drift passes so far: which slice of passwords the next one checks.
     drift_passes: u64,
     /// Pending changes operators approved (`POST /approve`).
     pub(super) approvals: Arc<std::sync::Mutex<super::approvals::Approvals>>,
 }
+
+mod intake;
 
 impl Worker {
     pub(super) fn new(
@@ -92,7 +88,8 @@ impl Worker {
             rejected: None,
             rejected_scenarios: None,
             converged: false,
-            window_held: BTreeSet::new(),
+            merged: BTreeSet::new(),
+            waiting_for_window: false,
             drift_passes: 0,
             approvals: Arc::default(),
         }
@@ -112,52 +109,6 @@ impl Worker {
         self.in_force.as_ref().map(|f| &f.commit)
     }
 
-    /// Asks the remote and fetches if it moved; the remote's commit. A
-    /// commit whose fetch is stopped at a bound is rejected (and not
-    /// fetched again): the commit in force stays. Nothing is exported
-    /// here: a commit is written to disk only once it is verified.
-    async fn sync(&mut self) -> Result<CommitId, DaemonError> {
-        let source = Arc::clone(&self.source);
-        let rejected = self.rejected.clone();
-        let fetched = blocking(move || {
-            let source =
-                source.lock().map_err(|_| DaemonError::Task("git source lock poisoned".into()))?;
-            let remote = source.remote_head()?;
-            if source.cached_head().as_ref() == Some(&remote) || Some(&remote) == rejected.as_ref()
-            {
-                return Ok(Ok(remote));
-            }
-            match source.fetch() {
-                Ok(commit) => Ok(Ok(commit)),
-                Err(error @ GitError::FetchLimit { .. }) => Ok(Err((remote, error))),
-                Err(error) => Err(error.into()),
-            }
-        })
-        .await?;
-        match fetched {
-            Ok(commit) => Ok(commit),
-            Err((commit, error)) => {
-                self.reject(&commit, None, vec![crate::error::chain(&error)], "fetch");
-                Ok(commit)
-            }
-        }
-    }
-
-    async fn verify(&self, commit: &CommitId) -> Result<(), DaemonError> {
-        if !self.signatures.required() {
-            return Ok(());
-        }
-        let source = Arc::clone(&self.source);
-        let policy = self.signatures.clone();
-        let commit = commit.clone();
-        blocking(move || {
-            let source =
-                source.lock().map_err(|_| DaemonError::Task("git source lock poisoned".into()))?;
-            source.verify(&commit, &policy).map_err(DaemonError::from)
-        })
-        .await
-    }
-
     /// The secrets, read again every run: a rotated secret takes effect
     /// without a restart.
     fn secrets(&self) -> Result<SecretStore, DaemonError> {
@@ -171,156 +122,6 @@ impl Worker {
             known_hosts: self.config.raw.ssh_known_hosts.clone().unwrap_or(defaults.known_hosts),
             executor_binary: defaults.executor_binary,
             clouds_file: self.config.raw.clouds_file.clone().or(defaults.clouds_file),
-        }
-    }
-
-    /// Exports `commit` afresh (an export left on disk is never trusted:
-    /// it may have been changed since) and prepares it, away from the
-    /// async threads (a large repository takes a while to validate); a
-    /// shutdown does not wait for it. The caller has verified `commit`.
-    async fn prepare(
-        &self,
-        commit: &CommitId,
-        secrets: SecretStore,
-    ) -> Result<Prepared, DaemonError> {
-        let dir = self.commit_dir(commit);
-        let names = self.config.raw.environments.clone();
-        let machine = self.machine();
-        let sources = self.scenario_sources.clone();
-        let source = Arc::clone(&self.source);
-        let commit = commit.clone();
-        let work = blocking(move || {
-            source
-                .lock()
-                .map_err(|_| DaemonError::Task("git source lock poisoned".into()))?
-                .export(&commit, &dir)?;
-            let secrets = Secrets::Resolved(secrets);
-            reconcile::prepare(&dir, &names, &secrets, Target::Live(&machine), &sources)
-                .map_err(DaemonError::from)
-        });
-        tokio::select! {
-            result = work => result,
-            () = self.stop.cancelled() => Err(DaemonError::Stopped),
-        }
-    }
-
-    /// Removes the exports of commits other than `keep` (left by an earlier
-    /// run, or refused).
-    fn prune_commits(&self, keep: &CommitId) {
-        let base = self.config.raw.state_dir.join("commits");
-        let Ok(entries) = std::fs::read_dir(&base) else { return };
-        for entry in entries.filter_map(Result::ok) {
-            let name = entry.file_name();
-            if name.to_str() != Some(keep.0.as_str()) && !name.to_string_lossy().starts_with('.') {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    }
-
-    fn reject(
-        &mut self,
-        commit: &CommitId,
-        scenario_commit: Option<CommitId>,
-        errors: Vec<String>,
-        stage: &str,
-    ) {
-        tracing::error!(%commit, scenario_commit = ?scenario_commit.as_ref().map(|c| &c.0), errors = %errors.join("; "), "Commit refused; the last good commit stays in force.");
-        self.metrics.failure(stage);
-        if scenario_commit.is_some() {
-            // The commit in force stays, with the scenario commit it had.
-            self.rejected_scenarios.clone_from(&scenario_commit);
-        } else {
-            self.rejected = Some(commit.clone());
-            let _ = std::fs::remove_dir_all(self.commit_dir(commit));
-        }
-        self.update_status(|s| {
-            s.rejected =
-                Some(Rejection { commit: commit.clone(), scenario_commit, at: Utc::now(), errors })
-        });
-    }
-
-    /// The new commit of the followed scenario branch, when it moved since
-    /// the commit in force was prepared (and was not refused already). An
-    /// unreachable remote is logged: the commit in force carries on.
-    async fn scenario_branch_moved(&self) -> Option<CommitId> {
-        let repository = self.in_force.as_ref()?.prepared.state.scenario_repository.as_ref()?;
-        let branch = repository.branch.clone()?;
-        let (url, current) = (repository.url.clone(), repository.commit.clone());
-        let sources = self.scenario_sources.clone();
-        let shown = crate::url::redact_url(&url);
-        let head = blocking(move || {
-            sources
-                .remote_head(&url, &branch)
-                .map_err(|e| DaemonError::Task(crate::error::chain(&e)))
-        })
-        .await;
-        match head {
-            Ok(head) if head.0 != current && Some(&head) != self.rejected_scenarios.as_ref() => {
-                tracing::info!(repository = %shown, commit = %head, "The scenario repository's branch moved.");
-                Some(head)
-            }
-            Ok(_) => None,
-            Err(error) => {
-                tracing::warn!(repository = %shown, error = %crate::error::chain(&error), "Cannot ask the scenario repository for its branch; the commit in force carries on.");
-                None
-            }
-        }
-    }
-
-    /// Takes a new commit in, or rejects it; `scenario_head` when it is
-    /// the commit in force again, for its scenario branch's new commit.
-    async fn take_in(
-        &mut self,
-        commit: &CommitId,
-        scenario_head: Option<CommitId>,
-    ) -> Result<(), DaemonError> {
-        tracing::info!(%commit, "New commit.");
-        if let Err(error) = self.verify(commit).await {
-            self.reject(commit, None, vec![error.to_string()], "signature");
-            return Ok(());
-        }
-        // Validate and render before anything else: a bad commit never applies.
-        let secrets = self.secrets()?;
-        let fingerprint = secrets.fingerprint();
-        match self.prepare(commit, secrets).await {
-            Ok(prepared) => {
-                let scenario_commit =
-                    prepared.state.scenario_repository.as_ref().map(|r| CommitId(r.commit.clone()));
-                self.in_force = Some(InForce {
-                    commit: commit.clone(),
-                    secrets: fingerprint,
-                    prepared: Arc::new(prepared),
-                });
-                self.prune_commits(commit);
-                self.rejected = None;
-                self.rejected_scenarios = None;
-                self.converged = false;
-                self.window_held.clear();
-                self.update_status(|s| {
-                    s.last_good_commit = Some(commit.clone());
-                    s.scenario_repository_commit = scenario_commit;
-                    s.rejected = None;
-                });
-                Ok(())
-            }
-            Err(DaemonError::Reconcile(ReconcileError::Invalid(diagnostics))) => {
-                self.reject(
-                    commit,
-                    scenario_head,
-                    diagnostics.0.iter().map(ToString::to_string).collect(),
-                    "validate",
-                );
-                Ok(())
-            }
-            Err(DaemonError::Reconcile(error @ ReconcileError::Render(_))) => {
-                self.reject(commit, scenario_head, vec![error.to_string()], "validate");
-                Ok(())
-            }
-            Err(DaemonError::Git(error @ GitError::Refused { .. })) => {
-                self.reject(commit, None, vec![crate::error::chain(&error)], "export");
-                Ok(())
-            }
-            Err(error) => Err(error),
         }
     }
 
@@ -462,19 +263,21 @@ impl Worker {
         }
     }
 
-    /// Holds back destructive changes outside a maintenance window, and
-    /// report-only drift.
+    /// Holds back what may not run now (`hold::Policy`) and what depends
+    /// on it; remembers which changes the commit in force asks for.
     fn hold(
         &mut self,
         prepared: &Prepared,
         plan: Plan,
-        is_drift_check: bool,
+        drift_check: bool,
         approved: &super::approvals::Approvals,
     ) -> (Plan, Vec<Held>) {
-        let drift_modes: BTreeMap<&str, DriftMode> =
-            prepared.policies.iter().map(|(env, p)| (env.as_str(), p.drift)).collect();
-        let in_window = self.config.in_maintenance_window(Utc::now());
-        let waiting = &self.window_held;
+        let report_only: BTreeSet<String> = prepared
+            .policies
+            .iter()
+            .filter(|(_, p)| p.drift == DriftMode::Report)
+            .map(|(env, _)| env.clone())
+            .collect();
         let own = self.own_host(prepared);
         // daemon.yaml itself goes: every file the daemon reads is held with it.
         let leaving = own.is_some_and(|(env, host)| {
@@ -483,33 +286,28 @@ impl Worker {
                     && crate::providers::host::is_daemon_config(&env.name, &host.name, &c.id)
             })
         });
-        let (plan, pending) = hold_back(plan, |change| {
-            // Never approvable here: the daemon would cut the branch it sits on.
-            if let Some((env, host)) = &own {
-                if change.op.is_destructive()
-                    && (crate::providers::openstack::cuts_access_to(env, host, &change.id)
-                        || crate::providers::host::runs_the_daemon(
-                            &env.name, &host.name, &change.id, leaving,
-                        ))
-                {
-                    return Some(OWN_HOST.to_owned());
-                }
-            }
-            if approved.approves(&change.id) {
-                return None;
-            }
-            // A change of the commit that waits for its window is not drift.
-            let drift = is_drift_check && !waiting.contains(&change.id);
-            if drift && drift_modes.get(&*change.id.env) == Some(&DriftMode::Report) {
-                Some(REPORT_ONLY.to_owned())
-            } else if change.op.is_destructive() && !in_window {
-                Some(WINDOW.to_owned())
-            } else {
-                None
-            }
-        });
-        self.window_held =
-            pending.iter().filter(|p| p.waiting_for == WINDOW).map(|p| p.id.clone()).collect();
+        let endangers = |id: &ResourceId| {
+            own.is_some_and(|(env, host)| {
+                crate::providers::openstack::cuts_access_to(env, host, id)
+                    || crate::providers::host::runs_the_daemon(&env.name, &host.name, id, leaving)
+            })
+        };
+        let approves = |id: &ResourceId| approved.approves(id);
+        let merged =
+            super::hold::merged_after(&self.merged, plan.actions().map(|c| &c.id), drift_check);
+        let policy = super::hold::Policy {
+            drift_check,
+            in_window: self.config.in_maintenance_window(Utc::now()),
+            report_only: &report_only,
+            merged: &self.merged,
+            approved: &approves,
+            endangers_own_host: &endangers,
+        };
+        let (plan, pending) =
+            hold_back(plan, |change| policy.wait(change).map(|w| w.reason().to_owned()));
+        let window = super::hold::Wait::Window.reason();
+        self.waiting_for_window = pending.iter().any(|p| p.waiting_for.starts_with(window));
+        self.merged = merged;
         (plan, pending)
     }
 
@@ -546,7 +344,7 @@ impl Worker {
 
     /// When the daemon should look again for changes waiting for a window.
     pub(super) fn next_window(&self) -> Option<chrono::DateTime<Utc>> {
-        if self.window_held.is_empty() {
+        if !self.waiting_for_window {
             return None;
         }
         self.config.next_window_opening(Utc::now())

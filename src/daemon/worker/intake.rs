@@ -1,0 +1,214 @@
+//! Taking a commit in: ask the remote, fetch (bounded), verify the
+//! signature, and only then export and prepare it (validate, render); a
+//! commit that fails any step is rejected and the last good one stays in
+//! force. The followed scenario branch is taken in the same way.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::super::status::Rejection;
+use super::super::DaemonError;
+use super::{blocking, InForce, Worker};
+use crate::model::secret::SecretStore;
+use crate::model::Secrets;
+use crate::reconcile::{self, Prepared, ReconcileError, Target};
+use crate::source::git::{CommitId, GitError};
+
+impl Worker {
+    /// Asks the remote and fetches if it moved; the remote's commit. A
+    /// commit whose fetch is stopped at a bound is rejected (and not
+    /// fetched again): the commit in force stays. Nothing is exported
+    /// here: a commit is written to disk only once it is verified.
+    pub(super) async fn sync(&mut self) -> Result<CommitId, DaemonError> {
+        let source = Arc::clone(&self.source);
+        let rejected = self.rejected.clone();
+        let fetched = blocking(move || {
+            let source =
+                source.lock().map_err(|_| DaemonError::Task("git source lock poisoned".into()))?;
+            let remote = source.remote_head()?;
+            if source.cached_head().as_ref() == Some(&remote) || Some(&remote) == rejected.as_ref()
+            {
+                return Ok(Ok(remote));
+            }
+            match source.fetch() {
+                Ok(commit) => Ok(Ok(commit)),
+                Err(error @ GitError::FetchLimit { .. }) => Ok(Err((remote, error))),
+                Err(error) => Err(error.into()),
+            }
+        })
+        .await?;
+        match fetched {
+            Ok(commit) => Ok(commit),
+            Err((commit, error)) => {
+                self.reject(&commit, None, vec![crate::error::chain(&error)], "fetch");
+                Ok(commit)
+            }
+        }
+    }
+
+    async fn verify(&self, commit: &CommitId) -> Result<(), DaemonError> {
+        if !self.signatures.required() {
+            return Ok(());
+        }
+        let source = Arc::clone(&self.source);
+        let policy = self.signatures.clone();
+        let commit = commit.clone();
+        blocking(move || {
+            let source =
+                source.lock().map_err(|_| DaemonError::Task("git source lock poisoned".into()))?;
+            source.verify(&commit, &policy).map_err(DaemonError::from)
+        })
+        .await
+    }
+
+    /// Exports `commit` afresh (an export left on disk is never trusted:
+    /// it may have been changed since) and prepares it, away from the
+    /// async threads (a large repository takes a while to validate); a
+    /// shutdown does not wait for it. The caller has verified `commit`.
+    pub(super) async fn prepare(
+        &self,
+        commit: &CommitId,
+        secrets: SecretStore,
+    ) -> Result<Prepared, DaemonError> {
+        let dir = self.commit_dir(commit);
+        let names = self.config.raw.environments.clone();
+        let machine = self.machine();
+        let sources = self.scenario_sources.clone();
+        let source = Arc::clone(&self.source);
+        let commit = commit.clone();
+        let work = blocking(move || {
+            source
+                .lock()
+                .map_err(|_| DaemonError::Task("git source lock poisoned".into()))?
+                .export(&commit, &dir)?;
+            let secrets = Secrets::Resolved(secrets);
+            reconcile::prepare(&dir, &names, &secrets, Target::Live(&machine), &sources)
+                .map_err(DaemonError::from)
+        });
+        tokio::select! {
+            result = work => result,
+            () = self.stop.cancelled() => Err(DaemonError::Stopped),
+        }
+    }
+
+    /// Removes the exports of commits other than `keep` (left by an earlier
+    /// run, or refused).
+    fn prune_commits(&self, keep: &CommitId) {
+        let base = self.config.raw.state_dir.join("commits");
+        let Ok(entries) = std::fs::read_dir(&base) else { return };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            if name.to_str() != Some(keep.0.as_str()) && !name.to_string_lossy().starts_with('.') {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
+    fn reject(
+        &mut self,
+        commit: &CommitId,
+        scenario_commit: Option<CommitId>,
+        errors: Vec<String>,
+        stage: &str,
+    ) {
+        tracing::error!(%commit, scenario_commit = ?scenario_commit.as_ref().map(|c| &c.0), errors = %errors.join("; "), "Commit refused; the last good commit stays in force.");
+        self.metrics.failure(stage);
+        if scenario_commit.is_some() {
+            // The commit in force stays, with the scenario commit it had.
+            self.rejected_scenarios.clone_from(&scenario_commit);
+        } else {
+            self.rejected = Some(commit.clone());
+            let _ = std::fs::remove_dir_all(self.commit_dir(commit));
+        }
+        self.update_status(|s| {
+            s.rejected =
+                Some(Rejection { commit: commit.clone(), scenario_commit, at: Utc::now(), errors })
+        });
+    }
+
+    /// The new commit of the followed scenario branch, when it moved since
+    /// the commit in force was prepared (and was not refused already). An
+    /// unreachable remote is logged: the commit in force carries on.
+    pub(super) async fn scenario_branch_moved(&self) -> Option<CommitId> {
+        let repository = self.in_force.as_ref()?.prepared.state.scenario_repository.as_ref()?;
+        let branch = repository.branch.clone()?;
+        let (url, current) = (repository.url.clone(), repository.commit.clone());
+        let sources = self.scenario_sources.clone();
+        let shown = crate::url::redact_url(&url);
+        let head = blocking(move || {
+            sources
+                .remote_head(&url, &branch)
+                .map_err(|e| DaemonError::Task(crate::error::chain(&e)))
+        })
+        .await;
+        match head {
+            Ok(head) if head.0 != current && Some(&head) != self.rejected_scenarios.as_ref() => {
+                tracing::info!(repository = %shown, commit = %head, "The scenario repository's branch moved.");
+                Some(head)
+            }
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(repository = %shown, error = %crate::error::chain(&error), "Cannot ask the scenario repository for its branch; the commit in force carries on.");
+                None
+            }
+        }
+    }
+
+    /// Takes a new commit in, or rejects it; `scenario_head` when it is
+    /// the commit in force again, for its scenario branch's new commit.
+    pub(super) async fn take_in(
+        &mut self,
+        commit: &CommitId,
+        scenario_head: Option<CommitId>,
+    ) -> Result<(), DaemonError> {
+        tracing::info!(%commit, "New commit.");
+        if let Err(error) = self.verify(commit).await {
+            self.reject(commit, None, vec![error.to_string()], "signature");
+            return Ok(());
+        }
+        // Validate and render before anything else: a bad commit never applies.
+        let secrets = self.secrets()?;
+        let fingerprint = secrets.fingerprint();
+        match self.prepare(commit, secrets).await {
+            Ok(prepared) => {
+                let scenario_commit =
+                    prepared.state.scenario_repository.as_ref().map(|r| CommitId(r.commit.clone()));
+                self.in_force = Some(InForce {
+                    commit: commit.clone(),
+                    secrets: fingerprint,
+                    prepared: Arc::new(prepared),
+                });
+                self.prune_commits(commit);
+                self.rejected = None;
+                self.rejected_scenarios = None;
+                self.converged = false;
+                self.merged.clear();
+                self.update_status(|s| {
+                    s.last_good_commit = Some(commit.clone());
+                    s.scenario_repository_commit = scenario_commit;
+                    s.rejected = None;
+                });
+                Ok(())
+            }
+            Err(DaemonError::Reconcile(ReconcileError::Invalid(diagnostics))) => {
+                self.reject(
+                    commit,
+                    scenario_head,
+                    diagnostics.0.iter().map(ToString::to_string).collect(),
+                    "validate",
+                );
+                Ok(())
+            }
+            Err(DaemonError::Reconcile(error @ ReconcileError::Render(_))) => {
+                self.reject(commit, scenario_head, vec![error.to_string()], "validate");
+                Ok(())
+            }
+            Err(DaemonError::Git(error @ GitError::Refused { .. })) => {
+                self.reject(commit, None, vec![crate::error::chain(&error)], "export");
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
