@@ -86,12 +86,22 @@ cargo clippy --all-targets --quiet -- -D warnings
 log "cargo test"
 # No doc tests exist; leaving them out keeps the last result line a real one.
 log_file="$(mktemp)"
-trap 'rm -f "$log_file"; cleanup_openstack' EXIT
+# A test that skips (a service missing outside CI) writes a line here;
+# libtest would count it as passed.
+APIMON_SKIP_LOG="$(mktemp)"
+export APIMON_SKIP_LOG
+trap 'rm -f "$log_file" "$APIMON_SKIP_LOG"; cleanup_openstack' EXIT
 set +e
 cargo test --lib --bins --tests 2>&1 | tee "$log_file"
 status=${PIPESTATUS[0]}
 set -e
-# One closing line for the whole suite.
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1); if ($i ~ /^ignored;?$/) g += $(i-1) } }
-     END { printf "%d passed, %d failed, %d skipped\n", p, f, g }' "$log_file"
+skipped_tests="$(sed 's/: .*//' "$APIMON_SKIP_LOG" | sort -u | grep -c . || true)"
+if [ "$skipped_tests" -gt 0 ]; then
+  log "skipped (a service is missing; CI=true fails them instead):"
+  sort -u "$APIMON_SKIP_LOG" >&2
+fi
+# One closing line for the whole suite: ignored tests (real_grafana) and
+# skipped ones are skipped, not passed.
+awk -v skipped="$skipped_tests" '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1); if ($i ~ /^ignored;?$/) g += $(i-1) } }
+     END { printf "%d passed, %d failed, %d skipped\n", p - skipped, f, g + skipped }' "$log_file"
 exit "$status"

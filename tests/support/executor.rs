@@ -273,8 +273,7 @@ pub fn cloud_ansible() -> Option<(PathBuf, PathBuf)> {
             ansible.display(),
             collections.display()
         );
-        assert!(!super::in_ci(), "{message}: in CI a missing dependency is a failure");
-        eprintln!("SKIPPED: {message}");
+        super::skip(&message);
         return None;
     }
     Some((ansible, collections))

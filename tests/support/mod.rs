@@ -35,6 +35,27 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// Records that the running test skips for `reason`: a failure in CI
+/// (`CI=true`), else a `SKIPPED:` line and a line in `$APIMON_SKIP_LOG`,
+/// which `scripts/test.sh` counts (libtest shows a skipped test as passed
+/// and hides its output).
+pub fn skip(reason: &str) {
+    assert!(!in_ci(), "{reason}: in CI a missing service is a failure");
+    eprintln!("SKIPPED: {reason}");
+    if let Some(log) = std::env::var_os("APIMON_SKIP_LOG") {
+        let test = std::thread::current().name().unwrap_or("unnamed test").to_owned();
+        let line = format!("{test}: {}\n", reason.replace('\n', " "));
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, line.as_bytes()));
+        if let Err(error) = appended {
+            eprintln!("cannot record the skip in APIMON_SKIP_LOG: {error}");
+        }
+    }
+}
+
 /// The path of `binary` on PATH (or /usr/sbin, /usr/bin). In CI a missing
 /// binary panics; elsewhere the test is skipped with a loud message.
 pub fn require_binary(binary: &str, debian_package: &str) -> Option<PathBuf> {
@@ -44,9 +65,7 @@ pub fn require_binary(binary: &str, debian_package: &str) -> Option<PathBuf> {
         .map(|dir| dir.join(binary))
         .find(|candidate| candidate.is_file());
     if found.is_none() {
-        let message = format!("{binary} is not installed (Debian package {debian_package}; scripts/test.sh installs it)");
-        assert!(!in_ci(), "{message}: in CI a missing service is a failure");
-        eprintln!("SKIPPED: {message}");
+        skip(&format!("{binary} is not installed (Debian package {debian_package}; scripts/test.sh installs it)"));
     }
     found
 }

@@ -33,8 +33,7 @@ impl TestCloud {
     pub fn get() -> Option<Self> {
         let Some(dir) = std::env::var_os("APIMON_TEST_OPENSTACK") else {
             let message = "no OpenStack control plane: run the suite with scripts/test.sh, or start tests/openstack/up.sh DIR and set APIMON_TEST_OPENSTACK=DIR";
-            assert!(!in_ci(), "{message}: in CI a missing service is a failure");
-            eprintln!("SKIPPED: {message}");
+            super::skip(message);
             return None;
         };
         let clouds_file = PathBuf::from(dir).join("clouds.yaml");
