@@ -16,8 +16,6 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use super::in_ci;
-
 const KEYSTONE: &str = "http://127.0.0.1:5000/v3";
 const NOVA: &str = "http://127.0.0.1:8774/v2.1";
 const NEUTRON: &str = "http://127.0.0.1:9696/v2.0";
