@@ -401,17 +401,19 @@ async fn an_ssh_remote_is_followed_and_an_unknown_host_key_is_refused() {
         &format!("  branch: main\n  ssh_key: {}\n", ssh.client_key().display()),
     );
     std::fs::write(&config, text).expect("config");
-    {
-        let daemon = Daemon::start(&config, port, world.dir.path().join("refused.log")).await;
-        let status = daemon
-            .wait_status("the unknown host key refused", Duration::from_secs(30), |s| {
-                s["last_error"].as_str().is_some_and(|e| e.contains("refusing SSH host key"))
-            })
-            .await;
-        assert!(status["last_good_commit"].is_null(), "{status:#}");
-    }
-    ssh.known_hosts(&[(format!("[127.0.0.1]:{}", server.port), &server)]);
     let daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
+    let status = daemon
+        .wait_status("the unknown host key refused", Duration::from_secs(30), |s| {
+            s["last_error"].as_str().is_some_and(|e| e.contains("refusing SSH host key"))
+        })
+        .await;
+    assert!(status["last_good_commit"].is_null(), "{status:#}");
+    // A refused host key is permanent: no retry storm, the daemon waits for
+    // something to change and looks again at its next poll.
+    assert_eq!(status["waiting_for_change"], true, "{status:#}");
+    assert!(!daemon.log_text().contains("retrying"), "{}", daemon.log_text());
+    // The operator adds the key: the same daemon goes on, no restart.
+    ssh.known_hosts(&[(format!("[127.0.0.1]:{}", server.port), &server)]);
     daemon.wait_converged(&head(&world)).await;
     world.add_user("over_ssh");
     let commit = world.git.commit("add user over_ssh");

@@ -114,10 +114,9 @@ impl DaemonError {
     /// Whether retrying the same commit may help.
     pub fn kind(&self) -> FailureKind {
         match self {
-            // The same tree or pack is refused every time: wait for a new commit.
-            Self::Git(GitError::Refused { .. } | GitError::FetchLimit { .. }) => {
-                FailureKind::Permanent
-            }
+            // Refused credentials, host keys, trees; a repository that is
+            // not there: the same every time until something changes.
+            Self::Git(error) if error.failure().is_permanent() => FailureKind::Permanent,
             Self::Git(_) | Self::Task(_) | Self::Stopped => FailureKind::Transient,
             Self::Reconcile(ReconcileError::Observe(error)) => error.kind,
             Self::Reconcile(ReconcileError::State(_)) => FailureKind::Transient,
