@@ -212,3 +212,48 @@ impl<'a> Bastion<'a> {
         serde_json::from_slice(&body).map_err(|e| format!("/status is not JSON: {e}"))
     }
 }
+
+/// The daemon's bastion with the credentials bootstrap installs: what the
+/// hand-over uses ([`super::handover::DaemonHost`]).
+pub struct DaemonBastion<'a> {
+    /// The bastion.
+    pub bastion: &'a Bastion<'a>,
+    /// The daemon's credentials.
+    pub credentials: &'a [Credential],
+}
+
+#[async_trait::async_trait]
+impl super::handover::DaemonHost for DaemonBastion<'_> {
+    async fn installed(&self) -> Result<Installed, HostError> {
+        self.bastion.installed(self.credentials).await
+    }
+
+    async fn take(&self, mark: &str) -> Result<(), HostError> {
+        self.bastion.take(mark).await
+    }
+
+    async fn unmark(&self, mark: &str) -> Result<(), HostError> {
+        self.bastion.unmark(mark).await
+    }
+
+    async fn hand_over(&self, store: &[u8], mark: &str) -> Result<(), HostError> {
+        self.bastion.hand_over_state(store, mark).await
+    }
+
+    async fn unit(&self, start: bool) -> Result<(), HostError> {
+        self.bastion.unit(if start { "start" } else { "stop" }).await
+    }
+
+    async fn install_credentials(&self) -> Result<Vec<String>, HostError> {
+        let now = self.bastion.installed(self.credentials).await?;
+        self.bastion.prepare_directories().await?;
+        let mut written = Vec::new();
+        for credential in self.credentials {
+            if let Some(bytes) = now.update(credential) {
+                self.bastion.write(credential, &bytes).await?;
+                written.push(credential.path.to_owned());
+            }
+        }
+        Ok(written)
+    }
+}

@@ -7,6 +7,7 @@
 //! and the state store, handed over. [`bastion`] does it over SSH.
 
 pub mod bastion;
+pub mod handover;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -16,56 +17,7 @@ use crate::model::{DesiredState, Environment, Secrets, Sensitive};
 
 pub use crate::layout::{CLOUDS_PATH, KNOWN_HOSTS_PATH, SECRETS_PATH, SSH_KEY_PATH, STATE_DIR};
 
-/// Where a state directory records that this machine holds the store it
-/// took from a daemon (the mark it left on the bastion).
-const HOLDING_FILE: &str = "bootstrap.holding";
-
-/// A new mark for a store this bootstrap takes: a random token, who and when.
-pub fn mark() -> String {
-    let token = hex::encode(rand::random::<[u8; 16]>());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned());
-    format!("token={token}\nby={host}\nat={}\n", chrono::Utc::now().to_rfc3339())
-}
-
-/// What a state directory records of a store it took.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holding {
-    /// The mark left on the bastion.
-    pub mark: String,
-    /// Whether the bastion's store was read after the mark was left (until
-    /// then, the bastion's copy is the newest).
-    pub saved: bool,
-}
-
-/// The store `state_dir` holds, if it holds one.
-pub fn holding(state_dir: &Path) -> Option<Holding> {
-    let text = crate::fsutil::read_text_limited(&state_dir.join(HOLDING_FILE), 4096).ok()?;
-    let (phase, mark) = text.split_once('\n')?;
-    Some(Holding { mark: mark.to_owned(), saved: phase == "saved" })
-}
-
-/// Records that `state_dir` holds the store marked `mark`, `saved` here or not yet.
-///
-/// # Errors
-/// The record cannot be written.
-pub fn hold(state_dir: &Path, mark: &str, saved: bool) -> std::io::Result<()> {
-    let phase = if saved { "saved" } else { "marked" };
-    let text = format!("{phase}\n{mark}");
-    crate::fsutil::write_private(&state_dir.join(HOLDING_FILE), text.as_bytes(), 0o600)
-}
-
-/// Forgets the record: the store was handed back.
-///
-/// # Errors
-/// The record exists and cannot be removed.
-pub fn release(state_dir: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(state_dir.join(HOLDING_FILE)) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
-        _ => Ok(()),
-    }
-}
+pub use handover::{hold, holding, mark, release, Held, Holding};
 
 /// How one credential is compared with what the bastion has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,20 +256,6 @@ mod tests {
             owner: "root",
             merge: Merge::Lines,
         }
-    }
-
-    #[test]
-    fn a_holding_record_round_trips_with_its_phase() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        assert_eq!(holding(dir.path()), None);
-        let mark = mark();
-        hold(dir.path(), &mark, false).expect("hold");
-        assert_eq!(holding(dir.path()), Some(Holding { mark: mark.clone(), saved: false }));
-        hold(dir.path(), &mark, true).expect("hold");
-        assert_eq!(holding(dir.path()).map(|h| h.saved), Some(true));
-        release(dir.path()).expect("release");
-        release(dir.path()).expect("released twice");
-        assert_eq!(holding(dir.path()), None);
     }
 
     #[test]

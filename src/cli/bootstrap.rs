@@ -20,8 +20,10 @@ use anyhow::{bail, Context};
 
 use super::{apply_plan, confirm, prepare_live, print_plan, resolved_secrets, LiveArgs, Outcome};
 use crate::apply::ApplyOptions;
-use crate::bootstrap::bastion::{Bastion, Installed};
-use crate::bootstrap::{self, Credential, Sources, STATE_DIR};
+use crate::bootstrap::bastion::{Bastion, DaemonBastion, Installed};
+use crate::bootstrap::handover::{Failure, Handover, HandoverError, Note, Operator, Restored};
+use crate::bootstrap::{self, Credential, Sources};
+use crate::layout::STATE_DIR;
 use crate::model::Role;
 use crate::plan::{DesiredSet, Op};
 use crate::providers::host::HostProvider;
@@ -92,45 +94,35 @@ pub(super) async fn bootstrap(
         Availability::Available(provider) => provider,
         Availability::Unavailable(why) => bail!("cannot reach the hosts of {}: {why}", args.env),
     };
+    let bastion = Bastion::new(&provider, &host.name);
     let run = Run {
         args,
         live,
         repo,
         prepared: &prepared,
-        bastion: Bastion::new(&provider, &host.name),
+        bastion: &bastion,
         host: &host.name,
         listen,
-        credentials: &credentials,
         store: LockedStore::open(&live.state_dir)?,
         started: chrono::Utc::now(),
-        mark: std::cell::RefCell::new(None),
-        held: std::cell::Cell::new(false),
-        handed_over: std::cell::Cell::new(false),
     };
     let plan = run.plan().await?;
     check_other_bastions(&provider, env, &host.name, &plan).await?;
-    run.go(plan).await
+    run.go(plan, &credentials).await
 }
 
-/// One bootstrap.
+/// One bootstrap: the command line's part of it (the hand-over's protocol
+/// is `bootstrap::handover`).
 struct Run<'a> {
     args: &'a BootstrapArgs,
     live: &'a LiveArgs,
     repo: &'a Path,
     prepared: &'a Prepared,
-    bastion: Bastion<'a>,
+    bastion: &'a Bastion<'a>,
     host: &'a str,
     listen: (&'a str, u16),
-    credentials: &'a [Credential],
     store: LockedStore,
     started: chrono::DateTime<chrono::Utc>,
-    /// The mark this bootstrap left on the bastion (or resumed with).
-    mark: std::cell::RefCell<Option<String>>,
-    /// Whether this machine holds the newest store (taken and read, or resumed).
-    held: std::cell::Cell<bool>,
-    /// Whether the store went back to the bastion: from then on the
-    /// daemon's copy is the newest, never to be overwritten from here.
-    handed_over: std::cell::Cell<bool>,
 }
 
 impl Run<'_> {
@@ -145,41 +137,32 @@ impl Run<'_> {
         .await?)
     }
 
-    /// Whether `plan` creates or replaces the daemon's server (it then comes
-    /// up empty: no daemon to start again, credentials to write anew).
-    fn rebuilds_bastion(&self, plan: &Plan) -> bool {
-        let server = openstack::server_id(&self.args.env, self.host);
-        plan.actions().any(|c| c.id == server && matches!(c.op, Op::Create | Op::Replace { .. }))
-    }
-
     fn state_dir(&self) -> &Path {
         &self.live.state_dir
     }
 
-    async fn go(&self, mut plan: Plan) -> anyhow::Result<Outcome> {
+    async fn go(&self, mut plan: Plan, credentials: &[Credential]) -> anyhow::Result<Outcome> {
         let server = openstack::server_id(&self.args.env, self.host);
         let exists = !plan.changes.iter().any(|c| c.id == server && c.op == Op::Create);
+        let daemon_host = DaemonBastion { bastion: self.bastion, credentials };
+        let mut handover =
+            Handover::new(&daemon_host, self, &self.store, self.state_dir(), self.host);
         let mut installed = Installed::default();
         let mut resumed = false;
         if exists {
             installed = self
                 .bastion
-                .installed(self.credentials)
+                .installed(credentials)
                 .await
                 .with_context(|| format!("cannot read what the bastion {} has", self.host))?;
-            let changed = match self.resume(&installed).await? {
-                Some(changed) => {
-                    resumed = true;
-                    changed
-                }
-                None => self.take_over_state(&installed)?,
-            };
-            if changed {
+            let begun = handover.begin(&installed).await?;
+            resumed = begun.resumed;
+            if begun.changed {
                 plan = self.plan().await?;
             }
             self.check_checkout(installed.active).await?;
         }
-        let updates = credential_updates(self.credentials, &installed);
+        let updates = credential_updates(credentials, &installed);
         if !resumed && !plan.summary.has_changes() && updates.is_empty() && installed.active {
             println!(
                 "Nothing to do: the daemon on {} runs, and its files, its credentials and the platform are as the repository says.",
@@ -193,53 +176,19 @@ impl Run<'_> {
             eprintln!("Bootstrap cancelled; nothing was changed.");
             return Ok(Outcome::Invalid);
         }
-        // A daemon ran, or ran until an earlier bootstrap stopped it.
-        let restore = installed.active || resumed;
-        if installed.active {
-            // One applier at a time: the daemon finishes its change in progress.
-            self.bastion.unit("stop").await?;
-            println!("Stopped the daemon on {} (it finished its change in progress).", self.host);
-        }
-        match self.take_apply_install(plan, exists, resumed).await {
+        match handover.run(plan, exists, installed.active).await {
             Ok(()) => self.wait_converged(Some(self.started)).await,
-            Err(error) => {
-                if restore && !self.handed_over.get() {
-                    self.restore_after(&error).await;
+            Err(Failure { error, restored }) => {
+                let error = anyhow::Error::new(error);
+                let host = self.host;
+                match restored {
+                    Restored::NotNeeded => {}
+                    Restored::Running => eprintln!("error: {error:#}; the daemon on {host} runs again with the state store as it is now"),
+                    Restored::StaysStopped => eprintln!("error: {error:#}; the daemon on {host} stays stopped and this machine holds its state store ({}): fix what failed and run bootstrap again", self.state_dir().display()),
+                    Restored::Failed(again) => eprintln!("error: {error:#}; the daemon on {host} could not be started again ({again}): run bootstrap again"),
                 }
                 Err(error)
             }
-        }
-    }
-
-    /// A bootstrap that holds the daemon's store resumes with it; the mark
-    /// of another is refused. `Some(whether the store changed)` when
-    /// resuming.
-    async fn resume(&self, installed: &Installed) -> anyhow::Result<Option<bool>> {
-        let Some(mark) = &installed.taken else { return Ok(None) };
-        match bootstrap::holding(self.state_dir()) {
-            Some(held) if held.mark == *mark => {
-                let mut changed = false;
-                if !held.saved {
-                    // Marked before it was read: the bastion's copy is the newest.
-                    let now = self.bastion.installed(self.credentials).await?;
-                    changed = self.take_over_state(&now)?;
-                    bootstrap::hold(self.state_dir(), mark, true)?;
-                }
-                println!(
-                    "Resuming: this machine holds the state store an earlier bootstrap took from {}.",
-                    self.host
-                );
-                self.mark.replace(Some(mark.clone()));
-                self.held.set(true);
-                Ok(Some(changed))
-            }
-            _ => bail!(
-                "the state store of the daemon on {} was taken by another `apimon bootstrap` that did not hand it back ({}); run bootstrap again where that one ran (its state directory holds the newest state). If that machine is lost, copy the bastion's {STATE_DIR}/{} into --state-dir and remove {STATE_DIR}/{} there",
-                self.host,
-                mark.split_whitespace().collect::<Vec<_>>().join(" "),
-                state::STATE_FILE,
-                state::TAKEN_FILE,
-            ),
         }
     }
 
@@ -274,119 +223,69 @@ impl Run<'_> {
         }
     }
 
-    /// Takes the store (when the bastion's server exists), applies, writes
-    /// the credentials, hands the store back and starts the daemon.
-    async fn take_apply_install(
-        &self,
-        mut plan: Plan,
-        exists: bool,
-        resumed: bool,
-    ) -> anyhow::Result<()> {
-        if exists && !resumed {
-            // Marked first: from here no daemon uses the bastion's copy, so
-            // the copy read next is the newest, and a killed bootstrap
-            // resumes (`bootstrap.holding` says whether it was read).
-            let mark = bootstrap::mark();
-            bootstrap::hold(self.state_dir(), &mark, false)?;
-            self.bastion.take(&mark).await.context(
-                "cannot mark the daemon's state store as taken (has another bootstrap taken it meanwhile?)",
-            )?;
-            self.mark.replace(Some(mark.clone()));
-            let now = self.bastion.installed(self.credentials).await?;
-            if self.take_over_state(&now)? {
-                plan = self.plan().await?;
-                println!("\nThe daemon's state store changed meanwhile; the plan is now:\n");
-                print_plan(&mut std::io::stdout().lock(), &plan, "live")?;
-                let question = "Apply this plan instead?";
-                if plan.summary.has_changes()
-                    && !self.args.yes
-                    && !confirm("bootstrap", "the plan", "--yes", question)?
-                {
-                    bail!("bootstrap cancelled after the daemon stopped");
-                }
-            }
-            bootstrap::hold(self.state_dir(), &mark, true)?;
-            self.held.set(true);
-        }
-        let outcome =
-            apply_plan(&self.store, self.prepared, &plan, &ApplyOptions::default()).await?;
-        if !outcome.is_success() {
-            bail!("the apply did not complete");
-        }
-        // Read again: a new or replaced bastion has none of them.
-        let now = self.bastion.installed(self.credentials).await?;
-        self.bastion.prepare_directories().await?;
-        for (credential, bytes) in credential_updates(self.credentials, &now) {
-            self.bastion.write(credential, &bytes).await?;
-            println!("  wrote {}", credential.path);
-        }
-        self.hand_over_and_start().await?;
-        println!(
-            "Started the daemon on {}; its state store is in force from now on ({} keeps a copy: never apply with it while the daemon runs).",
-            self.host,
-            self.state_dir().display()
-        );
-        Ok(())
-    }
-
-    /// After a failure with the daemon stopped: hand the store back (when
-    /// this machine took it; else the bastion's is the newest) and start it
-    /// again, unless its server was rebuilt (nothing to start).
-    async fn restore_after(&self, error: &anyhow::Error) {
-        if !self.held.get() {
-            // Not read yet: the bastion's own store is the newest; unmark it.
-            let mark = self.mark.borrow().clone().unwrap_or_default();
-            let restart = async {
-                self.bastion.unmark(&mark).await?;
-                bootstrap::release(self.state_dir())?;
-                self.bastion.unit("start").await?;
-                anyhow::Ok(())
-            };
-            match restart.await {
-                Ok(()) => eprintln!("error: {error:#}; the daemon on {} runs again", self.host),
-                Err(again) => eprintln!(
-                    "error: {error:#}; the daemon on {} could not be started again ({again:#})",
-                    self.host
-                ),
-            }
-            return;
-        }
-        let rebuilt = match self.plan().await {
-            Ok(plan) => self.rebuilds_bastion(&plan),
-            Err(_) => true,
-        };
-        if rebuilt {
-            eprintln!("error: {error:#}; the daemon on {} stays stopped and this machine holds its state store ({}): fix what failed and run bootstrap again", self.host, self.state_dir().display());
-            return;
-        }
-        match self.hand_over_and_start().await {
-            Ok(()) => eprintln!("error: {error:#}; the daemon on {} runs again with the state store as it is now", self.host),
-            Err(again) => eprintln!("error: {error:#}; the daemon on {} could not be started again ({again:#}): run bootstrap again", self.host),
-        }
-    }
-
-    async fn hand_over_and_start(&self) -> anyhow::Result<()> {
-        let path = self.state_dir().join(state::STATE_FILE);
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let mark = self.mark.borrow().clone().unwrap_or_default();
-        self.bastion.hand_over_state(&bytes, &mark).await?;
-        self.handed_over.set(true);
-        bootstrap::release(self.state_dir())?;
-        self.bastion.unit("start").await?;
-        Ok(())
-    }
-
-    fn take_over_state(&self, installed: &Installed) -> anyhow::Result<bool> {
-        take_over_state(&self.store, installed, self.host, self.state_dir())
-    }
-
     async fn wait_converged(
         &self,
         since: Option<chrono::DateTime<chrono::Utc>>,
     ) -> anyhow::Result<Outcome> {
         let timeout = Duration::from_secs(self.args.wait_seconds);
-        wait_converged(&self.bastion, self.listen, &self.args.env, since, timeout).await
+        wait_converged(self.bastion, self.listen, &self.args.env, since, timeout).await
+    }
+}
+
+/// Planning, applying, asking and telling, for the hand-over.
+#[async_trait::async_trait]
+impl Operator for Run<'_> {
+    async fn plan(&self) -> Result<Plan, HandoverError> {
+        Run::plan(self).await.map_err(|e| HandoverError::Operator(format!("{e:#}")))
+    }
+
+    async fn apply(&self, plan: &Plan) -> Result<(), HandoverError> {
+        let outcome = apply_plan(&self.store, self.prepared, plan, &ApplyOptions::default())
+            .await
+            .map_err(|e| HandoverError::Operator(format!("{e:#}")))?;
+        if outcome.is_success() {
+            Ok(())
+        } else {
+            Err(HandoverError::Incomplete)
+        }
+    }
+
+    /// Whether `plan` creates or replaces the daemon's server (it then comes
+    /// up empty: no daemon to start again, credentials to write anew).
+    fn rebuilds_bastion(&self, plan: &Plan) -> bool {
+        let server = openstack::server_id(&self.args.env, self.host);
+        plan.actions().any(|c| c.id == server && matches!(c.op, Op::Create | Op::Replace { .. }))
+    }
+
+    fn confirm_changed(&self, plan: &Plan) -> Result<bool, HandoverError> {
+        let ask = || -> anyhow::Result<bool> {
+            println!("\nThe daemon's state store changed meanwhile; the plan is now:\n");
+            print_plan(&mut std::io::stdout().lock(), plan, "live")?;
+            Ok(self.args.yes
+                || confirm("bootstrap", "the plan", "--yes", "Apply this plan instead?")?)
+        };
+        ask().map_err(|e| HandoverError::Operator(format!("{e:#}")))
+    }
+
+    fn note(&self, what: Note<'_>) {
+        let host = self.host;
+        match what {
+            Note::UsingBastionStore => println!(
+                "Using the state store of the daemon on {host} (it is the one in force; copied to {}).",
+                self.state_dir().display()
+            ),
+            Note::Resuming => println!(
+                "Resuming: this machine holds the state store an earlier bootstrap took from {host}."
+            ),
+            Note::Stopped => {
+                println!("Stopped the daemon on {host} (it finished its change in progress).")
+            }
+            Note::Wrote(path) => println!("  wrote {path}"),
+            Note::Started => println!(
+                "Started the daemon on {host}; its state store is in force from now on ({} keeps a copy: never apply with it while the daemon runs).",
+                self.state_dir().display()
+            ),
+        }
     }
 }
 
@@ -417,29 +316,6 @@ async fn check_other_bastions(
         }
     }
     Ok(())
-}
-
-/// Copies the bastion's state store (the daemon's, in force) here when it
-/// differs from the local one; whether it did.
-fn take_over_state(
-    store: &LockedStore,
-    installed: &Installed,
-    host: &str,
-    local: &Path,
-) -> anyhow::Result<bool> {
-    let Some(text) = &installed.state else { return Ok(false) };
-    let source = PathBuf::from(format!("{host}:{STATE_DIR}/{}", state::STATE_FILE));
-    let theirs = state::parse(&source, text)?;
-    let ours = store.load()?;
-    if serde_json::to_value(&theirs)? == serde_json::to_value(&ours)? {
-        return Ok(false);
-    }
-    store.save(&theirs)?;
-    println!(
-        "Using the state store of the daemon on {host} (it is the one in force; copied to {}).",
-        local.display()
-    );
-    Ok(true)
 }
 
 fn credential_updates<'a>(
