@@ -80,7 +80,10 @@ impl Setup {
         let world = SshWorld::new()?;
         let git = GitRemote::new()?;
         ensure_group("apimon");
-        let env = format!("boot{}", std::process::id());
+        // Unique per test: the stories run in parallel against one cloud.
+        static SETUPS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SETUPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let env = format!("boot{}x{n}", std::process::id());
         let twin = format!("{env}twin");
         let sshd = world.server("bastion");
         let relay = Relay::start(&["127.0.0.30"], sshd.port).await;
@@ -238,13 +241,12 @@ fn converged_at(status: &Value, env: &str, commit: &str) -> bool {
         && matches!(status["environments"][env]["outcome"].as_str(), Some("success" | "no_changes"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bootstrap_installs_a_daemon_that_manages_its_own_files_and_holds_its_own_host() {
-    let Some(setup) = Setup::new().await else { return };
+/// A setup bootstrapped from nothing: the platform, then the daemon on
+/// the bastion, which reports the environment converged with the store
+/// handed over; its `/status`.
+async fn bootstrapped() -> Option<(Setup, Value)> {
+    let setup = Setup::new().await?;
     let env = setup.env.clone();
-
-    // From nothing: the platform, then the daemon on the bastion, which
-    // reports the environment converged.
     let (code, stdout, stderr) = setup.bootstrap();
     assert_eq!(
         code,
@@ -261,6 +263,13 @@ async fn bootstrap_installs_a_daemon_that_manages_its_own_files_and_holds_its_ow
     for host in ["bastion", "influxdb"] {
         assert_eq!(setup.api.servers(&format!("{env}-{host}")).await.len(), 1, "{host}");
     }
+    Some((setup, status))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_installs_only_its_environments_credentials_and_a_rerun_is_a_no_op() {
+    let Some((setup, _)) = bootstrapped().await else { return };
+    let env = setup.env.clone();
     let secrets = setup.read("/etc/apimon/secrets.yaml");
     assert!(secrets.contains(&format!("{env}_admin")), "{secrets}");
     assert!(
@@ -289,7 +298,13 @@ async fn bootstrap_installs_a_daemon_that_manages_its_own_files_and_holds_its_ow
     assert_eq!(setup.daemon_pid(), pid, "a second bootstrap started another daemon");
     let new_calls = setup.read("/.tools/systemctl.log")[calls.len()..].to_owned();
     assert!(!new_calls.contains("stop") && !new_calls.contains("start"), "{new_calls}");
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_restarts_itself_for_its_own_configuration_and_for_a_pinned_release() {
+    let Some((setup, status)) = bootstrapped().await else { return };
+    let env = setup.env.clone();
+    let pid = setup.daemon_pid();
     // A commit that changes the daemon's own configuration: it writes its
     // daemon.yaml, restarts itself (exit 75) and the new process converges.
     let started = status["started_at"].clone();
@@ -313,6 +328,61 @@ async fn bootstrap_installs_a_daemon_that_manages_its_own_files_and_holds_its_ow
     assert!(setup.read("/etc/apimon/daemon.yaml").contains("poll_interval_seconds: 2"));
     assert_ne!(setup.daemon_pid(), pid);
 
+    let status = setup.status().await.expect("the daemon answers");
+    let mut bytes = std::fs::read(env!("CARGO_BIN_EXE_apimon")).expect("binary");
+    // The version pinned in the repository: the daemon downloads it,
+    // installs it on its own bastion and restarts into it.
+    let releases = tempfile::tempdir().expect("releases");
+    let Some(server) = crate::support::FileServer::start(releases.path()) else { return };
+    bytes.extend_from_slice(b"# pinned in apimon.yaml\n");
+    std::fs::write(releases.path().join("apimon"), &bytes).expect("release");
+    let restarts = setup.read("/.tools/apimon.exits").matches("exit 75").count();
+    let started = status["started_at"].clone();
+    setup.git.edit(
+        "apimon.yaml",
+        "project: ",
+        &format!(
+            "apimon_binary:\n  url: http://127.0.0.1:{}/apimon\n  sha256: {}\nproject: ",
+            server.port,
+            apimon::digest::sha256_hex(&bytes)
+        ),
+    );
+    let commit = setup.git.commit("apimon pinned");
+    setup.git.push(false);
+    setup
+        .wait_status("the daemon restarted into the pinned release", |s| {
+            s["started_at"] != started && converged_at(s, &env, &commit)
+        })
+        .await;
+    assert_eq!(std::fs::read(setup.host_file("/usr/local/bin/apimon")).expect("installed"), bytes);
+    assert_eq!(
+        setup.read("/.tools/apimon.exits").matches("exit 75").count(),
+        restarts + 1,
+        "{}",
+        setup.read("/.tools/apimon.exits")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_another_bootstrap_took_is_never_used() {
+    let Some((setup, _)) = bootstrapped().await else { return };
+    // A store another bootstrap took and did not hand back is never used.
+    let taken = setup.host_file("/var/lib/apimon/state.taken");
+    std::fs::write(&taken, "token=0123 by=elsewhere at=then\n").expect("mark");
+    let (code, stdout, stderr) = setup.bootstrap();
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("taken by another `apimon bootstrap`") && stderr.contains("by=elsewhere"),
+        "{stderr}"
+    );
+    std::fs::remove_file(&taken).expect("unmark");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemons_own_host_is_held_then_replaced_by_a_bootstrap_killed_once_and_resumed() {
+    let Some((setup, _)) = bootstrapped().await else { return };
+    let env = setup.env.clone();
+    let taken = setup.host_file("/var/lib/apimon/state.taken");
     // A commit that changes cloud-init for every server: the InfluxDB
     // server is replaced, the daemon's own bastion is held, with the reason.
     let bastion_before = setup.api.server(&format!("{env}-bastion")).await["id"].clone();
@@ -340,17 +410,6 @@ async fn bootstrap_installs_a_daemon_that_manages_its_own_files_and_holds_its_ow
     assert!(pending.contains("the daemon's own host"), "{pending}");
     assert_eq!(setup.api.server(&format!("{env}-bastion")).await["id"], bastion_before);
     assert_ne!(setup.api.server(&format!("{env}-influxdb")).await["id"], influxdb_before);
-
-    // A store another bootstrap took and did not hand back is never used.
-    let taken = setup.host_file("/var/lib/apimon/state.taken");
-    std::fs::write(&taken, "token=0123 by=elsewhere at=then\n").expect("mark");
-    let (code, stdout, stderr) = setup.bootstrap();
-    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
-    assert!(
-        stderr.contains("taken by another `apimon bootstrap`") && stderr.contains("by=elsewhere"),
-        "{stderr}"
-    );
-    std::fs::remove_file(&taken).expect("unmark");
 
     // The documented way to apply what the daemon holds, here with a new
     // apimon: bootstrap stops the daemon, takes its store, replaces the
@@ -396,36 +455,4 @@ async fn bootstrap_installs_a_daemon_that_manages_its_own_files_and_holds_its_ow
     assert!(!taken.exists(), "the store was not handed back");
     let status = setup.status().await.expect("the new daemon answers");
     assert_eq!(status["environments"][env.as_str()]["outcome"], "no_changes", "{status}");
-
-    // The version pinned in the repository: the daemon downloads it,
-    // installs it on its own bastion and restarts into it.
-    let releases = tempfile::tempdir().expect("releases");
-    let Some(server) = crate::support::FileServer::start(releases.path()) else { return };
-    bytes.extend_from_slice(b"# pinned in apimon.yaml\n");
-    std::fs::write(releases.path().join("apimon"), &bytes).expect("release");
-    let restarts = setup.read("/.tools/apimon.exits").matches("exit 75").count();
-    let started = status["started_at"].clone();
-    setup.git.edit(
-        "apimon.yaml",
-        "project: ",
-        &format!(
-            "apimon_binary:\n  url: http://127.0.0.1:{}/apimon\n  sha256: {}\nproject: ",
-            server.port,
-            apimon::digest::sha256_hex(&bytes)
-        ),
-    );
-    let commit = setup.git.commit("apimon pinned");
-    setup.git.push(false);
-    setup
-        .wait_status("the daemon restarted into the pinned release", |s| {
-            s["started_at"] != started && converged_at(s, &env, &commit)
-        })
-        .await;
-    assert_eq!(std::fs::read(setup.host_file("/usr/local/bin/apimon")).expect("installed"), bytes);
-    assert_eq!(
-        setup.read("/.tools/apimon.exits").matches("exit 75").count(),
-        restarts + 1,
-        "{}",
-        setup.read("/.tools/apimon.exits")
-    );
 }
