@@ -20,6 +20,8 @@ use crate::machine::Machine;
 use crate::model::secret::SecretStore;
 use crate::model::DriftMode;
 use crate::plan::{hold_back, Held, ResourceId, Summary};
+use crate::providers::registry::endangers;
+use crate::providers::OwnHost;
 use crate::reconcile::{self, Plan, Prepared, ReconcileError};
 use crate::source::git::{CommitId, GitSource, SignaturePolicy};
 use crate::source::scenarios::SourceCache;
@@ -278,20 +280,15 @@ impl Worker {
             .filter(|(_, p)| p.drift == DriftMode::Report)
             .map(|(env, _)| env.clone())
             .collect();
-        let own = self.own_host(prepared);
-        // daemon.yaml itself goes: every file the daemon reads is held with it.
-        let leaving = own.is_some_and(|(env, host)| {
-            plan.actions().any(|c| {
-                c.op == crate::plan::Op::Delete
-                    && crate::providers::host::is_daemon_config(&env.name, &host.name, &c.id)
-            })
-        });
-        let endangers = |id: &ResourceId| {
-            own.is_some_and(|(env, host)| {
-                crate::providers::openstack::cuts_access_to(env, host, id)
-                    || crate::providers::host::runs_the_daemon(&env.name, &host.name, id, leaving)
-            })
-        };
+        let own = self.own_host(prepared).map(|(env, host)| OwnHost { env, host });
+        let deleted: BTreeSet<ResourceId> = plan
+            .actions()
+            .filter(|c| c.op == crate::plan::Op::Delete)
+            .map(|c| c.id.clone())
+            .collect();
+        // The providers say what their resources mean to the daemon's host.
+        let endangers =
+            |id: &ResourceId| own.as_ref().is_some_and(|own| endangers(own, id, &deleted));
         let approves = |id: &ResourceId| approved.approves(id);
         let merged =
             super::hold::merged_after(&self.merged, plan.actions().map(|c| &c.id), drift_check);

@@ -117,6 +117,15 @@ pub enum Ownership {
 
 pub use crate::error::FailureKind;
 
+/// The host a daemon runs on, in its environment.
+#[derive(Debug, Clone, Copy)]
+pub struct OwnHost<'a> {
+    /// Its environment.
+    pub env: &'a crate::model::Environment,
+    /// The host.
+    pub host: &'a crate::model::Host,
+}
+
 /// A target system.
 ///
 /// # Guarantees
@@ -182,6 +191,18 @@ pub trait Provider: Sized + Send + Sync + 'static {
 
     /// Whether `error` is worth retrying.
     fn classify(error: &Self::Error) -> FailureKind;
+
+    /// Whether destroying (deleting or replacing) the resource `id` would
+    /// destroy or cut off the host the daemon runs on, `own`, in a plan
+    /// that deletes `deleted`: the daemon holds such a change for an
+    /// operator (`apimon bootstrap`). Default: no.
+    fn endangers(
+        _own: &OwnHost<'_>,
+        _id: &crate::plan::ResourceId,
+        _deleted: &std::collections::BTreeSet<crate::plan::ResourceId>,
+    ) -> bool {
+        false
+    }
 
     /// Whether the resource `id` is owned with a resource it depends on
     /// (a security group's rules with the group): adopting that one makes

@@ -16,7 +16,9 @@ use crate::model::Environment;
 use crate::plan::{DesiredSet, ItemChange, ObservedSet, Planned, ProviderKind, ResourceId};
 use crate::state::State;
 
-use super::{Availability, Context, FailureKind, Model, Ownership, Probe, Provider, Scope};
+use super::{
+    Availability, Context, FailureKind, Model, OwnHost, Ownership, Probe, Provider, Scope,
+};
 
 /// Observing failed; nothing was changed.
 #[derive(Debug, thiserror::Error)]
@@ -335,6 +337,20 @@ macro_rules! registry {
                 $(adopted.extend(adopt_declared::<$provider>(&desired.$field, &mut self.$field));)+
                 adopted
             }
+        }
+
+        /// Whether destroying `id` would destroy or cut off `own`, the
+        /// daemon's host, in a plan that deletes `deleted`: its provider
+        /// decides ([`Provider::endangers`]).
+        pub fn endangers(
+            own: &OwnHost<'_>,
+            id: &ResourceId,
+            deleted: &std::collections::BTreeSet<ResourceId>,
+        ) -> bool {
+            $(if id.provider == <$provider as Provider>::KIND {
+                return <$provider as Provider>::endangers(own, id, deleted);
+            })+
+            false
         }
 
         impl Desired {

@@ -98,11 +98,6 @@ pub fn runs_the_daemon(env: &str, host: &str, id: &ResourceId, leaving: bool) ->
     }
 }
 
-/// Whether `id` is the daemon.yaml of `host` of `env`.
-pub fn is_daemon_config(env: &str, host: &str, id: &ResourceId) -> bool {
-    *id == file_id(env, host, crate::render::DAEMON_CONFIG_PATH)
-}
-
 /// How the hosts are reached and managed.
 #[derive(Debug, Clone)]
 pub struct HostSettings {
@@ -444,6 +439,18 @@ impl Provider for HostProvider {
 
     fn classify(error: &HostError) -> FailureKind {
         failure_kind(error.is_transient())
+    }
+
+    /// The daemon's own files, unit and account on its host; all of
+    /// /etc/apimon when its daemon.yaml goes too (the daemon is leaving).
+    fn endangers(
+        own: &super::OwnHost<'_>,
+        id: &ResourceId,
+        deleted: &std::collections::BTreeSet<ResourceId>,
+    ) -> bool {
+        let (env, host) = (own.env.name.as_str(), own.host.name.as_str());
+        let leaving = deleted.contains(&file_id(env, host, crate::render::DAEMON_CONFIG_PATH));
+        runs_the_daemon(env, host, id, leaving)
     }
 }
 

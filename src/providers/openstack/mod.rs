@@ -370,6 +370,14 @@ impl Provider for OpenstackProvider {
         failure_kind(error.is_transient())
     }
 
+    fn endangers(
+        own: &super::OwnHost<'_>,
+        id: &ResourceId,
+        _deleted: &std::collections::BTreeSet<ResourceId>,
+    ) -> bool {
+        cuts_access_to(own.env, own.host, id)
+    }
+
     fn follows_owner(id: &ResourceId) -> bool {
         // Rules carry no marks: they are the group's; attachments the volume's.
         matches!(&*id.kind, "security_group_rule" | "volume_attachment")
