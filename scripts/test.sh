@@ -89,12 +89,38 @@ log_file="$(mktemp)"
 # A test that skips (a service missing outside CI) writes a line here;
 # libtest would count it as passed.
 APIMON_SKIP_LOG="$(mktemp)"
-export APIMON_SKIP_LOG
-trap 'rm -f "$log_file" "$APIMON_SKIP_LOG"; cleanup_openstack' EXIT
+# Every process group a test starts is recorded here; none may be left.
+APIMON_PROCESS_LOG="$(mktemp)"
+export APIMON_SKIP_LOG APIMON_PROCESS_LOG
+trap 'rm -f "$log_file" "$APIMON_SKIP_LOG" "$APIMON_PROCESS_LOG"; cleanup_openstack' EXIT
 set +e
 cargo test --lib --bins --tests 2>&1 | tee "$log_file"
 status=${PIPESTATUS[0]}
 set -e
+# Processes of recorded groups still alive (a group id whose leader
+# started before the recorded one is another, recycled group).
+leaks="$(python3 - "$APIMON_PROCESS_LOG" <<'PY'
+import os, sys
+recorded = {}
+for line in open(sys.argv[1]):
+    parts = line.split(" ", 3)
+    if len(parts) == 4 and parts[1].isdigit():
+        recorded[int(parts[0])] = (int(parts[1]), parts[2] + " " + parts[3].strip())
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    pgrp, started = int(fields[2]), int(fields[19])
+    if pgrp in recorded and started >= recorded[pgrp][0] and fields[0] != "Z":
+        print(f"process {pid} of group {pgrp}, started by {recorded[pgrp][1]}")
+PY
+)"
+if [ -n "$leaks" ]; then
+  log "test processes left running:"
+  printf '%s\n' "$leaks" >&2
+  status=1
+fi
 skipped_tests="$(sed 's/: .*//' "$APIMON_SKIP_LOG" | sort -u | grep -c . || true)"
 if [ "$skipped_tests" -gt 0 ]; then
   log "skipped (a service is missing; CI=true fails them instead):"

@@ -331,7 +331,8 @@ fn executor_binary_after_a_failed_run(
         Some(filter) => command.env("RUST_LOG", filter),
         None => command.env_remove("RUST_LOG"),
     };
-    let mut child = command.stderr(std::process::Stdio::piped()).spawn().expect("start executor");
+    let mut child =
+        crate::support::process::spawn(command.stderr(std::process::Stdio::piped()), "executor");
     let log = crate::support::LogLines::follow(child.stderr.take().expect("stderr"));
     log.wait_for("Scenario did not pass.", Duration::from_secs(30));
     (config, child, log)

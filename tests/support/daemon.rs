@@ -214,13 +214,14 @@ impl Daemon {
             Some(level) => command.env("RUST_LOG", level),
             None => command.env_remove("RUST_LOG"),
         };
-        let child = command
-            .args(["daemon", "--config", &config.to_string_lossy()])
-            .envs(envs.iter().map(|(k, v)| (*k, *v)))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("start daemon");
+        let child = super::process::spawn(
+            command
+                .args(["daemon", "--config", &config.to_string_lossy()])
+                .envs(envs.iter().map(|(k, v)| (*k, *v)))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log")),
+            "apimon daemon",
+        );
         let daemon = Self { child, port, log };
         let deadline = Instant::now() + Duration::from_secs(20);
         while reqwest::get(format!("{}/healthz", daemon.url())).await.is_err() {
@@ -336,8 +337,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::process::stop(&mut self.child);
     }
 }
 

@@ -2,7 +2,6 @@
 //! commit and push from, and optionally `git daemon` serving origin over
 //! git:// on a free loopback port (stopped on drop).
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -63,18 +62,18 @@ impl GitRemote {
     /// Serves origin with `git daemon`; returns its git:// URL.
     pub fn serve(&mut self) -> String {
         let port = free_port();
-        // Its own process group: `git daemon` runs `git-daemon` as a child,
+        // A group of its own: `git daemon` runs `git-daemon` as a child,
         // which outlives a kill of `git` alone.
-        let child = Command::new("git")
-            .process_group(0)
-            .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", self.dir.path().display()))
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start git daemon");
+        let child = super::process::spawn(
+            Command::new("git")
+                .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+                .arg(format!("--port={port}"))
+                .arg(format!("--base-path={}", self.dir.path().display()))
+                .arg(self.dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            "git daemon",
+        );
         self.daemon = Some((child, port));
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -142,13 +141,7 @@ impl GitRemote {
 impl Drop for GitRemote {
     fn drop(&mut self) {
         if let Some((mut child, _)) = self.daemon.take() {
-            if let Ok(pid) = i32::try_from(child.id()) {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
-            let _ = child.wait();
+            super::process::stop(&mut child);
         }
     }
 }

@@ -60,13 +60,14 @@ impl InfluxServer {
 
     async fn spawn(&mut self, binary: &PathBuf) {
         let log = std::fs::File::create(self.dir.path().join("influxd.log")).expect("log file");
-        let child = Command::new(binary)
-            .arg("-config")
-            .arg(self.dir.path().join("influxdb.conf"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start influxd");
+        let child = super::process::spawn(
+            Command::new(binary)
+                .arg("-config")
+                .arg(self.dir.path().join("influxdb.conf"))
+                .stdout(Stdio::null())
+                .stderr(log),
+            "influxd",
+        );
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         let client = self.http_client();
@@ -105,8 +106,7 @@ impl InfluxServer {
     /// Stops the server, keeping its data.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            super::process::stop(&mut child);
         }
     }
 

@@ -16,6 +16,7 @@ pub mod host;
 pub mod hostile;
 pub mod influxdb;
 pub mod openstack;
+pub mod process;
 pub mod sshd;
 
 use std::path::{Path, PathBuf};
@@ -373,13 +374,21 @@ impl FileServer {
     pub fn start(dir: &Path) -> Option<Self> {
         let python = require_binary("python3", "python3")?;
         let port = free_port();
-        let child = std::process::Command::new(python)
-            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("http.server");
+        let child = process::spawn(
+            std::process::Command::new(python)
+                .args([
+                    "-m",
+                    "http.server",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--directory",
+                ])
+                .arg(dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+            "http.server",
+        );
         let start = std::time::Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -394,7 +403,6 @@ impl FileServer {
 
 impl Drop for FileServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        process::stop(&mut self.child);
     }
 }

@@ -91,13 +91,14 @@ impl SshServer {
         );
         std::fs::write(dir.join("sshd_config"), config).expect("sshd_config");
         let log = std::fs::File::create(dir.join("sshd.log")).expect("log");
-        let child = Command::new(sshd)
-            .args(["-D", "-e", "-f"])
-            .arg(dir.join("sshd_config"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start sshd");
+        let child = super::process::spawn(
+            Command::new(sshd)
+                .args(["-D", "-e", "-f"])
+                .arg(dir.join("sshd_config"))
+                .stdout(Stdio::null())
+                .stderr(log),
+            "sshd",
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -119,8 +120,7 @@ impl SshServer {
 
 impl Drop for SshServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::process::stop(&mut self.child);
     }
 }
 
