@@ -10,6 +10,7 @@ pub mod influx;
 pub mod inventory;
 pub mod load;
 pub mod raw;
+pub mod role;
 pub mod secret;
 pub mod source_map;
 pub mod validate;

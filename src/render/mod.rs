@@ -316,103 +316,14 @@ fn volumes_context(host: &Host) -> Vec<Value> {
                 .unwrap_or_else(|| format!("/dev/vd{}", disk_suffix(i + 1)));
             let mount_point = if let Some(path) = &volume.mount_path {
                 path.clone()
-            } else if host.role == Role::Influxdb && i == 0 {
-                "/var/lib/influxdb".to_owned()
-            } else if host.role == Role::Grafana && i == 0 {
-                "/var/lib/grafana".to_owned()
+            } else if let Some(path) = host.role.profile().data_dir.filter(|_| i == 0) {
+                path.to_owned()
             } else {
                 format!("/mnt/{}", volume.name)
             };
             json!({ "name": volume.name, "size_gb": volume.size_gb, "device": device, "mount_point": mount_point })
         })
         .collect()
-}
-
-struct FileSpec {
-    template: &'static str,
-    path: &'static str,
-    mode: u32,
-    owner: &'static str,
-    group: &'static str,
-    restarts: &'static [&'static str],
-}
-
-/// Which rendered files each role gets, and what a change to each restarts.
-fn files_for(role: Role) -> &'static [FileSpec] {
-    const EXECUTOR: &[FileSpec] = &[
-        FileSpec {
-            template: "executor.yaml.hbs",
-            path: "/etc/apimon/executor.yaml",
-            mode: 0o640,
-            owner: "root",
-            group: "apimon",
-            restarts: &[],
-        },
-        FileSpec {
-            template: "clouds.yaml.hbs",
-            path: "/etc/apimon/clouds.yaml",
-            mode: 0o640,
-            owner: "root",
-            group: "apimon",
-            restarts: &[],
-        },
-        FileSpec {
-            template: "telegraf.conf.hbs",
-            path: "/etc/telegraf/telegraf.conf",
-            mode: 0o640,
-            owner: "root",
-            group: "telegraf",
-            restarts: &["telegraf"],
-        },
-        FileSpec {
-            template: "apimon-executor.service.hbs",
-            path: "/etc/systemd/system/apimon-executor.service",
-            mode: 0o644,
-            owner: "root",
-            group: "root",
-            restarts: &["apimon-executor"],
-        },
-        FileSpec {
-            template: "telegraf.service.hbs",
-            path: "/etc/systemd/system/telegraf.service",
-            mode: 0o644,
-            owner: "root",
-            group: "root",
-            restarts: &["telegraf"],
-        },
-    ];
-    const INFLUXDB: &[FileSpec] = &[FileSpec {
-        template: "influxdb.conf.hbs",
-        path: "/etc/influxdb/influxdb.conf",
-        mode: 0o644,
-        owner: "root",
-        group: "root",
-        restarts: &["influxdb"],
-    }];
-    // Holds the admin password: readable by root and Grafana only.
-    const GRAFANA: &[FileSpec] = &[FileSpec {
-        template: "grafana.ini.hbs",
-        path: "/etc/grafana/grafana.ini",
-        mode: 0o640,
-        owner: "root",
-        group: "grafana",
-        restarts: &["grafana-server"],
-    }];
-    match role {
-        Role::Executor => EXECUTOR,
-        Role::Influxdb => INFLUXDB,
-        Role::Grafana => GRAFANA,
-        Role::Bastion => &[],
-    }
-}
-
-fn units_for(role: Role) -> &'static [&'static str] {
-    match role {
-        Role::Executor => &["apimon-executor", "telegraf"],
-        Role::Influxdb => &["influxdb"],
-        Role::Grafana => &["grafana-server"],
-        Role::Bastion => &[],
-    }
 }
 
 fn render_host(
@@ -425,7 +336,7 @@ fn render_host(
     let mut context = context(state, environment, host, secrets);
     let user_data = templates.render("cloud-init.yaml.hbs", &host.name, &context)?;
     let mut files = Vec::new();
-    for spec in files_for(host.role) {
+    for spec in host.role.profile().files {
         let text = templates.render(spec.template, &host.name, &context)?;
         files.push(RenderedFile {
             path: spec.path.to_owned(),
@@ -463,7 +374,8 @@ fn render_host(
         }
     }
     let runs_daemon = environment.daemon_host().is_some_and(|h| h.name == host.name);
-    let mut units: Vec<String> = units_for(host.role).iter().map(|s| (*s).to_owned()).collect();
+    let mut units: Vec<String> =
+        host.role.profile().units.iter().map(|s| (*s).to_owned()).collect();
     if let (true, Some(daemon)) = (runs_daemon, &environment.daemon) {
         files.extend(daemon::files(environment, host, daemon, templates, secrets, &mut context)?);
         units.push(daemon::UNIT.to_owned());

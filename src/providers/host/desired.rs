@@ -17,27 +17,8 @@ use super::{
     unit_id, Content, HostSpec, BINARY_PATH,
 };
 
-/// System accounts each role's services run as: (name, home).
-pub fn accounts_for(role: Role) -> &'static [(&'static str, &'static str)] {
-    match role {
-        Role::Executor => &[("apimon", crate::layout::STATE_DIR)],
-        Role::Influxdb | Role::Bastion | Role::Grafana => &[],
-    }
-}
-
 /// The account the daemon runs as, on the host that runs it.
 const DAEMON_ACCOUNT: (&str, &str) = ("apimon", crate::layout::STATE_DIR);
-
-/// Packages each role needs on its host.
-pub fn packages_for(role: Role) -> &'static [&'static str] {
-    match role {
-        Role::Executor => &["ansible-core", "telegraf"],
-        Role::Influxdb => &["influxdb"],
-        // `grafana` is not in the distributions' archives: it comes from
-        // Grafana's apt repository, declared with the package in apimon.yaml.
-        Role::Bastion | Role::Grafana => &[],
-    }
-}
 
 fn digest(path: &Path) -> Option<(PathBuf, String)> {
     let bytes = std::fs::read(path).ok()?;
@@ -108,7 +89,7 @@ pub fn desired(
         // Accounts first: files and units name them.
         let mut account_ids = Vec::new();
         let daemon_account = host.runs_daemon.then_some(DAEMON_ACCOUNT);
-        let accounts = accounts_for(host.role).iter().chain(daemon_account.iter());
+        let accounts = host.role.profile().accounts.iter().chain(daemon_account.iter());
         for (name, home) in accounts {
             let account_id = account_id(&env.name, &host.host, name);
             account_ids.push(account_id.clone());
@@ -146,9 +127,9 @@ pub fn desired(
             }
         }
         let mut package_ids = Vec::new();
-        let mut packages: Vec<&str> = packages_for(host.role).to_vec();
+        let mut packages: Vec<&str> = host.role.profile().packages.to_vec();
         packages.extend(
-            from_repository.keys().copied().filter(|p| !packages_for(host.role).contains(p)),
+            from_repository.keys().copied().filter(|p| !host.role.profile().packages.contains(p)),
         );
         for package in packages {
             let package_id = package_id(&env.name, &host.host, package);

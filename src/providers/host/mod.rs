@@ -19,7 +19,7 @@ pub mod runtime;
 mod spec;
 pub mod ssh;
 
-pub use desired::{accounts_for, binary, desired, packages_for};
+pub use desired::{binary, desired};
 pub use spec::{Content, HostSpec};
 
 use std::collections::BTreeMap;
