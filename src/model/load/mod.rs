@@ -23,16 +23,6 @@ use super::error::{Diagnostic, LoadError, Location};
 use super::raw;
 use super::source_map::SourceMap;
 
-/// The files an environment's inventory directory may hold.
-pub const INVENTORY_FILES: [&str; 6] = [
-    "hosts.yaml",
-    "keypairs.yaml",
-    "security_groups.yaml",
-    "networks.yaml",
-    "influxdb.yaml",
-    "grafana.yaml",
-];
-
 /// One parsed YAML file.
 #[derive(Debug, Clone)]
 pub struct Document<T> {
@@ -52,21 +42,39 @@ impl<T> Document<T> {
     }
 }
 
-/// One environment's inventory files; an absent file is an empty one.
-#[derive(Debug, Clone)]
-pub struct RawInventory {
-    /// hosts.yaml
-    pub hosts: Document<raw::HostsFile>,
-    /// keypairs.yaml
-    pub keypairs: Document<raw::KeypairsFile>,
-    /// security_groups.yaml
-    pub security_groups: Document<raw::SecurityGroupsFile>,
-    /// networks.yaml
-    pub networks: Document<raw::NetworksFile>,
-    /// influxdb.yaml
-    pub influxdb: Document<raw::InfluxdbFile>,
-    /// grafana.yaml
-    pub grafana: Document<raw::GrafanaFile>,
+/// The sections of an environment's inventory: one row per file, its
+/// field and its raw type (validated in `validate`, one module per
+/// section). Generates [`INVENTORY_FILES`], [`RawInventory`] and its reader.
+macro_rules! sections {
+    ($($field:ident: $file:literal => $raw:ty),+ $(,)?) => {
+        /// The files an environment's inventory directory may hold.
+        pub const INVENTORY_FILES: &[&str] = &[$($file),+];
+
+        /// An environment's inventory, file by file (each optional).
+        #[derive(Debug, Clone)]
+        pub struct RawInventory {
+            $(
+                #[doc = concat!("`", $file, "`")]
+                pub $field: Document<$raw>,
+            )+
+        }
+
+        impl Reader {
+            /// Every inventory file of `dir` (absent ones empty).
+            fn inventory_files(&mut self, dir: &Path) -> RawInventory {
+                RawInventory { $($field: self.optional_yaml(dir.join($file)),)+ }
+            }
+        }
+    };
+}
+
+sections! {
+    hosts: "hosts.yaml" => raw::HostsFile,
+    keypairs: "keypairs.yaml" => raw::KeypairsFile,
+    security_groups: "security_groups.yaml" => raw::SecurityGroupsFile,
+    networks: "networks.yaml" => raw::NetworksFile,
+    influxdb: "influxdb.yaml" => raw::InfluxdbFile,
+    grafana: "grafana.yaml" => raw::GrafanaFile,
 }
 
 /// A dashboard JSON file.
@@ -267,14 +275,7 @@ impl Reader {
                     self.problem(Location::file(dir.join(&file)), message);
                 }
             }
-            let inventory = RawInventory {
-                hosts: self.optional_yaml(dir.join("hosts.yaml")),
-                keypairs: self.optional_yaml(dir.join("keypairs.yaml")),
-                security_groups: self.optional_yaml(dir.join("security_groups.yaml")),
-                networks: self.optional_yaml(dir.join("networks.yaml")),
-                influxdb: self.optional_yaml(dir.join("influxdb.yaml")),
-                grafana: self.optional_yaml(dir.join("grafana.yaml")),
-            };
+            let inventory = self.inventory_files(&dir);
             inventories.insert(name, inventory);
         }
         inventories
