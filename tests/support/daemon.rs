@@ -258,19 +258,18 @@ impl Daemon {
         timeout: Duration,
         ok: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let start = Instant::now();
-        loop {
+        let last = std::sync::Mutex::new(serde_json::Value::Null);
+        let check = || async {
             let status = self.status().await;
-            if ok(&status) {
-                return status;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "timed out waiting for {what}; status: {status:#}\nlog:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            let done = ok(&status).then(|| status.clone());
+            *last.lock().expect("lock") = status;
+            done
+        };
+        let context = || {
+            let status = last.lock().expect("lock").clone();
+            format!("status: {status:#}\nlog:\n{}", self.log_text())
+        };
+        super::eventually_async(what, timeout, check, context).await
     }
 
     /// Waits until `runs` more reconciles have finished than `status` shows.
@@ -311,11 +310,8 @@ impl Daemon {
 
     /// Waits until the log has a line with `needle`.
     pub fn wait_log(&self, needle: &str, timeout: Duration) {
-        let start = Instant::now();
-        while !self.log_text().contains(needle) {
-            assert!(start.elapsed() < timeout, "no {needle:?} in the log:\n{}", self.log_text());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let found = || self.log_text().contains(needle).then_some(());
+        super::eventually(&format!("{needle:?} in the log"), timeout, found, || self.log_text());
     }
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
@@ -324,14 +320,11 @@ impl Daemon {
     }
 
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(start.elapsed() < timeout, "daemon did not exit: {}", self.log_text());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = self.log.clone();
+        let child = &mut self.child;
+        let exited = || child.try_wait().expect("wait");
+        let context = || std::fs::read_to_string(&log).unwrap_or_default();
+        super::eventually("the daemon to exit", timeout, exited, context)
     }
 }
 

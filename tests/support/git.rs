@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{free_port, require_binary};
 
@@ -75,11 +75,7 @@ impl GitRemote {
             "git daemon",
         );
         self.daemon = Some((child, port));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "git daemon did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::wait_listening("git daemon", port, Duration::from_secs(10), String::new);
         format!("git://127.0.0.1:{port}/origin.git")
     }
 

@@ -36,6 +36,52 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// Polls `check` until it answers `Some` (every 20 ms), for at most
+/// `timeout`; then fails the test with `what` and what `context` says.
+pub fn eventually<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut check: impl FnMut() -> Option<T>,
+    context: impl Fn() -> String,
+) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}: {}", context());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// [`eventually`] for an async `check` (polled every 50 ms).
+pub async fn eventually_async<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut check: impl FnMut() -> F,
+    context: impl Fn() -> String,
+) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}: {}", context());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until something listens on 127.0.0.1:`port`.
+pub fn wait_listening(
+    what: &str,
+    port: u16,
+    timeout: std::time::Duration,
+    context: impl Fn() -> String,
+) {
+    let listening = || std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(drop);
+    eventually(&format!("{what} to listen on port {port}"), timeout, listening, context);
+}
+
 /// Records that the running test skips for `reason`: a failure in CI
 /// (`CI=true`), else a `SKIPPED:` line and a line in `$APIMON_SKIP_LOG`,
 /// which `scripts/test.sh` counts (libtest shows a skipped test as passed
@@ -389,14 +435,7 @@ impl FileServer {
                 .stderr(std::process::Stdio::null()),
             "http.server",
         );
-        let start = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < std::time::Duration::from_secs(20),
-                "http.server did not listen"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        wait_listening("http.server", port, std::time::Duration::from_secs(20), String::new);
         Some(Self { child, port })
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{free_port, require_binary};
 
@@ -99,15 +99,9 @@ impl SshServer {
                 .stderr(log),
             "sshd",
         );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "sshd {name} did not listen; see {}",
-                dir.join("sshd.log").display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::wait_listening(&format!("sshd {name}"), port, Duration::from_secs(10), || {
+            format!("see {}", dir.join("sshd.log").display())
+        });
         Self { port, dir, child }
     }
 

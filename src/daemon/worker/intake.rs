@@ -136,12 +136,8 @@ impl Worker {
         let (url, current) = (repository.url.clone(), repository.commit.clone());
         let sources = self.scenario_sources.clone();
         let shown = crate::url::redact_url(&url);
-        let head = blocking(move || {
-            sources
-                .remote_head(&url, &branch)
-                .map_err(|e| DaemonError::Task(crate::error::chain(&e)))
-        })
-        .await;
+        let head =
+            blocking(move || sources.remote_head(&url, &branch).map_err(DaemonError::from)).await;
         match head {
             Ok(head) if head.0 != current && Some(&head) != self.rejected_scenarios.as_ref() => {
                 tracing::info!(repository = %shown, commit = %head, "The scenario repository's branch moved.");
