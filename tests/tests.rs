@@ -13,6 +13,7 @@ mod executor;
 mod executor_cloud;
 mod faults;
 mod grafana;
+mod handover;
 mod host;
 mod hostile_git;
 mod influxdb;

@@ -45,7 +45,8 @@ pub struct Credential {
 }
 
 impl Credential {
-    fn private(path: &'static str, content: Vec<u8>) -> Self {
+    /// A file only the daemon's account reads, replaced when it differs.
+    pub fn private(path: &'static str, content: Vec<u8>) -> Self {
         Self {
             path,
             content: Sensitive::new(content),
