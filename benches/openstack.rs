@@ -73,10 +73,18 @@ fn desired(env: &str, servers: usize) -> DesiredSet<OpenstackSpec> {
     }
     let (key, group, network, subnet) =
         (format!("{env}-key"), format!("{env}-sg"), format!("{env}-net"), format!("{env}-subnet"));
-    put(id(env, "keypair", &key), OpenstackSpec::Keypair { public_key: KEY.to_owned() }, vec![]);
+    put(
+        id(env, "keypair", &key),
+        OpenstackSpec::Keypair(apimon::providers::openstack::Keypair {
+            public_key: KEY.to_owned(),
+        }),
+        vec![],
+    );
     put(
         id(env, "security_group", &group),
-        OpenstackSpec::SecurityGroup { description: "bench".to_owned() },
+        OpenstackSpec::SecurityGroup(apimon::providers::openstack::SecurityGroup {
+            description: "bench".to_owned(),
+        }),
         vec![],
     );
     for rule in [
@@ -95,20 +103,27 @@ fn desired(env: &str, servers: usize) -> DesiredSet<OpenstackSpec> {
     ] {
         put(
             id(env, "security_group_rule", &rule_name(&group, &rule)),
-            OpenstackSpec::SecurityGroupRule { group: group.clone(), rule },
+            OpenstackSpec::SecurityGroupRule(apimon::providers::openstack::SecurityGroupRule {
+                group: group.clone(),
+                rule,
+            }),
             vec![id(env, "security_group", &group)],
         );
     }
-    put(id(env, "network", &network), OpenstackSpec::Network, vec![]);
+    put(
+        id(env, "network", &network),
+        OpenstackSpec::Network(apimon::providers::openstack::Network {}),
+        vec![],
+    );
     put(
         id(env, "subnet", &subnet),
-        OpenstackSpec::Subnet {
+        OpenstackSpec::Subnet(apimon::providers::openstack::Subnet {
             network: network.clone(),
             cidr: "10.77.0.0/16".to_owned(),
             gateway_ip: None,
             dns_nameservers: vec![],
             enable_dhcp: true,
-        },
+        }),
         vec![id(env, "network", &network)],
     );
     let user_data = "#cloud-config\n".to_owned();

@@ -95,3 +95,18 @@ pub(super) fn known(
         message: "not found in the cloud any more (changed since it was observed?)".to_owned(),
     })
 }
+
+/// Adds Neutron tag `$tag`s to the resource `$id` (one request per tag).
+macro_rules! add_tags {
+    ($p:expr, $r:expr, $module:ident, $parent:ident, $id:expr) => {{
+        for tag in $crate::providers::openstack::marks::ownership_tags(&$p.env) {
+            let request = $module::Request::builder()
+                .$parent($id.as_str())
+                .id(tag.as_str())
+                .build()
+                .map_err(|e| $crate::providers::openstack::client::built($r, e))?;
+            $p.cloud.execute($r, "tag", request).await?;
+        }
+        Ok(())
+    }};
+}

@@ -29,7 +29,8 @@ pub fn desired(env: &Environment, rendered: &Rendered) -> DesiredSet<OpenstackSp
             .flat_map(|n| n.subnets.iter().map(|s| s.name.clone()))
             .collect();
         let depends_on = subnets.iter().map(|s| id(&env.name, "subnet", s)).collect();
-        let spec = OpenstackSpec::Router { external_network: external.clone(), subnets };
+        let spec =
+            OpenstackSpec::Router(super::Router { external_network: external.clone(), subnets });
         put(id(&env.name, "router", router_name(&env.name)), spec, depends_on);
     }
     set
@@ -42,20 +43,25 @@ fn keypairs_and_groups(env: &Environment, put: &mut Put<'_>) {
     // An existing keypair is only referenced: nothing to create, ever to delete.
     for keypair in &env.keypairs {
         let Some(public_key) = &keypair.public_key else { continue };
-        let spec = OpenstackSpec::Keypair { public_key: public_key.line().to_owned() };
+        let spec =
+            OpenstackSpec::Keypair(super::Keypair { public_key: public_key.line().to_owned() });
         put(id(name, "keypair", &keypair.name), spec, vec![]);
     }
     for group in &env.security_groups {
         let group_id = id(name, "security_group", &group.name);
-        let spec = OpenstackSpec::SecurityGroup { description: group.description.clone() };
+        let spec = OpenstackSpec::SecurityGroup(super::SecurityGroup {
+            description: group.description.clone(),
+        });
         put(group_id.clone(), spec, vec![]);
         for rule in &group.rules {
             let mut depends_on = vec![group_id.clone()];
             if let Remote::Group(remote) = &rule.remote {
                 depends_on.push(id(name, "security_group", remote));
             }
-            let spec =
-                OpenstackSpec::SecurityGroupRule { group: group.name.clone(), rule: rule.clone() };
+            let spec = OpenstackSpec::SecurityGroupRule(super::SecurityGroupRule {
+                group: group.name.clone(),
+                rule: rule.clone(),
+            });
             put(id(name, "security_group_rule", rule_name(&group.name, rule)), spec, depends_on);
         }
     }
@@ -65,15 +71,15 @@ fn networks(env: &Environment, put: &mut Put<'_>) {
     let name = env.name.as_str();
     for network in env.networks.iter().filter(|n| !n.external) {
         let network_id = id(name, "network", &network.name);
-        put(network_id.clone(), OpenstackSpec::Network, vec![]);
+        put(network_id.clone(), OpenstackSpec::Network(super::Network {}), vec![]);
         for subnet in &network.subnets {
-            let spec = OpenstackSpec::Subnet {
+            let spec = OpenstackSpec::Subnet(super::Subnet {
                 network: network.name.clone(),
                 cidr: subnet.cidr.to_string(),
                 gateway_ip: subnet.gateway_ip.map(|ip| ip.to_string()),
                 dns_nameservers: subnet.dns_nameservers.iter().map(ToString::to_string).collect(),
                 enable_dhcp: subnet.enable_dhcp,
-            };
+            });
             put(id(name, "subnet", &subnet.name), spec, vec![network_id.clone()]);
         }
     }
@@ -119,17 +125,17 @@ fn server(env: &Environment, host: &Host, rendered: &Rendered, put: &mut Put<'_>
     for volume in &host.volumes {
         let volume_name = format!("{}-{}", host.name, volume.name);
         let volume_id = id(name, "volume", &volume_name);
-        let spec = OpenstackSpec::Volume {
+        let spec = OpenstackSpec::Volume(super::Volume {
             size_gb: volume.size_gb,
             volume_type: volume.volume_type.clone(),
             error: None,
-        };
+        });
         put(volume_id.clone(), spec, vec![]);
-        let attachment = OpenstackSpec::VolumeAttachment {
+        let attachment = OpenstackSpec::VolumeAttachment(super::VolumeAttachment {
             server: host.name.clone(),
             volume: volume_name.clone(),
             device: volume.device.clone(),
-        };
+        });
         put(
             id(name, "volume_attachment", &volume_name),
             attachment,
@@ -137,8 +143,10 @@ fn server(env: &Environment, host: &Host, rendered: &Rendered, put: &mut Put<'_>
         );
     }
     if let Some(network) = &host.floating_ip {
-        let spec =
-            OpenstackSpec::FloatingIp { network: network.clone(), server: host.name.clone() };
+        let spec = OpenstackSpec::FloatingIp(super::FloatingIp {
+            network: network.clone(),
+            server: host.name.clone(),
+        });
         let depends_on = vec![server.clone(), id(name, "router", router_name(name))];
         put(id(name, "floating_ip", &host.name), spec, depends_on);
     }

@@ -9,11 +9,69 @@ use serde::Deserialize;
 
 use super::client::{built, Cloud, OpenstackError};
 use super::common::{known, Created};
+use super::kind::Kind;
 use super::marks::{is_owned_tags, refuse_foreign, tags_claim};
 use super::network::network_id;
 use super::observe::Observer;
 use super::server::{self, first_port};
 use super::{id, OpenstackProvider, OpenstackSpec};
+use crate::plan::Comparison;
+
+/// A floating IP associated with a server.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FloatingIp {
+    /// External network.
+    pub network: String,
+    /// Server name.
+    pub server: String,
+}
+
+impl Kind for FloatingIp {
+    const LABEL: &'static str = "floating IP of host";
+
+    fn compare(&self, have: &Self) -> Comparison {
+        if self == have {
+            Comparison::Same
+        } else if self.network == have.network {
+            Comparison::Replace("associated with another server".to_owned())
+        } else {
+            Comparison::Replace(format!("network {} → {}", have.network, self.network))
+        }
+    }
+
+    fn made_already(index: &super::Index, name: &str) -> bool {
+        index.floating_ips.contains_key(name)
+    }
+
+    async fn create(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        create(p, r, name, &self.network, &self.server).await
+    }
+
+    async fn delete(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        delete(p, r, name).await
+    }
+
+    async fn adopt(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        use openstack_sdk::api::network::v2::floatingip::tag::set as fip_tag;
+        let id = known(p, r, |i| i.floating_ips.get(name).cloned())?;
+        add_tags!(p, r, fip_tag, floatingip_id, id)
+    }
+}
 
 #[derive(Debug, Deserialize)]
 pub(super) struct FloatingIpJson {
@@ -74,7 +132,8 @@ pub(super) fn observe(
             .get(&fip.floating_network_id)
             .cloned()
             .unwrap_or(fip.floating_network_id);
-        let spec = OpenstackSpec::FloatingIp { network, server: server.unwrap_or_default() };
+        let spec =
+            OpenstackSpec::FloatingIp(FloatingIp { network, server: server.unwrap_or_default() });
         if o.insert(id(o.env, "floating_ip", &name), spec, owned, depends_on) {
             o.index.floating_ips.insert(name, fip.id);
         }

@@ -8,10 +8,44 @@ use openstack_sdk::api::compute::v2::keypair::{
 use serde::Deserialize;
 
 use super::client::{built, Cloud, OpenstackError};
+use super::kind::Kind;
 use super::observe::Observer;
 use super::{id, OpenstackProvider, OpenstackSpec};
 use crate::plan::Comparison;
 use crate::providers::Scope;
+
+/// A Nova keypair.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Keypair {
+    /// OpenSSH public key line.
+    pub public_key: String,
+}
+
+impl Kind for Keypair {
+    const LABEL: &'static str = "keypair";
+
+    fn compare(&self, have: &Self) -> Comparison {
+        compare(&self.public_key, &have.public_key)
+    }
+
+    async fn create(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        create(p, r, name, &self.public_key).await
+    }
+
+    async fn delete(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        delete(p, r, name).await
+    }
+}
 
 #[derive(Debug, Deserialize)]
 pub(super) struct KeypairJson {
@@ -42,7 +76,9 @@ pub(super) fn observe(o: &mut Observer<'_>, keypairs: Vec<KeypairJson>, scope: &
         let keypair_id = id(o.env, "keypair", &keypair.name);
         let owned = scope.owned.contains(&keypair_id);
         if owned || o.wants("keypair", &keypair.name) {
-            let spec = OpenstackSpec::Keypair { public_key: keypair.public_key.trim().to_owned() };
+            let spec = OpenstackSpec::Keypair(Keypair {
+                public_key: keypair.public_key.trim().to_owned(),
+            });
             o.insert(keypair_id, spec, owned, vec![]);
         }
     }

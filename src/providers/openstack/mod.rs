@@ -5,8 +5,10 @@
 //! [`keypair`], [`security_group`] (and rules), [`network`] (networks,
 //! subnets, the router), [`server`], [`volume`] (and attachments),
 //! [`floating_ip`], each with its API structs, its compare, how it is
-//! observed and its create/update/delete. This module holds what the
-//! repository asks for and the dispatch; [`client`] the session (through
+//! observed and its `impl Kind` ([`kind`]: compare, create, update,
+//! replace, delete, adopt). This module holds the one list of kinds
+//! (`kinds!`, which generates [`OpenstackSpec`] and its dispatch) and what
+//! the repository asks for; [`client`] the session (through
 //! `openstack_sdk`), [`observe`](observe::observe) the batched reads, and
 //! [`wait`] the one polling helper.
 //!
@@ -17,6 +19,8 @@
 
 #[macro_use]
 mod common;
+#[macro_use]
+mod kind;
 mod adopt;
 mod apply;
 pub mod client;
@@ -38,7 +42,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::model::{Environment, Rule};
+use crate::model::Environment;
 use crate::plan::{
     Comparison, DesiredSet, ItemChange, ObservedSet, Planned, ProviderKind, ResourceId, Spec,
 };
@@ -48,9 +52,14 @@ use crate::providers::{
 
 use self::client::{Cloud, OpenstackError};
 pub use desired::desired;
+pub use floating_ip::FloatingIp;
+pub use keypair::Keypair;
 pub use marks::{ENV_KEY, MANAGED_KEY};
+pub use network::{Network, Router, Subnet};
 pub use security_group::rule_name;
+pub use security_group::{SecurityGroup, SecurityGroupRule};
 pub use server::ServerSpec;
+pub use volume::{Volume, VolumeAttachment};
 
 /// Server metadata key holding the image name the server was booted with:
 /// what a plan compares, so a cloud that renames or retires an image (image
@@ -69,120 +78,17 @@ pub const ROLE_KEY: &str = "apimon:role";
 /// return user data, so a change is detected through this hash).
 pub const USER_DATA_KEY: &str = "apimon:user_data_sha256";
 
-/// One OpenStack resource.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum OpenstackSpec {
-    /// Nova keypair.
-    Keypair {
-        /// OpenSSH public key line.
-        public_key: String,
-    },
-    /// Neutron security group.
-    SecurityGroup {
-        /// Description.
-        description: String,
-    },
-    /// One rule of a group; its id is its content, since Neutron rules are immutable.
-    SecurityGroupRule {
-        /// Group name.
-        group: String,
-        /// The rule.
-        rule: Rule,
-    },
-    /// Neutron network.
-    Network,
-    /// Neutron subnet.
-    Subnet {
-        /// Network name.
-        network: String,
-        /// CIDR.
-        cidr: String,
-        /// Gateway; `None` for Neutron's default.
-        gateway_ip: Option<String>,
-        /// DNS servers.
-        dns_nameservers: Vec<String>,
-        /// DHCP on.
-        enable_dhcp: bool,
-    },
-    /// Nova server.
-    Server(ServerSpec),
-    /// Cinder volume.
-    Volume {
-        /// Size in GiB.
-        size_gb: u32,
-        /// Volume type.
-        volume_type: Option<String>,
-        /// Observed only: Cinder's error status (creating or extending failed).
-        error: Option<String>,
-    },
-    /// A volume attached to a server.
-    VolumeAttachment {
-        /// Server name.
-        server: String,
-        /// Volume name.
-        volume: String,
-        /// Device hint.
-        device: Option<String>,
-    },
-    /// The router that connects the environment's subnets to the external
-    /// network its floating IPs come from (Neutron needs one, or it refuses
-    /// to associate a floating IP).
-    Router {
-        /// External network of the gateway.
-        external_network: String,
-        /// Subnets with an interface on it.
-        subnets: BTreeSet<String>,
-    },
-    /// A floating IP associated with a server.
-    FloatingIp {
-        /// External network.
-        network: String,
-        /// Server name.
-        server: String,
-    },
-}
-
-impl Spec for OpenstackSpec {
-    fn compare(&self, observed: &Self) -> Comparison {
-        use OpenstackSpec as S;
-        match (self, observed) {
-            (S::Keypair { public_key: want }, S::Keypair { public_key: have }) => {
-                keypair::compare(want, have)
-            }
-            (S::SecurityGroup { description: want }, S::SecurityGroup { description: have }) => {
-                security_group::compare(want, have)
-            }
-            (S::Subnet { .. }, S::Subnet { .. }) => network::compare_subnet(self, observed),
-            (S::Server(want), S::Server(have)) => server::compare(want, have),
-            (
-                S::Volume { size_gb, volume_type, .. },
-                S::Volume { size_gb: have_size, volume_type: have_type, error },
-            ) => volume::compare(
-                (*size_gb, volume_type.as_deref()),
-                (*have_size, have_type.as_deref(), error.as_deref()),
-            ),
-            (
-                S::VolumeAttachment { server, volume, .. },
-                S::VolumeAttachment { server: have_server, volume: have_volume, .. },
-            ) => volume::compare_attachment((server, volume), (have_server, have_volume)),
-            (
-                S::Router { external_network, subnets },
-                S::Router { external_network: have_net, subnets: have_subnets },
-            ) => network::compare_router((external_network, subnets), (have_net, have_subnets)),
-            (want, have) if want == have => Comparison::Same,
-            (S::FloatingIp { network: want_net, .. }, S::FloatingIp { network: have_net, .. }) => {
-                if want_net == have_net {
-                    Comparison::Replace("associated with another server".to_owned())
-                } else {
-                    Comparison::Replace(format!("network {have_net} → {want_net}"))
-                }
-            }
-            (S::Network, S::Network)
-            | (S::SecurityGroupRule { .. }, S::SecurityGroupRule { .. }) => Comparison::Same,
-            _ => Comparison::Replace("resource kind changed".to_owned()),
-        }
-    }
+kinds! {
+    Keypair(keypair::Keypair),
+    SecurityGroup(security_group::SecurityGroup),
+    SecurityGroupRule(security_group::SecurityGroupRule),
+    Network(network::Network),
+    Subnet(network::Subnet),
+    Server(server::ServerSpec),
+    Volume(volume::Volume),
+    VolumeAttachment(volume::VolumeAttachment),
+    Router(network::Router),
+    FloatingIp(floating_ip::FloatingIp),
 }
 
 /// The provider's name in resource ids.
@@ -403,7 +309,7 @@ impl Provider for OpenstackProvider {
                     None => name.to_owned(),
                 },
             )),
-            OpenstackSpec::Volume { .. } => Some(("volume", name.to_owned())),
+            OpenstackSpec::Volume(_) => Some(("volume", name.to_owned())),
             _ => None,
         }
     }
@@ -517,24 +423,30 @@ mod tests {
 
     #[test]
     fn volumes_grow_in_place_but_never_shrink_in_place() {
-        let have = OpenstackSpec::Volume { size_gb: 50, volume_type: None, error: None };
-        let grow = OpenstackSpec::Volume { size_gb: 80, volume_type: None, error: None };
-        let shrink = OpenstackSpec::Volume { size_gb: 20, volume_type: None, error: None };
+        let have = OpenstackSpec::Volume(Volume { size_gb: 50, volume_type: None, error: None });
+        let grow = OpenstackSpec::Volume(Volume { size_gb: 80, volume_type: None, error: None });
+        let shrink = OpenstackSpec::Volume(Volume { size_gb: 20, volume_type: None, error: None });
         assert!(matches!(grow.compare(&have), Comparison::Update(_)));
         assert!(matches!(shrink.compare(&have), Comparison::Replace(_)));
-        let failed =
-            OpenstackSpec::Volume { size_gb: 50, volume_type: None, error: Some("error".into()) };
+        let failed = OpenstackSpec::Volume(Volume {
+            size_gb: 50,
+            volume_type: None,
+            error: Some("error".into()),
+        });
         assert_eq!(
-            OpenstackSpec::Volume { size_gb: 50, volume_type: None, error: None }.compare(&failed),
+            OpenstackSpec::Volume(Volume { size_gb: 50, volume_type: None, error: None })
+                .compare(&failed),
             Comparison::Replace("volume is in error".into())
         );
     }
 
     #[test]
     fn routers_and_attachments_compare_on_what_matters() {
-        let router = |net: &str, subnets: &[&str]| OpenstackSpec::Router {
-            external_network: net.into(),
-            subnets: subnets.iter().map(|s| (*s).to_owned()).collect(),
+        let router = |net: &str, subnets: &[&str]| {
+            OpenstackSpec::Router(Router {
+                external_network: net.into(),
+                subnets: subnets.iter().map(|s| (*s).to_owned()).collect(),
+            })
         };
         assert_eq!(router("ext", &["a"]).compare(&router("ext", &["a"])), Comparison::Same);
         assert!(matches!(
@@ -545,10 +457,12 @@ mod tests {
             router("ext2", &["a"]).compare(&router("ext", &["a"])),
             Comparison::Replace(_)
         ));
-        let attachment = |server: &str, device: Option<&str>| OpenstackSpec::VolumeAttachment {
-            server: server.into(),
-            volume: "v".into(),
-            device: device.map(Into::into),
+        let attachment = |server: &str, device: Option<&str>| {
+            OpenstackSpec::VolumeAttachment(VolumeAttachment {
+                server: server.into(),
+                volume: "v".into(),
+                device: device.map(Into::into),
+            })
         };
         assert_eq!(
             attachment("s", Some("/dev/vdb")).compare(&attachment("s", Some("/dev/vdc"))),

@@ -21,10 +21,188 @@ use serde::Deserialize;
 
 use super::client::{built, Cloud, OpenstackError};
 use super::common::{gone_is_fine, known, Created, Named};
+use super::kind::Kind;
 use super::marks::{is_owned_tags, refuse_foreign, tags_claim, Claims};
 use super::observe::Observer;
 use super::{id, OpenstackProvider, OpenstackSpec};
 use crate::plan::Comparison;
+
+/// A Neutron network of the environment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Network {}
+
+impl Kind for Network {
+    const LABEL: &'static str = "network";
+
+    fn compare(&self, _have: &Self) -> Comparison {
+        Comparison::Same
+    }
+
+    fn made_already(index: &super::Index, name: &str) -> bool {
+        index.networks.contains_key(name)
+    }
+
+    async fn create(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        create(p, r, name).await
+    }
+
+    async fn delete(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        delete(p, r, name).await
+    }
+
+    async fn adopt(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        use openstack_sdk::api::network::v2::network::tag::set as network_tag;
+        let id = known(p, r, |i| i.networks.get(name).cloned())?;
+        add_tags!(p, r, network_tag, network_id, id)
+    }
+}
+
+/// A Neutron subnet.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Subnet {
+    /// Network name.
+    pub network: String,
+    /// CIDR.
+    pub cidr: String,
+    /// Gateway; `None` for Neutron's default.
+    pub gateway_ip: Option<String>,
+    /// DNS servers.
+    pub dns_nameservers: Vec<String>,
+    /// DHCP on.
+    pub enable_dhcp: bool,
+}
+
+impl Kind for Subnet {
+    const LABEL: &'static str = "subnet";
+
+    fn compare(&self, have: &Self) -> Comparison {
+        compare_subnet(self, have)
+    }
+
+    fn made_already(index: &super::Index, name: &str) -> bool {
+        index.subnets.contains_key(name)
+    }
+
+    async fn create(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        create_subnet(p, r, name, self).await
+    }
+
+    async fn update(
+        &self,
+        _have: &Self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        let change = SubnetChange {
+            gateway_ip: self.gateway_ip.as_deref(),
+            dns_nameservers: &self.dns_nameservers,
+            enable_dhcp: self.enable_dhcp,
+        };
+        update_subnet(p, r, name, &change).await
+    }
+
+    async fn delete(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        delete_subnet(p, r, name).await
+    }
+
+    async fn adopt(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        use openstack_sdk::api::network::v2::subnet::tag::set as subnet_tag;
+        let id = known(p, r, |i| i.subnets.get(name).cloned())?;
+        add_tags!(p, r, subnet_tag, subnet_id, id)
+    }
+}
+
+/// The router that connects the environment's subnets to the external
+/// network its floating IPs come from (Neutron needs one, or it refuses to
+/// associate a floating IP).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Router {
+    /// External network of the gateway.
+    pub external_network: String,
+    /// Subnets with an interface on it.
+    pub subnets: BTreeSet<String>,
+}
+
+impl Kind for Router {
+    const LABEL: &'static str = "router";
+
+    fn compare(&self, have: &Self) -> Comparison {
+        compare_router(
+            (&self.external_network, &self.subnets),
+            (&have.external_network, &have.subnets),
+        )
+    }
+
+    async fn create(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        create_router(p, r, name, &self.external_network, &self.subnets).await
+    }
+
+    async fn update(
+        &self,
+        have: &Self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        update_router(p, r, name, &self.subnets, &have.subnets).await
+    }
+
+    async fn delete(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        delete_router(p, r, name, &self.subnets).await
+    }
+
+    async fn adopt(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        use openstack_sdk::api::network::v2::router::tag::set as router_tag;
+        let id = known(p, r, |i| i.routers.get(name).cloned())?;
+        add_tags!(p, r, router_tag, router_id, id)
+    }
+}
 
 /// `device_owner` of a router's interface ports: plain, distributed (DVR), HA.
 const ROUTER_INTERFACE_OWNERS: [&str; 3] = [
@@ -138,26 +316,21 @@ pub(super) async fn list_interfaces(
 }
 
 /// Network and CIDR changes replace a subnet; gateway and DNS change in place.
-pub(super) fn compare_subnet(want: &OpenstackSpec, have: &OpenstackSpec) -> Comparison {
-    let (
-        OpenstackSpec::Subnet {
-            network: want_net,
-            cidr: want_cidr,
-            gateway_ip: want_gw,
-            dns_nameservers: want_dns,
-            enable_dhcp: want_dhcp,
-        },
-        OpenstackSpec::Subnet {
-            network: have_net,
-            cidr: have_cidr,
-            gateway_ip: have_gw,
-            dns_nameservers: have_dns,
-            enable_dhcp: have_dhcp,
-        },
-    ) = (want, have)
-    else {
-        return Comparison::Replace("resource kind changed".to_owned());
-    };
+pub(super) fn compare_subnet(want: &Subnet, have: &Subnet) -> Comparison {
+    let Subnet {
+        network: want_net,
+        cidr: want_cidr,
+        gateway_ip: want_gw,
+        dns_nameservers: want_dns,
+        enable_dhcp: want_dhcp,
+    } = want;
+    let Subnet {
+        network: have_net,
+        cidr: have_cidr,
+        gateway_ip: have_gw,
+        dns_nameservers: have_dns,
+        enable_dhcp: have_dhcp,
+    } = have;
     if want_net != have_net {
         return Comparison::Replace(format!("network {have_net} → {want_net}"));
     }
@@ -213,7 +386,8 @@ pub(super) fn observe_networks(
             refuse_foreign("network", &name, o.env, tags_claim(&network.tags))?;
         }
         if mine && (owned || o.wants("network", &name)) {
-            if o.insert(id(o.env, "network", &name), OpenstackSpec::Network, owned, vec![]) {
+            let spec = OpenstackSpec::Network(Network {});
+            if o.insert(id(o.env, "network", &name), spec, owned, vec![]) {
                 o.index.networks.insert(name, network.id.clone());
             }
         } else if network.external {
@@ -241,13 +415,13 @@ pub(super) fn observe_subnets(
         let Some(network) = o.network_names.get(&subnet.network_id).cloned() else { continue };
         let network_id = id(o.env, "network", &network);
         o.subnets_of.entry(network.clone()).or_default().push(id(o.env, "subnet", &name));
-        let spec = OpenstackSpec::Subnet {
+        let spec = OpenstackSpec::Subnet(Subnet {
             network,
             cidr: subnet.cidr,
             gateway_ip: subnet.gateway_ip,
             dns_nameservers: subnet.dns_nameservers,
             enable_dhcp: subnet.enable_dhcp,
-        };
+        });
         if o.insert(id(o.env, "subnet", &name), spec, owned, vec![network_id]) {
             o.index.subnets.insert(name, subnet.id);
         }
@@ -289,7 +463,7 @@ pub(super) fn observe_routers(
             .collect();
         o.index.router_interfaces.extend(subnets.iter().map(|s| (router.id.clone(), s.clone())));
         let depends_on = subnets.iter().map(|s| id(o.env, "subnet", s)).collect();
-        let spec = OpenstackSpec::Router { external_network, subnets };
+        let spec = OpenstackSpec::Router(Router { external_network, subnets });
         if o.insert(id(o.env, "router", &name), spec, owned, depends_on) {
             o.index.routers.insert(name, router.id);
         }
@@ -323,17 +497,14 @@ pub(super) async fn delete(
     Ok(())
 }
 
-/// Creates subnet `name` as `spec` (an [`OpenstackSpec::Subnet`]).
+/// Creates subnet `name` as `spec`.
 pub(super) async fn create_subnet(
     p: &OpenstackProvider,
     r: &str,
     name: &str,
-    spec: &OpenstackSpec,
+    spec: &Subnet,
 ) -> Result<(), OpenstackError> {
-    let OpenstackSpec::Subnet { network, cidr, gateway_ip, dns_nameservers, enable_dhcp } = spec
-    else {
-        return Ok(());
-    };
+    let Subnet { network, cidr, gateway_ip, dns_nameservers, enable_dhcp } = spec;
     let network_id = network_id(p, r, network).await?;
     let mut body = subnet_create::SubnetBuilder::default();
     body.name(name)
@@ -523,8 +694,8 @@ pub(super) async fn network_id(
 mod tests {
     use super::*;
 
-    fn subnet(cidr: &str, dns: &[&str], dhcp: bool) -> OpenstackSpec {
-        OpenstackSpec::Subnet {
+    fn subnet(cidr: &str, dns: &[&str], dhcp: bool) -> Subnet {
+        Subnet {
             network: "net".to_owned(),
             cidr: cidr.to_owned(),
             gateway_ip: None,

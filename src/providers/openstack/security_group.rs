@@ -16,11 +16,106 @@ use serde::Deserialize;
 
 use super::client::{built, Cloud, OpenstackError};
 use super::common::{known, Created, Named};
+use super::kind::Kind;
 use super::marks::{is_owned_tags, refuse_foreign, tags_claim, Claims};
 use super::observe::Observer;
 use super::{id, OpenstackProvider, OpenstackSpec};
 use crate::model::{Direction, Protocol, Remote, Rule};
 use crate::plan::Comparison;
+
+/// A Neutron security group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SecurityGroup {
+    /// Description.
+    pub description: String,
+}
+
+impl Kind for SecurityGroup {
+    const LABEL: &'static str = "security group";
+
+    fn compare(&self, have: &Self) -> Comparison {
+        compare(&self.description, &have.description)
+    }
+
+    fn made_already(index: &super::Index, name: &str) -> bool {
+        index.security_groups.contains_key(name)
+    }
+
+    async fn create(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        create(p, r, name, &self.description).await
+    }
+
+    async fn update(
+        &self,
+        _have: &Self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        update(p, r, name, &self.description).await
+    }
+
+    async fn delete(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        delete(p, r, name).await
+    }
+
+    async fn adopt(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        use openstack_sdk::api::network::v2::security_group::tag::set as group_tag;
+        let id = known(p, r, |i| i.security_groups.get(name).cloned())?;
+        add_tags!(p, r, group_tag, security_group_id, id)
+    }
+}
+
+/// One rule of a group; its id is its content, since Neutron rules are
+/// immutable (a changed rule is another rule).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SecurityGroupRule {
+    /// Group name.
+    pub group: String,
+    /// The rule.
+    pub rule: Rule,
+}
+
+impl Kind for SecurityGroupRule {
+    const LABEL: &'static str = "security group rule";
+
+    fn compare(&self, _have: &Self) -> Comparison {
+        Comparison::Same
+    }
+
+    async fn create(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        _name: &str,
+    ) -> Result<(), OpenstackError> {
+        create_rule(p, r, &self.group, &self.rule).await
+    }
+
+    async fn delete(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        delete_rule(p, r, name).await
+    }
+}
 
 #[derive(Debug, Deserialize)]
 pub(super) struct SecurityGroupJson {
@@ -112,7 +207,8 @@ pub(super) fn observe(
             refuse_foreign("security group", &name, o.env, tags_claim(&group.tags))?;
         }
         let group_id = id(o.env, "security_group", &name);
-        let spec = OpenstackSpec::SecurityGroup { description: group.description.clone() };
+        let spec =
+            OpenstackSpec::SecurityGroup(SecurityGroup { description: group.description.clone() });
         if o.insert(group_id.clone(), spec, owned, vec![]) {
             o.index.security_groups.insert(name.clone(), group.id.clone());
         }
@@ -150,7 +246,8 @@ fn observe_rules(
         if let Remote::Group(remote) = &rule.remote {
             depends_on.push(id(o.env, "security_group", remote));
         }
-        let spec = OpenstackSpec::SecurityGroupRule { group: group.name.clone(), rule };
+        let spec =
+            OpenstackSpec::SecurityGroupRule(SecurityGroupRule { group: group.name.clone(), rule });
         o.insert(rule_id, spec, owned, depends_on);
     }
 }

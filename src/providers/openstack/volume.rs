@@ -17,12 +17,128 @@ use serde::Deserialize;
 
 use super::client::{built, Cloud, OpenstackError};
 use super::common::{gone_is_fine, Created};
+use super::kind::Kind;
 use super::marks::{is_owned_metadata, metadata_claim, ownership_metadata, refuse_foreign, Claims};
 use super::observe::Observer;
 use super::server;
 use super::wait::{poll, Look};
 use super::{id, OpenstackProvider, OpenstackSpec};
 use crate::plan::Comparison;
+
+/// A Cinder volume.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Volume {
+    /// Size in GiB.
+    pub size_gb: u32,
+    /// Volume type.
+    pub volume_type: Option<String>,
+    /// Observed only: Cinder's error status (creating or extending failed).
+    pub error: Option<String>,
+}
+
+impl Kind for Volume {
+    const LABEL: &'static str = "volume";
+
+    fn compare(&self, have: &Self) -> Comparison {
+        compare(
+            (self.size_gb, self.volume_type.as_deref()),
+            (have.size_gb, have.volume_type.as_deref(), have.error.as_deref()),
+        )
+    }
+
+    async fn create(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        create(p, r, name, self.size_gb, self.volume_type.as_deref()).await.map(drop)
+    }
+
+    async fn update(
+        &self,
+        _have: &Self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        extend(p, r, name, self.size_gb).await
+    }
+
+    async fn replace(
+        &self,
+        have: &Self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        let (size, kind, error) =
+            (self.size_gb, self.volume_type.as_deref(), have.error.as_deref());
+        replace(p, r, name, size, kind, error).await
+    }
+
+    async fn delete(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        delete(p, r, name, self.error.as_deref()).await
+    }
+
+    async fn adopt(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        use openstack_sdk::api::block_storage::v3::volume::metadata::create as volume_metadata;
+        let id = super::common::known(p, r, |i| i.volumes.get(name).cloned())?;
+        let request = volume_metadata::Request::builder()
+            .volume_id(id.as_str())
+            .metadata(ownership_metadata(&p.env).into_iter())
+            .build()
+            .map_err(|e| built(r, e))?;
+        p.cloud.execute(r, "mark", request).await
+    }
+}
+
+/// A volume attached to a server.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VolumeAttachment {
+    /// Server name.
+    pub server: String,
+    /// Volume name.
+    pub volume: String,
+    /// Device hint.
+    pub device: Option<String>,
+}
+
+impl Kind for VolumeAttachment {
+    const LABEL: &'static str = "volume attachment";
+
+    fn compare(&self, have: &Self) -> Comparison {
+        compare_attachment((&self.server, &self.volume), (&have.server, &have.volume))
+    }
+
+    async fn create(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        _name: &str,
+    ) -> Result<(), OpenstackError> {
+        attach(p, r, &self.server, &self.volume, self.device.as_deref()).await
+    }
+
+    async fn delete(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        _name: &str,
+    ) -> Result<(), OpenstackError> {
+        detach(p, r, &self.server, &self.volume).await
+    }
+}
 
 #[derive(Debug, Deserialize)]
 pub(super) struct VolumeJson {
@@ -105,8 +221,11 @@ pub(super) fn observe(
         }
         let volume_id = id(o.env, "volume", &name);
         let error = volume.status.starts_with("error").then(|| volume.status.clone());
-        let spec =
-            OpenstackSpec::Volume { size_gb: volume.size, volume_type: volume.volume_type, error };
+        let spec = OpenstackSpec::Volume(Volume {
+            size_gb: volume.size,
+            volume_type: volume.volume_type,
+            error,
+        });
         if o.insert(volume_id.clone(), spec, owned, vec![]) {
             o.index.volumes.insert(name.clone(), volume.id.clone());
         }
@@ -114,11 +233,11 @@ pub(super) fn observe(
             let Some(server) = o.server_names.get(&attachment.server_id).cloned() else { continue };
             o.index.attached.entry(server.clone()).or_default().push(name.clone());
             let depends_on = vec![id(o.env, "server", &server), volume_id.clone()];
-            let spec = OpenstackSpec::VolumeAttachment {
+            let spec = OpenstackSpec::VolumeAttachment(VolumeAttachment {
                 server,
                 volume: name.clone(),
                 device: attachment.device.clone(),
-            };
+            });
             o.insert(id(o.env, "volume_attachment", &name), spec, owned, depends_on);
         }
     }

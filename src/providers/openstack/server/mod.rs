@@ -459,3 +459,87 @@ struct NamedIdJson {
     #[serde(default)]
     name: String,
 }
+
+impl super::kind::Kind for ServerSpec {
+    const LABEL: &'static str = "host";
+
+    fn compare(&self, have: &Self) -> Comparison {
+        compare(self, have)
+    }
+
+    async fn create(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        create(p, r, name, self).await.map(drop)
+    }
+
+    async fn update(
+        &self,
+        have: &Self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        update(p, r, name, self, have).await
+    }
+
+    async fn replace(
+        &self,
+        _have: &Self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        replace(p, r, name, self).await
+    }
+
+    async fn delete(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        delete(p, r, name).await
+    }
+
+    /// Ownership, the user-data hash and the image and role as adopted.
+    async fn adopt(
+        &self,
+        p: &OpenstackProvider,
+        r: &str,
+        name: &str,
+    ) -> Result<(), OpenstackError> {
+        use openstack_sdk::api::compute::v2::server::metadata::create as server_metadata;
+        let id = super::common::known(p, r, |i| i.servers.get(name).cloned())?;
+        let mut metadata: Vec<(String, String)> = super::marks::ownership_metadata(&p.env).into();
+        metadata.push((super::USER_DATA_KEY.to_owned(), self.user_data_sha256.clone()));
+        // A placeholder such as "(booted from volume)" is no image name.
+        if !self.image.starts_with('(') {
+            metadata.push((super::IMAGE_KEY.to_owned(), self.image.clone()));
+        }
+        if let Some(role) = self.role {
+            metadata.push((super::ROLE_KEY.to_owned(), role.as_str().to_owned()));
+        }
+        let request = server_metadata::Request::builder()
+            .server_id(id.as_str())
+            .metadata(metadata.into_iter())
+            .build()
+            .map_err(|e| super::client::built(r, e))?;
+        p.cloud.execute(r, "mark", request).await
+    }
+
+    /// A server whose user data Nova cannot show is taken as booted with
+    /// the rendered one (the hash adopt writes), so adopting alone replaces
+    /// nothing; the next template change does, as for any server.
+    fn adopted(&self, desired: &Self) -> Self {
+        let mut adopted = self.clone();
+        if adopted.user_data_sha256.is_empty() {
+            adopted.user_data_sha256.clone_from(&desired.user_data_sha256);
+        }
+        adopted.role = desired.role;
+        adopted
+    }
+}
