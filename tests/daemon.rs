@@ -200,32 +200,7 @@ async fn drift_is_repaired_on_the_drift_schedule() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_signed_by_an_allowed_key_applies_and_an_unsigned_one_is_refused() {
     let Some(world) = World::new().await else { return };
-    let Some(keygen) = crate::support::require_binary("ssh-keygen", "openssh-client") else {
-        return;
-    };
-    let key = world.dir.path().join("signing_key");
-    let made = Command::new(keygen)
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "ops@example.test", "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen");
-    assert!(made.success());
-    let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
-    let signers = world.dir.path().join("allowed_signers");
-    std::fs::write(&signers, format!("ops@example.test {public}")).expect("allowed signers");
-    // The initial commit is unsigned: add a signed one on top before starting.
-    world.add_user("signed");
-    let signed = world.git.commit_signed("signed change", &key);
-    world.git.push(false);
-    let port = free_port();
-    let config = world.config(&world.git.file_url(), port, 1, "");
-    let text = std::fs::read_to_string(&config).expect("config").replace(
-        "  branch: main\n",
-        &format!("  branch: main\n  ssh_allowed_signers: {}\n", signers.display()),
-    );
-    std::fs::write(&config, text).expect("config");
-    let daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
-    daemon.wait_converged(&signed).await;
+    let Some((daemon, _, signed)) = world.signed_daemon().await else { return };
     assert!(world.users().await.contains(&"signed".to_owned()));
 
     world.add_user("unsigned");

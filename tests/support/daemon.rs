@@ -157,6 +157,37 @@ impl World {
         (daemon, config, commit)
     }
 
+    /// A signing key and an allowed-signers file naming it; a commit adding
+    /// user `signed` signed with it and pushed; a daemon requiring signed
+    /// commits started and converged on it. `None` (skip) without ssh-keygen.
+    pub async fn signed_daemon(&self) -> Option<(Daemon, std::path::PathBuf, String)> {
+        let keygen = super::require_binary("ssh-keygen", "openssh-client")?;
+        let key = self.dir.path().join("signing_key");
+        let made = Command::new(keygen)
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "ops@example.test", "-f"])
+            .arg(&key)
+            .status()
+            .expect("ssh-keygen");
+        assert!(made.success());
+        let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
+        let signers = self.dir.path().join("allowed_signers");
+        std::fs::write(&signers, format!("ops@example.test {public}")).expect("allowed signers");
+        // The initial commit is unsigned: a signed one on top before starting.
+        self.add_user("signed");
+        let signed = self.git.commit_signed("signed change", &key);
+        self.git.push(false);
+        let port = free_port();
+        let config = self.config(&self.git.file_url(), port, 1, "");
+        let text = std::fs::read_to_string(&config).expect("config").replace(
+            "  branch: main\n",
+            &format!("  branch: main\n  ssh_allowed_signers: {}\n", signers.display()),
+        );
+        std::fs::write(&config, text).expect("config");
+        let daemon = Daemon::start(&config, port, self.dir.path().join("daemon.log")).await;
+        daemon.wait_converged(&signed).await;
+        Some((daemon, key, signed))
+    }
+
     pub fn add_user(&self, name: &str) {
         self.git.edit("inventory/outside/influxdb.yaml", "users:\n", &format!("users:\n  - name: {name}\n    password: {{secret: outside_influxdb_telegraf_password}}\n"));
     }
