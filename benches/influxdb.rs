@@ -6,17 +6,15 @@
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+use support::harness::Harness;
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 use apimon::apply::ApplyOptions;
-use apimon::machine::Machine;
-use apimon::model::secret::SecretStore;
-use apimon::model::Secrets;
-use apimon::reconcile::{self, Target};
-use apimon::state::{self, LockedStore};
+use apimon::providers::Probe;
+use apimon::reconcile;
+use apimon::state;
 
 #[tokio::main]
 async fn main() {
@@ -39,35 +37,15 @@ async fn main() {
     }
     repo.write("inventory/outside/influxdb.yaml", &influx);
     let secrets_file = repo.secrets_file(&support::fixture_secrets(), 0o600);
-    let secrets = Secrets::Resolved(
-        SecretStore::load(Some(&secrets_file), std::iter::empty()).expect("secrets"),
-    );
     let state_dir = tempfile::tempdir().expect("temp dir");
-    let machine = Machine::from_env();
-    let prepare = || {
-        reconcile::prepare(
-            repo.path(),
-            &["outside".to_owned()],
-            &secrets,
-            Target::Live(&machine),
-            &apimon::model::load::NoFetch,
-        )
-        .expect("prepare")
-    };
+    let harness = Harness::outside(repo.path(), &secrets_file, state_dir.path());
+    let prepare = || harness.prepare();
 
-    let prepared = prepare();
-    let store = LockedStore::open(state_dir.path()).expect("lock");
-    let plan =
-        reconcile::plan(&prepared, &store.load().expect("state"), false).await.expect("plan");
     let options = ApplyOptions { parallelism: 8, ..ApplyOptions::default() };
     let started = Instant::now();
-    let outcome =
-        reconcile::apply(&store, &prepared, &plan, &options, |_| {}, &CancellationToken::new())
-            .await
-            .expect("apply");
+    let (plan, outcome) = harness.apply(&options, Probe::default(), || {}, |_| {}).await;
     assert!(outcome.is_success(), "{outcome:?}");
     let converge = started.elapsed();
-    drop(store);
 
     let state = state::read(state_dir.path()).expect("state");
     let mut samples: Vec<(Duration, usize)> = Vec::new();

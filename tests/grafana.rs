@@ -15,19 +15,17 @@
 //! `apimon-t…`). The token needs the Admin role (datasources).
 
 use std::path::PathBuf;
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
-use apimon::apply::{ApplyOptions, Outcome};
-use apimon::model::secret::SecretStore;
+use apimon::apply::Outcome;
 use apimon::model::Secrets;
 use apimon::plan::{Op, ProviderKind};
 use apimon::reconcile;
 use apimon::reconcile::Plan;
-use apimon::state::{self, LockedStore};
+use apimon::state::LockedStore;
 use serde_json::{json, Value};
 
 use crate::support::grafana::{GrafanaDouble, Version};
+use crate::support::harness::{fast, Harness};
 use crate::support::influxdb::InfluxServer;
 use crate::support::TestRepo;
 
@@ -137,32 +135,20 @@ impl Setup {
         self.double.as_ref().expect("this test runs against the double")
     }
 
+    fn harness(&self) -> Harness {
+        Harness::outside(self.repo.path(), &self.secrets_file, self.state_dir.path())
+    }
+
     fn secrets(&self) -> Secrets {
-        Secrets::Resolved(
-            SecretStore::load(Some(&self.secrets_file), std::iter::empty()).expect("secrets"),
-        )
+        self.harness().secrets()
     }
 
     fn set_secret(&self, name: &str, value: &str) {
-        let text = std::fs::read_to_string(&self.secrets_file).expect("read");
-        let replaced: String = text
-            .lines()
-            .map(|l| {
-                if l.starts_with(&format!("{name}:")) {
-                    format!("{name}: {value}\n")
-                } else {
-                    format!("{l}\n")
-                }
-            })
-            .collect();
-        assert_ne!(text, replaced);
-        std::fs::write(&self.secrets_file, replaced).expect("write");
+        self.harness().set_secret(name, value);
     }
 
     async fn try_plan(&self) -> Result<Plan, reconcile::ReconcileError> {
-        let prepared = crate::support::prepare_outside(self.repo.path(), &self.secrets());
-        let state = state::read(self.state_dir.path()).expect("state");
-        reconcile::plan(&prepared, &state, false).await
+        Ok(self.harness().try_plan(apimon::providers::Probe::default()).await?.0)
     }
 
     async fn plan(&self) -> Plan {
@@ -181,22 +167,7 @@ impl Setup {
         probe: apimon::providers::Probe,
         between: impl FnOnce(),
     ) -> (Plan, Outcome) {
-        let prepared = crate::support::prepare_outside(self.repo.path(), &self.secrets());
-        let store = LockedStore::open(self.state_dir.path()).expect("lock");
-        let state = store.load().expect("state");
-        let plan = reconcile::plan_probing(&prepared, &state, false, probe).await.expect("plan");
-        between();
-        let options = ApplyOptions {
-            parallelism: 2,
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(40),
-        };
-        let outcome =
-            reconcile::apply(&store, &prepared, &plan, &options, |_| {}, &CancellationToken::new())
-                .await
-                .expect("apply");
-        (plan, outcome)
+        self.harness().apply(&fast(), probe, between, |_| {}).await
     }
 
     async fn apply(&self) -> (Plan, Outcome) {

@@ -13,6 +13,7 @@ use apimon::reconcile;
 use apimon::reconcile::Plan;
 use apimon::state::{self, LockedStore};
 
+use crate::support::harness::Harness;
 use crate::support::influxdb::InfluxServer;
 use crate::support::{apimon, fixture_files_without_grafana, fixture_secrets, text, TestRepo};
 
@@ -38,26 +39,16 @@ impl Setup {
         Some(Self { server, repo, secrets_file, state_dir: tempfile::tempdir().expect("temp dir") })
     }
 
+    fn harness(&self) -> Harness {
+        Harness::outside(self.repo.path(), &self.secrets_file, self.state_dir.path())
+    }
+
     fn secrets(&self) -> Secrets {
-        Secrets::Resolved(
-            SecretStore::load(Some(&self.secrets_file), std::iter::empty()).expect("secrets"),
-        )
+        self.harness().secrets()
     }
 
     fn set_secret(&self, name: &str, value: &str) {
-        let text = std::fs::read_to_string(&self.secrets_file).expect("read secrets");
-        let replaced: String = text
-            .lines()
-            .map(|line| {
-                if line.starts_with(&format!("{name}:")) {
-                    format!("{name}: {value}\n")
-                } else {
-                    format!("{line}\n")
-                }
-            })
-            .collect();
-        assert_ne!(text, replaced, "secret {name} not in the file");
-        std::fs::write(&self.secrets_file, replaced).expect("write secrets");
+        self.harness().set_secret(name, value);
     }
 
     /// Plans `outside` against the server: (plan, HTTP requests it took).
@@ -67,9 +58,7 @@ impl Setup {
 
     /// A plan that also checks the `probe` slice of passwords by logging in.
     async fn plan_probing(&self, probe: apimon::providers::Probe) -> (Plan, usize) {
-        let prepared = crate::support::prepare_outside(self.repo.path(), &self.secrets());
-        let state = state::read(self.state_dir.path()).expect("state");
-        let plan = reconcile::plan_probing(&prepared, &state, false, probe).await.expect("plan");
+        let (plan, prepared) = self.harness().plan(probe).await;
         (plan, prepared.live.as_ref().map_or(0, |l| l.requests_of("influxdb")))
     }
 
@@ -79,21 +68,8 @@ impl Setup {
         options: &ApplyOptions,
         on_event: impl FnMut(Event<'_>),
     ) -> (Plan, Outcome) {
-        let prepared = crate::support::prepare_outside(self.repo.path(), &self.secrets());
-        let store = LockedStore::open(self.state_dir.path()).expect("lock");
-        let state = store.load().expect("state");
-        let plan = reconcile::plan(&prepared, &state, false).await.expect("plan");
-        let outcome = reconcile::apply(
-            &store,
-            &prepared,
-            &plan,
-            options,
-            on_event,
-            &CancellationToken::new(),
-        )
-        .await
-        .expect("apply");
-        (plan, outcome)
+        let probe = apimon::providers::Probe::default();
+        self.harness().apply(options, probe, || {}, on_event).await
     }
 
     async fn apply(&self) -> (Plan, Outcome) {

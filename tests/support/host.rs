@@ -4,16 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 use apimon::apply::{ApplyOptions, Outcome};
 use apimon::machine::Machine;
-use apimon::model::secret::SecretStore;
 use apimon::model::Secrets;
 use apimon::plan::{Op, ProviderKind};
 use apimon::reconcile::Plan;
-use apimon::reconcile::{self, ReconcileError, Target};
-use apimon::state::{self, LockedStore};
+use apimon::reconcile::{self, ReconcileError};
 
 use super::influxdb::InfluxServer;
 use super::sshd::{current_user, Relay, SshServer, SshWorld};
@@ -139,37 +136,34 @@ impl Setup {
         )
     }
 
+    /// The shared prepare → plan → apply harness, for this setup.
+    pub fn harness(&self) -> super::harness::Harness {
+        super::harness::Harness {
+            machine: self.machine(),
+            sources: Some(self.sources()),
+            ..super::harness::Harness::outside(
+                self.repo.path(),
+                &self.secrets_file,
+                self.state_dir.path(),
+            )
+        }
+    }
+
     pub fn secrets(&self) -> Secrets {
-        Secrets::Resolved(
-            SecretStore::load(Some(&self.secrets_file), std::iter::empty()).expect("secrets"),
-        )
+        self.harness().secrets()
     }
 
     pub fn prepare(&self) -> Result<reconcile::Prepared, ReconcileError> {
-        reconcile::prepare(
-            self.repo.path(),
-            &["outside".to_owned()],
-            &self.secrets(),
-            Target::Live(&self.machine()),
-            &self.sources(),
-        )
+        self.harness().try_prepare()
     }
 
     pub async fn plan(&self) -> Result<Plan, ReconcileError> {
-        let prepared = self.prepare()?;
-        reconcile::plan(&prepared, &state::read(self.state_dir.path()).expect("state"), false).await
+        Ok(self.harness().try_plan(apimon::providers::Probe::default()).await?.0)
     }
 
     pub async fn apply_with(&self, options: &ApplyOptions) -> (Plan, Outcome) {
-        let prepared = self.prepare().expect("prepare");
-        let store = LockedStore::open(self.state_dir.path()).expect("lock");
-        let plan =
-            reconcile::plan(&prepared, &store.load().expect("state"), false).await.expect("plan");
-        let outcome =
-            reconcile::apply(&store, &prepared, &plan, options, |_| {}, &CancellationToken::new())
-                .await
-                .expect("apply");
-        (plan, outcome)
+        let probe = apimon::providers::Probe::default();
+        self.harness().apply(options, probe, || {}, |_| {}).await
     }
 
     pub async fn apply(&self) -> (Plan, Outcome) {

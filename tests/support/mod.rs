@@ -12,6 +12,7 @@ pub mod executor;
 pub mod git;
 pub mod git_http;
 pub mod grafana;
+pub mod harness;
 pub mod host;
 pub mod hostile;
 pub mod influxdb;
