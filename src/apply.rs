@@ -79,6 +79,19 @@ impl ChangeError {
         Self { kind, message: chain(&error), source: Some(Arc::new(error)) }
     }
 
+    /// A failure caused by `error`, `context` first (what became of the change).
+    pub fn with_context(
+        kind: FailureKind,
+        context: &str,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            kind,
+            message: format!("{context}: {}", chain(&error)),
+            source: Some(Arc::new(error)),
+        }
+    }
+
     /// Worth retrying.
     pub fn is_transient(&self) -> bool {
         self.kind == FailureKind::Transient

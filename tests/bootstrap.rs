@@ -207,21 +207,9 @@ impl Setup {
 
     /// Waits until `/status` satisfies `done`; the daemon's log on timeout.
     async fn wait_status(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.status().await {
-                if done(&status) {
-                    return status;
-                }
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(300),
-                "timed out waiting for {what}; status {:?}\ndaemon log:\n{}",
-                self.status().await,
-                self.read("/.tools/apimon.log")
-            );
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+        let check = || async { self.status().await.filter(|status| done(status)) };
+        let context = || format!("daemon log:\n{}", self.read("/.tools/apimon.log"));
+        crate::support::eventually_async(what, Duration::from_secs(300), check, context).await
     }
 
     fn daemon_pid(&self) -> String {

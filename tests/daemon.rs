@@ -578,11 +578,7 @@ async fn approving_one_pending_change_over_http_leaves_the_others_pending() {
     let (stdout, stderr) = crate::support::text(&output);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("approved outside/influxdb.user/telegraf"), "{stdout}");
-    let start = std::time::Instant::now();
-    while !world.users().await.contains(&"telegraf".to_owned()) {
-        assert!(start.elapsed() < Duration::from_secs(30), "the approved change was not applied");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    world.wait_for_user("telegraf", true, Duration::from_secs(30)).await;
     // The other stays pending, through more drift passes.
     let status = daemon.status().await;
     let status = daemon.wait_reconciles(&status, 2).await;
@@ -598,14 +594,7 @@ async fn approving_one_pending_change_over_http_leaves_the_others_pending() {
     // A whole environment.
     let accepted = approve(json!({"environment": "outside"}), WEBHOOK_SECRET).await.expect("post");
     assert_eq!(accepted.status().as_u16(), 202);
-    let start = std::time::Instant::now();
-    while !world.users().await.contains(&"grafana".to_owned()) {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the environment's approval was not applied"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    world.wait_for_user("grafana", true, Duration::from_secs(30)).await;
 }
 
 /// A copy of the apimon binary at `path`, put in place by a rename, as a

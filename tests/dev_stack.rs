@@ -7,7 +7,7 @@
 //! running executor, and `down` stops exactly what `up` started.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::openstack::TestCloud;
 
@@ -28,15 +28,11 @@ fn value(env: &str, key: &str) -> String {
         .to_owned()
 }
 
-async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        assert!(start.elapsed() < Duration::from_secs(180), "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    probe: impl FnMut() -> F,
+) -> T {
+    crate::support::eventually_async(what, Duration::from_secs(180), probe, String::new).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

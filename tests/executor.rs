@@ -150,11 +150,13 @@ async fn a_run_killed_because_the_executor_stops_is_aborted_not_failed() {
     );
     let running = start(&config);
     // The run is under way once its first task has run.
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while !started.exists() {
-        assert!(std::time::Instant::now() < deadline, "the playbook never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let began = || started.exists().then_some(());
+    crate::support::eventually(
+        "the playbook to start",
+        Duration::from_secs(120),
+        began,
+        String::new,
+    );
     // The first stop waits for the run (grace period); the second kills it.
     running.controls.send(Control::Shutdown).expect("executor running");
     let (totals, records) = running.stop().await;
@@ -300,11 +302,13 @@ async fn influxdb_down_then_up_loses_no_point() {
         "points are buffered on disk while InfluxDB is down"
     );
     server.restart().await;
-    let start = std::time::Instant::now();
-    while std::fs::metadata(&buffer).is_ok_and(|m| m.len() > 0) {
-        assert!(start.elapsed() < Duration::from_secs(120), "the buffer never drained");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let drained = || (!std::fs::metadata(&buffer).is_ok_and(|m| m.len() > 0)).then_some(());
+    crate::support::eventually(
+        "the buffer to drain",
+        Duration::from_secs(120),
+        drained,
+        String::new,
+    );
     let (_, records) = running.stop().await;
     assert!(records.len() >= 6, "{records:?}");
     assert_eq!(points(&server).await, tally(&records), "a point was lost while InfluxDB was down");

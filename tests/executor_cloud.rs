@@ -69,15 +69,17 @@ async fn wait_rows(
     q: &str,
     n: usize,
 ) -> Vec<serde_json::Map<String, Value>> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
+    let enough = || async {
         let found = rows(server, q).await;
-        if found.len() >= n {
-            return found;
-        }
-        assert!(std::time::Instant::now() < deadline, "{q}: {found:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (found.len() >= n).then_some(found)
+    };
+    crate::support::eventually_async(
+        &format!("{n} rows of {q}"),
+        Duration::from_secs(120),
+        enough,
+        String::new,
+    )
+    .await
 }
 
 fn tag<'a>(row: &'a serde_json::Map<String, Value>, key: &str) -> &'a str {
@@ -289,11 +291,9 @@ async fn a_run_killed_at_its_timeout_or_by_a_stop_runs_its_cleanup_and_leaves_no
     assert_eq!(point[0]["cleanup"].as_str(), Some("passed"), "{point:?}");
 
     // The next run is stopped by apimon once its network exists: aborted, cleaned up.
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while api.networks("apimon-leak-").await.is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the next run never created its network");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let made = || async { (!api.networks("apimon-leak-").await.is_empty()).then_some(()) };
+    let what = "the next run to create its network";
+    crate::support::eventually_async(what, Duration::from_secs(120), made, String::new).await;
     running.controls.send(Control::Shutdown).expect("running");
     let (_, records) = running.stop().await;
     let aborted: Vec<_> = records.iter().filter(|r| r.result == RunResult::Aborted).collect();

@@ -200,17 +200,31 @@ impl<'a> Bastion<'a> {
     ///
     /// # Errors
     /// The tunnel or the daemon did not answer, or answered other than 200.
-    pub async fn status(&self, listen: (&str, u16)) -> Result<serde_json::Value, String> {
+    pub async fn status(&self, listen: (&str, u16)) -> Result<serde_json::Value, StatusError> {
         let (status, body) = self
             .provider
             .http_get(&self.host, listen, "/status", Duration::from_secs(10))
             .await
-            .map_err(|e| crate::error::chain(&e))?;
+            .map_err(StatusError::Tunnel)?;
         if status != 200 {
-            return Err(format!("/status answered {status}"));
+            return Err(StatusError::Status(status));
         }
-        serde_json::from_slice(&body).map_err(|e| format!("/status is not JSON: {e}"))
+        serde_json::from_slice(&body).map_err(StatusError::NotJson)
     }
+}
+
+/// The daemon's `/status` could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The SSH tunnel or the daemon did not answer.
+    #[error("/status through the SSH tunnel")]
+    Tunnel(#[source] HostError),
+    /// Another status than 200.
+    #[error("/status answered {0}")]
+    Status(u16),
+    /// Not JSON.
+    #[error("/status is not JSON")]
+    NotJson(#[source] serde_json::Error),
 }
 
 /// The daemon's bastion with the credentials bootstrap installs: what the

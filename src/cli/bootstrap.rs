@@ -370,7 +370,7 @@ async fn wait_converged(
                     status["last_error"]
                 )
             }
-            Err(error) => error,
+            Err(error) => crate::error::chain(&error),
         };
         if Instant::now() >= deadline {
             bail!("the daemon did not report {env} converged within {timeout:?}: {last}");

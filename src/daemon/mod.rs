@@ -264,7 +264,7 @@ async fn restart_due(image: Option<&mut self_image::SelfImage>) -> Option<String
             Some(change.to_string())
         }
         Err(why) => {
-            tracing::error!(changed = %change, error = %why, "Not restarting: the new file could not start a daemon; running on as started.");
+            tracing::error!(changed = %change, error = %crate::error::chain(&why), "Not restarting: the new file could not start a daemon; running on as started.");
             image.accept(&change);
             None
         }

@@ -107,19 +107,55 @@ impl SelfImage {
     }
 }
 
+/// Why a new binary or configuration cannot start a daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum Unstartable {
+    /// The configuration is not UTF-8.
+    #[error("{} is not UTF-8", path.display())]
+    NotText {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// The configuration does not load.
+    #[error(transparent)]
+    Config(#[from] super::config::ConfigError),
+    /// The binary failed its `--version`.
+    #[error("`{} --version` failed ({status})", path.display())]
+    Failed {
+        /// The binary.
+        path: std::path::PathBuf,
+        /// How it ended.
+        status: std::process::ExitStatus,
+    },
+    /// The binary cannot be started.
+    #[error("cannot start {}", path.display())]
+    Start {
+        /// The binary.
+        path: std::path::PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The binary did not answer in time.
+    #[error("`{} --version` did not answer within 10 s", path.display())]
+    Hung {
+        /// The binary.
+        path: std::path::PathBuf,
+    },
+}
+
 /// Whether the new file can start a daemon: the configuration loads, the
 /// binary answers `--version` within 10 s. A restart into a broken one
 /// would leave no daemon at all.
 ///
 /// # Errors
 /// Why it cannot.
-pub async fn check(change: &Change) -> Result<(), String> {
+pub async fn check(change: &Change) -> Result<(), Unstartable> {
     match change {
         Change::Config(path, text) => {
-            let text = std::str::from_utf8(text).map_err(|e| format!("not UTF-8: {e}"))?;
-            super::config::Config::parse(path, text)
-                .map(|_| ())
-                .map_err(|e| crate::error::chain(&e))
+            let text = std::str::from_utf8(text)
+                .map_err(|_| Unstartable::NotText { path: path.clone() })?;
+            super::config::Config::parse(path, text).map(drop).map_err(Unstartable::from)
         }
         Change::Binary(path, _) => {
             let run = tokio::process::Command::new(path)
@@ -129,11 +165,12 @@ pub async fn check(change: &Change) -> Result<(), String> {
                 .stderr(std::process::Stdio::null())
                 .kill_on_drop(true)
                 .status();
+            let path = path.clone();
             match tokio::time::timeout(std::time::Duration::from_secs(10), run).await {
                 Ok(Ok(status)) if status.success() => Ok(()),
-                Ok(Ok(status)) => Err(format!("`{} --version` failed ({status})", path.display())),
-                Ok(Err(error)) => Err(format!("cannot start {}: {error}", path.display())),
-                Err(_) => Err(format!("`{} --version` did not answer within 10 s", path.display())),
+                Ok(Ok(status)) => Err(Unstartable::Failed { path, status }),
+                Ok(Err(source)) => Err(Unstartable::Start { path, source }),
+                Err(_) => Err(Unstartable::Hung { path }),
             }
         }
     }

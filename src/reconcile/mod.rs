@@ -259,13 +259,8 @@ async fn apply_recorded(
 ) -> Result<(), ChangeError> {
     let unrecorded = |error: StateError, what: &str| {
         halt.cancel();
-        ChangeError::new(
-            FailureKind::Permanent,
-            format!(
-                "{what}: the state store cannot be written ({}); the apply stops",
-                crate::error::chain(&error)
-            ),
-        )
+        let context = format!("{what}: the state store cannot be written, the apply stops");
+        ChangeError::with_context(FailureKind::Permanent, &context, error)
     };
     if change.op == crate::plan::Op::Create {
         journal.intend(&change.id).map_err(|e| unrecorded(e, "not created"))?;
