@@ -150,13 +150,9 @@ async fn a_run_killed_because_the_executor_stops_is_aborted_not_failed() {
     );
     let running = start(&config);
     // The run is under way once its first task has run.
-    let began = || started.exists().then_some(());
-    crate::support::eventually(
-        "the playbook to start",
-        Duration::from_secs(120),
-        began,
-        String::new,
-    );
+    let began = || async { started.exists().then_some(()) };
+    let what = "the playbook to start";
+    crate::support::eventually_async(what, Duration::from_secs(120), began, String::new).await;
     // The first stop waits for the run (grace period); the second kills it.
     running.controls.send(Control::Shutdown).expect("executor running");
     let (totals, records) = running.stop().await;
@@ -302,13 +298,10 @@ async fn influxdb_down_then_up_loses_no_point() {
         "points are buffered on disk while InfluxDB is down"
     );
     server.restart().await;
-    let drained = || (!std::fs::metadata(&buffer).is_ok_and(|m| m.len() > 0)).then_some(());
-    crate::support::eventually(
-        "the buffer to drain",
-        Duration::from_secs(120),
-        drained,
-        String::new,
-    );
+    let drained =
+        || async { (!std::fs::metadata(&buffer).is_ok_and(|m| m.len() > 0)).then_some(()) };
+    let what = "the buffer to drain";
+    crate::support::eventually_async(what, Duration::from_secs(120), drained, String::new).await;
     let (_, records) = running.stop().await;
     assert!(records.len() >= 6, "{records:?}");
     assert_eq!(points(&server).await, tally(&records), "a point was lost while InfluxDB was down");
