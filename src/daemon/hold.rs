@@ -89,14 +89,24 @@ impl Policy<'_> {
 /// The changes of the commit in force still to apply after a pass that
 /// planned `planned` (every change, held or not): on the commit's own pass
 /// all of them; on a drift check those that were the commit's before and
-/// are still planned (an applied one drops out, and if it is needed again
-/// later, that is drift).
+/// are still planned. What the pass then applies drops out ([`applied`]):
+/// needed again later, that is drift.
 pub(super) fn merged_after<'a>(
     merged: &BTreeSet<ResourceId>,
     planned: impl IntoIterator<Item = &'a ResourceId>,
     drift_check: bool,
 ) -> BTreeSet<ResourceId> {
     planned.into_iter().filter(|id| !drift_check || merged.contains(*id)).cloned().collect()
+}
+
+/// Forgets the changes a pass applied: they are the commit's no longer.
+pub(super) fn applied<'a>(
+    merged: &mut BTreeSet<ResourceId>,
+    applied: impl IntoIterator<Item = &'a ResourceId>,
+) {
+    for id in applied {
+        merged.remove(id);
+    }
 }
 
 #[cfg(test)]
@@ -201,9 +211,10 @@ mod tests {
             endangers_own_host: &no,
         };
         let plan = plan(changes);
-        let next = merged_after(merged, plan.changes.iter().map(|c| &c.id), drift_check);
+        let mut next = merged_after(merged, plan.changes.iter().map(|c| &c.id), drift_check);
         let (left, held) = hold_back(plan, |c| policy.wait(c).map(|w| w.reason().to_owned()));
-        let runs = left.changes.into_iter().map(|c| c.id).collect();
+        let runs: Vec<ResourceId> = left.changes.into_iter().map(|c| c.id).collect();
+        applied(&mut next, &runs);
         (runs, held.into_iter().map(|h| (h.id, h.waiting_for)).collect(), next)
     }
 
@@ -238,6 +249,19 @@ mod tests {
             pass(vec![change("outside", "user", Op::Delete, &[])], true, true, &merged);
         assert!(runs.is_empty());
         assert_eq!(held, vec![(id("outside", "user"), Wait::ReportOnly.reason().to_owned())]);
+    }
+
+    #[test]
+    fn what_a_commit_applied_is_drift_when_it_is_needed_again() {
+        // The commit's pass creates a user; someone drops it before the
+        // next drift pass: that pass finds drift, for an operator.
+        let create = || vec![change("outside", "telegraf", Op::Create, &[])];
+        let (runs, _, merged) = pass(create(), false, true, &BTreeSet::new());
+        assert_eq!(runs, vec![id("outside", "telegraf")]);
+        assert!(merged.is_empty(), "{merged:?}");
+        let (runs, held, _) = pass(create(), true, true, &merged);
+        assert!(runs.is_empty());
+        assert_eq!(held, vec![(id("outside", "telegraf"), Wait::ReportOnly.reason().to_owned())]);
     }
 
     #[test]

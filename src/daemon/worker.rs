@@ -252,6 +252,7 @@ impl Worker {
             reconcile::apply(&store, &prepared, &plan, &self.config.apply, report, &self.stop)
                 .await?;
         drop(store);
+        super::hold::applied(&mut self.merged, &outcome.applied);
         if let Ok(mut approvals) = self.approvals.lock() {
             approvals.forget(&approved);
         }
