@@ -215,7 +215,7 @@ pub struct LiveArgs {
     #[arg(long, env = "APIMON_SECRETS_FILE")]
     pub secrets: Option<PathBuf>,
     /// State store directory: what apimon owns, last applied commit, history.
-    #[arg(long, env = "APIMON_STATE_DIR", default_value = "/var/lib/apimon")]
+    #[arg(long, env = "APIMON_STATE_DIR", default_value = crate::layout::STATE_DIR)]
     pub state_dir: PathBuf,
     /// SSH private key for the bastion and the hosts [default: ~/.ssh/id_ed25519].
     #[arg(long, env = "APIMON_SSH_KEY")]

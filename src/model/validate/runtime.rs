@@ -70,7 +70,7 @@ pub(super) fn check(check: &mut Check, repo: &RawRepository) -> Option<Runtime> 
             check.error(doc, &key, format!("`{path}` does not exist; {}", names_list(known)));
             continue;
         };
-        let sha256 = hex::encode(Sha256::digest(content));
+        let sha256 = crate::digest::sha256_hex(content);
         hash.update(format!("collection\0{path}\0{sha256}\n"));
         collections.push(CollectionArchive {
             path: path.to_owned(),

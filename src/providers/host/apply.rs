@@ -3,8 +3,6 @@
 //! it renamed over the target — a dropped connection leaves the old file
 //! as it was (and a stray temporary file, removed by the next upload).
 
-use sha2::Digest;
-
 use crate::plan::{ItemChange, Op, Planned};
 
 use super::ssh::{quote, rooted};
@@ -73,7 +71,7 @@ pub(super) async fn apply(
             _,
         ) => {
             for (path, bytes) in [(keyring, key.as_slice()), (sources_path, sources.as_bytes())] {
-                let sha256 = hex::encode(sha2::Sha256::digest(bytes));
+                let sha256 = crate::digest::sha256_hex(bytes);
                 upload(provider, host, path, bytes, &sha256, (0o644, "root", "root"), None).await?;
             }
             let update = &provider.settings.package_update;

@@ -22,7 +22,7 @@ const DAEMON_ACCOUNT: (&str, &str) = ("apimon", crate::layout::STATE_DIR);
 
 fn digest(path: &Path) -> Option<(PathBuf, String)> {
     let bytes = std::fs::read(path).ok()?;
-    Some((path.to_owned(), hex::encode(Sha256::digest(bytes))))
+    Some((path.to_owned(), crate::digest::sha256_hex(&bytes)))
 }
 
 /// The binary executors get and its sha256: `path`, or the running apimon

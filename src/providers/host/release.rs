@@ -5,8 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use super::HostError;
 
 /// The largest release accepted.
@@ -84,7 +82,7 @@ async fn download(url: &str, sha256: &str) -> Result<Vec<u8>, (String, bool)> {
         }
         bytes.extend_from_slice(&chunk);
     }
-    let got = hex::encode(Sha256::digest(&bytes));
+    let got = crate::digest::sha256_hex(&bytes);
     if got != sha256 {
         return Err((
             format!("downloaded a file with sha256 {got}, not the {sha256} apimon.yaml names; nothing was installed"),

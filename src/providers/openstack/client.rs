@@ -13,8 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use sha2::Digest;
-
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::request::Builder as RequestBuilder;
@@ -331,7 +329,7 @@ fn session_key(config: &CloudConfig) -> String {
         config.cacert,
         config.verify,
     );
-    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    crate::digest::sha256_hex(text.as_bytes())
 }
 
 /// One cloud, connected on first use.
