@@ -7,10 +7,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use git2::{Direction, FetchOptions, Oid, RemoteCallbacks, Repository};
 
+pub use super::failure::GitFailure;
+pub use super::fetch::FetchLimits;
 use crate::known_hosts::Verdict;
 use crate::url::{redact_url, ssh_host_port};
 
@@ -63,56 +65,6 @@ impl SignaturePolicy {
     /// Whether commits must be signed.
     pub fn required(&self) -> bool {
         self.ssh_allowed_signers.is_some() || self.gnupg_home.is_some()
-    }
-}
-
-/// What kind of failure a [`GitError`] is, for the daemon's error policy:
-/// only a network failure (or a local one) may go away by itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GitFailure {
-    /// Unreachable, timed out, reset: retry with backoff.
-    Network,
-    /// Credentials refused or missing.
-    Auth,
-    /// The server's SSH host key (or TLS certificate) is refused.
-    HostKey,
-    /// No such repository, branch or commit.
-    NotFound,
-    /// What the server sent is refused (a hostile tree, past a bound).
-    Refused,
-    /// Reading or writing the local cache or export failed.
-    Local,
-}
-
-impl GitFailure {
-    /// Whether retrying without a change (a new commit, new credentials,
-    /// a new known_hosts) cannot help.
-    pub fn is_permanent(self) -> bool {
-        matches!(self, Self::Auth | Self::HostKey | Self::NotFound | Self::Refused)
-    }
-
-    fn of(error: &git2::Error) -> Self {
-        let message = error.message().to_ascii_lowercase();
-        match error.code() {
-            git2::ErrorCode::Auth => return Self::Auth,
-            git2::ErrorCode::Certificate => return Self::HostKey,
-            git2::ErrorCode::NotFound => return Self::NotFound,
-            _ => {}
-        }
-        if message.contains("authenticat")
-            || message.contains("status code: 401")
-            || message.contains("status code: 403")
-        {
-            Self::Auth
-        } else if message.contains("not found")
-            || message.contains("not exported")
-            || message.contains("does not appear to be a git repository")
-            || message.contains("status code: 404")
-        {
-            Self::NotFound
-        } else {
-            Self::Network
-        }
     }
 }
 
@@ -206,55 +158,6 @@ impl GitError {
                 GitFailure::Refused
             }
             Self::Export { .. } => GitFailure::Local,
-        }
-    }
-}
-
-/// Bounds of one fetch: a hostile or broken server cannot fill the disk
-/// or hold the daemon forever. A server that stops sending fails at
-/// libgit2's read timeout (set in `main`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FetchLimits {
-    /// Most bytes received.
-    pub max_bytes: u64,
-    /// Most objects in the pack.
-    pub max_objects: usize,
-    /// Longest time, however steadily the server sends.
-    pub max_duration: Duration,
-}
-
-impl Default for FetchLimits {
-    fn default() -> Self {
-        Self {
-            max_bytes: crate::limits::DEFAULT_MAX_FETCH_BYTES,
-            max_objects: crate::limits::MAX_FETCH_OBJECTS,
-            max_duration: Duration::from_secs(crate::limits::MAX_FETCH_SECONDS),
-        }
-    }
-}
-
-impl FetchLimits {
-    /// Why a transfer that has received `bytes` of `objects` objects after
-    /// `elapsed` must stop, if it must.
-    fn exceeded(&self, bytes: u64, objects: usize, elapsed: Duration) -> Option<String> {
-        if bytes > self.max_bytes {
-            Some(format!(
-                "received {bytes} bytes, past the limit of {} bytes (repository.max_fetch_bytes)",
-                self.max_bytes
-            ))
-        } else if objects > self.max_objects {
-            Some(format!(
-                "the pack holds {objects} objects, past the limit of {}",
-                self.max_objects
-            ))
-        } else if elapsed > self.max_duration {
-            Some(format!(
-                "still receiving after {} seconds, past the limit of {} (received {bytes} bytes)",
-                elapsed.as_secs(),
-                self.max_duration.as_secs()
-            ))
-        } else {
-            None
         }
     }
 }
@@ -577,76 +480,3 @@ pub fn export_revision(path: &Path, rev: &str, dir: &Path) -> Result<CommitId, G
     Ok(id)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn git_failures_are_classified_by_kind() {
-        use git2::{Error, ErrorClass as Class, ErrorCode as Code};
-        let cases = [
-            (Error::new(Code::Auth, Class::Http, "authentication required"), GitFailure::Auth),
-            (
-                Error::new(Code::GenericError, Class::Ssh, "Failed to authenticate SSH session: x"),
-                GitFailure::Auth,
-            ),
-            (
-                Error::new(Code::GenericError, Class::Http, "unexpected http status code: 403"),
-                GitFailure::Auth,
-            ),
-            (
-                Error::new(Code::Certificate, Class::Ssl, "certificate not trusted"),
-                GitFailure::HostKey,
-            ),
-            (
-                Error::new(Code::NotFound, Class::Reference, "reference not found"),
-                GitFailure::NotFound,
-            ),
-            (
-                Error::new(
-                    Code::GenericError,
-                    Class::Net,
-                    "remote error: access denied or repository not exported: /x",
-                ),
-                GitFailure::NotFound,
-            ),
-            (
-                Error::new(Code::GenericError, Class::Http, "unexpected http status code: 404"),
-                GitFailure::NotFound,
-            ),
-            (
-                Error::new(
-                    Code::GenericError,
-                    Class::Net,
-                    "failed to connect to 127.0.0.1: Connection refused",
-                ),
-                GitFailure::Network,
-            ),
-            (Error::new(Code::GenericError, Class::Net, "timed out"), GitFailure::Network),
-        ];
-        for (error, expected) in cases {
-            assert_eq!(GitFailure::of(&error), expected, "{error}");
-        }
-        assert!(GitFailure::Auth.is_permanent() && GitFailure::HostKey.is_permanent());
-        assert!(!GitFailure::Network.is_permanent() && !GitFailure::Local.is_permanent());
-        let refused = GitError::HostKey {
-            action: "connect to",
-            url: "ssh://h/r".into(),
-            reason: "refusing".into(),
-        };
-        assert_eq!(refused.failure(), GitFailure::HostKey);
-    }
-
-    #[test]
-    fn fetches_stop_at_each_bound() {
-        let limits =
-            FetchLimits { max_bytes: 1000, max_objects: 10, max_duration: Duration::from_secs(60) };
-        let second = Duration::from_secs(1);
-        assert_eq!(limits.exceeded(1000, 10, Duration::from_secs(60)), None);
-        assert!(limits.exceeded(1001, 1, second).is_some_and(|r| r.contains("1001 bytes")));
-        assert!(limits.exceeded(1, 11, second).is_some_and(|r| r.contains("11 objects")));
-        assert!(limits
-            .exceeded(1, 1, Duration::from_secs(61))
-            .is_some_and(|r| r.contains("after 61 seconds")));
-    }
-}

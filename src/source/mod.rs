@@ -5,6 +5,8 @@
 
 pub mod entry_name;
 pub mod export;
+mod failure;
+mod fetch;
 pub mod git;
 pub mod scenarios;
 

@@ -30,6 +30,7 @@ mod keypair;
 mod marks;
 mod network;
 mod observe;
+mod router;
 mod security_group;
 mod server;
 mod volume;
@@ -55,7 +56,8 @@ pub use desired::desired;
 pub use floating_ip::FloatingIp;
 pub use keypair::Keypair;
 pub use marks::{ENV_KEY, MANAGED_KEY};
-pub use network::{Network, Router, Subnet};
+pub use network::{Network, Subnet};
+pub use router::Router;
 pub use security_group::rule_name;
 pub use security_group::{SecurityGroup, SecurityGroupRule};
 pub use server::ServerSpec;
@@ -87,7 +89,7 @@ kinds! {
     Server(server::ServerSpec),
     Volume(volume::Volume),
     VolumeAttachment(volume::VolumeAttachment),
-    Router(network::Router),
+    Router(router::Router),
     FloatingIp(floating_ip::FloatingIp),
 }
 

@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::client::OpenstackError;
 use super::marks::oldest_first;
 use super::{
-    floating_ip, id, keypair, network, security_group, server, volume, Index, OpenstackProvider,
-    OpenstackSpec,
+    floating_ip, id, keypair, network, router, security_group, server, volume, Index,
+    OpenstackProvider, OpenstackSpec,
 };
 use crate::plan::{ObservedItem, ObservedSet, ResourceId};
 use crate::providers::Scope;
@@ -91,8 +91,8 @@ pub(super) async fn observe(
         network::list_subnets(cloud, project),
         floating_ip::list(cloud, project),
         volume::list(cloud),
-        network::list_routers(cloud, project),
-        network::list_interfaces(cloud, project),
+        router::list_routers(cloud, project),
+        router::list_interfaces(cloud, project),
     )?;
     // Oldest first, so the same resource keeps a name from one plan to the next.
     oldest_first(&mut groups, |g| (&g.created_at, &g.id));
@@ -118,7 +118,7 @@ pub(super) async fn observe(
     keypair::observe(&mut o, keypairs, scope);
     network::observe_networks(&mut o, &networks)?;
     network::observe_subnets(&mut o, subnets)?;
-    network::observe_routers(&mut o, routers, &interfaces)?;
+    router::observe_routers(&mut o, routers, &interfaces)?;
     security_group::observe(&mut o, &groups)?;
     server::observe(&mut o, cloud, &servers).await?;
     volume::observe(&mut o, volumes)?;
