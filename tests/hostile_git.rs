@@ -118,9 +118,24 @@ fn push_tree_with(world: &World, extra: Vec<Entry>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_refuses_a_hostile_platform_commit_and_keeps_the_commit_in_force() {
-    let Some(world) = World::new().await else { return };
-    let daemon = world.converged_daemon(1, "").await;
+    daemon_refuses_hostile_commits(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_refuses_a_hostile_platform_commit_served_by_git_daemon() {
+    daemon_refuses_hostile_commits(true).await;
+}
+
+/// Each hostile commit pushed to the daemon's repository, over file:// or
+/// from a real `git daemon`.
+async fn daemon_refuses_hostile_commits(over_git_daemon: bool) {
+    let Some(mut world) = World::new().await else { return };
+    let url = if over_git_daemon { world.git.serve() } else { world.git.file_url() };
+    let port = free_port();
+    let config = world.config(&url, port, 1, "");
+    let daemon = Daemon::start(&config, port, world.dir.path().join("daemon.log")).await;
     let good = head(&world);
+    daemon.wait_converged(&good).await;
     let outside = world.dir.path().join("outside");
     std::fs::create_dir(&outside).expect("mkdir");
     let origin = world.git.origin_path();

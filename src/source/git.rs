@@ -479,4 +479,3 @@ pub fn export_revision(path: &Path, rev: &str, dir: &Path) -> Result<CommitId, G
     super::export::write_tree(&repo, &tree, &id, dir)?;
     Ok(id)
 }
-
