@@ -120,9 +120,9 @@ impl DaemonError {
             Self::Git(_) | Self::Task(_) | Self::Stopped => FailureKind::Transient,
             Self::Reconcile(ReconcileError::Observe(error)) => error.kind,
             Self::Reconcile(ReconcileError::State(_)) => FailureKind::Transient,
-            Self::Reconcile(ReconcileError::Load(crate::model::LoadError::Fetch { .. })) => {
-                FailureKind::Transient
-            }
+            Self::Reconcile(ReconcileError::Load(crate::model::LoadError::Fetch {
+                kind, ..
+            })) => *kind,
             Self::Incomplete(outcome) if !outcome.only_permanent_failures() => {
                 FailureKind::Transient
             }
@@ -404,4 +404,41 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Stopped,
     shutdown.cancel();
     let _ = server.await;
     Ok(stopped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LoadError;
+
+    fn fetch(kind: FailureKind) -> DaemonError {
+        let url = "https://git.example/s.git".to_owned();
+        DaemonError::Reconcile(ReconcileError::Load(LoadError::Fetch {
+            url,
+            message: "x".into(),
+            kind,
+        }))
+    }
+
+    #[test]
+    fn the_error_policy_goes_by_the_failures_kind() {
+        let mut backoff = Backoff::default();
+        assert!(matches!(
+            error_policy(&fetch(FailureKind::Transient), &mut backoff),
+            Next::Retry(_)
+        ));
+        assert_eq!(error_policy(&fetch(FailureKind::Permanent), &mut backoff), Next::WaitForChange);
+        let refused = DaemonError::Git(GitError::HostKey {
+            action: "connect to",
+            url: "ssh://git.example/r.git".into(),
+            reason: "refusing SSH host key".into(),
+        });
+        assert_eq!(error_policy(&refused, &mut backoff), Next::WaitForChange);
+        let unreachable = DaemonError::Git(GitError::Git {
+            action: "fetch from",
+            url: "ssh://git.example/r.git".into(),
+            source: git2::Error::from_str("failed to connect: Connection refused"),
+        });
+        assert!(matches!(error_policy(&unreachable, &mut backoff), Next::Retry(_)));
+    }
 }

@@ -132,6 +132,9 @@ pub enum LoadError {
         url: String,
         /// What went wrong.
         message: String,
+        /// Whether trying again may help (an unreachable server) or not
+        /// until something changes (refused credentials or host key).
+        kind: crate::error::FailureKind,
     },
     /// The repository was read but is invalid.
     #[error("the repository has {count} error(s):\n{0}", count = .0 .0.len())]

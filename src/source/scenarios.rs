@@ -140,6 +140,9 @@ impl FetchScenarios for SourceCache {
             GitError::Refused { .. } | GitError::FetchLimit { .. } => {
                 FetchError::Refused(crate::error::chain(&error))
             }
+            other if other.failure().is_permanent() => {
+                FetchError::Denied(crate::error::chain(&other))
+            }
             other => FetchError::Unavailable(crate::error::chain(&other)),
         })
     }

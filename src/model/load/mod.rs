@@ -158,6 +158,9 @@ pub enum FetchError {
     Missing(String),
     /// The remote cannot be reached now: try again later.
     Unavailable(String),
+    /// The remote refuses these credentials, or its host key is refused:
+    /// the same until the credentials or known_hosts change.
+    Denied(String),
     /// What the remote holds is refused (a hostile tree, past a limit):
     /// the same pin is refused every time.
     Refused(String),
@@ -456,7 +459,14 @@ pub fn fetch_scenario_repository(
     let url = crate::url::redact_url(&spec.url);
     let fetched = match fetcher.fetch(&spec.url, pin) {
         Ok(fetched) => fetched,
-        Err(FetchError::Unavailable(message)) => return Err(LoadError::Fetch { url, message }),
+        Err(FetchError::Unavailable(message)) => {
+            let kind = crate::error::FailureKind::Transient;
+            return Err(LoadError::Fetch { url, message, kind });
+        }
+        Err(FetchError::Denied(message)) => {
+            let kind = crate::error::FailureKind::Permanent;
+            return Err(LoadError::Fetch { url, message, kind });
+        }
         Err(FetchError::Missing(message) | FetchError::Refused(message)) => {
             let diagnostic = Diagnostic::new(raw.root.at(key), key, message);
             return Err(LoadError::Invalid(super::error::Diagnostics(vec![diagnostic])));
