@@ -62,6 +62,29 @@ pub fn authority(url: &str) -> Option<Authority<'_>> {
     Some(Authority { user, host, port, host_port })
 }
 
+/// Whether a credential of `kind` may be sent to `url`: a token only over
+/// https://, an SSH key only over ssh:// (or scp-like `user@host:path`).
+/// Never over http:// or git://, where anyone on the path reads it.
+pub fn carries(url: &str, kind: Credential) -> bool {
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
+    match kind {
+        Credential::Token => scheme.as_deref() == Some("https"),
+        Credential::SshKey => match scheme.as_deref() {
+            Some(scheme) => scheme == "ssh" || scheme == "git+ssh",
+            None => authority(url).is_some(),
+        },
+    }
+}
+
+/// A kind of credential a URL may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// A token sent as a password.
+    Token,
+    /// An SSH private key.
+    SshKey,
+}
+
 /// `host` or `host:port` of a URL (scp-like `user@host:path` included),
 /// lowercase: the scope credentials are sent to.
 pub fn url_host(url: &str) -> Option<String> {
@@ -121,6 +144,20 @@ mod tests {
         assert_eq!(url_host("ssh://git@git.example/a.git").as_deref(), Some("git.example"));
         assert_eq!(url_host("git@git.example:ops/a.git").as_deref(), Some("git.example"));
         assert_eq!(url_host("file:///srv/a.git"), None);
+    }
+
+    #[test]
+    fn credentials_go_over_their_own_scheme_only() {
+        use Credential::{SshKey, Token};
+        assert!(carries("https://git.example/r.git", Token));
+        assert!(carries("HTTPS://git.example/r.git", Token));
+        assert!(!carries("http://git.example/r.git", Token));
+        assert!(!carries("git://git.example/r.git", Token));
+        assert!(!carries("ssh://git@git.example/r.git", Token));
+        assert!(carries("ssh://git@git.example/r.git", SshKey));
+        assert!(carries("git@git.example:ops/r.git", SshKey));
+        assert!(!carries("https://git.example/r.git", SshKey));
+        assert!(!carries("file:///srv/r.git", SshKey));
     }
 
     #[test]

@@ -240,6 +240,7 @@ impl DaemonFile {
         if file.value.repository.max_fetch_bytes == Some(0) {
             file.problem("repository.max_fetch_bytes", "0; expected at least 1");
         }
+
         if file.value.listen.parse::<std::net::SocketAddr>().is_err() {
             let message = format!(
                 "invalid address `{}`; expected host:port like 127.0.0.1:9110",

@@ -52,6 +52,18 @@ pub enum GitAuth {
     },
 }
 
+impl GitAuth {
+    /// Whether these credentials may be sent to `url` (its scheme protects them).
+    pub fn allowed_over(&self, url: &str) -> bool {
+        use crate::url::{carries, Credential};
+        match self {
+            Self::None => true,
+            Self::Token { .. } => carries(url, Credential::Token),
+            Self::SshKey { .. } => carries(url, Credential::SshKey),
+        }
+    }
+}
+
 /// Which commit signatures are accepted.
 #[derive(Debug, Clone, Default)]
 pub struct SignaturePolicy {

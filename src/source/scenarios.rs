@@ -79,12 +79,23 @@ impl SourceCache {
         ))
     }
 
+    /// The credentials sent to `url`: only to their own host, and only
+    /// over a scheme that protects them (a token never over http://).
+    fn auth_for(&self, url: &str) -> GitAuth {
+        match &self.auth.host {
+            Some(host)
+                if url_host(url).as_deref() == Some(host.as_str())
+                    && self.auth.auth.allowed_over(url) =>
+            {
+                self.auth.auth.clone()
+            }
+            _ => GitAuth::None,
+        }
+    }
+
     fn open(&self, url: &str, branch: &str) -> Result<(GitSource, PathBuf), GitError> {
         let key = hex::encode(&sha2::Sha256::digest(url.as_bytes())[..8]);
-        let auth = match &self.auth.host {
-            Some(host) if url_host(url).as_deref() == Some(host.as_str()) => self.auth.auth.clone(),
-            _ => GitAuth::None,
-        };
+        let auth = self.auth_for(url);
         let mut source = GitSource::open(url, branch, auth, &self.dir.join(format!("{key}.git")))?
             .with_fetch_limits(self.limits);
         if let Some(known_hosts) = &self.known_hosts {
@@ -158,5 +169,25 @@ fn prune_exports(exports: &Path, keep: &str) {
         if name.to_str() != Some(keep) && !name.to_string_lossy().starts_with('.') {
             let _ = std::fs::remove_dir_all(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_goes_to_its_host_over_https_only() {
+        let token = GitAuth::Token {
+            user: "apimon".into(),
+            token: crate::model::Sensitive::new("s3cret".into()),
+        };
+        let auth = ScopedAuth { host: Some("git.example".into()), auth: token };
+        let cache = SourceCache::new(PathBuf::from("/nonexistent"), auth, None);
+        let sent = |url: &str| matches!(cache.auth_for(url), GitAuth::Token { .. });
+        assert!(sent("https://git.example/scenarios.git"));
+        assert!(!sent("http://git.example/scenarios.git"), "a token over http://");
+        assert!(!sent("git://git.example/scenarios.git"));
+        assert!(!sent("https://elsewhere.example/scenarios.git"));
     }
 }
