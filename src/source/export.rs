@@ -125,6 +125,19 @@ fn swap_in(staging: &Path, dir: &Path, parent: &Path, name: &str) -> std::io::Re
     Ok(())
 }
 
+/// Removes the exports in `dir` other than the one named `keep`. Dot-names
+/// are exports in progress (of this or another process): [`write_tree`]
+/// removes those left by a process that is gone.
+pub fn prune_exports(dir: &Path, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        if name.to_str() != Some(keep) && !name.to_string_lossy().starts_with('.') {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// `<pid>-<random>`: no two exports (of this process or another) share a
 /// staging directory.
 fn unique() -> String {
@@ -174,7 +187,7 @@ fn shown(path: &Path) -> String {
     path.to_string_lossy().escape_debug().to_string()
 }
 
-impl Writer<'_, '_> {
+impl<'r> Writer<'_, 'r> {
     /// Writes the entries of `tree` at `rel`; `linked` when `tree` was
     /// reached through a link (its own links stay text: no chains).
     fn write_dir(
@@ -224,12 +237,7 @@ impl Writer<'_, '_> {
     }
 
     fn make_dir(&self, target: &Path, rel: &Path) -> Result<(), Failure> {
-        std::fs::create_dir(target).map_err(|error| match error.kind() {
-            std::io::ErrorKind::AlreadyExists => {
-                ExportRefusal::Duplicate { path: shown(rel) }.into()
-            }
-            _ => Failure::Io(error),
-        })
+        std::fs::create_dir(target).map_err(|error| not_created(error, rel))
     }
 
     /// Counts one more file of `size` bytes, or refuses at the limit.
@@ -251,15 +259,15 @@ impl Writer<'_, '_> {
 
     /// The blob `id`, after its size (from the header, before inflating
     /// it) fit the budget.
-    fn read_blob(&mut self, id: Oid, rel: &Path) -> Result<Vec<u8>, Failure> {
+    fn read_blob(&mut self, id: Oid, rel: &Path) -> Result<git2::Blob<'r>, Failure> {
         let (size, _) = self.odb.read_header(id)?;
         self.take(rel, size as u64)?;
-        Ok(self.repo.find_blob(id)?.content().to_vec())
+        Ok(self.repo.find_blob(id)?)
     }
 
     fn write_blob(&mut self, id: Oid, rel: &Path, target: &Path) -> Result<(), Failure> {
-        let content = self.read_blob(id, rel)?;
-        write_new(target, &content, rel)
+        let blob = self.read_blob(id, rel)?;
+        write_new(target, blob.content(), rel)
     }
 
     /// The link `rel` in directory `parent`: what it points at when that is
@@ -274,10 +282,11 @@ impl Writer<'_, '_> {
         linked: bool,
     ) -> Result<(), Failure> {
         let link = self.read_blob(id, rel)?;
+        let link = link.content();
         let inside = if linked {
             None
         } else {
-            std::str::from_utf8(&link).ok().and_then(|t| resolve(parent, t))
+            std::str::from_utf8(link).ok().and_then(|t| resolve(parent, t))
         };
         let pointed = match &inside {
             None => None,
@@ -287,32 +296,34 @@ impl Writer<'_, '_> {
             }),
         };
         match pointed.as_ref().map(|o| (o.kind(), o)) {
-            Some((Some(ObjectType::Blob), object)) => {
-                let content = self.read_blob(object.id(), rel)?;
-                write_new(target, &content, rel)
-            }
+            Some((Some(ObjectType::Blob), object)) => self.write_blob(object.id(), rel, target),
             Some((Some(ObjectType::Tree), object)) => {
                 let tree = self.repo.find_tree(object.id())?;
                 self.make_dir(target, rel)?;
                 self.write_dir(&tree, rel, depth + 1, true)
             }
-            _ => write_new(target, &link, rel),
+            _ => write_new(target, link, rel),
         }
     }
 }
 
 /// Creates `target` (never overwrites: two entries of one name are refused).
 fn write_new(target: &Path, content: &[u8], rel: &Path) -> Result<(), Failure> {
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create_new(true).open(target).map_err(|error| {
-            match error.kind() {
-                std::io::ErrorKind::AlreadyExists => {
-                    ExportRefusal::Duplicate { path: shown(rel) }.into()
-                }
-                _ => Failure::Io(error),
-            }
-        })?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(target)
+        .map_err(|error| not_created(error, rel))?;
     file.write_all(content).map_err(Failure::Io)
+}
+
+/// Why `rel` was not created: there already (two entries of one name), or
+/// the file system's error.
+fn not_created(error: std::io::Error, rel: &Path) -> Failure {
+    match error.kind() {
+        std::io::ErrorKind::AlreadyExists => ExportRefusal::Duplicate { path: shown(rel) }.into(),
+        _ => Failure::Io(error),
+    }
 }
 
 /// `target`, relative to the directory `parent` (empty at the root), as a

@@ -9,7 +9,7 @@
 //!
 //! Blocking (libgit2).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sha2::Digest;
 
@@ -137,7 +137,8 @@ impl SourceCache {
         // still be what the commit holds.
         let dir = exports.join(&commit.0);
         source.export(&commit, &dir)?;
-        prune_exports(&exports, &commit.0);
+        // The model has read what it needs from the others.
+        super::export::prune_exports(&exports, &commit.0);
         Ok(Fetched { dir, commit: commit.0 })
     }
 }
@@ -156,19 +157,6 @@ impl FetchScenarios for SourceCache {
             }
             other => FetchError::Unavailable(crate::error::chain(&other)),
         })
-    }
-}
-
-/// Removes the exports of other commits: the model has read what it needs.
-fn prune_exports(exports: &Path, keep: &str) {
-    let Ok(entries) = std::fs::read_dir(exports) else { return };
-    for entry in entries.filter_map(Result::ok) {
-        let name = entry.file_name();
-        // Dot-names are exports in progress (of this or another process):
-        // the export removes those left by a process that is gone.
-        if name.to_str() != Some(keep) && !name.to_string_lossy().starts_with('.') {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
     }
 }
 

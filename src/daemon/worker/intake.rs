@@ -3,7 +3,7 @@
 //! commit that fails any step is rejected and the last good one stays in
 //! force. The followed scenario branch is taken in the same way.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::Utc;
 
@@ -13,7 +13,12 @@ use super::{blocking, InForce, Worker};
 use crate::model::secret::SecretStore;
 use crate::model::Secrets;
 use crate::reconcile::{self, Prepared, ReconcileError, Target};
-use crate::source::git::{CommitId, GitError};
+use crate::source::git::{CommitId, GitError, GitSource};
+
+/// The git source, for one blocking step.
+fn locked(source: &Mutex<GitSource>) -> Result<MutexGuard<'_, GitSource>, DaemonError> {
+    source.lock().map_err(|_| DaemonError::Task("git source lock poisoned".into()))
+}
 
 impl Worker {
     /// Asks the remote and fetches if it moved; the remote's commit. A
@@ -24,8 +29,7 @@ impl Worker {
         let source = Arc::clone(&self.source);
         let rejected = self.rejected.clone();
         let fetched = blocking(move || {
-            let source =
-                source.lock().map_err(|_| DaemonError::Task("git source lock poisoned".into()))?;
+            let source = locked(&source)?;
             let remote = source.remote_head()?;
             if source.cached_head().as_ref() == Some(&remote) || Some(&remote) == rejected.as_ref()
             {
@@ -54,12 +58,7 @@ impl Worker {
         let source = Arc::clone(&self.source);
         let policy = self.signatures.clone();
         let commit = commit.clone();
-        blocking(move || {
-            let source =
-                source.lock().map_err(|_| DaemonError::Task("git source lock poisoned".into()))?;
-            source.verify(&commit, &policy).map_err(DaemonError::from)
-        })
-        .await
+        blocking(move || locked(&source)?.verify(&commit, &policy).map_err(DaemonError::from)).await
     }
 
     /// Exports `commit` afresh (an export left on disk is never trusted:
@@ -78,10 +77,7 @@ impl Worker {
         let source = Arc::clone(&self.source);
         let commit = commit.clone();
         let work = blocking(move || {
-            source
-                .lock()
-                .map_err(|_| DaemonError::Task("git source lock poisoned".into()))?
-                .export(&commit, &dir)?;
+            locked(&source)?.export(&commit, &dir)?;
             let secrets = Secrets::Resolved(secrets);
             reconcile::prepare(&dir, &names, &secrets, Target::Live(&machine), &sources)
                 .map_err(DaemonError::from)
@@ -89,19 +85,6 @@ impl Worker {
         tokio::select! {
             result = work => result,
             () = self.stop.cancelled() => Err(DaemonError::Stopped),
-        }
-    }
-
-    /// Removes the exports of commits other than `keep` (left by an earlier
-    /// run, or refused).
-    fn prune_commits(&self, keep: &CommitId) {
-        let base = self.config.raw.state_dir.join("commits");
-        let Ok(entries) = std::fs::read_dir(&base) else { return };
-        for entry in entries.filter_map(Result::ok) {
-            let name = entry.file_name();
-            if name.to_str() != Some(keep.0.as_str()) && !name.to_string_lossy().starts_with('.') {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
         }
     }
 
@@ -175,7 +158,9 @@ impl Worker {
                     secrets: fingerprint,
                     prepared: Arc::new(prepared),
                 });
-                self.prune_commits(commit);
+                // Exports of earlier or refused commits go.
+                let commits = self.config.raw.state_dir.join("commits");
+                crate::source::export::prune_exports(&commits, &commit.0);
                 self.rejected = None;
                 self.rejected_scenarios = None;
                 self.converged = false;
