@@ -29,6 +29,11 @@ pub struct Installed {
 }
 
 impl Installed {
+    /// The credentials of `credentials` the bastion lacks, with what to write.
+    pub fn updates<'c>(&self, credentials: &'c [Credential]) -> Vec<(&'c Credential, Vec<u8>)> {
+        credentials.iter().filter_map(|c| self.update(c).map(|bytes| (c, bytes))).collect()
+    }
+
     /// What to write for `credential`, or `None` when the bastion has it.
     pub fn update(&self, credential: &Credential) -> Option<Vec<u8>> {
         match credential.merge {
@@ -262,11 +267,9 @@ impl super::handover::DaemonHost for DaemonBastion<'_> {
         let now = self.bastion.installed(self.credentials).await?;
         self.bastion.prepare_directories().await?;
         let mut written = Vec::new();
-        for credential in self.credentials {
-            if let Some(bytes) = now.update(credential) {
-                self.bastion.write(credential, &bytes).await?;
-                written.push(credential.path.to_owned());
-            }
+        for (credential, bytes) in now.updates(self.credentials) {
+            self.bastion.write(credential, &bytes).await?;
+            written.push(credential.path.to_owned());
         }
         Ok(written)
     }

@@ -421,10 +421,7 @@ impl<'a, H: DaemonHost, O: Operator> Handover<'a, H, O> {
     async fn restore(&mut self) -> Restored {
         let failed = |error: HandoverError| Restored::Failed(crate::error::chain(&error));
         match self.phase.clone() {
-            Phase::Idle => match self.bastion.unit(true).await {
-                Ok(()) => Restored::Running,
-                Err(error) => failed(self.on_bastion(Step::Start)(error)),
-            },
+            Phase::Idle => self.start_again().await,
             // Not read yet: the bastion's own store is the newest; unmark it.
             Phase::Marked(mark) => {
                 if let Err(error) = self.bastion.unmark(&mark).await {
@@ -434,10 +431,7 @@ impl<'a, H: DaemonHost, O: Operator> Handover<'a, H, O> {
                 if let Err(error) = release(self.state_dir) {
                     return failed(self.local(error));
                 }
-                match self.bastion.unit(true).await {
-                    Ok(()) => Restored::Running,
-                    Err(error) => failed(self.on_bastion(Step::Start)(error)),
-                }
+                self.start_again().await
             }
             Phase::Saved(_) => {
                 let rebuilt = match self.operator.plan().await {
@@ -453,6 +447,16 @@ impl<'a, H: DaemonHost, O: Operator> Handover<'a, H, O> {
                 }
             }
             Phase::HandedOver => Restored::NotNeeded,
+        }
+    }
+
+    /// Starts the daemon with the bastion's own store.
+    async fn start_again(&self) -> Restored {
+        match self.bastion.unit(true).await {
+            Ok(()) => Restored::Running,
+            Err(error) => {
+                Restored::Failed(crate::error::chain(&self.on_bastion(Step::Start)(error)))
+            }
         }
     }
 

@@ -162,7 +162,7 @@ impl Run<'_> {
             }
             self.check_checkout(installed.active).await?;
         }
-        let updates = credential_updates(credentials, &installed);
+        let updates = installed.updates(credentials);
         if !resumed && !plan.summary.has_changes() && updates.is_empty() && installed.active {
             println!(
                 "Nothing to do: the daemon on {} runs, and its files, its credentials and the platform are as the repository says.",
@@ -316,13 +316,6 @@ async fn check_other_bastions(
         }
     }
     Ok(())
-}
-
-fn credential_updates<'a>(
-    credentials: &'a [Credential],
-    installed: &Installed,
-) -> Vec<(&'a Credential, Vec<u8>)> {
-    credentials.iter().filter_map(|c| installed.update(c).map(|bytes| (c, bytes))).collect()
 }
 
 fn show(
