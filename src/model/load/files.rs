@@ -10,10 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::fsutil::{kind_of, read_limited, ReadError};
 use crate::model::error::{Diagnostic, Location};
 
-pub use crate::limits::{MAX_FILE_BYTES, MAX_REPOSITORY_BYTES, MAX_TREE_DEPTH};
-/// Most files under one directory tree (scenario files): as many as one
-/// repository may hold.
-pub const MAX_TREE_FILES: usize = crate::limits::MAX_REPOSITORY_FILES;
+use crate::limits::{MAX_FILE_BYTES, MAX_REPOSITORY_BYTES, MAX_REPOSITORY_FILES, MAX_TREE_DEPTH};
 
 /// Reads files of one repository, collecting problems.
 pub(crate) struct RepoFiles {
@@ -181,8 +178,8 @@ impl RepoFiles {
                 let child = sub.join(&name);
                 if is_dir {
                     pending.push((child, depth + 1));
-                } else if files.len() >= MAX_TREE_FILES {
-                    self.problem(base, format!("holds more than {MAX_TREE_FILES} files"));
+                } else if files.len() >= MAX_REPOSITORY_FILES {
+                    self.problem(base, format!("holds more than {MAX_REPOSITORY_FILES} files"));
                     return files;
                 } else if let Some(bytes) = self.read_entry(&base.join(&child)) {
                     files.insert(child.to_string_lossy().into_owned(), bytes);

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use files::RepoFiles;
-pub use files::{MAX_FILE_BYTES, MAX_REPOSITORY_BYTES, MAX_TREE_DEPTH, MAX_TREE_FILES};
 use yaml::bare_message;
 pub use yaml::{parse_yaml, ConfigFile, ParseProblem, MAX_FLOW_DEPTH};
 
