@@ -9,13 +9,16 @@ use serde::Deserialize;
 
 use super::client::{built, Cloud, OpenstackError};
 use super::common::{known, Created};
-use super::kind::Kind;
+use super::kind::{Kind, Wanted};
 use super::marks::{is_owned_tags, refuse_foreign, tags_claim};
 use super::network::network_id;
 use super::observe::Observer;
 use super::server::{self, first_port};
-use super::{id, OpenstackProvider, OpenstackSpec};
+use super::{id, router_name, server_id, OpenstackProvider, OpenstackSpec};
+use crate::model::Environment;
 use crate::plan::Comparison;
+use crate::providers::Scope;
+use crate::render::Rendered;
 
 /// A floating IP associated with a server.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -28,6 +31,34 @@ pub struct FloatingIp {
 
 impl Kind for FloatingIp {
     const LABEL: &'static str = "floating IP of host";
+    type Listing = Vec<FloatingIpJson>;
+
+    /// One per host that asks for one, once its server and the router exist.
+    fn desired(env: &Environment, _: &Rendered) -> Vec<Wanted<Self>> {
+        let name = env.name.as_str();
+        let wanted = |host: &crate::model::Host| {
+            let network = host.floating_ip.as_ref()?;
+            let spec = FloatingIp { network: network.clone(), server: host.name.clone() };
+            let depends_on =
+                vec![server_id(name, &host.name), id(name, "router", router_name(name))];
+            Some((id(name, "floating_ip", &host.name), spec, depends_on))
+        };
+        env.hosts.iter().filter_map(wanted).collect()
+    }
+
+    /// The project's floating IPs, with the device of their port.
+    async fn list(cloud: &Cloud, project: &str) -> Result<Self::Listing, OpenstackError> {
+        list_in_project!(cloud, project, floating_ip_list, FloatingIpJson, "floating IPs")
+    }
+
+    async fn observe(
+        o: &mut Observer<'_>,
+        floating_ips: Self::Listing,
+        _: &OpenstackProvider,
+        _: &Scope,
+    ) -> Result<(), OpenstackError> {
+        observe(o, floating_ips)
+    }
 
     fn compare(&self, have: &Self) -> Comparison {
         if self == have {
@@ -74,7 +105,7 @@ impl Kind for FloatingIp {
 }
 
 #[derive(Debug, Deserialize)]
-pub(super) struct FloatingIpJson {
+pub(crate) struct FloatingIpJson {
     id: String,
     floating_network_id: String,
     #[serde(default)]
@@ -91,19 +122,8 @@ struct PortDetailsJson {
     device_id: Option<String>,
 }
 
-/// The project's floating IPs, with the device of their port.
-pub(super) async fn list(
-    cloud: &Cloud,
-    project: &str,
-) -> Result<Vec<FloatingIpJson>, OpenstackError> {
-    list_in_project!(cloud, project, floating_ip_list, FloatingIpJson, "floating IPs")
-}
-
 /// Floating IPs, by the server their port belongs to.
-pub(super) fn observe(
-    o: &mut Observer<'_>,
-    floating_ips: Vec<FloatingIpJson>,
-) -> Result<(), OpenstackError> {
+fn observe(o: &mut Observer<'_>, floating_ips: Vec<FloatingIpJson>) -> Result<(), OpenstackError> {
     for fip in floating_ips {
         let owned = is_owned_tags(&fip.tags, o.env);
         let server = fip

@@ -8,11 +8,13 @@ use openstack_sdk::api::compute::v2::keypair::{
 use serde::Deserialize;
 
 use super::client::{built, Cloud, OpenstackError};
-use super::kind::Kind;
+use super::kind::{Kind, Wanted};
 use super::observe::Observer;
 use super::{id, OpenstackProvider, OpenstackSpec};
+use crate::model::Environment;
 use crate::plan::Comparison;
 use crate::providers::Scope;
+use crate::render::Rendered;
 
 /// A Nova keypair.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -23,6 +25,47 @@ pub struct Keypair {
 
 impl Kind for Keypair {
     const LABEL: &'static str = "keypair";
+    type Listing = Vec<KeypairJson>;
+
+    /// Keypairs with a public key; an existing one is only referenced:
+    /// nothing to create, ever to delete.
+    fn desired(env: &Environment, _: &Rendered) -> Vec<Wanted<Self>> {
+        env.keypairs
+            .iter()
+            .filter_map(|k| Some((k, k.public_key.as_ref()?)))
+            .map(|(keypair, key)| {
+                let spec = Keypair { public_key: key.line().to_owned() };
+                (id(&env.name, "keypair", &keypair.name), spec, vec![])
+            })
+            .collect()
+    }
+
+    /// Every keypair of the user.
+    async fn list(cloud: &Cloud, _: &str) -> Result<Vec<KeypairJson>, OpenstackError> {
+        let request = keypair_list::Request::builder().build().map_err(|e| built("keypairs", e))?;
+        cloud.query::<Vec<KeypairJson>, _>("keypairs", "list", request).await
+    }
+
+    /// The keypairs apimon created (the state store says which) or the
+    /// repository declares.
+    async fn observe(
+        o: &mut Observer<'_>,
+        keypairs: Vec<KeypairJson>,
+        _: &OpenstackProvider,
+        scope: &Scope,
+    ) -> Result<(), OpenstackError> {
+        for keypair in keypairs {
+            let keypair_id = id(o.env, "keypair", &keypair.name);
+            let owned = scope.owned.contains(&keypair_id);
+            if owned || o.wants("keypair", &keypair.name) {
+                let spec = OpenstackSpec::Keypair(Keypair {
+                    public_key: keypair.public_key.trim().to_owned(),
+                });
+                o.insert(keypair_id, spec, owned, vec![]);
+            }
+        }
+        Ok(())
+    }
 
     fn compare(&self, have: &Self) -> Comparison {
         compare(&self.public_key, &have.public_key)
@@ -48,16 +91,10 @@ impl Kind for Keypair {
 }
 
 #[derive(Debug, Deserialize)]
-pub(super) struct KeypairJson {
+pub(crate) struct KeypairJson {
     name: String,
     #[serde(default)]
     public_key: String,
-}
-
-/// Every keypair of the user.
-pub(super) async fn list(cloud: &Cloud) -> Result<Vec<KeypairJson>, OpenstackError> {
-    let request = keypair_list::Request::builder().build().map_err(|e| built("keypairs", e))?;
-    cloud.query::<Vec<KeypairJson>, _>("keypairs", "list", request).await
 }
 
 /// A changed key cannot be changed in place.
@@ -66,21 +103,6 @@ pub(super) fn compare(want: &str, have: &str) -> Comparison {
         Comparison::Same
     } else {
         Comparison::Replace("public key changed (keypairs cannot change in place)".to_owned())
-    }
-}
-
-/// The keypairs apimon created (the state store says which) or the
-/// repository declares.
-pub(super) fn observe(o: &mut Observer<'_>, keypairs: Vec<KeypairJson>, scope: &Scope) {
-    for keypair in keypairs {
-        let keypair_id = id(o.env, "keypair", &keypair.name);
-        let owned = scope.owned.contains(&keypair_id);
-        if owned || o.wants("keypair", &keypair.name) {
-            let spec = OpenstackSpec::Keypair(Keypair {
-                public_key: keypair.public_key.trim().to_owned(),
-            });
-            o.insert(keypair_id, spec, owned, vec![]);
-        }
     }
 }
 

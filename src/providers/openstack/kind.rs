@@ -1,17 +1,24 @@
 //! The contract every OpenStack resource kind implements ([`Kind`]), and
 //! [`kinds!`], the one list of kinds: from it come [`OpenstackSpec`]
-//! (one variant per kind) and the dispatch of compare, labels and every
-//! verb. A kind is one file (its spec, API structs, observe, verbs and
-//! `impl Kind`) and one row in `kinds!` (in `mod.rs`); what it is built
-//! from (`desired.rs`) and where its list call sits among the others
-//! (`observe.rs`, which orders kinds that name each other) are its other
-//! two rows.
+//! (one variant per kind), the desired set, the observation (every kind's
+//! list call at once, then each kind's reading in row order) and the
+//! dispatch of compare, labels and every verb. A kind is one file (its
+//! spec, what the environment asks of it, its API structs, list call,
+//! observation, verbs and `impl Kind`), one `mod` line and one row in
+//! `kinds!` (in `mod.rs`).
 //!
 //! [`OpenstackSpec`]: super::OpenstackSpec
 
-use super::client::OpenstackError;
+use super::client::{Cloud, OpenstackError};
+use super::observe::Observer;
 use super::{Index, OpenstackProvider};
-use crate::plan::Comparison;
+use crate::model::Environment;
+use crate::plan::{Comparison, ResourceId};
+use crate::providers::Scope;
+use crate::render::Rendered;
+
+/// One resource an environment asks for: its id, its spec, what it needs first.
+pub(crate) type Wanted<S> = (ResourceId, S, Vec<ResourceId>);
 
 /// One resource kind: how a declared one compares with an observed one,
 /// and how it is created, changed, replaced, deleted and adopted.
@@ -19,6 +26,25 @@ use crate::plan::Comparison;
 pub(crate) trait Kind: Clone + PartialEq {
     /// How errors name it (`keypair`, `floating IP of host`).
     const LABEL: &'static str;
+
+    /// What this kind's list call returns: `()` for a kind whose parent's
+    /// list brings it in (security group rules, volume attachments).
+    type Listing: Send;
+
+    /// What `env` asks for of this kind.
+    fn desired(env: &Environment, rendered: &Rendered) -> Vec<Wanted<Self>>;
+
+    /// Its one list call; every kind's runs at once.
+    async fn list(cloud: &Cloud, project: &str) -> Result<Self::Listing, OpenstackError>;
+
+    /// Records what the listing holds. Kinds are read in `kinds!` order,
+    /// so one may use the names an earlier kind recorded in `o`.
+    async fn observe(
+        o: &mut Observer<'_>,
+        listing: Self::Listing,
+        p: &OpenstackProvider,
+        scope: &Scope,
+    ) -> Result<(), OpenstackError>;
 
     /// What differs, and whether in place.
     fn compare(&self, have: &Self) -> Comparison;
@@ -88,10 +114,40 @@ pub(crate) trait Kind: Clone + PartialEq {
     }
 }
 
-/// The one list of kinds: `Variant(SpecType)`, in the order errors and
-/// plans know them. Generates `OpenstackSpec` and its dispatch.
+/// The one list of kinds: `Variant(SpecType)`, in the order they are
+/// observed (a kind after those whose names it uses). Generates
+/// `OpenstackSpec`, `desired`, the observation and the dispatch.
 macro_rules! kinds {
     ($($variant:ident($spec:ty)),+ $(,)?) => {
+        /// What the environment asks of OpenStack, kind by kind.
+        pub fn desired(
+            env: &$crate::model::Environment,
+            rendered: &$crate::render::Rendered,
+        ) -> DesiredSet<OpenstackSpec> {
+            let mut set = DesiredSet::new();
+            $(
+                for (id, spec, depends_on) in <$spec as kind::Kind>::desired(env, rendered) {
+                    set.insert(id, $crate::plan::DesiredItem::new(OpenstackSpec::$variant(spec), depends_on));
+                }
+            )+
+            set
+        }
+
+        /// Every kind's list call at once, then each kind's reading in row order.
+        #[allow(non_snake_case)]
+        async fn observe_kinds(
+            p: &OpenstackProvider,
+            o: &mut observe::Observer<'_>,
+            scope: &Scope,
+        ) -> Result<(), OpenstackError> {
+            let project = o.project;
+            let ($($variant,)+) = tokio::try_join!(
+                $(<$spec as kind::Kind>::list(&p.cloud, project)),+
+            )?;
+            $(<$spec as kind::Kind>::observe(o, $variant, p, scope).await?;)+
+            Ok(())
+        }
+
         /// One OpenStack resource: one variant per [`Kind`](kind::Kind).
         #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
         #[serde(tag = "kind", rename_all = "snake_case")]

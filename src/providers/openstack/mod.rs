@@ -24,7 +24,6 @@ mod kind;
 mod adopt;
 mod apply;
 pub mod client;
-mod desired;
 mod floating_ip;
 mod keypair;
 mod marks;
@@ -52,7 +51,6 @@ use crate::providers::{
 };
 
 use self::client::{Cloud, OpenstackError};
-pub use desired::desired;
 pub use floating_ip::FloatingIp;
 pub use keypair::Keypair;
 pub use marks::{ENV_KEY, MANAGED_KEY};

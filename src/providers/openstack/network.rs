@@ -14,11 +14,14 @@ use serde::Deserialize;
 
 use super::client::{built, Cloud, OpenstackError};
 use super::common::{known, Created, Named};
-use super::kind::Kind;
-use super::marks::{is_owned_tags, refuse_foreign, tags_claim, Claims};
+use super::kind::{Kind, Wanted};
+use super::marks::{is_owned_tags, oldest_first, refuse_foreign, tags_claim, Claims};
 use super::observe::Observer;
 use super::{id, OpenstackProvider, OpenstackSpec};
+use crate::model::Environment;
 use crate::plan::Comparison;
+use crate::providers::Scope;
+use crate::render::Rendered;
 
 /// A Neutron network of the environment.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -26,6 +29,31 @@ pub struct Network {}
 
 impl Kind for Network {
     const LABEL: &'static str = "network";
+    type Listing = Vec<NetworkJson>;
+
+    /// The environment's own networks; external ones are only referenced.
+    fn desired(env: &Environment, _: &Rendered) -> Vec<Wanted<Self>> {
+        let wanted =
+            |n: &crate::model::Network| (id(&env.name, "network", &n.name), Network {}, vec![]);
+        env.networks.iter().filter(|n| !n.external).map(wanted).collect()
+    }
+
+    /// Every network the project sees (its own, external and shared ones), oldest first.
+    async fn list(cloud: &Cloud, _: &str) -> Result<Self::Listing, OpenstackError> {
+        let request = network_list::Request::builder().build().map_err(|e| built("networks", e))?;
+        let mut networks = cloud.list::<NetworkJson, _>("networks", request).await?;
+        oldest_first(&mut networks, |n| (&n.created_at, &n.id));
+        Ok(networks)
+    }
+
+    async fn observe(
+        o: &mut Observer<'_>,
+        networks: Self::Listing,
+        _: &OpenstackProvider,
+        _: &Scope,
+    ) -> Result<(), OpenstackError> {
+        observe_networks(o, &networks)
+    }
 
     fn compare(&self, _have: &Self) -> Comparison {
         Comparison::Same
@@ -82,6 +110,45 @@ pub struct Subnet {
 
 impl Kind for Subnet {
     const LABEL: &'static str = "subnet";
+    type Listing = Vec<SubnetJson>;
+
+    fn desired(env: &Environment, _: &Rendered) -> Vec<Wanted<Self>> {
+        let mut wanted = Vec::new();
+        for network in env.networks.iter().filter(|n| !n.external) {
+            for subnet in &network.subnets {
+                let spec = Subnet {
+                    network: network.name.clone(),
+                    cidr: subnet.cidr.to_string(),
+                    gateway_ip: subnet.gateway_ip.map(|ip| ip.to_string()),
+                    dns_nameservers: subnet
+                        .dns_nameservers
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                    enable_dhcp: subnet.enable_dhcp,
+                };
+                let network = id(&env.name, "network", &network.name);
+                wanted.push((id(&env.name, "subnet", &subnet.name), spec, vec![network]));
+            }
+        }
+        wanted
+    }
+
+    /// The project's subnets, oldest first.
+    async fn list(cloud: &Cloud, project: &str) -> Result<Self::Listing, OpenstackError> {
+        let mut subnets = list_in_project!(cloud, project, subnet_list, SubnetJson, "subnets")?;
+        oldest_first(&mut subnets, |n| (&n.created_at, &n.id));
+        Ok(subnets)
+    }
+
+    async fn observe(
+        o: &mut Observer<'_>,
+        subnets: Self::Listing,
+        _: &OpenstackProvider,
+        _: &Scope,
+    ) -> Result<(), OpenstackError> {
+        observe_subnets(o, subnets)
+    }
 
     fn compare(&self, have: &Self) -> Comparison {
         compare_subnet(self, have)
@@ -137,7 +204,7 @@ impl Kind for Subnet {
 }
 
 #[derive(Debug, Deserialize)]
-pub(super) struct NetworkJson {
+pub(crate) struct NetworkJson {
     pub id: String,
     #[serde(default)]
     pub created_at: String,
@@ -152,7 +219,7 @@ pub(super) struct NetworkJson {
 }
 
 #[derive(Debug, Deserialize)]
-pub(super) struct SubnetJson {
+pub(crate) struct SubnetJson {
     pub id: String,
     #[serde(default)]
     pub created_at: String,
@@ -173,20 +240,6 @@ pub(super) struct SubnetJson {
 /// Neutron's default when a subnet does not say.
 fn dhcp_default() -> bool {
     true
-}
-
-/// Every network the project sees (its own, external and shared ones).
-pub(super) async fn list_networks(cloud: &Cloud) -> Result<Vec<NetworkJson>, OpenstackError> {
-    let request = network_list::Request::builder().build().map_err(|e| built("networks", e))?;
-    cloud.list::<NetworkJson, _>("networks", request).await
-}
-
-/// The project's subnets.
-pub(super) async fn list_subnets(
-    cloud: &Cloud,
-    project: &str,
-) -> Result<Vec<SubnetJson>, OpenstackError> {
-    list_in_project!(cloud, project, subnet_list, SubnetJson, "subnets")
 }
 
 /// Network and CIDR changes replace a subnet; gateway and DNS change in place.
@@ -229,10 +282,7 @@ pub(super) fn compare_subnet(want: &Subnet, have: &Subnet) -> Comparison {
 }
 
 /// The project's own networks, and external/shared ones by name (for floating IPs).
-pub(super) fn observe_networks(
-    o: &mut Observer<'_>,
-    networks: &[NetworkJson],
-) -> Result<(), OpenstackError> {
+fn observe_networks(o: &mut Observer<'_>, networks: &[NetworkJson]) -> Result<(), OpenstackError> {
     let mut claims = Claims::default();
     for network in networks {
         let mine = network.project_id.as_deref() == Some(o.project);
@@ -257,10 +307,7 @@ pub(super) fn observe_networks(
     Ok(())
 }
 
-pub(super) fn observe_subnets(
-    o: &mut Observer<'_>,
-    subnets: Vec<SubnetJson>,
-) -> Result<(), OpenstackError> {
+fn observe_subnets(o: &mut Observer<'_>, subnets: Vec<SubnetJson>) -> Result<(), OpenstackError> {
     let mut claims = Claims::default();
     for subnet in subnets {
         let owned = is_owned_tags(&subnet.tags, o.env);

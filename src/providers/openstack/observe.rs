@@ -1,8 +1,9 @@
 //! Reading what exists: one list call per kind (keypairs, servers, images of
 //! those servers, security groups with their rules, networks, subnets,
 //! routers and their interfaces, floating IPs, volumes with their
-//! attachments), all at once, never a GET per resource. Each kind's module
-//! turns its list into observed resources.
+//! attachments), all at once, never a GET per resource (`kinds!` runs
+//! them). Each kind's module turns its list into observed resources,
+//! recording here the names later kinds refer to.
 //!
 //! What is observed: everything tagged (Neutron) or labelled in metadata
 //! (Nova, Cinder) `apimon:managed=true` + `apimon:env=<env>` — owned — and
@@ -13,11 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::client::OpenstackError;
-use super::marks::oldest_first;
-use super::{
-    floating_ip, id, keypair, network, router, security_group, server, volume, Index,
-    OpenstackProvider, OpenstackSpec,
-};
+use super::{id, observe_kinds, Index, OpenstackProvider, OpenstackSpec};
 use crate::plan::{ObservedItem, ObservedSet, ResourceId};
 use crate::providers::Scope;
 
@@ -69,41 +66,10 @@ pub(super) async fn observe(
     provider: &OpenstackProvider,
     scope: &Scope,
 ) -> Result<ObservedSet<OpenstackSpec>, OpenstackError> {
-    let cloud = &provider.cloud;
-    let project = cloud.project_id().await?;
-    let project = project.as_str();
-    // Independent list calls, all at once.
-    let (
-        keypairs,
-        servers,
-        mut groups,
-        mut networks,
-        mut subnets,
-        floating_ips,
-        mut volumes,
-        mut routers,
-        interfaces,
-    ) = tokio::try_join!(
-        keypair::list(cloud),
-        server::list(cloud),
-        security_group::list(cloud, project),
-        network::list_networks(cloud),
-        network::list_subnets(cloud, project),
-        floating_ip::list(cloud, project),
-        volume::list(cloud),
-        router::list_routers(cloud, project),
-        router::list_interfaces(cloud, project),
-    )?;
-    // Oldest first, so the same resource keeps a name from one plan to the next.
-    oldest_first(&mut groups, |g| (&g.created_at, &g.id));
-    oldest_first(&mut networks, |n| (&n.created_at, &n.id));
-    oldest_first(&mut subnets, |n| (&n.created_at, &n.id));
-    oldest_first(&mut routers, |r| (&r.created_at, &r.id));
-    oldest_first(&mut volumes, |v| (&v.created_at, &v.id));
-
+    let project = provider.cloud.project_id().await?;
     let mut o = Observer {
         env: provider.env.as_str(),
-        project,
+        project: project.as_str(),
         wanted: &provider.wanted,
         set: ObservedSet::new(),
         index: Index::default(),
@@ -112,19 +78,8 @@ pub(super) async fn observe(
         subnets_of: BTreeMap::new(),
         server_names: BTreeMap::new(),
     };
-    // Servers, volumes and Neutron resources carry their own ownership
-    // marks, which a hand-made look-alike lacks; the state store speaks only
-    // for keypairs, which can carry none.
-    keypair::observe(&mut o, keypairs, scope);
-    network::observe_networks(&mut o, &networks)?;
-    network::observe_subnets(&mut o, subnets)?;
-    router::observe_routers(&mut o, routers, &interfaces)?;
-    security_group::observe(&mut o, &groups)?;
-    server::observe(&mut o, cloud, &servers).await?;
-    volume::observe(&mut o, volumes)?;
-    floating_ip::observe(&mut o, floating_ips)?;
-    let Observer { set, mut index, .. } = o;
-    server::check_flavors_and_images(provider, &set, &mut index).await?;
+    observe_kinds(provider, &mut o, scope).await?;
+    let Observer { set, index, .. } = o;
     provider.with_index(|current| *current = index);
     Ok(set)
 }

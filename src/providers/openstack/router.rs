@@ -13,12 +13,15 @@ use serde::Deserialize;
 
 use super::client::{built, Cloud, OpenstackError};
 use super::common::{gone_is_fine, known, Created};
-use super::kind::Kind;
-use super::marks::{is_owned_tags, refuse_foreign, tags_claim, Claims};
+use super::kind::{Kind, Wanted};
+use super::marks::{is_owned_tags, oldest_first, refuse_foreign, tags_claim, Claims};
 use super::network::network_id;
 use super::observe::Observer;
-use super::{id, OpenstackProvider, OpenstackSpec};
+use super::{id, router_name, OpenstackProvider, OpenstackSpec};
+use crate::model::Environment;
 use crate::plan::Comparison;
+use crate::providers::Scope;
+use crate::render::Rendered;
 
 /// The router that connects the environment's subnets to the external
 /// network its floating IPs come from (Neutron needs one, or it refuses to
@@ -33,6 +36,40 @@ pub struct Router {
 
 impl Kind for Router {
     const LABEL: &'static str = "router";
+    type Listing = (Vec<RouterJson>, Vec<InterfacePortJson>);
+
+    /// One router to the external network the floating IPs come from.
+    fn desired(env: &Environment, _: &Rendered) -> Vec<Wanted<Self>> {
+        let Some(external) = env.hosts.iter().find_map(|h| h.floating_ip.as_ref()) else {
+            return vec![];
+        };
+        let subnets: BTreeSet<String> = env
+            .networks
+            .iter()
+            .filter(|n| !n.external)
+            .flat_map(|n| n.subnets.iter().map(|s| s.name.clone()))
+            .collect();
+        let depends_on = subnets.iter().map(|s| id(&env.name, "subnet", s)).collect();
+        let spec = Router { external_network: external.clone(), subnets };
+        vec![(id(&env.name, "router", router_name(&env.name)), spec, depends_on)]
+    }
+
+    /// The project's routers (oldest first) and their interface ports.
+    async fn list(cloud: &Cloud, project: &str) -> Result<Self::Listing, OpenstackError> {
+        let (mut routers, interfaces) =
+            tokio::try_join!(list_routers(cloud, project), list_interfaces(cloud, project))?;
+        oldest_first(&mut routers, |r| (&r.created_at, &r.id));
+        Ok((routers, interfaces))
+    }
+
+    async fn observe(
+        o: &mut Observer<'_>,
+        (routers, interfaces): Self::Listing,
+        _: &OpenstackProvider,
+        _: &Scope,
+    ) -> Result<(), OpenstackError> {
+        observe_routers(o, routers, &interfaces)
+    }
 
     fn compare(&self, have: &Self) -> Comparison {
         compare_router(
@@ -89,7 +126,7 @@ const ROUTER_INTERFACE_OWNERS: [&str; 3] = [
 ];
 
 #[derive(Debug, Deserialize)]
-pub(super) struct RouterJson {
+pub(crate) struct RouterJson {
     pub id: String,
     #[serde(default)]
     pub created_at: String,
@@ -108,7 +145,7 @@ struct GatewayJson {
 }
 
 #[derive(Debug, Deserialize)]
-pub(super) struct InterfacePortJson {
+pub(crate) struct InterfacePortJson {
     #[serde(default)]
     device_id: String,
     #[serde(default)]
@@ -123,16 +160,13 @@ struct FixedIpJson {
 }
 
 /// The project's routers.
-pub(super) async fn list_routers(
-    cloud: &Cloud,
-    project: &str,
-) -> Result<Vec<RouterJson>, OpenstackError> {
+async fn list_routers(cloud: &Cloud, project: &str) -> Result<Vec<RouterJson>, OpenstackError> {
     list_in_project!(cloud, project, router_list, RouterJson, "routers")
 }
 
 /// Every port of the project: HA and distributed routers label their
 /// interfaces differently, and Neutron's filter takes one value.
-pub(super) async fn list_interfaces(
+async fn list_interfaces(
     cloud: &Cloud,
     project: &str,
 ) -> Result<Vec<InterfacePortJson>, OpenstackError> {
@@ -154,7 +188,7 @@ pub(super) fn compare_router(
 }
 
 /// Routers, with the subnets they have interfaces on.
-pub(super) fn observe_routers(
+fn observe_routers(
     o: &mut Observer<'_>,
     routers: Vec<RouterJson>,
     interfaces: &[InterfacePortJson],

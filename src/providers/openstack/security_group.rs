@@ -16,12 +16,14 @@ use serde::Deserialize;
 
 use super::client::{built, Cloud, OpenstackError};
 use super::common::{known, Created, Named};
-use super::kind::Kind;
-use super::marks::{is_owned_tags, refuse_foreign, tags_claim, Claims};
+use super::kind::{Kind, Wanted};
+use super::marks::{is_owned_tags, oldest_first, refuse_foreign, tags_claim, Claims};
 use super::observe::Observer;
 use super::{id, OpenstackProvider, OpenstackSpec};
-use crate::model::{Direction, Protocol, Remote, Rule};
+use crate::model::{Direction, Environment, Protocol, Remote, Rule};
 use crate::plan::Comparison;
+use crate::providers::Scope;
+use crate::render::Rendered;
 
 /// A Neutron security group.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -32,6 +34,33 @@ pub struct SecurityGroup {
 
 impl Kind for SecurityGroup {
     const LABEL: &'static str = "security group";
+    type Listing = Vec<SecurityGroupJson>;
+
+    fn desired(env: &Environment, _: &Rendered) -> Vec<Wanted<Self>> {
+        let wanted = |g: &crate::model::SecurityGroup| {
+            let spec = SecurityGroup { description: g.description.clone() };
+            (id(&env.name, "security_group", &g.name), spec, vec![])
+        };
+        env.security_groups.iter().map(wanted).collect()
+    }
+
+    /// The project's security groups, their rules embedded, oldest first
+    /// (so the same group keeps its name from one plan to the next).
+    async fn list(cloud: &Cloud, project: &str) -> Result<Self::Listing, OpenstackError> {
+        let mut groups =
+            list_in_project!(cloud, project, group_list, SecurityGroupJson, "security groups")?;
+        oldest_first(&mut groups, |g| (&g.created_at, &g.id));
+        Ok(groups)
+    }
+
+    async fn observe(
+        o: &mut Observer<'_>,
+        groups: Self::Listing,
+        _: &OpenstackProvider,
+        _: &Scope,
+    ) -> Result<(), OpenstackError> {
+        observe(o, &groups)
+    }
 
     fn compare(&self, have: &Self) -> Comparison {
         compare(&self.description, &have.description)
@@ -93,6 +122,41 @@ pub struct SecurityGroupRule {
 
 impl Kind for SecurityGroupRule {
     const LABEL: &'static str = "security group rule";
+    /// Rules come embedded in their group's listing.
+    type Listing = ();
+
+    fn desired(env: &Environment, _: &Rendered) -> Vec<Wanted<Self>> {
+        let name = env.name.as_str();
+        let mut wanted = Vec::new();
+        for group in &env.security_groups {
+            for rule in &group.rules {
+                let mut depends_on = vec![id(name, "security_group", &group.name)];
+                if let Remote::Group(remote) = &rule.remote {
+                    depends_on.push(id(name, "security_group", remote));
+                }
+                let spec = SecurityGroupRule { group: group.name.clone(), rule: rule.clone() };
+                wanted.push((
+                    id(name, "security_group_rule", rule_name(&group.name, rule)),
+                    spec,
+                    depends_on,
+                ));
+            }
+        }
+        wanted
+    }
+
+    async fn list(_: &Cloud, _: &str) -> Result<(), OpenstackError> {
+        Ok(())
+    }
+
+    async fn observe(
+        _: &mut Observer<'_>,
+        _: (),
+        _: &OpenstackProvider,
+        _: &Scope,
+    ) -> Result<(), OpenstackError> {
+        Ok(())
+    }
 
     fn compare(&self, _have: &Self) -> Comparison {
         Comparison::Same
@@ -118,7 +182,7 @@ impl Kind for SecurityGroupRule {
 }
 
 #[derive(Debug, Deserialize)]
-pub(super) struct SecurityGroupJson {
+pub(crate) struct SecurityGroupJson {
     pub id: String,
     #[serde(default)]
     pub created_at: String,
@@ -147,14 +211,6 @@ struct RuleJson {
     remote_ip_prefix: Option<String>,
     #[serde(default)]
     remote_group_id: Option<String>,
-}
-
-/// The project's security groups, their rules embedded.
-pub(super) async fn list(
-    cloud: &Cloud,
-    project: &str,
-) -> Result<Vec<SecurityGroupJson>, OpenstackError> {
-    list_in_project!(cloud, project, group_list, SecurityGroupJson, "security groups")
 }
 
 /// Only the description changes in place.
@@ -190,10 +246,7 @@ pub fn rule_name(group: &str, rule: &Rule) -> String {
 }
 
 /// Security groups, then their rules (a rule may name another group).
-pub(super) fn observe(
-    o: &mut Observer<'_>,
-    groups: &[SecurityGroupJson],
-) -> Result<(), OpenstackError> {
+fn observe(o: &mut Observer<'_>, groups: &[SecurityGroupJson]) -> Result<(), OpenstackError> {
     let group_names: BTreeMap<&str, &str> =
         groups.iter().map(|g| (g.id.as_str(), g.name.as_str())).collect();
     let mut claims = Claims::default();

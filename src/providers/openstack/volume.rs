@@ -17,13 +17,18 @@ use serde::Deserialize;
 
 use super::client::{built, Cloud, OpenstackError};
 use super::common::{gone_is_fine, Created};
-use super::kind::Kind;
-use super::marks::{is_owned_metadata, metadata_claim, ownership_metadata, refuse_foreign, Claims};
+use super::kind::{Kind, Wanted};
+use super::marks::{
+    is_owned_metadata, metadata_claim, oldest_first, ownership_metadata, refuse_foreign, Claims,
+};
 use super::observe::Observer;
 use super::server;
 use super::wait::{poll, Look};
-use super::{id, OpenstackProvider, OpenstackSpec};
+use super::{id, server_id, OpenstackProvider, OpenstackSpec};
+use crate::model::Environment;
 use crate::plan::Comparison;
+use crate::providers::Scope;
+use crate::render::Rendered;
 
 /// A Cinder volume.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -38,6 +43,42 @@ pub struct Volume {
 
 impl Kind for Volume {
     const LABEL: &'static str = "volume";
+    type Listing = Vec<VolumeJson>;
+
+    /// Each host's data volumes, named `<host>-<volume>`.
+    fn desired(env: &Environment, _: &Rendered) -> Vec<Wanted<Self>> {
+        let mut wanted = Vec::new();
+        for host in &env.hosts {
+            for volume in &host.volumes {
+                let spec = Volume {
+                    size_gb: volume.size_gb,
+                    volume_type: volume.volume_type.clone(),
+                    error: None,
+                };
+                let name = volume_name(&host.name, &volume.name);
+                wanted.push((id(&env.name, "volume", &name), spec, vec![]));
+            }
+        }
+        wanted
+    }
+
+    /// Every volume of the project, attachments embedded, oldest first.
+    async fn list(cloud: &Cloud, _: &str) -> Result<Self::Listing, OpenstackError> {
+        let request = volume_list::Request::builder().build().map_err(|e| built("volumes", e))?;
+        let mut volumes = cloud.list::<VolumeJson, _>("volumes", request).await?;
+        oldest_first(&mut volumes, |v| (&v.created_at, &v.id));
+        Ok(volumes)
+    }
+
+    /// Volumes and their attachments (to the servers observed before).
+    async fn observe(
+        o: &mut Observer<'_>,
+        volumes: Self::Listing,
+        _: &OpenstackProvider,
+        _: &Scope,
+    ) -> Result<(), OpenstackError> {
+        observe(o, volumes)
+    }
 
     fn compare(&self, have: &Self) -> Comparison {
         compare(
@@ -116,6 +157,40 @@ pub struct VolumeAttachment {
 
 impl Kind for VolumeAttachment {
     const LABEL: &'static str = "volume attachment";
+    /// Attachments come embedded in their volume's listing.
+    type Listing = ();
+
+    /// Each data volume on its host's server.
+    fn desired(env: &Environment, _: &Rendered) -> Vec<Wanted<Self>> {
+        let mut wanted = Vec::new();
+        for host in &env.hosts {
+            for volume in &host.volumes {
+                let name = volume_name(&host.name, &volume.name);
+                let spec = VolumeAttachment {
+                    server: host.name.clone(),
+                    volume: name.clone(),
+                    device: volume.device.clone(),
+                };
+                let depends_on =
+                    vec![server_id(&env.name, &host.name), id(&env.name, "volume", &name)];
+                wanted.push((id(&env.name, "volume_attachment", &name), spec, depends_on));
+            }
+        }
+        wanted
+    }
+
+    async fn list(_: &Cloud, _: &str) -> Result<(), OpenstackError> {
+        Ok(())
+    }
+
+    async fn observe(
+        _: &mut Observer<'_>,
+        _: (),
+        _: &OpenstackProvider,
+        _: &Scope,
+    ) -> Result<(), OpenstackError> {
+        Ok(())
+    }
 
     fn compare(&self, have: &Self) -> Comparison {
         compare_attachment((&self.server, &self.volume), (&have.server, &have.volume))
@@ -141,7 +216,7 @@ impl Kind for VolumeAttachment {
 }
 
 #[derive(Debug, Deserialize)]
-pub(super) struct VolumeJson {
+pub(crate) struct VolumeJson {
     pub id: String,
     #[serde(default)]
     pub created_at: String,
@@ -160,16 +235,15 @@ pub(super) struct VolumeJson {
 }
 
 #[derive(Debug, Deserialize)]
-pub(super) struct AttachmentJson {
+pub(crate) struct AttachmentJson {
     pub server_id: String,
     #[serde(default)]
     pub device: Option<String>,
 }
 
-/// Every volume of the project, attachments embedded.
-pub(super) async fn list(cloud: &Cloud) -> Result<Vec<VolumeJson>, OpenstackError> {
-    let request = volume_list::Request::builder().build().map_err(|e| built("volumes", e))?;
-    cloud.list::<VolumeJson, _>("volumes", request).await
+/// The name of `host`'s data volume `volume`.
+fn volume_name(host: &str, volume: &str) -> String {
+    format!("{host}-{volume}")
 }
 
 /// Grows in place; shrinking, another type or an error state replace.
@@ -203,11 +277,7 @@ pub(super) fn compare_attachment(want: (&str, &str), have: (&str, &str)) -> Comp
     }
 }
 
-/// Volumes and their attachments (to the servers observed before).
-pub(super) fn observe(
-    o: &mut Observer<'_>,
-    volumes: Vec<VolumeJson>,
-) -> Result<(), OpenstackError> {
+fn observe(o: &mut Observer<'_>, volumes: Vec<VolumeJson>) -> Result<(), OpenstackError> {
     let mut claims = Claims::default();
     for volume in volumes {
         let Some(name) = volume.name.as_deref() else { continue };

@@ -4,6 +4,7 @@
 //! waits that takes; [`lookup`] turns names into ids.
 
 mod apply;
+mod desired;
 mod lookup;
 
 pub(super) use apply::{create, delete, get, replace, update};
@@ -19,14 +20,17 @@ use openstack_sdk::api::image::v2::image::list as image_list;
 use serde::{Deserialize, Serialize};
 
 use super::client::{built, Cloud, OpenstackError};
+use super::kind::{Kind, Wanted};
 use super::marks::{is_owned_metadata, metadata_claim, oldest_first, refuse_foreign, Claims};
 use super::observe::Observer;
 use super::{
     id, Index, OpenstackProvider, OpenstackSpec, IMAGE_KEY, METADATA_KEYS_KEY, ROLE_KEY,
     ROOT_VOLUME_KEY, USER_DATA_KEY,
 };
+use crate::model::Environment;
 use crate::plan::{Comparison, ObservedItem, ObservedSet};
-use crate::providers::changed;
+use crate::providers::{changed, Scope};
+use crate::render::Rendered;
 
 /// A server as apimon manages it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -79,7 +83,7 @@ pub(super) fn version_header() -> (HeaderName, HeaderValue) {
 }
 
 #[derive(Debug, Deserialize)]
-pub(super) struct ServerJson {
+pub(crate) struct ServerJson {
     pub id: String,
     #[serde(default)]
     created: String,
@@ -232,20 +236,10 @@ pub(super) fn compare(want: &ServerSpec, have: &ServerSpec) -> Comparison {
     }
 }
 
-/// Every server of the project.
-pub(super) async fn list(cloud: &Cloud) -> Result<Vec<ServerJson>, OpenstackError> {
-    let (name, value) = version_header();
-    let request = server_list::Request::builder()
-        .header(name, value)
-        .build()
-        .map_err(|e| built("servers", e))?;
-    cloud.list::<ServerJson, _>("servers", request).await
-}
-
 /// The servers apimon owns or the repository declares, oldest first, and
 /// the names of the images they were booted from when their metadata does
 /// not say (one request, only then).
-pub(super) async fn observe(
+async fn observe(
     o: &mut Observer<'_>,
     cloud: &Cloud,
     servers: &[ServerJson],
@@ -385,7 +379,7 @@ fn root_volume_gb(server: &ServerJson) -> Option<u32> {
 /// Fails the plan, before anything changes, when a server it would create,
 /// replace or resize names a flavor or image the cloud does not have. Only
 /// then does it cost requests (two): a no-op plan never looks.
-pub(super) async fn check_flavors_and_images(
+async fn check_flavors_and_images(
     provider: &OpenstackProvider,
     observed: &ObservedSet<OpenstackSpec>,
     index: &mut Index,
@@ -460,8 +454,35 @@ struct NamedIdJson {
     name: String,
 }
 
-impl super::kind::Kind for ServerSpec {
+impl Kind for ServerSpec {
     const LABEL: &'static str = "host";
+    type Listing = Vec<ServerJson>;
+
+    fn desired(env: &Environment, rendered: &Rendered) -> Vec<Wanted<Self>> {
+        env.hosts.iter().map(|host| desired::server(env, host, rendered)).collect()
+    }
+
+    /// Every server of the project.
+    async fn list(cloud: &Cloud, _: &str) -> Result<Self::Listing, OpenstackError> {
+        let (name, value) = version_header();
+        let request = server_list::Request::builder()
+            .header(name, value)
+            .build()
+            .map_err(|e| built("servers", e))?;
+        cloud.list::<ServerJson, _>("servers", request).await
+    }
+
+    /// The servers, then (only when one changes) the flavors and images
+    /// they would be built with.
+    async fn observe(
+        o: &mut Observer<'_>,
+        servers: Self::Listing,
+        p: &OpenstackProvider,
+        _: &Scope,
+    ) -> Result<(), OpenstackError> {
+        observe(o, &p.cloud, &servers).await?;
+        check_flavors_and_images(p, &o.set, &mut o.index).await
+    }
 
     fn compare(&self, have: &Self) -> Comparison {
         compare(self, have)
