@@ -12,6 +12,7 @@ pub mod load;
 pub mod raw;
 pub mod role;
 pub mod secret;
+pub mod sections;
 pub mod source_map;
 pub mod validate;
 
@@ -24,6 +25,7 @@ pub use influx::{Database, InfluxDuration, Influxdb, RetentionPolicy};
 pub use inventory::{Host, Keypair, Network, PublicKey, Remote, Rule, SecurityGroup, Subnet};
 pub use raw::{Direction, DriftMode, MaybeSecret, Placement, Privilege, Protocol, Role};
 pub use secret::{Secrets, Sensitive};
+pub use sections::Sections;
 
 /// Reads, parses and validates the repository at `repo`.
 ///
@@ -207,20 +209,25 @@ pub struct Environment {
     pub daemon: Option<raw::Daemon>,
     /// Effective policy.
     pub policy: Policy,
-    /// VMs.
-    pub hosts: Vec<Host>,
-    /// Keypairs.
-    pub keypairs: Vec<Keypair>,
-    /// Security groups with checked rules.
-    pub security_groups: Vec<SecurityGroup>,
-    /// Networks (including external ones, which are only referenced).
-    pub networks: Vec<Network>,
-    /// InfluxDB databases and users.
-    pub influxdb: Influxdb,
-    /// Grafana folders and datasources (defaults applied).
-    pub grafana: Grafana,
+    /// Its inventory, checked: hosts, keypairs, security groups, networks
+    /// (external ones only referenced), InfluxDB and Grafana objects; read
+    /// through the environment (`env.hosts`).
+    pub sections: Sections,
     /// Scenarios the executor of this environment runs.
     pub schedule: Vec<ScheduledScenario>,
+}
+
+impl std::ops::Deref for Environment {
+    type Target = Sections;
+    fn deref(&self) -> &Sections {
+        &self.sections
+    }
+}
+
+impl std::ops::DerefMut for Environment {
+    fn deref_mut(&mut self) -> &mut Sections {
+        &mut self.sections
+    }
 }
 
 impl Environment {

@@ -20,6 +20,7 @@ pub use yaml::{parse_yaml, ConfigFile, ParseProblem, MAX_FLOW_DEPTH};
 
 use super::error::{Diagnostic, LoadError, Location};
 use super::raw;
+use super::sections::{RawInventory, INVENTORY_FILES};
 use super::source_map::SourceMap;
 
 /// One parsed YAML file.
@@ -39,41 +40,6 @@ impl<T> Document<T> {
         let (line, column) = self.map.position(path);
         Location::at(&self.file, line, column)
     }
-}
-
-/// The sections of an environment's inventory: one row per file, its
-/// field and its raw type (validated in `validate`, one module per
-/// section). Generates [`INVENTORY_FILES`], [`RawInventory`] and its reader.
-macro_rules! sections {
-    ($($field:ident: $file:literal => $raw:ty),+ $(,)?) => {
-        /// The files an environment's inventory directory may hold.
-        pub const INVENTORY_FILES: &[&str] = &[$($file),+];
-
-        /// An environment's inventory, file by file (each optional).
-        #[derive(Debug, Clone)]
-        pub struct RawInventory {
-            $(
-                #[doc = concat!("`", $file, "`")]
-                pub $field: Document<$raw>,
-            )+
-        }
-
-        impl Reader {
-            /// Every inventory file of `dir` (absent ones empty).
-            fn inventory_files(&mut self, dir: &Path) -> RawInventory {
-                RawInventory { $($field: self.optional_yaml(dir.join($file)),)+ }
-            }
-        }
-    };
-}
-
-sections! {
-    hosts: "hosts.yaml" => raw::HostsFile,
-    keypairs: "keypairs.yaml" => raw::KeypairsFile,
-    security_groups: "security_groups.yaml" => raw::SecurityGroupsFile,
-    networks: "networks.yaml" => raw::NetworksFile,
-    influxdb: "influxdb.yaml" => raw::InfluxdbFile,
-    grafana: "grafana.yaml" => raw::GrafanaFile,
 }
 
 /// A dashboard JSON file.
@@ -186,7 +152,7 @@ impl FetchScenarios for NoFetch {
 }
 
 /// Collects parse problems while reading.
-struct Reader {
+pub(super) struct Reader {
     files: RepoFiles,
 }
 
@@ -213,7 +179,10 @@ impl Reader {
     }
 
     /// Parses `rel`; an absent or empty file gives `T::default()`.
-    fn optional_yaml<T: DeserializeOwned + Default>(&mut self, rel: PathBuf) -> Document<T> {
+    pub(super) fn optional_yaml<T: DeserializeOwned + Default>(
+        &mut self,
+        rel: PathBuf,
+    ) -> Document<T> {
         let text = if self.files.exists(&rel) { self.read_text(&rel) } else { None };
         match text {
             Some(text) if !is_blank_yaml(&text) => {
@@ -277,7 +246,7 @@ impl Reader {
                     self.problem(Location::file(dir.join(&file)), message);
                 }
             }
-            let inventory = self.inventory_files(&dir);
+            let inventory = RawInventory::read(self, &dir);
             inventories.insert(name, inventory);
         }
         inventories

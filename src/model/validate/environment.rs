@@ -1,14 +1,14 @@
 //! One environment: its settings in apimon.yaml (endpoints, SSH access,
-//! policy) and its keypairs; the other inventory files are checked by
-//! their own modules and assembled here.
+//! policy), then its inventory, section by section (`model::sections`).
 
 use std::collections::BTreeMap;
 
 use super::checks::{http_url_port, is_http_url};
-use super::{daemon, grafana, hosts, influxdb, networks, Check};
-use crate::model::load::{Document, RawInventory};
+use super::{daemon, Check, SectionCheck};
+use crate::model::load::Document;
+use crate::model::sections::RawInventory;
 use crate::model::{
-    raw, Environment, GrafanaEndpoint, InfluxdbEndpoint, Keypair, Location, Policy, PublicKey,
+    raw, Environment, GrafanaEndpoint, InfluxdbEndpoint, Location, Policy, Sections,
     DEFAULT_MAX_DELETES,
 };
 
@@ -26,24 +26,9 @@ pub(super) fn check(
     let influxdb_endpoint = check_influxdb_endpoint(check, root, &env_path, &env.influxdb);
     let grafana_endpoint = check_grafana_endpoint(check, root, &env_path, env.grafana.as_ref());
     check_ssh(check, root, &env_path, env.ssh.as_ref());
-    let keypairs = check_keypairs(check, &inventory.keypairs);
-    let networks = networks::check_networks(check, &inventory.networks);
-    let security_groups = networks::check_security_groups(check, &inventory.security_groups);
-    let declared = hosts::Declared {
-        keypairs: inventory.keypairs.value.keypairs.iter().map(|k| k.name.as_str()).collect(),
-        networks: &networks,
-        groups: inventory
-            .security_groups
-            .value
-            .security_groups
-            .iter()
-            .map(|g| g.name.as_str())
-            .collect(),
-    };
-    let hosts = hosts::check(check, &inventory.hosts, env_name, env, &declared, all_hosts);
-    daemon::check(check, root, &env_path, env, &hosts);
-    let influxdb = influxdb::check(check, root, &inventory.influxdb, env_name, &env.influxdb);
-    let folders = grafana::check_folders(check, root, &inventory.grafana, env_name, env, &hosts);
+    let sections =
+        Sections::check(&mut SectionCheck { check, root, env_name, env, inventory, all_hosts });
+    daemon::check(check, root, &env_path, env, &sections.hosts);
     Environment {
         name: env_name.to_owned(),
         description: env.description.clone(),
@@ -55,12 +40,7 @@ pub(super) fn check(
         ssh: env.ssh.clone(),
         daemon: env.daemon.clone(),
         policy: Policy::of(root.value.defaults.clone(), &env.policy),
-        hosts,
-        keypairs,
-        security_groups,
-        networks,
-        influxdb,
-        grafana: crate::model::Grafana { folders, datasources: Vec::new() },
+        sections,
         schedule: Vec::new(),
     }
 }
@@ -183,39 +163,4 @@ fn check_ssh(
             format!("`{}` is not an absolute path", ssh.root),
         );
     }
-}
-
-fn check_keypairs(check: &mut Check, doc: &Document<raw::KeypairsFile>) -> Vec<Keypair> {
-    let keypairs = &doc.value.keypairs;
-    check.unique(
-        doc,
-        "keypair",
-        keypairs.iter().enumerate().map(|(i, k)| (k.name.as_str(), format!("keypairs[{i}].name"))),
-    );
-    let mut checked = Vec::new();
-    for (i, keypair) in keypairs.iter().enumerate() {
-        match (&keypair.public_key, keypair.existing) {
-            (Some(_), true) => check.error(
-                doc,
-                &format!("keypairs[{i}].existing"),
-                "`existing: true` with a `public_key`; expected one: a key apimon registers, or an existing keypair it only references",
-            ),
-            (None, false) => check.error(
-                doc,
-                &format!("keypairs[{i}]"),
-                "no `public_key`; expected an OpenSSH public key line, or `existing: true` for a keypair the project already has",
-            ),
-            (None, true) => checked.push(Keypair { name: keypair.name.clone(), public_key: None }),
-            (Some(line), false) => match PublicKey::parse(line) {
-                Ok(public_key) => checked
-                    .push(Keypair { name: keypair.name.clone(), public_key: Some(public_key) }),
-                Err(why) => check.error(
-                    doc,
-                    &format!("keypairs[{i}].public_key"),
-                    format!("invalid public key ({why}); expected an OpenSSH public key line like `ssh-ed25519 AAAA... comment`"),
-                ),
-            },
-        }
-    }
-    checked
 }

@@ -4,19 +4,16 @@
 use std::collections::BTreeMap;
 
 use super::checks::{is_grafana_uid, names_list};
-use super::Check;
-use crate::model::load::{Document, RawInventory};
-use crate::model::{raw, Datasource, Environment, Host, Role, SecretUse};
+use super::{Check, SectionCheck};
+use crate::model::load::Document;
+use crate::model::sections::RawInventory;
+use crate::model::{raw, Datasource, Environment, Grafana, Role, SecretUse, Sections};
 
 /// Checks the folders, and that Grafana objects have a Grafana to live in.
-pub(super) fn check_folders(
-    check: &mut Check,
-    root: &Document<raw::Root>,
-    doc: &Document<raw::GrafanaFile>,
-    env_name: &str,
-    env: &raw::Environment,
-    hosts: &[Host],
-) -> Vec<raw::Folder> {
+/// Datasources are checked once every environment is known.
+pub(in crate::model) fn check_folders(cx: &mut SectionCheck<'_>, earlier: &Sections) -> Grafana {
+    let (check, root, doc) = (&mut *cx.check, cx.root, &cx.inventory.grafana);
+    let (env_name, env, hosts) = (cx.env_name, cx.env, &earlier.hosts);
     let folders = &doc.value.folders;
     check.unique(
         doc,
@@ -50,7 +47,7 @@ pub(super) fn check_folders(
     if has_grafana_host && env.grafana.is_none() {
         check.error(root, &format!("environments.{env_name}"), format!("environment `{env_name}` has a grafana host but no `grafana:` endpoint (url, token)"));
     }
-    folders.clone()
+    Grafana { folders: folders.clone(), datasources: Vec::new() }
 }
 
 /// Checks the datasources of `env_name`, which may read the InfluxDB of

@@ -2,13 +2,13 @@
 //! networks, security groups, floating IP network), its address, volumes
 //! and metadata, and how many hosts of each role there are.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::checks::{is_dns_label, names_list};
-use super::Check;
+use super::{Check, SectionCheck};
 use crate::model::load::Document;
-use crate::model::{raw, Host, Location, Network, Role};
+use crate::model::{raw, Host, Network, Role, Sections};
 
 /// What the other inventory files declare, for reference checks.
 pub(super) struct Declared<'a> {
@@ -17,16 +17,25 @@ pub(super) struct Declared<'a> {
     pub groups: BTreeSet<&'a str>,
 }
 
-/// Checks every host of `env_name`; `all_hosts` holds the names seen in
-/// earlier environments (server names share one cloud project).
-pub(super) fn check(
-    check: &mut Check,
-    doc: &Document<raw::HostsFile>,
-    env_name: &str,
-    env: &raw::Environment,
-    declared: &Declared<'_>,
-    all_hosts: &mut BTreeMap<String, Location>,
-) -> Vec<Host> {
+/// Checks every host of the environment; `cx.all_hosts` holds the names
+/// seen in earlier environments (server names share one cloud project).
+/// Keypairs and groups are known by every declared name, valid or not, so
+/// one bad keypair is one error, not one per host.
+pub(in crate::model) fn check(cx: &mut SectionCheck<'_>, earlier: &Sections) -> Vec<Host> {
+    let inventory = cx.inventory;
+    let declared = &Declared {
+        keypairs: inventory.keypairs.value.keypairs.iter().map(|k| k.name.as_str()).collect(),
+        networks: &earlier.networks,
+        groups: inventory
+            .security_groups
+            .value
+            .security_groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect(),
+    };
+    let (check, doc) = (&mut *cx.check, &inventory.hosts);
+    let (env_name, env, all_hosts) = (cx.env_name, cx.env, &mut *cx.all_hosts);
     let hosts: Vec<Host> = doc
         .value
         .hosts

@@ -6,18 +6,14 @@
 use std::collections::BTreeSet;
 
 use super::checks::{is_influx_identifier, names_list};
-use super::Check;
+use super::{Check, SectionCheck};
 use crate::model::load::Document;
-use crate::model::{raw, Database, InfluxDuration, Influxdb, RetentionPolicy};
+use crate::model::{raw, Database, InfluxDuration, Influxdb, RetentionPolicy, Sections};
 
 /// Checks the file and the users `endpoint` names.
-pub(super) fn check(
-    check: &mut Check,
-    root: &Document<raw::Root>,
-    doc: &Document<raw::InfluxdbFile>,
-    env_name: &str,
-    endpoint: &raw::InfluxdbEndpoint,
-) -> Influxdb {
+pub(in crate::model) fn check(cx: &mut SectionCheck<'_>, _: &Sections) -> Influxdb {
+    let (check, root, doc) = (&mut *cx.check, cx.root, &cx.inventory.influxdb);
+    let (env_name, endpoint) = (cx.env_name, &cx.env.influxdb);
     let databases = check_databases(check, doc);
     let names: BTreeSet<&str> = doc.value.databases.iter().map(|d| d.name.as_str()).collect();
     check_users(check, doc, &names);

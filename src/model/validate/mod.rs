@@ -10,10 +10,11 @@ mod checks;
 mod daemon;
 mod dashboards;
 mod environment;
-mod grafana;
-mod hosts;
-mod influxdb;
-mod networks;
+pub(super) mod grafana;
+pub(super) mod hosts;
+pub(super) mod influxdb;
+pub(super) mod keypairs;
+pub(super) mod networks;
 mod runtime;
 mod scenario_repository;
 mod scenarios;
@@ -23,13 +24,26 @@ use std::collections::BTreeMap;
 
 use super::error::{Diagnostic, Diagnostics, Location};
 use super::load::{Document, RawRepository};
+use super::sections::RawInventory;
 use super::{raw, DesiredState, SecretUse, TemplateOverride};
 use checks::{is_dns_label, is_secret_name, names_list};
 pub use scenario_repository::check_spec as check_scenario_repository;
 
+/// What a section's check (`model::sections`) sees: the diagnostics so
+/// far, apimon.yaml and the environment's part of it, the inventory.
+pub(super) struct SectionCheck<'a> {
+    check: &'a mut Check,
+    root: &'a Document<raw::Root>,
+    env_name: &'a str,
+    env: &'a raw::Environment,
+    inventory: &'a RawInventory,
+    /// Host names of the environments checked before (server names share one cloud project).
+    all_hosts: &'a mut BTreeMap<String, Location>,
+}
+
 /// Collects diagnostics.
 #[derive(Default)]
-struct Check {
+pub(super) struct Check {
     problems: Vec<Diagnostic>,
     secret_uses: Vec<SecretUse>,
     /// The environment being checked, recorded with each secret use.

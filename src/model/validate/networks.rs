@@ -7,9 +7,9 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::checks::names_list;
-use super::Check;
+use super::{Check, SectionCheck};
 use crate::model::load::Document;
-use crate::model::{raw, Network, Remote, Rule, SecurityGroup, Subnet};
+use crate::model::{raw, Network, Remote, Rule, Sections, SecurityGroup, Subnet};
 
 /// A CIDR with its host bits cleared (Neutron stores it that way too).
 pub(super) fn parse_cidr(text: &str) -> Option<IpNet> {
@@ -17,7 +17,8 @@ pub(super) fn parse_cidr(text: &str) -> Option<IpNet> {
 }
 
 /// Checks the networks; invalid subnets are left out of the result.
-pub(super) fn check_networks(check: &mut Check, doc: &Document<raw::NetworksFile>) -> Vec<Network> {
+pub(in crate::model) fn check_networks(cx: &mut SectionCheck<'_>, _: &Sections) -> Vec<Network> {
+    let (check, doc) = (&mut *cx.check, &cx.inventory.networks);
     let networks = &doc.value.networks;
     check.unique(
         doc,
@@ -105,10 +106,11 @@ fn check_subnet(
 }
 
 /// Checks the security groups; invalid rules are left out of the result.
-pub(super) fn check_security_groups(
-    check: &mut Check,
-    doc: &Document<raw::SecurityGroupsFile>,
+pub(in crate::model) fn check_security_groups(
+    cx: &mut SectionCheck<'_>,
+    _: &Sections,
 ) -> Vec<SecurityGroup> {
+    let (check, doc) = (&mut *cx.check, &cx.inventory.security_groups);
     let groups = &doc.value.security_groups;
     check.unique(
         doc,
