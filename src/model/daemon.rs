@@ -1,11 +1,14 @@
 //! The daemon's settings, defined once: apimon.yaml's `daemon:` of an
 //! environment ([`Daemon`]) and the `/etc/apimon/daemon.yaml` rendered from
-//! it ([`RawConfig`]) share their window type, defaults and limits, and
-//! daemon.yaml is checked here ([`DaemonFile::parse`]) both by the daemon
-//! that reads it and by the renderer that writes it. The two repository
-//! sections differ only where they must: apimon.yaml names secrets,
-//! daemon.yaml the files they are written to (serde cannot flatten a
-//! shared part under `deny_unknown_fields`).
+//! it ([`RawConfig`]) get the settings they share (the repository's URL,
+//! branch, poll interval and fetch bound; listen, drift, windows,
+//! parallelism, attempts) from one declaration, `daemon_settings!`, with
+//! one set of defaults and one check (`problems`); each file adds its own
+//! fields on top: apimon.yaml names secrets, daemon.yaml the files they
+//! were written to and what only the bastion knows. (A macro, not a
+//! flattened struct: serde cannot flatten under `deny_unknown_fields`.)
+//! daemon.yaml is parsed here ([`DaemonFile::parse`]) both by the daemon
+//! that reads it and by the renderer that writes it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,49 +22,167 @@ use crate::cron::Schedule;
 /// Shortest webhook secret accepted (also the bearer token of `/trigger`).
 pub const MIN_WEBHOOK_SECRET: usize = 16;
 
-/// `daemon:` of an environment: the settings of the daemon its first
-/// bastion runs, rendered into that host's `/etc/apimon/daemon.yaml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Daemon {
-    /// The repository the daemon follows (this one, as the bastion reaches it).
-    pub repository: DaemonRepository,
-    /// Address of its HTTP endpoint (/healthz, /status, /metrics, /hooks/git).
-    #[serde(default = "daemon_defaults::listen")]
-    pub listen: String,
-    /// Webhook secret (HMAC key of /hooks/git, bearer token of /trigger); a secret.
-    pub webhook_secret: Option<MaybeSecret>,
-    /// When to re-observe and repair (or report) drift; 5 or 6 cron fields.
-    pub drift_cron: Option<String>,
-    /// When deletes and replaces may run; always when empty.
-    #[serde(default)]
-    pub maintenance_windows: Vec<DaemonWindow>,
-    /// Changes applied at once.
-    #[serde(default = "daemon_defaults::parallelism")]
-    pub parallelism: u32,
-    /// Tries per change on transient errors.
-    #[serde(default = "daemon_defaults::attempts")]
-    pub attempts: u32,
+/// Declares the two structs of one file, the daemon's settings and its
+/// repository's, each with the fields both files share (defined here,
+/// once, with their defaults and their checks) followed by the file's own.
+macro_rules! daemon_settings {
+    (
+        $(#[$dm:meta])* $daemon:ident { $($(#[$df:meta])* $dfield:ident: $dty:ty,)* }
+        $(#[$rm:meta])* $repository:ident { $($(#[$rf:meta])* $rfield:ident: $rty:ty,)* }
+    ) => {
+        $(#[$dm])*
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $daemon {
+            /// The repository the daemon follows.
+            pub repository: $repository,
+            /// Address of its HTTP endpoint (/healthz, /status, /metrics, /hooks/git).
+            #[serde(default = "daemon_defaults::listen")]
+            pub listen: String,
+            /// When to re-observe and repair (or report) drift; 5 or 6 cron fields.
+            pub drift_cron: Option<String>,
+            /// When destructive changes (delete, replace) may run; always when empty.
+            #[serde(default)]
+            pub maintenance_windows: Vec<DaemonWindow>,
+            /// Changes applied at once.
+            #[serde(default = "daemon_defaults::parallelism")]
+            pub parallelism: u32,
+            /// Tries per change on transient errors.
+            #[serde(default = "daemon_defaults::attempts")]
+            pub attempts: u32,
+            $($(#[$df])* pub $dfield: $dty,)*
+        }
+
+        $(#[$rm])*
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $repository {
+            /// Remote URL: https://, http://, ssh://, git:// or file://.
+            pub url: String,
+            /// Branch.
+            #[serde(default = "daemon_defaults::branch")]
+            pub branch: String,
+            /// How often the remote branch is checked.
+            #[serde(default = "daemon_defaults::poll")]
+            pub poll_interval_seconds: u64,
+            /// Most bytes one fetch may receive (default 1 GiB); a larger
+            /// pack is refused and the commit in force stays.
+            pub max_fetch_bytes: Option<u64>,
+            $($(#[$rf])* pub $rfield: $rty,)*
+        }
+
+        impl $daemon {
+            /// What is wrong with the shared settings: (key path, message).
+            pub fn problems(&self) -> Vec<(String, String)> {
+                shared_problems(
+                    (&self.listen, self.drift_cron.as_deref(), &self.maintenance_windows),
+                    (self.parallelism, self.attempts),
+                    (self.repository.poll_interval_seconds, self.repository.max_fetch_bytes),
+                )
+            }
+        }
+    };
 }
 
-/// `daemon.repository`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DaemonRepository {
-    /// Remote URL: https://, http://, ssh://, git:// or file://.
-    pub url: String,
-    /// Branch.
-    #[serde(default = "daemon_defaults::branch")]
-    pub branch: String,
-    /// How often the remote branch is checked.
-    #[serde(default = "daemon_defaults::poll")]
-    pub poll_interval_seconds: u64,
-    /// Access token for an https:// remote; a secret.
-    pub token: Option<MaybeSecret>,
-    /// Private deploy key for an ssh:// remote; a secret.
-    pub ssh_key: Option<MaybeSecret>,
-    /// Most bytes one fetch may receive (default 1 GiB).
-    pub max_fetch_bytes: Option<u64>,
+daemon_settings! {
+    /// `daemon:` of an environment: the settings of the daemon its first
+    /// bastion runs, rendered into that host's `/etc/apimon/daemon.yaml`.
+    Daemon {
+        /// Webhook secret (HMAC key of /hooks/git, bearer token of /trigger); a secret.
+        webhook_secret: Option<MaybeSecret>,
+    }
+    /// `daemon.repository`: this repository, as the bastion reaches it.
+    DaemonRepository {
+        /// Access token for an https:// remote; a secret.
+        token: Option<MaybeSecret>,
+        /// Private deploy key for an ssh:// remote; a secret.
+        ssh_key: Option<MaybeSecret>,
+    }
+}
+
+daemon_settings! {
+    /// The daemon configuration file, as written: the shared settings, and
+    /// what only the bastion knows (where the credentials were written,
+    /// which environments and host are its own).
+    RawConfig {
+        /// State directory (owned resources, history, lock, commit exports).
+        #[serde(default = "default_state_dir")]
+        state_dir: PathBuf,
+        /// Secrets file (mode 0600 or stricter).
+        secrets_file: Option<PathBuf>,
+        /// SSH private key for the bastion and the hosts.
+        ssh_key: Option<PathBuf>,
+        /// known_hosts with the bastion's and the hosts' keys.
+        ssh_known_hosts: Option<PathBuf>,
+        /// clouds.yaml with each environment's `cloud`; the standard places when absent.
+        clouds_file: Option<PathBuf>,
+        /// Environments this daemon manages; all when absent.
+        #[serde(default)]
+        environments: Vec<String>,
+        /// File holding the webhook secret (HMAC key; also the bearer token of POST /trigger).
+        webhook_secret_file: Option<PathBuf>,
+        /// Allow plans that delete more than an environment's max_deletes.
+        #[serde(default)]
+        allow_deletes: bool,
+        /// The host this daemon runs on (`<environment>/<host>`): changes that
+        /// would destroy it or cut access to it are held. Default: the host
+        /// whose name is this machine's hostname (cloud-init sets it so).
+        runs_on: Option<String>,
+    }
+    /// `repository:` of daemon.yaml.
+    RawRepository {
+        /// SSH private key (ssh:// remotes).
+        ssh_key: Option<PathBuf>,
+        /// File holding an access token (https:// remotes).
+        token_file: Option<PathBuf>,
+        /// OpenSSH allowed-signers file: commits must be signed by one of them.
+        ssh_allowed_signers: Option<PathBuf>,
+        /// GnuPG home with the accepted keys: commits must be signed by one of them.
+        gnupg_home: Option<PathBuf>,
+    }
+}
+
+/// The checks of the shared settings, the same for both files.
+fn shared_problems(
+    (listen, drift_cron, windows): (&str, Option<&str>, &[DaemonWindow]),
+    (parallelism, attempts): (u32, u32),
+    (poll_interval_seconds, max_fetch_bytes): (u64, Option<u64>),
+) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    let mut problem = |path: String, message: String| problems.push((path, message));
+    if listen.parse::<std::net::SocketAddr>().is_err() {
+        problem(
+            "listen".to_owned(),
+            format!("invalid address `{listen}`; expected host:port like 127.0.0.1:9110"),
+        );
+    }
+    if let Some(Err(message)) = drift_cron.map(Schedule::parse) {
+        problem("drift_cron".to_owned(), message);
+    }
+    for (i, window) in windows.iter().enumerate() {
+        if let Err(message) = Schedule::parse(&window.cron) {
+            problem(format!("maintenance_windows[{i}].cron"), message);
+        }
+        if !(1..=MAX_WINDOW_MINUTES).contains(&window.duration_minutes) {
+            let minutes = window.duration_minutes;
+            problem(
+                format!("maintenance_windows[{i}].duration_minutes"),
+                format!("{minutes}; expected 1 to {MAX_WINDOW_MINUTES} (a year)"),
+            );
+        }
+    }
+    let at_least_one = [
+        ("parallelism", u64::from(parallelism)),
+        ("attempts", u64::from(attempts)),
+        ("repository.poll_interval_seconds", poll_interval_seconds),
+        ("repository.max_fetch_bytes", max_fetch_bytes.unwrap_or(1)),
+    ];
+    for (key, value) in at_least_one {
+        if value == 0 {
+            problem(key.to_owned(), "0; expected at least 1".to_owned());
+        }
+    }
+    problems
 }
 
 /// A maintenance window of the daemon.
@@ -98,76 +219,6 @@ pub mod daemon_defaults {
     }
 }
 
-/// The daemon configuration file, as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawConfig {
-    /// The desired-state repository.
-    pub repository: RawRepository,
-    /// State directory (owned resources, history, lock, commit exports).
-    #[serde(default = "default_state_dir")]
-    pub state_dir: PathBuf,
-    /// Secrets file (mode 0600 or stricter).
-    pub secrets_file: Option<PathBuf>,
-    /// SSH private key for the bastion and the hosts.
-    pub ssh_key: Option<PathBuf>,
-    /// known_hosts with the bastion's and the hosts' keys.
-    pub ssh_known_hosts: Option<PathBuf>,
-    /// clouds.yaml with each environment's `cloud`; the standard places when absent.
-    pub clouds_file: Option<PathBuf>,
-    /// Environments this daemon manages; all when absent.
-    #[serde(default)]
-    pub environments: Vec<String>,
-    /// Address of the HTTP endpoint (/healthz, /metrics, /status, /hooks/git).
-    #[serde(default = "default_listen")]
-    pub listen: String,
-    /// File holding the webhook secret (HMAC key; also the bearer token of POST /trigger).
-    pub webhook_secret_file: Option<PathBuf>,
-    /// When to re-observe and repair (or report) drift; 5 or 6 cron fields.
-    pub drift_cron: Option<String>,
-    /// When destructive changes (delete, replace) may run; always when absent.
-    #[serde(default)]
-    pub maintenance_windows: Vec<RawWindow>,
-    /// Changes applied at once.
-    #[serde(default = "default_parallelism")]
-    pub parallelism: u32,
-    /// Tries per change on transient errors.
-    #[serde(default = "default_attempts")]
-    pub attempts: u32,
-    /// Allow plans that delete more than an environment's max_deletes.
-    #[serde(default)]
-    pub allow_deletes: bool,
-    /// The host this daemon runs on (`<environment>/<host>`): changes that
-    /// would destroy it or cut access to it are held. Default: the host
-    /// whose name is this machine's hostname (cloud-init sets it so).
-    pub runs_on: Option<String>,
-}
-
-/// `repository:`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRepository {
-    /// Remote URL: https://, ssh://, git:// or file://.
-    pub url: String,
-    /// Branch.
-    #[serde(default = "default_branch")]
-    pub branch: String,
-    /// How often the remote branch is checked.
-    #[serde(default = "default_poll")]
-    pub poll_interval_seconds: u64,
-    /// SSH private key (ssh:// remotes).
-    pub ssh_key: Option<PathBuf>,
-    /// File holding an access token (https:// remotes).
-    pub token_file: Option<PathBuf>,
-    /// OpenSSH allowed-signers file: commits must be signed by one of them.
-    pub ssh_allowed_signers: Option<PathBuf>,
-    /// GnuPG home with the accepted keys: commits must be signed by one of them.
-    pub gnupg_home: Option<PathBuf>,
-    /// Most bytes one fetch may receive (default 1 GiB); a larger pack is
-    /// refused and the commit in force stays.
-    pub max_fetch_bytes: Option<u64>,
-}
-
 /// A maintenance window: the same in daemon.yaml and in apimon.yaml's `daemon:`.
 pub type RawWindow = DaemonWindow;
 
@@ -178,10 +229,6 @@ pub const MAX_WINDOW_MINUTES: u64 = 366 * 24 * 60;
 fn default_state_dir() -> PathBuf {
     PathBuf::from(crate::layout::STATE_DIR)
 }
-use daemon_defaults::{
-    attempts as default_attempts, branch as default_branch, listen as default_listen,
-    parallelism as default_parallelism, poll as default_poll,
-};
 
 /// daemon.yaml, checked: schedules parsed, every problem with its place.
 #[derive(Debug, Clone)]
@@ -205,49 +252,19 @@ impl DaemonFile {
     /// Every problem, as `file:line:column: key: message`.
     pub fn parse(path: &Path, text: &str) -> Result<Self, Vec<String>> {
         let mut file = ConfigFile::<RawConfig>::parse(path, text)?;
-        let parse_cron = Schedule::parse;
-        let drift = match file.value.drift_cron.clone() {
-            None => None,
-            Some(expression) => match parse_cron(&expression) {
-                Ok(schedule) => Some(schedule),
-                Err(message) => {
-                    file.problem("drift_cron", message);
-                    None
-                }
-            },
-        };
-        let mut windows = Vec::new();
-        for (i, window) in file.value.maintenance_windows.clone().iter().enumerate() {
-            match parse_cron(&window.cron) {
-                Ok(schedule) => {
-                    windows.push((schedule, Duration::from_secs(window.duration_minutes * 60)))
-                }
-                Err(message) => file.problem(&format!("maintenance_windows[{i}].cron"), message),
-            }
-            if !(1..=MAX_WINDOW_MINUTES).contains(&window.duration_minutes) {
-                file.problem(
-                    &format!("maintenance_windows[{i}].duration_minutes"),
-                    format!(
-                        "{}; expected 1 to {MAX_WINDOW_MINUTES} (a year)",
-                        window.duration_minutes
-                    ),
-                );
-            }
+        for (path, message) in file.value.problems() {
+            file.problem(&path, message);
         }
-        if file.value.repository.poll_interval_seconds == 0 {
-            file.problem("repository.poll_interval_seconds", "0; expected at least 1");
-        }
-        if file.value.repository.max_fetch_bytes == Some(0) {
-            file.problem("repository.max_fetch_bytes", "0; expected at least 1");
-        }
-
-        if file.value.listen.parse::<std::net::SocketAddr>().is_err() {
-            let message = format!(
-                "invalid address `{}`; expected host:port like 127.0.0.1:9110",
-                file.value.listen
-            );
-            file.problem("listen", message);
-        }
+        let drift = file.value.drift_cron.as_deref().and_then(|c| Schedule::parse(c).ok());
+        let windows = file
+            .value
+            .maintenance_windows
+            .iter()
+            .filter_map(|w| {
+                let schedule = Schedule::parse(&w.cron).ok()?;
+                Some((schedule, Duration::from_secs(w.duration_minutes * 60)))
+            })
+            .collect();
         if let Some(runs_on) = file.value.runs_on.clone() {
             let valid = runs_on.split_once('/').is_some_and(|(env, host)| {
                 !env.is_empty() && !host.is_empty() && !host.contains('/')
@@ -335,6 +352,33 @@ mod tests {
         assert!(config.in_maintenance_window(at(22, 0)));
         assert!(config.in_maintenance_window(at(23, 59)));
         assert!(!config.in_maintenance_window(at(12, 0)));
+    }
+
+    /// The shared settings are checked once, the same in both files.
+    #[test]
+    fn both_files_report_a_bad_shared_setting_alike() {
+        let shared = "listen: nowhere\nparallelism: 0\nmaintenance_windows: [{cron: '0 22 * * *', duration_minutes: 0}]\n";
+        let daemon_yaml = format!("repository: {{url: x, poll_interval_seconds: 0}}\n{shared}");
+        let apimon_yaml = format!("repository: {{url: x, poll_interval_seconds: 0}}\n{shared}");
+        let from_daemon_yaml = ConfigFile::<RawConfig>::parse(Path::new("d.yaml"), &daemon_yaml)
+            .and_then(ConfigFile::finish)
+            .expect("parses")
+            .problems();
+        let from_apimon_yaml = ConfigFile::<Daemon>::parse(Path::new("a.yaml"), &apimon_yaml)
+            .and_then(ConfigFile::finish)
+            .expect("parses")
+            .problems();
+        assert_eq!(from_daemon_yaml, from_apimon_yaml);
+        let keys: Vec<&str> = from_daemon_yaml.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "listen",
+                "maintenance_windows[0].duration_minutes",
+                "parallelism",
+                "repository.poll_interval_seconds"
+            ]
+        );
     }
 
     #[test]

@@ -9,8 +9,6 @@ use crate::model::{raw, Host, Role};
 
 const SCHEMES: [&str; 5] = ["https", "http", "ssh", "git", "file"];
 
-use crate::model::daemon::MAX_WINDOW_MINUTES;
-
 /// Checks `daemon` of environment `env_path`, whose hosts are `hosts`.
 pub(super) fn check(
     check: &mut Check,
@@ -36,38 +34,11 @@ pub(super) fn check(
         );
     }
     check_repository(check, root, &format!("{path}.repository"), &daemon.repository);
-    if daemon.listen.parse::<std::net::SocketAddr>().is_err() {
-        check.error(
-            root,
-            &format!("{path}.listen"),
-            format!("invalid address `{}`; expected host:port like 127.0.0.1:9110", daemon.listen),
-        );
+    for (key, message) in daemon.problems() {
+        check.error(root, &format!("{path}.{key}"), message);
     }
     if let Some(secret) = &daemon.webhook_secret {
         check.secret(root, &format!("{path}.webhook_secret"), secret, true);
-    }
-    if let Some(cron) = &daemon.drift_cron {
-        if let Err(message) = crate::cron::Schedule::parse(cron) {
-            check.error(root, &format!("{path}.drift_cron"), message);
-        }
-    }
-    for (i, window) in daemon.maintenance_windows.iter().enumerate() {
-        let at = format!("{path}.maintenance_windows[{i}]");
-        if let Err(message) = crate::cron::Schedule::parse(&window.cron) {
-            check.error(root, &format!("{at}.cron"), message);
-        }
-        if !(1..=MAX_WINDOW_MINUTES).contains(&window.duration_minutes) {
-            check.error(
-                root,
-                &format!("{at}.duration_minutes"),
-                format!("{}; expected 1 to {MAX_WINDOW_MINUTES} (a year)", window.duration_minutes),
-            );
-        }
-    }
-    for (key, value) in [("parallelism", daemon.parallelism), ("attempts", daemon.attempts)] {
-        if value == 0 {
-            check.error(root, &format!("{path}.{key}"), "0; expected at least 1");
-        }
     }
 }
 
@@ -96,12 +67,6 @@ fn check_repository(
         || repository.branch.contains(|c: char| c.is_whitespace() || c.is_control())
     {
         check.error(root, &format!("{path}.branch"), "expected a branch name");
-    }
-    if repository.poll_interval_seconds == 0 {
-        check.error(root, &format!("{path}.poll_interval_seconds"), "0; expected at least 1");
-    }
-    if repository.max_fetch_bytes == Some(0) {
-        check.error(root, &format!("{path}.max_fetch_bytes"), "0; expected at least 1");
     }
     // Each credential, the one scheme it is sent to.
     let credentials = [
