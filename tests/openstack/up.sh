@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts a real OpenStack control plane (Keystone, Placement, Glance,
 # Neutron with ML2 and no agents, Nova with the fake driver, Cinder with the
-# fake driver) on 127.0.0.1 from Debian packages, for integration tests.
+# fake driver, Swift with one replica on a directory) on 127.0.0.1 from
+# Debian packages, for integration tests.
 #
 #   tests/openstack/up.sh [STATE_DIR]    # default: $TMPDIR/apimon-openstack
 #   tests/openstack/down.sh [STATE_DIR]
@@ -19,7 +20,8 @@ log() { printf '==> [%ss] %s\n' "$(( $(date +%s) - start_time ))" "$*" >&2; }
 die() { echo "up.sh: $*" >&2; echo "logs: $S/logs" >&2; exit 1; }
 
 PACKAGES=(keystone placement-api nova-api nova-conductor nova-scheduler neutron-server glance-api
-  cinder-api cinder-scheduler cinder-volume rabbitmq-server mariadb-server python3-pymysql uwsgi-plugin-python3)
+  cinder-api cinder-scheduler cinder-volume rabbitmq-server mariadb-server python3-pymysql uwsgi-plugin-python3
+  swift swift-proxy swift-account swift-container swift-object)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -150,7 +152,7 @@ api POST "$KS/v3/projects" '{"project":{"name":"apimon","domain_id":"default"}}'
 api POST "$KS/v3/roles" '{"role":{"name":"service"}}' >/dev/null
 ADMIN_ROLE=$(id_of roles admin); SERVICE_ROLE=$(id_of roles service)
 SERVICE_PROJECT=$(id_of projects service); APIMON_PROJECT=$(id_of projects apimon)
-for u in nova neutron glance placement cinder apimon; do
+for u in nova neutron glance placement cinder swift apimon; do
   uid=$(api POST "$KS/v3/users" "{\"user\":{\"name\":\"$u\",\"password\":\"$u\",\"domain_id\":\"default\"}}" | field "['user']['id']")
   if [ "$u" = apimon ]; then
     api PUT "$KS/v3/projects/$APIMON_PROJECT/users/$uid/roles/$ADMIN_ROLE" >/dev/null
@@ -171,6 +173,7 @@ endpoint image glance "http://127.0.0.1:9292"
 endpoint placement placement "http://127.0.0.1:8778"
 endpoint volumev3 cinderv3 'http://127.0.0.1:8776/v3/%(project_id)s'
 endpoint block-storage cinder 'http://127.0.0.1:8776/v3/%(project_id)s'
+endpoint object-store swift 'http://127.0.0.1:8080/v1/AUTH_%(project_id)s'
 
 log "placement"
 mkdir -p "$S/placement"
@@ -360,8 +363,68 @@ spawn cinder-api cinder-api "${CINDER[@]}"
 spawn cinder-scheduler cinder-scheduler "${CINDER[@]}"
 PYTHONPATH="$S/cinder/pylib${PYTHONPATH:+:$PYTHONPATH}" spawn cinder-volume cinder-volume "${CINDER[@]}"
 
+log "swift"
+# One replica on a directory (mount_check off), rings and configs in the
+# state dir; the package's /etc/swift/swift.conf (hash, policy 0) is read as is.
+SW="$S/swift"; mkdir -p "$SW/node/d1"
+swift_server() { # kind port
+  cat >"$SW/$1-server.conf" <<EOF
+[DEFAULT]
+bind_ip = 127.0.0.1
+bind_port = $2
+devices = $SW/node
+mount_check = false
+swift_dir = $SW
+workers = 0
+[pipeline:main]
+pipeline = $1-server
+[app:$1-server]
+use = egg:swift#$1
+EOF
+  swift-ring-builder "$SW/$1.builder" create 6 1 1 >>"$S/logs/swift-ring.log"
+  swift-ring-builder "$SW/$1.builder" add "r1z1-127.0.0.1:$2/d1" 100 >>"$S/logs/swift-ring.log"
+  swift-ring-builder "$SW/$1.builder" rebalance >>"$S/logs/swift-ring.log" || true
+  [ -f "$SW/$1.ring.gz" ] || die "no $1 ring; see $S/logs/swift-ring.log"
+  spawn "swift-$1" "swift-$1-server" "$SW/$1-server.conf"
+}
+swift_server account "$(free_port)"
+swift_server container "$(free_port)"
+swift_server object "$(free_port)"
+{ cat <<EOF
+[DEFAULT]
+bind_ip = 127.0.0.1
+bind_port = 8080
+swift_dir = $SW
+workers = 0
+[pipeline:main]
+pipeline = catch_errors gatekeeper healthcheck proxy-logging listing_formats tempurl authtoken keystoneauth proxy-logging proxy-server
+[app:proxy-server]
+use = egg:swift#proxy
+account_autocreate = true
+[filter:catch_errors]
+use = egg:swift#catch_errors
+[filter:gatekeeper]
+use = egg:swift#gatekeeper
+[filter:healthcheck]
+use = egg:swift#healthcheck
+[filter:proxy-logging]
+use = egg:swift#proxy_logging
+[filter:listing_formats]
+use = egg:swift#listing_formats
+[filter:tempurl]
+use = egg:swift#tempurl
+[filter:keystoneauth]
+use = egg:swift#keystoneauth
+operator_roles = admin, member
+[filter:authtoken]
+paste.filter_factory = keystonemiddleware.auth_token:filter_factory
+delay_auth_decision = true
+EOF
+authtoken swift | tail -n +2; } >"$SW/proxy-server.conf"
+spawn swift-proxy swift-proxy-server "$SW/proxy-server.conf"
+
 log "waiting for the APIs"
-for url in http://127.0.0.1:8778 http://127.0.0.1:9292 http://127.0.0.1:9696 http://127.0.0.1:8774 http://127.0.0.1:8776; do wait_http "$url" 120; done
+for url in http://127.0.0.1:8778 http://127.0.0.1:9292 http://127.0.0.1:9696 http://127.0.0.1:8774 http://127.0.0.1:8776 http://127.0.0.1:8080/healthcheck; do wait_http "$url" 120; done
 
 log "nova-compute (fake driver) and host discovery"
 # Started last: it registers with Placement and Keystone right away.

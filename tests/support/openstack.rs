@@ -1,5 +1,5 @@
 //! A REAL OpenStack control plane (Keystone, Nova with the fake driver,
-//! Neutron, Glance, Cinder from Debian packages) for tests.
+//! Neutron, Glance, Cinder, Swift from Debian packages) for tests.
 //!
 //! Booting it takes about half a minute, so it is started once per suite
 //! run by `scripts/test.sh` (`tests/openstack/up.sh`, stopped by
@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 const KEYSTONE: &str = "http://127.0.0.1:5000/v3";
 const NOVA: &str = "http://127.0.0.1:8774/v2.1";
 const NEUTRON: &str = "http://127.0.0.1:9696/v2.0";
+const SWIFT: &str = "http://127.0.0.1:8080/v1";
 
 /// The cloud `tests/openstack/up.sh` started.
 pub struct TestCloud {
@@ -113,6 +114,50 @@ impl Api {
     /// DELETE; the status.
     pub async fn delete(&self, url: &str) -> u16 {
         self.call(reqwest::Method::DELETE, url, None).await.0
+    }
+
+    /// One Swift request on `path` below the project's account (with the
+    /// token unless `anonymous`; a PUT sends `body`): status, headers
+    /// (lowercase names), body.
+    pub async fn swift(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        anonymous: bool,
+    ) -> (u16, std::collections::BTreeMap<String, String>, String) {
+        self.swift_put_body(method, path, headers, anonymous, "").await
+    }
+
+    /// As [`swift`](Self::swift), a PUT sending `body`.
+    pub async fn swift_put_body(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        anonymous: bool,
+        body: &str,
+    ) -> (u16, std::collections::BTreeMap<String, String>, String) {
+        let method_has_body = method == reqwest::Method::PUT;
+        let url = format!("{SWIFT}/AUTH_{}/{path}", self.project_id);
+        let mut request = self.http.request(method, &url);
+        if !anonymous {
+            request = request.header("X-Auth-Token", &self.token);
+        }
+        for (key, value) in headers {
+            request = request.header(*key, *value);
+        }
+        if method_has_body {
+            request = request.body(body.to_owned());
+        }
+        let response = request.send().await.expect("swift request");
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        (status, headers, response.text().await.unwrap_or_default())
     }
 
     /// A region of its own whose catalog sends compute, network, image and
