@@ -1011,3 +1011,84 @@ async fn an_existing_platform_is_adopted_on_request_then_converged_never_another
     let nothing = setup.run("adopt", &["--yes"]);
     assert!(text(&nothing).0.contains("Nothing to adopt"), "{}", text(&nothing).0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swift_containers_are_created_marked_opened_and_pruned_with_their_objects_never_anothers() {
+    use reqwest::Method;
+    let Some(setup) = Setup::new("osobj", 52).await else { return };
+    let env = setup.name.clone();
+    let (logs, public, existing, theirs) = (
+        format!("{env}-logs"),
+        format!("{env}-public"),
+        format!("{env}-existing"),
+        format!("{env}-theirs"),
+    );
+    let file = format!("inventory/{env}/object_storage.yaml");
+    // Made behind apimon's back: one without marks, one marked for another environment.
+    let (status, ..) = setup.api.swift(Method::PUT, &existing, &[], false).await;
+    assert_eq!(status, 201);
+    let their_marks =
+        [("X-Container-Meta-Apimon-Managed", "true"), ("X-Container-Meta-Apimon-Env", "elsewhere")];
+    let (status, ..) = setup.api.swift(Method::PUT, &theirs, &their_marks, false).await;
+    assert_eq!(status, 201);
+
+    setup.repo.write(
+        &file,
+        &format!("containers:\n  - name: {logs}\n  - {{name: {public}, public: true}}\n  - name: {existing}\n"),
+    );
+    let stdout = setup.apply_ok();
+    assert!(stdout.contains(&format!("openstack.container/{logs}")), "{stdout}");
+    assert!(
+        !stdout.contains(&format!("openstack.container/{existing}")),
+        "exists already:\n{stdout}"
+    );
+    let (status, headers, _) = setup.api.swift(Method::HEAD, &logs, &[], false).await;
+    assert_eq!(status, 204, "{headers:?}");
+    assert_eq!(headers.get("x-container-meta-apimon-managed").map(String::as_str), Some("true"));
+    assert_eq!(headers.get("x-container-meta-apimon-env"), Some(&env));
+    assert!(!headers.contains_key("x-container-read"), "private by default: {headers:?}");
+    let (status, ..) = setup.api.swift(Method::GET, &public, &[], true).await;
+    assert!((200..300).contains(&status), "a public container lists without a token: {status}");
+    let (status, ..) = setup.api.swift(Method::GET, &logs, &[], true).await;
+    assert_eq!(status, 401, "a private one does not");
+    let again = setup.run("plan", &[]);
+    assert_eq!(again.status.code(), Some(0), "not converged:\n{}", text(&again).0);
+
+    // A log in the container; then it is opened, and `public` is dropped.
+    let log = format!("{logs}/job-1/output.log");
+    let (status, ..) =
+        setup.api.swift_put_body(Method::PUT, &log, &[], false, "PLAY [all]\n").await;
+    assert_eq!(status, 201);
+    setup.repo.write(
+        &file,
+        &format!("containers:\n  - {{name: {logs}, public: true}}\n  - name: {existing}\n"),
+    );
+    let stdout = setup.apply_ok();
+    assert!(stdout.contains("made public"), "{stdout}");
+    let (status, ..) =
+        setup.api.swift(Method::GET, &format!("{logs}/job-1/output.log"), &[], true).await;
+    assert_eq!(status, 200, "readable without a token now");
+    let (status, ..) = setup.api.swift(Method::HEAD, &public, &[], false).await;
+    assert_eq!(status, 404, "pruned");
+
+    // All gone from the repository: apimon's own container goes with its
+    // objects; the one it found stays.
+    setup.repo.write(&file, "containers: []\n");
+    setup.apply_ok();
+    let (status, ..) = setup.api.swift(Method::HEAD, &logs, &[], false).await;
+    assert_eq!(status, 404, "deleted with its objects");
+    let (status, ..) = setup.api.swift(Method::HEAD, &existing, &[], false).await;
+    assert_eq!(status, 204, "never apimon's, never deleted");
+
+    // Another environment's container is not taken over.
+    setup.repo.write(&file, &format!("containers:\n  - name: {theirs}\n"));
+    let (stdout, stderr, code) = setup.apply();
+    assert_ne!(code, Some(0), "{stdout}\n{stderr}");
+    let said = format!("{stdout}\n{stderr}");
+    assert!(
+        said.contains(&format!("container {theirs}: the name is taken by environment `elsewhere`")),
+        "{said}"
+    );
+    let (_, headers, _) = setup.api.swift(Method::HEAD, &theirs, &[], false).await;
+    assert_eq!(headers.get("x-container-meta-apimon-env").map(String::as_str), Some("elsewhere"));
+}

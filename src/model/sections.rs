@@ -63,4 +63,6 @@ sections! {
     hosts: "hosts.yaml" => raw::HostsFile => Vec<Host>, by validate::hosts::check;
     influxdb: "influxdb.yaml" => raw::InfluxdbFile => Influxdb, by validate::influxdb::check;
     grafana: "grafana.yaml" => raw::GrafanaFile => Grafana, by validate::grafana::check_folders;
+    object_storage: "object_storage.yaml" => raw::ObjectStorageFile => Vec<raw::Container>,
+        by validate::object_storage::check;
 }

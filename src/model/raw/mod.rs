@@ -5,6 +5,7 @@
 //! turns these into a [`crate::model::DesiredState`].
 
 mod inventory;
+mod object_storage;
 mod scenario;
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 pub use inventory::*;
+pub use object_storage::*;
 pub use scenario::*;
 
 /// A value that is either written inline or fetched from the secret store

@@ -15,6 +15,7 @@ pub(super) mod hosts;
 pub(super) mod influxdb;
 pub(super) mod keypairs;
 pub(super) mod networks;
+pub(super) mod object_storage;
 mod runtime;
 mod scenario_repository;
 mod scenarios;

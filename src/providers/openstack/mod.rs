@@ -1,21 +1,22 @@
 //! OpenStack: keypairs, security groups and rules, networks and subnets,
-//! servers, volumes and their attachments, floating IPs.
+//! servers, volumes and their attachments, routers, floating IPs, Swift
+//! containers.
 //!
 //! One file per resource kind (terraform-provider-openstack's layout):
 //! [`keypair`], [`security_group`] (and rules), [`network`] (networks,
-//! subnets, the router), [`server`], [`volume`] (and attachments),
-//! [`floating_ip`], each with its API structs, its compare, how it is
-//! observed and its `impl Kind` ([`kind`]: compare, create, update,
-//! replace, delete, adopt). This module holds the one list of kinds
-//! (`kinds!`, which generates [`OpenstackSpec`] and its dispatch) and what
-//! the repository asks for; [`client`] the session (through
-//! `openstack_sdk`), [`observe`](observe::observe) the batched reads, and
+//! subnets), [`router`], [`server`], [`volume`] (and attachments),
+//! [`floating_ip`], [`container`], each with what the environment asks of
+//! it, its API structs, its list call and observation, its compare and its
+//! `impl Kind` ([`kind`]). This module holds the one list of kinds
+//! (`kinds!`, which generates [`OpenstackSpec`], the desired set, the
+//! observation and the dispatch); [`client`] the session (through
+//! `openstack_sdk`), [`observe`] what one observation gathers, and
 //! [`wait`] the one polling helper.
 //!
-//! Ownership: servers and volumes carry metadata, Neutron resources tags,
-//! `apimon:managed=true` and `apimon:env=<env>`; keypairs can carry neither,
-//! so the state store records the ones apimon created. Only owned resources
-//! are ever deleted or replaced.
+//! Ownership: servers, volumes and containers carry metadata, Neutron
+//! resources tags, `apimon:managed=true` and `apimon:env=<env>`; keypairs
+//! can carry neither, so the state store records the ones apimon created.
+//! Only owned resources are ever deleted or replaced.
 
 #[macro_use]
 mod common;
@@ -24,6 +25,7 @@ mod kind;
 mod adopt;
 mod apply;
 pub mod client;
+mod container;
 mod floating_ip;
 mod keypair;
 mod marks;
@@ -89,6 +91,7 @@ kinds! {
     VolumeAttachment(volume::VolumeAttachment),
     Router(router::Router),
     FloatingIp(floating_ip::FloatingIp),
+    Container(container::Container),
 }
 
 /// The provider's name in resource ids.
