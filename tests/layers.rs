@@ -3,9 +3,9 @@
 //! below — seen in `use` lines, `pub use` re-exports, grouped imports
 //! (`crate::{a, b::c}`), inline paths (`crate::daemon::X` in an
 //! expression) and `super::` chains that climb to the crate root. Modules
-//! on one floor must not form a circle either. Test code (after
+//! on one floor must not form a circle either. Test code (the item after
 //! `#[cfg(test)]`) is not checked: a test may build what it tests from
-//! anywhere. docs/architecture.md draws the same table.
+//! anywhere; code after it is. docs/architecture.md draws the same table.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -90,10 +90,46 @@ fn group_heads(text: &str) -> Vec<String> {
 }
 
 /// Every use of a top-level module in `source`, the text of a file whose
+/// `source` with each `#[cfg(test)]` item (up to its `;`, or its braces
+/// matched) blanked out, lines kept: code after a test module is still
+/// checked.
+fn without_test_items(source: &str) -> String {
+    const MARK: &str = "#[cfg(test)]";
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    while let Some(at) = rest.find(MARK) {
+        out.push_str(&rest[..at]);
+        let item = &rest[at..];
+        let mut depth = 0usize;
+        let mut end = item.len();
+        for (i, c) in item.char_indices().skip(MARK.len()) {
+            match c {
+                '{' => depth += 1,
+                '}' if depth > 0 => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = i + 1;
+                        break;
+                    }
+                }
+                ';' if depth == 0 => {
+                    end = i + 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        out.extend(item[..end].chars().map(|c| if c == '\n' { '\n' } else { ' ' }));
+        rest = &item[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// module path below the crate root is `module_path` (`["model",
 /// "validate", "daemon"]`; a `mod.rs` is its directory's module).
 fn uses(module_path: &[String], source: &str) -> Vec<Use> {
-    let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+    let code = without_test_items(source);
     let mut found = Vec::new();
     for (number, line) in code.lines().enumerate() {
         let line_code = line.split("//").next().unwrap_or_default();
@@ -279,4 +315,17 @@ fn an_upward_inline_path_fails_the_check() {
         "{problems:#?}"
     );
     assert_eq!(problems[1], "modules form a circle: daemon -> model -> daemon");
+}
+
+#[test]
+fn test_items_are_skipped_but_code_after_them_is_checked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = dir.path();
+    std::fs::write(src.join("lib.rs"), "pub mod model;\npub mod daemon;\n").expect("write");
+    let model = "#[cfg(test)]\nmod tests {\n    fn f() { let _ = crate::daemon::X; }\n}\n\n#[cfg(test)]\nuse crate::daemon::Y;\n\npub fn after() -> u8 {\n    crate::daemon::Z\n}\n";
+    std::fs::write(src.join("model.rs"), model).expect("write");
+    std::fs::write(src.join("daemon.rs"), "pub const Z: u8 = 1;\n").expect("write");
+    let problems = violations(src);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(problems[0].ends_with("model.rs:10: `model` (floor 1) uses `daemon` (floor 6), a floor above: crate::daemon::Z"), "{problems:#?}");
 }
