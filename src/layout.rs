@@ -15,6 +15,10 @@ pub const RESULTS_BUFFER_DIR: &str = "/var/lib/apimon/results";
 pub const SECRETS_PATH: &str = "/etc/apimon/secrets.yaml";
 /// The daemon's clouds.yaml.
 pub const CLOUDS_PATH: &str = "/etc/apimon/clouds.yaml";
+/// The daemon's approval token (the bearer token of `POST /approve`): a
+/// trust anchor `apimon bootstrap --approval-token` installs, never
+/// rendered from the repository.
+pub const APPROVAL_TOKEN_PATH: &str = "/etc/apimon/approval_token";
 /// The daemon's known_hosts (hosts and the git server).
 pub const KNOWN_HOSTS_PATH: &str = "/etc/apimon/known_hosts";
 /// Where scenario runtimes live on the executor.

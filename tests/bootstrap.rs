@@ -194,10 +194,38 @@ impl Setup {
             .arg(&self.clouds_file)
             .arg("--daemon-ssh-key")
             .arg(self.world.client_key())
+            .arg("--approval-token")
+            .arg(self.approval_token())
             .env("APIMON_SSH_KEY", self.world.client_key())
             .env("APIMON_SSH_KNOWN_HOSTS", &self.known_hosts)
             .env("APIMON_EXECUTOR_BINARY", binary);
         command
+    }
+
+    /// The operator's approval token file (bootstrap installs it).
+    fn approval_token(&self) -> PathBuf {
+        let path = self.world.dir.path().join("approval-token");
+        if !path.exists() {
+            std::fs::write(&path, "operator-approval-0123456789abcdef0123456789\n").expect("token");
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("chmod");
+        }
+        path
+    }
+
+    /// Waits until `commit` is held (it widens apimon's authority) and
+    /// approves it as an operator does: `apimon approve --commit`.
+    async fn approve_held(&self, commit: &str) {
+        self.wait_status(&format!("commit {commit} held"), |s| s["held"]["commit"] == commit).await;
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_apimon"))
+            .args(["approve", "--commit", commit, "--daemon"])
+            .arg(format!("http://127.0.0.1:{}", self.port))
+            .arg("--token-file")
+            .arg(self.approval_token())
+            .output()
+            .expect("apimon approve");
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
     }
 
     async fn status(&self) -> Option<Value> {
@@ -269,6 +297,12 @@ async fn bootstrap_installs_only_its_environments_credentials_and_a_rerun_is_a_n
     assert!(clouds.contains("apimon-test") && !clouds.contains("apimon-twin"), "{clouds}");
     assert_eq!(setup.mode("/etc/apimon/clouds.yaml"), 0o600);
     assert_eq!(setup.mode("/etc/apimon/webhook_secret"), 0o600);
+    // The operator's approval token, a trust anchor no commit renders.
+    assert_eq!(setup.mode("/etc/apimon/approval_token"), 0o600);
+    assert_eq!(
+        setup.read("/etc/apimon/approval_token").trim(),
+        std::fs::read_to_string(setup.approval_token()).expect("token").trim()
+    );
     let known_hosts = setup.read("/etc/apimon/known_hosts");
     assert!(known_hosts.contains("[127.0.0.30]:"), "{known_hosts}");
     assert!(!known_hosts.contains("unrelated.example.net"), "{known_hosts}");
@@ -337,6 +371,8 @@ async fn the_daemon_restarts_itself_for_its_own_configuration_and_for_a_pinned_r
     );
     let commit = setup.git.commit("apimon pinned");
     setup.git.push(false);
+    // A new release pin widens apimon's authority: an operator approves it.
+    setup.approve_held(&commit).await;
     setup
         .wait_status("the daemon restarted into the pinned release", |s| {
             s["started_at"] != started && converged_at(s, &env, &commit)
@@ -385,6 +421,8 @@ async fn the_daemons_own_host_is_held_then_replaced_by_a_bootstrap_killed_once_a
     )]);
     let commit = setup.git.commit("new cloud-init for every server");
     setup.git.push(false);
+    // A template override widens apimon's authority: an operator approves it.
+    setup.approve_held(&commit).await;
     let bastion_id = format!("{env}/openstack.server/{env}-bastion");
     let status = setup
         .wait_status("the bastion's replacement held", |s| {

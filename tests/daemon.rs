@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::daemon::{github_signature, head, Daemon, World, ADMIN, WEBHOOK_SECRET};
+use crate::support::daemon::{
+    github_signature, head, Daemon, World, ADMIN, APPROVAL_TOKEN, WEBHOOK_SECRET,
+};
 use crate::support::free_port;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -561,11 +563,22 @@ async fn approving_one_pending_change_over_http_leaves_the_others_pending() {
         client.post(format!("{}/approve", daemon.url())).bearer_auth(token).json(&body).send()
     };
     let refused =
-        approve(json!({"id": "outside/influxdb.user/admin"}), WEBHOOK_SECRET).await.expect("post");
+        approve(json!({"id": "outside/influxdb.user/admin"}), APPROVAL_TOKEN).await.expect("post");
     assert_eq!(refused.status().as_u16(), 404);
     let refused =
         approve(json!({"id": "outside/influxdb.user/telegraf"}), "wrong").await.expect("post");
     assert_eq!(refused.status().as_u16(), 401);
+    // The webhook secret (which GitLab sends with every delivery) approves nothing.
+    let refused = approve(json!({"id": "outside/influxdb.user/telegraf"}), WEBHOOK_SECRET)
+        .await
+        .expect("post");
+    assert_eq!(refused.status().as_u16(), 401);
+    // A digest other than the one shown: the change moved since; refused.
+    let refused =
+        approve(json!({"id": "outside/influxdb.user/telegraf", "digest": "0000"}), APPROVAL_TOKEN)
+            .await
+            .expect("post");
+    assert_eq!(refused.status().as_u16(), 409);
 
     // From the command line, through the daemon's configuration.
     let output = crate::support::apimon(&[
@@ -592,7 +605,7 @@ async fn approving_one_pending_change_over_http_leaves_the_others_pending() {
     );
 
     // A whole environment.
-    let accepted = approve(json!({"environment": "outside"}), WEBHOOK_SECRET).await.expect("post");
+    let accepted = approve(json!({"environment": "outside"}), APPROVAL_TOKEN).await.expect("post");
     assert_eq!(accepted.status().as_u16(), 202);
     world.wait_for_user("grafana", true, Duration::from_secs(30)).await;
 }

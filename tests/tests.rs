@@ -22,3 +22,4 @@ mod openstack;
 mod plan;
 mod runtime;
 mod scenario_repository;
+mod security;

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use crate::digest::sha256_hex;
 use crate::model::{DesiredState, Environment, Secrets, Sensitive};
 
-pub use crate::layout::{CLOUDS_PATH, KNOWN_HOSTS_PATH, SECRETS_PATH, SSH_KEY_PATH, STATE_DIR};
+pub use crate::layout::{
+    APPROVAL_TOKEN_PATH, CLOUDS_PATH, KNOWN_HOSTS_PATH, SECRETS_PATH, SSH_KEY_PATH, STATE_DIR,
+};
 
 pub use handover::{hold, holding, mark, release, Held, Holding};
 
@@ -108,6 +110,8 @@ pub struct Sources<'a> {
     pub known_hosts: &'a Path,
     /// More known_hosts lines: the git server's key (ssh:// remotes).
     pub git_known_hosts: Option<&'a Path>,
+    /// The approval token the daemon takes approvals with.
+    pub approval_token: Option<&'a Path>,
 }
 
 /// Building the credentials failed.
@@ -143,6 +147,16 @@ pub enum CredentialError {
     /// A value cannot be written as YAML.
     #[error("cannot write the daemon's {0} as YAML")]
     Yaml(&'static str),
+    /// The approval token is too short to be one.
+    #[error("the approval token in {path} holds {length} characters; it must hold at least {min} (e.g. `openssl rand -hex 32`)")]
+    ShortToken {
+        /// File.
+        path: PathBuf,
+        /// Its length.
+        length: usize,
+        /// The least accepted.
+        min: usize,
+    },
 }
 
 fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, CredentialError> {
@@ -231,7 +245,19 @@ pub fn credentials(
     }
     let mut known_hosts = known_hosts.join("\n").into_bytes();
     known_hosts.push(b'\n');
-    Ok(vec![
+    let mut anchors = Vec::new();
+    if let Some(path) = sources.approval_token {
+        let token = String::from_utf8_lossy(&read(path, "approval token")?).trim().to_owned();
+        if token.len() < MIN_APPROVAL_TOKEN {
+            return Err(CredentialError::ShortToken {
+                path: path.to_owned(),
+                length: token.len(),
+                min: MIN_APPROVAL_TOKEN,
+            });
+        }
+        anchors.push(Credential::private(APPROVAL_TOKEN_PATH, format!("{token}\n").into_bytes()));
+    }
+    let mut credentials = vec![
         Credential::private(SECRETS_PATH, secrets.into_bytes()),
         Credential::private(CLOUDS_PATH, clouds.into_bytes()),
         Credential::private(SSH_KEY_PATH, read(sources.ssh_key, "SSH key")?),
@@ -242,8 +268,13 @@ pub fn credentials(
             owner: "root",
             merge: Merge::Lines,
         },
-    ])
+    ];
+    credentials.extend(anchors);
+    Ok(credentials)
 }
+
+/// Shortest approval token accepted (as the daemon's `/approve` requires).
+pub const MIN_APPROVAL_TOKEN: usize = 32;
 
 #[cfg(test)]
 mod tests {

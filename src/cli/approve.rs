@@ -1,16 +1,28 @@
-//! `apimon approve`: approves a pending change of a running daemon over
-//! its authenticated `POST /approve`.
+//! `apimon approve`: approves what a running daemon holds for an operator,
+//! over its `POST /approve` with the approval token. It reads `/status`
+//! first and sends the digest shown there, so the approval covers exactly
+//! what it prints: a change that moves meanwhile is not approved.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use serde_json::{json, Value};
 
 use super::Outcome;
 
+/// What is approved.
+pub(super) enum What {
+    /// One pending change, by resource id.
+    Change(String),
+    /// Every change pending in an environment.
+    Environment(String),
+    /// A held commit.
+    Commit(String),
+}
+
 /// `POST /approve` to the daemon.
 pub(super) async fn approve(
-    id: Option<String>,
-    env: Option<String>,
+    what: What,
     config: &Path,
     daemon: Option<String>,
     token_file: Option<PathBuf>,
@@ -27,29 +39,78 @@ pub(super) async fn approve(
     };
     let token_file = match (token_file, &loaded) {
         (Some(file), _) => file,
-        (None, Some(config)) => config.raw.webhook_secret_file.clone().context(
-            "the daemon configuration has no webhook_secret_file: the daemon takes no approvals",
+        (None, Some(config)) => config.raw.approval_token_file.clone().context(
+            "the daemon configuration has no approval_token_file: the daemon takes no approvals (apimon bootstrap --approval-token installs one)",
         )?,
         (None, None) => bail!("no token file"),
     };
     let token = crate::fsutil::read_text_limited(&token_file, 64 * 1024)
-        .with_context(|| format!("cannot read the token file {}", token_file.display()))?;
-    let body = serde_json::json!({ "id": id, "environment": env });
-    let response = reqwest::Client::new()
+        .with_context(|| format!("cannot read the approval token file {}", token_file.display()))?;
+    let client = reqwest::Client::new();
+    let status: Value = client
+        .get(format!("{url}/status"))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the daemon at {url}"))?
+        .json()
+        .await
+        .with_context(|| {
+            format!("the daemon at {url} answered /status with something else than JSON")
+        })?;
+    let body = match &what {
+        What::Change(id) => {
+            let pending = status["environments"]
+                .as_object()
+                .into_iter()
+                .flat_map(|envs| envs.values())
+                .filter_map(|env| env["pending"].as_array())
+                .flatten()
+                .find(|p| p["id"] == id.as_str());
+            match pending {
+                Some(p) => {
+                    println!(
+                        "approving {id}: {} (waiting for {})",
+                        text(&p["change"]),
+                        text(&p["waiting_for"])
+                    );
+                    json!({ "id": id, "digest": p["digest"] })
+                }
+                None => json!({ "id": id }),
+            }
+        }
+        What::Environment(env) => json!({ "environment": env }),
+        What::Commit(commit) => {
+            let held = &status["held"];
+            if held["commit"] == commit.as_str() {
+                println!("approving commit {commit}, which widens apimon's authority:");
+                for line in held["widenings"].as_array().into_iter().flatten() {
+                    println!("  {}", text(line));
+                }
+                json!({ "commit": commit, "digest": held["digest"] })
+            } else {
+                json!({ "commit": commit })
+            }
+        }
+    };
+    let response = client
         .post(format!("{url}/approve"))
         .bearer_auth(token.trim())
         .json(&body)
         .send()
         .await
         .with_context(|| format!("cannot reach the daemon at {url}"))?;
-    let status = response.status();
-    let answer: serde_json::Value = response.json().await.unwrap_or_default();
-    let message = answer["message"].as_str().unwrap_or_default();
-    if status.is_success() {
+    let code = response.status();
+    let answer: Value = response.json().await.unwrap_or_default();
+    let message = text(&answer["message"]);
+    if code.is_success() {
         println!("{message}");
         Ok(Outcome::Ok)
     } else {
-        eprintln!("error: the daemon answered HTTP {}: {message}", status.as_u16());
+        eprintln!("error: the daemon answered HTTP {}: {message}", code.as_u16());
         Ok(Outcome::Invalid)
     }
+}
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or_default()
 }

@@ -55,6 +55,12 @@ pub struct BootstrapArgs {
     /// to the daemon's known_hosts.
     #[arg(long)]
     pub git_known_hosts: Option<PathBuf>,
+    /// A file holding the approval token (at least 32 characters, e.g.
+    /// `openssl rand -hex 32`): the daemon takes approvals (`apimon
+    /// approve`) only with it. Without it the bastion's token stays; with
+    /// none there, what needs an approval stays held.
+    #[arg(long, value_name = "FILE")]
+    pub approval_token: Option<PathBuf>,
 }
 
 pub(super) async fn bootstrap(
@@ -83,6 +89,7 @@ pub(super) async fn bootstrap(
         ssh_key: &args.daemon_ssh_key,
         known_hosts: &machine.known_hosts,
         git_known_hosts: args.git_known_hosts.as_deref(),
+        approval_token: args.approval_token.as_deref(),
     };
     let credentials = bootstrap::credentials(&prepared.state, env, &sources)?;
     let provider = match HostProvider::for_environment(

@@ -175,22 +175,28 @@ pub enum Command {
         #[command(flatten)]
         live: LiveArgs,
     },
-    /// Approve pending changes of a running daemon (`/status` lists them):
-    /// one by id, or all of one environment. Exit 0: approved, 1: not.
+    /// Approve what a running daemon holds for an operator (`/status`
+    /// lists it): one pending change by id, every pending change of one
+    /// environment, or a held commit that widens apimon's authority. Each
+    /// approval names the digest the daemon shows now, and is printed.
+    /// Exit 0: approved, 1: not.
     Approve {
         /// The pending change's resource id (`outside/influxdb.user/telegraf`).
-        #[arg(long, conflicts_with = "env", required_unless_present = "env")]
+        #[arg(long, group = "what", required_unless_present_any = ["env", "commit"])]
         id: Option<String>,
         /// Every pending change of this environment.
-        #[arg(long)]
+        #[arg(long, group = "what")]
         env: Option<String>,
-        /// The daemon's configuration: its address and webhook secret file.
+        /// The held commit (its widenings are printed).
+        #[arg(long, group = "what")]
+        commit: Option<String>,
+        /// The daemon's configuration: its address and approval token file.
         #[arg(long, default_value = "/etc/apimon/daemon.yaml")]
         config: PathBuf,
         /// The daemon's URL, instead of `listen` from its configuration.
         #[arg(long, value_name = "URL")]
         daemon: Option<String>,
-        /// File holding the bearer token, instead of its `webhook_secret_file`.
+        /// File holding the approval token, instead of its `approval_token_file`.
         #[arg(long)]
         token_file: Option<PathBuf>,
     },
@@ -335,8 +341,14 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Bootstrap { repo, args, live } => {
             runtime()?.block_on(bootstrap::bootstrap(&repo.repo, &args, &live))
         }
-        Command::Approve { id, env, config, daemon, token_file } => {
-            runtime()?.block_on(approve::approve(id, env, &config, daemon, token_file))
+        Command::Approve { id, env, commit, config, daemon, token_file } => {
+            let what = match (id, env, commit) {
+                (Some(id), _, _) => approve::What::Change(id),
+                (_, Some(env), _) => approve::What::Environment(env),
+                (_, _, Some(commit)) => approve::What::Commit(commit),
+                _ => anyhow::bail!("give one of --id, --env and --commit"),
+            };
+            runtime()?.block_on(approve::approve(what, &config, daemon, token_file))
         }
         Command::Daemon { config } => {
             let config = crate::daemon::config::Config::load(&config)?;

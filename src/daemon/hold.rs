@@ -53,8 +53,9 @@ pub(super) struct Policy<'a> {
     pub report_only: &'a BTreeSet<String>,
     /// Changes of the commit in force not applied yet ([`merged_after`]).
     pub merged: &'a BTreeSet<ResourceId>,
-    /// Changes operators approved.
-    pub approved: &'a dyn Fn(&ResourceId) -> bool,
+    /// Changes operators approved: by id and the change as shown
+    /// ([`shown`](crate::plan::hold::shown)).
+    pub approved: &'a dyn Fn(&ResourceId, &str) -> bool,
     /// Whether destroying this resource would cut the daemon off.
     pub endangers_own_host: &'a dyn Fn(&ResourceId) -> bool,
 }
@@ -76,7 +77,7 @@ impl Policy<'_> {
         if destructive && (self.endangers_own_host)(&change.id) {
             return Some(Wait::OwnHost);
         }
-        if (self.approved)(&change.id) {
+        if (self.approved)(&change.id, &crate::plan::hold::shown(change)) {
             return None;
         }
         if self.origin(&change.id) == Origin::Drift && self.report_only.contains(&*change.id.env) {
@@ -138,7 +139,7 @@ mod tests {
             case.report_only.then(|| "outside".to_owned()).into_iter().collect();
         let merged: BTreeSet<ResourceId> =
             case.merged.then(|| id("outside", "u")).into_iter().collect();
-        let approved = |_: &ResourceId| case.approved;
+        let approved = |_: &ResourceId, _: &str| case.approved;
         let own = |_: &ResourceId| case.own_host;
         let policy = Policy {
             drift_check: case.drift_check,
@@ -202,12 +203,13 @@ mod tests {
     ) -> (Vec<ResourceId>, Vec<(ResourceId, String)>, BTreeSet<ResourceId>) {
         let report_only: BTreeSet<String> = ["outside".to_owned()].into();
         let no = |_: &ResourceId| false;
+        let not_approved = |_: &ResourceId, _: &str| false;
         let policy = Policy {
             drift_check,
             in_window,
             report_only: &report_only,
             merged,
-            approved: &no,
+            approved: &not_approved,
             endangers_own_host: &no,
         };
         let plan = plan(changes);

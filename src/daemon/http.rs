@@ -1,7 +1,8 @@
 //! The daemon's HTTP endpoint: `/healthz`, `/metrics` (Prometheus text),
 //! `/status` (JSON), `POST /hooks/git` (push webhooks from GitHub, Gitea
-//! or GitLab, signature verified), `POST /trigger` and `POST /approve`
-//! (bearer token: the webhook secret).
+//! or GitLab, signature verified), `POST /trigger` (bearer token: the
+//! webhook secret) and `POST /approve` (bearer token: the approval token,
+//! which forges never see).
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -36,6 +37,8 @@ pub struct AppState {
     pub deliveries: Arc<Mutex<Deliveries>>,
     /// Approvals the next reconcile takes.
     pub approvals: Arc<Mutex<super::approvals::Approvals>>,
+    /// The file holding the approval token (`approval_token_file`).
+    pub approval_token_file: Option<std::path::PathBuf>,
 }
 
 /// The last [`Deliveries::KEPT`] webhook delivery ids: a delivery replayed
@@ -128,7 +131,7 @@ async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
     reply(StatusCode::ACCEPTED, "reconcile triggered")
 }
 
-/// The bearer token check of `/trigger` and `/approve`: the refusal, if any.
+/// The bearer token check of `/trigger`: the refusal, if any.
 fn refused(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     let Some(secret) = &state.secret else {
         return Some(reply(StatusCode::NOT_FOUND, "not configured (webhook_secret_file)"));
@@ -151,11 +154,60 @@ async fn trigger(State(state): State<AppState>, headers: HeaderMap) -> Response 
     reply(StatusCode::ACCEPTED, "reconcile triggered")
 }
 
-/// `{"id": "<resource id>"}` or `{"environment": "<name>"}`: approves that
-/// pending change (or all of that environment's) for the next reconcile,
-/// which starts at once.
+/// The approval token check of `/approve`: the refusal, if any. The token
+/// is read on every request (a new one takes effect at once) from a file
+/// only its owner may read.
+fn not_approver(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let Some(path) = &state.approval_token_file else {
+        return Some(reply(
+            StatusCode::NOT_FOUND,
+            "approvals not configured (approval_token_file)",
+        ));
+    };
+    let token = match super::read_secret_file("approval token file", path) {
+        Ok(token) if token.expose().trim().len() >= MIN_APPROVAL_TOKEN => token,
+        Ok(_) => {
+            return Some(reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "the approval token in {} is too short; `apimon bootstrap` installs one",
+                    path.display()
+                ),
+            ))
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "No usable approval token.");
+            return Some(reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "no usable approval token at {}; `apimon bootstrap` installs one",
+                    path.display()
+                ),
+            ));
+        }
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !given.is_some_and(|t| constant_time_eq(t.as_bytes(), token.expose().trim().as_bytes())) {
+        return Some(reply(StatusCode::UNAUTHORIZED, "missing or bad approval token"));
+    }
+    None
+}
+
+/// A pending change as `/approve` checks it: environment, id, digest.
+type PendingEntry = (String, String, String);
+
+/// Shortest approval token accepted.
+pub const MIN_APPROVAL_TOKEN: usize = crate::bootstrap::MIN_APPROVAL_TOKEN;
+
+/// `{"id": …, "digest": …}`, `{"environment": …}` or `{"commit": …,
+/// "digest": …}`: approves that pending change (or every change of that
+/// environment pending now, each as it is now), or that held commit, for
+/// the next reconcile, which starts at once.
 async fn approve(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(answer) = refused(&state, &headers) {
+    if let Some(answer) = not_approver(&state, &headers) {
         return answer;
     }
     let request = match serde_json::from_slice::<super::approvals::Request>(&body) {
@@ -163,47 +215,86 @@ async fn approve(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
         Err(error) => {
             return reply(
                 StatusCode::BAD_REQUEST,
-                &format!("expected {{\"id\": …}} or {{\"environment\": …}}: {error}"),
+                &format!("expected {{\"id\": …}}, {{\"environment\": …}} or {{\"commit\": …, \"digest\": …}}: {error}"),
             )
         }
     };
-    let pending: Vec<(String, String)> = state
+    let (pending, held): (Vec<PendingEntry>, Option<(String, String)>) = state
         .status
         .read()
         .map(|s| {
-            s.environments
+            let pending = s
+                .environments
                 .iter()
-                .flat_map(|(env, e)| e.pending.iter().map(move |p| (env.clone(), p.id.clone())))
-                .collect()
+                .flat_map(|(env, e)| {
+                    e.pending.iter().map(move |p| (env.clone(), p.id.clone(), p.digest.clone()))
+                })
+                .collect();
+            (pending, s.held.as_ref().map(|h| (h.commit.0.clone(), h.digest.clone())))
         })
         .unwrap_or_default();
     let listed = || {
-        let ids: Vec<&str> = pending.iter().map(|(_, id)| id.as_str()).collect();
-        if ids.is_empty() {
+        let mut waiting: Vec<String> = pending.iter().map(|(_, id, _)| id.clone()).collect();
+        waiting.extend(held.iter().map(|(commit, _)| format!("commit {commit}")));
+        if waiting.is_empty() {
             "nothing is pending".to_owned()
         } else {
-            format!("pending: {}", ids.join(", "))
+            format!("pending: {}", waiting.join(", "))
         }
     };
     let Ok(mut approvals) = state.approvals.lock() else {
         return reply(StatusCode::INTERNAL_SERVER_ERROR, "approvals lock poisoned");
     };
-    let approved = match (request.id, request.environment) {
-        (Some(id), None) if pending.iter().any(|(_, p)| *p == id) => {
-            approvals.ids.insert(id.clone());
-            id
+    let approved = match (request.id, request.environment, request.commit) {
+        (Some(id), None, None) => {
+            let Some((_, _, digest)) = pending.iter().find(|(_, p, _)| *p == id) else {
+                return reply(
+                    StatusCode::NOT_FOUND,
+                    &format!("no pending change {id}; {}", listed()),
+                );
+            };
+            if request.digest.as_ref().is_some_and(|d| d != digest) {
+                return reply(
+                    StatusCode::CONFLICT,
+                    &format!("{id} changed since (digest {digest} now); look at /status again"),
+                );
+            }
+            approvals.changes.insert(id.clone(), digest.clone());
+            format!("{id} (digest {digest})")
         }
-        (None, Some(env)) if pending.iter().any(|(e, _)| *e == env) => {
-            approvals.environments.insert(env.clone());
-            format!("every pending change of {env}")
+        (None, Some(env), None) => {
+            let mine: Vec<_> = pending.iter().filter(|(e, _, _)| *e == env).collect();
+            if mine.is_empty() {
+                return reply(
+                    StatusCode::NOT_FOUND,
+                    &format!("nothing pending in {env}; {}", listed()),
+                );
+            }
+            for (_, id, digest) in &mine {
+                approvals.changes.insert(id.clone(), digest.clone());
+            }
+            let ids: Vec<&str> = mine.iter().map(|(_, id, _)| id.as_str()).collect();
+            format!("every change pending in {env}: {}", ids.join(", "))
         }
-        (Some(id), None) => {
-            return reply(StatusCode::NOT_FOUND, &format!("no pending change {id}; {}", listed()))
+        (None, None, Some(commit)) => {
+            let Some((held_commit, digest)) = held.as_ref().filter(|(c, _)| *c == commit) else {
+                return reply(
+                    StatusCode::NOT_FOUND,
+                    &format!("commit {commit} is not held; {}", listed()),
+                );
+            };
+            if request.digest.as_deref() != Some(digest.as_str()) {
+                return reply(StatusCode::CONFLICT, &format!("commit {commit} is held with digest {digest}; approve it with that digest, as /status shows it"));
+            }
+            approvals.commit = Some((held_commit.clone(), digest.clone()));
+            format!("commit {commit} (digest {digest})")
         }
-        (None, Some(env)) => {
-            return reply(StatusCode::NOT_FOUND, &format!("nothing pending in {env}; {}", listed()))
+        _ => {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of `id`, `environment` and `commit`",
+            )
         }
-        _ => return reply(StatusCode::BAD_REQUEST, "give exactly one of `id` and `environment`"),
     };
     drop(approvals);
     tracing::info!(approved = %approved, "Approved.");

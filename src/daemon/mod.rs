@@ -160,7 +160,7 @@ fn read_webhook_secret(path: &std::path::Path) -> Result<Sensitive<Vec<u8>>, Dae
 }
 
 /// Reads a secret file that only its owner can read.
-fn read_secret_file(
+pub(crate) fn read_secret_file(
     what: &'static str,
     path: &std::path::Path,
 ) -> Result<Sensitive<String>, DaemonError> {
@@ -299,6 +299,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Stopped,
         branch: raw.repository.branch.clone(),
         deliveries: Arc::default(),
         approvals: Arc::clone(&approvals),
+        approval_token_file: raw.approval_token_file.clone(),
     });
     let server = crate::serve::serve(&raw.listen, app, shutdown.clone())
         .await

@@ -41,14 +41,19 @@ pub struct Pending {
     pub change: String,
     /// Why it waits.
     pub waiting_for: String,
+    /// What an approval of it names (with `id`): it lapses when the
+    /// change or the commit in force moves.
+    pub digest: String,
 }
 
-impl From<&Held> for Pending {
-    fn from(held: &Held) -> Self {
+impl Pending {
+    /// `held`, under the commit in force `commit`.
+    pub fn of(held: &Held, commit: &str) -> Self {
         Self {
             id: held.id.to_string(),
             change: held.change.clone(),
             waiting_for: held.waiting_for.clone(),
+            digest: super::approvals::change_digest(commit, &held.id, &held.change),
         }
     }
 }
@@ -87,6 +92,20 @@ pub struct Rejection {
     pub errors: Vec<String>,
 }
 
+/// A commit that widens apimon's authority, waiting for an operator
+/// (`apimon approve --commit`); the commit in force stays meanwhile.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldCommit {
+    /// The commit.
+    pub commit: CommitId,
+    /// What an approval names with it.
+    pub digest: String,
+    /// What it widens, one `path: change` each.
+    pub widenings: Vec<String>,
+    /// When it was first held.
+    pub since: DateTime<Utc>,
+}
+
 /// What `/status` shows.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Status {
@@ -103,6 +122,8 @@ pub struct Status {
     pub scenario_repository_commit: Option<CommitId>,
     /// The latest commit that was refused, if it is still the newest.
     pub rejected: Option<Rejection>,
+    /// The newest commit, when it waits for an operator's approval.
+    pub held: Option<HeldCommit>,
     /// The last error that stopped a reconcile.
     pub last_error: Option<String>,
     /// Whether the daemon waits for a new commit, a drift pass or an

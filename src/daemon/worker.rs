@@ -64,8 +64,12 @@ pub(super) struct Worker {
     drift_passes: u64,
     /// Pending changes operators approved (`POST /approve`).
     pub(super) approvals: Arc<std::sync::Mutex<super::approvals::Approvals>>,
+    /// The newest commit, held because it widens apimon's authority, and
+    /// the digest an approval of it names.
+    held: Option<(CommitId, String)>,
 }
 
+mod authority;
 mod intake;
 
 impl Worker {
@@ -94,6 +98,7 @@ impl Worker {
             waiting_for_window: false,
             drift_passes: 0,
             approvals: Arc::default(),
+            held: None,
         }
     }
 
@@ -162,7 +167,10 @@ impl Worker {
         };
         crate::progress::tick();
         self.update_status(|s| s.last_seen_commit = Some(commit.clone()));
-        if Some(&commit) != self.last_good() && Some(&commit) != self.rejected.as_ref() {
+        if Some(&commit) != self.last_good()
+            && Some(&commit) != self.rejected.as_ref()
+            && !self.still_held(&commit)
+        {
             self.take_in(&commit, None).await?;
             crate::progress::tick();
         } else if Some(&commit) == self.last_good() {
@@ -290,7 +298,10 @@ impl Worker {
         // The providers say what their resources mean to the daemon's host.
         let endangers =
             |id: &ResourceId| own.as_ref().is_some_and(|own| endangers(own, id, &deleted));
-        let approves = |id: &ResourceId| approved.approves(id);
+        let commit = self.last_good().map(|c| c.0.clone()).unwrap_or_default();
+        let approves = |id: &ResourceId, change: &str| {
+            approved.approves(id, &super::approvals::change_digest(&commit, id, change))
+        };
         let merged =
             super::hold::merged_after(&self.merged, plan.actions().map(|c| &c.id), drift_check);
         let policy = super::hold::Policy {
@@ -375,8 +386,12 @@ impl Worker {
                 .collect();
             let troubled = !failed.is_empty()
                 || outcome.skipped.keys().chain(&outcome.not_started).any(|id| *id.env == **env);
-            let env_pending: Vec<Pending> =
-                pending.iter().filter(|p| *p.id.env == **env).map(Pending::from).collect();
+            let shown_commit = commit.as_ref().map(|c| c.0.as_str()).unwrap_or_default();
+            let env_pending: Vec<Pending> = pending
+                .iter()
+                .filter(|p| *p.id.env == **env)
+                .map(|held| Pending::of(held, shown_commit))
+                .collect();
             let mine: Vec<_> =
                 plan.changes.iter().filter(|c| *c.id.env == **env).cloned().collect();
             let planned = Summary::of(&mine);

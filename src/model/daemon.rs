@@ -121,6 +121,10 @@ daemon_settings! {
         environments: Vec<String>,
         /// File holding the webhook secret (HMAC key; also the bearer token of POST /trigger).
         webhook_secret_file: Option<PathBuf>,
+        /// File holding the approval token (the bearer token of POST
+        /// /approve): part of the trust store `apimon bootstrap` installs,
+        /// never the repository's.
+        approval_token_file: Option<PathBuf>,
         /// Allow plans that delete more than an environment's max_deletes.
         #[serde(default)]
         allow_deletes: bool,

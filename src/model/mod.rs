@@ -4,6 +4,7 @@
 //! YAML, [`validate`] checks every rule and cross-reference and yields a
 //! [`DesiredState`]. Both are pure: no network, no credentials.
 
+pub mod authority;
 pub mod daemon;
 pub mod error;
 pub mod influx;

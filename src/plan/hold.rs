@@ -21,6 +21,11 @@ pub struct Held {
     pub waiting_for: String,
 }
 
+/// A change as a held change shows it: operation symbol and reason.
+pub fn shown<C>(change: &Planned<C>) -> String {
+    format!("{} {}", change.op.symbol(), change.op.reason())
+}
+
 /// Removes from `plan` the changes `hold` names a reason for, and every
 /// change that depends on them; returns what is left and what waits (in
 /// plan order).
@@ -42,7 +47,7 @@ pub fn hold_back<C>(
         .iter()
         .map(|(i, why)| Held {
             id: actions[*i].id.clone(),
-            change: format!("{} {}", actions[*i].op.symbol(), actions[*i].op.reason()),
+            change: shown(actions[*i]),
             waiting_for: why.clone(),
         })
         .collect();

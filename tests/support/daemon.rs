@@ -14,6 +14,8 @@ use super::{fixture_files_without_grafana, free_port};
 
 pub const ADMIN: (&str, &str) = ("admin", "outside-admin-pw");
 pub const WEBHOOK_SECRET: &str = "hook-s3cret-0123456789abcdef";
+/// The approval token (`approval_token_file`): the only bearer of `/approve`.
+pub const APPROVAL_TOKEN: &str = "approve-0123456789abcdef0123456789abcdef";
 
 /// Everything a daemon test needs.
 pub struct World {
@@ -50,6 +52,10 @@ impl World {
         let webhook_secret = dir.path().join("webhook_secret");
         std::fs::write(&webhook_secret, WEBHOOK_SECRET).expect("webhook secret");
         std::fs::set_permissions(&webhook_secret, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        let approval_token = dir.path().join("approval_token");
+        std::fs::write(&approval_token, APPROVAL_TOKEN).expect("approval token");
+        std::fs::set_permissions(&approval_token, std::fs::Permissions::from_mode(0o600))
             .expect("chmod");
         Some(Self { influx, git, dir })
     }
@@ -93,7 +99,7 @@ impl World {
     pub fn config(&self, url: &str, port: u16, poll_seconds: u64, extra: &str) -> PathBuf {
         let root = self.dir.path().display();
         let text = format!(
-            "repository:\n  url: {url}\n  branch: main\n  poll_interval_seconds: {poll_seconds}\nstate_dir: {root}/state\nsecrets_file: {root}/secrets.yaml\nenvironments: [outside]\nlisten: 127.0.0.1:{port}\nwebhook_secret_file: {root}/webhook_secret\nparallelism: 2\n{extra}",
+            "repository:\n  url: {url}\n  branch: main\n  poll_interval_seconds: {poll_seconds}\nstate_dir: {root}/state\nsecrets_file: {root}/secrets.yaml\nenvironments: [outside]\nlisten: 127.0.0.1:{port}\nwebhook_secret_file: {root}/webhook_secret\napproval_token_file: {root}/approval_token\nparallelism: 2\n{extra}",
         );
         let path = self.dir.path().join("daemon.yaml");
         std::fs::write(&path, text).expect("daemon.yaml");

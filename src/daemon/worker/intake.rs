@@ -9,6 +9,7 @@ use chrono::Utc;
 
 use super::super::status::Rejection;
 use super::super::DaemonError;
+use super::authority::Gate;
 use super::{blocking, InForce, Worker};
 use crate::model::secret::SecretStore;
 use crate::model::Secrets;
@@ -16,7 +17,7 @@ use crate::reconcile::{self, Prepared, ReconcileError, Target};
 use crate::source::git::{CommitId, GitError, GitSource};
 
 /// The git source, for one blocking step.
-fn locked(source: &Mutex<GitSource>) -> Result<MutexGuard<'_, GitSource>, DaemonError> {
+pub(super) fn locked(source: &Mutex<GitSource>) -> Result<MutexGuard<'_, GitSource>, DaemonError> {
     source.lock().map_err(|_| DaemonError::Task("git source lock poisoned".into()))
 }
 
@@ -79,8 +80,12 @@ impl Worker {
         let work = blocking(move || {
             locked(&source)?.export(&commit, &dir)?;
             let secrets = Secrets::Resolved(secrets);
-            reconcile::prepare(&dir, &names, &secrets, Target::Live(&machine), &sources)
-                .map_err(DaemonError::from)
+            let mut prepared =
+                reconcile::prepare(&dir, &names, &secrets, Target::Live(&machine), &sources)?;
+            // An export is no checkout: the state store records the commit
+            // applied from the daemon's own knowledge (a restart compares with it).
+            prepared.commit = Some(commit.0.clone());
+            Ok(prepared)
         });
         tokio::select! {
             result = work => result,
@@ -108,6 +113,53 @@ impl Worker {
             s.rejected =
                 Some(Rejection { commit: commit.clone(), scenario_commit, at: Utc::now(), errors })
         });
+    }
+
+    /// Puts `commit`, prepared, in force.
+    fn install(&mut self, commit: &CommitId, prepared: Prepared, fingerprint: String) {
+        let scenario_commit =
+            prepared.state.scenario_repository.as_ref().map(|r| CommitId(r.commit.clone()));
+        self.in_force = Some(InForce {
+            commit: commit.clone(),
+            secrets: fingerprint,
+            prepared: Arc::new(prepared),
+        });
+        // Exports of earlier or refused commits go.
+        let commits = self.config.raw.state_dir.join("commits");
+        crate::source::export::prune_exports(&commits, &commit.0);
+        self.rejected = None;
+        self.rejected_scenarios = None;
+        self.converged = false;
+        self.merged.clear();
+        self.update_status(|s| {
+            s.last_good_commit = Some(commit.clone());
+            s.scenario_repository_commit = scenario_commit;
+            s.rejected = None;
+        });
+    }
+
+    /// Puts the last commit applied back in force (verified and prepared
+    /// again), while a newer one is held; a failure leaves nothing in
+    /// force, as before.
+    async fn restore(&mut self, commit: &CommitId) -> Result<(), DaemonError> {
+        if let Err(error) = self.verify(commit).await {
+            tracing::error!(%commit, error = %error, "The last commit applied does not verify; nothing is in force.");
+            return Ok(());
+        }
+        let secrets = self.secrets()?;
+        let fingerprint = secrets.fingerprint();
+        match self.prepare(commit, secrets).await {
+            Ok(prepared) => {
+                tracing::info!(%commit, "The last commit applied is in force while the newest is held.");
+                self.install(commit, prepared, fingerprint);
+                Ok(())
+            }
+            Err(error @ (DaemonError::Reconcile(_) | DaemonError::Git(_))) => {
+                tracing::error!(%commit, error = %crate::error::chain(&error), "The last commit applied cannot be prepared; nothing is in force.");
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// The new commit of the followed scenario branch, when it moved since
@@ -151,25 +203,21 @@ impl Worker {
         let fingerprint = secrets.fingerprint();
         match self.prepare(commit, secrets).await {
             Ok(prepared) => {
-                let scenario_commit =
-                    prepared.state.scenario_repository.as_ref().map(|r| CommitId(r.commit.clone()));
-                self.in_force = Some(InForce {
-                    commit: commit.clone(),
-                    secrets: fingerprint,
-                    prepared: Arc::new(prepared),
-                });
-                // Exports of earlier or refused commits go.
-                let commits = self.config.raw.state_dir.join("commits");
-                crate::source::export::prune_exports(&commits, &commit.0);
-                self.rejected = None;
-                self.rejected_scenarios = None;
-                self.converged = false;
-                self.merged.clear();
-                self.update_status(|s| {
-                    s.last_good_commit = Some(commit.clone());
-                    s.scenario_repository_commit = scenario_commit;
-                    s.rejected = None;
-                });
+                match self.gate(commit, &prepared).await? {
+                    Gate::Pass => {}
+                    Gate::Hold { widenings, digest, baseline } => {
+                        self.hold_commit(commit, &widenings, digest);
+                        // After a restart nothing is in force: the last
+                        // commit applied is, while this one waits.
+                        if let (None, Some(baseline)) = (&self.in_force, baseline) {
+                            self.restore(&baseline).await?;
+                        }
+                        return Ok(());
+                    }
+                }
+                self.held = None;
+                self.install(commit, prepared, fingerprint);
+                self.update_status(|s| s.held = None);
                 Ok(())
             }
             Err(DaemonError::Reconcile(ReconcileError::Invalid(diagnostics))) => {

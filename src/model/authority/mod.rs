@@ -1,0 +1,220 @@
+//! What a commit may not decide alone: the changes between the desired
+//! state in force and a new one that widen apimon's own authority — where
+//! a credential is sent, what runs as root on the hosts, which secrets an
+//! environment reads. The daemon holds a commit with any of them until an
+//! operator approves it with the approval token; a plan shows them as
+//! "needs approval". Pure: two desired states in, a list out.
+//!
+//! - a URL that receives a credential changes scheme or host, or appears
+//!   (InfluxDB, Grafana, each monitored cloud's Keystone, the daemon's and
+//!   the scenario repository);
+//! - the release pin (`apimon_binary`) changes;
+//! - a template override is added or changed (units, cloud-init, daemon,
+//!   telegraf and clouds files all run code or carry credentials);
+//! - apt repositories or their keys, `runtime.index_url`, or the SSH
+//!   package commands change;
+//! - a field names a secret that was used before, but only elsewhere (in
+//!   another environment or for another kind of endpoint).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use super::{DesiredState, Environment, SecretUse};
+
+/// One authority-widening change, by the key path it is at.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Widening {
+    /// Where (`environments.outside.influxdb.url`).
+    pub path: String,
+    /// What changed (`http://127.0.0.1 → http://127.0.0.2`).
+    pub change: String,
+}
+
+impl fmt::Display for Widening {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.change)
+    }
+}
+
+/// The widening changes from `old` to `new` for the environments `envs`
+/// (and the project-wide settings), sorted.
+pub fn widenings(old: &DesiredState, new: &DesiredState, envs: &[String]) -> Vec<Widening> {
+    let mut found = Vec::new();
+    let mut add = |path: String, change: String| found.push(Widening { path, change });
+    for name in envs {
+        let Some(now) = new.environments.get(name) else { continue };
+        let was = old.environments.get(name);
+        for (path, was_url, now_url) in credential_urls(name, was, now) {
+            if let Some(change) = moved(was_url.as_deref(), Some(&now_url)) {
+                add(path, change);
+            }
+        }
+        let commands = |e: Option<&Environment>| {
+            e.and_then(|e| e.ssh.as_ref())
+                .map(|s| (s.package_check.clone(), s.package_install.clone()))
+        };
+        if let (Some((check_now, install_now)), was) = (commands(Some(now)), commands(was)) {
+            let (check_was, install_was) = was.unwrap_or_default();
+            for (key, was, now) in [
+                ("package_check", check_was, check_now),
+                ("package_install", install_was, install_now),
+            ] {
+                if was != now {
+                    add(format!("environments.{name}.ssh.{key}"), format!("`{was}` → `{now}`"));
+                }
+            }
+        }
+    }
+    let url = |r: &Option<super::ScenarioRepository>| r.as_ref().map(|r| r.url.clone());
+    if let Some(change) =
+        moved(url(&old.scenario_repository).as_deref(), url(&new.scenario_repository).as_deref())
+    {
+        add("scenario_repository.url".to_owned(), change);
+    }
+    if new.apimon_binary.is_some() && old.apimon_binary != new.apimon_binary {
+        let pin = |b: &Option<super::raw::ApimonBinary>| {
+            b.as_ref()
+                .map_or("the applying apimon".to_owned(), |b| format!("{} ({})", b.url, b.sha256))
+        };
+        add(
+            "apimon_binary".to_owned(),
+            format!("{} → {}", pin(&old.apimon_binary), pin(&new.apimon_binary)),
+        );
+    }
+    for (name, template) in &new.templates {
+        if old.templates.get(name).is_none_or(|t| t.text != template.text) {
+            add(format!("templates/{name}"), "overridden anew".to_owned());
+        }
+    }
+    let index = |s: &DesiredState| s.runtime.as_ref().and_then(|r| r.index_url.clone());
+    if index(new).is_some() && index(old) != index(new) {
+        add("runtime.index_url".to_owned(), format!("{:?} → {:?}", index(old), index(new)));
+    }
+    let apt: BTreeMap<&str, _> =
+        old.apt_repositories.iter().map(|r| (r.name.as_str(), (&r.sources, &r.key))).collect();
+    for repository in &new.apt_repositories {
+        if apt.get(repository.name.as_str()) != Some(&(&repository.sources, &repository.key)) {
+            add(format!("apt_repositories.{}", repository.name), "source or key new".to_owned());
+        }
+    }
+    for (path, change) in secrets_newly_used_elsewhere(old, new, envs) {
+        add(path, change);
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// Each URL of `now` that receives a credential, with the URL the same
+/// key had in `was`.
+fn credential_urls(
+    name: &str,
+    was: Option<&Environment>,
+    now: &Environment,
+) -> Vec<(String, Option<String>, String)> {
+    let prefix = format!("environments.{name}");
+    let mut urls = vec![(
+        format!("{prefix}.influxdb.url"),
+        was.map(|e| e.influxdb_endpoint.url.clone()),
+        now.influxdb_endpoint.url.clone(),
+    )];
+    if let Some(grafana) = &now.grafana_endpoint {
+        let before = was.and_then(|e| e.grafana_endpoint.as_ref()).map(|g| g.url.clone());
+        urls.push((format!("{prefix}.grafana.url"), before, grafana.url.clone()));
+    }
+    for (cloud, monitored) in &now.monitored_clouds {
+        let before = was.and_then(|e| e.monitored_clouds.get(cloud)).map(|c| c.auth_url.clone());
+        let path = format!("{prefix}.monitored_clouds.{cloud}.auth_url");
+        urls.push((path, before, monitored.auth_url.clone()));
+    }
+    if let Some(daemon) = &now.daemon {
+        let before = was.and_then(|e| e.daemon.as_ref()).map(|d| d.repository.url.clone());
+        urls.push((
+            format!("{prefix}.daemon.repository.url"),
+            before,
+            daemon.repository.url.clone(),
+        ));
+    }
+    urls
+}
+
+/// Where a credential sent to `url` goes: its scheme and host.
+fn destination(url: &str) -> (String, String) {
+    let scheme = url.split_once("://").map_or("", |(s, _)| s).to_ascii_lowercase();
+    let host = crate::url::authority(url).map(|a| a.host.to_ascii_lowercase()).unwrap_or_default();
+    (scheme, host)
+}
+
+/// How the destination moved from `was` to `now`, if it did (a URL that
+/// appears moves from nowhere).
+fn moved(was: Option<&str>, now: Option<&str>) -> Option<String> {
+    let now = now?;
+    let shown = |url: &str| {
+        let (scheme, host) = destination(url);
+        format!("{scheme}://{host}")
+    };
+    match was {
+        Some(was) if destination(was) == destination(now) => None,
+        Some(was) => Some(format!("{} → {}", shown(was), shown(now))),
+        None => Some(format!("new, {}", shown(now))),
+    }
+}
+
+/// Where a secret is used, as far as trust goes: the environment, the
+/// file and the key path without list indices.
+fn use_kind(secret_use: &SecretUse) -> (Option<String>, String) {
+    let mut path = String::new();
+    let mut in_index = false;
+    for c in secret_use.path.chars() {
+        match c {
+            '[' => in_index = true,
+            ']' => in_index = false,
+            c if !in_index => path.push(c),
+            _ => {}
+        }
+    }
+    (secret_use.env.clone(), format!("{}:{path}", secret_use.location.file.display()))
+}
+
+/// Uses in `new` of a secret `old` used, but never at such a place.
+fn secrets_newly_used_elsewhere(
+    old: &DesiredState,
+    new: &DesiredState,
+    envs: &[String],
+) -> Vec<(String, String)> {
+    let mut before: BTreeMap<&str, BTreeSet<(Option<String>, String)>> = BTreeMap::new();
+    for secret_use in &old.secret_uses {
+        before.entry(&secret_use.name).or_default().insert(use_kind(secret_use));
+    }
+    let relevant = |u: &&SecretUse| u.env.as_ref().is_none_or(|e| envs.contains(e));
+    new.secret_uses
+        .iter()
+        .filter(relevant)
+        .filter_map(|u| {
+            let places = before.get(u.name.as_str())?;
+            let kind = use_kind(u);
+            (!places.contains(&kind)).then(|| {
+                let elsewhere: Vec<String> = places
+                    .iter()
+                    .map(|(env, at)| {
+                        format!(
+                            "{}{at}",
+                            env.as_ref().map(|e| format!("{e}: ")).unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                (
+                    format!("{}:{}", u.location.file.display(), u.path),
+                    format!(
+                        "names secret `{}`, used before only at {}",
+                        u.name,
+                        elsewhere.join(", ")
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
