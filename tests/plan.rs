@@ -551,3 +551,48 @@ fn a_daemon_yaml_the_daemon_would_refuse_is_an_error_before_anything_changes() {
     );
     assert!(stderr.contains("unknown field `poll`"), "{stderr}");
 }
+
+#[test]
+fn a_pull_request_that_sends_credentials_elsewhere_is_marked_needs_approval() {
+    let Some(git) = crate::support::git::GitRemote::new() else { return };
+    git.write(&crate::support::fixture_files());
+    git.commit("the platform as it is");
+    git.edit("apimon.yaml", "url: http://192.168.10.30:8086", "url: http://203.0.113.9:8086");
+    git.commit("InfluxDB elsewhere");
+    let repo = git.work().to_string_lossy().into_owned();
+    let plan = |format: &str| {
+        let output = apimon(&[
+            "plan",
+            "--offline",
+            "--base",
+            "HEAD~1",
+            "--env",
+            "outside",
+            "--format",
+            format,
+            "--repo",
+            &repo,
+        ]);
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(2), "{stdout}\n{stderr}");
+        stdout
+    };
+    let widened = "environments.outside.influxdb.url: http://192.168.10.30 → http://203.0.113.9";
+    let shown = plan("text");
+    assert!(shown.contains(&format!("needs approval: {widened}")), "{shown}");
+    let json: serde_json::Value = serde_json::from_str(&plan("json")).expect("JSON");
+    assert_eq!(json["needs_approval"], serde_json::json!([widened]), "{json:#}");
+    let markdown = plan("markdown");
+    assert!(markdown.contains("> **Needs approval** (widens apimon's authority):"), "{markdown}");
+    assert!(
+        markdown.contains(
+            "> - `environments.outside.influxdb.url`: http://192.168.10.30 → http://203.0.113.9"
+        ),
+        "{markdown}"
+    );
+    // A commit compared with itself widens nothing.
+    let output =
+        apimon(&["plan", "--offline", "--base", "HEAD", "--env", "outside", "--repo", &repo]);
+    let (stdout, _) = text(&output);
+    assert!(!stdout.contains("needs approval"), "{stdout}");
+}

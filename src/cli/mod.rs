@@ -474,7 +474,7 @@ async fn plan_live(
     let prepared = prepare_live(repo, names, live)?;
     let state = state::read(&live.state_dir)?;
     let plan = reconcile::plan_probing(&prepared, &state, allow_deletes, live.probe()).await?;
-    output_plan(&plan, format, "live")
+    output_plan(&plan, &[], format, "live")
 }
 
 async fn apply(

@@ -80,7 +80,7 @@ pub(super) fn plan_offline(
     let Some(base) = base else {
         let plan =
             runtime()?.block_on(reconcile::plan(&prepared, &State::default(), allow_deletes))?;
-        return output_plan(&plan, format, "offline: compared with nothing");
+        return output_plan(&plan, &[], format, "offline: compared with nothing");
     };
     let dir = TempDir::new("apimon-base").context("cannot make a temporary directory")?;
     let checkout = dir.0.join("base");
@@ -102,7 +102,11 @@ pub(super) fn plan_offline(
             }
         };
     let plan = reconcile::preview(&prepared, base_prepared.as_ref(), allow_deletes)?;
-    output_plan(&plan, format, &format!("offline: compared with {base} ({short}) as applied"))
+    let widened = base_prepared.as_ref().map_or_else(Vec::new, |base| {
+        crate::model::authority::widenings(&base.state, &prepared.state, &prepared.environments)
+    });
+    let context = format!("offline: compared with {base} ({short}) as applied");
+    output_plan(&plan, &widened, format, &context)
 }
 
 /// A private temporary directory, removed when dropped.

@@ -4,28 +4,53 @@
 use std::io::Write;
 
 use super::{Outcome, PlanFormat};
+use crate::model::authority::Widening;
 use crate::reconcile::{self, Plan};
 
+/// Prints `plan`, and what in it widens apimon's authority (`widened`: a
+/// daemon holds such a commit for an operator's approval).
 pub(super) fn output_plan(
     plan: &Plan,
+    widened: &[Widening],
     format: PlanFormat,
     context: &str,
 ) -> anyhow::Result<Outcome> {
     let mut stdout = std::io::stdout().lock();
     match format {
         PlanFormat::Json => {
-            serde_json::to_writer_pretty(&mut stdout, plan)?;
+            let mut value = serde_json::to_value(plan)?;
+            if let Some(object) = value.as_object_mut() {
+                let lines: Vec<String> = widened.iter().map(ToString::to_string).collect();
+                object.insert("needs_approval".to_owned(), serde_json::json!(lines));
+            }
+            serde_json::to_writer_pretty(&mut stdout, &value)?;
             writeln!(stdout)?;
         }
-        PlanFormat::Text => print_plan(&mut stdout, plan, context)?,
-        PlanFormat::Markdown => print_markdown(&mut stdout, plan, context)?,
+        PlanFormat::Text => {
+            print_plan(&mut stdout, plan, context)?;
+            for widening in widened {
+                writeln!(stdout, "needs approval: {widening}")?;
+            }
+            if !widened.is_empty() {
+                writeln!(stdout, "{NEEDS_APPROVAL}")?;
+            }
+        }
+        PlanFormat::Markdown => print_markdown(&mut stdout, plan, widened, context)?,
     }
-    Ok(if plan.summary.has_changes() { Outcome::Changes } else { Outcome::Ok })
+    let changes = plan.summary.has_changes() || !widened.is_empty();
+    Ok(if changes { Outcome::Changes } else { Outcome::Ok })
 }
+
+const NEEDS_APPROVAL: &str = "A daemon holds this commit until an operator approves it with the approval token (apimon approve --commit; docs/security.md).";
 
 /// A pull-request comment: the summary, destroys called out, one table
 /// row per change.
-fn print_markdown(out: &mut impl Write, plan: &Plan, context: &str) -> std::io::Result<()> {
+fn print_markdown(
+    out: &mut impl Write,
+    plan: &Plan,
+    widened: &[Widening],
+    context: &str,
+) -> std::io::Result<()> {
     let cell = |text: &str| text.replace('|', "\\|").replace('\n', " ");
     writeln!(out, "### apimon plan")?;
     writeln!(out)?;
@@ -35,6 +60,14 @@ fn print_markdown(out: &mut impl Write, plan: &Plan, context: &str) -> std::io::
     for line in reconcile::destroys(plan) {
         writeln!(out)?;
         writeln!(out, "> **Warning:** {}", cell(&line))?;
+    }
+    if !widened.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "> **Needs approval** (widens apimon's authority):")?;
+        for widening in widened {
+            writeln!(out, "> - `{}`: {}", cell(&widening.path), cell(&widening.change))?;
+        }
+        writeln!(out, "> {NEEDS_APPROVAL}")?;
     }
     if plan.summary.has_changes() {
         writeln!(out)?;
