@@ -19,6 +19,9 @@ pub const CLOUDS_PATH: &str = "/etc/apimon/clouds.yaml";
 /// trust anchor `apimon bootstrap --approval-token` installs, never
 /// rendered from the repository.
 pub const APPROVAL_TOKEN_PATH: &str = "/etc/apimon/approval_token";
+/// The trust store's OpenSSH allowed signers (`apimon bootstrap
+/// --allowed-signers`): while present, the daemon takes signed commits only.
+pub const ALLOWED_SIGNERS_PATH: &str = "/etc/apimon/allowed_signers";
 /// The daemon's known_hosts (hosts and the git server).
 pub const KNOWN_HOSTS_PATH: &str = "/etc/apimon/known_hosts";
 /// Where scenario runtimes live on the executor.

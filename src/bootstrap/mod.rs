@@ -16,7 +16,8 @@ use crate::digest::sha256_hex;
 use crate::model::{DesiredState, Environment, Secrets, Sensitive};
 
 pub use crate::layout::{
-    APPROVAL_TOKEN_PATH, CLOUDS_PATH, KNOWN_HOSTS_PATH, SECRETS_PATH, SSH_KEY_PATH, STATE_DIR,
+    ALLOWED_SIGNERS_PATH, APPROVAL_TOKEN_PATH, CLOUDS_PATH, KNOWN_HOSTS_PATH, SECRETS_PATH,
+    SSH_KEY_PATH, STATE_DIR,
 };
 
 pub use handover::{hold, holding, mark, release, Held, Holding};
@@ -112,6 +113,8 @@ pub struct Sources<'a> {
     pub git_known_hosts: Option<&'a Path>,
     /// The approval token the daemon takes approvals with.
     pub approval_token: Option<&'a Path>,
+    /// The allowed signers whose signed commits the daemon takes.
+    pub allowed_signers: Option<&'a Path>,
 }
 
 /// Building the credentials failed.
@@ -256,6 +259,9 @@ pub fn credentials(
             });
         }
         anchors.push(Credential::private(APPROVAL_TOKEN_PATH, format!("{token}\n").into_bytes()));
+    }
+    if let Some(path) = sources.allowed_signers {
+        anchors.push(Credential::private(ALLOWED_SIGNERS_PATH, read(path, "allowed signers")?));
     }
     let mut credentials = vec![
         Credential::private(SECRETS_PATH, secrets.into_bytes()),

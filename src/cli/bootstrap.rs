@@ -61,6 +61,11 @@ pub struct BootstrapArgs {
     /// none there, what needs an approval stays held.
     #[arg(long, value_name = "FILE")]
     pub approval_token: Option<PathBuf>,
+    /// An OpenSSH allowed-signers file: from then on the daemon takes only
+    /// commits signed by one of its keys (docs/security.md). Without it the
+    /// bastion's stays; with none there, commits need no signature.
+    #[arg(long, value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
 }
 
 pub(super) async fn bootstrap(
@@ -90,6 +95,7 @@ pub(super) async fn bootstrap(
         known_hosts: &machine.known_hosts,
         git_known_hosts: args.git_known_hosts.as_deref(),
         approval_token: args.approval_token.as_deref(),
+        allowed_signers: args.allowed_signers.as_deref(),
     };
     let credentials = bootstrap::credentials(&prepared.state, env, &sources)?;
     let provider = match HostProvider::for_environment(

@@ -125,6 +125,11 @@ daemon_settings! {
         /// /approve): part of the trust store `apimon bootstrap` installs,
         /// never the repository's.
         approval_token_file: Option<PathBuf>,
+        /// The trust store's OpenSSH allowed signers (`apimon bootstrap
+        /// --allowed-signers`): while the file exists, every commit must be
+        /// signed by one of its keys (as with `repository.ssh_allowed_signers`,
+        /// which must exist).
+        allowed_signers_file: Option<PathBuf>,
         /// Allow plans that delete more than an environment's max_deletes.
         #[serde(default)]
         allow_deletes: bool,
