@@ -63,17 +63,30 @@ pub fn authority(url: &str) -> Option<Authority<'_>> {
 }
 
 /// Whether a credential of `kind` may be sent to `url`: a token only over
-/// https://, an SSH key only over ssh:// (or scp-like `user@host:path`).
-/// Never over http:// or git://, where anyone on the path reads it.
+/// https:// (or http:// to this machine: loopback traffic never leaves
+/// it, and a tunnel's near end is there), an SSH key only over ssh:// (or
+/// scp-like `user@host:path`). Never over http:// or git:// to another
+/// machine, where anyone on the path reads it.
 pub fn carries(url: &str, kind: Credential) -> bool {
     let scheme = url.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
     match kind {
-        Credential::Token => scheme.as_deref() == Some("https"),
+        Credential::Token => match scheme.as_deref() {
+            Some("https") => true,
+            Some("http") => authority(url).is_some_and(|a| is_loopback(a.host)),
+            _ => false,
+        },
         Credential::SshKey => match scheme.as_deref() {
             Some(scheme) => scheme == "ssh" || scheme == "git+ssh",
             None => authority(url).is_some(),
         },
     }
+}
+
+/// Whether `host` names this machine: `localhost`, 127.0.0.0/8 or ::1.
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A kind of credential a URL may carry.
@@ -152,6 +165,11 @@ mod tests {
         assert!(carries("https://git.example/r.git", Token));
         assert!(carries("HTTPS://git.example/r.git", Token));
         assert!(!carries("http://git.example/r.git", Token));
+        assert!(!carries("http://192.168.1.5/r.git", Token));
+        assert!(!carries("http://127.0.0.1.evil.test/r.git", Token));
+        assert!(carries("http://127.0.0.1:3000/r.git", Token), "this machine");
+        assert!(carries("http://[::1]:3000/r.git", Token));
+        assert!(carries("http://localhost/r.git", Token));
         assert!(!carries("git://git.example/r.git", Token));
         assert!(!carries("ssh://git@git.example/r.git", Token));
         assert!(carries("ssh://git@git.example/r.git", SshKey));

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use super::load::ConfigFile;
 use super::raw::MaybeSecret;
 use crate::cron::Schedule;
+use crate::url::{carries, Credential};
 
 /// Shortest webhook secret accepted (also the bearer token of `/trigger`).
 pub const MIN_WEBHOOK_SECRET: usize = 16;
@@ -274,6 +275,28 @@ impl DaemonFile {
                 Some((schedule, Duration::from_secs(w.duration_minutes * 60)))
             })
             .collect();
+        // The git credential goes only where its scheme protects it.
+        let repository = &file.value.repository;
+        let carried = [
+            (
+                "repository.token_file",
+                repository.token_file.is_some(),
+                Credential::Token,
+                "a token is sent over https:// only (or http:// to this machine)",
+            ),
+            (
+                "repository.ssh_key",
+                repository.ssh_key.is_some(),
+                Credential::SshKey,
+                "an SSH key is used over ssh:// only",
+            ),
+        ];
+        let url = repository.url.clone();
+        for (key, set, kind, rule) in carried {
+            if set && !carries(&url, kind) {
+                file.problem(key, format!("not for {}: {rule}", crate::url::redact_url(&url)));
+            }
+        }
         if let Some(runs_on) = file.value.runs_on.clone() {
             let valid = runs_on.split_once('/').is_some_and(|(env, host)| {
                 !env.is_empty() && !host.is_empty() && !host.contains('/')
@@ -388,6 +411,27 @@ mod tests {
                 "repository.poll_interval_seconds"
             ]
         );
+    }
+
+    #[test]
+    fn a_git_credential_goes_only_where_its_scheme_protects_it() {
+        let parse = |repository: &str| {
+            DaemonFile::parse(Path::new("d.yaml"), &format!("repository: {repository}\n"))
+                .err()
+                .map(|e| e.join("\n"))
+        };
+        let refused =
+            parse("{url: 'http://git.example/r.git', token_file: /etc/t}").expect("refused");
+        assert!(refused.contains("d.yaml:1:59: repository.token_file: not for http://git.example/r.git: a token is sent over https:// only"), "{refused}");
+        let refused =
+            parse("{url: 'https://git.example/r.git', ssh_key: /etc/k}").expect("refused");
+        assert!(
+            refused.contains("repository.ssh_key: not for https://git.example/r.git"),
+            "{refused}"
+        );
+        assert_eq!(parse("{url: 'https://git.example/r.git', token_file: /etc/t}"), None);
+        assert_eq!(parse("{url: 'http://127.0.0.1:3000/r.git', token_file: /etc/t}"), None);
+        assert_eq!(parse("{url: 'ssh://git@git.example/r.git', ssh_key: /etc/k}"), None);
     }
 
     #[test]
