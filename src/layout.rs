@@ -22,6 +22,9 @@ pub const APPROVAL_TOKEN_PATH: &str = "/etc/apimon/approval_token";
 /// The trust store's OpenSSH allowed signers (`apimon bootstrap
 /// --allowed-signers`): while present, the daemon takes signed commits only.
 pub const ALLOWED_SIGNERS_PATH: &str = "/etc/apimon/allowed_signers";
+/// The trust store's release key (`apimon bootstrap --release-key`):
+/// while present, only releases it signed are installed.
+pub const RELEASE_KEY_PATH: &str = "/etc/apimon/release_key.pub";
 /// The daemon's known_hosts (hosts and the git server).
 pub const KNOWN_HOSTS_PATH: &str = "/etc/apimon/known_hosts";
 /// Where scenario runtimes live on the executor.

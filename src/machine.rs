@@ -14,11 +14,15 @@ pub struct Machine {
     pub executor_binary: Option<PathBuf>,
     /// clouds.yaml with the environments' clouds; `None`: the standard places.
     pub clouds_file: Option<PathBuf>,
+    /// The release key (an SSH public key): with one, only releases it
+    /// signed are installed (`apimon_binary.signature_url`).
+    pub release_key: Option<PathBuf>,
 }
 
 impl Machine {
     /// `$APIMON_SSH_KEY` and `$APIMON_SSH_KNOWN_HOSTS`, else `~/.ssh/id_ed25519`
-    /// and `~/.ssh/known_hosts`; `$OS_CLIENT_CONFIG_FILE` for clouds.yaml.
+    /// and `~/.ssh/known_hosts`; `$OS_CLIENT_CONFIG_FILE` for clouds.yaml;
+    /// `$APIMON_RELEASE_KEY` for the release key.
     pub fn from_env() -> Self {
         let home = std::env::var_os("HOME")
             .map_or_else(|| PathBuf::from(crate::layout::STATE_DIR), PathBuf::from);
@@ -29,6 +33,7 @@ impl Machine {
             known_hosts: var("APIMON_SSH_KNOWN_HOSTS", home.join(".ssh/known_hosts")),
             executor_binary: std::env::var_os("APIMON_EXECUTOR_BINARY").map(PathBuf::from),
             clouds_file: std::env::var_os("OS_CLIENT_CONFIG_FILE").map(PathBuf::from),
+            release_key: std::env::var_os("APIMON_RELEASE_KEY").map(PathBuf::from),
         }
     }
 }

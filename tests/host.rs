@@ -492,3 +492,93 @@ fn binary_failure(outcome: &apimon::apply::Outcome, what: &str) -> String {
         .map(|(_, error)| error.to_string())
         .unwrap_or_else(|| panic!("{what}: no failure of the binary change in {outcome}"))
 }
+
+/// An ed25519 key pair made by the real ssh-keygen: (private, public line).
+fn release_key(
+    dir: &std::path::Path,
+    name: &str,
+    keygen: &std::path::Path,
+) -> (std::path::PathBuf, String) {
+    let key = dir.join(name);
+    let made = std::process::Command::new(keygen)
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(made.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
+    (key, public)
+}
+
+/// `file` signed with `key` in the apimon-release namespace: `file.sig`.
+fn sign(file: &std::path::Path, key: &std::path::Path, keygen: &std::path::Path) {
+    let signed = std::process::Command::new(keygen)
+        .args(["-Y", "sign", "-n", "apimon-release", "-f"])
+        .arg(key)
+        .arg(file)
+        .output()
+        .expect("ssh-keygen -Y sign");
+    assert!(signed.status.success(), "{}", String::from_utf8_lossy(&signed.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_release_key_only_a_release_it_signed_is_installed() {
+    let Some(setup) = Setup::new().await else { return };
+    let Some(keygen) = crate::support::require_binary("ssh-keygen", "openssh-client") else {
+        return;
+    };
+    let releases = tempfile::tempdir().expect("releases");
+    let Some(server) = crate::support::FileServer::start(releases.path()) else { return };
+    let keys = tempfile::tempdir().expect("keys");
+    let (trusted, trusted_public) = release_key(keys.path(), "release", &keygen);
+    let (other, _) = release_key(keys.path(), "someone-else", &keygen);
+    let trusted_file = keys.path().join("release_key.pub");
+    std::fs::write(&trusted_file, trusted_public).expect("release key");
+    let release = b"#!/bin/sh\necho apimon 9.9.9\n".to_vec();
+    let file = releases.path().join("apimon-9.9.9");
+    std::fs::write(&file, &release).expect("release");
+    let sha256 = apimon::digest::sha256_hex(&release);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let mut harness = setup.harness();
+    harness.machine.release_key = Some(trusted_file);
+    let options = apimon::apply::ApplyOptions {
+        parallelism: 4,
+        max_attempts: 1,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(50),
+    };
+    let apply = || harness.apply(&options, apimon::providers::Probe::default(), || {}, |_| {});
+    let installed = setup.file("/usr/local/bin/apimon");
+
+    // No signature at all: refused.
+    setup.repo.edit(
+        "apimon.yaml",
+        "project: ",
+        &format!("apimon_binary:\n  url: {base}/apimon-9.9.9\n  sha256: {sha256}\nproject: "),
+    );
+    let (_, outcome) = apply().await;
+    let failure = binary_failure(&outcome, "an unsigned release was refused");
+    assert!(failure.contains("no signature_url: only signed releases are installed"), "{failure}");
+    // Signed by another key: refused.
+    sign(&file, &other, &keygen);
+    setup.repo.edit(
+        "apimon.yaml",
+        &format!("sha256: {sha256}\n"),
+        &format!("sha256: {sha256}\n  signature_url: {base}/apimon-9.9.9.sig\n"),
+    );
+    let (_, outcome) = apply().await;
+    let failure = binary_failure(&outcome, "a release signed by another key was refused");
+    assert!(failure.contains("not signed by the release key"), "{failure}");
+    assert_ne!(std::fs::read(&installed).unwrap_or_default(), release, "installed unsigned");
+    // Signed by the release key: installed.
+    std::fs::remove_file(releases.path().join("apimon-9.9.9.sig")).expect("rm");
+    sign(&file, &trusted, &keygen);
+    // The refusal above is remembered per process for the same signature
+    // URL and key; a new signature file is another download, by another URL.
+    std::fs::rename(releases.path().join("apimon-9.9.9.sig"), releases.path().join("good.sig"))
+        .expect("rename");
+    setup.repo.edit("apimon.yaml", "apimon-9.9.9.sig", "good.sig");
+    let (_, outcome) = apply().await;
+    assert!(outcome.is_success(), "{outcome}");
+    assert_eq!(std::fs::read(&installed).expect("installed"), release);
+}

@@ -202,6 +202,7 @@ fn clouds_only(clouds: &std::path::Path) -> Machine {
         known_hosts: PathBuf::from("/nonexistent"),
         executor_binary: None,
         clouds_file: Some(clouds.to_path_buf()),
+        release_key: None,
     }
 }
 

@@ -16,8 +16,8 @@ use crate::digest::sha256_hex;
 use crate::model::{DesiredState, Environment, Secrets, Sensitive};
 
 pub use crate::layout::{
-    ALLOWED_SIGNERS_PATH, APPROVAL_TOKEN_PATH, CLOUDS_PATH, KNOWN_HOSTS_PATH, SECRETS_PATH,
-    SSH_KEY_PATH, STATE_DIR,
+    ALLOWED_SIGNERS_PATH, APPROVAL_TOKEN_PATH, CLOUDS_PATH, KNOWN_HOSTS_PATH, RELEASE_KEY_PATH,
+    SECRETS_PATH, SSH_KEY_PATH, STATE_DIR,
 };
 
 pub use handover::{hold, holding, mark, release, Held, Holding};
@@ -115,6 +115,8 @@ pub struct Sources<'a> {
     pub approval_token: Option<&'a Path>,
     /// The allowed signers whose signed commits the daemon takes.
     pub allowed_signers: Option<&'a Path>,
+    /// The release key whose signed releases the daemon installs.
+    pub release_key: Option<&'a Path>,
 }
 
 /// Building the credentials failed.
@@ -259,6 +261,9 @@ pub fn credentials(
             });
         }
         anchors.push(Credential::private(APPROVAL_TOKEN_PATH, format!("{token}\n").into_bytes()));
+    }
+    if let Some(path) = sources.release_key {
+        anchors.push(Credential::private(RELEASE_KEY_PATH, read(path, "release key")?));
     }
     if let Some(path) = sources.allowed_signers {
         anchors.push(Credential::private(ALLOWED_SIGNERS_PATH, read(path, "allowed signers")?));

@@ -96,7 +96,11 @@ pub(super) async fn bootstrap(
         git_known_hosts: args.git_known_hosts.as_deref(),
         approval_token: args.approval_token.as_deref(),
         allowed_signers: args.allowed_signers.as_deref(),
+        release_key: machine.release_key.as_deref(),
     };
+    if prepared.state.apimon_binary.is_some() && machine.release_key.is_none() {
+        eprintln!("warning: apimon_binary is pinned by its sha256 only, which proves the file is the one named, not who built it; give --release-key (and apimon_binary.signature_url) to install only signed releases (docs/security.md)");
+    }
     let credentials = bootstrap::credentials(&prepared.state, env, &sources)?;
     let provider = match HostProvider::for_environment(
         env,

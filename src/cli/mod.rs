@@ -241,6 +241,10 @@ pub struct LiveArgs {
     /// changes made by hand; costs a request each).
     #[arg(long)]
     pub verify: bool,
+    /// The release key (an SSH public key, `$APIMON_RELEASE_KEY`): only
+    /// releases it signed are installed (`apimon_binary.signature_url`).
+    #[arg(long, value_name = "FILE")]
+    pub release_key: Option<PathBuf>,
 }
 
 impl LiveArgs {
@@ -257,6 +261,7 @@ impl LiveArgs {
             known_hosts: self.known_hosts.clone().unwrap_or(defaults.known_hosts),
             executor_binary: self.executor_binary.clone(),
             clouds_file: self.clouds_file.clone(),
+            release_key: self.release_key.clone().or(defaults.release_key),
         }
     }
 }

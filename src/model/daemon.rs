@@ -131,6 +131,10 @@ daemon_settings! {
         /// signed by one of its keys (as with `repository.ssh_allowed_signers`,
         /// which must exist).
         allowed_signers_file: Option<PathBuf>,
+        /// The trust store's release key (`apimon bootstrap --release-key`,
+        /// an SSH public key): while the file exists, a pinned release is
+        /// installed only with a good signature by it.
+        release_key_file: Option<PathBuf>,
         /// Allow plans that delete more than an environment's max_deletes.
         #[serde(default)]
         allow_deletes: bool,

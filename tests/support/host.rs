@@ -124,6 +124,7 @@ impl Setup {
             known_hosts: self.known_hosts.clone(),
             executor_binary: Some(self.binary.clone()),
             clouds_file: None,
+            release_key: None,
         }
     }
 

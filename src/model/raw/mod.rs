@@ -94,6 +94,10 @@ pub struct ApimonBinary {
     pub url: String,
     /// Its hex sha256: what is downloaded must match.
     pub sha256: String,
+    /// http(s) URL of its SSH signature (`ssh-keygen -Y sign -n
+    /// apimon-release`): required, and checked against the release key,
+    /// wherever a release key is installed.
+    pub signature_url: Option<String>,
 }
 
 /// `apt_repositories.<name>` in apimon.yaml.

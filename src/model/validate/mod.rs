@@ -200,7 +200,18 @@ fn check_apimon_binary(check: &mut Check, root: &Document<raw::Root>) -> Option<
     if binary.sha256.len() != 64 || !binary.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         check.error(root, "apimon_binary.sha256", "expected the file's sha256: 64 hex digits");
     }
-    Some(raw::ApimonBinary { url: binary.url.clone(), sha256: binary.sha256.to_ascii_lowercase() })
+    if let Some(url) = binary.signature_url.as_ref().filter(|u| !checks::is_http_url(u)) {
+        check.error(
+            root,
+            "apimon_binary.signature_url",
+            format!("invalid URL `{url}`; expected http:// or https://"),
+        );
+    }
+    Some(raw::ApimonBinary {
+        url: binary.url.clone(),
+        sha256: binary.sha256.to_ascii_lowercase(),
+        signature_url: binary.signature_url.clone(),
+    })
 }
 
 /// apimon.yaml's project-wide rules: the project name, at least one

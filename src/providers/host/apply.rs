@@ -33,8 +33,10 @@ pub(super) async fn apply(
                         .map_err(|source| HostError::Local { path: local.clone(), source })?;
                     &read
                 }
-                Content::Remote(url) => {
-                    fetched = super::release::fetch(url, sha256).await?;
+                Content::Remote { url, signature_url } => {
+                    let key = provider.release_key.as_deref();
+                    fetched =
+                        super::release::fetch(url, sha256, signature_url.as_deref(), key).await?;
                     &fetched
                 }
             };

@@ -178,6 +178,8 @@ pub struct HostProvider {
     hosts: BTreeMap<String, Endpoint>,
     managed: BTreeMap<String, Managed>,
     connections: tokio::sync::Mutex<BTreeMap<String, Arc<Connection>>>,
+    /// With a release key, only releases it signed are installed.
+    release_key: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for HostProvider {
@@ -271,6 +273,7 @@ impl HostProvider {
             hosts,
             managed,
             connections: tokio::sync::Mutex::new(BTreeMap::new()),
+            release_key: None,
         })
     }
 
@@ -399,7 +402,10 @@ impl Provider for HostProvider {
     fn desired(model: &Model<'_>, env: &Environment) -> DesiredSet<HostSpec> {
         // A release pinned in apimon.yaml, else the apimon that applies.
         let binary = match &model.state.apimon_binary {
-            Some(pin) => Some((Content::Remote(pin.url.clone()), pin.sha256.clone())),
+            Some(pin) => Some((
+                Content::Remote { url: pin.url.clone(), signature_url: pin.signature_url.clone() },
+                pin.sha256.clone(),
+            )),
             None => model
                 .executor_binary
                 .map(|(path, sha256)| (Content::Local(path.clone()), sha256.clone())),
@@ -419,7 +425,14 @@ impl Provider for HostProvider {
         desired: &DesiredSet<HostSpec>,
     ) -> Result<Availability<Self>, HostError> {
         let machine = context.machine;
-        Ok(Self::for_environment(env, desired, &machine.ssh_key, &machine.known_hosts))
+        let provider = Self::for_environment(env, desired, &machine.ssh_key, &machine.known_hosts);
+        Ok(match provider {
+            Availability::Available(provider) => Availability::Available(Self {
+                release_key: machine.release_key.clone(),
+                ..provider
+            }),
+            unavailable => unavailable,
+        })
     }
 
     fn fingerprint(spec: &HostSpec) -> Option<&str> {

@@ -17,9 +17,15 @@ pub enum Content {
     Bytes(Sensitive<Vec<u8>>),
     /// A file on the applying machine, read at upload (the apimon binary).
     Local(PathBuf),
-    /// Downloaded at upload from this URL and checked against the spec's
-    /// sha256 (a pinned apimon release).
-    Remote(String),
+    /// Downloaded at upload from `url` and checked against the spec's
+    /// sha256, and (with a release key) against the signature at
+    /// `signature_url` (a pinned apimon release).
+    Remote {
+        /// The release.
+        url: String,
+        /// Its SSH signature.
+        signature_url: Option<String>,
+    },
 }
 
 /// One thing on a host.
