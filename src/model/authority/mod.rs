@@ -14,7 +14,9 @@
 //! - apt repositories or their keys, `runtime.index_url`, or the SSH
 //!   package commands change;
 //! - a field names a secret that was used before, but only elsewhere (in
-//!   another environment or for another kind of endpoint).
+//!   another environment or for another kind of endpoint);
+//! - the daemon would run on another host (its `runs_on`: what it never
+//!   destroys under itself).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -47,6 +49,14 @@ pub fn widenings(old: &DesiredState, new: &DesiredState, envs: &[String]) -> Vec
         for (path, was_url, now_url) in credential_urls(name, was, now) {
             if let Some(change) = moved(was_url.as_deref(), Some(&now_url)) {
                 add(path, change);
+            }
+        }
+        // The host the daemon runs on decides what it never destroys under
+        // itself (`runs_on` in its daemon.yaml).
+        let daemon_host = |e: &Environment| e.daemon_host().map(|h| h.name.clone());
+        if let (Some(was), Some(now)) = (was.and_then(daemon_host), daemon_host(now)) {
+            if was != now {
+                add(format!("environments.{name}.daemon"), format!("runs on {was} → {now}"));
             }
         }
         let commands = |e: Option<&Environment>| {

