@@ -482,3 +482,43 @@ async fn the_daemons_own_host_is_held_then_replaced_by_a_bootstrap_killed_once_a
     let status = setup.status().await.expect("the new daemon answers");
     assert_eq!(status["environments"][env.as_str()]["outcome"], "no_changes", "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_ahead_of_the_checkout_is_taken_back_only_with_take_over_and_it_is_logged() {
+    let Some((setup, _)) = bootstrapped().await else { return };
+    let env = setup.env.clone();
+    let before = crate::support::daemon::head_of(&setup.git);
+    setup.git.edit(
+        &format!("inventory/{env}/influxdb.yaml"),
+        "users:\n",
+        &format!("users:\n  - name: reader\n    password: {{secret: {env}_telegraf}}\n"),
+    );
+    let ahead = setup.git.commit("a user the checkout will lack");
+    setup.git.push(false);
+    setup
+        .wait_status("the daemon applied the newer commit", |s| converged_at(s, &env, &ahead))
+        .await;
+    // The workstation's checkout is older than what the daemon applied
+    // (as when the daemon follows another repository).
+    setup.git.reset_hard(&before);
+    let (code, stdout, stderr) = setup.bootstrap();
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains(&format!("applied commit {ahead}, which this checkout")), "{stderr}");
+    assert!(stderr.contains("--take-over"), "{stderr}");
+    assert!(setup.read("/var/lib/apimon/take-over.log").is_empty());
+
+    let output = setup
+        .command(Path::new(env!("CARGO_BIN_EXE_apimon")))
+        .arg("--take-over")
+        .output()
+        .expect("apimon bootstrap --take-over");
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains(&format!("taking the daemon on {env}-bastion back")), "{stderr}");
+    let log = setup.read("/var/lib/apimon/take-over.log");
+    assert!(
+        log.contains(&format!("take-over: the daemon applied {ahead}; bootstrap applies {before}")),
+        "{log}"
+    );
+    assert_eq!(setup.mode("/var/lib/apimon/take-over.log"), 0o600);
+}

@@ -141,6 +141,17 @@ impl<'a> Bastion<'a> {
         Ok(output.strip_prefix(b"y").map(<[u8]>::to_vec))
     }
 
+    /// Appends `line` to the bastion's record of take-overs
+    /// (`/var/lib/apimon/take-over.log`, root's).
+    ///
+    /// # Errors
+    /// SSH failed, or the command failed.
+    pub async fn log_take_over(&self, line: &str) -> Result<(), HostError> {
+        let path = quote(&self.provider.path(&format!("{STATE_DIR}/take-over.log")));
+        let command = format!("umask 077; printf '%s\\n' {} >> {path}", quote(line));
+        self.run("recording the take-over", &command).await.map(drop)
+    }
+
     /// Makes the daemon's directories: its state directory (its own,
     /// 0700) and /etc/apimon (root's, readable by its group).
     ///

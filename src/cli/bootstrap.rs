@@ -66,6 +66,12 @@ pub struct BootstrapArgs {
     /// bastion's stays; with none there, commits need no signature.
     #[arg(long, value_name = "FILE")]
     pub allowed_signers: Option<PathBuf>,
+    /// Take the daemon back although it applied a commit this checkout
+    /// does not contain (it follows another repository, or a commit was
+    /// lost): its state store is kept, this checkout is applied, and the
+    /// take-over is logged on the bastion (/var/lib/apimon/take-over.log).
+    #[arg(long)]
+    pub take_over: bool,
 }
 
 pub(super) async fn bootstrap(
@@ -226,10 +232,23 @@ impl Run<'_> {
             state.environments.get(&self.args.env)?.last_applied_commit.clone()
         };
         let Some(theirs) = running.or_else(recorded) else { return Ok(()) };
-        match crate::source::checkout_contains(self.repo, &theirs) {
+        let contained = crate::source::checkout_contains(self.repo, &theirs);
+        if self.args.take_over && !matches!(contained, Ok(true)) {
+            let ours = self.prepared.commit.as_deref().unwrap_or("?");
+            let line = format!(
+                "{} take-over: the daemon applied {theirs}; bootstrap applies {ours} from {} (by {})",
+                chrono::Utc::now().to_rfc3339(),
+                self.repo.display(),
+                std::env::var("USER").unwrap_or_else(|_| "?".to_owned()),
+            );
+            eprintln!("warning: taking the daemon on {} back: it applied commit {theirs}, which this checkout ({ours}) does not contain; its state store is kept", self.host);
+            self.bastion.log_take_over(&line).await?;
+            return Ok(());
+        }
+        match contained {
             Ok(true) => Ok(()),
             Ok(false) => bail!(
-                "the daemon on {} applied commit {theirs}, which this checkout ({}) does not contain: bootstrap would undo it. Check out that commit or a newer one (git fetch && git checkout {theirs})",
+                "the daemon on {} applied commit {theirs}, which this checkout ({}) does not contain: bootstrap would undo it. Check out that commit or a newer one (git fetch && git checkout {theirs}); if the daemon follows another repository, take it back with --take-over",
                 self.host,
                 self.prepared.commit.as_deref().unwrap_or("?")
             ),

@@ -372,9 +372,14 @@ impl Drop for Daemon {
 }
 
 pub fn head(world: &World) -> String {
+    head_of(&world.git)
+}
+
+/// The commit checked out in `git`'s work tree.
+pub fn head_of(git: &GitRemote) -> String {
     let output = Command::new("git")
         .args(["rev-parse", "HEAD"])
-        .current_dir(world.git.work())
+        .current_dir(git.work())
         .output()
         .expect("git");
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
