@@ -93,6 +93,7 @@ pub fn write_metrics_config(
     run: &RunDir,
     scenario: &str,
     endpoint: SocketAddr,
+    token: &str,
 ) -> std::io::Result<PathBuf> {
     // `measurement` always set: openstacksdk 4.21+ otherwise writes to
     // `None.<service>`. `timeout` at the top level: per-cloud values are
@@ -108,12 +109,20 @@ pub fn write_metrics_config(
             "port": endpoint.port(),
             "use_udp": false,
             "database": RunTags::database(scenario, &run.job_id),
+            // The run's own credential: the listener takes no other.
+            "username": "apimon-run",
+            "password": token,
             "measurement": "openstack_api",
             "timeout": 2,
         }}
     });
     let path = run.path.join(METRICS_FILE);
-    std::fs::write(&path, config.to_string())?;
+    // Only the executor's account reads the run's credential.
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+    file.write_all(config.to_string().as_bytes())?;
     Ok(path)
 }
 

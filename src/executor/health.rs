@@ -27,6 +27,8 @@ pub struct Health {
     pub ingested: AtomicU64,
     /// Lines refused as malformed.
     pub rejected: AtomicU64,
+    /// Writes refused for want of a running scenario's credential.
+    pub unauthenticated: AtomicU64,
     /// The results writer's counters (they outlive a writer replaced on reload).
     pub results: Arc<Counters>,
 }
@@ -106,6 +108,12 @@ impl Health {
                 self.rejected.load(Ordering::Relaxed) as f64,
             ),
             (
+                "writes_unauthenticated_total",
+                "Writes to the ingest listener refused for want of a running scenario's credential.",
+                "counter",
+                self.unauthenticated.load(Ordering::Relaxed) as f64,
+            ),
+            (
                 "points_written_total",
                 "Points the results target accepted.",
                 "counter",
@@ -144,13 +152,14 @@ impl Health {
         let running = self.inner.lock().map(|h| h.running).unwrap_or_default();
         let counters = &self.results;
         format!(
-            "apimon_executor,environment={} buffered={}i,dropped={}i,ingested={}i,oldest_buffered_age_s={},rejected={}i,running={running}i,written={}i {now_ns}",
+            "apimon_executor,environment={} buffered={}i,dropped={}i,ingested={}i,oldest_buffered_age_s={},rejected={}i,running={running}i,unauthenticated={}i,written={}i {now_ns}",
             escape_tag(environment),
             counters.buffered.load(Ordering::Relaxed),
             counters.dropped.load(Ordering::Relaxed),
             self.ingested.load(Ordering::Relaxed),
             self.oldest_age(now_ns),
             self.rejected.load(Ordering::Relaxed),
+            self.unauthenticated.load(Ordering::Relaxed),
             counters.written.load(Ordering::Relaxed),
         )
     }

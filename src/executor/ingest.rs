@@ -9,6 +9,12 @@
 //! explicit, then the same disk-buffered path as the run results, so an
 //! InfluxDB outage loses nothing. The listener also serves the executor's
 //! health as Prometheus text (`GET /metrics`).
+//!
+//! Each run gets a credential of its own ([`Ingest::admit`]), written into
+//! its metrics configuration (readable by the executor's account only):
+//! a write without a live run's credential — another local user forging
+//! points — is refused and counted, and a run's points carry the run the
+//! credential names, whatever database name they claim.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -79,8 +85,26 @@ pub struct Accepted {
 pub struct Ingest {
     environment: RwLock<String>,
     writer: RwLock<Writer>,
+    /// Live runs' credentials: token → (scenario, job id).
+    runs: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
     /// The executor's health counters.
     pub health: Arc<Health>,
+}
+
+/// A run's credential for the ingest listener; forgotten when dropped (the
+/// run ended: its late points are refused).
+pub struct Admission {
+    ingest: Arc<Ingest>,
+    /// The token (`password` of the run's metrics configuration).
+    pub token: String,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Ok(mut runs) = self.ingest.runs.lock() {
+            runs.remove(&self.token);
+        }
+    }
 }
 
 impl Ingest {
@@ -89,8 +113,23 @@ impl Ingest {
         Arc::new(Self {
             environment: RwLock::new(environment),
             writer: RwLock::new(writer),
+            runs: std::sync::Mutex::default(),
             health,
         })
+    }
+
+    /// A credential for the run `job_id` of `scenario`, valid until dropped.
+    pub fn admit(self: &Arc<Self>, scenario: &str, job_id: &str) -> Admission {
+        let token = format!("{:032x}", rand::random::<u128>());
+        if let Ok(mut runs) = self.runs.lock() {
+            runs.insert(token.clone(), (scenario.to_owned(), job_id.to_owned()));
+        }
+        Admission { ingest: Arc::clone(self), token }
+    }
+
+    /// The run whose credential `token` is, while it runs.
+    fn admitted(&self, token: &str) -> Option<(String, String)> {
+        self.runs.lock().ok()?.get(token).cloned()
     }
 
     /// The writer points go through now.
@@ -167,22 +206,62 @@ pub fn now_ns() -> i64 {
 struct WriteParams {
     db: Option<String>,
     precision: Option<String>,
+    /// InfluxDB 1.x's query-string password (`u`, the user, is not looked at).
+    p: Option<String>,
+}
+
+/// The password a write carries: HTTP Basic (what openstacksdk's client
+/// sends), else InfluxDB's `p` parameter.
+fn password(headers: &axum::http::HeaderMap, params: &WriteParams) -> Option<String> {
+    use base64::Engine as _;
+    let basic = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|pair| pair.split_once(':').map(|(_, password)| password.to_owned()));
+    basic.or_else(|| params.p.clone())
 }
 
 /// `POST /write`, as InfluxDB 1.x answers it: 204, or 400 naming the
-/// first bad line (the good ones are kept, like InfluxDB's partial write).
+/// first bad line (the good ones are kept, like InfluxDB's partial write);
+/// 401 without a live run's credential.
 async fn write(
     State(ingest): State<Arc<Ingest>>,
+    headers: axum::http::HeaderMap,
     Query(params): Query<WriteParams>,
     body: String,
 ) -> impl IntoResponse {
+    let Some((scenario, job_id)) =
+        password(&headers, &params).and_then(|token| ingest.admitted(&token))
+    else {
+        let refused =
+            ingest.health.unauthenticated.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if refused == 0 || refused.is_power_of_two() {
+            tracing::warn!(
+                refused = refused + 1,
+                "A write without a run's credential was refused (forged or late points)."
+            );
+        }
+        let error = "authorization failed: not a running scenario's credential";
+        return (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({ "error": error })))
+            .into_response();
+    };
     let Some(precision) = Precision::parse(params.precision.as_deref()) else {
         let error = format!("unknown precision `{}`", params.precision.unwrap_or_default());
         return (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({ "error": error })))
             .into_response();
     };
-    let run = params.db.as_deref().and_then(RunTags::from_database);
-    let accepted = ingest.accept(&body, run.as_ref(), precision, now_ns());
+    // The credential names the run; the database name adds only the task
+    // tags, and only when it names that same run.
+    let claimed = params.db.as_deref().and_then(RunTags::from_database);
+    let task = claimed
+        .filter(|c| c.job_id == job_id && c.scenario.is_none_or(|s| s == scenario))
+        .map(|c| c.task)
+        .unwrap_or_default();
+    let run = RunTags { job_id: &job_id, scenario: Some(&scenario), task };
+    let accepted = ingest.accept(&body, Some(&run), precision, now_ns());
     match accepted.first_error {
         None => StatusCode::NO_CONTENT.into_response(),
         Some((line, error)) => {
@@ -276,6 +355,50 @@ mod tests {
             buffered,
             "openstack_api.identity,environment=outside,job_id=j1,method=POST,name=tokens,scenario=token,service_type=identity,status_code=400 duration=7i 99\napimon_task,environment=outside,job_id=j1,scenario=token,state=ok duration_ms=1i 5\nopenstack_api.identity,environment=outside,job_id=j1,method=POST,name=tokens,scenario=token,service_type=identity,status_code=400 duration=8i 101\n",
             "two points of one series without a timestamp stay two points"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_a_running_scenarios_credential_writes_and_it_names_the_run() {
+        use base64::Engine as _;
+        let (ingest, dir) = ingest();
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            probe.local_addr().expect("address").port()
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let address: SocketAddr = ([127, 0, 0, 1], port).into();
+        serve(address, Arc::clone(&ingest), stop.clone()).await.expect("serve");
+        let client = reqwest::Client::new();
+        let url = format!("http://{address}/write?db=token:forged;az=zone-9");
+        let post = |password: Option<String>| {
+            let mut request = client.post(&url).body("apimon_task,state=ok duration_ms=1i 5\n");
+            if let Some(password) = password {
+                let basic = base64::engine::general_purpose::STANDARD
+                    .encode(format!("apimon-run:{password}"));
+                request = request.header("Authorization", format!("Basic {basic}"));
+            }
+            request.send()
+        };
+        // No credential, or a made-up one: refused and counted.
+        assert_eq!(post(None).await.expect("post").status().as_u16(), 401);
+        assert_eq!(post(Some("0".repeat(32))).await.expect("post").status().as_u16(), 401);
+        assert_eq!(ingest.health.unauthenticated.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert!(ingest.health.render(0).contains("apimon_executor_writes_unauthenticated_total 2"));
+        // A running scenario's: taken, as that run, whatever database it names.
+        let admission = ingest.admit("token", "j7");
+        assert_eq!(post(Some(admission.token.clone())).await.expect("post").status().as_u16(), 204);
+        // The run ended: its credential is gone.
+        let token = admission.token.clone();
+        drop(admission);
+        assert_eq!(post(Some(token)).await.expect("post").status().as_u16(), 401);
+        stop.cancel();
+        let writer = ingest.writer().expect("writer");
+        writer.stop().await;
+        let buffered = std::fs::read_to_string(dir.path().join("pending.lp")).expect("buffer");
+        assert_eq!(
+            buffered,
+            "apimon_task,environment=outside,job_id=j7,scenario=token,state=ok duration_ms=1i 5\n"
         );
     }
 }

@@ -295,9 +295,10 @@ impl Executor {
         let settings = self.config.runners.clone();
         let http = self.http.clone();
         let abort = self.abort.subscribe();
+        let ingest = Arc::clone(&self.ingest);
         self.runs.spawn(async move {
             let _slot = slots.acquire_owned().await;
-            let report = runner::run(&scenario, &settings, &http, abort).await;
+            let report = runner::run(&scenario, &settings, &http, abort, &ingest).await;
             Finished { scenario, scheduled_at: fire.scheduled_at, report }
         });
     }

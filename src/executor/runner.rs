@@ -11,8 +11,11 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
+use std::sync::Arc;
+
 use super::ansible;
 use super::config::{RunnerConfig, RunnerSettings, ScenarioConfig};
+use super::ingest::Ingest;
 use super::results::RunResult;
 use super::rundir::{self, LogWriter, RunDir};
 
@@ -72,6 +75,7 @@ pub async fn run(
     settings: &RunnerSettings,
     http: &reqwest::Client,
     abort: watch::Receiver<bool>,
+    ingest: &Arc<Ingest>,
 ) -> Report {
     match &scenario.runner {
         RunnerConfig::Ansible { playbook, base_dir, cloud, extra_vars, vars, cleanup } => {
@@ -89,8 +93,10 @@ pub async fn run(
             if let Err(error) = ansible::ensure_callback_plugin(&plugins) {
                 tracing::warn!(dir = %plugins.display(), %error, "Cannot write the callback plugin; the tasks of this run are not recorded.");
             }
+            // The run's ingest credential, valid while it (and its cleanup) runs.
+            let admission = ingest.admit(&scenario.name, &run_dir.job_id);
             let metrics_config = settings.metrics_endpoint.and_then(|endpoint| {
-                ansible::write_metrics_config(&run_dir, &scenario.name, endpoint)
+                ansible::write_metrics_config(&run_dir, &scenario.name, endpoint, &admission.token)
                     .map_err(|error| tracing::warn!(dir = %run_dir.path.display(), %error, "Cannot write the run's openstacksdk metrics configuration; its API requests are not recorded."))
                     .ok()
             });
@@ -132,6 +138,7 @@ pub async fn run(
                 .await;
                 report.cleanup = Some(cleaned.result);
             }
+            drop(admission);
             report.job_id = Some(run_dir.job_id.clone());
             report.run_dir = Some(run_dir.path.clone());
             rundir::prune(&settings.runs_dir, &scenario.name, settings.keep_runs);
