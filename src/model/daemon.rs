@@ -164,11 +164,24 @@ fn shared_problems(
 ) -> Vec<(String, String)> {
     let mut problems = Vec::new();
     let mut problem = |path: String, message: String| problems.push((path, message));
-    if listen.parse::<std::net::SocketAddr>().is_err() {
-        problem(
+    match listen.parse::<std::net::SocketAddr>() {
+        Err(_) => problem(
             "listen".to_owned(),
             format!("invalid address `{listen}`; expected host:port like 127.0.0.1:9110"),
-        );
+        ),
+        // /status, /trigger and /approve are for this machine (and a
+        // reverse proxy on it) only.
+        Ok(address) if !address.ip().is_loopback() => problem(
+            "listen".to_owned(),
+            format!("`{listen}` is not a loopback address; the daemon's API listens on this machine only (127.0.0.1 or ::1; put a reverse proxy in front for webhooks)"),
+        ),
+        // The daemon's account may not bind below 1024: it would restart
+        // into a configuration it cannot start.
+        Ok(address) if address.port() < 1024 => problem(
+            "listen".to_owned(),
+            format!("port {} is below 1024, which the daemon's account cannot bind; expected 1024 to 65535", address.port()),
+        ),
+        Ok(_) => {}
     }
     if let Some(Err(message)) = drift_cron.map(Schedule::parse) {
         problem("drift_cron".to_owned(), message);
@@ -415,6 +428,23 @@ mod tests {
                 "repository.poll_interval_seconds"
             ]
         );
+    }
+
+    #[test]
+    fn the_api_listens_on_this_machine_on_a_port_its_account_can_bind() {
+        let problem = |listen: &str| {
+            let text = format!("repository: {{url: x}}\nlisten: '{listen}'\n");
+            DaemonFile::parse(Path::new("d.yaml"), &text).err().map(|e| e.join("\n"))
+        };
+        for refused in ["198.51.100.7:9110", "0.0.0.0:9110", "[::]:9110", "127.0.0.1:80"] {
+            let said = problem(refused).unwrap_or_else(|| panic!("{refused} accepted"));
+            assert!(said.contains("d.yaml:2:9: listen:"), "{said}");
+        }
+        assert!(problem("198.51.100.7:9110").is_some_and(|s| s.contains("not a loopback address")));
+        assert!(problem("127.0.0.1:80").is_some_and(|s| s.contains("below 1024")));
+        for accepted in ["127.0.0.1:9110", "[::1]:9110", "127.0.0.2:1024"] {
+            assert_eq!(problem(accepted), None, "{accepted}");
+        }
     }
 
     #[test]
