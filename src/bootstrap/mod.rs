@@ -152,6 +152,14 @@ pub enum CredentialError {
     /// A value cannot be written as YAML.
     #[error("cannot write the daemon's {0} as YAML")]
     Yaml(&'static str),
+    /// A secret the daemon needs is pinned to hosts its bastion is not among.
+    #[error("secret `{secret}` is pinned to hosts in the secrets file, and the daemon's bastion {bastion} is not one of them; the daemon holds every secret it uses: add {bastion} to its hosts")]
+    PinnedElsewhere {
+        /// The secret.
+        secret: String,
+        /// The bastion.
+        bastion: String,
+    },
     /// The approval token is too short to be one.
     #[error("the approval token in {path} holds {length} characters; it must hold at least {min} (e.g. `openssl rand -hex 32`)")]
     ShortToken {
@@ -186,11 +194,40 @@ pub fn secrets_file(
         .filter(|use_| use_.env.as_deref().is_none_or(|e| e == env.name))
         .map(|use_| use_.name.as_str())
         .collect();
+    // The daemon's bastion holds every secret it uses: a pin must name it,
+    // and goes along, so the daemon enforces it too.
+    let bastion = env.daemon_host();
+    let bastion_names: Vec<String> = bastion
+        .map(|h| [Some(h.name.clone()), h.address.map(|a| a.to_string())])
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+    let pins = |name: &str| match secrets {
+        Secrets::Resolved(store) => store.pins(name).cloned(),
+        Secrets::Redacted => None,
+    };
     let mut values = std::collections::BTreeMap::new();
     for name in names {
         let value =
             secrets.value(name).ok_or_else(|| CredentialError::MissingSecret(name.to_owned()))?;
-        values.insert(name, value.expose().clone());
+        let entry = match pins(name) {
+            None => yaml_serde::Value::from(value.expose().clone()),
+            Some(hosts) => {
+                if !bastion_names.iter().any(|n| hosts.contains(&n.to_ascii_lowercase())) {
+                    return Err(CredentialError::PinnedElsewhere {
+                        secret: name.to_owned(),
+                        bastion: bastion.map(|h| h.name.clone()).unwrap_or_default(),
+                    });
+                }
+                let mut pinned = yaml_serde::Mapping::new();
+                pinned.insert("value".into(), value.expose().clone().into());
+                let hosts: Vec<yaml_serde::Value> = hosts.into_iter().map(Into::into).collect();
+                pinned.insert("hosts".into(), yaml_serde::Value::Sequence(hosts));
+                yaml_serde::Value::Mapping(pinned)
+            }
+        };
+        values.insert(name, entry);
     }
     if values.is_empty() {
         return Ok(String::new());
@@ -317,5 +354,21 @@ mod tests {
             wanted.update(Some(b"git ssh-ed25519 G\n[a]:22 ssh-ed25519 A")),
             Some(b"git ssh-ed25519 G\n[a]:22 ssh-ed25519 A\n[b]:22 ssh-ed25519 B\n".to_vec())
         );
+    }
+
+    #[test]
+    fn a_pinned_secret_reaches_the_bastion_only_if_its_pin_names_it_and_keeps_its_pin() {
+        use crate::model::authority::pins::tests::{example, secrets};
+        let state = example();
+        let env = &state.environments["outside"];
+        let admin = "outside_influxdb_admin_password";
+        let elsewhere = secrets(&state, &[(admin, &["192.168.10.30"])]);
+        let error = secrets_file(&state, env, &elsewhere).expect_err("not for the bastion");
+        assert!(error.to_string().contains(&format!("secret `{admin}` is pinned")), "{error}");
+        let with_bastion = secrets(&state, &[(admin, &["192.168.10.30", "outside-bastion"])]);
+        let text = secrets_file(&state, env, &with_bastion).expect("secrets file");
+        let parsed: yaml_serde::Value = yaml_serde::from_str(&text).expect("yaml");
+        assert_eq!(parsed[admin]["hosts"][1], yaml_serde::Value::from("outside-bastion"), "{text}");
+        assert_eq!(parsed[admin]["value"], yaml_serde::Value::from(format!("value-of-{admin}")));
     }
 }

@@ -73,7 +73,7 @@ pub enum SecretError {
     },
     /// The file is not a YAML mapping of names to strings. The parser's own
     /// message is dropped because it may quote the value.
-    #[error("{path}:{line}:{column}: expected a mapping of secret names to string values")]
+    #[error("{path}:{line}:{column}: expected a mapping of secret names to string values (or to {{value: …, hosts: [...]}})")]
     Syntax {
         /// The secrets file.
         path: PathBuf,
@@ -82,6 +82,14 @@ pub enum SecretError {
         /// 1-based column.
         column: usize,
     },
+    /// A pinned secret that cannot be enforced.
+    #[error("{path}: secret `{name}` is pinned with no hosts, or to a value shorter than {min} characters (a pin is checked by looking for the value)", min = MIN_PINNED_LENGTH)]
+    Pin {
+        /// The secrets file.
+        path: PathBuf,
+        /// The secret.
+        name: String,
+    },
 }
 
 /// Where secret values come from: a file, then the environment.
@@ -89,7 +97,31 @@ pub enum SecretError {
 pub struct SecretStore {
     from_file: BTreeMap<String, Sensitive<String>>,
     from_env: BTreeMap<String, Sensitive<String>>,
+    /// Secrets the file pins to hosts: name → host names or addresses
+    /// (lowercase) it may be written to or sent to.
+    pins: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
+
+/// A secrets file entry: the value, or the value and the hosts it is
+/// pinned to.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Entry {
+    Plain(String),
+    Pinned(PinnedEntry),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinnedEntry {
+    value: String,
+    hosts: Vec<String>,
+}
+
+/// The shortest value a pin is enforced for: a pinned value is looked for
+/// in what is rendered for other hosts, and a short one would be found by
+/// chance.
+pub const MIN_PINNED_LENGTH: usize = 8;
 
 /// The environment variable that may hold secret `name`.
 pub fn env_var_name(name: &str) -> String {
@@ -106,9 +138,9 @@ impl SecretStore {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, SecretError> {
-        let from_file = match file {
+        let (from_file, pins) = match file {
             Some(path) => Self::read_file(path)?,
-            None => BTreeMap::new(),
+            None => (BTreeMap::new(), BTreeMap::new()),
         };
         let from_env = env
             .into_iter()
@@ -117,10 +149,16 @@ impl SecretStore {
                 Some((name, Sensitive::new(value)))
             })
             .collect();
-        Ok(Self { from_file, from_env })
+        Ok(Self { from_file, from_env, pins })
     }
 
-    fn read_file(path: &Path) -> Result<BTreeMap<String, Sensitive<String>>, SecretError> {
+    #[allow(clippy::type_complexity)]
+    fn read_file(
+        path: &Path,
+    ) -> Result<
+        (BTreeMap<String, Sensitive<String>>, BTreeMap<String, std::collections::BTreeSet<String>>),
+        SecretError,
+    > {
         let read_error = |source| SecretError::Read { path: path.to_owned(), source };
         let metadata = std::fs::metadata(path).map_err(read_error)?;
         #[cfg(unix)]
@@ -134,13 +172,46 @@ impl SecretStore {
         let text = crate::fsutil::read_text_limited(path, crate::fsutil::MAX_CONFIG_BYTES)
             .map_err(|e| read_error(e.into()))?;
         if text.trim().is_empty() {
-            return Ok(BTreeMap::new());
+            return Ok((BTreeMap::new(), BTreeMap::new()));
         }
-        let values: BTreeMap<String, String> = yaml_serde::from_str(&text).map_err(|error| {
+        let entries: BTreeMap<String, Entry> = yaml_serde::from_str(&text).map_err(|error| {
             let (line, column) = error.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
             SecretError::Syntax { path: path.to_owned(), line, column }
         })?;
-        Ok(values.into_iter().map(|(k, v)| (k, Sensitive::new(v))).collect())
+        let mut values = BTreeMap::new();
+        let mut pins = BTreeMap::new();
+        for (name, entry) in entries {
+            match entry {
+                Entry::Plain(value) => {
+                    values.insert(name, Sensitive::new(value));
+                }
+                Entry::Pinned(PinnedEntry { value, hosts }) => {
+                    if value.chars().count() < MIN_PINNED_LENGTH || hosts.is_empty() {
+                        return Err(SecretError::Pin { path: path.to_owned(), name });
+                    }
+                    pins.insert(
+                        name.clone(),
+                        hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                    );
+                    values.insert(name, Sensitive::new(value));
+                }
+            }
+        }
+        Ok((values, pins))
+    }
+
+    /// The hosts secret `name` is pinned to, if the file pins it.
+    pub fn pins(&self, name: &str) -> Option<&std::collections::BTreeSet<String>> {
+        self.pins.get(name)
+    }
+
+    /// Every pinned secret: name, value, hosts.
+    pub fn pinned(
+        &self,
+    ) -> impl Iterator<Item = (&str, &Sensitive<String>, &std::collections::BTreeSet<String>)> {
+        self.pins
+            .iter()
+            .filter_map(|(name, hosts)| Some((name.as_str(), self.from_file.get(name)?, hosts)))
     }
 
     /// A digest of every value: tells whether the secrets changed without
@@ -175,6 +246,17 @@ pub enum Secrets {
 }
 
 impl Secrets {
+    /// Whether secret `name` may go to `host` (a host name or address):
+    /// always, unless the secrets file pins it to other hosts.
+    pub fn allows(&self, name: &str, host: &str) -> bool {
+        match self {
+            Self::Redacted => true,
+            Self::Resolved(store) => {
+                store.pins(name).is_none_or(|hosts| hosts.contains(&host.to_ascii_lowercase()))
+            }
+        }
+    }
+
     /// The value to use for secret `name`, or `None` when it is missing.
     pub fn value(&self, name: &str) -> Option<Sensitive<String>> {
         match self {
@@ -234,5 +316,35 @@ mod tests {
         assert_eq!(store.get("db_password").map(|s| s.expose().as_str()), Some("from-file"));
         assert_eq!(store.get("token").map(|s| s.expose().as_str()), Some("tok"));
         assert!(store.get("path").is_none());
+    }
+
+    #[test]
+    fn a_secret_may_be_pinned_to_hosts_with_a_value_long_enough_to_look_for() {
+        let (_dir, path) = write_secrets(
+            "plain: hunter2\npinned: {value: long-enough-value, hosts: [InfluxDB.internal, 192.168.10.30]}\n",
+            0o600,
+        );
+        let store = SecretStore::load(Some(&path), []).expect("load");
+        assert_eq!(store.get("pinned").map(|s| s.expose().as_str()), Some("long-enough-value"));
+        let secrets = Secrets::Resolved(store);
+        assert!(
+            secrets.allows("pinned", "influxdb.internal")
+                && secrets.allows("pinned", "192.168.10.30")
+        );
+        assert!(!secrets.allows("pinned", "evil.test"));
+        assert!(secrets.allows("plain", "anywhere"), "unpinned: anywhere");
+        assert!(Secrets::Redacted.allows("pinned", "evil.test"));
+        for bad in ["x: {value: short, hosts: [a]}\n", "x: {value: long-enough-value, hosts: []}\n"]
+        {
+            let (_dir, path) = write_secrets(bad, 0o600);
+            let error = SecretStore::load(Some(&path), []).expect_err("unenforceable").to_string();
+            assert!(error.contains("secret `x` is pinned"), "{error}");
+        }
+        let (_dir, path) = write_secrets("x: {value: long-enough-value, host: [a]}\n", 0o600);
+        let error = SecretStore::load(Some(&path), []).expect_err("typo").to_string();
+        assert!(
+            error.contains("secrets.yaml:1:") && !error.contains("long-enough-value"),
+            "{error}"
+        );
     }
 }

@@ -55,6 +55,16 @@ pub enum RenderError {
     /// A secret the templates need is not set.
     #[error("{}", .0)]
     Secrets(Diagnostics),
+    /// A secret pinned to other hosts would be written to this one.
+    #[error("host {host}: {file} would hold secret `{secret}`, which the secrets file pins to other hosts")]
+    Pinned {
+        /// The host.
+        host: String,
+        /// The file.
+        file: String,
+        /// The secret.
+        secret: String,
+    },
     /// The daemon would refuse what was rendered for it.
     #[error("host {host}: the daemon would refuse {what}: {message}")]
     Daemon {
@@ -148,15 +158,43 @@ pub fn render_all(
 ) -> Result<Rendered, RenderError> {
     if let Secrets::Resolved(_) = secrets {
         state.check_secrets(secrets, Some(environments)).map_err(RenderError::Secrets)?;
+        crate::model::authority::check_pins(state, secrets, Some(environments))
+            .map_err(RenderError::Secrets)?;
     }
     let mut rendered = Rendered::default();
     for environment in environments {
         for host in &environment.hosts {
             let output = render_host(state, environment, host, templates, secrets)?;
+            check_pinned(host, &output, secrets)?;
             rendered.hosts.insert(host.name.clone(), output);
         }
     }
     Ok(rendered)
+}
+
+/// A secret the secrets file pins to other hosts must not be in anything
+/// rendered for `host` (whichever template, built in or overridden, put
+/// it there).
+fn check_pinned(host: &Host, output: &RenderedHost, secrets: &Secrets) -> Result<(), RenderError> {
+    let Secrets::Resolved(store) = secrets else { return Ok(()) };
+    let names = [Some(host.name.to_ascii_lowercase()), host.address.map(|a| a.to_string())];
+    for (name, value, hosts) in store.pinned() {
+        if names.iter().flatten().any(|n| hosts.contains(n)) {
+            continue;
+        }
+        let needle = value.expose().as_bytes();
+        let found = std::iter::once(("cloud-init user data", output.user_data.as_bytes()))
+            .chain(output.files.iter().map(|f| (f.path.as_str(), f.content.expose().as_slice())))
+            .find(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle));
+        if let Some((file, _)) = found {
+            return Err(RenderError::Pinned {
+                host: host.name.clone(),
+                file: file.to_owned(),
+                secret: name.to_owned(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The template context shared by every template of one host.

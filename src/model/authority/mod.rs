@@ -18,8 +18,12 @@
 //! - the daemon would run on another host (its `runs_on`: what it never
 //!   destroys under itself).
 
+pub(crate) mod pins;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+
+pub use pins::check_pins;
 
 use super::{DesiredState, Environment, SecretUse};
 

@@ -1,0 +1,165 @@
+//! Secrets pinned to hosts (in the operator's secrets file, never the
+//! repository): where each use of a secret sends it over the network, and
+//! whether the pin allows that. Files a secret is rendered into are
+//! checked where they are rendered (`render`).
+
+use super::super::{DesiredState, Diagnostic, Diagnostics, Environment, SecretUse, Secrets};
+
+/// The host a credential at `url` goes to.
+fn host_of(url: &str) -> Option<String> {
+    crate::url::authority(url).map(|a| a.host.to_ascii_lowercase())
+}
+
+/// The hosts `use_` sends its secret to over the network: the endpoint
+/// the setting at its place authenticates to.
+fn destinations(state: &DesiredState, use_: &SecretUse) -> Vec<String> {
+    let file = use_.location.file.to_string_lossy();
+    let env: Option<&Environment> = use_.env.as_ref().and_then(|e| state.environments.get(e));
+    let influxdb = || env.map(|e| e.influxdb_endpoint.url.clone());
+    let grafana = || env.and_then(|e| e.grafana_endpoint.as_ref()).map(|g| g.url.clone());
+    let url = if file == "apimon.yaml" {
+        let rest = use_
+            .env
+            .as_ref()
+            .and_then(|e| use_.path.strip_prefix(&format!("environments.{e}.")))
+            .unwrap_or(&use_.path);
+        let mut keys = rest.split('.');
+        match keys.next() {
+            Some("influxdb") => influxdb(),
+            Some("grafana") => grafana(),
+            Some("monitored_clouds") => keys
+                .next()
+                .and_then(|cloud| env?.monitored_clouds.get(cloud))
+                .map(|c| c.auth_url.clone()),
+            Some("daemon") => env.and_then(|e| e.daemon.as_ref()).map(|d| d.repository.url.clone()),
+            Some("scenario_repository") => {
+                state.scenario_repository.as_ref().map(|r| r.url.clone())
+            }
+            _ => None,
+        }
+    } else if file.ends_with("/influxdb.yaml") {
+        influxdb()
+    } else if file.ends_with("/grafana.yaml") {
+        grafana()
+    } else {
+        None
+    };
+    url.as_deref().and_then(host_of).into_iter().collect()
+}
+
+/// Every use of a pinned secret in `environments` (all when `None`) that
+/// would send it to a host its pin does not name.
+///
+/// # Errors
+/// One diagnostic per such use, at its place.
+pub fn check_pins(
+    state: &DesiredState,
+    secrets: &Secrets,
+    environments: Option<&[&Environment]>,
+) -> Result<(), Diagnostics> {
+    let selected = |use_: &&SecretUse| match (environments, &use_.env) {
+        (None, _) | (_, None) => true,
+        (Some(selected), Some(env)) => selected.iter().any(|e| &e.name == env),
+    };
+    let problems: Vec<Diagnostic> = state
+        .secret_uses
+        .iter()
+        .filter(selected)
+        .flat_map(|use_| {
+            destinations(state, use_)
+                .into_iter()
+                .filter(|host| !secrets.allows(&use_.name, host))
+                .map(move |host| {
+                    Diagnostic::new(
+                        use_.location.clone(),
+                        use_.path.clone(),
+                        format!(
+                            "secret `{}` is pinned to other hosts in the secrets file; this sends it to {host}",
+                            use_.name
+                        ),
+                    )
+                })
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Diagnostics::normalized(problems))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::model::secret::SecretStore;
+
+    pub(crate) fn example() -> DesiredState {
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples-repo");
+        crate::model::load_repository(&repo).expect("the example loads")
+    }
+
+    /// Every secret the example uses, `pinned` ones pinned to their hosts.
+    pub(crate) fn secrets(state: &DesiredState, pinned: &[(&str, &[&str])]) -> Secrets {
+        use std::os::unix::fs::PermissionsExt;
+        let mut text = String::new();
+        let names: std::collections::BTreeSet<&str> =
+            state.secret_uses.iter().map(|u| u.name.as_str()).collect();
+        for name in names {
+            match pinned.iter().find(|(n, _)| *n == name) {
+                Some((_, hosts)) => text.push_str(&format!(
+                    "{name}: {{value: value-of-{name}, hosts: [{}]}}\n",
+                    hosts.join(", ")
+                )),
+                None => text.push_str(&format!("{name}: value-of-{name}\n")),
+            }
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("secrets.yaml");
+        std::fs::write(&path, text).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        Secrets::Resolved(SecretStore::load(Some(&path), []).expect("secrets"))
+    }
+
+    #[test]
+    fn a_pinned_secret_goes_to_its_hosts_only() {
+        let state = example();
+        let admin = "outside_influxdb_admin_password";
+        // The InfluxDB endpoint of `outside` is 192.168.10.30.
+        let allowed = secrets(&state, &[(admin, &["192.168.10.30", "outside-bastion"])]);
+        assert!(check_pins(&state, &allowed, None).is_ok());
+        let elsewhere = secrets(&state, &[(admin, &["192.168.10.99"])]);
+        let problems = check_pins(&state, &elsewhere, None).expect_err("pinned elsewhere");
+        let text = problems.to_string();
+        assert!(text.contains("inventory/outside/influxdb.yaml:"), "{text}");
+        assert!(text.contains(&format!("secret `{admin}` is pinned to other hosts in the secrets file; this sends it to 192.168.10.30")), "{text}");
+    }
+
+    /// Files are checked where they are rendered, whichever template put
+    /// the value there.
+    #[test]
+    fn a_pinned_secret_is_rendered_for_its_hosts_only() {
+        let state = example();
+        let telegraf = "outside_influxdb_telegraf_password";
+        let templates = crate::render::Templates::new(&state.templates).expect("templates");
+        let environments = state.select_many(&["outside".to_owned()]).expect("outside");
+        // The executor's telegraf writes with it: pinned to InfluxDB alone, refused.
+        let narrow = secrets(&state, &[(telegraf, &["192.168.10.30", "outside-influxdb"])]);
+        let error = crate::render::render_all(&state, &environments, &templates, &narrow)
+            .expect_err("pinned elsewhere")
+            .to_string();
+        assert!(
+            error.contains(&format!(
+                "would hold secret `{telegraf}`, which the secrets file pins to other hosts"
+            )),
+            "{error}"
+        );
+        assert!(error.starts_with("host outside-"), "{error}");
+        // With the executors named, it renders.
+        let hosts: Vec<String> = environments[0].hosts.iter().map(|h| h.name.clone()).collect();
+        let hosts: Vec<&str> = hosts.iter().map(String::as_str).chain(["192.168.10.30"]).collect();
+        let wide = secrets(&state, &[(telegraf, &hosts)]);
+        assert!(crate::render::render_all(&state, &environments, &templates, &wide).is_ok());
+    }
+}
