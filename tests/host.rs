@@ -493,23 +493,6 @@ fn binary_failure(outcome: &apimon::apply::Outcome, what: &str) -> String {
         .unwrap_or_else(|| panic!("{what}: no failure of the binary change in {outcome}"))
 }
 
-/// An ed25519 key pair made by the real ssh-keygen: (private, public line).
-fn release_key(
-    dir: &std::path::Path,
-    name: &str,
-    keygen: &std::path::Path,
-) -> (std::path::PathBuf, String) {
-    let key = dir.join(name);
-    let made = std::process::Command::new(keygen)
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen");
-    assert!(made.success());
-    let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
-    (key, public)
-}
-
 /// `file` signed with `key` in the apimon-release namespace: `file.sig`.
 fn sign(file: &std::path::Path, key: &std::path::Path, keygen: &std::path::Path) {
     let signed = std::process::Command::new(keygen)
@@ -530,8 +513,13 @@ async fn with_a_release_key_only_a_release_it_signed_is_installed() {
     let releases = tempfile::tempdir().expect("releases");
     let Some(server) = crate::support::FileServer::start(releases.path()) else { return };
     let keys = tempfile::tempdir().expect("keys");
-    let (trusted, trusted_public) = release_key(keys.path(), "release", &keygen);
-    let (other, _) = release_key(keys.path(), "someone-else", &keygen);
+    let Some((trusted, trusted_public)) = crate::support::ssh_key_pair(keys.path(), "release")
+    else {
+        return;
+    };
+    let Some((other, _)) = crate::support::ssh_key_pair(keys.path(), "someone-else") else {
+        return;
+    };
     let trusted_file = keys.path().join("release_key.pub");
     std::fs::write(&trusted_file, trusted_public).expect("release key");
     let release = b"#!/bin/sh\necho apimon 9.9.9\n".to_vec();

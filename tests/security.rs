@@ -205,21 +205,14 @@ async fn a_restarted_daemon_compares_with_the_last_commit_applied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_the_trust_store_holds_signers_only_their_signed_commits_are_taken() {
     let Some(world) = World::new().await else { return };
-    let Some(keygen) = crate::support::require_binary("ssh-keygen", "openssh-client") else {
-        return;
-    };
     let anchor = world.dir.path().join("trust_allowed_signers");
     let extra = format!("allowed_signers_file: {}\n", anchor.display());
     // No signers installed: commits need no signature.
     let daemon = world.converged_daemon(1, &extra).await;
-    let key = world.dir.path().join("release_key");
-    let made = std::process::Command::new(keygen)
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "ops@example.test", "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen");
-    assert!(made.success());
-    let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
+    let Some((key, public)) = crate::support::ssh_key_pair(world.dir.path(), "ops@example.test")
+    else {
+        return;
+    };
     // The operator installs signers (bootstrap --allowed-signers writes this file).
     std::fs::write(&anchor, format!("ops@example.test {public}")).expect("signers");
     world.add_user("unsigned");

@@ -167,15 +167,7 @@ impl World {
     /// user `signed` signed with it and pushed; a daemon requiring signed
     /// commits started and converged on it. `None` (skip) without ssh-keygen.
     pub async fn signed_daemon(&self) -> Option<(Daemon, std::path::PathBuf, String)> {
-        let keygen = super::require_binary("ssh-keygen", "openssh-client")?;
-        let key = self.dir.path().join("signing_key");
-        let made = Command::new(keygen)
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "ops@example.test", "-f"])
-            .arg(&key)
-            .status()
-            .expect("ssh-keygen");
-        assert!(made.success());
-        let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
+        let (key, public) = super::ssh_key_pair(self.dir.path(), "ops@example.test")?;
         let signers = self.dir.path().join("allowed_signers");
         std::fs::write(&signers, format!("ops@example.test {public}")).expect("allowed signers");
         // The initial commit is unsigned: a signed one on top before starting.

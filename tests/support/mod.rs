@@ -118,6 +118,24 @@ pub fn require_binary(binary: &str, debian_package: &str) -> Option<PathBuf> {
     found
 }
 
+/// An ed25519 key pair made by the real `ssh-keygen` in `dir`, named and
+/// commented `name`: (private key file, public key line); `None` (skip)
+/// without ssh-keygen.
+pub fn ssh_key_pair(dir: &std::path::Path, name: &str) -> Option<(PathBuf, String)> {
+    let keygen = require_binary("ssh-keygen", "openssh-client")?;
+    let key = dir.join(name);
+    let made = std::process::Command::new(keygen)
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(made.success());
+    let mut public = key.clone().into_os_string();
+    public.push(".pub");
+    let public = std::fs::read_to_string(public).expect("public key");
+    Some((key, public))
+}
+
 /// A small but complete repository with two environments.
 pub const APIMON_YAML: &str = r#"project: apimon
 defaults:

@@ -71,21 +71,9 @@ impl Kind for Container {
         if names.is_empty() {
             return Ok(());
         }
-        let endpoint = endpoint(&p.cloud).await?;
         for name in names {
             let r = format!("container {name}");
-            let head = match send(
-                &p.cloud,
-                &endpoint,
-                &r,
-                "read",
-                Method::HEAD,
-                &[&name],
-                None,
-                &[],
-            )
-            .await
-            {
+            let head = match request(p, &r, "read", Method::HEAD, &[&name], None, &[]).await {
                 Ok(head) => head,
                 Err(error) if error.is_not_found() => continue,
                 Err(error) => return Err(error),
@@ -229,25 +217,11 @@ async fn endpoint(cloud: &Cloud) -> Result<url::Url, OpenstackError> {
     Ok(endpoint.url().clone())
 }
 
+/// One Swift request below the project's object-store endpoint (each of
+/// `path` one segment, percent-encoded); a status other than 2xx is an
+/// error naming `r`.
 async fn request(
     p: &OpenstackProvider,
-    r: &str,
-    action: &str,
-    method: Method,
-    path: &[&str],
-    query: Option<&str>,
-    headers: &[(&str, String)],
-) -> Result<Response<Bytes>, OpenstackError> {
-    let endpoint = endpoint(&p.cloud).await?;
-    send(&p.cloud, &endpoint, r, action, method, path, query, headers).await
-}
-
-/// One Swift request below `endpoint` (each of `path` one segment,
-/// percent-encoded); a status other than 2xx is an error naming `r`.
-#[allow(clippy::too_many_arguments)]
-async fn send(
-    cloud: &Cloud,
-    endpoint: &url::Url,
     r: &str,
     action: &str,
     method: Method,
@@ -262,6 +236,7 @@ async fn send(
         message,
         transient,
     };
+    let endpoint = endpoint(&p.cloud).await?;
     let mut url = endpoint.clone();
     url.path_segments_mut()
         .map_err(|()| {
@@ -274,7 +249,7 @@ async fn send(
     for (key, value) in headers {
         builder = builder.header(*key, value.as_str());
     }
-    let session = cloud.session().await?;
+    let session = p.cloud.session().await?;
     let answer = session
         .rest_async(builder, Vec::new())
         .await

@@ -114,6 +114,31 @@ pub(crate) trait Kind: Clone + PartialEq {
     }
 }
 
+/// The listing half of [`Kind`] for a kind whose parent's list brings it
+/// in (security group rules, volume attachments): nothing to list, nothing
+/// to read.
+macro_rules! listed_by_parent {
+    () => {
+        type Listing = ();
+
+        async fn list(
+            _: &super::client::Cloud,
+            _: &str,
+        ) -> Result<(), super::client::OpenstackError> {
+            Ok(())
+        }
+
+        async fn observe(
+            _: &mut super::observe::Observer<'_>,
+            _: (),
+            _: &super::OpenstackProvider,
+            _: &crate::providers::Scope,
+        ) -> Result<(), super::client::OpenstackError> {
+            Ok(())
+        }
+    };
+}
+
 /// The one list of kinds: `Variant(SpecType)`, in the order they are
 /// observed (a kind after those whose names it uses). Generates
 /// `OpenstackSpec`, `desired`, the observation and the dispatch.

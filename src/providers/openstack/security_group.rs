@@ -122,8 +122,7 @@ pub struct SecurityGroupRule {
 
 impl Kind for SecurityGroupRule {
     const LABEL: &'static str = "security group rule";
-    /// Rules come embedded in their group's listing.
-    type Listing = ();
+    listed_by_parent!();
 
     fn desired(env: &Environment, _: &Rendered) -> Vec<Wanted<Self>> {
         let name = env.name.as_str();
@@ -143,19 +142,6 @@ impl Kind for SecurityGroupRule {
             }
         }
         wanted
-    }
-
-    async fn list(_: &Cloud, _: &str) -> Result<(), OpenstackError> {
-        Ok(())
-    }
-
-    async fn observe(
-        _: &mut Observer<'_>,
-        _: (),
-        _: &OpenstackProvider,
-        _: &Scope,
-    ) -> Result<(), OpenstackError> {
-        Ok(())
     }
 
     fn compare(&self, _have: &Self) -> Comparison {

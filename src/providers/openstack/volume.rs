@@ -157,8 +157,7 @@ pub struct VolumeAttachment {
 
 impl Kind for VolumeAttachment {
     const LABEL: &'static str = "volume attachment";
-    /// Attachments come embedded in their volume's listing.
-    type Listing = ();
+    listed_by_parent!();
 
     /// Each data volume on its host's server.
     fn desired(env: &Environment, _: &Rendered) -> Vec<Wanted<Self>> {
@@ -177,19 +176,6 @@ impl Kind for VolumeAttachment {
             }
         }
         wanted
-    }
-
-    async fn list(_: &Cloud, _: &str) -> Result<(), OpenstackError> {
-        Ok(())
-    }
-
-    async fn observe(
-        _: &mut Observer<'_>,
-        _: (),
-        _: &OpenstackProvider,
-        _: &Scope,
-    ) -> Result<(), OpenstackError> {
-        Ok(())
     }
 
     fn compare(&self, have: &Self) -> Comparison {
