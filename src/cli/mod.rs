@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use std::time::Duration;
 
@@ -23,9 +23,12 @@ use crate::source::scenarios::SourceCache;
 
 mod adopt;
 mod approve;
+mod args;
 mod bootstrap;
 mod offline;
 mod output;
+
+pub use args::{LiveArgs, RepoArgs};
 
 use offline::{plan_offline, render_to, validate};
 
@@ -212,66 +215,6 @@ pub enum Command {
         #[arg(long, default_value = "/etc/apimon/executor.yaml")]
         config: PathBuf,
     },
-}
-
-/// Where secrets and state live on the applying machine.
-#[derive(Debug, Args)]
-pub struct LiveArgs {
-    /// Secrets file (mode 0600 or stricter); APIMON_SECRET_<NAME> also works.
-    #[arg(long, env = "APIMON_SECRETS_FILE")]
-    pub secrets: Option<PathBuf>,
-    /// State store directory: what apimon owns, last applied commit, history.
-    #[arg(long, env = "APIMON_STATE_DIR", default_value = crate::layout::STATE_DIR)]
-    pub state_dir: PathBuf,
-    /// SSH private key for the bastion and the hosts [default: ~/.ssh/id_ed25519].
-    #[arg(long, env = "APIMON_SSH_KEY")]
-    pub ssh_key: Option<PathBuf>,
-    /// known_hosts with the bastion's and the hosts' keys [default: ~/.ssh/known_hosts].
-    #[arg(long, env = "APIMON_SSH_KNOWN_HOSTS")]
-    pub known_hosts: Option<PathBuf>,
-    /// The apimon binary installed on executors [default: this one].
-    #[arg(long, env = "APIMON_EXECUTOR_BINARY")]
-    pub executor_binary: Option<PathBuf>,
-    /// clouds.yaml with each environment's `cloud` [default:
-    /// ~/.config/openstack/clouds.yaml, /etc/openstack/clouds.yaml; never ./].
-    #[arg(long, env = "OS_CLIENT_CONFIG_FILE")]
-    pub clouds_file: Option<PathBuf>,
-    /// Also check what the state store's fingerprints vouch for: log in as
-    /// every InfluxDB user, read every Grafana dashboard back (catches
-    /// changes made by hand; costs a request each).
-    #[arg(long)]
-    pub verify: bool,
-    /// The release key (an SSH public key, `$APIMON_RELEASE_KEY`): only
-    /// releases it signed are installed (`apimon_binary.signature_url`).
-    #[arg(long, value_name = "FILE")]
-    pub release_key: Option<PathBuf>,
-}
-
-impl LiveArgs {
-    /// Every fingerprinted value with `--verify`, none without.
-    fn probe(&self) -> crate::providers::Probe {
-        let budget = if self.verify { usize::MAX } else { 0 };
-        crate::providers::Probe { round: 0, budget }
-    }
-
-    fn machine(&self) -> Machine {
-        let defaults = Machine::from_env();
-        Machine {
-            ssh_key: self.ssh_key.clone().unwrap_or(defaults.ssh_key),
-            known_hosts: self.known_hosts.clone().unwrap_or(defaults.known_hosts),
-            executor_binary: self.executor_binary.clone(),
-            clouds_file: self.clouds_file.clone(),
-            release_key: self.release_key.clone().or(defaults.release_key),
-        }
-    }
-}
-
-/// `--repo`.
-#[derive(Debug, Args)]
-pub struct RepoArgs {
-    /// The desired-state repository (a checkout).
-    #[arg(long, default_value = ".")]
-    pub repo: PathBuf,
 }
 
 /// How a command ended, when it did not fail.
