@@ -10,7 +10,20 @@ use apimon::cli::{self, Cli};
 fn main() -> ExitCode {
     ignore_file_size_signal();
     bound_git_waits();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return match error.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                // Not 2, which `plan` means "changes": a CI step that
+                // accepts 2 must not pass a mistyped command.
+                _ => ExitCode::from(USAGE),
+            };
+        }
+    };
     init_logging(cli.verbose, cli.command.is_service(), cli.log_format);
     match cli::run(cli) {
         Ok(outcome) => outcome.into(),
@@ -22,6 +35,10 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// The exit code of a command line that cannot be parsed (sysexits'
+/// `EX_USAGE`).
+const USAGE: u8 = 64;
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {

@@ -361,3 +361,26 @@ fn a_state_file_that_is_a_fifo_is_an_error_not_a_hang() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("is a fifo, not a regular file"), "{stderr}");
 }
+
+#[test]
+fn a_command_line_that_does_not_parse_exits_64_never_the_plans_2() {
+    for args in [&["plan", "--no-such-flag"][..], &["no-such-command"], &["approve"]] {
+        let output = apimon(args);
+        let (_, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains("error:") || stderr.contains("Usage"), "{stderr}");
+    }
+    let output = apimon(&["--help"]);
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
+fn the_version_names_the_commit_it_is_built_from() {
+    let output = apimon(&["--version"]);
+    let (stdout, _) = text(&output);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        stdout.starts_with(&format!("apimon {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{stdout}"
+    );
+}

@@ -35,9 +35,13 @@ use offline::{plan_offline, render_to, validate};
 use crate::state::{self, LockedStore};
 use output::{output_plan, print_plan};
 
+/// The version `--version` prints: the release and the commit it is built from.
+pub const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("APIMON_COMMIT"), ")");
+
 /// apimon: GitOps for an API-monitoring platform on OpenStack.
 #[derive(Debug, Parser)]
-#[command(name = "apimon", version, about)]
+#[command(name = "apimon", version = VERSION, about)]
 pub struct Cli {
     /// Log more (repeat for more detail); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
