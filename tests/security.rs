@@ -232,3 +232,38 @@ async fn once_the_trust_store_holds_signers_only_their_signed_commits_are_taken(
     world.git.push(false);
     daemon.wait_converged(&signed).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_listener_serves_the_forge_the_webhook_and_nothing_else() {
+    let Some(world) = World::new().await else { return };
+    let port = crate::support::free_port();
+    // Another loopback address stands for the bastion's network side.
+    let extra = format!("webhook_listen: 127.0.0.3:{port}\n");
+    let daemon = world.converged_daemon(3600, &extra).await;
+    let side = format!("http://127.0.0.3:{port}");
+    let client = reqwest::Client::new();
+    // Nothing of the API is there.
+    for (method, path) in
+        [("GET", "/status"), ("POST", "/approve"), ("POST", "/trigger"), ("GET", "/metrics")]
+    {
+        let request = client.request(method.parse().expect("method"), format!("{side}{path}"));
+        let status = request.bearer_auth(APPROVAL_TOKEN).send().await.expect("request").status();
+        assert_eq!(status.as_u16(), 404, "{method} {path} on the webhook listener");
+    }
+    // A signed push to the followed branch brings the commit in.
+    world.add_user("hooked");
+    let commit = world.git.commit("add user hooked");
+    world.git.push(false);
+    let body = br#"{"ref":"refs/heads/main"}"#.to_vec();
+    let unsigned = client.post(format!("{side}/hooks/git")).body(body.clone()).send().await;
+    assert_eq!(unsigned.expect("post").status().as_u16(), 401);
+    let signed = client
+        .post(format!("{side}/hooks/git"))
+        .header("X-Hub-Signature-256", crate::support::daemon::github_signature(&body))
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(signed.status().as_u16(), 202);
+    daemon.wait_converged(&commit).await;
+}

@@ -76,6 +76,12 @@ fn delivery_id(headers: &HeaderMap) -> Option<&str> {
         .filter(|id| !id.is_empty())
 }
 
+/// The webhook listener's router (`webhook_listen`): `POST /hooks/git`
+/// and nothing else, for the forge to reach from another network.
+pub fn webhook_router(state: AppState) -> Router {
+    Router::new().route("/hooks/git", post(webhook)).with_state(state)
+}
+
 /// The router.
 pub fn router(state: AppState) -> Router {
     Router::new()

@@ -291,7 +291,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Stopped,
     let metrics = Arc::new(Metrics::default());
     let (triggers, mut trigger_rx) = mpsc::channel(16);
     let approvals = Arc::new(std::sync::Mutex::new(approvals::Approvals::default()));
-    let app = http::router(http::AppState {
+    let app_state = http::AppState {
         status: Arc::clone(&status),
         metrics: Arc::clone(&metrics),
         triggers: triggers.clone(),
@@ -300,8 +300,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Stopped,
         deliveries: Arc::default(),
         approvals: Arc::clone(&approvals),
         approval_token_file: raw.approval_token_file.clone(),
-    });
-    let server = crate::serve::serve(&raw.listen, app, shutdown.clone())
+    };
+    let webhook_server = match &raw.webhook_listen {
+        Some(address) => Some(
+            crate::serve::serve(address, http::webhook_router(app_state.clone()), shutdown.clone())
+                .await
+                .map_err(|source| DaemonError::Listen { address: address.clone(), source })?,
+        ),
+        None => None,
+    };
+    let server = crate::serve::serve(&raw.listen, http::router(app_state), shutdown.clone())
         .await
         .map_err(|source| DaemonError::Listen { address: raw.listen.clone(), source })?;
     let repository = crate::url::redact_url(&raw.repository.url);
@@ -404,6 +412,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Stopped,
     tracing::info!("Daemon stopping.");
     shutdown.cancel();
     let _ = server.await;
+    if let Some(webhook_server) = webhook_server {
+        let _ = webhook_server.await;
+    }
     Ok(stopped)
 }
 

@@ -40,6 +40,10 @@ macro_rules! daemon_settings {
             /// Address of its HTTP endpoint (/healthz, /status, /metrics, /hooks/git).
             #[serde(default = "daemon_defaults::listen")]
             pub listen: String,
+            /// Address of a second listener that serves only `POST
+            /// /hooks/git` (signature verified), for the forge to reach; none
+            /// by default.
+            pub webhook_listen: Option<String>,
             /// When to re-observe and repair (or report) drift; 5 or 6 cron fields.
             pub drift_cron: Option<String>,
             /// When destructive changes (delete, replace) may run; always when empty.
@@ -76,7 +80,8 @@ macro_rules! daemon_settings {
             /// What is wrong with the shared settings: (key path, message).
             pub fn problems(&self) -> Vec<(String, String)> {
                 shared_problems(
-                    (&self.listen, self.drift_cron.as_deref(), &self.maintenance_windows),
+                    (&self.listen, self.webhook_listen.as_deref()),
+                    (self.drift_cron.as_deref(), &self.maintenance_windows),
                     (self.parallelism, self.attempts),
                     (self.repository.poll_interval_seconds, self.repository.max_fetch_bytes),
                 )
@@ -158,7 +163,8 @@ daemon_settings! {
 
 /// The checks of the shared settings, the same for both files.
 fn shared_problems(
-    (listen, drift_cron, windows): (&str, Option<&str>, &[DaemonWindow]),
+    (listen, webhook_listen): (&str, Option<&str>),
+    (drift_cron, windows): (Option<&str>, &[DaemonWindow]),
     (parallelism, attempts): (u32, u32),
     (poll_interval_seconds, max_fetch_bytes): (u64, Option<u64>),
 ) -> Vec<(String, String)> {
@@ -182,6 +188,18 @@ fn shared_problems(
             format!("port {} is below 1024, which the daemon's account cannot bind; expected 1024 to 65535", address.port()),
         ),
         Ok(_) => {}
+    }
+    match webhook_listen.map(str::parse::<std::net::SocketAddr>) {
+        None => {}
+        Some(Err(_)) => problem(
+            "webhook_listen".to_owned(),
+            format!("invalid address `{}`; expected host:port like 0.0.0.0:9111", webhook_listen.unwrap_or_default()),
+        ),
+        Some(Ok(address)) if address.port() < 1024 => problem(
+            "webhook_listen".to_owned(),
+            format!("port {} is below 1024, which the daemon's account cannot bind; expected 1024 to 65535", address.port()),
+        ),
+        Some(Ok(_)) => {}
     }
     if let Some(Err(message)) = drift_cron.map(Schedule::parse) {
         problem("drift_cron".to_owned(), message);
@@ -292,6 +310,13 @@ impl DaemonFile {
                 Some((schedule, Duration::from_secs(w.duration_minutes * 60)))
             })
             .collect();
+        if file.value.webhook_listen.is_some() && file.value.webhook_secret_file.is_none() {
+            file.problem(
+                "webhook_listen",
+                "a webhook listener needs `webhook_secret_file` (the forge signs with it)"
+                    .to_owned(),
+            );
+        }
         // The git credential goes only where its scheme protects it.
         let repository = &file.value.repository;
         let carried = [
@@ -445,6 +470,24 @@ mod tests {
         for accepted in ["127.0.0.1:9110", "[::1]:9110", "127.0.0.2:1024"] {
             assert_eq!(problem(accepted), None, "{accepted}");
         }
+    }
+
+    #[test]
+    fn the_webhook_listener_may_face_the_network_with_a_secret_and_a_port_its_account_can_bind() {
+        let parse = |extra: &str| {
+            let text = format!("repository: {{url: x}}\nwebhook_secret_file: /etc/s\n{extra}");
+            DaemonFile::parse(Path::new("d.yaml"), &text).err().map(|e| e.join("\n"))
+        };
+        assert_eq!(parse("webhook_listen: '0.0.0.0:9111'\n"), None);
+        let low = parse("webhook_listen: '0.0.0.0:443'\n").expect("refused");
+        assert!(low.contains("d.yaml:3:17: webhook_listen: port 443 is below 1024"), "{low}");
+        let text = "repository: {url: x}\nwebhook_listen: '0.0.0.0:9111'\n";
+        let unsigned =
+            DaemonFile::parse(Path::new("d.yaml"), text).expect_err("no secret").join("\n");
+        assert!(
+            unsigned.contains("webhook_listen: a webhook listener needs `webhook_secret_file`"),
+            "{unsigned}"
+        );
     }
 
     #[test]

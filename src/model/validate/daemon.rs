@@ -39,6 +39,12 @@ pub(super) fn check(
     }
     if let Some(secret) = &daemon.webhook_secret {
         check.secret(root, &format!("{path}.webhook_secret"), secret, true);
+    } else if daemon.webhook_listen.is_some() {
+        check.error(
+            root,
+            &format!("{path}.webhook_listen"),
+            "a webhook listener needs `webhook_secret` (the forge signs with it)",
+        );
     }
 }
 
