@@ -1,9 +1,10 @@
 //! What the executor's measurement path costs, against a REAL InfluxDB:
 //!
 //! - points per second from runs to InfluxDB: openstacksdk-shaped points
-//!   POSTed to the executor's ingest listener one per request (as
-//!   openstacksdk sends them, 8 clients at once) and in batches of 1,000,
-//!   timed until InfluxDB has every one of them;
+//!   POSTed to the executor's ingest listener with an admitted run's
+//!   credential, one per request (as openstacksdk sends them, 8 clients at
+//!   once) and in batches of 1,000, timed until InfluxDB has every one of
+//!   them;
 //! - the overhead apimon's Ansible callback adds per task: a playbook of
 //!   300 `set_fact` tasks with and without the callback (best of 3 each).
 //!
@@ -16,8 +17,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use apimon::executor::{self, Control, Options};
-use tokio::sync::mpsc;
+use apimon::executor;
 
 const SINGLE: usize = 4_000;
 const BATCHED: usize = 100_000;
@@ -67,32 +67,46 @@ async fn ingest_throughput() {
     server.query(None, "CREATE USER admin WITH PASSWORD 'admin-pw' WITH ALL PRIVILEGES").await;
     server.query(Some(("admin", "admin-pw")), "CREATE DATABASE apimon").await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let root = dir.path().display();
     let port = support::free_port();
-    let config = format!(
-        "environment: bench\nresults: {{url: '{}/write', database: apimon, username: admin, password: admin-pw, buffer_dir: '{root}/buffer', buffer_max_points: 1000000}}\nscenarios_dir: {root}\nclouds_file: {root}/clouds.yaml\ningest_listen: 127.0.0.1:{port}\nhealth_interval_seconds: 3600\nscenarios: []\n",
-        server.url()
+    // The executor's listener and results path, as a run reaches them: one
+    // run admitted, its credential on every write (as openstacksdk sends it).
+    let target = executor::config::ResultsTarget {
+        url: format!("{}/write", server.url()),
+        database: "apimon".into(),
+        credentials: Some(("admin".into(), apimon::model::Sensitive::new("admin-pw".into()))),
+        buffer_dir: dir.path().join("buffer"),
+        buffer_max_points: 1_000_000,
+    };
+    let health = std::sync::Arc::new(executor::health::Health::default());
+    let writer = executor::results::spawn(
+        target,
+        Duration::from_millis(100),
+        std::sync::Arc::clone(&health.results),
     );
-    let path = dir.path().join("executor.yaml");
-    std::fs::write(&path, config).expect("write config");
-    let (controls, receiver) = mpsc::unbounded_channel();
-    let options = Options { flush_retry: Duration::from_millis(100), ..Options::default() };
-    let task = tokio::spawn(executor::run(path, options, receiver));
+    let ingest = executor::ingest::Ingest::new("bench".into(), writer.clone(), health);
+    let admission = ingest.admit("bench", "0123");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    executor::ingest::serve(address, std::sync::Arc::clone(&ingest), stop.clone())
+        .await
+        .expect("listen");
     let url = format!("http://127.0.0.1:{port}/write?db=bench:0123");
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http.get(format!("http://127.0.0.1:{port}/ping")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "the executor never listened");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let token = admission.token.clone();
 
     let start = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
     for client in 0..8 {
-        let (http, url) = (http.clone(), url.clone());
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
         clients.spawn(async move {
             for i in (client..SINGLE).step_by(8) {
-                let response = http.post(&url).body(request_line(i)).send().await.expect("write");
+                let response = http
+                    .post(&url)
+                    .basic_auth("apimon-run", Some(&token))
+                    .body(request_line(i))
+                    .send()
+                    .await
+                    .expect("write");
                 assert_eq!(response.status().as_u16(), 204);
             }
         });
@@ -107,15 +121,22 @@ async fn ingest_throughput() {
     for chunk in 0..BATCHED / 1_000 {
         let body: String =
             (0..1_000).map(|i| request_line(chunk * 1_000 + i) + "\n").collect::<String>();
-        let response = http.post(&url).body(body).send().await.expect("write");
+        let response = http
+            .post(&url)
+            .basic_auth("apimon-run", Some(&token))
+            .body(body)
+            .send()
+            .await
+            .expect("write");
         assert_eq!(response.status().as_u16(), 204);
     }
     let accepted = start.elapsed();
     wait_for(&server, (SINGLE + BATCHED) as u64).await;
     let stored = start.elapsed();
     report("batches of 1,000", BATCHED, accepted, stored);
-    controls.send(Control::Shutdown).expect("running");
-    let _ = task.await;
+    drop(admission);
+    stop.cancel();
+    writer.stop().await;
 }
 
 fn playbook_seconds(

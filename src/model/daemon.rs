@@ -334,8 +334,10 @@ impl DaemonFile {
             ),
         ];
         let url = repository.url.clone();
+        // A file:// remote sends nothing anywhere: any credential is unused.
+        let local = url.to_ascii_lowercase().starts_with("file://");
         for (key, set, kind, rule) in carried {
-            if set && !carries(&url, kind) {
+            if set && !local && !carries(&url, kind) {
                 file.problem(key, format!("not for {}: {rule}", crate::url::redact_url(&url)));
             }
         }
@@ -509,6 +511,7 @@ mod tests {
         assert_eq!(parse("{url: 'https://git.example/r.git', token_file: /etc/t}"), None);
         assert_eq!(parse("{url: 'http://127.0.0.1:3000/r.git', token_file: /etc/t}"), None);
         assert_eq!(parse("{url: 'ssh://git@git.example/r.git', ssh_key: /etc/k}"), None);
+        assert_eq!(parse("{url: 'file:///srv/r.git', token_file: /etc/t}"), None, "sent nowhere");
     }
 
     #[test]
