@@ -307,15 +307,29 @@ fn the_systemd_units_verify() {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
+    // Both units from their one source, the templates.
+    let repo = crate::support::TestRepo::fixture();
+    let rendered = dir.path().join("rendered");
+    let output = crate::support::apimon(&[
+        "render",
+        "--repo",
+        &repo.path().to_string_lossy(),
+        "--env",
+        "outside",
+        "--out",
+        &rendered.to_string_lossy(),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", crate::support::text(&output).1);
     for unit in ["apimon.service", "apimon-executor.service"] {
-        // The daemon's unit is a template apimon renders onto its bastion.
+        // The daemon's unit template has no placeholders; the executor's is
+        // taken as rendered for the fixture's executor.
         let source = match unit {
-            "apimon.service" => std::path::Path::new("templates/apimon.service.hbs"),
-            other => &std::path::Path::new("systemd").join(other),
+            "apimon.service" => std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("templates/apimon.service.hbs"),
+            _ => rendered.join("outside/outside-executor/etc/systemd/system").join(unit),
         };
-        let text =
-            std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(source))
-                .expect("unit");
+        let text = std::fs::read_to_string(&source)
+            .unwrap_or_else(|e| panic!("{}: {e}", source.display()));
         assert!(
             text.contains("NoNewPrivileges=yes")
                 && text.contains("ProtectSystem=strict")
