@@ -131,6 +131,43 @@ pub fn write_private(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()
     Ok(())
 }
 
+/// A directory only this user can read (mode 0700, under the system's
+/// temporary directory, named `<prefix>-<pid>-<random>`), removed with
+/// everything in it when dropped.
+pub struct PrivateTempDir(std::path::PathBuf);
+
+impl PrivateTempDir {
+    /// Creates it.
+    ///
+    /// # Errors
+    /// The directory cannot be created.
+    pub fn new(prefix: &str) -> std::io::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        let name = format!("{prefix}-{}-{:016x}", std::process::id(), rand::random::<u64>());
+        let path = std::env::temp_dir().join(name);
+        std::fs::DirBuilder::new().mode(0o700).create(&path).map(|()| Self(path))
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for PrivateTempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether a trust anchor at `path` counts as installed: only a file that
+/// does not exist is absent; one that cannot even be looked at counts as
+/// there (and then fails to verify), so an unreadable anchor never turns a
+/// check off.
+pub fn anchor_installed(path: &Path) -> bool {
+    !matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +202,28 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn a_private_temp_dir_is_the_users_alone_and_gone_when_dropped() {
+        let dir = PrivateTempDir::new("apimon-test").expect("temp dir");
+        let path = dir.path().to_owned();
+        let mode = std::fs::metadata(&path).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::write(path.join("f"), b"x").expect("write");
+        drop(dir);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn an_anchor_is_absent_only_when_it_does_not_exist() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let anchor = dir.path().join("allowed_signers");
+        assert!(!anchor_installed(&anchor));
+        std::fs::write(&anchor, b"").expect("write");
+        assert!(anchor_installed(&anchor));
+        let dangling = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path().join("gone"), &dangling).expect("link");
+        assert!(anchor_installed(&dangling), "a link that resolves nowhere is not an absent file");
     }
 }

@@ -1,8 +1,7 @@
 //! The commands that need no credentials: `validate`, `render`, and
 //! `plan --offline` (with `--base`, a pull request's preview).
 
-use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 
@@ -82,8 +81,9 @@ pub(super) fn plan_offline(
             runtime()?.block_on(reconcile::plan(&prepared, &State::default(), allow_deletes))?;
         return output_plan(&plan, &[], format, "offline: compared with nothing");
     };
-    let dir = TempDir::new("apimon-base").context("cannot make a temporary directory")?;
-    let checkout = dir.0.join("base");
+    let dir = crate::fsutil::PrivateTempDir::new("apimon-base")
+        .context("cannot make a temporary directory")?;
+    let checkout = dir.path().join("base");
     let commit = crate::source::git::export_revision(repo, base, &checkout).with_context(|| {
         format!("cannot read revision {base} of the repository at {}", repo.display())
     })?;
@@ -107,23 +107,4 @@ pub(super) fn plan_offline(
     });
     let context = format!("offline: compared with {base} ({short}) as applied");
     output_plan(&plan, &widened, format, &context)
-}
-
-/// A private temporary directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(prefix: &str) -> std::io::Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path = std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&path).map(|()| Self(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -129,11 +129,13 @@ impl Worker {
             known_hosts: self.config.raw.ssh_known_hosts.clone().unwrap_or(defaults.known_hosts),
             executor_binary: defaults.executor_binary,
             clouds_file: self.config.raw.clouds_file.clone().or(defaults.clouds_file),
-            // The trust store's release key, while installed (a file that
-            // cannot be looked at counts as installed, and fails to verify).
-            release_key: self.config.raw.release_key_file.clone().filter(|file| {
-                !matches!(std::fs::symlink_metadata(file), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-            }),
+            // The trust store's release key, while installed.
+            release_key: self
+                .config
+                .raw
+                .release_key_file
+                .clone()
+                .filter(|file| crate::fsutil::anchor_installed(file)),
         }
     }
 

@@ -55,12 +55,10 @@ impl Worker {
     async fn verify(&self, commit: &CommitId) -> Result<(), DaemonError> {
         let mut policy = self.signatures.clone();
         if policy.ssh_allowed_signers.is_none() {
-            // The trust store's signers, while installed; a file that
-            // cannot be looked at counts as installed (and fails to verify).
-            let anchor = self.config.raw.allowed_signers_file.as_ref().filter(|file| {
-                !matches!(std::fs::symlink_metadata(file), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-            });
-            policy.ssh_allowed_signers = anchor.cloned();
+            // The trust store's signers, while installed.
+            let anchor = self.config.raw.allowed_signers_file.as_ref();
+            policy.ssh_allowed_signers =
+                anchor.filter(|file| crate::fsutil::anchor_installed(file)).cloned();
         }
         if !policy.required() {
             return Ok(());

@@ -5,11 +5,6 @@
 
 use super::super::{DesiredState, Diagnostic, Diagnostics, Environment, SecretUse, Secrets};
 
-/// The host a credential at `url` goes to.
-fn host_of(url: &str) -> Option<String> {
-    crate::url::authority(url).map(|a| a.host.to_ascii_lowercase())
-}
-
 /// The hosts `use_` sends its secret to over the network: the endpoint
 /// the setting at its place authenticates to.
 fn destinations(state: &DesiredState, use_: &SecretUse) -> Vec<String> {
@@ -44,7 +39,7 @@ fn destinations(state: &DesiredState, use_: &SecretUse) -> Vec<String> {
     } else {
         None
     };
-    url.as_deref().and_then(host_of).into_iter().collect()
+    url.map(|url| super::destination(&url).1).filter(|host| !host.is_empty()).into_iter().collect()
 }
 
 /// Every use of a pinned secret in `environments` (all when `None`) that

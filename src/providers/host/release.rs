@@ -110,10 +110,10 @@ async fn signed(
         get(signature_url, MAX_SIGNATURE_BYTES).await.map_err(|(message, transient)| {
             (format!("signature {signature_url}: {message}"), transient)
         })?;
-    let dir =
-        PrivateDir::new().map_err(|e| (format!("cannot make a temporary directory: {e}"), true))?;
-    let signers = dir.0.join("allowed_signers");
-    let signature_file = dir.0.join("release.sig");
+    let dir = crate::fsutil::PrivateTempDir::new("apimon-release")
+        .map_err(|e| (format!("cannot make a temporary directory: {e}"), true))?;
+    let signers = dir.path().join("allowed_signers");
+    let signature_file = dir.path().join("release.sig");
     let written =
         std::fs::write(&signers, format!("{NAMESPACE} namespaces=\"{NAMESPACE}\" {key}\n"))
             .and_then(|()| std::fs::write(&signature_file, &signature));
@@ -142,24 +142,6 @@ async fn signed(
     let said = String::from_utf8_lossy(&output.stderr);
     let said: String = said.lines().next().unwrap_or_default().chars().take(200).collect();
     Err((format!("not signed by the release key ({said}); nothing was installed"), false))
-}
-
-/// A directory only this user can read, removed when dropped.
-struct PrivateDir(std::path::PathBuf);
-
-impl PrivateDir {
-    fn new() -> std::io::Result<Self> {
-        use std::os::unix::fs::DirBuilderExt;
-        let name = format!("apimon-release-{}-{:016x}", std::process::id(), rand::random::<u64>());
-        let path = std::env::temp_dir().join(name);
-        std::fs::DirBuilder::new().mode(0o700).create(&path).map(|()| Self(path))
-    }
-}
-
-impl Drop for PrivateDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Downloads and checks; the error says whether trying again may help.
