@@ -205,18 +205,7 @@ async fn a_commit_signed_by_an_allowed_key_applies_and_an_unsigned_one_is_refuse
     let Some((daemon, _, signed)) = world.signed_daemon().await else { return };
     assert!(world.users().await.contains(&"signed".to_owned()));
 
-    world.add_user("unsigned");
-    let unsigned = world.git.commit("unsigned change");
-    world.git.push(false);
-    let status = daemon
-        .wait_status("the unsigned commit refused", Duration::from_secs(30), |s| {
-            s["rejected"]["commit"] == unsigned.as_str()
-        })
-        .await;
-    assert!(
-        status["rejected"]["errors"].to_string().contains("not signed by an allowed key"),
-        "{status:#}"
-    );
+    let status = world.push_unsigned_and_wait_refused(&daemon).await;
     assert_eq!(status["last_good_commit"], signed.as_str());
     assert!(!world.users().await.contains(&"unsigned".to_owned()));
 }

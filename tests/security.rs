@@ -215,18 +215,7 @@ async fn once_the_trust_store_holds_signers_only_their_signed_commits_are_taken(
     };
     // The operator installs signers (bootstrap --allowed-signers writes this file).
     std::fs::write(&anchor, format!("ops@example.test {public}")).expect("signers");
-    world.add_user("unsigned");
-    let unsigned = world.git.commit("unsigned change");
-    world.git.push(false);
-    let status = daemon
-        .wait_status("the unsigned commit refused", Duration::from_secs(30), |s| {
-            s["rejected"]["commit"] == unsigned.as_str()
-        })
-        .await;
-    assert!(
-        status["rejected"]["errors"].to_string().contains("not signed by an allowed key"),
-        "{status:#}"
-    );
+    world.push_unsigned_and_wait_refused(&daemon).await;
     world.add_user("signed");
     let signed = world.git.commit_signed("signed change", &key);
     world.git.push(false);

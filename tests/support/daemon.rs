@@ -186,6 +186,24 @@ impl World {
         Some((daemon, key, signed))
     }
 
+    /// Pushes an unsigned commit adding user `unsigned` and waits until
+    /// `daemon` refuses it for its signature; the daemon's status then.
+    pub async fn push_unsigned_and_wait_refused(&self, daemon: &Daemon) -> serde_json::Value {
+        self.add_user("unsigned");
+        let unsigned = self.git.commit("unsigned change");
+        self.git.push(false);
+        let status = daemon
+            .wait_status("the unsigned commit refused", Duration::from_secs(30), |s| {
+                s["rejected"]["commit"] == unsigned.as_str()
+            })
+            .await;
+        assert!(
+            status["rejected"]["errors"].to_string().contains("not signed by an allowed key"),
+            "{status:#}"
+        );
+        status
+    }
+
     pub fn add_user(&self, name: &str) {
         self.git.edit("inventory/outside/influxdb.yaml", "users:\n", &format!("users:\n  - name: {name}\n    password: {{secret: outside_influxdb_telegraf_password}}\n"));
     }
