@@ -161,6 +161,24 @@ daemon_settings! {
     }
 }
 
+/// What is wrong with a listening address `text`, if anything.
+fn listen_problem(text: &str, example: &str, loopback_only: bool) -> Option<String> {
+    let Ok(address) = text.parse::<std::net::SocketAddr>() else {
+        return Some(format!("invalid address `{text}`; expected host:port like {example}"));
+    };
+    if loopback_only && !address.ip().is_loopback() {
+        return Some(format!("`{text}` is not a loopback address; the daemon's API listens on this machine only (127.0.0.1 or ::1; put a reverse proxy in front for webhooks)"));
+    }
+    // The daemon's account may not bind below 1024: it would restart into
+    // a configuration it cannot start.
+    (address.port() < 1024).then(|| {
+        format!(
+            "port {} is below 1024, which the daemon's account cannot bind; expected 1024 to 65535",
+            address.port()
+        )
+    })
+}
+
 /// The checks of the shared settings, the same for both files.
 fn shared_problems(
     (listen, webhook_listen): (&str, Option<&str>),
@@ -170,36 +188,16 @@ fn shared_problems(
 ) -> Vec<(String, String)> {
     let mut problems = Vec::new();
     let mut problem = |path: String, message: String| problems.push((path, message));
-    match listen.parse::<std::net::SocketAddr>() {
-        Err(_) => problem(
-            "listen".to_owned(),
-            format!("invalid address `{listen}`; expected host:port like 127.0.0.1:9110"),
-        ),
-        // /status, /trigger and /approve are for this machine (and a
-        // reverse proxy on it) only.
-        Ok(address) if !address.ip().is_loopback() => problem(
-            "listen".to_owned(),
-            format!("`{listen}` is not a loopback address; the daemon's API listens on this machine only (127.0.0.1 or ::1; put a reverse proxy in front for webhooks)"),
-        ),
-        // The daemon's account may not bind below 1024: it would restart
-        // into a configuration it cannot start.
-        Ok(address) if address.port() < 1024 => problem(
-            "listen".to_owned(),
-            format!("port {} is below 1024, which the daemon's account cannot bind; expected 1024 to 65535", address.port()),
-        ),
-        Ok(_) => {}
-    }
-    match webhook_listen.map(str::parse::<std::net::SocketAddr>) {
-        None => {}
-        Some(Err(_)) => problem(
-            "webhook_listen".to_owned(),
-            format!("invalid address `{}`; expected host:port like 0.0.0.0:9111", webhook_listen.unwrap_or_default()),
-        ),
-        Some(Ok(address)) if address.port() < 1024 => problem(
-            "webhook_listen".to_owned(),
-            format!("port {} is below 1024, which the daemon's account cannot bind; expected 1024 to 65535", address.port()),
-        ),
-        Some(Ok(_)) => {}
+    // The API (/status, /trigger, /approve) is for this machine (and a
+    // reverse proxy on it) only; the webhook listener may face the forge.
+    let listeners = [
+        ("listen", Some(listen), "127.0.0.1:9110", true),
+        ("webhook_listen", webhook_listen, "0.0.0.0:9111", false),
+    ];
+    for (key, address, example, loopback_only) in listeners {
+        if let Some(message) = address.and_then(|a| listen_problem(a, example, loopback_only)) {
+            problem(key.to_owned(), message);
+        }
     }
     if let Some(Err(message)) = drift_cron.map(Schedule::parse) {
         problem("drift_cron".to_owned(), message);
