@@ -22,6 +22,10 @@ pub const APPROVAL_TOKEN_PATH: &str = "/etc/apimon/approval_token";
 /// The trust store's OpenSSH allowed signers (`apimon bootstrap
 /// --allowed-signers`): while present, the daemon takes signed commits only.
 pub const ALLOWED_SIGNERS_PATH: &str = "/etc/apimon/allowed_signers";
+/// The trust store's allowed signers of scenario commits (`apimon
+/// bootstrap --scenario-signers`): while present, the daemon takes signed
+/// scenario commits only.
+pub const SCENARIO_SIGNERS_PATH: &str = "/etc/apimon/scenario_allowed_signers";
 /// The trust store's release key (`apimon bootstrap --release-key`):
 /// while present, only releases it signed are installed.
 pub const RELEASE_KEY_PATH: &str = "/etc/apimon/release_key.pub";

@@ -196,6 +196,8 @@ impl Setup {
             .arg(self.world.client_key())
             .arg("--approval-token")
             .arg(self.approval_token())
+            .arg("--scenario-signers")
+            .arg(self.scenario_signers())
             .env("APIMON_SSH_KEY", self.world.client_key())
             .env("APIMON_SSH_KNOWN_HOSTS", &self.known_hosts)
             .env("APIMON_EXECUTOR_BINARY", binary);
@@ -209,6 +211,16 @@ impl Setup {
             std::fs::write(&path, "operator-approval-0123456789abcdef0123456789\n").expect("token");
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
                 .expect("chmod");
+        }
+        path
+    }
+
+    /// The operator's allowed signers of scenario commits (bootstrap
+    /// installs them; this world has no scenario repository).
+    fn scenario_signers(&self) -> PathBuf {
+        let path = self.world.dir.path().join("scenario-signers");
+        if !path.exists() {
+            std::fs::write(&path, "qa@example.test ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLE\n").expect("signers");
         }
         path
     }
@@ -303,6 +315,8 @@ async fn bootstrap_installs_only_its_environments_credentials_and_a_rerun_is_a_n
         setup.read("/etc/apimon/approval_token").trim(),
         std::fs::read_to_string(setup.approval_token()).expect("token").trim()
     );
+    assert_eq!(setup.mode("/etc/apimon/scenario_allowed_signers"), 0o600);
+    assert!(setup.read("/etc/apimon/scenario_allowed_signers").starts_with("qa@example.test "));
     let known_hosts = setup.read("/etc/apimon/known_hosts");
     assert!(known_hosts.contains("[127.0.0.30]:"), "{known_hosts}");
     assert!(!known_hosts.contains("unrelated.example.net"), "{known_hosts}");

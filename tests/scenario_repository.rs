@@ -383,3 +383,76 @@ fn hostile_patterns_are_refused_before_anything_is_matched_or_fetched() {
     };
     assert!(diagnostics.to_string().contains("pattern of 10000 characters"), "{diagnostics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_scenario_signers_installed_only_signed_scenario_commits_are_taken_and_a_new_url_waits(
+) {
+    let Some((remote, first)) = scenario_remote() else { return };
+    let Some(world) = World::new().await else { return };
+    let Some((key, public)) = crate::support::ssh_key_pair(world.dir.path(), "qa@example.test")
+    else {
+        return;
+    };
+    let apimon = std::fs::read_to_string(world.git.work().join("apimon.yaml")).expect("read");
+    world.git.write(&[(
+        "apimon.yaml".to_owned(),
+        format!("{apimon}{}", declaration(&remote.file_url(), "branch: main")),
+    )]);
+    world.git.commit("follow the scenario repository");
+    world.git.push(false);
+    let anchor = world.dir.path().join("scenario_allowed_signers");
+    let extra = format!("scenario_allowed_signers_file: {}\n", anchor.display());
+    // Not installed yet: the unsigned first commit is taken.
+    let daemon = world.converged_daemon(1, &extra).await;
+    assert_eq!(daemon.status().await["scenario_repository_commit"], first.as_str());
+
+    // Installed (bootstrap --scenario-signers writes this file): an
+    // unsigned scenario commit is refused, the signed one after it taken.
+    std::fs::write(&anchor, format!("qa@example.test {public}")).expect("signers");
+    remote.write(&[(
+        "playbooks/scenario3_more.yaml".to_owned(),
+        "- hosts: localhost\n  tasks: []\n".to_owned(),
+    )]);
+    let unsigned = remote.commit("unsigned");
+    remote.push(false);
+    let status = daemon
+        .wait_status("the unsigned scenario commit refused", Duration::from_secs(60), |s| {
+            s["rejected"]["scenario_commit"] == unsigned.as_str()
+        })
+        .await;
+    assert_eq!(status["scenario_repository_commit"], first.as_str());
+    let errors = status["rejected"]["errors"].to_string();
+    assert!(errors.contains("signature") || errors.contains("sign"), "{errors}");
+    remote.write(&[(
+        "playbooks/scenario4_signed.yaml".to_owned(),
+        "- hosts: localhost\n  tasks: []\n".to_owned(),
+    )]);
+    let signed = remote.commit_signed("signed", &key);
+    remote.push(false);
+    daemon
+        .wait_status("the signed scenario commit in force", Duration::from_secs(60), |s| {
+            s["scenario_repository_commit"] == signed.as_str()
+        })
+        .await;
+
+    // Another repository, even on the same host and signed: held for an operator.
+    let other = GitRemote::new().expect("git");
+    other.write(&scenario_files());
+    other.commit_signed("elsewhere", &key);
+    other.push(false);
+    let apimon = std::fs::read_to_string(world.git.work().join("apimon.yaml")).expect("read");
+    world.git.write(&[(
+        "apimon.yaml".to_owned(),
+        apimon.replace(&remote.file_url(), &other.file_url()),
+    )]);
+    let moved = world.git.commit("another scenario repository");
+    world.git.push(false);
+    let status = daemon
+        .wait_status("the new scenario URL held", Duration::from_secs(60), |s| {
+            s["held"]["commit"] == moved.as_str()
+        })
+        .await;
+    let widenings = status["held"].to_string();
+    assert!(widenings.contains("scenario_repository.url"), "{widenings}");
+    assert_eq!(status["scenario_repository_commit"], signed.as_str());
+}

@@ -17,7 +17,7 @@ use crate::model::{DesiredState, Environment, Secrets, Sensitive};
 
 pub use crate::layout::{
     ALLOWED_SIGNERS_PATH, APPROVAL_TOKEN_PATH, CLOUDS_PATH, KNOWN_HOSTS_PATH, RELEASE_KEY_PATH,
-    SECRETS_PATH, SSH_KEY_PATH, STATE_DIR,
+    SCENARIO_SIGNERS_PATH, SECRETS_PATH, SSH_KEY_PATH, STATE_DIR,
 };
 
 pub use handover::{hold, holding, mark, release, Held, Holding};
@@ -117,6 +117,8 @@ pub struct Sources<'a> {
     pub allowed_signers: Option<&'a Path>,
     /// The release key whose signed releases the daemon installs.
     pub release_key: Option<&'a Path>,
+    /// The allowed signers whose signed scenario commits the daemon takes.
+    pub scenario_signers: Option<&'a Path>,
 }
 
 /// Building the credentials failed.
@@ -304,6 +306,10 @@ pub fn credentials(
     }
     if let Some(path) = sources.allowed_signers {
         anchors.push(Credential::private(ALLOWED_SIGNERS_PATH, read(path, "allowed signers")?));
+    }
+    if let Some(path) = sources.scenario_signers {
+        let signers = read(path, "scenario signers")?;
+        anchors.push(Credential::private(SCENARIO_SIGNERS_PATH, signers));
     }
     let mut credentials = vec![
         Credential::private(SECRETS_PATH, secrets.into_bytes()),

@@ -66,6 +66,12 @@ pub struct BootstrapArgs {
     /// bastion's stays; with none there, commits need no signature.
     #[arg(long, value_name = "FILE")]
     pub allowed_signers: Option<PathBuf>,
+    /// An OpenSSH allowed-signers file for the scenario repository: from
+    /// then on the daemon takes only scenario commits signed by one of its
+    /// keys, and holds a change of `scenario_repository.url` for an
+    /// approval. Without it the bastion's stays.
+    #[arg(long, value_name = "FILE")]
+    pub scenario_signers: Option<PathBuf>,
     /// Take the daemon back although it applied a commit this checkout
     /// does not contain (it follows another repository, or a commit was
     /// lost): its state store is kept, this checkout is applied, and the
@@ -102,6 +108,7 @@ pub(super) async fn bootstrap(
         git_known_hosts: args.git_known_hosts.as_deref(),
         approval_token: args.approval_token.as_deref(),
         allowed_signers: args.allowed_signers.as_deref(),
+        scenario_signers: args.scenario_signers.as_deref(),
         release_key: machine.release_key.as_deref(),
     };
     if prepared.state.apimon_binary.is_some() && machine.release_key.is_none() {

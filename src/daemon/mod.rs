@@ -235,7 +235,8 @@ fn open_source(config: &Config) -> Result<(GitSource, SourceCache), DaemonError>
         ScopedAuth { host: url_host(&raw.repository.url), auth: auth.clone() },
         Some(known_hosts.clone()),
     )
-    .with_fetch_limits(limits);
+    .with_fetch_limits(limits)
+    .with_required_signers(raw.scenario_allowed_signers_file.clone());
     let source = GitSource::open(&raw.repository.url, &raw.repository.branch, auth, &cache)?
         .with_known_hosts(known_hosts)
         .with_fetch_limits(limits);

@@ -136,6 +136,11 @@ daemon_settings! {
         /// signed by one of its keys (as with `repository.ssh_allowed_signers`,
         /// which must exist).
         allowed_signers_file: Option<PathBuf>,
+        /// The trust store's allowed signers of scenario commits (`apimon
+        /// bootstrap --scenario-signers`): while the file exists, every
+        /// scenario repository commit must be signed by one of its keys,
+        /// and a change of `scenario_repository.url` is held.
+        scenario_allowed_signers_file: Option<PathBuf>,
         /// The trust store's release key (`apimon bootstrap --release-key`,
         /// an SSH public key): while the file exists, a pinned release is
         /// installed only with a good signature by it.

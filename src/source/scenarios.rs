@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use sha2::Digest;
 
-use super::git::{CommitId, FetchLimits, GitAuth, GitError, GitSource};
+use super::git::{CommitId, FetchLimits, GitAuth, GitError, GitSource, SignaturePolicy};
 use crate::model::load::{FetchError, FetchScenarios, Fetched, Pin};
 use crate::url::url_host;
 
@@ -33,12 +33,23 @@ pub struct SourceCache {
     auth: ScopedAuth,
     known_hosts: Option<PathBuf>,
     limits: FetchLimits,
+    /// The trust store's allowed signers for scenario commits: while the
+    /// file is installed, every commit checked out must be signed by one
+    /// of its keys.
+    signers: Option<PathBuf>,
 }
 
 impl SourceCache {
     /// A cache in `dir` (created on first use).
     pub fn new(dir: PathBuf, auth: ScopedAuth, known_hosts: Option<PathBuf>) -> Self {
-        Self { dir, auth, known_hosts, limits: FetchLimits::default() }
+        Self { dir, auth, known_hosts, limits: FetchLimits::default(), signers: None }
+    }
+
+    /// Takes only commits signed by a key of `file` (OpenSSH allowed
+    /// signers) while that file is installed.
+    pub fn with_required_signers(mut self, file: Option<PathBuf>) -> Self {
+        self.signers = file;
+        self
     }
 
     /// Bounds every fetch by `limits`.
@@ -133,6 +144,13 @@ impl SourceCache {
                 }
             }
         };
+        if let Some(signers) =
+            self.signers.as_ref().filter(|file| crate::fsutil::anchor_installed(file))
+        {
+            let policy =
+                SignaturePolicy { ssh_allowed_signers: Some(signers.clone()), gnupg_home: None };
+            source.verify(&commit, &policy)?;
+        }
         // Exported every time: a directory left on disk is not trusted to
         // still be what the commit holds.
         let dir = exports.join(&commit.0);
@@ -149,7 +167,7 @@ impl FetchScenarios for SourceCache {
             GitError::NoBranch { .. } | GitError::NoCommit { .. } => {
                 FetchError::Missing(crate::error::chain(&error))
             }
-            GitError::Refused { .. } | GitError::FetchLimit { .. } => {
+            GitError::Refused { .. } | GitError::FetchLimit { .. } | GitError::Unsigned { .. } => {
                 FetchError::Refused(crate::error::chain(&error))
             }
             other if other.failure().is_permanent() => {

@@ -13,7 +13,7 @@ use super::super::approvals::commit_digest;
 use super::super::status::HeldCommit;
 use super::super::DaemonError;
 use super::{blocking, Worker};
-use crate::model::authority::{widenings, Widening};
+use crate::model::authority::{scenario_repository_moved, widenings, Widening};
 use crate::model::DesiredState;
 use crate::reconcile::Prepared;
 use crate::source::git::CommitId;
@@ -35,16 +35,27 @@ impl Worker {
         prepared: &Prepared,
     ) -> Result<Gate, DaemonError> {
         let mut baseline = None;
-        let found = match &self.in_force {
-            Some(in_force) => {
-                widenings(&in_force.prepared.state, &prepared.state, &prepared.environments)
+        let scenario_signers = self.config.raw.scenario_allowed_signers_file.as_ref();
+        let scenario_signers = scenario_signers.is_some_and(|f| crate::fsutil::anchor_installed(f));
+        let compare = |old: &DesiredState| {
+            let mut found = widenings(old, &prepared.state, &prepared.environments);
+            if scenario_signers {
+                if let Some(moved) = scenario_repository_moved(old, &prepared.state) {
+                    found.retain(|w| w.path != moved.path);
+                    found.push(moved);
+                    found.sort();
+                }
             }
+            found
+        };
+        let found = match &self.in_force {
+            Some(in_force) => compare(&in_force.prepared.state),
             None => match self.last_applied(prepared)? {
                 None => Vec::new(),
                 Some(last) if last == *commit => Vec::new(),
                 Some(last) => {
                     match self.load_commit(&last).await.inspect(|_| baseline = Some(last.clone())) {
-                        Ok(old) => widenings(&old, &prepared.state, &prepared.environments),
+                        Ok(old) => compare(&old),
                         Err(error) => vec![Widening {
                             path: "(the last commit applied)".to_owned(),
                             change: format!(

@@ -119,6 +119,23 @@ pub fn widenings(old: &DesiredState, new: &DesiredState, envs: &[String]) -> Vec
     found
 }
 
+/// While scenario signatures are required (the trust store's scenario
+/// signers), any change of the scenario repository's URL: the signers
+/// vouch for the commits of one repository, and another one — even on
+/// the same host — may carry commits they signed for something else.
+pub fn scenario_repository_moved(old: &DesiredState, new: &DesiredState) -> Option<Widening> {
+    let url = |s: &DesiredState| s.scenario_repository.as_ref().map(|r| r.url.clone());
+    let (was, now) = (url(old), url(new)?);
+    (was.as_ref() != Some(&now)).then(|| Widening {
+        path: "scenario_repository.url".to_owned(),
+        change: format!(
+            "{} → {} (scenario signatures are required)",
+            was.as_deref().map_or_else(|| "none".to_owned(), crate::url::redact_url),
+            crate::url::redact_url(&now)
+        ),
+    })
+}
+
 /// Each URL of `now` that receives a credential, with the URL the same
 /// key had in `was`.
 fn credential_urls(
