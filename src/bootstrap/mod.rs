@@ -154,6 +154,14 @@ pub enum CredentialError {
     /// A value cannot be written as YAML.
     #[error("cannot write the daemon's {0} as YAML")]
     Yaml(&'static str),
+    /// A secret the environment uses is recorded for other environments.
+    #[error("secret `{secret}` is recorded in the secrets file for other environments than {env}; its bastion gets only the secrets recorded for it (add {env} to the secret's `environments`)")]
+    OtherEnvironment {
+        /// The secret.
+        secret: String,
+        /// The environment bootstrapped.
+        env: String,
+    },
     /// A secret the daemon needs is pinned to hosts its bastion is not among.
     #[error("secret `{secret}` is pinned to hosts in the secrets file, and the daemon's bastion {bastion} is not one of them; the daemon holds every secret it uses: add {bastion} to its hosts")]
     PinnedElsewhere {
@@ -181,7 +189,9 @@ fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, CredentialError> {
 }
 
 /// The secrets `env` needs (its own and the project-wide ones), as a
-/// secrets file: another environment's secret never reaches its bastion.
+/// secrets file with what the operator's file records about each (hosts,
+/// environments, endpoints): another environment's secret never reaches
+/// its bastion, and one recorded for other environments is refused.
 ///
 /// # Errors
 /// A needed secret is not set.
@@ -205,31 +215,31 @@ pub fn secrets_file(
         .flatten()
         .flatten()
         .collect();
-    let pins = |name: &str| match secrets {
-        Secrets::Resolved(store) => store.pins(name).cloned(),
+    let scope = |name: &str| match secrets {
+        Secrets::Resolved(store) => store.scope(name).cloned(),
         Secrets::Redacted => None,
     };
     let mut values = std::collections::BTreeMap::new();
     for name in names {
         let value =
             secrets.value(name).ok_or_else(|| CredentialError::MissingSecret(name.to_owned()))?;
-        let entry = match pins(name) {
-            None => yaml_serde::Value::from(value.expose().clone()),
-            Some(hosts) => {
-                if !bastion_names.iter().any(|n| hosts.contains(&n.to_ascii_lowercase())) {
-                    return Err(CredentialError::PinnedElsewhere {
-                        secret: name.to_owned(),
-                        bastion: bastion.map(|h| h.name.clone()).unwrap_or_default(),
-                    });
-                }
-                let mut pinned = yaml_serde::Mapping::new();
-                pinned.insert("value".into(), value.expose().clone().into());
-                let hosts: Vec<yaml_serde::Value> = hosts.into_iter().map(Into::into).collect();
-                pinned.insert("hosts".into(), yaml_serde::Value::Sequence(hosts));
-                yaml_serde::Value::Mapping(pinned)
+        let scope = scope(name).unwrap_or_default();
+        if let Some(hosts) = &scope.hosts {
+            if !bastion_names.iter().any(|n| hosts.contains(&n.to_ascii_lowercase())) {
+                return Err(CredentialError::PinnedElsewhere {
+                    secret: name.to_owned(),
+                    bastion: bastion.map(|h| h.name.clone()).unwrap_or_default(),
+                });
             }
-        };
-        values.insert(name, entry);
+        }
+        if scope.environments.as_ref().is_some_and(|envs| !envs.contains(&env.name)) {
+            return Err(CredentialError::OtherEnvironment {
+                secret: name.to_owned(),
+                env: env.name.clone(),
+            });
+        }
+        // The record goes along: the daemon enforces it too.
+        values.insert(name, scope.entry(value.expose()));
     }
     if values.is_empty() {
         return Ok(String::new());
@@ -376,5 +386,23 @@ mod tests {
         let parsed: yaml_serde::Value = yaml_serde::from_str(&text).expect("yaml");
         assert_eq!(parsed[admin]["hosts"][1], yaml_serde::Value::from("outside-bastion"), "{text}");
         assert_eq!(parsed[admin]["value"], yaml_serde::Value::from(format!("value-of-{admin}")));
+    }
+
+    #[test]
+    fn only_secrets_recorded_for_the_environment_reach_its_bastion_with_their_record() {
+        use crate::model::authority::pins::tests::{example, scoped_secrets};
+        let state = example();
+        let env = &state.environments["outside"];
+        let token = "outside_grafana_token";
+        let other = scoped_secrets(&state, &[(token, "environments: [inside]")]);
+        let error = secrets_file(&state, env, &other).expect_err("recorded for inside");
+        assert!(error.to_string().contains(&format!("secret `{token}` is recorded in the secrets file for other environments than outside")), "{error}");
+        let own =
+            scoped_secrets(&state, &[(token, "environments: [outside], endpoints: [grafana]")]);
+        let text = secrets_file(&state, env, &own).expect("secrets file");
+        let parsed: yaml_serde::Value = yaml_serde::from_str(&text).expect("yaml");
+        assert_eq!(parsed[token]["environments"][0], yaml_serde::Value::from("outside"), "{text}");
+        assert_eq!(parsed[token]["endpoints"][0], yaml_serde::Value::from("grafana"), "{text}");
+        assert!(!text.contains("inside_grafana_token"), "another environment's secret: {text}");
     }
 }

@@ -73,7 +73,7 @@ pub enum SecretError {
     },
     /// The file is not a YAML mapping of names to strings. The parser's own
     /// message is dropped because it may quote the value.
-    #[error("{path}:{line}:{column}: expected a mapping of secret names to string values (or to {{value: …, hosts: [...]}})")]
+    #[error("{path}:{line}:{column}: expected a mapping of secret names to string values (or to {{value: …, hosts: [...], environments: [...], endpoints: [...]}})")]
     Syntax {
         /// The secrets file.
         path: PathBuf,
@@ -90,6 +90,85 @@ pub enum SecretError {
         /// The secret.
         name: String,
     },
+    /// A secret recorded for nothing: an empty list, or no list at all.
+    #[error("{path}: secret `{name}` has an empty `{key}` (or `value` alone); expected at least one entry, or a plain string for a secret usable anywhere")]
+    EmptyScope {
+        /// The secrets file.
+        path: PathBuf,
+        /// The secret.
+        name: String,
+        /// The empty key.
+        key: &'static str,
+    },
+}
+
+/// The kind of endpoint a use of a secret authenticates to (or `other`:
+/// a password an InfluxDB user is created with, a value a file carries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    /// The environment's InfluxDB.
+    Influxdb,
+    /// The environment's Grafana.
+    Grafana,
+    /// A monitored cloud's Keystone.
+    Cloud,
+    /// The daemon's or the scenario repository's git server.
+    Git,
+    /// Anything else: a user's password, a value rendered into a file.
+    Other,
+}
+
+impl Endpoint {
+    /// As the secrets file names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Influxdb => "influxdb",
+            Self::Grafana => "grafana",
+            Self::Cloud => "cloud",
+            Self::Git => "git",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// What the operator's secrets file records about a secret besides its
+/// value: the hosts it may reach, the environments that may use it, the
+/// kinds of endpoint it is for. `None`: no limit of that sort. The
+/// repository never says this; a commit cannot widen it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Host names or addresses (lowercase) it may be written or sent to.
+    pub hosts: Option<std::collections::BTreeSet<String>>,
+    /// Environments that may use it.
+    pub environments: Option<std::collections::BTreeSet<String>>,
+    /// Kinds of endpoint it may be used for.
+    pub endpoints: Option<std::collections::BTreeSet<Endpoint>>,
+}
+
+impl Scope {
+    /// The entry of a secrets file holding `value` with this scope.
+    pub fn entry(&self, value: &str) -> yaml_serde::Value {
+        if self == &Self::default() {
+            return value.into();
+        }
+        let list = |items: Vec<String>| {
+            yaml_serde::Value::Sequence(items.into_iter().map(Into::into).collect())
+        };
+        let mut entry = yaml_serde::Mapping::new();
+        entry.insert("value".into(), value.into());
+        if let Some(hosts) = &self.hosts {
+            entry.insert("hosts".into(), list(hosts.iter().cloned().collect()));
+        }
+        if let Some(environments) = &self.environments {
+            entry.insert("environments".into(), list(environments.iter().cloned().collect()));
+        }
+        if let Some(endpoints) = &self.endpoints {
+            let names = endpoints.iter().map(|e| e.name().to_owned()).collect();
+            entry.insert("endpoints".into(), list(names));
+        }
+        yaml_serde::Value::Mapping(entry)
+    }
 }
 
 /// Where secret values come from: a file, then the environment.
@@ -97,25 +176,53 @@ pub enum SecretError {
 pub struct SecretStore {
     from_file: BTreeMap<String, Sensitive<String>>,
     from_env: BTreeMap<String, Sensitive<String>>,
-    /// Secrets the file pins to hosts: name → host names or addresses
-    /// (lowercase) it may be written to or sent to.
-    pins: BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// What the file records about secrets besides their values.
+    scopes: BTreeMap<String, Scope>,
 }
 
-/// A secrets file entry: the value, or the value and the hosts it is
-/// pinned to.
+/// A secrets file entry: the value, or the value and what it is for.
 #[derive(serde::Deserialize)]
 #[serde(untagged)]
 enum Entry {
     Plain(String),
-    Pinned(PinnedEntry),
+    Scoped(ScopedEntry),
 }
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PinnedEntry {
+struct ScopedEntry {
     value: String,
-    hosts: Vec<String>,
+    hosts: Option<Vec<String>>,
+    environments: Option<Vec<String>>,
+    endpoints: Option<Vec<Endpoint>>,
+}
+
+impl ScopedEntry {
+    /// The value and its scope, if the entry can be enforced.
+    fn check(self, path: &Path, name: &str) -> Result<(String, Scope), SecretError> {
+        let empty =
+            |key| SecretError::EmptyScope { path: path.to_owned(), name: name.to_owned(), key };
+        if let Some(hosts) = &self.hosts {
+            if self.value.chars().count() < MIN_PINNED_LENGTH || hosts.is_empty() {
+                return Err(SecretError::Pin { path: path.to_owned(), name: name.to_owned() });
+            }
+        }
+        if self.environments.as_ref().is_some_and(Vec::is_empty) {
+            return Err(empty("environments"));
+        }
+        if self.endpoints.as_ref().is_some_and(Vec::is_empty) {
+            return Err(empty("endpoints"));
+        }
+        if self.hosts.is_none() && self.environments.is_none() && self.endpoints.is_none() {
+            return Err(empty("hosts"));
+        }
+        let scope = Scope {
+            hosts: self.hosts.map(|h| h.iter().map(|h| h.to_ascii_lowercase()).collect()),
+            environments: self.environments.map(|e| e.into_iter().collect()),
+            endpoints: self.endpoints.map(|e| e.into_iter().collect()),
+        };
+        Ok((self.value, scope))
+    }
 }
 
 /// The shortest value a pin is enforced for: a pinned value is looked for
@@ -138,7 +245,7 @@ impl SecretStore {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, SecretError> {
-        let (from_file, pins) = match file {
+        let (from_file, scopes) = match file {
             Some(path) => Self::read_file(path)?,
             None => (BTreeMap::new(), BTreeMap::new()),
         };
@@ -149,16 +256,13 @@ impl SecretStore {
                 Some((name, Sensitive::new(value)))
             })
             .collect();
-        Ok(Self { from_file, from_env, pins })
+        Ok(Self { from_file, from_env, scopes })
     }
 
     #[allow(clippy::type_complexity)]
     fn read_file(
         path: &Path,
-    ) -> Result<
-        (BTreeMap<String, Sensitive<String>>, BTreeMap<String, std::collections::BTreeSet<String>>),
-        SecretError,
-    > {
+    ) -> Result<(BTreeMap<String, Sensitive<String>>, BTreeMap<String, Scope>), SecretError> {
         let read_error = |source| SecretError::Read { path: path.to_owned(), source };
         let metadata = std::fs::metadata(path).map_err(read_error)?;
         #[cfg(unix)]
@@ -179,39 +283,39 @@ impl SecretStore {
             SecretError::Syntax { path: path.to_owned(), line, column }
         })?;
         let mut values = BTreeMap::new();
-        let mut pins = BTreeMap::new();
+        let mut scopes = BTreeMap::new();
         for (name, entry) in entries {
             match entry {
                 Entry::Plain(value) => {
                     values.insert(name, Sensitive::new(value));
                 }
-                Entry::Pinned(PinnedEntry { value, hosts }) => {
-                    if value.chars().count() < MIN_PINNED_LENGTH || hosts.is_empty() {
-                        return Err(SecretError::Pin { path: path.to_owned(), name });
-                    }
-                    pins.insert(
-                        name.clone(),
-                        hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
-                    );
+                Entry::Scoped(entry) => {
+                    let (value, scope) = entry.check(path, &name)?;
+                    scopes.insert(name.clone(), scope);
                     values.insert(name, Sensitive::new(value));
                 }
             }
         }
-        Ok((values, pins))
+        Ok((values, scopes))
+    }
+
+    /// What the file records about secret `name`, if more than its value.
+    pub fn scope(&self, name: &str) -> Option<&Scope> {
+        self.scopes.get(name)
     }
 
     /// The hosts secret `name` is pinned to, if the file pins it.
     pub fn pins(&self, name: &str) -> Option<&std::collections::BTreeSet<String>> {
-        self.pins.get(name)
+        self.scopes.get(name)?.hosts.as_ref()
     }
 
     /// Every pinned secret: name, value, hosts.
     pub fn pinned(
         &self,
     ) -> impl Iterator<Item = (&str, &Sensitive<String>, &std::collections::BTreeSet<String>)> {
-        self.pins
-            .iter()
-            .filter_map(|(name, hosts)| Some((name.as_str(), self.from_file.get(name)?, hosts)))
+        self.scopes.iter().filter_map(|(name, scope)| {
+            Some((name.as_str(), self.from_file.get(name)?, scope.hosts.as_ref()?))
+        })
     }
 
     /// A digest of every value: tells whether the secrets changed without
@@ -255,6 +359,20 @@ impl Secrets {
                 store.pins(name).is_none_or(|hosts| hosts.contains(&host.to_ascii_lowercase()))
             }
         }
+    }
+
+    /// Whether environment `env` (`None`: a project-wide setting) may use
+    /// secret `name` for `endpoint`: always, unless the secrets file
+    /// records it for other environments or kinds of endpoint.
+    pub fn allows_use(&self, name: &str, env: Option<&str>, endpoint: Endpoint) -> bool {
+        let Self::Resolved(store) = self else { return true };
+        let Some(scope) = store.scope(name) else { return true };
+        let env_ok = match (&scope.environments, env) {
+            (None, _) => true,
+            (Some(envs), Some(env)) => envs.contains(env),
+            (Some(_), None) => false,
+        };
+        env_ok && scope.endpoints.as_ref().is_none_or(|kinds| kinds.contains(&endpoint))
     }
 
     /// The value to use for secret `name`, or `None` when it is missing.
@@ -319,6 +437,28 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_may_be_recorded_for_environments_and_kinds_of_endpoint() {
+        let (_dir, path) = write_secrets(
+            "plain: p\nscoped: {value: v, environments: [outside], endpoints: [influxdb, git]}\n",
+            0o600,
+        );
+        let secrets = Secrets::Resolved(SecretStore::load(Some(&path), []).expect("load"));
+        let allows = |env, endpoint| secrets.allows_use("scoped", env, endpoint);
+        assert!(
+            allows(Some("outside"), Endpoint::Influxdb) && allows(Some("outside"), Endpoint::Git)
+        );
+        assert!(!allows(Some("inside"), Endpoint::Influxdb), "another environment");
+        assert!(!allows(Some("outside"), Endpoint::Grafana), "another endpoint");
+        assert!(!allows(None, Endpoint::Git), "project-wide, though recorded for one environment");
+        assert!(secrets.allows_use("plain", Some("inside"), Endpoint::Cloud));
+        assert!(Secrets::Redacted.allows_use("scoped", Some("inside"), Endpoint::Other));
+        let Secrets::Resolved(store) = &secrets else { unreachable!() };
+        let entry = store.scope("scoped").expect("recorded").entry("v");
+        let text = yaml_serde::to_string(&entry).expect("yaml");
+        assert_eq!(text, "value: v\nenvironments:\n- outside\nendpoints:\n- influxdb\n- git\n");
+    }
+
+    #[test]
     fn a_secret_may_be_pinned_to_hosts_with_a_value_long_enough_to_look_for() {
         let (_dir, path) = write_secrets(
             "plain: hunter2\npinned: {value: long-enough-value, hosts: [InfluxDB.internal, 192.168.10.30]}\n",
@@ -340,6 +480,18 @@ mod tests {
             let error = SecretStore::load(Some(&path), []).expect_err("unenforceable").to_string();
             assert!(error.contains("secret `x` is pinned"), "{error}");
         }
+        for (bad, key) in [
+            ("x: {value: whatever}\n", "hosts"),
+            ("x: {value: whatever, environments: []}\n", "environments"),
+            ("x: {value: whatever, endpoints: []}\n", "endpoints"),
+        ] {
+            let (_dir, path) = write_secrets(bad, 0o600);
+            let error = SecretStore::load(Some(&path), []).expect_err("empty record").to_string();
+            assert!(error.contains(&format!("secret `x` has an empty `{key}`")), "{error}");
+        }
+        let (_dir, path) = write_secrets("x: {value: v, endpoints: [influx]}\n", 0o600);
+        let error = SecretStore::load(Some(&path), []).expect_err("unknown kind").to_string();
+        assert!(error.contains("secrets.yaml:1:"), "{error}");
         let (_dir, path) = write_secrets("x: {value: long-enough-value, host: [a]}\n", 0o600);
         let error = SecretStore::load(Some(&path), []).expect_err("typo").to_string();
         assert!(

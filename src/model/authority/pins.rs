@@ -1,18 +1,20 @@
-//! Secrets pinned to hosts (in the operator's secrets file, never the
-//! repository): where each use of a secret sends it over the network, and
-//! whether the pin allows that. Files a secret is rendered into are
-//! checked where they are rendered (`render`).
+//! What the operator's secrets file (never the repository) records about
+//! a secret — the hosts it may reach, the environments and the kinds of
+//! endpoint it is for — checked against each use: where it sends the
+//! secret over the network, in which environment, for what. Files a
+//! secret is rendered into are checked where they are rendered (`render`).
 
+use super::super::secret::Endpoint;
 use super::super::{DesiredState, Diagnostic, Diagnostics, Environment, SecretUse, Secrets};
 
-/// The hosts `use_` sends its secret to over the network: the endpoint
-/// the setting at its place authenticates to.
-fn destinations(state: &DesiredState, use_: &SecretUse) -> Vec<String> {
+/// The kind of endpoint `use_` authenticates to, and the URL it sends its
+/// secret to over the network, if any.
+fn endpoint(state: &DesiredState, use_: &SecretUse) -> (Endpoint, Option<String>) {
     let file = use_.location.file.to_string_lossy();
     let env: Option<&Environment> = use_.env.as_ref().and_then(|e| state.environments.get(e));
     let influxdb = || env.map(|e| e.influxdb_endpoint.url.clone());
     let grafana = || env.and_then(|e| e.grafana_endpoint.as_ref()).map(|g| g.url.clone());
-    let url = if file == "apimon.yaml" {
+    if file == "apimon.yaml" {
         let rest = use_
             .env
             .as_ref()
@@ -20,26 +22,68 @@ fn destinations(state: &DesiredState, use_: &SecretUse) -> Vec<String> {
             .unwrap_or(&use_.path);
         let mut keys = rest.split('.');
         match keys.next() {
-            Some("influxdb") => influxdb(),
-            Some("grafana") => grafana(),
-            Some("monitored_clouds") => keys
-                .next()
-                .and_then(|cloud| env?.monitored_clouds.get(cloud))
-                .map(|c| c.auth_url.clone()),
-            Some("daemon") => env.and_then(|e| e.daemon.as_ref()).map(|d| d.repository.url.clone()),
+            Some("influxdb") => (Endpoint::Influxdb, influxdb()),
+            Some("grafana") => (Endpoint::Grafana, grafana()),
+            Some("monitored_clouds") => (
+                Endpoint::Cloud,
+                keys.next()
+                    .and_then(|cloud| env?.monitored_clouds.get(cloud))
+                    .map(|c| c.auth_url.clone()),
+            ),
+            Some("daemon") if rest.starts_with("daemon.repository.") => (
+                Endpoint::Git,
+                env.and_then(|e| e.daemon.as_ref()).map(|d| d.repository.url.clone()),
+            ),
             Some("scenario_repository") => {
-                state.scenario_repository.as_ref().map(|r| r.url.clone())
+                (Endpoint::Git, state.scenario_repository.as_ref().map(|r| r.url.clone()))
             }
-            _ => None,
+            _ => (Endpoint::Other, None),
         }
     } else if file.ends_with("/influxdb.yaml") {
-        influxdb()
+        (Endpoint::Other, influxdb())
     } else if file.ends_with("/grafana.yaml") {
-        grafana()
+        (Endpoint::Other, grafana())
     } else {
-        None
-    };
+        (Endpoint::Other, None)
+    }
+}
+
+/// The hosts `use_` sends its secret to over the network: the endpoint
+/// the setting at its place authenticates to.
+fn destinations(state: &DesiredState, use_: &SecretUse) -> Vec<String> {
+    let (_, url) = endpoint(state, use_);
     url.map(|url| super::destination(&url).1).filter(|host| !host.is_empty()).into_iter().collect()
+}
+
+/// Why the secrets file's record forbids `use_`, if it does: used in an
+/// environment, or for a kind of endpoint, the record does not name.
+fn out_of_scope(state: &DesiredState, secrets: &Secrets, use_: &SecretUse) -> Option<String> {
+    let (kind, _) = endpoint(state, use_);
+    if secrets.allows_use(&use_.name, use_.env.as_deref(), kind) {
+        return None;
+    }
+    let Secrets::Resolved(store) = secrets else { return None };
+    let scope = store.scope(&use_.name)?;
+    let list = |items: Vec<String>| items.join(", ");
+    let recorded = [
+        scope
+            .environments
+            .as_ref()
+            .map(|e| format!("environments [{}]", list(e.iter().cloned().collect()))),
+        scope.endpoints.as_ref().map(|e| {
+            format!("endpoints [{}]", list(e.iter().map(|k| k.name().to_owned()).collect()))
+        }),
+    ];
+    let recorded: Vec<String> = recorded.into_iter().flatten().collect();
+    let here = match &use_.env {
+        Some(env) => format!("environment `{env}`, endpoint `{}`", kind.name()),
+        None => format!("a project-wide setting, endpoint `{}`", kind.name()),
+    };
+    Some(format!(
+        "secret `{}` is recorded in the secrets file for {}; this uses it in {here}",
+        use_.name,
+        recorded.join(" and ")
+    ))
 }
 
 /// Every use of a pinned secret in `environments` (all when `None`) that
@@ -56,7 +100,16 @@ pub fn check_pins(
         (None, _) | (_, None) => true,
         (Some(selected), Some(env)) => selected.iter().any(|e| &e.name == env),
     };
-    let problems: Vec<Diagnostic> = state
+    let mut problems: Vec<Diagnostic> = state
+        .secret_uses
+        .iter()
+        .filter(selected)
+        .filter_map(|use_| {
+            let why = out_of_scope(state, secrets, use_)?;
+            Some(Diagnostic::new(use_.location.clone(), use_.path.clone(), why))
+        })
+        .collect();
+    problems.extend(state
         .secret_uses
         .iter()
         .filter(selected)
@@ -74,8 +127,7 @@ pub fn check_pins(
                         ),
                     )
                 })
-        })
-        .collect();
+        }));
     if problems.is_empty() {
         Ok(())
     } else {
@@ -97,16 +149,26 @@ pub(crate) mod tests {
 
     /// Every secret the example uses, `pinned` ones pinned to their hosts.
     pub(crate) fn secrets(state: &DesiredState, pinned: &[(&str, &[&str])]) -> Secrets {
+        let scoped: Vec<(&str, String)> = pinned
+            .iter()
+            .map(|(name, hosts)| (*name, format!("hosts: [{}]", hosts.join(", "))))
+            .collect();
+        let scoped: Vec<(&str, &str)> = scoped.iter().map(|(n, s)| (*n, s.as_str())).collect();
+        scoped_secrets(state, &scoped)
+    }
+
+    /// Every secret the example uses, `scoped` ones with their record
+    /// (`hosts: [...]`, `environments: [...]`, `endpoints: [...]`).
+    pub(crate) fn scoped_secrets(state: &DesiredState, scoped: &[(&str, &str)]) -> Secrets {
         use std::os::unix::fs::PermissionsExt;
         let mut text = String::new();
         let names: std::collections::BTreeSet<&str> =
             state.secret_uses.iter().map(|u| u.name.as_str()).collect();
         for name in names {
-            match pinned.iter().find(|(n, _)| *n == name) {
-                Some((_, hosts)) => text.push_str(&format!(
-                    "{name}: {{value: value-of-{name}, hosts: [{}]}}\n",
-                    hosts.join(", ")
-                )),
+            match scoped.iter().find(|(n, _)| *n == name) {
+                Some((_, record)) => {
+                    text.push_str(&format!("{name}: {{value: value-of-{name}, {record}}}\n"));
+                }
                 None => text.push_str(&format!("{name}: value-of-{name}\n")),
             }
         }
@@ -129,6 +191,28 @@ pub(crate) mod tests {
         let text = problems.to_string();
         assert!(text.contains("inventory/outside/influxdb.yaml:"), "{text}");
         assert!(text.contains(&format!("secret `{admin}` is pinned to other hosts in the secrets file; this sends it to 192.168.10.30")), "{text}");
+    }
+
+    #[test]
+    fn a_secret_recorded_for_one_environment_and_endpoint_is_refused_elsewhere() {
+        let state = example();
+        let token = "outside_grafana_token";
+        let own =
+            scoped_secrets(&state, &[(token, "environments: [outside], endpoints: [grafana]")]);
+        assert!(check_pins(&state, &own, None).is_ok());
+        let other = scoped_secrets(&state, &[(token, "environments: [inside]")]);
+        let text = check_pins(&state, &other, None).expect_err("other environment").to_string();
+        assert!(text.contains("apimon.yaml:"), "{text}");
+        assert!(
+            text.contains(&format!("secret `{token}` is recorded in the secrets file for environments [inside]; this uses it in environment `outside`, endpoint `grafana`")),
+            "{text}"
+        );
+        let influx = scoped_secrets(&state, &[(token, "endpoints: [influxdb, cloud]")]);
+        let text = check_pins(&state, &influx, None).expect_err("other endpoint").to_string();
+        assert!(text.contains("for endpoints [influxdb, cloud]; this uses it in environment `outside`, endpoint `grafana`"), "{text}");
+        // Checking only `inside` leaves `outside`'s uses alone.
+        let inside: Vec<&Environment> = vec![&state.environments["inside"]];
+        assert!(check_pins(&state, &other, Some(&inside)).is_ok());
     }
 
     /// Files are checked where they are rendered, whichever template put
