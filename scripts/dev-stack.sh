@@ -76,6 +76,12 @@ down() {
     fi
     rm -f "$PIDS/$name.pid"
   done
+  # Units the stand-in service manager runs on the hosts (by its records).
+  for pid_file in "$DIR"/hosts/.tools/units/*.pid; do
+    [ -e "$pid_file" ] || continue
+    unit="$(basename "$pid_file" .pid)"
+    "$DIR/hosts/.tools/systemctl" stop "$unit" && log "stopped unit $unit"
+  done
   if [ -f "$DIR/openstack.started" ]; then
     "$here/tests/openstack/down.sh" "$DIR/openstack" && rm -f "$DIR/openstack.started"
   fi
@@ -169,6 +175,9 @@ EOF
   # The suite's stand-ins (tests/support/stand-in/).
   cp "$here/tests/support/stand-in/systemctl" "$here/tests/support/stand-in/pkg" "$hosts/.tools/"
   chmod 755 "$hosts/.tools/systemctl" "$hosts/.tools/pkg"
+  # The executor runs as a process of this script (below), with a
+  # configuration derived for this machine: its unit is stood in for.
+  echo apimon-executor >"$hosts/.tools/stand-in-for"
   # Files the hosts' services own need their groups on this machine.
   for group in apimon telegraf influxdb; do
     getent group "$group" >/dev/null || groupadd --system "$group" 2>/dev/null || true
@@ -202,7 +211,8 @@ ssh = (f"    ssh:\n      user: {user}\n      bastion_address: 127.0.0.1\n"
        f"      service_manager: {hosts}/.tools/systemctl\n"
        f"      package_check: '{hosts}/.tools/pkg check {{package}}'\n"
        f"      package_install: '{hosts}/.tools/pkg install {{package}}'\n"
-       f"      package_update: '{hosts}/.tools/pkg update'\n")
+       f"      package_update: '{hosts}/.tools/pkg update'\n"
+       f"      unit_settle_seconds: 2\n")
 outside = re.sub(r"    ssh:\n(      .*\n)+", ssh, outside + "\n", count=1).rstrip("\n")
 rest = "\n  inside:\n" + rest
 # The executor runs the scenarios with the suite's Ansible (no runtime

@@ -132,7 +132,7 @@ async fn killed_before_or_after_any_call_to_a_real_bastion_a_rerun_converges() {
         .expect("chmod");
     setup.repo.edit(
         "apimon.yaml",
-        &format!("service_manager: {}/fake-systemctl", setup.root.path().display()),
+        &format!("service_manager: {}/.tools/systemctl", setup.root.path().display()),
         &format!("service_manager: {}", systemctl.display()),
     );
     // The daemon's credentials are written as its account's.

@@ -45,7 +45,7 @@ async fn the_first_apply_uploads_and_restarts_and_the_second_changes_nothing() {
     for unit in ["telegraf", "apimon-executor", "influxdb"] {
         assert_eq!(setup.restarts(unit), 1, "{unit} restarts");
     }
-    let packages = std::fs::read_to_string(setup.root.path().join("packages.log"))
+    let packages = std::fs::read_to_string(setup.root.path().join(".tools/packages.log"))
         .expect("packages installed");
     for package in ["ansible-core", "telegraf", "influxdb"] {
         assert!(packages.lines().any(|l| l == package), "{packages}");
@@ -303,7 +303,7 @@ async fn a_vendor_apt_repository_gets_a_keyring_and_a_signed_source_before_its_p
         "# Written by apimon (apt_repositories.influxdata in apimon.yaml).\nTypes: deb\nURIs: https://repos.influxdata.com/debian\nSuites: stable\nComponents: main\nSigned-By: /etc/apt/keyrings/apimon-influxdata.asc\n"
     );
     // The package lists are refreshed before a package from it is installed.
-    let log = std::fs::read_to_string(setup.root.path().join("packages.log")).expect("log");
+    let log = std::fs::read_to_string(setup.root.path().join(".tools/packages.log")).expect("log");
     let lines: Vec<&str> = log.lines().collect();
     let first_update = lines.iter().position(|l| *l == "update").expect("an update");
     for package in ["telegraf", "influxdb2-cli"] {
@@ -325,7 +325,7 @@ async fn a_vendor_apt_repository_gets_a_keyring_and_a_signed_source_before_its_p
         host_changes(&plan)
     );
     assert_eq!(std::fs::read_to_string(&keyring).expect("keyring"), rotated);
-    let log = std::fs::read_to_string(setup.root.path().join("packages.log")).expect("log");
+    let log = std::fs::read_to_string(setup.root.path().join(".tools/packages.log")).expect("log");
     assert_eq!(log.lines().filter(|l| *l == "telegraf").count(), 1, "{log}");
 
     // No longer declared: removed, lists refreshed.
@@ -391,7 +391,7 @@ async fn grafana_is_installed_from_its_vendor_configured_and_reached_with_the_ad
         assert!(text.lines().any(|l| l == line), "{line:?} missing from:\n{text}");
     }
     assert!(setup.file("/etc/apt/keyrings/apimon-grafana.asc").is_file());
-    let log = std::fs::read_to_string(setup.root.path().join("packages.log")).expect("log");
+    let log = std::fs::read_to_string(setup.root.path().join(".tools/packages.log")).expect("log");
     let lines: Vec<&str> = log.lines().collect();
     let update = lines.iter().position(|l| *l == "update").expect("lists refreshed");
     let installed = lines.iter().position(|l| *l == "grafana").expect("grafana installed");
@@ -452,7 +452,7 @@ async fn a_pinned_release_is_downloaded_checked_and_installed_and_another_file_n
     let Some(setup) = Setup::new().await else { return };
     let releases = tempfile::tempdir().expect("releases");
     let Some(server) = crate::support::FileServer::start(releases.path()) else { return };
-    let release = b"#!/bin/sh\necho apimon 9.9.9\n".to_vec();
+    let release = crate::support::host::fake_apimon("9.9.9");
     std::fs::write(releases.path().join("apimon-9.9.9"), &release).expect("release");
     let sha256 = apimon::digest::sha256_hex(&release);
     let url = format!("http://127.0.0.1:{}/apimon-9.9.9", server.port);
@@ -470,7 +470,7 @@ async fn a_pinned_release_is_downloaded_checked_and_installed_and_another_file_n
     // The file at the URL is not the one apimon.yaml names: refused.
     std::fs::write(releases.path().join("apimon-9.9.9"), b"#!/bin/sh\necho tampered\n")
         .expect("tampered");
-    let other = apimon::digest::sha256_hex(b"#!/bin/sh\necho apimon 9.9.10\n");
+    let other = apimon::digest::sha256_hex(&crate::support::host::fake_apimon("9.9.10"));
     setup.repo.edit("apimon.yaml", &sha256, &other);
     let (_, outcome) = setup.apply().await;
     let failure = binary_failure(&outcome, "the download was refused");
@@ -522,7 +522,7 @@ async fn with_a_release_key_only_a_release_it_signed_is_installed() {
     };
     let trusted_file = keys.path().join("release_key.pub");
     std::fs::write(&trusted_file, trusted_public).expect("release key");
-    let release = b"#!/bin/sh\necho apimon 9.9.9\n".to_vec();
+    let release = crate::support::host::fake_apimon("9.9.9");
     let file = releases.path().join("apimon-9.9.9");
     std::fs::write(&file, &release).expect("release");
     let sha256 = apimon::digest::sha256_hex(&release);

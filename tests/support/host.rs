@@ -36,6 +36,33 @@ pub struct Setup {
     pub binary: PathBuf,
 }
 
+/// A small stand-in for an apimon binary (uploads stay quick): it answers
+/// `--version` with `apimon <version>` and, as an executor (its unit's
+/// ExecStart), runs until it is stopped.
+pub fn fake_apimon(version: &str) -> Vec<u8> {
+    format!("#!/bin/sh\nif [ \"$1\" = executor ]; then exec sleep 2147483647; fi\necho apimon {version}\n")
+        .into_bytes()
+}
+
+/// Stops every unit the stand-in service manager in `tools` still runs
+/// (their processes outlive the SSH sessions that started them).
+pub fn stop_units(tools: &Path) {
+    let Ok(entries) = std::fs::read_dir(tools.join("units")) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(unit) = name.strip_suffix(".pid") {
+            let _ =
+                std::process::Command::new(tools.join("systemctl")).args(["stop", unit]).status();
+        }
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        stop_units(&self.root.path().join(".tools"));
+    }
+}
+
 pub fn ensure_group(name: &str) {
     let exists = || {
         std::process::Command::new("getent")
@@ -65,8 +92,10 @@ impl Setup {
         let relay = Relay::start(&["127.0.0.20", "127.0.0.30", "127.0.0.40"], target.port).await;
         let root = tempfile::tempdir().expect("root");
         let r = root.path().display().to_string();
-        for (name, script) in [("fake-systemctl", FAKE_SYSTEMCTL), ("fake-pkg", FAKE_PACKAGES)] {
-            let path = root.path().join(name);
+        let tools = root.path().join(".tools");
+        std::fs::create_dir_all(&tools).expect("tools");
+        for (name, script) in [("systemctl", FAKE_SYSTEMCTL), ("pkg", FAKE_PACKAGES)] {
+            let path = tools.join(name);
             std::fs::write(&path, script).expect("script");
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -74,7 +103,7 @@ impl Setup {
         let repo = TestRepo::with_files(fixture_files_without_grafana());
         repo.edit("apimon.yaml", "http://192.168.10.30:8086", &influx.url());
         let ssh = format!(
-            "    ssh:\n      user: {user}\n      bastion_address: 127.0.0.1\n      bastion_port: {bastion}\n      host_port: {relay}\n      service_manager: {r}/fake-systemctl\n      root: {r}\n      package_check: '{r}/fake-pkg check {{package}}'\n      package_install: '{r}/fake-pkg install {{package}}'\n      package_update: '{r}/fake-pkg update'\n",
+            "    ssh:\n      user: {user}\n      bastion_address: 127.0.0.1\n      bastion_port: {bastion}\n      host_port: {relay}\n      service_manager: {r}/.tools/systemctl\n      root: {r}\n      package_check: '{r}/.tools/pkg check {{package}}'\n      package_install: '{r}/.tools/pkg install {{package}}'\n      package_update: '{r}/.tools/pkg update'\n      unit_settle_seconds: 1\n",
             user = current_user(),
             bastion = bastion.port,
             relay = relay.port,
@@ -102,7 +131,7 @@ impl Setup {
         let secrets_file = repo.secrets_file(&secrets, 0o600);
         // A small stand-in for the apimon binary keeps uploads quick.
         let binary = world.dir.path().join("apimon-binary");
-        std::fs::write(&binary, b"#!/bin/sh\necho apimon stand-in\n").expect("binary");
+        std::fs::write(&binary, fake_apimon("stand-in")).expect("binary");
         Some(Self {
             influx,
             world,
@@ -182,10 +211,12 @@ impl Setup {
     }
 
     pub fn restarts(&self, unit: &str) -> u32 {
-        std::fs::read_to_string(self.root.path().join("units").join(format!("{unit}.restarts")))
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(0)
+        std::fs::read_to_string(
+            self.root.path().join(".tools/units").join(format!("{unit}.restarts")),
+        )
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
     }
 }
 

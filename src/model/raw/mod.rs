@@ -301,6 +301,14 @@ pub struct SshAccess {
     /// repository changed).
     #[serde(default = "default_package_update")]
     pub package_update: String,
+    /// Seconds a unit apimon (re)started must stay up: not active at the
+    /// end, or restarted by its manager meanwhile, fails the change.
+    #[serde(default = "default_unit_settle_seconds")]
+    pub unit_settle_seconds: u64,
+}
+
+fn default_unit_settle_seconds() -> u64 {
+    10
 }
 
 fn default_service_manager() -> String {

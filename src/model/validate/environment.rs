@@ -163,4 +163,17 @@ fn check_ssh(
             format!("`{}` is not an absolute path", ssh.root),
         );
     }
+    if ssh.unit_settle_seconds > MAX_UNIT_SETTLE_SECONDS {
+        check.error(
+            root,
+            &format!("{ssh_path}.unit_settle_seconds"),
+            format!(
+                "{} seconds; expected at most {MAX_UNIT_SETTLE_SECONDS} (every restart waits this long)",
+                ssh.unit_settle_seconds
+            ),
+        );
+    }
 }
+
+/// The longest a restarted unit is watched.
+const MAX_UNIT_SETTLE_SECONDS: u64 = 300;

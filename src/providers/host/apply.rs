@@ -93,14 +93,17 @@ pub(super) async fn apply(
             provider.run(host, &format!("enabling {unit}"), &command, None).await.map(drop)
         }
         (_, Some(HostSpec::Unit { host, unit, .. }), _) => {
-            let unit = quote(unit);
-            let command = format!(
-                "{manager} daemon-reload && {manager} enable {unit} && {manager} restart {unit}"
-            );
-            provider
+            let settle = provider.settings.unit_settle_seconds;
+            let command = super::settle::script(manager, unit, settle);
+            let output = provider
                 .run(host, &format!("enabling and restarting {unit}"), &command, None)
-                .await
-                .map(drop)
+                .await?;
+            let report = super::settle::Report::parse(&String::from_utf8_lossy(&output));
+            super::settle::verdict(&report, settle).map_err(|unsettled| HostError::Unsettled {
+                host: host.clone(),
+                unit: unit.clone(),
+                unsettled,
+            })
         }
         (_, Some(HostSpec::Account { host, name, home }), _) => {
             let (name, home) = (quote(name), quote(home));

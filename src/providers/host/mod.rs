@@ -16,10 +16,12 @@ mod desired;
 mod observe;
 mod release;
 pub mod runtime;
+mod settle;
 mod spec;
 pub mod ssh;
 
 pub use desired::{binary, desired};
+pub use settle::Unsettled;
 pub use spec::{Content, HostSpec};
 
 use std::collections::BTreeMap;
@@ -113,6 +115,8 @@ pub struct HostSettings {
     pub package_install: String,
     /// Refreshes the package lists.
     pub package_update: String,
+    /// How long a (re)started unit must stay up.
+    pub unit_settle_seconds: u64,
 }
 
 /// What to manage on one host.
@@ -144,6 +148,16 @@ pub enum HostError {
         status: u32,
         /// The end of its stderr.
         stderr: String,
+    },
+    /// A unit apimon (re)started did not stay up.
+    #[error("on {host}: unit {unit} {}{}", unsettled.problem, last_lines(&unsettled.last_lines))]
+    Unsettled {
+        /// Host.
+        host: String,
+        /// Unit.
+        unit: String,
+        /// What was seen.
+        unsettled: Unsettled,
     },
     /// The pinned apimon release could not be downloaded, or is not the
     /// file apimon.yaml names.
@@ -265,6 +279,7 @@ impl HostProvider {
             package_check: access.package_check.clone(),
             package_install: access.package_install.clone(),
             package_update: access.package_update.clone(),
+            unit_settle_seconds: access.unit_settle_seconds,
         };
         Availability::Available(Self {
             env: env.name.clone(),
@@ -328,6 +343,15 @@ impl HostProvider {
                 })
             }
         }
+    }
+}
+
+/// A unit's last lines as an error shows them (after a colon), if any.
+fn last_lines(lines: &str) -> String {
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("; its last lines:\n{lines}")
     }
 }
 
