@@ -34,12 +34,10 @@ struct Setup {
     port: u16,
 }
 
-/// Stops the daemon the stand-in started, however the test ends.
+/// Stops the daemon (and any unit) the stand-in started, however the test ends.
 impl Drop for Setup {
     fn drop(&mut self) {
-        let _ = std::process::Command::new(self.tools().join("systemctl"))
-            .args(["stop", "apimon"])
-            .status();
+        crate::support::host::stop_units(&self.tools());
     }
 }
 
@@ -99,7 +97,7 @@ impl Setup {
         }
         let port = free_port();
         let apimon_yaml = format!(
-            "project: apimon\ndefaults:\n  max_deletes: 20\nenvironments:\n  {env}:\n    location: outside\n    cloud: apimon-test\n    influxdb:\n      url: {url}\n      admin_user: admin\n      results_database: apimon\n      results_user: telegraf\n    ssh:\n      user: {user}\n      bastion_address: 127.0.0.1\n      bastion_port: {bastion}\n      host_port: {relay}\n      root: {r}\n      service_manager: {r}/.tools/systemctl\n      package_check: '{r}/.tools/pkg check {{package}}'\n      package_install: '{r}/.tools/pkg install {{package}}'\n      package_update: '{r}/.tools/pkg update'\n    daemon:\n      repository:\n        url: {repository}\n        poll_interval_seconds: 1\n      listen: 127.0.0.1:{port}\n      webhook_secret: {{secret: {env}_webhook}}\n  {twin}:\n    location: inside\n    cloud: apimon-twin\n    influxdb:\n      url: {url}\n      admin_user: admin\n      results_database: apimon\n      results_user: telegraf\n",
+            "project: apimon\ndefaults:\n  max_deletes: 20\nenvironments:\n  {env}:\n    location: outside\n    cloud: apimon-test\n    influxdb:\n      url: {url}\n      admin_user: admin\n      results_database: apimon\n      results_user: telegraf\n    ssh:\n      user: {user}\n      bastion_address: 127.0.0.1\n      bastion_port: {bastion}\n      host_port: {relay}\n      root: {r}\n      service_manager: {r}/.tools/systemctl\n      package_check: '{r}/.tools/pkg check {{package}}'\n      package_install: '{r}/.tools/pkg install {{package}}'\n      package_update: '{r}/.tools/pkg update'\n      unit_settle_seconds: 1\n    daemon:\n      repository:\n        url: {repository}\n        poll_interval_seconds: 1\n      listen: 127.0.0.1:{port}\n      webhook_secret: {{secret: {env}_webhook}}\n  {twin}:\n    location: inside\n    cloud: apimon-twin\n    influxdb:\n      url: {url}\n      admin_user: admin\n      results_database: apimon\n      results_user: telegraf\n",
             url = influx.url(),
             user = current_user(),
             bastion = sshd.port,
@@ -399,6 +397,58 @@ async fn the_daemon_restarts_itself_for_its_own_configuration_and_for_a_pinned_r
         "{}",
         setup.read("/.tools/apimon.exits")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_yaml_that_does_not_start_is_rolled_back_and_held() {
+    let Some((setup, _)) = bootstrapped().await else { return };
+    let env = setup.env.clone();
+    let before = setup.read("/etc/apimon/daemon.yaml");
+    // Another process holds a loopback port: a daemon.yaml listening there
+    // is valid and loads, but no daemon can start with it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("address").port();
+    let listen = |port: u16| format!("      listen: 127.0.0.1:{port}\n");
+    setup.git.edit("apimon.yaml", &listen(setup.port), &listen(port));
+    let commit = setup.git.commit("the daemon listens on a taken port");
+    setup.git.push(false);
+    // The daemon writes it, hands over (exit 75), the new process cannot
+    // bind and exits before READY=1; at the next start the unit's
+    // ExecStartPre puts the previous daemon.yaml back.
+    let status = setup
+        .wait_status("the hand-over rolled back", |s| {
+            s["rollback"]["pending"]["commit"] == commit.as_str()
+                && s["environments"][env.as_str()]["commit"] == commit.as_str()
+        })
+        .await;
+    assert_eq!(setup.read("/etc/apimon/daemon.yaml"), before, "the previous daemon.yaml is back");
+    let exits = setup.read("/.tools/apimon.exits");
+    let after_handover = exits.rsplit_once("exit 75").map(|(_, rest)| rest).unwrap_or_default();
+    assert!(after_handover.contains("exit 1"), "the new process did not fail: {exits}");
+    let log = setup.read("/.tools/apimon.log");
+    assert!(log.contains("rolled back to the previous daemon files"), "{log}");
+    // The commit's other changes converge; the same daemon.yaml is held, not written again.
+    let pending = status["environments"][env.as_str()]["pending"].to_string();
+    assert!(
+        pending.contains("/etc/apimon/daemon.yaml") && pending.contains("rolled back"),
+        "{pending}"
+    );
+    let seen = status["reconciles"].as_u64().unwrap_or(0);
+    let status = setup
+        .wait_status("two more reconciles", |s| s["reconciles"].as_u64().unwrap_or(0) >= seen + 2)
+        .await;
+    assert_eq!(setup.read("/etc/apimon/daemon.yaml"), before, "written again: {status}");
+    drop(taken);
+
+    // A commit that no longer asks for it: converged, the record gone.
+    setup.git.edit("apimon.yaml", &listen(port), &listen(setup.port));
+    let revert = setup.git.commit("the daemon listens where it did");
+    setup.git.push(false);
+    setup
+        .wait_status("converged without the roll-back", |s| {
+            converged_at(s, &env, &revert) && s["rollback"].is_null()
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

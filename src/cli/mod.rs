@@ -212,6 +212,12 @@ pub enum Command {
         /// The daemon configuration.
         #[arg(long, default_value = "/etc/apimon/daemon.yaml")]
         config: PathBuf,
+        /// Run by the unit's ExecStartPre before every start, as root: when
+        /// the last hand-over to a new binary or daemon.yaml did not report
+        /// ready, put the previous ones back (docs/operations.md,
+        /// "Upgrading apimon"); then exit.
+        #[arg(long)]
+        before_start: bool,
     },
     /// Run the scenarios of this host's environment on their schedules (on the executor host).
     Executor {
@@ -302,7 +308,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             };
             runtime()?.block_on(approve::approve(what, &config, daemon, token_file))
         }
-        Command::Daemon { config } => {
+        Command::Daemon { config, before_start: true } => before_start(&config),
+        Command::Daemon { config, before_start: false } => {
             let config = crate::daemon::config::Config::load(&config)?;
             let runtime = runtime()?;
             let outcome = runtime.block_on(daemon(config));
@@ -311,6 +318,31 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             outcome
         }
     }
+}
+
+/// The unit's ExecStartPre: rolls back a hand-over that did not report
+/// ready (see `daemon::rollback`), for the binary this runs from and
+/// `config`.
+fn before_start(config: &Path) -> anyhow::Result<Outcome> {
+    use crate::daemon::rollback::{before_start, Started};
+    // The configuration may be the new, failing one: its state directory
+    // is the built-in one whenever it does not load.
+    let state_dir = crate::daemon::config::Config::load(config)
+        .map_or_else(|_| PathBuf::from(crate::layout::STATE_DIR), |c| c.raw.state_dir.clone());
+    let binary = std::env::current_exe().context("cannot tell which binary runs")?;
+    match before_start(&state_dir, config, &binary)? {
+        Started::Plain => {}
+        Started::Trying(pending) => eprintln!(
+            "apimon: starting the new daemon files (commit {}); they are rolled back unless the daemon reports ready",
+            pending.commit.as_deref().unwrap_or("unknown")
+        ),
+        Started::RolledBack(record) => eprintln!(
+            "apimon: rolled back to the previous daemon files (commit {}): {}",
+            record.pending.commit.as_deref().unwrap_or("unknown"),
+            record.reason
+        ),
+    }
+    Ok(Outcome::Ok)
 }
 
 /// Runs the daemon; the first SIGTERM/SIGINT finishes the change in

@@ -20,6 +20,9 @@ pub(super) enum Wait {
     ReportOnly,
     /// Destructive, and no maintenance window is open.
     Window,
+    /// It would write the daemon's own files that were just rolled back
+    /// (they did not bring up a daemon that reported ready).
+    RolledBack,
 }
 
 impl Wait {
@@ -29,6 +32,7 @@ impl Wait {
             Self::OwnHost => "the daemon's own host: apply it with `apimon bootstrap` from a workstation (docs/operations.md, \"Changing the bastion\")",
             Self::ReportOnly => "report-only drift: an operator decides",
             Self::Window => "maintenance window",
+            Self::RolledBack => "rolled back: the daemon did not report ready with this file; a commit that changes it is tried again (/status rollback)",
         }
     }
 }
@@ -58,6 +62,8 @@ pub(super) struct Policy<'a> {
     pub approved: &'a dyn Fn(&ResourceId, &str) -> bool,
     /// Whether destroying this resource would cut the daemon off.
     pub endangers_own_host: &'a dyn Fn(&ResourceId) -> bool,
+    /// Whether this change writes daemon files that were rolled back.
+    pub rolled_back: &'a dyn Fn(&ResourceId) -> bool,
 }
 
 impl Policy<'_> {
@@ -76,6 +82,10 @@ impl Policy<'_> {
         // Never approvable here: the daemon would cut the branch it sits on.
         if destructive && (self.endangers_own_host)(&change.id) {
             return Some(Wait::OwnHost);
+        }
+        // An approval does not make them start.
+        if (self.rolled_back)(&change.id) {
+            return Some(Wait::RolledBack);
         }
         if (self.approved)(&change.id, &crate::plan::hold::shown(change)) {
             return None;
@@ -132,6 +142,7 @@ mod tests {
         in_window: bool,
         approved: bool,
         own_host: bool,
+        rolled_back: bool,
     }
 
     fn decide(case: &Case) -> Option<Wait> {
@@ -141,6 +152,7 @@ mod tests {
             case.merged.then(|| id("outside", "u")).into_iter().collect();
         let approved = |_: &ResourceId, _: &str| case.approved;
         let own = |_: &ResourceId| case.own_host;
+        let rolled_back = |_: &ResourceId| case.rolled_back;
         let policy = Policy {
             drift_check: case.drift_check,
             in_window: case.in_window,
@@ -148,13 +160,14 @@ mod tests {
             merged: &merged,
             approved: &approved,
             endangers_own_host: &own,
+            rolled_back: &rolled_back,
         };
         let op = if case.destructive { Op::Delete } else { Op::Create };
         policy.wait(&change("outside", "u", op, &[]))
     }
 
     macro_rules! holds {
-        ($($test:ident: [$drift:expr, $report:expr, $merged:expr, $destructive:expr, $window:expr, $approved:expr, $own:expr] => $expected:expr;)*) => {$(
+        ($($test:ident: [$drift:expr, $report:expr, $merged:expr, $destructive:expr, $window:expr, $approved:expr, $own:expr, $rolled_back:expr] => $expected:expr;)*) => {$(
             #[test]
             fn $test() {
                 let case = Case {
@@ -165,28 +178,31 @@ mod tests {
                     in_window: $window,
                     approved: $approved,
                     own_host: $own,
+                    rolled_back: $rolled_back,
                 };
                 assert_eq!(decide(&case), $expected);
             }
         )*};
     }
 
-    // [drift check, report-only env, merged, destructive, window open, approved, own host]
+    // [drift check, report-only env, merged, destructive, window open, approved, own host, rolled back]
     holds! {
-        a_commits_create_runs: [false, false, false, false, false, false, false] => None;
-        a_commits_delete_waits_for_its_window: [false, false, false, true, false, false, false] => Some(Wait::Window);
-        a_commits_delete_runs_in_its_window: [false, false, false, true, true, false, false] => None;
-        a_commits_delete_in_report_mode_waits_for_its_window: [false, true, false, true, false, false, false] => Some(Wait::Window);
-        a_merged_delete_in_report_mode_runs_when_a_drift_pass_finds_the_window_open: [true, true, true, true, true, false, false] => None;
-        a_merged_delete_in_report_mode_still_waits_outside_the_window: [true, true, true, true, false, false, false] => Some(Wait::Window);
-        drift_in_report_mode_waits_for_an_operator_even_in_a_window: [true, true, false, true, true, false, false] => Some(Wait::ReportOnly);
-        a_created_drift_in_report_mode_waits_too: [true, true, false, false, true, false, false] => Some(Wait::ReportOnly);
-        drift_in_repair_mode_is_repaired: [true, false, false, false, false, false, false] => None;
-        destructive_drift_in_repair_mode_waits_for_a_window: [true, false, false, true, false, false, false] => Some(Wait::Window);
-        approved_drift_runs: [true, true, false, true, false, true, false] => None;
-        an_approved_delete_runs_outside_the_window: [false, false, false, true, false, true, false] => None;
-        the_own_host_waits_even_approved: [false, false, false, true, true, true, true] => Some(Wait::OwnHost);
-        a_create_near_the_own_host_runs: [false, false, false, false, true, false, true] => None;
+        a_commits_create_runs: [false, false, false, false, false, false, false, false] => None;
+        a_commits_delete_waits_for_its_window: [false, false, false, true, false, false, false, false] => Some(Wait::Window);
+        a_commits_delete_runs_in_its_window: [false, false, false, true, true, false, false, false] => None;
+        a_commits_delete_in_report_mode_waits_for_its_window: [false, true, false, true, false, false, false, false] => Some(Wait::Window);
+        a_merged_delete_in_report_mode_runs_when_a_drift_pass_finds_the_window_open: [true, true, true, true, true, false, false, false] => None;
+        a_merged_delete_in_report_mode_still_waits_outside_the_window: [true, true, true, true, false, false, false, false] => Some(Wait::Window);
+        drift_in_report_mode_waits_for_an_operator_even_in_a_window: [true, true, false, true, true, false, false, false] => Some(Wait::ReportOnly);
+        a_created_drift_in_report_mode_waits_too: [true, true, false, false, true, false, false, false] => Some(Wait::ReportOnly);
+        drift_in_repair_mode_is_repaired: [true, false, false, false, false, false, false, false] => None;
+        destructive_drift_in_repair_mode_waits_for_a_window: [true, false, false, true, false, false, false, false] => Some(Wait::Window);
+        approved_drift_runs: [true, true, false, true, false, true, false, false] => None;
+        an_approved_delete_runs_outside_the_window: [false, false, false, true, false, true, false, false] => None;
+        the_own_host_waits_even_approved: [false, false, false, true, true, true, true, false] => Some(Wait::OwnHost);
+        a_create_near_the_own_host_runs: [false, false, false, false, true, false, true, false] => None;
+        rolled_back_daemon_files_wait_even_approved: [false, false, false, false, true, true, false, true] => Some(Wait::RolledBack);
+        rolled_back_daemon_files_wait_in_a_drift_pass_too: [true, false, false, false, true, false, false, true] => Some(Wait::RolledBack);
     }
 
     fn plan(changes: Vec<Planned<()>>) -> Plan<()> {
@@ -211,6 +227,7 @@ mod tests {
             merged,
             approved: &not_approved,
             endangers_own_host: &no,
+            rolled_back: &no,
         };
         let plan = plan(changes);
         let mut next = merged_after(merged, plan.changes.iter().map(|c| &c.id), drift_check);

@@ -19,6 +19,7 @@ mod hold;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod rollback;
 pub mod self_image;
 pub mod status;
 mod watchdog;
@@ -256,12 +257,22 @@ pub enum Stopped {
 /// Whether the daemon's own binary or configuration changed into one that
 /// can start a daemon (what changed, in words). A file that cannot is
 /// logged and accepted, so it is reported once.
-async fn restart_due(image: Option<&mut self_image::SelfImage>) -> Option<String> {
+async fn restart_due(
+    image: Option<&mut self_image::SelfImage>,
+    state_dir: &std::path::Path,
+    commit: Option<String>,
+) -> Option<String> {
     let image = image?;
     let change = image.changed()?;
     match self_image::check(&change).await {
         Ok(()) => {
-            tracing::info!(changed = %change, exit_status = self_image::RESTART_EXIT_STATUS, "Restarting: the daemon's own files changed; the new process takes over.");
+            // The way back first: without it, no hand-over.
+            if let Err(error) = self_image::hand_over(image, &change, state_dir, commit) {
+                tracing::error!(changed = %change, error = %crate::error::chain(&error), "Not restarting: the previous files cannot be kept for a roll-back; running on as started.");
+                image.accept(&change);
+                return None;
+            }
+            tracing::info!(changed = %change, exit_status = self_image::RESTART_EXIT_STATUS, "Restarting: the daemon's own files changed; the new process takes over (rolled back if it does not report ready).");
             Some(change.to_string())
         }
         Err(why) => {
@@ -270,6 +281,37 @@ async fn restart_due(image: Option<&mut self_image::SelfImage>) -> Option<String
             None
         }
     }
+}
+
+/// Once ready: a hand-over to this process is done; an earlier roll-back
+/// (if no hand-over confirmed since) is reported, and returned for the holds.
+fn after_ready(
+    state_dir: &std::path::Path,
+    status: &RwLock<Status>,
+) -> Option<rollback::RolledBack> {
+    match rollback::confirm(state_dir) {
+        Ok(Some(pending)) => {
+            tracing::info!(commit = ?pending.commit, "Took over from the previous process: the new files reported ready.")
+        }
+        Ok(None) => {}
+        Err(error) => {
+            tracing::error!(error = %crate::error::chain(&error), "Cannot confirm the hand-over; the next start may roll it back.")
+        }
+    }
+    let record = match rollback::rolled_back(state_dir) {
+        Ok(record) => record,
+        Err(error) => {
+            tracing::error!(error = %crate::error::chain(&error), "Cannot read the roll-back record.");
+            None
+        }
+    };
+    if let Some(record) = &record {
+        tracing::error!(at = %record.at, commit = ?record.pending.commit, reason = %record.reason, "The last hand-over to new daemon files was rolled back; changes that would write them again are held until a commit changes them.");
+        if let Ok(mut status) = status.write() {
+            status.rollback = Some(record.clone());
+        }
+    }
+    record
 }
 
 /// Runs the daemon until `shutdown` is cancelled (the change in progress
@@ -316,6 +358,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Stopped,
     let repository = crate::url::redact_url(&raw.repository.url);
     tracing::info!(listen = %raw.listen, %repository, branch = %raw.repository.branch, "Daemon started.");
     notify::notify("READY=1");
+    let rolled_back = after_ready(&raw.state_dir, &status);
     let idle = watchdog::Idle::default();
     if let Some(limit) = notify::watchdog_limit() {
         tokio::spawn(watchdog::feed(limit, idle.clone(), shutdown.clone()));
@@ -335,6 +378,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Stopped,
         shutdown.clone(),
     );
     worker.approvals = approvals;
+    worker.rolled_back = rolled_back;
     let mut backoff = Backoff::default();
     let mut next = Next::Wait;
     let mut trigger = Trigger::Start;
@@ -382,7 +426,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Stopped,
             break;
         }
         // Between reconciles only: an apply in progress always finishes.
-        if let Some(change) = restart_due(image.as_mut()).await {
+        let commit = worker.last_good_commit();
+        if let Some(change) =
+            restart_due(image.as_mut(), &worker.config.raw.state_dir, commit).await
+        {
             stopped = Stopped::Restart(change);
             break;
         }
@@ -404,7 +451,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Stopped,
         idle.set(false);
         // Files replaced while idle: the new process reconciles, not this
         // one (which would put its own, older binary back on its host).
-        if let Some(change) = restart_due(image.as_mut()).await {
+        let commit = worker.last_good_commit();
+        if let Some(change) =
+            restart_due(image.as_mut(), &worker.config.raw.state_dir, commit).await
+        {
             stopped = Stopped::Restart(change);
             break;
         }

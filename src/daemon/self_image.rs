@@ -107,6 +107,39 @@ impl SelfImage {
     }
 }
 
+/// Keeps what this process runs from for a roll-back (see
+/// [`rollback`](super::rollback)) and records the hand-over to `change`.
+///
+/// # Errors
+/// The previous files or the record cannot be written.
+pub fn hand_over(
+    image: &SelfImage,
+    change: &Change,
+    state_dir: &Path,
+    commit: Option<String>,
+) -> Result<(), super::rollback::RollbackError> {
+    use super::rollback::{prepare, Previous};
+    // /proc/self/exe still reads the binary this process runs, even after
+    // a new file was renamed over its path.
+    let running = Path::new("/proc/self/exe");
+    match change {
+        Change::Config(_, new) => {
+            let previous = image.config.as_ref().map(|(_, text)| text.as_slice());
+            prepare(
+                state_dir,
+                &Previous { config: previous, binary: None },
+                Some(new),
+                None,
+                commit,
+            )
+        }
+        Change::Binary(path, _) => {
+            let previous = Previous { config: None, binary: Some(running) };
+            prepare(state_dir, &previous, None, Some(path), commit)
+        }
+    }
+}
+
 /// Why a new binary or configuration cannot start a daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum Unstartable {

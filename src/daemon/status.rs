@@ -124,6 +124,9 @@ pub struct Status {
     pub rejected: Option<Rejection>,
     /// The newest commit, when it waits for an operator's approval.
     pub held: Option<HeldCommit>,
+    /// The last hand-over to new daemon files that was rolled back (they
+    /// did not report ready), until a later one succeeds.
+    pub rollback: Option<super::rollback::RolledBack>,
     /// The last error that stopped a reconcile.
     pub last_error: Option<String>,
     /// Whether the daemon waits for a new commit, a drift pass or an

@@ -20,7 +20,8 @@ use crate::machine::Machine;
 use crate::model::secret::SecretStore;
 use crate::model::DriftMode;
 use crate::plan::{hold_back, Held, ResourceId, Summary};
-use crate::providers::registry::endangers;
+use crate::providers::host::HostSpec;
+use crate::providers::registry::{endangers, AnyChange};
 use crate::providers::OwnHost;
 use crate::reconcile::{self, Plan, Prepared, ReconcileError};
 use crate::source::git::{CommitId, GitSource, SignaturePolicy};
@@ -67,6 +68,9 @@ pub(super) struct Worker {
     /// The newest commit, held because it widens apimon's authority, and
     /// the digest an approval of it names.
     held: Option<(CommitId, String)>,
+    /// The last hand-over to new daemon files, rolled back: what would
+    /// write the same files again is held.
+    pub(super) rolled_back: Option<super::rollback::RolledBack>,
 }
 
 mod authority;
@@ -99,6 +103,7 @@ impl Worker {
             drift_passes: 0,
             approvals: Arc::default(),
             held: None,
+            rolled_back: None,
         }
     }
 
@@ -114,6 +119,11 @@ impl Worker {
 
     fn last_good(&self) -> Option<&CommitId> {
         self.in_force.as_ref().map(|f| &f.commit)
+    }
+
+    /// The commit in force, as a hand-over records it.
+    pub(super) fn last_good_commit(&self) -> Option<String> {
+        self.last_good().map(|c| c.0.clone())
     }
 
     /// The secrets, read again every run: a rotated secret takes effect
@@ -311,6 +321,11 @@ impl Worker {
         };
         let merged =
             super::hold::merged_after(&self.merged, plan.actions().map(|c| &c.id), drift_check);
+        let rewrites = self.rewrites_rolled_back(&plan, own.as_ref());
+        if rewrites.is_empty() && self.rolled_back.is_some() {
+            self.forget_roll_back();
+        }
+        let rolled_back = |id: &ResourceId| rewrites.contains(id);
         let policy = super::hold::Policy {
             drift_check,
             in_window: self.config.in_maintenance_window(Utc::now()),
@@ -318,6 +333,7 @@ impl Worker {
             merged: &self.merged,
             approved: &approves,
             endangers_own_host: &endangers,
+            rolled_back: &rolled_back,
         };
         let (plan, pending) =
             hold_back(plan, |change| policy.wait(change).map(|w| w.reason().to_owned()));
@@ -325,6 +341,44 @@ impl Worker {
         self.waiting_for_window = pending.iter().any(|p| p.waiting_for.starts_with(window));
         self.merged = merged;
         (plan, pending)
+    }
+
+    /// The commit in force no longer asks for the files that were rolled
+    /// back: the record goes.
+    fn forget_roll_back(&mut self) {
+        match super::rollback::forget(&self.config.raw.state_dir) {
+            Ok(()) => {
+                tracing::info!("The commit in force no longer asks for the daemon files that were rolled back; the record is gone.");
+                self.rolled_back = None;
+                self.update_status(|s| s.rollback = None);
+            }
+            Err(error) => {
+                tracing::warn!(error = %crate::error::chain(&error), "Cannot remove the roll-back record.");
+            }
+        }
+    }
+
+    /// The changes that would write the daemon's own configuration or
+    /// binary on its host with the very content that was rolled back.
+    fn rewrites_rolled_back(&self, plan: &Plan, own: Option<&OwnHost<'_>>) -> BTreeSet<ResourceId> {
+        let (Some(record), Some(own)) = (&self.rolled_back, own) else { return BTreeSet::new() };
+        let pending = &record.pending;
+        plan.actions()
+            .filter(|change| *change.id.env == own.env.name)
+            .filter(|change| {
+                let AnyChange::Host(item) = &change.change else { return false };
+                let Some(HostSpec::File { host, path, sha256, .. }) = &item.desired else {
+                    return false;
+                };
+                let rolled = match path.as_str() {
+                    crate::render::DAEMON_CONFIG_PATH => pending.config_sha256.as_ref(),
+                    crate::providers::host::BINARY_PATH => pending.binary_sha256.as_ref(),
+                    _ => None,
+                };
+                *host == own.host.name && rolled == Some(sha256)
+            })
+            .map(|change| change.id.clone())
+            .collect()
     }
 
     /// The host this daemon runs on, among the environments it manages:
