@@ -23,3 +23,4 @@ mod plan;
 mod runtime;
 mod scenario_repository;
 mod security;
+mod units;

@@ -23,6 +23,8 @@ pub(super) enum Wait {
     /// It would write the daemon's own files that were just rolled back
     /// (they did not bring up a daemon that reported ready).
     RolledBack,
+    /// Its last attempt failed; it waits for its backoff (`retries`).
+    Retry,
 }
 
 impl Wait {
@@ -32,6 +34,7 @@ impl Wait {
             Self::OwnHost => "the daemon's own host: apply it with `apimon bootstrap` from a workstation (docs/operations.md, \"Changing the bastion\")",
             Self::ReportOnly => "report-only drift: an operator decides",
             Self::Window => "maintenance window",
+            Self::Retry => "its last attempt failed: retried after its backoff (a new commit or POST /trigger retries at once)",
             Self::RolledBack => "rolled back: the daemon did not report ready with this file; a commit that changes it is tried again (/status rollback)",
         }
     }
@@ -64,6 +67,8 @@ pub(super) struct Policy<'a> {
     pub endangers_own_host: &'a dyn Fn(&ResourceId) -> bool,
     /// Whether this change writes daemon files that were rolled back.
     pub rolled_back: &'a dyn Fn(&ResourceId) -> bool,
+    /// Whether this change failed and waits for its next attempt.
+    pub retrying: &'a dyn Fn(&ResourceId) -> bool,
 }
 
 impl Policy<'_> {
@@ -86,6 +91,9 @@ impl Policy<'_> {
         // An approval does not make them start.
         if (self.rolled_back)(&change.id) {
             return Some(Wait::RolledBack);
+        }
+        if (self.retrying)(&change.id) {
+            return Some(Wait::Retry);
         }
         if (self.approved)(&change.id, &crate::plan::hold::shown(change)) {
             return None;
@@ -143,6 +151,7 @@ mod tests {
         approved: bool,
         own_host: bool,
         rolled_back: bool,
+        retrying: bool,
     }
 
     fn decide(case: &Case) -> Option<Wait> {
@@ -153,6 +162,7 @@ mod tests {
         let approved = |_: &ResourceId, _: &str| case.approved;
         let own = |_: &ResourceId| case.own_host;
         let rolled_back = |_: &ResourceId| case.rolled_back;
+        let retrying = |_: &ResourceId| case.retrying;
         let policy = Policy {
             drift_check: case.drift_check,
             in_window: case.in_window,
@@ -161,13 +171,14 @@ mod tests {
             approved: &approved,
             endangers_own_host: &own,
             rolled_back: &rolled_back,
+            retrying: &retrying,
         };
         let op = if case.destructive { Op::Delete } else { Op::Create };
         policy.wait(&change("outside", "u", op, &[]))
     }
 
     macro_rules! holds {
-        ($($test:ident: [$drift:expr, $report:expr, $merged:expr, $destructive:expr, $window:expr, $approved:expr, $own:expr, $rolled_back:expr] => $expected:expr;)*) => {$(
+        ($($test:ident: [$drift:expr, $report:expr, $merged:expr, $destructive:expr, $window:expr, $approved:expr, $own:expr, $rolled_back:expr, $retrying:expr] => $expected:expr;)*) => {$(
             #[test]
             fn $test() {
                 let case = Case {
@@ -179,30 +190,33 @@ mod tests {
                     approved: $approved,
                     own_host: $own,
                     rolled_back: $rolled_back,
+                    retrying: $retrying,
                 };
                 assert_eq!(decide(&case), $expected);
             }
         )*};
     }
 
-    // [drift check, report-only env, merged, destructive, window open, approved, own host, rolled back]
+    // [drift check, report-only env, merged, destructive, window open, approved, own host, rolled back, retrying]
     holds! {
-        a_commits_create_runs: [false, false, false, false, false, false, false, false] => None;
-        a_commits_delete_waits_for_its_window: [false, false, false, true, false, false, false, false] => Some(Wait::Window);
-        a_commits_delete_runs_in_its_window: [false, false, false, true, true, false, false, false] => None;
-        a_commits_delete_in_report_mode_waits_for_its_window: [false, true, false, true, false, false, false, false] => Some(Wait::Window);
-        a_merged_delete_in_report_mode_runs_when_a_drift_pass_finds_the_window_open: [true, true, true, true, true, false, false, false] => None;
-        a_merged_delete_in_report_mode_still_waits_outside_the_window: [true, true, true, true, false, false, false, false] => Some(Wait::Window);
-        drift_in_report_mode_waits_for_an_operator_even_in_a_window: [true, true, false, true, true, false, false, false] => Some(Wait::ReportOnly);
-        a_created_drift_in_report_mode_waits_too: [true, true, false, false, true, false, false, false] => Some(Wait::ReportOnly);
-        drift_in_repair_mode_is_repaired: [true, false, false, false, false, false, false, false] => None;
-        destructive_drift_in_repair_mode_waits_for_a_window: [true, false, false, true, false, false, false, false] => Some(Wait::Window);
-        approved_drift_runs: [true, true, false, true, false, true, false, false] => None;
-        an_approved_delete_runs_outside_the_window: [false, false, false, true, false, true, false, false] => None;
-        the_own_host_waits_even_approved: [false, false, false, true, true, true, true, false] => Some(Wait::OwnHost);
-        a_create_near_the_own_host_runs: [false, false, false, false, true, false, true, false] => None;
-        rolled_back_daemon_files_wait_even_approved: [false, false, false, false, true, true, false, true] => Some(Wait::RolledBack);
-        rolled_back_daemon_files_wait_in_a_drift_pass_too: [true, false, false, false, true, false, false, true] => Some(Wait::RolledBack);
+        a_commits_create_runs: [false, false, false, false, false, false, false, false, false] => None;
+        a_commits_delete_waits_for_its_window: [false, false, false, true, false, false, false, false, false] => Some(Wait::Window);
+        a_commits_delete_runs_in_its_window: [false, false, false, true, true, false, false, false, false] => None;
+        a_commits_delete_in_report_mode_waits_for_its_window: [false, true, false, true, false, false, false, false, false] => Some(Wait::Window);
+        a_merged_delete_in_report_mode_runs_when_a_drift_pass_finds_the_window_open: [true, true, true, true, true, false, false, false, false] => None;
+        a_merged_delete_in_report_mode_still_waits_outside_the_window: [true, true, true, true, false, false, false, false, false] => Some(Wait::Window);
+        drift_in_report_mode_waits_for_an_operator_even_in_a_window: [true, true, false, true, true, false, false, false, false] => Some(Wait::ReportOnly);
+        a_created_drift_in_report_mode_waits_too: [true, true, false, false, true, false, false, false, false] => Some(Wait::ReportOnly);
+        drift_in_repair_mode_is_repaired: [true, false, false, false, false, false, false, false, false] => None;
+        destructive_drift_in_repair_mode_waits_for_a_window: [true, false, false, true, false, false, false, false, false] => Some(Wait::Window);
+        approved_drift_runs: [true, true, false, true, false, true, false, false, false] => None;
+        an_approved_delete_runs_outside_the_window: [false, false, false, true, false, true, false, false, false] => None;
+        the_own_host_waits_even_approved: [false, false, false, true, true, true, true, false, false] => Some(Wait::OwnHost);
+        a_create_near_the_own_host_runs: [false, false, false, false, true, false, true, false, false] => None;
+        rolled_back_daemon_files_wait_even_approved: [false, false, false, false, true, true, false, true, false] => Some(Wait::RolledBack);
+        rolled_back_daemon_files_wait_in_a_drift_pass_too: [true, false, false, false, true, false, false, true, false] => Some(Wait::RolledBack);
+        a_failing_change_waits_for_its_backoff: [false, false, false, false, true, false, false, false, true] => Some(Wait::Retry);
+        a_failing_drift_repair_waits_for_its_backoff_too: [true, false, false, false, true, false, false, false, true] => Some(Wait::Retry);
     }
 
     fn plan(changes: Vec<Planned<()>>) -> Plan<()> {
@@ -228,6 +242,7 @@ mod tests {
             approved: &not_approved,
             endangers_own_host: &no,
             rolled_back: &no,
+            retrying: &no,
         };
         let plan = plan(changes);
         let mut next = merged_after(merged, plan.changes.iter().map(|c| &c.id), drift_check);

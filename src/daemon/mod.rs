@@ -19,6 +19,7 @@ mod hold;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+mod retries;
 pub mod rollback;
 pub mod self_image;
 pub mod status;
@@ -435,9 +436,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Stopped,
         }
         let drift = until_next(worker.config.drift.as_ref());
         let window = worker.next_window().and_then(|at| (at - Utc::now()).to_std().ok());
+        // The loop's own backoff, or a failed change's, whichever is first.
         let retry = match next {
             Next::Retry(delay) => Some(delay),
             _ => None,
+        };
+        let retry = match (retry, worker.next_retry()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         idle.set(true);
         trigger = tokio::select! {

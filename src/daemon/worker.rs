@@ -71,6 +71,8 @@ pub(super) struct Worker {
     /// The last hand-over to new daemon files, rolled back: what would
     /// write the same files again is held.
     pub(super) rolled_back: Option<super::rollback::RolledBack>,
+    /// Changes that failed, each waiting for its own backoff.
+    retries: super::retries::Retries,
 }
 
 mod authority;
@@ -104,6 +106,7 @@ impl Worker {
             approvals: Arc::default(),
             held: None,
             rolled_back: None,
+            retries: super::retries::Retries::default(),
         }
     }
 
@@ -261,7 +264,8 @@ impl Worker {
         // An approval holds what a drift check holds, except what it approves.
         let holds_drift = matches!(trigger, Trigger::Drift | Trigger::Approval) && self.converged;
         let approved = self.approvals.lock().map(|a| a.clone()).unwrap_or_default();
-        let (plan, pending) = self.hold(&prepared, plan, holds_drift, &approved);
+        let retry_now = trigger == Trigger::Manual;
+        let (plan, pending) = self.hold(&prepared, plan, holds_drift, &approved, retry_now);
         if trigger == Trigger::Drift && self.converged {
             self.report_drift(&prepared, &plan, &pending);
         }
@@ -278,12 +282,24 @@ impl Worker {
                 .await?;
         drop(store);
         super::hold::applied(&mut self.merged, &outcome.applied);
+        let now = Instant::now();
+        for id in &outcome.applied {
+            self.retries.applied(id);
+        }
+        // A permanent failure waits for a new commit (the loop parks);
+        // a transient one for its own backoff.
+        for (id, error) in &outcome.failed {
+            if error.kind == crate::providers::FailureKind::Transient {
+                self.retries.failed(id, error.to_string(), now);
+            }
+        }
         if let Ok(mut approvals) = self.approvals.lock() {
             approvals.forget(&approved);
         }
         self.report(&prepared, &plan, &pending, &outcome);
         if outcome.is_success() {
-            self.converged = true;
+            // A change waiting for its retry is not converged yet.
+            self.converged = !self.retries.any();
             Ok(())
         } else {
             self.metrics.failure("apply");
@@ -299,6 +315,7 @@ impl Worker {
         plan: Plan,
         drift_check: bool,
         approved: &super::approvals::Approvals,
+        retry_now: bool,
     ) -> (Plan, Vec<Held>) {
         let report_only: BTreeSet<String> = prepared
             .policies
@@ -326,6 +343,8 @@ impl Worker {
             self.forget_roll_back();
         }
         let rolled_back = |id: &ResourceId| rewrites.contains(id);
+        let now = Instant::now();
+        let retrying = |id: &ResourceId| !retry_now && self.retries.waiting(id, now);
         let policy = super::hold::Policy {
             drift_check,
             in_window: self.config.in_maintenance_window(Utc::now()),
@@ -334,6 +353,7 @@ impl Worker {
             approved: &approves,
             endangers_own_host: &endangers,
             rolled_back: &rolled_back,
+            retrying: &retrying,
         };
         let (plan, pending) =
             hold_back(plan, |change| policy.wait(change).map(|w| w.reason().to_owned()));
@@ -412,6 +432,11 @@ impl Worker {
             })
     }
 
+    /// How long until a failed change's next attempt is due, if any.
+    pub(super) fn next_retry(&self) -> Option<std::time::Duration> {
+        self.retries.next_due(Instant::now())
+    }
+
     /// When the daemon should look again for changes waiting for a window.
     pub(super) fn next_window(&self) -> Option<chrono::DateTime<Utc>> {
         if !self.waiting_for_window {
@@ -439,11 +464,17 @@ impl Worker {
         let now = Utc::now();
         let commit = self.last_good().cloned();
         for env in &prepared.environments {
-            let failed: BTreeMap<String, String> = outcome
-                .failed
-                .iter()
-                .filter(|(id, _)| *id.env == **env)
-                .map(|(id, e)| (id.to_string(), e.to_string()))
+            // Failing changes waiting for their retry are failed still.
+            let failed: BTreeMap<String, String> = self
+                .retries
+                .errors_in(env)
+                .chain(
+                    outcome
+                        .failed
+                        .iter()
+                        .filter(|(id, _)| *id.env == **env)
+                        .map(|(id, e)| (id.to_string(), e.to_string())),
+                )
                 .collect();
             let troubled = !failed.is_empty()
                 || outcome.skipped.keys().chain(&outcome.not_started).any(|id| *id.env == **env);

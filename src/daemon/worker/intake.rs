@@ -137,6 +137,7 @@ impl Worker {
         self.rejected_scenarios = None;
         self.converged = false;
         self.merged.clear();
+        self.retries.clear();
         self.update_status(|s| {
             s.last_good_commit = Some(commit.clone());
             s.scenario_repository_commit = scenario_commit;

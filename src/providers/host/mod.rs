@@ -412,6 +412,8 @@ impl HostError {
         match self {
             Self::Ssh(error) => error.is_transient(),
             Self::Download { transient, .. } => *transient,
+            // A port taken, a dependency not up yet: it may start later.
+            Self::Unsettled { .. } => true,
             _ => false,
         }
     }
