@@ -550,6 +550,26 @@ fn a_daemon_yaml_the_daemon_would_refuse_is_an_error_before_anything_changes() {
         "{stderr}"
     );
     assert!(stderr.contains("unknown field `poll`"), "{stderr}");
+
+    // One that loads, but drops the trust store's signers and lets the
+    // daemon delete without limit: refused, naming `apimon bootstrap`.
+    let daemon = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/daemon.yaml.hbs"),
+    )
+    .expect("template");
+    let dropped = daemon.replace("allowed_signers_file: \"/etc/apimon/allowed_signers\"\n", "")
+        + "allow_deletes: true\n";
+    repo.write("templates/daemon.yaml.hbs", &dropped);
+    let output = apimon(&["validate", "--repo", &repo.path().to_string_lossy()]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("a commit may not change what the daemon trusts"), "{stderr}");
+    assert!(
+        stderr.contains("`allowed_signers_file` must be /etc/apimon/allowed_signers"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`allow_deletes` must be false"), "{stderr}");
+    assert!(stderr.contains("takes `apimon bootstrap`"), "{stderr}");
 }
 
 #[test]

@@ -81,13 +81,23 @@ pub(super) fn files(
     let config = templates.render("daemon.yaml.hbs", &host.name, context)?;
     // What validation let through, and template overrides, must still give
     // a daemon.yaml the daemon starts with: it cannot fix it from there.
-    if let Err(problems) =
+    let parsed =
         crate::model::daemon::DaemonFile::parse(std::path::Path::new(CONFIG_PATH), &config)
-    {
+            .map_err(|problems| RenderError::Daemon {
+                host: host.name.clone(),
+                what: CONFIG_PATH.to_owned(),
+                message: format!("invalid daemon config:\n{}", problems.join("\n")),
+            })?;
+    let runs_on = format!("{}/{}", environment.name, host.name);
+    let problems = crate::model::authority::daemon_file_problems(&parsed.raw, &runs_on);
+    if !problems.is_empty() {
         return Err(RenderError::Daemon {
             host: host.name.clone(),
             what: CONFIG_PATH.to_owned(),
-            message: format!("invalid daemon config:\n{}", problems.join("\n")),
+            message: format!(
+                "a commit may not change what the daemon trusts: {}; changing these takes `apimon bootstrap` on the bastion (docs/security.md)",
+                problems.join("; ")
+            ),
         });
     }
     if let (Some(secret), Secrets::Resolved(_)) = (&daemon.webhook_secret, secrets) {

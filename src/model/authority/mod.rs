@@ -119,6 +119,45 @@ pub fn widenings(old: &DesiredState, new: &DesiredState, envs: &[String]) -> Vec
     found
 }
 
+/// What a rendered daemon.yaml may not decide, because the trust store and
+/// the daemon's self-protection are the operator's: every trust-store file
+/// named at its place, no signature setting of its own (which would stand
+/// in for the installed signers), `runs_on` the host it is rendered for,
+/// no `allow_deletes`. Each problem in words; a commit (a template
+/// override) that breaks one is refused, because changing these takes
+/// `apimon bootstrap`.
+pub fn daemon_file_problems(raw: &super::daemon::RawConfig, runs_on: &str) -> Vec<String> {
+    use crate::layout::{
+        ALLOWED_SIGNERS_PATH, APPROVAL_TOKEN_PATH, RELEASE_KEY_PATH, SCENARIO_SIGNERS_PATH,
+    };
+    let mut problems = Vec::new();
+    let anchors = [
+        ("approval_token_file", &raw.approval_token_file, APPROVAL_TOKEN_PATH),
+        ("allowed_signers_file", &raw.allowed_signers_file, ALLOWED_SIGNERS_PATH),
+        (
+            "scenario_allowed_signers_file",
+            &raw.scenario_allowed_signers_file,
+            SCENARIO_SIGNERS_PATH,
+        ),
+        ("release_key_file", &raw.release_key_file, RELEASE_KEY_PATH),
+    ];
+    for (key, value, expected) in anchors {
+        if value.as_deref() != Some(std::path::Path::new(expected)) {
+            problems.push(format!("`{key}` must be {expected} (the trust store)"));
+        }
+    }
+    if raw.repository.ssh_allowed_signers.is_some() || raw.repository.gnupg_home.is_some() {
+        problems.push("`repository.ssh_allowed_signers`/`gnupg_home` must not be set (the trust store's signers decide)".to_owned());
+    }
+    if raw.runs_on.as_deref() != Some(runs_on) {
+        problems.push(format!("`runs_on` must be {runs_on} (the host it is rendered for)"));
+    }
+    if raw.allow_deletes {
+        problems.push("`allow_deletes` must be false".to_owned());
+    }
+    problems
+}
+
 /// While scenario signatures are required (the trust store's scenario
 /// signers), any change of the scenario repository's URL: the signers
 /// vouch for the commits of one repository, and another one — even on
