@@ -17,6 +17,9 @@ pub struct Machine {
     /// The release key (an SSH public key): with one, only releases it
     /// signed are installed (`apimon_binary.signature_url`).
     pub release_key: Option<PathBuf>,
+    /// Whether this machine is the environment's bastion (the daemon):
+    /// its HTTP endpoints are reached directly, never through itself.
+    pub on_bastion: bool,
 }
 
 impl Machine {
@@ -34,6 +37,7 @@ impl Machine {
             executor_binary: std::env::var_os("APIMON_EXECUTOR_BINARY").map(PathBuf::from),
             clouds_file: std::env::var_os("OS_CLIENT_CONFIG_FILE").map(PathBuf::from),
             release_key: std::env::var_os("APIMON_RELEASE_KEY").map(PathBuf::from),
+            on_bastion: false,
         }
     }
 }

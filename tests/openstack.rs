@@ -203,6 +203,7 @@ fn clouds_only(clouds: &std::path::Path) -> Machine {
         executor_binary: None,
         clouds_file: Some(clouds.to_path_buf()),
         release_key: None,
+        on_bastion: false,
     }
 }
 

@@ -577,7 +577,7 @@ fn a_pull_request_that_sends_credentials_elsewhere_is_marked_needs_approval() {
     let Some(git) = crate::support::git::GitRemote::new() else { return };
     git.write(&crate::support::fixture_files());
     git.commit("the platform as it is");
-    git.edit("apimon.yaml", "url: http://192.168.10.30:8086", "url: http://203.0.113.9:8086");
+    git.edit("apimon.yaml", "url: http://192.168.10.30:8086", "url: https://203.0.113.9:8086");
     git.commit("InfluxDB elsewhere");
     let repo = git.work().to_string_lossy().into_owned();
     let plan = |format: &str| {
@@ -597,7 +597,7 @@ fn a_pull_request_that_sends_credentials_elsewhere_is_marked_needs_approval() {
         assert_eq!(output.status.code(), Some(2), "{stdout}\n{stderr}");
         stdout
     };
-    let widened = "environments.outside.influxdb.url: http://192.168.10.30 → http://203.0.113.9";
+    let widened = "environments.outside.influxdb.url: http://192.168.10.30 → https://203.0.113.9";
     let shown = plan("text");
     assert!(shown.contains(&format!("needs approval: {widened}")), "{shown}");
     let json: serde_json::Value = serde_json::from_str(&plan("json")).expect("JSON");
@@ -606,7 +606,7 @@ fn a_pull_request_that_sends_credentials_elsewhere_is_marked_needs_approval() {
     assert!(markdown.contains("> **Needs approval** (widens apimon's authority):"), "{markdown}");
     assert!(
         markdown.contains(
-            "> - `environments.outside.influxdb.url`: http://192.168.10.30 → http://203.0.113.9"
+            "> - `environments.outside.influxdb.url`: http://192.168.10.30 → https://203.0.113.9"
         ),
         "{markdown}"
     );
@@ -615,4 +615,16 @@ fn a_pull_request_that_sends_credentials_elsewhere_is_marked_needs_approval() {
         apimon(&["plan", "--offline", "--base", "HEAD", "--env", "outside", "--repo", &repo]);
     let (stdout, _) = text(&output);
     assert!(!stdout.contains("needs approval"), "{stdout}");
+
+    // Over http:// to a host off the private network, the admin's
+    // password would travel in clear: refused at its place.
+    git.edit("apimon.yaml", "url: https://203.0.113.9:8086", "url: http://203.0.113.9:8086");
+    let output = apimon(&["validate", "--env", "outside", "--repo", &repo]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("inventory/outside/influxdb.yaml:")
+            && stderr.contains("secret `outside_influxdb_admin_password` would go in clear to http://203.0.113.9:8086, off the environment's private network"),
+        "{stderr}"
+    );
 }

@@ -23,4 +23,5 @@ mod plan;
 mod runtime;
 mod scenario_repository;
 mod security;
+mod through_bastion;
 mod units;

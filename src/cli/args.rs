@@ -55,6 +55,7 @@ impl LiveArgs {
             executor_binary: self.executor_binary.clone(),
             clouds_file: self.clouds_file.clone(),
             release_key: self.release_key.clone().or(defaults.release_key),
+            on_bastion: false,
         }
     }
 }

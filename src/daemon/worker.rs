@@ -149,6 +149,8 @@ impl Worker {
                 .release_key_file
                 .clone()
                 .filter(|file| crate::fsutil::anchor_installed(file)),
+            // The daemon runs on the bastion: its endpoints are direct.
+            on_bastion: true,
         }
     }
 

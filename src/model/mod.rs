@@ -12,6 +12,7 @@ pub mod inventory;
 pub mod load;
 pub mod raw;
 pub mod role;
+pub mod route;
 pub mod secret;
 pub mod sections;
 pub mod source_map;
@@ -277,6 +278,8 @@ pub struct InfluxdbEndpoint {
     pub results_via: raw::ResultsVia,
     /// PEM file with a CA to trust in addition to the system roots.
     pub ca_file: Option<PathBuf>,
+    /// Through the bastion or directly (`model::route`).
+    pub via: raw::Via,
 }
 
 /// How apimon reaches an environment's Grafana.
@@ -289,6 +292,8 @@ pub struct GrafanaEndpoint {
     /// The admin user's password (a secret), for grafana.ini and as the
     /// credentials when there is no token.
     pub admin_password: Option<MaybeSecret>,
+    /// Through the bastion or directly (`model::route`).
+    pub via: raw::Via,
 }
 
 /// Grafana objects of one environment, with defaults applied.

@@ -17,6 +17,7 @@ pub mod host;
 pub mod influxdb;
 pub mod openstack;
 pub mod registry;
+pub mod tunnel;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -156,6 +156,7 @@ pub fn render_all(
     templates: &Templates,
     secrets: &Secrets,
 ) -> Result<Rendered, RenderError> {
+    crate::model::authority::check_transport(state, environments).map_err(RenderError::Secrets)?;
     if let Secrets::Resolved(_) = secrets {
         state.check_secrets(secrets, Some(environments)).map_err(RenderError::Secrets)?;
         crate::model::authority::check_pins(state, secrets, Some(environments))

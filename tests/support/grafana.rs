@@ -172,6 +172,13 @@ impl GrafanaDouble {
     /// Starts a double of `version` accepting `token` (or basic auth
     /// `admin:<token>`, as the admin user of grafana.ini).
     pub async fn start(token: &str, version: Version) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        Self::start_on(listener, token, version)
+    }
+
+    /// Like [`start`](Self::start), serving `listener` (one made inside a
+    /// network namespace, say).
+    pub fn start_on(listener: std::net::TcpListener, token: &str, version: Version) -> Self {
         let store = Arc::new(Mutex::new(Store::default()));
         let state = AppState { store: Arc::clone(&store), token: token.to_owned(), version };
         let app = Router::new()
@@ -188,7 +195,8 @@ impl GrafanaDouble {
             .fallback(|| async { message(StatusCode::NOT_FOUND, "Not found") })
             .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
             .with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
         let url = format!("http://{}", listener.local_addr().expect("address"));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

@@ -154,6 +154,7 @@ impl Setup {
             executor_binary: Some(self.binary.clone()),
             clouds_file: None,
             release_key: None,
+            on_bastion: false,
         }
     }
 

@@ -16,6 +16,7 @@ pub mod harness;
 pub mod host;
 pub mod hostile;
 pub mod influxdb;
+pub mod netns;
 pub mod openstack;
 pub mod process;
 pub mod sshd;

@@ -23,7 +23,7 @@ pub(crate) mod pins;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-pub use pins::check_pins;
+pub use pins::{check_pins, check_transport};
 
 use super::{DesiredState, Environment, SecretUse};
 

@@ -86,6 +86,50 @@ fn out_of_scope(state: &DesiredState, secrets: &Secrets, use_: &SecretUse) -> Op
     ))
 }
 
+/// Every use of a secret in `environments` that would travel in clear:
+/// over http:// (or git://) to a host off the environment's private
+/// network and not through its bastion (`model::route::protected`). The
+/// git remotes' credentials are checked where daemon.yaml is read.
+///
+/// # Errors
+/// One diagnostic per such use, at its place.
+pub fn check_transport(
+    state: &DesiredState,
+    environments: &[&Environment],
+) -> Result<(), Diagnostics> {
+    let problems: Vec<Diagnostic> = state
+        .secret_uses
+        .iter()
+        .filter_map(|use_| {
+            let env = environments.iter().find(|e| Some(&e.name) == use_.env.as_ref())?;
+            let (kind, url) = endpoint(state, use_);
+            let url = url.filter(|_| kind != Endpoint::Git)?;
+            let via = match kind {
+                Endpoint::Grafana => env.grafana_endpoint.as_ref().map(|g| g.via),
+                Endpoint::Cloud => None,
+                _ => Some(env.influxdb_endpoint.via),
+            };
+            if crate::model::route::protected(env, &url, via.unwrap_or_default()) {
+                return None;
+            }
+            let shown = crate::url::redact_url(&url);
+            Some(Diagnostic::new(
+                use_.location.clone(),
+                use_.path.clone(),
+                format!(
+                    "secret `{}` would go in clear to {shown}, off the environment's private network; use https://, or reach it through the bastion (`via: bastion`)",
+                    use_.name
+                ),
+            ))
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Diagnostics::normalized(problems))
+    }
+}
+
 /// Every use of a pinned secret in `environments` (all when `None`) that
 /// would send it to a host its pin does not name.
 ///

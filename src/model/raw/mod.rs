@@ -245,6 +245,26 @@ pub struct InfluxdbEndpoint {
     pub results_via: ResultsVia,
     /// PEM file with a CA to trust in addition to the system roots.
     pub ca_file: Option<String>,
+    /// How apimon reaches it: through the environment's SSH bastion, or
+    /// directly; by default through the bastion when its host is on the
+    /// environment's networks.
+    #[serde(default)]
+    pub via: Via,
+}
+
+/// How apimon reaches an HTTP API of an environment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// Through the bastion when the URL's host is an address in one of the
+    /// environment's networks, or a declared host's name or address
+    /// (never a loopback address); directly otherwise.
+    #[default]
+    Auto,
+    /// Always through the environment's SSH bastion (`direct-tcpip`).
+    Bastion,
+    /// Always directly.
+    Direct,
 }
 
 /// How the executor's points reach InfluxDB.
@@ -269,6 +289,9 @@ pub struct GrafanaEndpoint {
     /// The `admin` user's password, written into grafana.ini on the
     /// grafana host; apimon logs in with it when there is no token.
     pub admin_password: Option<MaybeSecret>,
+    /// How apimon reaches it (see [`Via`]).
+    #[serde(default)]
+    pub via: Via,
 }
 
 /// SSH access: through the bastion as a jump host.

@@ -99,6 +99,7 @@ fn check_influxdb_endpoint(
         results_user: endpoint.results_user.clone(),
         results_via: endpoint.results_via,
         ca_file: endpoint.ca_file.as_ref().map(Into::into),
+        via: endpoint.via,
     }
 }
 
@@ -133,6 +134,7 @@ fn check_grafana_endpoint(
         url: endpoint.url.clone(),
         token: endpoint.token.clone(),
         admin_password: endpoint.admin_password.clone(),
+        via: endpoint.via,
     })
 }
 

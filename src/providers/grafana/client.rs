@@ -191,6 +191,8 @@ pub enum Credentials {
 pub struct Client {
     http: reqwest::Client,
     url: String,
+    /// Where requests go: `url`, or the tunnel's forwarder.
+    base: String,
     credentials: Credentials,
     requests: Arc<AtomicUsize>,
 }
@@ -204,15 +206,17 @@ impl Client {
         url: &str,
         credentials: Credentials,
         timeout: Duration,
+        forward: Option<&crate::providers::tunnel::Forward>,
     ) -> Result<Self, GrafanaError> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| GrafanaError::Setup { url: url.to_owned(), message: e.to_string() })?;
+        let setup = |message: String| GrafanaError::Setup { url: url.to_owned(), message };
+        let builder = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout);
+        let (builder, base) =
+            crate::providers::tunnel::configure(builder, url, forward).map_err(setup)?;
+        let http = builder.build().map_err(|e| setup(e.to_string()))?;
         Ok(Self {
             http,
             url: url.trim_end_matches('/').to_owned(),
+            base,
             credentials,
             requests: Arc::new(AtomicUsize::new(0)),
         })
@@ -296,7 +300,7 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Answer, GrafanaError> {
-        let mut request = self.http.request(method.clone(), format!("{}{path}", self.url));
+        let mut request = self.http.request(method.clone(), format!("{}{path}", self.base));
         request = match &self.credentials {
             Credentials::Token(token) => request.bearer_auth(token.expose()),
             Credentials::Basic { user, password } => {

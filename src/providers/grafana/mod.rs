@@ -241,6 +241,7 @@ impl GrafanaProvider {
         state: &DesiredState,
         env: &Environment,
         secrets: &Secrets,
+        machine: &crate::machine::Machine,
     ) -> Result<Availability<Self>, GrafanaError> {
         let Some(endpoint) = &env.grafana_endpoint else {
             return Ok(Availability::Unavailable(
@@ -262,7 +263,13 @@ impl GrafanaProvider {
             }
             (None, None) => client::Credentials::Token(Sensitive::new(String::new())),
         };
-        let client = Client::new(&endpoint.url, credentials, REQUEST_TIMEOUT)?;
+        let forward =
+            crate::providers::tunnel::for_endpoint(env, machine, &endpoint.url, endpoint.via)
+                .map_err(|e| GrafanaError::Setup {
+                    url: endpoint.url.clone(),
+                    message: e.to_string(),
+                })?;
+        let client = Client::new(&endpoint.url, credentials, REQUEST_TIMEOUT, forward.as_ref())?;
         let passwords = env
             .grafana
             .datasources
@@ -296,7 +303,8 @@ impl Provider for GrafanaProvider {
         env: &Environment,
         desired: &DesiredSet<GrafanaSpec>,
     ) -> Result<Availability<Self>, GrafanaError> {
-        let mut availability = Self::for_environment(context.state, env, context.secrets)?;
+        let mut availability =
+            Self::for_environment(context.state, env, context.secrets, context.machine)?;
         if let Availability::Available(provider) = &mut availability {
             provider.declared_dashboards = desired
                 .iter()

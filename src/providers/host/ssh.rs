@@ -402,6 +402,29 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// A stream to `address:port` as this host sees it, through a
+    /// `direct-tcpip` channel of this session.
+    ///
+    /// # Errors
+    /// The bastion refused the channel (forwarding off, nothing listens).
+    pub async fn open_tunnel(
+        &self,
+        address: &str,
+        port: u16,
+    ) -> Result<tokio::io::DuplexStream, SshError> {
+        let channel = self
+            .session
+            .channel_open_direct_tcpip(address.to_owned(), u32::from(port), "127.0.0.1", 0)
+            .await
+            .map_err(|e| SshError::Channel {
+                host: self.host.clone(),
+                message: format!("cannot open a tunnel to {address}:{port}: {e}"),
+            })?;
+        Ok(tunnel(channel))
+    }
+}
+
 /// At most this much of an HTTP answer through a tunnel is read.
 const MAX_TUNNELLED_RESPONSE: usize = 4 << 20;
 

@@ -174,6 +174,8 @@ struct QueryResponse {
 pub struct Client {
     http: reqwest::Client,
     url: String,
+    /// Where requests go: `url`, or the tunnel's forwarder.
+    base: String,
     requests: Arc<AtomicUsize>,
 }
 
@@ -187,6 +189,7 @@ impl Client {
         url: &str,
         ca_file: Option<&Path>,
         timeout: Duration,
+        forward: Option<&crate::providers::tunnel::Forward>,
     ) -> Result<Self, InfluxdbError> {
         let setup = |message: String| InfluxdbError::Setup { url: url.to_owned(), message };
         let mut builder = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout);
@@ -198,10 +201,13 @@ impl Client {
             })?;
             builder = builder.add_root_certificate(certificate);
         }
+        let (builder, base) = crate::providers::tunnel::configure(builder, url, forward)
+            .map_err(|e| setup(e.to_string()))?;
         let http = builder.build().map_err(|e| setup(e.to_string()))?;
         Ok(Self {
             http,
             url: url.trim_end_matches('/').to_owned(),
+            base,
             requests: Arc::new(AtomicUsize::new(0)),
         })
     }
@@ -229,7 +235,7 @@ impl Client {
         credentials: Option<&Credentials>,
         secrets: &[&str],
     ) -> Result<Vec<StatementResult>, InfluxdbError> {
-        let endpoint = format!("{}/query", self.url);
+        let endpoint = format!("{}/query", self.base);
         let mut request = self.http.post(&endpoint).form(&[("q", statements.join(";\n"))]);
         if let Some(credentials) = credentials {
             request = request.basic_auth(&credentials.user, Some(credentials.password.expose()));

@@ -193,12 +193,23 @@ impl InfluxdbProvider {
     ///
     /// # Errors
     /// The CA file cannot be used.
-    pub fn for_environment(env: &Environment, secrets: &Secrets) -> Result<Self, InfluxdbError> {
+    pub fn for_environment(
+        env: &Environment,
+        secrets: &Secrets,
+        machine: &crate::machine::Machine,
+    ) -> Result<Self, InfluxdbError> {
         let endpoint = &env.influxdb_endpoint;
+        let forward =
+            crate::providers::tunnel::for_endpoint(env, machine, &endpoint.url, endpoint.via)
+                .map_err(|e| InfluxdbError::Setup {
+                    url: endpoint.url.clone(),
+                    message: e.to_string(),
+                })?;
         let client = Client::new(
             &endpoint.url,
             endpoint.ca_file.as_deref().map(Path::new),
             REQUEST_TIMEOUT,
+            forward.as_ref(),
         )?;
         let passwords: BTreeMap<String, Sensitive<String>> =
             env.influxdb.users.iter().map(|u| (u.name.clone(), password_of(u, secrets))).collect();
@@ -230,7 +241,7 @@ impl Provider for InfluxdbProvider {
         env: &Environment,
         _desired: &DesiredSet<InfluxdbSpec>,
     ) -> Result<Availability<Self>, InfluxdbError> {
-        Self::for_environment(env, context.secrets).map(Availability::Available)
+        Self::for_environment(env, context.secrets, context.machine).map(Availability::Available)
     }
 
     fn fingerprint(spec: &InfluxdbSpec) -> Option<&str> {

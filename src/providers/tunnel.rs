@@ -1,0 +1,285 @@
+//! HTTP APIs on an environment's private network, reached through its SSH
+//! bastion (see `model::route`): a listener on this machine's loopback
+//! whose every connection becomes a `direct-tcpip` channel of one SSH
+//! session to the bastion — one session per bastion, shared by every
+//! endpoint and provider of the process, opened on first use and opened
+//! again when it broke. An `http://` client is pointed at the listener; an
+//! `https://` one uses it as its proxy (`CONNECT host:port`, only to the
+//! endpoint it was made for), so TLS still runs end to end with the real
+//! host name.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::host::ssh::{Connection, Endpoint, SshError, SshSettings};
+
+/// A forwarder to one endpoint through one bastion.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// Where it listens on this machine.
+    pub local: SocketAddr,
+    /// The endpoint's host, as the bastion reaches it.
+    pub host: String,
+    /// The endpoint's port.
+    pub port: u16,
+    /// The bastion, for messages (`name (address:port)`).
+    pub bastion: String,
+    bastion_state: Arc<Bastion>,
+}
+
+impl Forward {
+    /// `direct-tcpip` channels opened so far through this forwarder's
+    /// bastion (by every forwarder sharing it).
+    pub fn channels(&self) -> usize {
+        self.bastion_state.channels.load(Ordering::Relaxed)
+    }
+}
+
+/// Setting up a forwarder failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// No local listener.
+    #[error("cannot listen on this machine's loopback for the tunnel to {target}: {source}")]
+    Listen {
+        /// The endpoint.
+        target: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not inside the async runtime.
+    #[error("the tunnel to {target} needs the async runtime")]
+    NoRuntime {
+        /// The endpoint.
+        target: String,
+    },
+}
+
+/// One bastion's shared session.
+struct Bastion {
+    settings: SshSettings,
+    endpoint: Endpoint,
+    session: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    channels: AtomicUsize,
+}
+
+impl std::fmt::Debug for Bastion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bastion").field("endpoint", &self.endpoint).finish_non_exhaustive()
+    }
+}
+
+impl Bastion {
+    /// A stream to `host:port` through the shared session; a broken
+    /// session is opened again once.
+    async fn channel(&self, host: &str, port: u16) -> Result<tokio::io::DuplexStream, SshError> {
+        let mut session = self.session.lock().await;
+        for attempt in 0..2 {
+            let connection = match session.as_ref() {
+                Some(connection) => Arc::clone(connection),
+                None => {
+                    let opened = Arc::new(
+                        Connection::open(&self.settings, &self.endpoint, &self.endpoint).await?,
+                    );
+                    *session = Some(Arc::clone(&opened));
+                    opened
+                }
+            };
+            match connection.open_tunnel(host, port).await {
+                Ok(stream) => {
+                    self.channels.fetch_add(1, Ordering::Relaxed);
+                    return Ok(stream);
+                }
+                Err(error) if attempt == 1 => return Err(error),
+                Err(_) => *session = None,
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+}
+
+type Registry = Mutex<HashMap<String, Arc<Bastion>>>;
+
+fn bastions() -> &'static Registry {
+    static BASTIONS: OnceLock<Registry> = OnceLock::new();
+    BASTIONS.get_or_init(Registry::default)
+}
+
+type Forwards = Mutex<HashMap<(String, String, u16), Forward>>;
+
+fn forwards() -> &'static Forwards {
+    static FORWARDS: OnceLock<Forwards> = OnceLock::new();
+    FORWARDS.get_or_init(Forwards::default)
+}
+
+/// The forwarder to `host:port` through `bastion` as `settings` say (one
+/// per endpoint and bastion in this process, made on first use).
+///
+/// # Errors
+/// No loopback listener, or no async runtime to serve it.
+pub fn forward(
+    settings: &SshSettings,
+    bastion: &Endpoint,
+    host: &str,
+    port: u16,
+) -> Result<Forward, TunnelError> {
+    let key = format!(
+        "{}@{}:{} key={} known_hosts={}",
+        settings.user,
+        bastion.address,
+        bastion.port,
+        settings.key.display(),
+        settings.known_hosts.display()
+    );
+    let mut made = forwards().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(forward) = made.get(&(key.clone(), host.to_owned(), port)) {
+        return Ok(forward.clone());
+    }
+    let target = format!("{host}:{port}");
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|_| TunnelError::NoRuntime { target: target.clone() })?;
+    let listen_error = |source| TunnelError::Listen { target: target.clone(), source };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(listen_error)?;
+    listener.set_nonblocking(true).map_err(listen_error)?;
+    let local = listener.local_addr().map_err(listen_error)?;
+    let state = {
+        let mut all = bastions().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(all.entry(key.clone()).or_insert_with(|| {
+            Arc::new(Bastion {
+                settings: settings.clone(),
+                endpoint: bastion.clone(),
+                session: tokio::sync::Mutex::new(None),
+                channels: AtomicUsize::new(0),
+            })
+        }))
+    };
+    let forward = Forward {
+        local,
+        host: host.to_owned(),
+        port,
+        bastion: bastion.to_string(),
+        bastion_state: Arc::clone(&state),
+    };
+    let (host_owned, state_for_loop) = (host.to_owned(), state);
+    runtime.spawn(async move {
+        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+        while let Ok((client, _)) = listener.accept().await {
+            let state = Arc::clone(&state_for_loop);
+            let host = host_owned.clone();
+            tokio::spawn(serve(client, state, host, port));
+        }
+    });
+    made.insert((key, host.to_owned(), port), forward.clone());
+    Ok(forward)
+}
+
+/// The longest CONNECT request head read.
+const MAX_HEAD: usize = 8 * 1024;
+
+/// One client connection: a plain stream to the endpoint, or, when it
+/// starts with `CONNECT host:port` (an `https://` client's proxy request),
+/// the same after the proxy's answer — only to the endpoint it serves.
+async fn serve(mut client: tokio::net::TcpStream, bastion: Arc<Bastion>, host: String, port: u16) {
+    let mut head = Vec::new();
+    let mut first = [0u8; 8];
+    let Ok(n) = client.peek(&mut first).await else { return };
+    let connect = first[..n].starts_with(b"CONNECT ");
+    if connect {
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if head.len() >= MAX_HEAD || !matches!(client.read(&mut byte).await, Ok(1)) {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let asked = String::from_utf8_lossy(&head);
+        let target = asked.split_whitespace().nth(1).unwrap_or_default().to_ascii_lowercase();
+        if target != format!("{}:{port}", host.to_ascii_lowercase()) {
+            let _ = client.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n").await;
+            return;
+        }
+    }
+    let mut upstream = match bastion.channel(&host, port).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(endpoint = %format!("{host}:{port}"), bastion = %bastion.endpoint, error = %crate::error::chain(&error), "Cannot reach the endpoint through the bastion.");
+            if connect {
+                let _ = client
+                    .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+            }
+            return;
+        }
+    };
+    if connect && client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+/// The host and port `url` names (the scheme's port when it names none).
+fn host_port(url: &str) -> Option<(String, u16)> {
+    let authority = crate::url::authority(url)?;
+    let https = url.to_ascii_lowercase().starts_with("https://");
+    let port = authority.port.unwrap_or(if https { 443 } else { 80 });
+    let host = authority.host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    Some((host, port))
+}
+
+/// The forwarder `url` of `env` needs from this machine, when
+/// `model::route` sends it through the environment's bastion.
+///
+/// # Errors
+/// The forwarder cannot be set up.
+pub fn for_endpoint(
+    env: &crate::model::Environment,
+    machine: &crate::machine::Machine,
+    url: &str,
+    via: crate::model::raw::Via,
+) -> Result<Option<Forward>, TunnelError> {
+    use crate::model::route::{route, Route};
+    let (Route::Bastion, Some(access), Some((host, port))) =
+        (route(env, url, via, machine.on_bastion), env.ssh.as_ref(), host_port(url))
+    else {
+        return Ok(None);
+    };
+    let name = env
+        .host_with_role(crate::model::Role::Bastion)
+        .map_or_else(|| "bastion".to_owned(), |h| h.name.clone());
+    let bastion =
+        Endpoint { name, address: access.bastion_address.clone(), port: access.bastion_port };
+    let settings = SshSettings {
+        user: access.user.clone(),
+        key: machine.ssh_key.clone(),
+        known_hosts: machine.known_hosts.clone(),
+        timeout: std::time::Duration::from_secs(15),
+    };
+    forward(&settings, &bastion, &host, port).map(Some)
+}
+
+/// `builder` and the base URL to send requests to, for `url` reached
+/// through `forward` (if any): `http://` at the forwarder itself,
+/// `https://` with the forwarder as its proxy.
+///
+/// # Errors
+/// The proxy setting is refused.
+pub fn configure(
+    builder: reqwest::ClientBuilder,
+    url: &str,
+    forward: Option<&Forward>,
+) -> Result<(reqwest::ClientBuilder, String), String> {
+    let base = url.trim_end_matches('/').to_owned();
+    let Some(forward) = forward else { return Ok((builder, base)) };
+    if base.to_ascii_lowercase().starts_with("https://") {
+        let proxy = reqwest::Proxy::https(format!("http://{}", forward.local))
+            .map_err(|e| e.to_string())?;
+        return Ok((builder.no_proxy().proxy(proxy), base));
+    }
+    let rest = base.split_once("://").map_or(base.as_str(), |(_, rest)| rest);
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    Ok((builder.no_proxy(), format!("http://{}{path}", forward.local)))
+}
