@@ -321,6 +321,27 @@ fn a_pull_request_preview_shows_only_what_the_change_does_without_credentials() 
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot read revision no-such-branch"), "{stderr}");
+    assert!(stderr.contains("--base-missing=empty"), "{stderr}");
+    // Asked to, it compares with nothing, and the comment says so.
+    let output = apimon(&[
+        "plan",
+        "--offline",
+        "--base",
+        "no-such-branch",
+        "--base-missing",
+        "empty",
+        "--format",
+        "markdown",
+        "--repo",
+        &repo_arg,
+    ]);
+    let (markdown, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{markdown}\n{stderr}");
+    assert!(
+        markdown.contains("compared with nothing: the base no-such-branch cannot be used"),
+        "{markdown}"
+    );
+    assert!(!markdown.contains("as applied"), "{markdown}");
 }
 
 #[test]

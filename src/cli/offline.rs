@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::output::output_plan;
-use super::{load, report_invalid, runtime, scenario_sources, Outcome, PlanFormat};
+use super::{load, report_invalid, runtime, scenario_sources, BaseMissing, Outcome, PlanFormat};
 use crate::machine::Machine;
 use crate::model::{secret::SecretStore, Secrets};
 use crate::reconcile::{self, Target};
@@ -71,40 +71,76 @@ fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 pub(super) fn plan_offline(
     repo: &Path,
     names: &[String],
-    base: Option<&str>,
+    base: Option<(&str, BaseMissing)>,
     format: PlanFormat,
     allow_deletes: bool,
 ) -> anyhow::Result<Outcome> {
     let Some(prepared) = load(repo, names)? else { return Ok(Outcome::Invalid) };
-    let Some(base) = base else {
+    let Some((base, missing)) = base else {
         let plan =
             runtime()?.block_on(reconcile::plan(&prepared, &State::default(), allow_deletes))?;
         return output_plan(&plan, &[], format, "offline: compared with nothing");
     };
-    let dir = crate::fsutil::PrivateTempDir::new("apimon-base")
-        .context("cannot make a temporary directory")?;
-    let checkout = dir.path().join("base");
-    let commit = crate::source::git::export_revision(repo, base, &checkout).with_context(|| {
-        format!("cannot read revision {base} of the repository at {}", repo.display())
-    })?;
-    let short = &commit.0[..commit.0.len().min(12)];
-    // A base that is invalid, or lacks the environment, counts as nothing.
-    let sources = scenario_sources(&Machine::from_env())?;
-    let base_prepared =
-        match reconcile::prepare(&checkout, names, &Secrets::Redacted, Target::Offline, &sources) {
-            Ok(prepared) => Some(prepared),
-            Err(error) => {
-                eprintln!(
-                    "note: the base {base} ({short}) is compared as empty: {}",
-                    crate::error::chain(&error).lines().next().unwrap_or_default()
-                );
-                None
-            }
-        };
+    let (base_prepared, context) = match prepare_base(repo, names, base) {
+        Ok(Base::Applied(prepared, short)) => {
+            (Some(*prepared), format!("offline: compared with {base} ({short}) as applied"))
+        }
+        Ok(Base::NewEnvironments(short)) => (
+            None,
+            format!("offline: compared with nothing: {base} ({short}) has none of these environments"),
+        ),
+        Err(why) if missing == BaseMissing::Empty => {
+            (None, format!("offline: compared with nothing: the base {base} cannot be used ({why})"))
+        }
+        Err(why) => anyhow::bail!(
+            "the base {base} cannot be used: {why}; the preview would show everything as new (give --base-missing=empty to compare with nothing all the same)"
+        ),
+    };
     let plan = reconcile::preview(&prepared, base_prepared.as_ref(), allow_deletes)?;
     let widened = base_prepared.as_ref().map_or_else(Vec::new, |base| {
         crate::model::authority::widenings(&base.state, &prepared.state, &prepared.environments)
     });
-    let context = format!("offline: compared with {base} ({short}) as applied");
     output_plan(&plan, &widened, format, &context)
+}
+
+/// A pull request's base, as the preview uses it.
+enum Base {
+    /// Its desired state, prepared; its short commit.
+    Applied(Box<reconcile::Prepared>, String),
+    /// It loads, but holds none of the environments previewed: they are
+    /// new in the change; its short commit.
+    NewEnvironments(String),
+}
+
+/// Reads revision `base` of the checkout at `repo` and prepares it; why it
+/// cannot be used, in words.
+fn prepare_base(repo: &Path, names: &[String], base: &str) -> Result<Base, String> {
+    let dir = crate::fsutil::PrivateTempDir::new("apimon-base")
+        .map_err(|e| format!("cannot make a temporary directory: {e}"))?;
+    let checkout = dir.path().join("base");
+    let commit = crate::source::git::export_revision(repo, base, &checkout).map_err(|e| {
+        let why = crate::error::chain(&e);
+        format!("cannot read revision {base}: {}", why.lines().next().unwrap_or_default())
+    })?;
+    let short = commit.0[..commit.0.len().min(12)].to_owned();
+    let sources = scenario_sources(&Machine::from_env()).map_err(|e| e.to_string())?;
+    let prepare = |names: &[String]| {
+        reconcile::prepare(&checkout, names, &Secrets::Redacted, Target::Offline, &sources)
+    };
+    match prepare(names) {
+        Ok(prepared) => Ok(Base::Applied(Box::new(prepared), short)),
+        Err(error) => {
+            let why = crate::error::chain(&error).lines().next().unwrap_or_default().to_owned();
+            // Valid, without these environments: they are new.
+            match prepare(&[]) {
+                Ok(all)
+                    if !names.is_empty()
+                        && names.iter().all(|n| !all.state.environments.contains_key(n)) =>
+                {
+                    Ok(Base::NewEnvironments(short))
+                }
+                _ => Err(format!("{short}: {why}")),
+            }
+        }
+    }
 }
