@@ -375,7 +375,7 @@ fn a_command_line_that_does_not_parse_exits_64_never_the_plans_2() {
 }
 
 #[test]
-fn the_version_names_the_commit_it_is_built_from() {
+fn the_version_names_the_commit_and_the_date_it_is_built_from() {
     let output = apimon(&["--version"]);
     let (stdout, _) = text(&output);
     assert_eq!(output.status.code(), Some(0));
@@ -383,4 +383,13 @@ fn the_version_names_the_commit_it_is_built_from() {
         stdout.starts_with(&format!("apimon {} (commit ", env!("CARGO_PKG_VERSION"))),
         "{stdout}"
     );
+    // `, built YYYY-MM-DD)`
+    let date = stdout.split(", built ").nth(1).and_then(|rest| rest.strip_suffix(")\n"));
+    let date = date.unwrap_or_else(|| panic!("no build date: {stdout}"));
+    let parts: Vec<&str> = date.split('-').collect();
+    assert!(
+        parts.len() == 3 && parts.iter().all(|p| p.chars().all(|c| c.is_ascii_digit())),
+        "{stdout}"
+    );
+    assert!(date[..4].parse::<u32>().is_ok_and(|year| year >= 2025), "{stdout}");
 }
