@@ -20,23 +20,31 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one connection may last, whatever it does.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Binds `listen` and serves `app` until `shutdown` is cancelled.
+/// Binds `listen` and serves `app` until `shutdown` is cancelled; with
+/// `allow` not empty, a connection from any other address is closed at
+/// once (before a byte is read).
 ///
 /// # Errors
 /// The address cannot be bound.
 pub async fn serve(
     listen: &str,
+    allow: &[ipnet::IpNet],
     app: axum::Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let allow = allow.to_vec();
     Ok(tokio::spawn(async move {
         loop {
             let stream = tokio::select! {
                 () = shutdown.cancelled() => return,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok((stream, peer)) if allowed(&allow, peer.ip()) => stream,
+                    Ok((_, peer)) => {
+                        tracing::warn!(%peer, "A connection from outside the allowed ranges was closed.");
+                        continue;
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "Cannot accept a connection.");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -59,4 +67,29 @@ pub async fn serve(
             });
         }
     }))
+}
+
+/// Whether `peer` may connect: anyone when `allow` is empty.
+fn allowed(allow: &[ipnet::IpNet], peer: std::net::IpAddr) -> bool {
+    // An IPv4 peer on a dual-stack socket shows as ::ffff:a.b.c.d.
+    let peer = match peer {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    allow.is_empty() || allow.iter().any(|net| net.contains(&peer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_allowed_ranges_connect_when_some_are_given() {
+        let forge: Vec<ipnet::IpNet> = vec!["140.82.112.0/20".parse().expect("cidr")];
+        let peer = |text: &str| text.parse::<std::net::IpAddr>().expect("address");
+        assert!(allowed(&forge, peer("140.82.115.4")));
+        assert!(allowed(&forge, peer("::ffff:140.82.115.4")), "an IPv4 peer on a v6 socket");
+        assert!(!allowed(&forge, peer("203.0.113.9")));
+        assert!(allowed(&[], peer("203.0.113.9")), "no ranges: anyone (the loopback API)");
+    }
 }

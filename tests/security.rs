@@ -242,8 +242,9 @@ async fn once_the_trust_store_holds_signers_only_their_signed_commits_are_taken(
 async fn the_webhook_listener_serves_the_forge_the_webhook_and_nothing_else() {
     let Some(world) = World::new().await else { return };
     let port = crate::support::free_port();
-    // Another loopback address stands for the bastion's network side.
-    let extra = format!("webhook_listen: 127.0.0.3:{port}\n");
+    // Another loopback address stands for the bastion's network side;
+    // 127.0.0.1 for the forge's range.
+    let extra = format!("webhook: {{listen: '127.0.0.3:{port}', allow_from: [127.0.0.1/32]}}\n");
     let daemon = world.converged_daemon(3600, &extra).await;
     let side = format!("http://127.0.0.3:{port}");
     let client = reqwest::Client::new();
@@ -271,4 +272,22 @@ async fn the_webhook_listener_serves_the_forge_the_webhook_and_nothing_else() {
         .expect("post");
     assert_eq!(signed.status().as_u16(), 202);
     daemon.wait_converged(&commit).await;
+
+    // From outside `allow_from` (another source address), the connection
+    // is closed before a byte is read.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.9:0".parse().expect("address")).expect("bind 127.0.0.9");
+    let mut stream = socket
+        .connect(format!("127.0.0.3:{port}").parse().expect("address"))
+        .await
+        .expect("connect");
+    let _ =
+        stream.write_all(b"POST /hooks/git HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "answered: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
 }

@@ -345,15 +345,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Stopped,
         approvals: Arc::clone(&approvals),
         approval_token_file: raw.approval_token_file.clone(),
     };
-    let webhook_server = match &raw.webhook_listen {
-        Some(address) => Some(
-            crate::serve::serve(address, http::webhook_router(app_state.clone()), shutdown.clone())
-                .await
-                .map_err(|source| DaemonError::Listen { address: address.clone(), source })?,
+    let webhook_server = match &raw.webhook {
+        Some(webhook) => Some(
+            crate::serve::serve(
+                &webhook.listen,
+                &webhook.allow_from,
+                http::webhook_router(app_state.clone()),
+                shutdown.clone(),
+            )
+            .await
+            .map_err(|source| DaemonError::Listen { address: webhook.listen.clone(), source })?,
         ),
         None => None,
     };
-    let server = crate::serve::serve(&raw.listen, http::router(app_state), shutdown.clone())
+    let server = crate::serve::serve(&raw.listen, &[], http::router(app_state), shutdown.clone())
         .await
         .map_err(|source| DaemonError::Listen { address: raw.listen.clone(), source })?;
     let repository = crate::url::redact_url(&raw.repository.url);

@@ -295,7 +295,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(ingest);
-    crate::serve::serve(&listen.to_string(), app, shutdown).await
+    crate::serve::serve(&listen.to_string(), &[], app, shutdown).await
 }
 
 #[cfg(test)]

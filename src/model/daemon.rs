@@ -40,10 +40,9 @@ macro_rules! daemon_settings {
             /// Address of its HTTP endpoint (/healthz, /status, /metrics, /hooks/git).
             #[serde(default = "daemon_defaults::listen")]
             pub listen: String,
-            /// Address of a second listener that serves only `POST
-            /// /hooks/git` (signature verified), for the forge to reach; none
-            /// by default.
-            pub webhook_listen: Option<String>,
+            /// A second listener that serves only `POST /hooks/git`
+            /// (signature verified), for the forge to reach; none by default.
+            pub webhook: Option<Webhook>,
             /// When to re-observe and repair (or report) drift; 5 or 6 cron fields.
             pub drift_cron: Option<String>,
             /// When destructive changes (delete, replace) may run; always when empty.
@@ -80,7 +79,7 @@ macro_rules! daemon_settings {
             /// What is wrong with the shared settings: (key path, message).
             pub fn problems(&self) -> Vec<(String, String)> {
                 shared_problems(
-                    (&self.listen, self.webhook_listen.as_deref()),
+                    (&self.listen, self.webhook.as_ref()),
                     (self.drift_cron.as_deref(), &self.maintenance_windows),
                     (self.parallelism, self.attempts),
                     (self.repository.poll_interval_seconds, self.repository.max_fetch_bytes),
@@ -184,9 +183,22 @@ fn listen_problem(text: &str, example: &str, loopback_only: bool) -> Option<Stri
     })
 }
 
+/// `webhook:` of the daemon: where the forge's deliveries arrive, and from
+/// where (the security group of the bastion opens the port to those
+/// ranges; the daemon closes any other connection at once).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// Address and port of the listener (`0.0.0.0:9111`).
+    pub listen: String,
+    /// The forge's address ranges; `0.0.0.0/0` for anyone.
+    #[serde(default)]
+    pub allow_from: Vec<ipnet::IpNet>,
+}
+
 /// The checks of the shared settings, the same for both files.
 fn shared_problems(
-    (listen, webhook_listen): (&str, Option<&str>),
+    (listen, webhook): (&str, Option<&Webhook>),
     (drift_cron, windows): (Option<&str>, &[DaemonWindow]),
     (parallelism, attempts): (u32, u32),
     (poll_interval_seconds, max_fetch_bytes): (u64, Option<u64>),
@@ -197,12 +209,21 @@ fn shared_problems(
     // reverse proxy on it) only; the webhook listener may face the forge.
     let listeners = [
         ("listen", Some(listen), "127.0.0.1:9110", true),
-        ("webhook_listen", webhook_listen, "0.0.0.0:9111", false),
+        ("webhook.listen", webhook.map(|w| w.listen.as_str()), "0.0.0.0:9111", false),
     ];
     for (key, address, example, loopback_only) in listeners {
         if let Some(message) = address.and_then(|a| listen_problem(a, example, loopback_only)) {
             problem(key.to_owned(), message);
         }
+    }
+    // A listener facing the network names who may reach it.
+    let faces_network =
+        |w: &Webhook| w.listen.parse::<std::net::SocketAddr>().is_ok_and(|a| !a.ip().is_loopback());
+    if webhook.is_some_and(|w| w.allow_from.is_empty() && faces_network(w)) {
+        problem(
+            "webhook.allow_from".to_owned(),
+            "no address ranges; expected the forge's (CIDR, e.g. 140.82.112.0/20), or 0.0.0.0/0 to open the port to anyone".to_owned(),
+        );
     }
     if let Some(Err(message)) = drift_cron.map(Schedule::parse) {
         problem("drift_cron".to_owned(), message);
@@ -313,9 +334,9 @@ impl DaemonFile {
                 Some((schedule, Duration::from_secs(w.duration_minutes * 60)))
             })
             .collect();
-        if file.value.webhook_listen.is_some() && file.value.webhook_secret_file.is_none() {
+        if file.value.webhook.is_some() && file.value.webhook_secret_file.is_none() {
             file.problem(
-                "webhook_listen",
+                "webhook",
                 "a webhook listener needs `webhook_secret_file` (the forge signs with it)"
                     .to_owned(),
             );
@@ -483,14 +504,28 @@ mod tests {
             let text = format!("repository: {{url: x}}\nwebhook_secret_file: /etc/s\n{extra}");
             DaemonFile::parse(Path::new("d.yaml"), &text).err().map(|e| e.join("\n"))
         };
-        assert_eq!(parse("webhook_listen: '0.0.0.0:9111'\n"), None);
-        let low = parse("webhook_listen: '0.0.0.0:443'\n").expect("refused");
-        assert!(low.contains("d.yaml:3:17: webhook_listen: port 443 is below 1024"), "{low}");
-        let text = "repository: {url: x}\nwebhook_listen: '0.0.0.0:9111'\n";
+        assert_eq!(
+            parse("webhook: {listen: '0.0.0.0:9111', allow_from: [140.82.112.0/20]}\n"),
+            None
+        );
+        let low =
+            parse("webhook: {listen: '0.0.0.0:443', allow_from: [0.0.0.0/0]}\n").expect("refused");
+        assert!(low.contains("webhook.listen: port 443 is below 1024"), "{low}");
+        let open = parse("webhook: {listen: '0.0.0.0:9111'}\n").expect("refused");
+        assert!(open.contains("webhook.allow_from: no address ranges"), "{open}");
+        assert_eq!(
+            parse("webhook: {listen: '127.0.0.3:9111'}\n"),
+            None,
+            "loopback: a proxy in front"
+        );
+        let bad = parse("webhook: {listen: '0.0.0.0:9111', allow_from: [not-a-cidr]}\n");
+        assert!(bad.is_some_and(|e| e.contains("d.yaml:3:")), "a bad range names its place");
+        let text =
+            "repository: {url: x}\nwebhook: {listen: '0.0.0.0:9111', allow_from: [0.0.0.0/0]}\n";
         let unsigned =
             DaemonFile::parse(Path::new("d.yaml"), text).expect_err("no secret").join("\n");
         assert!(
-            unsigned.contains("webhook_listen: a webhook listener needs `webhook_secret_file`"),
+            unsigned.contains("webhook: a webhook listener needs `webhook_secret_file`"),
             "{unsigned}"
         );
     }

@@ -239,6 +239,36 @@ impl Environment {
         self.daemon.as_ref().and(self.host_with_role(Role::Bastion))
     }
 
+    /// The security-group rules the daemon's webhook needs on its bastion's
+    /// first security group: one per `allow_from` range, to the listener's
+    /// port (none for a loopback listener, behind the operator's own proxy).
+    pub fn webhook_rules(&self) -> Vec<(String, Rule)> {
+        let (Some(daemon), Some(host)) = (&self.daemon, self.daemon_host()) else {
+            return Vec::new();
+        };
+        let Some(webhook) = &daemon.webhook else { return Vec::new() };
+        let Ok(address) = webhook.listen.parse::<std::net::SocketAddr>() else {
+            return Vec::new();
+        };
+        let Some(group) = host.security_groups.first() else { return Vec::new() };
+        if address.ip().is_loopback() {
+            return Vec::new();
+        }
+        webhook
+            .allow_from
+            .iter()
+            .map(|net| {
+                let rule = Rule {
+                    direction: Direction::Ingress,
+                    protocol: Protocol::Tcp,
+                    ports: Some((address.port(), address.port())),
+                    remote: Remote::Cidr(net.trunc()),
+                };
+                (group.clone(), rule)
+            })
+            .collect()
+    }
+
     /// The first host with `role`.
     pub fn host_with_role(&self, role: Role) -> Option<&Host> {
         self.hosts.iter().find(|host| host.role == role)

@@ -60,7 +60,7 @@ pub(super) fn files(
         "unit_sha256": sha256_hex(unit.as_bytes()),
         "runs_on": format!("{}/{}", environment.name, host.name),
         "listen": daemon.listen,
-        "webhook_listen": daemon.webhook_listen,
+        "webhook": daemon.webhook,
         "drift_cron": daemon.drift_cron,
         "maintenance_windows": daemon.maintenance_windows,
         "parallelism": daemon.parallelism,

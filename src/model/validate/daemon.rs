@@ -39,10 +39,10 @@ pub(super) fn check(
     }
     if let Some(secret) = &daemon.webhook_secret {
         check.secret(root, &format!("{path}.webhook_secret"), secret, true);
-    } else if daemon.webhook_listen.is_some() {
+    } else if daemon.webhook.is_some() {
         check.error(
             root,
-            &format!("{path}.webhook_listen"),
+            &format!("{path}.webhook"),
             "a webhook listener needs `webhook_secret` (the forge signs with it)",
         );
     }

@@ -141,6 +141,15 @@ impl Kind for SecurityGroupRule {
                 ));
             }
         }
+        // The daemon's webhook port, opened to the forge's ranges.
+        for (group, rule) in env.webhook_rules() {
+            let id = id(name, "security_group_rule", rule_name(&group, &rule));
+            if wanted.iter().any(|(have, ..)| *have == id) {
+                continue; // declared in security_groups.yaml already
+            }
+            let depends_on = vec![super::id(name, "security_group", &group)];
+            wanted.push((id, SecurityGroupRule { group, rule }, depends_on));
+        }
         wanted
     }
 
@@ -495,6 +504,33 @@ mod tests {
             remote_ip_prefix: None,
             remote_group_id: None,
         }
+    }
+
+    #[test]
+    fn the_daemons_webhook_opens_its_port_to_the_forges_ranges_on_the_bastions_group() {
+        let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples-repo");
+        let mut state = crate::model::load_repository(&repo).expect("the example loads");
+        let env = state.environments.get_mut("outside").expect("outside");
+        let daemon = env.daemon.as_mut().expect("a daemon");
+        daemon.webhook = Some(crate::model::daemon::Webhook {
+            listen: "0.0.0.0:9111".into(),
+            allow_from: vec!["140.82.112.0/20".parse().expect("cidr")],
+        });
+        let bastion = env.daemon_host().expect("bastion");
+        let group = bastion.security_groups[0].clone();
+        let wanted = SecurityGroupRule::desired(env, &Rendered::default());
+        let webhook: Vec<_> =
+            wanted.iter().filter(|(_, spec, _)| spec.rule.ports == Some((9111, 9111))).collect();
+        assert_eq!(webhook.len(), 1, "{wanted:?}");
+        let (_, spec, depends_on) = webhook[0];
+        assert_eq!(spec.group, group);
+        assert_eq!(spec.rule.remote, Remote::Cidr("140.82.112.0/20".parse().expect("cidr")));
+        assert_eq!(depends_on, &vec![super::super::id("outside", "security_group", &group)]);
+        // Behind the operator's proxy (loopback): no rule.
+        let daemon = env.daemon.as_mut().expect("a daemon");
+        daemon.webhook.as_mut().expect("webhook").listen = "127.0.0.1:9111".into();
+        let wanted = SecurityGroupRule::desired(env, &Rendered::default());
+        assert!(wanted.iter().all(|(_, spec, _)| spec.rule.ports != Some((9111, 9111))));
     }
 
     #[test]
