@@ -19,6 +19,7 @@ mod hostile_git;
 mod influxdb;
 mod layers;
 mod openstack;
+mod package;
 mod plan;
 mod runtime;
 mod scenario_repository;

@@ -25,6 +25,8 @@ mod adopt;
 mod approve;
 mod args;
 mod bootstrap;
+mod daemon;
+mod manuals;
 mod offline;
 mod output;
 
@@ -36,8 +38,14 @@ use crate::state::{self, LockedStore};
 use output::{output_plan, print_plan};
 
 /// The version `--version` prints: the release and the commit it is built from.
-pub const VERSION: &str =
-    concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("APIMON_COMMIT"), ")");
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("APIMON_COMMIT"),
+    ", built ",
+    env!("APIMON_BUILD_DATE"),
+    ")"
+);
 
 /// apimon: GitOps for an API-monitoring platform on OpenStack.
 #[derive(Debug, Parser)]
@@ -63,6 +71,15 @@ pub enum PlanFormat {
     Json,
     /// A Markdown table, ready to post on a pull request.
     Markdown,
+}
+
+/// What a pull request's preview does when its `--base` cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BaseMissing {
+    /// Fail (exit 1): a preview against nothing would show everything as new.
+    Fail,
+    /// Compare with nothing, and say so.
+    Empty,
 }
 
 /// How log lines are written.
@@ -114,6 +131,10 @@ pub enum Command {
         /// applied (`origin/main`): a pull request's preview.
         #[arg(long, requires = "offline", value_name = "REV")]
         base: Option<String>,
+        /// With --base: when that revision cannot be read or its desired
+        /// state does not load, fail (the default) or compare with nothing.
+        #[arg(long, requires = "base", value_enum, default_value_t = BaseMissing::Fail)]
+        base_missing: BaseMissing,
         /// Print the plan as JSON (same as --format json).
         #[arg(long)]
         json: bool,
@@ -219,6 +240,14 @@ pub enum Command {
         #[arg(long)]
         before_start: bool,
     },
+    /// Print shell completions to stdout (the package installs them).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print apimon's man page (roff) to stdout (the package installs it).
+    Manpage,
     /// Run the scenarios of this host's environment on their schedules (on the executor host).
     Executor {
         /// The executor configuration, rendered by apimon.
@@ -259,9 +288,20 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Validate { repo, env, secrets } => validate(&repo.repo, &env, secrets.as_deref()),
         Command::Render { repo, env, out } => render_to(&repo.repo, &env, &out),
-        Command::Plan { repo, env, offline: true, base, json, format, allow_deletes, .. } => {
+        Command::Plan {
+            repo,
+            env,
+            offline: true,
+            base,
+            base_missing,
+            json,
+            format,
+            allow_deletes,
+            ..
+        } => {
             let format = if json { PlanFormat::Json } else { format };
-            plan_offline(&repo.repo, &env, base.as_deref(), format, allow_deletes)
+            let base = base.as_deref().map(|rev| (rev, base_missing));
+            plan_offline(&repo.repo, &env, base, format, allow_deletes)
         }
         Command::Plan { repo, env, offline: false, json, format, allow_deletes, live, .. } => {
             let format = if json { PlanFormat::Json } else { format };
@@ -308,73 +348,17 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             };
             runtime()?.block_on(approve::approve(what, &config, daemon, token_file))
         }
-        Command::Daemon { config, before_start: true } => before_start(&config),
+        Command::Completions { shell } => manuals::completions(shell),
+        Command::Manpage => manuals::manpage(),
+        Command::Daemon { config, before_start: true } => daemon::before_start(&config),
         Command::Daemon { config, before_start: false } => {
             let config = crate::daemon::config::Config::load(&config)?;
             let runtime = runtime()?;
-            let outcome = runtime.block_on(daemon(config));
+            let outcome = runtime.block_on(daemon::daemon(config));
             // A forced stop must not wait for a git fetch in a blocking thread.
             runtime.shutdown_timeout(Duration::from_secs(2));
             outcome
         }
-    }
-}
-
-/// The unit's ExecStartPre: rolls back a hand-over that did not report
-/// ready (see `daemon::rollback`), for the binary this runs from and
-/// `config`.
-fn before_start(config: &Path) -> anyhow::Result<Outcome> {
-    use crate::daemon::rollback::{before_start, Started};
-    // The configuration may be the new, failing one: its state directory
-    // is the built-in one whenever it does not load.
-    let state_dir = crate::daemon::config::Config::load(config)
-        .map_or_else(|_| PathBuf::from(crate::layout::STATE_DIR), |c| c.raw.state_dir.clone());
-    let binary = std::env::current_exe().context("cannot tell which binary runs")?;
-    match before_start(&state_dir, config, &binary)? {
-        Started::Plain => {}
-        Started::Trying(pending) => eprintln!(
-            "apimon: starting the new daemon files (commit {}); they are rolled back unless the daemon reports ready",
-            pending.commit.as_deref().unwrap_or("unknown")
-        ),
-        Started::RolledBack(record) => eprintln!(
-            "apimon: rolled back to the previous daemon files (commit {}): {}",
-            record.pending.commit.as_deref().unwrap_or("unknown"),
-            record.reason
-        ),
-    }
-    Ok(Outcome::Ok)
-}
-
-/// Runs the daemon; the first SIGTERM/SIGINT finishes the change in
-/// progress and stops, a second one stops at once.
-async fn daemon(config: crate::daemon::config::Config) -> anyhow::Result<Outcome> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate =
-        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-    let mut interrupt =
-        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let daemon = crate::daemon::run(config, shutdown.clone());
-    tokio::pin!(daemon);
-    loop {
-        tokio::select! {
-            result = &mut daemon => {
-                return Ok(match result? {
-                    crate::daemon::Stopped::Shutdown => Outcome::Ok,
-                    crate::daemon::Stopped::Restart(_) => Outcome::Restart,
-                });
-            }
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-        if shutdown.is_cancelled() {
-            tracing::error!("Second shutdown request: stopping at once.");
-            bail!("stopped at once by a second signal; the next start converges");
-        }
-        tracing::warn!(
-            "Shutdown requested: finishing the change in progress (send again to stop at once)."
-        );
-        shutdown.cancel();
     }
 }
 
