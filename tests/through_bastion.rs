@@ -6,9 +6,12 @@
 //! (in inetd mode, inside the namespace) is reached through a listener on
 //! this machine's loopback. `apply` from outside converges InfluxDB,
 //! Grafana and the hosts; the proof is positive: the bastion's log shows
-//! the `direct-tcpip` channels to InfluxDB and Grafana, influxd logs its
-//! peers as the namespace's own loopback, and the same port outside the
-//! namespace answers nothing.
+//! the `direct-tcpip` channels to InfluxDB and Grafana over one session,
+//! influxd logs its peers as the namespace's own loopback, and the same
+//! port outside the namespace answers nothing. (The topology joins
+//! the namespace with a veth pair on loopback-range addresses; the root
+//! namespace's own 127.0.0.0/8 route would take that traffic, so the one
+//! way in here is the bastion's listener, and nothing else is routed.)
 
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -30,6 +33,7 @@ struct World {
     ns: NetNs,
     influxd: Child,
     influx_port: u16,
+    bastion_port: u16,
     influx_log: PathBuf,
     grafana: GrafanaDouble,
     root: tempfile::TempDir,
@@ -171,6 +175,7 @@ impl World {
             ns,
             influxd,
             influx_port,
+            bastion_port,
             influx_log,
             grafana,
             root,
@@ -238,6 +243,15 @@ async fn influxdb_grafana_and_the_hosts_on_a_private_network_converge_through_th
     let influx_target = format!("target 127.0.0.1 port {}", world.influx_port);
     assert!(log.contains("direct-tcpip") && log.contains(&influx_target), "{log}");
     assert!(log.contains("target 127.0.0.40 port 3000"), "{log}");
+    // … all over one SSH session to the bastion, shared by the endpoints
+    // and the hosts' connections.
+    let sessions = log
+        .lines()
+        .filter(|l| {
+            l.contains("Connection from") && l.contains(&format!(" port {}", world.bastion_port))
+        })
+        .count();
+    assert_eq!(sessions, 1, "{log}");
     // … influxd heard them from the namespace's own loopback …
     let heard = std::fs::read_to_string(&world.influx_log).unwrap_or_default();
     assert!(heard.lines().any(|l| l.contains("127.0.0.1 - admin")), "{heard}");

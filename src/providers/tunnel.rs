@@ -10,12 +10,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::host::ssh::{Connection, Endpoint, SshError, SshSettings};
+use super::host::bastions::{shared, Shared};
+use super::host::ssh::{Endpoint, SshSettings};
 
 /// A forwarder to one endpoint through one bastion.
 #[derive(Debug, Clone)]
@@ -28,14 +28,14 @@ pub struct Forward {
     pub port: u16,
     /// The bastion, for messages (`name (address:port)`).
     pub bastion: String,
-    bastion_state: Arc<Bastion>,
+    shared: Arc<Shared>,
 }
 
 impl Forward {
     /// `direct-tcpip` channels opened so far through this forwarder's
-    /// bastion (by every forwarder sharing it).
+    /// bastion (by everything sharing its session).
     pub fn channels(&self) -> usize {
-        self.bastion_state.channels.load(Ordering::Relaxed)
+        self.shared.channels()
     }
 }
 
@@ -57,56 +57,6 @@ pub enum TunnelError {
         /// The endpoint.
         target: String,
     },
-}
-
-/// One bastion's shared session.
-struct Bastion {
-    settings: SshSettings,
-    endpoint: Endpoint,
-    session: tokio::sync::Mutex<Option<Arc<Connection>>>,
-    channels: AtomicUsize,
-}
-
-impl std::fmt::Debug for Bastion {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bastion").field("endpoint", &self.endpoint).finish_non_exhaustive()
-    }
-}
-
-impl Bastion {
-    /// A stream to `host:port` through the shared session; a broken
-    /// session is opened again once.
-    async fn channel(&self, host: &str, port: u16) -> Result<tokio::io::DuplexStream, SshError> {
-        let mut session = self.session.lock().await;
-        for attempt in 0..2 {
-            let connection = match session.as_ref() {
-                Some(connection) => Arc::clone(connection),
-                None => {
-                    let opened = Arc::new(
-                        Connection::open(&self.settings, &self.endpoint, &self.endpoint).await?,
-                    );
-                    *session = Some(Arc::clone(&opened));
-                    opened
-                }
-            };
-            match connection.open_tunnel(host, port).await {
-                Ok(stream) => {
-                    self.channels.fetch_add(1, Ordering::Relaxed);
-                    return Ok(stream);
-                }
-                Err(error) if attempt == 1 => return Err(error),
-                Err(_) => *session = None,
-            }
-        }
-        unreachable!("the loop returns on its second attempt")
-    }
-}
-
-type Registry = Mutex<HashMap<String, Arc<Bastion>>>;
-
-fn bastions() -> &'static Registry {
-    static BASTIONS: OnceLock<Registry> = OnceLock::new();
-    BASTIONS.get_or_init(Registry::default)
 }
 
 type Forwards = Mutex<HashMap<(String, String, u16), Forward>>;
@@ -146,23 +96,13 @@ pub fn forward(
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(listen_error)?;
     listener.set_nonblocking(true).map_err(listen_error)?;
     let local = listener.local_addr().map_err(listen_error)?;
-    let state = {
-        let mut all = bastions().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(all.entry(key.clone()).or_insert_with(|| {
-            Arc::new(Bastion {
-                settings: settings.clone(),
-                endpoint: bastion.clone(),
-                session: tokio::sync::Mutex::new(None),
-                channels: AtomicUsize::new(0),
-            })
-        }))
-    };
+    let state = shared(settings, bastion);
     let forward = Forward {
         local,
         host: host.to_owned(),
         port,
         bastion: bastion.to_string(),
-        bastion_state: Arc::clone(&state),
+        shared: Arc::clone(&state),
     };
     let (host_owned, state_for_loop) = (host.to_owned(), state);
     runtime.spawn(async move {
@@ -183,7 +123,7 @@ const MAX_HEAD: usize = 8 * 1024;
 /// One client connection: a plain stream to the endpoint, or, when it
 /// starts with `CONNECT host:port` (an `https://` client's proxy request),
 /// the same after the proxy's answer — only to the endpoint it serves.
-async fn serve(mut client: tokio::net::TcpStream, bastion: Arc<Bastion>, host: String, port: u16) {
+async fn serve(mut client: tokio::net::TcpStream, bastion: Arc<Shared>, host: String, port: u16) {
     let mut head = Vec::new();
     let mut first = [0u8; 8];
     let Ok(n) = client.peek(&mut first).await else { return };
@@ -203,10 +143,16 @@ async fn serve(mut client: tokio::net::TcpStream, bastion: Arc<Bastion>, host: S
             return;
         }
     }
-    let mut upstream = match bastion.channel(&host, port).await {
+    let opened = bastion
+        .with_session(|session| {
+            let host = host.clone();
+            async move { session.open_tunnel(&host, port).await }
+        })
+        .await;
+    let mut upstream = match opened {
         Ok(stream) => stream,
         Err(error) => {
-            tracing::warn!(endpoint = %format!("{host}:{port}"), bastion = %bastion.endpoint, error = %crate::error::chain(&error), "Cannot reach the endpoint through the bastion.");
+            tracing::warn!(endpoint = %format!("{host}:{port}"), bastion = %bastion.endpoint(), error = %crate::error::chain(&error), "Cannot reach the endpoint through the bastion.");
             if connect {
                 let _ = client
                     .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")

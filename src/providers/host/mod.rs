@@ -12,6 +12,7 @@
 //! units that declared it, once.
 
 mod apply;
+pub mod bastions;
 mod desired;
 mod observe;
 mod release;
@@ -192,6 +193,8 @@ pub struct HostProvider {
     hosts: BTreeMap<String, Endpoint>,
     managed: BTreeMap<String, Managed>,
     connections: tokio::sync::Mutex<BTreeMap<String, Arc<Connection>>>,
+    /// The bastion's session, shared with the endpoints' tunnels.
+    shared: Arc<bastions::Shared>,
     /// With a release key, only releases it signed are installed.
     release_key: Option<PathBuf>,
 }
@@ -281,6 +284,7 @@ impl HostProvider {
             package_update: access.package_update.clone(),
             unit_settle_seconds: access.unit_settle_seconds,
         };
+        let shared = bastions::shared(&settings.ssh, &bastion);
         Availability::Available(Self {
             env: env.name.clone(),
             settings,
@@ -288,6 +292,7 @@ impl HostProvider {
             hosts,
             managed,
             connections: tokio::sync::Mutex::new(BTreeMap::new()),
+            shared,
             release_key: None,
         })
     }
@@ -299,15 +304,29 @@ impl HostProvider {
             return Ok(Arc::clone(connection));
         }
         let target = self.hosts.get(host).ok_or_else(|| HostError::UnknownHost(host.to_owned()))?;
-        let connection =
-            Arc::new(Connection::open(&self.settings.ssh, &self.bastion, target).await?);
+        // Through the bastion's shared session (the bastion itself: that session).
+        let connection = if *target == self.bastion {
+            self.shared.connection().await?
+        } else {
+            let settings = &self.settings.ssh;
+            let opened = self
+                .shared
+                .with_session(|bastion| async move {
+                    Connection::open_through(settings, &bastion, target).await
+                })
+                .await?;
+            Arc::new(opened)
+        };
         connections.insert(host.to_owned(), Arc::clone(&connection));
         Ok(connection)
     }
 
     /// Forgets a connection that failed, so a retry opens a new one.
     async fn forget(&self, host: &str) {
-        self.connections.lock().await.remove(host);
+        if let Some(connection) = self.connections.lock().await.remove(host) {
+            // The bastion's own: its shared session goes too.
+            self.shared.reset(&connection).await;
+        }
     }
 
     /// Runs `command` on `host`; a non-zero exit is an error about `what`.

@@ -166,6 +166,8 @@ pub struct Connection {
     session: Handle<Verifier>,
     // Keeps the bastion session (and so the tunnel) alive.
     bastion: Option<Handle<Verifier>>,
+    // Or the shared bastion connection it goes through.
+    _via: Option<Arc<Connection>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -331,7 +333,12 @@ impl Connection {
                 other => other,
             })?;
         if target == bastion {
-            return Ok(Self { host: target.name.clone(), session: bastion_session, bastion: None });
+            return Ok(Self {
+                host: target.name.clone(),
+                session: bastion_session,
+                bastion: None,
+                _via: None,
+            });
         }
         let via = format!(" through the bastion {bastion}");
         let channel = bastion_session
@@ -348,7 +355,42 @@ impl Connection {
                 message: e.to_string(),
             })?;
         let session = handshake(tunnel(channel), target, &via, settings, &key).await?;
-        Ok(Self { host: target.name.clone(), session, bastion: Some(bastion_session) })
+        Ok(Self { host: target.name.clone(), session, bastion: Some(bastion_session), _via: None })
+    }
+
+    /// Connects to `target` through `bastion`, a connection shared with
+    /// other hosts and endpoints (it stays alive as long as this one).
+    ///
+    /// # Errors
+    /// The bastion refused the channel (its session may be gone: the
+    /// caller opens it again), or the host's handshake failed.
+    pub async fn open_through(
+        settings: &SshSettings,
+        bastion: &Arc<Connection>,
+        target: &Endpoint,
+    ) -> Result<Self, SshError> {
+        let key = load_key(settings)?;
+        let via = format!(" through the bastion {}", bastion.host);
+        let channel = bastion
+            .session
+            .channel_open_direct_tcpip(
+                target.address.clone(),
+                u32::from(target.port),
+                "127.0.0.1",
+                0,
+            )
+            .await
+            .map_err(|e| SshError::Channel {
+                host: bastion.host.clone(),
+                message: format!("cannot open a channel to {target}: {e}"),
+            })?;
+        let session = handshake(tunnel(channel), target, &via, settings, &key).await?;
+        Ok(Self {
+            host: target.name.clone(),
+            session,
+            bastion: None,
+            _via: Some(Arc::clone(bastion)),
+        })
     }
 
     /// Runs `command` with `stdin`, collecting its output.

@@ -224,6 +224,11 @@ impl InfluxdbProvider {
     pub fn url(&self) -> &str {
         self.client.url()
     }
+
+    /// HTTP requests sent so far.
+    pub fn requests(&self) -> usize {
+        self.client.requests()
+    }
 }
 
 impl Provider for InfluxdbProvider {
