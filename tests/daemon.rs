@@ -2,7 +2,6 @@
 //! `git daemon`), a REAL InfluxDB as the target, the binary itself with
 //! its HTTP endpoint, and real signals.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
@@ -333,23 +332,7 @@ fn the_systemd_units_verify() {
         let path = dir.path().join(unit);
         std::fs::write(&path, text.replace("/usr/local/bin/apimon", env!("CARGO_BIN_EXE_apimon")))
             .expect("write unit");
-        let output = Command::new(&analyze)
-            .args(["verify", "--man=no"])
-            .arg(&path)
-            .output()
-            .expect("systemd-analyze");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        // systemd-analyze also reports on other units installed on this
-        // machine ("keystone.service: …"); only findings about ours count:
-        // those name our file by path, or our unit by name.
-        let other_unit = |line: &&str| {
-            let first = line.split(':').next().unwrap_or_default();
-            !first.contains('/')
-                && first != unit
-                && [".service", ".target", ".socket", ".mount"].iter().any(|s| first.ends_with(s))
-        };
-        let ours: Vec<&str> = stderr.lines().filter(|line| !other_unit(line)).collect();
-        assert!(output.status.success() && ours.is_empty(), "{unit}: {stderr}");
+        crate::support::systemd_verify(&analyze, &path, unit);
     }
     let daemon_unit = std::fs::read_to_string(dir.path().join("apimon.service")).expect("unit");
     assert!(daemon_unit.contains("Type=notify") && daemon_unit.contains("WatchdogSec="));

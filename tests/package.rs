@@ -96,21 +96,6 @@ fn the_package_holds_the_binary_units_completions_and_man_page_with_their_modes(
         let path = dir.path().join(unit);
         std::fs::write(&path, unit_text.replace("/usr/bin/apimon", &binary.to_string_lossy()))
             .expect("unit copy");
-        let output = Command::new(&analyze)
-            .args(["verify", "--man=no"])
-            .arg(&path)
-            .output()
-            .expect("verify");
-        let (stdout, stderr) = text(&output);
-        // Findings about other units installed on this machine do not count
-        // (as in `daemon::the_systemd_units_verify`).
-        let other_unit = |line: &&str| {
-            let first = line.split(':').next().unwrap_or_default();
-            !first.contains('/')
-                && first != unit
-                && [".service", ".target", ".socket", ".mount"].iter().any(|s| first.ends_with(s))
-        };
-        let ours: Vec<&str> = stderr.lines().filter(|line| !other_unit(line)).collect();
-        assert!(output.status.success() && ours.is_empty(), "{unit}:\n{stdout}\n{stderr}");
+        crate::support::systemd_verify(&analyze, &path, unit);
     }
 }

@@ -220,18 +220,7 @@ async fn once_the_trust_store_holds_signers_only_their_signed_commits_are_taken(
     let other_dir = tempfile::tempdir().expect("dir");
     let (other, _) =
         crate::support::ssh_key_pair(other_dir.path(), "ops@example.test").expect("a second key");
-    world.add_user("wrongly_signed");
-    let wrong = world.git.commit_signed("signed by another key", &other);
-    world.git.push(false);
-    let status = daemon
-        .wait_status("the wrongly signed commit refused", Duration::from_secs(30), |s| {
-            s["rejected"]["commit"] == wrong.as_str()
-        })
-        .await;
-    assert!(
-        status["rejected"]["errors"].to_string().contains("not signed by an allowed key"),
-        "{status:#}"
-    );
+    world.push_and_wait_refused(&daemon, "wrongly_signed", Some(&other)).await;
     world.add_user("signed");
     let signed = world.git.commit_signed("signed change", &key);
     world.git.push(false);

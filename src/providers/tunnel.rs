@@ -77,14 +77,7 @@ pub fn forward(
     host: &str,
     port: u16,
 ) -> Result<Forward, TunnelError> {
-    let key = format!(
-        "{}@{}:{} key={} known_hosts={}",
-        settings.user,
-        bastion.address,
-        bastion.port,
-        settings.key.display(),
-        settings.known_hosts.display()
-    );
+    let key = super::host::bastions::key(settings, bastion);
     let mut made = forwards().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(forward) = made.get(&(key.clone(), host.to_owned(), port)) {
         return Ok(forward.clone());

@@ -189,12 +189,26 @@ impl World {
     /// Pushes an unsigned commit adding user `unsigned` and waits until
     /// `daemon` refuses it for its signature; the daemon's status then.
     pub async fn push_unsigned_and_wait_refused(&self, daemon: &Daemon) -> serde_json::Value {
-        self.add_user("unsigned");
-        let unsigned = self.git.commit("unsigned change");
+        self.push_and_wait_refused(daemon, "unsigned", None).await
+    }
+
+    /// Pushes a commit adding user `user`, signed with `key` (or not), and
+    /// waits until `daemon` refuses it for its signature; its status then.
+    pub async fn push_and_wait_refused(
+        &self,
+        daemon: &Daemon,
+        user: &str,
+        key: Option<&std::path::Path>,
+    ) -> serde_json::Value {
+        self.add_user(user);
+        let commit = match key {
+            Some(key) => self.git.commit_signed(&format!("{user} change"), key),
+            None => self.git.commit(&format!("{user} change")),
+        };
         self.git.push(false);
         let status = daemon
-            .wait_status("the unsigned commit refused", Duration::from_secs(30), |s| {
-                s["rejected"]["commit"] == unsigned.as_str()
+            .wait_status(&format!("the {user} commit refused"), Duration::from_secs(30), |s| {
+                s["rejected"]["commit"] == commit.as_str()
             })
             .await;
         assert!(

@@ -465,3 +465,24 @@ impl Drop for FileServer {
         process::stop(&mut self.child);
     }
 }
+
+/// `systemd-analyze verify` of the unit file at `path` (named `unit`):
+/// panics with its findings about this unit. Findings about other units
+/// installed on this machine ("keystone.service: …") do not count: ours
+/// name our file by path, or our unit by name.
+pub fn systemd_verify(analyze: &Path, path: &Path, unit: &str) {
+    let output = std::process::Command::new(analyze)
+        .args(["verify", "--man=no"])
+        .arg(path)
+        .output()
+        .expect("systemd-analyze");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let other_unit = |line: &&str| {
+        let first = line.split(':').next().unwrap_or_default();
+        !first.contains('/')
+            && first != unit
+            && [".service", ".target", ".socket", ".mount"].iter().any(|s| first.ends_with(s))
+    };
+    let ours: Vec<&str> = stderr.lines().filter(|line| !other_unit(line)).collect();
+    assert!(output.status.success() && ours.is_empty(), "{unit}: {stderr}");
+}

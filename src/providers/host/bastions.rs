@@ -31,17 +31,23 @@ fn registry() -> &'static Registry {
     BASTIONS.get_or_init(Registry::default)
 }
 
-/// The shared session to `endpoint` as `settings` say (one per bastion,
-/// user, key and known_hosts in this process).
-pub fn shared(settings: &SshSettings, endpoint: &Endpoint) -> Arc<Shared> {
-    let key = format!(
+/// What tells one bastion session from another: bastion, user, key and
+/// known_hosts.
+pub fn key(settings: &SshSettings, endpoint: &Endpoint) -> String {
+    format!(
         "{}@{}:{} key={} known_hosts={}",
         settings.user,
         endpoint.address,
         endpoint.port,
         settings.key.display(),
         settings.known_hosts.display()
-    );
+    )
+}
+
+/// The shared session to `endpoint` as `settings` say (one per [`key`] in
+/// this process).
+pub fn shared(settings: &SshSettings, endpoint: &Endpoint) -> Arc<Shared> {
+    let key = key(settings, endpoint);
     let mut all = registry().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     Arc::clone(all.entry(key).or_insert_with(|| {
         Arc::new(Shared {
