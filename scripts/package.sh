@@ -76,13 +76,22 @@ rm -f "$stage/copyright"
 
 mkdir -p "$stage/DEBIAN"
 size="$(du -sk --exclude=DEBIAN "$stage" | cut -f1)"
+# What the binary itself needs: the newest glibc symbol it uses, and
+# OpenSSL or zlib only when it links them (a release from scripts/release.sh
+# has OpenSSL built in and a glibc 2.31 baseline).
+command -v objdump >/dev/null || { echo "objdump is required (Debian package binutils)" >&2; exit 1; }
+glibc="$(objdump -T "$binary" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -Vu | tail -n 1)"
+depends="libc6 (>= ${glibc:-2.31}), passwd"
+needed="$(objdump -p "$binary" | sed -n 's/^ *NEEDED *//p')"
+grep -q '^libssl\.so\.3' <<<"$needed" && depends="$depends, libssl3 | libssl3t64"
+grep -q '^libz\.so' <<<"$needed" && depends="$depends, zlib1g"
 cat >"$stage/DEBIAN/control" <<TEXT
 Package: apimon
 Version: $version
 Architecture: $arch
 Maintainer: apimon developers <apimon@localhost>
 Installed-Size: $size
-Depends: libc6 (>= 2.34), libssl3 | libssl3t64, zlib1g, passwd
+Depends: $depends
 Section: admin
 Priority: optional
 Homepage: https://github.com/stackmon/apimon

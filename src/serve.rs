@@ -42,7 +42,8 @@ pub async fn serve(
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) if allowed(&allow, peer.ip()) => stream,
                     Ok((_, peer)) => {
-                        tracing::warn!(%peer, "A connection from outside the allowed ranges was closed.");
+                        // Debug: scanners on the internet would flood the log.
+                        tracing::debug!(%peer, "A connection from outside the allowed ranges was closed.");
                         continue;
                     }
                     Err(error) => {

@@ -60,7 +60,9 @@ fn the_package_holds_the_binary_units_completions_and_man_page_with_their_modes(
     run(Command::new("dpkg-deb").args(["-e", &deb]).arg(&control));
     let fields = std::fs::read_to_string(control.join("control")).expect("control");
     assert!(fields.contains(&format!("Version: {}\n", env!("CARGO_PKG_VERSION"))), "{fields}");
-    assert!(fields.contains("Package: apimon\n") && fields.contains("libc6 (>= 2.34)"), "{fields}");
+    // The suite's binary links this machine's glibc and OpenSSL: both named.
+    assert!(fields.contains("Package: apimon\n") && fields.contains("libc6 (>= 2."), "{fields}");
+    assert!(fields.contains("libssl3"), "{fields}");
     let postinst = control.join("postinst");
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(&postinst).expect("postinst").permissions(),

@@ -131,16 +131,24 @@ fn prepare_base(repo: &Path, names: &[String], base: &str) -> Result<Base, Strin
         Ok(prepared) => Ok(Base::Applied(Box::new(prepared), short)),
         Err(error) => {
             let why = crate::error::chain(&error).lines().next().unwrap_or_default().to_owned();
-            // Valid, without these environments: they are new.
-            match prepare(&[]) {
-                Ok(all)
-                    if !names.is_empty()
-                        && names.iter().all(|n| !all.state.environments.contains_key(n)) =>
-                {
-                    Ok(Base::NewEnvironments(short))
-                }
-                _ => Err(format!("{short}: {why}")),
+            // Valid, without (some of) these environments: they are new.
+            let Ok(all) = prepare(&[]) else { return Err(format!("{short}: {why}")) };
+            let present: Vec<String> =
+                names.iter().filter(|n| all.state.environments.contains_key(*n)).cloned().collect();
+            if names.is_empty() || present.len() == names.len() {
+                return Err(format!("{short}: {why}"));
             }
+            if present.is_empty() {
+                return Ok(Base::NewEnvironments(short));
+            }
+            prepare(&present)
+                .map(|prepared| Base::Applied(Box::new(prepared), short.clone()))
+                .map_err(|e| {
+                    format!(
+                        "{short}: {}",
+                        crate::error::chain(&e).lines().next().unwrap_or_default()
+                    )
+                })
         }
     }
 }

@@ -265,12 +265,21 @@ async fn restart_due(
 ) -> Option<String> {
     let image = image?;
     let change = image.changed()?;
-    match self_image::check(&change).await {
+    // Every changed file must start a daemon, not only the first seen.
+    let mut checked = Ok(());
+    for each in image.changes() {
+        if checked.is_ok() {
+            checked = self_image::check(&each).await;
+        }
+    }
+    match checked {
         Ok(()) => {
             // The way back first: without it, no hand-over.
             if let Err(error) = self_image::hand_over(image, &change, state_dir, commit) {
                 tracing::error!(changed = %change, error = %crate::error::chain(&error), "Not restarting: the previous files cannot be kept for a roll-back; running on as started.");
-                image.accept(&change);
+                for each in image.changes() {
+                    image.accept(&each);
+                }
                 return None;
             }
             tracing::info!(changed = %change, exit_status = self_image::RESTART_EXIT_STATUS, "Restarting: the daemon's own files changed; the new process takes over (rolled back if it does not report ready).");
@@ -278,7 +287,9 @@ async fn restart_due(
         }
         Err(why) => {
             tracing::error!(changed = %change, error = %crate::error::chain(&why), "Not restarting: the new file could not start a daemon; running on as started.");
-            image.accept(&change);
+            for each in image.changes() {
+                image.accept(&each);
+            }
             None
         }
     }

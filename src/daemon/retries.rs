@@ -52,9 +52,17 @@ impl Retries {
         self.failing.get(id).is_some_and(|f| f.until > now)
     }
 
-    /// How long until the next attempt is due, if any change is failing.
+    /// How long until the next attempt is due, for the changes still
+    /// waiting: one already due is tried by the next pass, whatever starts
+    /// it, and never makes the loop spin.
     pub(super) fn next_due(&self, now: Instant) -> Option<Duration> {
-        self.failing.values().map(|f| f.until.saturating_duration_since(now)).min()
+        self.failing.values().filter(|f| f.until > now).map(|f| f.until - now).min()
+    }
+
+    /// Keeps only the changes still planned: one that left the plan (a new
+    /// desired state, a fixed system) fails no more.
+    pub(super) fn retain_planned(&mut self, planned: &std::collections::BTreeSet<&ResourceId>) {
+        self.failing.retain(|id, _| planned.contains(id));
     }
 
     /// Whether any change is failing.
@@ -94,6 +102,7 @@ mod tests {
         assert!(first >= Duration::from_millis(800) && first < Duration::from_secs(1), "{first:?}");
         let later = now + first;
         assert!(!retries.waiting(&unit(), later), "due again after its delay");
+        assert_eq!(retries.next_due(later), None, "a due change does not wake the loop again");
         retries.failed(&unit(), "exited again".into(), later);
         let second = retries.next_due(later).expect("due");
         assert!(second >= Duration::from_millis(1600), "the delay grows: {second:?}");
@@ -107,5 +116,8 @@ mod tests {
         retries.failed(&unit(), "exited".into(), later);
         retries.clear();
         assert!(!retries.waiting(&unit(), later), "a new commit tries at once");
+        retries.failed(&unit(), "exited".into(), later);
+        retries.retain_planned(&std::collections::BTreeSet::new());
+        assert!(!retries.any(), "a change no longer planned fails no more");
     }
 }

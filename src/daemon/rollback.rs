@@ -22,7 +22,6 @@
 //! every change that would write the same files again (by digest) until a
 //! commit changes them.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -112,19 +111,51 @@ fn dir(state_dir: &Path) -> PathBuf {
     state_dir.join(DIR)
 }
 
-/// Writes `bytes` to `path` through a temporary file, synced, with `mode`.
+/// Writes `bytes` to `path` (in the handover directory) through a new
+/// temporary file that is never a link, synced, with `mode`, owned like
+/// the directory: the helper runs as root, the daemon as its account, and
+/// each must read what the other wrote.
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), RollbackError> {
+    crate::fsutil::write_private(path, bytes, mode).map_err(io(path))?;
+    if let Some(dir) = path.parent().and_then(|d| std::fs::symlink_metadata(d).ok()) {
+        use std::os::unix::fs::MetadataExt as _;
+        let _ = std::os::unix::fs::lchown(path, Some(dir.uid()), Some(dir.gid()));
+    }
+    Ok(())
+}
+
+/// The handover directory, which must be a directory (not a link to one).
+fn checked_dir(state_dir: &Path) -> Result<PathBuf, RollbackError> {
+    let dir = dir(state_dir);
+    match std::fs::symlink_metadata(&dir) {
+        Ok(meta) if meta.file_type().is_dir() => Ok(dir),
+        Ok(_) => Err(RollbackError::Io {
+            path: dir,
+            source: std::io::Error::other("is not a directory (a link?); refusing to use it"),
+        }),
+        Err(source) => Err(RollbackError::Io { path: dir, source }),
+    }
+}
+
+/// The content of the regular file `path`, never through a link.
+fn read_regular(path: &Path) -> Result<Vec<u8>, RollbackError> {
+    use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("apimon-tmp");
     let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io(path))?;
+    let meta = file.metadata().map_err(io(path))?;
+    if !meta.is_file() {
+        return Err(RollbackError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::other("is not a regular file"),
+        });
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io(path))?;
+    Ok(bytes)
 }
 
 fn read_record<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, RollbackError> {
@@ -168,8 +199,8 @@ pub fn prepare(
     new_binary: Option<&Path>,
     commit: Option<String>,
 ) -> Result<(), RollbackError> {
-    let dir = dir(state_dir);
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    std::fs::create_dir_all(dir(state_dir)).map_err(io(&dir(state_dir)))?;
+    let dir = checked_dir(state_dir)?;
     for name in [PREVIOUS_CONFIG, PREVIOUS_BINARY, PENDING] {
         let _ = std::fs::remove_file(dir.join(name));
     }
@@ -215,8 +246,11 @@ pub fn before_start(
     config: &Path,
     binary: &Path,
 ) -> Result<Started, RollbackError> {
-    let dir = dir(state_dir);
-    let pending_path = dir.join(PENDING);
+    let pending_path = dir(state_dir).join(PENDING);
+    if std::fs::symlink_metadata(&pending_path).is_err() {
+        return Ok(Started::Plain);
+    }
+    let dir = checked_dir(state_dir)?;
     let pending: Option<Pending> = read_record(&pending_path)?;
     match (decide(pending.as_ref()), pending) {
         (Step::Start, _) | (_, None) => Ok(Started::Plain),
@@ -247,7 +281,7 @@ pub fn before_start(
 /// Puts `kept` back at `target`, with the owner and mode `target` has.
 fn restore(kept: &Path, target: &Path) -> Result<(), RollbackError> {
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-    let bytes = std::fs::read(kept).map_err(io(kept))?;
+    let bytes = read_regular(kept)?;
     let meta = std::fs::metadata(target).ok();
     let mode = meta.as_ref().map_or(0o644, |m| m.permissions().mode() & 0o7777);
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -269,8 +303,10 @@ fn restore(kept: &Path, target: &Path) -> Result<(), RollbackError> {
 pub fn confirm(state_dir: &Path) -> Result<Option<Pending>, RollbackError> {
     let dir = dir(state_dir);
     let pending_path = dir.join(PENDING);
+    // Removed whether it reads or not: this process reported ready.
+    let was_pending = std::fs::symlink_metadata(&pending_path).is_ok();
     let pending: Option<Pending> = read_record(&pending_path).unwrap_or(None);
-    if pending.is_some() {
+    if was_pending {
         for name in [PENDING, ROLLED_BACK, PREVIOUS_CONFIG, PREVIOUS_BINARY] {
             let path = dir.join(name);
             match std::fs::remove_file(&path) {
@@ -358,10 +394,20 @@ mod tests {
             Some("abc".into()),
         )
         .expect("prepare");
+        // The helper runs as root, the daemon as its account: what the
+        // helper writes belongs to the directory's owner (when root can
+        // give it away, as in CI).
+        let handover = state.join(DIR);
+        let chowned = std::os::unix::fs::chown(&handover, Some(65534), None).is_ok();
         // First start: the new files get their chance.
         let Started::Trying(tried) = before_start(&state, &config, &binary).expect("try") else {
             panic!("expected a try")
         };
+        if chowned {
+            use std::os::unix::fs::MetadataExt as _;
+            let record = std::fs::metadata(handover.join(PENDING)).expect("record");
+            assert_eq!(record.uid(), 65534, "the daemon's account must read the record");
+        }
         assert_eq!(
             tried.binary_sha256.as_deref(),
             Some(crate::digest::sha256_hex(b"new binary").as_str())
@@ -379,6 +425,20 @@ mod tests {
         assert_eq!(before_start(&state, &config, &binary).expect("plain"), Started::Plain);
         assert!(confirm(&state).expect("confirm").is_none(), "nothing was pending");
         assert!(rolled_back(&state).expect("record").is_some());
+
+        // A link where a kept file should be is never followed.
+        prepare(&state, &Previous { config: Some(b"x"), binary: None }, Some(b"y"), None, None)
+            .expect("prepare");
+        let kept = handover.join(PREVIOUS_CONFIG);
+        std::fs::remove_file(&kept).expect("rm");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "not for the config").expect("secret");
+        std::os::unix::fs::symlink(&secret, &kept).expect("link");
+        assert!(matches!(before_start(&state, &config, &binary), Ok(Started::Trying(_))));
+        assert!(before_start(&state, &config, &binary).is_err(), "followed a link");
+        assert_ne!(std::fs::read_to_string(&config).expect("config"), "not for the config");
+        std::fs::remove_file(handover.join(PENDING)).expect("rm");
+        std::fs::remove_file(&kept).expect("rm");
 
         // A later hand-over that reports ready clears it all.
         prepare(&state, &Previous { config: Some(b"x"), binary: None }, Some(b"y"), None, None)

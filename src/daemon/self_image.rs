@@ -96,6 +96,20 @@ impl SelfImage {
         None
     }
 
+    /// Every file that changed (the binary first): a commit may change both.
+    pub fn changes(&self) -> Vec<Change> {
+        let binary = self.binary.as_ref().and_then(|(path, id)| {
+            file_id(path).filter(|now| now != id).map(|now| Change::Binary(path.clone(), now))
+        });
+        let config = self.config.as_ref().and_then(|(path, text)| {
+            std::fs::read(path)
+                .ok()
+                .filter(|now| now != text)
+                .map(|now| Change::Config(path.clone(), now))
+        });
+        binary.into_iter().chain(config).collect()
+    }
+
     /// Takes the file as `change` saw it, so a change that was refused
     /// (see [`check`]) is not reported again until the file changes again.
     pub fn accept(&mut self, change: &Change) {
@@ -119,25 +133,20 @@ pub fn hand_over(
     commit: Option<String>,
 ) -> Result<(), super::rollback::RollbackError> {
     use super::rollback::{prepare, Previous};
+    // Both files are kept, whichever changed: a commit may change both,
+    // and a roll-back must put back a pair that starts together.
     // /proc/self/exe still reads the binary this process runs, even after
     // a new file was renamed over its path.
     let running = Path::new("/proc/self/exe");
-    match change {
-        Change::Config(_, new) => {
-            let previous = image.config.as_ref().map(|(_, text)| text.as_slice());
-            prepare(
-                state_dir,
-                &Previous { config: previous, binary: None },
-                Some(new),
-                None,
-                commit,
-            )
-        }
-        Change::Binary(path, _) => {
-            let previous = Previous { config: None, binary: Some(running) };
-            prepare(state_dir, &previous, None, Some(path), commit)
-        }
-    }
+    let previous_config = image.config.as_ref().map(|(_, text)| text.as_slice());
+    let new_config = match (change, &image.config) {
+        (Change::Config(_, new), _) => Some(new.clone()),
+        (Change::Binary(..), Some((path, _))) => std::fs::read(path).ok(),
+        (Change::Binary(..), None) => None,
+    };
+    let binary = image.binary.as_ref().map(|(path, _)| path.as_path());
+    let previous = Previous { config: previous_config, binary: binary.map(|_| running) };
+    prepare(state_dir, &previous, new_config.as_deref(), binary, commit)
 }
 
 /// Why a new binary or configuration cannot start a daemon.

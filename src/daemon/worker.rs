@@ -285,6 +285,9 @@ impl Worker {
         drop(store);
         super::hold::applied(&mut self.merged, &outcome.applied);
         let now = Instant::now();
+        let planned: BTreeSet<&ResourceId> =
+            plan.changes.iter().map(|c| &c.id).chain(pending.iter().map(|h| &h.id)).collect();
+        self.retries.retain_planned(&planned);
         for id in &outcome.applied {
             self.retries.applied(id);
         }
@@ -293,6 +296,8 @@ impl Worker {
         for (id, error) in &outcome.failed {
             if error.kind == crate::providers::FailureKind::Transient {
                 self.retries.failed(id, error.to_string(), now);
+            } else {
+                self.retries.applied(id);
             }
         }
         if let Ok(mut approvals) = self.approvals.lock() {

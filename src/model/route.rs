@@ -35,17 +35,15 @@ pub fn route(env: &Environment, url: &str, via: Via, on_bastion: bool) -> Route 
 /// Whether a credential sent to `url` is protected on its way: over
 /// https://, to this machine (loopback), or over http:// to a host of the
 /// environment's private network (through the bastion's SSH tunnel from a
-/// workstation, over that network from the bastion itself) or through the
-/// bastion (`via: bastion`). Plain http:// (or git://) anywhere else is
-/// readable on the path.
-pub fn protected(env: &Environment, url: &str, via: Via) -> bool {
+/// workstation, over that network from the bastion itself). Plain http://
+/// (or git://) anywhere else is readable on the path — through the bastion
+/// too: its last hop is in clear.
+pub fn protected(env: &Environment, url: &str) -> bool {
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
     let loopback = crate::url::authority(url).is_some_and(|a| crate::url::is_loopback(a.host));
     match scheme.as_str() {
         "https" => true,
-        "http" => {
-            loopback || on_private_network(env, url) || (via == Via::Bastion && env.ssh.is_some())
-        }
+        "http" => loopback || on_private_network(env, url),
         _ => loopback,
     }
 }
@@ -109,17 +107,13 @@ mod tests {
     fn credentials_travel_protected_only() {
         let state = example();
         let env = &state.environments["outside"];
-        let protected = |url: &str, via| protected(env, url, via);
-        assert!(protected("https://influx.example.net", Via::Auto));
-        assert!(protected("http://127.0.0.1:8086", Via::Auto), "this machine");
-        assert!(protected("http://192.168.10.30:8086", Via::Auto), "the private network");
-        assert!(protected("http://influx.example.net:8086", Via::Bastion), "the tunnel");
-        assert!(!protected("http://203.0.113.9:8086", Via::Auto), "in clear, elsewhere");
-        assert!(protected("http://192.168.10.30:8086", Via::Direct), "on the private network");
-        assert!(
-            !protected("http://influx.example.net:8086", Via::Direct),
-            "in clear, not tunnelled"
-        );
-        assert!(!protected("git://192.168.10.30/r.git", Via::Auto));
+        let protected = |url: &str| protected(env, url);
+        assert!(protected("https://influx.example.net"));
+        assert!(protected("http://127.0.0.1:8086"), "this machine");
+        assert!(protected("http://192.168.10.30:8086"), "the private network");
+        assert!(protected("http://outside-influxdb:8086"), "a declared host");
+        assert!(!protected("http://203.0.113.9:8086"), "in clear, elsewhere");
+        assert!(!protected("http://influx.example.net:8086"), "the bastion's last hop is in clear");
+        assert!(!protected("git://192.168.10.30/r.git"));
     }
 }

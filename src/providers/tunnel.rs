@@ -112,6 +112,8 @@ pub fn forward(
 
 /// The longest CONNECT request head read.
 const MAX_HEAD: usize = 8 * 1024;
+/// How long a client may take to send its first bytes or its CONNECT head.
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One client connection: a plain stream to the endpoint, or, when it
 /// starts with `CONNECT host:port` (an `https://` client's proxy request),
@@ -119,19 +121,29 @@ const MAX_HEAD: usize = 8 * 1024;
 async fn serve(mut client: tokio::net::TcpStream, bastion: Arc<Shared>, host: String, port: u16) {
     let mut head = Vec::new();
     let mut first = [0u8; 8];
-    let Ok(n) = client.peek(&mut first).await else { return };
+    // A client that sends nothing in time is dropped.
+    let peeked = tokio::time::timeout(HEAD_TIMEOUT, client.peek(&mut first)).await;
+    let Ok(Ok(n)) = peeked else { return };
     let connect = first[..n].starts_with(b"CONNECT ");
     if connect {
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if head.len() >= MAX_HEAD || !matches!(client.read(&mut byte).await, Ok(1)) {
-                return;
+        let read_head = async {
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if head.len() >= MAX_HEAD || !matches!(client.read(&mut byte).await, Ok(1)) {
+                    return false;
+                }
+                head.push(byte[0]);
             }
-            head.push(byte[0]);
+            true
+        };
+        if !matches!(tokio::time::timeout(HEAD_TIMEOUT, read_head).await, Ok(true)) {
+            return;
         }
         let asked = String::from_utf8_lossy(&head);
         let target = asked.split_whitespace().nth(1).unwrap_or_default().to_ascii_lowercase();
-        if target != format!("{}:{port}", host.to_ascii_lowercase()) {
+        // An IPv6 address is bracketed in a CONNECT target.
+        let ours = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+        if target != format!("{}:{port}", ours.to_ascii_lowercase()) {
             let _ = client.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n").await;
             return;
         }

@@ -104,12 +104,7 @@ pub fn check_transport(
             let env = environments.iter().find(|e| Some(&e.name) == use_.env.as_ref())?;
             let (kind, url) = endpoint(state, use_);
             let url = url.filter(|_| kind != Endpoint::Git)?;
-            let via = match kind {
-                Endpoint::Grafana => env.grafana_endpoint.as_ref().map(|g| g.via),
-                Endpoint::Cloud => None,
-                _ => Some(env.influxdb_endpoint.via),
-            };
-            if crate::model::route::protected(env, &url, via.unwrap_or_default()) {
+            if crate::model::route::protected(env, &url) {
                 return None;
             }
             let shown = crate::url::redact_url(&url);
@@ -117,7 +112,7 @@ pub fn check_transport(
                 use_.location.clone(),
                 use_.path.clone(),
                 format!(
-                    "secret `{}` would go in clear to {shown}, off the environment's private network; use https://, or reach it through the bastion (`via: bastion`)",
+                    "secret `{}` would go in clear to {shown}, off the environment's private network; use https://",
                     use_.name
                 ),
             ))

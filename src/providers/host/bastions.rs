@@ -117,7 +117,9 @@ impl Shared {
                 self.channels.fetch_add(1, Ordering::Relaxed);
                 Ok(value)
             }
-            Err(SshError::Channel { .. }) => {
+            // A session that is gone is opened again once; a target that
+            // refuses is its own error, and the session stays.
+            Err(SshError::Channel { .. }) if connection.is_closed() => {
                 self.reset(&connection).await;
                 let value = open(self.connection().await?).await?;
                 self.channels.fetch_add(1, Ordering::Relaxed);

@@ -393,6 +393,11 @@ impl Connection {
         })
     }
 
+    /// Whether the session is gone (the bastion or the network dropped it).
+    pub fn is_closed(&self) -> bool {
+        self.session.is_closed()
+    }
+
     /// Runs `command` with `stdin`, collecting its output.
     ///
     /// # Errors
