@@ -198,17 +198,8 @@ pub fn for_endpoint(
     else {
         return Ok(None);
     };
-    let name = env
-        .host_with_role(crate::model::Role::Bastion)
-        .map_or_else(|| "bastion".to_owned(), |h| h.name.clone());
-    let bastion =
-        Endpoint { name, address: access.bastion_address.clone(), port: access.bastion_port };
-    let settings = SshSettings {
-        user: access.user.clone(),
-        key: machine.ssh_key.clone(),
-        known_hosts: machine.known_hosts.clone(),
-        timeout: std::time::Duration::from_secs(15),
-    };
+    let (settings, bastion) =
+        super::host::bastions::jump_host(env, access, &machine.ssh_key, &machine.known_hosts);
     forward(&settings, &bastion, &host, port).map(Some)
 }
 

@@ -24,6 +24,29 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// How SSH reaches `env`'s jump host (its first bastion, at
+/// `ssh.bastion_address`) as `access` and the applying machine's key and
+/// known_hosts say: the settings and the endpoint.
+pub fn jump_host(
+    env: &crate::model::Environment,
+    access: &crate::model::raw::SshAccess,
+    key: &std::path::Path,
+    known_hosts: &std::path::Path,
+) -> (SshSettings, Endpoint) {
+    let name = env
+        .host_with_role(crate::model::Role::Bastion)
+        .map_or_else(|| "bastion".to_owned(), |h| h.name.clone());
+    let endpoint =
+        Endpoint { name, address: access.bastion_address.clone(), port: access.bastion_port };
+    let settings = SshSettings {
+        user: access.user.clone(),
+        key: key.to_owned(),
+        known_hosts: known_hosts.to_owned(),
+        timeout: std::time::Duration::from_secs(15),
+    };
+    (settings, endpoint)
+}
+
 type Registry = Mutex<HashMap<String, Arc<Shared>>>;
 
 fn registry() -> &'static Registry {

@@ -223,12 +223,7 @@ impl HostProvider {
         // The first bastion is the jump host at `bastion_address`; other
         // bastions are reached through it like any host.
         let jump = env.host_with_role(Role::Bastion);
-        let bastion_name = jump.map_or_else(|| "bastion".to_owned(), |h| h.name.clone());
-        let bastion = Endpoint {
-            name: bastion_name,
-            address: access.bastion_address.clone(),
-            port: access.bastion_port,
-        };
+        let (ssh, bastion) = bastions::jump_host(env, access, key, known_hosts);
         let hosts = env
             .hosts
             .iter()
@@ -271,12 +266,7 @@ impl HostProvider {
             }
         }
         let settings = HostSettings {
-            ssh: SshSettings {
-                user: access.user.clone(),
-                key: key.to_owned(),
-                known_hosts: known_hosts.to_owned(),
-                timeout: std::time::Duration::from_secs(15),
-            },
+            ssh,
             root: PathBuf::from(&access.root),
             service_manager: access.service_manager.clone(),
             package_check: access.package_check.clone(),
