@@ -21,11 +21,13 @@ impl Schedule {
     /// What is wrong with it, quoting it.
     pub fn parse(expression: &str) -> Result<Self, String> {
         let normalized = normalize_cron(expression)?;
-        let cron = CronParser::builder()
-            .seconds(Seconds::Optional)
-            .build()
-            .parse(&normalized)
-            .map_err(|error| format!("invalid cron expression `{expression}`: {error}"))?;
+        let cron =
+            CronParser::builder().seconds(Seconds::Optional).build().parse(&normalized).map_err(
+                |error| match out_of_range(&normalized) {
+                    Some(problem) => format!("invalid cron expression `{expression}`: {problem}"),
+                    None => format!("invalid cron expression `{expression}`: {error}"),
+                },
+            )?;
         let schedule = Self { expression: expression.to_owned(), normalized, cron };
         if schedule.next_after(&Utc::now()).is_none() {
             return Err(format!(
@@ -74,6 +76,32 @@ impl Eq for Schedule {}
 /// A 5-field crontab expression (minute first) gets a seconds field; 6
 /// fields (seconds first) and 7 (with a year last) pass as they are.
 /// Day of week keeps crontab's meaning in every form (0 and 7 = Sunday).
+/// The first number outside its field's range in a six-field expression,
+/// in words (`minute 75 is out of range (0-59)`): the parser only says
+/// "Number out of bounds".
+fn out_of_range(normalized: &str) -> Option<String> {
+    const FIELDS: [(&str, u32, u32); 6] = [
+        ("second", 0, 59),
+        ("minute", 0, 59),
+        ("hour", 0, 23),
+        ("day of month", 1, 31),
+        ("month", 1, 12),
+        ("day of week", 0, 7),
+    ];
+    for (field, (name, low, high)) in normalized.split_whitespace().zip(FIELDS) {
+        for part in field.split(',') {
+            // `a-b/step`: the step is a count, not a value of the field.
+            let range = part.split('/').next().unwrap_or_default();
+            for number in range.split('-').filter_map(|n| n.parse::<u32>().ok()) {
+                if !(low..=high).contains(&number) {
+                    return Some(format!("{name} {number} is out of range ({low}-{high})"));
+                }
+            }
+        }
+    }
+    None
+}
+
 pub fn normalize_cron(expression: &str) -> Result<String, String> {
     let fields: Vec<&str> = expression.split_whitespace().collect();
     match fields.len() {
@@ -90,7 +118,12 @@ mod tests {
     #[test]
     fn five_field_cron_gets_a_seconds_field() {
         assert_eq!(normalize_cron("*/5 * * * *").as_deref(), Ok("0 */5 * * * *"));
-        assert!(Schedule::parse("61 * * * *").is_err());
+        let error = Schedule::parse("61 * * * *").expect_err("minute 61");
+        assert!(error.ends_with("minute 61 is out of range (0-59)"), "{error}");
+        let error = Schedule::parse("0 0 * 13 *").expect_err("month 13");
+        assert!(error.ends_with("month 13 is out of range (1-12)"), "{error}");
+        let error = Schedule::parse("70 * * * * *").expect_err("second 70");
+        assert!(error.ends_with("second 70 is out of range (0-59)"), "{error}");
         assert!(normalize_cron("* * *").expect_err("3 fields").contains("3 fields"));
     }
 

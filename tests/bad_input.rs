@@ -43,7 +43,13 @@ rejects! {
         => ["inventory/inside/hosts.yaml:13:5: hosts[1].flavour: unknown field `flavour`, expected one of"];
     wrong_type_is_reported_with_what_was_expected:
         edit("inventory/outside/hosts.yaml", "size_gb: 50", "size_gb: fifty")
-        => ["inventory/outside/hosts.yaml:19:", "hosts[1].volumes[0].size_gb: invalid type: string \"fifty\", expected u32"];
+        => ["inventory/outside/hosts.yaml:19:", "hosts[1].volumes[0].size_gb: invalid type: string \"fifty\", expected a whole number from 0 to 4294967295"];
+    an_unterminated_flow_list_says_so_rather_than_what_serde_expected:
+        edit("inventory/outside/hosts.yaml", "role: bastion", "role: [bastion")
+        => ["inventory/outside/hosts.yaml:", "a list where one word was expected (is a `[` or `{` left open on this line?)"];
+    a_cron_field_out_of_range_names_the_field_and_its_range:
+        edit("scenarios/schedule.yaml", "cron: \"* * * * *\"", "cron: \"75 * * * *\"")
+        => ["scenarios/schedule.yaml:", "invalid cron expression `75 * * * *`: minute 75 is out of range (0-59)"];
     dangling_reference_names_the_reference_and_the_known_names:
         edit("inventory/outside/hosts.yaml", "security_groups: [outside-ssh]", "security_groups: [outside-web]")
         => ["inventory/outside/hosts.yaml:9:23: hosts[0].security_groups[0]: unknown security group `outside-web` (inventory/outside/security_groups.yaml); expected one of: outside-ssh"];
@@ -392,4 +398,16 @@ fn the_version_names_the_commit_and_the_date_it_is_built_from() {
         "{stdout}"
     );
     assert!(date[..4].parse::<u32>().is_ok_and(|year| year >= 2025), "{stdout}");
+}
+
+#[test]
+fn a_missing_apimon_yaml_names_the_directory_it_was_looked_for_in() {
+    let dir = tempfile::tempdir().expect("dir");
+    let output = apimon(&["validate", "--repo", &dir.path().to_string_lossy()]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("apimon.yaml: file is missing in {}", dir.path().display())),
+        "{stderr}"
+    );
 }

@@ -46,6 +46,13 @@ pub(super) async fn approve(
     };
     let token = crate::fsutil::read_text_limited(&token_file, 64 * 1024)
         .with_context(|| format!("cannot read the approval token file {}", token_file.display()))?;
+    if let Some(problem) = token_problem(token.trim()) {
+        bail!(
+            "the approval token file {} is malformed: {problem}; expected one line of at least {} visible ASCII characters, as `apimon bootstrap --approval-token` installs it",
+            token_file.display(),
+            crate::bootstrap::MIN_APPROVAL_TOKEN
+        );
+    }
     let client = reqwest::Client::new();
     let status: Value = client
         .get(format!("{url}/status"))
@@ -113,4 +120,34 @@ pub(super) async fn approve(
 
 fn text(value: &Value) -> &str {
     value.as_str().unwrap_or_default()
+}
+
+/// What is wrong with an approval token, if anything (never quoting it).
+fn token_problem(token: &str) -> Option<String> {
+    if token.is_empty() {
+        return Some("it is empty".to_owned());
+    }
+    if let Some(c) = token.chars().find(|c| !c.is_ascii_graphic()) {
+        let what = if c.is_whitespace() { "a space or a line break" } else { "a character" };
+        return Some(format!("it holds {what} a token cannot carry"));
+    }
+    let length = token.len();
+    (length < crate::bootstrap::MIN_APPROVAL_TOKEN).then(|| format!("it holds {length} characters"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_problem;
+
+    #[test]
+    fn a_malformed_token_is_named_as_such_and_never_quoted() {
+        let good = "0123456789abcdef0123456789abcdef";
+        assert_eq!(token_problem(good), None);
+        assert_eq!(token_problem("").as_deref(), Some("it is empty"));
+        assert_eq!(token_problem("short").as_deref(), Some("it holds 5 characters"));
+        let two_lines = format!("{good}\n{good}");
+        assert!(token_problem(&two_lines).is_some_and(|p| p.contains("line break")));
+        let binary = format!("{good}\u{7f}");
+        assert!(token_problem(&binary).is_some_and(|p| !p.contains(good)));
+    }
 }

@@ -60,6 +60,11 @@ impl RepoFiles {
         }
     }
 
+    /// The repository's directory, as given.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Whether `rel` exists (as anything).
     pub fn exists(&self, rel: &Path) -> bool {
         std::fs::symlink_metadata(self.root.join(rel)).is_ok()

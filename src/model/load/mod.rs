@@ -199,7 +199,9 @@ impl Reader {
         what: &str,
     ) -> Option<Document<T>> {
         if !self.files.exists(&rel) {
-            self.problem(Location::file(&rel), format!("file is missing; expected {what}"));
+            let dir = self.files.root().display().to_string();
+            let message = format!("file is missing in {dir}; expected {what}");
+            self.problem(Location::file(&rel), message);
             return None;
         }
         let text = self.read_text(&rel)?;
@@ -499,7 +501,11 @@ mod tests {
             parse_yaml::<List>("items:\n  - name: a\n    size: big\n").expect_err("wrong type");
         assert_eq!(problem.path, "items[0].size");
         assert_eq!(problem.line, 3);
-        assert!(problem.message.contains("expected u32"), "{}", problem.message);
+        assert!(
+            problem.message.contains("expected a whole number from 0 to 4294967295"),
+            "{}",
+            problem.message
+        );
     }
 
     #[test]

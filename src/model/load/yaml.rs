@@ -86,9 +86,43 @@ pub fn parse_yaml<T: DeserializeOwned>(text: &str) -> Result<T, ParseProblem> {
             line,
             column,
             path: if path == "." { String::new() } else { path },
-            message: bare_message(&inner.to_string()),
+            message: plain_words(&bare_message(&inner.to_string())),
         }
     })
+}
+
+/// serde's Rust-speak in words a newcomer reads: `expected u32` names its
+/// range, and an enum given a list or a mapping (an unterminated `[` or `{`
+/// swallows what follows) says so.
+pub(super) fn plain_words(message: &str) -> String {
+    const NUMBERS: [(&str, &str); 8] = [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u32", "expected a whole number from 0 to 4294967295"),
+        ("expected u64", "expected a whole number from 0"),
+        ("expected usize", "expected a whole number from 0"),
+        ("expected i32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+    ];
+    let mut message = message.to_owned();
+    for (rust, words) in NUMBERS {
+        if let Some(start) = message.find(rust) {
+            let end = start + rust.len();
+            let whole_word =
+                message[end..].chars().next().is_none_or(|c| !c.is_ascii_alphanumeric());
+            if whole_word {
+                message.replace_range(start..end, words);
+            }
+        }
+    }
+    if message.contains("expected a YAML tag starting with '!'") {
+        let what = if message.contains("sequence") { "a list" } else { "a mapping" };
+        return format!(
+            "{what} where one word was expected (is a `[` or `{{` left open on this line?)"
+        );
+    }
+    message
 }
 
 /// yaml_serde's messages contain " at line L column C" and may start with
@@ -160,6 +194,23 @@ impl<T> ConfigFile<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rust_type_names_become_words() {
+        assert_eq!(
+            plain_words("invalid type: string \"x\", expected u32"),
+            "invalid type: string \"x\", expected a whole number from 0 to 4294967295"
+        );
+        assert_eq!(
+            plain_words("invalid value: integer `-1`, expected u16"),
+            "invalid value: integer `-1`, expected a whole number from 0 to 65535"
+        );
+        assert_eq!(
+            plain_words("invalid type: sequence, expected a YAML tag starting with '!'"),
+            "a list where one word was expected (is a `[` or `{` left open on this line?)"
+        );
+        assert_eq!(plain_words("expected u32x"), "expected u32x", "whole words only");
+    }
 
     #[test]
     fn deep_flow_nesting_is_refused_in_linear_time() {
