@@ -8,10 +8,11 @@
 //! Grafana and the hosts; the proof is positive: the bastion's log shows
 //! the `direct-tcpip` channels to InfluxDB and Grafana over one session,
 //! influxd logs its peers as the namespace's own loopback, and the same
-//! port outside the namespace answers nothing. (The topology joins
-//! the namespace with a veth pair on loopback-range addresses; the root
-//! namespace's own 127.0.0.0/8 route would take that traffic, so the one
-//! way in here is the bastion's listener, and nothing else is routed.)
+//! port outside the namespace leads only to the test's own listener. (The
+//! issue's topology joins the namespace with a veth pair on loopback-range
+//! addresses; the root namespace's own 127.0.0.0/8 route would take that
+//! traffic, so the one way in here is the bastion's listener, and nothing
+//! else is routed.)
 
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -24,8 +25,8 @@ use apimon::plan::Op;
 use crate::support::grafana::{GrafanaDouble, Version};
 use crate::support::harness::Harness;
 use crate::support::netns::{InetdSshd, NetNs};
-use crate::support::sshd::{current_user, SshWorld};
-use crate::support::{fixture_files, fixture_secrets, free_port, require_binary, TestRepo};
+use crate::support::sshd::SshWorld;
+use crate::support::{fixture_files, free_port, require_binary, TestRepo};
 
 struct World {
     client: SshWorld,
@@ -33,6 +34,8 @@ struct World {
     ns: NetNs,
     influxd: Child,
     influx_port: u16,
+    /// The same port out here, held by the test for its whole run.
+    outside: std::net::TcpListener,
     bastion_port: u16,
     influx_log: PathBuf,
     grafana: GrafanaDouble,
@@ -61,7 +64,10 @@ impl World {
             InetdSshd::new(&dir.join("inetd"), &client.client_key().with_extension("pub"))?;
 
         // InfluxDB inside, on a port that is free out here too.
-        let influx_port = free_port();
+        // InfluxDB's port inside is one this test holds out here, so
+        // nothing else can take it meanwhile.
+        let outside = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let influx_port = outside.local_addr().expect("address").port();
         let data = dir.join("influxdb");
         std::fs::create_dir_all(&data).expect("influx dir");
         let config = format!(
@@ -113,25 +119,12 @@ impl World {
         std::fs::write(&known_hosts, lines).expect("known_hosts");
 
         let root = tempfile::tempdir().expect("root");
-        let tools = root.path().join(".tools");
-        std::fs::create_dir_all(&tools).expect("tools");
-        for (name, script) in [
-            ("systemctl", crate::support::host::FAKE_SYSTEMCTL),
-            ("pkg", crate::support::host::FAKE_PACKAGES),
-        ] {
-            std::fs::write(tools.join(name), script).expect("script");
-            std::fs::set_permissions(
-                tools.join(name),
-                std::os::unix::fs::PermissionsExt::from_mode(0o755),
-            )
-            .expect("chmod");
-        }
+        crate::support::host::install_stand_ins(root.path());
         crate::support::host::ensure_group("apimon");
         crate::support::host::ensure_group("telegraf");
         crate::support::host::ensure_group("grafana");
 
         let repo = TestRepo::with_files(fixture_files());
-        let r = root.path().display();
         repo.edit(
             "apimon.yaml",
             "      url: http://192.168.10.30:8086\n",
@@ -142,30 +135,14 @@ impl World {
             "      url: http://192.168.10.40:3000\n",
             "      url: http://127.0.0.40:3000\n      via: bastion\n",
         );
-        let ssh = format!(
-            "    ssh:\n      user: {user}\n      bastion_address: 127.0.0.1\n      bastion_port: {bastion_port}\n      host_port: 22\n      service_manager: {r}/.tools/systemctl\n      root: {r}\n      package_check: '{r}/.tools/pkg check {{package}}'\n      package_install: '{r}/.tools/pkg install {{package}}'\n      package_update: '{r}/.tools/pkg update'\n      unit_settle_seconds: 1\n",
-            user = current_user(),
-        );
+        let ssh = crate::support::host::stand_in_ssh(root.path(), bastion_port, 22);
         repo.edit(
             "apimon.yaml",
             "    location: outside\n",
             &format!("    location: outside\n{ssh}"),
         );
-        repo.edit("inventory/outside/networks.yaml", "cidr: 192.168.10.0/24", "cidr: 127.0.0.0/8");
-        for octet in ["10", "20", "30", "40"] {
-            repo.edit(
-                "inventory/outside/hosts.yaml",
-                &format!("address: 192.168.10.{octet}"),
-                &format!("address: 127.0.0.{octet}"),
-            );
-        }
-        let secrets: String = fixture_secrets()
-            .lines()
-            .filter(|l| {
-                !l.starts_with("inside_") || l.starts_with("inside_influxdb_grafana_password:")
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
+        crate::support::host::outside_on_loopback(&repo, &["10", "20", "30", "40"]);
+        let secrets = crate::support::outside_secrets();
         let secrets_file = repo.secrets_file(&secrets, 0o600);
         let binary = dir.join("apimon-binary");
         std::fs::write(&binary, crate::support::host::fake_apimon("stand-in")).expect("binary");
@@ -175,6 +152,7 @@ impl World {
             ns,
             influxd,
             influx_port,
+            outside,
             bastion_port,
             influx_log,
             grafana,
@@ -256,7 +234,10 @@ async fn influxdb_grafana_and_the_hosts_on_a_private_network_converge_through_th
     let heard = std::fs::read_to_string(&world.influx_log).unwrap_or_default();
     assert!(heard.lines().any(|l| l.contains("127.0.0.1 - admin")), "{heard}");
     assert!(world.grafana.requests() > 0);
-    // … and out here the same port answers nothing.
-    assert!(std::net::TcpStream::connect(("127.0.0.1", world.influx_port)).is_err());
+    // … and out here the same port leads to the test's own listener, not
+    // to influxd: the connection made is the one the test accepts.
+    let stream = std::net::TcpStream::connect(("127.0.0.1", world.influx_port)).expect("connect");
+    let (_, peer) = world.outside.accept().expect("accept");
+    assert_eq!(peer, stream.local_addr().expect("address"));
     assert!(world.ns.answers(&format!("127.0.0.1:{}", world.influx_port)));
 }
