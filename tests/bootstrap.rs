@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::git::GitRemote;
-use crate::support::host::{ensure_group, FAKE_PACKAGES, FAKE_SYSTEMCTL};
+use crate::support::host::{ensure_group, stand_in_ssh};
 use crate::support::influxdb::InfluxServer;
 use crate::support::openstack::{Api, TestCloud};
-use crate::support::sshd::{current_user, Relay, SshServer, SshWorld};
+use crate::support::sshd::{Relay, SshServer, SshWorld};
 use crate::support::{free_port, text};
 
 struct Setup {
@@ -86,22 +86,12 @@ impl Setup {
         let sshd = world.server("bastion");
         let relay = Relay::start(&["127.0.0.30"], sshd.port).await;
         let root = tempfile::tempdir().expect("root");
-        let r = root.path().display().to_string();
-        let tools = root.path().join(".tools");
-        std::fs::create_dir_all(&tools).expect("tools");
-        for (name, script) in [("systemctl", FAKE_SYSTEMCTL), ("pkg", FAKE_PACKAGES)] {
-            use std::os::unix::fs::PermissionsExt;
-            let path = tools.join(name);
-            std::fs::write(&path, script).expect("script");
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        }
+        crate::support::host::install_stand_ins(root.path());
         let port = free_port();
         let apimon_yaml = format!(
-            "project: apimon\ndefaults:\n  max_deletes: 20\nenvironments:\n  {env}:\n    location: outside\n    cloud: apimon-test\n    influxdb:\n      url: {url}\n      admin_user: admin\n      results_database: apimon\n      results_user: telegraf\n    ssh:\n      user: {user}\n      bastion_address: 127.0.0.1\n      bastion_port: {bastion}\n      host_port: {relay}\n      root: {r}\n      service_manager: {r}/.tools/systemctl\n      package_check: '{r}/.tools/pkg check {{package}}'\n      package_install: '{r}/.tools/pkg install {{package}}'\n      package_update: '{r}/.tools/pkg update'\n      unit_settle_seconds: 1\n    daemon:\n      repository:\n        url: {repository}\n        poll_interval_seconds: 1\n      listen: 127.0.0.1:{port}\n      webhook_secret: {{secret: {env}_webhook}}\n  {twin}:\n    location: inside\n    cloud: apimon-twin\n    influxdb:\n      url: {url}\n      admin_user: admin\n      results_database: apimon\n      results_user: telegraf\n",
+            "project: apimon\ndefaults:\n  max_deletes: 20\nenvironments:\n  {env}:\n    location: outside\n    cloud: apimon-test\n    influxdb:\n      url: {url}\n      admin_user: admin\n      results_database: apimon\n      results_user: telegraf\n{ssh}    daemon:\n      repository:\n        url: {repository}\n        poll_interval_seconds: 1\n      listen: 127.0.0.1:{port}\n      webhook_secret: {{secret: {env}_webhook}}\n  {twin}:\n    location: inside\n    cloud: apimon-twin\n    influxdb:\n      url: {url}\n      admin_user: admin\n      results_database: apimon\n      results_user: telegraf\n",
             url = influx.url(),
-            user = current_user(),
-            bastion = sshd.port,
-            relay = relay.port,
+            ssh = stand_in_ssh(root.path(), sshd.port, relay.port),
             repository = git.file_url(),
         );
         let client_key = std::fs::read_to_string(world.client_key().with_extension("pub"))

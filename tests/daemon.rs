@@ -297,17 +297,8 @@ fn the_systemd_units_verify() {
     let dir = tempfile::tempdir().expect("temp dir");
     // Both units from their one source, the templates.
     let repo = crate::support::TestRepo::fixture();
-    let rendered = dir.path().join("rendered");
-    let output = crate::support::apimon(&[
-        "render",
-        "--repo",
-        &repo.path().to_string_lossy(),
-        "--env",
-        "outside",
-        "--out",
-        &rendered.to_string_lossy(),
-    ]);
-    assert_eq!(output.status.code(), Some(0), "{}", crate::support::text(&output).1);
+    let out = crate::support::render_outside(&repo);
+    let rendered = out.path();
     for unit in ["apimon.service", "apimon-executor.service"] {
         // The daemon's unit template has no placeholders; the executor's is
         // taken as rendered for the fixture's executor.

@@ -264,12 +264,14 @@ async fn restart_due(
     commit: Option<String>,
 ) -> Option<String> {
     let image = image?;
-    let change = image.changed()?;
+    // Looked at once: what is checked is what is accepted or handed over.
+    let changes = image.changes();
+    let change = changes.first()?.clone();
     // Every changed file must start a daemon, not only the first seen.
     let mut checked = Ok(());
-    for each in image.changes() {
+    for each in &changes {
         if checked.is_ok() {
-            checked = self_image::check(&each).await;
+            checked = self_image::check(each).await;
         }
     }
     match checked {
@@ -277,8 +279,8 @@ async fn restart_due(
             // The way back first: without it, no hand-over.
             if let Err(error) = self_image::hand_over(image, &change, state_dir, commit) {
                 tracing::error!(changed = %change, error = %crate::error::chain(&error), "Not restarting: the previous files cannot be kept for a roll-back; running on as started.");
-                for each in image.changes() {
-                    image.accept(&each);
+                for each in &changes {
+                    image.accept(each);
                 }
                 return None;
             }
@@ -287,8 +289,8 @@ async fn restart_due(
         }
         Err(why) => {
             tracing::error!(changed = %change, error = %crate::error::chain(&why), "Not restarting: the new file could not start a daemon; running on as started.");
-            for each in image.changes() {
-                image.accept(&each);
+            for each in &changes {
+                image.accept(each);
             }
             None
         }

@@ -83,17 +83,7 @@ impl SelfImage {
     /// A file that is gone or unreadable counts as unchanged: a restart
     /// could not start from it.
     pub fn changed(&self) -> Option<Change> {
-        if let Some((path, id)) = &self.binary {
-            if let Some(now) = file_id(path).filter(|now| now != id) {
-                return Some(Change::Binary(path.clone(), now));
-            }
-        }
-        if let Some((path, text)) = &self.config {
-            if let Some(now) = std::fs::read(path).ok().filter(|now| now != text) {
-                return Some(Change::Config(path.clone(), now));
-            }
-        }
-        None
+        self.changes().into_iter().next()
     }
 
     /// Every file that changed (the binary first): a commit may change both.

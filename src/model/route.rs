@@ -55,7 +55,6 @@ fn on_private_network(env: &Environment, url: &str) -> bool {
     let Some(host) = crate::url::authority(url).map(|a| a.host.to_ascii_lowercase()) else {
         return false;
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
     match host.parse::<IpAddr>() {
         Ok(ip) if ip.is_loopback() => false,
         Ok(ip) => {

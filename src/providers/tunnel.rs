@@ -177,8 +177,7 @@ fn host_port(url: &str) -> Option<(String, u16)> {
     let authority = crate::url::authority(url)?;
     let https = url.to_ascii_lowercase().starts_with("https://");
     let port = authority.port.unwrap_or(if https { 443 } else { 80 });
-    let host = authority.host.trim_start_matches('[').trim_end_matches(']').to_owned();
-    Some((host, port))
+    Some((authority.host.to_owned(), port))
 }
 
 /// The forwarder `url` of `env` needs from this machine, when

@@ -16,7 +16,8 @@ use super::influxdb::InfluxServer;
 use super::sshd::{current_user, Relay, SshServer, SshWorld};
 use super::{fixture_files_without_grafana, TestRepo};
 
-/// Stand-in for systemctl (units are flag files; `apimon` really runs).
+/// Stand-in for systemctl (a unit with a unit file runs as systemd runs it;
+/// a package's own unit is a flag file).
 pub const FAKE_SYSTEMCTL: &str = include_str!("stand-in/systemctl");
 
 /// Stand-in for dpkg/apt (installed packages are files).
@@ -34,6 +35,43 @@ pub struct Setup {
     pub state_dir: tempfile::TempDir,
     pub known_hosts: PathBuf,
     pub binary: PathBuf,
+}
+
+/// Writes the stand-ins for systemctl and the package manager into the
+/// test host's `<root>/.tools/`.
+pub fn install_stand_ins(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let tools = root.join(".tools");
+    std::fs::create_dir_all(&tools).expect("tools");
+    for (name, script) in [("systemctl", FAKE_SYSTEMCTL), ("pkg", FAKE_PACKAGES)] {
+        let path = tools.join(name);
+        std::fs::write(&path, script).expect("script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+}
+
+/// An environment's `ssh:` section for a test host at `root` (its
+/// stand-ins, a one-second settle time) behind the bastion at
+/// 127.0.0.1:`bastion_port`, its hosts' sshd at `host_port`.
+pub fn stand_in_ssh(root: &Path, bastion_port: u16, host_port: u16) -> String {
+    format!(
+        "    ssh:\n      user: {user}\n      bastion_address: 127.0.0.1\n      bastion_port: {bastion_port}\n      host_port: {host_port}\n      root: {r}\n      service_manager: {r}/.tools/systemctl\n      package_check: '{r}/.tools/pkg check {{package}}'\n      package_install: '{r}/.tools/pkg install {{package}}'\n      package_update: '{r}/.tools/pkg update'\n      unit_settle_seconds: 1\n",
+        user = current_user(),
+        r = root.display(),
+    )
+}
+
+/// The fixture's `outside` network and its hosts (`192.168.10.<octet>`)
+/// moved onto loopback addresses (`127.0.0.<octet>`).
+pub fn outside_on_loopback(repo: &TestRepo, octets: &[&str]) {
+    repo.edit("inventory/outside/networks.yaml", "cidr: 192.168.10.0/24", "cidr: 127.0.0.0/8");
+    for octet in octets {
+        repo.edit(
+            "inventory/outside/hosts.yaml",
+            &format!("address: 192.168.10.{octet}"),
+            &format!("address: 127.0.0.{octet}"),
+        );
+    }
 }
 
 /// A small stand-in for an apimon binary (uploads stay quick): it answers
@@ -91,36 +129,16 @@ impl Setup {
         let target = world.server("target");
         let relay = Relay::start(&["127.0.0.20", "127.0.0.30", "127.0.0.40"], target.port).await;
         let root = tempfile::tempdir().expect("root");
-        let r = root.path().display().to_string();
-        let tools = root.path().join(".tools");
-        std::fs::create_dir_all(&tools).expect("tools");
-        for (name, script) in [("systemctl", FAKE_SYSTEMCTL), ("pkg", FAKE_PACKAGES)] {
-            let path = tools.join(name);
-            std::fs::write(&path, script).expect("script");
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        }
+        install_stand_ins(root.path());
         let repo = TestRepo::with_files(fixture_files_without_grafana());
         repo.edit("apimon.yaml", "http://192.168.10.30:8086", &influx.url());
-        let ssh = format!(
-            "    ssh:\n      user: {user}\n      bastion_address: 127.0.0.1\n      bastion_port: {bastion}\n      host_port: {relay}\n      service_manager: {r}/.tools/systemctl\n      root: {r}\n      package_check: '{r}/.tools/pkg check {{package}}'\n      package_install: '{r}/.tools/pkg install {{package}}'\n      package_update: '{r}/.tools/pkg update'\n      unit_settle_seconds: 1\n",
-            user = current_user(),
-            bastion = bastion.port,
-            relay = relay.port,
-        );
+        let ssh = stand_in_ssh(root.path(), bastion.port, relay.port);
         repo.edit(
             "apimon.yaml",
             "    location: outside\n",
             &format!("    location: outside\n{ssh}"),
         );
-        repo.edit("inventory/outside/networks.yaml", "cidr: 192.168.10.0/24", "cidr: 127.0.0.0/8");
-        for octet in ["10", "20", "30"] {
-            repo.edit(
-                "inventory/outside/hosts.yaml",
-                &format!("address: 192.168.10.{octet}"),
-                &format!("address: 127.0.0.{octet}"),
-            );
-        }
+        outside_on_loopback(&repo, &["10", "20", "30"]);
         let known_hosts = world.known_hosts(&[
             (format!("[127.0.0.1]:{}", bastion.port), &bastion),
             (format!("[127.0.0.20]:{}", relay.port), &target),
