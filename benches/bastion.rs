@@ -61,8 +61,14 @@ async fn main() {
         }
         let state = apimon::model::load_repository(repo.path()).expect("the repository loads");
         let env = &state.environments["outside"];
-        let provider =
-            InfluxdbProvider::for_environment(env, &secrets, &machine).expect("provider");
+        let locators = apimon::providers::locate::Locators::new();
+        let context = apimon::providers::Context {
+            state: &state,
+            secrets: &secrets,
+            machine: &machine,
+            locators: &locators,
+        };
+        let provider = InfluxdbProvider::for_environment(env, &context).expect("provider");
         let scope = Scope {
             env: "outside".into(),
             fingerprints: Default::default(),

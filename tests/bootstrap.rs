@@ -41,16 +41,44 @@ impl Drop for Setup {
     }
 }
 
-fn inventory(env: &str, net: &str, client_key: &str) -> Vec<(String, String)> {
+/// Where the environment's addresses come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Addresses {
+    /// `ssh.bastion_address` and every host's `address` in the repository.
+    InRepository,
+    /// Neither: the bastion's floating IP (from an external network of
+    /// loopback-range addresses) and the hosts' fixed addresses (a /29 of
+    /// loopback-range addresses) are the cloud's, found when needed.
+    FromCloud,
+}
+
+/// The external network and the environment's subnet of [`Addresses::FromCloud`].
+const CLOUD_EXTERNAL: &str = "127.77.0";
+const CLOUD_SUBNET: &str = "127.76.0";
+
+fn inventory(
+    env: &str,
+    net: &str,
+    client_key: &str,
+    addresses: Addresses,
+) -> Vec<(String, String)> {
     let dir = format!("inventory/{env}");
+    let from_cloud = addresses == Addresses::FromCloud;
     let host = |name: &str, role: &str, octet: u8| {
-        format!("  - name: {env}-{name}\n    role: {role}\n    flavor: s3.small.1\n    image: Ubuntu 24.04\n    keypair: {env}-key\n    networks: [{env}-net]\n    address: {net}.{octet}\n    security_groups: [{env}-ssh]\n")
+        let address =
+            if from_cloud { String::new() } else { format!("    address: {net}.{octet}\n") };
+        format!("  - name: {env}-{name}\n    role: {role}\n    flavor: s3.small.1\n    image: Ubuntu 24.04\n    keypair: {env}-key\n    networks: [{env}-net]\n{address}    security_groups: [{env}-ssh]\n")
+    };
+    let (external, cidr) = if from_cloud {
+        (format!("{env}-ext"), format!("{net}.0/29"))
+    } else {
+        ("admin_external_net".to_owned(), format!("{net}.0/24"))
     };
     vec![
         (
             format!("{dir}/hosts.yaml"),
             format!(
-                "hosts:\n{}    floating_ip: {{network: admin_external_net}}\n{}",
+                "hosts:\n{}    floating_ip: {{network: {external}}}\n{}",
                 host("bastion", "bastion", 10),
                 host("influxdb", "influxdb", 30)
             ),
@@ -58,7 +86,7 @@ fn inventory(env: &str, net: &str, client_key: &str) -> Vec<(String, String)> {
         (format!("{dir}/keypairs.yaml"), format!("keypairs:\n  - name: {env}-key\n    public_key: {client_key}\n")),
         (
             format!("{dir}/networks.yaml"),
-            format!("networks:\n  - name: {env}-net\n    subnets:\n      - {{name: {env}-subnet, cidr: {net}.0/24, gateway_ip: {net}.1, enable_dhcp: false}}\n  - name: admin_external_net\n    external: true\n"),
+            format!("networks:\n  - name: {env}-net\n    subnets:\n      - {{name: {env}-subnet, cidr: {cidr}, gateway_ip: {net}.1, enable_dhcp: false}}\n  - name: {external}\n    external: true\n"),
         ),
         (
             format!("{dir}/security_groups.yaml"),
@@ -73,6 +101,10 @@ fn inventory(env: &str, net: &str, client_key: &str) -> Vec<(String, String)> {
 
 impl Setup {
     async fn new() -> Option<Self> {
+        Self::with(Addresses::InRepository).await
+    }
+
+    pub(crate) async fn with(addresses: Addresses) -> Option<Self> {
         let cloud = TestCloud::get()?;
         let influx = InfluxServer::start().await?;
         let world = SshWorld::new()?;
@@ -84,14 +116,33 @@ impl Setup {
         let env = format!("boot{}x{n}", std::process::id());
         let twin = format!("{env}twin");
         let sshd = world.server("bastion");
-        let relay = Relay::start(&["127.0.0.30"], sshd.port).await;
+        let api = cloud.api().await;
+        let from_cloud = addresses == Addresses::FromCloud;
+        // Every address the cloud may give the hosts: one sshd answers at each.
+        let listen: Vec<String> = if from_cloud {
+            let external = format!("{env}-ext");
+            api.create_external_network(&external, &format!("{CLOUD_EXTERNAL}.0/29")).await;
+            (2..=6)
+                .flat_map(|i| [format!("{CLOUD_EXTERNAL}.{i}"), format!("{CLOUD_SUBNET}.{i}")])
+                .collect()
+        } else {
+            vec!["127.0.0.30".to_owned()]
+        };
+        let relay =
+            Relay::start(&listen.iter().map(String::as_str).collect::<Vec<_>>(), sshd.port).await;
         let root = tempfile::tempdir().expect("root");
         crate::support::host::install_stand_ins(root.path());
+        let ssh = if from_cloud {
+            stand_in_ssh(root.path(), relay.port, relay.port)
+                .replace("      bastion_address: 127.0.0.1\n", "")
+        } else {
+            stand_in_ssh(root.path(), sshd.port, relay.port)
+        };
         let port = free_port();
         let apimon_yaml = format!(
             "project: apimon\ndefaults:\n  max_deletes: 20\nenvironments:\n  {env}:\n    location: outside\n    cloud: apimon-test\n    influxdb:\n      url: {url}\n      admin_user: admin\n      results_database: apimon\n      results_user: telegraf\n{ssh}    daemon:\n      repository:\n        url: {repository}\n        poll_interval_seconds: 1\n      listen: 127.0.0.1:{port}\n      webhook_secret: {{secret: {env}_webhook}}\n  {twin}:\n    location: inside\n    cloud: apimon-twin\n    influxdb:\n      url: {url}\n      admin_user: admin\n      results_database: apimon\n      results_user: telegraf\n",
             url = influx.url(),
-            ssh = stand_in_ssh(root.path(), sshd.port, relay.port),
+            ssh = ssh,
             repository = git.file_url(),
         );
         let client_key = std::fs::read_to_string(world.client_key().with_extension("pub"))
@@ -99,8 +150,9 @@ impl Setup {
             .trim()
             .to_owned();
         let mut files = vec![("apimon.yaml".to_owned(), apimon_yaml)];
-        files.extend(inventory(&env, "127.0.0", &client_key));
-        files.extend(inventory(&twin, "192.168.77", &client_key));
+        let net = if from_cloud { CLOUD_SUBNET } else { "127.0.0" };
+        files.extend(inventory(&env, net, &client_key, addresses));
+        files.extend(inventory(&twin, "192.168.77", &client_key, Addresses::InRepository));
         git.write(&files);
         git.commit("an environment with a daemon");
         git.push(false);
@@ -120,15 +172,18 @@ impl Setup {
         let clouds_file = dir.join("clouds.yaml");
         std::fs::write(&clouds_file, format!("{suite}  apimon-twin:\n{entry}"))
             .expect("clouds.yaml");
+        // Keys by address, or by name where the cloud gives the addresses.
         let known_hosts = world.known_hosts(&[
             (format!("[127.0.0.1]:{}", sshd.port), &sshd),
             (format!("[127.0.0.30]:{}", relay.port), &sshd),
+            (format!("[{env}-bastion]:{}", relay.port), &sshd),
+            (format!("[{env}-influxdb]:{}", relay.port), &sshd),
             // The operator's other hosts: never copied to the bastion.
             ("unrelated.example.net".to_owned(), &sshd),
         ]);
         Some(Self {
             env,
-            api: cloud.api().await,
+            api,
             _cloud: cloud,
             _influx: influx,
             world,
@@ -575,4 +630,50 @@ async fn a_daemon_ahead_of_the_checkout_is_taken_back_only_with_take_over_and_it
         "{log}"
     );
     assert_eq!(setup.mode("/var/lib/apimon/take-over.log"), 0o600);
+}
+
+/// `apimon bootstrap` from an empty project whose repository names no
+/// address at all: it creates the network, the router and the bastion,
+/// reaches the bastion at the floating IP Neutron allocated and the hosts
+/// at the fixed addresses Neutron gave their ports, installs the daemon
+/// (which reaches them from the bastion at their fixed addresses) and
+/// waits for converged — one command, and the repository is left as is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_from_an_empty_project_takes_every_address_from_the_cloud_and_writes_none_back() {
+    let Some(setup) = Setup::with(Addresses::FromCloud).await else { return };
+    let env = setup.env.clone();
+    let git = |args: &[&str]| {
+        let output =
+            std::process::Command::new("git").args(args).current_dir(setup.git.work()).output();
+        String::from_utf8_lossy(&output.expect("git").stdout).trim().to_owned()
+    };
+    let head = git(&["rev-parse", "HEAD"]);
+    let (code, stdout, stderr) = setup.bootstrap();
+    let log = || setup.read("/.tools/apimon.log");
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}\ndaemon log:\n{}", log());
+    assert!(stdout.contains(&format!("reports {env} converged")), "{stdout}");
+
+    let bastion = setup.api.server(&format!("{env}-bastion")).await;
+    let id = bastion["id"].as_str().expect("server id");
+    let floating = setup.api.floating_ips_of(id).await;
+    assert_eq!(floating.len(), 1, "{floating:?}");
+    let address = floating[0]["floating_ip_address"].as_str().expect("address").to_owned();
+    assert!(address.starts_with(&format!("{CLOUD_EXTERNAL}.")), "{address}");
+    let told =
+        format!("The bastion {env}-bastion is at {address}: its floating IP as the cloud says");
+    assert!(stderr.contains(&told), "{stderr}");
+    for host in ["bastion", "influxdb"] {
+        let server = setup.api.server(&format!("{env}-{host}")).await;
+        let fixed = server["addresses"][format!("{env}-net")][0]["addr"].as_str().unwrap_or("");
+        assert!(fixed.starts_with(&format!("{CLOUD_SUBNET}.")), "{host}: {server}");
+    }
+    // The daemon observed every host from the bastion, at the cloud's
+    // fixed addresses, and found the platform as bootstrap left it.
+    let status = setup.status().await.expect("the daemon answers");
+    assert_eq!(status["environments"][env.as_str()]["outcome"], "no_changes", "{status}");
+    assert!(setup.read("/etc/influxdb/influxdb.conf").contains("[http]"), "influxdb host's file");
+    assert!(!setup.read("/etc/apimon/known_hosts").is_empty());
+    // Nothing written back: no commit, no change in the checkout.
+    assert_eq!(git(&["rev-parse", "HEAD"]), head);
+    assert_eq!(git(&["status", "--porcelain"]), "");
 }

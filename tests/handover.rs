@@ -145,12 +145,9 @@ async fn killed_before_or_after_any_call_to_a_real_bastion_a_rerun_converges() {
     let prepared = setup.prepare().expect("prepare");
     let env = &prepared.state.environments["outside"];
     let machine = setup.machine();
-    let Availability::Available(provider) = HostProvider::for_environment(
-        env,
-        &DesiredSet::new(),
-        &machine.ssh_key,
-        &machine.known_hosts,
-    ) else {
+    let Availability::Available(provider) =
+        HostProvider::for_environment(env, &DesiredSet::new(), &machine, None)
+    else {
         panic!("the hosts are not reachable");
     };
     let bastion_host = env.daemon_host().map_or("outside-bastion", |h| h.name.as_str());

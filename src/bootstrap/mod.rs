@@ -248,10 +248,12 @@ pub fn secrets_file(
 }
 
 /// Where the daemon reaches `env`'s hosts, as its known_hosts names them:
-/// the jump host at `ssh.bastion_address`, every host by address and name.
+/// the jump host at `ssh.bastion_address` (when set), every host by name
+/// and address (when set; the cloud's addresses are matched by name).
 fn endpoints(env: &Environment) -> Vec<(String, u16)> {
     let Some(ssh) = &env.ssh else { return Vec::new() };
-    let mut endpoints = vec![(ssh.bastion_address.clone(), ssh.bastion_port)];
+    let mut endpoints: Vec<(String, u16)> =
+        ssh.bastion_address.iter().map(|a| (a.clone(), ssh.bastion_port)).collect();
     let jump = env.host_with_role(crate::model::Role::Bastion);
     for host in &env.hosts {
         let port = if jump.is_some_and(|j| j.name == host.name) {

@@ -115,12 +115,9 @@ pub(super) async fn bootstrap(
         eprintln!("warning: apimon_binary is pinned by its sha256 only, which proves the file is the one named, not who built it; give --release-key (and apimon_binary.signature_url) to install only signed releases (docs/security.md)");
     }
     let credentials = bootstrap::credentials(&prepared.state, env, &sources)?;
-    let provider = match HostProvider::for_environment(
-        env,
-        &DesiredSet::new(),
-        &machine.ssh_key,
-        &machine.known_hosts,
-    ) {
+    // Where the cloud says, when the repository names no address.
+    let locate = prepared.live.as_ref().and_then(|live| live.locator(&args.env));
+    let provider = match HostProvider::for_environment(env, &DesiredSet::new(), &machine, locate) {
         Availability::Available(provider) => provider,
         Availability::Unavailable(why) => bail!("cannot reach the hosts of {}: {why}", args.env),
     };

@@ -280,6 +280,15 @@ impl From<Outcome> for ExitCode {
     }
 }
 
+/// Says where the bastions the repository gives no address were reached
+/// (on stderr: `plan --json` keeps stdout), however the command ended.
+fn tell_cloud_addresses(outcome: anyhow::Result<Outcome>) -> anyhow::Result<Outcome> {
+    for (name, address, which) in crate::providers::host::bastions::reached_from_cloud() {
+        eprintln!("The bastion {name} is at {address}: its {} as the cloud says (no ssh.bastion_address in the repository; nothing is written to it).", which.label());
+    }
+    outcome
+}
+
 /// Runs one command.
 ///
 /// # Errors
@@ -305,7 +314,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Plan { repo, env, offline: false, json, format, allow_deletes, live, .. } => {
             let format = if json { PlanFormat::Json } else { format };
-            runtime()?.block_on(plan_live(&repo.repo, &env, format, allow_deletes, &live))
+            let outcome =
+                runtime()?.block_on(plan_live(&repo.repo, &env, format, allow_deletes, &live));
+            tell_cloud_addresses(outcome)
         }
         Command::Apply {
             repo,
@@ -323,22 +334,23 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 initial_backoff: Duration::from_millis(backoff_ms),
                 ..ApplyOptions::default()
             };
-            runtime()?.block_on(apply(
+            let outcome = runtime()?.block_on(apply(
                 &repo.repo,
                 &env,
                 auto_approve,
                 allow_deletes,
                 &options,
                 &live,
-            ))
+            ));
+            tell_cloud_addresses(outcome)
         }
         Command::Executor { config } => runtime()?.block_on(executor(config)),
         Command::Adopt { repo, env, yes, live } => {
-            runtime()?.block_on(adopt::adopt(&repo.repo, &env, yes, &live))
+            tell_cloud_addresses(runtime()?.block_on(adopt::adopt(&repo.repo, &env, yes, &live)))
         }
-        Command::Bootstrap { repo, args, live } => {
-            runtime()?.block_on(bootstrap::bootstrap(&repo.repo, &args, &live))
-        }
+        Command::Bootstrap { repo, args, live } => tell_cloud_addresses(
+            runtime()?.block_on(bootstrap::bootstrap(&repo.repo, &args, &live)),
+        ),
         Command::Approve { id, env, commit, config, daemon, token_file } => {
             let what = match (id, env, commit) {
                 (Some(id), _, _) => approve::What::Change(id),

@@ -15,6 +15,7 @@
 pub mod grafana;
 pub mod host;
 pub mod influxdb;
+pub mod locate;
 pub mod openstack;
 pub mod registry;
 pub mod tunnel;
@@ -93,6 +94,9 @@ pub struct Context<'a> {
     pub secrets: &'a Secrets,
     /// The applying machine's own files (keys, clouds.yaml).
     pub machine: &'a Machine,
+    /// Who says where a server is, by environment (from the providers
+    /// connected before: see [`Provider::locator`]).
+    pub locators: &'a locate::Locators,
 }
 
 /// Whether a provider can reach its system for an environment.
@@ -243,6 +247,13 @@ pub trait Provider: Sized + Send + Sync + 'static {
     /// Requests sent to the system so far (for benchmarks and logs).
     fn requests(&self) -> usize {
         0
+    }
+
+    /// Whether this provider can say where the environment's servers are
+    /// (their floating IPs and fixed addresses) for the providers that
+    /// reach hosts. Default: no.
+    fn locator(_provider: &std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn locate::Locate>> {
+        None
     }
 }
 

@@ -195,6 +195,15 @@ impl<P: Provider> Connected<P> {
             .map_err(|error| ChangeError::from_error(P::classify(&error), error))
     }
 
+    /// Adds the locators this provider offers, by environment.
+    fn locators(&self, into: &mut super::locate::Locators) {
+        for (env, provider) in &self.available {
+            if let Some(locate) = P::locator(provider) {
+                into.entry(env.clone()).or_insert(locate);
+            }
+        }
+    }
+
     /// Requests sent so far, over all environments.
     fn requests(&self) -> usize {
         self.available.values().map(|p| p.requests()).sum()
@@ -390,7 +399,9 @@ macro_rules! registry {
         }
 
         impl Live {
-            /// Sets up every provider of every environment (no network traffic yet).
+            /// Sets up every provider of every environment (no network
+            /// traffic yet), in the list's order: each gets the locators of
+            /// those before it.
             ///
             /// # Errors
             /// A provider's configuration cannot be used.
@@ -399,9 +410,23 @@ macro_rules! registry {
                 environments: &[&Environment],
                 desired: &Desired,
             ) -> Result<Self, ObserveError> {
-                Ok(Self {
-                    $($field: Connected::connect(context, environments, &desired.$field)?,)+
-                })
+                let mut locators = context.locators.clone();
+                $(
+                    let $field = Connected::<$provider>::connect(
+                        &Context { locators: &locators, ..*context },
+                        environments,
+                        &desired.$field,
+                    )?;
+                    $field.locators(&mut locators);
+                )+
+                Ok(Self { $($field,)+ })
+            }
+
+            /// Who says where `env`'s servers are, if a provider can.
+            pub fn locator(&self, env: &str) -> Option<Arc<dyn super::locate::Locate>> {
+                let mut locators = super::locate::Locators::new();
+                $(self.$field.locators(&mut locators);)+
+                locators.remove(env)
             }
 
             /// Drops from `desired` what no live provider covers; says what, and why.

@@ -14,8 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::host::bastions::{shared, Shared};
-use super::host::ssh::{Endpoint, SshSettings};
+use super::host::bastions::{shared, JumpHost, Shared};
 
 /// A forwarder to one endpoint through one bastion.
 #[derive(Debug, Clone)]
@@ -51,6 +50,14 @@ pub enum TunnelError {
         #[source]
         source: std::io::Error,
     },
+    /// The bastion cannot be found.
+    #[error("the tunnel to {target} goes through the bastion, and {why}")]
+    NoBastion {
+        /// The endpoint.
+        target: String,
+        /// Why.
+        why: String,
+    },
     /// Not inside the async runtime.
     #[error("the tunnel to {target} needs the async runtime")]
     NoRuntime {
@@ -66,17 +73,13 @@ fn forwards() -> &'static Forwards {
     FORWARDS.get_or_init(Forwards::default)
 }
 
-/// The forwarder to `host:port` through `bastion` as `settings` say (one
-/// per endpoint and bastion in this process, made on first use).
+/// The forwarder to `host:port` through `jump` (one per endpoint and
+/// bastion in this process, made on first use).
 ///
 /// # Errors
 /// No loopback listener, or no async runtime to serve it.
-pub fn forward(
-    settings: &SshSettings,
-    bastion: &Endpoint,
-    host: &str,
-    port: u16,
-) -> Result<Forward, TunnelError> {
+pub fn forward(jump: &JumpHost, host: &str, port: u16) -> Result<Forward, TunnelError> {
+    let (settings, bastion) = (&jump.settings, &jump.endpoint);
     let key = super::host::bastions::key(settings, bastion);
     let mut made = forwards().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(forward) = made.get(&(key.clone(), host.to_owned(), port)) {
@@ -89,7 +92,7 @@ pub fn forward(
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(listen_error)?;
     listener.set_nonblocking(true).map_err(listen_error)?;
     let local = listener.local_addr().map_err(listen_error)?;
-    let state = shared(settings, bastion);
+    let state = shared(jump);
     let forward = Forward {
         local,
         host: host.to_owned(),
@@ -188,6 +191,7 @@ fn host_port(url: &str) -> Option<(String, u16)> {
 pub fn for_endpoint(
     env: &crate::model::Environment,
     machine: &crate::machine::Machine,
+    locate: Option<&Arc<dyn super::locate::Locate>>,
     url: &str,
     via: crate::model::raw::Via,
 ) -> Result<Option<Forward>, TunnelError> {
@@ -197,9 +201,16 @@ pub fn for_endpoint(
     else {
         return Ok(None);
     };
-    let (settings, bastion) =
-        super::host::bastions::jump_host(env, access, &machine.ssh_key, &machine.known_hosts);
-    forward(&settings, &bastion, &host, port).map(Some)
+    let jump = super::host::bastions::jump_host(
+        env,
+        access,
+        &machine.ssh_key,
+        &machine.known_hosts,
+        locate,
+        machine.on_bastion,
+    )
+    .map_err(|why| TunnelError::NoBastion { target: format!("{host}:{port}"), why })?;
+    forward(&jump, &host, port).map(Some)
 }
 
 /// `builder` and the base URL to send requests to, for `url` reached

@@ -125,7 +125,8 @@ pub fn prepare(
     let (live, not_observed) = match target {
         Target::Offline => (None, Vec::new()),
         Target::Live(machine) => {
-            let context = Context { state: &state, secrets, machine };
+            let locators = crate::providers::locate::Locators::new();
+            let context = Context { state: &state, secrets, machine, locators: &locators };
             let live = Live::connect(&context, &environments, &desired)?;
             let not_observed = live.restrict(&mut desired);
             (Some(live), not_observed)

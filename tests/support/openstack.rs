@@ -253,6 +253,19 @@ impl Api {
         body["security_groups"][0].clone()
     }
 
+    /// An external network `name` (shared) whose one subnet is `cidr`
+    /// without DHCP: a loopback-range CIDR makes floating IPs this machine
+    /// answers on (every 127/8 address is local), so a test can serve a
+    /// host at the address Neutron allocates. Its id.
+    pub async fn create_external_network(&self, name: &str, cidr: &str) -> String {
+        let network = json!({"network": {"name": name, "router:external": true, "shared": true}});
+        let made = self.post(&format!("{NEUTRON}/networks"), network).await;
+        let id = made["network"]["id"].as_str().expect("network id").to_owned();
+        let subnet = json!({"subnet": {"network_id": id, "name": format!("{name}-subnet"), "ip_version": 4, "cidr": cidr, "enable_dhcp": false}});
+        self.post(&format!("{NEUTRON}/subnets"), subnet).await;
+        id
+    }
+
     /// The network called `name`'s id.
     pub async fn network_id(&self, name: &str) -> String {
         let body = self.get(&format!("{NEUTRON}/networks?name={name}")).await;

@@ -300,8 +300,10 @@ pub struct GrafanaEndpoint {
 pub struct SshAccess {
     /// User on every host.
     pub user: String,
-    /// Address of the bastion (its floating IP or DNS name).
-    pub bastion_address: String,
+    /// Address of the bastion (its floating IP or DNS name); without it,
+    /// apimon asks the cloud for the bastion's floating IP when it
+    /// connects (its fixed address from the bastion itself).
+    pub bastion_address: Option<String>,
     /// Port of the bastion's sshd.
     #[serde(default = "default_ssh_port")]
     pub bastion_port: u16,

@@ -29,6 +29,7 @@ pub(super) fn check(
     let sections =
         Sections::check(&mut SectionCheck { check, root, env_name, env, inventory, all_hosts });
     daemon::check(check, root, &env_path, env, &sections.hosts);
+    check_jump_host(check, root, &env_path, env.ssh.as_ref(), &sections.hosts);
     Environment {
         name: env_name.to_owned(),
         description: env.description.clone(),
@@ -173,6 +174,26 @@ fn check_ssh(
                 "{} seconds; expected at most {MAX_UNIT_SETTLE_SECONDS} (every restart waits this long)",
                 ssh.unit_settle_seconds
             ),
+        );
+    }
+}
+
+/// Without `bastion_address`, the jump host is the first bastion, at the
+/// floating IP the cloud gives it (hosts.yaml requires one of a bastion).
+fn check_jump_host(
+    check: &mut Check,
+    root: &Document<raw::Root>,
+    env_path: &str,
+    ssh: Option<&raw::SshAccess>,
+    hosts: &[crate::model::Host],
+) {
+    if ssh.is_some_and(|ssh| ssh.bastion_address.is_none())
+        && !hosts.iter().any(|h| h.role == crate::model::Role::Bastion)
+    {
+        check.error(
+            root,
+            &format!("{env_path}.ssh"),
+            "no `bastion_address` and no host with `role: bastion`: apimon reaches the hosts through the bastion, at the address given here or at the floating IP of the first bastion in hosts.yaml",
         );
     }
 }

@@ -35,7 +35,7 @@ pub(in crate::model) fn check(cx: &mut SectionCheck<'_>, earlier: &Sections) -> 
             .collect(),
     };
     let (check, doc) = (&mut *cx.check, &inventory.hosts);
-    let (env_name, env, all_hosts) = (cx.env_name, cx.env, &mut *cx.all_hosts);
+    let (env_name, all_hosts) = (cx.env_name, &mut *cx.all_hosts);
     let hosts: Vec<Host> = doc
         .value
         .hosts
@@ -54,7 +54,7 @@ pub(in crate::model) fn check(cx: &mut SectionCheck<'_>, earlier: &Sections) -> 
                     all_hosts.insert(host.name.clone(), here);
                 }
             }
-            check_host(check, doc, &path, host, env_name, env, declared)
+            check_host(check, doc, &path, host, env_name, declared)
         })
         .collect();
     hosts
@@ -66,7 +66,6 @@ fn check_host(
     path: &str,
     host: &raw::Host,
     env_name: &str,
-    env: &raw::Environment,
     declared: &Declared<'_>,
 ) -> Host {
     // A DNS name, dots allowed (`executor-1.apimon.example.net`, as
@@ -104,7 +103,7 @@ fn check_host(
         );
     }
     check_networks(check, doc, path, host, env_name, declared.networks);
-    let address = check_address(check, doc, path, host, env, declared.networks);
+    let address = check_address(check, doc, path, host, declared.networks);
     for (j, group) in host.security_groups.iter().enumerate() {
         if !declared.groups.contains(group.as_str()) {
             check.error(doc, &format!("{path}.security_groups[{j}]"), format!("unknown security group `{group}` (inventory/{env_name}/security_groups.yaml); {}", names_list(declared.groups.iter().copied())));
@@ -188,22 +187,8 @@ fn check_address(
     doc: &Document<raw::HostsFile>,
     path: &str,
     host: &raw::Host,
-    env: &raw::Environment,
     networks: &[Network],
 ) -> Option<Ipv4Addr> {
-    if host.address.is_none()
-        && env.ssh.is_some()
-        && matches!(host.role, Role::Executor | Role::Influxdb)
-    {
-        check.error(
-            doc,
-            path,
-            format!(
-                "host `{}` needs `address`: apimon reaches it over SSH through the bastion",
-                host.name
-            ),
-        );
-    }
     let text = host.address.as_ref()?;
     let Ok(address) = text.parse::<Ipv4Addr>() else {
         check.error(

@@ -238,11 +238,10 @@ impl GrafanaProvider {
     /// # Errors
     /// The HTTP client cannot be built.
     pub fn for_environment(
-        state: &DesiredState,
         env: &Environment,
-        secrets: &Secrets,
-        machine: &crate::machine::Machine,
+        context: &crate::providers::Context<'_>,
     ) -> Result<Availability<Self>, GrafanaError> {
+        let (state, secrets) = (context.state, context.secrets);
         let Some(endpoint) = &env.grafana_endpoint else {
             return Ok(Availability::Unavailable(
                 "no `grafana:` endpoint in apimon.yaml".to_owned(),
@@ -263,12 +262,14 @@ impl GrafanaProvider {
             }
             (None, None) => client::Credentials::Token(Sensitive::new(String::new())),
         };
-        let forward =
-            crate::providers::tunnel::for_endpoint(env, machine, &endpoint.url, endpoint.via)
-                .map_err(|e| GrafanaError::Setup {
-                    url: endpoint.url.clone(),
-                    message: e.to_string(),
-                })?;
+        let forward = crate::providers::tunnel::for_endpoint(
+            env,
+            context.machine,
+            context.locators.get(&env.name),
+            &endpoint.url,
+            endpoint.via,
+        )
+        .map_err(|e| GrafanaError::Setup { url: endpoint.url.clone(), message: e.to_string() })?;
         let client = Client::new(&endpoint.url, credentials, REQUEST_TIMEOUT, forward.as_ref())?;
         let passwords = env
             .grafana
@@ -303,8 +304,7 @@ impl Provider for GrafanaProvider {
         env: &Environment,
         desired: &DesiredSet<GrafanaSpec>,
     ) -> Result<Availability<Self>, GrafanaError> {
-        let mut availability =
-            Self::for_environment(context.state, env, context.secrets, context.machine)?;
+        let mut availability = Self::for_environment(env, context)?;
         if let Availability::Available(provider) = &mut availability {
             provider.declared_dashboards = desired
                 .iter()

@@ -2,17 +2,24 @@
 //! in this process: the hosts' connections and the HTTP endpoints'
 //! tunnels (`providers::tunnel`). Opened on first use; when a channel
 //! cannot be opened on it (the session broke), it is opened again once.
+//! Without `ssh.bastion_address` the bastion is where the cloud says (its
+//! floating IP; its fixed address for the daemon on it), asked each time
+//! the session is opened.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::ssh::{Connection, Endpoint, SshError, SshSettings};
+use crate::providers::locate::{Address, Locate, Which};
 
 /// A bastion's shared session.
 pub struct Shared {
     settings: SshSettings,
     endpoint: Endpoint,
+    address: Address,
+    /// Where the session was last opened.
+    reached: Mutex<Option<String>>,
     session: tokio::sync::Mutex<Option<Arc<Connection>>>,
     opened: AtomicUsize,
     channels: AtomicUsize,
@@ -24,27 +31,54 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// How SSH reaches `env`'s jump host (its first bastion, at
-/// `ssh.bastion_address`) as `access` and the applying machine's key and
-/// known_hosts say: the settings and the endpoint.
+/// The jump host of an environment: how SSH reaches it, its endpoint
+/// (whose address, when the cloud gives it, is only its description until
+/// the session opens) and its address.
+#[derive(Debug, Clone)]
+pub struct JumpHost {
+    /// User, key, known_hosts.
+    pub settings: SshSettings,
+    /// Name and port; the address when the repository gives it.
+    pub endpoint: Endpoint,
+    /// Where it is.
+    pub address: Address,
+}
+
+/// How SSH reaches `env`'s jump host (its first bastion) as `access` and
+/// the applying machine's key and known_hosts say: at `ssh.bastion_address`,
+/// else where `locate` says — its floating IP, or its fixed address from
+/// the bastion itself (`on_bastion`).
+///
+/// # Errors
+/// No `bastion_address` and nothing to ask: the reason, for messages.
 pub fn jump_host(
     env: &crate::model::Environment,
     access: &crate::model::raw::SshAccess,
     key: &std::path::Path,
     known_hosts: &std::path::Path,
-) -> (SshSettings, Endpoint) {
+    locate: Option<&Arc<dyn Locate>>,
+    on_bastion: bool,
+) -> Result<JumpHost, String> {
     let name = env
         .host_with_role(crate::model::Role::Bastion)
         .map_or_else(|| "bastion".to_owned(), |h| h.name.clone());
-    let endpoint =
-        Endpoint { name, address: access.bastion_address.clone(), port: access.bastion_port };
+    let address = match (&access.bastion_address, locate) {
+        (Some(address), _) => Address::Given(address.clone()),
+        (None, Some(locate)) => Address::Cloud {
+            server: name.clone(),
+            which: if on_bastion { Which::Fixed } else { Which::Floating },
+            locate: Arc::clone(locate),
+        },
+        (None, None) => return Err(format!("`ssh.bastion_address` is not set and the cloud `{}` cannot be asked for the floating IP of {name} (is it in clouds.yaml?)", env.cloud)),
+    };
+    let endpoint = Endpoint { name, address: address.describe(), port: access.bastion_port };
     let settings = SshSettings {
         user: access.user.clone(),
         key: key.to_owned(),
         known_hosts: known_hosts.to_owned(),
         timeout: std::time::Duration::from_secs(15),
     };
-    (settings, endpoint)
+    Ok(JumpHost { settings, endpoint, address })
 }
 
 type Registry = Mutex<HashMap<String, Arc<Shared>>>;
@@ -55,11 +89,13 @@ fn registry() -> &'static Registry {
 }
 
 /// What tells one bastion session from another: bastion, user, key and
-/// known_hosts.
+/// known_hosts (a bastion the cloud places: by its name and environment's
+/// cloud, through `endpoint.address`, which describes it).
 pub fn key(settings: &SshSettings, endpoint: &Endpoint) -> String {
     format!(
-        "{}@{}:{} key={} known_hosts={}",
+        "{}@{}/{}:{} key={} known_hosts={}",
         settings.user,
+        endpoint.name,
         endpoint.address,
         endpoint.port,
         settings.key.display(),
@@ -67,15 +103,16 @@ pub fn key(settings: &SshSettings, endpoint: &Endpoint) -> String {
     )
 }
 
-/// The shared session to `endpoint` as `settings` say (one per [`key`] in
-/// this process).
-pub fn shared(settings: &SshSettings, endpoint: &Endpoint) -> Arc<Shared> {
-    let key = key(settings, endpoint);
+/// The shared session to `jump` (one per [`key`] in this process).
+pub fn shared(jump: &JumpHost) -> Arc<Shared> {
+    let key = key(&jump.settings, &jump.endpoint);
     let mut all = registry().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     Arc::clone(all.entry(key).or_insert_with(|| {
         Arc::new(Shared {
-            settings: settings.clone(),
-            endpoint: endpoint.clone(),
+            settings: jump.settings.clone(),
+            endpoint: jump.endpoint.clone(),
+            address: jump.address.clone(),
+            reached: Mutex::new(None),
             session: tokio::sync::Mutex::new(None),
             opened: AtomicUsize::new(0),
             channels: AtomicUsize::new(0),
@@ -83,10 +120,33 @@ pub fn shared(settings: &SshSettings, endpoint: &Endpoint) -> Arc<Shared> {
     }))
 }
 
+/// The bastions this process reached where the cloud put them: name,
+/// address, which of its addresses.
+pub fn reached_from_cloud() -> Vec<(String, String, Which)> {
+    let all = registry().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut reached: Vec<(String, String, Which)> = all
+        .values()
+        .filter_map(|shared| match &shared.address {
+            Address::Cloud { which, .. } => {
+                shared.reached().map(|address| (shared.endpoint.name.clone(), address, *which))
+            }
+            Address::Given(_) => None,
+        })
+        .collect();
+    reached.sort();
+    reached.dedup();
+    reached
+}
+
 impl Shared {
     /// The bastion, for messages.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    /// The address the session was last opened at (`None` before).
+    pub fn reached(&self) -> Option<String> {
+        self.reached.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Sessions opened so far (1 while it holds up).
@@ -108,8 +168,18 @@ impl Shared {
         if let Some(connection) = session.as_ref() {
             return Ok(Arc::clone(connection));
         }
-        let opened =
-            Arc::new(Connection::open(&self.settings, &self.endpoint, &self.endpoint).await?);
+        let address = self
+            .address
+            .resolve()
+            .await
+            .map_err(|source| SshError::Locate { host: self.endpoint.name.clone(), source })?;
+        let endpoint = Endpoint { address, ..self.endpoint.clone() };
+        let opened = Arc::new(Connection::open(&self.settings, &endpoint, &endpoint).await?);
+        if let Address::Cloud { which, .. } = &self.address {
+            tracing::info!(bastion = %self.endpoint.name, address = %endpoint.address, "Reaching the bastion at its {} (from the cloud).", which.label());
+        }
+        *self.reached.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(endpoint.address);
         self.opened.fetch_add(1, Ordering::Relaxed);
         *session = Some(Arc::clone(&opened));
         Ok(opened)

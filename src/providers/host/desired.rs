@@ -223,5 +223,20 @@ pub fn desired(
             set.insert(file_id, DesiredItem::new(spec, depends_on).on(server.clone()));
         }
     }
+    // Every host is reached through the jump host: where the cloud puts
+    // it, its floating IP must exist first.
+    if let Some(jump) = jump_floating_ip(env) {
+        for item in set.values_mut() {
+            item.depends_on.push(jump.clone());
+        }
+    }
     set
+}
+
+/// The jump host's floating IP, when the repository gives no
+/// `ssh.bastion_address` and apimon reaches it there.
+fn jump_floating_ip(env: &Environment) -> Option<ResourceId> {
+    env.ssh.as_ref().filter(|ssh| ssh.bastion_address.is_none())?;
+    let jump = env.host_with_role(Role::Bastion).filter(|h| h.floating_ip.is_some())?;
+    Some(openstack::floating_ip_id(&env.name, &jump.name))
 }

@@ -11,6 +11,7 @@
 //! applied lives in the state store, so a changed file restarts exactly the
 //! units that declared it, once.
 
+mod absent;
 mod apply;
 pub mod bastions;
 mod desired;
@@ -26,12 +27,13 @@ pub use settle::Unsettled;
 pub use spec::{Content, HostSpec};
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::model::{Environment, Role};
+use crate::model::Environment;
 use crate::plan::{DesiredSet, ItemChange, ObservedSet, Planned, ProviderKind, ResourceId};
 
+use super::locate::{Address, Locate, Which};
 use super::{
     failure_kind, openstack, Availability, Context, FailureKind, Model, Ownership, Provider, Scope,
 };
@@ -191,6 +193,10 @@ pub struct HostProvider {
     settings: HostSettings,
     bastion: Endpoint,
     hosts: BTreeMap<String, Endpoint>,
+    /// The hosts whose address the cloud gives (the repository names none).
+    cloud_addresses: BTreeMap<String, Address>,
+    /// Who says where servers are, and whether they exist.
+    locate: Option<Arc<dyn Locate>>,
     managed: BTreeMap<String, Managed>,
     connections: tokio::sync::Mutex<BTreeMap<String, Arc<Connection>>>,
     /// The bastion's session, shared with the endpoints' tunnels.
@@ -209,33 +215,58 @@ impl std::fmt::Debug for HostProvider {
 }
 
 impl HostProvider {
-    /// The provider for `env`'s hosts in `desired`; unavailable when the
-    /// environment has no `ssh:` section (its hosts are then not managed).
+    /// The provider for `env`'s hosts in `desired`, reached as `machine`
+    /// says; unavailable when the environment has no `ssh:` section (its
+    /// hosts are then not managed), or when the repository leaves the
+    /// bastion's address to the cloud and `locate` cannot ask it.
     pub fn for_environment(
         env: &Environment,
         desired: &DesiredSet<HostSpec>,
-        key: &Path,
-        known_hosts: &Path,
+        machine: &crate::machine::Machine,
+        locate: Option<Arc<dyn Locate>>,
     ) -> Availability<Self> {
         let Some(access) = env.ssh.as_ref() else {
             return Availability::Unavailable("no `ssh:` section in apimon.yaml".to_owned());
         };
-        // The first bastion is the jump host at `bastion_address`; other
-        // bastions are reached through it like any host.
-        let jump = env.host_with_role(Role::Bastion);
-        let (ssh, bastion) = bastions::jump_host(env, access, key, known_hosts);
+        // The first bastion is the jump host; other bastions are reached
+        // through it like any host.
+        let jump = match bastions::jump_host(
+            env,
+            access,
+            &machine.ssh_key,
+            &machine.known_hosts,
+            locate.as_ref(),
+            machine.on_bastion,
+        ) {
+            Ok(jump) => jump,
+            Err(why) => return Availability::Unavailable(why),
+        };
+        let bastion = jump.endpoint.clone();
+        let mut cloud_addresses = BTreeMap::new();
         let hosts = env
             .hosts
             .iter()
             .map(|h| {
-                let endpoint = if jump.is_some_and(|j| j.name == h.name) {
+                let endpoint = if h.name == bastion.name {
                     bastion.clone()
                 } else {
-                    Endpoint {
-                        name: h.name.clone(),
-                        address: h.address.map_or_else(|| h.name.clone(), |a| a.to_string()),
-                        port: access.host_port,
-                    }
+                    // Without an address: the fixed one Neutron gave its
+                    // port, when the cloud can be asked; else its name.
+                    let address = match (h.address, &locate) {
+                        (Some(address), _) => address.to_string(),
+                        (None, Some(locate)) => {
+                            let address = Address::Cloud {
+                                server: h.name.clone(),
+                                which: Which::Fixed,
+                                locate: Arc::clone(locate),
+                            };
+                            let described = address.describe();
+                            cloud_addresses.insert(h.name.clone(), address);
+                            described
+                        }
+                        (None, None) => h.name.clone(),
+                    };
+                    Endpoint { name: h.name.clone(), address, port: access.host_port }
                 };
                 (h.name.clone(), endpoint)
             })
@@ -266,7 +297,7 @@ impl HostProvider {
             }
         }
         let settings = HostSettings {
-            ssh,
+            ssh: jump.settings.clone(),
             root: PathBuf::from(&access.root),
             service_manager: access.service_manager.clone(),
             package_check: access.package_check.clone(),
@@ -274,17 +305,26 @@ impl HostProvider {
             package_update: access.package_update.clone(),
             unit_settle_seconds: access.unit_settle_seconds,
         };
-        let shared = bastions::shared(&settings.ssh, &bastion);
+        let shared = bastions::shared(&jump);
         Availability::Available(Self {
             env: env.name.clone(),
             settings,
             bastion,
             hosts,
+            cloud_addresses,
+            locate,
             managed,
             connections: tokio::sync::Mutex::new(BTreeMap::new()),
             shared,
             release_key: None,
         })
+    }
+
+    /// The jump host, and the address its session was opened at (`None`
+    /// before it was): where the cloud put it, when the repository does
+    /// not say.
+    pub fn bastion_reached(&self) -> (&str, Option<String>) {
+        (&self.bastion.name, self.shared.reached())
     }
 
     /// A connection to `host`, opened once and reused across changes.
@@ -298,6 +338,16 @@ impl HostProvider {
         let connection = if *target == self.bastion {
             self.shared.connection().await?
         } else {
+            let target = &match self.cloud_addresses.get(host) {
+                Some(address) => {
+                    let located = address
+                        .resolve()
+                        .await
+                        .map_err(|source| SshError::Locate { host: host.to_owned(), source })?;
+                    Endpoint { address: located, ..target.clone() }
+                }
+                None => target.clone(),
+            };
             let settings = &self.settings.ssh;
             let opened = self
                 .shared
@@ -460,7 +510,8 @@ impl Provider for HostProvider {
         desired: &DesiredSet<HostSpec>,
     ) -> Result<Availability<Self>, HostError> {
         let machine = context.machine;
-        let provider = Self::for_environment(env, desired, &machine.ssh_key, &machine.known_hosts);
+        let locate = context.locators.get(&env.name).cloned();
+        let provider = Self::for_environment(env, desired, machine, locate);
         Ok(match provider {
             Availability::Available(provider) => Availability::Available(Self {
                 release_key: machine.release_key.clone(),

@@ -93,9 +93,17 @@ pub(super) async fn observe(
         }
     }
     for (host, managed) in &managed_now {
-        let output = provider
+        let read = provider
             .run(host, "reading files, units and packages", &script(provider, managed), None)
-            .await?;
+            .await;
+        let output = match read {
+            Ok(output) => output,
+            Err(error) if provider.not_there_yet(host, &error).await => {
+                tracing::info!(host = %host, reason = %crate::error::chain(&error), "Nothing to read on the host: its server is not there yet.");
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         let text = String::from_utf8_lossy(&output);
         for line in text.lines() {
             let fields: Vec<&str> = line.split('\t').collect();

@@ -80,6 +80,15 @@ pub enum SshError {
         /// User.
         user: String,
     },
+    /// The host's address is the cloud's to say, and it could not.
+    #[error("cannot tell where {host} is: {source}")]
+    Locate {
+        /// Host.
+        host: String,
+        /// Why.
+        #[source]
+        source: crate::providers::locate::LocateError,
+    },
     /// A command could not run or the channel broke.
     #[error("on {host}: {message}")]
     Channel {
@@ -91,9 +100,10 @@ pub enum SshError {
 }
 
 impl SshError {
-    /// Worth retrying: the network, not a refusal.
+    /// Worth retrying: the network, not a refusal; an address the cloud
+    /// does not have yet (the same apply may be creating it).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Connect { .. } | Self::Channel { .. })
+        matches!(self, Self::Connect { .. } | Self::Channel { .. } | Self::Locate { .. })
     }
 }
 

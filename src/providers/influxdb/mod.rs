@@ -195,16 +195,18 @@ impl InfluxdbProvider {
     /// The CA file cannot be used.
     pub fn for_environment(
         env: &Environment,
-        secrets: &Secrets,
-        machine: &crate::machine::Machine,
+        context: &crate::providers::Context<'_>,
     ) -> Result<Self, InfluxdbError> {
+        let secrets = context.secrets;
         let endpoint = &env.influxdb_endpoint;
-        let forward =
-            crate::providers::tunnel::for_endpoint(env, machine, &endpoint.url, endpoint.via)
-                .map_err(|e| InfluxdbError::Setup {
-                    url: endpoint.url.clone(),
-                    message: e.to_string(),
-                })?;
+        let forward = crate::providers::tunnel::for_endpoint(
+            env,
+            context.machine,
+            context.locators.get(&env.name),
+            &endpoint.url,
+            endpoint.via,
+        )
+        .map_err(|e| InfluxdbError::Setup { url: endpoint.url.clone(), message: e.to_string() })?;
         let client = Client::new(
             &endpoint.url,
             endpoint.ca_file.as_deref().map(Path::new),
@@ -246,7 +248,7 @@ impl Provider for InfluxdbProvider {
         env: &Environment,
         _desired: &DesiredSet<InfluxdbSpec>,
     ) -> Result<Availability<Self>, InfluxdbError> {
-        Self::for_environment(env, context.secrets, context.machine).map(Availability::Available)
+        Self::for_environment(env, context).map(Availability::Available)
     }
 
     fn fingerprint(spec: &InfluxdbSpec) -> Option<&str> {

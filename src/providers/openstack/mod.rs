@@ -28,6 +28,7 @@ pub mod client;
 mod container;
 mod floating_ip;
 mod keypair;
+mod locate;
 mod marks;
 mod network;
 mod observe;
@@ -104,6 +105,12 @@ pub(crate) fn id(env: &str, kind: &'static str, name: impl Into<String>) -> Reso
 /// Id of the server for `host`, which other providers depend on.
 pub fn server_id(env: &str, host: &str) -> ResourceId {
     id(env, "server", host)
+}
+
+/// Id of the floating IP of `host`, through which apimon reaches the
+/// jump host when the repository gives no address for it.
+pub fn floating_ip_id(env: &str, host: &str) -> ResourceId {
+    id(env, "floating_ip", host)
 }
 
 /// Whether destroying `id` would cut access to `host` of `env`: its server
@@ -262,6 +269,13 @@ impl Provider for OpenstackProvider {
     /// API requests sent so far (after authentication).
     fn requests(&self) -> usize {
         self.cloud.requests()
+    }
+
+    /// Servers' floating IPs and fixed addresses, asked when needed.
+    fn locator(
+        provider: &std::sync::Arc<Self>,
+    ) -> Option<std::sync::Arc<dyn crate::providers::locate::Locate>> {
+        Some(std::sync::Arc::clone(provider) as _)
     }
 
     async fn observe(&self, scope: &Scope) -> Result<ObservedSet<OpenstackSpec>, OpenstackError> {

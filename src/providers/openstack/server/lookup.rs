@@ -4,9 +4,11 @@
 use openstack_sdk::api::compute::v2::flavor::list_detailed_20 as flavor_list;
 use openstack_sdk::api::compute::v2::server::list_detailed_21 as server_list;
 use openstack_sdk::api::image::v2::image::list as image_list;
+use openstack_sdk::api::network::v2::floatingip::list as floating_ip_list;
 use openstack_sdk::api::network::v2::port::list as port_list;
 
-use super::{PortJson, ServerJson};
+use super::{get, PortJson, ServerJson};
+use crate::providers::locate::{LocateError, Which};
 use crate::providers::openstack::client::{built, OpenstackError};
 use crate::providers::openstack::common::Named;
 use crate::providers::openstack::marks::is_owned_metadata;
@@ -96,7 +98,7 @@ pub(in crate::providers::openstack) async fn first_port(
     let request =
         port_list::Request::builder().device_id(server_id).build().map_err(|e| built(r, e))?;
     let ports: Vec<PortJson> = p.cloud.list(r, request).await?;
-    let server = super::get(p, r, server_id).await?;
+    let server = get(p, r, server_id).await?;
     let first_network = server.addresses_order().into_iter().next();
     let first_network_id = match first_network {
         Some(network) => Some(network_id(p, r, &network).await?),
@@ -111,6 +113,49 @@ pub(in crate::providers::openstack) async fn first_port(
             resource: r.to_owned(),
             message: "the server has no port to attach a floating IP to".to_owned(),
         })
+}
+
+/// The address of the server apimon created as `name`: its floating IP
+/// (on its first port) or its fixed address on its first network.
+pub(in crate::providers::openstack) async fn address(
+    p: &OpenstackProvider,
+    name: &str,
+    which: Which,
+) -> Result<String, LocateError> {
+    let r = &format!("server {name}");
+    let cloud = |error: OpenstackError| LocateError::Cloud {
+        server: name.to_owned(),
+        which,
+        message: crate::error::chain(&error),
+    };
+    let no_address = || LocateError::NoAddress { server: name.to_owned(), which };
+    let Some(id) = find_owned_server(p, r, name).await.map_err(cloud)? else {
+        return Err(LocateError::NoServer { server: name.to_owned(), which });
+    };
+    match which {
+        Which::Fixed => get(p, r, &id).await.map_err(cloud)?.fixed_address().ok_or_else(no_address),
+        Which::Floating => {
+            let port = match first_port(p, r, &id).await {
+                Ok(port) => port,
+                // No port yet (still building): no floating IP either.
+                Err(OpenstackError::Failed { .. }) => return Err(no_address()),
+                Err(error) => return Err(cloud(error)),
+            };
+            let request = floating_ip_list::Request::builder()
+                .port_id(port)
+                .build()
+                .map_err(|e| cloud(built(r, e)))?;
+            let found: Vec<FloatingIpAddress> = p.cloud.list(r, request).await.map_err(cloud)?;
+            let address = found.into_iter().map(|f| f.floating_ip_address).find(|a| !a.is_empty());
+            address.ok_or_else(no_address)
+        }
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct FloatingIpAddress {
+    #[serde(default)]
+    floating_ip_address: String,
 }
 
 /// Nova's name filter is a regular expression.

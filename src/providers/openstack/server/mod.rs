@@ -8,7 +8,7 @@ mod desired;
 mod lookup;
 
 pub(super) use apply::{create, delete, get, replace, update};
-pub(super) use lookup::{first_port, id_of};
+pub(super) use lookup::{address, first_port, id_of};
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -111,6 +111,15 @@ pub(crate) struct ServerJson {
 }
 
 impl ServerJson {
+    /// Its fixed address on its first network: IPv4 first (the
+    /// repository's `address` is IPv4; on a dual-stack network the IPv6
+    /// address may come first).
+    pub fn fixed_address(&self) -> Option<String> {
+        let addresses = self.addresses.values().next()?;
+        let fixed = || addresses.iter().filter(|a| a.kind.as_deref() != Some("floating"));
+        fixed().find(|a| a.version == Some(4)).or_else(|| fixed().next()).map(|a| a.addr.clone())
+    }
+
     /// Network names in the order of the server's interfaces.
     pub fn addresses_order(&self) -> Vec<String> {
         self.addresses.keys().cloned().collect()
@@ -318,12 +327,7 @@ fn server_spec(server: &ServerJson, images: &BTreeMap<String, String>) -> Server
         .or_else(|| server.flavor.id.clone())
         .unwrap_or_default();
     let networks: Vec<String> = server.addresses.keys().cloned().collect();
-    let address = server.addresses.values().next().and_then(|addresses| {
-        // The repository's `address` is IPv4; on a dual-stack network the
-        // IPv6 address may come first.
-        let fixed = || addresses.iter().filter(|a| a.kind.as_deref() != Some("floating"));
-        fixed().find(|a| a.version == Some(4)).or_else(|| fixed().next()).map(|a| a.addr.clone())
-    });
+    let address = server.fixed_address();
     // The keys apimon set, when it says which; else every key but its own.
     let managed_keys: Option<BTreeSet<&str>> = server
         .metadata
