@@ -411,3 +411,24 @@ fn a_missing_apimon_yaml_names_the_directory_it_was_looked_for_in() {
         "{stderr}"
     );
 }
+
+/// Without `ssh.bastion_address` the jump host is the first bastion's
+/// floating IP: valid with a bastion (and no host addresses), an error
+/// at the `ssh:` section without one.
+#[test]
+fn without_a_bastion_address_the_first_bastion_is_the_jump_host_and_one_is_needed() {
+    let repo = TestRepo::fixture();
+    let ssh = "    location: outside\n    ssh: {user: ubuntu}\n";
+    repo.edit("apimon.yaml", "    location: outside\n", ssh);
+    for octet in ["10", "30"] {
+        let line = format!("    address: 192.168.10.{octet}\n");
+        repo.edit("inventory/outside/hosts.yaml", &line, "");
+    }
+    let output = apimon(&["validate", "--repo", &repo.path().to_string_lossy()]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    repo.edit("inventory/outside/hosts.yaml", "role: bastion", "role: executor");
+    let stderr = invalid(&repo);
+    let needle = "environments.outside.ssh: no `bastion_address` and no host with `role: bastion`";
+    assert!(stderr.contains("apimon.yaml:") && stderr.contains(needle), "{stderr}");
+}

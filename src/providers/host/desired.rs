@@ -240,3 +240,34 @@ fn jump_floating_ip(env: &Environment) -> Option<ResourceId> {
     let jump = env.host_with_role(Role::Bastion).filter(|h| h.floating_ip.is_some())?;
     Some(openstack::floating_ip_id(&env.name, &jump.name))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Secrets;
+    use crate::render::{render_all, Templates};
+
+    /// The example's `outside` hosts' resources, with `bastion_address`
+    /// as `address` says.
+    fn depends_on_floating_ip(address: Option<&str>) -> (usize, usize) {
+        let mut state = crate::model::authority::pins::tests::example();
+        let env = state.environments.get_mut("outside").expect("outside");
+        if let Some(ssh) = env.ssh.as_mut() {
+            ssh.bastion_address = address.map(str::to_owned);
+        }
+        let env = &state.environments["outside"];
+        let templates = Templates::new(&state.templates).expect("templates");
+        let rendered = render_all(&state, &[env], &templates, &Secrets::Redacted).expect("render");
+        let set = desired(env, &rendered, None, None, &[]);
+        let jump = openstack::floating_ip_id("outside", "outside-bastion");
+        (set.values().filter(|item| item.depends_on.contains(&jump)).count(), set.len())
+    }
+
+    #[test]
+    fn host_resources_wait_for_the_bastions_floating_ip_only_where_the_cloud_gives_its_address() {
+        assert_eq!(depends_on_floating_ip(Some("203.0.113.10")).0, 0);
+        let (waiting, all) = depends_on_floating_ip(None);
+        assert!(all > 0);
+        assert_eq!(waiting, all, "every host resource goes through the bastion");
+    }
+}

@@ -21,6 +21,7 @@ pub mod runtime;
 mod settle;
 mod spec;
 pub mod ssh;
+mod ssh_error;
 
 pub use desired::{binary, desired};
 pub use settle::Unsettled;
