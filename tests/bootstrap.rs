@@ -17,21 +17,21 @@ use crate::support::openstack::{Api, TestCloud};
 use crate::support::sshd::{Relay, SshServer, SshWorld};
 use crate::support::{free_port, text};
 
-struct Setup {
-    env: String,
+pub(crate) struct Setup {
+    pub(crate) env: String,
     _cloud: TestCloud,
-    api: Api,
-    _influx: InfluxServer,
+    pub(crate) api: Api,
+    pub(crate) influx: InfluxServer,
     world: SshWorld,
     _sshd: SshServer,
     _relay: Relay,
     root: tempfile::TempDir,
-    git: GitRemote,
+    pub(crate) git: GitRemote,
     secrets_file: PathBuf,
     state_dir: tempfile::TempDir,
     known_hosts: PathBuf,
     clouds_file: PathBuf,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 /// Stops the daemon (and any unit) the stand-in started, however the test ends.
@@ -185,7 +185,7 @@ impl Setup {
             env,
             api,
             _cloud: cloud,
-            _influx: influx,
+            influx,
             world,
             _sshd: sshd,
             _relay: relay,
@@ -203,11 +203,11 @@ impl Setup {
         self.root.path().join(".tools")
     }
 
-    fn host_file(&self, path: &str) -> PathBuf {
+    pub(crate) fn host_file(&self, path: &str) -> PathBuf {
         self.root.path().join(path.trim_start_matches('/'))
     }
 
-    fn read(&self, path: &str) -> String {
+    pub(crate) fn read(&self, path: &str) -> String {
         std::fs::read_to_string(self.host_file(path)).unwrap_or_default()
     }
 
@@ -283,13 +283,13 @@ impl Setup {
         assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
     }
 
-    async fn status(&self) -> Option<Value> {
+    pub(crate) async fn status(&self) -> Option<Value> {
         let url = format!("http://127.0.0.1:{}/status", self.port);
         reqwest::get(url).await.ok()?.json().await.ok()
     }
 
     /// Waits until `/status` satisfies `done`; the daemon's log on timeout.
-    async fn wait_status(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait_status(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let check = || async { self.status().await.filter(|status| done(status)) };
         let context = || format!("daemon log:\n{}", self.read("/.tools/apimon.log"));
         crate::support::eventually_async(what, Duration::from_secs(300), check, context).await
@@ -307,7 +307,7 @@ impl Setup {
     }
 }
 
-fn converged_at(status: &Value, env: &str, commit: &str) -> bool {
+pub(crate) fn converged_at(status: &Value, env: &str, commit: &str) -> bool {
     status["environments"][env]["commit"] == commit
         && matches!(status["environments"][env]["outcome"].as_str(), Some("success" | "no_changes"))
 }
@@ -315,7 +315,7 @@ fn converged_at(status: &Value, env: &str, commit: &str) -> bool {
 /// A setup bootstrapped from nothing: the platform, then the daemon on
 /// the bastion, which reports the environment converged with the store
 /// handed over; its `/status`.
-async fn bootstrapped() -> Option<(Setup, Value)> {
+pub(crate) async fn bootstrapped() -> Option<(Setup, Value)> {
     let setup = Setup::new().await?;
     let env = setup.env.clone();
     let (code, stdout, stderr) = setup.bootstrap();

@@ -16,6 +16,7 @@ mod grafana;
 mod handover;
 mod host;
 mod hostile_git;
+mod incremental;
 mod influxdb;
 mod layers;
 mod openstack;

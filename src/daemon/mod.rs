@@ -19,6 +19,7 @@ mod hold;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+mod observation;
 mod retries;
 pub mod rollback;
 pub mod self_image;

@@ -138,4 +138,44 @@ pub struct Status {
     pub last_reconcile_at: Option<DateTime<Utc>>,
     /// By environment.
     pub environments: BTreeMap<String, EnvironmentStatus>,
+    /// What the last pass observed, and what that cost.
+    pub last_observation: Option<Observation>,
+}
+
+/// What one pass observed: every provider, or (a commit's pass) only those
+/// the commit changed, the others as last observed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Observation {
+    /// Why the pass ran.
+    pub trigger: Option<Trigger>,
+    /// The providers read.
+    pub observed: Vec<String>,
+    /// The providers taken from the last observation.
+    pub cached: Vec<String>,
+    /// Requests sent to each provider while observing.
+    pub requests: BTreeMap<String, usize>,
+}
+
+impl Observation {
+    /// The report of a pass woken by `trigger` that observed `only` (all
+    /// when `None`), with each provider's request counts before and after.
+    pub fn of(
+        trigger: Trigger,
+        only: Option<&std::collections::BTreeSet<crate::plan::ProviderKind>>,
+        before: &[(crate::plan::ProviderKind, usize)],
+        after: &[(crate::plan::ProviderKind, usize)],
+    ) -> Self {
+        let mut report = Self { trigger: Some(trigger), ..Self::default() };
+        for (kind, now) in after {
+            let was = before.iter().find(|(k, _)| k == kind).map_or(0, |(_, n)| *n);
+            let name = kind.as_str().to_owned();
+            report.requests.insert(name.clone(), now.saturating_sub(was));
+            if only.is_none_or(|only| only.contains(kind)) {
+                report.observed.push(name);
+            } else {
+                report.cached.push(name);
+            }
+        }
+        report
+    }
 }

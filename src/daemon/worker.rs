@@ -73,6 +73,8 @@ pub(super) struct Worker {
     pub(super) rolled_back: Option<super::rollback::RolledBack>,
     /// Changes that failed, each waiting for its own backoff.
     retries: super::retries::Retries,
+    /// The last observation, for a commit's pass to take what it did not change.
+    observation: Option<super::observation::Cache>,
 }
 
 mod authority;
@@ -107,6 +109,7 @@ impl Worker {
             held: None,
             rolled_back: None,
             retries: super::retries::Retries::default(),
+            observation: None,
         }
     }
 
@@ -251,14 +254,15 @@ impl Worker {
         } else {
             crate::providers::Probe::default()
         };
-        let allow_deletes = self.config.raw.allow_deletes;
-        let plan = match reconcile::plan_probing(&prepared, &state, allow_deletes, probe).await {
-            Ok(plan) => plan,
-            Err(error) => {
-                self.metrics.failure("observe");
-                return Err(error.into());
-            }
-        };
+        let secrets = self.in_force.as_ref().map(|f| f.secrets.clone()).unwrap_or_default();
+        let (observed, plan) =
+            match self.observe_and_plan(&prepared, &state, probe, trigger, &secrets).await {
+                Ok(planned) => planned,
+                Err(error) => {
+                    self.metrics.failure("observe");
+                    return Err(error.into());
+                }
+            };
         crate::progress::tick();
         for line in reconcile::destroys(&plan) {
             tracing::warn!(commit = %self.last_good().map(|c| c.0.as_str()).unwrap_or_default(), "{line}");
@@ -279,10 +283,13 @@ impl Worker {
                 tracing::info!(resource = %id, op = op.name(), "Applied change.");
             }
         };
+        self.observation = None; // Unknown until the apply ends.
         let outcome =
             reconcile::apply(&store, &prepared, &plan, &self.config.apply, report, &self.stop)
                 .await?;
         drop(store);
+        self.observation =
+            Some(super::observation::Cache::after(&prepared, observed, &plan, &outcome, &secrets));
         super::hold::applied(&mut self.merged, &outcome.applied);
         let now = Instant::now();
         let planned: BTreeSet<&ResourceId> =
@@ -312,6 +319,38 @@ impl Worker {
             self.metrics.failure("apply");
             Err(DaemonError::Incomplete(outcome))
         }
+    }
+
+    /// Observes what this pass must (a commit's pass: only what the
+    /// commit changed, the rest from the last observation) and plans;
+    /// `/status` says what was observed and what it cost.
+    async fn observe_and_plan(
+        &self,
+        prepared: &Prepared,
+        state: &crate::state::State,
+        probe: crate::providers::Probe,
+        trigger: Trigger,
+        secrets: &str,
+    ) -> Result<(crate::providers::registry::Observed, Plan), ReconcileError> {
+        use super::observation::{Cache, Scope};
+        let scope = Cache::scope(self.observation.as_ref(), trigger, prepared, secrets);
+        let partial = match (&scope, &self.observation) {
+            (Scope::Only(only), Some(cache)) => Some((only, cache.observed())),
+            _ => None,
+        };
+        let requests =
+            |prepared: &Prepared| prepared.live.as_ref().map(|l| l.requests()).unwrap_or_default();
+        let before = requests(prepared);
+        let observed = reconcile::observe(prepared, state, probe, partial).await?;
+        let after = requests(prepared);
+        let plan = reconcile::plan_observed(prepared, &observed, self.config.raw.allow_deletes)?;
+        let only = match &scope {
+            Scope::Only(only) => Some(only),
+            Scope::Everything => None,
+        };
+        let report = super::status::Observation::of(trigger, only, &before, &after);
+        self.update_status(|s| s.last_observation = Some(report));
+        Ok((observed, plan))
     }
 
     /// Holds back what may not run now (`hold::Policy`) and what depends

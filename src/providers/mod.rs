@@ -14,6 +14,7 @@
 
 pub mod grafana;
 pub mod host;
+pub mod incremental;
 pub mod influxdb;
 pub mod locate;
 pub mod openstack;
@@ -143,7 +144,7 @@ pub trait Provider: Sized + Send + Sync + 'static {
     /// How it knows what apimon created.
     const OWNERSHIP: Ownership;
     /// The provider's resource description.
-    type Spec: Spec + Serialize + Send + Sync + 'static;
+    type Spec: Spec + Serialize + PartialEq + Send + Sync + 'static;
     /// The provider's error type; each error names its resource.
     type Error: std::error::Error + Send + Sync + 'static;
 

@@ -8,7 +8,7 @@
 //! the macro only fans out over the list (vector's `components` registry,
 //! with a closed enum instead of `typetag`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::apply::ChangeError;
@@ -339,6 +339,12 @@ macro_rules! registry {
                 Self { $($field: as_applied(&desired.$field),)+ stale: Vec::new() }
             }
 
+            /// This observation as it is after `applied` (id → operation)
+            /// carried out `desired`'s declarations.
+            pub fn record_applied(&mut self, desired: &Desired, applied: &BTreeMap<ResourceId, crate::plan::Op>) {
+                $(super::incremental::record_applied(&mut self.$field, &desired.$field, applied);)+
+            }
+
             /// Takes the declared resources apimon does not own as adopted;
             /// their ids (see [`Provider::adopted`]).
             pub fn adopt_declared(&mut self, desired: &Desired) -> Vec<ResourceId> {
@@ -379,6 +385,36 @@ macro_rules! registry {
                     );
                 )+
                 changes
+            }
+
+            /// The providers whose declarations differ from `before`'s,
+            /// and, over and over, those with a resource that needs a
+            /// resource of one of them (a file on a replaced server): what
+            /// a commit's pass must observe.
+            pub fn changed_providers(&self, before: &Desired) -> BTreeSet<ProviderKind> {
+                let mut changed = BTreeSet::new();
+                let mut ids = BTreeSet::new();
+                $(
+                    let differ = super::incremental::changed_ids(&self.$field, &before.$field);
+                    if !differ.is_empty() {
+                        changed.insert(<$provider as Provider>::KIND);
+                        ids.extend(differ);
+                    }
+                )+
+                loop {
+                    let mut grew = false;
+                    $(
+                        let kind = <$provider as Provider>::KIND;
+                        if !changed.contains(&kind) && super::incremental::needs_any(&self.$field, &ids) {
+                            changed.insert(kind);
+                            ids.extend(self.$field.keys().cloned());
+                            grew = true;
+                        }
+                    )+
+                    if !grew {
+                        return changed;
+                    }
+                }
             }
 
             /// Resources declared, over all providers.
@@ -448,6 +484,42 @@ macro_rules! registry {
                     let $field = $field?;
                     stale.extend($field.1);
                     let $field = $field.0;
+                )+
+                Ok(Observed { $($field,)+ stale })
+            }
+
+            /// As [`Self::observe`] for the providers in `only`; the others
+            /// as `cached` has them.
+            ///
+            /// # Errors
+            /// As [`Self::observe`].
+            pub async fn observe_some(
+                &self,
+                state: &State,
+                probe: Probe,
+                only: &BTreeSet<ProviderKind>,
+                cached: &Observed,
+            ) -> Result<Observed, ObserveError> {
+                $(
+                    let $field = async {
+                        if only.contains(&<$provider as Provider>::KIND) {
+                            self.$field.observe(state, probe).await.map(Some)
+                        } else {
+                            Ok(None)
+                        }
+                    };
+                )+
+                let ($($field,)+) = tokio::join!($($field,)+);
+                let mut stale: Vec<ResourceId> =
+                    cached.stale.iter().filter(|id| !only.contains(&id.provider)).cloned().collect();
+                $(
+                    let $field = match $field? {
+                        Some((set, gone)) => {
+                            stale.extend(gone);
+                            set
+                        }
+                        None => cached.$field.clone(),
+                    };
                 )+
                 Ok(Observed { $($field,)+ stale })
             }

@@ -189,12 +189,40 @@ pub async fn plan_probing(
     allow_deletes: bool,
     probe: crate::providers::Probe,
 ) -> Result<Plan, ReconcileError> {
-    let observed = match &prepared.live {
-        Some(live) => live.observe(state, probe).await?,
-        None => Observed::default(),
-    };
-    let changes = prepared.desired.diff(&observed);
-    Ok(core::assemble(changes, observed.stale, &prepared.policies, allow_deletes)?)
+    let observed = observe(prepared, state, probe, None).await?;
+    plan_observed(prepared, &observed, allow_deletes)
+}
+
+/// Reads the live systems (offline: nothing): every provider, or, with
+/// `partial`, only those named there and the others as the cached
+/// observation beside them has them (a commit's pass in the daemon).
+///
+/// # Errors
+/// A system could not be read.
+pub async fn observe(
+    prepared: &Prepared,
+    state: &State,
+    probe: crate::providers::Probe,
+    partial: Option<(&BTreeSet<crate::plan::ProviderKind>, &Observed)>,
+) -> Result<Observed, ReconcileError> {
+    Ok(match (&prepared.live, partial) {
+        (Some(live), None) => live.observe(state, probe).await?,
+        (Some(live), Some((only, cached))) => live.observe_some(state, probe, only, cached).await?,
+        (None, _) => Observed::default(),
+    })
+}
+
+/// The plan from `observed` to the commit's desired state.
+///
+/// # Errors
+/// The plan was refused (a policy).
+pub fn plan_observed(
+    prepared: &Prepared,
+    observed: &Observed,
+    allow_deletes: bool,
+) -> Result<Plan, ReconcileError> {
+    let changes = prepared.desired.diff(observed);
+    Ok(core::assemble(changes, observed.stale.clone(), &prepared.policies, allow_deletes)?)
 }
 
 /// The changes `head` makes relative to `base` applied as declared (a

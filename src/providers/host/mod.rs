@@ -198,6 +198,8 @@ pub struct HostProvider {
     cloud_addresses: BTreeMap<String, Address>,
     /// Who says where servers are, and whether they exist.
     locate: Option<Arc<dyn Locate>>,
+    /// Commands run so far (its requests).
+    commands: std::sync::atomic::AtomicUsize,
     managed: BTreeMap<String, Managed>,
     connections: tokio::sync::Mutex<BTreeMap<String, Arc<Connection>>>,
     /// The bastion's session, shared with the endpoints' tunnels.
@@ -314,6 +316,7 @@ impl HostProvider {
             hosts,
             cloud_addresses,
             locate,
+            commands: std::sync::atomic::AtomicUsize::new(0),
             managed,
             connections: tokio::sync::Mutex::new(BTreeMap::new()),
             shared,
@@ -381,6 +384,7 @@ impl HostProvider {
         command: &str,
         stdin: Option<&[u8]>,
     ) -> Result<Vec<u8>, HostError> {
+        self.commands.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let connection = self.connection(host).await?;
         let output = match connection.exec(command, stdin).await {
             Ok(output) => output,
@@ -520,6 +524,11 @@ impl Provider for HostProvider {
             }),
             unavailable => unavailable,
         })
+    }
+
+    /// Commands run over SSH so far.
+    fn requests(&self) -> usize {
+        self.commands.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn fingerprint(spec: &HostSpec) -> Option<&str> {
