@@ -74,6 +74,7 @@ async fn main() {
             fingerprints: Default::default(),
             owned: Vec::new(),
             probe: Probe::default(),
+            pass: 0,
         };
         // The first observation opens the session (through the bastion).
         let started = Instant::now();

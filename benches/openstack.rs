@@ -167,6 +167,7 @@ fn scope(env: &str, owned: &DesiredSet<OpenstackSpec>) -> Scope {
         fingerprints: BTreeMap::new(),
         owned: owned.keys().cloned().collect(),
         probe: apimon::providers::Probe::default(),
+        pass: 0,
     }
 }
 

@@ -650,6 +650,54 @@ impl CutOff {
     fn accepted(&self) -> usize {
         self.relays.iter().map(crate::support::sshd::Relay::accepted).sum()
     }
+
+    /// HTTP requests the control plane's APIs got through the relays.
+    fn http_requests(&self) -> usize {
+        self.relays.iter().map(crate::support::sshd::Relay::http_requests).sum()
+    }
+}
+
+/// Two environments whose clouds.yaml entries hold the same credentials
+/// (one cloud project) share each list of an observation: planning both
+/// asks the control plane what planning one asks, counted at its door.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_environments_in_one_project_make_one_list_per_kind() {
+    let Some(setup) = Setup::new("osshare", 49).await else { return };
+    let env = setup.name.clone();
+    let twin = format!("{env}twin");
+    let cut = CutOff::new(&setup.api, &format!("Relay-{env}")).await;
+    // The twin's entry: the same credentials under its own name.
+    let yaml = std::fs::read_to_string(cut.clouds.path()).expect("clouds.yaml");
+    let entry = yaml.split_once("  apimon-test:\n").map(|(_, e)| e.to_owned()).expect("entry");
+    std::fs::write(cut.clouds.path(), format!("{yaml}  apimon-twin:\n{entry}")).expect("write");
+    std::fs::write(
+        &setup.secrets_file,
+        format!("{env}_admin: admin-pw\n{env}_telegraf: telegraf-pw\n{twin}_admin: admin-pw\n{twin}_telegraf: telegraf-pw\n"),
+    )
+    .expect("secrets");
+    let clouds = cut.clouds.path().display().to_string();
+    let plan = |envs: &[&str]| {
+        let before = cut.http_requests();
+        let mut extra = Vec::new();
+        for other in envs.iter().skip(1) {
+            extra.extend(["--env", other]);
+        }
+        let output = setup.run_with_clouds("plan", &clouds, &extra);
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(2), "{stdout}\n{stderr}");
+        for env in envs {
+            assert!(
+                stdout.contains(&format!("+ {env}/openstack.server/{env}-bastion")),
+                "{stdout}"
+            );
+        }
+        cut.http_requests() - before
+    };
+    let one = plan(&[&env]);
+    let both = plan(&[&env, &twin]);
+    println!("control-plane requests for a plan: one environment {one}, two in one project {both}");
+    assert!(one > 0);
+    assert_eq!(both, one, "the second environment listed again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,6 +47,10 @@ pub struct Scope {
     /// Which write-only secrets with a matching fingerprint to check for
     /// drift anyway (a login), on this pass.
     pub probe: Probe,
+    /// The observation this call is part of (one number for all
+    /// environments of one pass; 0: none): environments that share a cloud
+    /// project share the pass's lists.
+    pub pass: u64,
 }
 
 /// The secrets a drift pass checks although their fingerprints match:
@@ -373,6 +377,7 @@ mod tests {
             fingerprints: BTreeMap::new(),
             owned: Vec::new(),
             probe: Probe::default(),
+            pass: 0,
         };
         let observed = provider.observe(&scope).await.expect("observe");
         let changes = FakeProvider::plan(want, &observed);

@@ -120,12 +120,13 @@ impl<P: Provider> Connected<P> {
         &self,
         state: &State,
         probe: Probe,
+        pass: u64,
     ) -> Result<(ObservedSet<P::Spec>, Vec<ResourceId>), ObserveError> {
         let mut tasks = tokio::task::JoinSet::new();
         let mut envs = BTreeMap::new();
         for (env, provider) in &self.available {
             let provider = Arc::clone(provider);
-            let scope = scope(env, state, probe);
+            let scope = scope(env, state, probe, pass);
             let handle = tasks.spawn(async move { provider.observe(&scope).await });
             envs.insert(handle.id(), env.clone());
         }
@@ -249,15 +250,22 @@ fn as_applied<S: Clone>(desired: &DesiredSet<S>) -> ObservedSet<S> {
         .collect()
 }
 
-/// What observe gets from the state store for `env`.
-fn scope(env: &str, state: &State, probe: Probe) -> Scope {
+/// What observe gets from the state store for `env`, in observation `pass`.
+fn scope(env: &str, state: &State, probe: Probe, pass: u64) -> Scope {
     let env_state = state.environments.get(env);
     Scope {
         env: env.to_owned(),
         fingerprints: env_state.map(|e| e.fingerprints.clone()).unwrap_or_default(),
         owned: env_state.map(|e| e.owned.iter().cloned().collect()).unwrap_or_default(),
         probe,
+        pass,
     }
+}
+
+/// A new observation's number (never 0), unique in this process.
+pub fn next_pass() -> u64 {
+    static PASSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    PASSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
 }
 
 /// Generates the cross-provider types from the list of providers.
@@ -478,7 +486,8 @@ macro_rules! registry {
             /// # Errors
             /// The first provider that failed, naming environment and provider.
             pub async fn observe(&self, state: &State, probe: Probe) -> Result<Observed, ObserveError> {
-                let ($($field,)+) = tokio::join!($(self.$field.observe(state, probe),)+);
+                let pass = next_pass();
+                let ($($field,)+) = tokio::join!($(self.$field.observe(state, probe, pass),)+);
                 let mut stale = Vec::new();
                 $(
                     let $field = $field?;
@@ -500,10 +509,11 @@ macro_rules! registry {
                 only: &BTreeSet<ProviderKind>,
                 cached: &Observed,
             ) -> Result<Observed, ObserveError> {
+                let pass = next_pass();
                 $(
                     let $field = async {
                         if only.contains(&<$provider as Provider>::KIND) {
-                            self.$field.observe(state, probe).await.map(Some)
+                            self.$field.observe(state, probe, pass).await.map(Some)
                         } else {
                             Ok(None)
                         }

@@ -126,6 +126,7 @@ pub struct Relay {
     /// The port it listens on (same on every address).
     pub port: u16,
     accepted: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
     budget: Arc<AtomicU64>,
     cut: Arc<tokio::sync::Notify>,
     listeners: Vec<tokio::task::JoinHandle<()>>,
@@ -136,35 +137,47 @@ impl Relay {
     pub async fn start(addresses: &[&str], target: u16) -> Self {
         let port = free_port();
         let accepted = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
         let budget = Arc::new(AtomicU64::new(u64::MAX));
         let cut = Arc::new(tokio::sync::Notify::new());
         let mut listeners = Vec::new();
         for address in addresses {
             let listener =
                 tokio::net::TcpListener::bind((*address, port)).await.expect("bind relay");
-            let (accepted, budget, cut) =
-                (Arc::clone(&accepted), Arc::clone(&budget), Arc::clone(&cut));
+            let (accepted, requests, budget, cut) = (
+                Arc::clone(&accepted),
+                Arc::clone(&requests),
+                Arc::clone(&budget),
+                Arc::clone(&cut),
+            );
             listeners.push(tokio::spawn(async move {
                 while let Ok((inbound, _)) = listener.accept().await {
                     accepted.fetch_add(1, Ordering::SeqCst);
-                    let (budget, cut) = (Arc::clone(&budget), Arc::clone(&cut));
+                    let (requests, budget, cut) =
+                        (Arc::clone(&requests), Arc::clone(&budget), Arc::clone(&cut));
                     tokio::spawn(async move {
                         let Ok(outbound) =
                             tokio::net::TcpStream::connect(("127.0.0.1", target)).await
                         else {
                             return;
                         };
-                        relay(inbound, outbound, budget, cut).await;
+                        relay(inbound, outbound, requests, budget, cut).await;
                     });
                 }
             }));
         }
-        Self { port, accepted, budget, cut, listeners }
+        Self { port, accepted, requests, budget, cut, listeners }
     }
 
     /// Connections accepted so far.
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// HTTP/1.1 requests relayed so far (request lines seen towards the
+    /// target): what an HTTP service behind the relay was asked.
+    pub fn http_requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
     }
 
     /// Cuts every connection once `bytes` more have gone towards the target.
@@ -181,6 +194,7 @@ impl Relay {
 async fn relay(
     inbound: tokio::net::TcpStream,
     outbound: tokio::net::TcpStream,
+    requests: Arc<AtomicUsize>,
     budget: Arc<AtomicU64>,
     cut: Arc<tokio::sync::Notify>,
 ) {
@@ -189,11 +203,27 @@ async fn relay(
     let (mut out_read, mut out_write) = outbound.into_split();
     let upstream = async {
         let mut buffer = vec![0u8; 16 * 1024];
+        // The end of the previous read: a request line split across reads.
+        let mut tail: Vec<u8> = Vec::new();
+        const LINE_END: &[u8] = b" HTTP/1.1\r\n";
         loop {
             let n = match in_read.read(&mut buffer).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            tail.extend_from_slice(&buffer[..n]);
+            let seen = tail.windows(LINE_END.len()).filter(|w| *w == LINE_END).count();
+            if std::env::var_os("APIMON_TEST_RELAY_LOG").is_some() {
+                for (i, _) in
+                    tail.windows(LINE_END.len()).enumerate().filter(|(_, w)| *w == LINE_END)
+                {
+                    let start = tail[..i].iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+                    eprintln!("relay: {}", String::from_utf8_lossy(&tail[start..i]));
+                }
+            }
+            requests.fetch_add(seen, Ordering::SeqCst);
+            let keep = tail.len().saturating_sub(LINE_END.len() - 1);
+            tail.drain(..keep);
             let spent = n as u64;
             let left = budget
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {

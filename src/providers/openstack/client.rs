@@ -28,6 +28,8 @@ use openstack_sdk_core::catalog::ServiceEndpoint;
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 
+use super::shared_lists;
+
 /// Talking to OpenStack failed. Every variant names the cloud or the resource.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenstackError {
@@ -338,6 +340,8 @@ pub struct Cloud {
     config: CloudConfig,
     shared: SharedSession,
     session: OnceCell<CountingClient>,
+    /// The observation in progress (0: none).
+    pass: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Cloud {
@@ -356,7 +360,8 @@ impl Cloud {
     /// shares its session with the other clouds of the same credentials.
     pub fn new(name: &str, config: CloudConfig) -> Self {
         let shared = shared_session(&config);
-        Self { name: name.to_owned(), config, shared, session: OnceCell::new() }
+        let pass = std::sync::atomic::AtomicU64::new(0);
+        Self { name: name.to_owned(), config, shared, session: OnceCell::new(), pass }
     }
 
     /// Requests sent after authentication so far.
@@ -460,7 +465,9 @@ impl Cloud {
         ignore(endpoint).query_async(session).await.map_err(|e| api_error(resource, action, e))
     }
 
-    /// Every item of a list endpoint, following pagination.
+    /// Every item of a list endpoint, following pagination; during an
+    /// observation (`observing`), the list the pass already read with
+    /// these credentials, if any (`shared_lists`).
     ///
     /// # Errors
     /// A page could not be read.
@@ -470,10 +477,79 @@ impl Cloud {
         E: RestEndpoint + Pageable + Sync + Send,
     {
         let session = self.session().await?;
-        paged(endpoint, Pagination::All)
-            .query_async(session)
-            .await
-            .map_err(|e| api_error(what, "list", e))
+        let key = shared_lists::request_key(&endpoint);
+        self.shared(what, key, || async {
+            paged(endpoint, Pagination::All)
+                .query_async(session)
+                .await
+                .map_err(|e| api_error(what, "list", e))
+        })
+        .await
+    }
+
+    /// A list endpoint that does not page (Nova's keypairs), shared in an
+    /// observation as [`Self::list`].
+    ///
+    /// # Errors
+    /// The call failed.
+    pub async fn list_unpaged<T, E>(
+        &self,
+        what: &str,
+        endpoint: E,
+    ) -> Result<Vec<T>, OpenstackError>
+    where
+        T: DeserializeOwned + Send + 'static,
+        E: RestEndpoint + Sync + Send,
+    {
+        let session = self.session().await?;
+        let key = shared_lists::request_key(&endpoint);
+        self.shared(what, key, || async {
+            endpoint.query_async(session).await.map_err(|e| api_error(what, "list", e))
+        })
+        .await
+    }
+
+    /// The items `fetch` gets, or, during an observation, those it got for
+    /// the pass's first environment of these credentials (`key`: the request).
+    async fn shared<T, F, Fut>(
+        &self,
+        what: &str,
+        key: String,
+        fetch: F,
+    ) -> Result<Vec<T>, OpenstackError>
+    where
+        T: DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<serde_json::Value>, OpenstackError>>,
+    {
+        let pass = self.pass.load(Ordering::Relaxed);
+        let key = format!("{}\0{key}", session_key(&self.config));
+        let cell = if pass == 0 { None } else { shared_lists::cell(pass, key) };
+        let items = match cell {
+            Some(cell) => {
+                Arc::clone(cell.get_or_try_init(|| async { fetch().await.map(Arc::new) }).await?)
+            }
+            None => Arc::new(fetch().await?),
+        };
+        items
+            .iter()
+            .map(|item| serde_json::from_value(item.clone()))
+            .collect::<Result<Vec<T>, _>>()
+            .map_err(|e| OpenstackError::Failed {
+                resource: what.to_owned(),
+                message: format!("unexpected list item: {e}"),
+            })
+    }
+
+    /// Lists of observation `pass` are shared with the other environments
+    /// of these credentials until [`Self::observed`].
+    pub fn observing(&self, pass: u64) {
+        self.pass.store(pass, Ordering::Relaxed);
+    }
+
+    /// The observation ended: lists go to the cloud again.
+    pub fn observed(&self) {
+        self.pass.store(0, Ordering::Relaxed);
     }
 }
 

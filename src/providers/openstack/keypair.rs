@@ -43,7 +43,7 @@ impl Kind for Keypair {
     /// Every keypair of the user.
     async fn list(cloud: &Cloud, _: &str) -> Result<Vec<KeypairJson>, OpenstackError> {
         let request = keypair_list::Request::builder().build().map_err(|e| built("keypairs", e))?;
-        cloud.query::<Vec<KeypairJson>, _>("keypairs", "list", request).await
+        cloud.list_unpaged("keypairs", request).await
     }
 
     /// The keypairs apimon created (the state store says which) or the

@@ -35,6 +35,7 @@ mod observe;
 mod router;
 mod security_group;
 mod server;
+mod shared_lists;
 mod volume;
 mod wait;
 

@@ -78,7 +78,12 @@ pub(super) async fn observe(
         subnets_of: BTreeMap::new(),
         server_names: BTreeMap::new(),
     };
-    observe_kinds(provider, &mut o, scope).await?;
+    // The pass's lists are shared with the environments of the same
+    // credentials (one cloud project): one list per kind per pass.
+    provider.cloud.observing(scope.pass);
+    let read = observe_kinds(provider, &mut o, scope).await;
+    provider.cloud.observed();
+    read?;
     let Observer { set, index, .. } = o;
     provider.with_index(|current| *current = index);
     Ok(set)
