@@ -265,4 +265,72 @@ async fn main() {
     let started = Instant::now();
     let removed = converge(&env, &clouds, &desired(&env, 0), &want).await;
     println!("cleanup: {removed} deletions in {:.1} s", started.elapsed().as_secs_f64());
+
+    let environments: usize =
+        std::env::var("APIMON_BENCH_SHARED_ENVS").ok().and_then(|n| n.parse().ok()).unwrap_or(17);
+    if environments > 0 {
+        shared_project(&clouds, &env, environments, 50).await;
+    }
+}
+
+/// `servers` servers spread over `environments` environments of one cloud
+/// project, planned together as a live plan does (one observation pass:
+/// the environments share each list).
+async fn shared_project(clouds: &Path, base: &str, environments: usize, servers: usize) {
+    let names: Vec<String> = (0..environments).map(|e| format!("{base}s{e}")).collect();
+    let wants: Vec<DesiredSet<OpenstackSpec>> = names
+        .iter()
+        .enumerate()
+        .map(|(e, name)| {
+            desired(name, servers / environments + usize::from(e < servers % environments))
+        })
+        .collect();
+    let started = Instant::now();
+    for (name, want) in names.iter().zip(&wants) {
+        converge(name, clouds, want, want).await;
+    }
+    println!(
+        "converge: {servers} servers in {environments} environments of one project in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let mut times = Vec::new();
+    let mut requests = Vec::new();
+    for _ in 0..PLANS {
+        let providers: Vec<Arc<OpenstackProvider>> = names
+            .iter()
+            .zip(&wants)
+            .map(|(name, want)| {
+                let provider = OpenstackProvider::open(name, "apimon-test", want, Some(clouds));
+                Arc::new(provider.expect("clouds.yaml").expect("cloud"))
+            })
+            .collect();
+        // Authenticated once (the session is shared by the credentials).
+        providers[0].observe(&scope(&names[0], &wants[0])).await.expect("observe");
+        let before: usize = providers.iter().map(|p| p.requests()).sum();
+        let pass = apimon::providers::registry::next_pass();
+        let begin = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for ((provider, name), want) in providers.iter().zip(&names).zip(&wants) {
+            let (provider, want) = (Arc::clone(provider), want.clone());
+            let scope = Scope { pass, ..scope(name, &want) };
+            tasks.spawn(async move {
+                let observed = provider.observe(&scope).await.expect("observe");
+                assert!(diff(&want, &observed, true).iter().all(|c| c.op == Op::NoOp));
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("observe task");
+        }
+        times.push(begin.elapsed());
+        requests.push(providers.iter().map(|p| p.requests()).sum::<usize>() - before);
+    }
+    times.sort();
+    println!(
+        "no-op plan of {environments} environments ({servers} servers) in one project, median of {PLANS}: {:.0} ms on a connected session; {} API requests per plan",
+        times[times.len() / 2].as_secs_f64() * 1000.0,
+        requests.iter().max().copied().unwrap_or_default()
+    );
+    for (name, want) in names.iter().zip(&wants) {
+        converge(name, clouds, &desired(name, 0), want).await;
+    }
 }

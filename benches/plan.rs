@@ -14,6 +14,13 @@ use apimon::providers::registry::{Desired, Observed};
 use apimon::providers::Model;
 use apimon::render::{self, Templates};
 
+/// The same corpus before the work on the core (commit 06e3b68), measured
+/// on the 2-core machine in the sitting that made it faster: printed beside
+/// the numbers, which vary by sitting (rerun the old commit to compare).
+const BASELINE_LOAD_MS: f64 = 96.25;
+const BASELINE_NOOP_MS: f64 = 19.53;
+const BASELINE_DIFF_MS: f64 = 10.63;
+
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG7mB9bJ5cXf0cS2qkJ3pQy8nT4uV1wX2yZ3aB4cD5eF bench";
 
@@ -122,6 +129,7 @@ fn main() {
     let (diff_only, _) = time(11, || desired.diff(&observed).len());
 
     println!("resources: {resources} in {environments} environments");
+    println!("baseline (the core before #30, this corpus, this machine, 2026-12-07): load + validate {BASELINE_LOAD_MS} ms, converged no-op plan {BASELINE_NOOP_MS} ms, diff {BASELINE_DIFF_MS} ms");
     println!("load + validate (median of 5):          {:>9.2} ms", load.as_secs_f64() * 1e3);
     println!("render (median of 5):                   {:>9.2} ms", render.as_secs_f64() * 1e3);
     println!("desired sets (median of 5):             {:>9.2} ms", build.as_secs_f64() * 1e3);

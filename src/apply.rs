@@ -319,7 +319,7 @@ mod tests {
             &plan,
             &fast(),
             |c: Planned<()>| async move {
-                if c.id.name == "a" {
+                if &*c.id.name == "a" {
                     Err(ChangeError::new(FailureKind::Permanent, "boom"))
                 } else {
                     Ok(())
@@ -403,7 +403,7 @@ mod tests {
         )
         .await;
         let order = log.lock().expect("lock").clone();
-        let at = |n: &str| order.iter().position(|x| x == n).expect("ran");
+        let at = |n: &str| order.iter().position(|x| &**x == n).expect("ran");
         assert!(
             at("db") < at("rp") && at("db") < at("grant") && at("user") < at("grant"),
             "{order:?}"

@@ -227,7 +227,7 @@ async fn sigterm_during_an_apply_leaves_a_consistent_state_and_the_next_start_co
         .owned
         .iter()
         .filter(|id| id.kind == "user")
-        .map(|id| id.name.clone())
+        .map(|id| id.name.to_string())
         .collect();
     assert!(
         owned_users.iter().all(|u| existing.contains(u)),

@@ -81,7 +81,11 @@ impl Bulk {
             .environments
             .get("outside")
             .map(|e| {
-                e.owned.iter().filter(|id| id.kind == "user").map(|id| id.name.clone()).collect()
+                e.owned
+                    .iter()
+                    .filter(|id| id.kind == "user")
+                    .map(|id| id.name.to_string())
+                    .collect()
             })
             .unwrap_or_default()
     }

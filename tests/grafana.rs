@@ -244,7 +244,7 @@ fn grafana_changes(plan: &Plan) -> Vec<(String, String, Op)> {
     plan.changes
         .iter()
         .filter(|c| c.id.provider == ProviderKind::named("grafana") && c.op != Op::NoOp)
-        .map(|c| (c.id.kind.to_string(), c.id.name.clone(), c.op.clone()))
+        .map(|c| (c.id.kind.to_string(), c.id.name.to_string(), c.op.clone()))
         .collect()
 }
 
@@ -252,7 +252,7 @@ fn failure(outcome: &Outcome, name: &str) -> String {
     outcome
         .failed
         .iter()
-        .find(|(id, _)| id.name == name)
+        .find(|(id, _)| *id.name == *name)
         .map(|(_, m)| m.to_string())
         .unwrap_or_else(|| panic!("{name} did not fail: {outcome:?}"))
 }

@@ -124,7 +124,7 @@ fn find<'a>(plan: &'a Plan, kind: &str, name: &str) -> &'a Op {
     &plan
         .changes
         .iter()
-        .find(|c| c.id.kind == kind && c.id.name == name)
+        .find(|c| c.id.kind == kind && *c.id.name == *name)
         .unwrap_or_else(|| panic!("{kind}/{name} not in plan"))
         .op
 }
@@ -227,7 +227,7 @@ async fn a_password_changed_by_hand_is_found_by_a_drift_probe_within_its_rounds(
         assert!(requests <= 3, "at most the budget of logins: {requests}");
         let changes: Vec<_> = plan.actions().map(|c| (c.id.name.clone(), c.op.clone())).collect();
         if changes.iter().any(|(name, op)| {
-            name == "telegraf" && *op == Op::Update { reason: "password changed".into() }
+            &**name == "telegraf" && *op == Op::Update { reason: "password changed".into() }
         }) {
             found = true;
         }
@@ -278,7 +278,7 @@ async fn pruning_deletes_owned_users_but_never_ones_made_by_hand() {
         "{users:?}"
     );
     let owned = &state::read(setup.state_dir.path()).expect("state").environments["outside"].owned;
-    assert!(owned.iter().all(|id| id.name != "extra"), "deleted user still owned");
+    assert!(owned.iter().all(|id| &*id.name != "extra"), "deleted user still owned");
 }
 
 #[tokio::test]

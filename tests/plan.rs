@@ -199,7 +199,7 @@ fn what_lives_on_a_replaced_server_is_planned_anew_on_it() {
     let server = observed
         .openstack
         .iter_mut()
-        .find(|(id, _)| id.kind == "server" && id.name == "outside-executor")
+        .find(|(id, _)| id.kind == "server" && &*id.name == "outside-executor")
         .map(|(_, item)| item)
         .expect("executor server");
     if let OpenstackSpec::Server(spec) = &mut server.spec {
@@ -208,7 +208,7 @@ fn what_lives_on_a_replaced_server_is_planned_anew_on_it() {
     let changes = prepared.desired.diff(&observed);
     let plan = apimon::plan::assemble(changes, Vec::new(), &prepared.policies, true).expect("plan");
     let op_of = |name: &str| {
-        plan.changes.iter().find(|c| c.id.name == name).map(|c| c.op.clone()).expect(name)
+        plan.changes.iter().find(|c| *c.id.name == *name).map(|c| c.op.clone()).expect(name)
     };
     assert!(matches!(op_of("outside-executor"), apimon::plan::Op::Replace { .. }));
     assert_eq!(op_of("outside-executor:/etc/telegraf/telegraf.conf"), apimon::plan::Op::Create);

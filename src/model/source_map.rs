@@ -3,16 +3,20 @@
 //! serde forgets where a value came from once it is deserialized, but a
 //! cross-reference error ("unknown security group") must still name the
 //! line and column. This index maps every key path (`hosts[1].networks[0]`)
-//! to the position of its value, from one pass over the parser's events.
+//! to the position of its value, from one pass over the parser's events —
+//! made the first time a position is asked for: a valid file is parsed
+//! once (by the deserializer), a file with a problem twice.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 use saphyr_parser::{Event, Parser};
 
 /// Key path → 1-based (line, column) of the value.
 #[derive(Debug, Clone, Default)]
 pub struct SourceMap {
-    positions: BTreeMap<String, (usize, usize)>,
+    text: Arc<str>,
+    positions: OnceLock<BTreeMap<String, (usize, usize)>>,
 }
 
 enum Frame {
@@ -29,9 +33,14 @@ enum Frame {
 }
 
 impl SourceMap {
-    /// Indexes `text`. A document the parser rejects yields what was read
-    /// before the error; the deserializer reports the error itself.
+    /// The index of `text`, made when first asked. A document the parser
+    /// rejects yields what was read before the error; the deserializer
+    /// reports the error itself.
     pub fn build(text: &str) -> Self {
+        Self { text: Arc::from(text), positions: OnceLock::new() }
+    }
+
+    fn index(text: &str) -> BTreeMap<String, (usize, usize)> {
         let mut positions = BTreeMap::new();
         let mut stack: Vec<Frame> = Vec::new();
         for item in Parser::new_from_str(text) {
@@ -81,7 +90,7 @@ impl SourceMap {
                 _ => {}
             }
         }
-        Self { positions }
+        positions
     }
 
     /// The path of the value about to be read, advancing the parent frame.
@@ -104,14 +113,15 @@ impl SourceMap {
     /// Position of `path`, or of its nearest recorded ancestor (a missing
     /// key is reported at the mapping that lacks it).
     pub fn position(&self, path: &str) -> (usize, usize) {
+        let positions = self.positions.get_or_init(|| Self::index(&self.text));
         let mut path = path;
         loop {
-            if let Some(position) = self.positions.get(path) {
+            if let Some(position) = positions.get(path) {
                 return *position;
             }
             match path.rfind(['.', '[']) {
                 Some(cut) => path = &path[..cut],
-                None => return self.positions.get("").copied().unwrap_or((1, 1)),
+                None => return positions.get("").copied().unwrap_or((1, 1)),
             }
         }
     }

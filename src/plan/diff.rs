@@ -98,11 +98,29 @@ pub fn diff<S: Spec>(
     observed: &ObservedSet<S>,
     prune: bool,
 ) -> Vec<Planned<ItemChange<S>>> {
+    // Both sets are sorted by id: one merging walk (no lookup per
+    // resource), and the changes come out sorted.
     let mut changes = Vec::with_capacity(desired.len());
+    let mut existing = observed.iter().peekable();
+    let delete = |id: &ResourceId, have: &ObservedItem<S>| Planned {
+        id: id.clone(),
+        op: Op::Delete,
+        depends_on: have.depends_on.clone(),
+        owned: true,
+        lives_on: None,
+        triggered_by: Vec::new(),
+        note: None,
+        change: ItemChange { desired: None, observed: Some(have.spec.clone()) },
+    };
     for (id, want) in desired {
-        let (op, owned, current) = match observed.get(id) {
+        while let Some((undeclared, have)) = existing.next_if(|(other, _)| *other < id) {
+            if prune && have.owned {
+                changes.push(delete(undeclared, have));
+            }
+        }
+        let (op, owned, current) = match existing.next_if(|(other, _)| *other == id) {
             None => (Op::Create, false, None),
-            Some(have) => {
+            Some((_, have)) => {
                 let op = match want.spec.compare(&have.spec) {
                     Comparison::Same => Op::NoOp,
                     Comparison::Update(reasons) => Op::Update { reason: reasons.join("; ") },
@@ -122,23 +140,11 @@ pub fn diff<S: Spec>(
             change: ItemChange { desired: Some(want.spec.clone()), observed: current },
         });
     }
-    if prune {
-        for (id, have) in observed {
-            if have.owned && !desired.contains_key(id) {
-                changes.push(Planned {
-                    id: id.clone(),
-                    op: Op::Delete,
-                    depends_on: have.depends_on.clone(),
-                    owned: true,
-                    lives_on: None,
-                    triggered_by: Vec::new(),
-                    note: None,
-                    change: ItemChange { desired: None, observed: Some(have.spec.clone()) },
-                });
-            }
+    for (undeclared, have) in existing {
+        if prune && have.owned {
+            changes.push(delete(undeclared, have));
         }
     }
-    changes.sort_by(|a, b| a.id.cmp(&b.id));
     changes
 }
 
@@ -193,7 +199,7 @@ mod tests {
     }
 
     fn ops(changes: &[Planned<ItemChange<Thing>>]) -> Vec<(String, Op)> {
-        changes.iter().map(|c| (c.id.name.clone(), c.op.clone())).collect()
+        changes.iter().map(|c| (c.id.name.to_string(), c.op.clone())).collect()
     }
 
     #[test]

@@ -166,6 +166,6 @@ mod tests {
     fn replacing_an_unowned_resource_is_refused_even_when_deletes_are_allowed() {
         let plan = vec![planned("e", "vm", Op::Replace { reason: "image changed".into() }, false)];
         let errors = check_guards(&plan, &BTreeMap::new(), true).expect_err("refused");
-        assert!(matches!(&errors[0], GuardError::UnownedReplace { id, .. } if id.name == "vm"));
+        assert!(matches!(&errors[0], GuardError::UnownedReplace { id, .. } if &*id.name == "vm"));
     }
 }

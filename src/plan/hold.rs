@@ -83,7 +83,7 @@ mod tests {
         let plan = Plan { summary: Summary::of(&changes), changes, forget: vec![] };
         let (left, pending) =
             hold_back(plan, |c| c.op.is_destructive().then(|| "maintenance window".to_owned()));
-        let left: Vec<&str> = left.changes.iter().map(|c| c.id.name.as_str()).collect();
+        let left: Vec<&str> = left.changes.iter().map(|c| &*c.id.name).collect();
         assert_eq!(left, ["independent", "same"]);
         let waiting: Vec<(String, &str)> =
             pending.iter().map(|p| (p.id.to_string(), p.waiting_for.as_str())).collect();

@@ -61,8 +61,8 @@ pub struct ResourceId {
     pub provider: ProviderKind,
     /// Kind within the provider (`server`, `user`, `dashboard`, ...).
     pub kind: Cow<'static, str>,
-    /// Name, unique per kind and environment.
-    pub name: String,
+    /// Name, unique per kind and environment (shared, as `env`).
+    pub name: Arc<str>,
 }
 
 impl ResourceId {
@@ -73,7 +73,8 @@ impl ResourceId {
         kind: &'static str,
         name: impl Into<String>,
     ) -> Self {
-        Self { env: Arc::from(env), provider, kind: Cow::Borrowed(kind), name: name.into() }
+        let name: String = name.into();
+        Self { env: Arc::from(env), provider, kind: Cow::Borrowed(kind), name: Arc::from(name) }
     }
 }
 

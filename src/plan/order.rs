@@ -73,8 +73,15 @@ impl<N: Node> Node for &N {
 /// must wait for it, and how many changes each one waits for.
 /// Dependencies on resources outside `changes` are ignored.
 pub fn dependency_graph<N: Node>(changes: &[N]) -> (Vec<Vec<usize>>, Vec<usize>) {
-    let index: BTreeMap<&ResourceId, usize> =
-        changes.iter().enumerate().map(|(i, c)| (c.id(), i)).collect();
+    // A dependency that stays as it is orders nothing (see `edge`): only
+    // the changing ones are indexed, so a converged plan of thousands of
+    // resources builds an empty index.
+    let index: BTreeMap<&ResourceId, usize> = changes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| *c.op() != Op::NoOp)
+        .map(|(i, c)| (c.id(), i))
+        .collect();
     let mut successors: Vec<Vec<usize>> = vec![Vec::new(); changes.len()];
     let mut waiting_on = vec![0usize; changes.len()];
     for (i, change) in changes.iter().enumerate() {

@@ -243,7 +243,7 @@ pub fn host_changes(plan: &Plan) -> Vec<(String, String, Op)> {
     plan.changes
         .iter()
         .filter(|c| c.id.provider == ProviderKind::named("host") && c.op != Op::NoOp)
-        .map(|c| (c.id.kind.to_string(), c.id.name.clone(), c.op.clone()))
+        .map(|c| (c.id.kind.to_string(), c.id.name.to_string(), c.op.clone()))
         .collect()
 }
 

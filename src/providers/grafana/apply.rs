@@ -17,7 +17,7 @@ pub(super) async fn apply(
     provider: &GrafanaProvider,
     change: &Planned<ItemChange<GrafanaSpec>>,
 ) -> Result<(), GrafanaError> {
-    let uid = change.id.name.as_str();
+    let uid = &*change.id.name;
     let client = &provider.client;
     match (&change.op, &change.change.desired, &change.change.observed) {
         (Op::NoOp, ..) => Ok(()),

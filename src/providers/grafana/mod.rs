@@ -311,7 +311,7 @@ impl Provider for GrafanaProvider {
                 .filter(|(id, item)| {
                     id.kind == "dashboard" && matches!(item.spec, GrafanaSpec::Dashboard { .. })
                 })
-                .map(|(id, item)| (id.name.clone(), item.spec.clone()))
+                .map(|(id, item)| (id.name.to_string(), item.spec.clone()))
                 .collect();
         }
         Ok(availability)

@@ -115,8 +115,8 @@ async fn folders(
         .owned
         .iter()
         .filter(|id| id.provider == super::KIND && id.kind == "folder")
-        .map(|id| &id.name);
-    let wanted: BTreeSet<&String> = provider.folders.iter().chain(owned).collect();
+        .map(|id| &*id.name);
+    let wanted: BTreeSet<&str> = provider.folders.iter().map(String::as_str).chain(owned).collect();
     for uid in wanted {
         if observed.contains_key(&folder_id(&provider.env, uid)) {
             continue;
@@ -141,7 +141,7 @@ async fn datasources(
     for listed in datasources.into_iter().filter(|d| d.kind == "influxdb") {
         let id = datasource_id(&provider.env, &listed.uid);
         // The list leaves out which secure fields are set.
-        let item = if provider.declared.contains(&id.name)
+        let item = if provider.declared.iter().any(|d| **d == *id.name)
             || scope.fingerprints.contains_key(&id.to_string())
         {
             let path = format!("/api/datasources/uid/{}", segment(&listed.uid));

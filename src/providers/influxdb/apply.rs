@@ -12,7 +12,7 @@ pub(super) async fn apply(
     provider: &InfluxdbProvider,
     change: &Planned<ItemChange<InfluxdbSpec>>,
 ) -> Result<(), InfluxdbError> {
-    let name = change.id.name.as_str();
+    let name = &*change.id.name;
     let (spec, observed) = match (&change.op, &change.change.desired, &change.change.observed) {
         (Op::NoOp, ..) => return Ok(()),
         (Op::Delete, _, Some(observed)) => return delete(provider, name, observed).await,

@@ -20,5 +20,5 @@ pub(super) async fn adopt(
 ) -> Result<(), OpenstackError> {
     let resource = change.id.to_string();
     let Some(have) = &change.change.observed else { return Ok(()) };
-    have.adopt(p, &resource, change.id.name.as_str()).await
+    have.adopt(p, &resource, &change.id.name).await
 }

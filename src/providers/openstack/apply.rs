@@ -14,7 +14,7 @@ pub(super) async fn apply(
     provider: &OpenstackProvider,
     change: &Planned<ItemChange<OpenstackSpec>>,
 ) -> Result<(), OpenstackError> {
-    let name = change.id.name.as_str();
+    let name = &*change.id.name;
     match (&change.op, &change.change.desired, &change.change.observed) {
         (Op::NoOp, _, _) => Ok(()),
         (Op::Create, Some(want), _) => want.create(provider, name).await,

@@ -66,7 +66,7 @@ impl Kind for Container {
             .filter(|id| {
                 *id.env == *o.env && id.provider == super::KIND && &*id.kind == "container"
             })
-            .map(|id| id.name.clone())
+            .map(|id| id.name.to_string())
             .collect();
         if names.is_empty() {
             return Ok(());

@@ -122,7 +122,7 @@ pub fn cuts_access_to(env: &Environment, host: &crate::model::Host, id: &Resourc
     if *id.env != *env.name || id.provider != KIND {
         return false;
     }
-    let name = id.name.as_str();
+    let name: &str = &id.name;
     match &*id.kind {
         "server" | "floating_ip" => name == host.name,
         "security_group" => host.security_groups.iter().any(|g| g == name),
@@ -221,7 +221,7 @@ impl OpenstackProvider {
             .iter()
             .filter(|(id, _)| *id.env == *env)
             .filter_map(|(id, item)| match &item.spec {
-                OpenstackSpec::Server(spec) => Some((id.name.clone(), spec.clone())),
+                OpenstackSpec::Server(spec) => Some((id.name.to_string(), spec.clone())),
                 _ => None,
             })
             .collect();
