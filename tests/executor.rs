@@ -468,3 +468,42 @@ fn results_via_direct_renders_an_executor_that_writes_to_influxdb_itself() {
     let text = std::fs::read_to_string(&path).expect("read");
     assert!(!text.contains("telegraf-pw"), "render redacts secrets:\n{text}");
 }
+
+/// The load governor reads the host's real load average: with a limit of
+/// 0 (the load is always at or above 0 × the CPUs) every fire is recorded
+/// `skipped` with `reason=overloaded`, in the records and in InfluxDB;
+/// with a huge limit the same probe runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_governor_skips_runs_on_an_overloaded_host_and_runs_them_otherwise() {
+    let Some(server) = influx().await else { return };
+    let base = http_server().await;
+    let run = |limit: &'static str| {
+        let (server, base) = (&server, &base);
+        async move {
+            let config = Config::new();
+            let probe = http_scenario("probe", "* * * * * *", &format!("{base}/ok"));
+            config.write(&server.url(), Path::new("ansible-playbook"), &[probe]);
+            config.append(&format!("load_limit: {limit}\n"));
+            let mut running = start(&config);
+            running.until("two fires", |r| r.len() >= 2).await;
+            running.stop().await.1
+        }
+    };
+    let held = run("0").await;
+    assert!(
+        held.iter().all(|r| r.result == RunResult::Skipped && r.reason == Some("overloaded")),
+        "{held:?}"
+    );
+    let (code, body) = server
+        .query_in(
+            Some(("admin", "admin-pw")),
+            "apimon",
+            "SELECT count(duration_ms) FROM apimon_scenario WHERE reason = 'overloaded'",
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let counted = body["results"][0]["series"][0]["values"][0][1].as_u64().unwrap_or(0);
+    assert!(counted >= 2, "{body}");
+    let ran = run("1000000").await;
+    assert!(ran.iter().all(|r| r.result == RunResult::Passed && r.reason.is_none()), "{ran:?}");
+}

@@ -46,6 +46,10 @@ pub struct RawConfig {
     /// How often the executor writes its own health point.
     #[serde(default = "default_health_interval")]
     pub health_interval_seconds: u64,
+    /// No run starts while the 1-minute load average is at or above this
+    /// times the CPUs (`skipped`, `reason=overloaded`).
+    #[serde(default = "default_load_limit")]
+    pub load_limit: f64,
     /// Scheduled scenarios.
     #[serde(default)]
     pub scenarios: Vec<RawScenario>,
@@ -62,6 +66,10 @@ fn default_ingest_listen() -> Option<SocketAddr> {
 
 fn default_health_interval() -> u64 {
     60
+}
+
+fn default_load_limit() -> f64 {
+    2.5
 }
 
 fn default_ansible() -> PathBuf {
@@ -167,6 +175,8 @@ pub struct Config {
     pub ingest_listen: Option<SocketAddr>,
     /// Between two health points.
     pub health_interval: Duration,
+    /// The load governor's limit, per CPU.
+    pub load_limit: f64,
 }
 
 /// Where points go.
@@ -335,6 +345,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             );
         }
     }
+    if !(raw.load_limit.is_finite() && raw.load_limit >= 0.0) {
+        file.problem(
+            "load_limit",
+            format!("{}; expected a number from 0 (no run starts) up", raw.load_limit),
+        );
+    }
     file.finish().map_err(ConfigError::Invalid)?;
     Ok(Config {
         environment: raw.environment,
@@ -361,6 +377,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         scenarios,
         ingest_listen: raw.ingest_listen,
         health_interval: Duration::from_secs(raw.health_interval_seconds.max(1)),
+        load_limit: raw.load_limit,
     })
 }
 

@@ -151,8 +151,12 @@ impl Health {
     pub fn point(&self, environment: &str, now_ns: i64) -> String {
         let running = self.inner.lock().map(|h| h.running).unwrap_or_default();
         let counters = &self.results;
+        // The load the governor looks at (runs wait while it is too high).
+        let load = super::load::one_minute()
+            .map(|l| format!(",load={l},cpus={}i", super::load::cpus()))
+            .unwrap_or_default();
         format!(
-            "apimon_executor,environment={} buffered={}i,dropped={}i,ingested={}i,oldest_buffered_age_s={},rejected={}i,running={running}i,unauthenticated={}i,written={}i {now_ns}",
+            "apimon_executor,environment={} buffered={}i,dropped={}i,ingested={}i{load},oldest_buffered_age_s={},rejected={}i,running={running}i,unauthenticated={}i,written={}i {now_ns}",
             escape_tag(environment),
             counters.buffered.load(Ordering::Relaxed),
             counters.dropped.load(Ordering::Relaxed),

@@ -19,6 +19,7 @@ pub mod config;
 pub mod health;
 pub mod ingest;
 pub mod lineproto;
+pub mod load;
 pub mod results;
 pub mod rundir;
 pub mod runner;
@@ -86,6 +87,8 @@ pub struct RunRecord {
     pub output: Option<String>,
     /// How the cleanup playbook ended, when one ran.
     pub cleanup: Option<RunResult>,
+    /// Why it was skipped, or why it says nothing about the cloud.
+    pub reason: Option<&'static str>,
 }
 
 /// Characters of a failed run's output that travel with its point.
@@ -272,9 +275,19 @@ impl Executor {
 
     fn fire(&mut self, fire: Fire) {
         let Some(scenario) = self.config.scenarios.get(&fire.scenario).cloned() else { return };
-        if self.busy.contains(&scenario.name) {
-            self.totals.skipped += 1;
+        let skip = if self.busy.contains(&scenario.name) {
             tracing::warn!(scenario = %scenario.name, scheduled_at = %fire.scheduled_at, "Previous run still going; this run is skipped.");
+            Some("busy")
+        } else if let Some(load) =
+            load::overloaded(load::one_minute(), self.config.load_limit, load::cpus())
+        {
+            tracing::warn!(scenario = %scenario.name, scheduled_at = %fire.scheduled_at, load, limit = self.config.load_limit, cpus = load::cpus(), "The host is overloaded; this run is skipped.");
+            Some("overloaded")
+        } else {
+            None
+        };
+        if let Some(reason) = skip {
+            self.totals.skipped += 1;
             let record = RunRecord {
                 scenario: scenario.name.clone(),
                 scheduled_at: fire.scheduled_at,
@@ -285,6 +298,7 @@ impl Executor {
                 job_id: None,
                 output: None,
                 cleanup: None,
+                reason: Some(reason),
             };
             self.record(&scenario, &record);
             return;
@@ -338,6 +352,7 @@ impl Executor {
                 chars[chars.len().saturating_sub(POINT_OUTPUT_CHARS)..].iter().collect()
             }),
             cleanup: report.cleanup,
+            reason: None,
         };
         self.record(&scenario, &record);
     }
@@ -378,6 +393,7 @@ impl Executor {
             job_id: record.job_id.clone(),
             output: record.output.clone(),
             cleanup: record.cleanup,
+            reason: record.reason,
         });
         self.health.finished(&scenario.name, record.result, record.scheduled_at.timestamp());
         if let Some(events) = &self.options.events {

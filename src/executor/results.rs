@@ -75,6 +75,9 @@ pub struct Point {
     pub output: Option<String>,
     /// How the cleanup playbook ended, when one ran.
     pub cleanup: Option<RunResult>,
+    /// Why a run did not start or was not the cloud's doing (`busy`,
+    /// `overloaded`).
+    pub reason: Option<&'static str>,
 }
 
 /// Escapes a tag value (commas, spaces, equals signs, backslashes).
@@ -127,6 +130,9 @@ impl Point {
         }
         if let Some(output) = &self.output {
             fields.push_str(&format!(",output={}", string_field(output)));
+        }
+        if let Some(reason) = self.reason {
+            fields.push_str(&format!(",reason={}", string_field(reason)));
         }
         fields.push_str(&format!(",return_code={}i", self.return_code));
         format!(
@@ -406,6 +412,7 @@ mod tests {
             job_id: Some("0123456789abcdef0123456789abcdef".into()),
             output: Some("fatal: \"x\" at C:\\\nend".into()),
             cleanup: None,
+            reason: None,
         };
         assert_eq!(
             point.line(),

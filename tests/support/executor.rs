@@ -93,6 +93,16 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Adds top-level keys (YAML lines) to executor.yaml.
+    pub fn append(&self, lines: &str) {
+        let text = std::fs::read_to_string(self.path()).expect("executor.yaml");
+        let temporary = self.dir.path().join("executor.yaml.tmp");
+        std::fs::write(&temporary, format!("{text}{lines}")).expect("write config");
+        std::fs::rename(temporary, self.path()).expect("replace config");
+    }
+}
+
 pub fn http_scenario(name: &str, cron: &str, url: &str) -> serde_json::Value {
     serde_json::json!({"name": name, "cron": cron, "timeout_seconds": 5, "runner": "http", "url": url, "method": "GET", "expect_status": 200})
 }
