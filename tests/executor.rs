@@ -507,3 +507,55 @@ async fn the_load_governor_skips_runs_on_an_overloaded_host_and_runs_them_otherw
     let ran = run("1000000").await;
     assert!(ran.iter().all(|r| r.result == RunResult::Passed && r.reason.is_none()), "{ran:?}");
 }
+
+/// What says nothing about the cloud is not recorded as its failure: a
+/// playbook Ansible cannot load (an unknown module: exit 4 before any task)
+/// and a runner that cannot start are `error` runs with a reason, in the
+/// records and in InfluxDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_playbook_ansible_cannot_load_and_a_runner_that_cannot_start_are_errors_not_failures() {
+    let Some(server) = influx().await else { return };
+    let Some(ansible) = ansible_playbook() else { return };
+    let run = |runner: PathBuf| {
+        let server = &server;
+        async move {
+            let config = Config::new();
+            config.playbook(
+                "unloadable.yaml",
+                "    - name: a module no collection has\n      apimon_no_such.collection.module: {}\n",
+            );
+            let scenario = ansible_scenario("unloadable", "* * * * * *", "unloadable.yaml", 60);
+            config.write(&server.url(), &runner, &[scenario]);
+            let mut running = start(&config);
+            running.until("two runs", |r| r.len() >= 2).await;
+            running.stop().await.1
+        }
+    };
+    let unloadable = run(ansible).await;
+    assert!(
+        unloadable.iter().all(|r| r.result == RunResult::Error
+            && r.reason == Some("playbook")
+            && r.return_code == 4),
+        "{unloadable:#?}"
+    );
+    let missing = run(PathBuf::from("/nonexistent/apimon-test/ansible-playbook")).await;
+    assert!(
+        missing.iter().all(|r| r.result == RunResult::Error && r.reason == Some("runner")),
+        "{missing:#?}"
+    );
+    for reason in ["playbook", "runner"] {
+        let query = format!("SELECT count(duration_ms) FROM apimon_scenario WHERE scenario = 'unloadable' AND result = 'error' AND reason = '{reason}'");
+        let (code, body) = server.query_in(Some(("admin", "admin-pw")), "apimon", &query).await;
+        assert_eq!(code, 200, "{body}");
+        let counted = body["results"][0]["series"][0]["values"][0][1].as_u64().unwrap_or(0);
+        assert!(counted >= 2, "{reason}: {body}");
+    }
+    let (_, failed) = server
+        .query_in(
+            Some(("admin", "admin-pw")),
+            "apimon",
+            "SELECT count(duration_ms) FROM apimon_scenario WHERE scenario = 'unloadable' AND result = 'failed'",
+        )
+        .await;
+    assert!(failed["results"][0]["series"].is_null(), "recorded as the cloud's failure: {failed}");
+}

@@ -352,7 +352,7 @@ impl Executor {
                 chars[chars.len().saturating_sub(POINT_OUTPUT_CHARS)..].iter().collect()
             }),
             cleanup: report.cleanup,
-            reason: None,
+            reason: report.reason,
         };
         self.record(&scenario, &record);
     }

@@ -35,8 +35,15 @@ pub enum RunResult {
     /// Killed by apimon itself (shutdown past its grace period, or a
     /// second stop request): says nothing about the monitored cloud.
     Aborted,
-    /// Not started: the previous run of the scenario was still going.
+    /// Not started: the previous run of the scenario was still going, or
+    /// the host was overloaded (`reason`).
     Skipped,
+    /// apimon's own fault, or a playbook Ansible could not load: the
+    /// runner could not start, the run directory could not be made, or
+    /// Ansible stopped before any task (exit 4, a parser error: unknown
+    /// module or collection, bad syntax; exit 5, bad options). Says
+    /// nothing about the monitored cloud (`reason` says which).
+    Error,
 }
 
 impl RunResult {
@@ -48,6 +55,7 @@ impl RunResult {
             Self::Timeout => "timeout",
             Self::Aborted => "aborted",
             Self::Skipped => "skipped",
+            Self::Error => "error",
         }
     }
 }

@@ -44,9 +44,19 @@ pub struct Report {
     pub run_dir: Option<PathBuf>,
     /// How the cleanup playbook ended, when one ran.
     pub cleanup: Option<RunResult>,
+    /// Why a run is an [`RunResult::Error`]: `runner`, `run_directory`,
+    /// `playbook`.
+    pub reason: Option<&'static str>,
 }
 
 impl Report {
+    /// Marks the run apimon's own error (or its content's), not the cloud's.
+    fn error(mut self, reason: &'static str) -> Self {
+        self.result = RunResult::Error;
+        self.reason = Some(reason);
+        self
+    }
+
     /// A report of a run without a directory (not started, an HTTP probe,
     /// or before the playbook runner adds its own).
     fn new(
@@ -65,6 +75,7 @@ impl Report {
             job_id: None,
             run_dir: None,
             cleanup: None,
+            reason: None,
         }
     }
 }
@@ -86,7 +97,8 @@ pub async fn run(
                         "cannot create a run directory under {}: {error}",
                         settings.runs_dir.display()
                     );
-                    return Report::new(RunResult::Failed, -1, Duration::ZERO, Utc::now(), output);
+                    return Report::new(RunResult::Failed, -1, Duration::ZERO, Utc::now(), output)
+                        .error("run_directory");
                 }
             };
             let plugins = settings.plugins_dir();
@@ -123,6 +135,12 @@ pub async fn run(
             let log = run_dir.log_path();
             let mut report =
                 run_process(command(playbook), scenario.timeout, abort, Some(&log)).await;
+            // Ansible's parser error (an unknown module or collection, bad
+            // syntax) and bad options end it before any task: the
+            // playbook or its runtime, not the cloud.
+            if report.result == RunResult::Failed && matches!(report.return_code, 4 | 5) {
+                report = report.error("playbook");
+            }
             if let (Some(cleanup), RunResult::Timeout | RunResult::Aborted) =
                 (cleanup, report.result)
             {
@@ -167,7 +185,8 @@ async fn run_process(
                 start.elapsed(),
                 started_at,
                 cannot_start(command.as_std().get_program(), &error),
-            );
+            )
+            .error("runner");
         }
     };
     let group = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
@@ -321,7 +340,8 @@ mod tests {
         let command = tokio::process::Command::new("apimon-no-such-playbook-runner");
         let (_abort, receiver) = watch::channel(false);
         let report = run_process(command, Duration::from_secs(5), receiver, None).await;
-        assert_eq!(report.result, RunResult::Failed);
+        // apimon's fault, not the cloud's.
+        assert_eq!((report.result, report.reason), (RunResult::Error, Some("runner")));
         assert!(
             report.output.starts_with("cannot start apimon-no-such-playbook-runner: ")
                 && report.output.contains("searched PATH="),

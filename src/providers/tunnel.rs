@@ -190,12 +190,12 @@ fn host_port(url: &str) -> Option<(String, u16)> {
 /// The forwarder cannot be set up.
 pub fn for_endpoint(
     env: &crate::model::Environment,
-    machine: &crate::machine::Machine,
-    locate: Option<&Arc<dyn super::locate::Locate>>,
+    context: &super::Context<'_>,
     url: &str,
     via: crate::model::raw::Via,
 ) -> Result<Option<Forward>, TunnelError> {
     use crate::model::route::{route, Route};
+    let (machine, locate) = (context.machine, context.locators.get(&env.name));
     let (Route::Bastion, Some(access), Some((host, port))) =
         (route(env, url, via, machine.on_bastion), env.ssh.as_ref(), host_port(url))
     else {

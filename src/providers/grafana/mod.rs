@@ -262,14 +262,12 @@ impl GrafanaProvider {
             }
             (None, None) => client::Credentials::Token(Sensitive::new(String::new())),
         };
-        let forward = crate::providers::tunnel::for_endpoint(
-            env,
-            context.machine,
-            context.locators.get(&env.name),
-            &endpoint.url,
-            endpoint.via,
-        )
-        .map_err(|e| GrafanaError::Setup { url: endpoint.url.clone(), message: e.to_string() })?;
+        let forward =
+            crate::providers::tunnel::for_endpoint(env, context, &endpoint.url, endpoint.via)
+                .map_err(|e| GrafanaError::Setup {
+                    url: endpoint.url.clone(),
+                    message: e.to_string(),
+                })?;
         let client = Client::new(&endpoint.url, credentials, REQUEST_TIMEOUT, forward.as_ref())?;
         let passwords = env
             .grafana

@@ -199,14 +199,12 @@ impl InfluxdbProvider {
     ) -> Result<Self, InfluxdbError> {
         let secrets = context.secrets;
         let endpoint = &env.influxdb_endpoint;
-        let forward = crate::providers::tunnel::for_endpoint(
-            env,
-            context.machine,
-            context.locators.get(&env.name),
-            &endpoint.url,
-            endpoint.via,
-        )
-        .map_err(|e| InfluxdbError::Setup { url: endpoint.url.clone(), message: e.to_string() })?;
+        let forward =
+            crate::providers::tunnel::for_endpoint(env, context, &endpoint.url, endpoint.via)
+                .map_err(|e| InfluxdbError::Setup {
+                    url: endpoint.url.clone(),
+                    message: e.to_string(),
+                })?;
         let client = Client::new(
             &endpoint.url,
             endpoint.ca_file.as_deref().map(Path::new),
