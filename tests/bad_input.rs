@@ -35,6 +35,9 @@ macro_rules! rejects {
 }
 
 rejects! {
+    a_runtime_interpreter_off_an_absolute_plain_path_is_rejected:
+        edit("apimon.yaml", "project: apimon\n", "project: apimon\nruntime:\n  python: [ansible-core==2.17.7]\n  interpreter: python3\n")
+        => ["apimon.yaml:4:16: runtime.interpreter: `python3` is not an absolute path"];
     invalid_yaml_is_reported_at_its_line_and_column:
         write("inventory/outside/keypairs.yaml", "keypairs:\n  - name: a\n    public_key: \"unterminated\n")
         => ["inventory/outside/keypairs.yaml:4:1: keypairs[0].public_key: found unexpected end of stream, while scanning a quoted scalar"];

@@ -392,7 +392,12 @@ pub struct Runtime {
     pub collections: Vec<CollectionArchive>,
     /// pip's index, when not the default.
     pub index_url: Option<String>,
+    /// The Python the environment is made with (absolute path).
+    pub interpreter: String,
 }
+
+/// The Python a runtime is made with unless the repository names another.
+pub const DEFAULT_INTERPRETER: &str = "/usr/bin/python3";
 
 /// A vendor apt repository: its signing key in a keyring file of its own,
 /// a `Signed-By` source entry, and the packages installed from it.

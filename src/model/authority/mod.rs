@@ -104,6 +104,17 @@ pub fn widenings(old: &DesiredState, new: &DesiredState, envs: &[String]) -> Vec
     if index(new).is_some() && index(old) != index(new) {
         add("runtime.index_url".to_owned(), format!("{:?} → {:?}", index(old), index(new)));
     }
+    // The interpreter runs as root on the executors when the runtime is made.
+    let interpreter = |s: &DesiredState| s.runtime.as_ref().map(|r| r.interpreter.clone());
+    let default = Some(crate::model::DEFAULT_INTERPRETER.to_owned());
+    if interpreter(new).is_some_and(|i| Some(&i) != default.as_ref())
+        && interpreter(old) != interpreter(new)
+    {
+        add(
+            "runtime.interpreter".to_owned(),
+            format!("{:?} → {:?}", interpreter(old), interpreter(new)),
+        );
+    }
     let apt: BTreeMap<&str, _> =
         old.apt_repositories.iter().map(|r| (r.name.as_str(), (&r.sources, &r.key))).collect();
     for repository in &new.apt_repositories {

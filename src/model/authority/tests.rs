@@ -76,6 +76,9 @@ authority! {
     an_index_url: |s| {
         if let Some(r) = s.runtime.as_mut() { r.index_url = Some("https://pypi.evil.test/simple".into()) }
     } => ["runtime.index_url"];
+    an_interpreter: |s| {
+        if let Some(r) = s.runtime.as_mut() { r.interpreter = "/tmp/python3".into() }
+    } => ["runtime.interpreter"];
     an_apt_key: |s| {
         if let Some(r) = s.apt_repositories.first_mut() { r.key = std::sync::Arc::new(b"another key".to_vec()) }
     } => ["apt_repositories.influxdata"];

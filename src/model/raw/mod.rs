@@ -134,6 +134,10 @@ pub struct Runtime {
     pub collections: Vec<String>,
     /// The package index pip uses (a mirror); pip's default otherwise.
     pub index_url: Option<String>,
+    /// The Python the environment is made with: an absolute path on the
+    /// executor, `/usr/bin/python3` (the distribution's) by default —
+    /// never whichever `python3` comes first on the SSH session's PATH.
+    pub interpreter: Option<String>,
 }
 
 /// Safety policies for changing an environment.

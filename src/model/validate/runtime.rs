@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use super::checks::{is_http_url, names_list};
 use super::Check;
 use crate::model::load::RawRepository;
-use crate::model::{CollectionArchive, Runtime};
+use crate::model::{CollectionArchive, Runtime, DEFAULT_INTERPRETER};
 
 /// A pip requirement apimon passes on as one argument: a project name
 /// first, no option (`-…`), no whitespace or control characters, and a
@@ -57,6 +57,16 @@ pub(super) fn check(check: &mut Check, repo: &RawRepository) -> Option<Runtime> 
         }
         hash.update(format!("index\0{url}\n"));
     }
+    let interpreter = raw.interpreter.clone().unwrap_or_else(|| DEFAULT_INTERPRETER.to_owned());
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+".contains(c);
+    if !interpreter.starts_with('/') || !interpreter.chars().all(plain) {
+        check.error(
+            doc,
+            "runtime.interpreter",
+            format!("`{interpreter}` is not an absolute path of letters, digits and `/._-+`; expected e.g. /usr/bin/python3"),
+        );
+    }
+    hash.update(format!("interpreter\0{interpreter}\n"));
     let mut collections = Vec::new();
     for (i, path) in raw.collections.iter().enumerate() {
         let key = format!("runtime.collections[{i}]");
@@ -79,7 +89,13 @@ pub(super) fn check(check: &mut Check, repo: &RawRepository) -> Option<Runtime> 
         });
     }
     let id = hex::encode(hash.finalize())[..16].to_owned();
-    Some(Runtime { id, python: raw.python.clone(), collections, index_url: raw.index_url.clone() })
+    Some(Runtime {
+        id,
+        python: raw.python.clone(),
+        collections,
+        index_url: raw.index_url.clone(),
+        interpreter,
+    })
 }
 
 #[cfg(test)]

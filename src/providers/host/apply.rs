@@ -116,9 +116,13 @@ pub(super) async fn apply(
         (Op::Delete, _, Some(HostSpec::Runtime { host, .. })) => {
             super::runtime::remove(provider, host).await
         }
-        (_, Some(HostSpec::Runtime { host, id, python, index_url, archives, .. }), _) => {
-            super::runtime::install(provider, host, id, python, index_url.as_deref(), archives)
-                .await
+        (
+            _,
+            Some(HostSpec::Runtime { host, id, python, index_url, interpreter, archives, .. }),
+            _,
+        ) => {
+            let pip = super::runtime::Pip { python, index_url: index_url.as_deref(), interpreter };
+            super::runtime::install(provider, host, id, &pip, archives).await
         }
         (_, Some(HostSpec::Package { host, package }), _) => {
             let command = provider.settings.package_install.replace("{package}", &quote(package));

@@ -180,6 +180,7 @@ pub fn desired(
                     .map(|c| format!("{} ({})", c.path, &c.sha256[..12]))
                     .collect(),
                 index_url: runtime.index_url.clone(),
+                interpreter: runtime.interpreter.clone(),
                 archives: runtime
                     .collections
                     .iter()

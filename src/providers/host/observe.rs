@@ -183,6 +183,7 @@ pub(super) async fn observe(
                         python: Vec::new(),
                         collections: Vec::new(),
                         index_url: None,
+                        interpreter: String::new(),
                         archives: Vec::new(),
                     };
                     observed.insert(

@@ -32,16 +32,28 @@ pub(super) fn observe_function(provider: &HostProvider) -> String {
     )
 }
 
+/// What the environment is made of: the interpreter, the pip requirements
+/// and the index.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pip<'a> {
+    /// pip requirements.
+    pub python: &'a [String],
+    /// pip's index, when not the default.
+    pub index_url: Option<&'a str>,
+    /// The Python `-m venv` runs with (absolute path).
+    pub interpreter: &'a str,
+}
+
 /// Installs runtime `id` on `host` unless it is there complete, then puts
 /// it in service.
 pub(super) async fn install(
     provider: &HostProvider,
     host: &str,
     id: &str,
-    python: &[String],
-    index_url: Option<&str>,
+    pip: &Pip<'_>,
     archives: &[(String, std::sync::Arc<Vec<u8>>)],
 ) -> Result<(), HostError> {
+    let Pip { python, index_url, interpreter } = *pip;
     let base = base(provider);
     let dir = format!("{base}/{}", quote(id));
     let what = format!("installing runtime {id}");
@@ -85,8 +97,9 @@ pub(super) async fn install(
                 .to_owned()
         };
         let script = format!(
-            "set -e\nd={dir}\numask 022\npython3 -m venv \"$d\"\n{pip}\n[ -x \"$d/bin/ansible-playbook\" ] || {{ echo 'the runtime has no ansible-playbook: add ansible-core (or ansible) to runtime.python' >&2; exit 3; }}\n{collections}echo {id} > \"$d/{MARKER}\"\n",
-            id = quote(id)
+            "set -e\nd={dir}\numask 022\n{interpreter} -m venv \"$d\"\n{pip}\n[ -x \"$d/bin/ansible-playbook\" ] || {{ echo 'the runtime has no ansible-playbook: add ansible-core (or ansible) to runtime.python' >&2; exit 3; }}\n{collections}echo {id} > \"$d/{MARKER}\"\n",
+            id = quote(id),
+            interpreter = quote(interpreter)
         );
         provider.run(host, &what, &script, None).await?;
     }

@@ -114,6 +114,8 @@ pub enum HostSpec {
         collections: Vec<String>,
         /// pip's index, when not the default.
         index_url: Option<String>,
+        /// The Python the environment is made with.
+        interpreter: String,
         /// The archives, uploaded on apply.
         #[serde(skip)]
         archives: Vec<(String, Arc<Vec<u8>>)>,
