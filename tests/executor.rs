@@ -483,7 +483,7 @@ async fn the_load_governor_skips_runs_on_an_overloaded_host_and_runs_them_otherw
             let config = Config::new();
             let probe = http_scenario("probe", "* * * * * *", &format!("{base}/ok"));
             config.write(&server.url(), Path::new("ansible-playbook"), &[probe]);
-            config.append(&format!("load_limit: {limit}\n"));
+            config.set("load_limit", limit);
             let mut running = start(&config);
             running.until("two fires", |r| r.len() >= 2).await;
             running.stop().await.1
@@ -505,7 +505,8 @@ async fn the_load_governor_skips_runs_on_an_overloaded_host_and_runs_them_otherw
     let counted = body["results"][0]["series"][0]["values"][0][1].as_u64().unwrap_or(0);
     assert!(counted >= 2, "{body}");
     let ran = run("1000000").await;
-    assert!(ran.iter().all(|r| r.result == RunResult::Passed && r.reason.is_none()), "{ran:?}");
+    assert!(ran.iter().any(|r| r.result == RunResult::Passed), "{ran:?}");
+    assert!(ran.iter().all(|r| r.reason != Some("overloaded")), "{ran:?}");
 }
 
 /// What says nothing about the cloud is not recorded as its failure: a
@@ -527,8 +528,11 @@ async fn a_playbook_ansible_cannot_load_and_a_runner_that_cannot_start_are_error
             let scenario = ansible_scenario("unloadable", "* * * * * *", "unloadable.yaml", 60);
             config.write(&server.url(), &runner, &[scenario]);
             let mut running = start(&config);
-            running.until("two runs", |r| r.len() >= 2).await;
-            running.stop().await.1
+            // A slow run makes the next fire `skipped` (busy): not what is tested.
+            let ran = |r: &[RunRecord]| r.iter().filter(|x| x.result != RunResult::Skipped).count();
+            running.until("two runs", |r| ran(r) >= 2).await;
+            let records = running.stop().await.1;
+            records.into_iter().filter(|r| r.result != RunResult::Skipped).collect::<Vec<_>>()
         }
     };
     let unloadable = run(ansible).await;

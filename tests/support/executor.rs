@@ -82,7 +82,7 @@ impl Config {
     pub fn write(&self, influx_url: &str, ansible: &Path, scenarios: &[serde_json::Value]) {
         let root = self.dir.path().display();
         let text = format!(
-            "environment: test\nresults:\n  url: {influx_url}/write\n  database: apimon\n  username: admin\n  password: admin-pw\n  buffer_dir: {root}/buffer\nscenarios_dir: {root}/scenarios\nclouds_file: {root}/clouds.yaml\nansible_playbook: {}\nconcurrency: 4\ngrace_period_seconds: 20\nruns_dir: {root}/runs\nkeep_runs: 3\ningest_listen: 127.0.0.1:{}\nhealth_interval_seconds: 1\nscenarios: {}\n",
+            "environment: test\nresults:\n  url: {influx_url}/write\n  database: apimon\n  username: admin\n  password: admin-pw\n  buffer_dir: {root}/buffer\nscenarios_dir: {root}/scenarios\nclouds_file: {root}/clouds.yaml\nansible_playbook: {}\nconcurrency: 4\ngrace_period_seconds: 20\nruns_dir: {root}/runs\nkeep_runs: 3\ningest_listen: 127.0.0.1:{}\nhealth_interval_seconds: 1\nload_limit: 1000000\nscenarios: {}\n",
             ansible.display(),
             self.ingest_port,
             serde_json::Value::Array(scenarios.to_vec())
@@ -94,11 +94,17 @@ impl Config {
 }
 
 impl Config {
-    /// Adds top-level keys (YAML lines) to executor.yaml.
-    pub fn append(&self, lines: &str) {
+    /// Sets the top-level key `key` of executor.yaml to `value` (the
+    /// tests' executors run whatever the suite's load: `load_limit` is
+    /// a million unless a test sets it).
+    pub fn set(&self, key: &str, value: &str) {
         let text = std::fs::read_to_string(self.path()).expect("executor.yaml");
+        let prefix = format!("{key}: ");
+        let mut lines: Vec<String> =
+            text.lines().filter(|l| !l.starts_with(&prefix)).map(str::to_owned).collect();
+        lines.push(format!("{prefix}{value}"));
         let temporary = self.dir.path().join("executor.yaml.tmp");
-        std::fs::write(&temporary, format!("{text}{lines}")).expect("write config");
+        std::fs::write(&temporary, lines.join("\n") + "\n").expect("write config");
         std::fs::rename(temporary, self.path()).expect("replace config");
     }
 }
