@@ -71,6 +71,11 @@ rejects! {
     a_plain_password_is_rejected:
         edit("inventory/outside/influxdb.yaml", "password: {secret: outside_influxdb_admin_password}", "password: hunter2")
         => ["inventory/outside/influxdb.yaml:8:15: users[0].password: a credential must not be written in the repository"];
+    a_continuous_query_fragment_that_would_add_a_clause_is_rejected:
+        edit("inventory/outside/influxdb.yaml", "default: true}\n", "default: true}\n    continuous_queries:\n      - {name: q1, from: four_weeks, into: nowhere, interval: 1m, measurements: m, select: \"mean(x) INTO other..m\"}\n      - {name: q2, from: four_weeks, into: autogen, interval: 1m, measurements: m, select: \"mean(x); DROP DATABASE apimon\"}\n")
+        => ["inventory/outside/influxdb.yaml:6:", "continuous_queries[0].into: retention policy `nowhere` is not declared for this database; expected one of: autogen, four_weeks",
+            "continuous_queries[0].select: invalid InfluxQL fragment `mean(x) INTO other..m`: `INTO` opens a clause apimon writes itself",
+            "inventory/outside/influxdb.yaml:7:", "continuous_queries[1].select: invalid InfluxQL fragment `mean(x); DROP DATABASE apimon`: `;` would end the statement"];
     an_invalid_public_key_is_rejected:
         edit("inventory/outside/keypairs.yaml", "AAAAC3NzaC1lZDI1NTE5AAAAIG7mB9bJ5cXf0cS2qkJ3pQy8nT4uV1wX2yZ3aB4cD5eF", "AAAAnotakey")
         => ["inventory/outside/keypairs.yaml:3:17: keypairs[0].public_key: invalid public key"];

@@ -104,6 +104,23 @@ impl Setup {
             .unwrap_or_default()
     }
 
+    /// `SHOW CONTINUOUS QUERIES` on `apimon`: its [name, query] rows.
+    async fn continuous_queries(&self) -> Vec<serde_json::Value> {
+        let (_, body) = self.server.query(Some(ADMIN), "SHOW CONTINUOUS QUERIES").await;
+        let series = body["results"][0]["series"].as_array().cloned().unwrap_or_default();
+        series
+            .iter()
+            .filter(|s| s["name"] == "apimon")
+            .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
+    /// Writes line protocol into `database` as the administrator.
+    async fn write(&self, database: &str, body: &str) {
+        let status = self.server.write(ADMIN, database, body).await;
+        assert_eq!(status, 204, "write refused");
+    }
+
     async fn grants(&self, user: &str) -> serde_json::Value {
         let (_, body) =
             self.server.query(Some(ADMIN), &format!("SHOW GRANTS FOR \"{user}\"")).await;
@@ -410,4 +427,116 @@ async fn a_single_environment_is_a_valid_repository_that_plans_and_applies() {
     let (code, stdout, stderr) = setup.cli_apply();
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(setup.users().await.contains(&"telegraf".to_owned()));
+}
+
+/// The fixture's `apimon` database with a one-second tier and a
+/// continuous query that downsamples `probe.*` into it, recomputing the
+/// last ten seconds at each run (a point that lands just after the run for
+/// its second is still counted).
+const TIERED: &str = "      - {name: four_weeks, duration: 4w, default: true}\n      - {name: coarse, duration: 1d}\n    continuous_queries:\n      - name: probe_1s\n        from: four_weeks\n        into: coarse\n        interval: 1s\n        for: 10s\n        group_by: [method]\n        measurements: /^probe\\./\n        select: mean(\"elapsed\") AS \"elapsed\", count(elapsed) AS \"count\"\n";
+
+#[tokio::test]
+async fn continuous_queries_are_created_changed_and_dropped_and_their_tier_fills() {
+    let Some(setup) = Setup::new().await else { return };
+    let rp_line = "      - {name: four_weeks, duration: 4w, default: true}\n";
+    setup.repo.edit("inventory/outside/influxdb.yaml", rp_line, TIERED);
+    let (plan, outcome) = setup.apply().await;
+    assert_eq!(find(&plan, "continuous_query", "apimon.probe_1s"), &Op::Create);
+    assert!(outcome.is_success(), "{outcome:?}");
+    let stored = setup.continuous_queries().await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    // InfluxDB stores its own spelling; the plan reads it as the same query.
+    let (plan, _) = setup.plan().await;
+    assert!(!plan.summary.has_changes(), "{:?}", plan.changes);
+
+    // Points written now are downsampled into the coarse tier within a
+    // few of the query's one-second runs.
+    let body = (0..5)
+        .map(|i| format!("probe.compute,method=GET elapsed={}", 10 + i))
+        .collect::<Vec<_>>()
+        .join("\n");
+    setup.write("apimon", &body).await;
+    let filled = wait_for(Duration::from_secs(30), || async {
+        let (_, answer) = setup
+            .server
+            .query_in(
+                Some(ADMIN),
+                "apimon",
+                "SELECT sum(\"count\") FROM \"coarse\".\"probe.compute\"",
+            )
+            .await;
+        answer["results"][0]["series"][0]["values"][0][1].as_f64().is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    assert!(filled, "the coarse tier stayed empty");
+
+    // A changed field list replaces the query (InfluxDB has no ALTER).
+    setup.repo.edit("inventory/outside/influxdb.yaml", "AS \"count\"", "AS \"n\"");
+    let (plan, outcome) = setup.apply().await;
+    assert_eq!(
+        find(&plan, "continuous_query", "apimon.probe_1s"),
+        &Op::Replace { reason: "query changed".into() }
+    );
+    assert!(outcome.is_success(), "{outcome:?}");
+    let stored = setup.continuous_queries().await;
+    assert!(stored[0][1].as_str().is_some_and(|q| q.contains("AS n")), "{stored:?}");
+    assert!(!setup.plan().await.0.summary.has_changes());
+
+    // Removed from the repository: dropped (apimon created it).
+    setup.repo.edit("inventory/outside/influxdb.yaml", TIERED.replace("AS \"count\"", "AS \"n\"").as_str(), "      - {name: four_weeks, duration: 4w, default: true}\n      - {name: coarse, duration: 1d}\n");
+    let (plan, outcome) = setup.apply().await;
+    assert_eq!(find(&plan, "continuous_query", "apimon.probe_1s"), &Op::Delete);
+    assert!(outcome.is_success(), "{outcome:?}");
+    assert!(setup.continuous_queries().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_continuous_query_made_by_hand_is_reported_and_kept() {
+    let Some(setup) = Setup::new().await else { return };
+    assert!(setup.apply().await.1.is_success());
+    let made = "CREATE CONTINUOUS QUERY by_hand ON apimon BEGIN SELECT max(x) INTO apimon.four_weeks.hand FROM apimon.four_weeks.m GROUP BY time(1h) END";
+    let (status, body) = setup.server.query(Some(ADMIN), made).await;
+    assert_eq!(status, 200, "{body}");
+    let (plan, outcome) = setup.apply().await;
+    assert!(outcome.is_success(), "{outcome:?}");
+    assert!(!plan.changes.iter().any(|c| c.id.kind == "continuous_query"), "{:?}", plan.changes);
+    assert_eq!(
+        setup.continuous_queries().await.len(),
+        1,
+        "a query apimon did not make was dropped"
+    );
+}
+
+/// Polls `check` until it holds or `limit` passes.
+async fn wait_for<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn the_example_repositorys_tiers_are_accepted_by_influxdb_and_read_back_unchanged() {
+    let Some(setup) = Setup::new().await else { return };
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples-repo/inventory/outside/influxdb.yaml"),
+    )
+    .expect("example influxdb.yaml");
+    setup.repo.write("inventory/outside/influxdb.yaml", &example);
+    let (plan, outcome) = setup.apply().await;
+    assert!(outcome.is_success(), "{outcome:?}");
+    let declared = plan.changes.iter().filter(|c| c.id.kind == "continuous_query").count();
+    assert_eq!(declared, 9, "three tiers of three measurement groups");
+    assert_eq!(setup.continuous_queries().await.len(), 9);
+    let (plan, _) = setup.plan().await;
+    assert!(!plan.summary.has_changes(), "{:?}", plan.changes);
 }

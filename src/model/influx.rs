@@ -101,6 +101,31 @@ pub struct RetentionPolicy {
     pub default: bool,
 }
 
+/// A continuous query, checked: its fragments lex and stay fragments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContinuousQuery {
+    /// Name.
+    pub name: String,
+    /// Source retention policy.
+    pub from: String,
+    /// Target retention policy.
+    pub into: String,
+    /// `GROUP BY time(…)`.
+    pub interval: InfluxDuration,
+    /// `RESAMPLE EVERY`, when given.
+    pub every: Option<InfluxDuration>,
+    /// `RESAMPLE FOR`, when given.
+    pub span: Option<InfluxDuration>,
+    /// A measurement name or a `/regex/`.
+    pub measurements: String,
+    /// The field list.
+    pub select: String,
+    /// The condition, when given.
+    pub condition: Option<String>,
+    /// Tags kept; `None`: every tag.
+    pub group_by: Option<Vec<String>>,
+}
+
 /// A database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Database {
@@ -108,6 +133,8 @@ pub struct Database {
     pub name: String,
     /// Retention policies.
     pub retention_policies: Vec<RetentionPolicy>,
+    /// Continuous queries.
+    pub continuous_queries: Vec<ContinuousQuery>,
 }
 
 /// One environment's InfluxDB objects.

@@ -8,6 +8,7 @@ pub mod authority;
 pub mod daemon;
 pub mod error;
 pub mod influx;
+pub mod influxql;
 pub mod inventory;
 pub mod load;
 pub mod raw;
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{Diagnostic, Diagnostics, LoadError, Location};
-pub use influx::{Database, InfluxDuration, Influxdb, RetentionPolicy};
+pub use influx::{ContinuousQuery, Database, InfluxDuration, Influxdb, RetentionPolicy};
 pub use inventory::{Host, Keypair, Network, PublicKey, Remote, Rule, SecurityGroup, Subnet};
 pub use raw::{Direction, DriftMode, MaybeSecret, Placement, Privilege, Protocol, Role};
 pub use secret::{Secrets, Sensitive};

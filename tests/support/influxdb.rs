@@ -166,6 +166,20 @@ impl InfluxServer {
         self.query_in(credentials, "", q).await
     }
 
+    /// Writes line protocol into `db` as `user`/`password`; the HTTP status.
+    pub async fn write(&self, (user, password): (&str, &str), db: &str, body: &str) -> u16 {
+        let response = self
+            .http_client()
+            .post(format!("{}/write", self.url()))
+            .query(&[("db", db)])
+            .basic_auth(user, Some(password))
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("influxd reachable");
+        response.status().as_u16()
+    }
+
     /// Like [`query`](Self::query), with `db` as the default database.
     pub async fn query_in(
         &self,

@@ -302,6 +302,38 @@ pub struct Database {
     /// Retention policies.
     #[serde(default)]
     pub retention_policies: Vec<RetentionPolicy>,
+    /// Continuous queries that downsample into the coarser policies.
+    #[serde(default)]
+    pub continuous_queries: Vec<ContinuousQuery>,
+}
+
+/// An InfluxDB continuous query: `SELECT <select> INTO <db>.<into>.:MEASUREMENT
+/// FROM <db>.<from>.<measurements> [WHERE <where>] GROUP BY time(<interval>), <group_by>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContinuousQuery {
+    /// Name.
+    pub name: String,
+    /// Source retention policy.
+    pub from: String,
+    /// Target retention policy.
+    pub into: String,
+    /// `GROUP BY time(…)` interval, an InfluxQL duration.
+    pub interval: String,
+    /// A measurement name, or a `/regex/` over measurement names.
+    pub measurements: String,
+    /// The field list of the SELECT (`mean(elapsed) AS elapsed, …`).
+    pub select: String,
+    /// An optional condition (no time condition: InfluxDB sets those).
+    #[serde(default, rename = "where")]
+    pub condition: Option<String>,
+    /// Tags kept (`GROUP BY time(…), <tags>`); absent: every tag (`*`).
+    pub group_by: Option<Vec<String>>,
+    /// `RESAMPLE EVERY`: how often it runs, default the interval.
+    pub every: Option<String>,
+    /// `RESAMPLE FOR`: how far back each run recomputes, default the interval.
+    #[serde(rename = "for")]
+    pub span: Option<String>,
 }
 
 /// An InfluxDB retention policy.

@@ -59,7 +59,12 @@ fn check_databases(check: &mut Check, doc: &Document<raw::InfluxdbFile>) -> Vec<
         if !database.retention_policies.is_empty() && defaults != 1 {
             check.error(doc, &format!("{path}.retention_policies"), format!("database `{}` has {defaults} default retention policies; expected exactly one with `default: true`", database.name));
         }
-        checked.push(Database { name: database.name.clone(), retention_policies });
+        let continuous_queries = super::continuous_queries::check(check, doc, &path, database);
+        checked.push(Database {
+            name: database.name.clone(),
+            retention_policies,
+            continuous_queries,
+        });
     }
     checked
 }

@@ -7,6 +7,7 @@
 
 mod apt;
 mod checks;
+mod continuous_queries;
 mod daemon;
 mod dashboards;
 mod environment;

@@ -54,6 +54,23 @@ pub(super) async fn apply(
         InfluxdbSpec::User { admin: is_admin, password, .. } => {
             user(provider, name, *is_admin, password, observed).await
         }
+        InfluxdbSpec::ContinuousQuery { database, query } => {
+            // No ALTER: a changed query is dropped and created in one request.
+            let mut statements = Vec::new();
+            if observed.is_some() {
+                statements.push(drop_continuous_query(name, database));
+            }
+            statements.push(query.clone());
+            match provider.client.query(&statements, admin, &[admin_secret]).await {
+                // A retry after a lost reply: it is there already.
+                Err(InfluxdbError::Statement { message, .. })
+                    if message.contains("continuous query already exists") =>
+                {
+                    Ok(())
+                }
+                result => result.map(drop),
+            }
+        }
         InfluxdbSpec::Grant { user, database, privilege } => {
             let privilege = match privilege {
                 crate::model::Privilege::Read => "READ",
@@ -138,6 +155,7 @@ async fn delete(
             format!("DROP RETENTION POLICY {} ON {}", identifier(name), identifier(database))
         }
         InfluxdbSpec::User { .. } => format!("DROP USER {}", identifier(name)),
+        InfluxdbSpec::ContinuousQuery { database, .. } => drop_continuous_query(name, database),
         InfluxdbSpec::Grant { user, database, .. } => {
             format!("REVOKE ALL PRIVILEGES ON {} FROM {}", identifier(database), identifier(user))
         }
@@ -152,4 +170,11 @@ async fn delete(
         Err(InfluxdbError::Statement { message, .. }) if message.contains("not found") => Ok(()),
         Err(error) => Err(error),
     }
+}
+
+/// `DROP CONTINUOUS QUERY` for the resource called `database.query`.
+fn drop_continuous_query(resource: &str, database: &str) -> String {
+    let query =
+        resource.strip_prefix(database).and_then(|q| q.strip_prefix('.')).unwrap_or(resource);
+    format!("DROP CONTINUOUS QUERY {} ON {}", identifier(query), identifier(database))
 }

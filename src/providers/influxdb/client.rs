@@ -123,6 +123,9 @@ pub struct StatementResult {
 /// One series: columns and rows.
 #[derive(Debug, Default, Deserialize)]
 pub struct Series {
+    /// The series' name (`SHOW CONTINUOUS QUERIES`: the database).
+    #[serde(default)]
+    pub name: String,
     /// Column names.
     #[serde(default)]
     pub columns: Vec<String>,

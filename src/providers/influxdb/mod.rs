@@ -63,6 +63,14 @@ pub enum InfluxdbSpec {
         #[serde(skip)]
         fingerprint: String,
     },
+    /// `CREATE CONTINUOUS QUERY`: the whole statement, as apimon composes
+    /// it (desired) or as InfluxDB stores it (observed).
+    ContinuousQuery {
+        /// Database.
+        database: String,
+        /// The `CREATE CONTINUOUS QUERY … END` statement.
+        query: String,
+    },
     /// `GRANT`.
     Grant {
         /// User.
@@ -131,6 +139,14 @@ impl Spec for InfluxdbSpec {
                     format!("privilege {have:?} → {privilege:?}").to_uppercase()
                 ])
             }
+            (S::ContinuousQuery { query, .. }, S::ContinuousQuery { query: have, .. }) => {
+                // InfluxDB has no ALTER for continuous queries.
+                if crate::model::influxql::same_statement(query, have) {
+                    Comparison::Same
+                } else {
+                    Comparison::Replace("query changed".to_owned())
+                }
+            }
             (want, have) if want == have => Comparison::Same,
             (S::Database, S::Database) | (S::Grant { .. }, S::Grant { .. }) => Comparison::Same,
             _ => Comparison::Replace("resource kind changed".to_owned()),
@@ -156,6 +172,10 @@ fn database_id(env: &str, database: &str) -> ResourceId {
 
 fn retention_policy_id(env: &str, database: &str, policy: &str) -> ResourceId {
     id(env, "retention_policy", format!("{database}.{policy}"))
+}
+
+fn continuous_query_id(env: &str, database: &str, query: &str) -> ResourceId {
+    id(env, "continuous_query", format!("{database}.{query}"))
 }
 
 fn grant_id(env: &str, user: &str, database: &str) -> ResourceId {
@@ -303,6 +323,20 @@ pub fn desired(env: &Environment, secrets: &Secrets) -> DesiredSet<InfluxdbSpec>
                 DesiredItem::new(spec, vec![db_id.clone()]),
             );
         }
+        for query in &database.continuous_queries {
+            let spec = InfluxdbSpec::ContinuousQuery {
+                database: database.name.clone(),
+                query: continuous_query_statement(&database.name, query),
+            };
+            let policies = [&query.from, &query.into]
+                .into_iter()
+                .filter(|rp| database.retention_policies.iter().any(|p| p.name == **rp))
+                .map(|rp| retention_policy_id(name, &database.name, rp));
+            set.insert(
+                continuous_query_id(name, &database.name, &query.name),
+                DesiredItem::new(spec, std::iter::once(db_id.clone()).chain(policies).collect()),
+            );
+        }
     }
     for user in &env.influxdb.users {
         let u_id = user_id(name, &user.name);
@@ -329,6 +363,49 @@ pub fn desired(env: &Environment, secrets: &Secrets) -> DesiredSet<InfluxdbSpec>
         }
     }
     set
+}
+
+/// The `CREATE CONTINUOUS QUERY` statement for `query` on `database`.
+/// Points keep the tags `group_by` names (all by default: `GROUP BY *`;
+/// an empty list keeps none)
+/// and land in the measurement of the same name in the target policy
+/// (`:MEASUREMENT`).
+pub fn continuous_query_statement(database: &str, query: &crate::model::ContinuousQuery) -> String {
+    use client::{duration_literal, identifier};
+    let db = identifier(database);
+    let mut statement = format!("CREATE CONTINUOUS QUERY {} ON {db}", identifier(&query.name));
+    if query.every.is_some() || query.span.is_some() {
+        statement.push_str(" RESAMPLE");
+        if let Some(every) = query.every {
+            statement.push_str(&format!(" EVERY {}", duration_literal(every.as_nanos())));
+        }
+        if let Some(span) = query.span {
+            statement.push_str(&format!(" FOR {}", duration_literal(span.as_nanos())));
+        }
+    }
+    let measurements = if query.measurements.starts_with('/') {
+        query.measurements.clone()
+    } else {
+        identifier(&query.measurements)
+    };
+    statement.push_str(&format!(
+        " BEGIN SELECT {} INTO {db}.{}.:MEASUREMENT FROM {db}.{}.{measurements}",
+        query.select,
+        identifier(&query.into),
+        identifier(&query.from),
+    ));
+    if let Some(condition) = &query.condition {
+        statement.push_str(&format!(" WHERE {condition}"));
+    }
+    let tags = match &query.group_by {
+        None => ", *".to_owned(),
+        Some(tags) => tags.iter().map(|t| format!(", {}", identifier(t))).collect(),
+    };
+    statement.push_str(&format!(
+        " GROUP BY time({}){tags} END",
+        duration_literal(query.interval.as_nanos())
+    ));
+    statement
 }
 
 #[cfg(test)]
@@ -369,6 +446,30 @@ mod tests {
             rp(7, false).compare(&rp(7, true)),
             Comparison::Update(vec!["no longer default".into()])
         );
+    }
+
+    #[test]
+    fn a_continuous_query_statement_is_composed_from_its_parts() {
+        let query = |group_by: Option<Vec<String>>| crate::model::ContinuousQuery {
+            name: "api_1m".into(),
+            from: "one_day".into(),
+            into: "forty_days".into(),
+            interval: InfluxDuration::parse("1m").unwrap_or(InfluxDuration::INFINITE),
+            every: None,
+            span: InfluxDuration::parse("5m"),
+            measurements: "/^openstack_api\\./".into(),
+            select: "mean(duration) AS duration".into(),
+            condition: Some("status_code != '500'".into()),
+            group_by,
+        };
+        assert_eq!(
+            continuous_query_statement("apimon", &query(None)),
+            "CREATE CONTINUOUS QUERY \"api_1m\" ON \"apimon\" RESAMPLE FOR 5m BEGIN SELECT mean(duration) AS duration INTO \"apimon\".\"forty_days\".:MEASUREMENT FROM \"apimon\".\"one_day\"./^openstack_api\\./ WHERE status_code != '500' GROUP BY time(1m), * END"
+        );
+        let kept = continuous_query_statement("apimon", &query(Some(vec!["method".into()])));
+        assert!(kept.ends_with("GROUP BY time(1m), \"method\" END"), "{kept}");
+        let none = continuous_query_statement("apimon", &query(Some(vec![])));
+        assert!(none.ends_with("GROUP BY time(1m) END"), "{none}");
     }
 
     #[test]

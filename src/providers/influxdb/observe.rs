@@ -14,8 +14,8 @@ use crate::plan::{ObservedItem, ObservedSet};
 
 use super::client::{identifier, parse_go_duration, Credentials, InfluxdbError, StatementResult};
 use super::{
-    database_id, grant_id, password_fingerprint, retention_policy_id, user_id, InfluxdbProvider,
-    InfluxdbSpec,
+    continuous_query_id, database_id, grant_id, password_fingerprint, retention_policy_id, user_id,
+    InfluxdbProvider, InfluxdbSpec,
 };
 use crate::providers::Scope;
 
@@ -33,7 +33,15 @@ pub(super) async fn observe(
     let admin = &provider.admin;
     let secrets = [admin.password.expose().as_str()];
     let overview = match client
-        .query(&["SHOW DATABASES".to_owned(), "SHOW USERS".to_owned()], Some(admin), &secrets)
+        .query(
+            &[
+                "SHOW DATABASES".to_owned(),
+                "SHOW USERS".to_owned(),
+                "SHOW CONTINUOUS QUERIES".to_owned(),
+            ],
+            Some(admin),
+            &secrets,
+        )
         .await
     {
         Ok(results) => results,
@@ -60,6 +68,7 @@ pub(super) async fn observe(
     for (i, database) in databases.iter().enumerate() {
         retention_policies(provider, database, details.get(i), &mut observed)?;
     }
+    continuous_queries(&provider.env, &databases, &overview, &mut observed);
     for (j, (user, admin_flag)) in users.iter().enumerate() {
         let (password, fingerprint) = match logins.get(user) {
             Some(true) => {
@@ -150,6 +159,30 @@ fn retention_policies(
         );
     }
     Ok(())
+}
+
+/// Continuous queries from `SHOW CONTINUOUS QUERIES`: one series per
+/// database, each row a name and the statement as InfluxDB stores it.
+fn continuous_queries(
+    env: &str,
+    databases: &[String],
+    overview: &[StatementResult],
+    observed: &mut ObservedSet<InfluxdbSpec>,
+) {
+    let series = overview.get(2).into_iter().flat_map(|r| &r.series);
+    for series in series.filter(|s| databases.contains(&s.name)) {
+        for row in series.rows() {
+            let spec = InfluxdbSpec::ContinuousQuery {
+                database: series.name.clone(),
+                query: row.str("query").to_owned(),
+            };
+            let depends_on = vec![database_id(env, &series.name)];
+            observed.insert(
+                continuous_query_id(env, &series.name, row.str("name")),
+                ObservedItem { spec, owned: false, depends_on },
+            );
+        }
+    }
 }
 
 /// `user`'s grants from `SHOW GRANTS FOR`.
