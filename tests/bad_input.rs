@@ -76,6 +76,10 @@ rejects! {
         => ["inventory/outside/influxdb.yaml:6:", "continuous_queries[0].into: retention policy `nowhere` is not declared for this database; expected one of: autogen, four_weeks",
             "continuous_queries[0].select: invalid InfluxQL fragment `mean(x) INTO other..m`: `INTO` opens a clause apimon writes itself",
             "inventory/outside/influxdb.yaml:7:", "continuous_queries[1].select: invalid InfluxQL fragment `mean(x); DROP DATABASE apimon`: `;` would end the statement"];
+    a_catalog_probe_with_a_bad_interval_or_interface_is_rejected:
+        edit("apimon.yaml", "        password: {secret: outside_probe_password}\n", "        password: {secret: outside_probe_password}\n        probes:\n          catalog: {interval: 30, interface: private}\n")
+        => ["environments.outside.monitored_clouds.production.probes.catalog.interval: invalid duration `30`",
+            "environments.outside.monitored_clouds.production.probes.catalog.interface: unknown interface `private`; expected public, internal or admin"];
     an_invalid_public_key_is_rejected:
         edit("inventory/outside/keypairs.yaml", "AAAAC3NzaC1lZDI1NTE5AAAAIG7mB9bJ5cXf0cS2qkJ3pQy8nT4uV1wX2yZ3aB4cD5eF", "AAAAnotakey")
         => ["inventory/outside/keypairs.yaml:3:17: keypairs[0].public_key: invalid public key"];

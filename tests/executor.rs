@@ -357,6 +357,11 @@ fn the_binary_reloads_on_sighup_and_stops_cleanly_on_sigterm() {
 #[test]
 fn the_rendered_executor_config_is_what_the_executor_reads() {
     let repo = crate::support::TestRepo::fixture();
+    repo.edit(
+        "apimon.yaml",
+        "        password: {secret: outside_probe_password}\n",
+        "        password: {secret: outside_probe_password}\n        probes:\n          catalog: {interval: 1m, skip: [object-store]}\n",
+    );
     let out = tempfile::tempdir().expect("temp dir");
     let output = crate::support::apimon(&[
         "render",
@@ -372,6 +377,10 @@ fn the_rendered_executor_config_is_what_the_executor_reads() {
     assert_eq!(config.scenarios.len(), 2);
     assert_eq!(config.scenarios["list_servers"].runner.kind(), "ansible");
     assert_eq!(config.scenarios["iam_probe"].cron, "0 * * * * *");
+    let probe = &config.probes["production"];
+    assert_eq!(probe.interval, std::time::Duration::from_secs(60));
+    assert_eq!((probe.interface.as_str(), probe.concurrency), ("public", 8));
+    assert!(probe.skip.contains("object-store"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

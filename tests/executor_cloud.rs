@@ -303,3 +303,123 @@ async fn a_run_killed_at_its_timeout_or_by_a_stop_runs_its_cleanup_and_leaves_no
     let left = api.networks("apimon-leak-").await;
     assert!(left.is_empty(), "a killed run left its network behind: {left:?}");
 }
+
+/// A server on loopback answering 200 to every request until its task is
+/// aborted (then the port refuses), and one that accepts and never answers.
+async fn test_endpoints() -> ((String, tokio::task::JoinHandle<()>), String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let answering = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/", answering.local_addr().expect("address"));
+    let task = tokio::spawn(async move {
+        let mut open = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut stream, _)) = answering.accept().await else { return };
+            open.spawn(async move {
+                let mut buffer = vec![0u8; 4096];
+                let _ = stream.read(&mut buffer).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                    )
+                    .await;
+            });
+        }
+    });
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent_url = format!("http://{}/", silent.local_addr().expect("address"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    ((url, task), silent_url)
+}
+
+#[tokio::test]
+async fn catalog_probes_measure_every_endpoint_and_a_stopped_or_silent_one_fails() {
+    let Some(cloud) = TestCloud::get() else { return };
+    let Some(server) = influx().await else { return };
+    let api = cloud.api().await;
+    let suffix = format!("{:08x}", rand::random::<u32>());
+    let ((url, answering), silent_url) = test_endpoints().await;
+    let (ok_type, silent_type) = (format!("probe-ok-{suffix}"), format!("probe-silent-{suffix}"));
+    let ok_service = api.register_service(&ok_type, &url).await;
+    let silent_service = api.register_service(&silent_type, &silent_url).await;
+    let expected = api.public_service_types().await;
+    assert!(expected.contains(&ok_type) && expected.len() > 4, "{expected:?}");
+
+    let config = Config::new();
+    config.write(&server.url(), Path::new("ansible-playbook"), &[]);
+    std::fs::copy(&cloud.clouds_file, config.dir.path().join("clouds.yaml")).expect("clouds.yaml");
+    config.set(
+        "probes",
+        r#"[{"cloud": "apimon-test", "interval_seconds": 1, "timeout_seconds": 1, "skip": ["object-store"]}]"#,
+    );
+    let running = start(&config);
+
+    // Every public RegionOne endpoint but the skipped one gets points.
+    let probed = |rows: Vec<serde_json::Map<String, Value>>| -> std::collections::BTreeSet<String> {
+        rows.iter()
+            .filter_map(|r| r.get("value").and_then(Value::as_str).map(str::to_owned))
+            .collect()
+    };
+    let wanted: std::collections::BTreeSet<String> =
+        expected.iter().filter(|t| *t != "object-store").cloned().collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..150 {
+        seen = probed(rows(&server, "SHOW TAG VALUES FROM /^openstack_api\\./ WITH KEY = \"service_type\" WHERE \"probe\" = 'catalog'").await);
+        if wanted.is_subset(&seen) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(wanted.is_subset(&seen), "probed {seen:?}, catalog {wanted:?}");
+    assert!(!seen.contains("object-store"), "a skipped service was probed");
+    let ok = rows(
+        &server,
+        &format!("SELECT * FROM \"openstack_api.{ok_type}\" WHERE \"probe\" = 'catalog'"),
+    )
+    .await;
+    assert!(ok.iter().any(|r| r.get("status_code") == Some(&Value::from("200"))), "{ok:?}");
+    let silent = rows(&server, &format!("SELECT * FROM \"openstack_api.{silent_type}\"")).await;
+    assert!(
+        !silent.is_empty() && silent.iter().all(|r| r.get("failed") == Some(&Value::from(1))),
+        "{silent:?}"
+    );
+    let identity =
+        rows(&server, "SELECT * FROM \"openstack_api.identity\" WHERE \"probe\" = 'catalog'").await;
+    assert!(
+        identity.iter().any(|r| r
+            .get("status_code")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.starts_with('2') || s.starts_with('3'))),
+        "{identity:?}"
+    );
+
+    // The test's own service stops: its points go from ok to failed.
+    answering.abort();
+    let _ = answering.await;
+    let stopped_at = chrono::Utc::now().to_rfc3339();
+    let mut failed = Vec::new();
+    for _ in 0..100 {
+        failed = rows(&server, &format!("SELECT * FROM \"openstack_api.{ok_type}\" WHERE \"failed\" = 1 AND time > '{stopped_at}'")).await;
+        if !failed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!failed.is_empty(), "no failed probe after the endpoint stopped");
+    assert!(failed.iter().all(|r| r.get("status_code").is_none_or(Value::is_null)), "{failed:?}");
+
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", config.ingest_port))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(metrics.contains("apimon_executor_probes_total "), "{metrics}");
+    running.stop().await;
+    api.remove_service(&ok_service).await;
+    api.remove_service(&silent_service).await;
+}

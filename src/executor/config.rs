@@ -53,6 +53,48 @@ pub struct RawConfig {
     /// Scheduled scenarios.
     #[serde(default)]
     pub scenarios: Vec<RawScenario>,
+    /// Catalog probes, one per monitored cloud that asks for them.
+    #[serde(default)]
+    pub probes: Vec<RawProbe>,
+}
+
+/// `probes[]`: one monitored cloud's catalog probing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbe {
+    /// The clouds file entry.
+    pub cloud: String,
+    /// Between two rounds.
+    #[serde(default = "default_probe_interval")]
+    pub interval_seconds: u64,
+    /// Catalog interface probed.
+    #[serde(default = "default_probe_interface")]
+    pub interface: String,
+    /// Service types left out.
+    #[serde(default)]
+    pub skip: Vec<String>,
+    /// Requests at once.
+    #[serde(default = "default_probe_concurrency")]
+    pub concurrency: usize,
+    /// A request without an answer by then is `failed`.
+    #[serde(default = "default_probe_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_probe_interval() -> u64 {
+    30
+}
+
+fn default_probe_interface() -> String {
+    "public".to_owned()
+}
+
+fn default_probe_concurrency() -> usize {
+    8
+}
+
+fn default_probe_timeout() -> u64 {
+    10
 }
 
 /// Where the executor takes points from runs, unless configured.
@@ -177,6 +219,8 @@ pub struct Config {
     pub health_interval: Duration,
     /// The load governor's limit, per CPU.
     pub load_limit: f64,
+    /// Catalog probes by cloud.
+    pub probes: BTreeMap<String, super::probe::ProbeConfig>,
 }
 
 /// Where points go.
@@ -351,6 +395,39 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             format!("{}; expected a number from 0 (no run starts) up", raw.load_limit),
         );
     }
+    let mut probes = BTreeMap::new();
+    for (i, p) in raw.probes.iter().enumerate() {
+        let key = format!("probes[{i}]");
+        if !matches!(p.interface.as_str(), "public" | "internal" | "admin") {
+            file.problem(
+                &format!("{key}.interface"),
+                format!("unknown interface `{}`; expected public, internal or admin", p.interface),
+            );
+        }
+        for (field, value) in [
+            ("interval_seconds", p.interval_seconds),
+            ("timeout_seconds", p.timeout_seconds),
+            ("concurrency", p.concurrency as u64),
+        ] {
+            if value == 0 {
+                file.problem(&format!("{key}.{field}"), "0; expected at least 1".to_owned());
+            }
+        }
+        if probes.contains_key(&p.cloud) {
+            file.problem(&format!("{key}.cloud"), format!("cloud `{}` is probed twice", p.cloud));
+        }
+        probes.insert(
+            p.cloud.clone(),
+            super::probe::ProbeConfig {
+                cloud: p.cloud.clone(),
+                interval: Duration::from_secs(p.interval_seconds.max(1)),
+                interface: p.interface.clone(),
+                skip: p.skip.iter().cloned().collect(),
+                concurrency: p.concurrency.max(1),
+                timeout: Duration::from_secs(p.timeout_seconds.max(1)),
+            },
+        );
+    }
     file.finish().map_err(ConfigError::Invalid)?;
     Ok(Config {
         environment: raw.environment,
@@ -378,6 +455,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         ingest_listen: raw.ingest_listen,
         health_interval: Duration::from_secs(raw.health_interval_seconds.max(1)),
         load_limit: raw.load_limit,
+        probes,
     })
 }
 

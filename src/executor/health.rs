@@ -29,6 +29,13 @@ pub struct Health {
     pub rejected: AtomicU64,
     /// Writes refused for want of a running scenario's credential.
     pub unauthenticated: AtomicU64,
+    /// Catalog probes sent.
+    pub probes: AtomicU64,
+    /// Catalog probes that got no answer (refused, reset, timed out).
+    pub probes_failed: AtomicU64,
+    /// Probe rounds that could not start: the clouds entry is unusable or
+    /// Keystone gave no token (apimon's or Keystone's fault, not an endpoint's).
+    pub probe_rounds_failed: AtomicU64,
     /// The results writer's counters (they outlive a writer replaced on reload).
     pub results: Arc<Counters>,
 }
@@ -114,6 +121,24 @@ impl Health {
                 self.unauthenticated.load(Ordering::Relaxed) as f64,
             ),
             (
+                "probes_total",
+                "Catalog probes sent (one GET per endpoint and round).",
+                "counter",
+                self.probes.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "probes_failed_total",
+                "Catalog probes that got no answer.",
+                "counter",
+                self.probes_failed.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "probe_rounds_failed_total",
+                "Probe rounds that could not start (clouds entry unusable, no token).",
+                "counter",
+                self.probe_rounds_failed.load(Ordering::Relaxed) as f64,
+            ),
+            (
                 "points_written_total",
                 "Points the results target accepted.",
                 "counter",
@@ -156,12 +181,15 @@ impl Health {
             .map(|l| format!(",load={l},cpus={}i", super::load::cpus()))
             .unwrap_or_default();
         format!(
-            "apimon_executor,environment={} buffered={}i,dropped={}i,ingested={}i{load},oldest_buffered_age_s={},rejected={}i,running={running}i,unauthenticated={}i,written={}i {now_ns}",
+            "apimon_executor,environment={} buffered={}i,dropped={}i,ingested={}i{load},oldest_buffered_age_s={},probe_rounds_failed={}i,probes={}i,probes_failed={}i,rejected={}i,running={running}i,unauthenticated={}i,written={}i {now_ns}",
             escape_tag(environment),
             counters.buffered.load(Ordering::Relaxed),
             counters.dropped.load(Ordering::Relaxed),
             self.ingested.load(Ordering::Relaxed),
             self.oldest_age(now_ns),
+            self.probe_rounds_failed.load(Ordering::Relaxed),
+            self.probes.load(Ordering::Relaxed),
+            self.probes_failed.load(Ordering::Relaxed),
             self.rejected.load(Ordering::Relaxed),
             self.unauthenticated.load(Ordering::Relaxed),
             counters.written.load(Ordering::Relaxed),

@@ -18,8 +18,10 @@ pub mod ansible;
 pub mod config;
 pub mod health;
 pub mod ingest;
+pub mod keystone;
 pub mod lineproto;
 pub mod load;
+pub mod probe;
 pub mod results;
 pub mod rundir;
 pub mod runner;
@@ -199,6 +201,8 @@ struct Executor {
     config: Config,
     digest: Option<Vec<u8>>,
     schedulers: BTreeMap<String, (ScenarioConfig, JoinHandle<()>)>,
+    /// Catalog probes by cloud, restarted when their settings change.
+    probes: BTreeMap<String, (probe::ProbeConfig, JoinHandle<()>)>,
     fires: mpsc::UnboundedSender<Fire>,
     writer: Writer,
     slots: Arc<Semaphore>,
@@ -235,16 +239,45 @@ impl Executor {
         }
     }
 
+    /// Starts, stops and restarts the catalog probes to match the
+    /// configuration (and the results writer, which a reload may replace).
+    fn reprobe(&mut self, restart_all: bool) {
+        let wanted = &self.config.probes;
+        self.probes.retain(|cloud, (old, handle)| {
+            let keep = !restart_all && wanted.get(cloud) == Some(old);
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+        for (cloud, config) in wanted {
+            if !self.probes.contains_key(cloud) {
+                let handle = probe::spawn(
+                    config.clone(),
+                    self.config.runners.clouds_file.clone(),
+                    self.config.environment.clone(),
+                    self.writer.clone(),
+                    Arc::clone(&self.health),
+                );
+                tracing::info!(cloud = %cloud, interval_s = config.interval.as_secs(), interface = %config.interface, "Catalog probes started.");
+                self.probes.insert(cloud.clone(), (config.clone(), handle));
+            }
+        }
+    }
+
     async fn reload(&mut self) {
         self.digest = file_digest(&self.path);
         match config::load(&self.path) {
             Ok(config) => {
-                if config.results.url != self.config.results.url
+                let new_writer = config.results.url != self.config.results.url
                     || config.results.database != self.config.results.database
                     || config.results.buffer_dir != self.config.results.buffer_dir
                     || config.results.credentials.as_ref().map(|c| (&c.0, c.1.expose()))
-                        != self.config.results.credentials.as_ref().map(|c| (&c.0, c.1.expose()))
-                {
+                        != self.config.results.credentials.as_ref().map(|c| (&c.0, c.1.expose()));
+                let restart_probes = new_writer
+                    || config.environment != self.config.environment
+                    || config.runners.clouds_file != self.config.runners.clouds_file;
+                if new_writer {
                     self.writer.stop().await;
                     self.writer = results::spawn(
                         config.results.clone(),
@@ -265,6 +298,7 @@ impl Executor {
                 }
                 self.config = config;
                 self.reschedule();
+                self.reprobe(restart_probes);
                 tracing::info!(path = %self.path.display(), scenarios = self.config.scenarios.len(), "Configuration reloaded.");
             }
             Err(error) => {
@@ -406,6 +440,9 @@ impl Executor {
         for (_, (_, handle)) in std::mem::take(&mut self.schedulers) {
             handle.abort();
         }
+        for (_, (_, handle)) in std::mem::take(&mut self.probes) {
+            handle.abort();
+        }
         if !self.runs.is_empty() {
             tracing::info!(
                 running = self.runs.len(),
@@ -475,6 +512,7 @@ pub async fn run(
         slots: Arc::new(Semaphore::new(config.concurrency)),
         config,
         schedulers: BTreeMap::new(),
+        probes: BTreeMap::new(),
         fires,
         writer,
         busy: BTreeSet::new(),
@@ -486,6 +524,7 @@ pub async fn run(
     };
     tracing::info!(environment = %executor.config.environment, scenarios = executor.config.scenarios.len(), "Executor started.");
     executor.reschedule();
+    executor.reprobe(false);
     let mut poll = tokio::time::interval(executor.options.reload_poll);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut health_tick = tokio::time::interval(executor.config.health_interval);

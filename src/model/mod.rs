@@ -189,6 +189,21 @@ pub struct Policy {
 /// Default for `max_deletes`: small, so an emptied file cannot wipe an environment.
 pub const DEFAULT_MAX_DELETES: u32 = 5;
 
+/// One monitored cloud's catalog probing, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogProbe {
+    /// Between two rounds.
+    pub interval: Duration,
+    /// `public`, `internal` or `admin`.
+    pub interface: String,
+    /// Service types left out.
+    pub skip: Vec<String>,
+    /// Requests at once.
+    pub concurrency: u32,
+    /// A request without an answer by then is `failed`.
+    pub timeout: Duration,
+}
+
 /// One validated environment.
 #[derive(Debug, Clone)]
 pub struct Environment {
@@ -202,6 +217,8 @@ pub struct Environment {
     pub cloud: String,
     /// Clouds the scenarios monitor.
     pub monitored_clouds: BTreeMap<String, raw::MonitoredCloud>,
+    /// Catalog probes the executor runs, by monitored cloud.
+    pub catalog_probes: BTreeMap<String, CatalogProbe>,
     /// InfluxDB admin endpoint.
     pub influxdb_endpoint: InfluxdbEndpoint,
     /// Grafana endpoint.

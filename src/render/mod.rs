@@ -229,6 +229,20 @@ fn context(
         })
         .collect();
     let scenarios = scenarios_context(state, environment, host);
+    let probes: Vec<Value> = environment
+        .catalog_probes
+        .iter()
+        .map(|(cloud, probe)| {
+            json!({
+                "cloud": cloud,
+                "interval_seconds": probe.interval.as_secs(),
+                "interface": probe.interface,
+                "skip": probe.skip,
+                "concurrency": probe.concurrency,
+                "timeout_seconds": probe.timeout.as_secs(),
+            })
+        })
+        .collect();
     let volumes = volumes_context(host);
     let grafana = environment.grafana_endpoint.as_ref().map_or_else(
         || json!({ "url": "", "port": 3000, "admin_password": "" }),
@@ -277,6 +291,7 @@ fn context(
         "monitored_clouds": monitored_clouds,
         "grafana": grafana,
         "scenarios": scenarios,
+        "probes": probes,
         "runtime": state.runtime.as_ref().map(|runtime| json!({
             "id": runtime.id,
             "ansible_playbook": crate::layout::ANSIBLE_PLAYBOOK,

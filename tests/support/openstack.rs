@@ -180,6 +180,54 @@ impl Api {
         }
     }
 
+    /// A service of type `service_type` of its own with one public
+    /// RegionOne endpoint at `url`: its id (remove it with
+    /// [`Self::remove_service`]).
+    pub async fn register_service(&self, service_type: &str, url: &str) -> String {
+        let service = self
+            .post(
+                &format!("{KEYSTONE}/services"),
+                json!({"service": {"type": service_type, "name": service_type}}),
+            )
+            .await;
+        let id = service["service"]["id"].as_str().expect("service id").to_owned();
+        let endpoint = json!({"endpoint": {"service_id": id, "interface": "public", "url": url, "region_id": "RegionOne"}});
+        self.post(&format!("{KEYSTONE}/endpoints"), endpoint).await;
+        id
+    }
+
+    /// Removes a service [`Self::register_service`] made, endpoints first.
+    pub async fn remove_service(&self, id: &str) {
+        let endpoints = self.get(&format!("{KEYSTONE}/endpoints?service_id={id}")).await;
+        for endpoint in endpoints["endpoints"].as_array().cloned().unwrap_or_default() {
+            if let Some(endpoint) = endpoint["id"].as_str() {
+                self.delete(&format!("{KEYSTONE}/endpoints/{endpoint}")).await;
+            }
+        }
+        self.delete(&format!("{KEYSTONE}/services/{id}")).await;
+    }
+
+    /// The service types with a public endpoint in RegionOne.
+    pub async fn public_service_types(&self) -> std::collections::BTreeSet<String> {
+        let services = self.get(&format!("{KEYSTONE}/services")).await;
+        let endpoints =
+            self.get(&format!("{KEYSTONE}/endpoints?interface=public&region_id=RegionOne")).await;
+        let type_of = |id: &str| {
+            services["services"].as_array().and_then(|all| {
+                all.iter()
+                    .find(|s| s["id"] == id)
+                    .and_then(|s| s["type"].as_str().map(str::to_owned))
+            })
+        };
+        endpoints["endpoints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| e["service_id"].as_str().and_then(type_of))
+            .collect()
+    }
+
     /// Removes what [`Self::relay_region`] made.
     pub async fn remove_region(&self, region: &str) {
         let endpoints = self.get(&format!("{KEYSTONE}/endpoints?region_id={region}")).await;

@@ -226,6 +226,34 @@ pub struct MonitoredCloud {
     pub username: MaybeSecret,
     /// Password; must be a secret.
     pub password: MaybeSecret,
+    /// What the executor probes on its own, besides the scenarios.
+    #[serde(default)]
+    pub probes: Probes,
+}
+
+/// `monitored_clouds.<name>.probes`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probes {
+    /// One GET of every catalog endpoint's root, every `interval`.
+    pub catalog: Option<CatalogProbes>,
+}
+
+/// `probes.catalog`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogProbes {
+    /// Between two rounds (`30s`, `1m`); default 30 s.
+    pub interval: Option<String>,
+    /// Catalog interface: `public` (default), `internal` or `admin`.
+    pub interface: Option<String>,
+    /// Service types left out.
+    #[serde(default)]
+    pub skip: Vec<String>,
+    /// Requests at once; default 8.
+    pub concurrency: Option<u32>,
+    /// A request without an answer by then is `failed`; default 10 s.
+    pub timeout: Option<String>,
 }
 
 fn default_domain() -> String {

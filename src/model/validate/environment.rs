@@ -2,13 +2,14 @@
 //! policy), then its inventory, section by section (`model::sections`).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use super::checks::{http_url_port, is_http_url};
+use super::checks::{http_url_port, is_http_url, parse_timeout};
 use super::{daemon, Check, SectionCheck};
 use crate::model::load::Document;
 use crate::model::sections::RawInventory;
 use crate::model::{
-    raw, Environment, GrafanaEndpoint, InfluxdbEndpoint, Location, Policy, Sections,
+    raw, CatalogProbe, Environment, GrafanaEndpoint, InfluxdbEndpoint, Location, Policy, Sections,
     DEFAULT_MAX_DELETES,
 };
 
@@ -22,7 +23,7 @@ pub(super) fn check(
     all_hosts: &mut BTreeMap<String, Location>,
 ) -> Environment {
     let env_path = format!("environments.{env_name}");
-    check_monitored_clouds(check, root, &env_path, env);
+    let catalog_probes = check_monitored_clouds(check, root, &env_path, env);
     let influxdb_endpoint = check_influxdb_endpoint(check, root, &env_path, &env.influxdb);
     let grafana_endpoint = check_grafana_endpoint(check, root, &env_path, env.grafana.as_ref());
     check_ssh(check, root, &env_path, env.ssh.as_ref());
@@ -36,6 +37,7 @@ pub(super) fn check(
         placement: env.location,
         cloud: env.cloud.clone(),
         monitored_clouds: env.monitored_clouds.clone(),
+        catalog_probes,
         influxdb_endpoint,
         grafana_endpoint,
         ssh: env.ssh.clone(),
@@ -63,7 +65,8 @@ fn check_monitored_clouds(
     root: &Document<raw::Root>,
     env_path: &str,
     env: &raw::Environment,
-) {
+) -> BTreeMap<String, CatalogProbe> {
+    let mut probes = BTreeMap::new();
     for (cloud_name, cloud) in &env.monitored_clouds {
         let path = format!("{env_path}.monitored_clouds.{cloud_name}");
         if !is_http_url(&cloud.auth_url) {
@@ -75,6 +78,50 @@ fn check_monitored_clouds(
         }
         check.secret(root, &format!("{path}.username"), &cloud.username, false);
         check.secret(root, &format!("{path}.password"), &cloud.password, true);
+        if let Some(catalog) = &cloud.probes.catalog {
+            let probe =
+                check_catalog_probes(check, root, &format!("{path}.probes.catalog"), catalog);
+            probes.insert(cloud_name.clone(), probe);
+        }
+    }
+    probes
+}
+
+/// `probes.catalog`: durations, the interface, a concurrency of at least 1.
+fn check_catalog_probes(
+    check: &mut Check,
+    root: &Document<raw::Root>,
+    path: &str,
+    catalog: &raw::CatalogProbes,
+) -> CatalogProbe {
+    let mut duration = |key: &str, text: &Option<String>, default: u64| {
+        match text {
+        None => Duration::from_secs(default),
+        Some(text) => parse_timeout(text).unwrap_or_else(|| {
+            check.error(root, &format!("{path}.{key}"), format!("invalid duration `{text}`; expected a whole number of seconds, minutes or hours like 30s or 1m"));
+            Duration::from_secs(default)
+        }),
+    }
+    };
+    let interval = duration("interval", &catalog.interval, 30);
+    let timeout = duration("timeout", &catalog.timeout, 10);
+    let interface = catalog.interface.clone().unwrap_or_else(|| "public".to_owned());
+    if !matches!(interface.as_str(), "public" | "internal" | "admin") {
+        check.error(
+            root,
+            &format!("{path}.interface"),
+            format!("unknown interface `{interface}`; expected public, internal or admin"),
+        );
+    }
+    if catalog.concurrency == Some(0) {
+        check.error(root, &format!("{path}.concurrency"), "0; expected at least 1");
+    }
+    CatalogProbe {
+        interval,
+        interface,
+        skip: catalog.skip.clone(),
+        concurrency: catalog.concurrency.unwrap_or(8).max(1),
+        timeout,
     }
 }
 
