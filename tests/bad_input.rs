@@ -80,6 +80,10 @@ rejects! {
         edit("apimon.yaml", "        password: {secret: outside_probe_password}\n", "        password: {secret: outside_probe_password}\n        probes:\n          catalog: {interval: 30, interface: private}\n")
         => ["environments.outside.monitored_clouds.production.probes.catalog.interval: invalid duration `30`",
             "environments.outside.monitored_clouds.production.probes.catalog.interface: unknown interface `private`; expected public, internal or admin"];
+    a_sweeper_with_an_unknown_selection_is_rejected:
+        edit("apimon.yaml", "        password: {secret: outside_probe_password}\n", "        password: {secret: outside_probe_password}\n        sweeper: {select: everything, age: two hours}\n")
+        => ["environments.outside.monitored_clouds.production.sweeper.select: unknown selection `everything`",
+            "environments.outside.monitored_clouds.production.sweeper.age: invalid duration `two hours`"];
     an_invalid_public_key_is_rejected:
         edit("inventory/outside/keypairs.yaml", "AAAAC3NzaC1lZDI1NTE5AAAAIG7mB9bJ5cXf0cS2qkJ3pQy8nT4uV1wX2yZ3aB4cD5eF", "AAAAnotakey")
         => ["inventory/outside/keypairs.yaml:3:17: keypairs[0].public_key: invalid public key"];

@@ -360,7 +360,7 @@ fn the_rendered_executor_config_is_what_the_executor_reads() {
     repo.edit(
         "apimon.yaml",
         "        password: {secret: outside_probe_password}\n",
-        "        password: {secret: outside_probe_password}\n        probes:\n          catalog: {interval: 1m, skip: [object-store]}\n",
+        "        password: {secret: outside_probe_password}\n        probes:\n          catalog: {interval: 1m, skip: [object-store]}\n        sweeper: {age: 3h, dry_run: true}\n",
     );
     let out = tempfile::tempdir().expect("temp dir");
     let output = crate::support::apimon(&[
@@ -381,6 +381,10 @@ fn the_rendered_executor_config_is_what_the_executor_reads() {
     assert_eq!(probe.interval, std::time::Duration::from_secs(60));
     assert_eq!((probe.interface.as_str(), probe.concurrency), ("public", 8));
     assert!(probe.skip.contains("object-store"));
+    let sweeper = &config.sweepers["production"];
+    assert_eq!((sweeper.age.as_secs(), sweeper.interval.as_secs()), (3 * 3600, 20 * 60));
+    assert!(sweeper.dry_run && !sweeper.platform_project);
+    assert_eq!(sweeper.select, executor::sweeper::Select::JobIds);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -423,3 +423,127 @@ async fn catalog_probes_measure_every_endpoint_and_a_stopped_or_silent_one_fails
     api.remove_service(&ok_service).await;
     api.remove_service(&silent_service).await;
 }
+
+/// A playbook that makes a network, subnet, router with an interface,
+/// security group and keypair named after its job id, then waits far past
+/// its timeout: killed there, it never reaches a cleanup.
+const LEAK: &str = r#"- hosts: localhost
+  gather_facts: false
+  vars:
+    prefix: "leak-{{ lookup('env', 'TASK_EXECUTOR_JOB_ID')[:12] }}"
+  tasks:
+    - openstack.cloud.network:
+        name: "{{ prefix }}-net"
+    - openstack.cloud.subnet:
+        name: "{{ prefix }}-subnet"
+        network_name: "{{ prefix }}-net"
+        cidr: 192.0.2.0/24
+    - openstack.cloud.router:
+        name: "{{ prefix }}-router"
+        interfaces: ["{{ prefix }}-subnet"]
+    - openstack.cloud.security_group:
+        name: "{{ prefix }}-sg"
+    - openstack.cloud.keypair:
+        name: "{{ prefix }}-key"
+        public_key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG7mB9bJ5cXf0cS2qkJ3pQy8nT4uV1wX2yZ3aB4cD5eF leak
+    - ansible.builtin.pause:
+        seconds: 600
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_deletes_exactly_what_a_killed_run_left_and_spares_look_alikes() {
+    let Some(cloud) = TestCloud::get() else { return };
+    let Some((ansible, collections)) = cloud_ansible() else { return };
+    let Some(server) = influx().await else { return };
+    let api = cloud.api().await;
+    let config = Config::new();
+    let clouds = std::fs::read_to_string(&cloud.clouds_file).expect("clouds.yaml");
+    scenario_tree(&config, &collections, &clouds);
+    std::fs::write(config.dir.path().join("scenarios/leak.yaml"), LEAK).expect("playbook");
+    // Once, a few seconds from now: one run, one set of leftovers.
+    use chrono::Timelike;
+    let at = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let once = format!("{} {} {} * * *", at.second(), at.minute(), at.hour());
+    let mut scenario = ansible_scenario("leak", &once, "leak.yaml", 45);
+    scenario["cloud"] = "apimon-test".into();
+    config.write(&server.url(), &ansible, &[scenario]);
+    let mut running = start(&config);
+    running
+        .until("a run killed at its timeout", |r| r.iter().any(|r| r.result == RunResult::Timeout))
+        .await;
+    let run = running.seen.iter().find(|r| r.result == RunResult::Timeout).cloned().expect("run");
+    let job = run.job_id.clone().expect("job id");
+    let prefix = format!("leak-{}", &job[..12]);
+    let leaked = api.names_containing(&prefix).await;
+    for kind in ["network", "subnet", "router", "security_group", "keypair"] {
+        assert!(
+            leaked.iter().any(|n| n.starts_with(&format!("{kind}/"))),
+            "{kind} not left: {leaked:?}"
+        );
+    }
+    // Look-alikes: a platform-marked group carrying the job id, and an
+    // unmarked network of nobody's run.
+    let marks = ["apimon:managed=true".to_owned(), "apimon:env=test".to_owned()];
+    let platform = api.create_tagged_security_group(&format!("{prefix}-platform"), &marks).await;
+    let other = api.create_network(&format!("leak-{:012x}-net", rand::random::<u64>() >> 16)).await;
+
+    // The scenario stops; a sweeper takes over (age 0: all is old enough).
+    config.write(&server.url(), &ansible, &[]);
+    config.set(
+        "sweepers",
+        r#"[{"cloud": "apimon-test", "interval_seconds": 1, "age_seconds": 0, "platform_project": true}]"#,
+    );
+    let mut left = leaked.clone();
+    for _ in 0..300 {
+        left = api.names_containing(&prefix).await;
+        if left.iter().all(|n| n.ends_with("-platform")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        left.into_iter().collect::<Vec<_>>(),
+        [format!("security_group/{prefix}-platform")],
+        "the leftovers go, the platform's look-alike stays"
+    );
+    assert!(api.security_group_exists(&platform).await);
+    let sweeps =
+        rows(&server, "SELECT * FROM apimon_sweep WHERE \"kind\" = 'network' AND \"deleted\" > 0")
+            .await;
+    assert!(!sweeps.is_empty(), "no apimon_sweep point counts the deleted network");
+    running.stop().await;
+    let survived = api.get(&format!("http://127.0.0.1:9696/v2.0/networks/{other}")).await;
+    assert_eq!(survived["network"]["id"], other.as_str(), "a network of nobody's run was deleted");
+    api.delete_network(&other).await;
+    api.delete_security_group(&platform).await;
+}
+
+#[tokio::test]
+async fn the_sweeper_refuses_a_project_that_holds_the_platform() {
+    let Some(cloud) = TestCloud::get() else { return };
+    let Some(server) = influx().await else { return };
+    let api = cloud.api().await;
+    let marks = ["apimon:managed=true".to_owned(), "apimon:env=test".to_owned()];
+    let platform = api
+        .create_tagged_security_group(&format!("platform-{:08x}", rand::random::<u32>()), &marks)
+        .await;
+    let config = Config::new();
+    config.write(&server.url(), Path::new("ansible-playbook"), &[]);
+    std::fs::copy(&cloud.clouds_file, config.dir.path().join("clouds.yaml")).expect("clouds.yaml");
+    config.set("sweepers", r#"[{"cloud": "apimon-test", "interval_seconds": 1, "age_seconds": 0, "select": "project"}]"#);
+    let running = start(&config);
+    let mut refused = Vec::new();
+    for _ in 0..150 {
+        refused = rows(&server, "SELECT * FROM apimon_sweep WHERE \"refused\" = 1").await;
+        if !refused.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!refused.is_empty(), "no refused pass recorded");
+    let deleted = rows(&server, "SELECT * FROM apimon_sweep WHERE \"deleted\" > 0").await;
+    assert!(deleted.is_empty(), "a refused sweeper deleted: {deleted:?}");
+    running.stop().await;
+    assert!(api.security_group_exists(&platform).await);
+    api.delete_security_group(&platform).await;
+}

@@ -56,6 +56,44 @@ pub struct RawConfig {
     /// Catalog probes, one per monitored cloud that asks for them.
     #[serde(default)]
     pub probes: Vec<RawProbe>,
+    /// Sweepers, one per monitored cloud that asks for one.
+    #[serde(default)]
+    pub sweepers: Vec<RawSweeper>,
+}
+
+/// `sweepers[]`: one monitored cloud's sweeper.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSweeper {
+    /// The clouds file entry.
+    pub cloud: String,
+    /// Between two passes.
+    #[serde(default = "default_sweep_interval")]
+    pub interval_seconds: u64,
+    /// Only what is older is deleted.
+    #[serde(default = "default_sweep_age")]
+    pub age_seconds: u64,
+    /// `job_id` or `project`.
+    #[serde(default = "default_sweep_select")]
+    pub select: String,
+    /// Report only.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The project may hold apimon's platform resources.
+    #[serde(default)]
+    pub platform_project: bool,
+}
+
+fn default_sweep_interval() -> u64 {
+    1200
+}
+
+fn default_sweep_age() -> u64 {
+    7200
+}
+
+fn default_sweep_select() -> String {
+    "job_id".to_owned()
 }
 
 /// `probes[]`: one monitored cloud's catalog probing.
@@ -221,6 +259,8 @@ pub struct Config {
     pub load_limit: f64,
     /// Catalog probes by cloud.
     pub probes: BTreeMap<String, super::probe::ProbeConfig>,
+    /// Sweepers by cloud.
+    pub sweepers: BTreeMap<String, super::sweeper::SweeperConfig>,
 }
 
 /// Where points go.
@@ -428,6 +468,38 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             },
         );
     }
+    let mut sweepers = BTreeMap::new();
+    for (i, w) in raw.sweepers.iter().enumerate() {
+        let key = format!("sweepers[{i}]");
+        let select = match w.select.as_str() {
+            "job_id" => super::sweeper::Select::JobIds,
+            "project" => super::sweeper::Select::Project,
+            other => {
+                file.problem(
+                    &format!("{key}.select"),
+                    format!("unknown selection `{other}`; expected job_id or project"),
+                );
+                super::sweeper::Select::JobIds
+            }
+        };
+        if w.interval_seconds == 0 {
+            file.problem(&format!("{key}.interval_seconds"), "0; expected at least 1".to_owned());
+        }
+        if sweepers.contains_key(&w.cloud) {
+            file.problem(&format!("{key}.cloud"), format!("cloud `{}` has two sweepers", w.cloud));
+        }
+        sweepers.insert(
+            w.cloud.clone(),
+            super::sweeper::SweeperConfig {
+                cloud: w.cloud.clone(),
+                interval: Duration::from_secs(w.interval_seconds.max(1)),
+                age: Duration::from_secs(w.age_seconds),
+                select,
+                dry_run: w.dry_run,
+                platform_project: w.platform_project,
+            },
+        );
+    }
     file.finish().map_err(ConfigError::Invalid)?;
     Ok(Config {
         environment: raw.environment,
@@ -456,6 +528,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         health_interval: Duration::from_secs(raw.health_interval_seconds.max(1)),
         load_limit: raw.load_limit,
         probes,
+        sweepers,
     })
 }
 

@@ -36,6 +36,12 @@ pub struct Health {
     /// Probe rounds that could not start: the clouds entry is unusable or
     /// Keystone gave no token (apimon's or Keystone's fault, not an endpoint's).
     pub probe_rounds_failed: AtomicU64,
+    /// Leftovers the sweeper deleted.
+    pub swept: AtomicU64,
+    /// Sweeper passes that could not run (clouds entry, token, a list failed).
+    pub sweeps_failed: AtomicU64,
+    /// Sweeper passes refused: the project holds apimon's platform resources.
+    pub sweeps_refused: AtomicU64,
     /// The results writer's counters (they outlive a writer replaced on reload).
     pub results: Arc<Counters>,
 }
@@ -137,6 +143,24 @@ impl Health {
                 "Probe rounds that could not start (clouds entry unusable, no token).",
                 "counter",
                 self.probe_rounds_failed.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "swept_total",
+                "Leftovers of scenario runs the sweeper deleted.",
+                "counter",
+                self.swept.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "sweeps_failed_total",
+                "Sweeper passes that could not run (clouds entry, token, a list failed).",
+                "counter",
+                self.sweeps_failed.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "sweeps_refused_total",
+                "Sweeper passes refused because the project holds apimon's platform resources.",
+                "counter",
+                self.sweeps_refused.load(Ordering::Relaxed) as f64,
             ),
             (
                 "points_written_total",

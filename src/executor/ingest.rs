@@ -127,6 +127,14 @@ impl Ingest {
         Admission { ingest: Arc::clone(self), token }
     }
 
+    /// The job ids of the runs going on.
+    pub fn running_jobs(&self) -> std::collections::BTreeSet<String> {
+        self.runs
+            .lock()
+            .map(|runs| runs.values().map(|(_, job)| job.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// The run whose credential `token` is, while it runs.
     fn admitted(&self, token: &str) -> Option<(String, String)> {
         self.runs.lock().ok()?.get(token).cloned()

@@ -25,6 +25,7 @@ pub mod probe;
 pub mod results;
 pub mod rundir;
 pub mod runner;
+pub mod sweeper;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -203,6 +204,8 @@ struct Executor {
     schedulers: BTreeMap<String, (ScenarioConfig, JoinHandle<()>)>,
     /// Catalog probes by cloud, restarted when their settings change.
     probes: BTreeMap<String, (probe::ProbeConfig, JoinHandle<()>)>,
+    /// Sweepers by cloud, restarted when their settings change.
+    sweepers: BTreeMap<String, (sweeper::SweeperConfig, JoinHandle<()>)>,
     fires: mpsc::UnboundedSender<Fire>,
     writer: Writer,
     slots: Arc<Semaphore>,
@@ -239,7 +242,7 @@ impl Executor {
         }
     }
 
-    /// Starts, stops and restarts the catalog probes to match the
+    /// Starts, stops and restarts the catalog probes and sweepers to match the
     /// configuration (and the results writer, which a reload may replace).
     fn reprobe(&mut self, restart_all: bool) {
         let wanted = &self.config.probes;
@@ -263,6 +266,29 @@ impl Executor {
                 self.probes.insert(cloud.clone(), (config.clone(), handle));
             }
         }
+        let wanted = &self.config.sweepers;
+        self.sweepers.retain(|cloud, (old, handle)| {
+            let keep = !restart_all && wanted.get(cloud) == Some(old);
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+        for (cloud, config) in wanted {
+            if !self.sweepers.contains_key(cloud) {
+                let context = sweeper::Context {
+                    clouds_file: self.config.runners.clouds_file.clone(),
+                    runs_dir: self.config.runners.runs_dir.clone(),
+                    environment: self.config.environment.clone(),
+                    writer: self.writer.clone(),
+                    health: Arc::clone(&self.health),
+                    ingest: Arc::clone(&self.ingest),
+                };
+                let handle = sweeper::spawn(config.clone(), context);
+                tracing::info!(cloud = %cloud, interval_s = config.interval.as_secs(), age_s = config.age.as_secs(), dry_run = config.dry_run, "Sweeper started.");
+                self.sweepers.insert(cloud.clone(), (config.clone(), handle));
+            }
+        }
     }
 
     async fn reload(&mut self) {
@@ -276,7 +302,8 @@ impl Executor {
                         != self.config.results.credentials.as_ref().map(|c| (&c.0, c.1.expose()));
                 let restart_probes = new_writer
                     || config.environment != self.config.environment
-                    || config.runners.clouds_file != self.config.runners.clouds_file;
+                    || config.runners.clouds_file != self.config.runners.clouds_file
+                    || config.runners.runs_dir != self.config.runners.runs_dir;
                 if new_writer {
                     self.writer.stop().await;
                     self.writer = results::spawn(
@@ -443,6 +470,9 @@ impl Executor {
         for (_, (_, handle)) in std::mem::take(&mut self.probes) {
             handle.abort();
         }
+        for (_, (_, handle)) in std::mem::take(&mut self.sweepers) {
+            handle.abort();
+        }
         if !self.runs.is_empty() {
             tracing::info!(
                 running = self.runs.len(),
@@ -513,6 +543,7 @@ pub async fn run(
         config,
         schedulers: BTreeMap::new(),
         probes: BTreeMap::new(),
+        sweepers: BTreeMap::new(),
         fires,
         writer,
         busy: BTreeSet::new(),

@@ -204,6 +204,21 @@ pub struct CatalogProbe {
     pub timeout: Duration,
 }
 
+/// One monitored cloud's sweeper, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sweeper {
+    /// Between two passes.
+    pub interval: Duration,
+    /// Only what is older is deleted.
+    pub age: Duration,
+    /// Everything old enough in the project, not only what carries a job id.
+    pub whole_project: bool,
+    /// Only report.
+    pub dry_run: bool,
+    /// The project may hold apimon's own platform resources.
+    pub platform_project: bool,
+}
+
 /// One validated environment.
 #[derive(Debug, Clone)]
 pub struct Environment {
@@ -219,6 +234,8 @@ pub struct Environment {
     pub monitored_clouds: BTreeMap<String, raw::MonitoredCloud>,
     /// Catalog probes the executor runs, by monitored cloud.
     pub catalog_probes: BTreeMap<String, CatalogProbe>,
+    /// Sweepers the executor runs, by monitored cloud.
+    pub sweepers: BTreeMap<String, Sweeper>,
     /// InfluxDB admin endpoint.
     pub influxdb_endpoint: InfluxdbEndpoint,
     /// Grafana endpoint.

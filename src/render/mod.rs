@@ -229,6 +229,20 @@ fn context(
         })
         .collect();
     let scenarios = scenarios_context(state, environment, host);
+    let sweepers: Vec<Value> = environment
+        .sweepers
+        .iter()
+        .map(|(cloud, sweeper)| {
+            json!({
+                "cloud": cloud,
+                "interval_seconds": sweeper.interval.as_secs(),
+                "age_seconds": sweeper.age.as_secs(),
+                "select": if sweeper.whole_project { "project" } else { "job_id" },
+                "dry_run": sweeper.dry_run,
+                "platform_project": sweeper.platform_project,
+            })
+        })
+        .collect();
     let probes: Vec<Value> = environment
         .catalog_probes
         .iter()
@@ -292,6 +306,7 @@ fn context(
         "grafana": grafana,
         "scenarios": scenarios,
         "probes": probes,
+        "sweepers": sweepers,
         "runtime": state.runtime.as_ref().map(|runtime| json!({
             "id": runtime.id,
             "ansible_playbook": crate::layout::ANSIBLE_PLAYBOOK,

@@ -314,6 +314,53 @@ impl Api {
         id
     }
 
+    /// The names containing `part` of the project's networks, subnets,
+    /// routers, ports, security groups, servers and keypairs, as
+    /// `kind/name`.
+    pub async fn names_containing(&self, part: &str) -> std::collections::BTreeSet<String> {
+        let project = &self.project_id;
+        let mut names = std::collections::BTreeSet::new();
+        for (kind, url, key) in [
+            ("network", format!("{NEUTRON}/networks?project_id={project}"), "networks"),
+            ("subnet", format!("{NEUTRON}/subnets?project_id={project}"), "subnets"),
+            ("router", format!("{NEUTRON}/routers?project_id={project}"), "routers"),
+            ("port", format!("{NEUTRON}/ports?project_id={project}"), "ports"),
+            (
+                "security_group",
+                format!("{NEUTRON}/security-groups?project_id={project}"),
+                "security_groups",
+            ),
+            ("server", format!("{NOVA}/servers"), "servers"),
+            ("keypair", format!("{NOVA}/os-keypairs"), "keypairs"),
+        ] {
+            let body = self.get(&url).await;
+            for item in body[key].as_array().cloned().unwrap_or_default() {
+                let item = if kind == "keypair" { item["keypair"].clone() } else { item };
+                if let Some(name) = item["name"].as_str().filter(|n| n.contains(part)) {
+                    names.insert(format!("{kind}/{name}"));
+                }
+            }
+        }
+        names
+    }
+
+    /// A network `name` without marks (nobody's platform): its id.
+    pub async fn create_network(&self, name: &str) -> String {
+        let made =
+            self.post(&format!("{NEUTRON}/networks"), json!({"network": {"name": name}})).await;
+        made["network"]["id"].as_str().expect("network id").to_owned()
+    }
+
+    /// Deletes network `id`.
+    pub async fn delete_network(&self, id: &str) {
+        self.delete(&format!("{NEUTRON}/networks/{id}")).await;
+    }
+
+    /// Deletes security group `id`.
+    pub async fn delete_security_group(&self, id: &str) {
+        self.delete(&format!("{NEUTRON}/security-groups/{id}")).await;
+    }
+
     /// The network called `name`'s id.
     pub async fn network_id(&self, name: &str) -> String {
         let body = self.get(&format!("{NEUTRON}/networks?name={name}")).await;

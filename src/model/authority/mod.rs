@@ -16,7 +16,9 @@
 //! - a field names a secret that was used before, but only elsewhere (in
 //!   another environment or for another kind of endpoint);
 //! - the daemon would run on another host (its `runs_on`: what it never
-//!   destroys under itself).
+//!   destroys under itself);
+//! - a sweeper may run in a project that holds apimon's own platform
+//!   (`sweeper.platform_project` turned on).
 
 pub(crate) mod pins;
 
@@ -61,6 +63,19 @@ pub fn widenings(old: &DesiredState, new: &DesiredState, envs: &[String]) -> Vec
         if let (Some(was), Some(now)) = (was.and_then(daemon_host), daemon_host(now)) {
             if was != now {
                 add(format!("environments.{name}.daemon"), format!("runs on {was} → {now}"));
+            }
+        }
+        // A sweeper let loose on a project that holds the platform itself.
+        for (cloud, sweeper) in &now.sweepers {
+            let was_allowed =
+                was.and_then(|w| w.sweepers.get(cloud)).is_some_and(|s| s.platform_project);
+            if sweeper.platform_project && !was_allowed {
+                add(
+                    format!(
+                        "environments.{name}.monitored_clouds.{cloud}.sweeper.platform_project"
+                    ),
+                    "false → true".to_owned(),
+                );
             }
         }
         let commands = |e: Option<&Environment>| {

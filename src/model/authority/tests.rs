@@ -82,6 +82,15 @@ authority! {
     an_apt_key: |s| {
         if let Some(r) = s.apt_repositories.first_mut() { r.key = std::sync::Arc::new(b"another key".to_vec()) }
     } => ["apt_repositories.influxdata"];
+    a_sweeper_let_loose_on_the_platforms_project: |s| {
+        outside(s).sweepers.insert("production".into(), crate::model::Sweeper {
+            interval: std::time::Duration::from_secs(1200),
+            age: std::time::Duration::from_secs(7200),
+            whole_project: true,
+            dry_run: false,
+            platform_project: true,
+        });
+    } => ["environments.outside.monitored_clouds.production.sweeper.platform_project"];
     another_environment_of_the_daemon_counts_too: |s| {
         s.environments.get_mut("inside").expect("inside").influxdb_endpoint.url = "http://evil.test:8086".into()
     } => ["environments.inside.influxdb.url"];

@@ -229,6 +229,26 @@ pub struct MonitoredCloud {
     /// What the executor probes on its own, besides the scenarios.
     #[serde(default)]
     pub probes: Probes,
+    /// Deletes what scenario runs left behind in this cloud.
+    pub sweeper: Option<RawSweeper>,
+}
+
+/// `monitored_clouds.<name>.sweeper`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSweeper {
+    /// Between two passes (`20m`); default 20 minutes.
+    pub interval: Option<String>,
+    /// Only what is older is deleted (`2h`); default 2 hours.
+    pub age: Option<String>,
+    /// `job_id` (default) or `project`.
+    pub select: Option<String>,
+    /// Only report what would be deleted.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The project may hold apimon's own platform resources.
+    #[serde(default)]
+    pub platform_project: bool,
 }
 
 /// `monitored_clouds.<name>.probes`.

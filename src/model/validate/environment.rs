@@ -10,7 +10,7 @@ use crate::model::load::Document;
 use crate::model::sections::RawInventory;
 use crate::model::{
     raw, CatalogProbe, Environment, GrafanaEndpoint, InfluxdbEndpoint, Location, Policy, Sections,
-    DEFAULT_MAX_DELETES,
+    Sweeper, DEFAULT_MAX_DELETES,
 };
 
 /// Checks environment `env_name` and its inventory.
@@ -23,7 +23,7 @@ pub(super) fn check(
     all_hosts: &mut BTreeMap<String, Location>,
 ) -> Environment {
     let env_path = format!("environments.{env_name}");
-    let catalog_probes = check_monitored_clouds(check, root, &env_path, env);
+    let (catalog_probes, sweepers) = check_monitored_clouds(check, root, &env_path, env);
     let influxdb_endpoint = check_influxdb_endpoint(check, root, &env_path, &env.influxdb);
     let grafana_endpoint = check_grafana_endpoint(check, root, &env_path, env.grafana.as_ref());
     check_ssh(check, root, &env_path, env.ssh.as_ref());
@@ -38,6 +38,7 @@ pub(super) fn check(
         cloud: env.cloud.clone(),
         monitored_clouds: env.monitored_clouds.clone(),
         catalog_probes,
+        sweepers,
         influxdb_endpoint,
         grafana_endpoint,
         ssh: env.ssh.clone(),
@@ -65,8 +66,9 @@ fn check_monitored_clouds(
     root: &Document<raw::Root>,
     env_path: &str,
     env: &raw::Environment,
-) -> BTreeMap<String, CatalogProbe> {
+) -> (BTreeMap<String, CatalogProbe>, BTreeMap<String, Sweeper>) {
     let mut probes = BTreeMap::new();
+    let mut sweepers = BTreeMap::new();
     for (cloud_name, cloud) in &env.monitored_clouds {
         let path = format!("{env_path}.monitored_clouds.{cloud_name}");
         if !is_http_url(&cloud.auth_url) {
@@ -83,8 +85,47 @@ fn check_monitored_clouds(
                 check_catalog_probes(check, root, &format!("{path}.probes.catalog"), catalog);
             probes.insert(cloud_name.clone(), probe);
         }
+        if let Some(sweeper) = &cloud.sweeper {
+            let sweeper = check_sweeper(check, root, &format!("{path}.sweeper"), sweeper);
+            sweepers.insert(cloud_name.clone(), sweeper);
+        }
     }
-    probes
+    (probes, sweepers)
+}
+
+/// `sweeper`: durations and the selection.
+fn check_sweeper(
+    check: &mut Check,
+    root: &Document<raw::Root>,
+    path: &str,
+    sweeper: &raw::RawSweeper,
+) -> Sweeper {
+    let mut duration = |key: &str, text: &Option<String>, default: u64| {
+        match text {
+        None => Duration::from_secs(default),
+        Some(text) => parse_timeout(text).unwrap_or_else(|| {
+            check.error(root, &format!("{path}.{key}"), format!("invalid duration `{text}`; expected a whole number of seconds, minutes or hours like 20m or 2h"));
+            Duration::from_secs(default)
+        }),
+    }
+    };
+    let interval = duration("interval", &sweeper.interval, 20 * 60);
+    let age = duration("age", &sweeper.age, 2 * 3600);
+    let whole_project = match sweeper.select.as_deref() {
+        None | Some("job_id") => false,
+        Some("project") => true,
+        Some(other) => {
+            check.error(root, &format!("{path}.select"), format!("unknown selection `{other}`; expected job_id (names that carry a run's job id) or project (everything old enough: a project of the scenarios' own)"));
+            false
+        }
+    };
+    Sweeper {
+        interval,
+        age,
+        whole_project,
+        dry_run: sweeper.dry_run,
+        platform_project: sweeper.platform_project,
+    }
 }
 
 /// `probes.catalog`: durations, the interface, a concurrency of at least 1.

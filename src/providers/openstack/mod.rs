@@ -29,7 +29,7 @@ mod container;
 mod floating_ip;
 mod keypair;
 mod locate;
-mod marks;
+pub mod marks;
 mod network;
 mod observe;
 mod router;
