@@ -15,6 +15,7 @@
 //! [`ingest`], and the executor reports its own [`health`].
 
 pub mod ansible;
+mod background;
 pub mod config;
 pub mod health;
 pub mod ingest;
@@ -25,6 +26,7 @@ pub mod probe;
 pub mod results;
 pub mod rundir;
 pub mod runner;
+mod scheduler;
 pub mod sweeper;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -163,32 +165,16 @@ struct Fire {
     scheduled_at: DateTime<Utc>,
 }
 
+impl Fire {
+    fn new(scenario: String, scheduled_at: DateTime<Utc>) -> Self {
+        Self { scenario, scheduled_at }
+    }
+}
+
 struct Finished {
     scenario: ScenarioConfig,
     scheduled_at: DateTime<Utc>,
     report: runner::Report,
-}
-
-/// Sleeps until each cron instant of `scenario` and reports it.
-fn spawn_scheduler(
-    scenario: &ScenarioConfig,
-    clock: Clock,
-    fires: mpsc::UnboundedSender<Fire>,
-) -> JoinHandle<()> {
-    let name = scenario.name.clone();
-    let schedule = scenario.schedule.clone();
-    tokio::spawn(async move {
-        let mut after = clock.now();
-        while let Some(next) = schedule.next_after(&after) {
-            let delay = (next - clock.now()).to_std().unwrap_or_default();
-            tokio::time::sleep(delay).await;
-            if fires.send(Fire { scenario: name.clone(), scheduled_at: next }).is_err() {
-                return;
-            }
-            // From the instant itself, so an oversleep never skips or repeats one.
-            after = next;
-        }
-    })
 }
 
 fn file_digest(path: &std::path::Path) -> Option<Vec<u8>> {
@@ -202,10 +188,8 @@ struct Executor {
     config: Config,
     digest: Option<Vec<u8>>,
     schedulers: BTreeMap<String, (ScenarioConfig, JoinHandle<()>)>,
-    /// Catalog probes by cloud, restarted when their settings change.
-    probes: BTreeMap<String, (probe::ProbeConfig, JoinHandle<()>)>,
-    /// Sweepers by cloud, restarted when their settings change.
-    sweepers: BTreeMap<String, (sweeper::SweeperConfig, JoinHandle<()>)>,
+    /// Catalog probes and sweepers.
+    background: background::Background,
     fires: mpsc::UnboundedSender<Fire>,
     writer: Writer,
     slots: Arc<Semaphore>,
@@ -235,60 +219,23 @@ impl Executor {
         });
         for (name, scenario) in wanted {
             if !self.schedulers.contains_key(name) {
-                let handle = spawn_scheduler(scenario, self.options.clock, self.fires.clone());
+                let handle = scheduler::spawn_scheduler(scenario, self.options.clock, self.fires.clone());
                 tracing::info!(scenario = %name, cron = %scenario.cron, runner = scenario.runner.kind(), "Scenario scheduled.");
                 self.schedulers.insert(name.clone(), (scenario.clone(), handle));
             }
         }
     }
 
-    /// Starts, stops and restarts the catalog probes and sweepers to match the
-    /// configuration (and the results writer, which a reload may replace).
+    /// Starts, stops and restarts the catalog probes and sweepers to match
+    /// the configuration.
     fn reprobe(&mut self, restart_all: bool) {
-        let wanted = &self.config.probes;
-        self.probes.retain(|cloud, (old, handle)| {
-            let keep = !restart_all && wanted.get(cloud) == Some(old);
-            if !keep {
-                handle.abort();
-            }
-            keep
-        });
-        for (cloud, config) in wanted {
-            if !self.probes.contains_key(cloud) {
-                let handle = probe::spawn(
-                    config.clone(),
-                    self.config.runners.clouds_file.clone(),
-                    self.config.environment.clone(),
-                    self.writer.clone(),
-                    Arc::clone(&self.health),
-                );
-                tracing::info!(cloud = %cloud, interval_s = config.interval.as_secs(), interface = %config.interface, "Catalog probes started.");
-                self.probes.insert(cloud.clone(), (config.clone(), handle));
-            }
-        }
-        let wanted = &self.config.sweepers;
-        self.sweepers.retain(|cloud, (old, handle)| {
-            let keep = !restart_all && wanted.get(cloud) == Some(old);
-            if !keep {
-                handle.abort();
-            }
-            keep
-        });
-        for (cloud, config) in wanted {
-            if !self.sweepers.contains_key(cloud) {
-                let context = sweeper::Context {
-                    clouds_file: self.config.runners.clouds_file.clone(),
-                    runs_dir: self.config.runners.runs_dir.clone(),
-                    environment: self.config.environment.clone(),
-                    writer: self.writer.clone(),
-                    health: Arc::clone(&self.health),
-                    ingest: Arc::clone(&self.ingest),
-                };
-                let handle = sweeper::spawn(config.clone(), context);
-                tracing::info!(cloud = %cloud, interval_s = config.interval.as_secs(), age_s = config.age.as_secs(), dry_run = config.dry_run, "Sweeper started.");
-                self.sweepers.insert(cloud.clone(), (config.clone(), handle));
-            }
-        }
+        let shared = background::Shared {
+            config: &self.config,
+            writer: &self.writer,
+            health: &self.health,
+            ingest: &self.ingest,
+        };
+        self.background.sync(&shared, restart_all);
     }
 
     async fn reload(&mut self) {
@@ -467,12 +414,7 @@ impl Executor {
         for (_, (_, handle)) in std::mem::take(&mut self.schedulers) {
             handle.abort();
         }
-        for (_, (_, handle)) in std::mem::take(&mut self.probes) {
-            handle.abort();
-        }
-        for (_, (_, handle)) in std::mem::take(&mut self.sweepers) {
-            handle.abort();
-        }
+        self.background.stop();
         if !self.runs.is_empty() {
             tracing::info!(
                 running = self.runs.len(),
@@ -542,8 +484,7 @@ pub async fn run(
         slots: Arc::new(Semaphore::new(config.concurrency)),
         config,
         schedulers: BTreeMap::new(),
-        probes: BTreeMap::new(),
-        sweepers: BTreeMap::new(),
+        background: background::Background::default(),
         fires,
         writer,
         busy: BTreeSet::new(),
@@ -592,70 +533,4 @@ pub async fn run(
         "Executor stopped."
     );
     Ok(executor.totals)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn anchored() -> Clock {
-        Clock::Anchored {
-            wall: DateTime::from_timestamp(1_800_000_000, 0).expect("time"),
-            at: tokio::time::Instant::now(),
-        }
-    }
-
-    fn scenario(name: &str, cron: &str) -> ScenarioConfig {
-        ScenarioConfig {
-            name: name.to_owned(),
-            cron: cron.to_owned(),
-            schedule: crate::cron::Schedule::parse(cron).expect("cron"),
-            timeout: Duration::from_secs(5),
-            runner: config::RunnerConfig::Http {
-                url: "http://127.0.0.1:9/".into(),
-                method: "GET".into(),
-                expect_status: 200,
-            },
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_scheduler_fires_exactly_at_each_cron_instant() {
-        let clock = anchored();
-        let (fires, mut receiver) = mpsc::unbounded_channel();
-        let handle = spawn_scheduler(&scenario("s", "*/10 * * * * *"), clock, fires);
-        let mut instants = Vec::new();
-        for _ in 0..6 {
-            let fire = receiver.recv().await.expect("fire");
-            assert_eq!(fire.scheduled_at, clock.now(), "fired late or early");
-            instants.push(fire.scheduled_at.timestamp());
-        }
-        handle.abort();
-        let start = 1_800_000_000;
-        assert_eq!(instants, (1..=6).map(|i| start + 10 * i).collect::<Vec<_>>());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn five_field_cron_fires_once_a_minute_at_second_zero() {
-        let clock = anchored();
-        let (fires, mut receiver) = mpsc::unbounded_channel();
-        let normalized = crate::cron::normalize_cron("* * * * *").expect("cron");
-        let handle = spawn_scheduler(&scenario("s", &normalized), clock, fires);
-        let first = receiver.recv().await.expect("fire").scheduled_at;
-        let second = receiver.recv().await.expect("fire").scheduled_at;
-        handle.abort();
-        assert_eq!(first.timestamp() % 60, 0);
-        assert_eq!((second - first).num_seconds(), 60);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_aborted_scheduler_fires_no_more() {
-        let clock = anchored();
-        let (fires, mut receiver) = mpsc::unbounded_channel();
-        let handle = spawn_scheduler(&scenario("s", "* * * * * *"), clock, fires);
-        receiver.recv().await.expect("first fire");
-        handle.abort();
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        assert!(receiver.try_recv().is_err());
-    }
 }
