@@ -246,6 +246,7 @@ outside_influxdb_admin_password: admin-dev-pw
 outside_influxdb_telegraf_password: telegraf-dev-pw
 outside_influxdb_grafana_password: grafana-dev-pw
 inside_influxdb_grafana_password: unused-here
+outside_logs_temp_url_key: dev-logs-temp-url-key
 EOF
   sed -e 's/apimon-test:/apimon-outside:/' "$os_dir/clouds.yaml" >"$DIR/clouds.yaml"
   head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/webhook_secret"

@@ -84,6 +84,10 @@ rejects! {
         edit("apimon.yaml", "        password: {secret: outside_probe_password}\n", "        password: {secret: outside_probe_password}\n        sweeper: {select: everything, age: two hours}\n")
         => ["environments.outside.monitored_clouds.production.sweeper.select: unknown selection `everything`",
             "environments.outside.monitored_clouds.production.sweeper.age: invalid duration `two hours`"];
+    job_logs_in_an_unknown_cloud_without_a_key_are_rejected:
+        edit("apimon.yaml", "        password: {secret: outside_probe_password}\n", "        password: {secret: outside_probe_password}\n    logs: {cloud: elsewhere, container: logs}\n")
+        => ["environments.outside.logs.cloud: `elsewhere` is not a monitored cloud of this environment; expected one of: production",
+            "environments.outside.logs: no `temp_url_key`"];
     an_invalid_public_key_is_rejected:
         edit("inventory/outside/keypairs.yaml", "AAAAC3NzaC1lZDI1NTE5AAAAIG7mB9bJ5cXf0cS2qkJ3pQy8nT4uV1wX2yZ3aB4cD5eF", "AAAAnotakey")
         => ["inventory/outside/keypairs.yaml:3:17: keypairs[0].public_key: invalid public key"];

@@ -360,7 +360,7 @@ fn the_rendered_executor_config_is_what_the_executor_reads() {
     repo.edit(
         "apimon.yaml",
         "        password: {secret: outside_probe_password}\n",
-        "        password: {secret: outside_probe_password}\n        probes:\n          catalog: {interval: 1m, skip: [object-store]}\n        sweeper: {age: 3h, dry_run: true}\n",
+        "        password: {secret: outside_probe_password}\n        probes:\n          catalog: {interval: 1m, skip: [object-store]}\n        sweeper: {age: 3h, dry_run: true}\n    logs:\n      cloud: production\n      container: apimon-logs\n      retention: 14d\n      temp_url_key: {secret: outside_logs_key}\n",
     );
     let out = tempfile::tempdir().expect("temp dir");
     let output = crate::support::apimon(&[
@@ -385,6 +385,10 @@ fn the_rendered_executor_config_is_what_the_executor_reads() {
     assert_eq!((sweeper.age.as_secs(), sweeper.interval.as_secs()), (3 * 3600, 20 * 60));
     assert!(sweeper.dry_run && !sweeper.platform_project);
     assert_eq!(sweeper.select, executor::sweeper::Select::JobIds);
+    let logs = config.logs.as_ref().expect("logs");
+    assert_eq!((logs.cloud.as_str(), logs.container.as_str()), ("production", "apimon-logs"));
+    assert_eq!(logs.retention.as_secs(), 14 * 86_400);
+    assert!(!logs.public);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

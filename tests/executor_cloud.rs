@@ -217,14 +217,53 @@ async fn every_request_and_task_of_a_real_scenario_reaches_influxdb_even_across_
     wait_rows(&server, "SELECT buffered FROM apimon_executor WHERE environment = 'test'", 1).await;
     let (_, records) = running.stop().await;
     assert!(count(&records, "known", RunResult::Failed) == 0, "{records:?}");
+    fill_the_example_tier(&server, "one_day").await;
     crate::support::executor::dashboard_queries_return_rows(
         &server,
         &["examples-repo/dashboards/apimon/api.json"],
-        &[("$scenario", "known"), ("$service", "network")],
+        &[("$scenario", "known"), ("$service", "network"), ("$tier", "one_day")],
     )
     .await;
     let left = cloud.api().await.networks("apimon-measured-").await;
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// Fills the example repository's retention tier `tier` from the points
+/// written so far, with the SELECT of each of its continuous queries into
+/// that tier (as apimon composes them), run once by hand over the last
+/// hour: what InfluxDB's continuous-query service does every interval.
+async fn fill_the_example_tier(server: &InfluxServer, tier: &str) {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples-repo");
+    let state = apimon::model::load_repository(&examples).expect("the example repository");
+    let database = state.environments["outside"]
+        .influxdb
+        .databases
+        .iter()
+        .find(|d| d.name == "apimon")
+        .cloned()
+        .expect("database apimon");
+    let (status, body) = server
+        .query(
+            Some(ADMIN),
+            &format!("CREATE RETENTION POLICY \"{tier}\" ON apimon DURATION 1d REPLICATION 1"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let queries: Vec<_> = database.continuous_queries.iter().filter(|q| q.into == tier).collect();
+    assert_eq!(queries.len(), 3, "openstack_api, apimon_task and apimon_scenario");
+    for query in queries {
+        let statement = apimon::providers::influxdb::continuous_query_statement("apimon", query);
+        let inner = statement
+            .split_once(" BEGIN ")
+            .and_then(|(_, rest)| rest.strip_suffix(" END"))
+            .expect("BEGIN … END");
+        // The test's points are in the database's default policy.
+        let inner = inner
+            .replace(&format!("\"apimon\".\"{}\".", query.from), "\"apimon\".\"autogen\".")
+            .replacen(" GROUP BY ", " WHERE time > now() - 1h GROUP BY ", 1);
+        let (status, body) = server.query_in(Some(ADMIN), "apimon", &inner).await;
+        assert!(status == 200 && body["results"][0].get("error").is_none(), "{inner}: {body}");
+    }
 }
 
 const LEAKY: &str = r#"- hosts: localhost
@@ -546,4 +585,128 @@ async fn the_sweeper_refuses_a_project_that_holds_the_platform() {
     running.stop().await;
     assert!(api.security_group_exists(&platform).await);
     api.delete_security_group(&platform).await;
+}
+
+/// A playbook whose output carries a secret of the clouds file.
+const TALK: &str = r#"- hosts: localhost
+  gather_facts: false
+  tasks:
+    - ansible.builtin.debug:
+        msg: "job {{ lookup('env', 'TASK_EXECUTOR_JOB_ID') }} secret=not-the-password"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_logs_reach_swift_redacted_with_links_and_survive_an_outage_of_the_store() {
+    let Some(cloud) = TestCloud::get() else { return };
+    let Some(ansible) = crate::support::executor::ansible_playbook() else { return };
+    let Some(server) = influx().await else { return };
+    let os_dir = std::path::PathBuf::from(std::env::var_os("APIMON_TEST_OPENSTACK").expect("set"));
+    let Some(mut proxy) = crate::support::swift::SwiftProxy::start(&os_dir) else { return };
+    let api = cloud.api().await;
+    let suffix = format!("{:08x}", rand::random::<u32>());
+    let region = format!("logs-{suffix}");
+    api.region_with(
+        &region,
+        "object-store",
+        &format!("http://127.0.0.1:{}/v1/AUTH_%(project_id)s", proxy.port),
+    )
+    .await;
+
+    // `logs`: the test cloud through the test's own proxy.
+    let clouds = clouds_with_a_wrong_one(&cloud);
+    let (_, entries) = clouds.split_once("clouds:\n").expect("clouds");
+    let test_entry = entries.split("\n  wrong:").next().expect("entry");
+    let logs_entry = test_entry.replacen("apimon-test:", "logs:", 1).replacen(
+        "region_name: RegionOne",
+        &format!("region_name: {region}"),
+        1,
+    );
+    let config = Config::new();
+    std::fs::write(config.dir.path().join("clouds.yaml"), format!("{clouds}{logs_entry}\n"))
+        .expect("clouds");
+    std::fs::write(config.dir.path().join("scenarios/talk.yaml"), TALK).expect("playbook");
+    config.write(
+        &server.url(),
+        &ansible,
+        &[ansible_scenario("talk", "* * * * * *", "talk.yaml", 60)],
+    );
+    config.set("keep_runs", "100");
+    let container = format!("apimon-logs-{suffix}");
+    config.set("logs", &format!(r#"{{"cloud": "logs", "container": "{container}", "retention_seconds": 3600, "temp_url_key": "key-{suffix}"}}"#));
+    let mut running = start(&config);
+
+    let linked = |r: &[apimon::executor::RunRecord]| {
+        r.iter().any(|r| r.result == RunResult::Passed && r.log_url.is_some())
+    };
+    running.until("a run with a log link", linked).await;
+    let run = running.seen.iter().find(|r| r.log_url.is_some()).cloned().expect("run");
+    let link = run.log_url.clone().expect("link");
+    assert!(
+        link.contains(&format!(":{}/v1/AUTH_", proxy.port)) && link.contains("temp_url_sig="),
+        "{link}"
+    );
+    // The link works without a token once the upload is done.
+    let mut body = String::new();
+    for _ in 0..100 {
+        let answer = reqwest::get(&link).await.expect("swift");
+        if answer.status() == 200 {
+            body = answer.text().await.unwrap_or_default();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let job = run.job_id.clone().expect("job");
+    assert!(body.contains(&format!("job {job}")), "{body}");
+    assert!(
+        body.contains("secret=***") && !body.contains("not-the-password"),
+        "not redacted: {body}"
+    );
+    let object = link
+        .split(&format!("/{container}/"))
+        .nth(1)
+        .and_then(|o| o.split('?').next())
+        .expect("object");
+    let (status, headers, _) =
+        api.swift(reqwest::Method::HEAD, &format!("{container}/{object}"), &[], false).await;
+    assert_eq!(status, 200);
+    assert!(headers.contains_key("x-delete-at"), "no expiry: {headers:?}");
+    let points =
+        rows(&server, &format!("SELECT log_url FROM apimon_scenario WHERE job_id = '{job}'")).await;
+    assert!(
+        points.iter().any(|p| p.get("log_url").and_then(Value::as_str) == Some(link.as_str())),
+        "{points:?}"
+    );
+
+    // The store goes away while runs go on; nothing is lost once it is back.
+    proxy.stop();
+    let before = running.seen.len();
+    running
+        .until("three runs during the outage", |r| {
+            r[before..].iter().filter(|r| r.result == RunResult::Passed).count() >= 3
+        })
+        .await;
+    proxy.resume();
+    let jobs: Vec<String> = running.seen.iter().filter_map(|r| r.job_id.clone()).collect();
+    let mut missing = jobs.clone();
+    for _ in 0..150 {
+        let (_, _, listing) = api.swift(reqwest::Method::GET, &container, &[], false).await;
+        missing.retain(|job| !listing.contains(job.as_str()));
+        if missing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", config.ingest_port))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(missing.is_empty(), "logs lost: {missing:?} of {jobs:?}\n{metrics}\n{}", proxy.log());
+    assert!(
+        !metrics.contains("apimon_executor_log_upload_failures_total 0\n"),
+        "the outage was not counted: {metrics}"
+    );
+    running.stop().await;
+    api.remove_region(&region).await;
 }

@@ -59,6 +59,30 @@ pub struct RawConfig {
     /// Sweepers, one per monitored cloud that asks for one.
     #[serde(default)]
     pub sweepers: Vec<RawSweeper>,
+    /// Where job logs are uploaded, if anywhere.
+    pub logs: Option<RawLogs>,
+}
+
+/// `logs:`: the object store of the job logs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogs {
+    /// The clouds file entry.
+    pub cloud: String,
+    /// Swift container.
+    pub container: String,
+    /// `X-Delete-After`; default 14 days.
+    #[serde(default = "default_log_retention")]
+    pub retention_seconds: u64,
+    /// Anyone may read them (no temp URLs).
+    #[serde(default)]
+    pub public: bool,
+    /// The container's temp-URL key (required unless public).
+    pub temp_url_key: Option<String>,
+}
+
+fn default_log_retention() -> u64 {
+    14 * 86_400
 }
 
 /// `sweepers[]`: one monitored cloud's sweeper.
@@ -261,6 +285,8 @@ pub struct Config {
     pub probes: BTreeMap<String, super::probe::ProbeConfig>,
     /// Sweepers by cloud.
     pub sweepers: BTreeMap<String, super::sweeper::SweeperConfig>,
+    /// The job logs' store.
+    pub logs: Option<super::logs::LogsConfig>,
 }
 
 /// Where points go.
@@ -500,6 +526,22 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             },
         );
     }
+    let logs = raw.logs.as_ref().map(|l| {
+        let key = l.temp_url_key.clone().filter(|k| !k.is_empty());
+        if key.is_none() && !l.public {
+            file.problem("logs.temp_url_key", "missing; a container that is not public is read through temp URLs, which need the key".to_owned());
+        }
+        if l.container.is_empty() || l.container.contains('/') {
+            file.problem("logs.container", format!("invalid container `{}`", l.container));
+        }
+        super::logs::LogsConfig {
+            cloud: l.cloud.clone(),
+            container: l.container.clone(),
+            retention: Duration::from_secs(l.retention_seconds.max(1)),
+            public: l.public,
+            temp_url_key: Sensitive::new(key.unwrap_or_default()),
+        }
+    });
     file.finish().map_err(ConfigError::Invalid)?;
     Ok(Config {
         environment: raw.environment,
@@ -529,6 +571,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         load_limit: raw.load_limit,
         probes,
         sweepers,
+        logs,
     })
 }
 

@@ -36,6 +36,8 @@ pub struct Health {
     /// Probe rounds that could not start: the clouds entry is unusable or
     /// Keystone gave no token (apimon's or Keystone's fault, not an endpoint's).
     pub probe_rounds_failed: AtomicU64,
+    /// The job log uploader's counters.
+    pub logs: Arc<super::logs::LogCounters>,
     /// Leftovers the sweeper deleted.
     pub swept: AtomicU64,
     /// Sweeper passes that could not run (clouds entry, token, a list failed).
@@ -145,6 +147,24 @@ impl Health {
                 self.probe_rounds_failed.load(Ordering::Relaxed) as f64,
             ),
             (
+                "logs_uploaded_total",
+                "Job logs object storage took.",
+                "counter",
+                self.logs.uploaded.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "log_upload_failures_total",
+                "Job log uploads that failed (each is retried).",
+                "counter",
+                self.logs.failures.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "logs_pending",
+                "Finished runs whose logs wait for object storage.",
+                "gauge",
+                self.logs.pending.load(Ordering::Relaxed) as f64,
+            ),
+            (
                 "swept_total",
                 "Leftovers of scenario runs the sweeper deleted.",
                 "counter",
@@ -205,11 +225,14 @@ impl Health {
             .map(|l| format!(",load={l},cpus={}i", super::load::cpus()))
             .unwrap_or_default();
         format!(
-            "apimon_executor,environment={} buffered={}i,dropped={}i,ingested={}i{load},oldest_buffered_age_s={},probe_rounds_failed={}i,probes={}i,probes_failed={}i,rejected={}i,running={running}i,unauthenticated={}i,written={}i {now_ns}",
+            "apimon_executor,environment={} buffered={}i,dropped={}i,ingested={}i{load},log_upload_failures={}i,logs_pending={}i,logs_uploaded={}i,oldest_buffered_age_s={},probe_rounds_failed={}i,probes={}i,probes_failed={}i,rejected={}i,running={running}i,unauthenticated={}i,written={}i {now_ns}",
             escape_tag(environment),
             counters.buffered.load(Ordering::Relaxed),
             counters.dropped.load(Ordering::Relaxed),
             self.ingested.load(Ordering::Relaxed),
+            self.logs.failures.load(Ordering::Relaxed),
+            self.logs.pending.load(Ordering::Relaxed),
+            self.logs.uploaded.load(Ordering::Relaxed),
             self.oldest_age(now_ns),
             self.probe_rounds_failed.load(Ordering::Relaxed),
             self.probes.load(Ordering::Relaxed),

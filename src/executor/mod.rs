@@ -22,6 +22,7 @@ pub mod ingest;
 pub mod keystone;
 pub mod lineproto;
 pub mod load;
+pub mod logs;
 pub mod probe;
 pub mod results;
 pub mod rundir;
@@ -94,6 +95,8 @@ pub struct RunRecord {
     pub cleanup: Option<RunResult>,
     /// Why it was skipped, or why it says nothing about the cloud.
     pub reason: Option<&'static str>,
+    /// Where its log is kept (object storage), when logs are uploaded.
+    pub log_url: Option<String>,
 }
 
 /// Characters of a failed run's output that travel with its point.
@@ -181,6 +184,13 @@ fn file_digest(path: &std::path::Path) -> Option<Vec<u8>> {
     std::fs::read(path).ok().map(|bytes| Sha256::digest(bytes).to_vec())
 }
 
+/// The job logs' uploader and the settings it was started with.
+struct Uploader {
+    config: logs::LogsConfig,
+    store: Arc<logs::LogStore>,
+    task: JoinHandle<()>,
+}
+
 /// The executor's state between events.
 struct Executor {
     path: PathBuf,
@@ -190,6 +200,8 @@ struct Executor {
     schedulers: BTreeMap<String, (ScenarioConfig, JoinHandle<()>)>,
     /// Catalog probes and sweepers.
     background: background::Background,
+    /// The job logs' uploader, when logs go to object storage.
+    logs: Option<Uploader>,
     fires: mpsc::UnboundedSender<Fire>,
     writer: Writer,
     slots: Arc<Semaphore>,
@@ -219,7 +231,8 @@ impl Executor {
         });
         for (name, scenario) in wanted {
             if !self.schedulers.contains_key(name) {
-                let handle = scheduler::spawn_scheduler(scenario, self.options.clock, self.fires.clone());
+                let handle =
+                    scheduler::spawn_scheduler(scenario, self.options.clock, self.fires.clone());
                 tracing::info!(scenario = %name, cron = %scenario.cron, runner = scenario.runner.kind(), "Scenario scheduled.");
                 self.schedulers.insert(name.clone(), (scenario.clone(), handle));
             }
@@ -229,6 +242,7 @@ impl Executor {
     /// Starts, stops and restarts the catalog probes and sweepers to match
     /// the configuration.
     fn reprobe(&mut self, restart_all: bool) {
+        self.relog(restart_all);
         let shared = background::Shared {
             config: &self.config,
             writer: &self.writer,
@@ -236,6 +250,35 @@ impl Executor {
             ingest: &self.ingest,
         };
         self.background.sync(&shared, restart_all);
+    }
+
+    /// Starts, stops or restarts the log uploader to match the configuration.
+    fn relog(&mut self, restart: bool) {
+        let wanted = self.config.logs.clone();
+        if !restart && self.logs.as_ref().map(|l| &l.config) == wanted.as_ref() {
+            return;
+        }
+        if let Some(old) = self.logs.take() {
+            old.task.abort();
+        }
+        let Some(config) = wanted else { return };
+        let secrets = self
+            .config
+            .results
+            .credentials
+            .iter()
+            .map(|(_, password)| password.expose().clone())
+            .collect();
+        let context = logs::Context {
+            clouds_file: self.config.runners.clouds_file.clone(),
+            runs_dir: self.config.runners.runs_dir.clone(),
+            environment: self.config.environment.clone(),
+            secrets,
+            counters: Arc::clone(&self.health.logs),
+        };
+        tracing::info!(cloud = %config.cloud, container = %config.container, public = config.public, "Job logs go to object storage.");
+        let (store, task) = logs::spawn(config.clone(), context);
+        self.logs = Some(Uploader { config, store, task });
     }
 
     async fn reload(&mut self) {
@@ -307,6 +350,7 @@ impl Executor {
                 output: None,
                 cleanup: None,
                 reason: Some(reason),
+                log_url: None,
             };
             self.record(&scenario, &record);
             return;
@@ -347,6 +391,13 @@ impl Executor {
         if let (Some(dir), Some(job_id)) = (&report.run_dir, &report.job_id) {
             self.ingest_task_points(&dir.join("tasks.lp"), &scenario.name, job_id);
         }
+        let log_url = match (&self.logs, &report.run_dir) {
+            (Some(logs), Some(dir)) => {
+                logs.store.finished(dir.clone());
+                logs.store.link(dir, &scenario.name)
+            }
+            _ => None,
+        };
         let record = RunRecord {
             scenario: scenario.name.clone(),
             scheduled_at,
@@ -361,6 +412,7 @@ impl Executor {
             }),
             cleanup: report.cleanup,
             reason: report.reason,
+            log_url,
         };
         self.record(&scenario, &record);
     }
@@ -402,6 +454,7 @@ impl Executor {
             output: record.output.clone(),
             cleanup: record.cleanup,
             reason: record.reason,
+            log_url: record.log_url.clone(),
         });
         self.health.finished(&scenario.name, record.result, record.scheduled_at.timestamp());
         if let Some(events) = &self.options.events {
@@ -485,6 +538,7 @@ pub async fn run(
         config,
         schedulers: BTreeMap::new(),
         background: background::Background::default(),
+        logs: None,
         fires,
         writer,
         busy: BTreeSet::new(),

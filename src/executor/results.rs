@@ -86,6 +86,8 @@ pub struct Point {
     /// Why a run did not start or was not the cloud's doing (`busy`,
     /// `overloaded`).
     pub reason: Option<&'static str>,
+    /// Where the run's log is kept (object storage), when it is.
+    pub log_url: Option<String>,
 }
 
 /// Escapes a tag value (commas, spaces, equals signs, backslashes).
@@ -135,6 +137,9 @@ impl Point {
         fields.push_str(&format!("duration_ms={}i", self.duration_ms));
         if let Some(job_id) = &self.job_id {
             fields.push_str(&format!(",job_id={}", string_field(job_id)));
+        }
+        if let Some(url) = &self.log_url {
+            fields.push_str(&format!(",log_url={}", string_field(url)));
         }
         if let Some(output) = &self.output {
             fields.push_str(&format!(",output={}", string_field(output)));
@@ -421,6 +426,7 @@ mod tests {
             output: Some("fatal: \"x\" at C:\\\nend".into()),
             cleanup: None,
             reason: None,
+            log_url: None,
         };
         assert_eq!(
             point.line(),

@@ -29,7 +29,6 @@ pub(super) fn spawn_scheduler(
     })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

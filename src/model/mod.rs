@@ -219,6 +219,21 @@ pub struct Sweeper {
     pub platform_project: bool,
 }
 
+/// Job logs in object storage, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logs {
+    /// The monitored cloud whose credentials upload.
+    pub cloud: String,
+    /// Container.
+    pub container: String,
+    /// `X-Delete-After`.
+    pub retention: Duration,
+    /// Readable by anyone.
+    pub public: bool,
+    /// The temp-URL key, when not public.
+    pub temp_url_key: Option<raw::MaybeSecret>,
+}
+
 /// One validated environment.
 #[derive(Debug, Clone)]
 pub struct Environment {
@@ -236,6 +251,8 @@ pub struct Environment {
     pub catalog_probes: BTreeMap<String, CatalogProbe>,
     /// Sweepers the executor runs, by monitored cloud.
     pub sweepers: BTreeMap<String, Sweeper>,
+    /// Where job logs go, when anywhere.
+    pub logs: Option<Logs>,
     /// InfluxDB admin endpoint.
     pub influxdb_endpoint: InfluxdbEndpoint,
     /// Grafana endpoint.

@@ -243,6 +243,16 @@ fn context(
             })
         })
         .collect();
+    let logs = environment.logs.as_ref().map(|logs| {
+        let key = logs.temp_url_key.as_ref().map(|k| secret_value(secrets, k, &mut missing));
+        json!({
+            "cloud": logs.cloud,
+            "container": logs.container,
+            "retention_seconds": logs.retention.as_secs(),
+            "public": logs.public,
+            "temp_url_key": key,
+        })
+    });
     let probes: Vec<Value> = environment
         .catalog_probes
         .iter()
@@ -307,6 +317,7 @@ fn context(
         "scenarios": scenarios,
         "probes": probes,
         "sweepers": sweepers,
+        "logs": logs,
         "runtime": state.runtime.as_ref().map(|runtime| json!({
             "id": runtime.id,
             "ansible_playbook": crate::layout::ANSIBLE_PLAYBOOK,

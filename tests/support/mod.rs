@@ -20,6 +20,7 @@ pub mod netns;
 pub mod openstack;
 pub mod process;
 pub mod sshd;
+pub mod swift;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

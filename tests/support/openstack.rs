@@ -228,6 +228,15 @@ impl Api {
             .collect()
     }
 
+    /// A region of its own whose catalog has only `service_type` at `url`.
+    pub async fn region_with(&self, region: &str, service_type: &str, url: &str) {
+        self.post(&format!("{KEYSTONE}/regions"), json!({"region": {"id": region}})).await;
+        let services = self.get(&format!("{KEYSTONE}/services?type={service_type}")).await;
+        let id = services["services"][0]["id"].as_str().expect("service").to_owned();
+        let endpoint = json!({"endpoint": {"service_id": id, "interface": "public", "url": url, "region_id": region}});
+        self.post(&format!("{KEYSTONE}/endpoints"), endpoint).await;
+    }
+
     /// Removes what [`Self::relay_region`] made.
     pub async fn remove_region(&self, region: &str) {
         let endpoints = self.get(&format!("{KEYSTONE}/endpoints?region_id={region}")).await;

@@ -18,7 +18,8 @@
 //! - the daemon would run on another host (its `runs_on`: what it never
 //!   destroys under itself);
 //! - a sweeper may run in a project that holds apimon's own platform
-//!   (`sweeper.platform_project` turned on).
+//!   (`sweeper.platform_project` turned on);
+//! - job logs become readable by anyone (`logs.public` turned on).
 
 pub(crate) mod pins;
 
@@ -64,6 +65,12 @@ pub fn widenings(old: &DesiredState, new: &DesiredState, envs: &[String]) -> Vec
             if was != now {
                 add(format!("environments.{name}.daemon"), format!("runs on {was} → {now}"));
             }
+        }
+        // Job logs readable by anyone.
+        let public =
+            |e: Option<&Environment>| e.and_then(|e| e.logs.as_ref()).is_some_and(|l| l.public);
+        if public(Some(now)) && !public(was) {
+            add(format!("environments.{name}.logs.public"), "false → true".to_owned());
         }
         // A sweeper let loose on a project that holds the platform itself.
         for (cloud, sweeper) in &now.sweepers {

@@ -91,6 +91,15 @@ authority! {
             platform_project: true,
         });
     } => ["environments.outside.monitored_clouds.production.sweeper.platform_project"];
+    job_logs_made_public: |s| {
+        outside(s).logs = Some(crate::model::Logs {
+            cloud: "production".into(),
+            container: "logs".into(),
+            retention: std::time::Duration::from_secs(86_400),
+            public: true,
+            temp_url_key: None,
+        });
+    } => ["environments.outside.logs.public"];
     another_environment_of_the_daemon_counts_too: |s| {
         s.environments.get_mut("inside").expect("inside").influxdb_endpoint.url = "http://evil.test:8086".into()
     } => ["environments.inside.influxdb.url"];

@@ -202,9 +202,28 @@ pub struct Environment {
     /// daemon.yaml says (`apimon bootstrap` installs it; it then manages
     /// its own files from here).
     pub daemon: Option<Daemon>,
+    /// Where the executor uploads job logs.
+    pub logs: Option<Logs>,
     /// Overrides of the project defaults.
     #[serde(default)]
     pub policy: Policy,
+}
+
+/// `environments.<env>.logs`: job logs in a Swift container.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logs {
+    /// A monitored cloud of the environment (its credentials upload).
+    pub cloud: String,
+    /// Container.
+    pub container: String,
+    /// `X-Delete-After` (`14d`); default 14 days.
+    pub retention: Option<String>,
+    /// Readable by anyone; else through temp URLs.
+    #[serde(default)]
+    pub public: bool,
+    /// The container's temp-URL key (a secret; required unless public).
+    pub temp_url_key: Option<MaybeSecret>,
 }
 
 pub use super::daemon::{Daemon, DaemonRepository, DaemonWindow};

@@ -111,6 +111,7 @@ pub(crate) fn parse_timeout(text: &str) -> Option<Duration> {
         "s" => value,
         "m" => value.checked_mul(60)?,
         "h" => value.checked_mul(3600)?,
+        "d" => value.checked_mul(86_400)?,
         _ => return None,
     };
     (seconds > 0).then(|| Duration::from_secs(seconds))

@@ -9,8 +9,8 @@ use super::{daemon, Check, SectionCheck};
 use crate::model::load::Document;
 use crate::model::sections::RawInventory;
 use crate::model::{
-    raw, CatalogProbe, Environment, GrafanaEndpoint, InfluxdbEndpoint, Location, Policy, Sections,
-    Sweeper, DEFAULT_MAX_DELETES,
+    raw, CatalogProbe, Environment, GrafanaEndpoint, InfluxdbEndpoint, Location, Logs, Policy,
+    Sections, Sweeper, DEFAULT_MAX_DELETES,
 };
 
 /// Checks environment `env_name` and its inventory.
@@ -24,6 +24,7 @@ pub(super) fn check(
 ) -> Environment {
     let env_path = format!("environments.{env_name}");
     let (catalog_probes, sweepers) = check_monitored_clouds(check, root, &env_path, env);
+    let logs = env.logs.as_ref().map(|logs| check_logs(check, root, &env_path, env, logs));
     let influxdb_endpoint = check_influxdb_endpoint(check, root, &env_path, &env.influxdb);
     let grafana_endpoint = check_grafana_endpoint(check, root, &env_path, env.grafana.as_ref());
     check_ssh(check, root, &env_path, env.ssh.as_ref());
@@ -39,6 +40,7 @@ pub(super) fn check(
         monitored_clouds: env.monitored_clouds.clone(),
         catalog_probes,
         sweepers,
+        logs,
         influxdb_endpoint,
         grafana_endpoint,
         ssh: env.ssh.clone(),
@@ -91,6 +93,55 @@ fn check_monitored_clouds(
         }
     }
     (probes, sweepers)
+}
+
+/// `logs`: a monitored cloud, a container name, a retention, and a key
+/// (a secret) unless the container is public.
+fn check_logs(
+    check: &mut Check,
+    root: &Document<raw::Root>,
+    env_path: &str,
+    env: &raw::Environment,
+    logs: &raw::Logs,
+) -> Logs {
+    let path = format!("{env_path}.logs");
+    if !env.monitored_clouds.contains_key(&logs.cloud) {
+        let known = super::checks::names_list(env.monitored_clouds.keys().map(String::as_str));
+        check.error(
+            root,
+            &format!("{path}.cloud"),
+            format!("`{}` is not a monitored cloud of this environment; {known}", logs.cloud),
+        );
+    }
+    if logs.container.is_empty() || logs.container.len() > 256 || logs.container.contains('/') {
+        check.error(
+            root,
+            &format!("{path}.container"),
+            format!(
+                "invalid container `{}`; expected 1 to 256 characters without `/`",
+                logs.container
+            ),
+        );
+    }
+    let retention = match &logs.retention {
+        None => Duration::from_secs(14 * 86_400),
+        Some(text) => parse_timeout(text).unwrap_or_else(|| {
+            check.error(root, &format!("{path}.retention"), format!("invalid duration `{text}`; expected a whole number of seconds, minutes, hours or days like 14d"));
+            Duration::from_secs(14 * 86_400)
+        }),
+    };
+    match &logs.temp_url_key {
+        Some(key) => check.secret(root, &format!("{path}.temp_url_key"), key, true),
+        None if !logs.public => check.error(root, &path, "no `temp_url_key`; a container that is not public is read through temp URLs, signed with that key (a secret)"),
+        None => {}
+    }
+    Logs {
+        cloud: logs.cloud.clone(),
+        container: logs.container.clone(),
+        retention,
+        public: logs.public,
+        temp_url_key: logs.temp_url_key.clone(),
+    }
 }
 
 /// `sweeper`: durations and the selection.
