@@ -362,6 +362,11 @@ fn the_rendered_executor_config_is_what_the_executor_reads() {
         "        password: {secret: outside_probe_password}\n",
         "        password: {secret: outside_probe_password}\n        probes:\n          catalog: {interval: 1m, skip: [object-store]}\n        sweeper: {age: 3h, dry_run: true}\n    logs:\n      cloud: production\n      container: apimon-logs\n      retention: 14d\n      temp_url_key: {secret: outside_logs_key}\n",
     );
+    repo.edit(
+        "inventory/outside/hosts.yaml",
+        "    address: 192.168.10.20\n",
+        "    address: 192.168.10.20\n    availability_zone: eu-de-02\n",
+    );
     let out = tempfile::tempdir().expect("temp dir");
     let output = crate::support::apimon(&[
         "render",
@@ -385,6 +390,7 @@ fn the_rendered_executor_config_is_what_the_executor_reads() {
     assert_eq!((sweeper.age.as_secs(), sweeper.interval.as_secs()), (3 * 3600, 20 * 60));
     assert!(sweeper.dry_run && !sweeper.platform_project);
     assert_eq!(sweeper.select, executor::sweeper::Select::JobIds);
+    assert_eq!(config.results.zone.as_deref(), Some("eu-de-02"), "the declared zone");
     let logs = config.logs.as_ref().expect("logs");
     assert_eq!((logs.cloud.as_str(), logs.container.as_str()), ("production", "apimon-logs"));
     assert_eq!(logs.retention.as_secs(), 14 * 86_400);
@@ -579,4 +585,76 @@ async fn a_playbook_ansible_cannot_load_and_a_runner_that_cannot_start_are_error
         )
         .await;
     assert!(failed["results"][0]["series"].is_null(), "recorded as the cloud's failure: {failed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_point_carries_the_executors_zone_from_the_metadata_service_or_its_config() {
+    let Some(server) = influx().await else { return };
+    let base = http_server().await;
+    // Nova's metadata document, as the metadata service serves it.
+    let metadata = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let metadata_url = format!(
+        "http://{}/openstack/latest/meta_data.json",
+        metadata.local_addr().expect("address")
+    );
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = metadata.accept().await {
+            let mut request = vec![0u8; 2048];
+            let _ = stream.read(&mut request).await;
+            let body =
+                r#"{"uuid": "x", "availability_zone": "az-meta-1", "name": "outside-executor"}"#;
+            let answer = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    let config = Config::new();
+    config.write(
+        &server.url(),
+        Path::new("ansible-playbook"),
+        &[http_scenario("up", "* * * * * *", &format!("{base}/ok"))],
+    );
+    config.set("zone_metadata_url", &metadata_url);
+    let mut running = start(&config);
+    running.until("a run", |r| r.iter().any(|r| r.result == RunResult::Passed)).await;
+    let zones = |measurement: &'static str| {
+        let server = &server;
+        async move {
+            let (_, body) = server
+                .query_in(
+                    Some(crate::support::executor::ADMIN),
+                    "apimon",
+                    &format!("SHOW TAG VALUES FROM \"{measurement}\" WITH KEY = \"zone\""),
+                )
+                .await;
+            body["results"][0]["series"][0]["values"]
+                .as_array()
+                .map(|rows| {
+                    rows.iter().filter_map(|r| r[1].as_str().map(str::to_owned)).collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        }
+    };
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen = zones("apimon_scenario").await;
+        if !seen.is_empty() && !zones("apimon_executor").await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(seen, ["az-meta-1"]);
+    assert_eq!(zones("apimon_executor").await, ["az-meta-1"]);
+
+    // A zone in executor.yaml wins, and a reload applies it.
+    config.set("zone", "az-conf-2");
+    for _ in 0..100 {
+        seen = zones("apimon_scenario").await;
+        if seen.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(seen, ["az-conf-2", "az-meta-1"]);
+    running.stop().await;
 }

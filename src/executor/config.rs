@@ -61,6 +61,11 @@ pub struct RawConfig {
     pub sweepers: Vec<RawSweeper>,
     /// Where job logs are uploaded, if anywhere.
     pub logs: Option<RawLogs>,
+    /// The executor's availability zone, a `zone` tag on every point.
+    pub zone: Option<String>,
+    /// Without `zone`: Nova's metadata document to read it from
+    /// (`http://169.254.169.254/openstack/latest/meta_data.json` on a server).
+    pub zone_metadata_url: Option<String>,
 }
 
 /// `logs:`: the object store of the job logs.
@@ -287,6 +292,8 @@ pub struct Config {
     pub sweepers: BTreeMap<String, super::sweeper::SweeperConfig>,
     /// The job logs' store.
     pub logs: Option<super::logs::LogsConfig>,
+    /// Where the zone is read when executor.yaml does not give it.
+    pub zone_metadata_url: Option<String>,
 }
 
 /// Where points go.
@@ -302,6 +309,9 @@ pub struct ResultsTarget {
     pub buffer_dir: PathBuf,
     /// Buffer bound.
     pub buffer_max_points: usize,
+    /// The executor's zone, a tag of every point (resolved at start and
+    /// reload when it comes from the metadata service).
+    pub zone: Option<String>,
 }
 
 /// What the runners need besides the scenario.
@@ -554,6 +564,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 .map(|user| (user, Sensitive::new(raw.results.password.unwrap_or_default()))),
             buffer_dir: raw.results.buffer_dir,
             buffer_max_points: raw.results.buffer_max_points.max(1),
+            zone: raw.zone.filter(|z| !z.is_empty()),
         },
         runners: RunnerSettings {
             scenarios_dir: raw.scenarios_dir,
@@ -572,6 +583,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         probes,
         sweepers,
         logs,
+        zone_metadata_url: raw.zone_metadata_url,
     })
 }
 

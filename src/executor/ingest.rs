@@ -320,6 +320,7 @@ mod tests {
             credentials: None,
             buffer_dir: dir.path().to_owned(),
             buffer_max_points: 100,
+            zone: None,
         };
         let health = Arc::new(Health::default());
         let writer = crate::executor::results::spawn(

@@ -29,6 +29,7 @@ pub mod rundir;
 pub mod runner;
 mod scheduler;
 pub mod sweeper;
+pub mod zone;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -284,8 +285,10 @@ impl Executor {
     async fn reload(&mut self) {
         self.digest = file_digest(&self.path);
         match config::load(&self.path) {
-            Ok(config) => {
+            Ok(mut config) => {
+                resolve_zone(&mut config).await;
                 let new_writer = config.results.url != self.config.results.url
+                    || config.results.zone != self.config.results.zone
                     || config.results.database != self.config.results.database
                     || config.results.buffer_dir != self.config.results.buffer_dir
                     || config.results.credentials.as_ref().map(|c| (&c.0, c.1.expose()))
@@ -504,6 +507,28 @@ impl Executor {
     }
 }
 
+/// How long the metadata service may take to say the zone.
+const ZONE_LOOKUP: Duration = Duration::from_secs(3);
+
+/// Fills in the zone from the metadata service when executor.yaml names
+/// one and gives no zone.
+async fn resolve_zone(config: &mut Config) {
+    if config.results.zone.is_some() {
+        return;
+    }
+    if let Some(url) = &config.zone_metadata_url {
+        config.results.zone = zone::from_metadata(url, ZONE_LOOKUP).await;
+        match &config.results.zone {
+            Some(zone) => {
+                tracing::info!(zone = %zone, "Availability zone from the metadata service.")
+            }
+            None => {
+                tracing::warn!(url = %url, "The metadata service did not say the zone; points carry none.")
+            }
+        }
+    }
+}
+
 /// Runs the executor until [`Control::Shutdown`] (or the sender is dropped).
 ///
 /// # Errors
@@ -514,7 +539,8 @@ pub async fn run(
     options: Options,
     mut controls: mpsc::UnboundedReceiver<Control>,
 ) -> Result<Totals, ExecutorError> {
-    let config = config::load(&path)?;
+    let mut config = config::load(&path)?;
+    resolve_zone(&mut config).await;
     let (fires, mut fire_rx) = mpsc::unbounded_channel();
     let health = Arc::new(health::Health::default());
     let writer =

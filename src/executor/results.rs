@@ -181,6 +181,8 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct Writer {
     commands: mpsc::UnboundedSender<Command>,
+    /// The executor's zone, a tag of every point.
+    zone: Option<Arc<str>>,
     /// Counters.
     pub counters: Arc<Counters>,
 }
@@ -193,6 +195,10 @@ impl Writer {
 
     /// Queues a line of line protocol, already checked, with its timestamp.
     pub fn write_line(&self, line: String) {
+        let line = match &self.zone {
+            Some(zone) => super::zone::tagged(line, zone),
+            None => line,
+        };
         let _ = self.commands.send(Command::Point(line));
     }
 
@@ -209,6 +215,7 @@ impl Writer {
 /// non-empty buffer is retried. `counters` outlive a writer replaced on reload.
 pub fn spawn(target: ResultsTarget, retry_every: Duration, counters: Arc<Counters>) -> Writer {
     let (commands, mut receiver) = mpsc::unbounded_channel();
+    let zone: Option<Arc<str>> = target.zone.as_deref().map(Arc::from);
     let mut buffer = Buffer::open(&target);
     buffer.gauges(&counters);
     let task_counters = Arc::clone(&counters);
@@ -259,7 +266,7 @@ pub fn spawn(target: ResultsTarget, retry_every: Duration, counters: Arc<Counter
             }
         }
     });
-    Writer { commands, counters }
+    Writer { commands, counters, zone }
 }
 
 /// The on-disk buffer and its in-memory mirror.

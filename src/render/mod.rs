@@ -296,6 +296,7 @@ fn context(
             "role": host.role,
             "address": host.address,
             "flavor": host.flavor,
+            "availability_zone": host.availability_zone,
             "image": host.image,
             "metadata": host.metadata,
             "volumes": volumes,
