@@ -76,6 +76,7 @@ async fn ingest_throughput() {
         credentials: Some(("admin".into(), apimon::model::Sensitive::new("admin-pw".into()))),
         buffer_dir: dir.path().join("buffer"),
         buffer_max_points: 1_000_000,
+        zone: None,
     };
     let health = std::sync::Arc::new(executor::health::Health::default());
     let writer = executor::results::spawn(
