@@ -658,3 +658,71 @@ async fn every_point_carries_the_executors_zone_from_the_metadata_service_or_its
     assert_eq!(seen, ["az-conf-2", "az-meta-1"]);
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_playbook_ansible_cannot_load_is_reported_after_the_rollout_before_it_runs() {
+    let Some(ansible) = ansible_playbook() else { return };
+    let Some(server) = influx().await else { return };
+    let config = Config::new();
+    config.playbook("good.yaml", "    - ansible.builtin.debug: {msg: fine}\n");
+    config.playbook("bad.yaml", "    - no_such.collection.module: {x: 1}\n");
+    // Once a year: the check, not a run, must tell.
+    let yearly = |name: &str| ansible_scenario(name, "0 0 0 1 1 *", &format!("{name}.yaml"), 60);
+    config.write(&server.url(), &ansible, &[yearly("good"), yearly("bad")]);
+    let running = start(&config);
+    let metrics = || async {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", config.ingest_port))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default()
+    };
+    let mut text = String::new();
+    for _ in 0..150 {
+        text = metrics().await;
+        if text.contains("apimon_executor_playbook_unloadable{") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(text.contains("apimon_executor_playbook_unloadable{scenario=\"bad\"} 1"), "{text}");
+    assert!(!text.contains("apimon_executor_playbook_unloadable{scenario=\"good\"}"), "{text}");
+    let (_, body) = server
+        .query_in(
+            Some(crate::support::executor::ADMIN),
+            "apimon",
+            "SELECT last(unloadable) FROM apimon_executor",
+        )
+        .await;
+    let mut last = body["results"][0]["series"][0]["values"][0][1].as_i64();
+    for _ in 0..50 {
+        if last == Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (_, body) = server
+            .query_in(
+                Some(crate::support::executor::ADMIN),
+                "apimon",
+                "SELECT last(unloadable) FROM apimon_executor",
+            )
+            .await;
+        last = body["results"][0]["series"][0]["values"][0][1].as_i64();
+    }
+    assert_eq!(last, Some(1), "the health point counts it");
+
+    // Mended and rolled out again: nothing is reported.
+    config.playbook("bad.yaml", "    - ansible.builtin.debug: {msg: mended}\n");
+    config.write(&server.url(), &ansible, &[yearly("good"), yearly("bad"), yearly("good2")]);
+    config.playbook("good2.yaml", "    - ansible.builtin.debug: {msg: also}\n");
+    for _ in 0..150 {
+        text = metrics().await;
+        if !text.contains("apimon_executor_playbook_unloadable{") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!text.contains("apimon_executor_playbook_unloadable{"), "{text}");
+    running.stop().await;
+}

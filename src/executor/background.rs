@@ -1,6 +1,7 @@
 //! The executor's work besides the scenarios: one catalog prober and one
 //! sweeper per monitored cloud that asks for them, each a task restarted
-//! when its settings (or what it writes through) change.
+//! when its settings (or what it writes through) change, and the syntax
+//! check of each rollout's playbooks.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use super::config::Config;
 use super::health::Health;
 use super::ingest::Ingest;
 use super::results::Writer;
-use super::{probe, sweeper};
+use super::{probe, sweeper, syntax};
 
 /// What the tasks share with the executor.
 pub(super) struct Shared<'a> {
@@ -26,6 +27,8 @@ pub(super) struct Shared<'a> {
 pub(super) struct Background {
     probes: BTreeMap<String, (probe::ProbeConfig, JoinHandle<()>)>,
     sweepers: BTreeMap<String, (sweeper::SweeperConfig, JoinHandle<()>)>,
+    /// The syntax check of the rollout in force.
+    syntax: Option<(syntax::Rollout, JoinHandle<()>)>,
 }
 
 /// Keeps the tasks whose settings are unchanged, stops the others.
@@ -48,6 +51,18 @@ impl Background {
     /// environment, clouds file or runs directory changed under them.
     pub(super) fn sync(&mut self, shared: &Shared<'_>, restart_all: bool) {
         let config = shared.config;
+        let rollout = syntax::Rollout::of(config);
+        if self.syntax.as_ref().map(|(r, _)| r) != Some(&rollout) {
+            if let Some((_, old)) = self.syntax.take() {
+                old.abort();
+            }
+            let (config, health) = (config.clone(), Arc::clone(shared.health));
+            let handle = tokio::spawn(async move {
+                let unloadable = syntax::check(&config).await;
+                health.set_unloadable(unloadable);
+            });
+            self.syntax = Some((rollout, handle));
+        }
         retain(&mut self.probes, &config.probes, restart_all);
         for (cloud, probe) in &config.probes {
             if !self.probes.contains_key(cloud) {
@@ -82,6 +97,9 @@ impl Background {
 
     /// Stops every task (shutdown).
     pub(super) fn stop(&mut self) {
+        if let Some((_, handle)) = self.syntax.take() {
+            handle.abort();
+        }
         retain(&mut self.probes, &BTreeMap::new(), true);
         retain(&mut self.sweepers, &BTreeMap::new(), true);
     }

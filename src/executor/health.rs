@@ -14,6 +14,8 @@ use super::results::{Counters, RunResult};
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// Scenarios whose playbook Ansible cannot load, with why.
+    unloadable: BTreeMap<String, String>,
     runs: BTreeMap<(String, &'static str), u64>,
     last_success: BTreeMap<String, i64>,
     running: u64,
@@ -60,6 +62,12 @@ impl Health {
         }
     }
 
+    /// The syntax check of the rollout in force found these playbooks
+    /// Ansible cannot load.
+    pub fn set_unloadable(&self, unloadable: BTreeMap<String, String>) {
+        self.with(|h| h.unloadable = unloadable);
+    }
+
     /// A run started.
     pub fn started(&self) {
         self.with(|h| h.running += 1);
@@ -104,6 +112,14 @@ impl Health {
             let _ = writeln!(
                 out,
                 "apimon_executor_last_success_timestamp_seconds{{scenario=\"{}\"}} {at}",
+                label(scenario)
+            );
+        }
+        let _ = writeln!(out, "# HELP apimon_executor_playbook_unloadable Scheduled scenarios whose playbook Ansible cannot load (ansible-playbook --syntax-check after the rollout).\n# TYPE apimon_executor_playbook_unloadable gauge");
+        for scenario in h.unloadable.keys() {
+            let _ = writeln!(
+                out,
+                "apimon_executor_playbook_unloadable{{scenario=\"{}\"}} 1",
                 label(scenario)
             );
         }
@@ -218,14 +234,15 @@ impl Health {
 
     /// The `apimon_executor` point of `environment` at `now_ns`.
     pub fn point(&self, environment: &str, now_ns: i64) -> String {
-        let running = self.inner.lock().map(|h| h.running).unwrap_or_default();
+        let (running, unloadable) =
+            self.inner.lock().map(|h| (h.running, h.unloadable.len())).unwrap_or_default();
         let counters = &self.results;
         // The load the governor looks at (runs wait while it is too high).
         let load = super::load::one_minute()
             .map(|l| format!(",load={l},cpus={}i", super::load::cpus()))
             .unwrap_or_default();
         format!(
-            "apimon_executor,environment={} buffered={}i,dropped={}i,ingested={}i{load},log_upload_failures={}i,logs_pending={}i,logs_uploaded={}i,oldest_buffered_age_s={},probe_rounds_failed={}i,probes={}i,probes_failed={}i,rejected={}i,running={running}i,unauthenticated={}i,written={}i {now_ns}",
+            "apimon_executor,environment={} buffered={}i,dropped={}i,ingested={}i{load},log_upload_failures={}i,logs_pending={}i,logs_uploaded={}i,oldest_buffered_age_s={},probe_rounds_failed={}i,probes={}i,probes_failed={}i,rejected={}i,running={running}i,unauthenticated={}i,unloadable={unloadable}i,written={}i {now_ns}",
             escape_tag(environment),
             counters.buffered.load(Ordering::Relaxed),
             counters.dropped.load(Ordering::Relaxed),

@@ -29,6 +29,7 @@ pub mod rundir;
 pub mod runner;
 mod scheduler;
 pub mod sweeper;
+pub mod syntax;
 pub mod zone;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -596,6 +597,9 @@ pub async fn run(
             _ = poll.tick() => {
                 if file_digest(&executor.path) != executor.digest {
                     executor.reload().await;
+                } else {
+                    // A playbook changed without executor.yaml: check again.
+                    executor.reprobe(false);
                 }
             }
             _ = health_tick.tick() => {

@@ -199,8 +199,15 @@ pub fn desired(
                 DesiredItem::new(spec, depends_on).on(server.clone()),
             );
         }
+        let has_runtime = host.role == Role::Executor && runtime.is_some();
         for (file_id, spec) in files {
             let mut depends_on = vec![server.clone()];
+            // What names the runtime (executor.yaml's ansible_playbook) is
+            // written once the runtime is there: the executor reloads it
+            // at once, and a runner that does not exist yet is no run.
+            if has_runtime && names_runtime(&spec) {
+                depends_on.push(runtime_id(&env.name, &host.host));
+            }
             if let HostSpec::File { owner, group, .. } = &spec {
                 let accounts: Vec<ResourceId> = account_ids
                     .iter()
@@ -234,6 +241,13 @@ pub fn desired(
     set
 }
 
+/// Whether a file's content names a path of the scenario runtime.
+fn names_runtime(spec: &HostSpec) -> bool {
+    let HostSpec::File { content: super::Content::Bytes(bytes), .. } = spec else { return false };
+    let needle = crate::layout::RUNTIME_BASE.as_bytes();
+    bytes.expose().windows(needle.len()).any(|w| w == needle)
+}
+
 /// The jump host's floating IP, when the repository gives no
 /// `ssh.bastion_address` and apimon reaches it there.
 fn jump_floating_ip(env: &Environment) -> Option<ResourceId> {
@@ -262,6 +276,22 @@ mod tests {
         let set = desired(env, &rendered, None, None, &[]);
         let jump = openstack::floating_ip_id("outside", "outside-bastion");
         (set.values().filter(|item| item.depends_on.contains(&jump)).count(), set.len())
+    }
+
+    #[test]
+    fn what_names_the_runtime_is_written_after_it() {
+        let state = crate::model::authority::pins::tests::example();
+        assert!(state.runtime.is_some(), "the example declares a runtime");
+        let env = &state.environments["outside"];
+        let templates = Templates::new(&state.templates).expect("templates");
+        let rendered = render_all(&state, &[env], &templates, &Secrets::Redacted).expect("render");
+        let set = desired(env, &rendered, None, state.runtime.as_ref(), &[]);
+        let runtime = runtime_id("outside", "outside-executor");
+        assert!(set.contains_key(&runtime));
+        let config = file_id("outside", "outside-executor", "/etc/apimon/executor.yaml");
+        assert!(set[&config].depends_on.contains(&runtime), "{:?}", set[&config].depends_on);
+        let clouds = file_id("outside", "outside-executor", "/etc/apimon/clouds.yaml");
+        assert!(!set[&clouds].depends_on.contains(&runtime), "only what names the runtime waits");
     }
 
     #[test]
