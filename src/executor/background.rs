@@ -12,7 +12,7 @@ use super::config::Config;
 use super::health::Health;
 use super::ingest::Ingest;
 use super::results::Writer;
-use super::{probe, sweeper, syntax};
+use super::{logs, probe, sweeper, syntax};
 
 /// What the tasks share with the executor.
 pub(super) struct Shared<'a> {
@@ -29,6 +29,8 @@ pub(super) struct Background {
     sweepers: BTreeMap<String, (sweeper::SweeperConfig, JoinHandle<()>)>,
     /// The syntax check of the rollout in force.
     syntax: Option<(syntax::Rollout, JoinHandle<()>)>,
+    /// The job logs' uploader, when logs go to object storage.
+    logs: Option<(logs::LogsConfig, Arc<logs::LogStore>, JoinHandle<()>)>,
 }
 
 /// Keeps the tasks whose settings are unchanged, stops the others.
@@ -50,6 +52,7 @@ impl Background {
     /// Matches the tasks to `shared.config`; `restart_all` when the writer,
     /// environment, clouds file or runs directory changed under them.
     pub(super) fn sync(&mut self, shared: &Shared<'_>, restart_all: bool) {
+        self.relog(shared, restart_all);
         let config = shared.config;
         let rollout = syntax::Rollout::of(config);
         if self.syntax.as_ref().map(|(r, _)| r) != Some(&rollout) {
@@ -93,6 +96,34 @@ impl Background {
                 self.sweepers.insert(cloud.clone(), (settings.clone(), handle));
             }
         }
+    }
+
+    /// The log store, when logs go to object storage.
+    pub(super) fn logs(&self) -> Option<&Arc<logs::LogStore>> {
+        self.logs.as_ref().map(|(_, store, _)| store)
+    }
+
+    /// Starts, stops or restarts the log uploader to match the configuration.
+    fn relog(&mut self, shared: &Shared<'_>, restart: bool) {
+        let config = shared.config;
+        if !restart && self.logs.as_ref().map(|(c, ..)| c) == config.logs.as_ref() {
+            return;
+        }
+        if let Some((_, _, old)) = self.logs.take() {
+            old.abort();
+        }
+        let Some(settings) = config.logs.clone() else { return };
+        let secrets = config.results.credentials.iter().map(|(_, p)| p.expose().clone()).collect();
+        let context = logs::Context {
+            clouds_file: config.runners.clouds_file.clone(),
+            runs_dir: config.runners.runs_dir.clone(),
+            environment: config.environment.clone(),
+            secrets,
+            counters: Arc::clone(&shared.health.logs),
+        };
+        tracing::info!(cloud = %settings.cloud, container = %settings.container, public = settings.public, "Job logs go to object storage.");
+        let (store, task) = logs::spawn(settings.clone(), context);
+        self.logs = Some((settings, store, task));
     }
 
     /// Stops every task (shutdown).

@@ -186,13 +186,6 @@ fn file_digest(path: &std::path::Path) -> Option<Vec<u8>> {
     std::fs::read(path).ok().map(|bytes| Sha256::digest(bytes).to_vec())
 }
 
-/// The job logs' uploader and the settings it was started with.
-struct Uploader {
-    config: logs::LogsConfig,
-    store: Arc<logs::LogStore>,
-    task: JoinHandle<()>,
-}
-
 /// The executor's state between events.
 struct Executor {
     path: PathBuf,
@@ -200,10 +193,8 @@ struct Executor {
     config: Config,
     digest: Option<Vec<u8>>,
     schedulers: BTreeMap<String, (ScenarioConfig, JoinHandle<()>)>,
-    /// Catalog probes and sweepers.
+    /// Catalog probes, sweepers, the log uploader, the syntax check.
     background: background::Background,
-    /// The job logs' uploader, when logs go to object storage.
-    logs: Option<Uploader>,
     fires: mpsc::UnboundedSender<Fire>,
     writer: Writer,
     slots: Arc<Semaphore>,
@@ -244,7 +235,6 @@ impl Executor {
     /// Starts, stops and restarts the catalog probes and sweepers to match
     /// the configuration.
     fn reprobe(&mut self, restart_all: bool) {
-        self.relog(restart_all);
         let shared = background::Shared {
             config: &self.config,
             writer: &self.writer,
@@ -252,35 +242,6 @@ impl Executor {
             ingest: &self.ingest,
         };
         self.background.sync(&shared, restart_all);
-    }
-
-    /// Starts, stops or restarts the log uploader to match the configuration.
-    fn relog(&mut self, restart: bool) {
-        let wanted = self.config.logs.clone();
-        if !restart && self.logs.as_ref().map(|l| &l.config) == wanted.as_ref() {
-            return;
-        }
-        if let Some(old) = self.logs.take() {
-            old.task.abort();
-        }
-        let Some(config) = wanted else { return };
-        let secrets = self
-            .config
-            .results
-            .credentials
-            .iter()
-            .map(|(_, password)| password.expose().clone())
-            .collect();
-        let context = logs::Context {
-            clouds_file: self.config.runners.clouds_file.clone(),
-            runs_dir: self.config.runners.runs_dir.clone(),
-            environment: self.config.environment.clone(),
-            secrets,
-            counters: Arc::clone(&self.health.logs),
-        };
-        tracing::info!(cloud = %config.cloud, container = %config.container, public = config.public, "Job logs go to object storage.");
-        let (store, task) = logs::spawn(config.clone(), context);
-        self.logs = Some(Uploader { config, store, task });
     }
 
     async fn reload(&mut self) {
@@ -395,10 +356,10 @@ impl Executor {
         if let (Some(dir), Some(job_id)) = (&report.run_dir, &report.job_id) {
             self.ingest_task_points(&dir.join("tasks.lp"), &scenario.name, job_id);
         }
-        let log_url = match (&self.logs, &report.run_dir) {
-            (Some(logs), Some(dir)) => {
-                logs.store.finished(dir.clone());
-                logs.store.link(dir, &scenario.name)
+        let log_url = match (self.background.logs(), &report.run_dir) {
+            (Some(store), Some(dir)) => {
+                store.finished(dir.clone());
+                store.link(dir, &scenario.name)
             }
             _ => None,
         };
@@ -565,7 +526,6 @@ pub async fn run(
         config,
         schedulers: BTreeMap::new(),
         background: background::Background::default(),
-        logs: None,
         fires,
         writer,
         busy: BTreeSet::new(),
