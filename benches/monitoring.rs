@@ -30,7 +30,8 @@ const ROUNDS: u64 = 30;
 /// CPU time (user + system) and resident memory of process `pid`.
 fn usage(pid: u32) -> (Duration, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
     let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
         + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -60,7 +61,11 @@ fn executor_dir(influx: &str, clouds: &str, extra: &str) -> tempfile::TempDir {
 /// Runs `apimon executor` on `dir` for `seconds`; its CPU time and the
 /// largest resident memory seen.
 async fn measure(dir: &Path, seconds: u64) -> (Duration, u64) {
-    let mut command = support::apimon_command(&["executor", "--config", &dir.join("executor.yaml").to_string_lossy()]);
+    let mut command = support::apimon_command(&[
+        "executor",
+        "--config",
+        &dir.join("executor.yaml").to_string_lossy(),
+    ]);
     command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     let mut child = support::process::spawn(&mut command, "apimon executor");
     let mut peak = 0;
@@ -107,13 +112,21 @@ async fn probes(api: &support::openstack::Api, clouds: &str, influx: &str) {
     api.create_region(&region).await;
     let service = api.create_service(&format!("bench-{region}")).await;
     let entries = clouds.split_once("clouds:\n").map(|(_, e)| e).unwrap_or_default();
-    let bench_cloud = entries.replacen("apimon-test:", "bench:", 1).replacen("region_name: RegionOne", &format!("region_name: {region}"), 1);
+    let bench_cloud = entries.replacen("apimon-test:", "bench:", 1).replacen(
+        "region_name: RegionOne",
+        &format!("region_name: {region}"),
+        1,
+    );
     let clouds = format!("clouds:\n{entries}{bench_cloud}");
     for i in 0..ENDPOINTS {
         api.add_endpoint(&service, &region, &format!("http://127.0.0.1:{port}/e{i}")).await;
     }
     let idle = executor_dir(influx, &clouds, "");
-    let probing = executor_dir(influx, &clouds, "probes: [{cloud: bench, interval_seconds: 1, concurrency: 8}]\n");
+    let probing = executor_dir(
+        influx,
+        &clouds,
+        "probes: [{cloud: bench, interval_seconds: 1, concurrency: 8}]\n",
+    );
     let (idle_cpu, idle_rss) = measure(idle.path(), ROUNDS).await;
     let (cpu, rss) = measure(probing.path(), ROUNDS).await;
     let per_round = cpu.saturating_sub(idle_cpu).as_secs_f64() * 1000.0 / ROUNDS as f64;
@@ -139,7 +152,8 @@ async fn uploads(clouds_file: &Path) {
     let mut session = Session::new(auth, http.clone());
     let key = apimon::model::Sensitive::new("bench-temp-url-key".to_owned());
     let name = format!("bench-logs-{:06x}", rand::random::<u32>() >> 8);
-    let mut container = Container { session: &mut session, http: &http, name: &name, public: false, key: &key };
+    let mut container =
+        Container { session: &mut session, http: &http, name: &name, public: false, key: &key };
     container.ensure().await.expect("container");
     let redactor = Redactor::new(["apimon-secret-value".to_owned(), "another-secret".to_owned()]);
     for (size, count) in [(64 * 1024, 200), (4 * 1024 * 1024, 10)] {
@@ -151,7 +165,10 @@ async fn uploads(clouds_file: &Path) {
             let before = Instant::now();
             let body = redactor.redact(&text).into_bytes();
             redacting += before.elapsed();
-            container.put(&format!("bench/{size}/{i}/output.log"), body, Duration::from_secs(3600)).await.expect("upload");
+            container
+                .put(&format!("bench/{size}/{i}/output.log"), body, Duration::from_secs(3600))
+                .await
+                .expect("upload");
         }
         let elapsed = started.elapsed();
         println!(
@@ -165,7 +182,11 @@ async fn uploads(clouds_file: &Path) {
     }
 }
 
-async fn sweep(api: &support::openstack::Api, clouds: &str, influx: &support::influxdb::InfluxServer) {
+async fn sweep(
+    api: &support::openstack::Api,
+    clouds: &str,
+    influx: &support::influxdb::InfluxServer,
+) {
     let job = format!("{:032x}", rand::random::<u128>());
     let prefix = format!("bench-{}", &job[..12]);
     let started = Instant::now();
@@ -185,15 +206,24 @@ async fn sweep(api: &support::openstack::Api, clouds: &str, influx: &support::in
     println!("sweeper: 500 leftovers made in {:.1} s", started.elapsed().as_secs_f64());
     let dir = executor_dir(&influx.url(), clouds, "sweepers: [{cloud: apimon-test, interval_seconds: 3600, age_seconds: 0, platform_project: true}]\n");
     // The finished run that left them.
-    std::fs::create_dir_all(dir.path().join(format!("runs/bench/20260101T000000.000Z-{job}"))).expect("run dir");
-    let mut command = support::apimon_command(&["executor", "--config", &dir.path().join("executor.yaml").to_string_lossy()]);
+    std::fs::create_dir_all(dir.path().join(format!("runs/bench/20260101T000000.000Z-{job}")))
+        .expect("run dir");
+    let mut command = support::apimon_command(&[
+        "executor",
+        "--config",
+        &dir.path().join("executor.yaml").to_string_lossy(),
+    ]);
     command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     let mut child = support::process::spawn(&mut command, "apimon executor");
     let deadline = Instant::now() + Duration::from_secs(900);
     let mut pass = Value::Null;
     while Instant::now() < deadline {
         let (_, body) = influx
-            .query_in(Some(("admin", "admin-pw")), "apimon", "SELECT deleted, failed, duration_ms FROM apimon_sweep WHERE \"kind\" = 'all'")
+            .query_in(
+                Some(("admin", "admin-pw")),
+                "apimon",
+                "SELECT deleted, failed, duration_ms FROM apimon_sweep WHERE \"kind\" = 'all'",
+            )
             .await;
         pass = body["results"][0]["series"][0]["values"][0].clone();
         if !pass.is_null() {
@@ -215,9 +245,11 @@ fn main() {
         println!("monitoring bench: set APIMON_TEST_OPENSTACK to a control plane started by tests/openstack/up.sh");
         return;
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        let cloud = support::openstack::TestCloud { clouds_file: Path::new(&dir).join("clouds.yaml") };
+        let cloud =
+            support::openstack::TestCloud { clouds_file: Path::new(&dir).join("clouds.yaml") };
         let clouds = std::fs::read_to_string(&cloud.clouds_file).expect("clouds.yaml");
         let api = cloud.api().await;
         let influx = support::executor::influx().await.expect("influxd");

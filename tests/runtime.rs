@@ -133,6 +133,19 @@ async fn a_declared_runtime_runs_real_scenarios_survives_a_broken_pin_and_rolls_
         runtime_changes,
         vec![("runtime".to_owned(), "outside-executor".to_owned(), Op::Create)]
     );
+    // executor.yaml names the runtime's ansible-playbook: it was written
+    // only after the runtime was installed (the executor reloads it at
+    // once; a runner that does not exist yet would make error runs).
+    let done = |kind: &str, name: &str| {
+        outcome.applied.iter().position(|id| id.kind == kind && id.name.ends_with(name))
+    };
+    let (runtime_at, config_at) =
+        (done("runtime", "outside-executor"), done("file", ":/etc/apimon/executor.yaml"));
+    assert!(
+        runtime_at.is_some() && config_at.is_some() && runtime_at < config_at,
+        "runtime at {runtime_at:?}, executor.yaml at {config_at:?}: {:?}",
+        outcome.applied
+    );
     let (first, _) = in_service(&setup);
     let first_dir = setup.file("/opt/apimon/runtime").join(&first);
     assert_eq!(

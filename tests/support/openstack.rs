@@ -188,7 +188,10 @@ impl Api {
     /// A service of type `service_type` without endpoints: its id.
     pub async fn create_service(&self, service_type: &str) -> String {
         let service = self
-            .post(&format!("{KEYSTONE}/services"), json!({"service": {"type": service_type, "name": service_type}}))
+            .post(
+                &format!("{KEYSTONE}/services"),
+                json!({"service": {"type": service_type, "name": service_type}}),
+            )
             .await;
         service["service"]["id"].as_str().expect("service id").to_owned()
     }
@@ -202,12 +205,20 @@ impl Api {
     /// A keypair `name` (Nova makes no key: a fixed public one).
     pub async fn create_keypair(&self, name: &str) {
         let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG7mB9bJ5cXf0cS2qkJ3pQy8nT4uV1wX2yZ3aB4cD5eF bench";
-        self.post(&format!("{NOVA}/os-keypairs"), json!({"keypair": {"name": name, "public_key": key}})).await;
+        self.post(
+            &format!("{NOVA}/os-keypairs"),
+            json!({"keypair": {"name": name, "public_key": key}}),
+        )
+        .await;
     }
 
     /// A port `name` on network `network` (an id).
     pub async fn create_port(&self, network: &str, name: &str) {
-        self.post(&format!("{NEUTRON}/ports"), json!({"port": {"network_id": network, "name": name}})).await;
+        self.post(
+            &format!("{NEUTRON}/ports"),
+            json!({"port": {"network_id": network, "name": name}}),
+        )
+        .await;
     }
 
     /// A service of type `service_type` of its own with one public
