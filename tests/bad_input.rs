@@ -88,6 +88,12 @@ rejects! {
         edit("apimon.yaml", "        password: {secret: outside_probe_password}\n", "        password: {secret: outside_probe_password}\n    logs: {cloud: elsewhere, container: logs}\n")
         => ["environments.outside.logs.cloud: `elsewhere` is not a monitored cloud of this environment; expected one of: production",
             "environments.outside.logs: no `temp_url_key`"];
+    a_continuous_query_fragment_hiding_a_clause_in_a_comment_is_rejected:
+        edit("inventory/outside/influxdb.yaml", "default: true}\n", "default: true}\n    continuous_queries:\n      - {name: q1, from: four_weeks, into: autogen, interval: 1m, measurements: m, select: \"mean(x) AS y /* ' */ INTO a..b GROUP BY time(1m) END; GRANT ALL PRIVILEGES TO u; --\"}\n")
+        => ["inventory/outside/influxdb.yaml:6:", "continuous_queries[0].select: invalid InfluxQL fragment", "a comment (`--` or `/*`); expected none"];
+    a_sweeper_younger_than_the_longest_run_in_its_cloud_is_rejected:
+        edit("apimon.yaml", "        password: {secret: outside_probe_password}\n", "        password: {secret: outside_probe_password}\n        sweeper: {age: 1m}\n")
+        => ["environments.outside.monitored_clouds.production.sweeper.age: 60 s is not longer than the longest run in this cloud (120 s with its cleanup)"];
     an_invalid_public_key_is_rejected:
         edit("inventory/outside/keypairs.yaml", "AAAAC3NzaC1lZDI1NTE5AAAAIG7mB9bJ5cXf0cS2qkJ3pQy8nT4uV1wX2yZ3aB4cD5eF", "AAAAnotakey")
         => ["inventory/outside/keypairs.yaml:3:17: keypairs[0].public_key: invalid public key"];

@@ -21,6 +21,7 @@ const FLOORS: &[(usize, &[&str])] = &[
             "layout",
             "limits",
             "fsutil",
+            "httpbody",
             "progress",
             "retry",
             "cron",

@@ -128,6 +128,11 @@ impl Background {
 
     /// Stops every task (shutdown).
     pub(super) fn stop(&mut self) {
+        // Logs of runs that end while the executor drains stay on disk and
+        // go after the restart.
+        if let Some((_, _, task)) = self.logs.take() {
+            task.abort();
+        }
         if let Some((_, handle)) = self.syntax.take() {
             handle.abort();
         }

@@ -212,7 +212,8 @@ pub fn escape_tag(value: &str) -> String {
                 out.push('\\');
                 out.push(c);
             }
-            '\n' | '\r' => out.push(' '),
+            // No line break survives in line protocol: an escaped space.
+            '\n' | '\r' => out.push_str("\\ "),
             _ => out.push(c),
         }
     }
@@ -257,6 +258,12 @@ impl Line<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_break_in_a_tag_value_stays_on_its_line() {
+        assert_eq!(escape_tag("eu-de\n01"), "eu-de\\ 01");
+        parse(&format!("m,zone={} f=1i 5", escape_tag("a\nb\rc"))).expect("one valid line");
+    }
 
     macro_rules! refused {
         ($($name:ident: $line:expr => $error:pat,)*) => {$(

@@ -248,7 +248,7 @@ impl Executor {
         self.digest = file_digest(&self.path);
         match config::load(&self.path) {
             Ok(mut config) => {
-                resolve_zone(&mut config).await;
+                resolve_zone(&mut config, self.config.results.zone.as_deref()).await;
                 let new_writer = config.results.url != self.config.results.url
                     || config.results.zone != self.config.results.zone
                     || config.results.database != self.config.results.database
@@ -473,19 +473,21 @@ impl Executor {
 const ZONE_LOOKUP: Duration = Duration::from_secs(3);
 
 /// Fills in the zone from the metadata service when executor.yaml names
-/// one and gives no zone.
-async fn resolve_zone(config: &mut Config) {
+/// one and gives no zone; a lookup that fails keeps `previous` (a hiccup
+/// must not change every series and restart the writer).
+async fn resolve_zone(config: &mut Config, previous: Option<&str>) {
     if config.results.zone.is_some() {
         return;
     }
     if let Some(url) = &config.zone_metadata_url {
-        config.results.zone = zone::from_metadata(url, ZONE_LOOKUP).await;
-        match &config.results.zone {
+        match zone::from_metadata(url, ZONE_LOOKUP).await {
             Some(zone) => {
-                tracing::info!(zone = %zone, "Availability zone from the metadata service.")
+                tracing::info!(zone = %zone, "Availability zone from the metadata service.");
+                config.results.zone = Some(zone);
             }
             None => {
-                tracing::warn!(url = %url, "The metadata service did not say the zone; points carry none.")
+                tracing::warn!(url = %url, previous = ?previous, "The metadata service did not say the zone.");
+                config.results.zone = previous.map(str::to_owned);
             }
         }
     }
@@ -502,7 +504,7 @@ pub async fn run(
     mut controls: mpsc::UnboundedReceiver<Control>,
 ) -> Result<Totals, ExecutorError> {
     let mut config = config::load(&path)?;
-    resolve_zone(&mut config).await;
+    resolve_zone(&mut config, None).await;
     let (fires, mut fire_rx) = mpsc::unbounded_channel();
     let health = Arc::new(health::Health::default());
     let writer =

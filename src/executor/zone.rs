@@ -26,8 +26,16 @@ pub async fn from_metadata(url: &str, timeout: Duration) -> Option<String> {
     document
         .get("availability_zone")
         .and_then(serde_json::Value::as_str)
-        .filter(|z| !z.is_empty())
+        .filter(|z| is_zone_name(z))
         .map(str::to_owned)
+}
+
+/// A zone name as clouds give them: 1 to 255 of letters, digits, `-`,
+/// `_`, `.`, `:`.
+pub fn is_zone_name(zone: &str) -> bool {
+    !zone.is_empty()
+        && zone.len() <= 255
+        && zone.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 /// `line` with the tag `zone=<zone>` after its series key, unless it has

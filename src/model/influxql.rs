@@ -29,6 +29,9 @@ pub enum Token {
     Number(f64),
     /// An operator or punctuation.
     Punct(String),
+    /// A `-- …` or `/* … */` comment (InfluxDB skips them; a fragment may
+    /// not hold one).
+    Comment,
 }
 
 /// A fragment that is not InfluxQL apimon can read.
@@ -45,6 +48,8 @@ pub enum LexError {
 }
 
 /// Words InfluxDB prints upper case; any other bare word is an identifier.
+/// (InfluxDB 1.x's `fill`, `tz` and `not` are no keywords: identifiers
+/// or calls.)
 const KEYWORDS: &[&str] = &[
     "ALL",
     "AND",
@@ -61,14 +66,12 @@ const KEYWORDS: &[&str] = &[
     "END",
     "EVERY",
     "FALSE",
-    "FILL",
     "FOR",
     "FROM",
     "GRANT",
     "GROUP",
     "INTO",
     "LIMIT",
-    "NOT",
     "OFFSET",
     "ON",
     "OR",
@@ -81,7 +84,6 @@ const KEYWORDS: &[&str] = &[
     "SLIMIT",
     "SOFFSET",
     "TRUE",
-    "TZ",
     "WHERE",
     "WITH",
 ];
@@ -153,6 +155,20 @@ pub fn tokens(text: &str) -> Result<Vec<Token>, LexError> {
         }
         let start = i;
         let token = match c {
+            '-' if chars.get(i + 1) == Some(&'-') => {
+                while chars.get(i).is_some_and(|c| *c != '\n') {
+                    i += 1;
+                }
+                Token::Comment
+            }
+            '/' if chars.get(i + 1) == Some(&'*') => {
+                i += 2;
+                while i < chars.len() && !(chars[i] == '*' && chars.get(i + 1) == Some(&'/')) {
+                    i += 1;
+                }
+                i = (i + 2).min(chars.len());
+                Token::Comment
+            }
             '\'' => Token::Str(quoted(&chars, &mut i, '\'', "string")?),
             '"' => Token::Ident(quoted(&chars, &mut i, '"', "identifier")?),
             '/' if regex_may_follow(out.last()) => {
@@ -171,7 +187,9 @@ pub fn tokens(text: &str) -> Result<Vec<Token>, LexError> {
                 let pair: String = chars[i..chars.len().min(i + 2)].iter().collect();
                 let len = if PAIRS.contains(&pair.as_str()) { 2 } else { 1 };
                 i += len;
-                Token::Punct(chars[start..i].iter().collect())
+                let text: String = chars[start..i].iter().collect();
+                // InfluxDB prints `<>` as `!=`.
+                Token::Punct(if text == "<>" { "!=".to_owned() } else { text })
             }
         };
         out.push(token);
@@ -207,10 +225,11 @@ fn word(text: String, call: bool) -> Token {
 }
 
 /// A `/` starts a regex after a match operator, `FROM`, a comma in a
-/// measurement list or the `.` of `db.rp./re/`; anywhere else it divides.
+/// measurement list, the `.` of `db.rp./re/` or a call's `(` (as
+/// InfluxDB's parser reads `mean(/re/)`); anywhere else it divides.
 fn regex_may_follow(previous: Option<&Token>) -> bool {
     match previous {
-        Some(Token::Punct(p)) => matches!(p.as_str(), "=~" | "!~" | "." | ","),
+        Some(Token::Punct(p)) => matches!(p.as_str(), "=~" | "!~" | "." | "," | "("),
         Some(token) => is_keyword(token, "FROM"),
         None => true,
     }
@@ -266,7 +285,8 @@ fn number_or_duration(chars: &[char], i: &mut usize) -> Token {
     }
     let text: String = chars[start..*i].iter().collect();
     if let Ok(number) = text.parse::<f64>() {
-        return Token::Number(number);
+        // InfluxDB 1.x stores a number with three decimals.
+        return Token::Number((number * 1000.0).round() / 1000.0);
     }
     match InfluxDuration::parse(&text) {
         Some(duration) => Token::Duration(duration.as_nanos()),
@@ -298,6 +318,8 @@ mod tests {
         a_regex_keeps_its_case: "FROM /^A/", "FROM /^a/", false;
         a_string_keeps_its_spaces: "a = 'b c'", "a = 'bc'", false;
         numbers_compare_by_value: "x > 1.0", "x > 1", true;
+        not_equal_is_printed_one_way: "a <> 'x'", "a != 'x'", true;
+        fill_and_tz_are_names_not_keywords: "GROUP BY time(1m), tz fill(none)", "GROUP BY time(1m), tz FILL(none)", true;
         unterminated_text_is_only_itself: "a = 'b", "a = 'b", true;
     }
 
@@ -307,6 +329,22 @@ mod tests {
         assert!(lexed.contains(&Token::Punct("/".into())), "{lexed:?}");
         let lexed = tokens("FROM db.rp./^a\\/b/").unwrap_or_default();
         assert_eq!(lexed.last(), Some(&Token::Regex("^a\\/b".into())));
+    }
+
+    #[test]
+    fn comments_are_seen_as_influxdb_skips_them() {
+        let lexed = tokens("mean(x) AS y /* ' */ INTO").unwrap_or_default();
+        assert!(
+            lexed.contains(&Token::Comment) && lexed.contains(&Token::Keyword("INTO".into())),
+            "{lexed:?}"
+        );
+        let lexed = tokens("mean(x) -- '\nINTO").unwrap_or_default();
+        assert!(
+            lexed.contains(&Token::Comment) && lexed.contains(&Token::Keyword("INTO".into())),
+            "{lexed:?}"
+        );
+        let lexed = tokens("mean(/'/)").unwrap_or_default();
+        assert!(lexed.contains(&Token::Regex("'".into())), "{lexed:?}");
     }
 
     #[test]

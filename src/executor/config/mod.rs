@@ -391,7 +391,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 .map(|user| (user, Sensitive::new(raw.results.password.unwrap_or_default()))),
             buffer_dir: raw.results.buffer_dir,
             buffer_max_points: raw.results.buffer_max_points.max(1),
-            zone: raw.zone.filter(|z| !z.is_empty()),
+            zone: raw.zone.filter(|z| super::zone::is_zone_name(z)),
         },
         runners: RunnerSettings {
             scenarios_dir: raw.scenarios_dir,

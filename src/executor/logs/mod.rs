@@ -136,10 +136,6 @@ pub fn spawn(config: LogsConfig, context: Context) -> (Arc<LogStore>, JoinHandle
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
-        let mut redactor = redact::Redactor::new(
-            context.secrets.iter().cloned().chain([config.temp_url_key.expose().clone()]),
-        );
-        redactor.extend(redact::clouds_file_secrets(&context.clouds_file));
         // Left from before a restart: every run directory not yet marked.
         let mut pending: BTreeSet<(String, PathBuf)> = unmarked(&context.runs_dir);
         let mut session: Option<Session> = None;
@@ -165,6 +161,17 @@ pub fn spawn(config: LogsConfig, context: Context) -> (Arc<LogStore>, JoinHandle
                     }
                 }
             }
+            // Read again at every attempt: a rotated password is masked
+            // at once. Without the clouds file's secrets nothing leaves.
+            let Some(cloud_secrets) = redact::clouds_file_secrets(&context.clouds_file) else {
+                context.counters.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(file = %context.clouds_file.display(), "Cannot read the clouds file's secrets; no log is uploaded unmasked.");
+                continue;
+            };
+            let mut redactor = redact::Redactor::new(
+                context.secrets.iter().cloned().chain([config.temp_url_key.expose().clone()]),
+            );
+            redactor.extend(cloud_secrets);
             let Some(current) = session.as_mut() else { continue };
             let mut container = swift::Container {
                 session: current,
@@ -184,12 +191,20 @@ pub fn spawn(config: LogsConfig, context: Context) -> (Arc<LogStore>, JoinHandle
                     Err(error) => {
                         context.counters.failures.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(container = %config.container, error = %error, pending = pending.len(), "The log container cannot be reached; logs wait on disk.");
+                        if matches!(error, swift::SwiftError::Auth(_)) {
+                            // Read the credentials again next time (rotated?).
+                            session = None;
+                        }
                         continue;
                     }
                 }
             }
+            // One log Swift refuses does not hold the others back; three
+            // failures in a row say the store is away: wait for the next try.
+            let mut failures_in_a_row = 0;
+            let mut stale_session = false;
             for (scenario, dir) in pending.clone() {
-                match upload(
+                let uploaded = upload(
                     &mut container,
                     &config,
                     &context.environment,
@@ -197,18 +212,26 @@ pub fn spawn(config: LogsConfig, context: Context) -> (Arc<LogStore>, JoinHandle
                     &dir,
                     &redactor,
                 )
-                .await
-                {
+                .await;
+                match uploaded {
                     Ok(count) => {
+                        failures_in_a_row = 0;
                         pending.remove(&(scenario, dir));
                         context.counters.uploaded.fetch_add(count, Ordering::Relaxed);
                     }
                     Err(error) => {
+                        failures_in_a_row += 1;
+                        stale_session |= matches!(error, swift::SwiftError::Auth(_));
                         context.counters.failures.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(dir = %dir.display(), error = %error, pending = pending.len(), "A job log could not be uploaded; it is retried.");
-                        break;
+                        if failures_in_a_row >= 3 || stale_session {
+                            break;
+                        }
                     }
                 }
+            }
+            if stale_session {
+                session = None;
             }
         }
     });

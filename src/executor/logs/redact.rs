@@ -5,7 +5,7 @@
 use std::path::Path;
 
 /// Shorter values are not replaced: they would blank ordinary words.
-const MIN_SECRET: usize = 6;
+const MIN_SECRET: usize = 4;
 
 /// What stands in for a secret.
 const MASK: &str = "***";
@@ -25,7 +25,16 @@ impl Redactor {
 
     /// Adds `secrets`.
     pub fn extend(&mut self, secrets: impl IntoIterator<Item = String>) {
-        self.0.extend(secrets.into_iter().filter(|s| s.chars().count() >= MIN_SECRET));
+        let secrets: Vec<String> =
+            secrets.into_iter().filter(|s| s.chars().count() >= MIN_SECRET).collect();
+        // As a JSON string shows it too (Ansible prints results as JSON).
+        let escaped: Vec<String> = secrets
+            .iter()
+            .filter_map(|s| serde_json::to_string(s).ok())
+            .map(|quoted| quoted[1..quoted.len() - 1].to_owned())
+            .collect();
+        self.0.extend(secrets);
+        self.0.extend(escaped);
         self.0.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
         self.0.dedup();
     }
@@ -43,15 +52,14 @@ impl Redactor {
 }
 
 /// Every `password`, `application_credential_secret` and `token` value in
-/// the clouds file at `path` (all entries: a playbook may use any).
-pub fn clouds_file_secrets(path: &Path) -> Vec<String> {
-    let Ok(text) = crate::fsutil::read_text_limited(path, crate::fsutil::MAX_CONFIG_BYTES) else {
-        return Vec::new();
-    };
-    let Ok(document) = yaml_serde::from_str::<yaml_serde::Value>(&text) else { return Vec::new() };
+/// the clouds file at `path` (all entries: a playbook may use any); `None`
+/// when it cannot be read (then nothing may be uploaded).
+pub fn clouds_file_secrets(path: &Path) -> Option<Vec<String>> {
+    let text = crate::fsutil::read_text_limited(path, crate::fsutil::MAX_CONFIG_BYTES).ok()?;
+    let document = yaml_serde::from_str::<yaml_serde::Value>(&text).ok()?;
     let mut found = Vec::new();
     collect(&document, &mut found, 0);
-    found
+    Some(found)
 }
 
 fn collect(value: &yaml_serde::Value, found: &mut Vec<String>, depth: usize) {
@@ -92,6 +100,8 @@ mod tests {
             redactor.redact("pw=hunter22 other=hunter22-long word=abc"),
             "pw=*** other=*** word=abc"
         );
+        let quoted = Redactor::new(["pa\"ss\\wd".to_owned()]);
+        assert_eq!(quoted.redact(r#"{"password": "pa\"ss\\wd"}"#), r#"{"password": "***"}"#);
     }
 
     #[test]
@@ -100,6 +110,7 @@ mod tests {
         let path = dir.path().join("clouds.yaml");
         let text = "clouds:\n  a:\n    auth: {username: u, password: secret-one}\n  b:\n    auth: {application_credential_id: i, application_credential_secret: secret-two}\n";
         std::fs::write(&path, text).unwrap_or_else(|_| unreachable!());
-        assert_eq!(clouds_file_secrets(&path), ["secret-one", "secret-two"]);
+        assert_eq!(clouds_file_secrets(&path).unwrap_or_default(), ["secret-one", "secret-two"]);
+        assert!(clouds_file_secrets(&dir.path().join("missing.yaml")).is_none());
     }
 }

@@ -12,6 +12,9 @@ use crate::executor::keystone::{Endpoint, KeystoneError, Session, Token};
 const MAX_PAGE: usize = 32 * 1024 * 1024;
 /// Most pages of one list (a server that keeps linking on is not followed).
 const MAX_PAGES: usize = 200;
+/// Most bytes of one list over all its pages, and most items.
+const MAX_LIST_BYTES: usize = 64 * 1024 * 1024;
+const MAX_LIST_ITEMS: usize = 50_000;
 /// One request's limit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -100,13 +103,14 @@ impl Api {
     pub async fn list(&self, url: &str, key: &str) -> Result<Vec<Value>, ApiError> {
         let mut items = Vec::new();
         let mut next = Some(url.to_owned());
-        let mut pages = 0;
+        let (mut pages, mut bytes) = (0, 0);
         while let Some(page_url) = next.take() {
             pages += 1;
-            if pages > MAX_PAGES {
-                return Err(call("GET", url, format!("more than {MAX_PAGES} pages")));
+            if pages > MAX_PAGES || bytes > MAX_LIST_BYTES || items.len() > MAX_LIST_ITEMS {
+                return Err(call("GET", url, format!("larger than {MAX_PAGES} pages, {MAX_LIST_ITEMS} items or {MAX_LIST_BYTES} bytes; not read further")));
             }
-            let page = self.get(&page_url).await?;
+            let (page, size) = self.get_sized(&page_url).await?;
+            bytes += size;
             let Some(found) = page.get(key).and_then(Value::as_array) else {
                 return Err(call("GET", &page_url, format!("no `{key}` list in the answer")));
             };
@@ -132,6 +136,11 @@ impl Api {
     /// # Errors
     /// The request failed, the status is not 2xx, or the body is not JSON.
     pub async fn get(&self, url: &str) -> Result<Value, ApiError> {
+        self.get_sized(url).await.map(|(value, _)| value)
+    }
+
+    /// GET `url` as JSON, with the size of the answer.
+    async fn get_sized(&self, url: &str) -> Result<(Value, usize), ApiError> {
         let response = self
             .request(reqwest::Method::GET, url)
             .send()
@@ -144,14 +153,16 @@ impl Api {
         if !status.is_success() {
             return Err(call("GET", url, format!("HTTP {status}")));
         }
-        serde_json::from_slice(&body).map_err(|e| call("GET", url, format!("not JSON: {e}")))
+        let value = serde_json::from_slice(&body)
+            .map_err(|e| call("GET", url, format!("not JSON: {e}")))?;
+        Ok((value, body.len()))
     }
 
-    /// DELETE `url`; a 404 is success (already gone).
+    /// DELETE `url`: whether it was there (a 404 is no failure: already gone).
     ///
     /// # Errors
     /// The request failed or was refused.
-    pub async fn delete(&self, url: &str) -> Result<(), ApiError> {
+    pub async fn delete(&self, url: &str) -> Result<bool, ApiError> {
         self.send(reqwest::Method::DELETE, url, None).await
     }
 
@@ -160,7 +171,7 @@ impl Api {
     /// # Errors
     /// The request failed or was refused.
     pub async fn put(&self, url: &str, body: Value) -> Result<(), ApiError> {
-        self.send(reqwest::Method::PUT, url, Some(body)).await
+        self.send(reqwest::Method::PUT, url, Some(body)).await.map(drop)
     }
 
     async fn send(
@@ -168,7 +179,7 @@ impl Api {
         method: reqwest::Method,
         url: &str,
         body: Option<Value>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<bool, ApiError> {
         let name = if method == reqwest::Method::PUT { "PUT" } else { "DELETE" };
         let mut request = self.request(method, url);
         if let Some(body) = body {
@@ -178,7 +189,7 @@ impl Api {
             request.send().await.map_err(|e| call(name, url, crate::error::chain(&e)))?;
         let status = response.status();
         if status.is_success() || status == reqwest::StatusCode::NOT_FOUND {
-            return Ok(());
+            return Ok(status != reqwest::StatusCode::NOT_FOUND);
         }
         let text = crate::httpbody::read_limited(response, 4096).await.unwrap_or_default();
         Err(call(name, url, format!("HTTP {status}: {}", String::from_utf8_lossy(&text).trim())))

@@ -94,10 +94,15 @@ pub fn spawn(config: SweeperConfig, context: Context) -> JoinHandle<()> {
             }
             last_pass = Some(Instant::now());
             let jobs = ledger.jobs(&running);
+            let running: BTreeSet<String> = running
+                .iter()
+                .filter_map(|j| j.get(..select::JOB_PREFIX))
+                .map(str::to_ascii_lowercase)
+                .collect();
             match CloudAuth::load(&context.clouds_file, &config.cloud) {
                 Ok(auth) => {
                     let mut session = Session::new(auth, http.clone());
-                    pass(&config, &context, &mut session, &http, &jobs).await;
+                    pass(&config, &context, &mut session, &http, (&jobs, &running)).await;
                 }
                 Err(error) => {
                     context.health.sweeps_failed.fetch_add(1, Ordering::Relaxed);
@@ -159,6 +164,8 @@ impl Ledger {
 struct Tally {
     found: u64,
     deleted: u64,
+    /// Gone before its delete (with its server, say).
+    gone: u64,
     failed: u64,
 }
 
@@ -168,7 +175,7 @@ async fn pass(
     context: &Context,
     session: &mut Session,
     http: &reqwest::Client,
-    jobs: &BTreeSet<String>,
+    (jobs, running): (&BTreeSet<String>, &BTreeSet<String>),
 ) {
     let started = Instant::now();
     let api = match Api::open(session, http.clone()).await {
@@ -179,6 +186,11 @@ async fn pass(
             return;
         }
     };
+    if api.project_id().is_empty() {
+        context.health.sweeps_failed.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(cloud = %config.cloud, "The token is not scoped to a project; the sweeper does not run unscoped.");
+        return;
+    }
     let listed = match list_all(&api).await {
         Ok(listed) => listed,
         Err(error) => {
@@ -196,15 +208,14 @@ async fn pass(
         }
     }
     let older_than = Utc::now() - chrono::Duration::from_std(config.age).unwrap_or_default();
-    let chosen = choose(&listed, config.select, jobs, older_than);
+    let chosen = choose(&listed, config.select, (jobs, running), older_than, api.project_id());
     let mut tallies = BTreeMap::new();
     for kind in KINDS {
         let items = chosen.get(kind.name).cloned().unwrap_or_default();
         let mut tally = Tally { found: items.len() as u64, ..Tally::default() };
         if !config.dry_run && !items.is_empty() {
-            let (deleted, failed) = delete_kind(&api, kind, &items, &listed, config).await;
-            tally.deleted = deleted;
-            tally.failed = failed;
+            (tally.deleted, tally.gone, tally.failed) =
+                delete_kind(&api, kind, &items, &listed, config).await;
         }
         for (_, name) in &items {
             if config.dry_run {
@@ -259,16 +270,31 @@ fn id_of(kind: &str, item: &Value) -> String {
     item.get(key).and_then(Value::as_str).unwrap_or_default().to_owned()
 }
 
-/// The leftovers of each kind: (id, name).
+/// Whether `item` belongs to `project` as far as it says (every list is
+/// scoped to it already; an item that names another project is never
+/// taken, whatever the list gave).
+fn in_project(item: &Value, project: &str) -> bool {
+    ["project_id", "tenant_id", "os-vol-tenant-attr:tenant_id", "owner"]
+        .iter()
+        .filter_map(|key| item.get(*key).and_then(Value::as_str))
+        .all(|owner| owner == project)
+}
+
+/// The leftovers of each kind: (id, name). Never what carries a running
+/// run's job id, whatever the selection.
 fn choose(
     listed: &BTreeMap<&'static str, Vec<Value>>,
     select: Select,
-    jobs: &BTreeSet<String>,
+    (jobs, running): (&BTreeSet<String>, &BTreeSet<String>),
     older_than: DateTime<Utc>,
+    project: &str,
 ) -> BTreeMap<&'static str, Vec<(String, String)>> {
     let items = |kind: &str| listed.get(kind).map(Vec::as_slice).unwrap_or_default();
     let leftover = |kind: &str, item: &Value| {
-        select::is_leftover(item, &name_of(kind, item), select, jobs, older_than)
+        let name = name_of(kind, item);
+        in_project(item, project)
+            && !select::carries_job(&name, running)
+            && select::is_leftover(item, &name, select, jobs, older_than)
     };
     let mut chosen: BTreeMap<&'static str, Vec<(String, String)>> = BTreeMap::new();
     let servers: BTreeSet<String> = items("server")
@@ -284,7 +310,14 @@ fn choose(
             let owner = p.get("device_owner").and_then(Value::as_str).unwrap_or_default();
             let device = p.get("device_id").and_then(Value::as_str).unwrap_or_default();
             let plain = owner.is_empty() || owner.starts_with("compute:");
-            plain && (servers.contains(device) || leftover("port", p)) && !select::is_platform(p)
+            // A port of a server that is not a leftover (the platform's own
+            // servers' ports carry no marks) is never taken.
+            let of_kept_server = !device.is_empty() && !servers.contains(device);
+            plain
+                && !of_kept_server
+                && in_project(p, project)
+                && (servers.contains(device) || leftover("port", p))
+                && !select::is_platform(p)
         })
         .map(|p| id_of("port", p))
         .collect();
@@ -297,8 +330,8 @@ fn choose(
                 "port" => ports.contains(&id),
                 "floating_ip" => {
                     let port = item.get("port_id").and_then(Value::as_str).unwrap_or_default();
-                    (ports.contains(port) && !select::is_platform(item))
-                        || leftover(kind.name, item)
+                    let of_port = ports.contains(port) && !select::is_platform(item);
+                    (of_port && in_project(item, project)) || leftover(kind.name, item)
                 }
                 "network" => {
                     item.get("router:external").and_then(Value::as_bool) != Some(true)
@@ -311,11 +344,13 @@ fn choose(
                     item.get("protected").and_then(Value::as_bool) != Some(true)
                         && leftover(kind.name, item)
                 }
-                // Keypairs are listed without a creation time: the pass
-                // reads it for those whose name qualifies (see delete_kind).
+                // Keypairs are the user's, not the project's, and carry no
+                // marks: only those named after a finished run, in either
+                // selection. Listed without a creation time, which the
+                // pass reads for them (see delete_kind).
                 "keypair" => {
-                    select == Select::Project
-                        || select::carries_job(&name_of(kind.name, item), jobs)
+                    let name = name_of(kind.name, item);
+                    select::carries_job(&name, jobs) && !select::carries_job(&name, running)
                 }
                 _ => leftover(kind.name, item),
             };
@@ -329,15 +364,15 @@ fn choose(
 }
 
 /// Deletes `items` of `kind`, at most [`DELETE_CONCURRENCY`] at once;
-/// (deleted, failed).
+/// (deleted, already gone, failed).
 async fn delete_kind(
     api: &Arc<Api>,
     kind: &'static Kind,
     items: &[(String, String)],
     listed: &BTreeMap<&'static str, Vec<Value>>,
     config: &SweeperConfig,
-) -> (u64, u64) {
-    let Ok(endpoint) = api.endpoint(kind.services) else { return (0, items.len() as u64) };
+) -> (u64, u64, u64) {
+    let Ok(endpoint) = api.endpoint(kind.services) else { return (0, 0, items.len() as u64) };
     let root = kinds::root(kind, &endpoint);
     let limit = Arc::new(tokio::sync::Semaphore::new(DELETE_CONCURRENCY));
     let older_than = Utc::now() - chrono::Duration::from_std(config.age).unwrap_or_default();
@@ -368,7 +403,7 @@ async fn delete_kind(
                 }
             }
             let mut result = api.delete(&url).await;
-            if result.is_ok() && kind.wait && !api.wait_gone(&url, WAIT_GONE).await {
+            if matches!(result, Ok(true)) && kind.wait && !api.wait_gone(&url, WAIT_GONE).await {
                 result = Err(ApiError::Call {
                     method: "DELETE",
                     url,
@@ -378,13 +413,14 @@ async fn delete_kind(
             (name, Some(result))
         });
     }
-    let (mut deleted, mut failed) = (0, 0);
+    let (mut deleted, mut gone, mut failed) = (0, 0, 0);
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok((name, Some(Ok(())))) => {
+            Ok((name, Some(Ok(true)))) => {
                 deleted += 1;
                 tracing::info!(cloud = %config.cloud, kind = kind.name, name = %name, "Deleted a leftover.");
             }
+            Ok((_, Some(Ok(false)))) => gone += 1,
             Ok((name, Some(Err(error)))) => {
                 failed += 1;
                 tracing::warn!(cloud = %config.cloud, kind = kind.name, name = %name, error = %error, "Cannot delete a leftover.");
@@ -393,7 +429,7 @@ async fn delete_kind(
             Err(_) => failed += 1,
         }
     }
-    (deleted, failed)
+    (deleted, gone, failed)
 }
 
 /// The interface ports of router `id` (removed before the router).
@@ -439,17 +475,86 @@ fn write_pass(
         total.found += tally.found;
         total.deleted += tally.deleted;
         total.failed += tally.failed;
+        total.gone += tally.gone;
         context.writer.write_line(format!(
-            "apimon_sweep,{tags},kind={kind} deleted={}i,failed={}i,found={}i {now_ns}",
-            tally.deleted, tally.failed, tally.found
+            "apimon_sweep,{tags},kind={kind} deleted={}i,failed={}i,found={}i,gone={}i {now_ns}",
+            tally.deleted, tally.failed, tally.found, tally.gone
         ));
     }
     context.writer.write_line(format!(
-        "apimon_sweep,{tags},kind=all deleted={}i,duration_ms={}i,failed={}i,found={}i,refused={}i {now_ns}",
+        "apimon_sweep,{tags},kind=all deleted={}i,duration_ms={}i,failed={}i,found={}i,gone={}i,refused={}i {now_ns}",
         total.deleted,
         elapsed.as_millis(),
         total.failed,
         total.found,
+        total.gone,
         u8::from(refused)
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const OLD: &str = "2026-01-01T00:00:00Z";
+
+    fn listed() -> BTreeMap<&'static str, Vec<Value>> {
+        let mut listed: BTreeMap<&'static str, Vec<Value>> = BTreeMap::new();
+        listed.insert("server", vec![
+            json!({"id": "s-left", "name": "run-5f0c2d9e8a7b-vm", "created": OLD, "tenant_id": "p"}),
+            // The platform's own server: marked; its port is not.
+            json!({"id": "s-platform", "name": "outside-executor", "created": OLD, "tenant_id": "p", "metadata": {"apimon:managed": "true", "apimon:env": "outside"}}),
+        ]);
+        listed.insert("port", vec![
+            json!({"id": "p-left", "name": "", "device_id": "s-left", "device_owner": "compute:nova", "created_at": OLD, "project_id": "p"}),
+            json!({"id": "p-platform", "name": "", "device_id": "s-platform", "device_owner": "compute:nova", "created_at": OLD, "project_id": "p"}),
+            json!({"id": "p-other", "name": "x-5f0c2d9e8a7b", "device_id": "", "device_owner": "", "created_at": OLD, "project_id": "elsewhere"}),
+        ]);
+        listed.insert(
+            "keypair",
+            vec![
+                json!({"name": "outside-key"}),
+                json!({"name": "run-5f0c2d9e8a7b-key"}),
+                json!({"name": "run-77777777aaaa-key"}),
+            ],
+        );
+        listed.insert("network", vec![
+            json!({"id": "n-running", "name": "run-77777777aaaa-net", "created_at": OLD, "project_id": "p"}),
+        ]);
+        listed
+    }
+
+    fn chosen(select: Select) -> BTreeMap<&'static str, Vec<String>> {
+        let jobs: BTreeSet<String> = ["5f0c2d9e".to_owned()].into();
+        let running: BTreeSet<String> = ["77777777".to_owned()].into();
+        let older_than = Utc::now();
+        choose(&listed(), select, (&jobs, &running), older_than, "p")
+            .into_iter()
+            .map(|(kind, items)| (kind, items.into_iter().map(|(id, _)| id).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn a_leftover_servers_port_goes_and_a_kept_servers_port_stays_in_either_selection() {
+        for select in [Select::JobIds, Select::Project] {
+            let chosen = chosen(select);
+            assert!(chosen["port"].contains(&"p-left".to_owned()), "{select:?}: {chosen:?}");
+            assert!(!chosen["port"].contains(&"p-platform".to_owned()), "{select:?}: {chosen:?}");
+            assert!(
+                !chosen["port"].contains(&"p-other".to_owned()),
+                "another project's: {chosen:?}"
+            );
+        }
+        assert_eq!(chosen(Select::Project)["server"], ["s-left"], "never a marked server");
+    }
+
+    #[test]
+    fn keypairs_go_only_when_named_after_a_finished_run_and_nothing_of_a_running_one() {
+        for select in [Select::JobIds, Select::Project] {
+            let chosen = chosen(select);
+            assert_eq!(chosen["keypair"], ["run-5f0c2d9e8a7b-key"], "{select:?}");
+            assert!(chosen["network"].is_empty(), "a running run's network: {select:?}");
+        }
+    }
 }

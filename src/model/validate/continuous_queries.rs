@@ -14,7 +14,7 @@ use crate::model::{raw, ContinuousQuery, InfluxDuration};
 /// Keywords that would open a clause apimon writes itself.
 const CLAUSES: &[&str] = &[
     "SELECT", "INTO", "FROM", "WHERE", "GROUP", "BEGIN", "END", "LIMIT", "OFFSET", "SLIMIT",
-    "SOFFSET", "ORDER", "FILL",
+    "SOFFSET", "ORDER",
 ];
 
 /// The retention policy every InfluxDB database starts with.
@@ -133,10 +133,11 @@ fn check_measurements(
     path: &str,
     text: &str,
 ) -> bool {
-    let ok = match influxql::tokens(&format!("FROM {text}")).as_deref() {
-        Ok([_, Token::Regex(_)]) => true,
-        _ => super::checks::is_influx_identifier(text) || is_measurement_name(text),
-    };
+    let ok = !text.contains(['\n', '\r'])
+        && match influxql::tokens(&format!("FROM {text}")).as_deref() {
+            Ok([_, Token::Regex(_)]) => true,
+            _ => super::checks::is_influx_identifier(text) || is_measurement_name(text),
+        };
     if !ok {
         check.error(doc, &format!("{path}.measurements"), format!("invalid measurements `{text}`; expected a measurement name (like apimon_task) or one /regex/ (like /^openstack_api\\./)"));
     }
@@ -157,10 +158,12 @@ fn check_fragment(
     text: &str,
 ) -> bool {
     let problem = match influxql::tokens(text) {
+        _ if text.contains(['\n', '\r']) => Some("a line break; expected one line".to_owned()),
         Err(error) => Some(error.to_string()),
         Ok(tokens) if tokens.is_empty() => Some("it is empty".to_owned()),
         Ok(tokens) => tokens.iter().find_map(|t| match t {
             Token::Punct(p) if p == ";" => Some("`;` would end the statement".to_owned()),
+            Token::Comment => Some("a comment (`--` or `/*`); expected none".to_owned()),
             Token::Reserved(word) => Some(format!(
                 "`{}` is an InfluxQL keyword; to name a field or tag, quote it: \"{}\"",
                 word.to_ascii_lowercase(),

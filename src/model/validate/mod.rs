@@ -158,6 +158,7 @@ pub fn validate(repo: RawRepository) -> Result<DesiredState, Diagnostics> {
     let mut scenarios = scenarios::check(&mut check, &repo);
     let scenario_repository = scenario_repository::discover(&mut check, &repo, &mut scenarios);
     schedule::check(&mut check, &repo, &scenarios, &mut environments);
+    check_sweeper_ages(&mut check, &repo.root, &environments, &scenarios);
     let dashboards = dashboards::check(&mut check, &repo, &environments);
     let runtime = runtime::check(&mut check, &repo);
     let apt_repositories = apt::check(&mut check, &repo);
@@ -186,6 +187,38 @@ pub fn validate(repo: RawRepository) -> Result<DesiredState, Diagnostics> {
         secret_uses: check.secret_uses,
         apimon_binary,
     })
+}
+
+/// A sweeper's `age` outlasts every run that may still be going in its
+/// cloud (the longest timeout of a scenario scheduled there, plus its
+/// cleanup's): what a run made is never swept while it runs, even in
+/// project mode, where names do not say whose it is.
+fn check_sweeper_ages(
+    check: &mut Check,
+    root: &Document<raw::Root>,
+    environments: &BTreeMap<String, super::Environment>,
+    scenarios: &BTreeMap<String, super::Scenario>,
+) {
+    for (env_name, environment) in environments {
+        for (cloud, sweeper) in &environment.sweepers {
+            let longest = environment
+                .schedule
+                .iter()
+                .filter_map(|s| scenarios.get(&s.scenario))
+                .filter_map(|s| match &s.runner {
+                    super::Runner::Ansible { cloud: Some(c), cleanup, .. } if c == cloud => Some(
+                        s.timeout
+                            + cleanup.as_ref().map_or(std::time::Duration::ZERO, |c| c.timeout),
+                    ),
+                    _ => None,
+                })
+                .max();
+            if let Some(longest) = longest.filter(|l| sweeper.age <= *l) {
+                let path = format!("environments.{env_name}.monitored_clouds.{cloud}.sweeper.age");
+                check.error(root, &path, format!("{} s is not longer than the longest run in this cloud ({} s with its cleanup); a running run's resources would be swept", sweeper.age.as_secs(), longest.as_secs()));
+            }
+        }
+    }
 }
 
 /// `apimon_binary`: an http(s) URL and a sha256 (64 hex digits).
