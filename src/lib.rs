@@ -14,6 +14,7 @@ pub mod digest;
 pub mod error;
 pub mod executor;
 pub mod fsutil;
+pub mod health;
 pub mod httpbody;
 pub mod known_hosts;
 pub mod layout;

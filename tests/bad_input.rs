@@ -94,6 +94,16 @@ rejects! {
     a_sweeper_younger_than_the_longest_run_in_its_cloud_is_rejected:
         edit("apimon.yaml", "        password: {secret: outside_probe_password}\n", "        password: {secret: outside_probe_password}\n        sweeper: {age: 1m}\n")
         => ["environments.outside.monitored_clouds.production.sweeper.age: 60 s is not longer than the longest run in this cloud (120 s with its cleanup)"];
+    health_rules_naming_an_unknown_flag_or_placeholder_are_rejected:
+        write("health.yaml", "flag_templates:\n  latency:\n    query: 'SELECT mean(\"duration\") FROM /^openstack_api\\./ WHERE \"service_type\" =~ /$servce/ AND $window GROUP BY \"service_type\"'\n    op: gt\n    threshold: 300\nflags:\n  - {name: slow, template: latency, services: [compute], environments: [nowhere]}\nexpressions:\n  - {name: degraded, expression: \"slow || slwo\", weight: 1}\n  - {name: broken, expression: \"(slow\", weight: 3}\n")
+        => ["health.yaml:3:12: flag_templates.latency.query: unknown placeholder `$servce`; expected $service, $environment, $window",
+            "health.yaml:7:", "flags[0].environments[0]: unknown environment `nowhere`",
+            "health.yaml:9:", "expressions[0].expression: unknown flag `slwo`; expected one of: slow",
+            "expressions[1].expression: invalid expression `(slow`: `(` is not closed; expected `)` at character 6",
+            "expressions[1].weight: 3; expected 0 (ok), 1 (degraded) or 2 (outage)"];
+    a_health_threshold_that_is_no_number_is_rejected:
+        write("health.yaml", "flag_templates:\n  latency:\n    query: 'SELECT mean(x) FROM m WHERE $window GROUP BY s'\n    op: gt\n    threshold: high\n")
+        => ["health.yaml:5:16: flag_templates.latency.threshold: invalid type: string \"high\""];
     an_invalid_public_key_is_rejected:
         edit("inventory/outside/keypairs.yaml", "AAAAC3NzaC1lZDI1NTE5AAAAIG7mB9bJ5cXf0cS2qkJ3pQy8nT4uV1wX2yZ3aB4cD5eF", "AAAAnotakey")
         => ["inventory/outside/keypairs.yaml:3:17: keypairs[0].public_key: invalid public key"];

@@ -35,7 +35,7 @@ const FLOORS: &[(usize, &[&str])] = &[
     (3, &["apply", "state"]),
     (4, &["providers"]),
     (5, &["reconcile", "bootstrap"]),
-    (6, &["daemon", "executor"]),
+    (6, &["daemon", "executor", "health"]),
     (7, &["cli"]),
 ];
 

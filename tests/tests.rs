@@ -14,6 +14,7 @@ mod executor_cloud;
 mod faults;
 mod grafana;
 mod handover;
+mod health;
 mod host;
 mod hostile_git;
 mod incremental;

@@ -29,6 +29,7 @@ mod daemon;
 mod manuals;
 mod offline;
 mod output;
+mod service;
 
 pub use args::{LiveArgs, RepoArgs};
 
@@ -254,6 +255,12 @@ pub enum Command {
         #[arg(long, default_value = "/etc/apimon/executor.yaml")]
         config: PathBuf,
     },
+    /// Evaluate the repository's health rules against the measurements and publish each service's state.
+    Health {
+        /// The health service's configuration.
+        #[arg(long, default_value = "/etc/apimon/health.yaml")]
+        config: PathBuf,
+    },
 }
 
 /// How a command ended, when it did not fail.
@@ -344,7 +351,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             ));
             tell_cloud_addresses(outcome)
         }
-        Command::Executor { config } => runtime()?.block_on(executor(config)),
+        Command::Executor { config } => runtime()?.block_on(service::executor(config)),
+        Command::Health { config } => runtime()?.block_on(service::health(config)),
         Command::Adopt { repo, env, yes, live } => {
             tell_cloud_addresses(runtime()?.block_on(adopt::adopt(&repo.repo, &env, yes, &live)))
         }
@@ -375,30 +383,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
 }
 
 /// Runs the executor; SIGHUP reloads, SIGTERM/SIGINT stop (twice: at once).
-async fn executor(config: PathBuf) -> anyhow::Result<Outcome> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (controls, receiver) = tokio::sync::mpsc::unbounded_channel();
-    let mut hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
-    let mut terminate =
-        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-    let mut interrupt =
-        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
-    tokio::spawn(async move {
-        loop {
-            let control = tokio::select! {
-                _ = hangup.recv() => crate::executor::Control::Reload,
-                _ = terminate.recv() => crate::executor::Control::Shutdown,
-                _ = interrupt.recv() => crate::executor::Control::Shutdown,
-            };
-            if controls.send(control).is_err() {
-                return;
-            }
-        }
-    });
-    crate::executor::run(config, crate::executor::Options::default(), receiver).await?;
-    Ok(Outcome::Ok)
-}
-
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -575,6 +559,6 @@ fn report_invalid(text: &str, count: usize) {
 impl Command {
     /// A long-running service (logs its own events at info by default).
     pub fn is_service(&self) -> bool {
-        matches!(self, Self::Daemon { .. } | Self::Executor { .. })
+        matches!(self, Self::Daemon { .. } | Self::Executor { .. } | Self::Health { .. })
     }
 }

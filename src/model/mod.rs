@@ -7,6 +7,7 @@
 pub mod authority;
 pub mod daemon;
 pub mod error;
+pub mod health;
 pub mod influx;
 pub mod influxql;
 pub mod inventory;
@@ -84,6 +85,8 @@ pub struct DesiredState {
     pub secret_uses: Vec<SecretUse>,
     /// The pinned apimon release, when declared.
     pub apimon_binary: Option<raw::ApimonBinary>,
+    /// `health.yaml`'s rules, when it declares any.
+    pub health: Option<health::Health>,
 }
 
 /// Where a secret is referenced.

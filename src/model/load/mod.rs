@@ -87,6 +87,8 @@ pub struct RawRepository {
     pub templates: BTreeMap<String, RawTemplate>,
     /// The scenario repository apimon.yaml names, as fetched.
     pub scenario_repository: Option<RawScenarioTree>,
+    /// health.yaml
+    pub health: Document<raw::HealthFile>,
 }
 
 /// A scenario repository's files at one commit.
@@ -393,6 +395,7 @@ pub fn load(repo: &Path) -> Result<RawRepository, LoadError> {
         }
     }
     let templates = reader.templates();
+    let health = reader.optional_yaml::<raw::HealthFile>(PathBuf::from("health.yaml"));
     match root {
         Some(root) if reader.files.problems.is_empty() => Ok(RawRepository {
             root,
@@ -404,6 +407,7 @@ pub fn load(repo: &Path) -> Result<RawRepository, LoadError> {
             runtime_files,
             templates,
             scenario_repository: None,
+            health,
         }),
         _ => Err(LoadError::Invalid(super::error::Diagnostics::normalized(reader.files.problems))),
     }

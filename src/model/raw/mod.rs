@@ -4,6 +4,7 @@
 //! silently ignored setting. Nothing here is cross-checked: `validate.rs`
 //! turns these into a [`crate::model::DesiredState`].
 
+pub mod health;
 mod inventory;
 mod object_storage;
 mod scenario;
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+pub use health::HealthFile;
 pub use inventory::*;
 pub use object_storage::*;
 pub use scenario::*;

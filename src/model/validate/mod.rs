@@ -12,6 +12,7 @@ mod daemon;
 mod dashboards;
 mod environment;
 pub(super) mod grafana;
+mod health;
 pub(super) mod hosts;
 pub(super) mod influxdb;
 pub(super) mod keypairs;
@@ -29,6 +30,7 @@ use super::load::{Document, RawRepository};
 use super::sections::RawInventory;
 use super::{raw, DesiredState, SecretUse, TemplateOverride};
 use checks::{is_dns_label, is_secret_name, names_list};
+pub use health::check_file as check_health_file;
 pub use scenario_repository::check_spec as check_scenario_repository;
 
 /// What a section's check (`model::sections`) sees: the diagnostics so
@@ -163,6 +165,9 @@ pub fn validate(repo: RawRepository) -> Result<DesiredState, Diagnostics> {
     let runtime = runtime::check(&mut check, &repo);
     let apt_repositories = apt::check(&mut check, &repo);
     let apimon_binary = check_apimon_binary(&mut check, &repo.root);
+    let environment_names: std::collections::BTreeSet<&str> =
+        repo.root.value.environments.keys().map(String::as_str).collect();
+    let health = health::check(&mut check, &repo.health, &environment_names);
     let templates = repo
         .templates
         .iter()
@@ -186,6 +191,7 @@ pub fn validate(repo: RawRepository) -> Result<DesiredState, Diagnostics> {
         scenario_repository,
         secret_uses: check.secret_uses,
         apimon_binary,
+        health,
     })
 }
 

@@ -126,6 +126,9 @@ pub struct Series {
     /// The series' name (`SHOW CONTINUOUS QUERIES`: the database).
     #[serde(default)]
     pub name: String,
+    /// Its tags (`GROUP BY` a tag).
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
     /// Column names.
     #[serde(default)]
     pub columns: Vec<String>,
@@ -238,8 +241,37 @@ impl Client {
         credentials: Option<&Credentials>,
         secrets: &[&str],
     ) -> Result<Vec<StatementResult>, InfluxdbError> {
+        self.query_db(None, statements, credentials, secrets).await
+    }
+
+    /// As [`Self::query`], with `database` as the default database (for
+    /// statements that name measurements without it).
+    ///
+    /// # Errors
+    /// As [`Self::query`].
+    pub async fn query_in(
+        &self,
+        database: &str,
+        statements: &[String],
+        credentials: Option<&Credentials>,
+        secrets: &[&str],
+    ) -> Result<Vec<StatementResult>, InfluxdbError> {
+        self.query_db(Some(database), statements, credentials, secrets).await
+    }
+
+    async fn query_db(
+        &self,
+        database: Option<&str>,
+        statements: &[String],
+        credentials: Option<&Credentials>,
+        secrets: &[&str],
+    ) -> Result<Vec<StatementResult>, InfluxdbError> {
         let endpoint = format!("{}/query", self.base);
-        let mut request = self.http.post(&endpoint).form(&[("q", statements.join(";\n"))]);
+        let mut form = vec![("q", statements.join(";\n"))];
+        if let Some(database) = database {
+            form.push(("db", database.to_owned()));
+        }
+        let mut request = self.http.post(&endpoint).form(&form);
         if let Some(credentials) = credentials {
             request = request.basic_auth(&credentials.user, Some(credentials.password.expose()));
         }

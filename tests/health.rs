@@ -1,0 +1,155 @@
+//! `apimon health` against a REAL InfluxDB: synthetic `openstack_api.*`
+//! points, written as openstacksdk writes them, drive a service through
+//! ok → degraded → outage → ok; the example repository's own rules decide.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::support::executor::{influx, ADMIN};
+use crate::support::free_port;
+
+/// The example repository's rules with a short window and interval (the
+/// rules' meaning is theirs; only the timing is the test's).
+fn rules() -> String {
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples-repo/health.yaml"),
+    )
+    .expect("examples-repo/health.yaml");
+    let (_, rest) = example.split_once("\nflag_templates:").expect("flag_templates");
+    format!("settings:\n  interval: 1s\n  window_from: 4s\n  window_to: 1s\n  resolve_after: 2\nflag_templates:{rest}")
+}
+
+/// One request of `service` answered with `status`, as openstacksdk
+/// reports it (now).
+fn request(service: &str, status: u16) -> String {
+    format!("openstack_api.{service},environment=outside,method=GET,name=root,service_type={service},status_code={status} attempted=1i,duration=120i,status_code_val={status}i,{status}=1i")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synthetic_requests_drive_a_service_from_ok_to_degraded_to_outage_and_back() {
+    let Some(server) = influx().await else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("rules.yaml"), rules()).expect("rules");
+    let port = free_port();
+    let config = dir.path().join("health.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "environments: [outside]\ninfluxdb: {{url: '{}', database: apimon, username: admin, password: admin-pw}}\nlisten: 127.0.0.1:{port}\nrules_file: {}\n",
+            server.url(),
+            dir.path().join("rules.yaml").display()
+        ),
+    )
+    .expect("config");
+    let (controls, receiver) = mpsc::unbounded_channel();
+    let service = tokio::spawn(apimon::health::run(config, receiver));
+
+    // Requests keep coming; `phase` says how they are answered.
+    let phase = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let writer = {
+        let (phase, url) = (std::sync::Arc::clone(&phase), server.url());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for round in 0u64.. {
+                let failing = match phase.load(std::sync::atomic::Ordering::Relaxed) {
+                    1 => round % 5 == 0,
+                    2 => true,
+                    _ => false,
+                };
+                let status = if failing { 503 } else { 200 };
+                let body = [request("compute", status), request("network", 200)].join("\n");
+                let _ = http
+                    .post(format!("{url}/write"))
+                    .query(&[("db", "apimon")])
+                    .basic_auth(ADMIN.0, Some(ADMIN.1))
+                    .body(body)
+                    .send()
+                    .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let state_of = |service: &'static str| async move {
+        let Ok(answer) = reqwest::get(format!("http://127.0.0.1:{port}/api/v1/health")).await
+        else {
+            return String::new();
+        };
+        let body: serde_json::Value = answer.json().await.unwrap_or_default();
+        body["environments"]["outside"][service]["state"].as_str().unwrap_or_default().to_owned()
+    };
+    let mut seen = Vec::new();
+    for (step, want) in [(0u8, "ok"), (1, "degraded"), (2, "outage"), (0, "ok")] {
+        phase.store(step, std::sync::atomic::Ordering::Relaxed);
+        let mut state = String::new();
+        for _ in 0..200 {
+            state = state_of("compute").await;
+            if state == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(state, want, "after {seen:?}");
+        assert_eq!(state_of("network").await, "ok", "a healthy neighbour stays ok");
+        seen.push(state);
+    }
+    // The states are in InfluxDB too, with the values that decided them.
+    let (_, body) = server
+        .query_in(
+            Some(ADMIN),
+            "apimon",
+            "SELECT \"state\", \"weight\" FROM apimon_health WHERE \"service\" = 'compute'",
+        )
+        .await;
+    let states: std::collections::BTreeSet<String> = body["results"][0]["series"][0]["values"]
+        .as_array()
+        .map(|rows| rows.iter().filter_map(|r| r[1].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    assert_eq!(states.into_iter().collect::<Vec<_>>(), ["degraded", "ok", "outage"]);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(metrics.contains("apimon_health_query_errors_total 0\n"), "{metrics}");
+    writer.abort();
+    controls.send(apimon::health::Control::Shutdown).expect("running");
+    service.await.expect("join").expect("health service");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_influxdb_refuses_is_an_error_not_an_empty_result() {
+    let Some(server) = influx().await else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Lexes and groups, but InfluxDB has no such function.
+    let rules = "settings: {interval: 1s}\nflag_templates:\n  broken:\n    query: 'SELECT no_such_function(\"duration\") FROM /^openstack_api\\./ WHERE \"service_type\" =~ /$service/ AND $window GROUP BY \"service_type\"'\n    op: gt\n    threshold: 1\nflags:\n  - {name: odd, template: broken, services: [compute]}\nexpressions:\n  - {name: degraded, expression: odd, weight: 1}\n";
+    std::fs::write(dir.path().join("rules.yaml"), rules).expect("rules");
+    let port = free_port();
+    let config = dir.path().join("health.yaml");
+    std::fs::write(&config, format!("environments: [outside]\ninfluxdb: {{url: '{}', database: apimon, username: admin, password: admin-pw}}\nlisten: 127.0.0.1:{port}\nrules_file: {}\n", server.url(), dir.path().join("rules.yaml").display())).expect("config");
+    let (controls, receiver) = mpsc::unbounded_channel();
+    let service = tokio::spawn(apimon::health::run(config, receiver));
+    let mut body = serde_json::Value::Null;
+    for _ in 0..100 {
+        if let Ok(answer) = reqwest::get(format!("http://127.0.0.1:{port}/api/v1/health")).await {
+            body = answer.json().await.unwrap_or_default();
+            if body["errors"].as_array().is_some_and(|e| !e.is_empty()) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let error = &body["errors"][0];
+    assert_eq!(error["template"], "broken", "{body}");
+    assert!(error["message"].as_str().is_some_and(|m| m.contains("no_such_function")), "{body}");
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(!metrics.contains("apimon_health_query_errors_total 0\n"), "{metrics}");
+    controls.send(apimon::health::Control::Shutdown).expect("running");
+    service.await.expect("join").expect("health service");
+}
