@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::checks::{http_url_port, is_http_url, parse_timeout};
+use super::checks::{http_url_port, is_http_url};
 use super::{daemon, Check, SectionCheck};
 use crate::model::load::Document;
 use crate::model::sections::RawInventory;
@@ -123,13 +123,13 @@ fn check_logs(
             ),
         );
     }
-    let retention = match &logs.retention {
-        None => Duration::from_secs(14 * 86_400),
-        Some(text) => parse_timeout(text).unwrap_or_else(|| {
-            check.error(root, &format!("{path}.retention"), format!("invalid duration `{text}`; expected a whole number of seconds, minutes, hours or days like 14d"));
-            Duration::from_secs(14 * 86_400)
-        }),
-    };
+    let retention = check.duration(
+        root,
+        &format!("{path}.retention"),
+        logs.retention.as_deref(),
+        Duration::from_secs(14 * 86_400),
+        "14d",
+    );
     match &logs.temp_url_key {
         Some(key) => check.secret(root, &format!("{path}.temp_url_key"), key, true),
         None if !logs.public => check.error(root, &path, "no `temp_url_key`; a container that is not public is read through temp URLs, signed with that key (a secret)"),
@@ -151,17 +151,16 @@ fn check_sweeper(
     path: &str,
     sweeper: &raw::RawSweeper,
 ) -> Sweeper {
-    let mut duration = |key: &str, text: &Option<String>, default: u64| {
-        match text {
-        None => Duration::from_secs(default),
-        Some(text) => parse_timeout(text).unwrap_or_else(|| {
-            check.error(root, &format!("{path}.{key}"), format!("invalid duration `{text}`; expected a whole number of seconds, minutes or hours like 20m or 2h"));
-            Duration::from_secs(default)
-        }),
-    }
-    };
-    let interval = duration("interval", &sweeper.interval, 20 * 60);
-    let age = duration("age", &sweeper.age, 2 * 3600);
+    let secs = Duration::from_secs;
+    let interval = check.duration(
+        root,
+        &format!("{path}.interval"),
+        sweeper.interval.as_deref(),
+        secs(20 * 60),
+        "20m",
+    );
+    let age =
+        check.duration(root, &format!("{path}.age"), sweeper.age.as_deref(), secs(2 * 3600), "2h");
     let whole_project = match sweeper.select.as_deref() {
         None | Some("job_id") => false,
         Some("project") => true,
@@ -186,17 +185,21 @@ fn check_catalog_probes(
     path: &str,
     catalog: &raw::CatalogProbes,
 ) -> CatalogProbe {
-    let mut duration = |key: &str, text: &Option<String>, default: u64| {
-        match text {
-        None => Duration::from_secs(default),
-        Some(text) => parse_timeout(text).unwrap_or_else(|| {
-            check.error(root, &format!("{path}.{key}"), format!("invalid duration `{text}`; expected a whole number of seconds, minutes or hours like 30s or 1m"));
-            Duration::from_secs(default)
-        }),
-    }
-    };
-    let interval = duration("interval", &catalog.interval, 30);
-    let timeout = duration("timeout", &catalog.timeout, 10);
+    let secs = Duration::from_secs;
+    let interval = check.duration(
+        root,
+        &format!("{path}.interval"),
+        catalog.interval.as_deref(),
+        secs(30),
+        "30s",
+    );
+    let timeout = check.duration(
+        root,
+        &format!("{path}.timeout"),
+        catalog.timeout.as_deref(),
+        secs(10),
+        "10s",
+    );
     let interface = catalog.interface.clone().unwrap_or_else(|| "public".to_owned());
     if !matches!(interface.as_str(), "public" | "internal" | "admin") {
         check.error(

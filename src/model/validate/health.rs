@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::checks::{names_list, parse_timeout};
+use super::checks::names_list;
 use super::Check;
 use crate::model::health::expression::Expr;
 use crate::model::health::{Flag, FlagTemplate, Health, HealthExpression, PLACEHOLDERS};
@@ -26,18 +26,18 @@ pub(super) fn check(
         return None;
     }
     let settings = &file.settings;
-    let mut duration = |key: &str, text: &Option<String>, default: u64| {
-        match text {
-        None => Duration::from_secs(default),
-        Some(text) => parse_timeout(text).unwrap_or_else(|| {
-            check.error(doc, &format!("settings.{key}"), format!("invalid duration `{text}`; expected a whole number of seconds, minutes or hours like 60s or 5m"));
-            Duration::from_secs(default)
-        }),
-    }
-    };
-    let interval = duration("interval", &settings.interval, 60);
-    let window_from = duration("window_from", &settings.window_from, 300);
-    let window_to = duration("window_to", &settings.window_to, 120);
+    let secs = Duration::from_secs;
+    let interval =
+        check.duration(doc, "settings.interval", settings.interval.as_deref(), secs(60), "60s");
+    let window_from = check.duration(
+        doc,
+        "settings.window_from",
+        settings.window_from.as_deref(),
+        secs(300),
+        "5m",
+    );
+    let window_to =
+        check.duration(doc, "settings.window_to", settings.window_to.as_deref(), secs(120), "2m");
     if window_to >= window_from {
         check.error(doc, "settings.window_to", format!("the window ends {} s ago, not after it starts ({} s ago); expected window_to below window_from", window_to.as_secs(), window_from.as_secs()));
     }

@@ -88,6 +88,24 @@ impl Check {
         }
     }
 
+    /// The duration `text` at `path` (`30s`, `5m`, `2h`, `14d`), `default`
+    /// when absent; a bad one is reported (with `example`) and the default
+    /// stands in, so checking goes on.
+    fn duration<T>(
+        &mut self,
+        doc: &Document<T>,
+        path: &str,
+        text: Option<&str>,
+        default: std::time::Duration,
+        example: &str,
+    ) -> std::time::Duration {
+        let Some(text) = text else { return default };
+        checks::parse_timeout(text).unwrap_or_else(|| {
+            self.error(doc, path, format!("invalid duration `{text}`; expected a whole number of seconds, minutes, hours or days like {example}"));
+            default
+        })
+    }
+
     /// Reports names seen twice in `items` (name, key path).
     fn unique<'a, T>(
         &mut self,
