@@ -151,6 +151,11 @@ pub fn spawn(config: LogsConfig, context: Context) -> (Arc<LogStore>, JoinHandle
                 },
                 _ = retry.tick() => {}
             }
+            // Once the container is there (its storage URL makes the
+            // links), a tick with nothing pending has nothing to do.
+            if ensured && pending.is_empty() {
+                continue;
+            }
             if session.is_none() {
                 match CloudAuth::load(&context.clouds_file, &config.cloud) {
                     Ok(auth) => session = Some(Session::new(auth, http.clone())),
