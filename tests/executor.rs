@@ -517,16 +517,9 @@ async fn the_load_governor_skips_runs_on_an_overloaded_host_and_runs_them_otherw
         held.iter().all(|r| r.result == RunResult::Skipped && r.reason == Some("overloaded")),
         "{held:?}"
     );
-    let (code, body) = server
-        .query_in(
-            Some(("admin", "admin-pw")),
-            "apimon",
-            "SELECT count(duration_ms) FROM apimon_scenario WHERE reason = 'overloaded'",
-        )
-        .await;
-    assert_eq!(code, 200, "{body}");
-    let counted = body["results"][0]["series"][0]["values"][0][1].as_u64().unwrap_or(0);
-    assert!(counted >= 2, "{body}");
+    let query = "SELECT count(duration_ms) FROM apimon_scenario WHERE reason = 'overloaded'";
+    let counted = crate::support::executor::count_of(&server, query).await;
+    assert!(counted >= 2, "{query}: {counted}");
     let ran = run("1000000").await;
     assert!(ran.iter().any(|r| r.result == RunResult::Passed), "{ran:?}");
     assert!(ran.iter().all(|r| r.reason != Some("overloaded")), "{ran:?}");
@@ -572,10 +565,8 @@ async fn a_playbook_ansible_cannot_load_and_a_runner_that_cannot_start_are_error
     );
     for reason in ["playbook", "runner"] {
         let query = format!("SELECT count(duration_ms) FROM apimon_scenario WHERE scenario = 'unloadable' AND result = 'error' AND reason = '{reason}'");
-        let (code, body) = server.query_in(Some(("admin", "admin-pw")), "apimon", &query).await;
-        assert_eq!(code, 200, "{body}");
-        let counted = body["results"][0]["series"][0]["values"][0][1].as_u64().unwrap_or(0);
-        assert!(counted >= 2, "{reason}: {body}");
+        let counted = crate::support::executor::count_of(&server, &query).await;
+        assert!(counted >= 2, "{reason}: {counted}");
     }
     let (_, failed) = server
         .query_in(
@@ -670,14 +661,7 @@ async fn a_playbook_ansible_cannot_load_is_reported_after_the_rollout_before_it_
     let yearly = |name: &str| ansible_scenario(name, "0 0 0 1 1 *", &format!("{name}.yaml"), 60);
     config.write(&server.url(), &ansible, &[yearly("good"), yearly("bad")]);
     let running = start(&config);
-    let metrics = || async {
-        reqwest::get(format!("http://127.0.0.1:{}/metrics", config.ingest_port))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .unwrap_or_default()
-    };
+    let metrics = || crate::support::executor::metrics(config.ingest_port);
     let mut text = String::new();
     for _ in 0..150 {
         text = metrics().await;

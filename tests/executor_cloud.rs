@@ -135,12 +135,7 @@ async fn every_request_and_task_of_a_real_scenario_reaches_influxdb_even_across_
     let buffer = std::fs::read_to_string(config.dir.path().join("buffer/pending.lp"))
         .expect("points buffered while InfluxDB is down");
     assert!(buffer.contains("openstack_api.network,") && buffer.contains(&job));
-    let health = reqwest::get(format!("http://127.0.0.1:{}/metrics", config.ingest_port))
-        .await
-        .expect("/metrics")
-        .text()
-        .await
-        .expect("text");
+    let health = crate::support::executor::metrics(config.ingest_port).await;
     assert!(
         health.contains("apimon_executor_runs_total{scenario=\"known\",result=\"passed\"}")
             && !health.contains("apimon_executor_points_buffered 0\n"),
@@ -451,12 +446,7 @@ async fn catalog_probes_measure_every_endpoint_and_a_stopped_or_silent_one_fails
     assert!(!failed.is_empty(), "no failed probe after the endpoint stopped");
     assert!(failed.iter().all(|r| r.get("status_code").is_none_or(Value::is_null)), "{failed:?}");
 
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", config.ingest_port))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics = crate::support::executor::metrics(config.ingest_port).await;
     assert!(metrics.contains("apimon_executor_probes_total "), "{metrics}");
     running.stop().await;
     api.remove_service(&ok_service).await;
@@ -696,12 +686,7 @@ async fn job_logs_reach_swift_redacted_with_links_and_survive_an_outage_of_the_s
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", config.ingest_port))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics = crate::support::executor::metrics(config.ingest_port).await;
     assert!(missing.is_empty(), "logs lost: {missing:?} of {jobs:?}\n{metrics}\n{}", proxy.log());
     assert!(
         !metrics.contains("apimon_executor_log_upload_failures_total 0\n"),

@@ -8,6 +8,44 @@ use tokio::sync::mpsc;
 
 use crate::support::executor::{influx, ADMIN};
 use crate::support::free_port;
+use crate::support::influxdb::InfluxServer;
+
+/// `apimon health` running in the test's runtime on `rules`, reading and
+/// writing `server`'s `apimon` database.
+struct Service {
+    /// Its listener's port on 127.0.0.1.
+    port: u16,
+    controls: mpsc::UnboundedSender<apimon::health::Control>,
+    task: tokio::task::JoinHandle<Result<(), apimon::health::HealthError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Service {
+    fn start(server: &InfluxServer, rules: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let rules_file = dir.path().join("rules.yaml");
+        std::fs::write(&rules_file, rules).expect("rules");
+        let port = free_port();
+        let config = dir.path().join("health.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "environments: [outside]\ninfluxdb: {{url: '{}', database: apimon, username: admin, password: admin-pw}}\nlisten: 127.0.0.1:{port}\nrules_file: {}\n",
+                server.url(),
+                rules_file.display()
+            ),
+        )
+        .expect("config");
+        let (controls, receiver) = mpsc::unbounded_channel();
+        let task = tokio::spawn(apimon::health::run(config, receiver));
+        Self { port, controls, task, _dir: dir }
+    }
+
+    async fn stop(self) {
+        self.controls.send(apimon::health::Control::Shutdown).expect("running");
+        self.task.await.expect("join").expect("health service");
+    }
+}
 
 /// The example repository's rules with a short window and interval (the
 /// rules' meaning is theirs; only the timing is the test's).
@@ -29,21 +67,8 @@ fn request(service: &str, status: u16) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synthetic_requests_drive_a_service_from_ok_to_degraded_to_outage_and_back() {
     let Some(server) = influx().await else { return };
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("rules.yaml"), rules()).expect("rules");
-    let port = free_port();
-    let config = dir.path().join("health.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "environments: [outside]\ninfluxdb: {{url: '{}', database: apimon, username: admin, password: admin-pw}}\nlisten: 127.0.0.1:{port}\nrules_file: {}\n",
-            server.url(),
-            dir.path().join("rules.yaml").display()
-        ),
-    )
-    .expect("config");
-    let (controls, receiver) = mpsc::unbounded_channel();
-    let service = tokio::spawn(apimon::health::run(config, receiver));
+    let service = Service::start(&server, &rules());
+    let port = service.port;
 
     // Requests keep coming; `phase` says how they are answered.
     let phase = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
@@ -106,30 +131,19 @@ async fn synthetic_requests_drive_a_service_from_ok_to_degraded_to_outage_and_ba
         .map(|rows| rows.iter().filter_map(|r| r[1].as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
     assert_eq!(states.into_iter().collect::<Vec<_>>(), ["degraded", "ok", "outage"]);
-    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics = crate::support::executor::metrics(port).await;
     assert!(metrics.contains("apimon_health_query_errors_total 0\n"), "{metrics}");
     writer.abort();
-    controls.send(apimon::health::Control::Shutdown).expect("running");
-    service.await.expect("join").expect("health service");
+    service.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_influxdb_refuses_is_an_error_not_an_empty_result() {
     let Some(server) = influx().await else { return };
-    let dir = tempfile::tempdir().expect("temp dir");
     // Lexes and groups, but InfluxDB has no such function.
     let rules = "settings: {interval: 1s}\nflag_templates:\n  broken:\n    query: 'SELECT no_such_function(\"duration\") FROM /^openstack_api\\./ WHERE \"service_type\" =~ /$service/ AND $window GROUP BY \"service_type\"'\n    op: gt\n    threshold: 1\nflags:\n  - {name: odd, template: broken, services: [compute]}\nexpressions:\n  - {name: degraded, expression: odd, weight: 1}\n";
-    std::fs::write(dir.path().join("rules.yaml"), rules).expect("rules");
-    let port = free_port();
-    let config = dir.path().join("health.yaml");
-    std::fs::write(&config, format!("environments: [outside]\ninfluxdb: {{url: '{}', database: apimon, username: admin, password: admin-pw}}\nlisten: 127.0.0.1:{port}\nrules_file: {}\n", server.url(), dir.path().join("rules.yaml").display())).expect("config");
-    let (controls, receiver) = mpsc::unbounded_channel();
-    let service = tokio::spawn(apimon::health::run(config, receiver));
+    let service = Service::start(&server, rules);
+    let port = service.port;
     let mut body = serde_json::Value::Null;
     for _ in 0..100 {
         if let Ok(answer) = reqwest::get(format!("http://127.0.0.1:{port}/api/v1/health")).await {
@@ -143,13 +157,7 @@ async fn a_query_influxdb_refuses_is_an_error_not_an_empty_result() {
     let error = &body["errors"][0];
     assert_eq!(error["template"], "broken", "{body}");
     assert!(error["message"].as_str().is_some_and(|m| m.contains("no_such_function")), "{body}");
-    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics = crate::support::executor::metrics(port).await;
     assert!(!metrics.contains("apimon_health_query_errors_total 0\n"), "{metrics}");
-    controls.send(apimon::health::Control::Shutdown).expect("running");
-    service.await.expect("join").expect("health service");
+    service.stop().await;
 }

@@ -109,6 +109,24 @@ impl Config {
     }
 }
 
+/// The Prometheus text a listener on 127.0.0.1:`port` serves at `/metrics`
+/// (the executor's ingest listener, the health service's).
+pub async fn metrics(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("/metrics text")
+}
+
+/// The value of a `SELECT count(…)` query on `apimon` (0 without a series).
+pub async fn count_of(server: &InfluxServer, query: &str) -> u64 {
+    let (code, body) = server.query_in(Some(ADMIN), "apimon", query).await;
+    assert_eq!(code, 200, "{query}: {body}");
+    body["results"][0]["series"][0]["values"][0][1].as_u64().unwrap_or(0)
+}
+
 pub fn http_scenario(name: &str, cron: &str, url: &str) -> serde_json::Value {
     serde_json::json!({"name": name, "cron": cron, "timeout_seconds": 5, "runner": "http", "url": url, "method": "GET", "expect_status": 200})
 }
