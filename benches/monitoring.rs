@@ -150,11 +150,20 @@ async fn uploads(clouds_file: &Path) {
     let http = reqwest::Client::new();
     let auth = CloudAuth::load(clouds_file, "apimon-test").expect("clouds entry");
     let mut session = Session::new(auth, http.clone());
-    let key = apimon::model::Sensitive::new("bench-temp-url-key".to_owned());
     let name = format!("bench-logs-{:06x}", rand::random::<u32>() >> 8);
-    let mut container =
-        Container { session: &mut session, http: &http, name: &name, public: false, key: &key };
-    container.ensure().await.expect("container");
+    // The daemon's `logs.container` makes it on a platform; here, one PUT.
+    let token = session.token().await.expect("token").clone();
+    let storage = apimon::providers::keystone::object_store(&token, None).expect("object store");
+    let made = http
+        .put(format!("{storage}/{name}"))
+        .header("X-Auth-Token", token.value.expose())
+        .header("X-Container-Meta-Temp-URL-Key", "bench-temp-url-key")
+        .send()
+        .await
+        .expect("container");
+    assert!(made.status().is_success(), "{}", made.status());
+    let mut container = Container { session: &mut session, http: &http, name: &name };
+    container.check().await.expect("container");
     let redactor = Redactor::new(["apimon-secret-value".to_owned(), "another-secret".to_owned()]);
     for (size, count) in [(64 * 1024, 200), (4 * 1024 * 1024, 10)] {
         let line = "TASK [Create a server] ok: [localhost] => apimon-secret-value and more text\n";

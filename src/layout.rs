@@ -13,6 +13,8 @@ pub const RUNS_DIR: &str = "/var/lib/apimon/runs";
 pub const RESULTS_BUFFER_DIR: &str = "/var/lib/apimon/results";
 /// The daemon's secrets file.
 pub const SECRETS_PATH: &str = "/etc/apimon/secrets.yaml";
+/// The executor's configuration (rendered by apimon).
+pub const EXECUTOR_CONFIG_PATH: &str = "/etc/apimon/executor.yaml";
 /// The daemon's clouds.yaml.
 pub const CLOUDS_PATH: &str = "/etc/apimon/clouds.yaml";
 /// The daemon's approval token (the bearer token of `POST /approve`): a

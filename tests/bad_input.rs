@@ -88,6 +88,9 @@ rejects! {
         edit("apimon.yaml", "        password: {secret: outside_probe_password}\n", "        password: {secret: outside_probe_password}\n    logs: {cloud: elsewhere, container: logs}\n")
         => ["environments.outside.logs.cloud: `elsewhere` is not a monitored cloud of this environment; expected one of: production",
             "environments.outside.logs: no `temp_url_key`"];
+    a_job_log_container_whose_name_would_change_its_url_is_rejected:
+        edit("apimon.yaml", "        password: {secret: outside_probe_password}\n", "        password: {secret: outside_probe_password}\n    logs: {cloud: production, container: \"logs?x=1#y\", public: true}\n")
+        => ["environments.outside.logs.container: invalid container `logs?x=1#y`; expected 1 to 256 characters without `/`, `?`, `#`, `%` or control characters"];
     a_continuous_query_fragment_hiding_a_clause_in_a_comment_is_rejected:
         edit("inventory/outside/influxdb.yaml", "default: true}\n", "default: true}\n    continuous_queries:\n      - {name: q1, from: four_weeks, into: autogen, interval: 1m, measurements: m, select: \"mean(x) AS y /* ' */ INTO a..b GROUP BY time(1m) END; GRANT ALL PRIVILEGES TO u; --\"}\n")
         => ["inventory/outside/influxdb.yaml:6:", "continuous_queries[0].select: invalid InfluxQL fragment", "a comment (`--` or `/*`); expected none"];

@@ -622,6 +622,12 @@ async fn job_logs_reach_swift_redacted_with_links_and_survive_an_outage_of_the_s
     );
     config.set("keep_runs", "100");
     let container = format!("apimon-logs-{suffix}");
+    // The daemon makes the container (`logs.container`, tests/openstack.rs);
+    // the executor only uploads, and waits while it is missing.
+    let key = [("X-Container-Meta-Temp-URL-Key", format!("key-{suffix}"))];
+    let key: Vec<(&str, &str)> = key.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, ..) = api.swift(reqwest::Method::PUT, &container, &key, false).await;
+    assert_eq!(status, 201);
     config.set("logs", &format!(r#"{{"cloud": "logs", "container": "{container}", "retention_seconds": 3600, "temp_url_key": "key-{suffix}"}}"#));
     let mut running = start(&config);
 

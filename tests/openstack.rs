@@ -1142,3 +1142,74 @@ async fn swift_containers_are_created_marked_opened_and_pruned_with_their_object
     let (_, headers, _) = setup.api.swift(Method::HEAD, &theirs, &[], false).await;
     assert_eq!(headers.get("x-container-meta-apimon-env").map(String::as_str), Some("elsewhere"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_log_containers_are_made_in_the_monitored_cloud_with_their_key_then_changed_and_pruned()
+{
+    use reqwest::Method;
+    let Some(setup) = Setup::new("oslogs", 54).await else { return };
+    let env = setup.name.clone();
+    let container = format!("{env}-joblogs");
+    let apimon_yaml = setup.repo.path().join("apimon.yaml");
+    let base = std::fs::read_to_string(&apimon_yaml).expect("apimon.yaml");
+    // The monitored cloud is the suite's Keystone; its user's project holds the container.
+    let with_logs = |extra: &str| {
+        base.replacen(
+            "    cloud: apimon-test\n",
+            &format!("    cloud: apimon-test\n    monitored_clouds:\n      probed:\n        auth_url: http://127.0.0.1:5000/v3\n        region: RegionOne\n        project_name: apimon\n        username: apimon\n        password: {{secret: {env}_probe}}\n{extra}"),
+            1,
+        )
+    };
+    let logs = |public: bool| {
+        format!("    logs:\n      cloud: probed\n      container: {container}\n      public: {public}\n      temp_url_key: {{secret: {env}_key}}\n")
+    };
+    let secrets = |key: &str| {
+        std::fs::write(
+            &setup.secrets_file,
+            format!("{env}_admin: admin-pw\n{env}_telegraf: telegraf-pw\n{env}_probe: apimon\n{env}_key: {key}\n"),
+        )
+        .expect("secrets");
+    };
+    secrets("first-key");
+    setup.repo.write("apimon.yaml", &with_logs(&logs(false)));
+    let stdout = setup.apply_ok();
+    assert!(stdout.contains(&format!("logs.container/probed:{container}")), "{stdout}");
+    let (status, headers, _) = setup.api.swift(Method::HEAD, &container, &[], false).await;
+    assert_eq!(status, 204, "{headers:?}");
+    assert_eq!(headers.get("x-container-meta-apimon-managed").map(String::as_str), Some("true"));
+    assert_eq!(headers.get("x-container-meta-apimon-env"), Some(&env));
+    assert_eq!(headers.get("x-container-meta-temp-url-key").map(String::as_str), Some("first-key"));
+    assert!(!headers.contains_key("x-container-read"), "private: {headers:?}");
+    let again = setup.run("plan", &[]);
+    assert_eq!(again.status.code(), Some(0), "not converged:\n{}", text(&again).0);
+    assert!(!text(&again).0.contains("first-key"), "the key is never shown");
+
+    // A new key: an update that never prints it.
+    secrets("second-key");
+    let stdout = setup.apply_ok();
+    assert!(stdout.contains("temp-URL key changed"), "{stdout}");
+    assert!(!stdout.contains("second-key"), "{stdout}");
+    let (_, headers, _) = setup.api.swift(Method::HEAD, &container, &[], false).await;
+    assert_eq!(
+        headers.get("x-container-meta-temp-url-key").map(String::as_str),
+        Some("second-key")
+    );
+
+    // Public, with a log in it; then no logs at all: pruned with its objects.
+    let (status, ..) = setup
+        .api
+        .swift_put_body(Method::PUT, &format!("{container}/run/output.log"), &[], false, "PLAY\n")
+        .await;
+    assert_eq!(status, 201);
+    setup.repo.write("apimon.yaml", &with_logs(&logs(true)));
+    let stdout = setup.apply_ok();
+    assert!(stdout.contains("made public"), "{stdout}");
+    let (status, ..) =
+        setup.api.swift(Method::GET, &format!("{container}/run/output.log"), &[], true).await;
+    assert_eq!(status, 200, "readable without a token");
+    setup.repo.write("apimon.yaml", &with_logs(""));
+    let stdout = setup.apply_ok();
+    assert!(stdout.contains(&format!("logs.container/probed:{container}")), "{stdout}");
+    let (status, ..) = setup.api.swift(Method::HEAD, &container, &[], false).await;
+    assert_eq!(status, 404, "pruned with its log");
+}

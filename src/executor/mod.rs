@@ -19,7 +19,7 @@ mod background;
 pub mod config;
 pub mod health;
 pub mod ingest;
-pub mod keystone;
+pub use crate::providers::keystone;
 pub mod lineproto;
 pub mod load;
 pub mod logs;

@@ -41,7 +41,7 @@ pub struct RoleProfile {
 const EXECUTOR: &[RoleFile] = &[
     RoleFile {
         template: "executor.yaml.hbs",
-        path: "/etc/apimon/executor.yaml",
+        path: crate::layout::EXECUTOR_CONFIG_PATH,
         mode: 0o640,
         owner: "root",
         group: "apimon",

@@ -577,4 +577,5 @@ registry! {
     Influxdb influxdb: super::influxdb::InfluxdbProvider,
     Grafana grafana: super::grafana::GrafanaProvider,
     Host host: super::host::HostProvider,
+    Logs logs: super::logs::LogsProvider,
 }

@@ -178,15 +178,10 @@ pub fn spawn(config: LogsConfig, context: Context) -> (Arc<LogStore>, JoinHandle
             );
             redactor.extend(cloud_secrets);
             let Some(current) = session.as_mut() else { continue };
-            let mut container = swift::Container {
-                session: current,
-                http: &http,
-                name: &config.container,
-                public: config.public,
-                key: &config.temp_url_key,
-            };
+            let mut container =
+                swift::Container { session: current, http: &http, name: &config.container };
             if !ensured {
-                match container.ensure().await {
+                match container.check().await {
                     Ok(storage) => {
                         if let Ok(mut known) = shared.storage.lock() {
                             *known = Some(storage);

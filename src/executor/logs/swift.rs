@@ -1,14 +1,15 @@
-//! Swift, as the log store needs it: the container (with its temp-URL key
-//! and read ACL), one object per log with `X-Delete-After`, and temp URLs
-//! signed locally (HMAC-SHA256, Swift's `tempurl` middleware).
+//! Swift, as the log store needs it: the container's storage URL (the
+//! container itself is the daemon's: `providers::logs`), one object per
+//! log with `X-Delete-After`, and temp URLs signed locally (HMAC-SHA256,
+//! Swift's `tempurl` middleware).
 
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::executor::keystone::{KeystoneError, Session, Token};
 use crate::model::Sensitive;
+use crate::providers::keystone::{KeystoneError, Session};
 
 /// An upload failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,15 +35,7 @@ pub enum SwiftError {
 /// How long one request may take (a log is at most 16 MiB).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The object-store endpoint of `token`'s catalog (public, in `region`).
-pub fn storage_url(token: &Token, region: Option<&str>) -> Option<String> {
-    token
-        .catalog
-        .iter()
-        .filter(|e| e.service_type == "object-store" && e.interface == "public")
-        .find(|e| region.is_none_or(|r| e.region.as_deref() == Some(r)))
-        .map(|e| e.url.trim_end_matches('/').to_owned())
-}
+pub use crate::providers::keystone::object_store as storage_url;
 
 /// One container of one cloud.
 pub struct Container<'a> {
@@ -52,10 +45,6 @@ pub struct Container<'a> {
     pub http: &'a reqwest::Client,
     /// Container name.
     pub name: &'a str,
-    /// Read by anyone (`.r:*`), or through temp URLs only.
-    pub public: bool,
-    /// The container's temp-URL key.
-    pub key: &'a Sensitive<String>,
 }
 
 impl Container<'_> {
@@ -68,28 +57,30 @@ impl Container<'_> {
         Ok((token.value.clone(), url))
     }
 
-    /// Creates the container or sets its key and read ACL (PUT is both);
-    /// the storage URL.
+    /// The storage URL, once the container is there: apimon's daemon
+    /// makes it (with its temp-URL key and read ACL) before it writes the
+    /// executor.yaml that names it; until then uploads wait.
     ///
     /// # Errors
-    /// No token, no object store, or Swift refused.
-    pub async fn ensure(&mut self) -> Result<String, SwiftError> {
+    /// No token, no object store, no container, or Swift refused.
+    pub async fn check(&mut self) -> Result<String, SwiftError> {
         let (token, storage) = self.target().await?;
         let url = format!("{storage}/{}", self.name);
-        let mut request = self
+        let response = self
             .http
-            .put(&url)
+            .head(&url)
             .header("X-Auth-Token", token.expose())
-            .header("X-Container-Meta-Temp-URL-Key", self.key.expose())
-            .timeout(REQUEST_TIMEOUT);
-        request = if self.public {
-            request.header("X-Container-Read", ".r:*")
-        } else {
-            request.header("X-Remove-Container-Read", "x")
-        };
-        let response =
-            request.send().await.map_err(|e| call("PUT", &url, crate::error::chain(&e)))?;
-        refused("PUT", &url, response).await?;
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| call("HEAD", &url, crate::error::chain(&e)))?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            self.session.invalidate();
+        }
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Err(call("HEAD", &url, "no such container (yet): apimon makes it".to_owned()));
+        }
+        refused("HEAD", &url, response).await?;
         Ok(storage)
     }
 

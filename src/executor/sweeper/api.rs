@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::executor::keystone::{Endpoint, KeystoneError, Session, Token};
+use crate::providers::keystone::{Endpoint, KeystoneError, Session, Token};
 
 /// Most bytes of one list answer.
 const MAX_PAGE: usize = 32 * 1024 * 1024;

@@ -113,13 +113,22 @@ fn check_logs(
             format!("`{}` is not a monitored cloud of this environment; {known}", logs.cloud),
         );
     }
-    if logs.container.is_empty() || logs.container.len() > 256 || logs.container.contains('/') {
+    if logs.cloud.contains(':') {
+        // `logs.container/<cloud>:<container>` names the resource.
+        check.error(
+            root,
+            &format!("{path}.cloud"),
+            "a cloud that holds job logs has no `:` in its name",
+        );
+    }
+    let bad = |c: char| c.is_control() || matches!(c, '/' | '?' | '#' | '%');
+    if logs.container.is_empty() || logs.container.len() > 256 || logs.container.contains(bad) {
         check.error(
             root,
             &format!("{path}.container"),
             format!(
-                "invalid container `{}`; expected 1 to 256 characters without `/`",
-                logs.container
+                "invalid container `{}`; expected 1 to 256 characters without `/`, `?`, `#`, `%` or control characters",
+                logs.container.escape_debug()
             ),
         );
     }

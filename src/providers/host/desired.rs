@@ -208,6 +208,16 @@ pub fn desired(
             if has_runtime && names_runtime(&spec) {
                 depends_on.push(runtime_id(&env.name, &host.host));
             }
+            // executor.yaml names the job-log container: it is there first.
+            if let (Role::Executor, Some(logs)) = (host.role, &env.logs) {
+                if file_id.name.ends_with(crate::layout::EXECUTOR_CONFIG_PATH) {
+                    depends_on.push(crate::providers::logs::container_id(
+                        &env.name,
+                        &logs.cloud,
+                        &logs.container,
+                    ));
+                }
+            }
             if let HostSpec::File { owner, group, .. } = &spec {
                 let accounts: Vec<ResourceId> = account_ids
                     .iter()
@@ -292,6 +302,10 @@ mod tests {
         assert!(set[&config].depends_on.contains(&runtime), "{:?}", set[&config].depends_on);
         let clouds = file_id("outside", "outside-executor", "/etc/apimon/clouds.yaml");
         assert!(!set[&clouds].depends_on.contains(&runtime), "only what names the runtime waits");
+        let logs =
+            crate::providers::logs::container_id("outside", "production", "apimon-logs-outside");
+        assert!(set[&config].depends_on.contains(&logs), "executor.yaml names the log container");
+        assert!(!set[&clouds].depends_on.contains(&logs));
     }
 
     #[test]

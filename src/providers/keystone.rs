@@ -1,7 +1,8 @@
-//! A Keystone v3 session of the executor's own, for the work it does
-//! without a playbook (catalog probes, the sweeper): the credentials of one
-//! entry of the executor's clouds.yaml, one token per cloud renewed before
-//! it expires, and the service catalog that came with it.
+//! A Keystone v3 session of apimon's own, for what it does with a cloud
+//! that is not the environment's (the executor's catalog probes, sweeper
+//! and log uploads; the daemon's job-log containers): the credentials of
+//! one clouds.yaml entry or one monitored cloud, one token per cloud
+//! renewed before it expires, and the service catalog that came with it.
 
 use std::path::Path;
 use std::time::Duration;
@@ -103,18 +104,57 @@ impl CloudAuth {
             .map_err(|e| config(e.to_string()))?;
         let clouds: RawClouds = yaml_serde::from_str(&text).map_err(|e| config(e.to_string()))?;
         let entry = clouds.clouds.get(cloud).ok_or_else(|| config("no such entry".to_owned()))?;
-        let auth = &entry.auth;
-        let auth_url = auth.auth_url.as_deref().ok_or_else(|| config("no auth.auth_url".into()))?;
+        Self::of(cloud, &entry.auth, entry.region_name.clone()).map_err(config)
+    }
+
+    /// A monitored cloud's password credentials, as the repository declares
+    /// them (`monitored_clouds.<cloud>`, secrets resolved).
+    ///
+    /// # Errors
+    /// A value a token needs is empty (a secret that is not set).
+    pub fn password(cloud: &str, monitored: &MonitoredAuth<'_>) -> Result<Self, String> {
+        let domain = Some(monitored.domain_name.to_owned());
+        let auth = RawAuth {
+            auth_url: Some(monitored.auth_url.to_owned()),
+            username: Some(monitored.username.to_owned()).filter(|u| !u.is_empty()),
+            password: Some(monitored.password.to_owned()).filter(|p| !p.is_empty()),
+            project_name: Some(monitored.project_name.to_owned()),
+            user_domain_name: domain.clone(),
+            project_domain_name: domain,
+            ..RawAuth::default()
+        };
+        Self::of(cloud, &auth, monitored.region.map(str::to_owned))
+    }
+
+    fn of(cloud: &str, auth: &RawAuth, region: Option<String>) -> Result<Self, String> {
+        let auth_url = auth.auth_url.as_deref().ok_or("no auth.auth_url")?;
         let base = auth_url.trim_end_matches('/');
         let base = base.strip_suffix("/v3").unwrap_or(base);
-        let body = token_body(auth).map_err(config)?;
+        let body = token_body(auth)?;
         Ok(Self {
             cloud: cloud.to_owned(),
             token_url: format!("{base}/v3/auth/tokens"),
             body: Sensitive::new(body.to_string()),
-            region: entry.region_name.clone(),
+            region,
         })
     }
+}
+
+/// A monitored cloud's password credentials, resolved.
+#[derive(Clone, Copy)]
+pub struct MonitoredAuth<'a> {
+    /// Keystone URL.
+    pub auth_url: &'a str,
+    /// Region, when set.
+    pub region: Option<&'a str>,
+    /// Project name.
+    pub project_name: &'a str,
+    /// Domain of the user and the project.
+    pub domain_name: &'a str,
+    /// User name.
+    pub username: &'a str,
+    /// Password.
+    pub password: &'a str,
 }
 
 /// The `POST /v3/auth/tokens` body for `auth`.
@@ -209,6 +249,17 @@ struct CatalogEndpoint {
     #[serde(default)]
     region_id: Option<String>,
     url: String,
+}
+
+/// The object-store endpoint of `token`'s catalog (public, in `region`
+/// when one is named), without a trailing `/`.
+pub fn object_store(token: &Token, region: Option<&str>) -> Option<String> {
+    token
+        .catalog
+        .iter()
+        .filter(|e| e.service_type == "object-store" && e.interface == "public")
+        .find(|e| region.is_none_or(|r| e.region.as_deref() == Some(r)))
+        .map(|e| e.url.trim_end_matches('/').to_owned())
 }
 
 /// Most bytes of a token answer read (catalogs are large, not that large).
