@@ -15,6 +15,9 @@ pub const RESULTS_BUFFER_DIR: &str = "/var/lib/apimon/results";
 pub const SECRETS_PATH: &str = "/etc/apimon/secrets.yaml";
 /// The executor's configuration (rendered by apimon).
 pub const EXECUTOR_CONFIG_PATH: &str = "/etc/apimon/executor.yaml";
+/// The executor's availability zone, as Nova put its server (written by
+/// apimon when the repository leaves the zone to Nova).
+pub const EXECUTOR_ZONE_PATH: &str = "/etc/apimon/zone";
 /// The daemon's clouds.yaml.
 pub const CLOUDS_PATH: &str = "/etc/apimon/clouds.yaml";
 /// The daemon's approval token (the bearer token of `POST /approve`): a

@@ -76,6 +76,11 @@ async fn the_local_stack_runs_the_example_platform_and_stops_cleanly() {
     let executor_yaml = std::fs::read_to_string(hosts.join("etc/apimon/executor.yaml"))
         .expect("executor.yaml on the executor host");
     assert!(executor_yaml.contains("token_issue"), "{executor_yaml}");
+    // The example leaves the executor's zone to Nova: apimon asked Nova when
+    // it wrote the host's files (the control plane's one zone is `nova`).
+    assert!(executor_yaml.contains("zone_file: /etc/apimon/zone"), "{executor_yaml}");
+    let zone = std::fs::read_to_string(hosts.join("etc/apimon/zone")).expect("zone file");
+    assert_eq!(zone, "nova\n");
     let units = std::fs::read_to_string(hosts.join(".tools/systemctl.log")).expect("units");
     assert!(units.contains("enable apimon-executor"), "{units}");
     // The executor's runs are points in the local InfluxDB.

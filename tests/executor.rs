@@ -391,6 +391,7 @@ fn the_rendered_executor_config_is_what_the_executor_reads() {
     assert!(sweeper.dry_run && !sweeper.platform_project);
     assert_eq!(sweeper.select, executor::sweeper::Select::JobIds);
     assert_eq!(config.results.zone.as_deref(), Some("eu-de-02"), "the declared zone");
+    assert_eq!(config.zone_file, None, "a declared zone is the zone");
     let logs = config.logs.as_ref().expect("logs");
     assert_eq!((logs.cloud.as_str(), logs.container.as_str()), ("production", "apimon-logs"));
     assert_eq!(logs.retention.as_secs(), 14 * 86_400);
@@ -578,6 +579,24 @@ async fn a_playbook_ansible_cannot_load_and_a_runner_that_cannot_start_are_error
     assert!(failed["results"][0]["series"].is_null(), "recorded as the cloud's failure: {failed}");
 }
 
+#[test]
+fn an_executor_whose_zone_is_left_to_nova_reads_the_zone_file_apimon_writes() {
+    let repo = crate::support::TestRepo::fixture();
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = crate::support::apimon(&[
+        "render",
+        "--repo",
+        &repo.path().to_string_lossy(),
+        "--out",
+        &out.path().to_string_lossy(),
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    let path = out.path().join("outside/outside-executor/etc/apimon/executor.yaml");
+    let config = executor::config::load(&path).expect("rendered config parses");
+    assert_eq!(config.results.zone, None);
+    assert_eq!(config.zone_file.as_deref(), Some(Path::new(apimon::layout::EXECUTOR_ZONE_PATH)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_point_carries_the_executors_zone_from_the_metadata_service_or_its_config() {
     let Some(server) = influx().await else { return };
@@ -637,8 +656,11 @@ async fn every_point_carries_the_executors_zone_from_the_metadata_service_or_its
     assert_eq!(seen, ["az-meta-1"]);
     assert_eq!(zones("apimon_executor").await, ["az-meta-1"]);
 
-    // A zone in executor.yaml wins, and a reload applies it.
-    config.set("zone", "az-conf-2");
+    // The zone file apimon writes (Nova's answer when it applied the
+    // server) comes before the metadata service.
+    let zone_file = config.dir.path().join("zone");
+    std::fs::write(&zone_file, "az-file-3\n").expect("zone file");
+    config.set("zone_file", &zone_file.display().to_string());
     for _ in 0..100 {
         seen = zones("apimon_scenario").await;
         if seen.len() == 2 {
@@ -646,7 +668,18 @@ async fn every_point_carries_the_executors_zone_from_the_metadata_service_or_its
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(seen, ["az-conf-2", "az-meta-1"]);
+    assert_eq!(seen, ["az-file-3", "az-meta-1"]);
+
+    // A zone in executor.yaml wins, and a reload applies it.
+    config.set("zone", "az-conf-2");
+    for _ in 0..100 {
+        seen = zones("apimon_scenario").await;
+        if seen.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(seen, ["az-conf-2", "az-file-3", "az-meta-1"]);
     running.stop().await;
 }
 

@@ -30,12 +30,20 @@ pub async fn from_metadata(url: &str, timeout: Duration) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// A zone name as clouds give them: 1 to 255 of letters, digits, `-`,
-/// `_`, `.`, `:`.
-pub fn is_zone_name(zone: &str) -> bool {
-    !zone.is_empty()
-        && zone.len() <= 255
-        && zone.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+pub use crate::model::is_zone_name;
+
+/// Most bytes of a zone file read.
+const MAX_ZONE_FILE: u64 = 1024;
+
+/// The zone in the file apimon wrote (`/etc/apimon/zone`): `None` when it
+/// is empty (the cloud could not say) or holds no zone name.
+///
+/// # Errors
+/// The file cannot be read (missing, not a regular file, too large).
+pub fn from_file(path: &std::path::Path) -> Result<Option<String>, crate::fsutil::ReadError> {
+    let text = crate::fsutil::read_text_limited(path, MAX_ZONE_FILE)?;
+    let zone = text.trim();
+    Ok(is_zone_name(zone).then(|| zone.to_owned()))
 }
 
 /// `line` with the tag `zone=<zone>` after its series key, unless it has

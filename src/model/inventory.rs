@@ -142,3 +142,11 @@ pub enum Remote {
     /// Members of a security group of the same environment.
     Group(String),
 }
+
+/// A zone name as clouds give them: 1 to 255 of letters, digits, `-`,
+/// `_`, `.`, `:`.
+pub fn is_zone_name(zone: &str) -> bool {
+    !zone.is_empty()
+        && zone.len() <= 255
+        && zone.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}

@@ -26,7 +26,9 @@ use std::time::Duration;
 
 pub use error::{Diagnostic, Diagnostics, LoadError, Location};
 pub use influx::{ContinuousQuery, Database, InfluxDuration, Influxdb, RetentionPolicy};
-pub use inventory::{Host, Keypair, Network, PublicKey, Remote, Rule, SecurityGroup, Subnet};
+pub use inventory::{
+    is_zone_name, Host, Keypair, Network, PublicKey, Remote, Rule, SecurityGroup, Subnet,
+};
 pub use raw::{Direction, DriftMode, MaybeSecret, Placement, Privilege, Protocol, Role};
 pub use secret::{Secrets, Sensitive};
 pub use sections::Sections;

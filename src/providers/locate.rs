@@ -15,6 +15,9 @@ pub enum Which {
     Floating,
     /// Its fixed IPv4 address on its first network (from inside).
     Fixed,
+    /// Not an address: the availability zone Nova put it in (an
+    /// executor's `zone` tag).
+    Zone,
 }
 
 impl Which {
@@ -23,6 +26,7 @@ impl Which {
         match self {
             Self::Floating => "floating IP",
             Self::Fixed => "fixed address",
+            Self::Zone => "availability zone",
         }
     }
 }

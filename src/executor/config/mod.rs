@@ -66,8 +66,11 @@ pub struct RawConfig {
     pub logs: Option<RawLogs>,
     /// The executor's availability zone, a `zone` tag on every point.
     pub zone: Option<String>,
-    /// Without `zone`: Nova's metadata document to read it from
-    /// (`http://169.254.169.254/openstack/latest/meta_data.json` on a server).
+    /// Without `zone`: the file apimon wrote the zone Nova gave the
+    /// server into (`/etc/apimon/zone`).
+    pub zone_file: Option<PathBuf>,
+    /// Without `zone` or `zone_file`: Nova's metadata document to read it
+    /// from (`http://169.254.169.254/openstack/latest/meta_data.json`).
     pub zone_metadata_url: Option<String>,
 }
 
@@ -199,7 +202,10 @@ pub struct Config {
     pub sweepers: BTreeMap<String, super::sweeper::SweeperConfig>,
     /// The job logs' store.
     pub logs: Option<super::logs::LogsConfig>,
-    /// Where the zone is read when executor.yaml does not give it.
+    /// Where the zone is read when executor.yaml does not give it: the
+    /// file apimon wrote, else the metadata service.
+    pub zone_file: Option<PathBuf>,
+    /// See [`RawConfig::zone_metadata_url`].
     pub zone_metadata_url: Option<String>,
 }
 
@@ -410,6 +416,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         probes,
         sweepers,
         logs,
+        zone_file: raw.zone_file,
         zone_metadata_url: raw.zone_metadata_url,
     })
 }

@@ -25,7 +25,14 @@ pub(super) async fn apply(
         (_, Some(HostSpec::File { host, path, sha256, mode, owner, group, content, .. }), _) => {
             let read;
             let fetched;
+            let zone;
+            let mut sha256 = sha256.clone();
             let bytes: &[u8] = match content {
+                Content::Zone(server) => {
+                    zone = zone_of(provider, host, server).await?;
+                    sha256 = crate::digest::sha256_hex(zone.as_bytes());
+                    zone.as_bytes()
+                }
                 Content::Bytes(bytes) => bytes.expose(),
                 Content::Local(local) => {
                     read = tokio::fs::read(local)
@@ -36,13 +43,13 @@ pub(super) async fn apply(
                 Content::Remote { url, signature_url } => {
                     let key = provider.release_key.as_deref();
                     fetched =
-                        super::release::fetch(url, sha256, signature_url.as_deref(), key).await?;
+                        super::release::fetch(url, &sha256, signature_url.as_deref(), key).await?;
                     &fetched
                 }
             };
             // The executor's binary must start before it replaces the running one.
             let check = (path == super::BINARY_PATH).then_some("\"$tmp\" --version");
-            upload(provider, host, path, bytes, sha256, (*mode, owner, group), check).await
+            upload(provider, host, path, bytes, &sha256, (*mode, owner, group), check).await
         }
         (
             Op::Delete,
@@ -174,4 +181,30 @@ pub(super) async fn upload(
         group = quote(group),
     );
     provider.run(host, &format!("uploading {path}"), &script, Some(bytes)).await.map(drop)
+}
+
+/// `server`'s availability zone as Nova has it now, and a line break; an
+/// empty file when the cloud cannot be asked from here (no clouds.yaml
+/// entry), or Nova gives the server no valid zone: the executor then tags
+/// no zone. A cloud that does not answer is an error (retried): an empty
+/// file would stand until the server is replaced.
+async fn zone_of(provider: &HostProvider, host: &str, server: &str) -> Result<String, HostError> {
+    let Some(locate) = &provider.locate else {
+        tracing::warn!(server, "The cloud cannot be asked for the server's availability zone from here; its executor tags no zone.");
+        return Ok(String::new());
+    };
+    match locate.address(server, super::Which::Zone).await {
+        Ok(zone) if crate::model::is_zone_name(&zone) => Ok(format!("{zone}\n")),
+        Ok(zone) => {
+            tracing::warn!(server, zone = %zone.escape_debug(), "Nova gave an availability zone that is no zone name; its executor tags no zone.");
+            Ok(String::new())
+        }
+        Err(source @ crate::providers::locate::LocateError::Cloud { .. }) => {
+            Err(HostError::Ssh(super::ssh::SshError::Locate { host: host.to_owned(), source }))
+        }
+        Err(error) => {
+            tracing::warn!(server, error = %error, "No availability zone for the server; its executor tags no zone.");
+            Ok(String::new())
+        }
+    }
 }

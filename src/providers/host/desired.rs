@@ -86,6 +86,27 @@ pub fn desired(
                 files.push((file_id(&env.name, &host.host, BINARY_PATH), spec));
             }
         }
+        // An executor whose zone the repository leaves to Nova: the zone
+        // Nova gave its server, asked when the server is created or
+        // replaced (the file lives on it) and read by the executor.
+        let zone_left_to_nova =
+            env.hosts.iter().any(|h| h.name == host.host && h.availability_zone.is_none());
+        if host.role == Role::Executor && zone_left_to_nova {
+            let spec = HostSpec::File {
+                host: host.host.clone(),
+                path: crate::layout::EXECUTOR_ZONE_PATH.to_owned(),
+                sha256: String::new(),
+                mode: 0o644,
+                owner: "root".to_owned(),
+                group: "root".to_owned(),
+                restarts: Vec::new(),
+                template: None,
+                content: Content::Zone(host.host.clone()),
+            };
+            files.push((file_id(&env.name, &host.host, crate::layout::EXECUTOR_ZONE_PATH), spec));
+        }
+        let zone_file = zone_left_to_nova
+            .then(|| file_id(&env.name, &host.host, crate::layout::EXECUTOR_ZONE_PATH));
         // Accounts first: files and units name them.
         let mut account_ids = Vec::new();
         let daemon_account = host.runs_daemon.then_some(DAEMON_ACCOUNT);
@@ -208,9 +229,14 @@ pub fn desired(
             if has_runtime && names_runtime(&spec) {
                 depends_on.push(runtime_id(&env.name, &host.host));
             }
+            let is_config = file_id.name.ends_with(crate::layout::EXECUTOR_CONFIG_PATH);
+            // executor.yaml names the zone file: it is written first.
+            if let (Role::Executor, true, Some(zone)) = (host.role, is_config, &zone_file) {
+                depends_on.push(zone.clone());
+            }
             // executor.yaml names the job-log container: it is there first.
             if let (Role::Executor, Some(logs)) = (host.role, &env.logs) {
-                if file_id.name.ends_with(crate::layout::EXECUTOR_CONFIG_PATH) {
+                if is_config {
                     depends_on.push(crate::providers::logs::container_id(
                         &env.name,
                         &logs.cloud,
@@ -306,6 +332,16 @@ mod tests {
             crate::providers::logs::container_id("outside", "production", "apimon-logs-outside");
         assert!(set[&config].depends_on.contains(&logs), "executor.yaml names the log container");
         assert!(!set[&clouds].depends_on.contains(&logs));
+        // The example leaves the executor's zone to Nova: a zone file,
+        // any content, written before executor.yaml.
+        let zone = file_id("outside", "outside-executor", crate::layout::EXECUTOR_ZONE_PATH);
+        assert!(
+            matches!(&set[&zone].spec, HostSpec::File { sha256, content: Content::Zone(server), .. } if sha256.is_empty() && server == "outside-executor")
+        );
+        assert!(set[&config].depends_on.contains(&zone));
+        assert_eq!(set[&zone].lives_on, Some(openstack::server_id("outside", "outside-executor")));
+        let bastion = file_id("outside", "outside-bastion", crate::layout::EXECUTOR_ZONE_PATH);
+        assert!(!set.contains_key(&bastion), "executors only");
     }
 
     #[test]

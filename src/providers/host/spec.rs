@@ -26,6 +26,11 @@ pub enum Content {
         /// Its SSH signature.
         signature_url: Option<String>,
     },
+    /// The availability zone of server `0`, asked of the cloud when the
+    /// file is written (its server created or replaced, or the file
+    /// missing); empty when the cloud cannot be asked from here. The
+    /// spec's `sha256` is empty: any content is as declared.
+    Zone(String),
 }
 
 /// One thing on a host.
@@ -130,7 +135,8 @@ impl Spec for HostSpec {
                 HostSpec::File { sha256: s, mode: m, owner: o, group: g, .. },
             ) => {
                 let mut reasons = Vec::new();
-                if sha256 != s {
+                // Empty: content only known when written (Content::Zone).
+                if !sha256.is_empty() && sha256 != s {
                     reasons.push(match template {
                         Some(template) => format!("content changed (template {template})"),
                         None => "content changed".to_owned(),
@@ -222,6 +228,15 @@ mod tests {
             running,
             restart_token: token.into(),
         }
+    }
+
+    #[test]
+    fn a_file_known_only_when_written_compares_by_presence_mode_and_owner() {
+        assert_eq!(file("", 0o644).compare(&file("e3b0c442", 0o644)), Comparison::Same);
+        assert_eq!(
+            file("", 0o644).compare(&file("e3b0c442", 0o600)),
+            Comparison::Update(vec!["mode 0600 → 0644".into()])
+        );
     }
 
     #[test]

@@ -134,6 +134,12 @@ pub(in crate::providers::openstack) async fn address(
     };
     match which {
         Which::Fixed => get(p, r, &id).await.map_err(cloud)?.fixed_address().ok_or_else(no_address),
+        Which::Zone => get(p, r, &id)
+            .await
+            .map_err(cloud)?
+            .availability_zone
+            .filter(|zone| !zone.is_empty())
+            .ok_or_else(no_address),
         Which::Floating => {
             let port = match first_port(p, r, &id).await {
                 Ok(port) => port,

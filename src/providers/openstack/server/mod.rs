@@ -105,7 +105,7 @@ pub(crate) struct ServerJson {
     #[serde(default)]
     security_groups: Vec<NamedJson>,
     #[serde(rename = "OS-EXT-AZ:availability_zone", default)]
-    availability_zone: Option<String>,
+    pub availability_zone: Option<String>,
     #[serde(default)]
     pub fault: Option<FaultJson>,
 }
