@@ -47,7 +47,7 @@ hosts, root, ansible, ingest = sys.argv[1:5]
 text = open(f"{hosts}/etc/apimon/executor.yaml").read()
 text = text.replace('"/etc/apimon/', f'"{hosts}/etc/apimon/')
 lines = [l for l in text.splitlines() if not l.startswith("ansible_playbook:")]
-lines += [f"ansible_playbook: {json.dumps(ansible)}", f'runs_dir: "{root}/runs"',
+lines += [f"ansible_playbook: {json.dumps(ansible)}", f'runs_dir: "{hosts}/var/lib/apimon/runs"',
           f"ingest_listen: 127.0.0.1:{ingest}", "health_interval_seconds: 10"]
 text = "\n".join(lines) + "\n"
 text = text.replace("results:\n", f'results:\n  buffer_dir: "{root}/results"\n', 1)

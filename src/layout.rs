@@ -18,6 +18,10 @@ pub const EXECUTOR_CONFIG_PATH: &str = "/etc/apimon/executor.yaml";
 /// The executor's availability zone, as Nova put its server (written by
 /// apimon when the repository leaves the zone to Nova).
 pub const EXECUTOR_ZONE_PATH: &str = "/etc/apimon/zone";
+/// What the executor's last syntax check found, by scenario (JSON, in
+/// its runs directory): the daemon reads it when it observes the host, so
+/// `/status` names the playbooks an executor's runtime cannot load.
+pub const UNLOADABLE_REPORT: &str = "/var/lib/apimon/runs/.unloadable.json";
 /// The daemon's clouds.yaml.
 pub const CLOUDS_PATH: &str = "/etc/apimon/clouds.yaml";
 /// The daemon's approval token (the bearer token of `POST /approve`): a

@@ -78,7 +78,7 @@ async fn the_local_stack_runs_the_example_platform_and_stops_cleanly() {
     assert!(executor_yaml.contains("token_issue"), "{executor_yaml}");
     // The example leaves the executor's zone to Nova: apimon asked Nova when
     // it wrote the host's files (the control plane's one zone is `nova`).
-    assert!(executor_yaml.contains("zone_file: /etc/apimon/zone"), "{executor_yaml}");
+    assert!(executor_yaml.contains("zone_file: \"/etc/apimon/zone\""), "{executor_yaml}");
     let zone = std::fs::read_to_string(hosts.join("etc/apimon/zone")).expect("zone file");
     assert_eq!(zone, "nova\n");
     let units = std::fs::read_to_string(hosts.join(".tools/systemctl.log")).expect("units");
@@ -111,8 +111,27 @@ async fn the_local_stack_runs_the_example_platform_and_stops_cleanly() {
     let schedule = repo.join("scenarios/schedule.yaml");
     let text = std::fs::read_to_string(&schedule).expect("schedule.yaml");
     assert!(text.contains("cron: \"*/5 * * * *\""), "{text}");
-    std::fs::write(&schedule, text.replacen("cron: \"*/5 * * * *\"", "cron: \"*/7 * * * *\"", 1))
-        .expect("edit");
+    // And a scenario whose playbook Ansible cannot load: the executor's
+    // syntax check finds it, and the daemon's status names it.
+    let text = text.replacen("cron: \"*/5 * * * *\"", "cron: \"*/7 * * * *\"", 1)
+        + "\n  - scenario: unloadable\n    environments: [outside]\n    cron: \"0 0 1 1 *\"\n";
+    std::fs::write(&schedule, text).expect("edit");
+    std::fs::write(
+        repo.join("scenarios/unloadable.yaml"),
+        "description: A module no collection has.\ntimeout: 1m\nansible:\n  playbook: playbooks/unloadable.yaml\n  cloud: production\n",
+    )
+    .expect("scenario");
+    std::fs::write(
+        repo.join("scenarios/playbooks/unloadable.yaml"),
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - no_such.collection.module: {x: 1}\n",
+    )
+    .expect("playbook");
+    let added = std::process::Command::new("git")
+        .args(["add", "-A"])
+        .current_dir(&repo)
+        .status()
+        .expect("git");
+    assert!(added.success());
     let commit = std::process::Command::new("git")
         .args([
             "-c",
@@ -120,8 +139,8 @@ async fn the_local_stack_runs_the_example_platform_and_stops_cleanly() {
             "-c",
             "user.email=dev@localhost",
             "commit",
-            "-qam",
-            "keep five weeks",
+            "-qm",
+            "keep five weeks, and a playbook that cannot load",
         ])
         .current_dir(&repo)
         .status()
@@ -139,6 +158,21 @@ async fn the_local_stack_runs_the_example_platform_and_stops_cleanly() {
         log.contains("scenario=list_servers cron=0 */7 * * * *").then_some(())
     })
     .await;
+    // The executor reports it after the rollout; the daemon reads the
+    // report when it next observes the host (a trigger observes all).
+    let findings = eventually("the daemon's status names the unloadable playbook", || async {
+        let _ = http.post(format!("{daemon}/trigger")).send().await;
+        let s = status().await?;
+        let findings = s["environments"]["outside"]["findings"].as_array()?.clone();
+        findings
+            .iter()
+            .any(|f| f["subject"] == "outside-executor" && f["items"].get("unloadable").is_some())
+            .then_some(findings)
+    })
+    .await;
+    let complaint = findings[0]["items"]["unloadable"].as_str().unwrap_or_default();
+    assert!(complaint.contains("no_such.collection.module"), "{findings:?}");
+    assert_eq!(findings[0]["items"].as_object().map(|o| o.len()), Some(1), "{findings:?}");
 
     let pids: Vec<i32> = ["influxd", "sshd", "daemon", "executor", "follow"]
         .iter()

@@ -705,6 +705,13 @@ async fn a_playbook_ansible_cannot_load_is_reported_after_the_rollout_before_it_
     }
     assert!(text.contains("apimon_executor_playbook_unloadable{scenario=\"bad\"} 1"), "{text}");
     assert!(!text.contains("apimon_executor_playbook_unloadable{scenario=\"good\"}"), "{text}");
+    // The report the daemon reads when it observes the host.
+    let report = std::fs::read_to_string(config.dir.path().join("runs/.unloadable.json"))
+        .expect("the syntax check's report");
+    let report: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&report).expect("JSON");
+    assert_eq!(report.keys().collect::<Vec<_>>(), ["bad"], "{report:?}");
+    assert!(report["bad"].contains("no_such.collection.module"), "{report:?}");
     let (_, body) = server
         .query_in(
             Some(crate::support::executor::ADMIN),

@@ -19,6 +19,8 @@ struct Inner {
     last_applied: BTreeMap<String, f64>,
     drift: BTreeMap<String, u64>,
     pending: BTreeMap<String, u64>,
+    /// (environment, host) → scheduled playbooks its runtime cannot load.
+    unloadable: BTreeMap<(String, String), u64>,
 }
 
 /// Everything the daemon counts.
@@ -79,6 +81,17 @@ impl Metrics {
         });
     }
 
+    /// What the last observation of `env`'s hosts found: playbooks each
+    /// executor's runtime cannot load.
+    pub fn unloadable(&self, env: &str, by_host: &[(String, u64)]) {
+        self.with(|m| {
+            m.unloadable.retain(|(e, _), _| e != env);
+            for (host, count) in by_host {
+                m.unloadable.insert((env.to_owned(), host.clone()), *count);
+            }
+        });
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
         let Ok(m) = self.inner.lock() else { return String::new() };
@@ -120,6 +133,10 @@ impl Metrics {
         let _ = writeln!(out, "# HELP apimon_pending_changes Changes waiting for a maintenance window or, for report-only drift, for an operator.\n# TYPE apimon_pending_changes gauge");
         for (env, count) in &m.pending {
             let _ = writeln!(out, "apimon_pending_changes{{environment=\"{env}\"}} {count}");
+        }
+        let _ = writeln!(out, "# HELP apimon_executor_playbooks_unloadable Scheduled playbooks an executor's runtime cannot load, as its last syntax check found (read when the daemon observed the host).\n# TYPE apimon_executor_playbooks_unloadable gauge");
+        for ((env, host), count) in &m.unloadable {
+            let _ = writeln!(out, "apimon_executor_playbooks_unloadable{{environment=\"{env}\",host=\"{host}\"}} {count}");
         }
         out
     }

@@ -75,6 +75,10 @@ pub struct EnvironmentStatus {
     pub pending: Vec<Pending>,
     /// Resources the last drift check found changed.
     pub drift_found: usize,
+    /// What the last observation of the environment's hosts found beyond
+    /// resources: each executor's scheduled playbooks its runtime cannot
+    /// load, with Ansible's complaint.
+    pub findings: Vec<crate::providers::Finding>,
 }
 
 /// A commit that was not applied.

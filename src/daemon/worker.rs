@@ -349,7 +349,19 @@ impl Worker {
             Scope::Everything => None,
         };
         let report = super::status::Observation::of(trigger, only, &before, &after);
-        self.update_status(|s| s.last_observation = Some(report));
+        // Only what this pass observed: a cached provider's stand.
+        let found = prepared.live.as_ref().map(|l| l.findings()).unwrap_or_default();
+        for (env, findings) in &found {
+            let by_host: Vec<(String, u64)> =
+                findings.iter().map(|f| (f.subject.clone(), f.items.len() as u64)).collect();
+            self.metrics.unloadable(env, &by_host);
+        }
+        self.update_status(|s| {
+            s.last_observation = Some(report);
+            for (env, findings) in found {
+                s.environments.entry(env).or_default().findings = findings;
+            }
+        });
         Ok((observed, plan))
     }
 

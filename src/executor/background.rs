@@ -62,6 +62,7 @@ impl Background {
             let (config, health) = (config.clone(), Arc::clone(shared.health));
             let handle = tokio::spawn(async move {
                 let unloadable = syntax::check(&config).await;
+                syntax::write_report(&config.runners.runs_dir, &unloadable);
                 health.set_unloadable(unloadable);
             });
             self.syntax = Some((rollout, handle));

@@ -12,6 +12,20 @@ use super::ansible;
 use super::config::{Config, RunnerConfig};
 use super::rundir::RunDir;
 
+/// The report's name in the runs directory (`layout::UNLOADABLE_REPORT`
+/// on a host apimon set up).
+pub const REPORT_FILE: &str = ".unloadable.json";
+
+/// Writes what a check found where the daemon reads it; a failure is
+/// logged (the health point and `/metrics` still say it).
+pub fn write_report(runs_dir: &std::path::Path, unloadable: &BTreeMap<String, String>) {
+    let path = runs_dir.join(REPORT_FILE);
+    let json = serde_json::to_vec(unloadable).unwrap_or_else(|_| b"{}".to_vec());
+    if let Err(error) = crate::fsutil::write_private(&path, &json, 0o644) {
+        tracing::warn!(path = %path.display(), error = %error, "Cannot write the syntax check's report for the daemon.");
+    }
+}
+
 /// How long one check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
 /// Characters of Ansible's complaint kept.
@@ -99,11 +113,13 @@ pub async fn check(config: &Config) -> BTreeMap<String, String> {
     unloadable
 }
 
-/// The last lines of Ansible's message (its `ERROR!` line and what follows
-/// say which module or line), at most [`MESSAGE_CHARS`].
+/// Ansible's message from its error line on (`ERROR!` before
+/// ansible-core 2.19, `[ERROR]:` since; what follows says which module or
+/// line), past the warnings Python and Ansible print before it, at most
+/// [`MESSAGE_CHARS`].
 fn complaint(stderr: &[u8], stdout: &[u8]) -> String {
     let text = String::from_utf8_lossy(if stderr.is_empty() { stdout } else { stderr });
-    let start = text.find("ERROR!").unwrap_or(0);
+    let start = ["ERROR!", "[ERROR]:"].iter().filter_map(|m| text.find(m)).min().unwrap_or(0);
     let message: String = text[start..].split_whitespace().collect::<Vec<_>>().join(" ");
     message.chars().take(MESSAGE_CHARS).collect()
 }
@@ -118,6 +134,11 @@ mod tests {
         assert_eq!(
             complaint(stderr, b""),
             "ERROR! couldn't resolve module/action 'x.y.z'. The error appears to be in '/p.yaml': line 5"
+        );
+        let stderr = b"/venv/_ssh_agent.py:18: CryptographyDeprecationWarning: DSA is deprecated\n  from cryptography import (\n[ERROR]: couldn't resolve module/action 'no_such.collection.module'.\nOrigin: /p.yaml:4:7\n";
+        assert_eq!(
+            complaint(stderr, b""),
+            "[ERROR]: couldn't resolve module/action 'no_such.collection.module'. Origin: /p.yaml:4:7"
         );
     }
 }

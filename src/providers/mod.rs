@@ -256,12 +256,31 @@ pub trait Provider: Sized + Send + Sync + 'static {
         0
     }
 
+    /// What the last `observe` found that is no resource but an operator
+    /// must see in the daemon's status; `None` before an observation (or
+    /// for a provider that reports nothing). Default: `None`.
+    fn findings(&self) -> Option<Vec<Finding>> {
+        None
+    }
+
     /// Whether this provider can say where the environment's servers are
     /// (their floating IPs and fixed addresses) for the providers that
     /// reach hosts. Default: no.
     fn locator(_provider: &std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn locate::Locate>> {
         None
     }
+}
+
+/// Something an observation found that is no resource: an executor's
+/// scheduled playbooks its runtime cannot load (its syntax check).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// What it is about (a host).
+    pub subject: String,
+    /// What is wrong, in a few words.
+    pub summary: String,
+    /// The details by name (a scenario → Ansible's complaint).
+    pub items: std::collections::BTreeMap<String, String>,
 }
 
 /// `a → b` for a change reason.

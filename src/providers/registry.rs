@@ -209,6 +209,16 @@ impl<P: Provider> Connected<P> {
     fn requests(&self) -> usize {
         self.available.values().map(|p| p.requests()).sum()
     }
+
+    /// What this pass's observation found beyond resources, by environment
+    /// (only the environments it observed).
+    fn findings(&self, into: &mut BTreeMap<String, Vec<super::Finding>>) {
+        for (env, provider) in &self.available {
+            if let Some(found) = provider.findings() {
+                into.entry(env.clone()).or_default().extend(found);
+            }
+        }
+    }
 }
 
 /// Declared resources in `observed` that apimon does not own, taken as
@@ -557,6 +567,16 @@ macro_rules! registry {
                 match change {
                     $(AnyChange::$variant(item) => self.$field.adopt(shell.map(|()| item)).await,)+
                 }
+            }
+
+            /// What the providers observed in this pass found beyond
+            /// resources (an executor's unloadable playbooks), by
+            /// environment: only environments a provider that reports
+            /// findings observed, so a cached observation keeps the last.
+            pub fn findings(&self) -> BTreeMap<String, Vec<super::Finding>> {
+                let mut found = BTreeMap::new();
+                $(self.$field.findings(&mut found);)+
+                found
             }
 
             /// Requests sent so far, by provider.

@@ -131,6 +131,8 @@ struct Managed {
     packages: Vec<String>,
     accounts: Vec<String>,
     runtime: bool,
+    /// Runs the executor: its syntax check's report is read.
+    executor: bool,
     /// Apt repositories: name, keyring, source entry.
     repositories: Vec<(String, String, String)>,
 }
@@ -188,6 +190,9 @@ pub enum HostError {
     UnknownHost(String),
 }
 
+/// The executor's unit.
+const EXECUTOR_UNIT: &str = "apimon-executor";
+
 /// One environment's hosts.
 pub struct HostProvider {
     env: String,
@@ -206,6 +211,8 @@ pub struct HostProvider {
     shared: Arc<bastions::Shared>,
     /// With a release key, only releases it signed are installed.
     release_key: Option<PathBuf>,
+    /// What the last observation found (executors' unloadable playbooks).
+    findings: std::sync::Mutex<Option<Vec<crate::providers::Finding>>>,
 }
 
 impl std::fmt::Debug for HostProvider {
@@ -281,7 +288,9 @@ impl HostProvider {
                     managed.entry(host.clone()).or_default().paths.push(path.clone())
                 }
                 HostSpec::Unit { host, unit, .. } => {
-                    managed.entry(host.clone()).or_default().units.push(unit.clone())
+                    let entry = managed.entry(host.clone()).or_default();
+                    entry.executor |= unit == EXECUTOR_UNIT;
+                    entry.units.push(unit.clone());
                 }
                 HostSpec::Package { host, package } => {
                     managed.entry(host.clone()).or_default().packages.push(package.clone())
@@ -321,6 +330,7 @@ impl HostProvider {
             connections: tokio::sync::Mutex::new(BTreeMap::new()),
             shared,
             release_key: None,
+            findings: std::sync::Mutex::new(None),
         })
     }
 
@@ -529,6 +539,10 @@ impl Provider for HostProvider {
     /// Commands run over SSH so far.
     fn requests(&self) -> usize {
         self.commands.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn findings(&self) -> Option<Vec<crate::providers::Finding>> {
+        self.findings.lock().ok().and_then(|found| found.clone())
     }
 
     fn fingerprint(spec: &HostSpec) -> Option<&str> {

@@ -15,6 +15,38 @@ use super::{
     HostProvider, HostSpec, Managed,
 };
 
+/// Most bytes of an executor's report read.
+const MAX_REPORT: usize = 64 * 1024;
+/// Most scenarios of a report kept, and characters of each complaint.
+const MAX_REPORT_ITEMS: usize = 200;
+const MAX_REPORT_CHARS: usize = 500;
+
+/// An executor's syntax-check report (`scenario → complaint`, JSON), as a
+/// finding when it names any; a report that is not one is said so.
+fn unloadable(host: &str, json: &str) -> Option<crate::providers::Finding> {
+    let items: std::collections::BTreeMap<String, String> = match serde_json::from_str(json) {
+        Ok(items) => items,
+        Err(error) => std::collections::BTreeMap::from([(
+            crate::layout::UNLOADABLE_REPORT.to_owned(),
+            format!("unreadable report: {error}"),
+        )]),
+    };
+    let items: std::collections::BTreeMap<String, String> = items
+        .into_iter()
+        .take(MAX_REPORT_ITEMS)
+        .map(|(scenario, complaint)| {
+            let clip = |s: String| s.chars().take(MAX_REPORT_CHARS).collect::<String>();
+            (clip(scenario), clip(complaint))
+        })
+        .collect();
+    (!items.is_empty()).then(|| crate::providers::Finding {
+        subject: host.to_owned(),
+        summary: "scheduled playbooks its runtime cannot load (ansible-playbook --syntax-check)"
+            .to_owned(),
+        items,
+    })
+}
+
 /// The shell script that reports on `managed`, one tab-separated line per item.
 fn script(provider: &HostProvider, managed: &Managed) -> String {
     let root = provider.settings.root.to_string_lossy();
@@ -27,6 +59,7 @@ fn script(provider: &HostProvider, managed: &Managed) -> String {
          u() {{ e=$({manager} is-enabled \"$1\" 2>/dev/null); a=$({manager} is-active \"$1\" 2>/dev/null); printf 'U\\t%s\\t%s\\t%s\\n' \"$1\" \"$e\" \"$a\"; }}\n\
          p() {{ if {check}; then printf 'P\\t%s\\tyes\\n' \"$1\"; else printf 'P\\t%s\\tno\\n' \"$1\"; fi; }}\n\
          a() {{ if getent passwd \"$1\" >/dev/null 2>&1; then printf 'A\\t%s\\n' \"$1\"; fi; }}\n\
+         x() {{ if [ -f \"$R$1\" ] && [ ! -L \"$R$1\" ]; then printf 'X\\t%s\\n' \"$(head -c {MAX_REPORT} \"$R$1\" | tr -d '\\n\\t\\r')\"; fi; }}\n\
          k() {{ if [ -f \"$R$2\" ] && [ -f \"$R$3\" ]; then printf 'K\\t%s\\t%s\\t%s\\t%s\\n' \"$1\" \"$2\" \"$3\" \"$(cat \"$R$2\" \"$R$3\" | sha256sum | cut -d' ' -f1)\"; fi; }}\n",
         quote(&root)
     );
@@ -48,6 +81,9 @@ fn script(provider: &HostProvider, managed: &Managed) -> String {
     }
     if managed.runtime {
         script.push_str("r\n");
+    }
+    if managed.executor {
+        let _ = writeln!(script, "x {}", quote(crate::layout::UNLOADABLE_REPORT));
     }
     script
 }
@@ -92,6 +128,7 @@ pub(super) async fn observe(
             }
         }
     }
+    let mut findings = Vec::new();
     for (host, managed) in &managed_now {
         let read = provider
             .run(host, "reading files, units and packages", &script(provider, managed), None)
@@ -176,6 +213,7 @@ pub(super) async fn observe(
                         ObservedItem { spec, owned: false, depends_on: vec![] },
                     );
                 }
+                ["X", report] => findings.extend(unloadable(host, report)),
                 ["R", id] if *id != "-" => {
                     let spec = HostSpec::Runtime {
                         host: host.clone(),
@@ -195,5 +233,32 @@ pub(super) async fn observe(
             }
         }
     }
+    if let Ok(mut found) = provider.findings.lock() {
+        *found = Some(findings);
+    }
     Ok(observed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_executors_report_is_a_finding_only_when_it_names_a_playbook() {
+        assert_eq!(unloadable("e", "{}"), None);
+        let found = unloadable("e", r#"{"bad": "[ERROR]: couldn't resolve module"}"#);
+        let found = found.expect("a finding");
+        assert_eq!((found.subject.as_str(), found.items.len()), ("e", 1));
+        // Cut short or not JSON: said so, never its content.
+        let broken = unloadable("e", r#"{"bad": "secret-looking tex"#).expect("a finding");
+        assert!(broken.items.values().all(|v| v.starts_with("unreadable report")), "{broken:?}");
+        assert!(!format!("{broken:?}").contains("secret-looking"));
+        // Bounded in items and characters.
+        let many: std::collections::BTreeMap<String, String> =
+            (0..1000).map(|i| (format!("s{i:04}"), "x".repeat(5000))).collect();
+        let json = serde_json::to_string(&many).unwrap_or_default();
+        let found = unloadable("e", &json).expect("a finding");
+        assert_eq!(found.items.len(), MAX_REPORT_ITEMS);
+        assert!(found.items.values().all(|v| v.chars().count() == MAX_REPORT_CHARS));
+    }
 }
