@@ -21,6 +21,7 @@ pub mod layout;
 pub mod limits;
 pub mod machine;
 pub mod model;
+pub mod notify;
 pub mod plan;
 pub mod progress;
 pub mod providers;

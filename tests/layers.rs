@@ -32,7 +32,7 @@ const FLOORS: &[(usize, &[&str])] = &[
     ),
     (1, &["model"]),
     (2, &["plan", "render", "source"]),
-    (3, &["apply", "state"]),
+    (3, &["apply", "state", "notify"]),
     (4, &["providers"]),
     (5, &["reconcile", "bootstrap"]),
     (6, &["daemon", "executor", "health"]),

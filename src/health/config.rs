@@ -26,6 +26,20 @@ pub struct RawConfig {
     pub listen: SocketAddr,
     /// The rules: a copy of the repository's health.yaml.
     pub rules_file: PathBuf,
+    /// Where incidents and the notification outbox are kept.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// The values of the secrets the routes name (the daemon's secrets
+    /// file format: `name: value`), mode 0600.
+    pub secrets_file: Option<PathBuf>,
+    /// The status page as people reach it (linked from notifications).
+    pub page_url: Option<String>,
+    /// Grafana's base URL (its Health dashboard linked from notifications).
+    pub grafana_url: Option<String>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(crate::layout::STATE_DIR).join("health")
 }
 
 /// `influxdb:`.
@@ -67,6 +81,12 @@ pub struct Config {
     pub rules: Health,
     /// Where they are.
     pub rules_file: PathBuf,
+    /// Incidents and the outbox.
+    pub state_dir: PathBuf,
+    /// Each route's destination with its secrets.
+    pub targets: std::collections::BTreeMap<String, crate::notify::Target>,
+    /// Links in notifications.
+    pub links: super::alerts::Links,
 }
 
 /// The configuration is unusable.
@@ -120,6 +140,21 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             }
         }
     };
+    let secrets = match &raw.secrets_file {
+        None => crate::model::Secrets::Resolved(crate::model::secret::SecretStore::default()),
+        Some(path) => match crate::model::secret::SecretStore::load(Some(path), std::iter::empty())
+        {
+            Ok(store) => crate::model::Secrets::Resolved(store),
+            Err(error) => {
+                file.problem("secrets_file", error.to_string());
+                crate::model::Secrets::Resolved(crate::model::secret::SecretStore::default())
+            }
+        },
+    };
+    let targets = match &rules {
+        Some(rules) => targets(&mut file, &rules.routes, &secrets),
+        None => std::collections::BTreeMap::new(),
+    };
     file.finish().map_err(ConfigError::Invalid)?;
     let Some(rules) = rules else { return Err(ConfigError::Invalid(vec!["no rules".to_owned()])) };
     Ok(Config {
@@ -133,5 +168,67 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         listen: raw.listen,
         rules,
         rules_file: raw.rules_file,
+        state_dir: raw.state_dir,
+        targets,
+        links: super::alerts::Links { page: raw.page_url, grafana: raw.grafana_url },
     })
+}
+
+/// Each route's destination, its secrets resolved; a secret that is not
+/// set, or a CA file that cannot be read, is a problem of `rules_file`.
+fn targets(
+    file: &mut ConfigFile<RawConfig>,
+    routes: &[crate::model::health::routes::Route],
+    secrets: &crate::model::Secrets,
+) -> std::collections::BTreeMap<String, crate::notify::Target> {
+    use crate::model::health::routes::Sink;
+    use crate::model::raw::MaybeSecret;
+    use crate::notify::Target;
+    let mut missing = Vec::new();
+    let mut value = |v: &MaybeSecret| match v {
+        MaybeSecret::Plain(text) => Sensitive::new(text.clone()),
+        MaybeSecret::Secret(name) => secrets.value(name).unwrap_or_else(|| {
+            missing.push(name.clone());
+            Sensitive::default()
+        }),
+    };
+    let mut targets = std::collections::BTreeMap::new();
+    let mut unreadable = Vec::new();
+    for route in routes {
+        let target = match &route.sink {
+            Sink::Webhook { url, secret } => {
+                Target::Webhook { url: url.clone(), secret: value(secret) }
+            }
+            Sink::Matrix { homeserver, room, access_token } => Target::Matrix {
+                homeserver: homeserver.clone(),
+                room: room.clone(),
+                token: value(access_token),
+            },
+            Sink::Email { host, port, ca_file, from, to, login } => {
+                let ca_pem = ca_file.as_ref().and_then(|path| {
+                    crate::fsutil::read_limited(Path::new(path), 1024 * 1024)
+                        .map_err(|e| {
+                            unreadable.push(format!("route {}: ca_file {path}: {e}", route.name))
+                        })
+                        .ok()
+                });
+                Target::Email {
+                    host: host.clone(),
+                    port: *port,
+                    ca_pem,
+                    from: from.clone(),
+                    to: to.clone(),
+                    login: login.as_ref().map(|(u, p)| (value(u).expose().clone(), value(p))),
+                }
+            }
+        };
+        targets.insert(route.name.clone(), target);
+    }
+    for name in missing {
+        file.problem("secrets_file", format!("secret `{name}` a route names is not set"));
+    }
+    for problem in unreadable {
+        file.problem("rules_file", problem);
+    }
+    targets
 }

@@ -5,12 +5,17 @@
 //! its rules file are re-read when they change; rules that no longer check
 //! are logged and the previous ones kept.
 //!
-//! Issue #32, first part: incidents, notifications, maintenance windows,
-//! dead-man's switches, the HTML page and the deployment by the daemon are
-//! not built yet.
+//! Each evaluation also feeds the incidents ([`incidents`]: opened when a
+//! service leaves ok, updated, resolved after `resolve_after` ok
+//! evaluations, kept in `state_dir/incidents.json`), whose changes the
+//! alerting policy ([`alerts`]) turns into notifications for the routes,
+//! queued in the outbox (`state_dir/outbox`) and delivered by
+//! [`crate::notify`]. `/api/v1/incidents` lists them.
 
+pub mod alerts;
 pub mod config;
 pub mod evaluate;
+pub mod incidents;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +47,15 @@ pub enum HealthError {
     /// The InfluxDB client cannot be made.
     #[error(transparent)]
     Influxdb(#[from] crate::providers::influxdb::InfluxdbError),
+    /// The state directory (incidents, outbox) cannot be made.
+    #[error("cannot use the state directory {dir}")]
+    State {
+        /// Directory.
+        dir: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The listener cannot be bound.
     #[error("cannot listen on {address}")]
     Listen {
@@ -60,6 +74,10 @@ struct Shared {
     evaluations: AtomicU64,
     query_errors: AtomicU64,
     write_failures: AtomicU64,
+    ledger: RwLock<incidents::Ledger>,
+    held: RwLock<std::collections::BTreeMap<String, alerts::Held>>,
+    notifier: RwLock<Option<Arc<crate::notify::Notifier>>>,
+    store_failures: AtomicU64,
 }
 
 /// How long an InfluxDB request may take.
@@ -97,6 +115,27 @@ pub async fn run(
     let (mut influx, mut credentials) = client(&config)?;
     let shared = Arc::new(Shared::default());
     let stop = CancellationToken::new();
+    let state_error = |source| HealthError::State { dir: config.state_dir.clone(), source };
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.state_dir)
+            .map_err(state_error)?;
+    }
+    let store = incidents::Store::new(&config.state_dir);
+    if let Ok(mut ledger) = shared.ledger.write() {
+        *ledger = store.load();
+    }
+    let notifier =
+        crate::notify::Notifier::open(&config.state_dir.join("outbox")).map_err(state_error)?;
+    notifier.set_targets(config.targets.clone());
+    tokio::spawn(Arc::clone(&notifier).run(stop.clone()));
+    if let Ok(mut slot) = shared.notifier.write() {
+        *slot = Some(Arc::clone(&notifier));
+    }
+    let mut policy = alerts::Policy::default();
     let app = router(Arc::clone(&shared));
     crate::serve::serve(&config.listen.to_string(), &[], app, stop.clone())
         .await
@@ -113,6 +152,7 @@ pub async fn run(
         let reload = tokio::select! {
             _ = tick.tick() => {
                 evaluate_once(&config, &influx, credentials.as_ref(), &http, &shared).await;
+                incidents_once(&config, &shared, &store, &mut policy, &notifier);
                 false
             }
             _ = poll.tick() => digest(&path, Some(&config)) != known,
@@ -136,6 +176,10 @@ pub async fn run(
                         tick = tokio::time::interval(new.rules.interval);
                         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     }
+                    if new.state_dir != config.state_dir {
+                        tracing::warn!(old = %config.state_dir.display(), new = %new.state_dir.display(), "state_dir changed; it takes effect when the service restarts.");
+                    }
+                    notifier.set_targets(new.targets.clone());
                     (config, influx, credentials) = (new, new_influx, new_credentials);
                     known = digest(&path, Some(&config));
                     tracing::info!(path = %path.display(), "Configuration reloaded.");
@@ -191,11 +235,80 @@ async fn evaluate_once(
     }
 }
 
+/// Feeds the last evaluation to the incidents; queues what the routes are
+/// to be told; saves the incidents when they changed.
+fn incidents_once(
+    config: &Config,
+    shared: &Shared,
+    store: &incidents::Store,
+    policy: &mut alerts::Policy,
+    notifier: &crate::notify::Notifier,
+) {
+    let now = chrono::Utc::now();
+    let Ok(last) = shared.last.read() else { return };
+    let Some((_, evaluation)) = last.as_ref() else { return };
+    let Ok(mut ledger) = shared.ledger.write() else { return };
+    let before = ledger.clone();
+    let mut changes = Vec::new();
+    for environment in &config.environments {
+        // An environment whose queries failed has no news: no incident
+        // opens or resolves on a refused query.
+        if evaluation.errors.iter().any(|e| &e.environment == environment) {
+            continue;
+        }
+        let services = evaluation.environments.get(environment).cloned().unwrap_or_default();
+        changes.extend(ledger.observe_services(
+            environment,
+            &services,
+            now,
+            config.rules.resolve_after,
+        ));
+    }
+    for (id, change) in &changes {
+        if let Some(incident) = ledger.get(id) {
+            tracing::warn!(id = %id, change = ?change, environment = %incident.environment, about = %incident.about, state = incident.state.as_str(), "Incident.");
+        }
+    }
+    let messages = policy.messages(
+        &mut ledger,
+        &changes,
+        &config.rules.routes,
+        &config.rules.windows,
+        &config.links,
+        now,
+    );
+    for (route, message) in messages {
+        if let Err(error) = notifier.enqueue(&route, &message) {
+            tracing::error!(route = %route, %error, "Cannot queue a notification.");
+        }
+    }
+    if let Ok(mut held) = shared.held.write() {
+        *held = policy.held.clone();
+    }
+    if *ledger != before {
+        if let Err(error) = store.save(&ledger) {
+            shared.store_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%error, "Cannot save the incidents.");
+        }
+    }
+}
+
 fn router(shared: Arc<Shared>) -> axum::Router {
     use axum::routing::get;
     let health = Arc::clone(&shared);
     let metrics = Arc::clone(&shared);
+    let listed = Arc::clone(&shared);
     axum::Router::new()
+        .route(
+            "/api/v1/incidents",
+            get(move || {
+                let shared = Arc::clone(&listed);
+                async move {
+                    let ledger = shared.ledger.read().map(|l| l.clone()).unwrap_or_default();
+                    axum::Json(serde_json::json!({"open": ledger.open, "recent": ledger.recent}))
+                }
+            }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/api/v1/health",
@@ -239,6 +352,63 @@ fn render_metrics(shared: &Shared) -> String {
         ),
     ] {
         let _ = writeln!(out, "# HELP apimon_health_{name} {help}\n# TYPE apimon_health_{name} counter\napimon_health_{name} {value}");
+    }
+    let open = shared.ledger.read().map(|l| l.open.len()).unwrap_or_default();
+    let _ = writeln!(out, "# HELP apimon_health_incidents_open Incidents open.\n# TYPE apimon_health_incidents_open gauge\napimon_health_incidents_open {open}");
+    let store_failures = shared.store_failures.load(Ordering::Relaxed);
+    let _ = writeln!(out, "# HELP apimon_health_store_failures_total Saves of the incidents that failed.\n# TYPE apimon_health_store_failures_total counter\napimon_health_store_failures_total {store_failures}");
+    let counters = shared
+        .notifier
+        .read()
+        .ok()
+        .and_then(|n| n.as_ref().map(|n| n.counters()))
+        .unwrap_or_default();
+    let held = shared.held.read().map(|h| h.clone()).unwrap_or_default();
+    let mut routes: std::collections::BTreeSet<&String> = counters.keys().collect();
+    routes.extend(held.keys());
+    for (name, help, kind) in [
+        ("notifications_delivered_total", "Notifications a route took.", "counter"),
+        (
+            "notification_failures_total",
+            "Delivery attempts that failed (each is retried).",
+            "counter",
+        ),
+        ("notifications_pending", "Notifications waiting in the outbox.", "gauge"),
+        (
+            "notifications_dropped_total",
+            "Notifications dropped (route gone, outbox full).",
+            "counter",
+        ),
+        (
+            "notifications_suppressed_total",
+            "Notifications held back by a maintenance window.",
+            "counter",
+        ),
+        (
+            "notifications_rate_limited_total",
+            "Notifications over a route's hourly limit.",
+            "counter",
+        ),
+    ] {
+        let _ =
+            writeln!(out, "# HELP apimon_health_{name} {help}\n# TYPE apimon_health_{name} {kind}");
+        for route in &routes {
+            let c = counters.get(*route).copied().unwrap_or_default();
+            let h = held.get(*route).copied().unwrap_or_default();
+            let value = match name {
+                "notifications_delivered_total" => c.delivered,
+                "notification_failures_total" => c.failures,
+                "notifications_pending" => c.pending,
+                "notifications_dropped_total" => c.dropped,
+                "notifications_suppressed_total" => h.suppressed,
+                _ => h.rate_limited,
+            };
+            let _ = writeln!(
+                out,
+                "apimon_health_{name}{{route=\"{}\"}} {value}",
+                route.replace(['"', '\\', '\n'], "")
+            );
+        }
     }
     let _ = writeln!(out, "# HELP apimon_health_service_state A service's state: 0 ok, 1 degraded, 2 outage.\n# TYPE apimon_health_service_state gauge");
     if let Ok(last) = shared.last.read() {

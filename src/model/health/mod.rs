@@ -5,6 +5,7 @@
 //! them, its incidents and notifications are not built yet.
 
 pub mod expression;
+pub mod routes;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -14,7 +15,9 @@ pub use super::validate::check_health_file as check_rules;
 use expression::Expr;
 
 /// A service's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     /// Weight 0.
@@ -108,6 +111,10 @@ pub struct Health {
     pub flags: Vec<Flag>,
     /// Expressions.
     pub expressions: Vec<HealthExpression>,
+    /// Where incidents are notified.
+    pub routes: Vec<routes::Route>,
+    /// When notifications are held back.
+    pub windows: Vec<routes::Window>,
 }
 
 /// The placeholders a template's query may use.
@@ -244,6 +251,8 @@ mod tests {
                 expression("degraded", "failing || slow", 1),
                 expression("outage", "down", 2),
             ],
+            routes: Vec::new(),
+            windows: Vec::new(),
         }
     }
 

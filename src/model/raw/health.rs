@@ -21,6 +21,100 @@ pub struct HealthFile {
     /// Boolean expressions over flags, each with a weight.
     #[serde(default)]
     pub expressions: Vec<HealthExpression>,
+    /// Where incidents are notified.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// When notifications are held back.
+    #[serde(default)]
+    pub maintenance_windows: Vec<MaintenanceWindow>,
+}
+
+/// `routes[]`: which incidents go where. Exactly one of `webhook`,
+/// `matrix`, `email`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Name (counters, logs).
+    pub name: String,
+    /// Only these environments' incidents; all when absent.
+    pub environments: Option<Vec<String>>,
+    /// Only incidents naming one of these services; all when absent.
+    pub services: Option<Vec<String>>,
+    /// The least severity notified: `degraded` (default) or `outage`.
+    pub severity: Option<String>,
+    /// Between two reminders of an incident still open; none when absent.
+    pub reminder: Option<String>,
+    /// Most messages an hour (default 30); more are dropped and counted.
+    pub rate_limit: Option<u32>,
+    /// A generic webhook.
+    pub webhook: Option<WebhookRoute>,
+    /// A Matrix room.
+    pub matrix: Option<MatrixRoute>,
+    /// E-mail.
+    pub email: Option<EmailRoute>,
+}
+
+/// `routes[].webhook`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookRoute {
+    /// Where the JSON body is POSTed.
+    pub url: String,
+    /// The HMAC-SHA256 key of the `X-Apimon-Signature` header.
+    pub secret: super::MaybeSecret,
+}
+
+/// `routes[].matrix`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixRoute {
+    /// The homeserver's base URL.
+    pub homeserver: String,
+    /// The room id (`!abc:example.org`).
+    pub room: String,
+    /// The sending user's access token.
+    pub access_token: super::MaybeSecret,
+}
+
+/// `routes[].email`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailRoute {
+    /// The SMTP server.
+    pub smtp_host: String,
+    /// Its submission port (default 587); STARTTLS is always required.
+    pub smtp_port: Option<u16>,
+    /// A CA bundle (PEM) that signs the server's certificate, besides the
+    /// system's roots.
+    pub ca_file: Option<String>,
+    /// `From:`.
+    pub from: String,
+    /// `To:`.
+    pub to: Vec<String>,
+    /// SMTP user, when the server wants a login.
+    pub username: Option<super::MaybeSecret>,
+    /// Its password.
+    pub password: Option<super::MaybeSecret>,
+}
+
+/// `maintenance_windows[]`: `cron` and `duration`, or `start` and `end`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceWindow {
+    /// Name (shown on the page).
+    pub name: String,
+    /// Only these environments; all when absent.
+    pub environments: Option<Vec<String>>,
+    /// Only these services; all when absent.
+    pub services: Option<Vec<String>>,
+    /// When it opens (5 or 6 fields).
+    pub cron: Option<String>,
+    /// How long it stays open (`2h`).
+    pub duration: Option<String>,
+    /// A one-off window's start (RFC 3339).
+    pub start: Option<String>,
+    /// Its end.
+    pub end: Option<String>,
 }
 
 /// `settings`.

@@ -48,7 +48,19 @@ pub(super) fn check(
     let templates = check_templates(check, doc);
     let flags = check_flags(check, doc, &templates, environments);
     let expressions = check_expressions(check, doc, &flags);
-    Some(Health { interval, window_from, window_to, resolve_after, templates, flags, expressions })
+    let routes = super::health_routes::check_routes(check, doc, environments);
+    let windows = super::health_routes::check_windows(check, doc, environments);
+    Some(Health {
+        interval,
+        window_from,
+        window_to,
+        resolve_after,
+        templates,
+        flags,
+        expressions,
+        routes,
+        windows,
+    })
 }
 
 fn check_templates(

@@ -13,6 +13,7 @@ mod dashboards;
 mod environment;
 pub(super) mod grafana;
 mod health;
+mod health_routes;
 pub(super) mod hosts;
 pub(super) mod influxdb;
 pub(super) mod keypairs;
