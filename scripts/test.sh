@@ -70,6 +70,16 @@ PY
 fi
 export PATH="$ANSIBLE_VENV/bin:$PATH"
 
+# The health service's notification receivers: a real Matrix homeserver
+# and a real SMTP server (STARTTLS), pinned, in a virtualenv of their own.
+NOTIFY_VENV="$PWD/target/notify-venv"
+NOTIFY_PACKAGES=('matrix-synapse==1.163.2' 'aiosmtpd==1.4.6')
+if ! "$NOTIFY_VENV/bin/python" -c 'import synapse, aiosmtpd' 2>/dev/null; then
+  log "installing ${NOTIFY_PACKAGES[*]} into $NOTIFY_VENV"
+  [ -x "$NOTIFY_VENV/bin/pip" ] || python3 -m venv "$NOTIFY_VENV"
+  "$NOTIFY_VENV/bin/pip" install -q "${NOTIFY_PACKAGES[@]}"
+fi
+
 # A real OpenStack control plane on 127.0.0.1 for the OpenStack provider's
 # tests (installs its Debian packages on first use; about 30 s to start).
 OPENSTACK_DIR="${TMPDIR:-/tmp}/apimon-test-openstack-$$"

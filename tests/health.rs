@@ -4,48 +4,9 @@
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use crate::support::executor::{influx, ADMIN};
-use crate::support::free_port;
-use crate::support::influxdb::InfluxServer;
 
-/// `apimon health` running in the test's runtime on `rules`, reading and
-/// writing `server`'s `apimon` database.
-struct Service {
-    /// Its listener's port on 127.0.0.1.
-    port: u16,
-    controls: mpsc::UnboundedSender<apimon::health::Control>,
-    task: tokio::task::JoinHandle<Result<(), apimon::health::HealthError>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Service {
-    fn start(server: &InfluxServer, rules: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let rules_file = dir.path().join("rules.yaml");
-        std::fs::write(&rules_file, rules).expect("rules");
-        let port = free_port();
-        let config = dir.path().join("health.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "environments: [outside]\ninfluxdb: {{url: '{}', database: apimon, username: admin, password: admin-pw}}\nlisten: 127.0.0.1:{port}\nrules_file: {}\n",
-                server.url(),
-                rules_file.display()
-            ),
-        )
-        .expect("config");
-        let (controls, receiver) = mpsc::unbounded_channel();
-        let task = tokio::spawn(apimon::health::run(config, receiver));
-        Self { port, controls, task, _dir: dir }
-    }
-
-    async fn stop(self) {
-        self.controls.send(apimon::health::Control::Shutdown).expect("running");
-        self.task.await.expect("join").expect("health service");
-    }
-}
+use crate::support::health::Service;
 
 /// The example repository's rules with a short window and interval (the
 /// rules' meaning is theirs; only the timing is the test's).

@@ -15,6 +15,7 @@ mod faults;
 mod grafana;
 mod handover;
 mod health;
+mod health_notify;
 mod host;
 mod hostile_git;
 mod incremental;

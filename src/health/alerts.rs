@@ -2,8 +2,9 @@
 //! environment and evaluation however many incidents changed (a
 //! region-wide outage is one message, not forty), reminders of incidents
 //! still open, held back by maintenance windows (counted as suppressed)
-//! and by each route's hourly limit (counted as rate limited). Pure but
-//! for the clock it is given.
+//! and by each route's hourly limit (counted as rate limited). An open
+//! incident a route should know and was not told (a window closed since)
+//! is told as opened. Pure but for the clock it is given.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -123,6 +124,15 @@ impl Policy {
                     consider(incident, label);
                 }
             }
+            // Open incidents this route should know and does not: opened
+            // in a window that has closed since, or before a crash between
+            // queueing and saving (sent again: at least once).
+            for incident in &ledger.open {
+                let changed_now = changes.iter().any(|(id, _)| *id == incident.id);
+                if !changed_now && !incident.notified.contains_key(&route.name) {
+                    consider(incident, "opened");
+                }
+            }
             if let Some(every) = route.reminder {
                 let every = chrono::Duration::from_std(every).unwrap_or_default();
                 for incident in &ledger.open {
@@ -225,18 +235,15 @@ mod tests {
                 end: now + chrono::Duration::hours(1),
             },
         };
-        let held = policy.messages(
-            &mut ledger.clone(),
-            &changes,
-            &routes,
-            &[window],
-            &Links::default(),
-            now,
-        );
+        let links = Links::default();
+        let held = policy.messages(&mut ledger, &changes, &routes, &[window], &links, now);
         assert!(held.is_empty());
         assert_eq!(policy.held["ops"].suppressed, 1);
-        let sent = policy.messages(&mut ledger, &changes, &routes, &[], &Links::default(), now);
+        // The window closed: told as opened, once.
+        let sent = policy.messages(&mut ledger, &[], &routes, &[], &links, now);
         assert_eq!(sent.len(), 1, "one message for forty services");
+        assert!(sent[0].1.text.contains("[opened]"), "{}", sent[0].1.text);
+        assert!(policy.messages(&mut ledger, &[], &routes, &[], &links, now).is_empty());
         assert!(sent[0].1.text.contains("s39: outage (down)"), "{}", sent[0].1.text);
     }
 

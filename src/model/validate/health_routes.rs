@@ -112,9 +112,20 @@ pub(super) fn check_routes(
             Sink::Webhook { url: w.url.clone(), secret: w.secret.clone() }
         } else if let Some(m) = &route.matrix {
             check_url(check, doc, &format!("{path}.matrix.homeserver"), &m.homeserver);
-            let room_ok = m.room.starts_with('!') && m.room.contains(':') && m.room.len() <= 255;
+            // `!opaque:server`, or `!opaque` since room version 12.
+            let room_ok = m.room.len() > 1
+                && m.room.len() <= 255
+                && m.room.starts_with('!')
+                && !m.room.contains(|c: char| c.is_whitespace() || c.is_control() || c == '/');
             if !room_ok {
-                check.error(doc, &format!("{path}.matrix.room"), format!("invalid room id `{}`; expected !opaque:server (the room's id, not an alias)", m.room));
+                check.error(
+                    doc,
+                    &format!("{path}.matrix.room"),
+                    format!(
+                        "invalid room id `{}`; expected the room's id (`!…`), not an alias",
+                        m.room.escape_debug()
+                    ),
+                );
             }
             check.secret(doc, &format!("{path}.matrix.access_token"), &m.access_token, true);
             Sink::Matrix {
