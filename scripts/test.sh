@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*" >&2; }
 
 # Debian packages the suite needs: the real services the tests start.
-DEB_PACKAGES=(influxdb openssl git openssh-client openssh-server systemd libssl-dev pkg-config zlib1g-dev python3-venv curl iproute2 binutils)
+DEB_PACKAGES=(influxdb chromium openssl git openssh-client openssh-server systemd libssl-dev pkg-config zlib1g-dev python3-venv curl iproute2 binutils)
 
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do

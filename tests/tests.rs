@@ -27,5 +27,6 @@ mod plan;
 mod runtime;
 mod scenario_repository;
 mod security;
+mod status_page;
 mod through_bastion;
 mod units;

@@ -15,7 +15,9 @@
 pub mod alerts;
 pub mod config;
 pub mod evaluate;
+pub mod history;
 pub mod incidents;
+pub mod page;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,7 +80,12 @@ struct Shared {
     held: RwLock<std::collections::BTreeMap<String, alerts::Held>>,
     notifier: RwLock<Option<Arc<crate::notify::Notifier>>>,
     store_failures: AtomicU64,
+    history: RwLock<history::History>,
+    windows: RwLock<Vec<crate::model::health::routes::Window>>,
 }
+
+/// How often the page's history is read again.
+const HISTORY_REFRESH: Duration = Duration::from_secs(60);
 
 /// How long an InfluxDB request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -136,6 +143,10 @@ pub async fn run(
         *slot = Some(Arc::clone(&notifier));
     }
     let mut policy = alerts::Policy::default();
+    let mut history_read: Option<tokio::time::Instant> = None;
+    if let Ok(mut windows) = shared.windows.write() {
+        windows.clone_from(&config.rules.windows);
+    }
     let app = router(Arc::clone(&shared));
     crate::serve::serve(&config.listen.to_string(), &[], app, stop.clone())
         .await
@@ -153,6 +164,14 @@ pub async fn run(
             _ = tick.tick() => {
                 evaluate_once(&config, &influx, credentials.as_ref(), &http, &shared).await;
                 incidents_once(&config, &shared, &store, &mut policy, &notifier);
+                if history_read.is_none_or(|at| at.elapsed() >= HISTORY_REFRESH) {
+                    let source = evaluate::Source { client: &influx, credentials: credentials.as_ref(), database: &config.database };
+                    let read = history::read(&source, &config.environments).await;
+                    if let Ok(mut history) = shared.history.write() {
+                        *history = read;
+                    }
+                    history_read = Some(tokio::time::Instant::now());
+                }
                 false
             }
             _ = poll.tick() => digest(&path, Some(&config)) != known,
@@ -180,6 +199,9 @@ pub async fn run(
                         tracing::warn!(old = %config.state_dir.display(), new = %new.state_dir.display(), "state_dir changed; it takes effect when the service restarts.");
                     }
                     notifier.set_targets(new.targets.clone());
+                    if let Ok(mut windows) = shared.windows.write() {
+                        windows.clone_from(&new.rules.windows);
+                    }
                     (config, influx, credentials) = (new, new_influx, new_credentials);
                     known = digest(&path, Some(&config));
                     tracing::info!(path = %path.display(), "Configuration reloaded.");
@@ -298,7 +320,15 @@ fn router(shared: Arc<Shared>) -> axum::Router {
     let health = Arc::clone(&shared);
     let metrics = Arc::clone(&shared);
     let listed = Arc::clone(&shared);
+    let shown = Arc::clone(&shared);
     axum::Router::new()
+        .route(
+            "/",
+            get(move || {
+                let shared = Arc::clone(&shown);
+                async move { axum::response::Html(render_page(&shared)) }
+            }),
+        )
         .route(
             "/api/v1/incidents",
             get(move || {
@@ -329,6 +359,27 @@ fn router(shared: Arc<Shared>) -> axum::Router {
                 async move { render_metrics(&shared) }
             }),
         )
+}
+
+fn render_page(shared: &Shared) -> String {
+    let last = shared.last.read().ok().and_then(|l| l.clone());
+    let ledger = shared.ledger.read().map(|l| l.clone()).unwrap_or_default();
+    let history = shared.history.read().map(|h| h.clone()).unwrap_or_default();
+    let windows = shared.windows.read().map(|w| w.clone()).unwrap_or_default();
+    let routes = shared
+        .notifier
+        .read()
+        .ok()
+        .and_then(|n| n.as_ref().map(|n| n.counters()))
+        .unwrap_or_default();
+    page::render(&page::Snapshot {
+        last: last.as_ref(),
+        ledger: &ledger,
+        history: &history,
+        windows: &windows,
+        routes: &routes,
+        now: chrono::Utc::now(),
+    })
 }
 
 fn render_metrics(shared: &Shared) -> String {
