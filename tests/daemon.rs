@@ -46,6 +46,26 @@ async fn a_pushed_commit_converges_over_git_daemon_and_the_time_is_printed() {
     );
     assert!(metrics.contains("apimon_reconcile_duration_seconds_count"), "{metrics}");
     assert!(!daemon.log_text().contains("-pw"), "a secret reached the log");
+    // Each pass leaves an apimon_reconcile point (the health service's
+    // dead-man's switch reads them), written as the results user.
+    let mut rows = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (_, body) = world
+            .influx
+            .query_in(
+                Some(ADMIN),
+                "apimon",
+                "SELECT \"outcome\", \"commit\" FROM apimon_reconcile WHERE \"environment\" = 'outside'",
+            )
+            .await;
+        rows = body["results"][0]["series"][0]["values"].clone();
+        if rows.as_array().is_some_and(|r| r.iter().any(|row| row[2] == commit.as_str())) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = rows.as_array().cloned().unwrap_or_default();
+    assert!(rows.iter().any(|row| row[2] == commit.as_str() && row[1] == "success"), "{rows:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

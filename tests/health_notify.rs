@@ -361,3 +361,109 @@ async fn a_matrix_room_and_a_mailbox_behind_starttls_get_open_update_and_resolve
     writer.abort();
     service.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_executor_a_scenario_that_stopped_and_failing_reconciles_each_open_an_incident() {
+    let Some(server) = influx().await else { return };
+    let services = vec!["compute".to_owned()];
+    let extra = "deadman:\n  executor_interval_seconds: 1\n  executors: {outside: [never-reported]}\n  scenarios: {outside: {probe: '* * * * * *', fresh: '* * * * * *'}}\n  reconcile_bound_seconds: 5\n";
+    let write = |lines: Vec<String>| {
+        let url = server.url();
+        async move {
+            let answer = reqwest::Client::new()
+                .post(format!("{url}/write"))
+                .query(&[("db", "apimon"), ("precision", "s")])
+                .basic_auth(ADMIN.0, Some(ADMIN.1))
+                .body(lines.join("\n"))
+                .send()
+                .await
+                .expect("write");
+            assert!(answer.status().is_success(), "{}", answer.status());
+        }
+    };
+    let now = chrono::Utc::now().timestamp();
+    // Minutes ago: the executor e1's last health point, the scenario
+    // probe's last run, the daemon's last good reconcile; since: failures.
+    write(vec![
+        format!("apimon_executor,environment=outside,executor=e1 running=0i {}", now - 120),
+        format!(
+            "apimon_scenario,environment=outside,scenario=probe,result=passed duration_ms=5i {}",
+            now - 120
+        ),
+        format!(
+            "apimon_reconcile,environment=outside outcome=\"success\",commit=\"a\" {}",
+            now - 300
+        ),
+        format!("apimon_reconcile,environment=outside outcome=\"failed\",commit=\"b\" {}", now - 2),
+    ])
+    .await;
+    let service = Service::start_with(&server, &rules(&services, ""), "", extra);
+    // e2 and the scenario `fresh` keep reporting.
+    let keep = {
+        let url = server.url();
+        tokio::spawn(async move {
+            loop {
+                let now = chrono::Utc::now().timestamp();
+                let body = format!("apimon_executor,environment=outside,executor=e2 running=0i {now}\napimon_scenario,environment=outside,scenario=fresh,result=passed duration_ms=5i {now}");
+                let _ = reqwest::Client::new()
+                    .post(format!("{url}/write"))
+                    .query(&[("db", "apimon"), ("precision", "s")])
+                    .basic_auth(ADMIN.0, Some(ADMIN.1))
+                    .body(body)
+                    .send()
+                    .await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let abouts = |body: &serde_json::Value| -> Vec<String> {
+        let mut list: Vec<String> = body["open"]
+            .as_array()
+            .map(|o| o.iter().filter_map(|i| i["about"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        list.sort();
+        list
+    };
+    let want = ["executor:e1", "executor:never-reported", "reconcile", "scenario:probe"];
+    let open = until("the switches' incidents", async || {
+        let list = abouts(&service.get("/api/v1/incidents").await);
+        (list == want).then_some(list)
+    })
+    .await;
+    assert_eq!(open, want, "e2 and `fresh` report: no incident of theirs");
+    let body = service.get("/api/v1/incidents").await;
+    let detail = body["open"].to_string();
+    assert!(detail.contains("executor e1 has sent no health point since"), "{detail}");
+    assert!(detail.contains("the daemon's reconciles have not succeeded since"), "{detail}");
+
+    // e1 comes back and the daemon succeeds: both resolve.
+    let back = {
+        let url = server.url();
+        tokio::spawn(async move {
+            loop {
+                let now = chrono::Utc::now().timestamp();
+                let body = format!("apimon_executor,environment=outside,executor=e1 running=0i {now}\napimon_reconcile,environment=outside outcome=\"no_changes\",commit=\"c\" {now}");
+                let _ = reqwest::Client::new()
+                    .post(format!("{url}/write"))
+                    .query(&[("db", "apimon"), ("precision", "s")])
+                    .basic_auth(ADMIN.0, Some(ADMIN.1))
+                    .body(body)
+                    .send()
+                    .await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    until("e1 and the reconciles resolved", async || {
+        let body = service.get("/api/v1/incidents").await;
+        let recent: Vec<&str> = body["recent"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|i| i["about"].as_str()).collect())
+            .unwrap_or_default();
+        (recent.contains(&"executor:e1") && recent.contains(&"reconcile")).then_some(())
+    })
+    .await;
+    keep.abort();
+    back.abort();
+    service.stop().await;
+}

@@ -20,6 +20,7 @@ pub mod http;
 pub mod metrics;
 pub mod notify;
 mod observation;
+mod points;
 mod retries;
 pub mod rollback;
 pub mod self_image;

@@ -555,6 +555,24 @@ impl Worker {
             if !troubled {
                 self.metrics.applied(env, now.timestamp() as f64);
             }
+            if let Some(environment) = prepared.state.environments.get(env) {
+                let reconciled = super::points::Reconciled {
+                    outcome: outcome_name,
+                    commit: shown_commit,
+                    failed: failed.len(),
+                    pending: env_pending.len(),
+                };
+                let line = super::points::line(
+                    env,
+                    &reconciled,
+                    now.timestamp_nanos_opt().unwrap_or_default(),
+                );
+                if let Ok(store) = self.secrets() {
+                    let secrets = crate::model::Secrets::Resolved(store);
+                    let on_bastion = self.machine().on_bastion;
+                    super::points::send(environment, &secrets, on_bastion, line, &self.metrics);
+                }
+            }
             self.metrics.pending(env, env_pending.len() as u64);
             self.update_status(|s| {
                 let status: &mut EnvironmentStatus = s.environments.entry(env.clone()).or_default();

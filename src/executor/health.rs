@@ -232,8 +232,8 @@ impl Health {
         out
     }
 
-    /// The `apimon_executor` point of `environment` at `now_ns`.
-    pub fn point(&self, environment: &str, now_ns: i64) -> String {
+    /// The `apimon_executor` point of `executor` in `environment` at `now_ns`.
+    pub fn point(&self, environment: &str, executor: &str, now_ns: i64) -> String {
         let (running, unloadable) =
             self.inner.lock().map(|h| (h.running, h.unloadable.len())).unwrap_or_default();
         let counters = &self.results;
@@ -242,8 +242,9 @@ impl Health {
             .map(|l| format!(",load={l},cpus={}i", super::load::cpus()))
             .unwrap_or_default();
         format!(
-            "apimon_executor,environment={} buffered={}i,dropped={}i,ingested={}i{load},log_upload_failures={}i,logs_pending={}i,logs_uploaded={}i,oldest_buffered_age_s={},probe_rounds_failed={}i,probes={}i,probes_failed={}i,rejected={}i,running={running}i,unauthenticated={}i,unloadable={unloadable}i,written={}i {now_ns}",
+            "apimon_executor,environment={},executor={} buffered={}i,dropped={}i,ingested={}i{load},log_upload_failures={}i,logs_pending={}i,logs_uploaded={}i,oldest_buffered_age_s={},probe_rounds_failed={}i,probes={}i,probes_failed={}i,rejected={}i,running={running}i,unauthenticated={}i,unloadable={unloadable}i,written={}i {now_ns}",
             escape_tag(environment),
+            escape_tag(executor),
             counters.buffered.load(Ordering::Relaxed),
             counters.dropped.load(Ordering::Relaxed),
             self.ingested.load(Ordering::Relaxed),
@@ -290,7 +291,8 @@ mod tests {
         let health = Health::default();
         health.results.buffered.store(2, Ordering::Relaxed);
         health.results.oldest_ns.store(1_000_000_000, Ordering::Relaxed);
-        let point = health.point("outside", 3_500_000_000);
+        let point = health.point("outside", "outside-executor", 3_500_000_000);
+        assert!(point.starts_with("apimon_executor,environment=outside,executor=outside-executor "));
         assert!(
             point.contains("buffered=2i") && point.contains("oldest_buffered_age_s=2.5"),
             "{point}"

@@ -581,7 +581,11 @@ pub async fn run(
                 }
             }
             _ = health_tick.tick() => {
-                let point = executor.health.point(&executor.config.environment, ingest::now_ns());
+                let point = executor.health.point(
+                    &executor.config.environment,
+                    &executor.config.executor,
+                    ingest::now_ns(),
+                );
                 executor.writer.write_line(point);
             }
         }

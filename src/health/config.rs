@@ -36,6 +36,9 @@ pub struct RawConfig {
     pub page_url: Option<String>,
     /// Grafana's base URL (its Health dashboard linked from notifications).
     pub grafana_url: Option<String>,
+    /// What should report: executors, scheduled scenarios, the daemon.
+    #[serde(default)]
+    pub deadman: super::deadman::Deadman,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -87,6 +90,8 @@ pub struct Config {
     pub targets: std::collections::BTreeMap<String, crate::notify::Target>,
     /// Links in notifications.
     pub links: super::alerts::Links,
+    /// The dead-man's switches.
+    pub deadman: super::deadman::Deadman,
 }
 
 /// The configuration is unusable.
@@ -155,6 +160,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         Some(rules) => targets(&mut file, &rules.routes, &secrets),
         None => std::collections::BTreeMap::new(),
     };
+    for (environment, scenarios) in &raw.deadman.scenarios {
+        for (scenario, cron) in scenarios {
+            if let Err(message) = crate::cron::Schedule::parse(cron) {
+                file.problem(&format!("deadman.scenarios.{environment}.{scenario}"), message);
+            }
+        }
+    }
     file.finish().map_err(ConfigError::Invalid)?;
     let Some(rules) = rules else { return Err(ConfigError::Invalid(vec!["no rules".to_owned()])) };
     Ok(Config {
@@ -171,6 +183,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         state_dir: raw.state_dir,
         targets,
         links: super::alerts::Links { page: raw.page_url, grafana: raw.grafana_url },
+        deadman: raw.deadman,
     })
 }
 

@@ -14,6 +14,7 @@
 
 pub mod alerts;
 pub mod config;
+pub mod deadman;
 pub mod evaluate;
 pub mod history;
 pub mod incidents;
@@ -144,6 +145,7 @@ pub async fn run(
     }
     let mut policy = alerts::Policy::default();
     let mut history_read: Option<tokio::time::Instant> = None;
+    let started = chrono::Utc::now();
     if let Ok(mut windows) = shared.windows.write() {
         windows.clone_from(&config.rules.windows);
     }
@@ -163,7 +165,15 @@ pub async fn run(
         let reload = tokio::select! {
             _ = tick.tick() => {
                 evaluate_once(&config, &influx, credentials.as_ref(), &http, &shared).await;
-                incidents_once(&config, &shared, &store, &mut policy, &notifier);
+                let source = evaluate::Source { client: &influx, credentials: credentials.as_ref(), database: &config.database };
+                let mut looks = Vec::new();
+                for environment in &config.environments {
+                    match deadman::look(&source, &config.deadman, environment, chrono::Utc::now(), started).await {
+                        Ok(found) => looks.extend(found.into_iter().map(|l| (environment.clone(), l))),
+                        Err(error) => tracing::warn!(%environment, %error, "The dead-man's switches cannot be read; they keep their state."),
+                    }
+                }
+                incidents_once(&config, &shared, &store, &mut policy, &notifier, &looks);
                 if history_read.is_none_or(|at| at.elapsed() >= HISTORY_REFRESH) {
                     let source = evaluate::Source { client: &influx, credentials: credentials.as_ref(), database: &config.database };
                     let read = history::read(&source, &config.environments).await;
@@ -265,6 +275,7 @@ fn incidents_once(
     store: &incidents::Store,
     policy: &mut alerts::Policy,
     notifier: &crate::notify::Notifier,
+    looks: &[(String, deadman::Look)],
 ) {
     let now = chrono::Utc::now();
     let Ok(last) = shared.last.read() else { return };
@@ -282,6 +293,15 @@ fn incidents_once(
         changes.extend(ledger.observe_services(
             environment,
             &services,
+            now,
+            config.rules.resolve_after,
+        ));
+    }
+    for (environment, (about, fired)) in looks {
+        changes.extend(ledger.observe_switch(
+            environment,
+            about,
+            fired.clone(),
             now,
             config.rules.resolve_after,
         ));

@@ -21,6 +21,10 @@ pub use background::{RawLogs, RawProbe, RawSweeper};
 pub struct RawConfig {
     /// Environment tag of every point.
     pub environment: String,
+    /// This executor's name, the `executor` tag of its health point (the
+    /// health service's dead-man's switch tells executors apart by it);
+    /// default: the machine's host name.
+    pub executor: Option<String>,
     /// Where results go.
     pub results: RawResults,
     /// Base directory of playbooks.
@@ -180,6 +184,8 @@ pub struct RawScenario {
 pub struct Config {
     /// Environment.
     pub environment: String,
+    /// This executor's name.
+    pub executor: String,
     /// Results target.
     pub results: ResultsTarget,
     /// Settings of the runners.
@@ -388,6 +394,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     file.finish().map_err(ConfigError::Invalid)?;
     Ok(Config {
         environment: raw.environment,
+        executor: raw.executor.filter(|n| !n.trim().is_empty()).unwrap_or_else(host_name),
         results: ResultsTarget {
             url: raw.results.url,
             database: raw.results.database,
@@ -465,4 +472,13 @@ mod tests {
             .to_string();
         assert!(error.contains("executor.yaml:6:1: surprise: unknown field `surprise`"), "{error}");
     }
+}
+
+/// The machine's host name (`/proc/sys/kernel/hostname`), or `executor`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "executor".to_owned())
 }
