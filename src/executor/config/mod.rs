@@ -428,6 +428,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     })
 }
 
+/// The machine's host name (`/proc/sys/kernel/hostname`), or `executor`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "executor".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,13 +481,4 @@ mod tests {
             .to_string();
         assert!(error.contains("executor.yaml:6:1: surprise: unknown field `surprise`"), "{error}");
     }
-}
-
-/// The machine's host name (`/proc/sys/kernel/hostname`), or `executor`.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "executor".to_owned())
 }
