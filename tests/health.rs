@@ -122,3 +122,48 @@ async fn a_query_influxdb_refuses_is_an_error_not_an_empty_result() {
     assert!(!metrics.contains("apimon_health_query_errors_total 0\n"), "{metrics}");
     service.stop().await;
 }
+
+#[test]
+fn the_rendered_health_config_is_what_the_service_reads_on_the_first_bastion() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples-repo");
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = crate::support::apimon(&[
+        "render",
+        "--repo",
+        &repo.to_string_lossy(),
+        "--out",
+        &out.path().to_string_lossy(),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", crate::support::text(&output).1);
+    let host = out.path().join("outside/outside-bastion");
+    let unit = std::fs::read_to_string(host.join("etc/systemd/system/apimon-health.service"))
+        .expect("the unit on the first bastion");
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/apimon health --config /etc/apimon/health.yaml")
+    );
+    assert!(unit.contains("NoNewPrivileges=yes") && unit.contains("ProtectSystem=strict"));
+    assert!(
+        !out.path().join("outside/outside-executor/etc/apimon/health.yaml").exists(),
+        "one host per environment"
+    );
+    // Its files, where the test put them.
+    let etc = host.join("etc/apimon");
+    let config = std::fs::read_to_string(etc.join("health.yaml"))
+        .expect("health.yaml")
+        .replace("/etc/apimon/", &format!("{}/", etc.display()))
+        .replace("/var/lib/apimon/health", &out.path().join("state").display().to_string());
+    // `apimon render` writes every file 0644; the host provider writes
+    // this one 0600, as the service demands.
+    std::fs::set_permissions(
+        etc.join("health-secrets.yaml"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("mode");
+    let local = out.path().join("health.yaml");
+    std::fs::write(&local, config).expect("config");
+    let config = apimon::health::config::load(&local).expect("the rendered config loads");
+    assert_eq!(config.environments, ["outside"]);
+    assert_eq!(config.deadman.executors["outside"], ["outside-executor"]);
+    assert!(config.deadman.scenarios["outside"].contains_key("token_issue"));
+    assert_eq!(config.rules.expressions.len(), 2, "the repository's rules as they are");
+}

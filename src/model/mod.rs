@@ -89,6 +89,8 @@ pub struct DesiredState {
     pub apimon_binary: Option<raw::ApimonBinary>,
     /// `health.yaml`'s rules, when it declares any.
     pub health: Option<health::Health>,
+    /// health.yaml as written, when it declares rules.
+    pub health_text: Option<String>,
 }
 
 /// Where a secret is referenced.

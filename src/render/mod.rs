@@ -9,6 +9,7 @@
 //! past a limit, so no commit can take the process down while rendering.
 
 mod daemon;
+pub mod health;
 mod templates;
 
 pub use daemon::{CONFIG_PATH as DAEMON_CONFIG_PATH, UNIT as DAEMON_UNIT};
@@ -24,10 +25,11 @@ use crate::model::{
 };
 
 /// The built-in templates: name and source.
-pub const BUILT_IN: [(&str, &str); 10] = [
+pub const BUILT_IN: [(&str, &str); 11] = [
     ("cloud-init.yaml.hbs", include_str!("../../templates/cloud-init.yaml.hbs")),
     ("telegraf.conf.hbs", include_str!("../../templates/telegraf.conf.hbs")),
     ("clouds.yaml.hbs", include_str!("../../templates/clouds.yaml.hbs")),
+    ("apimon-health.service.hbs", include_str!("../../templates/apimon-health.service.hbs")),
     ("executor.yaml.hbs", include_str!("../../templates/executor.yaml.hbs")),
     ("apimon-executor.service.hbs", include_str!("../../templates/apimon-executor.service.hbs")),
     ("telegraf.service.hbs", include_str!("../../templates/telegraf.service.hbs")),
@@ -118,6 +120,8 @@ pub struct RenderedHost {
     /// Whether the environment's daemon runs here (its files, account and
     /// binary are converged; its unit is enabled, never restarted).
     pub runs_daemon: bool,
+    /// Runs its environment's health service.
+    pub runs_health: bool,
 }
 
 /// Everything rendered, by host name.
@@ -461,6 +465,11 @@ fn render_host(
         files.extend(daemon::files(environment, host, daemon, templates, secrets, &mut context)?);
         units.push(daemon::UNIT.to_owned());
     }
+    let runs_health = health::host_of(state, environment).is_some_and(|h| h.name == host.name);
+    if runs_health {
+        files.extend(health::files(state, environment, host, templates, secrets, &context)?);
+        units.push(health::UNIT.to_owned());
+    }
     Ok(RenderedHost {
         env: environment.name.clone(),
         host: host.name.clone(),
@@ -470,6 +479,7 @@ fn render_host(
         files,
         units,
         runs_daemon,
+        runs_health,
     })
 }
 

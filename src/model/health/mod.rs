@@ -115,6 +115,9 @@ pub struct Health {
     pub routes: Vec<routes::Route>,
     /// When notifications are held back.
     pub windows: Vec<routes::Window>,
+    /// The host that runs each environment's service, where the
+    /// repository names one (else its first bastion).
+    pub hosts: BTreeMap<String, String>,
 }
 
 /// The placeholders a template's query may use.
@@ -253,6 +256,7 @@ mod tests {
             ],
             routes: Vec::new(),
             windows: Vec::new(),
+            hosts: BTreeMap::new(),
         }
     }
 

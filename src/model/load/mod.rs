@@ -89,6 +89,8 @@ pub struct RawRepository {
     pub scenario_repository: Option<RawScenarioTree>,
     /// health.yaml
     pub health: Document<raw::HealthFile>,
+    /// health.yaml as written (the health service gets it as it is).
+    pub health_text: Option<String>,
 }
 
 /// A scenario repository's files at one commit.
@@ -396,6 +398,11 @@ pub fn load(repo: &Path) -> Result<RawRepository, LoadError> {
     }
     let templates = reader.templates();
     let health = reader.optional_yaml::<raw::HealthFile>(PathBuf::from("health.yaml"));
+    let health_text = if reader.files.exists(Path::new("health.yaml")) {
+        reader.read_text(Path::new("health.yaml"))
+    } else {
+        None
+    };
     match root {
         Some(root) if reader.files.problems.is_empty() => Ok(RawRepository {
             root,
@@ -408,6 +415,7 @@ pub fn load(repo: &Path) -> Result<RawRepository, LoadError> {
             templates,
             scenario_repository: None,
             health,
+            health_text,
         }),
         _ => Err(LoadError::Invalid(super::error::Diagnostics::normalized(reader.files.problems))),
     }

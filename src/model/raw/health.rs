@@ -27,6 +27,10 @@ pub struct HealthFile {
     /// When notifications are held back.
     #[serde(default)]
     pub maintenance_windows: Vec<MaintenanceWindow>,
+    /// The host that runs each environment's health service; default:
+    /// the environment's first bastion.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, String>,
 }
 
 /// `routes[]`: which incidents go where. Exactly one of `webhook`,

@@ -60,6 +60,7 @@ pub(super) fn check(
         expressions,
         routes,
         windows,
+        hosts: file.hosts.clone(),
     })
 }
 

@@ -187,6 +187,28 @@ pub fn validate(repo: RawRepository) -> Result<DesiredState, Diagnostics> {
     let environment_names: std::collections::BTreeSet<&str> =
         repo.root.value.environments.keys().map(String::as_str).collect();
     let health = health::check(&mut check, &repo.health, &environment_names);
+    for (env, host) in health.iter().flat_map(|h| &h.hosts) {
+        let path = format!("hosts.{env}");
+        match environments.get(env) {
+            None => check.error(
+                &repo.health,
+                &path,
+                format!(
+                    "unknown environment `{env}`; {}",
+                    checks::names_list(environment_names.iter().copied())
+                ),
+            ),
+            Some(environment) if !environment.hosts.iter().any(|h| h.name == *host) => {
+                let names = checks::names_list(environment.hosts.iter().map(|h| h.name.as_str()));
+                check.error(
+                    &repo.health,
+                    &path,
+                    format!("`{host}` is no host of environment `{env}`; {names}"),
+                );
+            }
+            Some(_) => {}
+        }
+    }
     let templates = repo
         .templates
         .iter()
@@ -210,6 +232,7 @@ pub fn validate(repo: RawRepository) -> Result<DesiredState, Diagnostics> {
         scenario_repository,
         secret_uses: check.secret_uses,
         apimon_binary,
+        health_text: health.as_ref().and(repo.health_text.clone()),
         health,
     })
 }

@@ -66,12 +66,18 @@ pub fn desired(
                 (file_id(&env.name, &host.host, &file.path), spec)
             })
             .collect();
-        // Executors run the apimon that applies, and so does the bastion
-        // that runs the daemon (which restarts itself when it changed).
-        if host.role == Role::Executor || host.runs_daemon {
+        // Executors run the apimon that applies, and so do the bastion
+        // that runs the daemon (which restarts itself when it changed) and
+        // the host of the health service.
+        if host.role == Role::Executor || host.runs_daemon || host.runs_health {
             if let Some((content, sha256)) = binary {
-                let restarts =
-                    if host.runs_daemon { Vec::new() } else { vec!["apimon-executor".to_owned()] };
+                let mut restarts = Vec::new();
+                if host.role == Role::Executor && !host.runs_daemon {
+                    restarts.push("apimon-executor".to_owned());
+                }
+                if host.runs_health {
+                    restarts.push(crate::render::health::UNIT.to_owned());
+                }
                 let spec = HostSpec::File {
                     host: host.host.clone(),
                     path: BINARY_PATH.to_owned(),
