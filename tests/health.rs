@@ -94,6 +94,34 @@ async fn synthetic_requests_drive_a_service_from_ok_to_degraded_to_outage_and_ba
     assert_eq!(states.into_iter().collect::<Vec<_>>(), ["degraded", "ok", "outage"]);
     let metrics = crate::support::executor::metrics(port).await;
     assert!(metrics.contains("apimon_health_query_errors_total 0\n"), "{metrics}");
+    // The example's Health dashboard reads them: its panels' queries, with
+    // Grafana's variables filled in, return rows (states and incidents).
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("examples-repo/dashboards/apimon/health.json"),
+        )
+        .expect("health.json"),
+    )
+    .expect("JSON");
+    let queries = dashboard["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["query"].as_str().map(str::to_owned))
+        .chain(dashboard["annotations"]["list"][0]["query"].as_str().map(str::to_owned));
+    for query in queries {
+        let query = query
+            .replace("$environment", "outside")
+            .replace("$timeFilter", "time > now() - 1h")
+            .replace("$__interval", "1s");
+        let (_, body) = server.query_in(Some(ADMIN), "apimon", &query).await;
+        assert!(
+            body["results"][0]["series"][0]["values"].as_array().is_some_and(|v| !v.is_empty()),
+            "{query}: {body}"
+        );
+    }
     writer.abort();
     service.stop().await;
 }

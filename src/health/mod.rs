@@ -173,7 +173,8 @@ pub async fn run(
                         Err(error) => tracing::warn!(%environment, %error, "The dead-man's switches cannot be read; they keep their state."),
                     }
                 }
-                incidents_once(&config, &shared, &store, &mut policy, &notifier, &looks);
+                let points = incidents_once(&config, &shared, &store, &mut policy, &notifier, &looks);
+                write(&config, &http, &shared, points).await;
                 if history_read.is_none_or(|at| at.elapsed() >= HISTORY_REFRESH) {
                     let source = evaluate::Source { client: &influx, credentials: credentials.as_ref(), database: &config.database };
                     let read = history::read(&source, &config.environments).await;
@@ -242,29 +243,61 @@ async fn evaluate_once(
     }
     let now = chrono::Utc::now();
     let lines = evaluate::points(&evaluation, now.timestamp_nanos_opt().unwrap_or_default());
-    if !lines.is_empty() {
-        let mut request = http
-            .post(format!("{}/write", config.url))
-            .query(&[("db", config.database.as_str()), ("precision", "ns")])
-            .body(lines.join("\n"));
-        if let Some((user, password)) = &config.credentials {
-            request = request.basic_auth(user, Some(password.expose()));
-        }
-        match request.send().await {
-            Ok(response) if response.status().is_success() => {}
-            Ok(response) => {
-                shared.write_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(status = %response.status(), "InfluxDB refused the health points.");
-            }
-            Err(error) => {
-                shared.write_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %crate::error::chain(&error), "Cannot write the health points.");
-            }
-        }
-    }
+    write(config, http, shared, lines).await;
     if let Ok(mut last) = shared.last.write() {
         *last = Some((now, evaluation));
     }
+}
+
+/// Writes `lines` to the results database; a failure is logged and counted.
+async fn write(config: &Config, http: &reqwest::Client, shared: &Shared, lines: Vec<String>) {
+    if lines.is_empty() {
+        return;
+    }
+    let mut request = http
+        .post(format!("{}/write", config.url))
+        .query(&[("db", config.database.as_str()), ("precision", "ns")])
+        .body(lines.join("\n"));
+    if let Some((user, password)) = &config.credentials {
+        request = request.basic_auth(user, Some(password.expose()));
+    }
+    match request.send().await {
+        Ok(response) if response.status().is_success() => {}
+        Ok(response) => {
+            shared.write_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(status = %response.status(), "InfluxDB refused the health points.");
+        }
+        Err(error) => {
+            shared.write_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %crate::error::chain(&error), "Cannot write the health points.");
+        }
+    }
+}
+
+/// The `apimon_incident` point of one change (the Health dashboard's
+/// annotations).
+fn incident_point(
+    incident: &incidents::Incident,
+    change: incidents::Change,
+    now_ns: i64,
+) -> String {
+    use crate::executor::lineproto::escape_tag;
+    let text = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let change = match change {
+        incidents::Change::Opened => "opened",
+        incidents::Change::Updated => "updated",
+        incidents::Change::Resolved => "resolved",
+    };
+    let services: Vec<&str> = incident.parts.keys().map(String::as_str).collect();
+    format!(
+        "apimon_incident,environment={},about={} id=\"{}\",change=\"{change}\",state=\"{}\",worst=\"{}\",services=\"{}\" {now_ns}",
+        escape_tag(&incident.environment),
+        escape_tag(&incident.about),
+        text(&incident.id),
+        incident.state.as_str(),
+        incident.parts.values().map(|p| p.worst).max().unwrap_or(crate::model::health::State::Ok).as_str(),
+        text(&services.join(","))
+    )
 }
 
 /// Feeds the last evaluation to the incidents; queues what the routes are
@@ -276,11 +309,11 @@ fn incidents_once(
     policy: &mut alerts::Policy,
     notifier: &crate::notify::Notifier,
     looks: &[(String, deadman::Look)],
-) {
+) -> Vec<String> {
     let now = chrono::Utc::now();
-    let Ok(last) = shared.last.read() else { return };
-    let Some((_, evaluation)) = last.as_ref() else { return };
-    let Ok(mut ledger) = shared.ledger.write() else { return };
+    let Ok(last) = shared.last.read() else { return Vec::new() };
+    let Some((_, evaluation)) = last.as_ref() else { return Vec::new() };
+    let Ok(mut ledger) = shared.ledger.write() else { return Vec::new() };
     let before = ledger.clone();
     let mut changes = Vec::new();
     for environment in &config.environments {
@@ -306,6 +339,11 @@ fn incidents_once(
             config.rules.resolve_after,
         ));
     }
+    let now_ns = now.timestamp_nanos_opt().unwrap_or_default();
+    let points: Vec<String> = changes
+        .iter()
+        .filter_map(|(id, change)| ledger.get(id).map(|i| incident_point(i, *change, now_ns)))
+        .collect();
     for (id, change) in &changes {
         if let Some(incident) = ledger.get(id) {
             tracing::warn!(id = %id, change = ?change, environment = %incident.environment, about = %incident.about, state = incident.state.as_str(), "Incident.");
@@ -333,6 +371,7 @@ fn incidents_once(
             tracing::error!(%error, "Cannot save the incidents.");
         }
     }
+    points
 }
 
 fn router(shared: Arc<Shared>) -> axum::Router {
