@@ -58,6 +58,20 @@ os.replace(f"{root}/executor.yaml.new", f"{root}/executor.yaml")
 EOF
 }
 
+derive_health_config() { # hosts port: the health service's file as the daemon wrote it, here
+  python3 - "$1" "$DIR" "$2" <<'EOF'
+import os, sys
+hosts, root, port = sys.argv[1:4]
+text = open(f"{hosts}/etc/apimon/health.yaml").read()
+text = text.replace('"/etc/apimon/', f'"{hosts}/etc/apimon/')
+text = text.replace('"/var/lib/apimon/health"', f'"{root}/health-state"')
+text = text.rstrip().rstrip("}").rstrip() + f',\n  "listen": "127.0.0.1:{port}"\n}}\n'
+fd = os.open(f"{root}/health.yaml", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+with os.fdopen(fd, "w") as f:
+    f.write(text)
+EOF
+}
+
 follow() { # ansible ingest_port: until stopped
   local source="$DIR/hosts/etc/apimon/executor.yaml"
   while sleep 1; do
@@ -67,7 +81,7 @@ follow() { # ansible ingest_port: until stopped
 
 down() {
   [ -d "$PIDS" ] || { log "nothing started in $DIR"; return 0; }
-  for name in follow executor daemon sshd influxd; do
+  for name in follow health executor daemon sshd influxd; do
     if alive "$name"; then
       kill -TERM "$(cat "$PIDS/$name.pid")" 2>/dev/null || true
       for _ in $(seq 100); do alive "$name" || break; sleep 0.1; done
@@ -301,11 +315,19 @@ sys.exit(0 if outcome in ("success", "no_changes") else 1)
   start executor "$DIR/logs/executor.log" "$apimon" executor --config "$DIR/executor.yaml"
   wait_for "the executor" 30 curl -sf "http://127.0.0.1:$ingest_port/metrics"
 
+  log "starting apimon health (the configuration the daemon wrote to outside-bastion)"
+  local health_port
+  health_port=$(free_port)
+  derive_health_config "$hosts" "$health_port"
+  start health "$DIR/logs/health.log" "$apimon" health --config "$DIR/health.yaml"
+  wait_for "the health service" 30 curl -sf "http://127.0.0.1:$health_port/healthz"
+
   cat >"$DIR/env" <<EOF
 APIMON_DEV_DIR=$DIR
 APIMON_DEV_DAEMON=http://127.0.0.1:$daemon_port
 APIMON_DEV_INFLUXDB=http://127.0.0.1:$influx_port
 APIMON_DEV_EXECUTOR_METRICS=http://127.0.0.1:$ingest_port/metrics
+APIMON_DEV_HEALTH=http://127.0.0.1:$health_port
 APIMON_DEV_HOSTS=$hosts
 APIMON_SSH_KEY=$DIR/ssh/client_key
 APIMON_SSH_KNOWN_HOSTS=$DIR/ssh/known_hosts
@@ -316,6 +338,7 @@ apimon dev stack is up in $DIR (logs in $DIR/logs).
   daemon status:   curl -s http://127.0.0.1:$daemon_port/status | python3 -m json.tool
   scenario points: curl -s -u admin:admin-dev-pw 'http://127.0.0.1:$influx_port/query?db=apimon' --data-urlencode 'q=SELECT * FROM apimon_scenario ORDER BY time DESC LIMIT 5'
   executor health: curl -s http://127.0.0.1:$ingest_port/metrics
+  status page:     http://127.0.0.1:$health_port/ (incidents: /api/v1/incidents)
   the hosts' files: $hosts (/etc/apimon/executor.yaml, telegraf, influxdb ...)
 Watch a change go through: edit $DIR/repo (say, a retention policy in
 inventory/outside/influxdb.yaml, or a scenario's schedule), commit, and within

@@ -102,6 +102,22 @@ async fn the_local_stack_runs_the_example_platform_and_stops_cleanly() {
     })
     .await;
 
+    // The health service the daemon deployed to the bastion evaluates the
+    // local cloud's services from those measurements; its page shows them.
+    let health = value(&env, "APIMON_DEV_HEALTH");
+    let measured = eventually("the health service measuring identity", || async {
+        let body: serde_json::Value =
+            http.get(format!("{health}/api/v1/health")).send().await.ok()?.json().await.ok()?;
+        let identity = &body["environments"]["outside"]["identity"];
+        identity["values"].as_object().is_some_and(|v| !v.is_empty()).then(|| body.clone())
+    })
+    .await;
+    assert_eq!(measured["errors"], serde_json::json!([]), "{measured}");
+    let page =
+        http.get(format!("{health}/")).send().await.expect("page").text().await.expect("html");
+    assert!(page.contains("<tr data-service=\"identity\" data-state="), "{page}");
+    assert!(page.contains("<tr data-service=\"compute\" data-state="), "{page}");
+
     // A commit goes through: to InfluxDB, and over SSH to the executor
     // host, whose new configuration the running executor takes.
     let repo = root.join("repo");
@@ -174,7 +190,7 @@ async fn the_local_stack_runs_the_example_platform_and_stops_cleanly() {
     assert!(complaint.contains("no_such.collection.module"), "{findings:?}");
     assert_eq!(findings[0]["items"].as_object().map(|o| o.len()), Some(1), "{findings:?}");
 
-    let pids: Vec<i32> = ["influxd", "sshd", "daemon", "executor", "follow"]
+    let pids: Vec<i32> = ["influxd", "sshd", "daemon", "executor", "follow", "health"]
         .iter()
         .map(|name| {
             std::fs::read_to_string(root.join("pids").join(format!("{name}.pid")))
