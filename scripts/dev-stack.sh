@@ -65,7 +65,7 @@ hosts, root, port = sys.argv[1:4]
 text = open(f"{hosts}/etc/apimon/health.yaml").read()
 text = text.replace('"/etc/apimon/', f'"{hosts}/etc/apimon/')
 text = text.replace('"/var/lib/apimon/health"', f'"{root}/health-state"')
-text = text.rstrip().rstrip("}").rstrip() + f',\n  "listen": "127.0.0.1:{port}"\n}}\n'
+text = text.replace('"listen": "127.0.0.1:8190"', f'"listen": "127.0.0.1:{port}"')
 fd = os.open(f"{root}/health.yaml", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 with os.fdopen(fd, "w") as f:
     f.write(text)

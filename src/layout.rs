@@ -22,6 +22,8 @@ pub const EXECUTOR_ZONE_PATH: &str = "/etc/apimon/zone";
 /// its runs directory): the daemon reads it when it observes the host, so
 /// `/status` names the playbooks an executor's runtime cannot load.
 pub const UNLOADABLE_REPORT: &str = "/var/lib/apimon/runs/.unloadable.json";
+/// Where the health service listens unless configured: loopback.
+pub const HEALTH_LISTEN: &str = "127.0.0.1:8190";
 /// The daemon's clouds.yaml.
 pub const CLOUDS_PATH: &str = "/etc/apimon/clouds.yaml";
 /// The daemon's approval token (the bearer token of `POST /approve`): a

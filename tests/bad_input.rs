@@ -105,7 +105,7 @@ rejects! {
             "expressions[1].expression: invalid expression `(slow`: `(` is not closed; expected `)` at character 6",
             "expressions[1].weight: 3; expected 0 (ok), 1 (degraded) or 2 (outage)"];
     health_routes_and_windows_that_cannot_work_are_rejected:
-        write("health.yaml", "flag_templates:\n  t:\n    query: 'SELECT mean(x) FROM m WHERE $window GROUP BY s'\n    op: gt\n    threshold: 1\nflags:\n  - {name: f, template: t, services: [compute]}\nexpressions:\n  - {name: e, expression: f, weight: 1}\nroutes:\n  - {name: chat, severity: critical, matrix: {homeserver: 'https://m.example.org', room: '#alias:example.org', access_token: plain-token}}\n  - {name: both, webhook: {url: 'https://h.example.org', secret: {secret: k}}, email: {smtp_host: s, from: a@b, to: [c@d]}}\n  - {name: mail, email: {smtp_host: smtp.example.org, from: nobody, to: []}}\nmaintenance_windows:\n  - {name: w, cron: '0 2 * * 0'}\n  - {name: v, start: '2026-12-24T18:00:00Z', end: '2026-12-24T08:00:00Z'}\nhosts:\n  outside: nowhere\n")
+        write("health.yaml", "flag_templates:\n  t:\n    query: 'SELECT mean(x) FROM m WHERE $window GROUP BY s'\n    op: gt\n    threshold: 1\nflags:\n  - {name: f, template: t, services: [compute]}\nexpressions:\n  - {name: e, expression: f, weight: 1}\nroutes:\n  - {name: chat, severity: critical, matrix: {homeserver: 'https://m.example.org', room: '#alias:example.org', access_token: plain-token}}\n  - {name: both, webhook: {url: 'https://h.example.org', secret: {secret: k}}, email: {smtp_host: s, from: a@b, to: [c@d]}}\n  - {name: mail, email: {smtp_host: smtp.example.org, from: nobody, to: []}}\nmaintenance_windows:\n  - {name: w, cron: '0 2 * * 0'}\n  - {name: v, start: '2026-12-24T18:00:00Z', end: '2026-12-24T08:00:00Z'}\nhosts:\n  outside: nowhere\npage: {listen: '0.0.0.0:8190'}\n")
         => ["health.yaml:11:", "routes[0].severity: unknown severity `critical`; expected degraded or outage",
             "routes[0].matrix.room: invalid room id `#alias:example.org`; expected the room's id (`!…`), not an alias",
             "routes[0].matrix.access_token:",
@@ -114,7 +114,8 @@ rejects! {
             "routes[2].email.to: no recipient; expected at least one address",
             "maintenance_windows[0]: expected cron and duration, or start and end",
             "maintenance_windows[1].end: not after start",
-            "hosts.outside: `nowhere` is no host of environment `outside`; expected one of: outside-bastion"];
+            "hosts.outside: `nowhere` is no host of environment `outside`; expected one of: outside-bastion",
+            "page.allow_from: the page listens beyond loopback; expected the networks allowed to connect"];
     a_health_threshold_that_is_no_number_is_rejected:
         write("health.yaml", "flag_templates:\n  latency:\n    query: 'SELECT mean(x) FROM m WHERE $window GROUP BY s'\n    op: gt\n    threshold: high\n")
         => ["health.yaml:5:16: flag_templates.latency.threshold: invalid type: string \"high\""];

@@ -191,6 +191,7 @@ fn the_rendered_health_config_is_what_the_service_reads_on_the_first_bastion() {
     std::fs::write(&local, config).expect("config");
     let config = apimon::health::config::load(&local).expect("the rendered config loads");
     assert_eq!(config.environments, ["outside"]);
+    assert_eq!(config.listen.to_string(), "127.0.0.1:8190", "loopback unless health.yaml says");
     assert_eq!(config.deadman.executors["outside"], ["outside-executor"]);
     assert!(config.deadman.scenarios["outside"].contains_key("token_issue"));
     assert_eq!(config.rules.expressions.len(), 2, "the repository's rules as they are");

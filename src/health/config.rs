@@ -39,6 +39,9 @@ pub struct RawConfig {
     /// What should report: executors, scheduled scenarios, the daemon.
     #[serde(default)]
     pub deadman: super::deadman::Deadman,
+    /// Networks allowed to connect (empty: anyone who reaches `listen`).
+    #[serde(default)]
+    pub allow_from: Vec<ipnet::IpNet>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -59,12 +62,10 @@ pub struct RawInfluxdb {
     pub password: Option<String>,
 }
 
-/// Where the service listens, unless configured: loopback.
-pub const DEFAULT_LISTEN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8190);
-
 fn default_listen() -> SocketAddr {
-    DEFAULT_LISTEN
+    crate::layout::HEALTH_LISTEN
+        .parse()
+        .unwrap_or(SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8190))
 }
 
 /// Checked.
@@ -92,6 +93,8 @@ pub struct Config {
     pub links: super::alerts::Links,
     /// The dead-man's switches.
     pub deadman: super::deadman::Deadman,
+    /// Networks allowed to connect.
+    pub allow_from: Vec<ipnet::IpNet>,
 }
 
 /// The configuration is unusable.
@@ -184,6 +187,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         targets,
         links: super::alerts::Links { page: raw.page_url, grafana: raw.grafana_url },
         deadman: raw.deadman,
+        allow_from: raw.allow_from,
     })
 }
 

@@ -150,7 +150,7 @@ pub async fn run(
         windows.clone_from(&config.rules.windows);
     }
     let app = router(Arc::clone(&shared));
-    crate::serve::serve(&config.listen.to_string(), &[], app, stop.clone())
+    crate::serve::serve(&config.listen.to_string(), &config.allow_from, app, stop.clone())
         .await
         .map_err(|source| HealthError::Listen { address: config.listen, source })?;
     let _stop = stop.drop_guard();

@@ -42,7 +42,13 @@ fn file(path: &str, text: String, mode: u32, owner: &str, template: Option<&str>
         mode,
         owner: owner.to_owned(),
         group: "apimon".to_owned(),
-        restarts: if path == UNIT_PATH { vec![UNIT.to_owned()] } else { Vec::new() },
+        // The service re-reads its rules itself; a new unit or configuration
+        // (its listener) restarts it.
+        restarts: if path == UNIT_PATH || path == CONFIG_PATH {
+            vec![UNIT.to_owned()]
+        } else {
+            Vec::new()
+        },
         template: template.map(str::to_owned),
     }
 }
@@ -91,6 +97,8 @@ pub(super) fn files(
         "state_dir": format!("{}/health", crate::layout::STATE_DIR),
         "secrets_file": SECRETS_PATH,
         "grafana_url": environment.grafana_endpoint.as_ref().map(|g| g.url.clone()),
+        "listen": rules.listen.map_or_else(|| crate::layout::HEALTH_LISTEN.to_owned(), |l| l.to_string()),
+        "allow_from": rules.allow_from.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "deadman": {
             "executors": {environment.name.clone(): executors},
             "scenarios": {environment.name.clone(): scenarios},

@@ -118,6 +118,10 @@ pub struct Health {
     /// The host that runs each environment's service, where the
     /// repository names one (else its first bastion).
     pub hosts: BTreeMap<String, String>,
+    /// Where the page listens (`None`: the service's default, loopback).
+    pub listen: Option<std::net::SocketAddr>,
+    /// Who may connect to it when it is not on loopback.
+    pub allow_from: Vec<ipnet::IpNet>,
 }
 
 /// The placeholders a template's query may use.
@@ -257,6 +261,8 @@ mod tests {
             routes: Vec::new(),
             windows: Vec::new(),
             hosts: BTreeMap::new(),
+            listen: None,
+            allow_from: Vec::new(),
         }
     }
 

@@ -31,6 +31,19 @@ pub struct HealthFile {
     /// the environment's first bastion.
     #[serde(default)]
     pub hosts: BTreeMap<String, String>,
+    /// Where the page and the API listen; default loopback only.
+    pub page: Option<PageSettings>,
+}
+
+/// `page`: the status page's listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageSettings {
+    /// `address:port`; default `127.0.0.1:8190`.
+    pub listen: Option<String>,
+    /// Networks allowed to connect (required unless `listen` is loopback).
+    #[serde(default)]
+    pub allow_from: Vec<String>,
 }
 
 /// `routes[]`: which incidents go where. Exactly one of `webhook`,

@@ -48,6 +48,7 @@ pub(super) fn check(
     let templates = check_templates(check, doc);
     let flags = check_flags(check, doc, &templates, environments);
     let expressions = check_expressions(check, doc, &flags);
+    let (listen, allow_from) = super::health_routes::check_page(check, doc);
     let routes = super::health_routes::check_routes(check, doc, environments);
     let windows = super::health_routes::check_windows(check, doc, environments);
     Some(Health {
@@ -61,6 +62,8 @@ pub(super) fn check(
         routes,
         windows,
         hosts: file.hosts.clone(),
+        listen,
+        allow_from,
     })
 }
 

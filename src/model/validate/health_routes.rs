@@ -270,3 +270,46 @@ pub(super) fn check_windows(
     }
     windows
 }
+
+/// `page`: where the status page listens, and who may connect when that
+/// is not loopback (like the daemon's webhook listener).
+pub(super) fn check_page(
+    check: &mut Check,
+    doc: &Document<raw::HealthFile>,
+) -> (Option<std::net::SocketAddr>, Vec<ipnet::IpNet>) {
+    let Some(page) = &doc.value.page else { return (None, Vec::new()) };
+    let listen =
+        page.listen.as_deref().and_then(|text| match text.parse::<std::net::SocketAddr>() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                check.error(
+                    doc,
+                    "page.listen",
+                    format!("invalid address `{text}`; expected address:port like 0.0.0.0:8190"),
+                );
+                None
+            }
+        });
+    let mut allow_from = Vec::new();
+    for (i, network) in page.allow_from.iter().enumerate() {
+        match network
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| network.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        {
+            Ok(net) => allow_from.push(net),
+            Err(_) => check.error(
+                doc,
+                &format!("page.allow_from[{i}]"),
+                format!("invalid network `{network}`; expected a CIDR like 192.0.2.0/24"),
+            ),
+        }
+    }
+    if listen.is_some_and(|a| !a.ip().is_loopback()) && page.allow_from.is_empty() {
+        check.error(
+            doc,
+            "page.allow_from",
+            "the page listens beyond loopback; expected the networks allowed to connect",
+        );
+    }
+    (listen, allow_from)
+}
