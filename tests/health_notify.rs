@@ -156,6 +156,18 @@ async fn a_signed_webhook_gets_open_and_resolve_and_what_waits_for_a_down_receiv
     set(&phases, "network", 0);
     let writer = drive(&server, &phases);
 
+    // A scenario run failed and its log is in object storage.
+    let log = "http://127.0.0.1:9/v1/AUTH_p/apimon-logs/outside/list_servers/run-1/output.log";
+    let answer = reqwest::Client::new()
+        .post(format!("{}/write", server.url()))
+        .query(&[("db", "apimon")])
+        .basic_auth(ADMIN.0, Some(ADMIN.1))
+        .body(format!("apimon_scenario,environment=outside,result=failed,scenario=list_servers duration_ms=5i,log_url=\"{log}\""))
+        .send()
+        .await
+        .expect("write");
+    assert!(answer.status().is_success());
+
     // compute fails: opened; it recovers: resolved. Every message signed.
     set(&phases, "compute", 2);
     let opened = until("an opened incident at the webhook", async || {
@@ -177,6 +189,7 @@ async fn a_signed_webhook_gets_open_and_resolve_and_what_waits_for_a_down_receiv
     assert!(got.iter().all(|r| r.ok), "a signature Python's hmac does not accept: {got:?}");
     let first = got.iter().find(|r| !changes(&r.body).is_empty()).expect("a message");
     assert_eq!(first.body["environment"], "outside");
+    assert_eq!(first.body["incidents"][0]["logs"]["list_servers"], log, "{first:?}");
     let worst = &first.body["incidents"][0]["parts"]["compute"]["worst"];
     assert!(worst == "outage" || worst == "degraded", "{first:?}");
     assert!(first.body["incidents"][0]["parts"].get("network").is_none(), "{first:?}");

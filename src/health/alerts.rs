@@ -99,7 +99,10 @@ impl Policy {
                     self.held.entry(route.name.clone()).or_default().suppressed += 1;
                     return;
                 }
-                let line = format!("[{change}] {}: {}", incident.about, describe(incident));
+                let mut line = format!("[{change}] {}: {}", incident.about, describe(incident));
+                for (scenario, url) in &incident.logs {
+                    line.push_str(&format!("\n  log of a failed {scenario} run: {url}"));
+                }
                 let body = json!({
                     "change": change,
                     "id": incident.id,
@@ -110,6 +113,7 @@ impl Policy {
                     "resolved": incident.resolved,
                     "parts": incident.parts,
                     "detail": incident.detail,
+                    "logs": incident.logs,
                 });
                 by_env.entry(incident.environment.clone()).or_default().push((line, body));
                 told.push(incident.id.clone());

@@ -64,6 +64,10 @@ pub struct Incident {
     pub detail: Option<String>,
     /// Routes that were told, and when last (reminders count from it).
     pub notified: BTreeMap<String, DateTime<Utc>>,
+    /// The logs of the environment's latest failed runs, by scenario, as
+    /// the incident last changed (links to object storage).
+    #[serde(default)]
+    pub logs: BTreeMap<String, String>,
 }
 
 impl Incident {
@@ -136,6 +140,7 @@ impl Ledger {
                     parts: BTreeMap::new(),
                     detail: None,
                     notified: BTreeMap::new(),
+                    logs: BTreeMap::new(),
                 });
                 self.open.len() - 1
             }
@@ -217,6 +222,7 @@ impl Ledger {
                     parts: BTreeMap::from([(about.to_owned(), part)]),
                     detail: Some(detail),
                     notified: BTreeMap::new(),
+                    logs: BTreeMap::new(),
                 });
                 Some((id, Change::Opened))
             }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod deadman;
 pub mod evaluate;
 pub mod history;
+mod http;
 pub mod incidents;
 pub mod page;
 
@@ -149,7 +150,7 @@ pub async fn run(
     if let Ok(mut windows) = shared.windows.write() {
         windows.clone_from(&config.rules.windows);
     }
-    let app = router(Arc::clone(&shared));
+    let app = http::router(Arc::clone(&shared));
     crate::serve::serve(&config.listen.to_string(), &config.allow_from, app, stop.clone())
         .await
         .map_err(|source| HealthError::Listen { address: config.listen, source })?;
@@ -173,7 +174,8 @@ pub async fn run(
                         Err(error) => tracing::warn!(%environment, %error, "The dead-man's switches cannot be read; they keep their state."),
                     }
                 }
-                let points = incidents_once(&config, &shared, &store, &mut policy, &notifier, &looks);
+                let logs = failed_logs(&config, &influx, credentials.as_ref(), &shared).await;
+                let points = incidents_once(&config, &shared, &store, &mut policy, &notifier, &looks, &logs);
                 write(&config, &http, &shared, points).await;
                 if history_read.is_none_or(|at| at.elapsed() >= HISTORY_REFRESH) {
                     let source = evaluate::Source { client: &influx, credentials: credentials.as_ref(), database: &config.database };
@@ -249,6 +251,58 @@ async fn evaluate_once(
     }
 }
 
+/// Most failed runs' logs linked from one incident.
+const MAX_LOGS: usize = 10;
+
+/// The log links of the latest failed run of each scenario in the last
+/// hour, by environment: asked only of environments with a failing
+/// service in the last evaluation (one query each).
+async fn failed_logs(
+    config: &Config,
+    influx: &Client,
+    credentials: Option<&Credentials>,
+    shared: &Shared,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> {
+    let failing: Vec<String> = shared
+        .last
+        .read()
+        .ok()
+        .and_then(|l| {
+            l.as_ref().map(|(_, e)| {
+                e.environments
+                    .iter()
+                    .filter(|(_, s)| s.values().any(|h| h.state != crate::model::health::State::Ok))
+                    .map(|(env, _)| env.clone())
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    let secrets: Vec<&str> =
+        credentials.map(|c| c.password.expose().as_str()).into_iter().collect();
+    let mut out = std::collections::BTreeMap::new();
+    for environment in failing {
+        let quoted = environment.replace('\\', "\\\\").replace('\'', "\\'");
+        let query = format!("SELECT last(\"log_url\") FROM \"apimon_scenario\" WHERE \"environment\" = '{quoted}' AND \"result\" = 'failed' AND time > now() - 1h GROUP BY \"scenario\"");
+        let Ok(results) = influx.query_in(&config.database, &[query], credentials, &secrets).await
+        else {
+            continue;
+        };
+        let links: std::collections::BTreeMap<String, String> = results
+            .first()
+            .into_iter()
+            .flat_map(|r| &r.series)
+            .filter_map(|s| {
+                let scenario = s.tags.get("scenario")?.clone();
+                let url = s.values.last()?.get(1)?.as_str()?.to_owned();
+                url.starts_with("http").then_some((scenario, url))
+            })
+            .take(MAX_LOGS)
+            .collect();
+        out.insert(environment, links);
+    }
+    out
+}
+
 /// Writes `lines` to the results database; a failure is logged and counted.
 async fn write(config: &Config, http: &reqwest::Client, shared: &Shared, lines: Vec<String>) {
     if lines.is_empty() {
@@ -309,6 +363,7 @@ fn incidents_once(
     policy: &mut alerts::Policy,
     notifier: &crate::notify::Notifier,
     looks: &[(String, deadman::Look)],
+    logs: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 ) -> Vec<String> {
     let now = chrono::Utc::now();
     let Ok(last) = shared.last.read() else { return Vec::new() };
@@ -338,6 +393,19 @@ fn incidents_once(
             now,
             config.rules.resolve_after,
         ));
+    }
+    // The latest failed runs' logs go with the services' incidents that
+    // changed (opened or updated): what failed, readable from a message.
+    for (id, change) in &changes {
+        if let (Some(incident), incidents::Change::Opened | incidents::Change::Updated) =
+            (ledger.get_mut(id), change)
+        {
+            if incident.about == incidents::SERVICES {
+                if let Some(found) = logs.get(&incident.environment) {
+                    incident.logs.clone_from(found);
+                }
+            }
+        }
     }
     let now_ns = now.timestamp_nanos_opt().unwrap_or_default();
     let points: Vec<String> = changes
@@ -372,169 +440,4 @@ fn incidents_once(
         }
     }
     points
-}
-
-fn router(shared: Arc<Shared>) -> axum::Router {
-    use axum::routing::get;
-    let health = Arc::clone(&shared);
-    let metrics = Arc::clone(&shared);
-    let listed = Arc::clone(&shared);
-    let shown = Arc::clone(&shared);
-    axum::Router::new()
-        .route(
-            "/",
-            get(move || {
-                let shared = Arc::clone(&shown);
-                async move { axum::response::Html(render_page(&shared)) }
-            }),
-        )
-        .route(
-            "/api/v1/incidents",
-            get(move || {
-                let shared = Arc::clone(&listed);
-                async move {
-                    let ledger = shared.ledger.read().map(|l| l.clone()).unwrap_or_default();
-                    axum::Json(serde_json::json!({"open": ledger.open, "recent": ledger.recent}))
-                }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/api/v1/health",
-            get(move || {
-                let shared = Arc::clone(&health);
-                async move {
-                    let body = shared.last.read().ok().and_then(|last| {
-                        last.as_ref().map(|(at, e)| serde_json::json!({"evaluated_at": at, "environments": e.environments, "errors": e.errors, "queries": e.queries}))
-                    });
-                    axum::Json(body.unwrap_or_else(|| serde_json::json!({"evaluated_at": null, "environments": {}, "errors": []})))
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let shared = Arc::clone(&metrics);
-                async move { render_metrics(&shared) }
-            }),
-        )
-}
-
-fn render_page(shared: &Shared) -> String {
-    let last = shared.last.read().ok().and_then(|l| l.clone());
-    let ledger = shared.ledger.read().map(|l| l.clone()).unwrap_or_default();
-    let history = shared.history.read().map(|h| h.clone()).unwrap_or_default();
-    let windows = shared.windows.read().map(|w| w.clone()).unwrap_or_default();
-    let routes = shared
-        .notifier
-        .read()
-        .ok()
-        .and_then(|n| n.as_ref().map(|n| n.counters()))
-        .unwrap_or_default();
-    page::render(&page::Snapshot {
-        last: last.as_ref(),
-        ledger: &ledger,
-        history: &history,
-        windows: &windows,
-        routes: &routes,
-        now: chrono::Utc::now(),
-    })
-}
-
-fn render_metrics(shared: &Shared) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    for (name, help, value) in [
-        (
-            "evaluations_total",
-            "Evaluations of the health rules.",
-            shared.evaluations.load(Ordering::Relaxed),
-        ),
-        (
-            "query_errors_total",
-            "Health queries InfluxDB refused or did not answer.",
-            shared.query_errors.load(Ordering::Relaxed),
-        ),
-        (
-            "write_failures_total",
-            "Writes of apimon_health points that failed.",
-            shared.write_failures.load(Ordering::Relaxed),
-        ),
-    ] {
-        let _ = writeln!(out, "# HELP apimon_health_{name} {help}\n# TYPE apimon_health_{name} counter\napimon_health_{name} {value}");
-    }
-    let open = shared.ledger.read().map(|l| l.open.len()).unwrap_or_default();
-    let _ = writeln!(out, "# HELP apimon_health_incidents_open Incidents open.\n# TYPE apimon_health_incidents_open gauge\napimon_health_incidents_open {open}");
-    let store_failures = shared.store_failures.load(Ordering::Relaxed);
-    let _ = writeln!(out, "# HELP apimon_health_store_failures_total Saves of the incidents that failed.\n# TYPE apimon_health_store_failures_total counter\napimon_health_store_failures_total {store_failures}");
-    let counters = shared
-        .notifier
-        .read()
-        .ok()
-        .and_then(|n| n.as_ref().map(|n| n.counters()))
-        .unwrap_or_default();
-    let held = shared.held.read().map(|h| h.clone()).unwrap_or_default();
-    let mut routes: std::collections::BTreeSet<&String> = counters.keys().collect();
-    routes.extend(held.keys());
-    for (name, help, kind) in [
-        ("notifications_delivered_total", "Notifications a route took.", "counter"),
-        (
-            "notification_failures_total",
-            "Delivery attempts that failed (each is retried).",
-            "counter",
-        ),
-        ("notifications_pending", "Notifications waiting in the outbox.", "gauge"),
-        (
-            "notifications_dropped_total",
-            "Notifications dropped (route gone, outbox full).",
-            "counter",
-        ),
-        (
-            "notifications_suppressed_total",
-            "Notifications held back by a maintenance window.",
-            "counter",
-        ),
-        (
-            "notifications_rate_limited_total",
-            "Notifications over a route's hourly limit.",
-            "counter",
-        ),
-    ] {
-        let _ =
-            writeln!(out, "# HELP apimon_health_{name} {help}\n# TYPE apimon_health_{name} {kind}");
-        for route in &routes {
-            let c = counters.get(*route).copied().unwrap_or_default();
-            let h = held.get(*route).copied().unwrap_or_default();
-            let value = match name {
-                "notifications_delivered_total" => c.delivered,
-                "notification_failures_total" => c.failures,
-                "notifications_pending" => c.pending,
-                "notifications_dropped_total" => c.dropped,
-                "notifications_suppressed_total" => h.suppressed,
-                _ => h.rate_limited,
-            };
-            let _ = writeln!(
-                out,
-                "apimon_health_{name}{{route=\"{}\"}} {value}",
-                route.replace(['"', '\\', '\n'], "")
-            );
-        }
-    }
-    let _ = writeln!(out, "# HELP apimon_health_service_state A service's state: 0 ok, 1 degraded, 2 outage.\n# TYPE apimon_health_service_state gauge");
-    if let Ok(last) = shared.last.read() {
-        for (environment, services) in
-            last.as_ref().map(|(_, e)| &e.environments).into_iter().flatten()
-        {
-            for (service, health) in services {
-                let _ = writeln!(
-                    out,
-                    "apimon_health_service_state{{environment=\"{}\",service=\"{}\"}} {}",
-                    environment.replace('"', ""),
-                    service.replace('"', ""),
-                    health.state as u8
-                );
-            }
-        }
-    }
-    out
 }

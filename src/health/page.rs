@@ -89,6 +89,21 @@ fn incident_row(out: &mut String, incident: &Incident) {
         parts = parts.join("; "),
         detail = incident.detail.as_deref().map(|d| format!("<br>{}", escape(d))).unwrap_or_default(),
     );
+    if !incident.logs.is_empty() {
+        let links: Vec<String> = incident
+            .logs
+            .iter()
+            .filter(|(_, url)| url.starts_with("http://") || url.starts_with("https://"))
+            .map(|(scenario, url)| {
+                format!("<a class=\"log\" href=\"{}\">{} log</a>", escape(url), escape(scenario))
+            })
+            .collect();
+        // Inside the list item just written.
+        if out.ends_with("</li>") {
+            out.truncate(out.len() - "</li>".len());
+            let _ = write!(out, "<br>Failed runs: {}</li>", links.join(", "));
+        }
+    }
 }
 
 /// The page.
