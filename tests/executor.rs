@@ -354,6 +354,22 @@ fn the_binary_reloads_on_sighup_and_stops_cleanly_on_sigterm() {
     );
 }
 
+/// `apimon render` of `repo`: outside-executor's executor.yaml, loaded as
+/// the executor loads it.
+fn rendered_executor_config(repo: &crate::support::TestRepo) -> executor::config::Config {
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = crate::support::apimon(&[
+        "render",
+        "--repo",
+        &repo.path().to_string_lossy(),
+        "--out",
+        &out.path().to_string_lossy(),
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    let path = out.path().join("outside/outside-executor/etc/apimon/executor.yaml");
+    executor::config::load(&path).expect("rendered config parses")
+}
+
 #[test]
 fn the_rendered_executor_config_is_what_the_executor_reads() {
     let repo = crate::support::TestRepo::fixture();
@@ -367,17 +383,7 @@ fn the_rendered_executor_config_is_what_the_executor_reads() {
         "    address: 192.168.10.20\n",
         "    address: 192.168.10.20\n    availability_zone: eu-de-02\n",
     );
-    let out = tempfile::tempdir().expect("temp dir");
-    let output = crate::support::apimon(&[
-        "render",
-        "--repo",
-        &repo.path().to_string_lossy(),
-        "--out",
-        &out.path().to_string_lossy(),
-    ]);
-    assert_eq!(output.status.code(), Some(0));
-    let path = out.path().join("outside/outside-executor/etc/apimon/executor.yaml");
-    let config = executor::config::load(&path).expect("rendered config parses");
+    let config = rendered_executor_config(&repo);
     assert_eq!(config.environment, "outside");
     assert_eq!(config.scenarios.len(), 2);
     assert_eq!(config.scenarios["list_servers"].runner.kind(), "ansible");
@@ -582,17 +588,7 @@ async fn a_playbook_ansible_cannot_load_and_a_runner_that_cannot_start_are_error
 #[test]
 fn an_executor_whose_zone_is_left_to_nova_reads_the_zone_file_apimon_writes() {
     let repo = crate::support::TestRepo::fixture();
-    let out = tempfile::tempdir().expect("temp dir");
-    let output = crate::support::apimon(&[
-        "render",
-        "--repo",
-        &repo.path().to_string_lossy(),
-        "--out",
-        &out.path().to_string_lossy(),
-    ]);
-    assert_eq!(output.status.code(), Some(0));
-    let path = out.path().join("outside/outside-executor/etc/apimon/executor.yaml");
-    let config = executor::config::load(&path).expect("rendered config parses");
+    let config = rendered_executor_config(&repo);
     assert_eq!(config.results.zone, None);
     assert_eq!(config.zone_file.as_deref(), Some(Path::new(apimon::layout::EXECUTOR_ZONE_PATH)));
 }

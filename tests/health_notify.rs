@@ -77,6 +77,26 @@ fn drive(server: &InfluxServer, phases: &Phases) -> tokio::task::JoinHandle<()> 
     })
 }
 
+/// Writes `lines(now in seconds)` every 300 ms until aborted.
+fn keep_writing(
+    server: &InfluxServer,
+    lines: impl Fn(i64) -> String + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let url = server.url();
+    tokio::spawn(async move {
+        loop {
+            let _ = reqwest::Client::new()
+                .post(format!("{url}/write"))
+                .query(&[("db", "apimon"), ("precision", "s")])
+                .basic_auth(ADMIN.0, Some(ADMIN.1))
+                .body(lines(chrono::Utc::now().timestamp()))
+                .send()
+                .await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+}
+
 fn set(phases: &Phases, service: &str, phase: u8) {
     if let Ok(mut p) = phases.lock() {
         p.insert(service.to_owned(), phase);
@@ -412,23 +432,9 @@ async fn a_silent_executor_a_scenario_that_stopped_and_failing_reconciles_each_o
     .await;
     let service = Service::start_with(&server, &rules(&services, ""), "", extra);
     // e2 and the scenario `fresh` keep reporting.
-    let keep = {
-        let url = server.url();
-        tokio::spawn(async move {
-            loop {
-                let now = chrono::Utc::now().timestamp();
-                let body = format!("apimon_executor,environment=outside,executor=e2 running=0i {now}\napimon_scenario,environment=outside,scenario=fresh,result=passed duration_ms=5i {now}");
-                let _ = reqwest::Client::new()
-                    .post(format!("{url}/write"))
-                    .query(&[("db", "apimon"), ("precision", "s")])
-                    .basic_auth(ADMIN.0, Some(ADMIN.1))
-                    .body(body)
-                    .send()
-                    .await;
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        })
-    };
+    let keep = keep_writing(&server, |now| {
+        format!("apimon_executor,environment=outside,executor=e2 running=0i {now}\napimon_scenario,environment=outside,scenario=fresh,result=passed duration_ms=5i {now}")
+    });
     let abouts = |body: &serde_json::Value| -> Vec<String> {
         let mut list: Vec<String> = body["open"]
             .as_array()
@@ -450,23 +456,9 @@ async fn a_silent_executor_a_scenario_that_stopped_and_failing_reconciles_each_o
     assert!(detail.contains("the daemon's reconciles have not succeeded since"), "{detail}");
 
     // e1 comes back and the daemon succeeds: both resolve.
-    let back = {
-        let url = server.url();
-        tokio::spawn(async move {
-            loop {
-                let now = chrono::Utc::now().timestamp();
-                let body = format!("apimon_executor,environment=outside,executor=e1 running=0i {now}\napimon_reconcile,environment=outside outcome=\"no_changes\",commit=\"c\" {now}");
-                let _ = reqwest::Client::new()
-                    .post(format!("{url}/write"))
-                    .query(&[("db", "apimon"), ("precision", "s")])
-                    .basic_auth(ADMIN.0, Some(ADMIN.1))
-                    .body(body)
-                    .send()
-                    .await;
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        })
-    };
+    let back = keep_writing(&server, |now| {
+        format!("apimon_executor,environment=outside,executor=e1 running=0i {now}\napimon_reconcile,environment=outside outcome=\"no_changes\",commit=\"c\" {now}")
+    });
     until("e1 and the reconciles resolved", async || {
         let body = service.get("/api/v1/incidents").await;
         let recent: Vec<&str> = body["recent"]

@@ -67,12 +67,16 @@ pub fn send(
     let url = format!("{}/write", endpoint.url.trim_end_matches('/'));
     let (user, database) = (endpoint.results_user.clone(), endpoint.results_database.clone());
     let (metrics, environment) = (Arc::clone(metrics), env.name.clone());
+    let ca =
+        endpoint.ca_file.as_deref().and_then(|p| crate::fsutil::read_limited(p, 1024 * 1024).ok());
     tokio::spawn(async move {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(certificate) = ca.and_then(|pem| reqwest::Certificate::from_pem(&pem).ok()) {
+            builder = builder.add_root_certificate(certificate);
+        }
+        let http = builder.build().unwrap_or_default();
         let sent = http
             .post(&url)
             .query(&[("db", database.as_str()), ("precision", "ns")])

@@ -76,13 +76,15 @@ impl Policy {
         windows: &[Window],
         links: &Links,
         now: DateTime<Utc>,
-    ) -> Vec<(String, Message)> {
+    ) -> Vec<Outgoing> {
         let mut out = Vec::new();
         for route in routes {
-            // environment → lines, incidents
-            let mut by_env: BTreeMap<String, Vec<(String, serde_json::Value)>> = BTreeMap::new();
-            let mut told: Vec<String> = Vec::new();
-            let mut consider = |incident: &Incident, change: &str| {
+            // environment → (line, body, incident id) of each item
+            let mut by_env: BTreeMap<String, Vec<(String, serde_json::Value, String)>> =
+                BTreeMap::new();
+            // `catching_up`: an open incident never told, looked at again
+            // each evaluation: held back by a window, it was counted once.
+            let mut consider = |incident: &Incident, change: &str, catching_up: bool| {
                 let services = incident.services();
                 let state = incident.parts.values().map(|p| p.worst).max().unwrap_or(State::Ok);
                 let was_told = incident.notified.contains_key(&route.name);
@@ -96,7 +98,9 @@ impl Policy {
                 }
                 let quiet = windows.iter().any(|w| w.covers(&incident.environment, &services, now));
                 if quiet {
-                    self.held.entry(route.name.clone()).or_default().suppressed += 1;
+                    if !catching_up {
+                        self.held.entry(route.name.clone()).or_default().suppressed += 1;
+                    }
                     return;
                 }
                 let mut line = format!("[{change}] {}: {}", incident.about, describe(incident));
@@ -115,8 +119,11 @@ impl Policy {
                     "detail": incident.detail,
                     "logs": incident.logs,
                 });
-                by_env.entry(incident.environment.clone()).or_default().push((line, body));
-                told.push(incident.id.clone());
+                by_env.entry(incident.environment.clone()).or_default().push((
+                    line,
+                    body,
+                    incident.id.clone(),
+                ));
             };
             for (id, change) in changes {
                 if let Some(incident) = ledger.get(id) {
@@ -125,7 +132,7 @@ impl Policy {
                         Change::Updated => "updated",
                         Change::Resolved => "resolved",
                     };
-                    consider(incident, label);
+                    consider(incident, label, false);
                 }
             }
             // Open incidents this route should know and does not: opened
@@ -134,7 +141,7 @@ impl Policy {
             for incident in &ledger.open {
                 let changed_now = changes.iter().any(|(id, _)| *id == incident.id);
                 if !changed_now && !incident.notified.contains_key(&route.name) {
-                    consider(incident, "opened");
+                    consider(incident, "opened", true);
                 }
             }
             if let Some(every) = route.reminder {
@@ -143,7 +150,7 @@ impl Policy {
                     let changed_now = changes.iter().any(|(id, _)| *id == incident.id);
                     let last = incident.notified.get(&route.name);
                     if !changed_now && last.is_some_and(|last| now - *last >= every) {
-                        consider(incident, "reminder");
+                        consider(incident, "reminder", false);
                     }
                 }
             }
@@ -152,6 +159,8 @@ impl Policy {
                 while sent.front().is_some_and(|t| now - *t >= chrono::Duration::hours(1)) {
                     sent.pop_front();
                 }
+                // Over the limit: dropped and counted; its incidents are not
+                // marked told (an opening is told once the limit allows).
                 if sent.len() >= route.rate_limit as usize {
                     self.held.entry(route.name.clone()).or_default().rate_limited += 1;
                     continue;
@@ -163,7 +172,7 @@ impl Policy {
                     if items.len() == 1 { "" } else { "s" }
                 );
                 let mut text = format!("{subject}\n");
-                for (line, _) in &items {
+                for (line, ..) in &items {
                     text.push_str(line);
                     text.push('\n');
                 }
@@ -176,21 +185,39 @@ impl Policy {
                         grafana.trim_end_matches('/')
                     ));
                 }
-                let body = json!({
+                let mut message = Message::new(&subject, &text, serde_json::Value::Null);
+                // The id and time inside the signed body: a receiver can
+                // drop a replay and dedupe a retry.
+                message.body = json!({
+                    "id": message.id,
+                    "sent": message.created,
                     "environment": environment,
-                    "incidents": items.iter().map(|(_, b)| b).collect::<Vec<_>>(),
+                    "incidents": items.iter().map(|(_, b, _)| b).collect::<Vec<_>>(),
                     "page": links.page,
                 });
-                out.push((route.name.clone(), Message::new(&subject, &text, body)));
-            }
-            for id in told {
-                if let Some(incident) = ledger.get_mut(&id) {
-                    incident.notified.insert(route.name.clone(), now);
+                let incidents: Vec<String> = items.iter().map(|(.., id)| id.clone()).collect();
+                for id in &incidents {
+                    if let Some(incident) = ledger.get_mut(id) {
+                        incident.notified.insert(route.name.clone(), now);
+                    }
                 }
+                out.push(Outgoing { route: route.name.clone(), message, incidents });
             }
         }
         out
     }
+}
+
+/// A message for a route, and the incidents it tells of.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The route.
+    pub route: String,
+    /// The message.
+    pub message: Message,
+    /// The incidents it tells of (marked told; unmarked again when it
+    /// cannot be queued).
+    pub incidents: Vec<String>,
 }
 
 #[cfg(test)]
@@ -246,9 +273,9 @@ mod tests {
         // The window closed: told as opened, once.
         let sent = policy.messages(&mut ledger, &[], &routes, &[], &links, now);
         assert_eq!(sent.len(), 1, "one message for forty services");
-        assert!(sent[0].1.text.contains("[opened]"), "{}", sent[0].1.text);
+        assert!(sent[0].message.text.contains("[opened]"), "{}", sent[0].message.text);
         assert!(policy.messages(&mut ledger, &[], &routes, &[], &links, now).is_empty());
-        assert!(sent[0].1.text.contains("s39: outage (down)"), "{}", sent[0].1.text);
+        assert!(sent[0].message.text.contains("s39: outage (down)"), "{}", sent[0].message.text);
     }
 
     #[test]
@@ -266,12 +293,31 @@ mod tests {
             .is_empty());
         let later = start + chrono::Duration::seconds(61);
         let reminder = policy.messages(&mut ledger, &[], &routes, &[], &Links::default(), later);
-        assert!(reminder[0].1.text.contains("[reminder]"), "{:?}", reminder);
+        assert!(reminder[0].message.text.contains("[reminder]"), "{:?}", reminder);
         let again = start + chrono::Duration::seconds(122);
         assert!(policy
             .messages(&mut ledger, &[], &routes, &[], &Links::default(), again)
             .is_empty());
         assert_eq!(policy.held["ops"].rate_limited, 1, "two an hour");
+    }
+
+    #[test]
+    fn a_message_over_the_limit_leaves_its_incident_untold_until_the_limit_allows() {
+        let (mut ledger, mut policy, start) = (Ledger::default(), Policy::default(), Utc::now());
+        let routes = [route(None, 1)];
+        let links = Links::default();
+        let first = ledger.observe_services("outside", &failing(1, State::Outage), start, 2);
+        assert_eq!(policy.messages(&mut ledger, &first, &routes, &[], &links, start).len(), 1);
+        let second = ledger.observe_services("inside", &failing(1, State::Outage), start, 2);
+        assert!(policy.messages(&mut ledger, &second, &routes, &[], &links, start).is_empty());
+        assert_eq!(policy.held["ops"].rate_limited, 1);
+        let inside = ledger.open.iter().find(|i| i.environment == "inside").expect("open");
+        assert!(inside.notified.is_empty(), "a dropped message told nobody");
+        let later = start + chrono::Duration::minutes(61);
+        let told = policy.messages(&mut ledger, &[], &routes, &[], &links, later);
+        assert_eq!(told.len(), 1);
+        assert!(told[0].message.text.contains("[opened]"), "{:?}", told[0].message.text);
+        assert_eq!(told[0].message.body["id"], told[0].message.id.as_str(), "the id is signed");
     }
 
     #[test]

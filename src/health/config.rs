@@ -60,6 +60,8 @@ pub struct RawInfluxdb {
     pub username: Option<String>,
     /// Its password.
     pub password: Option<String>,
+    /// A CA bundle (PEM) that signs its certificate, besides the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -95,6 +97,10 @@ pub struct Config {
     pub deadman: super::deadman::Deadman,
     /// Networks allowed to connect.
     pub allow_from: Vec<ipnet::IpNet>,
+    /// InfluxDB's CA bundle.
+    pub ca_file: Option<PathBuf>,
+    /// The route secrets' file (re-read when it changes).
+    pub secrets_file: Option<PathBuf>,
 }
 
 /// The configuration is unusable.
@@ -159,8 +165,18 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             }
         },
     };
+    // Only the routes of the environments this service evaluates: the
+    // others' secrets are not on this host.
+    let routes: Vec<crate::model::health::routes::Route> = rules
+        .iter()
+        .flat_map(|r| &r.routes)
+        .filter(|r| {
+            r.environments.as_ref().is_none_or(|e| raw.environments.iter().any(|x| e.contains(x)))
+        })
+        .cloned()
+        .collect();
     let targets = match &rules {
-        Some(rules) => targets(&mut file, &rules.routes, &secrets),
+        Some(_) => targets(&mut file, &routes, &secrets),
         None => std::collections::BTreeMap::new(),
     };
     for (environment, scenarios) in &raw.deadman.scenarios {
@@ -188,6 +204,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         links: super::alerts::Links { page: raw.page_url, grafana: raw.grafana_url },
         deadman: raw.deadman,
         allow_from: raw.allow_from,
+        secrets_file: raw.secrets_file,
+        ca_file: raw.influxdb.ca_file,
     })
 }
 

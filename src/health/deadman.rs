@@ -51,9 +51,21 @@ pub async fn look(
     let quoted = environment.replace('\\', "\\\\").replace('\'', "\\'");
     let secrets: Vec<&str> =
         source.credentials.map(|c| c.password.expose().as_str()).into_iter().collect();
+    // Back far enough to see the last run of the scenario with the
+    // longest period (3 periods and a day), at least a week.
+    let longest = deadman
+        .scenarios
+        .get(environment)
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, cron)| period(&crate::cron::Schedule::parse(cron).ok()?, now))
+        .max()
+        .unwrap_or_default();
+    let reach_hours =
+        (longest * MISSED as i32 + chrono::Duration::days(1)).num_hours().clamp(7 * 24, 400 * 24);
     let queries = [
         format!("SELECT last(\"running\") FROM \"apimon_executor\" WHERE \"environment\" = '{quoted}' AND time > now() - 1d GROUP BY \"executor\""),
-        format!("SELECT last(\"duration_ms\") FROM \"apimon_scenario\" WHERE \"environment\" = '{quoted}' AND \"result\" != 'skipped' AND time > now() - 7d GROUP BY \"scenario\""),
+        format!("SELECT last(\"duration_ms\") FROM \"apimon_scenario\" WHERE \"environment\" = '{quoted}' AND \"result\" != 'skipped' AND time > now() - {reach_hours}h GROUP BY \"scenario\""),
         format!("SELECT last(\"outcome\") FROM \"apimon_reconcile\" WHERE \"environment\" = '{quoted}' AND time > now() - 7d"),
         format!("SELECT last(\"outcome\") FROM \"apimon_reconcile\" WHERE \"environment\" = '{quoted}' AND (\"outcome\" = 'success' OR \"outcome\" = 'no_changes') AND time > now() - 7d"),
     ];
@@ -79,8 +91,16 @@ pub async fn look(
     let interval = Duration::from_secs(deadman.executor_interval_seconds.unwrap_or(60).max(1));
     let limit = chrono::Duration::from_std(interval * MISSED).unwrap_or_default();
     let seen = last_by(0, "executor");
-    let expected: BTreeSet<&String> =
-        deadman.executors.get(environment).into_iter().flatten().chain(seen.keys()).collect();
+    // Points from before executors carried their name (no tag) are no
+    // executor of their own.
+    let expected: BTreeSet<&String> = deadman
+        .executors
+        .get(environment)
+        .into_iter()
+        .flatten()
+        .chain(seen.keys())
+        .filter(|name| !name.is_empty())
+        .collect();
     for executor in expected {
         let fired = match seen.get(executor) {
             Some(at) if now - *at > limit => Some(format!(
@@ -109,9 +129,10 @@ pub async fn look(
                 at.format("%Y-%m-%d %H:%M:%S UTC"),
                 (now - *at).num_seconds() / period.num_seconds().max(1)
             )),
-            None if watching > limit => {
-                Some(format!("scenario {scenario} ({cron}) has not run in the last 7 days"))
-            }
+            None if watching > limit => Some(format!(
+                "scenario {scenario} ({cron}) has not run in the last {} days",
+                reach_hours / 24
+            )),
             _ => None,
         };
         looks.push((format!("scenario:{scenario}"), fired));

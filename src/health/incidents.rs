@@ -245,6 +245,36 @@ impl Ledger {
         }
     }
 
+    /// Takes every switch of `environment` looked at now (`about`, what it
+    /// saw when it fired); a switch with an open incident that was not
+    /// looked at (its executor or scenario gone from the configuration, or
+    /// out of the queries' reach) is quiet, so its incident resolves.
+    pub fn observe_switches(
+        &mut self,
+        environment: &str,
+        looks: &[(String, Option<String>)],
+        now: DateTime<Utc>,
+        resolve_after: u32,
+    ) -> Vec<(String, Change)> {
+        let mut changes: Vec<(String, Change)> = looks
+            .iter()
+            .filter_map(|(about, fired)| {
+                self.observe_switch(environment, about, fired.clone(), now, resolve_after)
+            })
+            .collect();
+        let gone: Vec<String> = self
+            .open
+            .iter()
+            .filter(|i| i.environment == environment && i.about != SERVICES)
+            .filter(|i| !looks.iter().any(|(about, _)| *about == i.about))
+            .map(|i| i.about.clone())
+            .collect();
+        for about in gone {
+            changes.extend(self.observe_switch(environment, &about, None, now, resolve_after));
+        }
+        changes
+    }
+
     fn resolve(&mut self, index: usize, now: DateTime<Utc>) -> Change {
         let mut incident = self.open.remove(index);
         incident.resolved = Some(now);
@@ -296,7 +326,9 @@ impl Store {
                 Ledger::default()
             }
             Err(error) => {
-                tracing::error!(path = %self.path.display(), %error, "Cannot read the incident store; incidents start afresh.");
+                // Set aside, never overwritten by the next save.
+                tracing::error!(path = %self.path.display(), %error, "Cannot read the incident store; it is set aside and incidents start afresh.");
+                let _ = std::fs::rename(&self.path, self.path.with_extension("json.bad"));
                 Ledger::default()
             }
         }
@@ -389,6 +421,19 @@ mod tests {
         let resolved = ledger.observe_switch("outside", "executor:e1", None, now, 2);
         assert!(matches!(resolved, Some((_, Change::Resolved))));
         assert_eq!(ledger.recent[0].about, "executor:e1");
+    }
+
+    #[test]
+    fn a_switch_no_longer_looked_at_resolves() {
+        let mut ledger = Ledger::default();
+        let now = Utc::now();
+        let fired = vec![("scenario:gone".to_owned(), Some("silent".to_owned()))];
+        let opened = ledger.observe_switches("outside", &fired, now, 2);
+        assert!(matches!(opened[..], [(_, Change::Opened)]));
+        assert!(ledger.observe_switches("outside", &[], now, 2).is_empty());
+        let resolved = ledger.observe_switches("outside", &[], now, 2);
+        assert!(matches!(resolved[..], [(_, Change::Resolved)]));
+        assert!(ledger.open.is_empty());
     }
 
     #[test]

@@ -95,7 +95,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const RELOAD_POLL: Duration = Duration::from_secs(2);
 
 fn client(config: &Config) -> Result<(Client, Option<Credentials>), HealthError> {
-    let client = Client::new(&config.url, None, REQUEST_TIMEOUT, None)?;
+    let client = Client::new(&config.url, config.ca_file.as_deref(), REQUEST_TIMEOUT, None)?;
     let credentials = config
         .credentials
         .as_ref()
@@ -106,8 +106,12 @@ fn client(config: &Config) -> Result<(Client, Option<Credentials>), HealthError>
 /// What the configuration files hold now (a change means a reload).
 fn digest(path: &std::path::Path, config: Option<&Config>) -> Vec<u8> {
     let mut bytes = std::fs::read(path).unwrap_or_default();
-    if let Some(rules) = config.map(|c| &c.rules_file) {
-        bytes.extend(std::fs::read(rules).unwrap_or_default());
+    if let Some(config) = config {
+        bytes.extend(std::fs::read(&config.rules_file).unwrap_or_default());
+        // A rotated route secret is taken at once.
+        if let Some(secrets) = &config.secrets_file {
+            bytes.extend(std::fs::read(secrets).unwrap_or_default());
+        }
     }
     crate::digest::sha256_hex(&bytes).into_bytes()
 }
@@ -161,16 +165,18 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut poll = tokio::time::interval(RELOAD_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().unwrap_or_default();
+    let mut http = writer(&config);
     loop {
         let reload = tokio::select! {
             _ = tick.tick() => {
                 evaluate_once(&config, &influx, credentials.as_ref(), &http, &shared).await;
                 let source = evaluate::Source { client: &influx, credentials: credentials.as_ref(), database: &config.database };
-                let mut looks = Vec::new();
+                let mut looks = std::collections::BTreeMap::new();
                 for environment in &config.environments {
                     match deadman::look(&source, &config.deadman, environment, chrono::Utc::now(), started).await {
-                        Ok(found) => looks.extend(found.into_iter().map(|l| (environment.clone(), l))),
+                        Ok(found) => {
+                            looks.insert(environment.clone(), found);
+                        }
                         Err(error) => tracing::warn!(%environment, %error, "The dead-man's switches cannot be read; they keep their state."),
                     }
                 }
@@ -216,6 +222,7 @@ pub async fn run(
                         windows.clone_from(&new.rules.windows);
                     }
                     (config, influx, credentials) = (new, new_influx, new_credentials);
+                    http = writer(&config);
                     known = digest(&path, Some(&config));
                     tracing::info!(path = %path.display(), "Configuration reloaded.");
                 }
@@ -249,6 +256,22 @@ async fn evaluate_once(
     if let Ok(mut last) = shared.last.write() {
         *last = Some((now, evaluation));
     }
+}
+
+/// The client of the service's writes: InfluxDB's CA besides the system's
+/// roots, no redirects.
+fn writer(config: &Config) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none());
+    let pem = config
+        .ca_file
+        .as_deref()
+        .and_then(|path| crate::fsutil::read_limited(path, 1024 * 1024).ok());
+    if let Some(certificate) = pem.and_then(|pem| reqwest::Certificate::from_pem(&pem).ok()) {
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder.build().unwrap_or_default()
 }
 
 /// Most failed runs' logs linked from one incident.
@@ -362,7 +385,7 @@ fn incidents_once(
     store: &incidents::Store,
     policy: &mut alerts::Policy,
     notifier: &crate::notify::Notifier,
-    looks: &[(String, deadman::Look)],
+    looks: &std::collections::BTreeMap<String, Vec<deadman::Look>>,
     logs: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 ) -> Vec<String> {
     let now = chrono::Utc::now();
@@ -385,11 +408,10 @@ fn incidents_once(
             config.rules.resolve_after,
         ));
     }
-    for (environment, (about, fired)) in looks {
-        changes.extend(ledger.observe_switch(
+    for (environment, found) in looks {
+        changes.extend(ledger.observe_switches(
             environment,
-            about,
-            fired.clone(),
+            found,
             now,
             config.rules.resolve_after,
         ));
@@ -425,9 +447,16 @@ fn incidents_once(
         &config.links,
         now,
     );
-    for (route, message) in messages {
-        if let Err(error) = notifier.enqueue(&route, &message) {
-            tracing::error!(route = %route, %error, "Cannot queue a notification.");
+    for outgoing in messages {
+        if let Err(error) = notifier.enqueue(&outgoing.route, &outgoing.message) {
+            // Not queued: its incidents are not told, and the next
+            // evaluation tells them (as opened) once the outbox takes it.
+            tracing::error!(route = %outgoing.route, %error, "Cannot queue a notification.");
+            for id in &outgoing.incidents {
+                if let Some(incident) = ledger.get_mut(id) {
+                    incident.notified.remove(&outgoing.route);
+                }
+            }
         }
     }
     if let Ok(mut held) = shared.held.write() {

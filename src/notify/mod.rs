@@ -161,6 +161,9 @@ impl Notifier {
             }
         }
         let mut waiting: BTreeMap<String, u64> = BTreeMap::new();
+        // A route that failed once in this pass waits for the next: one
+        // receiver that does not answer delays only its own messages.
+        let mut failing: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         let now = Utc::now();
         for mut delivery in pending {
             let target = self.targets.lock().ok().and_then(|t| t.get(&delivery.route).cloned());
@@ -170,7 +173,7 @@ impl Notifier {
                 self.outbox.remove(&delivery);
                 continue;
             };
-            if delivery.next_attempt > now {
+            if delivery.next_attempt > now || failing.contains(&delivery.route) {
                 *waiting.entry(delivery.route.clone()).or_default() += 1;
                 continue;
             }
@@ -192,6 +195,7 @@ impl Notifier {
                     }
                     self.count(&delivery.route, |c| c.failures += 1);
                     *waiting.entry(delivery.route.clone()).or_default() += 1;
+                    failing.insert(delivery.route.clone());
                 }
             }
         }

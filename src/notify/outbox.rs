@@ -1,7 +1,7 @@
 //! The outbox: one file per message and route, written (fsynced, renamed)
 //! before the first attempt and removed once the route took it, so a
 //! notification survives a down receiver and a restart (a SIGKILL between
-//! sending and removing sends it again: receivers dedupe by its id).
+//! sending and removing sends it again, with the same id: at least once).
 
 use std::path::{Path, PathBuf};
 

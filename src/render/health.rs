@@ -92,11 +92,13 @@ pub(super) fn files(
             "database": endpoint.results_database,
             "username": endpoint.admin_user,
             "password": admin_password,
+            "ca_file": endpoint.ca_file,
         },
         "rules_file": RULES_PATH,
         "state_dir": format!("{}/health", crate::layout::STATE_DIR),
         "secrets_file": SECRETS_PATH,
         "grafana_url": environment.grafana_endpoint.as_ref().map(|g| g.url.clone()),
+        "page_url": rules.page_url,
         "listen": rules.listen.map_or_else(|| crate::layout::HEALTH_LISTEN.to_owned(), |l| l.to_string()),
         "allow_from": rules.allow_from.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "deadman": {
@@ -114,6 +116,7 @@ pub(super) fn files(
     let names: BTreeSet<&str> = rules
         .routes
         .iter()
+        .filter(|r| r.environments.as_ref().is_none_or(|e| e.contains(&environment.name)))
         .flat_map(|r| match &r.sink {
             Sink::Webhook { secret, .. } => vec![secret],
             Sink::Matrix { access_token, .. } => vec![access_token],

@@ -187,10 +187,19 @@ fn check_pinned(host: &Host, output: &RenderedHost, secrets: &Secrets) -> Result
         if names.iter().flatten().any(|n| hosts.contains(n)) {
             continue;
         }
-        let needle = value.expose().as_bytes();
+        // As written, and as a JSON string writes it (escaped quotes and
+        // backslashes: the health service's files are JSON).
+        let json = serde_json::to_string(value.expose()).unwrap_or_default();
+        let escaped = json.get(1..json.len().saturating_sub(1)).unwrap_or_default().to_owned();
+        let needles: Vec<&[u8]> = [value.expose().as_bytes(), escaped.as_bytes()]
+            .into_iter()
+            .filter(|n| !n.is_empty())
+            .collect();
         let found = std::iter::once(("cloud-init user data", output.user_data.as_bytes()))
             .chain(output.files.iter().map(|f| (f.path.as_str(), f.content.expose().as_slice())))
-            .find(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle));
+            .find(|(_, bytes)| {
+                needles.iter().any(|needle| bytes.windows(needle.len()).any(|w| w == *needle))
+            });
         if let Some((file, _)) = found {
             return Err(RenderError::Pinned {
                 host: host.name.clone(),

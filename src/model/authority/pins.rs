@@ -43,8 +43,24 @@ fn endpoint(state: &DesiredState, use_: &SecretUse) -> (Endpoint, Option<String>
         (Endpoint::Other, influxdb())
     } else if file.ends_with("/grafana.yaml") {
         (Endpoint::Other, grafana())
+    } else if file == "health.yaml" {
+        (Endpoint::Other, health_route_destination(state, &use_.path))
     } else {
         (Endpoint::Other, None)
+    }
+}
+
+/// Where a health.yaml route sends the secret at `path`: a Matrix token
+/// to its homeserver, an SMTP login to its server; a webhook's key signs
+/// and goes nowhere.
+fn health_route_destination(state: &DesiredState, path: &str) -> Option<String> {
+    use crate::model::health::routes::Sink;
+    let index: usize = path.strip_prefix("routes[")?.split(']').next()?.parse().ok()?;
+    let route = state.health.as_ref()?.routes.get(index)?;
+    match &route.sink {
+        Sink::Matrix { homeserver, .. } => Some(homeserver.clone()),
+        Sink::Email { host, port, .. } => Some(format!("smtp://{host}:{port}")),
+        Sink::Webhook { .. } => None,
     }
 }
 

@@ -1,8 +1,9 @@
 //! Service health from the measurements (issue #32), the pure parts: the
 //! checked rules of `health.yaml` ([`Health`]), their expression language
 //! ([`expression`]), the query each template makes per environment, and a
-//! service's state from the flags that fired. The health service that runs
-//! them, its incidents and notifications are not built yet.
+//! service's state from the flags that fired, where incidents are told
+//! ([`routes`]: routes and maintenance windows). The health service
+//! (`apimon health`) runs them.
 
 pub mod expression;
 pub mod routes;
@@ -122,6 +123,8 @@ pub struct Health {
     pub listen: Option<std::net::SocketAddr>,
     /// Who may connect to it when it is not on loopback.
     pub allow_from: Vec<ipnet::IpNet>,
+    /// The page as people reach it, linked from messages.
+    pub page_url: Option<String>,
 }
 
 /// The placeholders a template's query may use.
@@ -263,6 +266,7 @@ mod tests {
             hosts: BTreeMap::new(),
             listen: None,
             allow_from: Vec::new(),
+            page_url: None,
         }
     }
 

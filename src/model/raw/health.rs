@@ -44,6 +44,9 @@ pub struct PageSettings {
     /// Networks allowed to connect (required unless `listen` is loopback).
     #[serde(default)]
     pub allow_from: Vec<String>,
+    /// The page as people reach it (a reverse proxy's URL), linked from
+    /// every message.
+    pub url: Option<String>,
 }
 
 /// `routes[]`: which incidents go where. Exactly one of `webhook`,

@@ -64,6 +64,7 @@ pub(super) fn check(
         hosts: file.hosts.clone(),
         listen,
         allow_from,
+        page_url: file.page.as_ref().and_then(|p| p.url.clone()),
     })
 }
 

@@ -304,6 +304,9 @@ pub(super) fn check_page(
             ),
         }
     }
+    if let Some(url) = &page.url {
+        check_url(check, doc, "page.url", url);
+    }
     if listen.is_some_and(|a| !a.ip().is_loopback()) && page.allow_from.is_empty() {
         check.error(
             doc,

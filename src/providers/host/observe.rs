@@ -59,7 +59,7 @@ fn script(provider: &HostProvider, managed: &Managed) -> String {
          u() {{ e=$({manager} is-enabled \"$1\" 2>/dev/null); a=$({manager} is-active \"$1\" 2>/dev/null); printf 'U\\t%s\\t%s\\t%s\\n' \"$1\" \"$e\" \"$a\"; }}\n\
          p() {{ if {check}; then printf 'P\\t%s\\tyes\\n' \"$1\"; else printf 'P\\t%s\\tno\\n' \"$1\"; fi; }}\n\
          a() {{ if getent passwd \"$1\" >/dev/null 2>&1; then printf 'A\\t%s\\n' \"$1\"; fi; }}\n\
-         x() {{ if [ -f \"$R$1\" ] && [ ! -L \"$R$1\" ]; then printf 'X\\t%s\\n' \"$(head -c {MAX_REPORT} \"$R$1\" | tr -d '\\n\\t\\r')\"; fi; }}\n\
+         x() {{ if [ -f \"$R$1\" ] && [ ! -L \"$R$1\" ]; then printf 'X\\t%s\\n' \"$(dd if=\"$R$1\" iflag=nofollow,nonblock bs={MAX_REPORT} count=1 2>/dev/null | tr -d '\\n\\t\\r')\"; fi; }}\n\
          k() {{ if [ -f \"$R$2\" ] && [ -f \"$R$3\" ]; then printf 'K\\t%s\\t%s\\t%s\\t%s\\n' \"$1\" \"$2\" \"$3\" \"$(cat \"$R$2\" \"$R$3\" | sha256sum | cut -d' ' -f1)\"; fi; }}\n",
         quote(&root)
     );

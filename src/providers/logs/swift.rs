@@ -165,8 +165,11 @@ impl Account {
 
     /// Deletes its objects, then it; gone already is fine.
     pub async fn delete(&mut self, r: &ResourceId, name: &str) -> Result<(), LogsError> {
-        let query = format!("format=json&limit={PAGE}");
+        // Paged by marker: objects that answer 404 (listing lag) are not
+        // listed again.
+        let mut marker = String::new();
         loop {
+            let query = format!("format=json&limit={PAGE}&marker={}", encode(&marker));
             let listing = self
                 .call(r, "list objects", reqwest::Method::GET, &encode(name), Some(&query), &[])
                 .await?;
@@ -182,8 +185,9 @@ impl Account {
                 let path = format!("{}/{}", encode(name), encode(&object.name));
                 self.call(r, "delete object", reqwest::Method::DELETE, &path, None, &[]).await?;
             }
-            if objects.len() < PAGE {
-                break;
+            match objects.last() {
+                Some(last) if objects.len() >= PAGE => marker.clone_from(&last.name),
+                _ => break,
             }
         }
         self.call(r, "delete", reqwest::Method::DELETE, &encode(name), None, &[]).await?;
@@ -279,11 +283,14 @@ fn gone(r: &ResourceId, action: &'static str) -> LogsError {
 
 /// An object name as one path (each `/`-separated segment percent-encoded).
 fn encode(name: &str) -> String {
+    // `.` and `..` too: a URL would resolve them away.
     name.split('/')
-        .map(|segment| {
-            url::form_urlencoded::byte_serialize(segment.as_bytes())
+        .map(|segment| match segment {
+            "." => "%2E".to_owned(),
+            ".." => "%2E%2E".to_owned(),
+            _ => url::form_urlencoded::byte_serialize(segment.as_bytes())
                 .collect::<String>()
-                .replace('+', "%20")
+                .replace('+', "%20"),
         })
         .collect::<Vec<_>>()
         .join("/")
@@ -292,4 +299,15 @@ fn encode(name: &str) -> String {
 #[derive(serde::Deserialize)]
 struct ObjectJson {
     name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_names_stay_inside_their_container() {
+        assert_eq!(encode("env/a b/../x?y"), "env/a%20b/%2E%2E/x%3Fy");
+        assert_eq!(encode("./."), "%2E/%2E");
+    }
 }
