@@ -248,7 +248,7 @@ impl Executor {
         self.digest = file_digest(&self.path);
         match config::load(&self.path) {
             Ok(mut config) => {
-                resolve_zone(&mut config, self.config.results.zone.as_deref()).await;
+                zone::resolve(&mut config, self.config.results.zone.as_deref()).await;
                 let new_writer = config.results.url != self.config.results.url
                     || config.results.zone != self.config.results.zone
                     || config.results.database != self.config.results.database
@@ -469,46 +469,6 @@ impl Executor {
     }
 }
 
-/// How long the metadata service may take to say the zone.
-const ZONE_LOOKUP: Duration = Duration::from_secs(3);
-
-/// Fills in the zone when executor.yaml gives none: from the zone file
-/// apimon wrote (Nova's answer when it applied the server), else from the
-/// metadata service when executor.yaml names one; a lookup that fails
-/// keeps `previous` (a hiccup must not change every series and restart the
-/// writer).
-async fn resolve_zone(config: &mut Config, previous: Option<&str>) {
-    if config.results.zone.is_some() {
-        return;
-    }
-    if let Some(file) = &config.zone_file {
-        match zone::from_file(file) {
-            Ok(Some(zone)) => {
-                config.results.zone = Some(zone);
-                return;
-            }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(file = %file.display(), error = %error, previous = ?previous, "The zone file cannot be read.");
-                config.results.zone = previous.map(str::to_owned);
-                return;
-            }
-        }
-    }
-    if let Some(url) = &config.zone_metadata_url {
-        match zone::from_metadata(url, ZONE_LOOKUP).await {
-            Some(zone) => {
-                tracing::info!(zone = %zone, "Availability zone from the metadata service.");
-                config.results.zone = Some(zone);
-            }
-            None => {
-                tracing::warn!(url = %url, previous = ?previous, "The metadata service did not say the zone.");
-                config.results.zone = previous.map(str::to_owned);
-            }
-        }
-    }
-}
-
 /// Runs the executor until [`Control::Shutdown`] (or the sender is dropped).
 ///
 /// # Errors
@@ -520,7 +480,7 @@ pub async fn run(
     mut controls: mpsc::UnboundedReceiver<Control>,
 ) -> Result<Totals, ExecutorError> {
     let mut config = config::load(&path)?;
-    resolve_zone(&mut config, None).await;
+    zone::resolve(&mut config, None).await;
     let (fires, mut fire_rx) = mpsc::unbounded_channel();
     let health = Arc::new(health::Health::default());
     let writer =

@@ -81,6 +81,46 @@ fn has_zone(key: &str) -> bool {
     key.match_indices(",zone=").any(|(at, _)| !key[..at].ends_with('\\'))
 }
 
+/// How long the metadata service may take to say the zone.
+const ZONE_LOOKUP: Duration = Duration::from_secs(3);
+
+/// Fills in the zone when executor.yaml gives none: from the zone file
+/// apimon wrote (Nova's answer when it applied the server), else from the
+/// metadata service when executor.yaml names one; a lookup that fails
+/// keeps `previous` (a hiccup must not change every series and restart the
+/// writer).
+pub(super) async fn resolve(config: &mut super::config::Config, previous: Option<&str>) {
+    if config.results.zone.is_some() {
+        return;
+    }
+    if let Some(file) = &config.zone_file {
+        match from_file(file) {
+            Ok(Some(zone)) => {
+                config.results.zone = Some(zone);
+                return;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(file = %file.display(), error = %error, previous = ?previous, "The zone file cannot be read.");
+                config.results.zone = previous.map(str::to_owned);
+                return;
+            }
+        }
+    }
+    if let Some(url) = &config.zone_metadata_url {
+        match from_metadata(url, ZONE_LOOKUP).await {
+            Some(zone) => {
+                tracing::info!(zone = %zone, "Availability zone from the metadata service.");
+                config.results.zone = Some(zone);
+            }
+            None => {
+                tracing::warn!(url = %url, previous = ?previous, "The metadata service did not say the zone.");
+                config.results.zone = previous.map(str::to_owned);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -569,10 +569,8 @@ macro_rules! registry {
                 }
             }
 
-            /// What the providers observed in this pass found beyond
-            /// resources (an executor's unloadable playbooks), by
-            /// environment: only environments a provider that reports
-            /// findings observed, so a cached observation keeps the last.
+            /// What this pass's observations found beyond resources, by
+            /// environment (only those observed: a cached one keeps the last).
             pub fn findings(&self) -> BTreeMap<String, Vec<super::Finding>> {
                 let mut found = BTreeMap::new();
                 $(self.$field.findings(&mut found);)+

@@ -15,6 +15,7 @@ mod absent;
 mod apply;
 pub mod bastions;
 mod desired;
+mod error;
 mod observe;
 mod release;
 pub mod runtime;
@@ -24,6 +25,7 @@ pub mod ssh;
 mod ssh_error;
 
 pub use desired::{binary, desired};
+pub use error::HostError;
 pub use settle::Unsettled;
 pub use spec::{Content, HostSpec};
 
@@ -135,59 +137,6 @@ struct Managed {
     executor: bool,
     /// Apt repositories: name, keyring, source entry.
     repositories: Vec<(String, String, String)>,
-}
-
-/// Host management failed.
-#[derive(Debug, thiserror::Error)]
-pub enum HostError {
-    /// SSH failed.
-    #[error(transparent)]
-    Ssh(#[from] SshError),
-    /// A command failed on the host.
-    #[error("on {host}: {what} failed (exit {status}): {stderr}")]
-    Command {
-        /// Host.
-        host: String,
-        /// What was being done.
-        what: String,
-        /// Exit status.
-        status: u32,
-        /// The end of its stderr.
-        stderr: String,
-    },
-    /// A unit apimon (re)started did not stay up.
-    #[error("on {host}: unit {unit} {}{}", unsettled.problem, last_lines(&unsettled.last_lines))]
-    Unsettled {
-        /// Host.
-        host: String,
-        /// Unit.
-        unit: String,
-        /// What was seen.
-        unsettled: Unsettled,
-    },
-    /// The pinned apimon release could not be downloaded, or is not the
-    /// file apimon.yaml names.
-    #[error("apimon_binary {url}: {message}")]
-    Download {
-        /// Where from.
-        url: String,
-        /// Why.
-        message: String,
-        /// Worth retrying (the network, not the file).
-        transient: bool,
-    },
-    /// A local file could not be read (the binary to install).
-    #[error("cannot read {path} to upload it")]
-    Local {
-        /// Path.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The resource names a host the environment does not have.
-    #[error("unknown host {0}")]
-    UnknownHost(String),
 }
 
 /// The executor's unit.
@@ -420,15 +369,6 @@ impl HostProvider {
     }
 }
 
-/// A unit's last lines as an error shows them (after a colon), if any.
-fn last_lines(lines: &str) -> String {
-    if lines.is_empty() {
-        String::new()
-    } else {
-        format!("; its last lines:\n{lines}")
-    }
-}
-
 /// What `apimon bootstrap` does on the daemon's bastion, through the same
 /// connections (jump host, known_hosts, root and service manager) as the
 /// provider's changes.
@@ -476,19 +416,6 @@ impl HostProvider {
                 self.forget(host).await;
                 Err(error.into())
             }
-        }
-    }
-}
-
-impl HostError {
-    /// Worth retrying: the connection, not the host's answer.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Ssh(error) => error.is_transient(),
-            Self::Download { transient, .. } => *transient,
-            // A port taken, a dependency not up yet: it may start later.
-            Self::Unsettled { .. } => true,
-            _ => false,
         }
     }
 }
