@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::metrics::Metrics;
-use crate::model::{Environment, MaybeSecret, Secrets};
+use crate::model::{Environment, Secrets};
 
 /// One pass's outcome in one environment.
 #[derive(Debug, Clone)]
@@ -53,13 +53,12 @@ pub fn send(
         tracing::debug!(environment = %env.name, "InfluxDB is not reached directly from here: no apimon_reconcile point.");
         return;
     }
-    let password =
-        env.influxdb.users.iter().find(|u| u.name == endpoint.results_user).and_then(|u| match &u
-            .password
-        {
-            MaybeSecret::Secret(name) => secrets.value(name),
-            MaybeSecret::Plain(text) => Some(crate::model::Sensitive::new(text.clone())),
-        });
+    let password = env
+        .influxdb
+        .users
+        .iter()
+        .find(|u| u.name == endpoint.results_user)
+        .and_then(|u| secrets.resolve(&u.password));
     let Some(password) = password else {
         tracing::debug!(environment = %env.name, "No results user's password: no apimon_reconcile point.");
         return;

@@ -382,6 +382,15 @@ impl Secrets {
             Self::Resolved(store) => store.get(name).cloned(),
         }
     }
+
+    /// The value of `value`: its secret's ([`Self::value`]) or the plain
+    /// text written in the repository.
+    pub fn resolve(&self, value: &super::raw::MaybeSecret) -> Option<Sensitive<String>> {
+        match value {
+            super::raw::MaybeSecret::Secret(name) => self.value(name),
+            super::raw::MaybeSecret::Plain(text) => Some(Sensitive::new(text.clone())),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -250,10 +250,7 @@ impl GrafanaProvider {
         if env.host_with_role(Role::Grafana).is_none() {
             return Ok(Availability::Unavailable("no host with `role: grafana`".to_owned()));
         }
-        let secret = |value: &MaybeSecret| match value {
-            MaybeSecret::Secret(name) => secrets.value(name).unwrap_or_default(),
-            MaybeSecret::Plain(text) => Sensitive::new(text.clone()),
-        };
+        let secret = |value: &MaybeSecret| secrets.resolve(value).unwrap_or_default();
         // A token when there is one; else the admin user grafana.ini sets up.
         let credentials = match (&endpoint.token, &endpoint.admin_password) {
             (Some(token), _) => client::Credentials::Token(secret(token)),

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::model::{Environment, InfluxDuration, MaybeSecret, Privilege, Role, Secrets, Sensitive};
+use crate::model::{Environment, InfluxDuration, Privilege, Role, Secrets, Sensitive};
 use crate::plan::{
     Comparison, DesiredItem, DesiredSet, ItemChange, ObservedSet, Planned, ProviderKind,
     ResourceId, Spec,
@@ -184,10 +184,7 @@ fn grant_id(env: &str, user: &str, database: &str) -> ResourceId {
 
 /// The password `user` should have, resolved.
 fn password_of(user: &crate::model::raw::InfluxUser, secrets: &Secrets) -> Sensitive<String> {
-    match &user.password {
-        MaybeSecret::Secret(secret) => secrets.value(secret).unwrap_or_default(),
-        MaybeSecret::Plain(text) => Sensitive::new(text.clone()),
-    }
+    secrets.resolve(&user.password).unwrap_or_default()
 }
 
 /// Fingerprint of `user`'s password: what the state store keeps.

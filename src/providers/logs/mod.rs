@@ -78,11 +78,7 @@ fn key_fingerprint(cloud: &str, container: &str, key: &str) -> String {
 
 /// The environment's temp-URL key, resolved (empty when public without one).
 fn key_of(logs: &crate::model::Logs, secrets: &Secrets) -> Sensitive<String> {
-    match &logs.temp_url_key {
-        Some(MaybeSecret::Secret(name)) => secrets.value(name).unwrap_or_default(),
-        Some(MaybeSecret::Plain(text)) => Sensitive::new(text.clone()),
-        None => Sensitive::default(),
-    }
+    logs.temp_url_key.as_ref().and_then(|key| secrets.resolve(key)).unwrap_or_default()
 }
 
 /// What `env` asks for: its log container, if it has `logs:`.
@@ -145,10 +141,7 @@ impl Provider for LogsProvider {
         desired: &DesiredSet<LogContainer>,
     ) -> Result<Availability<Self>, LogsError> {
         let secrets = context.secrets;
-        let value = |v: &MaybeSecret| match v {
-            MaybeSecret::Secret(name) => secrets.value(name).unwrap_or_default(),
-            MaybeSecret::Plain(text) => Sensitive::new(text.clone()),
-        };
+        let value = |v: &MaybeSecret| secrets.resolve(v).unwrap_or_default();
         let http = swift::http();
         let mut clouds = BTreeMap::new();
         for (name, cloud) in &env.monitored_clouds {
